@@ -1,0 +1,279 @@
+"""What the CLI and the tests call: train, evaluate, list, data, bench, demo, report, export_nir.
+
+Each function takes typed arguments and returns plain data; the CLI only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from overlooked import catalog
+from overlooked.config import Component, ExperimentConfig, check_component_kwargs, load_config
+from overlooked.data.base import Splits
+from overlooked.errors import ConfigError, OverlookedError
+from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
+from overlooked.train.callbacks import Callback
+from overlooked.train.checkpoint import load_checkpoint
+from overlooked.train.distributed import init_distributed
+from overlooked.train.environment import environment
+from overlooked.train.trainer import fit
+
+
+def registries() -> dict[str, list[str]]:
+    """Every registry's names (after importing all registering modules)."""
+    catalog.load_all()
+    return {kind: reg.names() for kind, reg in ALL.items()}
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """Check every component's name and keyword arguments before any work starts."""
+    catalog.load_all()
+    check_component_kwargs(DATASETS, cfg.data, "data")
+    check_component_kwargs(MODELS, cfg.model, "model")
+    check_component_kwargs(OBJECTIVES, cfg.objective, "objective")
+    if cfg.encoder is not None and cfg.encoder.name:
+        check_component_kwargs(ENCODERS, cfg.encoder, "encoder")
+    if cfg.augment is not None and cfg.augment.name:
+        check_component_kwargs(AUGMENTATIONS, cfg.augment, "augment")
+    for i, cb in enumerate(cfg.callbacks):
+        check_component_kwargs(CALLBACKS, cb, f"callbacks[{i}]")
+
+
+def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[str, Any]:
+    """Fill builder arguments the config leaves out from dataset facts of the same name."""
+    facts = dict(meta)
+    if "image_shape" in facts:
+        shape = tuple(facts["image_shape"])
+        facts.setdefault("input_shape", shape)
+        facts.setdefault("in_channels", shape[0])
+        facts.setdefault("image_size", shape[-1])
+    allowed = registry.accepted_kwargs(comp.name) or []
+    return {k: facts[k] for k in allowed if k in facts and k not in comp.kwargs}
+
+
+def build_data(cfg: ExperimentConfig, data_dir: str | None = None) -> Splits:
+    """The dataset splits the config names."""
+    kwargs = dict(cfg.data.kwargs)
+    allowed = DATASETS.accepted_kwargs(cfg.data.name) or []
+    if "data_dir" in allowed:
+        kwargs.setdefault("data_dir", data_dir or cfg.data_dir)
+    return DATASETS.create(cfg.data.name, **kwargs)
+
+
+def build_model(cfg: ExperimentConfig, meta: dict[str, Any]) -> nn.Module:
+    """The model the config names, with dataset facts (num_classes, vocab_size...) filled in."""
+    return MODELS.create(cfg.model.name, **{**_meta_kwargs(MODELS, cfg.model, meta), **cfg.model.kwargs})
+
+
+def build_objective(cfg: ExperimentConfig, splits: Splits) -> nn.Module:
+    """The objective, told which batch key holds the target."""
+    kwargs = dict(cfg.objective.kwargs)
+    if "target_key" in (OBJECTIVES.accepted_kwargs(cfg.objective.name) or []):
+        kwargs.setdefault("target_key", splits.target_key)
+    return OBJECTIVES.create(cfg.objective.name, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_per_example(model: nn.Module, splits: Splits, encoder: Any = None) -> int | None:
+    """Forward FLOPs for one validation example, counted by :class:`torch.utils.flop_counter.FlopCounterMode`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = splits.val[torch.arange(1)]
+    if encoder is not None:
+        batch = encoder(batch, torch.Generator().manual_seed(0))
+    was = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(*(batch[k].to(next(model.parameters()).device) for k in splits.input_keys))
+        return int(counter.get_total_flops())
+    except Exception:  # a model with ops the counter does not know: report unknown, never a guess
+        return None
+    finally:
+        model.train(was)
+
+
+def data_fingerprint(splits: Splits) -> str:
+    """Hash identifying the train/validation split: same fingerprint, same data (fair-comparison rule)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)}).encode())
+    for ds in (splits.val, splits.train):
+        for key in sorted(ds.tensors):
+            h.update(key.encode())
+            h.update(ds.tensors[key].contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def new_run_dir(out: str | Path, name: str) -> Path:
+    """A fresh folder ``out/name-YYYYmmdd-HHMMSS[-k]``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(out) / f"{name}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
+    dist = init_distributed(cfg.train.device)
+    write = run_dir is not None and dist.is_main
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _write_json(run_dir / "environment.json", environment(cfg.train.device))
+    torch.manual_seed(cfg.train.seed)
+    splits = build_data(cfg, data_dir)
+    model = build_model(cfg, splits.meta)
+    objective = build_objective(cfg, splits)
+    augment = AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs) if cfg.augment and cfg.augment.name else None
+    encoder = ENCODERS.create(cfg.encoder.name, **cfg.encoder.kwargs) if cfg.encoder and cfg.encoder.name else None
+    callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
+    t0 = _dt.datetime.now()
+    result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
+    summary = {
+        "name": cfg.name,
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "dataset_kwargs": cfg.data.kwargs,
+        "seed": cfg.train.seed,
+        "params": count_parameters(model),
+        "flops_per_example": flops_per_example(model, splits, encoder),
+        "data_fingerprint": data_fingerprint(splits),
+        "device": cfg.train.device,
+        "world_size": dist.world_size,
+        "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
+        **result,
+    }
+    if write:
+        _write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best-of-N under two named rules, and mean +- std over the N runs.
+
+    - ``best_by_val``: the run with the highest validation accuracy (the rule this library recommends);
+    - ``best_by_train``: the run with the lowest training error (the MemN2N paper's rule).
+    Test numbers are reported for the chosen runs; nothing is ever selected on test.
+    """
+    test = [s["test_accuracy"] for s in summaries]
+    by_val = max(range(len(summaries)), key=lambda i: (summaries[i]["val_accuracy"], -i))
+    by_train = max(range(len(summaries)), key=lambda i: (summaries[i]["train_accuracy"], -i))
+    out: dict[str, Any] = {
+        "repeats": len(summaries),
+        "seeds": [s["seed"] for s in summaries],
+        "test_accuracy_mean": statistics.fmean(test),
+        "test_accuracy_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+        "best_by_val": {"rule": "highest validation accuracy", "seed": summaries[by_val]["seed"], "test_accuracy": summaries[by_val]["test_accuracy"], "val_accuracy": summaries[by_val]["val_accuracy"]},
+        "best_by_train": {"rule": "lowest training error (MemN2N paper)", "seed": summaries[by_train]["seed"], "test_accuracy": summaries[by_train]["test_accuracy"], "train_accuracy": summaries[by_train]["train_accuracy"]},
+    }
+    for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "device"):
+        out[key] = summaries[0].get(key)
+    out["wall_time_s"] = sum(s["wall_time_s"] for s in summaries)
+    out["examples_seen"] = summaries[0].get("examples_seen")
+    return out
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    callbacks: list[Callback] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train the experiment ``cfg`` (``cfg.train.repeats`` seeds); return the run folder and its summary."""
+    check_config(cfg)
+    dist = init_distributed(cfg.train.device)
+    path = Path(run_dir) if run_dir is not None else new_run_dir(out or cfg.out, cfg.name)
+    if dist.enabled:  # every rank must write into the same folder: take rank 0's name
+        names = [str(path)]
+        torch.distributed.broadcast_object_list(names, src=0)
+        path = Path(names[0])
+    if cfg.train.repeats <= 1:
+        return path, _single_run(cfg, path, data_dir, None, callbacks or [])
+    summaries = []
+    for k in range(cfg.train.repeats):
+        sub = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + k, repeats=1))
+        summaries.append(_single_run(sub, path / f"seed{sub.train.seed}", data_dir, None, callbacks or []))
+    agg = aggregate(summaries)
+    if dist.is_main:
+        (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _write_json(path / "environment.json", environment(cfg.train.device))
+        _write_json(path / "summary.json", agg)
+    return path, agg
+
+
+def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Callback] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Continue an interrupted run exactly from its ``checkpoints/last.safetensors``."""
+    run = Path(run)
+    last = run / "checkpoints" / "last.safetensors"
+    if not (run / "config.yaml").is_file():
+        raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
+    if not last.is_file():
+        raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    check_config(cfg)
+    from overlooked.train.checkpoint import read_checkpoint
+
+    step = read_checkpoint(last)[1]["info"]["state"]["step"]
+    metrics = run / "metrics.jsonl"
+    if metrics.exists():  # drop records written after the checkpoint by the interrupted process
+        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        metrics.write_text("".join(line + "\n" for line in kept))
+    return run, _single_run(cfg, run, data_dir, last, callbacks or [])
+
+
+def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint (``best`` or ``last``) on one split."""
+    from overlooked.train.evaluate import evaluate as _evaluate
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise OverlookedError(f"{run} is not a run folder (no config.yaml)")
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    check_config(cfg)
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    splits = build_data(cfg, data_dir)
+    model = build_model(cfg, splits.meta)
+    load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
+    objective = build_objective(cfg, splits)
+    encoder = ENCODERS.create(cfg.encoder.name, **cfg.encoder.kwargs) if cfg.encoder and cfg.encoder.name else None
+    res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed)
+    return {"run": str(run), "split": split, "checkpoint": checkpoint, **res, "error": 100.0 * (1 - res["accuracy"])}
+
+
+def load(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a config (packaged name or YAML path) with overrides, fully checked."""
+    cfg = load_config(name_or_path, overrides)
+    check_config(cfg)
+    return cfg
+
+
+def steps_budget(cfg: ExperimentConfig, n_train: int) -> int:
+    """Optimiser steps the config will take on ``n_train`` examples."""
+    per_epoch = math.ceil(n_train / cfg.train.batch_size)
+    total = cfg.train.epochs * per_epoch
+    return total if cfg.train.max_steps is None else min(total, cfg.train.max_steps)

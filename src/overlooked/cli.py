@@ -1,0 +1,205 @@
+"""Command line: ``overlooked train | evaluate | bench | demo | report | list | data | export-nir``.
+
+Each subcommand parses its arguments, loads a config, applies ``key=value`` overrides and calls the function
+of the same name in :mod:`overlooked.api`. Errors the user can fix are printed without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from overlooked import __version__
+from overlooked.errors import OverlookedError
+
+
+def _print_summary(path: Any, summary: dict[str, Any]) -> None:
+    keys = ("test_accuracy", "val_accuracy", "train_accuracy", "test_accuracy_mean", "test_accuracy_std", "params", "flops_per_example", "examples_seen", "wall_time_s")
+    for key in keys:
+        if key in summary and summary[key] is not None:
+            value = summary[key]
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    for rule in ("best_by_val", "best_by_train"):
+        if rule in summary:
+            r = summary[rule]
+            print(f"{rule}: test_accuracy {r['test_accuracy']:.4f} (seed {r['seed']}; rule: {r['rule']})")
+    print(f"run folder: {path}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from overlooked import api
+
+    if args.resume:
+        path, summary = api.resume(args.resume, data_dir=args.data_dir)
+        _print_summary(path, summary)
+        return 0
+    if not args.config:
+        raise OverlookedError("train needs a CONFIG (a packaged name such as cnn_mnist, or a YAML path) or --resume RUN")
+    overrides = list(args.overrides)
+    for flag, key in ((args.device, "train.device"), (args.repeats, "train.repeats"), (args.seed, "train.seed")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    if args.bf16:
+        overrides.append("train.bf16=true")
+    cfg = api.load(args.config, overrides)
+    path, summary = api.train(cfg, data_dir=args.data_dir, out=args.out)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(path, summary)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from overlooked import api
+
+    res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    res.pop("group_accuracy", None) if not args.groups else None
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from overlooked import api
+    from overlooked.config import packaged_configs
+
+    regs = api.registries()
+    regs["configs"] = sorted(packaged_configs())
+    kinds = [args.kind] if args.kind else list(regs)
+    for kind in kinds:
+        if kind not in regs:
+            raise OverlookedError(f"unknown kind {kind!r}; choose from {', '.join(regs)}")
+        print(f"{kind}: {', '.join(regs[kind]) or '(none yet)'}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from overlooked.data import store
+
+    if args.action == "path":
+        print(store.resolve_data_dir(args.data_dir))
+        return 0
+    if not args.name:
+        raise OverlookedError(f"data {args.action} needs a dataset NAME: one of {', '.join(store.DATASET_NAMES)}")
+    if args.action == "fetch":
+        path = store.fetch(args.name, args.data_dir, force=args.force)
+        print(f"{args.name}: fetched and verified under {path}")
+    else:
+        report = store.verify(args.name, args.data_dir)
+        print(report)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from overlooked import api
+
+    api.bench(args.family, out=args.out, data_dir=args.data_dir, quick=args.quick)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from overlooked import api
+
+    api.demo(args.family, out=args.out, data_dir=args.data_dir)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from overlooked import api
+
+    written = api.report(runs=args.runs, output=args.output)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_export_nir(args: argparse.Namespace) -> int:
+    from overlooked import api
+
+    path = api.export_nir(args.run, args.output, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(prog="overlooked", description="Memory, spiking and capsule networks, measured against what won.")
+    parser.add_argument("--version", action="version", version=f"overlooked {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, out: bool = True) -> None:
+        p.add_argument("--data-dir", default=None, help="data folder (default: $OVERLOOKED_DATA, else ~/.cache/overlooked)")
+        if out:
+            p.add_argument("--out", default=None, help="parent folder of run folders (default ./runs)")
+
+    p = sub.add_parser("train", help="train a model from a config", description="Train CONFIG (packaged name or YAML path) with key=value overrides, e.g. `overlooked train cnn_mnist train.epochs=2`.")
+    p.add_argument("config", nargs="?", help="packaged config name (see `overlooked list configs`) or a YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=0.01 model.hidden=[256]")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--repeats", type=int, default=None, help="train N seeds; report best-of-N (rule named) and mean +- std")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN exactly from its last checkpoint")
+    common(p)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a split")
+    p.add_argument("run", help="run folder written by `overlooked train`")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--groups", action="store_true", help="also print per-group (e.g. per-task) accuracy")
+    common(p, out=False)
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("list", help="list registered models, datasets, objectives, ... and packaged configs")
+    p.add_argument("kind", nargs="?", help="models, datasets, encoders, objectives, surrogates, augmentations, callbacks, configs")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("data", help="fetch, verify or locate datasets")
+    p.add_argument("action", choices=["fetch", "verify", "path"])
+    p.add_argument("name", nargs="?", help="babi, mnist, nmnist_small, uci_gas_sensor_drift")
+    p.add_argument("--force", action="store_true", help="download again even when files verify")
+    common(p, out=False)
+    p.set_defaults(fn=cmd_data)
+
+    p = sub.add_parser("bench", help="speed benchmarks (one line per figure, JSON in the run folder)")
+    p.add_argument("family", nargs="?", default="baselines", help="which benchmark (default: baselines)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    common(p)
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("demo", help="a short tour on the real data")
+    p.add_argument("family", nargs="?", default="all")
+    common(p)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("report", help="generate docs/results.md from committed run summaries")
+    p.add_argument("--runs", nargs="*", default=None, help="folders of run summaries (default results/runs)")
+    p.add_argument("--output", default="docs/results.md")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("export-nir", help="export a trained spiking model to NIR")
+    p.add_argument("run", help="run folder of a spiking model")
+    p.add_argument("output", help="target .nir file")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    common(p, out=False)
+    p.set_defaults(fn=cmd_export_nir)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``overlooked`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except OverlookedError as exc:
+        print(f"overlooked: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("overlooked: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

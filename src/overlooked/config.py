@@ -1,0 +1,290 @@
+"""Typed experiment configuration: dataclasses, YAML loading and ``key=value`` overrides.
+
+A config names its dataset, model, objective and optional encoder/augmentation by registry name, with the
+keyword arguments for each builder. Everything is checked before any work starts: an unknown key anywhere
+(a trainer field or a builder argument) or a value of the wrong type raises :class:`ConfigError` listing
+what is allowed.
+
+>>> cfg = ExperimentConfig.from_dict({"name": "demo", "model": {"name": "mlp"}, "data": {"name": "mnist"}})
+>>> cfg = apply_overrides(cfg, ["train.lr=0.01", "model.kwargs.hidden=[128]"])
+>>> cfg.train.lr, cfg.model.kwargs
+(0.01, {'hidden': [128]})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from overlooked.errors import ConfigError
+
+
+@dataclass
+class Component:
+    """A registry name plus the keyword arguments for its builder."""
+
+    name: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """How the one trainer runs. Step counts are optimiser steps; epochs are passes over the train split."""
+
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many steps even mid-epoch
+    batch_size: int = 64  # global batch; under DDP each rank takes batch_size // world_size
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "step", "cosine", "exponential"] = "constant"
+    step_epochs: float = 25.0  # 'step': multiply the lr by gamma every step_epochs epochs
+    gamma: float = 0.5  # 'step' and 'exponential' (per epoch) decay factor
+    warmup_steps: int = 0
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    eval_every: int = 0  # steps between validation passes; 0 = once per epoch
+    checkpoint_every: int = 0  # steps between 'last' checkpoints; 0 = at each validation pass
+    eval_batch_size: int = 1000
+    select_metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    bf16: bool = False  # autocast the forward pass to bfloat16
+    device: str = "cpu"
+    seed: int = 0
+    repeats: int = 1
+    deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True)
+    progress: bool = True
+    num_threads: int | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    """One runnable experiment: data, model, objective, optional encoder/augmentation, trainer."""
+
+    name: str = "experiment"
+    data: Component = field(default_factory=Component)
+    model: Component = field(default_factory=Component)
+    objective: Component = field(default_factory=lambda: Component("cross_entropy"))
+    encoder: Component | None = None
+    augment: Component | None = None
+    callbacks: list[Component] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs"
+    data_dir: str | None = None
+    notes: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
+        """Build and type-check a config from plain data (as loaded from YAML)."""
+        return _build(cls, raw, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, as written to a run folder's ``config.yaml``."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_type(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it, converted where lossless (int -> float, list -> tuple).
+
+    >>> check_type(3, float, "lr")
+    3.0
+    >>> check_type("x", int, "epochs")
+    Traceback (most recent call last):
+    ...
+    overlooked.errors.ConfigError: epochs: expected int, got str 'x'
+    """
+    if tp is Any or tp is typing.Any:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        for arm in args:
+            try:
+                return check_type(value, arm, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {type(value).__name__} {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected None, got {value!r}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if (origin is tuple or tp is tuple) else out
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of {cls.__name__} fields, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"allowed in {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        kwargs[name] = _convert(raw[name], hints[name], prefix + name)
+    return cls(**kwargs)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and tp is Component:  # shorthand: `model: mlp`
+            value = {"name": value}
+        return _build(tp, value, where + ".")
+    if origin in (Union, types.UnionType) and any(dataclasses.is_dataclass(a) for a in args):
+        if value is None and type(None) in args:
+            return None
+        dc = next(a for a in args if dataclasses.is_dataclass(a))
+        return _convert(value, dc, where)
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    return check_type(value, tp, where)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-parsed value.
+
+    >>> parse_override("train.lr=1e-3")
+    (['train', 'lr'], 0.001)
+    """
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.lr=0.01)")
+    key, _, val = text.partition("=")
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    parsed = yaml.safe_load(val) if val != "" else ""
+    if isinstance(parsed, str):
+        # YAML 1.1 leaves '1e-3' as a string; accept plain scientific notation as a number
+        try:
+            parsed = float(parsed) if any(c in parsed for c in "eE.") else parsed
+        except ValueError:
+            pass
+    return key.split("."), parsed
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply dotted ``key=value`` overrides and re-check the whole config.
+
+    A path into ``model``/``data``/``objective``/``encoder``/``augment`` may skip ``kwargs``:
+    ``model.hidden=[128]`` means ``model.kwargs.hidden=[128]``.
+    """
+    raw = cfg.to_dict()
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] in ("model", "data", "objective", "encoder", "augment") and len(path) >= 2:
+            if path[1] not in ("name", "kwargs"):
+                path = [path[0], "kwargs", *path[1:]]
+            if raw.get(path[0]) is None:
+                raw[path[0]] = {"name": "", "kwargs": {}}
+        node = raw
+        for part in path[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"override {text!r}: unknown key {part!r} in {'.'.join(path)}")
+            node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {text!r}: {'.'.join(path[:-1])} is not a mapping")
+        node[path[-1]] = value
+    return ExperimentConfig.from_dict(raw)
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Configs shipped inside the package: name -> path."""
+    root = resources.files("overlooked") / "configs"
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith((".yaml", ".yml"))}
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a packaged config by name (``cnn_mnist``) or a YAML file by path, then apply overrides."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = packaged_configs()
+        if name_or_path not in known:
+            raise ConfigError(
+                f"no config file {name_or_path!r} and no packaged config of that name; "
+                f"packaged configs: {', '.join(sorted(known))}"
+            )
+        path = known[name_or_path]
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    cfg = ExperimentConfig.from_dict(raw or {})
+    return apply_overrides(cfg, overrides or [])
+
+
+def check_component_kwargs(registry: Any, comp: Component, where: str) -> None:
+    """Check a component's name and kwargs against its registered builder's signature and annotations."""
+    import inspect
+
+    fn = registry.get(comp.name)
+    allowed = registry.accepted_kwargs(comp.name)
+    if allowed is not None:
+        unknown = sorted(set(comp.kwargs) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(f'{where}.kwargs.{k}' for k in unknown)} for {registry.kind} "
+                f"{comp.name!r}; allowed: {', '.join(allowed) or '(none)'}"
+            )
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: names were checked, types cannot be
+        hints = {}
+    sig = inspect.signature(fn)
+    for key, value in comp.kwargs.items():
+        if key in hints and key in sig.parameters:
+            comp.kwargs[key] = check_type(value, hints[key], f"{where}.kwargs.{key}")

@@ -1,0 +1,35 @@
+"""The project's own exceptions.
+
+Every error a user can cause (bad data, bad config, a foreign checkpoint) is raised as a subclass of
+:class:`OverlookedError`, with a message that names the problem, where it is, and how to fix it. The CLI
+prints these without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class OverlookedError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class DataError(OverlookedError):
+    """A data file is missing, corrupt, truncated, of the wrong format, or malformed."""
+
+
+class ConfigError(OverlookedError, ValueError):
+    """A configuration key is unknown, has the wrong type, or a value is out of range."""
+
+
+class CheckpointError(OverlookedError):
+    """A checkpoint is missing, incomplete, or was not written by this library."""
+
+
+class RegistryError(OverlookedError, KeyError):
+    """A name is not registered, or a builder got keyword arguments it does not accept."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class NonFiniteLossError(OverlookedError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""

@@ -1,0 +1,109 @@
+"""Registries: names for models, datasets, encoders, objectives and surrogates.
+
+One small :class:`Registry` class serves every kind of named thing. A builder is registered under a name;
+``create(name, **kwargs)`` calls it. With no keyword arguments a builder returns the paper's
+configuration. Unknown names and unknown keyword arguments raise :class:`RegistryError` listing what is
+allowed, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from overlooked.errors import RegistryError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registry:
+    """A name -> builder table.
+
+    >>> REG = Registry("widgets")
+    >>> @REG.register("square")
+    ... def square(side: int = 2):
+    ...     return side * side
+    >>> REG.names(), REG.create("square"), REG.create("square", side=3)
+    (['square'], 4, 9)
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._builders: dict[str, Callable[..., Any]] = {}
+        self._tags: dict[str, dict[str, Any]] = {}
+
+    def register(self, name: str, **tags: Any) -> Callable[[F], F]:
+        """Decorator registering ``fn`` under ``name``; ``tags`` are free-form facts (family, paper...)."""
+
+        def deco(fn: F) -> F:
+            if name in self._builders and self._builders[name] is not fn:
+                raise RegistryError(f"{self.kind} {name!r} is already registered")
+            self._builders[name] = fn
+            self._tags[name] = dict(tags)
+            return fn
+
+        return deco
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._builders)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._builders
+
+    def tags(self, name: str) -> dict[str, Any]:
+        """The tags ``name`` was registered with."""
+        self.get(name)
+        return dict(self._tags[name])
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The builder registered as ``name``; an unknown name lists the known ones."""
+        try:
+            return self._builders[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self.names(), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}: {', '.join(self.names()) or '(none)'}"
+            ) from None
+
+    def accepted_kwargs(self, name: str) -> list[str] | None:
+        """Keyword arguments the builder accepts, or None when it takes ``**kwargs``."""
+        sig = inspect.signature(self.get(name))
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return None
+        return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Build ``name`` with ``kwargs``; unknown keyword arguments raise, listing the allowed ones."""
+        fn = self.get(name)
+        allowed = self.accepted_kwargs(name)
+        if allowed is not None:
+            unknown = sorted(set(kwargs) - set(allowed))
+            if unknown:
+                raise RegistryError(
+                    f"{self.kind} {name!r} got unknown argument(s) {', '.join(unknown)}; "
+                    f"allowed: {', '.join(allowed) or '(none)'}"
+                )
+        return fn(**kwargs)
+
+
+MODELS = Registry("models")
+DATASETS = Registry("datasets")
+ENCODERS = Registry("encoders")
+OBJECTIVES = Registry("objectives")
+SURROGATES = Registry("surrogates")
+AUGMENTATIONS = Registry("augmentations")
+CALLBACKS = Registry("callbacks")
+
+ALL = {
+    "models": MODELS,
+    "datasets": DATASETS,
+    "encoders": ENCODERS,
+    "objectives": OBJECTIVES,
+    "surrogates": SURROGATES,
+    "augmentations": AUGMENTATIONS,
+    "callbacks": CALLBACKS,
+}

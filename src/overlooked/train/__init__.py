@@ -1,0 +1,1 @@
+"""The one trainer, its checkpoints, metrics and callbacks."""

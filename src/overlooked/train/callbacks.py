@@ -1,0 +1,32 @@
+"""Callbacks: the trainer's few named hooks. Schedules such as MemN2N's linear start live here and act on a
+model only through its public methods. A callback with state returns it from ``state_dict`` (JSON-able), so
+a resumed run continues exactly."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from overlooked.train.trainer import Context
+
+
+class Callback:
+    """Base class; override the hooks you need."""
+
+    def on_train_start(self, ctx: Context) -> None:
+        """Called once before the first step (also after a resume)."""
+
+    def on_step_end(self, ctx: Context, loss: float) -> None:
+        """Called after every optimiser step."""
+
+    def on_eval_end(self, ctx: Context, metrics: dict[str, Any]) -> None:
+        """Called after each validation pass with its metrics (``val_loss``, ``val_accuracy``, ...)."""
+
+    def on_epoch_end(self, ctx: Context) -> None:
+        """Called after each full pass over the training split."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""

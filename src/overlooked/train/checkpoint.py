@@ -1,0 +1,160 @@
+"""Checkpoints: one safetensors file holding tensors, with the rest as JSON in its metadata.
+
+Nothing is ever unpickled. A checkpoint file holds the model's tensors under ``model.*``, the optimiser's
+tensors under ``optim.*``, RNG states under ``rng.*``, and a JSON document under the metadata key
+``overlooked`` with everything that is not a tensor (step, epoch, optimiser hyper-parameters, the config).
+Files are written atomically: to a temporary file in the same folder, fsynced, then renamed over the
+target, so a crash leaves either the old file or the new one, never half of one. A human-readable copy of
+the JSON is written beside it as ``<name>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from overlooked.errors import CheckpointError
+
+FORMAT = "overlooked-checkpoint"
+VERSION = 1
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into tensors and JSON-able data."""
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        entry: dict[str, Any] = {}
+        for key, val in pstate.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = val.detach().cpu().contiguous()
+                entry[key] = {"tensor": f"optim.{pid}.{key}"}
+            else:
+                entry[key] = val
+        plain["state"][str(pid)] = entry
+    return tensors, plain
+
+
+def _unflatten_optimizer(plain: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for pid, entry in plain["state"].items():
+        state[int(pid)] = {
+            k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v) for k, v in entry.items()
+        }
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng: dict[str, torch.Tensor] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically.
+
+    Args:
+        path: target ``.safetensors`` file.
+        model: its ``state_dict`` is stored under ``model.*``.
+        optimizer: its state (tensors and hyper-parameters), or None for weights-only files.
+        rng: named RNG state tensors (``torch.get_rng_state()``, generator states).
+        info: JSON-able data (step, epoch, metrics, config).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "info": info or {}}
+    if optimizer is not None:
+        opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
+        tensors.update(opt_tensors)
+        doc["optimizer"] = opt_plain
+    for name, state in (rng or {}).items():
+        tensors[f"rng.{name}"] = state.detach().cpu().contiguous()
+    text = json.dumps(doc, sort_keys=True)
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"overlooked": text}))
+    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(doc["info"], indent=2, sort_keys=True)))
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`; anything else raises :class:`CheckpointError`.
+
+    Returns:
+        ``(tensors, doc)``: every tensor by its stored name, and the JSON document.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a run folder or a .safetensors file this library wrote")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}); overlooked checkpoints are safetensors files "
+            "written by `overlooked train` (pickled .pt/.pth files are never loaded)"
+        ) from None
+    if "overlooked" not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not an overlooked checkpoint (no 'overlooked' metadata)")
+    try:
+        doc = json.loads(meta["overlooked"])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON ({exc})") from None
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {doc.get('format')!r} v{doc.get('version')} is not {FORMAT!r} v{VERSION}"
+        )
+    return tensors, doc
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load weights (and optimiser state) into ``model``/``optimizer``; return ``(rng_states, info)``.
+
+    Raises :class:`CheckpointError` when the tensors do not match the model (a checkpoint from elsewhere).
+    """
+    tensors, doc = read_checkpoint(path)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    bad = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    if missing or extra or bad:
+        raise CheckpointError(
+            f"{path} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"shape mismatch {bad[:5]}; was it written for another model or config?"
+        )
+    model.load_state_dict(weights)
+    if optimizer is not None:
+        if "optimizer" not in doc:
+            raise CheckpointError(f"{path} holds no optimiser state; it cannot resume training (use it to evaluate)")
+        optimizer.load_state_dict(_unflatten_optimizer(doc["optimizer"], tensors))
+    rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return rng, doc["info"]

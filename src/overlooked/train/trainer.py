@@ -1,0 +1,319 @@
+"""The one training loop, shared by every family.
+
+``fit`` never asks which family it trains: a family plugs in through its dataset (an :class:`ArrayDataset`
+with named input keys), its model, its objective, an optional encoder and augmentation, and callbacks.
+
+What the loop guarantees:
+- data order is a pure function of ``(seed, epoch)`` (a :class:`DistributedSampler` permutation), so a
+  resumed run replays the same batches; the global torch RNG (dropout) and the augmentation generator are
+  saved in every checkpoint, so a resumed run ends bitwise equal to an uninterrupted one;
+- the best checkpoint is chosen on the validation split, never on test;
+- a NaN or infinite loss stops the run with :class:`NonFiniteLossError`;
+- under ``torchrun`` it trains with DDP, rank 0 alone logging and writing files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from overlooked.config import TrainConfig
+from overlooked.data.base import Splits
+from overlooked.errors import ConfigError, NonFiniteLossError
+from overlooked.objectives import logits_of
+from overlooked.train.callbacks import Callback
+from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
+from overlooked.train.distributed import DistInfo, init_distributed
+from overlooked.train.evaluate import Transform, evaluate, forward, to_device
+from overlooked.train.schedules import lr_factor
+
+
+@dataclass
+class TrainState:
+    """Progress of a run: everything besides tensors that a resume needs."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained on
+    examples_seen: int = 0
+    best_metric: float | None = None
+    best_step: int = -1
+    train_time_s: float = 0.0
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What callbacks see: the (unwrapped) model, the optimiser, the state and the config."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    cfg: TrainConfig
+    dist: DistInfo
+    stop: bool = False  # a callback may set this to end training early
+
+
+def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """The optimiser the config names."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+class _Sequence:
+    """Index list of one epoch, identical across resumes and consistent across DDP ranks."""
+
+    def __init__(self, n: int, seed: int, dist: DistInfo):
+        self.sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=False)
+
+    def epoch(self, epoch: int, batch_size: int) -> list[torch.Tensor]:
+        self.sampler.set_epoch(epoch)
+        idx = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+        return list(idx.split(batch_size))
+
+
+class JsonlLogger:
+    """Appends one JSON object per line to ``metrics.jsonl`` (rank 0 only)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _rng_states(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    states = {"torch": torch.get_rng_state(), "augment": aug_gen.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def fit(
+    model: nn.Module,
+    splits: Splits,
+    objective: nn.Module,
+    cfg: TrainConfig,
+    run_dir: Path | None = None,
+    *,
+    augment: Transform | None = None,
+    encoder: Transform | None = None,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
+    resume: Path | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``splits.train``, select on ``splits.val``, report ``splits.test``.
+
+    Args:
+        model: takes the batch's ``splits.input_keys`` positionally, returns logits or a dict with them.
+        splits: the data (see :class:`overlooked.data.base.Splits`).
+        objective: ``objective(output, batch) -> loss``; its ``reduction`` ('mean'/'sum') is respected
+            under DDP.
+        cfg: the trainer's settings.
+        run_dir: folder for ``metrics.jsonl`` and ``checkpoints/``; None writes nothing.
+        augment: training-only batch transform ``(batch, generator) -> batch``.
+        encoder: batch transform applied in training and evaluation (e.g. spike encoding).
+        callbacks: hooks (see :class:`Callback`).
+        resume: a ``last.safetensors`` checkpoint to continue from exactly.
+
+    Returns:
+        Final metrics: train/val/test loss and accuracy of the best-on-validation weights, steps, examples
+        seen, training wall time, the selection rule.
+    """
+    dist = init_distributed(cfg.device)
+    device = cfg.device
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.batch_size % dist.world_size:
+        raise ConfigError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world_size}")
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    net: nn.Module = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
+    optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + dist.rank)
+    state = TrainState()
+    ctx = Context(model=model, optimizer=optimizer, state=state, cfg=cfg, dist=dist)
+    write = run_dir is not None and dist.is_main
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    logger = JsonlLogger(run_dir / "metrics.jsonl" if write else None)
+
+    if resume is not None:
+        rng, info = load_checkpoint(resume, model, optimizer)
+        loaded = TrainState(**info["state"])
+        state.__dict__.update(loaded.__dict__)
+        torch.set_rng_state(rng["torch"])
+        aug_gen.set_state(rng["augment"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+        for cb, cb_state in zip(callbacks, state.callbacks):
+            cb.load_state_dict(cb_state)
+
+    n_train = len(splits.train)
+    per_rank = cfg.batch_size // dist.world_size
+    sequence = _Sequence(n_train, cfg.seed, dist)
+    steps_per_epoch = math.ceil(math.ceil(n_train / dist.world_size) / per_rank)
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    eval_every = cfg.eval_every or steps_per_epoch
+    ckpt_every = cfg.checkpoint_every or eval_every
+    loss_scale = float(dist.world_size) if getattr(objective, "reduction", "mean") == "sum" else 1.0
+    dev_type = torch.device(device).type
+
+    def run_eval() -> dict[str, Any]:
+        res = evaluate(model, splits.val, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed)
+        return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
+
+    def is_better(metrics: dict[str, Any]) -> bool:
+        value = metrics[cfg.select_metric]
+        if state.best_metric is None:
+            return True
+        return value > state.best_metric if cfg.select_metric == "val_accuracy" else value < state.best_metric
+
+    best_weights: dict[str, torch.Tensor] | None = None
+    if resume is not None and (Path(resume).parent / "best.safetensors").exists():
+        load_checkpoint(Path(resume).parent / "best.safetensors", model)
+        best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        load_checkpoint(resume, model)  # back to the weights training continues from
+
+    def checkpoint(name: str, with_optimizer: bool) -> None:
+        nonlocal best_weights
+        if name == "best":  # every rank keeps the best weights, so the final report needs no file
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if not write or ckpt_dir is None:
+            return
+        state.callbacks = [cb.state_dict() for cb in callbacks]
+        save_checkpoint(
+            ckpt_dir / f"{name}.safetensors",
+            model,
+            optimizer if with_optimizer else None,
+            _rng_states(aug_gen) if with_optimizer else None,
+            {"state": asdict(state), "train": asdict(cfg)},
+        )
+
+    progress = None
+    if cfg.progress and dist.is_main:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True, leave=False)
+
+    for cb in callbacks:
+        cb.on_train_start(ctx)
+    model.train()
+    window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
+    while state.step < total_steps and state.epoch < cfg.epochs and not ctx.stop:
+        batches = sequence.epoch(state.epoch, per_rank)
+        for i in range(state.batch_in_epoch, len(batches)):
+            if state.step >= total_steps or ctx.stop:
+                break
+            t0 = time.perf_counter()
+            batch = splits.train[batches[i]]
+            if augment is not None:
+                batch = augment(batch, aug_gen)
+            if encoder is not None:
+                batch = encoder(batch, aug_gen)
+            batch = to_device(batch, device)
+            lr = cfg.lr * lr_factor(cfg, state.step, steps_per_epoch, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                out = forward(net, batch, splits.input_keys)
+                loss = objective(out, batch)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"loss is {loss_value} at step {state.step} (epoch {state.epoch}, lr {lr:g}); training stopped. "
+                    "Lower train.lr, set train.grad_clip, or check the data for NaN/inf."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            (loss * loss_scale).backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            b = int(batch[splits.target_key].shape[0])
+            state.step += 1
+            state.batch_in_epoch = i + 1
+            state.examples_seen += b * dist.world_size
+            state.train_time_s += time.perf_counter() - t0
+            window_n += b
+            window_loss += loss_value * (1 if loss_scale != 1.0 or getattr(objective, "reduction", "mean") == "sum" else b)
+            with torch.no_grad():
+                window_hits += int((logits_of(out).argmax(-1) == batch[splits.target_key]).sum())
+            for cb in callbacks:
+                cb.on_step_end(ctx, loss_value)
+            if progress is not None:
+                progress.update(1)
+                if state.step % 10 == 0:
+                    rate = window_n / max(time.perf_counter() - window_t, 1e-9)
+                    progress.set_postfix(loss=f"{window_loss / max(window_n, 1):.4f}", acc=f"{window_hits / max(window_n, 1):.3f}", ex_s=f"{rate:.0f}")
+            last_of_epoch = i + 1 == len(batches)
+            if last_of_epoch:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            if state.step % eval_every == 0 or state.step == total_steps:
+                elapsed = max(time.perf_counter() - window_t, 1e-9)
+                metrics = run_eval()
+                record = {
+                    "step": state.step,
+                    "epoch": state.epoch if last_of_epoch else state.epoch + state.batch_in_epoch / len(batches),
+                    "lr": lr,
+                    "train_loss": window_loss / max(window_n, 1),
+                    "train_accuracy": window_hits / max(window_n, 1),
+                    "examples_per_s": window_n * dist.world_size / elapsed,
+                    "examples_seen": state.examples_seen,
+                    **metrics,
+                }
+                logger.log(record)
+                window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
+                for cb in callbacks:
+                    cb.on_eval_end(ctx, metrics)
+                if is_better(metrics):
+                    state.best_metric = float(metrics[cfg.select_metric])
+                    state.best_step = state.step
+                    checkpoint("best", with_optimizer=False)
+            if state.step % ckpt_every == 0 or state.step == total_steps:
+                checkpoint("last", with_optimizer=True)
+            if last_of_epoch:
+                for cb in callbacks:
+                    cb.on_epoch_end(ctx)
+        else:
+            continue
+        break
+    if progress is not None:
+        progress.close()
+
+    # Final report: the best-on-validation weights on every split.
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    summary: dict[str, Any] = {
+        "steps": state.step,
+        "epochs": state.epoch + state.batch_in_epoch / max(steps_per_epoch, 1),
+        "examples_seen": state.examples_seen,
+        "train_time_s": state.train_time_s,
+        "best_step": state.best_step,
+        "selection": f"checkpoint with the best {cfg.select_metric} (validation split, never test)",
+    }
+    group_key = splits.meta.get("group_key")
+    for split_name in ("train", "val", "test"):
+        res = evaluate(model, getattr(splits, split_name), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed)
+        summary[f"{split_name}_loss"] = res["loss"]
+        summary[f"{split_name}_accuracy"] = res["accuracy"]
+        summary[f"{split_name}_error"] = 100.0 * (1.0 - res["accuracy"])
+        if "group_accuracy" in res:
+            summary[f"{split_name}_group_accuracy"] = res["group_accuracy"]
+    return summary

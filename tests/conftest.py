@@ -1,0 +1,27 @@
+"""Shared fixtures: where the real data lives, and markers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path | None:
+    env = os.environ.get("OVERLOOKED_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if cand.is_dir():
+            return cand.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data folder (``$OVERLOOKED_DATA`` or ``../shared/data``); tests using it are marked ``data``."""
+    found = _shared_data()
+    if found is None:
+        pytest.skip("real data not found: set OVERLOOKED_DATA to a folder laid out like ../shared/data")
+    return found

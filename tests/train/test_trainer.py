@@ -1,0 +1,161 @@
+"""The one trainer: NaN guard, exact resume after SIGKILL, DDP equivalence, repeats, config checking."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from overlooked import api
+from overlooked.config import ExperimentConfig
+from overlooked.errors import ConfigError, NonFiniteLossError, RegistryError
+from overlooked.train.checkpoint import read_checkpoint
+
+SMALL = {
+    "name": "tiny",
+    "data": {"name": "synthetic", "kwargs": {"n_train": 200, "n_test": 64, "image_shape": [1, 12, 12]}},
+    "model": {"name": "small_cnn", "kwargs": {"channels": [4, 8], "hidden": 16, "dropout": 0.3}},
+    "augment": {"name": "random_shift", "kwargs": {"max_shift": 1}},
+    "train": {"epochs": 3, "batch_size": 16, "lr": 0.01, "optimizer": "adam", "progress": False, "eval_batch_size": 64},
+}
+
+
+def _cfg(**train):
+    raw = json.loads(json.dumps(SMALL))
+    raw["train"].update(train)
+    return ExperimentConfig.from_dict(raw)
+
+
+def _weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    tensors, _ = read_checkpoint(run / "checkpoints" / f"{name}.safetensors")
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def test_nan_loss_stops_with_message(tmp_path):
+    cfg = _cfg(lr=1e30, optimizer="sgd")
+    with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf).*step \d+.*Lower train.lr"):
+        api.train(cfg, out=tmp_path)
+
+
+def test_unknown_config_key_fails_before_work(tmp_path):
+    raw = json.loads(json.dumps(SMALL))
+    raw["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match="unknown config key.*train.learning_rate.*allowed.*lr"):
+        ExperimentConfig.from_dict(raw)
+    raw = json.loads(json.dumps(SMALL))
+    raw["model"]["kwargs"]["widht"] = 3
+    with pytest.raises(ConfigError, match="model.kwargs.widht.*allowed.*channels"):
+        api.check_config(ExperimentConfig.from_dict(raw))
+    raw["model"] = {"name": "small_cn"}
+    with pytest.raises(RegistryError, match="Did you mean 'small_cnn'"):
+        api.check_config(ExperimentConfig.from_dict(raw))
+    raw = json.loads(json.dumps(SMALL))
+    raw["train"]["epochs"] = "many"
+    with pytest.raises(ConfigError, match="train.epochs: expected int"):
+        ExperimentConfig.from_dict(raw)
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_repeats_report_both_selection_rules(tmp_path):
+    cfg = _cfg(epochs=1, repeats=2)
+    path, summary = api.train(cfg, out=tmp_path)
+    assert summary["repeats"] == 2 and summary["seeds"] == [0, 1]
+    assert "lowest training error" in summary["best_by_train"]["rule"]
+    assert "validation" in summary["best_by_val"]["rule"]
+    accs = [json.loads((path / f"seed{s}" / "summary.json").read_text())["test_accuracy"] for s in (0, 1)]
+    assert summary["test_accuracy_mean"] == pytest.approx(sum(accs) / 2)
+    assert (path / "summary.json").exists()
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from overlooked import api
+    from overlooked.config import ExperimentConfig
+    from overlooked.train.callbacks import Callback
+
+    class KillAt(Callback):
+        def __init__(self, step):
+            self.step = step
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    raw = json.loads(sys.argv[1]); run_dir = sys.argv[2]; kill = int(sys.argv[3])
+    cfg = ExperimentConfig.from_dict(raw)
+    if sys.argv[4] == "resume":
+        api.resume(run_dir)
+    else:
+        api.train(cfg, run_dir=run_dir, callbacks=[KillAt(kill)] if kill >= 0 else [])
+    """
+)
+
+
+def _run(tmp_path: Path, raw: dict, run_dir: Path, kill: int, mode: str) -> int:
+    script = tmp_path / "kill_script.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.run([sys.executable, str(script), json.dumps(raw), str(run_dir), str(kill), mode], env=env, timeout=300).returncode
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    raw = json.loads(json.dumps(SMALL))
+    raw["train"].update({"epochs": 3, "checkpoint_every": 5, "eval_every": 10})
+    steps_per_epoch = 12  # ceil(180 / 16)
+    total = 3 * steps_per_epoch
+    kill = random.Random().choice([s for s in range(6, total - 1) if s % 5 != 0])  # strictly between checkpoints
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert _run(tmp_path, raw, ref, -1, "train") == 0
+    rc = _run(tmp_path, raw, cut, kill, "train")
+    assert rc == -9, f"the run was not killed (rc={rc})"
+    step_saved = read_checkpoint(cut / "checkpoints" / "last.safetensors")[1]["info"]["state"]["step"]
+    assert step_saved == (kill // 5) * 5 < kill
+    assert _run(tmp_path, raw, cut, -1, "resume") == 0
+    a, b = _weights(ref), _weights(cut)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed at step {kill})"
+    ref_metrics = (ref / "metrics.jsonl").read_text()
+    # throughput and times differ between the runs; the logged steps and validation numbers must not
+    steps = [json.loads(line)["step"] for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in ref_metrics.splitlines()]
+    val = [json.loads(line)["val_loss"] for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert val == [json.loads(line)["val_loss"] for line in ref_metrics.splitlines()]
+
+
+DDP_CFG = {
+    "name": "ddp",
+    "data": {"name": "synthetic", "kwargs": {"n_train": 128, "n_test": 32, "image_shape": [1, 8, 8]}},
+    "model": {"name": "mlp", "kwargs": {"hidden": [32], "dropout": 0.0}},
+    "train": {"epochs": 1, "max_steps": 6, "batch_size": 16, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9, "progress": False, "eval_every": 3},
+}
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_equal_one_process(tmp_path):
+    """2 ranks x batch B/2 give the same parameters as 1 process x batch B on the same samples per step."""
+    cfg_path = tmp_path / "ddp.yaml"
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump(DDP_CFG))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "overlooked", "train", str(cfg_path), "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    multi = subprocess.run([*torchrun, "-m", "overlooked", "train", str(cfg_path), "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    (one,) = (tmp_path / "one").iterdir()
+    (two,) = (tmp_path / "two").iterdir()  # rank 0 alone wrote a run folder
+    a, b = _weights(one), _weights(two)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
+    s1, s2 = json.loads((one / "summary.json").read_text()), json.loads((two / "summary.json").read_text())
+    assert s2["world_size"] == 2 and s1["examples_seen"] == s2["examples_seen"] == 6 * 16
