@@ -277,3 +277,100 @@ def steps_budget(cfg: ExperimentConfig, n_train: int) -> int:
     per_epoch = math.ceil(n_train / cfg.train.batch_size)
     total = cfg.train.epochs * per_epoch
     return total if cfg.train.max_steps is None else min(total, cfg.train.max_steps)
+
+
+def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bool = False, device: str = "cpu", data_dir: str | None = None) -> tuple[Path, list[dict[str, Any]]]:
+    """Run the benchmark ``family``; print one line per figure and write them as JSON into a run folder."""
+    catalog.load_all()
+    from overlooked.registry import BENCHMARKS
+
+    kwargs: dict[str, Any] = {"quick": quick}
+    accepted = BENCHMARKS.accepted_kwargs(family) or []
+    if "device" in accepted:
+        kwargs["device"] = device
+    if "data_dir" in accepted:
+        kwargs["data_dir"] = data_dir
+    figures = BENCHMARKS.create(family, **kwargs)
+    path = new_run_dir(out or "runs", f"bench-{family}")
+    for fig in figures:
+        print(f"{fig['name']}: {fig['value']:.0f} {fig['unit']}" if fig["value"] >= 100 else f"{fig['name']}: {fig['value']:.3g} {fig['unit']}")
+    _write_json(path / "bench.json", {"family": family, "quick": quick, "figures": figures})
+    _write_json(path / "environment.json", environment(device))
+    print(f"run folder: {path}")
+    return path, figures
+
+
+def ensure_data(names: tuple[str, ...] | list[str], data_dir: str | None) -> str:
+    """Make sure the datasets ``names`` are present; download them only when no data folder was named.
+
+    With ``--data-dir`` or ``$OVERLOOKED_DATA`` set, missing data is an error that says how to get it; with
+    neither, the data is fetched into ``~/.cache/overlooked`` from the official sources.
+    """
+    import os
+
+    from overlooked.data import store
+
+    download = data_dir is None and not os.environ.get("OVERLOOKED_DATA")
+    root = store.resolve_data_dir(data_dir)
+    for name in names:
+        store.ensure(name, root, download=download)
+    return str(root)
+
+
+def demo(family: str = "all", *, out: str | Path | None = None, data_dir: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run the registered demos (all, or one family's) into one run folder and print a summary table."""
+    catalog.load_all()
+    from overlooked.registry import DEMOS
+
+    names = DEMOS.names() if family == "all" else [family]
+    for name in names:
+        DEMOS.get(name)  # unknown names fail before any work
+    needed = sorted({d for name in names for d in DEMOS.tags(name).get("datasets", ())})
+    root = ensure_data(needed, data_dir)
+    path = new_run_dir(out or "runs", "demo")
+    results = {}
+    for name in names:
+        print(f"== demo {name}: {DEMOS.get(name).__doc__.strip().splitlines()[0]}")
+        results[name] = DEMOS.create(name, run_dir=path, data_dir=root)
+    _write_json(path / "summary.json", results)
+    print("\nsummary")
+    print(f"{'demo':<14} {'what':<48} {'test acc':>8} {'time s':>7}")
+    for name, res in results.items():
+        print(f"{name:<14} {res.get('what', ''):<48} {res.get('test_accuracy', float('nan')):>8.4f} {res.get('wall_time_s', float('nan')):>7.1f}")
+    print(f"run folder: {path}")
+    return path, results
+
+
+def report(runs: list[str] | None = None, output: str | Path = "docs/results.md") -> list[Path]:
+    """Regenerate ``docs/results.md`` from committed run summaries (default ``results/runs``)."""
+    from overlooked.bench.report import collect_runs, render_results
+
+    roots = [Path(r) for r in (runs or ["results/runs"])]
+    text = render_results(collect_runs(roots))
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    return [output]
+
+
+def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None) -> Path:
+    """Export a trained spiking model to a NIR graph file (models that implement ``to_nir()``)."""
+    import nir
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise OverlookedError(f"{run} is not a run folder (no config.yaml)")
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    check_config(cfg)
+    splits = build_data(cfg, data_dir)
+    model = build_model(cfg, splits.meta)
+    if not hasattr(model, "to_nir"):
+        spiking = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "spiking"]
+        raise OverlookedError(
+            f"model {cfg.model.name!r} is not a spiking model (it has no to_nir()); export-nir takes a run of a "
+            f"spiking model: {', '.join(spiking) or 'none is registered in this version'}"
+        )
+    load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
+    graph = model.to_nir()
+    nir.write(str(output), graph)
+    return Path(output)

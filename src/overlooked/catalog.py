@@ -12,6 +12,8 @@ MODULES = (
     "overlooked.data.synthetic",
     "overlooked.data.mnist",
     "overlooked.data.babi",
+    "overlooked.bench.baselines",
+    "overlooked.demos",
 )
 
 

@@ -81,7 +81,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(store.resolve_data_dir(args.data_dir))
         return 0
     if not args.name:
-        raise OverlookedError(f"data {args.action} needs a dataset NAME: one of {', '.join(store.DATASET_NAMES)}")
+        raise OverlookedError(f"data {args.action} needs a dataset NAME: one of {', '.join(store.dataset_names())}")
     if args.action == "fetch":
         path = store.fetch(args.name, args.data_dir, force=args.force)
         print(f"{args.name}: fetched and verified under {path}")

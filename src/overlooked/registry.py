@@ -97,6 +97,8 @@ OBJECTIVES = Registry("objectives")
 SURROGATES = Registry("surrogates")
 AUGMENTATIONS = Registry("augmentations")
 CALLBACKS = Registry("callbacks")
+BENCHMARKS = Registry("benchmarks")
+DEMOS = Registry("demos")
 
 ALL = {
     "models": MODELS,
@@ -106,4 +108,6 @@ ALL = {
     "surrogates": SURROGATES,
     "augmentations": AUGMENTATIONS,
     "callbacks": CALLBACKS,
+    "benchmarks": BENCHMARKS,
+    "demos": DEMOS,
 }

@@ -96,6 +96,37 @@ class JsonlLogger:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def train_step(
+    net: nn.Module,
+    batch: dict[str, torch.Tensor],
+    input_keys: tuple[str, ...],
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    loss_scale: float = 1.0,
+) -> tuple[float, Any]:
+    """One optimiser step: forward (bf16 autocast if asked), loss, finite check, backward, clipping, update.
+
+    The benchmarks time this very function, so a reported training throughput is the trainer's own.
+
+    Returns:
+        ``(loss, model_output)``.
+    """
+    dev_type = batch[input_keys[0]].device.type
+    with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        out = forward(net, batch, input_keys)
+        loss = objective(out, batch)
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise NonFiniteLossError(f"loss is {loss_value}. Lower train.lr, set train.grad_clip, or check the data for NaN/inf.")
+    optimizer.zero_grad(set_to_none=True)
+    (loss * loss_scale).backward()
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+    optimizer.step()
+    return loss_value, out
+
+
 def _rng_states(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
     states = {"torch": torch.get_rng_state(), "augment": aug_gen.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -173,7 +204,6 @@ def fit(
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
     loss_scale = float(dist.world_size) if getattr(objective, "reduction", "mean") == "sum" else 1.0
-    dev_type = torch.device(device).type
 
     def run_eval() -> dict[str, Any]:
         res = evaluate(model, splits.val, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed)
@@ -210,7 +240,7 @@ def fit(
     if cfg.progress and dist.is_main:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True, leave=False)
+        progress = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True, leave=False, disable=None)
 
     for cb in callbacks:
         cb.on_train_start(ctx)
@@ -231,20 +261,10 @@ def fit(
             lr = cfg.lr * lr_factor(cfg, state.step, steps_per_epoch, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                out = forward(net, batch, splits.input_keys)
-                loss = objective(out, batch)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"loss is {loss_value} at step {state.step} (epoch {state.epoch}, lr {lr:g}); training stopped. "
-                    "Lower train.lr, set train.grad_clip, or check the data for NaN/inf."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            (loss * loss_scale).backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            try:
+                loss_value, out = train_step(net, batch, splits.input_keys, objective, optimizer, cfg, loss_scale)
+            except NonFiniteLossError as exc:
+                raise NonFiniteLossError(f"{exc} At step {state.step} (epoch {state.epoch}, lr {lr:g}); training stopped.") from None
             b = int(batch[splits.target_key].shape[0])
             state.step += 1
             state.batch_in_epoch = i + 1

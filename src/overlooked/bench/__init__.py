@@ -1,0 +1,1 @@
+"""Benchmarks and reports: they read the trainer's outputs and are never called by it."""

@@ -1,0 +1,33 @@
+"""Timing with warm-up and synchronisation (the nanoGPT ``bench.py`` habit)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued GPU work so a timer measures it (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10, device: str = "cpu") -> dict[str, float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; seconds per call.
+
+    Returns:
+        ``{"median_s", "min_s", "mean_s", "repeats"}``.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "mean_s": statistics.fmean(times), "repeats": repeats}

@@ -1,0 +1,38 @@
+"""docs/results.md cannot drift from the committed run summaries; the fair-comparison rule is enforced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from overlooked import api
+from overlooked.bench.fair import UnfairComparisonError, check_fair
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_results_md_regenerates_identically(tmp_path):
+    out = tmp_path / "results.md"
+    api.report(runs=[str(REPO / "results" / "runs")], output=out)
+    committed = (REPO / "docs" / "results.md").read_text()
+    assert out.read_text() == committed, "docs/results.md is stale: run `overlooked report` and commit it"
+
+
+def test_committed_runs_hold_no_checkpoints():
+    runs = REPO / "results" / "runs"
+    assert not list(runs.rglob("*.safetensors")), "checkpoints must not be committed"
+    for folder in (p for p in runs.iterdir() if p.is_dir()):
+        for name in ("config.yaml", "environment.json", "metrics.jsonl", "summary.json"):
+            assert (folder / name).is_file(), f"{folder.name} lacks {name}"
+
+
+def test_fair_rule_rejects_mixed_splits_and_trials():
+    row = {"model": "a", "params": 1, "flops_per_example": 1, "wall_time_s": 1.0, "examples_seen": 5, "data_fingerprint": "x", "trials": 2}
+    check_fair([row, {**row, "model": "b"}], max_examples=5)
+    with pytest.raises(UnfairComparisonError, match="different data splits"):
+        check_fair([row, {**row, "model": "b", "data_fingerprint": "y"}], max_examples=5)
+    with pytest.raises(UnfairComparisonError, match="different numbers of hyper-parameter trials"):
+        check_fair([row, {**row, "model": "b", "trials": 3}], max_examples=5)
+    with pytest.raises(UnfairComparisonError, match="more than 6"):
+        check_fair([{**row, "trials": 7}], max_examples=5)

@@ -1,0 +1,92 @@
+"""The command line: train a few steps, evaluate the result, help on every subcommand, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from overlooked.cli import build_parser, main
+
+TINY = {
+    "name": "tiny",
+    "data": {"name": "synthetic", "kwargs": {"n_train": 100, "n_test": 40}},
+    "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+    "train": {"epochs": 1, "batch_size": 10, "progress": False, "eval_every": 5},
+}
+
+
+def _config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=6", "--out", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "test_accuracy:" in out and "run folder:" in out
+    (run,) = (tmp_path / "runs").iterdir()
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "checkpoints/best.safetensors", "checkpoints/last.safetensors"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["examples_seen"] == 60
+    assert main(["evaluate", str(run), "--split", "test"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 40 and res["accuracy"] == pytest.approx(summary["test_accuracy"])
+    env = json.loads((run / "environment.json").read_text())
+    assert {"torch", "python", "git_commit", "device", "argv"} <= set(env)
+
+
+def test_unknown_key_exits_2_with_message(tmp_path, capsys):
+    assert main(["train", str(_config(tmp_path)), "train.learning_rate=1", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key" in err and "train.learning_rate" in err and "lr" in err
+    assert not (tmp_path / "runs").exists()  # failed before any work
+
+
+def test_every_subcommand_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"train", "evaluate", "bench", "demo", "report", "list", "data", "export-nir"}
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([name, "--help"])
+        assert exc.value.code == 0
+
+
+def test_python_dash_m_version():
+    out = subprocess.run([sys.executable, "-m", "overlooked", "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("overlooked ")
+
+
+def test_list_prints_registries(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "models:" in out and "small_cnn" in out and "configs:" in out and "cnn_mnist" in out
+
+
+def test_export_nir_refuses_non_spiking_model(tmp_path, capsys):
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert main(["export-nir", str(run), str(tmp_path / "m.nir")]) == 2
+    assert "is not a spiking model" in capsys.readouterr().err
+
+
+def test_resume_of_a_non_run_is_clear(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_train_cnn_on_mnist_through_cli(tmp_path, data_dir, capsys):
+    args = ["train", "cnn_mnist", "train.max_steps=30", "train.eval_every=30", "train.progress=false", "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    assert main(args) == 0
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["dataset"] == "mnist" and summary["test_accuracy"] > 0.5  # 30 steps already learn something

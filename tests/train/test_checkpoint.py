@@ -1,0 +1,77 @@
+"""Checkpoints: round trip, atomic writes, foreign files refused without unpickling."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from overlooked.errors import CheckpointError
+from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+
+
+def test_round_trip_model_optimizer_rng(tmp_path):
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.rand(5, 3)).sum().backward()
+    opt.step()
+    gen = torch.Generator().manual_seed(3)
+    path = save_checkpoint(tmp_path / "c.safetensors", model, opt, {"augment": gen.get_state()}, {"step": 7})
+    model2 = _model()
+    with torch.no_grad():
+        for p in model2.parameters():
+            p.add_(1.0)
+    opt2 = torch.optim.Adam(model2.parameters(), lr=0.5)
+    rng, info = load_checkpoint(path, model2, opt2)
+    assert info == {"step": 7}
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert opt2.param_groups[0]["lr"] == 0.1
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    for k in s1:
+        for key in s1[k]:
+            assert torch.equal(torch.as_tensor(s1[k][key]), torch.as_tensor(s2[k][key]))
+    gen2 = torch.Generator()
+    gen2.set_state(rng["augment"])
+    assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=gen2))
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
+
+
+def test_pickle_file_is_refused_not_loaded(tmp_path):
+    path = tmp_path / "model.safetensors"
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    path.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(CheckpointError, match="not a readable safetensors file.*never loaded"):
+        load_checkpoint(path, _model())
+
+
+def test_foreign_safetensors_is_refused(tmp_path):
+    path = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not an overlooked checkpoint"):
+        load_checkpoint(path, _model())
+
+
+def test_checkpoint_for_another_model_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "c.safetensors", _model())
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_checkpoint(path, torch.nn.Linear(3, 2))
+    with pytest.raises(CheckpointError, match="holds no optimiser state"):
+        m = _model()
+        load_checkpoint(path, m, torch.optim.SGD(m.parameters(), lr=0.1))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors", _model())
