@@ -1,0 +1,418 @@
+"""bAbI QA tasks v1.2 (Weston et al. 2015, arXiv:1502.05698): a strict parser and the tensors MemN2N reads.
+
+A task file holds stories. Every line is ``<id> <text>``; id 1 starts a new story and ids then increase by
+one. A statement line holds one sentence; a question line holds three tab-separated fields::
+
+    1 Mary moved to the bathroom.
+    2 John went to the hallway.
+    3 Where is Mary? \tbathroom\t1
+
+(the question, the one-token answer, the ids of the supporting statements). In tasks 1-3 and 5-14 every
+question ends in ``"? "``, a space before the tab; the parser accepts both forms. Answers of tasks 8 and 19
+are comma lists (``apple,football``, ``n,w``) and stay one token, as in the paper.
+
+The parser is strict: any line that does not fit raises :class:`DataError` naming the file, the line and
+what was expected, since a silently skipped line would change the task.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from overlooked.data import store
+from overlooked.data.base import ArrayDataset, Splits, split_train_val
+from overlooked.errors import DataError
+from overlooked.registry import DATASETS
+
+TASK_NAMES = {
+    1: "single-supporting-fact",
+    2: "two-supporting-facts",
+    3: "three-supporting-facts",
+    4: "two-arg-relations",
+    5: "three-arg-relations",
+    6: "yes-no-questions",
+    7: "counting",
+    8: "lists-sets",
+    9: "simple-negation",
+    10: "indefinite-knowledge",
+    11: "basic-coreference",
+    12: "conjunction",
+    13: "compound-coreference",
+    14: "time-reasoning",
+    15: "basic-deduction",
+    16: "basic-induction",
+    17: "positional-reasoning",
+    18: "size-reasoning",
+    19: "path-finding",
+    20: "agents-motivations",
+}
+SIZES = ("en", "en-10k")  # 1,000 or 10,000 training questions per task
+SPLITS = ("train", "test")
+ROOT = "babi/tasks_1-20_v1-2"  # relative to the data root
+NIL = "<nil>"  # vocabulary index 0: padding, and the null word
+_FIX = "The file is corrupt; re-fetch with `overlooked data fetch babi`."
+_LINE = re.compile(r"([0-9]{1,9}) (.*)", re.DOTALL)  # at most 9 digits: no huge-int conversion
+_ID = re.compile(r"[0-9]{1,9}")
+
+
+def task_path(task: int, size: str = "en", split: str = "train") -> str:
+    """The path of a task file relative to the data root.
+
+    >>> task_path(3, "en-10k", "train")
+    'babi/tasks_1-20_v1-2/en-10k/qa3_three-supporting-facts_train.txt'
+    """
+    return f"{ROOT}/{size}/qa{task}_{TASK_NAMES[task]}_{split}.txt"
+
+
+def tokenize(sentence: str) -> list[str]:
+    """Lowercase, drop ``.`` and ``?``, split on whitespace.
+
+    >>> tokenize("Where is Mary? ")
+    ['where', 'is', 'mary']
+    """
+    return sentence.lower().replace(".", " ").replace("?", " ").split()
+
+
+@dataclass(frozen=True)
+class BabiExample:
+    """One question with the story before it.
+
+    Attributes:
+        story: the statements of the story before the question, oldest first, each a tuple of tokens.
+        question: the question's tokens.
+        answer: the answer, one token (comma lists such as ``"apple,football"`` included).
+        supporting: indices into ``story`` of the supporting statements, in the file's order.
+        line: the 1-based line number of the question in its file.
+    """
+
+    story: tuple[tuple[str, ...], ...]
+    question: tuple[str, ...]
+    answer: str
+    supporting: tuple[int, ...]
+    line: int
+
+
+def _line_error(source: str, lineno: int, line: str, expected: str) -> DataError:
+    shown = repr(line[:80]) + ("..." if len(line) > 80 else "")
+    return DataError(f"{source}, line {lineno}: expected {expected}; found {shown}. {_FIX}")
+
+
+def parse_babi(text: str, source: str = "<string>") -> list[BabiExample]:
+    """Parse the text of one bAbI task file into questions with their stories.
+
+    Args:
+        text: the file's content. Lines end in ``\\n`` (a ``\\r`` before it is tolerated).
+        source: what to call the text in error messages (the file name).
+
+    Returns:
+        One :class:`BabiExample` per question line, in file order.
+
+    Raises:
+        DataError: on any malformed line, naming ``source``, the 1-based line number, the line and what was
+            expected. Nothing else is raised, whatever the input.
+
+    >>> ex = parse_babi("1 Mary went home.\\n2 Where is Mary? \\thome\\t1\\n")
+    >>> ex[0].story, ex[0].question, ex[0].answer, ex[0].supporting, ex[0].line
+    ((('mary', 'went', 'home'),), ('where', 'is', 'mary'), 'home', (0,), 2)
+    """
+    examples: list[BabiExample] = []
+    statements: list[tuple[str, ...]] = []  # the current story's statements, oldest first
+    slot_of_id: dict[int, int] = {}  # statement line id -> index in `statements`
+    last_id = 0
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline
+    for lineno, raw in enumerate(lines, 1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise _line_error(source, lineno, raw, "'<id> <text>': a positive integer id, one space, then the text")
+        line_id, body = int(match.group(1)), match.group(2)
+        if line_id == 1:
+            statements, slot_of_id = [], {}
+        elif line_id != last_id + 1:
+            expected = "id 1 (a new story)" + (f" or {last_id + 1} (the story's next line)" if last_id else "")
+            raise _line_error(source, lineno, raw, expected)
+        last_id = line_id
+        fields = body.split("\t")
+        if len(fields) == 1:
+            if body.rstrip().endswith("?"):
+                expected = "a statement, or a question followed by '\\t<answer>\\t<supporting ids>'"
+                raise _line_error(source, lineno, raw, expected)
+            sentence = tuple(tokenize(body))
+            if not sentence:
+                raise _line_error(source, lineno, raw, "a statement with at least one word")
+            slot_of_id[line_id] = len(statements)
+            statements.append(sentence)
+        elif len(fields) == 3:
+            examples.append(_parse_question(fields, statements, slot_of_id, source, lineno, raw))
+        else:
+            raise _line_error(
+                source, lineno, raw, f"no tab (a statement) or 2 tabs (a question), not {len(fields) - 1} tab(s)"
+            )
+    return examples
+
+
+def _parse_question(
+    fields: list[str],
+    statements: list[tuple[str, ...]],
+    slot_of_id: dict[int, int],
+    source: str,
+    lineno: int,
+    raw: str,
+) -> BabiExample:
+    text, answer, support = fields
+    if not text.rstrip(" ").endswith("?"):
+        raise _line_error(source, lineno, raw, "a question ending in '?' before the first tab")
+    question = tuple(tokenize(text))
+    if not question:
+        raise _line_error(source, lineno, raw, "a question with at least one word")
+    if not answer or answer.split() != [answer]:
+        raise _line_error(source, lineno, raw, "a one-token answer (no spaces) between the two tabs")
+    if not statements:
+        raise _line_error(source, lineno, raw, "a question after at least one statement of its story")
+    ids = support.split()
+    if not ids or not all(_ID.fullmatch(i) for i in ids):
+        expected = "one or more space-separated supporting statement ids after the second tab"
+        raise _line_error(source, lineno, raw, expected)
+    unknown = [i for i in ids if int(i) not in slot_of_id]
+    if unknown:
+        known = sorted(slot_of_id)
+        raise _line_error(
+            source,
+            lineno,
+            raw,
+            f"supporting ids of earlier statements of this story ({known[0]}..{known[-1]}, questions excluded), "
+            f"not {', '.join(unknown)}",
+        )
+    return BabiExample(
+        story=tuple(statements),
+        question=question,
+        answer=answer.lower(),
+        supporting=tuple(slot_of_id[int(i)] for i in ids),
+        line=lineno,
+    )
+
+
+def read_babi_file(path: str | os.PathLike[str]) -> list[BabiExample]:
+    """Read and parse one task file (see :func:`parse_babi`).
+
+    Raises:
+        DataError: the file is missing, is not UTF-8 (with the byte offset), or has a malformed line.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read bAbI file {path} ({err}). Fix: run `overlooked data fetch babi`.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: expected UTF-8 text, found byte {data[err.start]:#04x} at byte offset {err.start}. {_FIX}"
+        ) from None
+    return parse_babi(text, str(path))
+
+
+def build_vocab(examples: Iterable[BabiExample]) -> list[str]:
+    """``[NIL]`` then every word of the stories, questions and answers, sorted.
+
+    >>> build_vocab(parse_babi("1 Mary went home.\\n2 Where is Mary?\\thome\\t1\\n"))
+    ['<nil>', 'home', 'is', 'mary', 'went', 'where']
+    """
+    words: set[str] = set()
+    for sentence in _unique_sentences(examples):
+        words.update(sentence)
+    words.update(ex.answer for ex in examples)
+    words.discard(NIL)
+    return [NIL, *sorted(words)]
+
+
+def _unique_sentences(examples: Iterable[BabiExample]) -> set[tuple[str, ...]]:
+    sentences: set[tuple[str, ...]] = set()
+    for ex in examples:
+        sentences.update(ex.story)
+        sentences.add(ex.question)
+    return sentences
+
+
+def encode_examples(
+    examples: Sequence[BabiExample],
+    tasks: Sequence[int],
+    word_index: dict[str, int],
+    memory_size: int,
+    sentence_len: int,
+    support_len: int,
+) -> dict[str, torch.Tensor]:
+    """Turn examples into padded index tensors, keeping the last ``memory_size`` statements of each story.
+
+    Args:
+        examples: ``Q`` parsed questions.
+        tasks: the task number of each example, length ``Q``.
+        word_index: word -> vocabulary index (index 0 is padding).
+        memory_size: ``M``, memory slots; older statements are dropped.
+        sentence_len: ``L``, words per sentence slot; must cover every sentence and question.
+        support_len: ``S``, supporting-fact slots; must cover every example.
+
+    Returns:
+        ``"story"`` int64 ``[Q, M, L]`` (statements oldest first in slots 0..n-1, zero padded),
+        ``"memory_mask"`` bool ``[Q, M]`` (True on real statements), ``"query"`` int64 ``[Q, L]``,
+        ``"answer"`` int64 ``[Q]``, ``"supporting"`` int64 ``[Q, S]`` (memory slots, -1 for padding and
+        for facts dropped from memory), ``"task"`` int64 ``[Q]``.
+    """
+    n = len(examples)
+    rows: dict[tuple[str, ...], int] = {}  # sentence -> row of `table`; row 0 is the all-padding sentence
+    slots = np.zeros((n, memory_size), dtype=np.int64)  # [Q, M] rows of `table`
+    used = np.zeros(n, dtype=np.int64)  # [Q] statements in memory
+    query_rows = np.zeros(n, dtype=np.int64)  # [Q]
+    supporting = np.full((n, support_len), -1, dtype=np.int64)  # [Q, S]
+    for q, ex in enumerate(examples):
+        start = max(0, len(ex.story) - memory_size)  # the oldest statements fall out of memory
+        memory = ex.story[start:]
+        slots[q, : len(memory)] = [rows.setdefault(s, len(rows) + 1) for s in memory]
+        used[q] = len(memory)
+        query_rows[q] = rows.setdefault(ex.question, len(rows) + 1)
+        supporting[q, : len(ex.supporting)] = [i - start if i >= start else -1 for i in ex.supporting]
+    table = np.zeros((len(rows) + 1, sentence_len), dtype=np.int64)  # [K + 1, L]
+    for sentence, row in rows.items():
+        if len(sentence) > sentence_len:
+            words = " ".join(sentence)
+            raise DataError(f"sentence {words!r} has {len(sentence)} words but sentence_len is {sentence_len}")
+        table[row, : len(sentence)] = [_index(word_index, w) for w in sentence]
+    mask = np.arange(memory_size)[None, :] < used[:, None]  # [Q, M]
+    return {
+        "story": torch.from_numpy(table[slots]),  # [Q, M, L]
+        "memory_mask": torch.from_numpy(mask),  # [Q, M]
+        "query": torch.from_numpy(table[query_rows]),  # [Q, L]
+        "answer": torch.tensor([_index(word_index, ex.answer) for ex in examples], dtype=torch.int64),  # [Q]
+        "supporting": torch.from_numpy(supporting),  # [Q, S]
+        "task": torch.tensor(list(tasks), dtype=torch.int64),  # [Q]
+    }
+
+
+def _index(word_index: dict[str, int], word: str) -> int:
+    try:
+        return word_index[word]
+    except KeyError:
+        raise DataError(
+            f"word {word!r} is not in the vocabulary; build it with build_vocab over the examples"
+        ) from None
+
+
+def split_per_task(task: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded train/validation split of each task's rows separately.
+
+    Args:
+        task: int64 ``[Q]``, the task of each row.
+        val_fraction: fraction of each task's rows held out.
+        seed: seed of every task's permutation (see :func:`overlooked.data.base.split_train_val`).
+
+    Returns:
+        ``(train_idx, val_idx)``: disjoint, sorted row indices covering ``range(Q)``.
+
+    >>> tr, va = split_per_task(torch.tensor([1, 1, 1, 1, 2, 2, 2, 2]), 0.25, seed=0)
+    >>> len(tr), len(va), sorted(tr.tolist() + va.tolist()) == list(range(8))
+    (6, 2, True)
+    """
+    train_parts, val_parts = [torch.empty(0, dtype=torch.int64)], [torch.empty(0, dtype=torch.int64)]
+    for t in task.unique(sorted=True).tolist():
+        rows = (task == t).nonzero().squeeze(1)  # [Q_t]
+        train_idx, val_idx = split_train_val(len(rows), val_fraction, seed)
+        train_parts.append(rows[train_idx])
+        val_parts.append(rows[val_idx])
+    return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
+
+
+def _task_list(tasks: int | str | Iterable[int]) -> list[int]:
+    if tasks == "all":
+        return list(TASK_NAMES)
+    items = [tasks] if isinstance(tasks, int) or isinstance(tasks, str) else list(tasks)
+    bad = [t for t in items if isinstance(t, bool) or not isinstance(t, int) or t not in TASK_NAMES]
+    if bad or not items:
+        raise DataError(f"tasks must be 'all', an int 1..20 or a list of them; got {tasks!r}")
+    return sorted(set(items))
+
+
+@DATASETS.register("babi")
+def load_babi(
+    tasks: int | str | Iterable[int] = (1,),
+    size: str = "en",
+    data_dir: str | os.PathLike[str] | None = None,
+    memory_size: int = 50,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+) -> Splits:
+    """bAbI tasks as :class:`Splits` for memory networks.
+
+    The vocabulary is shared over the train and test files of the loaded tasks. Memory holds the last
+    ``memory_size`` statements before each question. Validation is a seeded ``val_fraction`` of each task's
+    training questions.
+
+    Args:
+        tasks: a task number 1..20, a list of them, or ``"all"``.
+        size: ``"en"`` (1k training questions per task) or ``"en-10k"``.
+        data_dir: the data root; see :func:`overlooked.data.store.resolve_data_dir`.
+        memory_size: ``M``, memory slots per question.
+        val_fraction: fraction of each task's training questions held out for validation.
+        seed: seed of the train/validation split.
+        download: fetch missing files instead of raising.
+
+    Returns:
+        Splits with the tensors of :func:`encode_examples`; ``meta`` holds ``vocab``, ``vocab_size``,
+        ``num_classes`` (= ``vocab_size``: the answer is a word), ``memory_size``, ``sentence_len``, ``tasks``,
+        ``size`` and ``name``.
+
+    Raises:
+        DataError: bad arguments, a missing file (named with the folder looked in), a file that fails its
+            checksum, or a malformed line.
+    """
+    task_list = _task_list(tasks)
+    if size not in SIZES:
+        raise DataError(f"unknown bAbI size {size!r}; expected one of {', '.join(map(repr, SIZES))}")
+    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
+        raise DataError(f"memory_size must be a positive int, got {memory_size!r}")
+    paths = {(t, split): task_path(t, size, split) for t in task_list for split in SPLITS}
+    root = store.ensure("babi", data_dir, download, files=list(paths.values()), verify_checksums=True)
+    parsed = {key: read_babi_file(root / rel) for key, rel in paths.items()}
+    train = [(t, ex) for t in task_list for ex in parsed[t, "train"]]
+    test = [(t, ex) for t in task_list for ex in parsed[t, "test"]]
+    every = [ex for _, ex in train + test]
+    if not every:
+        raise DataError(f"no questions in {', '.join(str(root / p) for p in paths.values())}. {_FIX}")
+    vocab = build_vocab(every)
+    word_index = {w: i for i, w in enumerate(vocab)}
+    sentence_len = max(len(s) for s in _unique_sentences(every))
+    support_len = max(len(ex.supporting) for ex in every)
+
+    def encode(pairs: list[tuple[int, BabiExample]]) -> ArrayDataset:
+        examples = [ex for _, ex in pairs]
+        task_of = [t for t, _ in pairs]
+        return ArrayDataset(encode_examples(examples, task_of, word_index, memory_size, sentence_len, support_len))
+
+    full_train = encode(train)
+    train_idx, val_idx = split_per_task(full_train.tensors["task"], val_fraction, seed)
+    return Splits(
+        train=full_train.subset(train_idx),
+        val=full_train.subset(val_idx),
+        test=encode(test),
+        input_keys=("story", "query", "memory_mask"),
+        target_key="answer",
+        meta={
+            "vocab": vocab,
+            "vocab_size": len(vocab),
+            "num_classes": len(vocab),
+            "memory_size": memory_size,
+            "sentence_len": sentence_len,
+            "tasks": task_list,
+            "size": size,
+            "name": "babi",
+        },
+    )

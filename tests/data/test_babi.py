@@ -1,0 +1,317 @@
+"""bAbI: the strict parser, memory encoding, real-data counts, the split, and clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overlooked.data import babi
+from overlooked.data.babi import BabiExample, parse_babi
+from overlooked.errors import DataError
+from overlooked.registry import DATASETS
+
+TINY = (
+    "1 Mary moved to the bathroom.\n"
+    "2 John went to the hallway.\n"
+    "3 Where is Mary? \tbathroom\t1\n"  # the official "? " quirk
+    "4 Daniel picked up the apple.\n"
+    "5 Daniel grabbed the football.\n"
+    "6 What is Daniel carrying?\tapple,football\t4 5\n"  # a comma-list answer is one token
+    "7 Where was Mary?\tbathroom\t1 5\n"
+    "1 Sandra went to the kitchen.\n"
+    "2 Where is Sandra?\tkitchen\t1\n"
+)
+MARY = ("mary", "moved", "to", "the", "bathroom")
+JOHN = ("john", "went", "to", "the", "hallway")
+APPLE = ("daniel", "picked", "up", "the", "apple")
+FOOTBALL = ("daniel", "grabbed", "the", "football")
+SANDRA = ("sandra", "went", "to", "the", "kitchen")
+QA3_10K = "babi/tasks_1-20_v1-2/en-10k/qa3_three-supporting-facts_train.txt"
+
+
+def test_parse_tiny_story_exactly():
+    assert parse_babi(TINY, "tiny.txt") == [
+        BabiExample((MARY, JOHN), ("where", "is", "mary"), "bathroom", (0,), 3),
+        BabiExample((MARY, JOHN, APPLE, FOOTBALL), ("what", "is", "daniel", "carrying"), "apple,football", (2, 3), 6),
+        BabiExample((MARY, JOHN, APPLE, FOOTBALL), ("where", "was", "mary"), "bathroom", (0, 3), 7),
+        BabiExample((SANDRA,), ("where", "is", "sandra"), "kitchen", (0,), 9),
+    ]
+
+
+def test_parse_tolerates_crlf_and_missing_final_newline():
+    expected = parse_babi(TINY)
+    assert parse_babi(TINY.replace("\n", "\r\n")) == expected
+    assert parse_babi(TINY.rstrip("\n")) == expected
+    assert parse_babi("") == []
+
+
+def _encode(examples, memory_size):
+    vocab = babi.build_vocab(examples)
+    word_index = {w: i for i, w in enumerate(vocab)}
+    tensors = babi.encode_examples(
+        examples, [1] * len(examples), word_index, memory_size, sentence_len=5, support_len=2
+    )
+    return tensors, word_index
+
+
+def test_encode_truncates_memory_to_the_newest_and_remaps_support():
+    examples = parse_babi(TINY)
+    tensors, w = _encode(examples, memory_size=2)
+
+    def row(sentence):
+        return [w[t] for t in sentence] + [0] * (5 - len(sentence))
+
+    assert tensors["story"].shape == (4, 2, 5) and tensors["story"].dtype == torch.int64
+    assert tensors["story"][0].tolist() == [row(MARY), row(JOHN)]
+    assert tensors["story"][1].tolist() == [row(APPLE), row(FOOTBALL)]  # Mary and John fell out
+    assert tensors["story"][3].tolist() == [row(SANDRA), [0] * 5]
+    assert tensors["memory_mask"].tolist() == [[True, True], [True, True], [True, True], [True, False]]
+    assert tensors["supporting"].tolist() == [[0, -1], [0, 1], [-1, 1], [0, -1]]  # fact 0 of line 7 dropped
+    assert tensors["query"][1].tolist() == row(("what", "is", "daniel", "carrying"))
+    assert tensors["answer"].tolist() == [w["bathroom"], w["apple,football"], w["bathroom"], w["kitchen"]]
+    assert tensors["task"].tolist() == [1, 1, 1, 1]
+    assert w["<nil>"] == 0
+
+
+def test_encode_without_truncation_keeps_chronological_order():
+    tensors, w = _encode(parse_babi(TINY), memory_size=6)
+    assert tensors["memory_mask"][1].tolist() == [True] * 4 + [False] * 2
+    assert tensors["story"][1, :4, 0].tolist() == [w["mary"], w["john"], w["daniel"], w["daniel"]]
+    assert tensors["story"][1, 4:].eq(0).all()
+    assert tensors["supporting"][2].tolist() == [0, 3]
+
+
+MALFORMED = [
+    ("Mary went home.\n", 1, "'<id> <text>'"),
+    ("1 Mary went home.\nx Where is Mary?\thome\t1\n", 2, "'<id> <text>'"),
+    ("1 Mary went home.\n 2 John left.\n", 2, "'<id> <text>'"),
+    ("1Mary went home.\n", 1, "'<id> <text>'"),
+    ("12345678901 Mary went home.\n", 1, "'<id> <text>'"),
+    ("2 Mary went home.\n", 1, "id 1 (a new story)"),
+    ("1 Mary went home.\n3 John left.\n", 2, "or 2 (the story's next line)"),
+    ("1 Mary went home.\n\n2 John left.\n", 2, "'<id> <text>'"),
+    ("1 .\n", 1, "at least one word"),
+    ("1 Where is Mary?\n", 1, "a question followed by"),
+    ("1 Mary went home.\n2 Where is Mary?\thome\n", 2, "not 1 tab(s)"),
+    ("1 Mary went home.\n2 Where is Mary?\thome\t1\tx\n", 2, "not 3 tab(s)"),
+    ("1 Mary went home.\n2 Where is Mary\thome\t1\n", 2, "ending in '?'"),
+    ("1 Mary went home.\n2 ?\thome\t1\n", 2, "question with at least one word"),
+    ("1 Mary went home.\n2 Where is Mary?\t\t1\n", 2, "one-token answer"),
+    ("1 Mary went home.\n2 Where is Mary?\tthe home\t1\n", 2, "one-token answer"),
+    ("1 Where is Mary?\thome\t1\n", 1, "after at least one statement"),
+    ("1 Mary went home.\n2 Where is Mary?\thome\t\n", 2, "supporting statement ids"),
+    ("1 Mary went home.\n2 Where is Mary?\thome\tone\n", 2, "supporting statement ids"),
+    ("1 Mary went home.\n2 Where is Mary?\thome\t3\n", 2, "not 3"),  # forward reference
+    ("1 Mary went home.\n2 Where is Mary?\thome\t1\n3 Where is she?\thome\t2\n", 3, "questions excluded"),
+    ("1 Mary went home.\n2 John left.\n1 Sandra ran.\n2 Where is John?\thome\t2\n", 4, "not 2"),  # older story
+]
+
+
+@pytest.mark.parametrize(("text", "lineno", "expected"), MALFORMED)
+def test_malformed_line_names_file_line_and_expectation(text, lineno, expected):
+    with pytest.raises(DataError) as info:
+        parse_babi(text, "qa99_fake_train.txt")
+    message = str(info.value)
+    assert message.startswith(f"qa99_fake_train.txt, line {lineno}: expected ")
+    assert expected in message
+    assert repr(text.split("\n")[lineno - 1][:80]) in message
+    assert "overlooked data fetch babi" in message
+
+
+def test_long_line_is_truncated_in_the_message():
+    with pytest.raises(DataError) as info:
+        parse_babi("1 " + "word " * 100 + "?\n", "long.txt")
+    assert "..." in str(info.value) and len(str(info.value)) < 400
+
+
+def test_read_babi_file_reports_non_utf8_byte_offset(tmp_path):
+    path = tmp_path / "qa1_bad_train.txt"
+    path.write_bytes(b"1 Mary \xff went home.\n")
+    with pytest.raises(DataError, match=r"qa1_bad_train\.txt: expected UTF-8 text, found byte 0xff at byte offset 7"):
+        babi.read_babi_file(path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_parser_raises_only_data_error_on_any_text(text):
+    try:
+        parse_babi(text, "fuzz")
+    except DataError:
+        pass
+
+
+_INTERESTING = "0123456789 \t\n\r?.,-Mx"
+
+
+@st.composite
+def mutated_tiny(draw):
+    """TINY with a few character edits (from characters the format cares about) and line shuffles."""
+    text = TINY
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["insert", "delete", "replace", "duplicate line", "drop line", "swap lines"]))
+        if op in ("insert", "delete", "replace"):
+            at = draw(st.integers(0, len(text)))
+            char = draw(st.sampled_from(_INTERESTING) | st.characters())
+            if op == "insert":
+                text = text[:at] + char + text[at:]
+            elif op == "delete":
+                text = text[:at] + text[at + draw(st.integers(1, 5)) :]
+            else:
+                text = text[:at] + char + text[at + 1 :]
+        else:
+            lines = text.split("\n")
+            i, j = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
+            if op == "duplicate line":
+                lines.insert(j, lines[i])
+            elif op == "drop line":
+                del lines[i]
+            else:
+                lines[i], lines[j] = lines[j], lines[i]
+            text = "\n".join(lines)
+    return text
+
+
+@settings(max_examples=500, deadline=None)
+@given(mutated_tiny())
+def test_parser_raises_only_data_error_on_mutated_stories(text):
+    try:
+        examples = parse_babi(text, "mutated")
+    except DataError as err:
+        assert str(err).startswith("mutated, line ")
+        return
+    for ex in examples:  # whatever parses is consistent
+        assert ex.story and ex.question and ex.answer
+        assert all(0 <= i < len(ex.story) for i in ex.supporting)
+
+
+def test_split_per_task_is_disjoint_deterministic_and_per_task():
+    task = torch.tensor([1] * 30 + [2] * 50)
+    train_idx, val_idx = babi.split_per_task(task, 0.1, seed=0)
+    assert set(train_idx.tolist()).isdisjoint(val_idx.tolist())
+    assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(80))
+    assert torch.bincount(task[val_idx]).tolist() == [0, 3, 5]
+    again = babi.split_per_task(task, 0.1, seed=0)
+    other = babi.split_per_task(task, 0.1, seed=1)
+    assert torch.equal(val_idx, again[1]) and not torch.equal(val_idx, other[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"tasks": 21}, {"tasks": "3"}, {"tasks": []}, {"tasks": True}, {"size": "hn"}, {"memory_size": 0}],
+    ids=str,
+)
+def test_load_babi_rejects_bad_arguments(tmp_path, kwargs):
+    with pytest.raises(DataError):
+        babi.load_babi(data_dir=tmp_path, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Real data
+
+
+def _count(data_dir, task, size, split):
+    return len(babi.read_babi_file(data_dir / babi.task_path(task, size, split)))
+
+
+@pytest.mark.data
+def test_every_en_file_has_1000_questions(data_dir):
+    counts = {(t, s): _count(data_dir, t, "en", s) for t in babi.TASK_NAMES for s in babi.SPLITS}
+    assert set(counts.values()) == {1000} and len(counts) == 40
+
+
+@pytest.mark.data
+def test_every_en10k_file_has_10000_train_and_1000_test_questions(data_dir):
+    train = {t: _count(data_dir, t, "en-10k", "train") for t in babi.TASK_NAMES if t != 3}
+    test = {t: _count(data_dir, t, "en-10k", "test") for t in babi.TASK_NAMES}
+    assert set(train.values()) == {10_000} and len(train) == 19
+    assert set(test.values()) == {1000} and len(test) == 20
+
+
+@pytest.mark.data
+def test_missing_en10k_task3_names_the_file_and_folder(data_dir):
+    with pytest.raises(DataError) as info:
+        babi.load_babi(tasks=3, size="en-10k", data_dir=data_dir)
+    message = str(info.value)
+    assert f"missing file {data_dir / QA3_10K} " in message
+    assert f"looked in folder {data_dir / 'babi' / 'tasks_1-20_v1-2' / 'en-10k'}" in message
+    assert "overlooked data fetch babi" in message
+    assert "qa3_three-supporting-facts_test.txt" not in message  # the test file is there
+
+
+@pytest.mark.data
+def test_load_babi_task1_tensors_and_meta(data_dir):
+    splits = DATASETS.create("babi", tasks=1, data_dir=data_dir)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (900, 100, 1000)
+    assert splits.input_keys == ("story", "query", "memory_mask") and splits.target_key == "answer"
+    meta = splits.meta
+    assert meta["vocab"][0] == "<nil>" and meta["vocab"][1:] == sorted(meta["vocab"][1:])
+    assert meta["vocab_size"] == meta["num_classes"] == len(meta["vocab"])
+    assert (meta["memory_size"], meta["tasks"], meta["size"], meta["name"]) == (50, [1], "en", "babi")
+    L = meta["sentence_len"]
+    shapes = {k: (tuple(v.shape), v.dtype) for k, v in splits.test.tensors.items()}
+    assert shapes == {
+        "story": ((1000, 50, L), torch.int64),
+        "memory_mask": ((1000, 50), torch.bool),
+        "query": ((1000, L), torch.int64),
+        "answer": ((1000,), torch.int64),
+        "supporting": ((1000, 1), torch.int64),
+        "task": ((1000,), torch.int64),
+    }
+    vocab = meta["vocab"]
+    first = splits.test[0]  # "1 John travelled to the hallway. / 2 Mary journeyed ... / 3 Where is John?"
+    assert [vocab[i] for i in first["query"].tolist() if i] == ["where", "is", "john"]
+    assert [vocab[i] for i in first["story"][0].tolist() if i] == ["john", "travelled", "to", "the", "hallway"]
+    assert first["memory_mask"].sum() == 2 and vocab[int(first["answer"])] == "hallway"
+    assert first["supporting"].tolist() == [0]
+
+
+@pytest.mark.data
+def test_load_babi_memory_truncation_matches_the_parsed_stories(data_dir):
+    splits = babi.load_babi(tasks=2, data_dir=data_dir, memory_size=3)
+    parsed = babi.read_babi_file(data_dir / babi.task_path(2, "en", "test"))
+    vocab = splits.meta["vocab"]
+    test = splits.test.tensors
+    assert test["story"].shape[1] == 3
+    truncated = 0
+    for q, ex in enumerate(parsed):
+        start = max(0, len(ex.story) - 3)
+        assert int(test["memory_mask"][q].sum()) == len(ex.story) - start
+        for slot, sentence in enumerate(ex.story[start:]):
+            assert tuple(vocab[i] for i in test["story"][q, slot].tolist() if i) == sentence
+        expected = [i - start if i >= start else -1 for i in ex.supporting]
+        assert test["supporting"][q].tolist() == expected
+        truncated += -1 in expected
+    assert truncated > 0  # task 2 stories are long enough that some facts fall out of 3 slots
+
+
+@pytest.mark.data
+def test_load_babi_val_split_is_seeded_disjoint_and_per_task(data_dir):
+    full = babi.load_babi(tasks=[1, 2], data_dir=data_dir, val_fraction=0.0).train.tensors
+    splits = babi.load_babi(tasks=[1, 2], data_dir=data_dir, seed=0)
+    again = babi.load_babi(tasks=[2, 1], data_dir=data_dir, seed=0)
+    other = babi.load_babi(tasks=[1, 2], data_dir=data_dir, seed=1)
+    assert torch.bincount(splits.val.tensors["task"]).tolist() == [0, 100, 100]
+    train_idx, val_idx = babi.split_per_task(full["task"], 0.1, seed=0)
+    assert set(train_idx.tolist()).isdisjoint(val_idx.tolist()) and len(train_idx) + len(val_idx) == 2000
+    for key in full:
+        assert torch.equal(splits.val.tensors[key], full[key][val_idx])
+        assert torch.equal(splits.train.tensors[key], full[key][train_idx])
+        assert torch.equal(again.val.tensors[key], splits.val.tensors[key])
+    assert not torch.equal(other.val.tensors["story"], splits.val.tensors["story"])
+
+
+@pytest.mark.data
+def test_load_babi_rejects_a_file_that_fails_its_checksum(tmp_path, data_dir):
+    for split in babi.SPLITS:
+        rel = babi.task_path(1, "en", split)
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / rel, tmp_path / rel)
+    train = tmp_path / babi.task_path(1, "en", "train")
+    train.write_text(train.read_text().replace("hallway", "garden", 1))
+    with pytest.raises(DataError) as info:
+        babi.load_babi(tasks=1, data_dir=tmp_path)
+    assert f"file {train} failed its checksum: sha256 expected c64ba9b1" in str(info.value)

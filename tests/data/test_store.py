@@ -1,0 +1,305 @@
+"""The data store: data-root resolution, checksums, and fetching from a loopback HTTP server."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import socket
+import tarfile
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from overlooked.data import store
+from overlooked.errors import DataError
+
+QA3_10K = "babi/tasks_1-20_v1-2/en-10k/qa3_three-supporting-facts_train.txt"
+MNIST_LABELS = "mnist/train-labels-idx1-ubyte.gz"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Resolution and the file table
+
+
+def test_resolve_data_dir_prefers_explicit_then_env_then_home(tmp_path, monkeypatch):
+    explicit, env_dir, home = tmp_path / "explicit", tmp_path / "env", tmp_path / "home"
+    monkeypatch.setenv("OVERLOOKED_DATA", str(env_dir))
+    monkeypatch.setenv("HOME", str(home))
+    assert store.resolve_data_dir(explicit) == explicit
+    assert store.resolve_data_dir(str(explicit)) == explicit
+    assert store.resolve_data_dir() == env_dir
+    monkeypatch.delenv("OVERLOOKED_DATA")
+    assert store.resolve_data_dir() == home / ".cache" / "overlooked"
+    monkeypatch.setenv("OVERLOOKED_DATA", "")  # empty counts as unset
+    assert store.resolve_data_dir() == home / ".cache" / "overlooked"
+
+
+def test_file_table_has_every_file_with_its_algorithm():
+    counts = {name: len(store.dataset_files(name)) for name in store.dataset_names()}
+    assert counts == {"babi": 82, "mnist": 4, "nmnist_small": 1102, "uci_gas_sensor_drift": 10}
+    algorithms = {c.path: c.algorithm for name in store.dataset_names() for c in store.dataset_files(name)}
+    assert algorithms[QA3_10K] == "git-blob-sha1"
+    assert algorithms["babi/tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt"] == "sha256"
+    assert algorithms[MNIST_LABELS] == "gunzip-md5"
+    assert algorithms["nmnist_small/samples/60100.bs2"] == "sha256"
+    assert algorithms["uci_gas_sensor_drift/batch7.dat"] == "sha256"
+
+
+def test_unknown_dataset_lists_known_names():
+    with pytest.raises(DataError, match="known datasets: babi, mnist, nmnist_small, uci_gas_sensor_drift"):
+        store.verify("cifar10")
+
+
+@pytest.mark.data
+def test_file_table_matches_shared_layout(data_dir):
+    on_disk = {
+        p.relative_to(data_dir).as_posix()
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.name not in ("SHA256SUMS", "MANIFEST.md")
+    }
+    listed = {c.path for name in store.dataset_names() for c in store.dataset_files(name)}
+    absent = {QA3_10K, "uci_gas_sensor_drift/batch7.dat", "uci_gas_sensor_drift/batch10.dat"}
+    assert on_disk == listed - absent
+
+
+@pytest.mark.data
+def test_verify_shared_data_reports_exactly_the_known_gaps(data_dir):
+    reports = {name: store.verify(name, data_dir) for name in store.dataset_names()}
+    assert {n: r.missing for n, r in reports.items()} == {
+        "babi": [QA3_10K],
+        "mnist": [],
+        "nmnist_small": [],
+        "uci_gas_sensor_drift": ["uci_gas_sensor_drift/batch10.dat", "uci_gas_sensor_drift/batch7.dat"],
+    }
+    assert all(not r.mismatched for r in reports.values())
+    assert reports["mnist"].complete
+    assert str(reports["babi"]) == (
+        f"dataset 'babi' under {data_dir}: 81 file(s) ok\n1 file(s) missing:\n  {data_dir / QA3_10K}"
+    )
+    with pytest.raises(DataError, match="batch7.dat"):
+        reports["uci_gas_sensor_drift"].raise_if_incomplete()
+
+
+def test_git_blob_sha1_matches_git_hash_object(tmp_path):
+    path = tmp_path / "hello.txt"
+    path.write_bytes(b"hello\n")
+    assert store.file_digest(path, "git-blob-sha1") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    good = store.FileCheck("hello.txt", "git-blob-sha1", "ce013625030ba8dba906f756967f9e9ca394464a")
+    assert store.check_file(path, good) is None
+    bad = store.FileCheck("hello.txt", "git-blob-sha1", "0" * 40)
+    assert "failed its checksum" in store.check_file(path, bad)
+    assert store.check_file(tmp_path / "absent.txt", good) == "missing"
+
+
+def test_verify_reports_mismatch_and_missing(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    with gzip.open(tmp_path / MNIST_LABELS, "wb") as f:
+        f.write(b"not the labels")
+    report = store.verify("mnist", tmp_path)
+    assert not report.complete
+    assert report.missing == [
+        "mnist/t10k-images-idx3-ubyte.gz",
+        "mnist/t10k-labels-idx1-ubyte.gz",
+        "mnist/train-images-idx3-ubyte.gz",
+    ]
+    assert list(report.mismatched) == [MNIST_LABELS]
+    assert "a25bea736e30d166cdddb491f175f624" in report.mismatched[MNIST_LABELS]
+
+
+def test_ensure_names_missing_file_folder_and_fix(tmp_path):
+    with pytest.raises(DataError) as info:
+        store.ensure("mnist", tmp_path, download=False, files=[MNIST_LABELS])
+    message = str(info.value)
+    assert str(tmp_path / MNIST_LABELS) in message
+    assert f"looked in folder {tmp_path / 'mnist'}" in message
+    assert "overlooked data fetch mnist" in message and "OVERLOOKED_DATA" in message
+    assert "t10k" not in message  # only the requested file is reported
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fetching from a loopback server
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A loopback HTTP server over ``tmp_path / "www"``; yields ``(base_url, www_dir, requested_paths)``."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    www = tmp_path / "www"
+    www.mkdir()
+    requested: list[str] = []
+
+    class Handler(_QuietHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", www, requested
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*.part"))
+
+
+@pytest.mark.data
+def test_fetch_mnist_falls_back_to_second_mirror(server, tmp_path, data_dir):
+    base, www, requested = server
+    shutil.copytree(data_dir / "mnist", www / "mirror2")
+    root = tmp_path / "root"
+    mirrors = [f"{base}/dead/", f"{base}/mirror2/"]
+    assert store.fetch("mnist", root, mirrors=mirrors) == root
+    assert store.verify("mnist", root).complete
+    for check in store.dataset_files("mnist"):
+        assert (root / check.path).read_bytes() == (data_dir / check.path).read_bytes()
+    assert sum(p.startswith("/dead/") for p in requested) == 4
+    assert _leftovers(root) == []
+
+    requested.clear()
+    store.fetch("mnist", root, mirrors=mirrors)  # present and verified: nothing is downloaded
+    assert requested == []
+    store.fetch("mnist", root, mirrors=[f"{base}/mirror2/"], force=True, files=[MNIST_LABELS])
+    assert requested == ["/mirror2/train-labels-idx1-ubyte.gz"]
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("damage", ["gzip byte", "payload byte"])
+def test_fetch_rejects_a_file_with_one_byte_changed(server, tmp_path, data_dir, damage):
+    base, www, _ = server
+    data = bytearray((data_dir / MNIST_LABELS).read_bytes())
+    if damage == "gzip byte":
+        data[len(data) // 2] ^= 0xFF
+    else:  # a valid gzip whose content differs in one label
+        payload = bytearray(gzip.decompress(bytes(data)))
+        payload[100] = (payload[100] + 1) % 10
+        data = bytearray(gzip.compress(bytes(payload)))
+    (www / "bad").mkdir()
+    (www / "bad" / "train-labels-idx1-ubyte.gz").write_bytes(bytes(data))
+    root = tmp_path / "root"
+    with pytest.raises(DataError) as info:
+        store.fetch("mnist", root, mirrors=[f"{base}/bad/"], files=[MNIST_LABELS])
+    message = str(info.value)
+    assert MNIST_LABELS in message and "checksum" in message and f"{base}/bad/" in message
+    assert not (root / MNIST_LABELS).exists()
+    assert _leftovers(root) == []
+
+
+@pytest.mark.data
+def test_ensure_with_download_replaces_a_corrupt_file(server, tmp_path, data_dir):
+    base, www, requested = server
+    shutil.copytree(data_dir / "mnist", www / "mnist")
+    root = tmp_path / "root"
+    (root / "mnist").mkdir(parents=True)
+    (root / MNIST_LABELS).write_bytes(gzip.compress(b"damaged"))
+    with pytest.raises(DataError, match="failed its checksum"):
+        store.ensure("mnist", root, files=[MNIST_LABELS], verify_checksums=True)
+    store.ensure("mnist", root, download=True, files=[MNIST_LABELS], verify_checksums=True, mirrors=[f"{base}/mnist/"])
+    assert requested == ["/mnist/train-labels-idx1-ubyte.gz"]
+    assert (root / MNIST_LABELS).read_bytes() == (data_dir / MNIST_LABELS).read_bytes()
+
+
+def test_fetch_lists_every_mirror_and_its_error(server, tmp_path):
+    base, _, _ = server
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    mirrors = [f"http://127.0.0.1:{closed_port}/mnist/", f"{base}/nothing-here/"]
+    root = tmp_path / "root"
+    with pytest.raises(DataError) as info:
+        store.fetch("mnist", root, mirrors=mirrors, timeout=5)
+    message = str(info.value)
+    for check in store.dataset_files("mnist"):
+        assert f"{check.path}: missing" in message
+    assert f"http://127.0.0.1:{closed_port}/mnist/t10k-images-idx3-ubyte.gz: cannot open" in message
+    assert "skipped, it failed earlier" in message  # an unreachable host is tried once, not per file
+    assert f"{base}/nothing-here/t10k-labels-idx1-ubyte.gz: HTTP 404" in message
+    assert "Fix:" in message
+    assert _leftovers(root) == []
+
+
+@pytest.mark.data
+def test_fetch_nmnist_lays_flat_samples_out_under_samples(server, tmp_path, data_dir):
+    base, www, _ = server
+    (www / "NMNISTsmall").mkdir()
+    wanted = ["nmnist_small/train1K.txt", "nmnist_small/samples/1.bs2", "nmnist_small/samples/60100.bs2"]
+    for path in wanted:
+        shutil.copy(data_dir / path, www / "NMNISTsmall" / Path(path).name)
+    root = tmp_path / "root"
+    store.fetch("nmnist_small", root, mirrors=[f"{base}/NMNISTsmall/"], files=wanted)
+    assert store.verify("nmnist_small", root, files=wanted).complete
+
+
+def _babi_tarball(data_dir: Path, dest: Path) -> None:
+    """The official tarball's layout (tasks_1-20_v1-2/...) from the shared files, plus a file to ignore."""
+    with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+        tar.add(data_dir / "babi" / "tasks_1-20_v1-2", arcname="tasks_1-20_v1-2")
+        extra = b"not wanted"
+        info = tarfile.TarInfo("tasks_1-20_v1-2/hn/qa1_single-supporting-fact_train.txt")
+        info.size = len(extra)
+        tar.addfile(info, io.BytesIO(extra))
+
+
+@pytest.mark.data
+def test_fetch_babi_lays_out_tarball_and_names_the_absent_file(server, tmp_path, data_dir):
+    base, www, _ = server
+    _babi_tarball(data_dir, www / "tasks_1-20_v1-2.tar.gz")
+    root = tmp_path / "root"
+    mirrors = [f"{base}/gone/tasks_1-20_v1-2.tar.gz", f"{base}/tasks_1-20_v1-2.tar.gz"]
+    with pytest.raises(DataError) as info:
+        store.fetch("babi", root, mirrors=mirrors)
+    message = str(info.value)
+    assert f"{QA3_10K}: missing" in message
+    assert "1 file(s) missing or unverified" in message
+    assert f"{base}/gone/tasks_1-20_v1-2.tar.gz: HTTP 404" in message
+    assert f"{base}/tasks_1-20_v1-2.tar.gz: not in the archive" in message
+    report = store.verify("babi", root)
+    assert report.missing == [QA3_10K] and not report.mismatched and len(report.ok) == 81
+    assert not (root / "babi" / "tasks_1-20_v1-2" / "hn").exists()
+    assert _leftovers(root) == []
+    # the files already there are verified and skipped; loaders needing only them are satisfied
+    store.ensure("babi", root, files=["babi/tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt"])
+
+
+@pytest.mark.data
+def test_fetch_gas_finds_members_by_basename_in_a_nested_zip(server, tmp_path, data_dir):
+    base, www, _ = server
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", compression=zipfile.ZIP_STORED) as zf:
+        for batch in (1, 4, 5):
+            zf.write(data_dir / "uci_gas_sensor_drift" / f"batch{batch}.dat", f"Dataset/batch{batch}.dat")
+    with zipfile.ZipFile(www / "gas.zip", "w") as outer:
+        outer.writestr("Dataset.zip", inner.getvalue())
+        outer.writestr("__MACOSX/Dataset/._batch1.dat", b"resource fork")
+    root = tmp_path / "root"
+    wanted = [f"uci_gas_sensor_drift/batch{b}.dat" for b in (1, 4, 5, 7)]
+    with pytest.raises(DataError) as info:
+        store.fetch("uci_gas_sensor_drift", root, mirrors=[f"{base}/gas.zip"], files=wanted)
+    assert "uci_gas_sensor_drift/batch7.dat: missing" in str(info.value)
+    report = store.verify("uci_gas_sensor_drift", root, files=wanted)
+    assert report.ok == wanted[:3] and report.missing == wanted[3:]
+
+
+def test_fetch_reports_an_unreadable_archive(server, tmp_path):
+    base, www, _ = server
+    (www / "babi.tar.gz").write_bytes(b"this is not a tarball")
+    with pytest.raises(DataError, match="unreadable tar archive"):
+        store.fetch("babi", tmp_path / "root", mirrors=[f"{base}/babi.tar.gz"])
+    assert _leftovers(tmp_path / "root") == []
