@@ -300,8 +300,10 @@ def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bo
     return path, figures
 
 
-def ensure_data(names: tuple[str, ...] | list[str], data_dir: str | None) -> str:
-    """Make sure the datasets ``names`` are present; download them only when no data folder was named.
+def ensure_data(needs: dict[str, list[str] | None], data_dir: str | None) -> str:
+    """Make sure the files a job needs are present; download them only when no data folder was named.
+
+    ``needs`` maps a dataset name to the files (relative to the data root) the job reads, or None for all.
 
     With ``--data-dir`` or ``$OVERLOOKED_DATA`` set, missing data is an error that says how to get it; with
     neither, the data is fetched into ``~/.cache/overlooked`` from the official sources.
@@ -312,8 +314,8 @@ def ensure_data(names: tuple[str, ...] | list[str], data_dir: str | None) -> str
 
     download = data_dir is None and not os.environ.get("OVERLOOKED_DATA")
     root = store.resolve_data_dir(data_dir)
-    for name in names:
-        store.ensure(name, root, download=download)
+    for name, files in needs.items():
+        store.ensure(name, root, download=download, files=files)
     return str(root)
 
 
@@ -325,7 +327,10 @@ def demo(family: str = "all", *, out: str | Path | None = None, data_dir: str | 
     names = DEMOS.names() if family == "all" else [family]
     for name in names:
         DEMOS.get(name)  # unknown names fail before any work
-    needed = sorted({d for name in names for d in DEMOS.tags(name).get("datasets", ())})
+    needed: dict[str, list[str] | None] = {}
+    for name in names:
+        for dataset, files in DEMOS.tags(name).get("datasets", {}).items():
+            needed[dataset] = None if files is None or needed.get(dataset, []) is None else sorted({*needed.get(dataset, []), *files})
     root = ensure_data(needed, data_dir)
     path = new_run_dir(out or "runs", "demo")
     results = {}

@@ -83,12 +83,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not args.name:
         raise OverlookedError(f"data {args.action} needs a dataset NAME: one of {', '.join(store.dataset_names())}")
     if args.action == "fetch":
-        path = store.fetch(args.name, args.data_dir, force=args.force)
+        path = store.fetch(args.name, args.data_dir, force=args.force, progress=print)
         print(f"{args.name}: fetched and verified under {path}")
-    else:
-        report = store.verify(args.name, args.data_dir)
-        print(report)
-    return 0
+        return 0
+    report = store.verify(args.name, args.data_dir)
+    print(report)
+    return 0 if report.complete else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

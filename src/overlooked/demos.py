@@ -8,7 +8,7 @@ from typing import Any
 from overlooked.registry import DEMOS
 
 
-@DEMOS.register("baselines", datasets=("mnist",))
+@DEMOS.register("baselines", datasets={"mnist": None})
 def demo_baselines(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
     """Train the small ReLU/average-pooling CNN on MNIST for one short epoch and report its test accuracy."""
     from overlooked import api

@@ -1,0 +1,202 @@
+"""The maths of memory networks, written once: sentence encodings, temporal encoding, masked addressing,
+the hop update and key-value addressing.
+
+Shapes: ``B`` batch, ``M`` memory slots, ``L`` words per sentence (padded), ``d`` embedding size, ``V``
+vocabulary. Word index 0 is the null word: its embedding is zero, so padded words add nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def position_encoding(sentence_len: int, embed_dim: int) -> torch.Tensor:
+    """The position-encoding matrix of MemN2N §4.1 for a sentence of ``J = sentence_len`` words.
+
+    ``l_kj = (1 - j/J) - (k/d) (1 - 2j/J)`` with 1-based word index ``j`` and dimension ``k``
+    (Sukhbaatar et al. 2015, §4.1). A sentence is encoded as ``m_i = sum_j l_j * A x_ij``.
+
+    Returns:
+        ``[J, d]``, row ``j-1`` holding ``l_j``.
+
+    >>> position_encoding(2, 2).tolist()
+    [[0.5, 0.5], [0.5, 1.0]]
+    """
+    j = torch.arange(1, sentence_len + 1, dtype=torch.float64)[:, None]  # [J, 1]
+    k = torch.arange(1, embed_dim + 1, dtype=torch.float64)[None, :]  # [1, d]
+    J, d = float(sentence_len), float(embed_dim)
+    return ((1 - j / J) - (k / d) * (1 - 2 * j / J)).float()  # [J, d]
+
+
+def position_weights(words: torch.Tensor, encoding: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-word scalars ``(alpha, beta)`` with ``l_kj = alpha_j - (k/d) beta_j``.
+
+    Position encoding factors as ``l_kj = (1 - j/J) - (k/d)(1 - 2j/J)``, so a sentence's encoding is two
+    weighted bags of words, ``sum_j alpha_j A x_j - (k/d) sum_j beta_j A x_j``: no ``[B, M, L, d]`` tensor
+    is ever built. ``J`` is the sentence's own word count (the paper's "number of words in the sentence"),
+    not the padded length. For bag-of-words, ``alpha = 1`` on real words and ``beta`` is None.
+
+    Args:
+        words: word indices ``[..., L]``, 0 for padding.
+        encoding: ``"pe"`` or ``"bow"``.
+
+    Returns:
+        ``alpha`` and ``beta`` (or None), each ``[..., L]`` float, zero on padding.
+    """
+    real = (words != 0).float()  # [..., L]
+    if encoding == "bow":
+        return real, None
+    if encoding != "pe":
+        raise ValueError(f"encoding must be 'pe' or 'bow', got {encoding!r}")
+    J = real.sum(-1, keepdim=True).clamp(min=1.0)  # [..., 1] words in each sentence
+    j = torch.cumsum(real, dim=-1)  # [..., L] 1-based position of each real word
+    alpha = (1 - j / J) * real
+    beta = (1 - 2 * j / J) * real
+    return alpha, beta
+
+
+def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int) -> torch.Tensor:
+    """Encode sentences with one or more stacked embedding matrices in two ``embedding_bag`` calls.
+
+    Args:
+        words: ``[..., L]`` word indices (0 = null word).
+        table: ``[V, n * d]``: ``n`` embedding matrices side by side (e.g. A^1..A^K and C^K for MemN2N).
+        encoding: ``"pe"`` (position encoding, §4.1) or ``"bow"`` (bag of words).
+        embed_dim: ``d``; the dimension index ``k`` of the encoding restarts at 1 in each matrix.
+
+    Returns:
+        ``[..., n * d]``: ``sum_j l_j * E x_j`` for each of the ``n`` matrices.
+    """
+    lead, L = words.shape[:-1], words.shape[-1]
+    flat = words.reshape(-1, L)  # [N, L]
+    alpha, beta = position_weights(flat, encoding)
+    out = F.embedding_bag(flat, table, per_sample_weights=alpha, mode="sum")  # [N, n*d]
+    if beta is not None:
+        n = table.shape[1] // embed_dim
+        k_over_d = (torch.arange(1, embed_dim + 1, device=table.device, dtype=table.dtype) / embed_dim).repeat(n)  # [n*d]
+        out = out - k_over_d * F.embedding_bag(flat, table, per_sample_weights=beta, mode="sum")
+    return out.reshape(*lead, table.shape[1])
+
+
+def time_index(memory_mask: torch.Tensor) -> torch.Tensor:
+    """Temporal index of each memory slot: 0 for the most recent sentence, counting back; 0 on padding.
+
+    Slots hold sentences in chronological order, left-aligned (slot ``n-1`` is the newest of ``n``), so the
+    index is ``n - 1 - slot``. This makes the temporal encoding ``T(i)`` of MemN2N §4.1 independent of
+    how much padding follows.
+
+    >>> time_index(torch.tensor([[True, True, True, False]])).tolist()
+    [[2, 1, 0, 0]]
+    """
+    n = memory_mask.sum(-1, keepdim=True)  # [B, 1]
+    slot = torch.arange(memory_mask.shape[-1], device=memory_mask.device)  # [M]
+    return torch.where(memory_mask, n - 1 - slot, torch.zeros_like(slot)).long()
+
+
+def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, generator: torch.Generator) -> torch.Tensor:
+    """Temporal indices with random empty memories inserted ("random noise", MemN2N §4.2).
+
+    For a story of ``n`` sentences, ``e ~ U{0..ceil(ratio * n)}`` empty memories are inserted at random
+    places: the real sentences keep their order but take a random sorted subset of ``n`` of the
+    ``n + e`` time slots (capped at ``max_index``), as the authors' Matlab code does (``randomize_time``).
+    Empty memories hold no words, so only the time indices of the real sentences change.
+
+    Args:
+        memory_mask: ``[B, M]`` bool, real sentences left-aligned.
+        ratio: fraction of empty memories (0.1 in the paper).
+        max_index: largest temporal index (memory size - 1).
+        generator: source of randomness (the trainer's, so resuming is exact).
+
+    Returns:
+        ``[B, M]`` long, 0 on padding; each row strictly decreasing over its real slots.
+    """
+    B, M = memory_mask.shape
+    n = memory_mask.sum(-1)  # [B]
+    extra = torch.floor(torch.rand(B, generator=generator) * (torch.ceil(ratio * n.float()) + 1)).long()  # [B] in 0..ceil(ratio n)
+    total = n + extra  # [B] slots after insertion
+    width = int(total.max().item()) if B else 0
+    keys = torch.rand(B, max(width, 1), generator=generator)  # [B, W]
+    keys = keys.masked_fill(torch.arange(max(width, 1))[None, :] >= total[:, None], 2.0)  # only slots < total
+    chosen = keys.argsort(dim=-1)[:, :M]  # [B, <=M] random slots, first n of them used
+    if chosen.shape[1] < M:
+        chosen = F.pad(chosen, (0, M - chosen.shape[1]))
+    slot = torch.arange(M)[None, :]
+    chosen = torch.where(slot < n[:, None], chosen, torch.full_like(chosen, -1))
+    # Sort the chosen slots descending, so the newest sentence (slot n-1) gets the smallest time index.
+    ordered = chosen.sort(dim=-1, descending=True).values  # [B, M]: n real values first, then -1s
+    rank_desc = ordered.flip(-1)  # ascending with -1s first
+    # Real sentence s (0 = oldest) takes the (n-1-s)-th smallest chosen slot.
+    idx = (M - n[:, None]) + slot  # position in rank_desc of the s-th smallest real value
+    gathered = rank_desc.gather(1, idx.clamp(max=M - 1))  # [B, M]
+    times = torch.where(slot < n[:, None], gathered.flip(-1).roll(0), torch.zeros_like(gathered))
+    # gathered[s] is the s-th smallest; the oldest sentence must get the largest index:
+    times = torch.where(slot < n[:, None], rank_desc.gather(1, ((M - 1) - slot).clamp(min=0)), torch.zeros_like(gathered))
+    return times.clamp(min=0, max=max_index).to(memory_mask.device)
+
+
+def masked_address(scores: torch.Tensor, mask: torch.Tensor, softmax: bool = True) -> torch.Tensor:
+    """Attention over memory slots with padding masked out (MemN2N eq. 1).
+
+    With ``softmax``, padded slots get ``-inf`` before the softmax; without it (linear start, §4.2) the raw
+    scores are used and padded slots are zeroed. A row whose slots are all padding gives all zeros, never
+    NaN, in the forward and the backward pass.
+
+    Args:
+        scores: ``[B, M]`` match scores ``u^T m_i``.
+        mask: ``[B, M]`` bool, True for real memories.
+        softmax: apply the softmax (False under linear start).
+
+    Returns:
+        ``p``: ``[B, M]``.
+
+    >>> masked_address(torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[True, True, False]])).tolist()
+    [[0.5, 0.5, 0.0]]
+    """
+    if not softmax:
+        return scores * mask
+    any_real = mask.any(-1, keepdim=True)  # [B, 1]
+    keep = mask | ~any_real  # all-padding rows: a finite uniform softmax, zeroed below
+    p = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+    return p * any_real
+
+
+def read_memory(p: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of memory vectors: ``o = sum_i p_i c_i`` (MemN2N eq. 2). ``p`` ``[B, M]``, ``values``
+    ``[B, M, d]`` -> ``[B, d]``."""
+    return torch.bmm(p.unsqueeze(1), values).squeeze(1)  # [B, d]
+
+
+def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One memory hop: address with ``u``, read, and return ``(o, p)`` (MemN2N eqs. 1-2).
+
+    The caller forms the next controller state: ``u + o`` (adjacent tying) or ``H u + o`` (layer-wise).
+
+    Args:
+        u: controller state ``[B, d]``.
+        keys: input memory ``m_i`` ``[B, M, d]``.
+        values: output memory ``c_i`` ``[B, M, d]``.
+        mask: ``[B, M]`` bool.
+        softmax: False under linear start.
+    """
+    scores = torch.bmm(keys, u.unsqueeze(-1)).squeeze(-1)  # [B, M]
+    p = masked_address(scores, mask, softmax)
+    return read_memory(p, values), p
+
+
+def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One key-value memory hop (Miller et al. 2016, §3.1): ``p_h = softmax(q . A Phi_K(k_h))``,
+    ``o = sum_h p_h A Phi_V(v_h)``, ``q' = R_j (q + o)``.
+
+    Args:
+        q: query ``[B, d]``.
+        keys: embedded keys ``[B, M, d]``.
+        values: embedded values ``[B, M, d]``.
+        mask: ``[B, M]`` bool.
+        R: ``[d, d]`` the hop's query-update matrix ``R_j``.
+
+    Returns:
+        ``(q_next, p)``: ``[B, d]`` and the addressing weights ``[B, M]``.
+    """
+    o, p = memory_hop(q, keys, values, mask, softmax=True)
+    return (q + o) @ R.T, p

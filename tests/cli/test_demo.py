@@ -1,0 +1,37 @@
+"""`overlooked demo`: with no data and no network it fails with a message saying how to get the data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from overlooked import api
+from overlooked.data import store
+from overlooked.errors import DataError
+
+
+def test_demo_without_data_or_network_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("OVERLOOKED_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~/.cache/overlooked is empty
+    dead = dataclasses.replace(store.SOURCES["mnist"], mirrors=("http://127.0.0.1:9/",))  # discard port: refused
+    monkeypatch.setitem(store.SOURCES, "mnist", dead)
+    with pytest.raises(DataError) as exc:
+        api.demo("baselines", out=tmp_path / "runs")
+    message = str(exc.value)
+    assert "mnist" in message and "127.0.0.1:9" in message
+    assert "OVERLOOKED_DATA" in message or "--data-dir" in message
+
+
+def test_demo_with_named_folder_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVERLOOKED_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="missing"):
+        api.demo("baselines", out=tmp_path / "runs")
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_demo_runs_on_real_data(tmp_path, data_dir, capsys):
+    path, results = api.demo("baselines", out=tmp_path, data_dir=str(data_dir))
+    assert results["baselines"]["test_accuracy"] > 0.9
+    assert (path / "summary.json").is_file() and "run folder:" in capsys.readouterr().out
