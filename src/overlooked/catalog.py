@@ -12,6 +12,8 @@ MODULES = (
     "overlooked.data.synthetic",
     "overlooked.data.mnist",
     "overlooked.data.babi",
+    "overlooked.memory.models",
+    "overlooked.memory.training",
     "overlooked.bench.baselines",
     "overlooked.demos",
 )

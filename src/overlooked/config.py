@@ -50,7 +50,8 @@ class TrainConfig:
     step_epochs: float = 25.0  # 'step': multiply the lr by gamma every step_epochs epochs
     gamma: float = 0.5  # 'step' and 'exponential' (per epoch) decay factor
     warmup_steps: int = 0
-    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    grad_clip: float | None = None  # max gradient norm; None = no clipping
+    grad_clip_per_tensor: bool = False  # clip each parameter's gradient norm separately instead of the global norm
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 0  # steps between 'last' checkpoints; 0 = at each validation pass
     eval_batch_size: int = 1000

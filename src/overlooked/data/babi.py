@@ -265,7 +265,8 @@ def encode_examples(
         ``"story"`` int64 ``[Q, M, L]`` (statements oldest first in slots 0..n-1, zero padded),
         ``"memory_mask"`` bool ``[Q, M]`` (True on real statements), ``"query"`` int64 ``[Q, L]``,
         ``"answer"`` int64 ``[Q]``, ``"supporting"`` int64 ``[Q, S]`` (memory slots, -1 for padding and
-        for facts dropped from memory), ``"task"`` int64 ``[Q]``.
+        for facts dropped from memory), ``"task"`` int64 ``[Q]``, ``"time"`` int64 ``[Q, M]`` (temporal index:
+        0 for the newest statement, counting back; 0 on padding).
     """
     n = len(examples)
     rows: dict[tuple[str, ...], int] = {}  # sentence -> row of `table`; row 0 is the all-padding sentence
@@ -294,6 +295,7 @@ def encode_examples(
         "answer": torch.tensor([_index(word_index, ex.answer) for ex in examples], dtype=torch.int64),  # [Q]
         "supporting": torch.from_numpy(supporting),  # [Q, S]
         "task": torch.tensor(list(tasks), dtype=torch.int64),  # [Q]
+        "time": torch.from_numpy(np.where(mask, used[:, None] - 1 - np.arange(memory_size)[None, :], 0)),  # [Q, M]
     }
 
 
@@ -403,7 +405,7 @@ def load_babi(
         train=full_train.subset(train_idx),
         val=full_train.subset(val_idx),
         test=encode(test),
-        input_keys=("story", "query", "memory_mask"),
+        input_keys=("story", "query", "memory_mask", "time"),
         target_key="answer",
         meta={
             "vocab": vocab,
@@ -414,5 +416,6 @@ def load_babi(
             "tasks": task_list,
             "size": size,
             "name": "babi",
+            "group_key": "task",
         },
     )

@@ -71,11 +71,13 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     lead, L = words.shape[:-1], words.shape[-1]
     flat = words.reshape(-1, L)  # [N, L]
     alpha, beta = position_weights(flat, encoding)
-    out = F.embedding_bag(flat, table, per_sample_weights=alpha, mode="sum")  # [N, n*d]
+    alpha = alpha.to(table.dtype)
+    beta = beta.to(table.dtype) if beta is not None else None
+    out = F.embedding_bag(flat, table, per_sample_weights=alpha, mode="sum", padding_idx=0)  # [N, n*d]
     if beta is not None:
         n = table.shape[1] // embed_dim
         k_over_d = (torch.arange(1, embed_dim + 1, device=table.device, dtype=table.dtype) / embed_dim).repeat(n)  # [n*d]
-        out = out - k_over_d * F.embedding_bag(flat, table, per_sample_weights=beta, mode="sum")
+        out = out - k_over_d * F.embedding_bag(flat, table, per_sample_weights=beta, mode="sum", padding_idx=0)
     return out.reshape(*lead, table.shape[1])
 
 
@@ -112,27 +114,21 @@ def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, g
         ``[B, M]`` long, 0 on padding; each row strictly decreasing over its real slots.
     """
     B, M = memory_mask.shape
-    n = memory_mask.sum(-1)  # [B]
-    extra = torch.floor(torch.rand(B, generator=generator) * (torch.ceil(ratio * n.float()) + 1)).long()  # [B] in 0..ceil(ratio n)
-    total = n + extra  # [B] slots after insertion
-    width = int(total.max().item()) if B else 0
-    keys = torch.rand(B, max(width, 1), generator=generator)  # [B, W]
-    keys = keys.masked_fill(torch.arange(max(width, 1))[None, :] >= total[:, None], 2.0)  # only slots < total
-    chosen = keys.argsort(dim=-1)[:, :M]  # [B, <=M] random slots, first n of them used
-    if chosen.shape[1] < M:
-        chosen = F.pad(chosen, (0, M - chosen.shape[1]))
-    slot = torch.arange(M)[None, :]
-    chosen = torch.where(slot < n[:, None], chosen, torch.full_like(chosen, -1))
-    # Sort the chosen slots descending, so the newest sentence (slot n-1) gets the smallest time index.
-    ordered = chosen.sort(dim=-1, descending=True).values  # [B, M]: n real values first, then -1s
-    rank_desc = ordered.flip(-1)  # ascending with -1s first
-    # Real sentence s (0 = oldest) takes the (n-1-s)-th smallest chosen slot.
-    idx = (M - n[:, None]) + slot  # position in rank_desc of the s-th smallest real value
-    gathered = rank_desc.gather(1, idx.clamp(max=M - 1))  # [B, M]
-    times = torch.where(slot < n[:, None], gathered.flip(-1).roll(0), torch.zeros_like(gathered))
-    # gathered[s] is the s-th smallest; the oldest sentence must get the largest index:
-    times = torch.where(slot < n[:, None], rank_desc.gather(1, ((M - 1) - slot).clamp(min=0)), torch.zeros_like(gathered))
-    return times.clamp(min=0, max=max_index).to(memory_mask.device)
+    device = memory_mask.device
+    n = memory_mask.sum(-1).cpu()  # [B] real sentences
+    blanks = torch.floor(torch.rand(B, generator=generator) * (torch.ceil(ratio * n.float()) + 1)).long()  # [B] in 0..ceil(ratio n)
+    total = n + blanks  # [B] time slots after the insertion
+    width = max(int(total.max()) if B else 1, M, 1)
+    keys = torch.rand(B, width, generator=generator)  # [B, W]
+    keys = keys.masked_fill(torch.arange(width)[None, :] >= total[:, None], 2.0)  # only slots < total can win
+    chosen = keys.argsort(dim=-1)[:, :M]  # [B, M]: the first n columns are a uniform random n-subset
+    slot = torch.arange(M)[None, :]  # [1, M]
+    big = torch.iinfo(torch.long).max
+    ordered = torch.where(slot < n[:, None], chosen, torch.full_like(chosen, big)).sort(dim=-1).values  # t_0 < ... < t_{n-1}
+    # Slot s (0 = oldest) holds sentence s; the newest (s = n-1) takes the smallest index t_0.
+    pick = (n[:, None] - 1 - slot).clamp(min=0)  # [B, M]
+    times = torch.where(slot < n[:, None], ordered.gather(1, pick), torch.zeros_like(ordered))
+    return times.clamp(max=max_index).to(device)
 
 
 def masked_address(scores: torch.Tensor, mask: torch.Tensor, softmax: bool = True) -> torch.Tensor:

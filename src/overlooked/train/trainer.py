@@ -60,6 +60,8 @@ class Context:
     cfg: TrainConfig
     dist: DistInfo
     stop: bool = False  # a callback may set this to end training early
+    lr_scale: float = 1.0  # a callback may scale the scheduled lr (MemN2N linear start uses 0.005 / 0.01)
+    schedule_start: int = 0  # the lr schedule counts steps from here (a callback may restart it)
 
 
 def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -122,7 +124,12 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     (loss * loss_scale).backward()
     if cfg.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if cfg.grad_clip_per_tensor:  # MemN2N: "the gradient of each weight matrix is measured separately"
+            for p in params:
+                torch.nn.utils.clip_grad_norm_(p, cfg.grad_clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
     return loss_value, out
 
@@ -258,7 +265,7 @@ def fit(
             if encoder is not None:
                 batch = encoder(batch, aug_gen)
             batch = to_device(batch, device)
-            lr = cfg.lr * lr_factor(cfg, state.step, steps_per_epoch, total_steps)
+            lr = cfg.lr * lr_factor(cfg, state.step - ctx.schedule_start, steps_per_epoch, total_steps - ctx.schedule_start) * ctx.lr_scale
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:

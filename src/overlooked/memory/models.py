@@ -1,0 +1,24 @@
+"""Registered memory-network builders. With no arguments each builds its paper's configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from overlooked.memory.modules import MemN2N
+from overlooked.registry import MODELS
+
+
+@MODELS.register("memn2n", family="memory", paper="Sukhbaatar et al. 2015, arXiv 1503.08895")
+def memn2n(
+    vocab_size: int = 200,
+    num_classes: int | None = None,
+    memory_size: int = 50,
+    embed_dim: int = 20,
+    hops: int = 3,
+    encoding: Literal["pe", "bow"] = "pe",
+    temporal: bool = True,
+    tying: Literal["adjacent", "layerwise"] = "adjacent",
+    init_std: float = 0.1,
+) -> MemN2N:
+    """MemN2N; defaults are the paper's independent setting: d = 20, K = 3, PE, temporal, adjacent tying."""
+    return MemN2N(vocab_size, num_classes, memory_size, embed_dim, hops, encoding, temporal, tying, init_std)

@@ -1,0 +1,116 @@
+"""Memory-network modules: parameters only; the maths lives in :mod:`overlooked.memory.functional`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from overlooked.memory import functional as MF
+
+
+def _normal(*shape: int, std: float) -> nn.Parameter:
+    w = torch.randn(*shape) * std
+    return nn.Parameter(w)
+
+
+class MemN2N(nn.Module):
+    """End-To-End Memory Network (Sukhbaatar et al. 2015) for question answering.
+
+    Every switch of the paper: ``hops`` K, ``encoding`` BoW or PE (§4.1), ``temporal`` encoding (§4.1),
+    ``tying`` adjacent or layer-wise (§2.2), linear start (§4.2, via :meth:`set_linear_start`). Random noise
+    (§4.2) is a training-time augmentation of the time indices (``babi_random_time``).
+
+    Adjacent tying stores ``K + 1`` embedding matrices ``E_0..E_K`` side by side in one ``[V, (K+1) d]``
+    table: ``B = A^1 = E_0``, ``A^{k+1} = C^k = E_k``, ``W^T = C^K = E_K`` (and the temporal matrices
+    ``T_A^{k+1} = T_C^k`` likewise), so the story is embedded for every hop by two ``embedding_bag`` calls.
+    Layer-wise tying shares ``A`` and ``C`` across hops, has its own ``B`` and ``W``, and updates
+    ``u^{k+1} = H u^k + o^k``. Word 0 is the null word: its embedding is zero and receives no gradient.
+
+    Args:
+        vocab_size: ``V`` words (index 0 = null word).
+        num_classes: answer classes (the vocabulary, by default).
+        memory_size: ``M`` slots (temporal encoding has one row per slot).
+        embed_dim: ``d`` (20 independent, 50 joint in the paper).
+        hops: ``K``.
+        encoding: ``"pe"`` or ``"bow"``.
+        temporal: add learned temporal encodings ``T_A``, ``T_C``.
+        tying: ``"adjacent"`` or ``"layerwise"``.
+        init_std: weights drawn from N(0, init_std) (0.1 in the paper).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int | None = None,
+        memory_size: int = 50,
+        embed_dim: int = 20,
+        hops: int = 3,
+        encoding: Literal["pe", "bow"] = "pe",
+        temporal: bool = True,
+        tying: Literal["adjacent", "layerwise"] = "adjacent",
+        init_std: float = 0.1,
+    ):
+        super().__init__()
+        if tying not in ("adjacent", "layerwise"):
+            raise ValueError(f"tying must be 'adjacent' or 'layerwise', got {tying!r}")
+        if encoding not in ("pe", "bow"):
+            raise ValueError(f"encoding must be 'pe' or 'bow', got {encoding!r}")
+        num_classes = num_classes or vocab_size
+        if tying == "adjacent" and num_classes != vocab_size:
+            raise ValueError("adjacent tying sets W^T = C^K, so num_classes must equal vocab_size")
+        self.vocab_size, self.num_classes, self.memory_size = vocab_size, num_classes, memory_size
+        self.embed_dim, self.hops, self.encoding, self.tying, self.temporal = embed_dim, hops, encoding, tying, temporal
+        self.use_softmax = True  # False during linear start
+        d, K = embed_dim, hops
+        n_mem = K + 1 if tying == "adjacent" else 2
+        self.memory_table = _normal(vocab_size, n_mem * d, std=init_std)  # adjacent: E_0..E_K; layer-wise: [A | C]
+        self.temporal_table = _normal(memory_size, n_mem * d, std=init_std) if temporal else None
+        if tying == "layerwise":
+            self.query_table = _normal(vocab_size, d, std=init_std)  # B
+            self.H = nn.Linear(d, d, bias=False)
+            nn.init.normal_(self.H.weight, std=init_std)
+            self.output = _normal(num_classes, d, std=init_std)  # W
+        with torch.no_grad():
+            self.memory_table[0].zero_()
+            if tying == "layerwise":
+                self.query_table[0].zero_()
+
+    def set_linear_start(self, enabled: bool) -> None:
+        """Remove (``True``) or re-insert (``False``) the softmax of every memory layer (§4.2)."""
+        self.use_softmax = not enabled
+
+    def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Answer ``query`` from ``story``.
+
+        Args:
+            story: ``[B, M, L]`` word indices.
+            query: ``[B, L]`` word indices.
+            memory_mask: ``[B, M]`` bool, True on real sentences.
+            time: ``[B, M]`` temporal index (0 = newest); computed from the mask when None.
+
+        Returns:
+            ``{"logits": [B, num_classes], "attention": [B, K, M]}``.
+        """
+        d, K = self.embed_dim, self.hops
+        if time is None:
+            time = MF.time_index(memory_mask)
+        mem = MF.encode_sentences(story, self.memory_table, self.encoding, d)  # [B, M, n*d]
+        if self.temporal_table is not None:
+            mem = mem + self.temporal_table[time]  # [B, M, n*d]
+        if self.tying == "adjacent":
+            u = MF.encode_sentences(query, self.memory_table[:, :d], self.encoding, d)  # [B, d]  (B = E_0)
+        else:
+            u = MF.encode_sentences(query, self.query_table, self.encoding, d)  # [B, d]
+        attention = []
+        for k in range(K):
+            if self.tying == "adjacent":
+                keys, values = mem[..., k * d : (k + 1) * d], mem[..., (k + 1) * d : (k + 2) * d]  # [B, M, d]
+            else:
+                keys, values = mem[..., :d], mem[..., d:]
+            o, p = MF.memory_hop(u, keys, values, memory_mask, self.use_softmax)  # [B, d], [B, M]
+            u = (u if self.tying == "adjacent" else self.H(u)) + o
+            attention.append(p)
+        W = self.memory_table[:, K * d :] if self.tying == "adjacent" else self.output  # [C, d]
+        return {"logits": u @ W.T, "attention": torch.stack(attention, 1)}  # [B, C], [B, K, M]

@@ -1,0 +1,124 @@
+"""Memory-network maths against hand-computed values, gradcheck, and the padding/batch invariances."""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import gradcheck
+
+from overlooked.memory import functional as MF
+
+
+def test_position_encoding_matches_hand_computed_values():
+    # J = 3 words, d = 2: l_kj = (1 - j/3) - (k/2)(1 - 2j/3)
+    pe = MF.position_encoding(3, 2)
+    expected = torch.tensor(
+        [
+            [(1 - 1 / 3) - 0.5 * (1 - 2 / 3), (1 - 1 / 3) - 1.0 * (1 - 2 / 3)],
+            [(1 - 2 / 3) - 0.5 * (1 - 4 / 3), (1 - 2 / 3) - 1.0 * (1 - 4 / 3)],
+            [(1 - 3 / 3) - 0.5 * (1 - 6 / 3), (1 - 3 / 3) - 1.0 * (1 - 6 / 3)],
+        ]
+    )
+    torch.testing.assert_close(pe, expected)
+    torch.testing.assert_close(pe, torch.tensor([[0.5, 1 / 3], [0.5, 2 / 3], [0.5, 1.0]]))
+
+
+def test_encode_sentences_fast_path_equals_explicit_sum():
+    """Two embedding bags (alpha, beta factorisation) = sum_j l_j * A x_j with each sentence's own J."""
+    torch.manual_seed(0)
+    V, d, n = 11, 4, 3
+    table = torch.randn(V, n * d, dtype=torch.float64)
+    table[0] = 0
+    words = torch.tensor([[3, 5, 7, 0, 0], [1, 2, 0, 0, 0], [0, 0, 0, 0, 0], [4, 4, 9, 10, 6]])
+    out = MF.encode_sentences(words, table, "pe", d)
+    for i, sentence in enumerate(words.tolist()):
+        real = [w for w in sentence if w]
+        expected = torch.zeros(n * d, dtype=torch.float64)
+        if real:
+            pe = MF.position_encoding(len(real), d).double()  # [J, d]
+            for j, w in enumerate(real):
+                expected += pe[j].repeat(n) * table[w]
+        torch.testing.assert_close(out[i], expected)
+    bow = MF.encode_sentences(words, table, "bow", d)
+    torch.testing.assert_close(bow[0], table[3] + table[5] + table[7])
+
+
+def test_padding_does_not_change_an_encoding():
+    torch.manual_seed(1)
+    table = torch.randn(9, 6)
+    table[0] = 0
+    a = MF.encode_sentences(torch.tensor([[2, 3, 4]]), table, "pe", 3)
+    b = MF.encode_sentences(torch.tensor([[2, 3, 4, 0, 0, 0, 0]]), table, "pe", 3)
+    torch.testing.assert_close(a, b)
+
+
+def _rows(softmax: bool):
+    torch.manual_seed(2)
+    u = torch.randn(3, 5, dtype=torch.float64)
+    keys = torch.randn(3, 6, 5, dtype=torch.float64)
+    values = torch.randn(3, 6, 5, dtype=torch.float64)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6, [True] * 1 + [False] * 5])
+    return u, keys, values, mask
+
+
+def test_masked_addressing_ignores_padding_content_and_batch_mates():
+    for softmax in (True, False):
+        u, keys, values, mask = _rows(softmax)
+        o, p = MF.memory_hop(u, keys, values, mask, softmax)
+        assert torch.equal(p[~mask], torch.zeros_like(p[~mask]))
+        garbage_k, garbage_v = keys.clone(), values.clone()
+        garbage_k[~mask] = 1e3
+        garbage_v[~mask] = -1e3
+        o2, p2 = MF.memory_hop(u, garbage_k, garbage_v, mask, softmax)
+        torch.testing.assert_close(o, o2)
+        torch.testing.assert_close(p, p2)
+        # one sample alone, with its memory trimmed to its real slots, gives the same answer
+        n = int(mask[0].sum())
+        o3, _ = MF.memory_hop(u[:1], keys[:1, :n], values[:1, :n], mask[:1, :n], softmax)
+        torch.testing.assert_close(o[:1], o3)
+        if softmax:
+            torch.testing.assert_close(p.sum(-1), torch.ones(3, dtype=torch.float64))
+
+
+def test_all_padding_story_gives_zeros_and_finite_gradients():
+    for softmax in (True, False):
+        u = torch.randn(2, 4, requires_grad=True)
+        keys = torch.randn(2, 3, 4, requires_grad=True)
+        values = torch.randn(2, 3, 4, requires_grad=True)
+        mask = torch.tensor([[False, False, False], [True, False, False]])
+        o, p = MF.memory_hop(u, keys, values, mask, softmax)
+        assert torch.equal(o[0], torch.zeros(4)) and torch.equal(p[0], torch.zeros(3))
+        (o.sum() + p.sum()).backward()
+        for t in (u, keys, values):
+            assert torch.isfinite(t.grad).all()
+
+
+def test_gradcheck_addressing_and_hops():
+    u, keys, values, mask = _rows(True)
+    for t in (u, keys, values):
+        t.requires_grad_(True)
+    for softmax in (True, False):
+        assert gradcheck(lambda a, b, c: MF.memory_hop(a, b, c, mask, softmax)[0], (u, keys, values))
+        assert gradcheck(lambda s: MF.masked_address(s, mask, softmax), (torch.randn(3, 6, dtype=torch.float64, requires_grad=True),))
+    R = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda a, b, c, r: MF.key_value_hop(a, b, c, mask, r)[0], (u, keys, values, R))
+    table = torch.randn(8, 10, dtype=torch.float64, requires_grad=True)
+    words = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    assert gradcheck(lambda t: MF.encode_sentences(words, t, "pe", 5), (table,))
+
+
+def test_time_index_and_random_noise():
+    mask = torch.tensor([[True] * 5 + [False] * 3, [True] * 8, [False] * 8])
+    assert MF.time_index(mask).tolist()[0] == [4, 3, 2, 1, 0, 0, 0, 0]
+    gen = torch.Generator().manual_seed(0)
+    seen_gap = False
+    for _ in range(50):
+        t = MF.random_time_index(mask, 0.5, 7, gen)
+        for row, m in zip(t, mask):
+            real = row[m]
+            assert (real[:-1] >= real[1:]).all()  # older sentences never get a smaller index
+            assert (row[~m] == 0).all() and (real <= 7).all()
+            n = int(m.sum())
+            if n and int(real.max()) > n - 1:
+                seen_gap = True
+    assert seen_gap  # empty memories were inserted at least once
+    assert torch.equal(MF.random_time_index(mask, 0.0, 7, torch.Generator().manual_seed(3)), MF.time_index(mask))
