@@ -97,8 +97,8 @@ def test_gradcheck_addressing_and_hops():
     for t in (u, keys, values):
         t.requires_grad_(True)
     for softmax in (True, False):
-        assert gradcheck(lambda a, b, c: MF.memory_hop(a, b, c, mask, softmax)[0], (u, keys, values))
-        assert gradcheck(lambda s: MF.masked_address(s, mask, softmax), (torch.randn(3, 6, dtype=torch.float64, requires_grad=True),))
+        assert gradcheck(lambda a, b, c, sm=softmax: MF.memory_hop(a, b, c, mask, sm)[0], (u, keys, values))
+        assert gradcheck(lambda s, sm=softmax: MF.masked_address(s, mask, sm), (torch.randn(3, 6, dtype=torch.float64, requires_grad=True),))
     R = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
     assert gradcheck(lambda a, b, c, r: MF.key_value_hop(a, b, c, mask, r)[0], (u, keys, values, R))
     table = torch.randn(8, 10, dtype=torch.float64, requires_grad=True)
