@@ -51,6 +51,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "device": device,
         "git_commit": git_commit(),
         "argv": sys.argv,
+        "overlooked_data_env": os.environ.get("OVERLOOKED_DATA"),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
