@@ -66,3 +66,10 @@ def test_check_type_unions_and_tuples():
 def test_missing_config_names_packaged_ones():
     with pytest.raises(ConfigError, match="packaged configs: .*cnn_mnist"):
         load_config("no_such_config")
+
+
+def test_override_into_a_list_of_callbacks():
+    cfg = load_config("memn2n_babi1k", ["callbacks.0.kwargs.max_epochs=5"])
+    assert cfg.callbacks[0].kwargs["max_epochs"] == 5
+    with pytest.raises(ConfigError, match="unknown key '3'"):
+        load_config("memn2n_babi1k", ["callbacks.3.kwargs.lr=1"])

@@ -245,20 +245,27 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     return run, _single_run(cfg, run, data_dir, last, callbacks or [])
 
 
+def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None = None) -> tuple[ExperimentConfig, Splits, nn.Module]:
+    """Rebuild a run's data and model and load its ``best`` (or ``last``) checkpoint."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    check_config(cfg)
+    splits = build_data(cfg, data_dir)
+    model = build_model(cfg, splits.meta)
+    load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
+    model.eval()
+    return cfg, splits, model
+
+
 def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``best`` or ``last``) on one split."""
     from overlooked.train.evaluate import evaluate as _evaluate
 
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise OverlookedError(f"{run} is not a run folder (no config.yaml)")
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-    check_config(cfg)
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {split!r}")
-    splits = build_data(cfg, data_dir)
-    model = build_model(cfg, splits.meta)
-    load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
+    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
     objective = build_objective(cfg, splits)
     encoder = ENCODERS.create(cfg.encoder.name, **cfg.encoder.kwargs) if cfg.encoder and cfg.encoder.name else None
     res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed)
@@ -367,8 +374,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
         raise OverlookedError(f"{run} is not a run folder (no config.yaml)")
     cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     check_config(cfg)
-    splits = build_data(cfg, data_dir)
-    model = build_model(cfg, splits.meta)
+    model = build_model(cfg, build_data(cfg, data_dir).meta)
     if not hasattr(model, "to_nir"):
         spiking = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "spiking"]
         raise OverlookedError(

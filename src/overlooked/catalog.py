@@ -14,7 +14,9 @@ MODULES = (
     "overlooked.data.babi",
     "overlooked.memory.models",
     "overlooked.memory.training",
+    "overlooked.memory.demo",
     "overlooked.bench.baselines",
+    "overlooked.bench.memory",
     "overlooked.demos",
 )
 

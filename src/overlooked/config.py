@@ -232,14 +232,21 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
                 path = [path[0], "kwargs", *path[1:]]
             if raw.get(path[0]) is None:
                 raw[path[0]] = {"name": "", "kwargs": {}}
-        node = raw
+        node: Any = raw
         for part in path[:-1]:
-            if not isinstance(node, dict) or part not in node:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
                 raise ConfigError(f"override {text!r}: unknown key {part!r} in {'.'.join(path)}")
-            node = node[part]
-        if not isinstance(node, dict):
+        last = path[-1]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
             raise ConfigError(f"override {text!r}: {'.'.join(path[:-1])} is not a mapping")
-        node[path[-1]] = value
     return ExperimentConfig.from_dict(raw)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from overlooked.memory import functional as MF
@@ -112,5 +113,8 @@ class MemN2N(nn.Module):
             o, p = MF.memory_hop(u, keys, values, memory_mask, self.use_softmax)  # [B, d], [B, M]
             u = (u if self.tying == "adjacent" else self.H(u)) + o
             attention.append(p)
-        W = self.memory_table[:, K * d :] if self.tying == "adjacent" else self.output  # [C, d]
+        if self.tying == "adjacent":  # W^T = C^K; its null-word row stays zero (no gradient reaches it)
+            W = F.pad(self.memory_table[1:, K * d :], (0, 0, 1, 0))  # [V, d]
+        else:
+            W = self.output  # [C, d]
         return {"logits": u @ W.T, "attention": torch.stack(attention, 1)}  # [B, C], [B, K, M]

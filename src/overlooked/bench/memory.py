@@ -1,0 +1,58 @@
+"""``overlooked bench memory``: MemN2N training and inference throughput in stories/s.
+
+The setting of the memory issue: PE, temporal encoding, adjacent tying, d = 50, K = 3, memory padded to
+50 slots, batch 32, on the real bAbI 1k joint data. One training step is the trainer's own
+:func:`overlooked.train.trainer.train_step`: forward, summed cross-entropy, backward, clipping, SGD step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from overlooked.bench.timing import time_call
+from overlooked.config import TrainConfig
+from overlooked.objectives import CrossEntropy
+from overlooked.registry import BENCHMARKS, MODELS
+from overlooked.train import trainer
+
+
+def memn2n_throughput(splits: Any, *, batch_size: int = 32, embed_dim: int = 50, hops: int = 3, steps: int = 200, repeats: int = 5) -> list[dict[str, Any]]:
+    """Training and inference stories/s of MemN2N over ``steps`` batches drawn from the training split."""
+    torch.manual_seed(0)
+    model = MODELS.create("memn2n", vocab_size=splits.meta["vocab_size"], memory_size=splits.meta["memory_size"], embed_dim=embed_dim, hops=hops)
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, grad_clip=40.0, grad_clip_per_tensor=True, batch_size=batch_size)
+    optimizer = trainer.build_optimizer(cfg, model.parameters())
+    objective = CrossEntropy(target_key=splits.target_key, reduction="sum")
+    gen = torch.Generator().manual_seed(0)
+    batches = [splits.train[torch.randint(0, len(splits.train), (batch_size,), generator=gen)] for _ in range(steps)]
+    keys = splits.input_keys
+
+    def train_epoch() -> None:
+        for batch in batches:
+            trainer.train_step(model, batch, keys, objective, optimizer, cfg)
+
+    def infer_epoch() -> None:
+        with torch.no_grad():
+            for batch in batches:
+                model(*(batch[k] for k in keys))
+
+    model.train()
+    train = time_call(train_epoch, warmup=1, repeats=repeats)
+    model.eval()
+    infer = time_call(infer_epoch, warmup=1, repeats=repeats)
+    n = steps * batch_size
+    return [
+        {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} train", "value": n / train["median_s"], "unit": "stories/s", **train},
+        {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} infer", "value": n / infer["median_s"], "unit": "stories/s", **infer},
+    ]
+
+
+@BENCHMARKS.register("memory", datasets={"babi": None})
+def bench_memory(quick: bool = False, data_dir: str | None = None) -> list[dict[str, Any]]:
+    """MemN2N (PE, temporal, adjacent, d=50, K=3, M=50, batch 32) on bAbI 1k, all 20 tasks."""
+    from overlooked.data.babi import load_babi
+
+    splits = load_babi(tasks="all", size="en", data_dir=data_dir, memory_size=50)
+    return memn2n_throughput(splits, steps=50 if quick else 200, repeats=3 if quick else 5)

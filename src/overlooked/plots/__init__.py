@@ -1,0 +1,1 @@
+"""Pure functions from results to figures. They read outputs and never train."""

@@ -1,0 +1,72 @@
+"""Memory-network figures: attention over memories per hop, per-task error bars against a paper."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: str, answer: str, predicted: str, path: str | Path) -> Path:
+    """Heat map of the attention each hop paid to each memory, with the sentences as row labels.
+
+    Args:
+        sentences: the story's memories, oldest first (``n`` strings).
+        attention: ``[K, n]`` addressing weights per hop.
+        question, answer, predicted: shown in the title.
+        path: PNG to write.
+    """
+    attention = np.asarray(attention)
+    n, K = len(sentences), attention.shape[0]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * K, 0.9 + 0.32 * n))
+    im = ax.imshow(attention.T, aspect="auto", cmap="Blues", vmin=0.0, vmax=max(1e-6, float(attention.max())))
+    ax.set_yticks(range(n), labels=list(sentences), fontsize=8)
+    ax.set_xticks(range(K), labels=[f"hop {k + 1}" for k in range(K)])
+    for k in range(K):
+        for i in range(n):
+            if attention[k, i] >= 0.05:
+                ax.text(k, i, f"{attention[k, i]:.2f}", ha="center", va="center", fontsize=7, color="white" if attention[k, i] > 0.5 else "black")
+    ax.set_title(f"Q: {question}?  A: {answer}  (predicted: {predicted})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def task_error_figure(errors: dict[int, Sequence[float]], paper: dict[int, float] | None, path: str | Path, title: str = "") -> Path:
+    """Per-task test error: mean and spread over runs, beside the paper's value per task.
+
+    Args:
+        errors: task -> errors in % over repeated runs.
+        paper: task -> the paper's error in %, or None.
+        path: PNG to write.
+    """
+    tasks = sorted(errors)
+    mean = np.array([np.mean(errors[t]) for t in tasks])
+    std = np.array([np.std(errors[t]) for t in tasks])
+    x = np.arange(len(tasks))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(tasks) + 2), 3.6))
+    width = 0.4 if paper else 0.7
+    ax.bar(x - (width / 2 if paper else 0), mean, width, yerr=std, capsize=2, label="overlooked (mean ± std)")
+    if paper:
+        ax.bar(x + width / 2, [paper.get(t, np.nan) for t in tasks], width, label="paper")
+    ax.axhline(5.0, color="grey", lw=0.8, ls="--", label="5% (failed above)")
+    ax.set_xticks(x, labels=[str(t) for t in tasks])
+    ax.set_xlabel("bAbI task")
+    ax.set_ylabel("test error %")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,90 @@
+"""MemN2N module: registry matrix, null word, padding and batch-mate invariance, tying variants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overlooked import catalog
+from overlooked.errors import RegistryError
+from overlooked.memory.functional import time_index
+from overlooked.registry import MODELS
+
+catalog.load_all()
+MEMORY_MODELS = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "memory"]
+V, M, L = 30, 10, 6
+
+
+def _batch(B=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    story = torch.randint(1, V, (B, M, L), generator=gen)
+    story[..., 4:] = 0  # short sentences
+    n = torch.tensor([3, 10, 1, 6])[:B]
+    mask = torch.arange(M)[None, :] < n[:, None]
+    story[~mask] = 0
+    query = torch.randint(1, V, (B, L), generator=gen)
+    query[:, 3:] = 0
+    return story, query, mask, time_index(mask)
+
+
+@pytest.mark.parametrize("name", MEMORY_MODELS)
+def test_forward_backward_no_nan_every_parameter(name):
+    torch.manual_seed(0)
+    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    out = model(*_batch())
+    logits = out["logits"] if isinstance(out, dict) else out
+    assert logits.shape[0] == 4 and torch.isfinite(logits).all()
+    logits.logsumexp(-1).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got no gradient"
+
+
+@pytest.mark.parametrize("name", MEMORY_MODELS)
+def test_unknown_kwargs_raise(name):
+    with pytest.raises(RegistryError, match="unknown argument"):
+        MODELS.create(name, vocab_size=V, no_such_switch=True)
+
+
+@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
+@pytest.mark.parametrize("encoding", ["pe", "bow"])
+@pytest.mark.parametrize("linear_start", [False, True])
+def test_memn2n_ignores_padding_and_batch_mates(tying, encoding, linear_start):
+    torch.manual_seed(1)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, tying=tying, encoding=encoding)
+    model.set_linear_start(linear_start)
+    story, query, mask, time = _batch()
+    full = model(story, query, mask, time)["logits"]
+    alone = model(story[:1], query[:1], mask[:1], time[:1])["logits"]
+    torch.testing.assert_close(full[:1], alone)
+    # more padding words and slots change nothing
+    wide_story = torch.nn.functional.pad(story, (0, 3))
+    wide_query = torch.nn.functional.pad(query, (0, 3))
+    torch.testing.assert_close(model(wide_story, wide_query, mask, time)["logits"], full)
+
+
+def test_null_word_embedding_stays_zero_and_gets_no_gradient():
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M)
+    assert torch.equal(model.memory_table[0], torch.zeros_like(model.memory_table[0]))
+    out = model(*_batch())["logits"]
+    out.logsumexp(-1).sum().backward()
+    assert torch.equal(model.memory_table.grad[0], torch.zeros_like(model.memory_table.grad[0]))
+
+
+def test_adjacent_tying_shares_matrices_by_construction():
+    """K hops need K+1 matrices under adjacent tying; W^T = C^K gives logits (u + o) E_K^T."""
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=8, hops=3, temporal=False)
+    assert model.memory_table.shape == (V, 4 * 8)
+    story, query, mask, time = _batch()
+    with torch.no_grad():
+        logits = model(story, query, mask, time)["logits"]
+        model.memory_table[:, 3 * 8 :] *= 2.0  # doubling C^K doubles W as well as the last read
+    assert not torch.allclose(logits, model(story, query, mask, time)["logits"])
+
+
+def test_attention_rows_sum_to_one_over_real_memories():
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M)
+    story, query, mask, time = _batch()
+    att = model(story, query, mask, time)["attention"]  # [B, K, M]
+    torch.testing.assert_close(att.sum(-1), torch.ones(4, 3))
+    assert torch.equal(att[~mask[:, None, :].expand_as(att)], torch.zeros(int((~mask).sum()) * 3))
