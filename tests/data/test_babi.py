@@ -246,7 +246,7 @@ def test_missing_en10k_task3_names_the_file_and_folder(data_dir):
 def test_load_babi_task1_tensors_and_meta(data_dir):
     splits = DATASETS.create("babi", tasks=1, data_dir=data_dir)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (900, 100, 1000)
-    assert splits.input_keys == ("story", "query", "memory_mask") and splits.target_key == "answer"
+    assert splits.input_keys == ("story", "query", "memory_mask", "time") and splits.target_key == "answer"
     meta = splits.meta
     assert meta["vocab"][0] == "<nil>" and meta["vocab"][1:] == sorted(meta["vocab"][1:])
     assert meta["vocab_size"] == meta["num_classes"] == len(meta["vocab"])

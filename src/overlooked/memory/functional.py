@@ -57,7 +57,7 @@ def position_weights(words: torch.Tensor, encoding: str) -> tuple[torch.Tensor, 
 
 
 def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int) -> torch.Tensor:
-    """Encode sentences with one or more stacked embedding matrices in two ``embedding_bag`` calls.
+    """Encode sentences with one or more stacked embedding matrices in one ``embedding_bag`` call.
 
     Args:
         words: ``[..., L]`` word indices (0 = null word).
@@ -71,14 +71,22 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     lead, L = words.shape[:-1], words.shape[-1]
     flat = words.reshape(-1, L)  # [N, L]
     alpha, beta = position_weights(flat, encoding)
-    alpha = alpha.to(table.dtype)
-    beta = beta.to(table.dtype) if beta is not None else None
-    out = F.embedding_bag(flat, table, per_sample_weights=alpha, mode="sum", padding_idx=0)  # [N, n*d]
-    if beta is not None:
-        n = table.shape[1] // embed_dim
-        k_over_d = (torch.arange(1, embed_dim + 1, device=table.device, dtype=table.dtype) / embed_dim).repeat(n)  # [n*d]
-        out = out - k_over_d * F.embedding_bag(flat, table, per_sample_weights=beta, mode="sum", padding_idx=0)
-    return out.reshape(*lead, table.shape[1])
+    # Only real words enter the bags (padding is most of a padded story): 1-D input plus bag offsets.
+    real = flat != 0  # [N, L]
+    lengths = real.sum(-1)  # [N]
+    where = real.view(-1).nonzero().squeeze(1)  # [T] flat positions of the real words, bag after bag
+    index = flat.view(-1).index_select(0, where)  # [T]
+    offsets = torch.cumsum(lengths, 0) - lengths  # [N] start of each bag; empty bags give zeros
+    if beta is None:
+        out = F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=alpha.view(-1).index_select(0, where).to(table.dtype))
+        return out.reshape(*lead, table.shape[1])  # [..., n*d]
+    # Bags [0, N) weigh the words by alpha, bags [N, 2N) by beta.
+    weights = torch.cat([alpha.view(-1), beta.view(-1)]).index_select(0, torch.cat([where, where + flat.numel()])).to(table.dtype)  # [2T]
+    both = F.embedding_bag(index.repeat(2), table, torch.cat([offsets, offsets + index.numel()]), mode="sum", per_sample_weights=weights)  # [2N, n*d]
+    n = table.shape[1] // embed_dim
+    k_over_d = (torch.arange(1, embed_dim + 1, device=table.device, dtype=table.dtype) / embed_dim).repeat(n)  # [n*d]
+    N = flat.shape[0]
+    return (both[:N] - k_over_d * both[N:]).reshape(*lead, table.shape[1])
 
 
 def time_index(memory_mask: torch.Tensor) -> torch.Tensor:
@@ -149,12 +157,28 @@ def masked_address(scores: torch.Tensor, mask: torch.Tensor, softmax: bool = Tru
     >>> masked_address(torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[True, True, False]])).tolist()
     [[0.5, 0.5, 0.0]]
     """
-    if not softmax:
-        return scores * mask
+    return address_with_bias(scores, *mask_bias(mask), softmax)
+
+
+def mask_bias(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`masked_address` derives from a mask, computed once for all hops.
+
+    Returns:
+        ``(bias, gate)``: ``bias`` ``[B, M]`` is 0 on real slots and ``-inf`` on padding (0 everywhere in
+        an all-padding row, which keeps its softmax finite); ``gate`` ``[B, M]`` float is the mask itself,
+        zeroing padding (and all-padding rows) after the softmax.
+    """
     any_real = mask.any(-1, keepdim=True)  # [B, 1]
-    keep = mask | ~any_real  # all-padding rows: a finite uniform softmax, zeroed below
-    p = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
-    return p * any_real
+    keep = mask | ~any_real
+    bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~keep, float("-inf"))
+    return bias, mask.float()
+
+
+def address_with_bias(scores: torch.Tensor, bias: torch.Tensor, gate: torch.Tensor, softmax: bool = True) -> torch.Tensor:
+    """:func:`masked_address` with the mask pre-digested by :func:`mask_bias`."""
+    if not softmax:
+        return scores * gate.to(scores.dtype)
+    return torch.softmax(scores + bias.to(scores.dtype), dim=-1) * gate.to(scores.dtype)
 
 
 def read_memory(p: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -163,7 +187,7 @@ def read_memory(p: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.bmm(p.unsqueeze(1), values).squeeze(1)  # [B, d]
 
 
-def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor], softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One memory hop: address with ``u``, read, and return ``(o, p)`` (MemN2N eqs. 1-2).
 
     The caller forms the next controller state: ``u + o`` (adjacent tying) or ``H u + o`` (layer-wise).
@@ -172,11 +196,12 @@ def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: 
         u: controller state ``[B, d]``.
         keys: input memory ``m_i`` ``[B, M, d]``.
         values: output memory ``c_i`` ``[B, M, d]``.
-        mask: ``[B, M]`` bool.
+        mask: ``[B, M]`` bool, or the ``(bias, gate)`` pair of :func:`mask_bias` computed once for all hops.
         softmax: False under linear start.
     """
+    bias, gate = mask_bias(mask) if isinstance(mask, torch.Tensor) else mask
     scores = torch.bmm(keys, u.unsqueeze(-1)).squeeze(-1)  # [B, M]
-    p = masked_address(scores, mask, softmax)
+    p = address_with_bias(scores, bias, gate, softmax)
     return read_memory(p, values), p
 
 

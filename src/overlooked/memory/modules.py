@@ -97,20 +97,24 @@ class MemN2N(nn.Module):
         d, K = self.embed_dim, self.hops
         if time is None:
             time = MF.time_index(memory_mask)
-        mem = MF.encode_sentences(story, self.memory_table, self.encoding, d)  # [B, M, n*d]
-        if self.temporal_table is not None:
-            mem = mem + self.temporal_table[time]  # [B, M, n*d]
-        if self.tying == "adjacent":
-            u = MF.encode_sentences(query, self.memory_table[:, :d], self.encoding, d)  # [B, d]  (B = E_0)
+        M = story.shape[1]
+        if self.tying == "adjacent":  # the query is one more sentence, read with B = E_0: one embedding bag for all
+            L = max(story.shape[-1], query.shape[-1])
+            words = torch.cat([F.pad(story, (0, L - story.shape[-1])), F.pad(query, (0, L - query.shape[-1]))[:, None]], 1)  # [B, M+1, L]
+            both = MF.encode_sentences(words, self.memory_table, self.encoding, d)  # [B, M+1, (K+1)*d]
+            mem, u = both[:, :M], both[:, M, :d]  # [B, M, (K+1)*d], [B, d]
         else:
+            mem = MF.encode_sentences(story, self.memory_table, self.encoding, d)  # [B, M, 2*d]
             u = MF.encode_sentences(query, self.query_table, self.encoding, d)  # [B, d]
+        if self.temporal_table is not None:
+            mem = mem + F.embedding(time, self.temporal_table)  # [B, M, n*d]
+        # Split the stacked memories once (unbind's backward is one stack; slicing would zero-fill per slice).
+        parts = mem.reshape(mem.shape[0], M, -1, d).permute(2, 0, 1, 3).contiguous().unbind(0)  # n x [B, M, d]
+        masks = MF.mask_bias(memory_mask)  # once for all hops
         attention = []
         for k in range(K):
-            if self.tying == "adjacent":
-                keys, values = mem[..., k * d : (k + 1) * d], mem[..., (k + 1) * d : (k + 2) * d]  # [B, M, d]
-            else:
-                keys, values = mem[..., :d], mem[..., d:]
-            o, p = MF.memory_hop(u, keys, values, memory_mask, self.use_softmax)  # [B, d], [B, M]
+            keys, values = (parts[k], parts[k + 1]) if self.tying == "adjacent" else (parts[0], parts[1])
+            o, p = MF.memory_hop(u, keys, values, masks, self.use_softmax)  # [B, d], [B, M]
             u = (u if self.tying == "adjacent" else self.H(u)) + o
             attention.append(p)
         if self.tying == "adjacent":  # W^T = C^K; its null-word row stays zero (no gradient reaches it)

@@ -126,8 +126,10 @@ def train_step(
     if cfg.grad_clip is not None:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if cfg.grad_clip_per_tensor:  # MemN2N: "the gradient of each weight matrix is measured separately"
-            for p in params:
-                torch.nn.utils.clip_grad_norm_(p, cfg.grad_clip)
+            grads = [p.grad for p in params]
+            norms = torch._foreach_norm(grads)
+            scales = [torch.clamp(cfg.grad_clip / (n + 1e-6), max=1.0) for n in norms]
+            torch._foreach_mul_(grads, scales)
         else:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
