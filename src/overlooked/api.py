@@ -68,7 +68,14 @@ def build_data(cfg: ExperimentConfig, data_dir: str | None = None) -> Splits:
     allowed = DATASETS.accepted_kwargs(cfg.data.name) or []
     if "data_dir" in allowed:
         kwargs.setdefault("data_dir", data_dir or cfg.data_dir)
-    return DATASETS.create(cfg.data.name, **kwargs)
+    splits = DATASETS.create(cfg.data.name, **kwargs)
+    wanted = MODELS.tags(cfg.model.name).get("input_keys") if cfg.model.name in MODELS else None
+    if wanted:  # a model may read more of the batch than the dataset's default inputs (e.g. MemNN's supporting facts)
+        missing = [k for k in wanted if k not in splits.train.tensors]
+        if missing:
+            raise ConfigError(f"model {cfg.model.name!r} reads batch keys {missing} that dataset {cfg.data.name!r} does not provide")
+        splits = replace(splits, input_keys=tuple(wanted))
+    return splits
 
 
 def build_model(cfg: ExperimentConfig, meta: dict[str, Any]) -> nn.Module:
