@@ -88,3 +88,13 @@ def test_attention_rows_sum_to_one_over_real_memories():
     att = model(story, query, mask, time)["attention"]  # [B, K, M]
     torch.testing.assert_close(att.sum(-1), torch.ones(4, 3))
     assert torch.equal(att[~mask[:, None, :].expand_as(att)], torch.zeros(int((~mask).sum()) * 3))
+
+
+def test_kvmemnn_ignores_padding_and_batch_mates():
+    torch.manual_seed(2)
+    model = MODELS.create("kvmemnn", vocab_size=V, memory_size=M, hops=2)
+    story, query, mask, time = _batch()
+    full = model(story, query, mask, time)["logits"]
+    torch.testing.assert_close(full[:1], model(story[:1], query[:1], mask[:1], time[:1])["logits"])
+    wide = torch.nn.functional.pad(story, (0, 2)), torch.nn.functional.pad(query, (0, 2))
+    torch.testing.assert_close(model(wide[0], wide[1], mask, time)["logits"], full)

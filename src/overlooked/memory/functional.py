@@ -205,7 +205,7 @@ def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: 
     return read_memory(p, values), p
 
 
-def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor], R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One key-value memory hop (Miller et al. 2016, §3.1): ``p_h = softmax(q . A Phi_K(k_h))``,
     ``o = sum_h p_h A Phi_V(v_h)``, ``q' = R_j (q + o)``.
 
@@ -213,7 +213,7 @@ def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
         q: query ``[B, d]``.
         keys: embedded keys ``[B, M, d]``.
         values: embedded values ``[B, M, d]``.
-        mask: ``[B, M]`` bool.
+        mask: ``[B, M]`` bool, or the pair of :func:`mask_bias`.
         R: ``[d, d]`` the hop's query-update matrix ``R_j``.
 
     Returns:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from overlooked.memory.modules import MemN2N
+from overlooked.memory.modules import KVMemNN, MemN2N
 from overlooked.registry import MODELS
 
 
@@ -22,3 +22,19 @@ def memn2n(
 ) -> MemN2N:
     """MemN2N; defaults are the paper's independent setting: d = 20, K = 3, PE, temporal, adjacent tying."""
     return MemN2N(vocab_size, num_classes, memory_size, embed_dim, hops, encoding, temporal, tying, init_std)
+
+
+@MODELS.register("kvmemnn", family="memory", paper="Miller et al. 2016, arXiv 1606.03126")
+def kvmemnn(
+    vocab_size: int = 200,
+    num_classes: int | None = None,
+    memory_size: int = 50,
+    embed_dim: int = 50,
+    hops: int = 2,
+    key_encoding: Literal["pe", "bow"] = "pe",
+    value_encoding: Literal["pe", "bow"] = "bow",
+    temporal: bool = True,
+    init_std: float = 0.1,
+) -> KVMemNN:
+    """KV-MemNN with sentence-level keys (PE + time) and values (bag of words); H = 2 hops as in the paper."""
+    return KVMemNN(vocab_size, num_classes, memory_size, embed_dim, hops, key_encoding, value_encoding, temporal, init_std)

@@ -122,3 +122,68 @@ class MemN2N(nn.Module):
         else:
             W = self.output  # [C, d]
         return {"logits": u @ W.T, "attention": torch.stack(attention, 1)}  # [B, C], [B, K, M]
+
+
+class KVMemNN(nn.Module):
+    """Key-Value Memory Network (Miller et al. 2016, arXiv 1606.03126, §3) for bAbI.
+
+    Key and value memories are addressed and read separately; each hop updates the query with its own
+    matrix: ``q_{j+1} = R_j (q_j + o_j)`` with ``o_j = sum_h softmax(q_j . A Phi_K(k_h)) A Phi_V(v_h)``.
+    The answer scores are ``q_{H+1} . B Phi_Y(y)`` over every vocabulary word. As in the paper, one
+    embedding ``A`` serves question, keys and values, and ``B`` the answers.
+
+    Key/value split used on bAbI (the paper has no bAbI experiment; this is our choice, "sentence level"):
+    the key of memory ``h`` is its sentence with position encoding plus a learned temporal feature
+    (so keys carry word order and recency, what addressing needs), the value is the same sentence as a
+    plain bag of words (what the answer is read from). Word 0 is the null word (zero embedding).
+
+    Args:
+        vocab_size: ``V``.
+        num_classes: answer classes (the vocabulary by default).
+        memory_size: ``M`` (rows of the temporal feature).
+        embed_dim: ``d``.
+        hops: ``H`` (the paper uses 2 on WikiMovies).
+        key_encoding, value_encoding: ``"pe"`` or ``"bow"`` for ``Phi_K`` and ``Phi_V``.
+        temporal: add the temporal feature to the keys.
+        init_std: weights from N(0, init_std); ``R_j`` start at the identity plus that noise.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int | None = None,
+        memory_size: int = 50,
+        embed_dim: int = 50,
+        hops: int = 2,
+        key_encoding: Literal["pe", "bow"] = "pe",
+        value_encoding: Literal["pe", "bow"] = "bow",
+        temporal: bool = True,
+        init_std: float = 0.1,
+    ):
+        super().__init__()
+        num_classes = num_classes or vocab_size
+        self.embed_dim, self.hops, self.key_encoding, self.value_encoding = embed_dim, hops, key_encoding, value_encoding
+        self.A = _normal(vocab_size, embed_dim, std=init_std)
+        self.temporal_table = _normal(memory_size, embed_dim, std=init_std) if temporal else None
+        self.R = nn.Parameter(torch.eye(embed_dim).repeat(hops, 1, 1) + init_std * torch.randn(hops, embed_dim, embed_dim))
+        self.B = _normal(num_classes, embed_dim, std=init_std)
+        with torch.no_grad():
+            self.A[0].zero_()
+
+    def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``story`` ``[B, M, L]``, ``query`` ``[B, L]``, ``memory_mask`` ``[B, M]``, ``time`` ``[B, M]`` ->
+        ``{"logits": [B, C], "attention": [B, H, M]}``."""
+        d = self.embed_dim
+        if time is None:
+            time = MF.time_index(memory_mask)
+        q = MF.encode_sentences(query, self.A, "pe", d)  # [B, d]
+        keys = MF.encode_sentences(story, self.A, self.key_encoding, d)  # [B, M, d]
+        if self.temporal_table is not None:
+            keys = keys + F.embedding(time, self.temporal_table)
+        values = MF.encode_sentences(story, self.A, self.value_encoding, d)  # [B, M, d]
+        masks = MF.mask_bias(memory_mask)
+        attention = []
+        for j in range(self.hops):
+            q, p = MF.key_value_hop(q, keys, values, masks, self.R[j])  # q_{j+1} = R_j (q_j + o_j): [B, d], [B, M]
+            attention.append(p)
+        return {"logits": q @ self.B.T, "attention": torch.stack(attention, 1)}
