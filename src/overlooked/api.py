@@ -195,11 +195,33 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "best_by_val": {"rule": "highest validation accuracy", "seed": summaries[by_val]["seed"], "test_accuracy": summaries[by_val]["test_accuracy"], "val_accuracy": summaries[by_val]["val_accuracy"]},
         "best_by_train": {"rule": "lowest training error (MemN2N paper)", "seed": summaries[by_train]["seed"], "test_accuracy": summaries[by_train]["test_accuracy"], "train_accuracy": summaries[by_train]["train_accuracy"]},
     }
+    for rule, i in (("best_by_val", by_val), ("best_by_train", by_train)):
+        for key in ("test_group_accuracy", "val_accuracy", "train_accuracy", "test_error"):
+            if key in summaries[i]:
+                out[rule][key] = summaries[i][key]
+    if all("test_group_accuracy" in s for s in summaries):
+        groups = sorted(summaries[0]["test_group_accuracy"], key=int)
+        errors = {g: [100.0 * (1 - s["test_group_accuracy"][g]) for s in summaries] for g in groups}
+        out["group_error_mean"] = {g: statistics.fmean(e) for g, e in errors.items()}
+        out["group_error_std"] = {g: (statistics.stdev(e) if len(e) > 1 else 0.0) for g, e in errors.items()}
+        run_means = [statistics.fmean(100.0 * (1 - s["test_group_accuracy"][g]) for g in groups) for s in summaries]
+        out["mean_group_error_over_runs"] = {"mean": statistics.fmean(run_means), "std": statistics.stdev(run_means) if len(run_means) > 1 else 0.0}
     for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "device"):
         out[key] = summaries[0].get(key)
     out["wall_time_s"] = sum(s["wall_time_s"] for s in summaries)
     out["examples_seen"] = summaries[0].get("examples_seen")
     return out
+
+
+def reaggregate(run: str | Path) -> dict[str, Any]:
+    """Recompute a repeated run's top-level ``summary.json`` from its ``seed*/summary.json`` files."""
+    run = Path(run)
+    seeds = sorted(run.glob("seed*/summary.json"), key=lambda p: int(p.parent.name[4:]))
+    if not seeds:
+        raise OverlookedError(f"{run} holds no seed*/summary.json: it is not a finished run with repeats")
+    agg = aggregate([json.loads(p.read_text()) for p in seeds])
+    _write_json(run / "summary.json", agg)
+    return agg
 
 
 def train(
@@ -230,6 +252,52 @@ def train(
         _write_json(path / "environment.json", environment(cfg.train.device))
         _write_json(path / "summary.json", agg)
     return path, agg
+
+
+def train_each(
+    cfg: ExperimentConfig,
+    key: str,
+    values: list[Any],
+    *,
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train one independent run (with ``cfg.train.repeats`` seeds) per value of ``key``, in one folder.
+
+    For bAbI's independent training, ``key="data.tasks"`` and ``values=[1, ..., 20]``: each task is its own
+    model, and the merged summary holds per-task results as if one model had answered every task, for the
+    best run per task under each selection rule.
+    """
+    from overlooked.config import apply_overrides
+
+    path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
+    subs: dict[str, dict[str, Any]] = {}
+    for value in values:
+        sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
+        _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=path / f"{key.split('.')[-1]}={value}")
+    merged: dict[str, Any] = {"each": {"key": key, "values": values}, "repeats": cfg.train.repeats}
+    for key_ in ("name", "model", "dataset", "device"):
+        merged[key_] = next(iter(subs.values())).get(key_)
+    merged["dataset_kwargs"] = {**cfg.data.kwargs, key.split(".")[-1]: values}
+    merged["params"] = sum(s.get("params") or 0 for s in subs.values())
+    merged["wall_time_s"] = sum(s.get("wall_time_s", 0.0) for s in subs.values())
+    merged["examples_seen"] = sum(s.get("examples_seen") or 0 for s in subs.values())
+    if cfg.train.repeats > 1:
+        for rule in ("best_by_train", "best_by_val"):
+            merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "test_group_accuracy": {}}
+            for sub in subs.values():
+                merged[rule]["test_group_accuracy"].update(sub[rule].get("test_group_accuracy", {}))
+        merged["group_error_mean"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_mean", {}).items()}
+        merged["group_error_std"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_std", {}).items()}
+        merged["test_accuracy_mean"] = statistics.fmean(s["test_accuracy_mean"] for s in subs.values())
+    else:
+        merged["test_group_accuracy"] = {g: v for sub in subs.values() for g, v in sub.get("test_group_accuracy", {}).items()}
+        merged["test_accuracy"] = statistics.fmean(s["test_accuracy"] for s in subs.values())
+        merged["val_accuracy"] = statistics.fmean(s["val_accuracy"] for s in subs.values())
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    _write_json(path / "environment.json", environment(cfg.train.device))
+    _write_json(path / "summary.json", merged)
+    return path, merged
 
 
 def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Callback] | None = None) -> tuple[Path, dict[str, Any]]:
@@ -362,10 +430,11 @@ def demo(family: str = "all", *, out: str | Path | None = None, data_dir: str | 
 
 def report(runs: list[str] | None = None, output: str | Path = "docs/results.md") -> list[Path]:
     """Regenerate ``docs/results.md`` from committed run summaries (default ``results/runs``)."""
-    from overlooked.bench.report import collect_runs, render_results
+    from overlooked.bench.report import collect_runs, load_references, render_results
 
     roots = [Path(r) for r in (runs or ["results/runs"])]
-    text = render_results(collect_runs(roots))
+    refs = load_references(roots[0].parent / "references.yaml")
+    text = render_results(collect_runs(roots), refs)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

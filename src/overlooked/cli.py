@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+import yaml
+
 from overlooked import __version__
 from overlooked.errors import OverlookedError
 
@@ -45,6 +47,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.bf16:
         overrides.append("train.bf16=true")
     cfg = api.load(args.config, overrides)
+    if args.each:
+        key, _, values = args.each.partition("=")
+        if not key or not values:
+            raise OverlookedError(f"--each takes KEY=V1,V2,... (e.g. data.tasks=1,2,3), got {args.each!r}")
+        parsed = [yaml.safe_load(v) for v in values.split(",")]
+        path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out)
+        _print_summary(path, summary)
+        return 0
     path, summary = api.train(cfg, data_dir=args.data_dir, out=args.out)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(path, summary)
@@ -141,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN exactly from its last checkpoint")
+    p.add_argument("--each", default=None, metavar="KEY=V1,V2", help="one independent run per value, in one folder (bAbI independent training: data.tasks=1,2,...,20)")
     common(p)
     p.set_defaults(fn=cmd_train)
 

@@ -90,3 +90,16 @@ def test_train_cnn_on_mnist_through_cli(tmp_path, data_dir, capsys):
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"] == "mnist" and summary["test_accuracy"] > 0.5  # 30 steps already learn something
+
+
+def test_each_runs_one_model_per_value_and_merges_groups(tmp_path, capsys):
+    cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})
+    path = tmp_path / "each.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "train.max_steps=2", "--each", "data.seed=1,2", "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["seed=1", "seed=2"]
+    merged = json.loads((run / "summary.json").read_text())
+    subs = [json.loads((run / name / "summary.json").read_text()) for name in ("seed=1", "seed=2")]
+    assert merged["test_accuracy"] == pytest.approx((subs[0]["test_accuracy"] + subs[1]["test_accuracy"]) / 2)
+    assert merged["each"] == {"key": "data.seed", "values": [1, 2]}

@@ -75,8 +75,68 @@ def _int(x: Any) -> str:
     return "—" if x is None else f"{int(x):,}"
 
 
-def render_results(runs: list[Run]) -> str:
+def load_references(path: Path) -> dict[str, Any]:
+    """Published numbers keyed by config name (``results/references.yaml``), or {} when absent."""
+    return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
+
+
+def _task_errors(group_accuracy: dict[str, float]) -> dict[int, float]:
+    return {int(g): 100.0 * (1.0 - a) for g, a in group_accuracy.items()}
+
+
+def _failed(errors: dict[int, float]) -> int:
+    return sum(e > 5.0 for e in errors.values())  # "failed" is strictly above 5% error
+
+
+def render_babi(run: Run, refs: dict[str, Any]) -> list[str]:
+    """Per-task bAbI table of one run (single or repeated) beside the published numbers."""
+    s = run.summary
+    ref = refs.get(run.config.get("name", ""), {})
+    columns: list[tuple[str, dict[int, float]]] = []
+    if "repeats" in s:
+        for rule in ("best_by_train", "best_by_val"):
+            if "test_group_accuracy" in s.get(rule, {}):
+                columns.append((f"{rule.replace('_', ' ')} (seed {s[rule]['seed']})", _task_errors(s[rule]["test_group_accuracy"])))
+    elif "test_group_accuracy" in s:
+        columns.append(("ours", _task_errors(s["test_group_accuracy"])))
+    if not columns:
+        return []
+    tasks = sorted(columns[0][1])
+    paper = ref.get("per_task_error") or ([100 - a for a in ref["per_task_accuracy"]] if "per_task_accuracy" in ref else None)
+    head = ["task", *[name for name, _ in columns]]
+    if "group_error_mean" in s:
+        head.append(f"mean ± std over {s['repeats']} runs")
+    if paper:
+        head.append("paper")
+    lines = [f"### `{run.folder.name}`: {ref.get('label', run.config.get('name', ''))}", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in tasks:
+        row = [str(t), *[f"{errs[t]:.1f}" for _, errs in columns]]
+        if "group_error_mean" in s:
+            row.append(f"{s['group_error_mean'][str(t)]:.1f} ± {s['group_error_std'][str(t)]:.1f}")
+        if paper:
+            row.append(f"{paper[t - 1]:.1f}")
+        lines.append("| " + " | ".join(row) + " |")
+    means = [f"**{sum(errs.values()) / len(errs):.2f}** ({_failed(errs)} failed)" for _, errs in columns]
+    foot = ["mean (failed > 5%)", *means]
+    if "mean_group_error_over_runs" in s:
+        m = s["mean_group_error_over_runs"]
+        foot.append(f"{m['mean']:.2f} ± {m['std']:.2f}")
+    if paper:
+        ref_mean = ref.get("mean_error", sum(paper) / len(paper))
+        foot.append(f"**{ref_mean}** ({ref.get('failed', sum(e > 5.0 for e in paper))} failed)")
+    lines.append("| " + " | ".join(foot) + " |")
+    if ref and not paper:
+        quoted = f"mean error {ref['mean_error']}%" if "mean_error" in ref else f"mean accuracy {ref.get('mean_accuracy')}%"
+        lines += ["", f"Published: {quoted}" + (f", {ref['failed']} failed" if "failed" in ref else "") + "."]
+    if ref:
+        lines += ["", f"Source of the published numbers: {ref['source']}."]
+    return lines + [""]
+
+
+def render_results(runs: list[Run], refs: dict[str, Any] | None = None) -> str:
     """The Markdown of ``docs/results.md``."""
+    refs = refs or {}
     lines = [HEADER, "## Runs", ""]
     if not runs:
         lines.append("No committed runs yet.")
@@ -95,6 +155,9 @@ def render_results(runs: list[Run]) -> str:
             f"{_int(s.get('flops_per_example'))} | {_int(s.get('examples_seen'))} | {minutes:.1f} min | "
             f"{env.get('cpu', '?')} ({env.get('torch_threads', '?')} threads), torch {env.get('torch', '?')} | {env.get('date', '?')[:10]} |"
         )
+    babi = [line for run in runs if run.summary.get("dataset") == "babi" for line in render_babi(run, refs)]
+    if babi:
+        lines += ["", "## bAbI per task (test error %)", "", "A task fails when its error is above 5%.", ""] + babi
     lines += ["", "## Commands", ""]
     for run in runs:
         lines.append(f"- `{run.folder.name}`: `{run.command}` (git {run.environment.get('git_commit', 'unknown')[:12]})")
