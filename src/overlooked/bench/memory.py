@@ -13,6 +13,7 @@ import torch
 
 from overlooked.bench.timing import time_call
 from overlooked.config import TrainConfig
+from overlooked.memory import models as _memory_models  # noqa: F401  (registers memn2n)
 from overlooked.objectives import CrossEntropy
 from overlooked.registry import BENCHMARKS, MODELS
 from overlooked.train import trainer

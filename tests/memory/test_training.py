@@ -1,0 +1,53 @@
+"""Linear start and random noise plug into the shared trainer; a short run learns bAbI task 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overlooked import api
+from overlooked.config import TrainConfig
+from overlooked.memory.training import LinearStart, RandomTime
+from overlooked.registry import MODELS
+from overlooked.train.distributed import DistInfo
+from overlooked.train.trainer import Context, TrainState
+
+
+def _ctx():
+    api.registries()
+    model = MODELS.create("memn2n", vocab_size=10, memory_size=5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    return Context(model=model, optimizer=opt, state=TrainState(), cfg=TrainConfig(lr=0.01), dist=DistInfo())
+
+
+def test_linear_start_removes_softmax_until_val_loss_stops_falling():
+    ctx, ls = _ctx(), LinearStart(lr=0.005, patience=1)
+    ls.on_train_start(ctx)
+    assert not ctx.model.use_softmax and ctx.lr_scale == pytest.approx(0.5)
+    ctx.state.step = 10
+    ls.on_eval_end(ctx, {"val_loss": 2.0})
+    ls.on_eval_end(ctx, {"val_loss": 1.5})
+    assert ls.active and not ctx.model.use_softmax
+    ctx.state.step = 30
+    ls.on_eval_end(ctx, {"val_loss": 1.6})  # stopped falling: softmaxes re-inserted, lr back, schedule restarts
+    assert not ls.active and ctx.model.use_softmax and ctx.lr_scale == 1.0 and ctx.schedule_start == 30
+    # resume: a fresh callback restored from the state applies the same mode
+    ctx2, ls2 = _ctx(), LinearStart()
+    ls2.load_state_dict(ls.state_dict())
+    ls2.on_train_start(ctx2)
+    assert ctx2.model.use_softmax and ctx2.schedule_start == 30
+
+
+def test_random_time_only_rewrites_time():
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    batch = {"memory_mask": mask, "time": torch.zeros(2, 3, dtype=torch.long), "story": torch.ones(2, 3, 2)}
+    out = RandomTime(0.5)(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(out["story"], batch["story"]) and out["time"].shape == (2, 3)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_short_run_on_task_1_reaches_under_5_percent_error(tmp_path, data_dir):
+    cfg = api.load("memn2n_babi1k", ["data.tasks=[1]", "train.epochs=20", "train.progress=false"])
+    _, summary = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
+    assert summary["test_error"] < 5.0, summary["test_error"]
