@@ -42,7 +42,7 @@ bench: install
 	$(VENV)/bin/overlooked bench
 
 peers: install-dev
-	bash scripts/install_peers.sh
+	PYTHON=$(PY) bash scripts/install_peers.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
