@@ -159,3 +159,33 @@ def test_ddp_two_ranks_equal_one_process(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
     s1, s2 = json.loads((one / "summary.json").read_text()), json.loads((two / "summary.json").read_text())
     assert s2["world_size"] == 2 and s1["examples_seen"] == s2["examples_seen"] == 6 * 16
+
+
+def test_bf16_autocast_trains_and_stays_finite(tmp_path):
+    path, summary = api.train(_cfg(epochs=1, bf16=True), out=tmp_path)
+    assert summary["steps"] == 12 and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert all(torch.isfinite(v).all() for v in _weights(path).values())
+    config = (path / "config.yaml").read_text()
+    assert "bf16: true" in config
+
+
+def test_lr_schedule_and_clipping_follow_the_config(tmp_path):
+    """The step schedule halves the lr on time; per-tensor clipping bounds each gradient norm."""
+    from overlooked.train.schedules import lr_factor
+    from overlooked.train.trainer import build_optimizer, train_step
+
+    cfg = ExperimentConfig.from_dict({**json.loads(json.dumps(SMALL)), "train": {"schedule": "step", "step_epochs": 2, "gamma": 0.5}}).train
+    assert [lr_factor(cfg, s, 10, 100) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
+    model = torch.nn.Linear(4, 3)
+    for per_tensor in (True, False):
+        tcfg = ExperimentConfig.from_dict({"train": {"grad_clip": 1e-3, "grad_clip_per_tensor": per_tensor, "optimizer": "sgd", "lr": 0.0}}).train
+        opt = build_optimizer(tcfg, model.parameters())
+        batch = {"x": torch.randn(8, 4) * 100, "label": torch.randint(0, 3, (8,))}
+        from overlooked.objectives import CrossEntropy
+
+        train_step(model, batch, ("x",), CrossEntropy(), opt, tcfg)
+        norms = [p.grad.norm() for p in model.parameters()]
+        if per_tensor:
+            assert all(n <= 1e-3 * 1.0001 for n in norms)
+        else:
+            assert torch.stack(norms).norm() <= 1e-3 * 1.0001
