@@ -103,3 +103,12 @@ def test_each_runs_one_model_per_value_and_merges_groups(tmp_path, capsys):
     subs = [json.loads((run / name / "summary.json").read_text()) for name in ("seed=1", "seed=2")]
     assert merged["test_accuracy"] == pytest.approx((subs[0]["test_accuracy"] + subs[1]["test_accuracy"]) / 2)
     assert merged["each"] == {"key": "data.seed", "values": [1, 2]}
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    assert main(["train", str(_config(tmp_path)), "--out", str(tmp_path / "runs"), "train.max_steps=3", "--seed", "1", "train.lr=0.01"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["seed"] == 1
+    with pytest.raises(SystemExit):
+        main(["list", "--bogus"])
