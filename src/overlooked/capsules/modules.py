@@ -1,0 +1,106 @@
+"""Capsule layers and the CapsNet of Sabour et al. 2017: parameters here, maths in ``functional``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from overlooked.capsules import functional as CF
+
+
+class PrimaryCaps(nn.Module):
+    """Convolutional capsules: a conv whose ``channels * dim`` maps are grouped into ``dim``-D vectors and
+    squashed (§4: 32 channels of 8D capsules, 9x9 kernels, stride 2)."""
+
+    def __init__(self, in_channels: int = 256, channels: int = 32, dim: int = 8, kernel_size: int = 9, stride: int = 2):
+        super().__init__()
+        self.channels, self.dim = channels, dim
+        self.conv = nn.Conv2d(in_channels, channels * dim, kernel_size, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> capsules ``[B, channels * H' * W', dim]``."""
+        y = self.conv(x)  # [B, channels*dim, H', W']
+        B, _, H, W = y.shape
+        y = y.view(B, self.channels, self.dim, H, W).permute(0, 1, 3, 4, 2)  # [B, channels, H', W', dim]
+        return CF.squash(y.reshape(B, self.channels * H * W, self.dim))
+
+
+class RoutingCaps(nn.Module):
+    """Fully connected capsule layer with dynamic routing: ``u_hat_{j|i} = W_ij u_i`` then Procedure 1.
+
+    Args:
+        in_caps: ``I`` child capsules (1152 on 28x28 MNIST).
+        in_dim: child dimension (8).
+        out_caps: ``J`` parents (10).
+        out_dim: parent dimension (16).
+        iterations: routing iterations (3).
+        detach_intermediate: see :func:`overlooked.capsules.functional.dynamic_routing`.
+        init_std: W drawn from N(0, init_std).
+    """
+
+    def __init__(self, in_caps: int = 1152, in_dim: int = 8, out_caps: int = 10, out_dim: int = 16, iterations: int = 3, detach_intermediate: bool = False, init_std: float = 0.01):
+        super().__init__()
+        self.iterations, self.detach_intermediate = iterations, detach_intermediate
+        self.W = nn.Parameter(init_std * torch.randn(in_caps, in_dim, out_caps * out_dim))  # W_ij stacked over j
+        self.out_caps, self.out_dim = out_caps, out_dim
+
+    def predictions(self, u: torch.Tensor) -> torch.Tensor:
+        """``u`` ``[B, I, in_dim]`` -> ``u_hat`` ``[B, I, J, D]``, one ``[in_dim, D]`` matrix per pair (i, j)."""
+        B, I, _ = u.shape
+        u_hat = torch.bmm(u.transpose(0, 1), self.W)  # [I, B, J*D]: I batched [B, in] @ [in, J*D]
+        return u_hat.transpose(0, 1).view(B, I, self.out_caps, self.out_dim)
+
+    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
+        return CF.dynamic_routing(self.predictions(u), self.iterations, self.detach_intermediate)
+
+
+class CapsNet(nn.Module):
+    """CapsNet (Sabour, Frosst, Hinton 2017, §4): Conv1 256@9x9 ReLU, PrimaryCaps 32x8D 9x9/2, DigitCaps
+    10x16D with 3 routing iterations, and a 512-1024-(H*W) sigmoid decoder fed by the masked capsules.
+
+    In training the decoder reads the true class's capsule; in evaluation the longest one (§4.1). With
+    ``reconstruct_classes=2`` (MultiMNIST) it reconstructs each of the two digits separately.
+
+    Args:
+        in_channels: input channels (1).
+        image_size: square input side (28 for MNIST, 36 for MultiMNIST).
+        num_classes: parent capsules (10).
+        iterations: routing iterations.
+        decoder: build the reconstruction decoder.
+        detach_intermediate: routing speed-up switch (off by default).
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, iterations: int = 3, decoder: bool = True, detach_intermediate: bool = False):
+        super().__init__()
+        self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
+        self.conv1 = nn.Conv2d(in_channels, 256, 9)
+        self.primary = PrimaryCaps(256, 32, 8, 9, 2)
+        side = ((image_size - 8) - 9) // 2 + 1  # conv1 (valid 9x9) then 9x9 stride 2
+        self.digits = RoutingCaps(32 * side * side, 8, num_classes, 16, iterations, detach_intermediate)
+        self.decoder = (
+            nn.Sequential(
+                nn.Linear(16 * num_classes, 512),
+                nn.ReLU(),
+                nn.Linear(512, 1024),
+                nn.ReLU(),
+                nn.Linear(1024, in_channels * image_size * image_size),
+                nn.Sigmoid(),
+            )
+            if decoder
+            else None
+        )
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``image`` ``[B, C, S, S]``, ``label`` ``[B]`` (used for masking in training only) ->
+        ``{"logits": capsule lengths [B, K], "poses": [B, K, 16], "couplings": [B, I, K],
+        "reconstruction": [B, C*S*S]}``."""
+        x = torch.relu(self.conv1(image))  # [B, 256, S-8, S-8]
+        u = self.primary(x)  # [B, I, 8]
+        v, c = self.digits(u)  # [B, K, 16], [B, I, K]
+        lengths = v.norm(dim=-1)  # [B, K]
+        out = {"logits": lengths, "poses": v, "couplings": c}
+        if self.decoder is not None:
+            index = label if (self.training and label is not None) else lengths.argmax(-1)
+            out["reconstruction"] = self.decoder(CF.mask_capsules(v, index))
+        return out
