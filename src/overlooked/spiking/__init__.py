@@ -1,0 +1,1 @@
+"""Spiking neural networks: LIF-family neurons, surrogate gradients, conversion, energy, NIR."""

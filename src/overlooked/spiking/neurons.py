@@ -1,0 +1,167 @@
+"""Spiking neurons as pure step functions: charge, fire, reset.
+
+Parameters carry NIR's names and meaning (``tau_mem``, ``tau_syn``, ``v_threshold``, ``v_reset``,
+``v_leak``, ``r``; times in seconds). ``dt`` is always an explicit argument.
+
+**Discretisation (one rule, used everywhere, the exporter included): forward Euler**, as Norse uses. The
+continuous LIF ``tau_mem dv/dt = (v_leak - v) + r i`` becomes ``v <- v + (dt / tau_mem) (v_leak - v + r i)``,
+i.e. ``v <- beta v + (1 - beta)(v_leak + r i)`` with ``beta = 1 - dt / tau_mem``. A spike is emitted when
+``v - v_threshold > 0``; reset is to ``v_reset`` ("zero") or by subtracting ``v_threshold - v_reset``
+("subtract"), with ``detach_reset`` cutting the reset out of the gradient.
+
+Every step function takes ``(input, state, params, dt, spike_fn)`` and returns ``(spikes, new_state)``;
+nothing is stored between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+
+Tensor = torch.Tensor
+Scalar = float | Tensor
+SpikeFn = Callable[[Tensor], Tensor]
+ResetMode = Literal["zero", "subtract"]
+
+
+# ---- parameter and state records --------------------------------------------------------------------
+
+
+class IFParameters(NamedTuple):
+    """Integrate-and-fire: ``dv/dt = r i`` (NIR ``IF``)."""
+
+    r: Scalar = 1.0
+    v_threshold: Scalar = 1.0
+    v_reset: Scalar = 0.0
+    reset: ResetMode = "subtract"
+    detach_reset: bool = False
+
+
+class LIFParameters(NamedTuple):
+    """Leaky integrate-and-fire: ``tau_mem dv/dt = (v_leak - v) + r i`` (NIR ``LIF``)."""
+
+    tau_mem: Scalar = 10e-3
+    r: Scalar = 1.0
+    v_leak: Scalar = 0.0
+    v_threshold: Scalar = 1.0
+    v_reset: Scalar = 0.0
+    reset: ResetMode = "zero"
+    detach_reset: bool = False
+
+
+class CubaLIFParameters(NamedTuple):
+    """Current-based LIF (NIR ``CubaLIF``): ``tau_syn di/dt = -i + w_in x``, ``tau_mem dv/dt = (v_leak - v) + r i``."""
+
+    tau_syn: Scalar = 5e-3
+    tau_mem: Scalar = 10e-3
+    r: Scalar = 1.0
+    v_leak: Scalar = 0.0
+    v_threshold: Scalar = 1.0
+    v_reset: Scalar = 0.0
+    w_in: Scalar = 1.0
+    reset: ResetMode = "zero"
+    detach_reset: bool = False
+
+
+class ALIFParameters(NamedTuple):
+    """Adaptive LIF (Bellec et al. 2018): the threshold rises by ``beta_adapt`` per recent spike,
+    ``v_threshold + beta_adapt a`` with ``tau_adapt da/dt = -a`` and ``a += 1`` per spike."""
+
+    tau_mem: Scalar = 20e-3
+    tau_adapt: Scalar = 200e-3
+    beta_adapt: Scalar = 0.2
+    r: Scalar = 1.0
+    v_leak: Scalar = 0.0
+    v_threshold: Scalar = 1.0
+    v_reset: Scalar = 0.0
+    reset: ResetMode = "zero"
+    detach_reset: bool = False
+
+
+class VState(NamedTuple):
+    """Membrane potential only (IF, LIF)."""
+
+    v: Tensor
+
+
+class CubaState(NamedTuple):
+    v: Tensor
+    i: Tensor
+
+
+class ALIFState(NamedTuple):
+    v: Tensor
+    a: Tensor
+
+
+# ---- charge, fire, reset ----------------------------------------------------------------------------
+
+
+def leaky_charge(v: Tensor, current: Tensor, tau_mem: Scalar, v_leak: Scalar, r: Scalar, dt: float) -> Tensor:
+    """Forward-Euler LIF update: ``v + (dt / tau_mem) (v_leak - v + r current)``."""
+    return v + (dt / tau_mem) * (v_leak - v + r * current)
+
+
+def fire(v: Tensor, v_threshold: Scalar, spike_fn: SpikeFn) -> Tensor:
+    """Spikes where ``v > v_threshold``, with the surrogate gradient of ``spike_fn``."""
+    return spike_fn(v - v_threshold)
+
+
+def reset(v: Tensor, z: Tensor, v_threshold: Scalar, v_reset: Scalar, mode: ResetMode, detach: bool) -> Tensor:
+    """After a spike: ``v <- v_reset`` ("zero") or ``v <- v - (v_threshold - v_reset)`` ("subtract")."""
+    zr = z.detach() if detach else z
+    if mode == "zero":
+        return v - zr * (v - v_reset)
+    if mode == "subtract":
+        return v - zr * (v_threshold - v_reset)
+    raise ValueError(f"reset must be 'zero' or 'subtract', got {mode!r}")
+
+
+# ---- step functions ---------------------------------------------------------------------------------
+
+
+def if_step(x: Tensor, state: VState, p: IFParameters, dt: float, spike_fn: SpikeFn) -> tuple[Tensor, VState]:
+    """IF: ``v <- v + dt r x``, fire, reset."""
+    v = state.v + dt * p.r * x
+    z = fire(v, p.v_threshold, spike_fn)
+    return z, VState(reset(v, z, p.v_threshold, p.v_reset, p.reset, p.detach_reset))
+
+
+def lif_step(x: Tensor, state: VState, p: LIFParameters, dt: float, spike_fn: SpikeFn) -> tuple[Tensor, VState]:
+    """LIF: charge with input current ``x``, fire, reset.
+
+    >>> from overlooked.spiking.surrogate import FastSigmoid
+    >>> p = LIFParameters(tau_mem=2e-3, v_threshold=1.0)  # dt / tau = 0.5
+    >>> z, s = lif_step(torch.tensor([4.0]), VState(torch.zeros(1)), p, 1e-3, FastSigmoid(10))
+    >>> float(z), float(s.v)  # v = 0 + 0.5 (0 - 0 + 4) = 2 > 1: spike, reset to 0
+    (1.0, 0.0)
+    """
+    v = leaky_charge(state.v, x, p.tau_mem, p.v_leak, p.r, dt)
+    z = fire(v, p.v_threshold, spike_fn)
+    return z, VState(reset(v, z, p.v_threshold, p.v_reset, p.reset, p.detach_reset))
+
+
+def cuba_lif_step(x: Tensor, state: CubaState, p: CubaLIFParameters, dt: float, spike_fn: SpikeFn) -> tuple[Tensor, CubaState]:
+    """Current-based LIF: the membrane integrates the synaptic current, which decays and receives ``w_in x``.
+
+    Order (as Norse): ``v`` is charged with the current before this step's input arrives; then the
+    current decays and the input is added.
+    """
+    v = leaky_charge(state.v, state.i, p.tau_mem, p.v_leak, p.r, dt)
+    z = fire(v, p.v_threshold, spike_fn)
+    v = reset(v, z, p.v_threshold, p.v_reset, p.reset, p.detach_reset)
+    i = state.i - (dt / p.tau_syn) * state.i + p.w_in * x
+    return z, CubaState(v, i)
+
+
+def alif_step(x: Tensor, state: ALIFState, p: ALIFParameters, dt: float, spike_fn: SpikeFn) -> tuple[Tensor, ALIFState]:
+    """Adaptive LIF: the threshold is ``v_threshold + beta_adapt a``; ``a`` decays with ``tau_adapt`` and
+    jumps by 1 per spike."""
+    v = leaky_charge(state.v, x, p.tau_mem, p.v_leak, p.r, dt)
+    threshold = p.v_threshold + p.beta_adapt * state.a
+    z = fire(v, threshold, spike_fn)
+    v = reset(v, z, threshold, p.v_reset, p.reset, p.detach_reset)
+    a = state.a - (dt / p.tau_adapt) * state.a + z
+    return z, ALIFState(v, a)

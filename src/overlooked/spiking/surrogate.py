@@ -1,0 +1,141 @@
+"""Surrogate gradients: a Heaviside spike forward, the derivative of a smooth primitive backward.
+
+Each surrogate carries its smooth primitive ``primitive(x)`` and that primitive's derivative
+``derivative(x)``; the spike function's backward is exactly ``derivative`` (a test compares it with
+autograd's derivative of ``primitive``). ``x`` is ``v - v_threshold``; a spike is emitted when ``x > 0``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from overlooked.registry import SURROGATES
+
+
+class Surrogate:
+    """Base class. ``alpha`` sets the sharpness (larger: closer to the Heaviside step)."""
+
+    name = "surrogate"
+
+    def __init__(self, alpha: float):
+        self.alpha = float(alpha)
+
+    def primitive(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes ``(x > 0)`` as ``x.dtype``, with this surrogate's gradient."""
+        return _SpikeFn.apply(x, self, False)
+
+    def smooth(self, x: torch.Tensor) -> torch.Tensor:
+        """The primitive in the forward pass with the same custom backward (used to gradcheck the backward)."""
+        return _SpikeFn.apply(x, self, True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alpha={self.alpha})"
+
+
+class _SpikeFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, surrogate: Surrogate, smooth: bool) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return surrogate.primitive(x) if smooth else (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * ctx.surrogate.derivative(x), None, None
+
+
+class FastSigmoid(Surrogate):
+    """SuperSpike (Zenke & Ganguli 2018): ``d = 1 / (1 + alpha |x|)^2``, primitive ``x / (1 + alpha |x|)``."""
+
+    name = "fast_sigmoid"
+
+    def primitive(self, x):
+        return x / (1 + self.alpha * x.abs())
+
+    def derivative(self, x):
+        return 1.0 / (1 + self.alpha * x.abs()) ** 2
+
+
+class ATan(Surrogate):
+    """Arctan (Fang et al. 2021): primitive ``arctan(pi/2 alpha x) / pi + 1/2``."""
+
+    name = "atan"
+
+    def primitive(self, x):
+        return torch.atan(math.pi / 2 * self.alpha * x) / math.pi + 0.5
+
+    def derivative(self, x):
+        return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+
+class Sigmoid(Surrogate):
+    """Logistic: primitive ``sigmoid(alpha x)``, derivative ``alpha s (1 - s)``."""
+
+    name = "sigmoid"
+
+    def primitive(self, x):
+        return torch.sigmoid(self.alpha * x)
+
+    def derivative(self, x):
+        s = torch.sigmoid(self.alpha * x)
+        return self.alpha * s * (1 - s)
+
+
+class Triangle(Surrogate):
+    """Triangle (Esser et al. 2016): ``d = alpha max(0, 1 - alpha |x|)``, support ``|x| < 1/alpha``."""
+
+    name = "triangle"
+
+    def primitive(self, x):
+        a = self.alpha
+        y = torch.clamp(a * x, -1.0, 1.0)
+        return 0.5 + y - y * y.abs() / 2  # integral of the triangle, 0 at -1/alpha, 1 at +1/alpha
+
+    def derivative(self, x):
+        return self.alpha * torch.clamp(1 - self.alpha * x.abs(), min=0.0)
+
+
+class Rectangle(Surrogate):
+    """Rectangular / straight-through: ``d = alpha`` on ``|x| < 1 / (2 alpha)``, 0 elsewhere."""
+
+    name = "rectangle"
+
+    def primitive(self, x):
+        return torch.clamp(self.alpha * x + 0.5, 0.0, 1.0)
+
+    def derivative(self, x):
+        return self.alpha * (x.abs() < 0.5 / self.alpha).to(x.dtype)
+
+
+@SURROGATES.register("fast_sigmoid")
+def fast_sigmoid(alpha: float = 10.0) -> FastSigmoid:
+    return FastSigmoid(alpha)
+
+
+@SURROGATES.register("atan")
+def atan(alpha: float = 2.0) -> ATan:
+    return ATan(alpha)
+
+
+@SURROGATES.register("sigmoid")
+def sigmoid(alpha: float = 4.0) -> Sigmoid:
+    return Sigmoid(alpha)
+
+
+@SURROGATES.register("triangle")
+def triangle(alpha: float = 1.0) -> Triangle:
+    return Triangle(alpha)
+
+
+@SURROGATES.register("rectangle")
+def rectangle(alpha: float = 1.0) -> Rectangle:
+    return Rectangle(alpha)
