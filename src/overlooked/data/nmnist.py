@@ -1,0 +1,102 @@
+"""N-MNIST (Orchard et al. 2015): event-camera recordings of MNIST digits, as the SLAYER-PyTorch subset.
+
+Each sample file ``samples/<id>.bs2`` is a sequence of 5-byte events (the 40-bit layout of the original
+N-MNIST ``.bin`` files and of SLAYER's ``read2Dspikes``): byte 0 = x (0..33), byte 1 = y (0..33), bit 7 of
+byte 2 = polarity, and the remaining 23 bits (byte 2 & 0x7F, byte 3, byte 4, big-endian) = time in
+microseconds. The lists ``train1K.txt`` / ``test100.txt`` hold ``<id>\\t<class>`` after a header line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from overlooked.data import store
+from overlooked.data.base import ArrayDataset, Splits, split_train_val
+from overlooked.errors import DataError
+from overlooked.registry import DATASETS
+
+SENSOR = (34, 34)
+_FIX = "re-fetch with `overlooked data fetch nmnist_small`"
+
+
+class Events(NamedTuple):
+    """One recording: integer arrays of equal length."""
+
+    x: np.ndarray
+    y: np.ndarray
+    p: np.ndarray  # polarity 0/1
+    t: np.ndarray  # microseconds
+
+
+def parse_bs2(data: bytes, source: str = "<bytes>") -> Events:
+    """Decode 5-byte events; a length that is not a multiple of 5 or a coordinate off the sensor is a DataError.
+
+    >>> e = parse_bs2(bytes([3, 4, 0x80 | 0x01, 0x02, 0x03]))
+    >>> int(e.x[0]), int(e.y[0]), int(e.p[0]), int(e.t[0])
+    (3, 4, 1, 66051)
+    """
+    if len(data) % 5:
+        raise DataError(f"{source}: {len(data)} bytes is not a whole number of 5-byte events (truncated at offset {len(data) - len(data) % 5}); {_FIX}")
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
+    x, y = raw[:, 0], raw[:, 1]
+    bad = np.nonzero((x >= SENSOR[1]) | (y >= SENSOR[0]))[0]
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{source}: event {i} (byte offset {5 * i}) is at x={int(x[i])}, y={int(y[i])}, outside the 34x34 sensor; {_FIX}")
+    p = raw[:, 2] >> 7
+    t = ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4]
+    return Events(x, y, p, t)
+
+
+def read_bs2(path: str | os.PathLike[str]) -> Events:
+    """Read one ``.bs2`` file (see :func:`parse_bs2`)."""
+    path = Path(path)
+    try:
+        return parse_bs2(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        raise DataError(f"missing N-MNIST sample {path}; {_FIX}") from None
+
+
+def to_frames(events: Events, bins: int, duration_us: int = 300_000) -> torch.Tensor:
+    """Event counts in ``bins`` equal time bins over ``duration_us``: ``[T, 2, 34, 34]`` float (later
+    events fall into the last bin)."""
+    frames = np.zeros((bins, 2, *SENSOR), dtype=np.float32)
+    b = np.minimum(events.t * bins // duration_us, bins - 1)
+    np.add.at(frames, (b, events.p, events.y, events.x), 1.0)
+    return torch.from_numpy(frames)
+
+
+def read_list(path: Path) -> list[tuple[int, int]]:
+    """``(sample id, class)`` pairs of a ``train1K.txt`` / ``test100.txt`` list."""
+    if not path.is_file():
+        raise DataError(f"missing N-MNIST list {path}; {_FIX}")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not all(q.isdigit() for q in parts) or int(parts[1]) > 9:
+            raise DataError(f"{path}, line {lineno}: expected '<sample id>\\t<class 0-9>', found {line!r}; {_FIX}")
+        rows.append((int(parts[0]), int(parts[1])))
+    return rows
+
+
+@DATASETS.register("nmnist_small")
+def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: float = 0.1, seed: int = 0, download: bool = False) -> Splits:
+    """The SLAYER N-MNIST subset (1000 train, 100 test) as event-count frames ``"frames"`` ``[N, T, 2, 34, 34]``."""
+    root = store.ensure("nmnist_small", data_dir, download, files=["nmnist_small/train1K.txt", "nmnist_small/test100.txt"])
+    folder = root / "nmnist_small"
+
+    def load(listing: str) -> ArrayDataset:
+        rows = read_list(folder / listing)
+        frames = torch.stack([to_frames(read_bs2(folder / "samples" / f"{i}.bs2"), bins) for i, _ in rows])  # [N, T, 2, 34, 34]
+        return ArrayDataset({"frames": frames, "label": torch.tensor([c for _, c in rows], dtype=torch.int64)})
+
+    full, test = load("train1K.txt"), load("test100.txt")
+    tr, va = split_train_val(len(full), val_fraction, seed)
+    return Splits(full.subset(tr), full.subset(va), test, ("frames",), "label", {"num_classes": 10, "frame_shape": (bins, 2, *SENSOR), "name": "nmnist_small"})

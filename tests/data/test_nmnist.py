@@ -1,0 +1,47 @@
+"""N-MNIST .bs2 parsing: hand-made events, bad files, and the real subset's counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from overlooked.data.nmnist import nmnist_small, parse_bs2, read_bs2, read_list, to_frames
+from overlooked.errors import DataError
+
+
+def test_parse_known_bytes():
+    data = bytes([0, 0, 0x00, 0x00, 0x10, 33, 5, 0x81, 0x00, 0x00])
+    e = parse_bs2(data)
+    assert e.x.tolist() == [0, 33] and e.y.tolist() == [0, 5] and e.p.tolist() == [0, 1] and e.t.tolist() == [16, 65536]
+    frames = to_frames(e, bins=2, duration_us=131072)
+    assert frames.shape == (2, 2, 34, 34) and frames[0, 0, 0, 0] == 1 and frames[1, 1, 5, 33] == 1
+
+
+def test_truncated_and_off_sensor_files_are_refused(tmp_path):
+    with pytest.raises(DataError, match="not a whole number of 5-byte events.*offset 5"):
+        parse_bs2(bytes(7), "x.bs2")
+    with pytest.raises(DataError, match="event 1 .byte offset 5. is at x=40"):
+        parse_bs2(bytes([1, 1, 0, 0, 0, 40, 1, 0, 0, 0]), "x.bs2")
+    with pytest.raises(DataError, match="missing N-MNIST sample"):
+        read_bs2(tmp_path / "nope.bs2")
+    bad = tmp_path / "list.txt"
+    bad.write_text("#sample #class\n1\t12\n")
+    with pytest.raises(DataError, match="line 2"):
+        read_list(bad)
+
+
+@pytest.mark.data
+def test_real_subset_counts_and_labels(data_dir):
+    rows = read_list(data_dir / "nmnist_small" / "train1K.txt")
+    assert len(rows) == 1000 and len(read_list(data_dir / "nmnist_small" / "test100.txt")) == 100
+    e = read_bs2(data_dir / "nmnist_small" / "samples" / "1.bs2")
+    assert 1000 < len(e.t) < 8000 and e.x.max() <= 33 and set(e.p.tolist()) == {0, 1}
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_registered_dataset_shapes(data_dir):
+    s = nmnist_small(data_dir=str(data_dir), bins=5)
+    assert (len(s.train), len(s.val), len(s.test)) == (900, 100, 100)
+    assert tuple(s.test.tensors["frames"].shape) == (100, 5, 2, 34, 34)
+    # MANIFEST: test class counts 0:8 1:14 2:8 3:11 4:14 5:7 6:10 7:15 8:2 9:11
+    assert s.test.tensors["label"].bincount(minlength=10).tolist() == [8, 14, 8, 11, 14, 7, 10, 15, 2, 11]
