@@ -254,6 +254,30 @@ def train(
     return path, agg
 
 
+def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str, values: list[Any]) -> dict[str, Any]:
+    """One summary for independent runs, one per value of ``key`` (see :func:`train_each`)."""
+    merged: dict[str, Any] = {"each": {"key": key, "values": values}, "repeats": cfg.train.repeats}
+    for key_ in ("name", "model", "dataset", "device"):
+        merged[key_] = next(iter(subs.values())).get(key_)
+    merged["dataset_kwargs"] = {**cfg.data.kwargs, key.split(".")[-1]: values}
+    merged["params"] = sum(s.get("params") or 0 for s in subs.values())
+    merged["wall_time_s"] = sum(s.get("wall_time_s", 0.0) for s in subs.values())
+    merged["examples_seen"] = sum(s.get("examples_seen") or 0 for s in subs.values())
+    if cfg.train.repeats > 1:
+        for rule in ("best_by_train", "best_by_val"):
+            merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "test_group_accuracy": {}}
+            for sub in subs.values():
+                merged[rule]["test_group_accuracy"].update(sub[rule].get("test_group_accuracy", {}))
+        merged["group_error_mean"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_mean", {}).items()}
+        merged["group_error_std"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_std", {}).items()}
+        merged["test_accuracy_mean"] = statistics.fmean(s["test_accuracy_mean"] for s in subs.values())
+    else:
+        merged["test_group_accuracy"] = {g: v for sub in subs.values() for g, v in sub.get("test_group_accuracy", {}).items()}
+        merged["test_accuracy"] = statistics.fmean(s["test_accuracy"] for s in subs.values())
+        merged["val_accuracy"] = statistics.fmean(s["val_accuracy"] for s in subs.values())
+    return merged
+
+
 def train_each(
     cfg: ExperimentConfig,
     key: str,
@@ -275,25 +299,7 @@ def train_each(
     for value in values:
         sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
         _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=path / f"{key.split('.')[-1]}={value}")
-    merged: dict[str, Any] = {"each": {"key": key, "values": values}, "repeats": cfg.train.repeats}
-    for key_ in ("name", "model", "dataset", "device"):
-        merged[key_] = next(iter(subs.values())).get(key_)
-    merged["dataset_kwargs"] = {**cfg.data.kwargs, key.split(".")[-1]: values}
-    merged["params"] = sum(s.get("params") or 0 for s in subs.values())
-    merged["wall_time_s"] = sum(s.get("wall_time_s", 0.0) for s in subs.values())
-    merged["examples_seen"] = sum(s.get("examples_seen") or 0 for s in subs.values())
-    if cfg.train.repeats > 1:
-        for rule in ("best_by_train", "best_by_val"):
-            merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "test_group_accuracy": {}}
-            for sub in subs.values():
-                merged[rule]["test_group_accuracy"].update(sub[rule].get("test_group_accuracy", {}))
-        merged["group_error_mean"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_mean", {}).items()}
-        merged["group_error_std"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_std", {}).items()}
-        merged["test_accuracy_mean"] = statistics.fmean(s["test_accuracy_mean"] for s in subs.values())
-    else:
-        merged["test_group_accuracy"] = {g: v for sub in subs.values() for g, v in sub.get("test_group_accuracy", {}).items()}
-        merged["test_accuracy"] = statistics.fmean(s["test_accuracy"] for s in subs.values())
-        merged["val_accuracy"] = statistics.fmean(s["val_accuracy"] for s in subs.values())
+    merged = merge_each(subs, cfg, key, values)
     (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     _write_json(path / "environment.json", environment(cfg.train.device))
     _write_json(path / "summary.json", merged)

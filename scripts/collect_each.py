@@ -1,0 +1,58 @@
+"""Gather independently launched runs (one per value of a config key) into one `--each`-style folder.
+
+    python scripts/collect_each.py OUT_DIR data.tasks RUN [RUN ...]
+
+Copies each run's small files (config, environment, metrics, summary; never checkpoints) into
+OUT_DIR/<key>=<value>/ and writes the merged summary exactly as `overlooked train --each` does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from overlooked import api
+from overlooked.config import ExperimentConfig, apply_overrides
+from overlooked.train.environment import environment
+
+SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "notes.md")
+
+
+def main(out: str, key: str, runs: list[str]) -> None:
+    out_dir = Path(out)
+    subs, values, cfg = {}, [], None
+    for run in map(Path, runs):
+        run_cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        node = run_cfg.to_dict()
+        for part in key.split(".")[:-1]:
+            node = node[part] if part in node else node["kwargs"]
+        node = node.get("kwargs", node) if key.split(".")[-1] not in node else node
+        value = node[key.split(".")[-1]]
+        value = value[0] if isinstance(value, list) and len(value) == 1 else value
+        values.append(value)
+        target = out_dir / f"{key.split('.')[-1]}={value}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in SMALL_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, target / name)
+        subs[str(value)] = json.loads((run / "summary.json").read_text())
+        cfg = cfg or run_cfg
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    values = [values[i] for i in order]
+    cfg = apply_overrides(cfg, [f"{key}={json.dumps(values)}"])
+    merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    env = environment(cfg.train.device)
+    env["argv"] = json.loads((Path(runs[0]) / "environment.json").read_text()).get("argv", [])
+    env["collected_from"] = [Path(r).name for r in runs]
+    (out_dir / "environment.json").write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"wrote {out_dir}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

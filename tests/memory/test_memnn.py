@@ -1,0 +1,360 @@
+"""The original Memory Network (memnn) and AM+NG+NL: hand-computed scores and losses, the hard max, gradcheck,
+the registry matrix through the margin objective, and a short bAbI task 1 run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from overlooked import api, catalog
+from overlooked.errors import RegistryError
+from overlooked.memory import memnn as MN
+from overlooked.memory.functional import time_index
+from overlooked.memory.memnn_objective import memnn_ranking_loss, sample_negatives
+from overlooked.registry import MODELS, OBJECTIVES
+
+catalog.load_all()
+MEMNN_MODELS = ["memnn", "memnn_am_ng_nl"]
+V, M, L = 30, 10, 6
+
+
+def _batch(B=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    story = torch.randint(1, V, (B, M, L), generator=gen)
+    story[..., 4:] = 0
+    n = torch.tensor([3, 10, 1, 6])[:B]
+    mask = torch.arange(M)[None, :] < n[:, None]
+    story[~mask] = 0
+    query = torch.randint(1, V, (B, L), generator=gen)
+    query[:, 3:] = 0
+    supporting = torch.tensor([[2, 0, -1], [5, 9, 1], [0, -1, -1], [3, -1, -1]])[:B]
+    answer = torch.randint(1, V, (B,), generator=gen)
+    return story, query, mask, time_index(mask), supporting, answer
+
+
+def _tiny_model(**kw):
+    """d = 2, V = 4 (word 0 = nil); tables set by hand."""
+    model = MN.MemNN(vocab_size=4, embed_dim=2, init_std=0.0, straight_through=False, **kw)
+    with torch.no_grad():
+        # query_table: [U_O question block | U_R question block]
+        model.query_table.copy_(torch.tensor([[0, 0, 0, 0], [1.0, 0, 0, 1], [0, 1.0, 1, 0], [1.0, 1, 0, 0]]))
+        # story_table: [U_O memory-in-input block | U_O candidate block | U_R memory-in-input block]
+        model.story_table.copy_(torch.tensor([[0, 0, 0, 0, 0, 0], [0.5, 0, 1.0, 0, 0, 1], [0, 0.5, 0, 2.0, 1, 0], [0, 0, 1.0, 1.0, 0, 0]]))
+        model.answer_table.copy_(torch.tensor([[0, 0], [1.0, 0], [0, 1.0], [1.0, 1.0]]))
+        if model.time_table is not None:
+            model.time_table.copy_(torch.tensor([[1.0, 0], [0, 1.0], [-1.0, -1.0]]))
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- hand values
+
+
+def test_s_O_matches_hand_computed_value():
+    """s_O(x, m_i) = Phi_x(x)^T U^T U Phi_y(m_i) (eq. 4), and hop 2 adds the first fact's memory-in-input rows."""
+    model = _tiny_model(time_features=False)
+    story = torch.tensor([[[1, 2, 0], [3, 0, 0]]])  # m_0 = "w1 w2", m_1 = "w3"
+    query = torch.tensor([[1, 0, 0]])  # x = "w1"
+    mask = torch.tensor([[True, True]])
+    out = model(story, query, mask, supporting=torch.tensor([[1, 0]]))
+    # hop 1: U^T Phi_x(x) = row 1 of the question block = (1, 0); candidates: m_0 = (1,0)+(0,2) = (1,2), m_1 = (1,1)
+    # s_O = 1 and 1: a tie, so the argmax keeps the earlier slot 0
+    assert out["chosen"][0, 0].item() == 0
+    # the ranking tensors are conditioned on the TRUE facts: hop 1 true = m_1, margin over m_0 = 1 - 1 = 0
+    torch.testing.assert_close(out["o_margin"][0, 0], torch.tensor([0.0, 0.0]))
+    # hop 2 input list [x, m_1]: (1, 0) + memory-in-input rows of w3 = (0, 0) -> (1, 0); true m_0: margin over m_1 = 0
+    # hop 2 with the model's own pick m_0: (1, 0) + (0.5, 0) + (0, 0.5) = (1.5, 0.5): s_O(m_0) = 1.5 + 1 = 2.5 > s_O(m_1) = 2
+    assert out["chosen"][0].tolist() == [0, 0]
+    # R given its picks [x, m_0, m_0]: U_R^T Phi_x = (0, 1) + 2 * [(0, 1) + (1, 0)] = (2, 3); word scores (0, 2, 3, 5)
+    torch.testing.assert_close(out["logits"][0], torch.tensor([0.0, 2.0, 3.0, 5.0]))
+    # R given the true facts [x, m_1, m_0]: (0, 1) + (0, 0) + (1, 1) = (1, 2); word scores (0, 1, 2, 3)
+    torch.testing.assert_close(out["r_true"][0], torch.tensor([0.0, 1.0, 2.0, 3.0]))
+
+
+def test_s_Ot_matches_hand_computed_value():
+    """s_Ot(x, y, y') = e_x . (e_y - e_y' + U_t Phi_t(x, y, y')) with the three write-time indicators."""
+    e_x = torch.tensor([2.0, -1.0])
+    e_y, e_y2 = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 3.0])
+    U_t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # the embeddings of the three indicators
+    phi_t = torch.tensor([0.0, 1.0, 1.0])  # x not older than y, x older than y', y older than y'
+    expected = float(e_x @ (e_y - e_y2 + U_t.T @ phi_t))  # 2*(1 - 0 + 0 + 1) - (1 - 3 + 1 + 1) = 4
+    A_y, A_y2, c = e_x @ e_y, e_x @ e_y2, U_t @ e_x
+    got = MN.pair_score(A_y, A_y2, c, torch.tensor(0.0), torch.tensor(1.0), torch.tensor(1.0))
+    assert math.isclose(float(got), expected) and expected == 4.0
+    # preference puts the older memory (here y, time 5 > 3) in the y slot
+    pref = MN.preference(A_y, A_y2, c, torch.tensor(4), torch.tensor(5), torch.tensor(3), torch.tensor(True), torch.tensor(True))
+    assert math.isclose(float(pref), expected)
+    # and the other way round: y' preferred over y by -s_Ot(x, y, y')
+    pref_rev = MN.preference(A_y2, A_y, c, torch.tensor(4), torch.tensor(3), torch.tensor(5), torch.tensor(True), torch.tensor(True))
+    assert math.isclose(float(pref_rev), -expected)
+
+
+def test_margin_loss_on_two_memories_matches_hand_computed_value():
+    """2 memories, k = 2 (task-1-like: one true fact, repeated at hop 2), no time features, gamma = 0.1."""
+    model = _tiny_model(time_features=False)
+    story = torch.tensor([[[1, 0, 0], [2, 0, 0]]])  # m_0 = "w1", m_1 = "w2"
+    query = torch.tensor([[3, 0, 0]])  # x = "w3": (1, 1)
+    mask = torch.tensor([[True, True]])
+    out = model(story, query, mask, supporting=torch.tensor([[1]]))
+    # hop 1: e_x = (1, 1); s_O(m_0) = (1,1).(1,0) = 1, s_O(m_1) = (1,1).(0,2) = 2 -> true m_1 leads by 1: hinge 0
+    # hop 2 (true m_1 again), e_x = (1, 1) + (0, 0.5) = (1, 1.5): s_O(m_0) = 1, s_O(m_1) = 3 -> hinge 0
+    # R on [x, m_1, m_1]: U_R^T Phi_x = (0, 0) + 2 * (1, 0) = (2, 0); word scores (0, 2, 0, 2); answer w1
+    # (score 2): hinges nil max(0, 0.1 - 2 + 0) = 0, w2 max(0, 0.1 - 2 + 0) = 0, w3 max(0, 0.1 - 2 + 2) = 0.1
+    objective = OBJECTIVES.create("memnn_margin", margin=0.1)
+    loss = objective(out, {"answer": torch.tensor([1])})
+    assert math.isclose(loss.item(), 0.1, rel_tol=1e-6)
+    # answer w2 (score 0): nil 0.1, w1 0.1 + 2, w3 0.1 + 2
+    assert math.isclose(objective(out, {"answer": torch.tensor([2])}).item(), 4.3, rel_tol=1e-6)
+    # a wrong first fact: target m_0 at both hops: hop 1 hinge 0.1 - (1 - 2) = 1.1; hop 2, e_x = (1, 1) +
+    # (0.5, 0) = (1.5, 1): s_O(m_0) = 1.5, s_O(m_1) = 2 -> 0.6; R on [x, m_0, m_0]: (0, 0) + 2 * (0, 1) = (0, 2):
+    # words (0, 0, 2, 2), answer w1: nil 0.1, w2 2.1, w3 2.1
+    out0 = model(story, query, mask, supporting=torch.tensor([[0]]))
+    assert math.isclose(objective(out0, {"answer": torch.tensor([1])}).item(), 1.1 + 0.6 + 0.1 + 2.1 + 2.1, rel_tol=1e-6)
+    # "mean" divides by the batch: two copies of the question give the same mean and twice the sum
+    two = model(story.expand(2, -1, -1), query.expand(2, -1), mask.expand(2, -1), supporting=torch.tensor([[1], [1]]))
+    answer2 = {"answer": torch.tensor([1, 1])}
+    assert math.isclose(OBJECTIVES.create("memnn_margin", reduction="mean")(two, answer2).item(), 0.1, rel_tol=1e-6)
+    assert math.isclose(objective(two, answer2).item(), 0.2, rel_tol=1e-6)
+
+
+def test_ranking_loss_function_hand_value_and_sampling():
+    margin = torch.tensor([[[0.0, -0.5, 0.3]]])  # the true candidate is 0 (masked out of the negatives)
+    neg = torch.tensor([[[False, True, True]]])
+    r = torch.tensor([[0.0, 1.0, 0.95]])
+    loss = memnn_ranking_loss(margin, neg, r, torch.tensor([1]), gamma=0.1)
+    # O: max(0, 0.1 + 0.5) + max(0, 0.1 - 0.3) = 0.6; R: nil max(0, 0.1 - 1) = 0, w2 max(0, 0.1 - 0.05) = 0.05
+    assert math.isclose(loss.item(), 0.65, rel_tol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    cands = torch.rand(50, 7, generator=gen) > 0.4
+    kept = sample_negatives(cands, 2, gen)
+    assert (kept <= cands).all() and (kept.sum(-1) == cands.sum(-1).clamp(max=2)).all()
+
+
+def test_ngram_features_hand_values():
+    words = torch.tensor([[5, 6, 7, 0]])
+    ids = MN.ngram_features(words, vocab_size=10, buckets=1000)[0].tolist()
+    b = lambda *g, p: 10 + sum(w * q for w, q in zip(g, p)) % 1000  # noqa: E731
+    assert ids[:4] == [5, 6, 7, 0]
+    assert ids[4:7] == [b(5, 6, p=MN._NGRAM_PRIMES[2]), b(6, 7, p=MN._NGRAM_PRIMES[2]), 0]  # no 2-gram over padding
+    assert ids[7:] == [b(5, 6, 7, p=MN._NGRAM_PRIMES[3]), 0]
+    assert MN.ngram_features(words, 10, 0).tolist() == words.tolist()
+
+
+def test_true_hop_targets_repeat_stop_and_dropped_facts():
+    sup = torch.tensor([[4, -1, -1], [3, -1, 7], [-1, -1, -1], [1, 2, 0]])
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    assert MN.true_hop_targets(sup, mask, 2, adaptive=False).tolist() == [[4, 4], [3, 7], [-1, -1], [1, 2]]
+    assert MN.true_hop_targets(sup, mask, 10, adaptive=True).tolist() == [[4, 10, -1, -1], [3, 7, 10, -1], [10, -1, -1, -1], [1, 2, 0, 10]]
+    mask[1, 7] = False  # a fact on a padded slot counts as dropped
+    assert MN.true_hop_targets(sup, mask, 2, adaptive=False)[1].tolist() == [3, 3]
+
+
+# ---------------------------------------------------------------------------------------------- the hard max
+
+
+def _brute_force_loop(A, c, t_x, t, valid):
+    """The paper's loop, written with :func:`preference` directly, one question at a time."""
+    out = []
+    for b in range(A.shape[0]):
+        w = -1
+        for i in range(A.shape[1]):
+            if not valid[b, i]:
+                continue
+            p = MN.preference(A[b, i], A[b, w], c[b], t_x[b], t[b, i], t[b, w], torch.tensor(True), torch.tensor(True))
+            if w < 0 or p > 0:
+                w = i
+        out.append(w)
+    return torch.tensor(out)
+
+
+def test_select_memory_equals_the_loop_and_never_picks_padding():
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        B, Mm = 6, 9
+        valid = torch.rand(B, Mm, generator=gen) > 0.3
+        valid[0] = False  # an all-padding story
+        t = time_index(valid) if trial % 2 else torch.randint(0, 20, (B, Mm), generator=gen)
+        A = torch.randn(B, Mm, generator=gen)
+        A[~valid] = 1e6  # garbage on padding must never win
+        c = torch.randn(B, 3, generator=gen)
+        t_x = torch.where(torch.rand(B, generator=gen) > 0.5, torch.full((B,), MN.QUESTION_TIME), torch.randint(0, 20, (B,), generator=gen))
+        got = MN.select_memory(A, c, t_x, t, valid)
+        assert torch.equal(got, _brute_force_loop(A, c, t_x, t, valid))
+        assert got[0] == -1 and all(valid[b, got[b]] for b in range(1, B) if got[b] >= 0)
+        plain = MN.select_memory(A, None, t_x, t, valid)
+        assert plain[0] == -1 and all(valid[b, plain[b]] for b in range(1, B) if plain[b] >= 0)
+        assert torch.equal(plain[1:], A.masked_fill(~valid, float("-inf")).argmax(-1)[1:])
+
+
+@pytest.mark.parametrize("name", MEMNN_MODELS)
+def test_model_never_chooses_padding_and_all_padding_story_is_finite(name):
+    torch.manual_seed(0)
+    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    story, query, mask, time, sup, answer = _batch()
+    with torch.no_grad():  # make padded slots irresistible if they were ever scored
+        story = story.clone()
+        story[~mask] = 7
+    mask = mask.clone()
+    mask[2] = False  # question 2 has no memory at all
+    sup = sup.clone()
+    sup[2] = -1
+    out = model(story, query, mask, time, sup)
+    ch = out["chosen"]
+    for b in range(4):
+        for h in range(ch.shape[1]):
+            if ch[b, h] >= 0:
+                assert mask[b, ch[b, h]]
+    assert (ch[2] == -1).all() and out["hops"][2] == 0
+    loss = OBJECTIVES.create("memnn_margin")(out, {"answer": answer})
+    loss.backward()
+    assert torch.isfinite(out["logits"]).all() and torch.isfinite(loss)
+    for pname, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), pname
+
+
+def test_adaptive_memory_stops_on_m_stop():
+    model = MODELS.create("memnn_am_ng_nl", vocab_size=V, memory_size=M)
+    with torch.no_grad():
+        model.stop.fill_(0.0)
+        model.nl_O.copy_(torch.eye(model.embed_dim) * 5)
+    story, query, mask, time, _, _ = _batch()
+    out = model(story, query, mask, time)
+    # after the first m_STOP a question chooses nothing more
+    for row in out["chosen"]:
+        seen_stop = False
+        for slot in row.tolist():
+            if seen_stop:
+                assert slot == -1
+            seen_stop = seen_stop or slot == -1
+    assert (out["hops"] == (out["chosen"] >= 0).sum(1)).all()
+
+
+# ---------------------------------------------------------------------------------------------- gradcheck
+
+
+def test_gradcheck_scoring_functions():
+    gen = torch.Generator().manual_seed(0)
+    dd = dict(dtype=torch.float64, requires_grad=True)
+    e_x, e_y = torch.randn(3, 4, generator=gen, **{"dtype": torch.float64}), torch.randn(3, 5, 4, generator=gen, dtype=torch.float64)
+    W = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    for t in (e_x, e_y, W):
+        t.requires_grad_(True)
+    assert gradcheck(MN.embedding_score, (e_x, e_y))
+    assert gradcheck(MN.nonlinear_embedding, (e_x, W))
+    A = torch.randn(3, 5, generator=gen, **dd)
+    c = torch.randn(3, 3, generator=gen, **dd)
+    t = torch.randint(0, 9, (3, 5), generator=gen)
+    has = torch.tensor([True, True, True, True, False]).expand(3, 5)
+    t_x = torch.tensor([-1, 4, 2])
+    assert gradcheck(lambda a, cc: MN.preference(a[:, :, None], a[:, None, :], cc[:, None, None, :], t_x[:, None, None], t[:, :, None], t[:, None, :], has[:, :, None], has[:, None, :]), (A, c))
+    valid = torch.tensor([[True] * 5, [True, True, False, False, True], [False] * 5])
+    assert gradcheck(lambda a, cc: MN.masked_softmax(MN.surrogate_scores(a, cc, t_x, t, has, valid), valid), (A, c))
+    table = torch.randn(12, 6, generator=gen, **dd)
+    feats = MN.ngram_features(torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0]]), 5, 7)
+    assert gradcheck(lambda tb: MN.bag(feats, tb), (table,))
+    # the hinge loss, away from its kinks
+    margin = (torch.rand(2, 3, 4, generator=gen, dtype=torch.float64) - 0.5).requires_grad_(True)
+    r = torch.randn(2, 6, generator=gen, **dd)
+    neg = torch.rand(2, 3, 4, generator=gen) > 0.3
+    assert gradcheck(lambda m, rr: memnn_ranking_loss(m, neg, rr, torch.tensor([1, 4]), gamma=0.1), (margin, r))
+
+
+# ---------------------------------------------------------------------------------------------- registry matrix
+
+
+@pytest.mark.parametrize("name", MEMNN_MODELS)
+def test_forward_backward_through_the_objective_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    story, query, mask, time, sup, answer = _batch()
+    out = model(story, query, mask, time, sup)
+    assert out["logits"].shape == (4, V) and out["chosen"].shape[0] == 4
+    for key in ("o_margin", "o_negative", "r_true"):
+        assert key in out
+    loss = OBJECTIVES.create("memnn_margin")(out, {"answer": answer})
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got no gradient from the margin loss"
+
+
+@pytest.mark.parametrize("name", MEMNN_MODELS)
+def test_four_argument_call_and_logits_backward(name):
+    """What tests/memory/test_modules.py does for every memory model (no supporting facts)."""
+    torch.manual_seed(0)
+    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    out = model(*_batch()[:4])
+    assert "o_margin" not in out and torch.isfinite(out["logits"]).all()
+    out["logits"].logsumexp(-1).sum().backward()
+    for pname, p in model.named_parameters():  # through the straight-through path
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    with pytest.raises(ValueError, match="supporting"):
+        OBJECTIVES.create("memnn_margin")(out, {"answer": torch.zeros(4, dtype=torch.long)})
+
+
+@pytest.mark.parametrize("name", MEMNN_MODELS)
+def test_straight_through_changes_no_value_and_no_margin_gradient(name):
+    torch.manual_seed(0)
+    a = MODELS.create(name, vocab_size=V, memory_size=M, straight_through=True)
+    b = MODELS.create(name, vocab_size=V, memory_size=M, straight_through=False)
+    b.load_state_dict(a.state_dict())
+    story, query, mask, time, sup, answer = _batch()
+    out_a, out_b = a(story, query, mask, time, sup), b(story, query, mask, time, sup)
+    for key in ("logits", "chosen", "o_margin", "r_true"):
+        assert torch.equal(out_a[key], out_b[key]), key
+    objective = OBJECTIVES.create("memnn_margin")
+    objective(out_a, {"answer": answer}).backward()
+    objective(out_b, {"answer": answer}).backward()
+    for (pname, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=pname)
+
+
+@pytest.mark.parametrize("name", MEMNN_MODELS)
+def test_padding_and_batch_mates_do_not_change_answers(name):
+    torch.manual_seed(1)
+    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    story, query, mask, time, sup, _ = _batch()
+    full = model(story, query, mask, time, sup)
+    alone = model(story[:1], query[:1], mask[:1], time[:1], sup[:1])
+    torch.testing.assert_close(full["logits"][:1], alone["logits"])
+    assert torch.equal(full["chosen"][:1], alone["chosen"])
+    wide = model(torch.nn.functional.pad(story, (0, 3)), torch.nn.functional.pad(query, (0, 3)), mask, time, sup)
+    torch.testing.assert_close(wide["logits"], full["logits"])
+    more_slots = model(torch.nn.functional.pad(story, (0, 0, 0, 4)), query, torch.nn.functional.pad(mask, (0, 4)), torch.nn.functional.pad(time, (0, 4)), sup)
+    torch.testing.assert_close(more_slots["logits"], full["logits"])
+
+
+@pytest.mark.parametrize("name", MEMNN_MODELS)
+def test_unknown_kwargs_raise_and_defaults_are_the_papers(name):
+    with pytest.raises(RegistryError, match="unknown argument"):
+        MODELS.create(name, vocab_size=V, no_such_switch=True)
+    model = MODELS.create(name)
+    assert MODELS.tags(name)["input_keys"] == ("story", "query", "memory_mask", "time", "supporting")
+    if name == "memnn":
+        assert (model.hops, model.adaptive, model.ngrams, model.nonlinear, model.time_features) == (2, False, False, False, True)
+    else:
+        assert (model.hops, model.adaptive, model.ngrams, model.nonlinear, model.time_features) == (10, True, True, True, True)
+
+
+def test_objective_reduction_and_bad_arguments():
+    obj = OBJECTIVES.create("memnn_margin", reduction="mean", negatives=3)
+    assert obj.reduction == "mean" and OBJECTIVES.create("memnn_margin").reduction == "sum"
+    with pytest.raises(ValueError):
+        OBJECTIVES.create("memnn_margin", negatives=0)
+    with pytest.raises(ValueError):
+        OBJECTIVES.create("memnn_margin", reduction="max")
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_memnn_learns_babi_task_1(data_dir, tmp_path):
+    cfg = api.load("memnn_babi1k", ["data.tasks=[1]", "train.epochs=5", "train.progress=false", "train.num_threads=1"])
+    path, summary = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
+    assert summary["test_error"] < 5.0, summary
+    assert (path / "summary.json").is_file() and (path / "metrics.jsonl").is_file()
