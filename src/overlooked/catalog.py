@@ -11,13 +11,19 @@ MODULES = (
     "overlooked.baselines.cnn",
     "overlooked.data.synthetic",
     "overlooked.data.mnist",
+    "overlooked.data.nmnist",
     "overlooked.data.babi",
     "overlooked.memory.models",
     "overlooked.memory.training",
+    "overlooked.memory.memnn",
+    "overlooked.memory.memnn_objective",
     "overlooked.memory.demo",
     "overlooked.bench.baselines",
     "overlooked.bench.memory",
     "overlooked.demos",
+    "overlooked.spiking.surrogate",
+    "overlooked.spiking.encode",
+    "overlooked.capsules.models",
 )
 
 
