@@ -12,6 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write as PNG (creating the folder) and close ``fig``."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: str, answer: str, predicted: str, path: str | Path) -> Path:
     """Heat map of the attention each hop paid to each memory, with the sentences as row labels.
 
@@ -33,12 +43,7 @@ def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: 
                 ax.text(k, i, f"{attention[k, i]:.2f}", ha="center", va="center", fontsize=7, color="white" if attention[k, i] > 0.5 else "black")
     ax.set_title(f"Q: {question}?  A: {answer}  (predicted: {predicted})", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def task_error_figure(errors: dict[int, Sequence[float]], paper: dict[int, float] | None, path: str | Path, title: str = "") -> Path:
@@ -64,9 +69,4 @@ def task_error_figure(errors: dict[int, Sequence[float]], paper: dict[int, float
     ax.set_ylabel("test error %")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
