@@ -444,7 +444,31 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
-    return [output]
+    return [output, *babi_figures(collect_runs(roots), refs, output.parent / "figures")]
+
+
+def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Path]:
+    """Per-task test error of every bAbI run (spread over its seeds) beside the paper's, as PNGs."""
+    from overlooked.plots.memory import task_error_figure
+
+    written = []
+    for run in runs:
+        if run.summary.get("dataset") != "babi":
+            continue
+        seeds = sorted(run.folder.glob("seed*/summary.json")) + sorted(run.folder.glob("*/seed*/summary.json"))
+        per_run = [json.loads(p.read_text()).get("test_group_accuracy", {}) for p in seeds]
+        if not per_run:
+            per_run = [run.summary.get("test_group_accuracy") or run.summary.get("best_by_train", {}).get("test_group_accuracy", {})]
+        errors: dict[int, list[float]] = {}
+        for groups in per_run:
+            for task, acc in groups.items():
+                errors.setdefault(int(task), []).append(100.0 * (1.0 - acc))
+        if not errors:
+            continue
+        ref = refs.get(run.config.get("name", ""), {})
+        paper = ref.get("per_task_error") or ([100 - a for a in ref["per_task_accuracy"]] if "per_task_accuracy" in ref else None)
+        written.append(task_error_figure(errors, {t: paper[t - 1] for t in errors} if paper else None, folder / f"{run.folder.name}_tasks.png", run.folder.name))
+    return written
 
 
 def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None) -> Path:
