@@ -24,6 +24,8 @@ MODULES = (
     "overlooked.spiking.surrogate",
     "overlooked.spiking.encode",
     "overlooked.capsules.models",
+    "overlooked.baselines.lstm",
+    "overlooked.baselines.transformer",
 )
 
 

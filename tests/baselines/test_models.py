@@ -11,7 +11,7 @@ from overlooked.errors import RegistryError
 from overlooked.registry import MODELS
 
 catalog.load_all()
-IMAGE_MODELS = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "baseline"]
+IMAGE_MODELS = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "baseline" and "text" not in MODELS.tags(n)]
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)

@@ -1,0 +1,168 @@
+"""The bAbI text baselines (LSTM and Transformer readers): registry matrix, padding and batch-mate
+invariance, the grouped Transformer path equal to the reference, a tiny overfit, and a short real-data run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from overlooked import api, catalog
+from overlooked.baselines.lstm import read_order
+from overlooked.config import ExperimentConfig
+from overlooked.errors import RegistryError
+from overlooked.memory.functional import time_index
+from overlooked.registry import MODELS
+
+catalog.load_all()
+TEXT_MODELS = [n for n in MODELS.names() if MODELS.tags(n).get("text") == "babi"]
+V, M, L = 30, 10, 6
+# every model and the Transformer's other paths: (name, extra kwargs)
+VARIANTS = [(n, {}) for n in TEXT_MODELS] + [
+    ("transformer_reader", {"group_tokens": 40}),
+    ("transformer_reader", {"readout": "question"}),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for n, kw in VARIANTS]
+
+
+def _create(name, **kwargs):
+    """``name`` sized for the toy batch, without dropout so train and eval agree."""
+    allowed = MODELS.accepted_kwargs(name) or []
+    facts = {"vocab_size": V, "memory_size": M, "dropout": 0.0}
+    return MODELS.create(name, **{k: v for k, v in facts.items() if k in allowed}, **kwargs)
+
+
+def _batch(B=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    story = torch.randint(1, V, (B, M, L), generator=gen)
+    story[..., 4:] = 0  # short sentences
+    story[:, ::3, 2:] = 0  # some shorter still
+    n = torch.tensor([3, 10, 1, 6])[:B]
+    mask = torch.arange(M)[None, :] < n[:, None]
+    story[~mask] = 0
+    query = torch.randint(1, V, (B, L), generator=gen)
+    query[:, 3:] = 0
+    return story, query, mask, time_index(mask)
+
+
+def test_text_models_are_registered():
+    assert {"lstm_reader", "transformer_reader"} <= set(TEXT_MODELS)
+    for name in TEXT_MODELS:
+        assert MODELS.tags(name)["family"] == "baseline"
+        MODELS.create(name)  # no kwargs: the default configuration builds
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
+def test_forward_backward_no_nan_every_parameter(name, kwargs):
+    torch.manual_seed(0)
+    model = _create(name, **kwargs)
+    logits = model(*_batch())
+    assert logits.shape == (4, V) and torch.isfinite(logits).all()
+    logits.logsumexp(-1).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got no gradient"
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_unknown_kwargs_raise(name):
+    with pytest.raises(RegistryError, match="unknown argument"):
+        MODELS.create(name, vocab_size=V, no_such_switch=True)
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
+def test_output_ignores_padding(name, kwargs):
+    torch.manual_seed(1)
+    model = _create(name, **kwargs).eval()
+    story, query, mask, time = _batch()
+    with torch.no_grad():
+        ref = model(story, query, mask, time)
+        # more padding words per sentence, more (masked) memory slots holding garbage, a longer query slot
+        wide = F.pad(story, (0, 3, 0, 4))  # [B, M+4, L+3]
+        wide[:, M:, :2] = 7  # garbage in the masked slots must be ignored too
+        wide_mask = F.pad(mask, (0, 4))
+        padded = model(wide, F.pad(query, (0, 5)), wide_mask, time_index(wide_mask))
+    torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
+def test_output_ignores_batch_mates(name, kwargs):
+    torch.manual_seed(2)
+    model = _create(name, **kwargs).eval()
+    story, query, mask, time = _batch()
+    with torch.no_grad():
+        full = model(story, query, mask, time)
+        for i in range(4):
+            alone = model(story[i : i + 1], query[i : i + 1], mask[i : i + 1], time[i : i + 1])
+            torch.testing.assert_close(full[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_time_defaults_to_the_mask_recency():
+    model = _create("transformer_reader").eval()
+    story, query, mask, time = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(model(story, query, mask), model(story, query, mask, time))
+
+
+def test_grouped_transformer_equals_reference_in_training_too():
+    """``group_tokens`` is a speed choice only: same weights, same outputs and gradients, more than one group."""
+    torch.manual_seed(3)
+    ref = _create("transformer_reader")
+    fast = _create("transformer_reader", group_tokens=40)
+    fast.load_state_dict(ref.state_dict())
+    story, query, mask, time = _batch()
+    tokens, _, lengths = read_order(story, query, mask, time, V, M)
+    assert int(lengths.max() + 1) * len(lengths) > 40  # the batch really is split into several groups
+    out_ref, out_fast = ref(story, query, mask, time), fast(story, query, mask, time)
+    torch.testing.assert_close(out_fast, out_ref, atol=1e-5, rtol=1e-5)
+    out_ref.square().sum().backward()
+    out_fast.square().sum().backward()
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_read_order_keeps_real_words_in_order():
+    story = torch.tensor([[[3, 4, 0], [5, 0, 0], [8, 8, 8]], [[6, 0, 0], [0, 0, 0], [0, 0, 0]]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    tokens, recency, lengths = read_order(story, torch.tensor([[7, 0], [9, 2]]), mask, time_index(mask), separator=99, question_index=5)
+    assert tokens.tolist() == [[3, 4, 5, 99, 7], [6, 99, 9, 2, 0]]
+    assert recency.tolist() == [[1, 1, 0, 5, 5], [0, 5, 5, 5, 0]]
+    assert lengths.tolist() == [5, 4]
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_overfits_a_handful_of_examples(name):
+    torch.manual_seed(4)
+    model = _create(name)
+    story, query, mask, time = _batch()
+    answer = torch.tensor([1, 5, 9, 13])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss = F.cross_entropy(model(story, query, mask, time), answer)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.05 * first
+    assert (model.eval()(story, query, mask, time).argmax(-1) == answer).all()
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("name,kwargs,least", [("lstm_reader", {}, 0.35), ("transformer_reader", {"group_tokens": 2048}, 0.35)])
+def test_learns_babi_task1_through_the_api(name, kwargs, least, data_dir, tmp_path):
+    """bAbI task 1 has 6 possible answers (chance ~17%); a few epochs lift test accuracy well above it."""
+    cfg = ExperimentConfig.from_dict(
+        {
+            "name": f"{name}_task1_smoke",
+            "data": {"name": "babi", "kwargs": {"tasks": [1], "size": "en", "memory_size": 50, "val_fraction": 0.1, "seed": 0}},
+            "model": {"name": name, "kwargs": kwargs},
+            "objective": {"name": "cross_entropy", "kwargs": {"reduction": "mean"}},
+            "train": {"epochs": 8, "batch_size": 32, "optimizer": "adam", "lr": 3e-3, "eval_batch_size": 500, "progress": False, "num_threads": 1},
+        }
+    )
+    run, summary = api.train(cfg, data_dir=str(data_dir), run_dir=tmp_path / "run")
+    assert summary["examples_seen"] <= 8 * 900
+    assert summary["test_accuracy"] > least, summary["test_accuracy"]
+    assert (run / "summary.json").is_file()
