@@ -23,7 +23,9 @@ of the run folder named in its row, which also holds the resolved config (`confi
 test split, with the checkpoint chosen on a validation split carved out of the training files. Unless a
 command names `--data-dir` or `OVERLOOKED_DATA`, the data folder was `OVERLOOKED_DATA=../shared/data` (the
 staged copies described in its MANIFEST.md). Wall time is the whole run: training, validation passes and the
-final evaluation of the best checkpoint on every split.
+final evaluation of the best checkpoint on every split. FLOPs/example are the forward FLOPs that PyTorch's
+`FlopCounterMode` sees for one validation example; it does not see embedding bags (MemN2N, KV-MemNN),
+the fused CPU LSTM kernel or the CPU attention kernel, so those rows are lower bounds (see each run's notes).
 """
 
 
