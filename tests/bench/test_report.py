@@ -23,8 +23,12 @@ def test_committed_runs_hold_no_checkpoints():
     runs = REPO / "results" / "runs"
     assert not list(runs.rglob("*.safetensors")), "checkpoints must not be committed"
     for folder in (p for p in runs.iterdir() if p.is_dir()):
-        for name in ("config.yaml", "environment.json", "metrics.jsonl", "summary.json"):
+        for name in ("config.yaml", "environment.json", "summary.json"):
             assert (folder / name).is_file(), f"{folder.name} lacks {name}"
+        subs = [p for p in folder.iterdir() if p.is_dir()]  # repeats (seedN) or --each runs (key=value)
+        curves = [folder] if not subs else [s for s in subs if not any(q.is_dir() for q in s.iterdir())]
+        for run in curves:
+            assert (run / "metrics.jsonl").is_file(), f"{run} lacks metrics.jsonl"
 
 
 def test_fair_rule_rejects_mixed_splits_and_trials():
