@@ -388,6 +388,29 @@ def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bo
     return path, figures
 
 
+def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
+    """A same-budget comparison table of finished runs, refused unless it obeys the fair-comparison rule.
+
+    Each row reports accuracy, parameters, FLOPs per example, examples seen and wall time from the run's
+    ``summary.json``; :func:`overlooked.bench.fair.check_fair` raises when the rows differ in data split or
+    number of trials, a row saw more than ``max_examples`` training examples, or lacks a required field.
+    """
+    from overlooked.bench.fair import check_fair
+
+    rows = []
+    for run in map(Path, runs):
+        if not (run / "summary.json").is_file():
+            raise OverlookedError(f"{run} has no summary.json; pass finished run folders")
+        s = json.loads((run / "summary.json").read_text())
+        rows.append({**s, "run": str(run), "test_accuracy": s.get("test_accuracy", s.get("test_accuracy_mean"))})
+    check_fair(rows, max_examples)
+    print(f"{'model':<20} {'test acc':>8} {'params':>11} {'FLOPs/ex':>12} {'examples':>10} {'wall s':>8}  run")
+    for r in rows:
+        flops = "unknown" if r.get("flops_per_example") is None else f"{r['flops_per_example']:,}"
+        print(f"{r['model']:<20} {r['test_accuracy']:>8.4f} {r['params']:>11,} {flops:>12} {r['examples_seen']:>10,} {r['wall_time_s']:>8.0f}  {r['run']}")
+    return rows
+
+
 def ensure_data(needs: dict[str, list[str] | None], data_dir: str | None) -> str:
     """Make sure the files a job needs are present; download them only when no data folder was named.
 

@@ -109,6 +109,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from overlooked import api
 
+    if args.family == "compare":
+        if not args.runs or args.max_examples is None:
+            raise OverlookedError("bench compare needs --runs RUN [RUN ...] and --max-examples N (the shared budget)")
+        api.compare(args.runs, args.max_examples)
+        return 0
     api.bench(args.family, out=args.out, data_dir=args.data_dir, quick=args.quick)
     return 0
 
@@ -180,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("bench", help="speed benchmarks (one line per figure, JSON in the run folder)")
-    p.add_argument("family", nargs="?", default="baselines", help="which benchmark (default: baselines)")
+    p.add_argument("family", nargs="?", default="baselines", help="which benchmark (baselines, memory), or `compare` for a same-budget table of runs")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--runs", nargs="*", default=None, help="with `compare`: finished run folders to put side by side")
+    p.add_argument("--max-examples", type=int, default=None, help="with `compare`: the shared budget of training examples seen")
     common(p)
     p.set_defaults(fn=cmd_bench)
 

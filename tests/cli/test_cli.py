@@ -112,3 +112,17 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     assert summary["steps"] == 3 and summary["seed"] == 1
     with pytest.raises(SystemExit):
         main(["list", "--bogus"])
+
+
+def test_bench_compare_enforces_the_fair_rule(tmp_path, capsys):
+    for name, hidden in (("a", [8]), ("b", [16])):
+        cfg = dict(TINY, name=name, model={"name": "mlp", "kwargs": {"hidden": hidden}})
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["train", str(tmp_path / f"{name}.yaml"), "train.max_steps=3", "--out", str(tmp_path / "runs")]) == 0
+    runs = sorted(str(p) for p in (tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "params" in out and out.count("mlp") == 2
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "20"]) == 2  # each saw 30 examples
+    assert "over the budget of 20" in capsys.readouterr().err
