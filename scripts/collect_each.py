@@ -35,10 +35,11 @@ def main(out: str, key: str, runs: list[str]) -> None:
         value = value[0] if isinstance(value, list) and len(value) == 1 else value
         values.append(value)
         target = out_dir / f"{key.split('.')[-1]}={value}"
-        target.mkdir(parents=True, exist_ok=True)
-        for name in SMALL_FILES:
-            if (run / name).is_file():
-                shutil.copy2(run / name, target / name)
+        for src in run.rglob("*"):  # the small files of the run and of its seed sub-runs, never checkpoints
+            if src.is_file() and src.name in SMALL_FILES and "checkpoints" not in src.parts:
+                dest = target / src.relative_to(run)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
         subs[str(value)] = json.loads((run / "summary.json").read_text())
         cfg = cfg or run_cfg
     order = sorted(range(len(values)), key=lambda i: values[i])
