@@ -122,3 +122,12 @@ def test_time_index_and_random_noise():
                 seen_gap = True
     assert seen_gap  # empty memories were inserted at least once
     assert torch.equal(MF.random_time_index(mask, 0.0, 7, torch.Generator().manual_seed(3)), MF.time_index(mask))
+
+
+def test_padded_pe_length_uses_the_padded_width():
+    words = torch.tensor([[3, 4, 0, 0]])
+    a_s, b_s = MF.position_weights(words, "pe", "sentence")  # J = 2
+    a_p, b_p = MF.position_weights(words, "pe", "padded")  # J = 4
+    torch.testing.assert_close(a_s, torch.tensor([[0.5, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(a_p, torch.tensor([[0.75, 0.5, 0.0, 0.0]]))
+    torch.testing.assert_close(b_p, torch.tensor([[0.5, 0.0, 0.0, 0.0]]))

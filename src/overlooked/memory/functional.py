@@ -29,7 +29,7 @@ def position_encoding(sentence_len: int, embed_dim: int) -> torch.Tensor:
     return ((1 - j / J) - (k / d) * (1 - 2 * j / J)).float()  # [J, d]
 
 
-def position_weights(words: torch.Tensor, encoding: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sentence") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-word scalars ``(alpha, beta)`` with ``l_kj = alpha_j - (k/d) beta_j``.
 
     Position encoding factors as ``l_kj = (1 - j/J) - (k/d)(1 - 2j/J)``, so a sentence's encoding is two
@@ -40,6 +40,8 @@ def position_weights(words: torch.Tensor, encoding: str) -> tuple[torch.Tensor, 
     Args:
         words: word indices ``[..., L]``, 0 for padding.
         encoding: ``"pe"`` or ``"bow"``.
+        pe_length: ``"sentence"`` (``J`` = the sentence's word count, the paper's text) or ``"padded"``
+            (``J = L``, the padded length, as several public ports do).
 
     Returns:
         ``alpha`` and ``beta`` (or None), each ``[..., L]`` float, zero on padding.
@@ -49,14 +51,19 @@ def position_weights(words: torch.Tensor, encoding: str) -> tuple[torch.Tensor, 
         return real, None
     if encoding != "pe":
         raise ValueError(f"encoding must be 'pe' or 'bow', got {encoding!r}")
-    J = real.sum(-1, keepdim=True).clamp(min=1.0)  # [..., 1] words in each sentence
+    if pe_length == "sentence":
+        J = real.sum(-1, keepdim=True).clamp(min=1.0)  # [..., 1] words in each sentence
+    elif pe_length == "padded":
+        J = torch.full_like(real[..., :1], float(words.shape[-1]))
+    else:
+        raise ValueError(f"pe_length must be 'sentence' or 'padded', got {pe_length!r}")
     j = torch.cumsum(real, dim=-1)  # [..., L] 1-based position of each real word
     alpha = (1 - j / J) * real
     beta = (1 - 2 * j / J) * real
     return alpha, beta
 
 
-def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int) -> torch.Tensor:
+def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int, pe_length: str = "sentence") -> torch.Tensor:
     """Encode sentences with one or more stacked embedding matrices in one ``embedding_bag`` call.
 
     Args:
@@ -70,7 +77,7 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     """
     lead, L = words.shape[:-1], words.shape[-1]
     flat = words.reshape(-1, L)  # [N, L]
-    alpha, beta = position_weights(flat, encoding)
+    alpha, beta = position_weights(flat, encoding, pe_length)
     # Only real words enter the bags (padding is most of a padded story): 1-D input plus bag offsets.
     real = flat != 0  # [N, L]
     lengths = real.sum(-1)  # [N]

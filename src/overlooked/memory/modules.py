@@ -39,6 +39,8 @@ class MemN2N(nn.Module):
         temporal: add learned temporal encodings ``T_A``, ``T_C``.
         tying: ``"adjacent"`` or ``"layerwise"``.
         init_std: weights drawn from N(0, init_std) (0.1 in the paper).
+        pe_length: ``J`` of the position encoding: each sentence's word count (the paper) or the padded
+            length (some public ports).
     """
 
     def __init__(
@@ -52,8 +54,10 @@ class MemN2N(nn.Module):
         temporal: bool = True,
         tying: Literal["adjacent", "layerwise"] = "adjacent",
         init_std: float = 0.1,
+        pe_length: Literal["sentence", "padded"] = "sentence",
     ):
         super().__init__()
+        self.pe_length = pe_length
         if tying not in ("adjacent", "layerwise"):
             raise ValueError(f"tying must be 'adjacent' or 'layerwise', got {tying!r}")
         if encoding not in ("pe", "bow"):
@@ -101,11 +105,11 @@ class MemN2N(nn.Module):
         if self.tying == "adjacent":  # the query is one more sentence, read with B = E_0: one embedding bag for all
             L = max(story.shape[-1], query.shape[-1])
             words = torch.cat([F.pad(story, (0, L - story.shape[-1])), F.pad(query, (0, L - query.shape[-1]))[:, None]], 1)  # [B, M+1, L]
-            both = MF.encode_sentences(words, self.memory_table, self.encoding, d)  # [B, M+1, (K+1)*d]
+            both = MF.encode_sentences(words, self.memory_table, self.encoding, d, self.pe_length)  # [B, M+1, (K+1)*d]
             mem, u = both[:, :M], both[:, M, :d]  # [B, M, (K+1)*d], [B, d]
         else:
-            mem = MF.encode_sentences(story, self.memory_table, self.encoding, d)  # [B, M, 2*d]
-            u = MF.encode_sentences(query, self.query_table, self.encoding, d)  # [B, d]
+            mem = MF.encode_sentences(story, self.memory_table, self.encoding, d, self.pe_length)  # [B, M, 2*d]
+            u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
         if self.temporal_table is not None:
             mem = mem + F.embedding(time, self.temporal_table)  # [B, M, n*d]
         # Split the stacked memories once (unbind's backward is one stack; slicing would zero-fill per slice).
