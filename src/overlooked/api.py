@@ -463,7 +463,8 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
 
     roots = [Path(r) for r in (runs or ["results/runs"])]
     refs = load_references(roots[0].parent / "references.yaml")
-    text = render_results(collect_runs(roots), refs)
+    benches = [b for b in [roots[0].parent / "bench"] if b.is_dir()]
+    text = render_results(collect_runs(roots), refs, benches)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

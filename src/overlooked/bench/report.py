@@ -136,7 +136,23 @@ def render_babi(run: Run, refs: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def render_results(runs: list[Run], refs: dict[str, Any] | None = None) -> str:
+def render_benches(roots: list[Path]) -> list[str]:
+    """Speed figures from committed benchmark folders (``results/bench/<name>/bench.json``)."""
+    lines = ["", "## Speed (benchmarks)", "", "| benchmark | figure | value | hardware | date | command |", "|---|---|---:|---|---|---|"]
+    for root in roots:
+        for folder in sorted(p for p in root.iterdir() if (p / "bench.json").is_file()):
+            data = json.loads((folder / "bench.json").read_text())
+            env = json.loads((folder / "environment.json").read_text()) if (folder / "environment.json").is_file() else {}
+            command = Run(folder, {}, env, {}).command
+            for fig in data["figures"]:
+                lines.append(
+                    f"| `{folder.name}` | {fig['name']} | {fig['value']:,.0f} {fig['unit']} | {env.get('cpu', '?')} ({env.get('torch_threads', '?')} threads) | "
+                    f"{env.get('date', '?')[:10]} | `{command}` |"
+                )
+    return lines
+
+
+def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_roots: list[Path] | None = None) -> str:
     """The Markdown of ``docs/results.md``."""
     refs = refs or {}
     lines = [HEADER, "## Runs", ""]
@@ -160,6 +176,7 @@ def render_results(runs: list[Run], refs: dict[str, Any] | None = None) -> str:
     babi = [line for run in runs if run.summary.get("dataset") == "babi" for line in render_babi(run, refs)]
     if babi:
         lines += ["", "## bAbI per task (test error %)", "", "A task fails when its error is above 5%.", ""] + babi
+    lines += render_benches(bench_roots) if bench_roots else []
     lines += ["", "## Commands", ""]
     for run in runs:
         lines.append(f"- `{run.folder.name}`: `{run.command}` (git {run.environment.get('git_commit', 'unknown')[:12]})")
