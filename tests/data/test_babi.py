@@ -260,6 +260,7 @@ def test_load_babi_task1_tensors_and_meta(data_dir):
         "answer": ((1000,), torch.int64),
         "supporting": ((1000, 1), torch.int64),
         "task": ((1000,), torch.int64),
+        "time": ((1000, 50), torch.int64),
     }
     vocab = meta["vocab"]
     first = splits.test[0]  # "1 John travelled to the hallway. / 2 Mary journeyed ... / 3 Where is John?"
@@ -267,6 +268,7 @@ def test_load_babi_task1_tensors_and_meta(data_dir):
     assert [vocab[i] for i in first["story"][0].tolist() if i] == ["john", "travelled", "to", "the", "hallway"]
     assert first["memory_mask"].sum() == 2 and vocab[int(first["answer"])] == "hallway"
     assert first["supporting"].tolist() == [0]
+    assert first["time"].tolist()[:3] == [1, 0, 0]  # the newest sentence has temporal index 0
 
 
 @pytest.mark.data
