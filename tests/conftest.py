@@ -25,3 +25,18 @@ def data_dir() -> Path:
     if found is None:
         pytest.skip("real data not found: set OVERLOOKED_DATA to a folder laid out like ../shared/data")
     return found
+
+
+def _assert_every_parameter_learns(model) -> None:
+    """After a backward pass: every parameter has a finite, non-zero gradient."""
+    import torch
+
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} got no gradient"
+
+
+@pytest.fixture
+def every_parameter_learns():
+    """The shared registry-matrix check, as a function: ``every_parameter_learns(model)``."""
+    return _assert_every_parameter_learns
