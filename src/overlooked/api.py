@@ -91,6 +91,11 @@ def build_objective(cfg: ExperimentConfig, splits: Splits) -> nn.Module:
     return OBJECTIVES.create(cfg.objective.name, **kwargs)
 
 
+def build_encoder(cfg: ExperimentConfig) -> Any:
+    """The encoder the config names, or None."""
+    return ENCODERS.create(cfg.encoder.name, **cfg.encoder.kwargs) if cfg.encoder and cfg.encoder.name else None
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -154,7 +159,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     model = build_model(cfg, splits.meta)
     objective = build_objective(cfg, splits)
     augment = AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs) if cfg.augment and cfg.augment.name else None
-    encoder = ENCODERS.create(cfg.encoder.name, **cfg.encoder.kwargs) if cfg.encoder and cfg.encoder.name else None
+    encoder = build_encoder(cfg)
     callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
     t0 = _dt.datetime.now()
     result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
@@ -306,16 +311,23 @@ def train_each(
     return path, merged
 
 
+def run_config(run: str | Path) -> ExperimentConfig:
+    """The checked config of a run folder written by `overlooked train`."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    check_config(cfg)
+    return cfg
+
+
 def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Callback] | None = None) -> tuple[Path, dict[str, Any]]:
     """Continue an interrupted run exactly from its ``checkpoints/last.safetensors``."""
     run = Path(run)
     last = run / "checkpoints" / "last.safetensors"
-    if not (run / "config.yaml").is_file():
-        raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
+    cfg = run_config(run)
     if not last.is_file():
         raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-    check_config(cfg)
     from overlooked.train.checkpoint import read_checkpoint
 
     step = read_checkpoint(last)[1]["info"]["state"]["step"]
@@ -329,10 +341,7 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
 def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None = None) -> tuple[ExperimentConfig, Splits, nn.Module]:
     """Rebuild a run's data and model and load its ``best`` (or ``last``) checkpoint."""
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-    check_config(cfg)
+    cfg = run_config(run)
     splits = build_data(cfg, data_dir)
     model = build_model(cfg, splits.meta)
     load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
@@ -348,7 +357,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
         raise ConfigError(f"split must be train, val or test, got {split!r}")
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
     objective = build_objective(cfg, splits)
-    encoder = ENCODERS.create(cfg.encoder.name, **cfg.encoder.kwargs) if cfg.encoder and cfg.encoder.name else None
+    encoder = build_encoder(cfg)
     res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed)
     return {"run": str(run), "split": split, "checkpoint": checkpoint, **res, "error": 100.0 * (1 - res["accuracy"])}
 
@@ -500,10 +509,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     import nir
 
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise OverlookedError(f"{run} is not a run folder (no config.yaml)")
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-    check_config(cfg)
+    cfg = run_config(run)
     model = build_model(cfg, build_data(cfg, data_dir).meta)
     if not hasattr(model, "to_nir"):
         spiking = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "spiking"]

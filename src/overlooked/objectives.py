@@ -25,6 +25,11 @@ def logits_of(output: Any) -> torch.Tensor:
     raise TypeError(f"model output must be a tensor or a dict with 'logits', got {type(output).__name__}")
 
 
+def sums_over_batch(objective: Any) -> bool:
+    """True when ``objective`` sums its loss over the batch (``reduction == 'sum'``) rather than averaging."""
+    return getattr(objective, "reduction", "mean") == "sum"
+
+
 class CrossEntropy(nn.Module):
     """Softmax cross-entropy on integer targets.
 

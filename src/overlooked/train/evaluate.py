@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from overlooked.data.base import ArrayDataset
-from overlooked.objectives import logits_of
+from overlooked.objectives import logits_of, sums_over_batch
 
 Transform = Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
 
@@ -58,7 +58,7 @@ def evaluate(
             out = forward(model, batch, input_keys)
             loss = objective(out, batch)
         b = batch[target_key].shape[0]
-        total_loss += float(loss) * (1 if getattr(objective, "reduction", "mean") == "sum" else b)
+        total_loss += float(loss) if sums_over_batch(objective) else float(loss) * b
         hits = logits_of(out).argmax(-1) == batch[target_key]  # [B]
         correct += int(hits.sum())
         if group_key is not None:

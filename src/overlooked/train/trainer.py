@@ -28,7 +28,7 @@ from torch.utils.data import DistributedSampler
 from overlooked.config import TrainConfig
 from overlooked.data.base import Splits
 from overlooked.errors import ConfigError, NonFiniteLossError
-from overlooked.objectives import logits_of
+from overlooked.objectives import logits_of, sums_over_batch
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
 from overlooked.train.distributed import DistInfo, init_distributed
@@ -212,7 +212,8 @@ def fit(
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
-    loss_scale = float(dist.world_size) if getattr(objective, "reduction", "mean") == "sum" else 1.0
+    summed = sums_over_batch(objective)
+    loss_scale = float(dist.world_size) if summed else 1.0  # DDP averages gradients over ranks: undo it for a summed cost
 
     def run_eval() -> dict[str, Any]:
         res = evaluate(model, splits.val, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed)
@@ -280,7 +281,7 @@ def fit(
             state.examples_seen += b * dist.world_size
             state.train_time_s += time.perf_counter() - t0
             window_n += b
-            window_loss += loss_value * (1 if loss_scale != 1.0 or getattr(objective, "reduction", "mean") == "sum" else b)
+            window_loss += loss_value if summed else loss_value * b
             with torch.no_grad():
                 window_hits += int((logits_of(out).argmax(-1) == batch[splits.target_key]).sum())
             for cb in callbacks:
