@@ -23,6 +23,7 @@ MODULES = (
     "overlooked.demos",
     "overlooked.spiking.surrogate",
     "overlooked.spiking.encode",
+    "overlooked.spiking.models",
     "overlooked.capsules.models",
     "overlooked.baselines.lstm",
     "overlooked.baselines.transformer",

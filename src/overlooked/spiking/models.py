@@ -1,0 +1,201 @@
+"""Spiking networks trained with surrogate gradients: a spiking MLP and a spiking conv net for MNIST.
+
+Conventions shared by both (stated here once, and in docs/spiking.md):
+
+- **Input**: *direct encoding* by default: the real-valued image is the input current of the first layer at
+  every step, so only the first layer sees real values (its conv/linear + batch norm is computed once and
+  repeated over the ``T`` steps, since the input does not change). A time-first spike tensor
+  ``[T, B, ...]`` (from a rate/latency encoder) is accepted as well.
+- **Hidden layers** emit binary spikes only (LIF or PLIF neurons, forward Euler, see ``neurons.py``).
+  Pooling, where used, is average pooling of *currents* before the neuron, so what leaves a layer is
+  always a 0/1 spike tensor and every op maps to NIR (Conv2d, AvgPool2d, Affine, LIF).
+- **Readout**: the only non-spiking layer. Its output current is averaged over the ``T`` steps, which is the
+  membrane potential of a non-leaky integrator divided by ``T`` (the logits).
+- Batch norm through time (one BN shared over all steps, statistics over ``T x B``) sits between the
+  synaptic layer and the neuron; :func:`fold_batchnorm` folds it into the synaptic weights for export.
+
+The model returns ``{"logits": [B, C], "spike_counts": [L], "neurons": [L]}``; the counts let the
+``spiking_cross_entropy`` objective add a firing-rate regulariser and let evaluation report firing rates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from overlooked.objectives import CrossEntropy
+from overlooked.registry import MODELS, OBJECTIVES
+from overlooked.spiking import modules as M
+
+Tensor = torch.Tensor
+
+
+def _neuron(kind: str, dt: float, tau_mem: float, surrogate: str, detach_reset: bool, backend: str) -> nn.Module:
+    """A sequence neuron layer over ``[T, B, ...]`` (``kind``: "lif" or "plif", PLIF learning its tau)."""
+    extra: dict[str, Any] = {"backend": backend} if backend != "reference" else {}
+    if kind == "plif":
+        return M.PLIF(dt=dt, surrogate=surrogate, init_tau=tau_mem / dt, detach_reset=detach_reset, **extra)
+    if kind == "lif":
+        return M.LIF(dt=dt, surrogate=surrogate, tau_mem=tau_mem, detach_reset=detach_reset, **extra)
+    raise ValueError(f"neuron must be 'lif' or 'plif', got {kind!r}")
+
+
+class TimeDistributed(nn.Module):
+    """Applies a per-step module to ``[T, B, ...]`` by folding time into the batch (one call, not T)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        t, b = x.shape[:2]
+        y = self.module(x.flatten(0, 1))  # [T*B, ...]
+        return y.view(t, b, *y.shape[1:])
+
+
+class SpikingBlock(nn.Module):
+    """synapse (conv or linear) -> [avg pool] -> batch norm through time -> spiking neuron.
+
+    ``static=True`` marks the first block under direct encoding: its input is the same at every step, so
+    the synapse, pool and BN run once on ``[B, ...]`` and the current is repeated ``T`` times.
+    """
+
+    def __init__(self, synapse: nn.Module, neuron: nn.Module, norm: nn.Module | None = None, pool: nn.Module | None = None):
+        super().__init__()
+        self.synapse, self.pool, self.norm, self.neuron = synapse, pool, norm, neuron
+
+    def current(self, x: Tensor) -> Tensor:
+        """Synaptic current for a ``[N, ...]`` input."""
+        y = self.synapse(x)
+        if self.pool is not None:
+            y = self.pool(y)
+        if self.norm is not None:
+            y = self.norm(y)
+        return y
+
+    def forward(self, x: Tensor, steps: int | None = None) -> Tensor:
+        """``x``: ``[T, B, ...]`` spikes, or ``[B, ...]`` static input with ``steps`` given -> ``[T, B, ...]`` spikes."""
+        if steps is not None:  # static input: compute once, repeat over time
+            cur = self.current(x)
+            cur = cur.unsqueeze(0).expand(steps, *cur.shape)  # [T, B, ...]
+        else:
+            t, b = x.shape[:2]
+            cur = self.current(x.flatten(0, 1))
+            cur = cur.view(t, b, *cur.shape[1:])
+        z, _ = self.neuron(cur)
+        return z
+
+
+class SpikingNet(nn.Module):
+    """Blocks of spiking layers and a non-spiking readout averaged over time (see the module docstring)."""
+
+    def __init__(self, blocks: list[SpikingBlock], readout: nn.Module, steps: int, static_dims: int, dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.readout = readout
+        self.steps = steps
+        self.static_dims = static_dims  # dims of one static input batch, e.g. 4 for [B, C, H, W]
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """``x``: image ``[B, ...]`` (direct encoding) or spikes ``[T, B, ...]`` -> dict with ``logits`` ``[B, C]``."""
+        counts, sizes = [], []
+        z = x
+        for i, block in enumerate(self.blocks):
+            z = block(z, steps=self.steps) if i == 0 and x.dim() == self.static_dims else block(z)  # [T, B, ...]
+            counts.append(z.sum())
+            sizes.append(float(z.numel()))
+        z = self.dropout(z)
+        t, b = z.shape[:2]
+        logits = self.readout(z.flatten(0, 1)).view(t, b, -1).mean(0)  # [B, C]
+        return {"logits": logits, "spike_counts": torch.stack(counts), "neurons": torch.tensor(sizes, dtype=logits.dtype, device=logits.device)}
+
+
+def _flat(in_shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in in_shape:
+        n *= s
+    return n
+
+
+@MODELS.register("spiking_mlp", family="spiking", paper="surrogate-gradient SNN (Neftci et al. 2019)")
+def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, ...] = (800, 800), num_classes: int = 10, steps: int = 8, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, batch_norm: bool = True, dropout: float = 0.0, backend: str = "reference") -> SpikingNet:
+    """Spiking MLP: ``Flatten -> [Linear -> BN -> LIF] x len(hidden) -> Linear readout`` (mean over ``steps``).
+
+    >>> net = spiking_mlp(hidden=(16,), steps=2)
+    >>> net(torch.rand(3, 1, 28, 28))["logits"].shape
+    torch.Size([3, 10])
+    """
+    blocks, width = [], _flat(tuple(input_shape))
+    for h in hidden:
+        synapse = nn.Sequential(nn.Flatten(), nn.Linear(width, h)) if not blocks else nn.Linear(width, h)
+        blocks.append(SpikingBlock(synapse, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm1d(h) if batch_norm else None))
+        width = h
+    return SpikingNet(blocks, nn.Linear(width, num_classes), steps, len(tuple(input_shape)) + 1, dropout)
+
+
+@MODELS.register("spiking_cnn", family="spiking", paper="surrogate-gradient conv SNN (PLIF, Fang et al. 2021, style)")
+def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int, ...] = (32, 64), kernel_size: int = 5, hidden: int = 256, num_classes: int = 10, steps: int = 4, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, dropout: float = 0.25, backend: str = "reference") -> SpikingNet:
+    """Spiking conv net: ``[Conv k x k -> AvgPool 2 -> BN -> LIF] x len(channels) -> Linear(hidden) -> BN ->
+    LIF -> Dropout -> Linear readout``, averaged over ``steps``. With the defaults it mirrors the
+    foundation's ``small_cnn`` layer for layer (the ANN it is compared with).
+
+    >>> net = spiking_cnn(channels=(4, 8), hidden=16, steps=2)
+    >>> out = net(torch.rand(3, 1, 28, 28))
+    >>> out["logits"].shape, out["spike_counts"].shape
+    (torch.Size([3, 10]), torch.Size([3]))
+    """
+    blocks, c_in, side = [], in_channels, image_size
+    for c in channels:
+        conv = nn.Conv2d(c_in, c, kernel_size, padding=kernel_size // 2, bias=False)  # BN holds the bias
+        blocks.append(SpikingBlock(conv, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm2d(c), nn.AvgPool2d(2)))
+        c_in, side = c, side // 2
+    blocks.append(SpikingBlock(nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden, bias=False)), _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm1d(hidden)))
+    return SpikingNet(blocks, nn.Linear(hidden, num_classes), steps, 4, dropout)
+
+
+@OBJECTIVES.register("spiking_cross_entropy", family="spiking")
+class SpikingCrossEntropy(CrossEntropy):
+    """Cross-entropy on the time-averaged readout plus an optional firing-rate regulariser
+    ``rate_weight * (mean firing rate over all hidden neurons and steps)``.
+
+    Args:
+        rate_weight: weight of the firing-rate term (0 turns it off).
+    """
+
+    def __init__(self, target_key: str = "label", reduction: str = "mean", label_smoothing: float = 0.0, rate_weight: float = 0.0):
+        super().__init__(target_key, reduction, label_smoothing)
+        self.rate_weight = rate_weight
+
+    def forward(self, output: Any, batch: dict[str, Tensor]) -> Tensor:
+        loss = super().forward(output, batch)
+        if self.rate_weight:
+            rate = output["spike_counts"].sum() / output["neurons"].sum()
+            loss = loss + self.rate_weight * rate
+        return loss
+
+
+def fold_batchnorm(block: SpikingBlock) -> SpikingBlock:
+    """A copy of ``block`` with its (eval-mode) batch norm folded into the synapse's weight and bias.
+
+    BN after pooling is folded into the conv too: average pooling is linear, so scaling channels before or
+    after it is the same. The input block is not modified.
+    """
+    import copy
+
+    if block.norm is None:
+        return copy.deepcopy(block)
+    bn = block.norm
+    new = copy.deepcopy(block)
+    syn = new.synapse[-1] if isinstance(new.synapse, nn.Sequential) else new.synapse
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # [C]
+    shift = bn.bias.detach() - bn.running_mean * scale
+    with torch.no_grad():
+        shape = (-1,) + (1,) * (syn.weight.dim() - 1)
+        syn.weight.mul_(scale.view(shape))
+        bias = syn.bias.detach() * scale + shift if syn.bias is not None else shift
+        syn.bias = nn.Parameter(bias.clone())
+    new.norm = None
+    return new

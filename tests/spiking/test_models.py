@@ -1,0 +1,112 @@
+"""The spiking model matrix, generated from the registry, and the promises of ``spiking/models.py``:
+binary hidden spikes, direct encoding = the same image fed at every step, BN folding, the rate term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overlooked import catalog
+from overlooked.errors import RegistryError
+from overlooked.registry import MODELS, OBJECTIVES
+from overlooked.spiking.models import SpikingBlock, fold_batchnorm
+
+catalog.load_all()
+SPIKING = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "spiking"]
+SMALL = {"spiking_mlp": {"hidden": (32, 24), "steps": 3}, "spiking_cnn": {"channels": (4, 8), "hidden": 16, "steps": 3}}
+
+
+def test_spiking_models_are_registered():
+    assert {"spiking_mlp", "spiking_cnn"} <= set(SPIKING)
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_forward_backward_no_nan(name, every_parameter_learns):
+    torch.manual_seed(0)
+    model = MODELS.create(name, **SMALL.get(name, {}))
+    out = model(torch.rand(8, 1, 28, 28) * 3)
+    assert out["logits"].shape == (8, 10) and torch.isfinite(out["logits"]).all()
+    torch.nn.functional.cross_entropy(out["logits"], torch.arange(8) % 10).backward()
+    every_parameter_learns(model)
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_unknown_kwargs_raise(name):
+    with pytest.raises(RegistryError, match="unknown argument"):
+        MODELS.create(name, not_an_argument=1)
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_hidden_layers_emit_binary_spikes(name):
+    torch.manual_seed(0)
+    model = MODELS.create(name, **SMALL.get(name, {}))
+    seen = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    out = model(torch.rand(4, 1, 28, 28) * 3)
+    assert len(seen) == len(model.blocks)
+    for z in seen:
+        assert z.shape[0] == model.steps
+        assert set(z.unique().tolist()) <= {0.0, 1.0}
+    assert out["spike_counts"].sum() > 0  # the test input is strong enough to make spikes
+    torch.testing.assert_close(out["spike_counts"], torch.stack([z.sum() for z in seen]))
+    torch.testing.assert_close(out["neurons"], torch.tensor([float(z.numel()) for z in seen]))
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_direct_encoding_equals_image_repeated_over_time(name):
+    """A static ``[B, ...]`` input is computed once and repeated; feeding ``[T, B, ...]`` copies gives the same."""
+    torch.manual_seed(0)
+    model = MODELS.create(name, **SMALL.get(name, {})).eval()
+    x = torch.rand(5, 1, 28, 28) * 3
+    with torch.no_grad():
+        a = model(x)["logits"]
+        b = model(x.unsqueeze(0).expand(model.steps, *x.shape))["logits"]
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_batch_independence(name):
+    torch.manual_seed(0)
+    model = MODELS.create(name, **SMALL.get(name, {})).eval()
+    x = torch.rand(4, 1, 28, 28) * 3
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["logits"][:1], model(x[:1])["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_spiking_cnn_mirrors_small_cnn_layers():
+    # small_cnn minus conv biases (BN holds them), plus BN affine/PLIF tau: conv 1->32 5x5 800, conv 32->64
+    # 51,200, fc 3136->256 802,816 (no bias), readout 2,570; BN 2*(32+64+256) = 704; 3 PLIF taus.
+    model = MODELS.create("spiking_cnn")
+    assert sum(p.numel() for p in model.parameters()) == 800 + 51_200 + 802_816 + 2_570 + 704 + 3
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_fold_batchnorm_equals_eval_block(pool):
+    torch.manual_seed(0)
+    from overlooked.spiking.modules import LIF
+
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    bn = torch.nn.BatchNorm2d(3)
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 2.0)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    block = SpikingBlock(conv, LIF(tau_mem=2e-3), bn, torch.nn.AvgPool2d(2) if pool else None).eval()
+    before = {k: v.clone() for k, v in block.state_dict().items()}
+    folded = fold_batchnorm(block)
+    assert folded.norm is None
+    x = (torch.rand(4, 2, 2, 6, 6) < 0.4).float()
+    with torch.no_grad():
+        torch.testing.assert_close(block.current(x.flatten(0, 1)), folded.current(x.flatten(0, 1)), atol=1e-5, rtol=1e-5)
+    for k, v in block.state_dict().items():  # the input block is untouched
+        assert torch.equal(v, before[k]), k
+
+
+def test_rate_regulariser_adds_weighted_mean_rate():
+    out = {"logits": torch.zeros(2, 10), "spike_counts": torch.tensor([3.0, 1.0]), "neurons": torch.tensor([10.0, 30.0])}
+    batch = {"label": torch.tensor([0, 1])}
+    plain = OBJECTIVES.create("spiking_cross_entropy")(out, batch)
+    reg = OBJECTIVES.create("spiking_cross_entropy", rate_weight=2.0)(out, batch)
+    torch.testing.assert_close(plain, torch.log(torch.tensor(10.0)))  # uniform logits
+    torch.testing.assert_close(reg - plain, torch.tensor(2.0 * 4.0 / 40.0))
