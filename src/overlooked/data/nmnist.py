@@ -18,7 +18,7 @@ import torch
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.errors import DataError
-from overlooked.registry import DATASETS
+from overlooked.registry import DATASETS, ENCODERS
 
 SENSOR = (34, 34)
 _FIX = "re-fetch with `overlooked data fetch nmnist_small`"
@@ -84,6 +84,34 @@ def read_list(path: Path) -> list[tuple[int, int]]:
             raise DataError(f"{path}, line {lineno}: expected '<sample id>\\t<class 0-9>', found {line!r}; {_FIX}")
         rows.append((int(parts[0]), int(parts[1])))
     return rows
+
+
+class TimeFirst:
+    """Batch transform for the trainer: ``key`` ``[B, T, ...]`` -> time-first ``[T, B, ...]``, optionally as 0/1 spikes.
+
+    Datasets keep the example index first (so batches are one gather); spiking models read time first.
+    With ``binary=True`` an event count above zero becomes one spike, so the first layer sees spikes.
+
+    >>> enc = TimeFirst(key="frames", binary=True)
+    >>> out = enc({"frames": torch.tensor([[[0.0], [3.0]]])}, torch.Generator())  # [B=1, T=2, 1]
+    >>> out["frames"].shape, out["frames"][:, 0, 0].tolist()
+    (torch.Size([2, 1, 1]), [0.0, 1.0])
+    """
+
+    def __init__(self, key: str = "frames", binary: bool = False):
+        self.key, self.binary = key, binary
+
+    def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        x = batch[self.key].transpose(0, 1)  # [T, B, ...]
+        if self.binary:
+            x = (x > 0).to(x.dtype)
+        return {**batch, self.key: x.contiguous()}
+
+
+@ENCODERS.register("time_first", family="spiking")
+def time_first(key: str = "frames", binary: bool = False) -> TimeFirst:
+    """Event frames ``[B, T, ...]`` to the time-first ``[T, B, ...]`` that spiking models read."""
+    return TimeFirst(key, binary)
 
 
 @DATASETS.register("nmnist_small")
