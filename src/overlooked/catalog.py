@@ -12,6 +12,7 @@ MODULES = (
     "overlooked.data.synthetic",
     "overlooked.data.mnist",
     "overlooked.data.nmnist",
+    "overlooked.data.gas",
     "overlooked.data.babi",
     "overlooked.memory.models",
     "overlooked.memory.training",
