@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from overlooked.registry import SURROGATES
+from overlooked.spiking import kernels
 from overlooked.spiking import neurons as N
 from overlooked.spiking import surrogate as _surrogates  # noqa: F401  (registers the surrogates)
 
@@ -46,16 +47,30 @@ class _Cell(nn.Module):
 
 
 class _Sequence(nn.Module):
-    """Runs a cell over the leading time dimension."""
+    """Runs a cell over the leading time dimension.
+
+    Args:
+        backend: ``"reference"`` (this loop over the cell's step function: the truth), ``"cpp"`` (one fused
+            C++ kernel for all steps, forward and backward), ``"triton"`` (CUDA) or ``"auto"`` (the fastest
+            that can run the input); see :mod:`overlooked.spiking.kernels`. ``resolved_backend`` tells which
+            ran on the last call (before any call: what CPU float32 input would get).
+        *args, **kwargs: the cell's arguments.
+    """
 
     cell_cls: Any = None
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, backend: str = "reference", **kwargs: Any):
         super().__init__()
         self.cell = self.cell_cls(*args, **kwargs)
+        self.backend = backend
+        self.resolved_backend = kernels.static_choice(backend, self.cell)  # raises for impossible requests
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """``x`` ``[T, B, ...]`` -> spikes ``[T, B, ...]`` and the final state."""
+        backend = kernels.choose(self.backend, self.cell, x)
+        self.resolved_backend = backend  # a record of what ran, never read back by the computation
+        if backend != "reference":
+            return kernels.run_fused(backend, self.cell, x, state)
         out = []
         for t in range(x.shape[0]):
             z, state = self.cell(x[t], state)
