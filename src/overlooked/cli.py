@@ -1,4 +1,4 @@
-"""Command line: ``overlooked train | evaluate | bench | demo | report | list | data | export-nir``.
+"""Command line: ``overlooked train | evaluate | bench | demo | report | list | data | export-nir | convert``.
 
 Each subcommand parses its arguments, loads a config, applies ``key=value`` overrides and calls the function
 of the same name in :mod:`overlooked.api`. Errors the user can fix are printed without a traceback.
@@ -142,6 +142,18 @@ def cmd_export_nir(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from overlooked import api
+
+    path, s = api.convert(args.run, norm=args.norm, steps=args.steps, calibration=args.calibration, out=args.out, checkpoint=args.checkpoint, data_dir=args.data_dir, limit=args.limit)
+    print(f"ann_test_accuracy: {s['ann_test_accuracy']:.4f}")
+    for t, acc in s["snn_test_accuracy"].items():
+        e = s["energy"][t]["totals"]
+        print(f"snn_test_accuracy T={t}: {acc:.4f}  SOPs/example {e['sops']:,.0f}  MACs/example {e['macs']:,.0f}  energy {e['snn_energy_pj'] / 1e6:.3f} uJ vs ANN {e['ann_energy_pj'] / 1e6:.3f} uJ (compute-only estimate)")
+    print(f"run folder: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(prog="overlooked", description="Memory, spiking and capsule networks, measured against what won.")
@@ -208,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     common(p, out=False)
     p.set_defaults(fn=cmd_export_nir)
+
+    p = sub.add_parser("convert", help="convert a trained ReLU/AvgPool CNN run to a spiking (IF) network and measure it", description="ANN-to-SNN conversion (Diehl 2015, Rueckauer 2017): accuracy after every step up to --steps, energy estimate, in a new run folder.")
+    p.add_argument("run", help="run folder of a trained ReLU/average-pooling network (e.g. small_cnn)")
+    p.add_argument("--norm", default="p99.9", choices=["max", "p99.9"], help="layer-wise normalisation statistic of the activations on calibration data")
+    p.add_argument("--steps", type=int, default=256, help="simulation steps; accuracy is recorded after every step")
+    p.add_argument("--calibration", type=int, default=1000, help="training images used for the activation statistics")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images (default: all)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    common(p)
+    p.set_defaults(fn=cmd_convert)
     return parser
 
 
