@@ -131,3 +131,20 @@ def test_padded_pe_length_uses_the_padded_width():
     torch.testing.assert_close(a_s, torch.tensor([[0.5, 0.0, 0.0, 0.0]]))
     torch.testing.assert_close(a_p, torch.tensor([[0.75, 0.5, 0.0, 0.0]]))
     torch.testing.assert_close(b_p, torch.tensor([[0.5, 0.0, 0.0, 0.0]]))
+
+
+def test_centered_pe_matches_the_authors_code_by_hand():
+    """``pe_centered``: ``l_kj = 1 + 4 (k - (d+1)/2) (j - (J+1)/2) / (d J)``, the authors' released code.
+
+    J = 2, d = 2: ``l = 1 + (k - 1.5)(j - 1.5)`` -> k=1: (1.25, 0.75) over j; k=2: (0.75, 1.25).
+    """
+    table = torch.tensor([[0.0, 0.0], [1.0, 10.0], [100.0, 1000.0]], dtype=torch.float64)
+    out = MF.encode_sentences(torch.tensor([[1, 2, 0]]), table, "pe_centered", 2)
+    expected = torch.tensor([[1.25 * 1 + 0.75 * 100, 0.75 * 10 + 1.25 * 1000]], dtype=torch.float64)
+    torch.testing.assert_close(out, expected)
+    # J = 3, d = 4: spot-check every (j, k) against the formula.
+    alpha, beta = MF.position_weights(torch.tensor([[5, 3, 7]]), "pe_centered", "sentence", 4)
+    for j in range(1, 4):
+        for k in range(1, 5):
+            want = 1 + 4 * (k - 2.5) * (j - 2) / 12
+            assert abs(float(alpha[0, j - 1] - k / 4 * beta[0, j - 1]) - want) < 1e-6

@@ -29,7 +29,7 @@ def position_encoding(sentence_len: int, embed_dim: int) -> torch.Tensor:
     return ((1 - j / J) - (k / d) * (1 - 2 * j / J)).float()  # [J, d]
 
 
-def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sentence") -> tuple[torch.Tensor, torch.Tensor | None]:
+def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sentence", embed_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-word scalars ``(alpha, beta)`` with ``l_kj = alpha_j - (k/d) beta_j``.
 
     Position encoding factors as ``l_kj = (1 - j/J) - (k/d)(1 - 2j/J)``, so a sentence's encoding is two
@@ -49,8 +49,8 @@ def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sente
     real = (words != 0).float()  # [..., L]
     if encoding == "bow":
         return real, None
-    if encoding != "pe":
-        raise ValueError(f"encoding must be 'pe' or 'bow', got {encoding!r}")
+    if encoding not in ("pe", "pe_centered"):
+        raise ValueError(f"encoding must be 'pe', 'pe_centered' or 'bow', got {encoding!r}")
     if pe_length == "sentence":
         J = real.sum(-1, keepdim=True).clamp(min=1.0)  # [..., 1] words in each sentence
     elif pe_length == "padded":
@@ -58,6 +58,12 @@ def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sente
     else:
         raise ValueError(f"pe_length must be 'sentence' or 'padded', got {pe_length!r}")
     j = torch.cumsum(real, dim=-1)  # [..., L] 1-based position of each real word
+    if encoding == "pe_centered":
+        if embed_dim is None:
+            raise ValueError("pe_centered needs embed_dim")
+        g = (j - (J + 1) / 2) / J  # [..., L] centred position
+        d = float(embed_dim)
+        return (1 - 2 * (d + 1) / d * g) * real, (-4 * g) * real
     alpha = (1 - j / J) * real
     beta = (1 - 2 * j / J) * real
     return alpha, beta
@@ -77,7 +83,7 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     """
     lead, L = words.shape[:-1], words.shape[-1]
     flat = words.reshape(-1, L)  # [N, L]
-    alpha, beta = position_weights(flat, encoding, pe_length)
+    alpha, beta = position_weights(flat, encoding, pe_length, embed_dim)
     # Only real words enter the bags (padding is most of a padded story): 1-D input plus bag offsets.
     real = flat != 0  # [N, L]
     lengths = real.sum(-1)  # [N]

@@ -15,7 +15,7 @@ def memn2n(
     memory_size: int = 50,
     embed_dim: int = 20,
     hops: int = 3,
-    encoding: Literal["pe", "bow"] = "pe",
+    encoding: Literal["pe", "pe_centered", "bow"] = "pe",
     temporal: bool = True,
     tying: Literal["adjacent", "layerwise"] = "adjacent",
     init_std: float = 0.1,

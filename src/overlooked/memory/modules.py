@@ -50,7 +50,7 @@ class MemN2N(nn.Module):
         memory_size: int = 50,
         embed_dim: int = 20,
         hops: int = 3,
-        encoding: Literal["pe", "bow"] = "pe",
+        encoding: Literal["pe", "pe_centered", "bow"] = "pe",
         temporal: bool = True,
         tying: Literal["adjacent", "layerwise"] = "adjacent",
         init_std: float = 0.1,
@@ -60,7 +60,7 @@ class MemN2N(nn.Module):
         self.pe_length = pe_length
         if tying not in ("adjacent", "layerwise"):
             raise ValueError(f"tying must be 'adjacent' or 'layerwise', got {tying!r}")
-        if encoding not in ("pe", "bow"):
+        if encoding not in ("pe", "pe_centered", "bow"):
             raise ValueError(f"encoding must be 'pe' or 'bow', got {encoding!r}")
         num_classes = num_classes or vocab_size
         if tying == "adjacent" and num_classes != vocab_size:
