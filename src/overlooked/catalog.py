@@ -25,6 +25,7 @@ MODULES = (
     "overlooked.spiking.surrogate",
     "overlooked.spiking.encode",
     "overlooked.spiking.models",
+    "overlooked.spiking.demo",
     "overlooked.capsules.models",
     "overlooked.baselines.lstm",
     "overlooked.baselines.transformer",
