@@ -177,6 +177,14 @@ class ConvertedSNN(nn.Module):
         return correct, sim
 
 
+def _hint(layer: nn.Module) -> str:
+    if isinstance(layer, nn.MaxPool2d):
+        return "use average pooling (a max of spikes is not a sum of spikes)"
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return "fold batch norm into the preceding layer first"
+    return "conversion supports Conv2d, Linear, ReLU, AvgPool2d, Flatten and Dropout, and only the last synapse may lack a ReLU"
+
+
 def _stages(layers: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module, bool]]:
     """Group layers into ``(pre ops, synapse, followed by ReLU)``; refuse what conversion cannot express."""
     out, pre, i = [], [], 0
@@ -199,10 +207,9 @@ def _stages(layers: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module, b
             out.append((pre, layer, relu))
             pre, i = [], (j + 1 if relu else j)
             if not relu and i < len(layers):
-                raise ConversionError(f"{type(layer).__name__} at layer {j} is followed by {type(layers[j]).__name__}, not ReLU; only the last synapse may lack a ReLU")
+                raise ConversionError(f"{type(layer).__name__} is followed by {type(layers[j]).__name__} (layer {j}), not ReLU: {_hint(layers[j])}")
             continue
-        hint = {nn.MaxPool2d: "use average pooling (a max of spikes is not a sum of spikes)", nn.BatchNorm2d: "fold batch norm into the preceding layer first", nn.BatchNorm1d: "fold batch norm into the preceding layer first"}.get(type(layer), "conversion supports Conv2d, Linear, ReLU, AvgPool2d, Flatten and Dropout")
-        raise ConversionError(f"cannot convert layer {i} ({type(layer).__name__}): {hint}")
+        raise ConversionError(f"cannot convert layer {i} ({type(layer).__name__}): {_hint(layer)}")
     if not out or out[-1][2]:
         raise ConversionError("the network must end in a Conv2d/Linear readout without ReLU")
     if pre:

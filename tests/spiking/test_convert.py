@@ -1,0 +1,124 @@
+"""ANN-to-SNN conversion: IF with reset by subtraction, normalisation, rates = clipped normalised activations."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from overlooked.spiking.convert import ConversionError, calibration_images, convert, evaluate_curve, normalised_activations
+
+
+def _small_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 16),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(16, 3),
+    )
+
+
+def _calibration(n: int = 48) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def test_constant_current_spikes_by_subtraction_hand_computed():
+    # One IF neuron fed a constant 0.25 (the Linear's bias; weight 0): v = .25, .5, .75, 1.0 (not > 1), 1.25 -> spike,
+    # subtract 1 -> .25, ...: spikes at steps 5, 9, 13, 17 (strict threshold, reset by subtraction).
+    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].bias.fill_(0.25)
+        net[2].weight.fill_(1.0)
+        net[2].bias.zero_()
+    snn = convert(net, torch.zeros(4, 1), norm="max")  # lambda_1 = max activation = 0.25: rescaled to 1 per step
+    assert snn.stages[0].scale == 0.25
+    with torch.no_grad():
+        snn.stages[0].synapse.bias.fill_(0.25)  # undo the scaling to test the hand-computed trajectory
+    sim = snn.simulate(torch.zeros(1, 1), steps=17)
+    spikes = torch.tensor([float(s) for s in sim.spikes[0]])
+    assert torch.nonzero(spikes).flatten().add(1).tolist() == [5, 9, 13, 17]
+    # the readout integrates W s_t (weight 1 x lambda_1 0.25): 4 spikes -> 1.0
+    assert sim.readout[-1].item() == pytest.approx(4 * 0.25)
+
+
+def test_conversion_never_mutates_the_input_network():
+    net = _small_net()
+    before = copy.deepcopy(net.state_dict())
+    net.train()
+    snn = convert(net, _calibration(), norm="p99.9")
+    assert net.training, "the caller's train/eval mode must be left alone"
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    ptrs = {p.data_ptr() for p in net.parameters()}
+    assert not ptrs & {p.data_ptr() for p in snn.parameters()}
+
+
+@pytest.mark.parametrize("norm", ["max", "p99.9"])
+def test_rates_at_256_steps_match_normalised_clipped_activations(norm):
+    net = _small_net().eval()
+    calib = _calibration()
+    snn = convert(net, calib, norm=norm)
+    sim = snn.simulate(calib, steps=256)
+    if norm == "max":  # independent reference: the original ANN's ReLU outputs / lambda_l (nothing clips)
+        acts, h = [], calib
+        for layer in net:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                acts.append(h.detach())
+        scales = [s.scale for s in snn.stages if s.spiking]
+        reference = [torch.clamp(a / s, 0, 1) for a, s in zip(acts, scales)]
+        assert max(float(r.max()) for r in reference) == pytest.approx(1.0)
+    else:  # activations above the percentile saturate at one spike per step: the clipped chain is the target
+        reference = normalised_activations(snn, calib)
+        assert any(bool((r == 1).any()) for r in reference), "p99.9 should clip some activations"
+    for rate, ref in zip(sim.rates, reference):
+        assert rate.shape == ref.shape
+        assert float((rate - ref).abs().max()) <= 0.02
+
+
+def test_readout_approaches_ann_logits_and_curve_is_one_pass():
+    net = _small_net().eval()
+    calib = _calibration()
+    snn = convert(net, calib, norm="max")
+    x = calib[:16]
+    out = snn(x, steps=256)
+    assert float((out["logits"] - net(x).detach()).abs().max()) < 0.05
+    labels = net(x).argmax(-1)
+    res = evaluate_curve(snn, x, labels, 24, batch_size=5, snapshots=(8,))
+    for t in (1, 8, 24):  # the curve after t steps equals a separate t-step simulation
+        alone = snn(x, steps=t)["logits"].argmax(-1)
+        assert res["accuracy"][t - 1] == pytest.approx(float((alone == labels).double().mean()))
+    assert set(res["position_counts"]) == {8, 24}
+
+
+def test_unconvertible_layers_are_refused_clearly():
+    with pytest.raises(ConversionError, match="average pooling"):
+        convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 2)), torch.rand(4, 1, 8, 8))
+    with pytest.raises(ConversionError, match="fold batch norm"):
+        convert(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)), torch.rand(4, 3))
+    with pytest.raises(ConversionError, match="norm must be"):
+        convert(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), torch.rand(4, 3), norm="p99")  # type: ignore[arg-type]
+
+
+def test_small_cnn_structure_converts():
+    from overlooked.baselines.cnn import small_cnn
+
+    ann = small_cnn(channels=(2, 3), hidden=8).eval()
+    snn = convert(ann, torch.rand(6, 1, 28, 28), norm="p99.9")
+    assert [s.spiking for s in snn.stages] == [True, True, True, False]
+    assert [type(m).__name__ for m in snn.stages[2].pre] == ["AvgPool2d", "Flatten"]
+    assert snn(torch.rand(2, 1, 28, 28), steps=4)["logits"].shape == (2, 10)
+
+
+def test_calibration_subset_is_seeded():
+    images = torch.arange(100.0)
+    a, b = calibration_images(images, 10, seed=3), calibration_images(images, 10, seed=3)
+    assert torch.equal(a, b) and len(set(a.tolist())) == 10
