@@ -11,6 +11,7 @@ SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
+#include <vector>
 #include <omp.h>
 
 namespace {
@@ -68,7 +69,9 @@ void forward(const T* x, T* z, T* hs, T* v_io, T* i_io, int64_t nt, int64_t n, i
 }
 
 // BPTT. gh_t = gz_t sg_t + gv_t dv_t/dh_t, then the charge's Jacobian carries gh_t to x_t and v_{t-1}.
-template <typename T, int K, int R, int S>
+// LEARN (LIF only): also d loss / d a, with d h_t / d a = (v_leak - v_{t-1}) + r x_t and v_{t-1} rebuilt
+// from h_{t-1}; accumulated per neuron in double so the inner loop still vectorises.
+template <typename T, int K, int R, int S, bool LEARN>
 void backward(const T* gz, const T* hs, const T* x, const T* v0, const T* gvT, const T* giT, T* gx, T* gv0, T* gi0,
               double* ga, int64_t nt, int64_t n, int64_t ch, const double* pp, int detach, int nthreads) {
     const P<T> p(pp);
@@ -78,19 +81,19 @@ void backward(const T* gz, const T* hs, const T* x, const T* v0, const T* gvT, c
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t k = 0; k < nchunks; ++k) {
         const int64_t n0 = k * ch, m = std::min(ch, n - n0);
-        T* gv = gv0 + n0;  // running gradient w.r.t. v_t, written out as the gradient w.r.t. v_0
-        T* gi = K == CUBA_ ? gi0 + n0 : nullptr;
-        for (int64_t j = 0; j < m; ++j) {
-            gv[j] = gvT ? gvT[n0 + j] : T(0);
-            if (K == CUBA_) gi[j] = giT ? giT[n0 + j] : T(0);
-        }
-        double gacc = 0.0;
+        T* __restrict gv = gv0 + n0;  // running gradient w.r.t. v_t, written out as the gradient w.r.t. v_0
+        T* __restrict gi = K == CUBA_ ? gi0 + n0 : nullptr;
+        for (int64_t j = 0; j < m; ++j) gv[j] = gvT ? gvT[n0 + j] : T(0);
+        if (K == CUBA_) for (int64_t j = 0; j < m; ++j) gi[j] = giT ? giT[n0 + j] : T(0);
+        std::vector<double> acc(LEARN ? m : 0, 0.0);
+        double* __restrict ac = acc.data();
         for (int64_t t = nt - 1; t >= 0; --t) {
-            const T* gzt = gz + t * n + n0;
-            const T* ht = hs + t * n + n0;
-            const T* xt = x ? x + t * n + n0 : nullptr;
-            const T* hp = t > 0 ? hs + (t - 1) * n + n0 : nullptr;
-            T* gxt = gx + t * n + n0;
+            const T* __restrict gzt = gz + t * n + n0;
+            const T* __restrict ht = hs + t * n + n0;
+            T* __restrict gxt = gx + t * n + n0;
+            const T* __restrict xt = LEARN ? x + t * n + n0 : nullptr;
+            const T* __restrict hp = LEARN ? (t > 0 ? hs + (t - 1) * n + n0 : v0 + n0) : nullptr;
+            const bool first = t == 0;
             for (int64_t j = 0; j < m; ++j) {
                 const T h = ht[j], u = h - p.th;
                 const T s = u > T(0) ? T(1) : T(0);
@@ -101,11 +104,11 @@ void backward(const T* gz, const T* hs, const T* x, const T* v0, const T* gvT, c
                 else if (K == LIF_) {
                     gxt[j] = gh * ar;
                     gv[j] = gh * one_minus_a;
-                    if (xt) {  // d h_t / d a = (v_leak - v_{t-1}) + r x_t, with v_{t-1} rebuilt from h_{t-1}
-                        T vp;
-                        if (hp) { const T q = hp[j]; const T sp = (q - p.th) > T(0) ? T(1) : T(0); vp = R == ZERO_ ? q - sp * (q - p.vr) : q - sp * p.rc; }
-                        else vp = v0[n0 + j];
-                        gacc += (double)(gh * ((p.vl - vp) + p.r * xt[j]));
+                    if (LEARN) {
+                        const T q = hp[j];  // h_{t-1}, or v_0 at t = 0 (no reset applies to it)
+                        const T sp = (!first && (q - p.th) > T(0)) ? T(1) : T(0);
+                        const T vp = R == ZERO_ ? q - sp * (q - p.vr) : q - sp * p.rc;
+                        ac[j] += (double)(gh * ((p.vl - vp) + p.r * xt[j]));
                     }
                 } else {
                     gxt[j] = gi[j] * p.w;
@@ -114,20 +117,21 @@ void backward(const T* gz, const T* hs, const T* x, const T* v0, const T* gvT, c
                 }
             }
         }
-        if (ga) ga[k] = gacc;
+        if (LEARN) { double sum = 0.0; for (int64_t j = 0; j < m; ++j) sum += ac[j]; ga[k] = sum; }
     }
 }
 
 template <typename T, int K, int R>
 int backward_s(int surr, const T* gz, const T* hs, const T* x, const T* v0, const T* gvT, const T* giT, T* gx, T* gv0, T* gi0,
                double* ga, int64_t nt, int64_t n, int64_t ch, const double* pp, int detach, int nthreads) {
+#define OVL_CASE(SID) case SID: \
+        if constexpr (K == LIF_) { if (ga) { backward<T, K, R, SID, true>(gz, hs, x, v0, gvT, giT, gx, gv0, gi0, ga, nt, n, ch, pp, detach, nthreads); return 0; } } \
+        else if (ga) return 1; \
+        backward<T, K, R, SID, false>(gz, hs, x, v0, gvT, giT, gx, gv0, gi0, ga, nt, n, ch, pp, detach, nthreads); return 0;
     switch (surr) {
-        case FAST_SIGMOID_: backward<T, K, R, FAST_SIGMOID_>(gz, hs, x, v0, gvT, giT, gx, gv0, gi0, ga, nt, n, ch, pp, detach, nthreads); return 0;
-        case ATAN_: backward<T, K, R, ATAN_>(gz, hs, x, v0, gvT, giT, gx, gv0, gi0, ga, nt, n, ch, pp, detach, nthreads); return 0;
-        case SIGMOID_: backward<T, K, R, SIGMOID_>(gz, hs, x, v0, gvT, giT, gx, gv0, gi0, ga, nt, n, ch, pp, detach, nthreads); return 0;
-        case TRIANGLE_: backward<T, K, R, TRIANGLE_>(gz, hs, x, v0, gvT, giT, gx, gv0, gi0, ga, nt, n, ch, pp, detach, nthreads); return 0;
-        case RECTANGLE_: backward<T, K, R, RECTANGLE_>(gz, hs, x, v0, gvT, giT, gx, gv0, gi0, ga, nt, n, ch, pp, detach, nthreads); return 0;
+        OVL_CASE(FAST_SIGMOID_) OVL_CASE(ATAN_) OVL_CASE(SIGMOID_) OVL_CASE(TRIANGLE_) OVL_CASE(RECTANGLE_)
     }
+#undef OVL_CASE
     return 1;
 }
 

@@ -1,0 +1,222 @@
+"""Event-driven inference for feed-forward IF/LIF networks: work only for the synapses of neurons that spiked.
+
+A network is a list of modules in which every synapse (``nn.Linear``, ``nn.Conv2d``, or ``nn.AvgPool2d``
+taken as the linear map it is) is followed by a neuron (``IFCell``/``LIFCell`` or the ``IF``/``LIF``
+sequence module); ``nn.Flatten`` may sit anywhere. Time is clock-stepped at the cells' ``dt`` as in
+the reference (forward Euler; leak is applied to every neuron every step), but synaptic input is event
+driven: at each step the spikes of the previous layer are listed and each spike's outgoing weights (a
+weight row for a linear layer, a kernel slice per valid offset for a convolution) are scattered into the
+targets' currents. The count of those scattered weights is the exact number of synaptic updates, and
+equals the sum over spikes of each neuron's fan-out (:func:`fan_out`).
+
+:func:`run_clock` is the dense clock-driven simulation of the same network (each synapse as its dense
+PyTorch op). With float64 state and dyadic weights both sum exactly, so their spike times are identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from overlooked.spiking import modules as M
+
+Tensor = torch.Tensor
+SYNAPSES = (nn.Linear, nn.Conv2d, nn.AvgPool2d)
+NEURONS = (M.IFCell, M.LIFCell, M.IF, M.LIF)
+
+
+@dataclass
+class EventResult:
+    """Outputs of :func:`run_events`.
+
+    Attributes:
+        spikes: per neuron layer, spikes ``[T, B, ...]``.
+        synaptic_updates: weights scattered (one per spike per target), summed over layers, steps, batch.
+        dense_updates: what the dense path multiplies-and-adds for the same synapses (all inputs, all steps).
+        per_layer: ``(synaptic_updates, dense_updates)`` per synapse layer.
+    """
+
+    spikes: list[Tensor]
+    synaptic_updates: int = 0
+    dense_updates: int = 0
+    per_layer: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _stages(layers: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module, nn.Module]]:
+    """Group ``layers`` into ``(reshapes before the synapse, synapse, neuron cell)``; Flatten only reshapes."""
+    stages, pending, synapse = [], [], None
+    for layer in layers:
+        if isinstance(layer, nn.Flatten):
+            if layer.start_dim != 1 or layer.end_dim != -1:
+                raise ValueError("event simulation supports nn.Flatten() with start_dim=1, end_dim=-1 only")
+            pending.append(layer)
+        elif isinstance(layer, SYNAPSES):
+            if synapse is not None:
+                raise ValueError(f"{type(synapse).__name__} must be followed by an IF/LIF neuron before {type(layer).__name__}")
+            synapse = layer
+        elif isinstance(layer, NEURONS):
+            if synapse is None:
+                raise ValueError(f"neuron {type(layer).__name__} has no synapse before it")
+            stages.append((pending, synapse, layer.cell if isinstance(layer, M.IF | M.LIF) else layer))
+            pending, synapse = [], None
+        else:
+            raise ValueError(f"event simulation supports {[c.__name__ for c in (*SYNAPSES, nn.Flatten, *NEURONS)]}, got {type(layer).__name__}")
+    if synapse is not None or pending:
+        raise ValueError("the network must end with a neuron layer")
+    return stages
+
+
+def _conv_geometry(syn: nn.Module, in_channels: int) -> tuple[Tensor, int, int, int, int]:
+    """``(weight [O, C/groups, K, K], stride, padding, groups, K)`` of a Conv2d or an AvgPool2d as a depthwise conv."""
+    if isinstance(syn, nn.Conv2d):
+        if syn.dilation != (1, 1) or syn.padding_mode != "zeros" or isinstance(syn.padding, str):
+            raise ValueError("event Conv2d needs dilation 1, zero padding given as numbers")
+        (k, k2), (s, s2), (p, p2) = syn.kernel_size, syn.stride, syn.padding
+        if k != k2 or s != s2 or p != p2:
+            raise ValueError("event Conv2d needs square kernels, strides and paddings")
+        return syn.weight, s, p, syn.groups, k
+    k = syn.kernel_size if isinstance(syn.kernel_size, int) else syn.kernel_size[0]
+    s = syn.stride if isinstance(syn.stride, int) else syn.stride[0]
+    if syn.padding not in (0, (0, 0)) or syn.ceil_mode or syn.divisor_override is not None:
+        raise ValueError("event AvgPool2d needs padding 0, ceil_mode False, no divisor_override")
+    return torch.full((in_channels, 1, k, k), 1.0 / (k * k)), s, 0, in_channels, k
+
+
+def _out_side(side: int, k: int, s: int, p: int) -> int:
+    return (side + 2 * p - k) // s + 1
+
+
+def fan_out(synapse: nn.Module, in_shape: tuple[int, ...]) -> Tensor:
+    """Number of targets of each input neuron (one sample; ``in_shape`` without batch), as int64.
+
+    Linear: ``out_features`` for every input. Conv2d / AvgPool2d: ``(O / groups) * n_y * n_x`` where
+    ``n_y`` counts output rows ``y'`` in ``[0, H_out)`` whose window ``[y' s - p, y' s - p + K)`` holds ``y``
+    (fewer at the borders and where the stride skips a row).
+    """
+    if isinstance(synapse, nn.Linear):
+        return torch.full(in_shape, synapse.out_features, dtype=torch.int64)
+    c, h, w = in_shape
+    weight, s, p, groups, k = _conv_geometry(synapse, c)
+    per_group = weight.shape[0] // groups
+
+    def windows(side: int) -> Tensor:  # [side]: how many output positions cover each input position
+        out = _out_side(side, k, s, p)
+        pos = torch.arange(side)[:, None]
+        starts = torch.arange(out)[None, :] * s - p
+        return ((pos >= starts) & (pos < starts + k)).sum(1)
+
+    return per_group * windows(h)[None, :, None] * windows(w)[None, None, :] * torch.ones(c, 1, 1, dtype=torch.int64)
+
+
+def _scatter_linear(syn: nn.Linear, s: Tensor, weight_rows: Tensor) -> tuple[Tensor, int]:
+    """``s`` ``[B, n_in]`` binary -> current ``[B, n_out]``; ``weight_rows`` is ``W^T`` ``[n_in, n_out]``."""
+    b_idx, i_idx = s.nonzero(as_tuple=True)  # [S], [S]: one entry per spike
+    current = (syn.bias.to(weight_rows.dtype) if syn.bias is not None else weight_rows.new_zeros(())).expand(s.shape[0], syn.out_features).clone()
+    current.index_add_(0, b_idx, weight_rows[i_idx])  # each spike adds its weight row to its sample's targets
+    return current, int(i_idx.numel()) * syn.out_features
+
+
+def _scatter_conv(syn: nn.Module, s: Tensor, rows: Tensor, geometry: tuple[int, int, int, int]) -> tuple[Tensor, int]:
+    """``s`` ``[B, C, H, W]`` binary -> current ``[B, O, H', W']``. ``rows`` ``[G, C/G, K, K, O/G]``."""
+    stride, pad, groups, k = geometry
+    bsz, c, h, w = s.shape
+    ho, wo = _out_side(h, k, stride, pad), _out_side(w, k, stride, pad)
+    per_group, cg = rows.shape[-1], c // groups
+    b, ch, y, x = s.nonzero(as_tuple=True)  # [S] each
+    g, cl = ch // cg, ch % cg
+    current = rows.new_zeros(bsz * ho * wo * groups, per_group)  # targets as (b, y', x', g) rows of O/G channels
+    updates = 0
+    for ky in range(k):  # one pass per kernel offset: the spikes whose target lands inside the output
+        ty = y + pad - ky
+        oky = (ty >= 0) & (ty % stride == 0) & (ty // stride < ho)
+        for kx in range(k):
+            tx = x + pad - kx
+            ok = oky & (tx >= 0) & (tx % stride == 0) & (tx // stride < wo)
+            if not bool(ok.any()):
+                continue
+            target = ((b[ok] * ho + ty[ok] // stride) * wo + tx[ok] // stride) * groups + g[ok]  # [S_ok]
+            current.index_add_(0, target, rows[g[ok], cl[ok], ky, kx])  # [S_ok, O/G]
+            updates += int(ok.sum()) * per_group
+    current = current.view(bsz, ho, wo, groups * per_group).permute(0, 3, 1, 2)  # [B, O, H', W']
+    if getattr(syn, "bias", None) is not None:
+        current = current + syn.bias.to(current.dtype)[None, :, None, None]
+    return current.contiguous(), updates
+
+
+def _prepare(syn: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype):
+    """Weights laid out so that one spike reads one contiguous row per target group."""
+    if isinstance(syn, nn.Linear):
+        return syn.weight.detach().to(dtype).t().contiguous(), None  # [n_in, n_out]
+    weight, stride, pad, groups, k = _conv_geometry(syn, in_shape[0])
+    o, cg = weight.shape[0], weight.shape[1]
+    rows = weight.detach().to(dtype).reshape(groups, o // groups, cg, k, k).permute(0, 2, 3, 4, 1).contiguous()  # [G, C/G, K, K, O/G]
+    return rows, (stride, pad, groups, k)
+
+
+@torch.no_grad()
+def run_events(layers: list[nn.Module], spikes: Tensor) -> EventResult:
+    """Event-driven simulation of ``layers`` on input spikes ``[T, B, ...]`` (0/1 values).
+
+    Args:
+        layers: synapse, [Flatten], neuron, synapse, ... (see the module docstring).
+        spikes: input spike trains ``[T, B, *in_shape]``.
+
+    Returns:
+        :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
+    """
+    stages = _stages(layers)
+    result = EventResult(spikes=[])
+    s_in = spikes
+    for reshapes, syn, cell in stages:
+        for _ in reshapes:
+            s_in = s_in.flatten(2)  # [T, B, features]: Flatten(1) per step
+        in_shape = tuple(s_in.shape[2:])
+        rows, geometry = _prepare(syn, in_shape, s_in.dtype)
+        dense = int(fan_out(syn, in_shape).sum()) * s_in.shape[0] * s_in.shape[1]
+        updates, state, out = 0, None, []
+        for t in range(s_in.shape[0]):
+            if isinstance(syn, nn.Linear):
+                current, n = _scatter_linear(syn, s_in[t], rows)
+            else:
+                current, n = _scatter_conv(syn, s_in[t], rows, geometry)
+            updates += n
+            z, state = cell(current, state)
+            out.append(z)
+        s_in = torch.stack(out)
+        result.spikes.append(s_in)
+        result.per_layer.append((updates, dense))
+        result.synaptic_updates += updates
+        result.dense_updates += dense
+    return result
+
+
+@torch.no_grad()
+def run_clock(layers: list[nn.Module], spikes: Tensor) -> list[Tensor]:
+    """The dense clock-driven simulation of the same network: each synapse as its PyTorch op every step.
+
+    Returns:
+        Each neuron layer's spikes ``[T, B, ...]``.
+    """
+    out_layers, s_in = [], spikes
+    for reshapes, syn, cell in _stages(layers):
+        for _ in reshapes:
+            s_in = s_in.flatten(2)  # [T, B, features]: Flatten(1) per step
+        syn_d = _as_dtype(syn, s_in.dtype)
+        state, out = None, []
+        for t in range(s_in.shape[0]):
+            z, state = cell(syn_d(s_in[t]), state)
+            out.append(z)
+        s_in = torch.stack(out)
+        out_layers.append(s_in)
+    return out_layers
+
+
+def _as_dtype(syn: nn.Module, dtype: torch.dtype) -> nn.Module:
+    if isinstance(syn, nn.AvgPool2d) or all(p.dtype == dtype for p in syn.parameters()):
+        return syn
+    if isinstance(syn, nn.Linear):
+        return lambda s: F.linear(s, syn.weight.to(dtype), None if syn.bias is None else syn.bias.to(dtype))  # type: ignore[return-value]
+    return lambda s: F.conv2d(s, syn.weight.to(dtype), None if syn.bias is None else syn.bias.to(dtype), syn.stride, syn.padding, syn.dilation, syn.groups)  # type: ignore[return-value]
