@@ -1,0 +1,197 @@
+"""Every fast backend equals the reference loop (spikes exactly, gradients to tolerance) and really ran."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overlooked.spiking import kernels
+from overlooked.spiking import modules as M
+from overlooked.spiking.kernels import _build
+from overlooked.spiking.kernels.cpu import CppNeuronScan
+
+pytestmark = pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler: the cpp backend cannot be built here")
+
+NEURONS = {
+    "if": (M.IF, {"r": 250.0}),  # dt r = 0.25
+    "lif": (M.LIF, {"tau_mem": 5e-3, "v_leak": 0.1, "v_reset": -0.2}),
+    "plif": (M.PLIF, {}),
+    "cuba": (M.CubaLIF, {"w_in": 0.7}),
+}
+SURROGATES = ("fast_sigmoid", "atan", "sigmoid", "triangle", "rectangle")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pair(kind: str, backend: str, dtype: torch.dtype, **kw):
+    cls, params = NEURONS[kind]
+    ref = cls(**params, **kw).to(dtype)
+    fast = cls(**params, **kw, backend=backend).to(dtype)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def _grads(module, x, state, gz, gv):
+    z, s = module(x, state)
+    inputs = [x, *(t for t in (state or ()) if t.requires_grad), *module.parameters()]
+    loss = (z * gz).sum() + (s.v * gv).sum()
+    return z, s, torch.autograd.grad(loss, inputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("kind", list(NEURONS))
+def test_cpp_equals_reference(kind, reset, detach, dtype):
+    torch.manual_seed(0)
+    surrogate = SURROGATES[(4 * list(NEURONS).index(kind) + 2 * (reset == "zero") + detach) % len(SURROGATES)]  # each in several settings
+    for sur in {surrogate, "atan"}:
+        ref, fast = _pair(kind, "cpp", dtype, reset=reset, detach_reset=detach, surrogate=sur)
+        x = (torch.randn(25, 3, 41, dtype=dtype) * 3 + 1).requires_grad_()  # [T, B, n]
+        gz, gv = torch.randn_like(x), torch.randn(3, 41, dtype=dtype)
+        before = dict(kernels.CALLS)
+        z1, s1, g1 = _grads(ref, x, None, gz, gv)
+        z2, s2, g2 = _grads(fast, x, None, gz, gv)
+        assert kernels.CALLS["cpp_forward"] == before.get("cpp_forward", 0) + 1
+        assert kernels.CALLS["cpp_backward"] == before.get("cpp_backward", 0) + 1
+        assert 0.02 < z1.mean() < 0.9  # spikes and silences both happen
+        assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
+        if kind == "cuba":
+            assert torch.equal(s1.i, s2.i)
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
+
+
+@pytest.mark.parametrize("kind", list(NEURONS))
+def test_state_carries_across_calls_and_gets_gradients(kind):
+    torch.manual_seed(1)
+    ref, fast = _pair(kind, "cpp", torch.float64)
+    x = torch.randn(20, 2, 7, dtype=torch.float64) * 3 + 1
+    z_all, _ = fast(x)
+    z_a, s = fast(x[:8])
+    z_b, _ = fast(x[8:], s)
+    assert torch.equal(torch.cat([z_a, z_b]), z_all)
+    s0 = type(s)(*(t.detach().clone().requires_grad_() for t in s))
+    gz, gv = torch.randn_like(x[8:]), torch.randn_like(s.v)
+    _, _, g_ref = _grads(ref, x[8:].clone().requires_grad_(), s0, gz, gv)
+    _, _, g_fast = _grads(fast, x[8:].clone().requires_grad_(), s0, gz, gv)
+    for a, b in zip(g_ref, g_fast):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("kind", list(NEURONS))
+def test_gradcheck_where_the_surrogate_is_the_true_derivative(kind, reset):
+    """With a rectangle surrogate of support |v - threshold| < 0.01 and no membrane that close to the
+    threshold, the surrogate gradient is the exact derivative, so finite differences must agree."""
+    cls, params = NEURONS[kind]
+    fast = cls(**params, reset=reset, surrogate="rectangle", surrogate_alpha=50.0, backend="cpp").double()
+    spec, decay = kernels.scan_spec(fast.cell)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(200):  # find an input whose membranes all stay clear of the threshold
+        x = torch.randn(6, 2, 3, generator=gen, dtype=torch.float64) * 2 + 0.5
+        v0 = torch.randn(2, 3, generator=gen, dtype=torch.float64) * 0.3
+        i0 = torch.randn(2, 3, generator=gen, dtype=torch.float64) * 0.3 if kind == "cuba" else None
+        h = _membranes(fast, x, v0, i0)
+        if (h - fast.cell.params().v_threshold).abs().min() > 0.05 and 0 < (h > 1).double().mean() < 1:
+            break
+    else:
+        pytest.fail("no clear input found")
+    a = decay.detach().clone().requires_grad_() if decay is not None else None
+    inputs = [x.requires_grad_(), v0.requires_grad_()] + ([i0.requires_grad_()] if i0 is not None else []) + ([a] if a is not None else [])
+
+    def f(x, v0, *rest):
+        i = rest[0] if i0 is not None else None
+        dec = rest[-1] if a is not None else None
+        z, v, i_t = CppNeuronScan.apply(x, v0, i, dec, spec)
+        return (z, v, i_t) if i0 is not None else (z, v)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
+def _membranes(fast, x, v0, i0):
+    """Pre-reset membranes of the reference step loop (what the kernel saves)."""
+    from overlooked.spiking import neurons as N
+
+    cell, p = fast.cell, fast.cell.params()
+    state = N.CubaState(v0, i0) if i0 is not None else N.VState(v0)
+    hs = []
+    for t in range(x.shape[0]):
+        if i0 is not None:
+            hs.append(N.leaky_charge(state.v, state.i, p.tau_mem, p.v_leak, p.r, cell.dt))
+        elif isinstance(p, N.IFParameters):
+            hs.append(state.v + cell.dt * p.r * x[t])
+        else:
+            hs.append(N.leaky_charge(state.v, x[t], p.tau_mem, p.v_leak, p.r, cell.dt))
+        _, state = cell(x[t], state)
+    return torch.stack(hs).detach()
+
+
+def test_auto_resolves_and_reports(tmp_path):
+    from overlooked.spiking.models import spiking_mlp
+
+    model = spiking_mlp(input_shape=(1, 4, 4), hidden=(8,), steps=3, backend="auto")
+    assert set(kernels.resolved_backends(model).values()) == {"cpp"}
+    before = kernels.CALLS["cpp_forward"]
+    model(torch.rand(2, 1, 4, 4))
+    assert kernels.CALLS["cpp_forward"] == before + 1
+    assert set(kernels.resolved_backends(spiking_mlp(input_shape=(1, 4, 4), hidden=(8,), steps=3)).values()) == {"reference"}
+
+
+def test_unsupported_requests_fail_clearly_and_auto_falls_back():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        M.LIF(backend="fast")
+    with pytest.raises(kernels.UnsupportedBackend, match="no fused kernel for ALIFCell"):
+        M.ALIF(backend="cpp")
+    alif = M.ALIF(backend="auto")
+    assert alif.resolved_backend == "reference"
+    alif(torch.rand(3, 2, 4))
+    assert alif.resolved_backend == "reference"
+    with pytest.raises(kernels.UnsupportedBackend, match="tensors"):
+        M.LIF(backend="cpp", v_threshold=torch.ones(4))
+    assert M.LIF(backend="auto", v_threshold=torch.ones(4)).resolved_backend == "reference"
+    with pytest.raises(kernels.UnsupportedBackend, match="float32/float64 CPU"):
+        M.LIF(backend="cpp")(torch.rand(3, 2, 4, dtype=torch.bfloat16))
+
+
+def test_no_compiler_cpp_raises_auto_warns_once_and_runs_reference(monkeypatch):
+    monkeypatch.setattr(_build, "compiler", lambda: None)
+    monkeypatch.setattr(_build, "_lib", None)
+    monkeypatch.setattr(_build, "_error", None)
+    monkeypatch.setattr(kernels, "_warned", set())
+    with pytest.raises(kernels.UnsupportedBackend, match="needs a C\\+\\+ compiler"):
+        M.LIF(backend="cpp")
+    lif = M.LIF(backend="auto")
+    assert lif.resolved_backend == "reference"
+    x = torch.rand(5, 2, 3) * 3
+    before = kernels.CALLS["cpp_forward"]
+    with pytest.warns(RuntimeWarning, match="falls back to 'reference'"):
+        z, _ = lif(x)
+    assert torch.equal(z, M.LIF()(x)[0]) and kernels.CALLS["cpp_forward"] == before
+    assert lif.resolved_backend == "reference"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+def test_triton_equals_reference_on_gpu(reset):
+    pytest.importorskip("triton", reason="triton not installed")
+    torch.manual_seed(0)
+    ref, fast = _pair("lif", "triton", torch.float32, reset=reset)
+    ref, fast = ref.cuda(), fast.cuda()
+    x = (torch.randn(25, 3, 41, device="cuda") * 3 + 1).requires_grad_()
+    gz, gv = torch.randn_like(x), torch.randn(3, 41, device="cuda")
+    before = kernels.CALLS["triton_forward"]
+    z1, s1, g1 = _grads(ref, x, None, gz, gv)
+    z2, s2, g2 = _grads(fast, x, None, gz, gv)
+    assert kernels.CALLS["triton_forward"] == before + 1
+    assert torch.equal(z1, z2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
