@@ -1,0 +1,99 @@
+"""Event-driven simulation = clock-driven simulation, and its synaptic-update count is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from overlooked.bench.spiking import crossover
+from overlooked.spiking import event as E
+from overlooked.spiking import modules as M
+
+
+def _dyadic(t: torch.Tensor, scale: float) -> torch.Tensor:
+    """Multiples of 1/64: every sum of a few thousand of them is exact in float64."""
+    return torch.round(t * scale * 64) / 64
+
+
+def _net(seed: int = 0) -> list[nn.Module]:
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(2, 4, 3, stride=2, padding=1).double()  # stride 2 with padding: uneven borders
+    conv2 = nn.Conv2d(4, 3, 3, padding=2).double()  # padding wider than needed: more borders
+    lin = nn.Linear(3 * 5 * 5, 10).double()
+    for layer, w, b, offset in ((conv, 3.0, 0.3, 1 / 16), (conv2, 2.0, 0.2, 1 / 4), (lin, 2.0, 0.2, 1 / 8)):
+        layer.weight.data = _dyadic(layer.weight.data, w) + offset
+        layer.bias.data = _dyadic(layer.bias.data, b) + 1 / 8
+    # dt / tau_mem = 1/2: dyadic decay, so every membrane is exact in float64
+    return [conv, M.LIF(tau_mem=2e-3), nn.AvgPool2d(2), M.IF(r=4000.0, reset="subtract"), conv2, M.LIFCell(tau_mem=2e-3), nn.Flatten(), lin, M.LIF(tau_mem=2e-3)]
+
+
+def _fan_out_by_enumeration(syn: nn.Conv2d | nn.AvgPool2d, c: int, h: int, w: int) -> torch.Tensor:
+    """Fan-out counted by brute force: for every output position, mark the inputs its window reads."""
+    if isinstance(syn, nn.AvgPool2d):
+        k, s, p, per_group = syn.kernel_size, syn.stride, 0, 1
+    else:
+        k, s, p, per_group = syn.kernel_size[0], syn.stride[0], syn.padding[0], syn.out_channels // syn.groups
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    count = torch.zeros(h, w, dtype=torch.int64)
+    for oy in range(ho):
+        for ox in range(wo):
+            for ky in range(k):
+                for kx in range(k):
+                    y, x = oy * s - p + ky, ox * s - p + kx
+                    if 0 <= y < h and 0 <= x < w:
+                        count[y, x] += 1
+    return per_group * count.expand(c, h, w)
+
+
+def test_event_spikes_equal_clock_spikes_and_count_is_exact():
+    layers = _net()
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(12, 3, 2, 11, 11, generator=gen) < 0.3).double()  # [T, B, C, H, W], odd size: ragged borders
+    events = E.run_events(layers, x)
+    clock = E.run_clock(layers, x)
+    assert len(events.spikes) == len(clock) == 4
+    for ev, cl in zip(events.spikes, clock):
+        assert torch.equal(ev, cl)
+        assert 0.01 < cl.mean() < 0.9, "every layer must spike for the test to mean anything"
+    inputs = [x, events.spikes[0], events.spikes[1], events.spikes[2].flatten(2)]
+    synapses = [layers[0], layers[2], layers[4], layers[7]]
+    total = 0
+    for syn, s, (updates, dense) in zip(synapses, inputs, events.per_layer):
+        shape = tuple(s.shape[2:])
+        fo = E.fan_out(syn, shape)
+        if not isinstance(syn, nn.Linear):
+            assert torch.equal(fo, _fan_out_by_enumeration(syn, *shape))
+        assert updates == int((s * fo).sum())  # each spike reaches exactly its fan-out
+        assert dense == int(fo.sum()) * s.shape[0] * s.shape[1]
+        total += updates
+    assert events.synaptic_updates == total
+    assert events.synaptic_updates < 0.5 * events.dense_updates
+
+
+def test_sparse_input_counts_far_below_dense():
+    torch.manual_seed(1)
+    layers = [nn.Linear(200, 50).double(), M.LIF(tau_mem=2e-3)]
+    x = torch.zeros(20, 4, 200, dtype=torch.float64)
+    x[torch.rand(20, 4, 200) < 0.02] = 1.0
+    result = E.run_events(layers, x)
+    assert result.synaptic_updates == int(x.sum()) * 50
+    assert result.synaptic_updates < 0.05 * result.dense_updates
+    assert torch.equal(result.spikes[0], E.run_clock(layers, x)[0])
+
+
+def test_invalid_networks_fail_clearly():
+    with pytest.raises(ValueError, match="must be followed by an IF/LIF neuron"):
+        E.run_events([nn.Linear(3, 3), nn.Linear(3, 3), M.LIF()], torch.zeros(2, 1, 3))
+    with pytest.raises(ValueError, match="must end with a neuron"):
+        E.run_events([nn.Linear(3, 3)], torch.zeros(2, 1, 3))
+    with pytest.raises(ValueError, match="supports"):
+        E.run_events([nn.Linear(3, 3), nn.ReLU()], torch.zeros(2, 1, 3))
+
+
+def test_crossover_interpolates_between_bracketing_rates():
+    rows = [(0.5, 2.0, 1.0), (0.1, 1.0, 1.0 * 2.0), (0.01, 0.1, 1.0)]  # (activity, event s, dense s)
+    # log(event/dense) goes from log 2 to log 0.5: zero halfway in log-activity between 0.5 and 0.1
+    assert crossover(rows) == pytest.approx((0.5 * 0.1) ** 0.5)
+    assert crossover([(0.5, 1.0, 2.0)]) == 0.5
+    assert crossover([(0.5, 3.0, 2.0), (0.1, 3.0, 2.0)]) == 0.0
