@@ -9,12 +9,16 @@ torch_version=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==${torch_version}" > "$constraints"
-"$PY" -m pip install -q -c "$constraints" "snntorch==1.0.0"
-"$PY" -m pip install -q -c "$constraints" --no-deps "spikingjelly==2.0.0" "norse==1.1.0"
-"$PY" -m pip install -q -c "$constraints" numpy h5py loguru packaging requests scipy tqdm nir nirtorch pbr six
+"$PY" -m pip install -q --disable-pip-version-check -c "$constraints" "snntorch==1.0.0"
+"$PY" -m pip install -q --disable-pip-version-check -c "$constraints" --no-deps "spikingjelly==2.0.0" "norse==1.1.0"
+"$PY" -m pip install -q --disable-pip-version-check -c "$constraints" numpy h5py loguru packaging requests scipy tqdm nir nirtorch pbr six
+# Import what the benchmark and the equivalence tests use, and print the installed versions.
 "$PY" - <<'PY'
 import importlib
-for name in ("snntorch", "spikingjelly", "norse"):
-    mod = importlib.import_module(name)
-    print(f"{name} {getattr(mod, '__version__', '?')}")
+import importlib.metadata as md
+
+for module in ("snntorch", "spikingjelly.activation_based.neuron", "norse.torch"):
+    importlib.import_module(module)
+for dist in ("snntorch", "spikingjelly", "norse"):
+    print(f"{dist} {md.version(dist)}")
 PY
