@@ -1,0 +1,44 @@
+"""The spiking benchmark times the fused kernel it claims to, and its peers agree with it."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from overlooked import catalog
+from overlooked.bench import spiking as bench_spiking
+from overlooked.registry import BENCHMARKS
+from overlooked.spiking import kernels
+from overlooked.spiking.kernels import _build
+
+
+def test_registered_with_quick_and_device():
+    catalog.load_all()
+    assert "spiking" in BENCHMARKS.names()
+    assert {"quick", "device"} <= set(BENCHMARKS.accepted_kwargs("spiking"))
+
+
+@pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler")
+def test_linear_lif_figures_run_the_fused_kernel_and_report_agreement():
+    torch.set_num_threads(1)
+    before = kernels.CALLS["cpp_backward"]
+    peers = any(importlib.util.find_spec(p) for p in bench_spiking.PEERS)
+    figures = bench_spiking.linear_lif_figures(20, 2, 16, warmup=0, repeats=2, with_peers=peers)
+    assert kernels.CALLS["cpp_backward"] == before + 2  # one backward per timed fwd+bwd round
+    names = {f["name"] for f in figures}
+    assert "spiking T=20 B=2 n=16 Linear+LIF fwd+bwd overlooked (auto)" in names
+    agreement = [f for f in figures if "equal to ours" in f["name"]]
+    assert agreement and all(f["unit"] == "%" and f["value"] > 99 for f in agreement)
+    if peers:
+        assert any("speed-up over the fastest peer" in n for n in names)
+
+
+@pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler")
+def test_neuron_only_figures_name_the_pass_counts():
+    torch.set_num_threads(1)
+    figures = bench_spiking.neuron_only_figures(10, 2, 16, warmup=0, repeats=1)
+    units = {f["name"]: f["unit"] for f in figures}
+    assert units["spiking T=10 B=2 n=16 LIF-only bwd (cpp, 3 passes)"] == "us"
+    assert any("pass bound 3/2 copies" in n for n in units)
