@@ -42,3 +42,14 @@ def test_neuron_only_figures_name_the_pass_counts():
     units = {f["name"]: f["unit"] for f in figures}
     assert units["spiking T=10 B=2 n=16 LIF-only bwd (cpp, 3 passes)"] == "us"
     assert any("pass bound 3/2 copies" in n for n in units)
+
+
+def test_event_crossover_plot_writes_a_png(tmp_path):
+    from overlooked.plots.spiking_speed import event_crossover_figure
+
+    rows = [{"name": f"event sim X activity {a}% {k}", "value": v, "unit": "ms", "activity": a / 100, "path": k} for a, k, v in ((50, "event", 9.0), (50, "dense", 2.0), (1, "event", 0.5), (1, "dense", 2.0))]
+    rows.append({"name": "event sim X crossover activity (event faster below)", "value": 12.0, "unit": "%"})
+    path = event_crossover_figure(rows, tmp_path / "x.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no event-simulator rows"):
+        event_crossover_figure(rows[-1:], tmp_path / "y.png")

@@ -7,7 +7,8 @@ Backends:
   whole BPTT backward, OpenMP over neurons, compiled with the system C++ compiler at first use. IF, LIF,
   PLIF and CubaLIF; float32 and float64 CPU tensors; every registered surrogate; both reset rules;
   ``detach_reset`` on and off. Spikes equal the reference's bit for bit.
-- ``"triton"``: :mod:`overlooked.spiking.kernels.triton_lif` (CUDA tensors; LIF/IF only).
+- ``"triton"``: :mod:`overlooked.spiking.kernels.triton_lif`: the same scans for CUDA tensors (or CPU
+  tensors under ``TRITON_INTERPRET=1``).
 - ``"auto"``: ``"cpp"`` for supported CPU inputs when a compiler works, ``"triton"`` for CUDA inputs when
   Triton is installed, else ``"reference"`` (with one warning when a compiler was expected but failed).
 
