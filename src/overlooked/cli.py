@@ -81,6 +81,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     regs = api.registries()
     regs["configs"] = sorted(packaged_configs())
+    from overlooked.bench.suites import suite_names
+
+    regs["suites"] = suite_names()
     kinds = [args.kind] if args.kind else list(regs)
     for kind in kinds:
         if kind not in regs:
@@ -109,6 +112,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from overlooked import api
 
+    if args.suite:
+        from overlooked.bench.suites import run_suite
+
+        run_suite(args.suite, out=args.out or "runs", data_dir=args.data_dir, arenas=args.arena)
+        return 0
     if args.family == "compare":
         if not args.runs or args.max_examples is None:
             raise OverlookedError("bench compare needs --runs RUN [RUN ...] and --max-examples N (the shared budget)")
@@ -199,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed benchmarks (one line per figure, JSON in the run folder)")
     p.add_argument("family", nargs="?", default="baselines", help="which benchmark (baselines, memory), or `compare` for a same-budget table of runs")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--suite", default=None, help="run an arena suite instead (quick, full: see `overlooked list`)")
+    p.add_argument("--arena", action="append", default=None, help="with --suite: only this arena (repeatable)")
     p.add_argument("--runs", nargs="*", default=None, help="with `compare`: finished run folders to put side by side")
     p.add_argument("--max-examples", type=int, default=None, help="with `compare`: the shared budget of training examples seen")
     common(p)

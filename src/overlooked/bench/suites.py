@@ -1,0 +1,216 @@
+"""The arena: benchmark suites as data. Each suite is a YAML file in ``overlooked/suites/`` listing arenas
+(bAbI 1k, MNIST, affNIST-style, MultiMNIST, energy); each arena names its data, a training budget in
+examples shared by every case (the fair-comparison rule, docs/fair_comparison.md) and its cases: a
+packaged config (family model or the baseline that won) plus overrides.
+
+``run_suite`` trains every case on its budget and writes one run folder with a row per case: accuracy,
+parameters, FLOPs per example, training wall time, inference latency and, for spiking models, SynOps and
+estimated energy (read from the case run's summary). For a suite marked ``estimate_only`` (the ``full``
+suite, which reproduces the papers) it does not train: it measures each case's throughput over a few
+steps, computes the expected time, and marks every row ``not run``; no accuracy is ever filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from overlooked.config import _build, load_config
+from overlooked.errors import ConfigError, OverlookedError
+
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
+
+
+@dataclass
+class Case:
+    """One model in an arena: a packaged config (or a conversion of another case's run) with overrides."""
+
+    name: str
+    role: Literal["family", "baseline"] = "family"
+    config: str = ""
+    overrides: list[str] = field(default_factory=list)
+    convert_from: str | None = None  # name of an earlier case in the arena whose ANN run is converted
+    convert_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Arena:
+    """Cases compared on the same data under the same budget (training examples)."""
+
+    name: str
+    data: str
+    budget_examples: int
+    cases: list[Case] = field(default_factory=list)
+    reference: str = ""  # what the paper reports, in words, with its section in paper_numbers.md
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str = ""
+    estimate_only: bool = False  # the full suite: throughput-based time estimates, nothing trained
+    arenas: list[Arena] = field(default_factory=list)
+
+
+def suite_names() -> list[str]:
+    """Names of the packaged suites."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load and check a suite (packaged name or YAML path): unknown keys, missing configs and a case
+    converting a case that does not precede it are errors that name the case."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SUITES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown suite {name_or_path!r}; packaged suites: {', '.join(suite_names())}")
+    suite = _build(Suite, yaml.safe_load(path.read_text()), "")
+    for arena in suite.arenas:
+        seen: list[str] = []
+        for case in arena.cases:
+            where = f"suite {suite.name}, arena {arena.name}, case {case.name}"
+            if case.convert_from is not None:
+                if case.convert_from not in seen:
+                    raise ConfigError(f"{where}: convert_from {case.convert_from!r} must name an earlier case of the arena ({', '.join(seen) or 'none'})")
+            else:
+                try:
+                    load_config(case.config, case.overrides)
+                except OverlookedError as err:
+                    raise ConfigError(f"{where}: {err}") from err
+            seen.append(case.name)
+    return suite
+
+
+def case_config(case: Case, arena: Arena, data_dir: str | None = None):
+    """The experiment config of a training case, cut to the arena's budget (``train.max_steps``)."""
+    from overlooked.api import build_data
+
+    cfg = load_config(case.config, case.overrides)
+    n_train = len(build_data(cfg, data_dir).train)
+    steps = math.ceil(arena.budget_examples / cfg.train.batch_size)
+    cfg.train.epochs = max(1, math.ceil(arena.budget_examples / n_train))
+    cfg.train.max_steps = steps
+    cfg.train.progress = False
+    cfg.train.repeats = 1
+    return cfg
+
+
+def inference_latency_ms(run: Path, data_dir: str | None, batch_size: int = 256, repeats: int = 3) -> float:
+    """Milliseconds per example of a trained run's model on a test batch (best of ``repeats``, no grad)."""
+    import torch
+
+    from overlooked.api import load_run
+
+    cfg, splits, model = load_run(run, data_dir=data_dir)
+    model.eval()
+    n = min(batch_size, len(splits.test))
+    batch = splits.test[torch.arange(n)]
+    inputs = [batch[k] for k in splits.input_keys]
+    best = math.inf
+    with torch.no_grad():
+        model(*inputs)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(*inputs)
+            best = min(best, time.perf_counter() - t0)
+    return 1000 * best / n
+
+
+def _row(case: Case, arena: Arena, run: Path | None, summary: dict[str, Any] | None, status: str) -> dict[str, Any]:
+    s = summary or {}
+    energy = s.get("energy") or {}
+    return {
+        "arena": arena.name,
+        "case": case.name,
+        "role": case.role,
+        "status": status,
+        "model": s.get("model"),
+        "test_accuracy": s.get("test_accuracy"),
+        "params": s.get("params"),
+        "flops_per_example": s.get("flops_per_example"),
+        "examples_seen": s.get("examples_seen"),
+        "train_time_s": s.get("train_time_s"),
+        "latency_ms": s.get("latency_ms"),
+        "synops_per_example": energy.get("sops_per_example"),
+        "energy_uj_per_example": energy.get("snn_energy_uj_per_example"),
+        "run": str(run) if run else None,
+    }
+
+
+def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = None, arenas: list[str] | None = None) -> tuple[Path, list[dict[str, Any]]]:
+    """Run (or, for ``estimate_only`` suites, estimate) every case of suite ``name``; return the folder and rows."""
+    from overlooked import api
+    from overlooked.train.environment import environment
+
+    suite = load_suite(name)
+    folder = api.new_run_dir(out, f"suite-{suite.name}")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for arena in suite.arenas:
+        if arenas and arena.name not in arenas:
+            continue
+        runs: dict[str, Path] = {}
+        for case in arena.cases:
+            if suite.estimate_only:
+                rows.append(_estimate_row(case, arena, data_dir))
+                continue
+            if case.convert_from is not None:
+                run, summary = api.convert(runs[case.convert_from], out=folder / "cases", data_dir=data_dir, **case.convert_args)
+            else:
+                cfg = case_config(case, arena, data_dir)
+                run, summary = api.train(cfg, data_dir=data_dir, out=folder / "cases")
+                summary = {**summary, "latency_ms": inference_latency_ms(run, data_dir)}
+            runs[case.name] = run
+            rows.append(_row(case, arena, run, summary, "measured"))
+            print(_format_row(rows[-1]), flush=True)
+    (folder / "suite.json").write_text(json.dumps({"suite": suite.name, "description": suite.description, "rows": rows}, indent=2) + "\n")
+    (folder / "environment.json").write_text(json.dumps(environment("cpu"), indent=2) + "\n")
+    print(f"run folder: {folder}")
+    return folder, rows
+
+
+def train_throughput(cfg, data_dir: str | None, probe_steps: int = 5) -> float:
+    """Training examples per second of ``cfg``'s model, timing the trainer's own ``train_step`` on real
+    training batches (one warm-up step, then ``probe_steps``)."""
+    import torch
+
+    from overlooked import api
+    from overlooked.train.trainer import build_optimizer, train_step
+
+    splits = api.build_data(cfg, data_dir)
+    model = api.build_model(cfg, splits.meta).train()
+    objective = api.build_objective(cfg, splits)
+    optimizer = build_optimizer(cfg.train, model.parameters())
+    g = torch.Generator().manual_seed(0)
+    batches = [splits.train[torch.randint(len(splits.train), (cfg.train.batch_size,), generator=g)] for _ in range(probe_steps + 1)]
+    train_step(model, batches[0], splits.input_keys, objective, optimizer, cfg.train)
+    t0 = time.perf_counter()
+    for batch in batches[1:]:
+        train_step(model, batch, splits.input_keys, objective, optimizer, cfg.train)
+    return probe_steps * cfg.train.batch_size / (time.perf_counter() - t0)
+
+
+def _estimate_row(case: Case, arena: Arena, data_dir: str | None) -> dict[str, Any]:
+    """Measured throughput and the expected training time of the case's full budget (nothing trained)."""
+    row = _row(case, arena, None, None, "not run")
+    if case.convert_from is not None:
+        row["note"] = f"conversion of {case.convert_from}: inference only, time not estimated"
+        return row
+    rate = train_throughput(case_config(case, arena, data_dir), data_dir)
+    row["train_examples_per_s"] = rate
+    row["expected_hours"] = arena.budget_examples / rate / 3600
+    row["note"] = "expected time from measured training throughput; evaluation not included"
+    print(f"{arena.name:<12} {case.name:<22} not run: {rate:,.0f} examples/s -> {row['expected_hours']:.1f} h expected", flush=True)
+    return row
+
+
+def _format_row(r: dict[str, Any]) -> str:
+    acc = "-" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}%"
+    return f"{r['arena']:<12} {r['case']:<22} {r['role']:<8} acc {acc:>7}  params {r['params'] or 0:>10,}  train {r['train_time_s'] or 0:>6.0f} s"

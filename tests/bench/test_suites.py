@@ -1,0 +1,76 @@
+"""Arena suites are data: every packaged suite loads with configs that exist, bad suites fail naming the
+case, a tiny suite runs end to end, and an estimate-only suite never fills in an accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from overlooked import catalog
+from overlooked.bench import suites as S
+from overlooked.errors import ConfigError
+
+catalog.load_all()
+
+
+@pytest.mark.parametrize("name", S.suite_names())
+def test_packaged_suites_load(name):
+    suite = S.load_suite(name)
+    assert suite.arenas
+    for arena in suite.arenas:
+        assert arena.budget_examples > 0 and arena.cases
+        roles = {c.role for c in arena.cases}
+        assert roles == {"family", "baseline"}, f"{name}/{arena.name} must put a family beside a baseline"
+
+
+def test_quick_and_full_exist():
+    assert {"quick", "full"} <= set(S.suite_names())
+    assert S.load_suite("full").estimate_only and not S.load_suite("quick").estimate_only
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_unknown_key_and_missing_config_name_the_case(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key"):
+        S.load_suite(_write(tmp_path, "name: x\narenas: [{name: a, data: d, budget_examples: 1, cases: [{name: c, confg: mlp_mnist}]}]\n"))
+    with pytest.raises(ConfigError, match="arena a, case c"):
+        S.load_suite(_write(tmp_path, "name: x\narenas: [{name: a, data: d, budget_examples: 1, cases: [{name: c, config: no_such_config}]}]\n"))
+    with pytest.raises(ConfigError, match="earlier case"):
+        S.load_suite(_write(tmp_path, "name: x\narenas: [{name: a, data: d, budget_examples: 1, cases: [{name: c, convert_from: d}]}]\n"))
+
+
+TINY = """
+name: tiny
+arenas:
+  - name: mnist
+    data: MNIST
+    budget_examples: 256
+    cases:
+      - {name: mlp, role: baseline, config: mlp_mnist, overrides: ["model.hidden=[16]", "train.batch_size=128"]}
+      - {name: mlp2, role: family, config: mlp_mnist, overrides: ["model.hidden=[8]", "train.batch_size=128"]}
+"""
+
+
+@pytest.mark.data
+def test_tiny_suite_runs_on_budget(tmp_path, data_dir):
+    folder, rows = S.run_suite(_write(tmp_path, TINY), out=tmp_path / "runs", data_dir=str(data_dir))
+    assert [r["case"] for r in rows] == ["mlp", "mlp2"]
+    for r in rows:
+        assert r["status"] == "measured" and r["examples_seen"] == 256  # the budget, exactly
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["params"] > 0 and r["latency_ms"] > 0
+    saved = json.loads((folder / "suite.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(rows))
+
+
+@pytest.mark.data
+def test_estimate_only_suite_fills_in_no_accuracy(tmp_path, data_dir):
+    text = TINY.replace("name: tiny", "name: tiny\nestimate_only: true")
+    _, rows = S.run_suite(_write(tmp_path, text), out=tmp_path / "runs", data_dir=str(data_dir))
+    for r in rows:
+        assert r["status"] == "not run" and r["test_accuracy"] is None and r["run"] is None
+        assert r["expected_hours"] > 0 and r["train_examples_per_s"] > 0
