@@ -508,17 +508,22 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     """Export a trained spiking model to a NIR graph file (models that implement ``to_nir()``)."""
     import nir
 
+    from overlooked.spiking.nir import export_nir_graph
+
     run = Path(run)
     cfg = run_config(run)
-    model = build_model(cfg, build_data(cfg, data_dir).meta)
-    if not hasattr(model, "to_nir"):
+    meta = build_data(cfg, data_dir).meta
+    model = build_model(cfg, meta)
+    is_spiking_net = hasattr(model, "blocks") and hasattr(model, "readout")
+    if not is_spiking_net and not hasattr(model, "to_nir"):
         spiking = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "spiking"]
         raise OverlookedError(
             f"model {cfg.model.name!r} is not a spiking model (it has no to_nir()); export-nir takes a run of a "
             f"spiking model: {', '.join(spiking) or 'none is registered in this version'}"
         )
     load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
-    graph = model.to_nir()
+    model.eval()
+    graph = export_nir_graph(model, input_shape=tuple(meta["image_shape"])) if is_spiking_net else model.to_nir()
     nir.write(str(output), graph)
     return Path(output)
 

@@ -1,0 +1,398 @@
+"""Export to and import from NIR (the Neuromorphic Intermediate Representation, ``nir`` 1.0.8).
+
+**Time.** NIR neurons are continuous-time (``nir/ir/neuron.py``): LIF is ``tau dv/dt = (v_leak - v) + r I``,
+IF is ``dv/dt = r I``, CubaLIF adds ``tau_syn dI/dt = -I + w_in S``. Our neurons are these equations under
+**forward Euler at step dt** (``neurons.py``), so a layer exports with the *same* ``tau``, ``r``, ``v_leak``,
+``v_threshold`` and ``v_reset``, and a reader that integrates NIR with forward Euler at the same ``dt``
+reproduces it. One scaling is needed: our CubaLIF adds ``w_in x`` to the synaptic current per step, where
+forward Euler of NIR's equation adds ``(dt / tau_syn) w_in x``; so NIR's ``w_in`` is ours times
+``tau_syn / dt`` (and back on import). ``dt`` is written to the graph's metadata as information only:
+:func:`from_nir` reads standard fields alone and takes ``dt`` as an argument.
+
+**Reset.** nir 1.0.8 defines one reset for IF, LIF and CubaLIF: ``v = v_reset`` when ``z = 1``
+(reset to a value; there is no reset-by-subtraction field). A neuron with ``reset="subtract"`` (the
+conversion's IF neuron) is therefore refused with :class:`NIRExportError`, never exported with the wrong
+reset. ``detach_reset`` only changes gradients, so it is dropped. The spike condition ``v > v_threshold``
+is strict in NIR and here.
+
+**What maps.** ``nn.Linear`` -> ``nir.Affine`` (``nir.Linear`` without bias), ``nn.Conv2d`` -> ``nir.Conv2d``
+(with its input shape), ``nn.AvgPool2d`` -> ``nir.AvgPool2d``, ``nn.Flatten`` -> ``nir.Flatten`` (with its
+input shape; dimensions exclude the batch), IF / LIF / PLIF (its learned tau frozen) / CubaLIF ->
+``nir.IF`` / ``nir.LIF`` / ``nir.CubaLIF``, RecurrentLIF -> ``nir.LIF`` plus a ``nir.Linear`` edge back into
+it (a graph cycle, which :func:`from_nir` runs with a one-step delay, as :class:`RecurrentLIFCell` does).
+ALIF has no NIR node and is refused. Batch norm is folded into the synapse first
+(:func:`overlooked.spiking.models.fold_batchnorm`).
+
+A :class:`~overlooked.spiking.models.SpikingNet` exports as: input (the image, fed as the input current at
+every step: direct encoding) -> blocks -> readout ``Affine`` -> output. The graph's output is the readout
+current at each step; the model's logits are its mean over the ``T`` steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from overlooked.errors import OverlookedError
+from overlooked.spiking import modules as M
+from overlooked.spiking import neurons as N
+
+Tensor = torch.Tensor
+
+
+class NIRExportError(OverlookedError):
+    """The model holds something NIR cannot express faithfully."""
+
+
+class NIRImportError(OverlookedError):
+    """The NIR graph holds a node this library cannot run."""
+
+
+# ---- export --------------------------------------------------------------------------------------------
+
+
+def _np(x: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    arr = np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
+    return np.broadcast_to(arr, shape).copy() if shape is not None else arr
+
+
+def _neuron_cell(module: nn.Module) -> nn.Module | None:
+    """The cell of a sequence neuron module (or the cell itself)."""
+    if isinstance(module, M._Cell):
+        return module
+    cell = getattr(module, "cell", None)
+    return cell if isinstance(cell, M._Cell) else None
+
+
+def _check_reset(p: Any, kind: str) -> None:
+    if p.reset != "zero":
+        raise NIRExportError(
+            f"{kind} with reset={p.reset!r} cannot be exported: nir 1.0.8 defines the reset of IF, LIF and CubaLIF as "
+            "v <- v_reset after a spike (reset to a value), with no reset by subtraction; use reset='zero' or keep the model in torch"
+        )
+
+
+def neuron_nodes(cell: nn.Module, shape: tuple[int, ...], dt: float) -> dict[str, nir.NIRNode]:
+    """NIR node(s) for one neuron layer of ``shape`` (``{"": neuron}``, plus ``"rec"`` for a recurrent LIF)."""
+    if abs(cell.dt - dt) > 1e-12 * max(1.0, abs(dt)):
+        raise NIRExportError(f"the neuron layer runs at dt={cell.dt} but the export was asked for dt={dt}; time constants are only meaningful at the model's own dt")
+    p = cell.params()
+    if isinstance(cell, M.ALIFCell):
+        raise NIRExportError("ALIF (adaptive threshold) has no NIR node in nir 1.0.8; it cannot be exported")
+    if isinstance(cell, M.IFCell):
+        _check_reset(p, "IF")
+        return {"": nir.IF(r=_np(p.r, shape), v_threshold=_np(p.v_threshold, shape), v_reset=_np(p.v_reset, shape))}
+    if isinstance(cell, M.CubaLIFCell):
+        _check_reset(p, "CubaLIF")
+        w_in = _np(p.w_in, shape) * _np(p.tau_syn, shape) / dt  # our per-step jump -> NIR's continuous w_in
+        return {
+            "": nir.CubaLIF(
+                tau_syn=_np(p.tau_syn, shape), tau_mem=_np(p.tau_mem, shape), r=_np(p.r, shape), v_leak=_np(p.v_leak, shape),
+                v_threshold=_np(p.v_threshold, shape), v_reset=_np(p.v_reset, shape), w_in=w_in,
+            )
+        }
+    if isinstance(cell, M.LIFCell):  # LIF, PLIF (tau frozen at its learned value), recurrent LIF
+        _check_reset(p, type(cell).__name__.removesuffix("Cell"))
+        lif = nir.LIF(tau=_np(p.tau_mem, shape), r=_np(p.r, shape), v_leak=_np(p.v_leak, shape), v_threshold=_np(p.v_threshold, shape), v_reset=_np(p.v_reset, shape))
+        if isinstance(cell, M.RecurrentLIFCell):
+            return {"": lif, "rec": nir.Linear(weight=_np(cell.recurrent.weight))}
+        return {"": lif}
+    raise NIRExportError(f"no NIR mapping for neuron {type(cell).__name__}")
+
+
+def _synapse_node(module: nn.Module, shape: tuple[int, ...]) -> nir.NIRNode:
+    if isinstance(module, nn.Linear):
+        if module.bias is None:
+            return nir.Linear(weight=_np(module.weight))
+        return nir.Affine(weight=_np(module.weight), bias=_np(module.bias))
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            raise NIRExportError("only zero padding given as numbers exports to nir.Conv2d")
+        bias = module.bias if module.bias is not None else torch.zeros(module.out_channels)
+        return nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(module.weight), stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups, bias=_np(bias))
+    if isinstance(module, nn.AvgPool2d):
+        k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
+        s = module.stride if isinstance(module.stride, tuple) else (module.stride,) * 2
+        pad = module.padding if isinstance(module.padding, tuple) else (module.padding,) * 2
+        if module.ceil_mode or (any(pad) and not module.count_include_pad):
+            raise NIRExportError("AvgPool2d with ceil_mode or count_include_pad=False has no NIR equivalent")
+        return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(pad))
+    if isinstance(module, nn.Flatten):
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise NIRExportError("only Flatten(start_dim=1, end_dim=-1) (flatten everything but the batch) is exported")
+        return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
+    raise NIRExportError(f"no NIR mapping for {type(module).__name__}")
+
+
+def _expand(layers: list[nn.Module]) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, nn.Sequential):
+            out += _expand(list(layer))
+        elif isinstance(layer, (nn.Dropout, nn.Identity)):
+            continue
+        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            raise NIRExportError("fold batch norm into the preceding synapse first (overlooked.spiking.models.fold_batchnorm)")
+        else:
+            out.append(layer)
+    return out
+
+
+@torch.no_grad()
+def export_layers(layers: list[nn.Module], input_shape: tuple[int, ...], dt: float, metadata: dict[str, Any] | None = None) -> nir.NIRGraph:
+    """A NIR graph for a chain of layers run step by step: synapses (Linear, Conv2d, AvgPool2d, Flatten) and
+    sequence or cell neuron modules (IF, LIF, PLIF, CubaLIF, RecurrentLIF).
+
+    Args:
+        layers: the chain, in order.
+        input_shape: one example's input shape, without batch, e.g. ``(1, 28, 28)``.
+        dt: the step of the neuron modules (checked against theirs).
+        metadata: extra information written to the graph (readers must not need it).
+    """
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(input_shape))}
+    edges: list[tuple[str, str]] = []
+    prev, shape = "input", tuple(input_shape)
+    for i, layer in enumerate(_expand(layers)):
+        cell = _neuron_cell(layer)
+        if cell is not None:
+            made = neuron_nodes(cell, shape, dt)
+            name = f"{i}_{type(cell).__name__.removesuffix('Cell').lower()}"
+            nodes[name] = made[""]
+            edges.append((prev, name))
+            if "rec" in made:
+                nodes[f"{name}_rec"] = made["rec"]
+                edges += [(name, f"{name}_rec"), (f"{name}_rec", name)]
+        else:
+            name = f"{i}_{type(layer).__name__.lower()}"
+            nodes[name] = _synapse_node(layer, shape)
+            edges.append((prev, name))
+            shape = tuple(layer(torch.zeros(1, *shape)).shape[1:])
+        prev = name
+    nodes["output"] = nir.Output(output_type=np.array(shape))
+    edges.append((prev, "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "discretisation": "forward Euler", "exporter": "overlooked", **(metadata or {})})
+
+
+def _model_dt(model: nn.Module) -> float:
+    dts = {m.dt for m in model.modules() if isinstance(m, M._Cell)}
+    if len(dts) != 1:
+        raise NIRExportError(f"expected one dt across the neuron layers, found {sorted(dts)}")
+    return dts.pop()
+
+
+def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tuple[int, ...] | None = None) -> nir.NIRGraph:
+    """NIR graph of a :class:`~overlooked.spiking.models.SpikingNet` (batch norm folded; see the module docstring).
+
+    Args:
+        model: the trained spiking net, in eval mode (its BN running statistics are folded).
+        dt: the neurons' step; defaults to theirs, and must equal it when given.
+        input_shape: one input's shape without batch, e.g. ``(1, 28, 28)``; default ``model.input_shape``.
+    """
+    from overlooked.spiking.convert import ConvertedSNN
+    from overlooked.spiking.models import fold_batchnorm
+
+    if isinstance(model, ConvertedSNN):
+        raise NIRExportError(
+            "a converted network uses IF neurons with reset by subtraction, which nir 1.0.8 cannot express "
+            "(its IF resets v <- v_reset); it is not exported"
+        )
+    if not (hasattr(model, "blocks") and hasattr(model, "readout")):
+        raise NIRExportError(f"export_nir_graph takes a SpikingNet, got {type(model).__name__}; use export_layers for a chain of layers")
+    input_shape = input_shape or getattr(model, "input_shape", None)
+    if input_shape is None:
+        raise NIRExportError("pass input_shape (one example's shape without batch, e.g. (1, 28, 28)): NIR graphs carry their shapes")
+    model_dt = _model_dt(model)
+    dt = model_dt if dt is None else dt
+    layers: list[nn.Module] = []
+    for block in model.blocks:
+        folded = fold_batchnorm(block)
+        layers += [folded.synapse] + ([folded.pool] if folded.pool is not None else []) + [folded.neuron]
+    layers.append(model.readout)
+    return export_layers(layers, tuple(input_shape), dt, {"readout": "mean over the T steps of the output"})
+
+
+# ---- import --------------------------------------------------------------------------------------------
+
+
+class SumPool2d(nn.Module):
+    """Sum pooling (``nir.SumPool2d``): average pooling times the window size."""
+
+    def __init__(self, kernel_size: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]):
+        super().__init__()
+        self.pool = nn.AvgPool2d(kernel_size, stride, padding, count_include_pad=True)
+        self.window = kernel_size[0] * kernel_size[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(x) * self.window
+
+
+def _t(x: Any) -> Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+
+def _pair(x: Any) -> tuple[int, int]:
+    a = np.atleast_1d(np.asarray(x)).astype(int).tolist()
+    return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
+
+
+def node_module(node: nir.NIRNode, dt: float) -> nn.Module:
+    """Our torch module for one NIR node (neurons as one-step cells running at ``dt``)."""
+    if isinstance(node, (nir.Input, nir.Output)):
+        return nn.Identity()
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = _t(node.weight)
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=isinstance(node, nir.Affine))
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            if isinstance(node, nir.Affine):
+                lin.bias.copy_(_t(node.bias))
+        return lin
+    if isinstance(node, nir.Conv2d):
+        w = _t(node.weight)
+        padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
+        conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]), _pair(node.stride), padding, _pair(node.dilation), int(node.groups))
+        with torch.no_grad():
+            conv.weight.copy_(w)
+            conv.bias.copy_(_t(node.bias))
+        return conv
+    if isinstance(node, nir.AvgPool2d):
+        return nn.AvgPool2d(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding), count_include_pad=True)
+    if isinstance(node, nir.SumPool2d):
+        return SumPool2d(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding))
+    if isinstance(node, nir.Flatten):  # NIR dimensions exclude the batch
+        start, end = int(node.start_dim), int(node.end_dim)
+        return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+    if isinstance(node, nir.IF):
+        return M.IFCell(dt=dt, r=_t(node.r), v_threshold=_t(node.v_threshold), v_reset=_t(node.v_reset), reset="zero")
+    if isinstance(node, nir.LIF):
+        return M.LIFCell(dt=dt, tau_mem=_t(node.tau), r=_t(node.r), v_leak=_t(node.v_leak), v_threshold=_t(node.v_threshold), v_reset=_t(node.v_reset), reset="zero")
+    if isinstance(node, nir.CubaLIF):
+        w_in = _t(node.w_in) * dt / _t(node.tau_syn)  # NIR's continuous w_in -> our per-step jump
+        return M.CubaLIFCell(dt=dt, tau_syn=_t(node.tau_syn), tau_mem=_t(node.tau_mem), r=_t(node.r), v_leak=_t(node.v_leak), v_threshold=_t(node.v_threshold), v_reset=_t(node.v_reset), w_in=w_in)
+    raise NIRImportError(f"NIR node {type(node).__name__} is not supported (IF, LIF, CubaLIF, Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten are)")
+
+
+def _schedule(nodes: list[str], edges: list[tuple[str, str]], inputs: list[str]) -> tuple[list[str], set[tuple[str, str]]]:
+    """A topological order of the graph with its back edges (cycles) removed, and those back edges."""
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        succ[a].append(b)
+    back: set[tuple[str, str]] = set()
+    state: dict[str, int] = {}  # 1 on the DFS stack, 2 done
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        for m in succ[n]:
+            if state.get(m) == 1:
+                back.add((n, m))
+            elif m not in state:
+                visit(m)
+        state[n] = 2
+
+    for n in inputs + nodes:
+        if n not in state:
+            visit(n)
+    indeg = {n: 0 for n in nodes}
+    for a, b in edges:
+        if (a, b) not in back:
+            indeg[b] += 1
+    order, ready = [], [n for n in nodes if indeg[n] == 0]
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for m in succ[n]:
+            if (n, m) not in back:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    ready.append(m)
+    return order, back
+
+
+class NIRNetwork(nn.Module):
+    """A NIR graph run step by step with this library's modules.
+
+    Each node's input is the sum of its predecessors' outputs at the same step; an edge that closes a cycle
+    carries the previous step's output (zero at the first step). ``forward(x [T, B, ...], state=None)``
+    returns ``(output [T, B, ...], state)``; with ``record=True`` also every node's outputs.
+    """
+
+    def __init__(self, graph: nir.NIRGraph, dt: float):
+        super().__init__()
+        self.dt = dt
+        names = list(graph.nodes)
+        self.node_names = names
+        self.layers = nn.ModuleDict({n.replace(".", "_"): node_module(graph.nodes[n], dt) for n in names})
+        self.inputs = [n for n in names if isinstance(graph.nodes[n], nir.Input)]
+        self.outputs = [n for n in names if isinstance(graph.nodes[n], nir.Output)]
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise NIRImportError(f"expected one Input and one Output node, found {self.inputs} and {self.outputs}")
+        self.edges = [tuple(e) for e in graph.edges]
+        self.order, self.back = _schedule(names, self.edges, self.inputs)
+        self.preds = {n: [a for a, b in self.edges if b == n] for n in names}
+
+    def _layer(self, name: str) -> nn.Module:
+        return self.layers[name.replace(".", "_")]
+
+    def step(self, x: Tensor, state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """One step: ``x`` ``[B, ...]`` -> every node's output, and the new state."""
+        prev_out = state.get("_outputs", {})
+        out: dict[str, Tensor] = {}
+        new_state: dict[str, Any] = {}
+        for n in self.order:
+            if n in self.inputs:
+                inp = x
+            else:
+                terms = []
+                for a in self.preds[n]:
+                    if (a, n) in self.back:
+                        if a in prev_out:
+                            terms.append(prev_out[a])
+                    else:
+                        terms.append(out[a])
+                inp = terms[0] if len(terms) == 1 else torch.stack(terms).sum(0)
+            layer = self._layer(n)
+            if isinstance(layer, M._Cell):
+                out[n], new_state[n] = layer(inp, state.get(n))
+            else:
+                out[n] = layer(inp)
+        new_state["_outputs"] = {a: out[a] for a, _ in self.back}
+        return out, new_state
+
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None, record: bool = False) -> Any:
+        state = state or {}
+        outs, trace = [], []
+        for t in range(x.shape[0]):
+            o, state = self.step(x[t], state)
+            outs.append(o[self.outputs[0]])
+            if record:
+                trace.append(o)
+        y = torch.stack(outs)
+        if record:
+            return y, state, {n: torch.stack([o[n] for o in trace]) for n in self.order}
+        return y, state
+
+
+def from_nir(graph: nir.NIRGraph | str, dt: float) -> NIRNetwork:
+    """A runnable torch module from a NIR graph (or a ``.nir`` file), reading only standard NIR fields.
+
+    Args:
+        graph: the graph, or a path to read it from.
+        dt: the forward-Euler step to run the continuous-time neurons at (never read from metadata).
+    """
+    if isinstance(graph, str) or hasattr(graph, "__fspath__"):
+        graph = nir.read(str(graph))
+    return NIRNetwork(graph, dt)
+
+
+def strip_metadata(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """The graph with every non-standard (metadata) field emptied, in place; returned for chaining."""
+    graph.metadata = {}
+    for node in graph.nodes.values():
+        node.metadata = {}
+        if isinstance(node, nir.NIRGraph):
+            strip_metadata(node)
+    return graph
