@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import pytest
 import torch
 
@@ -176,6 +179,33 @@ def test_no_compiler_cpp_raises_auto_warns_once_and_runs_reference(monkeypatch):
         z, _ = lif(x)
     assert torch.equal(z, M.LIF()(x)[0]) and kernels.CALLS["cpp_forward"] == before
     assert lif.resolved_backend == "reference"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed: the Triton kernels cannot run, not even under TRITON_INTERPRET=1")
+@pytest.mark.parametrize(("kind", "reset", "detach", "dtype", "surrogate"), [
+    ("lif", "zero", False, torch.float32, "atan"),
+    ("lif", "subtract", True, torch.float32, "fast_sigmoid"),
+    ("if", "subtract", False, torch.float64, "triangle"),
+    ("plif", "zero", False, torch.float64, "sigmoid"),
+    ("cuba", "zero", True, torch.float32, "rectangle"),
+])
+def test_triton_interpreter_equals_reference_on_cpu(monkeypatch, kind, reset, detach, dtype, surrogate):
+    """Triton's interpreter runs the GPU kernels on CPU tensors: the same equivalence as for cpp."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delitem(sys.modules, "overlooked.spiking.kernels.triton_lif", raising=False)  # re-jit in interpreter mode
+    torch.manual_seed(0)
+    ref, fast = _pair(kind, "triton", dtype, reset=reset, detach_reset=detach, surrogate=surrogate)
+    x = (torch.randn(10, 2, 19, dtype=dtype) * 3 + 1).requires_grad_()
+    gz, gv = torch.randn_like(x), torch.randn(2, 19, dtype=dtype)
+    before = kernels.CALLS["triton_backward"]
+    z1, s1, g1 = _grads(ref, x, None, gz, gv)
+    z2, s2, g2 = _grads(fast, x, None, gz, gv)
+    assert kernels.CALLS["triton_backward"] == before + 1
+    assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
+    sys.modules.pop("overlooked.spiking.kernels.triton_lif", None)  # never leave interpreter-mode kernels behind
 
 
 @pytest.mark.gpu
