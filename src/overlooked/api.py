@@ -468,16 +468,26 @@ def demo(family: str = "all", *, out: str | Path | None = None, data_dir: str | 
 
 def report(runs: list[str] | None = None, output: str | Path = "docs/results.md") -> list[Path]:
     """Regenerate ``docs/results.md`` from committed run summaries (default ``results/runs``)."""
+    from overlooked.bench.arena import render_arenas, render_figure_index
+    from overlooked.bench.html import render_html
     from overlooked.bench.report import collect_runs, load_references, render_results
 
     roots = [Path(r) for r in (runs or ["results/runs"])]
     refs = load_references(roots[0].parent / "references.yaml")
     benches = [b for b in [roots[0].parent / "bench"] if b.is_dir()]
-    text = render_results(collect_runs(roots), refs, benches)
     output = Path(output)
+    figures = output.parent / "figures"
+    written = babi_figures(collect_runs(roots), refs, figures)
+    text = render_results(collect_runs(roots), refs, benches)
+    extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
+    if extra:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
-    return [output, *babi_figures(collect_runs(roots), refs, output.parent / "figures")]
+    written = [output, *written]
+    page = output.with_suffix(".html")  # the single self-contained page: docs/results.html
+    page.write_text(render_html(text, output.parent))
+    return [*written, page]
 
 
 def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Path]:
@@ -563,10 +573,10 @@ def convert(
     with torch.no_grad():
         ann_correct = sum(int((model(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum()) for i in range(0, len(images), batch_size))
     calib = C.calibration_images(splits.train.tensors["image"], calibration, seed=cfg.train.seed)
-    snn = C.convert(model, calib, norm=norm, steps=steps)  # type: ignore[arg-type]
+    snn = C.convert(model, calib, norm=norm, steps=steps, backend="inplace")  # type: ignore[arg-type]  # bit-identical fast path
     path = new_run_dir(out or "runs", f"convert-{cfg.name}-{norm}")
     path.mkdir(parents=True, exist_ok=True)
-    settings = {"norm": norm, "steps": steps, "calibration": calibration, "calibration_split": "train", "calibration_seed": cfg.train.seed, "v_init": snn.v_init, "reported_steps": list(REPORTED_STEPS), "test_examples": len(images), "checkpoint": checkpoint}
+    settings = {"norm": norm, "steps": steps, "calibration": calibration, "calibration_split": "train", "calibration_seed": cfg.train.seed, "v_init": snn.v_init, "reported_steps": list(REPORTED_STEPS), "test_examples": len(images), "checkpoint": checkpoint, "backend": snn.backend}
     conf = {"name": f"convert_{cfg.name}", "kind": "ann_to_snn_conversion", "source_run": str(run), "conversion": settings, "source_config": cfg.to_dict(), "notes": ""}
     (path / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     _write_json(path / "environment.json", environment("cpu"))
@@ -574,6 +584,8 @@ def convert(
     def progress(done: int, correct: torch.Tensor) -> None:
         marks = {t: correct[t - 1].item() / done for t in (*REPORTED_STEPS, steps) if t <= steps}
         print(f"  {done}/{len(images)} test images: " + ", ".join(f"T={t} {a:.4f}" for t, a in marks.items()), flush=True)
+        # a partial record, so that an interrupted run still says how far it got (summary.json is written at the end)
+        _write_json(path / "partial.json", {"test_examples_done": done, "accuracy_curve": (correct.double() / done).tolist()})
 
     marks = tuple(sorted({t for t in (*REPORTED_STEPS, steps) if t <= steps}))
     res = C.evaluate_curve(snn, images, labels, steps, batch_size, snapshots=marks, progress=progress)
@@ -608,4 +620,5 @@ def convert(
         "wall_time_s": time.perf_counter() - t0,
     }
     _write_json(path / "summary.json", summary)
+    (path / "partial.json").unlink(missing_ok=True)
     return path, summary

@@ -122,3 +122,15 @@ def test_calibration_subset_is_seeded():
     images = torch.arange(100.0)
     a, b = calibration_images(images, 10, seed=3), calibration_images(images, 10, seed=3)
     assert torch.equal(a, b) and len(set(a.tolist())) == 10
+
+
+def test_inplace_backend_is_bit_identical_to_the_reference_and_runs():
+    net = _small_net().eval()
+    calib = _calibration()
+    ref = convert(net, calib, norm="p99.9")
+    fast = convert(net, calib, norm="p99.9", backend="inplace")
+    a, b = ref.simulate(calib, steps=64), fast.simulate(calib, steps=64)
+    assert fast.fast_steps == 64 * 2 and ref.fast_steps == 0  # the fast path really ran (2 spiking stages)
+    assert torch.equal(a.readout, b.readout)
+    assert all(torch.equal(x, y) for x, y in zip(a.rates, b.rates))
+    assert all(torch.equal(x, y) for x, y in zip(a.spikes, b.spikes))

@@ -171,3 +171,31 @@ def test_norse_loads_our_file_and_gives_the_same_spikes(tmp_path):
             outs.append(out)
     assert 0 < ref.mean() < 1
     assert torch.equal(torch.stack(outs), ref)
+
+
+@pytest.mark.peers
+def test_snntorch_loads_our_file_where_its_fixed_dt_allows(tmp_path):
+    """snnTorch 1.0.0's importer hard-codes dt = 1e-4 and needs r = tau / dt (its Leaky adds the input
+    unscaled: v <- beta v + I). A model built that way (here dt = 1e-4, r = tau / dt) gives the same spikes."""
+    snn_import = pytest.importorskip("snntorch.import_nir", reason="snntorch not installed (scripts/install_peers.sh)")
+    dt = 1e-4
+    torch.manual_seed(2)
+    layers = [nn.Linear(6, 10), M.LIF(dt=dt, tau_mem=5e-4, r=5.0), nn.Linear(10, 4), M.LIF(dt=dt, tau_mem=4e-4, r=4.0)]
+    with torch.no_grad():
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(0.8)
+                layer.bias.add_(0.16)
+        layers[2].bias.add_(0.12)
+    x = torch.rand(20, 3, 6) * 2
+    with torch.no_grad():
+        ref = _reference(layers, x)
+        peer = snn_import.import_from_nir(strip_metadata(export_layers(layers, (6,), dt)))
+        outs, state = [], None
+        for t in range(x.shape[0]):
+            out = peer(x[t]) if state is None else peer(x[t], state)
+            if isinstance(out, tuple):
+                out, state = out
+            outs.append(out)
+    assert 0 < ref.mean() < 1
+    assert torch.equal(torch.stack(outs), ref)

@@ -58,6 +58,19 @@ def heaviside(x: Tensor) -> Tensor:
     return (x > 0).to(x.dtype)
 
 
+def if_subtract_step_inplace(x: Tensor, v: Tensor, z: Tensor) -> None:
+    """Fast path of :func:`overlooked.spiking.neurons.if_step` for the conversion's neuron only
+    (``dt = r = v_threshold = 1``, ``v_reset = 0``, reset by subtraction), updating ``v`` and writing the
+    spikes into ``z`` in place. Bit-identical to the reference: ``v + 1.0 x`` is ``v + x``, ``v - 1 > 0`` is
+    ``v > 1`` in floating point, and ``v - 1.0 z`` is ``v - z`` (a test checks it)."""
+    v.add_(x)
+    torch.gt(v, 1.0, out=z)
+    v.sub_(z)
+
+
+BACKENDS = ("reference", "inplace")
+
+
 class ConversionError(OverlookedError):
     """The network holds a layer that rate-coded IF neurons cannot reproduce."""
 
@@ -117,8 +130,12 @@ class ConvertedSNN(nn.Module):
         v_init: initial membrane potential of every IF neuron (0 in Diehl 2015 and Rueckauer 2017).
     """
 
-    def __init__(self, stages: list[Stage], steps: int = 64, v_init: float = 0.0, norm: str = "max"):
+    def __init__(self, stages: list[Stage], steps: int = 64, v_init: float = 0.0, norm: str = "max", backend: str = "reference"):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ConversionError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self.fast_steps = 0  # sentinel: neuron-steps taken by the in-place path
         self.stages = nn.ModuleList(stages)
         self.steps = steps
         self.v_init = v_init
@@ -149,11 +166,17 @@ class ConvertedSNN(nn.Module):
                     break
                 if states[i] is None:
                     states[i] = N.VState(torch.full_like(cur, self.v_init))
-                s, states[i] = N.if_step(cur, states[i], self.neuron, self.dt, self.spike_fn)
-                counts[i] = s if counts[i] is None else counts[i] + s  # [B, ...]
+                    counts[i] = torch.zeros_like(cur)
+                if self.backend == "inplace":
+                    s = torch.empty_like(cur)
+                    if_subtract_step_inplace(cur, states[i].v, s)
+                    self.fast_steps += 1
+                else:
+                    s, states[i] = N.if_step(cur, states[i], self.neuron, self.dt, self.spike_fn)
+                counts[i].add_(s)  # [B, ...]
                 per_step[i][t] = s.sum()
             if t + 1 in marks:
-                snaps[t + 1] = [c.sum(0) for c in counts]
+                snaps[t + 1] = [c.sum(0) for c in counts]  # type: ignore[union-attr]
         return Simulation(
             readout=torch.stack(readout),  # [T, B, C]
             spikes=per_step,
@@ -258,7 +281,7 @@ def normalised_activations(snn: ConvertedSNN, x: Tensor) -> list[Tensor]:
     return out
 
 
-def convert(model: nn.Module, calibration: Tensor, norm: Norm = "p99.9", steps: int = 64, v_init: float = 0.0) -> ConvertedSNN:
+def convert(model: nn.Module, calibration: Tensor, norm: Norm = "p99.9", steps: int = 64, v_init: float = 0.0, backend: str = "reference") -> ConvertedSNN:
     """Convert a ReLU/AvgPool/Linear/Conv2d network into an IF network (see the module docstring).
 
     Args:
@@ -267,6 +290,7 @@ def convert(model: nn.Module, calibration: Tensor, norm: Norm = "p99.9", steps: 
         norm: "max" or "p99.9" (99.9th percentile of the positive activations; Rueckauer 2017).
         steps: default simulation length of the returned network.
         v_init: initial membrane potential (in units of the threshold).
+        backend: "reference" (the shared ``if_step``) or "inplace" (the bit-identical fast path).
 
     Returns:
         A :class:`ConvertedSNN`.
@@ -292,7 +316,7 @@ def convert(model: nn.Module, calibration: Tensor, norm: Norm = "p99.9", steps: 
         previous, k = scale, k + relu
     for p in ann.parameters():
         p.requires_grad_(False)
-    return ConvertedSNN(stages, steps=steps, v_init=v_init, norm=norm)
+    return ConvertedSNN(stages, steps=steps, v_init=v_init, norm=norm, backend=backend)
 
 
 def calibration_images(images: Tensor, n: int, seed: int = 0) -> Tensor:

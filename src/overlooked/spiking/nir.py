@@ -39,7 +39,6 @@ from torch import nn
 
 from overlooked.errors import OverlookedError
 from overlooked.spiking import modules as M
-from overlooked.spiking import neurons as N
 
 Tensor = torch.Tensor
 
