@@ -156,8 +156,8 @@ def gas_drift(
         data_dir: the data root (see :func:`overlooked.data.store.resolve_data_dir`).
         train_batches: batches to train on (batch 1 in the customary protocol); validation comes from them.
         test_batches: batches to test on, each reported separately. ``None``: every batch after the last
-            training batch whose file is present; absent ones are listed in ``meta["missing_batches"]``.
-            Naming a batch whose file is missing is an error.
+            training batch whose file is present (all of them with ``download``); absent ones are listed in
+            ``meta["missing_batches"]``. Naming a batch whose file is missing is an error.
         val_fraction: fraction of the training batches held out for validation (seeded).
         seed: seed of the validation split.
         download: fetch missing files from the official UCI archive.
@@ -173,6 +173,8 @@ def gas_drift(
     missing: list[int] = []
     if test_batches is None:
         later = range(max(train_batches) + 1, NUM_BATCHES + 1)
+        if download:  # fetch every later batch; without download, test on those present
+            store.ensure(FOLDER, root, download, files=[batch_path(b) for b in later])
         missing = [b for b in later if not (root / batch_path(b)).is_file()]
         test_batches = tuple(b for b in later if b not in missing)
     test_batches = tuple(int(b) for b in test_batches)
