@@ -170,8 +170,18 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
             runs[case.name] = run
             rows.append(_row(case, arena, run, summary, "measured"))
             print(_format_row(rows[-1]), flush=True)
-    (folder / "suite.json").write_text(json.dumps({"suite": suite.name, "description": suite.description, "rows": rows}, indent=2) + "\n")
-    (folder / "environment.json").write_text(json.dumps(environment("cpu"), indent=2) + "\n")
+    env = environment("cpu")
+    record = {
+        "suite": suite.name,
+        "description": suite.description,
+        "budgets": {a.name: a.budget_examples for a in suite.arenas if not arenas or a.name in arenas},
+        "command": "overlooked bench --suite " + name + "".join(f" --arena {a}" for a in arenas or []),
+        "date": env["date"][:10],
+        "environment": {"cpu": env["cpu"], "threads": env["torch_threads"], "torch": env["torch"], "git_commit": env["git_commit"]},
+        "rows": rows,
+    }
+    (folder / "suite.json").write_text(json.dumps(record, indent=2) + "\n")
+    (folder / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
     print(f"run folder: {folder}")
     return folder, rows
 

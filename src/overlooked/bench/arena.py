@@ -1,0 +1,63 @@
+"""Arena tables for the report, from committed suite results (``results/suites/*.json``, the
+``suite.json`` that ``overlooked bench --suite NAME`` writes, copied there by hand when worth keeping)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def render_arenas(folder: Path, figures: Path | None = None) -> list[str]:
+    """Markdown for every suite result in ``folder`` (a table per arena; an accuracy-against-cost figure
+    per arena written into ``figures`` when given). Rows never run say so; nothing is filled in."""
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        return []
+    lines = ["## Arena: each family beside what won (same data, same budget)", ""]
+    for path in files:
+        data = json.loads(path.read_text())
+        env = data.get("environment", {})
+        lines += [f"### Suite `{data['suite']}` ({path.name})", "", data.get("description", ""), ""]
+        if env:
+            lines += [f"Hardware: {env.get('cpu', '?')} CPU, {env.get('threads', '?')} threads; torch {env.get('torch', '?')}; commit {str(env.get('git_commit', '?'))[:10]}; date {data.get('date', '?')}; command `{data.get('command', '?')}`.", ""]
+        arenas: dict[str, list[dict[str, Any]]] = {}
+        for row in data["rows"]:
+            arenas.setdefault(row["arena"], []).append(row)
+        for arena, rows in arenas.items():
+            lines += [
+                f"**{arena}** (budget: {data.get('budgets', {}).get(arena, '?')} training examples per model)",
+                "",
+                "| case | role | status | test acc % | params | FLOPs/example | train s | latency ms/example | SynOps/example | energy µJ/example (est.) |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for r in rows:
+                acc = None if r.get("test_accuracy") is None else 100 * r["test_accuracy"]
+                status = r["status"] if r["status"] != "not run" else f"not run (expected {r.get('expected_hours', float('nan')):.1f} h)"
+                lines.append(
+                    f"| {r['case']} | {r['role']} | {status} | {_fmt(acc, '.2f')} | {_fmt(r.get('params'), ',')} | {_fmt(r.get('flops_per_example'), ',')} | "
+                    f"{_fmt(r.get('train_time_s'), '.0f')} | {_fmt(r.get('latency_ms'), '.3f')} | {_fmt(r.get('synops_per_example'), ',.0f')} | {_fmt(r.get('energy_uj_per_example'), '.2f')} |"
+                )
+            lines.append("")
+            if figures is not None and any(r.get("test_accuracy") is not None for r in rows):
+                from overlooked.plots.arena import accuracy_cost_figure
+
+                fig = accuracy_cost_figure(rows, figures / f"arena_{data['suite']}_{arena}.png", f"{data['suite']} / {arena}: accuracy against training time")
+                lines += [f"![{arena} accuracy against cost](figures/{fig.name})", ""]
+    return lines
+
+
+def render_figure_index(figures: Path, base: Path) -> list[str]:
+    """A "Figures" section showing every PNG under ``figures`` (sorted by name), linked relative to ``base``."""
+    pngs = sorted(figures.glob("*.png")) if figures.is_dir() else []
+    if not pngs:
+        return []
+    lines = ["## Figures", "", "Every figure below is regenerated from committed results by `overlooked report` (or by the command named in its section).", ""]
+    for png in pngs:
+        caption = png.stem.replace("_", " ")
+        lines += [f"### {caption}", "", f"![{caption}]({png.relative_to(base).as_posix()})", ""]
+    return lines

@@ -1,0 +1,76 @@
+"""The single-page HTML report: figures embedded, nothing left pointing outside the file, a missing
+figure refused; and (slow, where Chromium is installed) the page renders with its figures in a browser."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from overlooked.bench.arena import render_arenas, render_figure_index
+from overlooked.bench.html import render_html
+from overlooked.plots.memory import plt, save_figure
+
+
+def _png(path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    return save_figure(fig, path)
+
+
+def test_images_are_embedded_and_tables_rendered(tmp_path):
+    png = _png(tmp_path / "figures" / "a.png")
+    page = render_html("# Title\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n![a](figures/a.png)\n", tmp_path)
+    assert "<table>" in page and "<td>1</td>" in page
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    assert f'src="data:image/png;base64,{data}"' in page
+    assert 'src="figures/' not in page
+
+
+def test_missing_figure_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        render_html("![m](figures/missing.png)\n", tmp_path)
+
+
+def test_figure_index_and_arena_tables(tmp_path):
+    _png(tmp_path / "figures" / "b_plot.png")
+    lines = render_figure_index(tmp_path / "figures", tmp_path)
+    assert "![b plot](figures/b_plot.png)" in lines
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    rows = [
+        {"arena": "mnist", "case": "cnn", "role": "baseline", "status": "measured", "test_accuracy": 0.99, "params": 10, "flops_per_example": 100, "train_time_s": 5.0, "latency_ms": 0.1},
+        {"arena": "mnist", "case": "snn", "role": "family", "status": "not run", "test_accuracy": None, "expected_hours": 2.0},
+    ]
+    (suites / "quick.json").write_text(__import__("json").dumps({"suite": "quick", "budgets": {"mnist": 64}, "rows": rows}))
+    text = "\n".join(render_arenas(suites, tmp_path / "figures"))
+    assert "| cnn | baseline | measured | 99.00 | 10 | 100 | 5 | 0.100 | — | — |" in text
+    assert "| snn | family | not run (expected 2.0 h) | — |" in text
+    assert (tmp_path / "figures" / "arena_quick_mnist.png").is_file()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (apt-get install chromium); run by hand, see docs/report.md")
+def test_report_page_renders_in_headless_chromium(tmp_path):
+    """A page whose only content is an embedded, mostly red figure: the screenshot must show that red."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    fig.patch.set_facecolor("red")
+    ax.set_facecolor("red")
+    save_figure(fig, tmp_path / "figures" / "red.png")
+    page = tmp_path / "report.html"
+    page.write_text(render_html("![red](figures/red.png)\n", tmp_path).replace("max-width: 100%", "width: 100%"))
+    shot = tmp_path / "shot.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=800,800", page.as_uri()]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)[..., :3]  # [H, W, 3] floats in [0, 1]
+    red = (img[..., 0] > 0.8) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)
+    assert red.mean() > 0.2, "the embedded figure did not render"
