@@ -23,6 +23,7 @@ from overlooked.config import Component, ExperimentConfig, check_component_kwarg
 from overlooked.data.base import Splits
 from overlooked.errors import ConfigError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
+from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint
 from overlooked.train.distributed import init_distributed
@@ -177,9 +178,48 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
         **result,
     }
+    summary.update(spiking_energy(model, splits, encoder))
+    if "test_accuracy" in summary and len(splits.test):  # 95% Wilson interval on the test accuracy
+        try:
+            summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], len(splits.test))
+        except ValueError:  # an accuracy that is not k / n (e.g. a weighted metric): no interval
+            pass
     if write:
         _write_json(run_dir / "summary.json", summary)
     return summary
+
+
+ENERGY_EXAMPLES = 2000  # test examples the energy / firing-rate report of a spiking model is measured on
+
+
+def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, examples: int = ENERGY_EXAMPLES, batch_size: int = 500) -> dict[str, Any]:
+    """``{"energy": report}`` for a spiking model (its output has ``spike_counts``) on the first ``examples``
+    test examples, else ``{}``. See :func:`overlooked.spiking.synops.energy_report` (a compute-only estimate)."""
+    if not (hasattr(model, "blocks") and hasattr(model, "readout")):
+        return {}
+    from overlooked.spiking.synops import energy_report
+
+    device = next(model.parameters()).device
+    probe = splits.test[torch.arange(1)]
+    probe = encoder(probe, torch.Generator().manual_seed(0)) if encoder is not None else probe
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(*(probe[k].to(device) for k in splits.input_keys))
+    model.train(was)
+    if not (isinstance(out, dict) and "spike_counts" in out):
+        return {}
+    n = min(examples, len(splits.test))
+    gen = torch.Generator().manual_seed(0)
+
+    def batches() -> Any:
+        for start in range(0, n, batch_size):
+            batch = splits.test[torch.arange(start, min(start + batch_size, n))]
+            if encoder is not None:
+                batch = encoder(batch, gen)
+            yield batch[splits.input_keys[0]].to(device)
+
+    return {"energy": {"split": "test", "first_examples": n, **energy_report(model, batches())}}
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -470,7 +510,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     """Regenerate ``docs/results.md`` from committed run summaries (default ``results/runs``)."""
     from overlooked.bench.arena import render_arenas, render_figure_index
     from overlooked.bench.html import render_html
-    from overlooked.bench.report import collect_runs, load_references, render_results
+    from overlooked.bench.report import collect_runs, convert_figures, load_references, render_results
 
     roots = [Path(r) for r in (runs or ["results/runs"])]
     refs = load_references(roots[0].parent / "references.yaml")
@@ -478,6 +518,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     output = Path(output)
     figures = output.parent / "figures"
     written = babi_figures(collect_runs(roots), refs, figures)
+    written += convert_figures(collect_runs(roots), figures)  # ANN-to-SNN accuracy against T
     text = render_results(collect_runs(roots), refs, benches)
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
     if extra:

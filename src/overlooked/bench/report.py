@@ -152,6 +152,117 @@ def render_benches(roots: list[Path]) -> list[str]:
     return lines
 
 
+CONVERSION = "ann_to_snn_conversion"
+
+
+def _is_conversion(run: Run) -> bool:
+    return run.summary.get("kind") == CONVERSION
+
+
+def _hardware(env: dict[str, Any]) -> str:
+    return f"{env.get('cpu', '?')} ({env.get('torch_threads', '?')} threads), torch {env.get('torch', '?')}"
+
+
+def _convert_figure_name(source: str) -> str:
+    return f"convert_{Path(source).name}.png"
+
+
+def render_conversion(runs: list[Run], refs: dict[str, Any]) -> list[str]:
+    """ANN vs converted SNN at the reported T (fixed beforehand: 32 and 64), the curve, published numbers."""
+    conv = [r for r in runs if _is_conversion(r)]
+    if not conv:
+        return []
+    lines = [
+        "",
+        "## Spiking: ANN-to-SNN conversion",
+        "",
+        "IF neurons with reset by subtraction, layer-wise normalisation from activation statistics on training images, "
+        "direct (analog) input current, prediction = argmax of the readout's accumulated membrane after T steps; "
+        "accuracy recorded after every step of one simulation pass. T = 32 and 64 were fixed as the reported values "
+        "before any result was seen.",
+        "",
+        "| run | source run | norm | calibration images | test images | ANN acc % | SNN T=32 % | SNN T=64 % | SNN T=256 % | ANN − SNN at T=64 (points) | wall time | hardware | date |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for run in conv:
+        s, env = run.summary, run.environment
+        acc = s.get("snn_test_accuracy", {})
+        gap = 100 * (s["ann_test_accuracy"] - acc["64"]) if "64" in acc else None
+        lines.append(
+            f"| `{run.folder.name}` | `{Path(s.get('source_run', '?')).name}` | {s.get('norm')} | {_int(s.get('calibration'))} | {_int(s.get('test_examples'))} | "
+            f"{_pct(s.get('ann_test_accuracy'))} | {_pct(acc.get('32'))} | {_pct(acc.get('64'))} | {_pct(acc.get('256'))} | "
+            f"{'—' if gap is None else f'{gap:.2f}'} | {s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env)} | {env.get('date', '?')[:10]} |"
+        )
+    for source in sorted({Path(r.summary.get("source_run", "?")).name for r in conv}):
+        lines += ["", f"![accuracy against T, {source}](figures/{_convert_figure_name(source)})"]
+    ref = refs.get(conv[0].config.get("name", ""), {})
+    if ref:
+        lines += ["", f"Published: {ref['label']}: {ref['accuracy']}% (source: {ref['source']})."]
+    return lines
+
+
+def _energy_rows(runs: list[Run]) -> list[tuple[str, str, dict[str, Any]]]:
+    rows = []
+    for run in runs:
+        if _is_conversion(run):
+            for t in ("32", "64"):
+                if t in run.summary.get("energy", {}):
+                    rows.append((run.folder.name, t, run.summary["energy"][t]))
+        elif isinstance(run.summary.get("energy"), dict) and "totals" in run.summary["energy"]:
+            e = run.summary["energy"]
+            rows.append((run.folder.name, str(e.get("steps")), e))
+    return rows
+
+
+def render_energy(runs: list[Run], refs: dict[str, Any]) -> list[str]:
+    """Per-example SOPs, MACs, firing rates and the compute-only energy estimate of each spiking run."""
+    rows = _energy_rows(runs)
+    if not rows:
+        return []
+    ref = refs.get("energy_45nm", {})
+    lines = [
+        "",
+        "## Spiking: energy and sparsity (compute-only estimate)",
+        "",
+        "Per test example. E_SNN = E_MAC · MACs + E_AC · SOPs; E_ANN = E_MAC · MACs of the same architecture as a plain ANN "
+        f"(E_MAC = {ref.get('mac_pj', '?')} pJ, E_AC = {ref.get('ac_pj', '?')} pJ, FP32; source: {ref.get('source', '?')}). "
+        "SOPs = spikes × fan-out, counted exactly at conv borders; MACs = the real-valued (directly encoded) first layer, "
+        "once per example. Memory traffic, addressing and neuron state updates are left out, so this is an estimate of "
+        "arithmetic only, not of a chip's energy.",
+        "",
+        "| run | T | firing rate per layer | SOPs | MACs (SNN) | MACs (ANN) | E_SNN µJ | E_ANN µJ | SNN / ANN |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t, e in rows:
+        tot = e["totals"]
+        rates = " / ".join(f"{r['firing_rate']:.3f}" for r in e["layers"] if r.get("firing_rate") is not None)
+        lines.append(
+            f"| `{name}` | {t} | {rates} | {tot['sops']:,.0f} | {tot['macs']:,.0f} | {tot['ann_macs']:,.0f} | "
+            f"{tot['snn_energy_pj'] / 1e6:.2f} | {tot['ann_energy_pj'] / 1e6:.2f} | {tot['snn_over_ann']:.2f} |"
+        )
+    return lines
+
+
+def conversion_curves(runs: list[Run]) -> dict[str, tuple[dict[str, list[float]], float]]:
+    """Per source run: ``({"norm": curve}, ANN accuracy)`` for :func:`overlooked.plots.spiking_convert.conversion_curve_figure`."""
+    out: dict[str, tuple[dict[str, list[float]], float]] = {}
+    for run in (r for r in runs if _is_conversion(r)):
+        source = Path(run.summary.get("source_run", "?")).name
+        curves, _ = out.setdefault(source, ({}, run.summary["ann_test_accuracy"]))
+        curves[f"SNN, {run.summary.get('norm')} norm"] = run.summary["accuracy_curve"]
+    return out
+
+
+def convert_figures(runs: list[Run], folder: Path) -> list[Path]:
+    """The accuracy-against-T figure of every converted source run (``docs/figures/convert_<run>.png``)."""
+    from overlooked.plots.spiking_convert import conversion_curve_figure
+
+    return [
+        conversion_curve_figure(curves, ann, folder / _convert_figure_name(source), f"ANN-to-SNN conversion of {source} (MNIST test)")
+        for source, (curves, ann) in sorted(conversion_curves(runs).items())
+    ]
+
+
 def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_roots: list[Path] | None = None) -> str:
     """The Markdown of ``docs/results.md``."""
     refs = refs or {}
@@ -163,7 +274,7 @@ def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_ro
         "| run | model | data | test acc % | test error % | val acc % | params | FLOPs/example | examples seen | wall time | hardware | date |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for run in runs:
+    for run in (r for r in runs if not _is_conversion(r)):  # conversions have their own table below
         s, env = run.summary, run.environment
         test = s.get("test_accuracy", s.get("test_accuracy_mean"))
         minutes = s.get("wall_time_s", 0.0) / 60
@@ -176,6 +287,7 @@ def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_ro
     babi = [line for run in runs if run.summary.get("dataset") == "babi" for line in render_babi(run, refs)]
     if babi:
         lines += ["", "## bAbI per task (test error %)", "", "A task fails when its error is above 5%.", ""] + babi
+    lines += render_conversion(runs, refs) + render_energy(runs, refs)
     lines += render_benches(bench_roots) if bench_roots else []
     lines += ["", "## Commands", ""]
     for run in runs:
