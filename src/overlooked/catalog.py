@@ -21,6 +21,7 @@ MODULES = (
     "overlooked.memory.demo",
     "overlooked.bench.baselines",
     "overlooked.bench.memory",
+    "overlooked.bench.capsules",
     "overlooked.bench.spiking",
     "overlooked.demos",
     "overlooked.spiking.surrogate",

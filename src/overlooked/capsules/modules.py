@@ -6,6 +6,9 @@ import torch
 from torch import nn
 
 from overlooked.capsules import functional as CF
+from overlooked.capsules.fused import DEFAULT_CHUNK, fused_routing
+
+BACKENDS = ("reference", "fused")  # see RoutingCaps
 
 
 class PrimaryCaps(nn.Module):
@@ -36,11 +39,20 @@ class RoutingCaps(nn.Module):
         iterations: routing iterations (3).
         detach_intermediate: see :func:`overlooked.capsules.functional.dynamic_routing`.
         init_std: W drawn from N(0, init_std).
+        backend: ``"reference"`` (plain PyTorch: :meth:`predictions` then
+            :func:`~overlooked.capsules.functional.dynamic_routing`) or ``"fused"`` (the same maths as one
+            autograd function routed a few examples at a time, :mod:`overlooked.capsules.fused`; always
+            float32 inside, about 3x faster on CPU). Tests prove the two equal, gradients included.
+        chunk: examples routed at a time by the fused backend (speed only).
     """
 
-    def __init__(self, in_caps: int = 1152, in_dim: int = 8, out_caps: int = 10, out_dim: int = 16, iterations: int = 3, detach_intermediate: bool = False, init_std: float = 0.01):
+    def __init__(self, in_caps: int = 1152, in_dim: int = 8, out_caps: int = 10, out_dim: int = 16, iterations: int = 3, detach_intermediate: bool = False, init_std: float = 0.01, backend: str = "reference", chunk: int = DEFAULT_CHUNK):
         super().__init__()
-        self.iterations, self.detach_intermediate = iterations, detach_intermediate
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.iterations, self.detach_intermediate, self.backend, self.chunk = iterations, detach_intermediate, backend, chunk
         self.W = nn.Parameter(init_std * torch.randn(in_caps, in_dim, out_caps * out_dim))  # W_ij stacked over j
         self.out_caps, self.out_dim = out_caps, out_dim
 
@@ -52,6 +64,8 @@ class RoutingCaps(nn.Module):
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
+        if self.backend == "fused":
+            return fused_routing(u, self.W, self.out_caps, self.iterations, self.detach_intermediate, self.chunk)
         return CF.dynamic_routing(self.predictions(u), self.iterations, self.detach_intermediate)
 
 
@@ -69,15 +83,18 @@ class CapsNet(nn.Module):
         iterations: routing iterations.
         decoder: build the reconstruction decoder.
         detach_intermediate: routing speed-up switch (off by default).
+        backend: ``"reference"`` or ``"fused"``; the fused one also runs the convolutions channels-last (a
+            memory layout only) and routes with :mod:`overlooked.capsules.fused`. Same maths either way.
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, iterations: int = 3, decoder: bool = True, detach_intermediate: bool = False):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, iterations: int = 3, decoder: bool = True, detach_intermediate: bool = False, backend: str = "reference"):
         super().__init__()
+        self.channels_last = backend == "fused"
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
         self.conv1 = nn.Conv2d(in_channels, 256, 9)
         self.primary = PrimaryCaps(256, 32, 8, 9, 2)
         side = ((image_size - 8) - 9) // 2 + 1  # conv1 (valid 9x9) then 9x9 stride 2
-        self.digits = RoutingCaps(32 * side * side, 8, num_classes, 16, iterations, detach_intermediate)
+        self.digits = RoutingCaps(32 * side * side, 8, num_classes, 16, iterations, detach_intermediate, backend=backend)
         self.decoder = (
             nn.Sequential(
                 nn.Linear(16 * num_classes, 512),
@@ -90,11 +107,16 @@ class CapsNet(nn.Module):
             if decoder
             else None
         )
+        if self.channels_last:  # conv weights channels-last too, so oneDNN skips the layout reorders
+            self.conv1.to(memory_format=torch.channels_last)
+            self.primary.conv.to(memory_format=torch.channels_last)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``image`` ``[B, C, S, S]``, ``label`` ``[B]`` (used for masking in training only) ->
         ``{"logits": capsule lengths [B, K], "poses": [B, K, 16], "couplings": [B, I, K],
         "reconstruction": [B, C*S*S]}``."""
+        if self.channels_last:  # oneDNN's preferred layout; values are unchanged
+            image = image.contiguous(memory_format=torch.channels_last)
         x = torch.relu(self.conv1(image))  # [B, 256, S-8, S-8]
         u = self.primary(x)  # [B, I, 8]
         v, c = self.digits(u)  # [B, K, 16], [B, I, K]

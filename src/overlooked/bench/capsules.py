@@ -1,0 +1,72 @@
+"""``overlooked bench capsules``: CapsNet training and inference throughput in images/s.
+
+The issue's setting: the exact 8,215,568-parameter CapsNet, batch 128, 3 routing iterations, decoder on,
+margin + 0.0005 x reconstruction loss, Adam. One training step is the trainer's own
+:func:`overlooked.train.trainer.train_step` (forward, loss, backward, Adam update), in float32 and on the
+bf16 path (``train.bf16``: the convolutions and the decoder under bfloat16 autocast; routing stays float32).
+Every figure says whether routing detached its non-final iterations (off here, as in the paper) and which
+backend ran. Timing does not depend on pixel values, so the input is seeded noise and no data is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from overlooked.bench.timing import time_call
+from overlooked.capsules.models import CapsuleLoss, capsnet
+from overlooked.config import TrainConfig
+from overlooked.registry import BENCHMARKS
+from overlooked.train.trainer import build_optimizer, train_step
+
+
+def capsnet_throughput(*, backend: str = "fused", bf16: bool = False, batch_size: int = 128, iterations: int = 3, detach_intermediate: bool = False, repeats: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
+    """Training and inference images/s of CapsNet on ``[B, 1, 28, 28]`` input.
+
+    Returns:
+        Two figures (train, infer), each with ``value`` in images/s, the timing record of
+        :func:`~overlooked.bench.timing.time_call`, and the setting (backend, precision, threads, detach).
+    """
+    torch.manual_seed(0)
+    model = capsnet(iterations=iterations, detach_intermediate=detach_intermediate, backend=backend).to(device)
+    cfg = TrainConfig(optimizer="adam", lr=1e-3, bf16=bf16, device=device)
+    optimizer = build_optimizer(cfg, model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(batch_size, 1, 28, 28, generator=gen).to(device), "label": torch.randint(0, 10, (batch_size,), generator=gen).to(device)}
+    objective = CapsuleLoss()
+    keys = ("image", "label")
+    model.train()
+    train = time_call(lambda: train_step(model, batch, keys, objective, optimizer, cfg), warmup=1, repeats=repeats, device=device)
+    model.eval()
+
+    def infer() -> None:
+        with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            model(batch["image"])
+
+    inference = time_call(infer, warmup=1, repeats=repeats, device=device)
+    setting = {
+        "backend": backend,
+        "precision": "bf16" if bf16 else "fp32",
+        "batch_size": batch_size,
+        "iterations": iterations,
+        "decoder": True,
+        "detach_intermediate": detach_intermediate,
+        "threads": torch.get_num_threads(),
+    }
+    tag = f"capsnet {backend} {setting['precision']} batch {batch_size} r={iterations} detach={'on' if detach_intermediate else 'off'}"
+    return [
+        {"name": f"{tag} train", "value": batch_size / train["median_s"], "unit": "images/s", **setting, **train},
+        {"name": f"{tag} infer", "value": batch_size / inference["median_s"], "unit": "images/s", **setting, **inference},
+    ]
+
+
+@BENCHMARKS.register("capsules")
+def bench_capsules(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
+    """CapsNet (8,215,568 parameters), batch 128, 3 iterations, decoder on, detach off: the fused backend in
+    fp32 and bf16, and the plain reference backend in fp32 for comparison."""
+    repeats = 2 if quick else 5
+    figures: list[dict[str, Any]] = []
+    for backend, bf16 in (("fused", False), ("fused", True), ("reference", False)):
+        figures += capsnet_throughput(backend=backend, bf16=bf16, repeats=repeats, device=device)
+    return figures
