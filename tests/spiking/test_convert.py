@@ -134,3 +134,24 @@ def test_inplace_backend_is_bit_identical_to_the_reference_and_runs():
     assert torch.equal(a.readout, b.readout)
     assert all(torch.equal(x, y) for x, y in zip(a.rates, b.rates))
     assert all(torch.equal(x, y) for x, y in zip(a.spikes, b.spikes))
+
+
+def test_report_renders_conversion_and_energy_rows(tmp_path):
+    from pathlib import Path
+
+    from overlooked.bench.report import Run, conversion_curves, render_conversion, render_energy
+    from overlooked.spiking.synops import LayerOps, summarise
+
+    energy = summarise([LayerOps("0", "real", 100.0, 0.0, 100, 10, 40.0), LayerOps("1 (readout)", "spikes", 0.0, 120.0, 30, 0, 0.0)], examples=2, steps=4)
+    summary = {
+        "kind": "ann_to_snn_conversion", "source_run": "runs/cnn-x", "norm": "max", "calibration": 1000, "test_examples": 2,
+        "ann_test_accuracy": 0.99, "snn_test_accuracy": {"32": 0.95, "64": 0.985, "256": 0.99}, "accuracy_curve": [0.5, 0.99],
+        "energy": {"32": energy, "64": energy}, "wall_time_s": 60.0,
+    }
+    run = Run(Path("convert-x"), {"name": "convert_cnn_mnist"}, {"cpu": "cpu", "torch_threads": 1, "torch": "2", "date": "2026-01-01"}, summary)
+    refs = {"convert_cnn_mnist": {"label": "L", "source": "S", "accuracy": 98.44}, "energy_45nm": {"mac_pj": 4.6, "ac_pj": 0.9, "source": "S"}}
+    text = "\n".join(render_conversion([run], refs) + render_energy([run], refs))
+    assert "| 99.00 | 95.00 | 98.50 | 99.00 | 0.50 |" in text and "98.44%" in text
+    # per example: MACs 100 / 2 = 50, SOPs 60, E_SNN = 4.6 * 50 + 0.9 * 60 = 284 pJ; ANN 4.6 * 130 = 598 pJ; rate 40 / (2 * 4 * 10)
+    assert "| 64 | 0.500 | 60 | 50 | 130 | 0.00 | 0.00 | 0.47 |" in text
+    assert conversion_curves([run]) == {"cnn-x": ({"SNN, max norm": [0.5, 0.99]}, 0.99)}

@@ -134,6 +134,10 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
     )
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs")]) == 0
     (run,) = (tmp_path / "runs").iterdir()
+    import json
+
+    energy = json.loads((run / "summary.json").read_text())["energy"]  # every spiking run reports it
+    assert "compute-only estimate" in energy["label"] and energy["first_examples"] == 16 and energy["layers"][0]["input"] == "real"
     out = tmp_path / "m.nir"
     assert main(["export-nir", str(run), str(out)]) == 0
     graph = nir.read(str(out))
