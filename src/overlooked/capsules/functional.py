@@ -1,9 +1,12 @@
-"""The maths of capsule networks, written once: squash, dynamic routing, margin loss, masking.
+"""The maths of capsule networks, written once: squash, dynamic routing, margin loss, masking, EM routing,
+spread loss.
 
 Shapes: ``B`` batch, ``I`` child (input) capsules, ``J`` parent (output) capsules, ``D`` parent dimension.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -81,3 +84,109 @@ def mask_capsules(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     with every other capsule zeroed. ``index`` is ``[B]`` (one capsule) or a multi-hot ``[B, J]``."""
     keep = F.one_hot(index, v.shape[1]).to(v.dtype) if index.dim() == 1 else index.to(v.dtype)
     return (v * keep.unsqueeze(-1)).flatten(1)
+
+
+# --- EM routing (Hinton, Sabour, Frosst 2018, "Matrix capsules with EM routing", ICLR; OpenReview HJWLfGWRb) ---
+
+EM_EPS_VAR = 1e-4  # added to every variance sigma_h^2: a parent that one child explains alone keeps a finite log-density
+EM_EPS_MASS = 1e-8  # added to the routed mass sum_i R_ij before dividing by it: a parent no child routes to stays finite
+EM_FINAL_INVERSE_TEMPERATURE = 0.01  # lambda at the last iteration; our default (the paper gives no value), as in
+# the yl-1993/Matrix-Capsules-EM-PyTorch port whose 99.3 % MNIST result is the reference in paper_numbers.md
+
+
+def em_inverse_temperatures(iterations: int, final: float = EM_FINAL_INVERSE_TEMPERATURE) -> list[float]:
+    """Inverse temperature lambda per iteration, rising to ``final``: ``final * (1 - 0.95^(t+1))``, the
+    schedule of the yl-1993 port (the paper says only that lambda increases over the iterations; [U]).
+
+    >>> [round(x, 5) for x in em_inverse_temperatures(2, 1.0)]
+    [0.05, 0.0975]
+    """
+    return [final * (1.0 - 0.95 ** (t + 1)) for t in range(iterations)]
+
+
+def em_routing(
+    votes: torch.Tensor,
+    activations: torch.Tensor,
+    beta_u: torch.Tensor,
+    beta_a: torch.Tensor,
+    iterations: int = 3,
+    inverse_temperatures: list[float] | None = None,
+    eps_var: float = EM_EPS_VAR,
+    eps_mass: float = EM_EPS_MASS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EM routing (Hinton et al. 2018, Procedure 1), with the E-step in log space.
+
+    ``R_ij = 1/J``; repeat: M-step (``R_ij <- R_ij a_i``; ``mu_j = sum_i R_ij V_ij / sum_i R_ij``;
+    ``sigma_j^2 = sum_i R_ij (V_ij - mu_j)^2 / sum_i R_ij``; ``cost_j = sum_h (beta_u + log sigma_j^h) sum_i R_ij``;
+    ``a_j = sigmoid(lambda (beta_a - cost_j))``), then, except after the last M-step, E-step
+    (``log R_ij = log a_j + log N(V_ij; mu_j, sigma_j^2) - logsumexp_j(...)``: each child's assignments sum to
+    1 over its parents; no exponent of a density is ever taken outside a normalised softmax).
+
+    Args:
+        votes: ``V`` ``[N, I, J, H]`` (H = 16 for 4x4 poses).
+        activations: child activations ``a_i`` ``[N, I]`` in [0, 1].
+        beta_u: ``[J]`` (or broadcastable) cost offset per parent type.
+        beta_a: ``[J]`` activation offset per parent type.
+        iterations: EM iterations (>= 1).
+        inverse_temperatures: lambda per iteration (default :func:`em_inverse_temperatures`).
+        eps_var: see ``EM_EPS_VAR``.
+        eps_mass: see ``EM_EPS_MASS``.
+
+    Returns:
+        ``(mu, a, R)``: parent poses ``[N, J, H]``, parent activations ``[N, J]`` and the last assignments
+        ``[N, I, J]`` (rows sum to 1 over parents).
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    lambdas = em_inverse_temperatures(iterations) if inverse_temperatures is None else list(inverse_temperatures)
+    if len(lambdas) != iterations:
+        raise ValueError(f"need one inverse temperature per iteration: {iterations}, got {len(lambdas)}")
+    N, I, J, H = votes.shape
+    log_R = votes.new_full((N, I, J), -math.log(J))  # [N, I, J]
+    for t in range(iterations):
+        # M-step
+        R = torch.exp(log_R) * activations.unsqueeze(-1)  # [N, I, J]
+        mass = R.sum(1) + eps_mass  # [N, J]
+        weights = (R / mass.unsqueeze(1)).unsqueeze(-1)  # [N, I, J, 1]
+        mu = (weights * votes).sum(1)  # [N, J, H]
+        var = (weights * (votes - mu.unsqueeze(1)) ** 2).sum(1) + eps_var  # [N, J, H]
+        cost = ((beta_u.unsqueeze(-1) + 0.5 * torch.log(var)) * mass.unsqueeze(-1)).sum(-1)  # [N, J]
+        logit = lambdas[t] * (beta_a - cost)  # [N, J]
+        if t == iterations - 1:
+            return mu, torch.sigmoid(logit), torch.exp(log_R)
+        # E-step, in log space: log a_j + log p_ij, normalised over parents j
+        log_p = -0.5 * (((votes - mu.unsqueeze(1)) ** 2 / var.unsqueeze(1)) + torch.log(2 * math.pi * var).unsqueeze(1)).sum(-1)  # [N, I, J]
+        log_ap = F.logsigmoid(logit).unsqueeze(1) + log_p
+        log_R = log_ap - torch.logsumexp(log_ap, dim=2, keepdim=True)
+    raise AssertionError("unreachable")
+
+
+SPREAD_MARGIN_START, SPREAD_MARGIN_END = 0.2, 0.9  # the paper's margin schedule: from 0.2, raised linearly to 0.9 ([U] values)
+
+
+def spread_margin(step: int, ramp_steps: int, start: float = SPREAD_MARGIN_START, end: float = SPREAD_MARGIN_END) -> float:
+    """The spread loss margin at ``step``: linear from ``start`` to ``end`` over ``ramp_steps``, then ``end``.
+
+    >>> [round(spread_margin(s, 100), 6) for s in (0, 50, 500)]
+    [0.2, 0.55, 0.9]
+    """
+    return start + (end - start) * min(1.0, step / max(1, ramp_steps))
+
+
+def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor:
+    """Spread loss (Hinton et al. 2018, eq. 3): ``L = sum_{i != t} max(0, m - (a_t - a_i))^2``, per example.
+
+    Args:
+        activations: class activations ``[B, K]``.
+        target: class indices ``[B]``.
+        margin: ``m``.
+
+    Returns:
+        ``[B]``.
+
+    >>> round(float(spread_loss(torch.tensor([[0.9, 0.5, 0.1]]), torch.tensor([0]), 0.5)), 6)  # (0.5-0.4)^2 + 0
+    0.01
+    """
+    a_t = activations.gather(1, target.unsqueeze(1))  # [B, 1]
+    gaps = F.relu(margin - (a_t - activations)) ** 2  # [B, K]; the target's own term is m^2
+    return gaps.sum(1) - F.one_hot(target, activations.shape[1]).to(gaps.dtype).mul(gaps).sum(1)

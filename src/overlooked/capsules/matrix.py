@@ -1,0 +1,136 @@
+"""Matrix capsules with EM routing (Hinton, Sabour, Frosst 2018): parameters here, maths in ``functional``.
+
+A capsule is a 4x4 pose matrix ``M`` (stored flat, 16 numbers) and an activation ``a`` in [0, 1]. A child
+votes for a parent with ``V_ij = M_i W_ij``; :func:`overlooked.capsules.functional.em_routing` turns votes
+into parent poses and activations. Layouts: poses ``[N, H, W, C, 16]``, activations ``[N, H, W, C]``
+(``C`` capsule types per position).
+
+Simplification, stated: ConvCaps routes each receptive field on its own (a child that falls in several
+overlapping windows is normalised within each window), as the public ports do; the paper normalises a
+child's assignments over every parent it reaches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from overlooked.capsules import functional as CF
+
+POSE = 16  # 4x4 pose matrix, flattened
+
+
+def _votes(poses: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``poses`` ``[N, I, 16]``, ``W`` ``[I, J, 4, 4]`` -> votes ``V_ij = M_i W_ij`` ``[N, I, J, 16]``."""
+    N, I, _ = poses.shape
+    M = poses.view(N, I, 1, 4, 4)
+    return torch.matmul(M, W.unsqueeze(0)).view(N, I, W.shape[1], POSE)  # [N, I, J, 4, 4] -> flat
+
+
+class PrimaryMatCaps(nn.Module):
+    """A 1x1 convolution to ``types`` capsules per position: 16 pose numbers and a sigmoid activation each."""
+
+    def __init__(self, in_channels: int, types: int):
+        super().__init__()
+        self.types = types
+        self.pose = nn.Conv2d(in_channels, types * POSE, 1)
+        self.activation = nn.Conv2d(in_channels, types, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[N, C, H, W]`` -> poses ``[N, H, W, types, 16]``, activations ``[N, H, W, types]``."""
+        N, _, H, W = x.shape
+        pose = self.pose(x).permute(0, 2, 3, 1).reshape(N, H, W, self.types, POSE)
+        act = torch.sigmoid(self.activation(x)).permute(0, 2, 3, 1)
+        return pose, act
+
+
+class ConvCaps(nn.Module):
+    """Convolutional capsules: each ``kernel x kernel`` window of ``in_types`` children votes for
+    ``out_types`` parents through transforms ``W`` shared across positions, then EM routing.
+
+    Args:
+        in_types, out_types: capsule types in and out.
+        kernel_size, stride: the window.
+        iterations: EM iterations.
+        inverse_temperatures: see :func:`overlooked.capsules.functional.em_routing`.
+    """
+
+    def __init__(self, in_types: int, out_types: int, kernel_size: int = 3, stride: int = 1, iterations: int = 3, inverse_temperatures: list[float] | None = None):
+        super().__init__()
+        self.kernel_size, self.stride, self.iterations, self.inverse_temperatures = kernel_size, stride, iterations, inverse_temperatures
+        self.W = nn.Parameter(torch.randn(kernel_size * kernel_size * in_types, out_types, 4, 4))  # N(0, 1), ours
+        self.beta_u = nn.Parameter(torch.zeros(out_types))
+        self.beta_a = nn.Parameter(torch.zeros(out_types))
+
+    def forward(self, pose: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[N, H, W, C, 16]``, ``[N, H, W, C]`` -> ``[N, H', W', out_types, 16]``, ``[N, H', W', out_types]``."""
+        k, s = self.kernel_size, self.stride
+        N, _, _, C, _ = pose.shape
+        p = pose.unfold(1, k, s).unfold(2, k, s)  # [N, H', W', C, 16, k, k]
+        a = act.unfold(1, k, s).unfold(2, k, s)  # [N, H', W', C, k, k]
+        Ho, Wo = p.shape[1], p.shape[2]
+        p = p.permute(0, 1, 2, 5, 6, 3, 4).reshape(N * Ho * Wo, k * k * C, POSE)  # children of each window
+        a = a.permute(0, 1, 2, 4, 5, 3).reshape(N * Ho * Wo, k * k * C)
+        mu, a_out, _ = CF.em_routing(_votes(p, self.W), a, self.beta_u, self.beta_a, self.iterations, self.inverse_temperatures)
+        J = self.W.shape[1]
+        return mu.view(N, Ho, Wo, J, POSE), a_out.view(N, Ho, Wo, J)
+
+
+class ClassCaps(nn.Module):
+    """Class capsules: every child capsule of the last grid votes for each class, with one transform per
+    (child type, class) shared across positions, and coordinate addition: the scaled (row, column) of the
+    child's receptive-field centre is added to the first two elements of the right-hand column of its vote
+    (Hinton et al. 2018, §3)."""
+
+    def __init__(self, in_types: int, num_classes: int = 10, iterations: int = 3, coordinate_addition: bool = True, inverse_temperatures: list[float] | None = None):
+        super().__init__()
+        self.iterations, self.coordinate_addition, self.inverse_temperatures = iterations, coordinate_addition, inverse_temperatures
+        self.W = nn.Parameter(torch.randn(in_types, num_classes, 4, 4))  # N(0, 1), ours
+        self.beta_u = nn.Parameter(torch.zeros(num_classes))
+        self.beta_a = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, pose: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[N, H, W, C, 16]``, ``[N, H, W, C]`` -> class poses ``[N, K, 16]``, activations ``[N, K]``,
+        assignments ``[N, H*W*C, K]``."""
+        N, H, W, C, _ = pose.shape
+        votes = _votes(pose.reshape(N, H * W * C, POSE), self.W.repeat(H * W, 1, 1, 1))  # [N, H*W*C, K, 16]
+        if self.coordinate_addition:
+            rows = (torch.arange(H, dtype=pose.dtype, device=pose.device) + 0.5) / H  # centres, scaled to (0, 1)
+            cols = (torch.arange(W, dtype=pose.dtype, device=pose.device) + 0.5) / W
+            offset = torch.zeros(H, W, C, 1, POSE, dtype=pose.dtype, device=pose.device)
+            offset[..., 3] = rows.view(H, 1, 1, 1)  # element (0, 3) of the 4x4 vote
+            offset[..., 7] = cols.view(1, W, 1, 1)  # element (1, 3)
+            votes = votes + offset.view(1, H * W * C, 1, POSE)
+        mu, a_out, R = CF.em_routing(votes, act.reshape(N, H * W * C), self.beta_u, self.beta_a, self.iterations, self.inverse_temperatures)
+        return mu, a_out, R
+
+
+class MatrixCapsNet(nn.Module):
+    """Hinton et al. 2018's network: ReLU conv 5x5/2 with ``A`` channels, PrimaryMatCaps ``B`` types,
+    ConvCaps ``C`` types (3x3/2), ConvCaps ``D`` types (3x3/1), ClassCaps with coordinate addition.
+
+    28x28 MNIST: 28 -> 12 -> 12 -> 5 -> 3. The spread loss margin is a buffer a callback sets through
+    :meth:`set_spread_margin`, and the forward pass reports it, so the objective reads it from the output.
+    """
+
+    def __init__(self, A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, A, 5, stride=2)
+        self.primary = PrimaryMatCaps(A, B)
+        self.caps1 = ConvCaps(B, C, 3, 2, iterations)
+        self.caps2 = ConvCaps(C, D, 3, 1, iterations)
+        self.classes = ClassCaps(D, num_classes, iterations, coordinate_addition)
+        self.register_buffer("spread_margin", torch.tensor(CF.SPREAD_MARGIN_START))
+
+    def set_spread_margin(self, margin: float) -> None:
+        """Set the spread loss margin the forward pass reports (the margin schedule's hook)."""
+        self.spread_margin.fill_(margin)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[N, C, S, S]`` -> ``{"logits": class activations [N, K], "poses": [N, K, 16], "spread_margin": []}``."""
+        x = torch.relu(self.conv1(image))  # [N, A, 12, 12]
+        pose, act = self.primary(x)
+        pose, act = self.caps1(pose, act)
+        pose, act = self.caps2(pose, act)
+        mu, a, _ = self.classes(pose, act)
+        return {"logits": a, "poses": mu, "spread_margin": self.spread_margin}

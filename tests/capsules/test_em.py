@@ -1,0 +1,99 @@
+"""EM routing, spread loss and matrix capsule layers: hand-computed values, assignments summing to one over
+parents, gradcheck in float64, no NaN at the edges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from overlooked.capsules import functional as CF
+from overlooked.capsules.matrix import ClassCaps, ConvCaps
+from overlooked.capsules.models import SpreadLoss, SpreadMarginSchedule, matcaps_em_small
+
+
+def test_em_one_parent_by_hand():
+    votes = torch.tensor([[[[1.0]], [[3.0]]]], dtype=torch.float64)  # [N=1, I=2, J=1, H=1]
+    act = torch.ones(1, 2, dtype=torch.float64)
+    beta_u, beta_a = torch.tensor([0.5], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)
+    mu, a, R = CF.em_routing(votes, act, beta_u, beta_a, iterations=1, inverse_temperatures=[0.1])
+    # mu = 2, sigma^2 = 1 + eps, mass = 2: cost = (0.5 + 0.5 log(1 + eps)) * 2
+    var = 1.0 + CF.EM_EPS_VAR
+    mass = 2.0 + CF.EM_EPS_MASS
+    cost = (0.5 + 0.5 * math.log(var)) * mass
+    torch.testing.assert_close(mu, torch.full((1, 1, 1), 2.0 * 2.0 / mass, dtype=torch.float64))
+    torch.testing.assert_close(a, torch.sigmoid(torch.tensor([[0.1 * (2.0 - cost)]], dtype=torch.float64)))
+    torch.testing.assert_close(R, torch.ones(1, 2, 1, dtype=torch.float64))
+
+
+def test_em_assignments_sum_to_one_over_parents_and_follow_the_votes():
+    torch.manual_seed(0)
+    # children 0-2 agree (near +3) on parent 0 and scatter for parent 1; children 3-5 the other way round
+    votes = torch.randn(1, 6, 2, 4)
+    votes[0, :3, 0] = 3 + 0.1 * torch.randn(3, 4)
+    votes[0, 3:, 1] = -3 + 0.1 * torch.randn(3, 4)
+    zeros = torch.zeros(2)
+    _, _, R1 = CF.em_routing(votes, torch.ones(1, 6), zeros, zeros, iterations=1)
+    torch.testing.assert_close(R1, torch.full((1, 6, 2), 0.5))  # uniform before any E-step
+    _, a, R = CF.em_routing(votes, torch.ones(1, 6), zeros, zeros, iterations=3, inverse_temperatures=[0.01] * 3)
+    torch.testing.assert_close(R.sum(-1), torch.ones(1, 6))
+    assert R[0, :3, 0].mean() > 0.75 and R[0, 3:, 1].mean() > 0.75  # each group routes to the parent it agrees on
+
+
+def test_em_gradcheck_float64():
+    torch.manual_seed(1)
+    votes = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    act = torch.rand(2, 5, dtype=torch.float64, requires_grad=True)
+    beta_u = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    beta_a = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    for out in (0, 1):
+        assert gradcheck(lambda v, a, bu, ba, out=out: CF.em_routing(v, a, bu, ba, 3, [0.5, 0.75, 1.0])[out], (votes, act, beta_u, beta_a))
+
+
+def test_em_no_nan_at_the_edges():
+    votes = torch.zeros(2, 4, 3, 16, requires_grad=True)  # identical votes: variance 0 before eps
+    act = torch.zeros(2, 4)  # no child active: no mass reaches any parent
+    mu, a, R = CF.em_routing(votes, act, torch.zeros(3), torch.zeros(3), iterations=3)
+    (mu.sum() + a.sum()).backward()
+    for t in (mu, a, R, votes.grad):
+        assert torch.isfinite(t).all()
+    big = 1e3 * torch.randn(2, 4, 3, 16)  # far-apart votes: tiny densities, handled in log space
+    mu, a, R = CF.em_routing(big, torch.ones(2, 4), torch.zeros(3), torch.zeros(3), iterations=3, inverse_temperatures=[1.0] * 3)
+    assert torch.isfinite(R).all() and torch.isfinite(a).all()
+    with pytest.raises(ValueError, match="inverse temperature"):
+        CF.em_routing(big, torch.ones(2, 4), torch.zeros(3), torch.zeros(3), iterations=2, inverse_temperatures=[1.0])
+
+
+def test_spread_loss_hand_values_and_margin_schedule():
+    a = torch.tensor([[0.8, 0.7, 0.1], [0.2, 0.9, 0.3]])
+    # m = 0.5. ex 0, target 0: (0.5 - (0.8-0.7))^2 + max(0, 0.5 - (0.8-0.1))^2 = 0.16 + 0
+    # ex 1, target 2: (0.5 - (0.3-0.2))^2 + (0.5 - (0.3-0.9))^2 = 0.16 + 1.21
+    expected = torch.tensor([0.16, 0.16 + 1.21])
+    torch.testing.assert_close(CF.spread_loss(a, torch.tensor([0, 2]), 0.5), expected)
+    out = {"logits": a, "spread_margin": torch.tensor(0.5)}
+    torch.testing.assert_close(SpreadLoss()(out, {"label": torch.tensor([0, 2])}), expected.mean())
+    assert CF.spread_margin(0, 10) == pytest.approx(0.2) and CF.spread_margin(10, 10) == pytest.approx(0.9)
+
+    class Ctx:  # what the trainer hands callbacks, reduced to what the schedule reads
+        def __init__(self, model, step):
+            self.model, self.state = model, type("S", (), {"step": step})()
+
+    model = matcaps_em_small(A=4, B=2, C=2, D=2, iterations=1)
+    SpreadMarginSchedule(ramp_steps=100).on_step_end(Ctx(model, 50), 0.0)
+    assert float(model(torch.rand(1, 1, 28, 28))["spread_margin"]) == pytest.approx(0.55)
+
+
+def test_convcaps_window_and_class_caps_coordinate_addition():
+    torch.manual_seed(0)
+    layer = ConvCaps(in_types=2, out_types=3, kernel_size=3, stride=2, iterations=2)
+    pose, act = layer(torch.randn(1, 7, 7, 2, 16), torch.rand(1, 7, 7, 2))
+    assert pose.shape == (1, 3, 3, 3, 16) and act.shape == (1, 3, 3, 3)
+    caps = ClassCaps(in_types=1, num_classes=2, iterations=1)
+    with torch.no_grad():
+        caps.W.zero_()  # every vote is 0 before coordinate addition, so mu is the mean coordinate offset
+    mu, _, _ = caps(torch.zeros(1, 2, 2, 1, 16), torch.ones(1, 2, 2, 1))
+    expected = torch.zeros(16)
+    expected[3] = expected[7] = 0.5  # centres (0.25, 0.75) in rows and columns average to 0.5
+    torch.testing.assert_close(mu[0, 0], expected, atol=1e-6, rtol=0)

@@ -1,0 +1,66 @@
+"""The capsule family's model matrix, generated from the registry: forward shape, backward reaches every
+parameter, no NaN, unknown kwargs raise; and the published parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overlooked import catalog
+from overlooked.errors import RegistryError
+from overlooked.registry import MODELS
+
+catalog.load_all()
+CAPSULE_MODELS = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "capsules"]
+SMALL_KWARGS = {"matcaps_em": {"A": 8, "B": 4, "C": 4, "D": 4, "iterations": 2}}  # the layout, at a test size
+IMAGE_SIZE = {"multimnist_baseline_cnn": 36}
+
+
+def _logits(out):
+    return out["logits"] if isinstance(out, dict) else out
+
+
+def test_the_family_is_registered():
+    assert {"capsnet", "capsnet_baseline_cnn", "multimnist_baseline_cnn", "matcaps_em_small", "matcaps_em"} <= set(CAPSULE_MODELS)
+
+
+@pytest.mark.parametrize("name", CAPSULE_MODELS)
+def test_forward_backward_no_nan(name, every_parameter_learns):
+    torch.manual_seed(0)
+    model = MODELS.create(name, **SMALL_KWARGS.get(name, {}))
+    size = IMAGE_SIZE.get(name, 28)
+    batch = {"image": torch.rand(2, 1, size, size), "label": torch.tensor([3, 7])}
+    out = model(*(batch[k] for k in MODELS.tags(name)["input_keys"]))
+    logits = _logits(out)
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    loss = logits.square().sum()
+    if isinstance(out, dict) and "reconstruction" in out:
+        loss = loss + out["reconstruction"].sum()
+    loss.backward()
+    every_parameter_learns(model)
+
+
+@pytest.mark.parametrize("name", CAPSULE_MODELS)
+def test_unknown_kwargs_raise(name):
+    with pytest.raises(RegistryError, match="unknown argument"):
+        MODELS.create(name, not_an_argument=1)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("capsnet_baseline_cnn", 35_445_522),  # paper_numbers.md §2.2
+        ("multimnist_baseline_cnn", 24_563_978),
+    ],
+)
+def test_baseline_parameter_counts(name, expected):
+    assert sum(p.numel() for p in MODELS.create(name).parameters()) == expected
+
+
+def test_matrix_capsule_layer_sizes_by_hand():
+    small = MODELS.create("matcaps_em_small")
+    # conv1 5x5 1->64: 1,664; primary 1x1 64->8*16 + 64->8: 8,320 + 520; ConvCaps 3x3x8 -> 16 types of 4x4:
+    # 72*16*16 + 2*16 = 18,464; ConvCaps 3x3x16 -> 16: 144*16*16 + 32 = 36,896; ClassCaps 16 -> 10: 16*10*16 + 20 = 2,580
+    assert sum(p.numel() for p in small.parameters()) == 1_664 + 8_320 + 520 + 18_464 + 36_896 + 2_580
+    big = MODELS.create("matcaps_em")  # A=B=C=D=32
+    assert big.conv1.out_channels == 32 and big.caps1.W.shape == (9 * 32, 32, 4, 4) and big.classes.W.shape == (32, 10, 4, 4)
