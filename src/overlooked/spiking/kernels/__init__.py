@@ -9,7 +9,9 @@ Backends:
   ``detach_reset`` on and off. Spikes equal the reference's bit for bit.
 - ``"triton"``: :mod:`overlooked.spiking.kernels.triton_lif`: the same scans for CUDA tensors (or CPU
   tensors under ``TRITON_INTERPRET=1``).
-- ``"auto"``: ``"cpp"`` for supported CPU inputs when a compiler works, ``"triton"`` for CUDA inputs when
+- ``"auto"``: ``"cpp"`` for supported CPU inputs (chosen over ``torch.compile`` of the reference loop, which
+  on the 2-core dev machine took 764 s to compile at T=50, B=16, n=512 and then ran forward+backward in
+  48 ms median against the C++ scan's 1.4 ms, 1 thread, 2026-11-28), when a compiler works, ``"triton"`` for CUDA inputs when
   Triton is installed, else ``"reference"`` (with one warning when a compiler was expected but failed).
 
 :func:`resolved_backends` tells, per neuron layer of a model, which backend ran last (or will run).

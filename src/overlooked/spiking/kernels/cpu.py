@@ -66,7 +66,7 @@ class CppNeuronScan(torch.autograd.Function):
         nt, n = x.shape[0], x[0].numel() if x.shape[0] else v0.numel()
         params = list(spec.params)
         if a is not None:
-            params[0] = float(a)
+            params[0] = float(a.detach())
         pp = (ctypes.c_double * 10)(*params)
         need_grad = any(ctx.needs_input_grad[:4])
         z = torch.empty_like(x)

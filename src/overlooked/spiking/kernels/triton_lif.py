@@ -151,7 +151,7 @@ class TritonNeuronScan(torch.autograd.Function):
         nt, n = x.shape[0], v0.numel()
         params = list(spec.params)
         if a is not None:
-            params[0] = float(a)
+            params[0] = float(a.detach())
         p = torch.tensor(params, dtype=x.dtype, device=x.device)
         need_grad = any(ctx.needs_input_grad[:4])
         z = torch.empty_like(x)
