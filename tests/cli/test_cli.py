@@ -34,6 +34,8 @@ def test_train_then_evaluate(tmp_path, capsys):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["examples_seen"] == 60
+    ci = summary["test_accuracy_ci95"]  # Wilson interval over the 40 test examples
+    assert ci["n"] == 40 and ci["k"] == round(40 * summary["test_accuracy"]) and ci["low"] <= summary["test_accuracy"] <= ci["high"]
     assert main(["evaluate", str(run), "--split", "test"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 40 and res["accuracy"] == pytest.approx(summary["test_accuracy"])
@@ -51,7 +53,7 @@ def test_unknown_key_exits_2_with_message(tmp_path, capsys):
 def test_every_subcommand_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"train", "evaluate", "bench", "demo", "report", "list", "data", "export-nir"}
+    assert set(sub.choices) == {"train", "evaluate", "bench", "demo", "report", "list", "data", "export-nir", "convert"}
     for name in sub.choices:
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([name, "--help"])
