@@ -1,0 +1,86 @@
+"""smallNORB (LeCun, Huang, Bottou 2004), for users who have the files: a reader of its binary matrix format
+and the splits Hinton et al. 2018 use (downsampled, both stereo views as channels).
+
+Files, under ``<data root>/smallnorb/``: ``smallnorb-5x46789x9x18x6x2x96x96-training-{dat,cat,info}.mat`` and
+``smallnorb-5x01235x9x18x6x2x96x96-testing-{dat,cat,info}.mat`` (from
+https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/, gunzipped). The format: little-endian int32 magic
+(``0x1E3D4C55`` bytes, ``0x1E3D4C54`` int32), int32 ``ndim``, then ``max(ndim, 3)`` int32 dimensions, then
+the data in row-major order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from overlooked.data.base import ArrayDataset, Splits, split_train_val
+from overlooked.data.store import resolve_data_dir
+from overlooked.errors import DataError
+from overlooked.registry import DATASETS
+
+MAGIC_DTYPES = {0x1E3D4C55: np.uint8, 0x1E3D4C54: np.int32, 0x1E3D4C51: np.float32, 0x1E3D4C53: np.float64}
+FILES = {
+    "train": "smallnorb-5x46789x9x18x6x2x96x96-training-{}.mat",
+    "test": "smallnorb-5x01235x9x18x6x2x96x96-testing-{}.mat",
+}
+NUM_CLASSES = 5
+
+
+def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one NORB binary matrix file into a numpy array of its stored type and shape."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if len(raw) < 20:
+        raise DataError(f"{path}: {len(raw)} bytes is too short for a NORB matrix header")
+    magic, ndim = np.frombuffer(raw[:8], "<i4")
+    if int(magic) not in MAGIC_DTYPES:
+        raise DataError(f"{path}: unknown NORB magic {int(magic):#x}; expected one of {[hex(m) for m in MAGIC_DTYPES]}")
+    n_dims_stored = max(int(ndim), 3)
+    header = 8 + 4 * n_dims_stored
+    shape = tuple(int(d) for d in np.frombuffer(raw[8:header], "<i4")[: int(ndim)])
+    dtype = np.dtype(MAGIC_DTYPES[int(magic)]).newbyteorder("<")
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: header says shape {shape} ({expected} bytes of data), file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+
+
+def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images [N, 2, 96, 96] uint8, labels [N] int64, info [N, 4] int64)`` of ``split`` ('train' or 'test')."""
+    root = resolve_data_dir(data_dir) / "smallnorb"
+    paths = {kind: root / FILES[split].format(kind) for kind in ("dat", "cat", "info")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise DataError(f"smallNORB files missing: {missing}. Download them from https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/ and gunzip them into {root}")
+    images = torch.from_numpy(read_norb_matrix(paths["dat"]).copy())
+    labels = torch.from_numpy(read_norb_matrix(paths["cat"]).astype(np.int64))
+    info = torch.from_numpy(read_norb_matrix(paths["info"]).astype(np.int64))
+    return images, labels, info
+
+
+def _prepare(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[N, 2, 96, 96]`` -> float ``[N, 2, size, size]`` in [0, 1] (area downsampling)."""
+    chunks = [F.interpolate(c.float() / 255.0, size=(size, size), mode="area") for c in images.split(2048)]  # bounded memory
+    return torch.cat(chunks)
+
+
+@DATASETS.register("smallnorb")
+def smallnorb(data_dir: str | os.PathLike[str] | None = None, image_size: int = 48, val_fraction: float = 0.1, seed: int = 0) -> Splits:
+    """smallNORB downsampled to ``image_size`` (48 in Hinton et al. 2018, who then crop 32x32 patches), both
+    stereo images as two channels; a seeded validation split of the training set."""
+    train_images, train_labels, _ = load_smallnorb_split("train", data_dir)
+    test_images, test_labels, _ = load_smallnorb_split("test", data_dir)
+    full = ArrayDataset({"image": _prepare(train_images, image_size), "label": train_labels})
+    tr, va = split_train_val(len(full), val_fraction, seed)
+    return Splits(
+        train=full.subset(tr),
+        val=full.subset(va),
+        test=ArrayDataset({"image": _prepare(test_images, image_size), "label": test_labels}),
+        input_keys=("image",),
+        target_key="label",
+        meta={"num_classes": NUM_CLASSES, "image_shape": (2, image_size, image_size), "name": "smallnorb"},
+    )

@@ -1,0 +1,52 @@
+"""MultiMNIST: two digits of different classes, each shifted by at most 4 px, deterministic from the seed,
+test pairs from MNIST test digits only; the top-2 metric."""
+
+from __future__ import annotations
+
+import torch
+
+from overlooked.data.multimnist import MultiMNISTPairs, both_correct, place
+
+
+def _digits(n=40, seed=0):
+    images = torch.zeros(n, 28, 28)
+    images[:, 10:18, 10:18] = torch.rand(n, 8, 8, generator=torch.Generator().manual_seed(seed)) + 0.5  # a centred blob
+    return images.clamp(max=1), torch.arange(n) % 10
+
+
+def test_pairs_are_deterministic_different_classes_and_shifted_at_most_4px():
+    images, labels = _digits()
+    ds = MultiMNISTPairs(images, labels, n=500, seed=7)
+    batch = ds[torch.arange(500)]
+    again = MultiMNISTPairs(images, labels, n=500, seed=7)[torch.tensor([3, 499, 0])]
+    torch.testing.assert_close(again["image"], batch["image"][[3, 499, 0]])  # any index regenerates exactly
+    assert not torch.equal(MultiMNISTPairs(images, labels, 500, seed=8)[torch.arange(500)]["image"], batch["image"])
+    assert batch["image"].shape == (500, 1, 36, 36)
+    assert (batch["labels"][:, 0] != batch["labels"][:, 1]).all()
+    assert (batch["label"].sum(1) == 2).all()
+    torch.testing.assert_close(batch["image"], torch.maximum(batch["image_a"], batch["image_b"]))
+    for key in ("image_a", "image_b"):  # the blob sits at rows/cols 14..21 when centred: shifts within +-4
+        rows = batch[key][:, 0].sum(2).nonzero()
+        first_row = torch.zeros(500, dtype=torch.long).scatter_reduce(0, rows[:, 0], rows[:, 1], "amin", include_self=False)
+        assert first_row.min() == 14 - 4 and first_row.max() == 14 + 4  # the extremes occur in 500 draws
+    assert set(batch["labels"].flatten().tolist()) == set(range(10))
+
+
+def test_digits_come_from_the_given_split_only():
+    images, labels = _digits()
+    test_like = MultiMNISTPairs(images[:20], labels[:20], n=200, seed=0)[torch.arange(200)]
+    mass = test_like["image_a"].sum((1, 2, 3))  # every digit used is one of the 20 given
+    allowed = images[:20].sum((1, 2))
+    assert all(torch.isclose(allowed, m).any() for m in mass)
+
+
+def test_place_puts_the_digit_at_its_shift():
+    d = torch.zeros(1, 28, 28)
+    d[0, 0, 0] = 1.0
+    out = place(d, torch.tensor([-4]), torch.tensor([3]))
+    assert out.shape == (1, 36, 36) and out[0, 0, 7] == 1.0 and out.sum() == 1.0
+
+
+def test_both_correct_is_order_free_and_strict():
+    scores = torch.tensor([[0.1, 0.9, 0.8, 0.0], [0.9, 0.1, 0.8, 0.85]])
+    assert both_correct(scores, torch.tensor([[2, 1], [0, 2]])).tolist() == [True, False]
