@@ -18,7 +18,7 @@ from overlooked.bench.timing import time_call
 from overlooked.capsules.models import CapsuleLoss, capsnet
 from overlooked.config import TrainConfig
 from overlooked.registry import BENCHMARKS
-from overlooked.train.trainer import build_optimizer, train_step
+from overlooked.train import trainer
 
 
 def capsnet_throughput(*, backend: str = "fused", bf16: bool = False, batch_size: int = 128, iterations: int = 3, detach_intermediate: bool = False, repeats: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
@@ -31,13 +31,13 @@ def capsnet_throughput(*, backend: str = "fused", bf16: bool = False, batch_size
     torch.manual_seed(0)
     model = capsnet(iterations=iterations, detach_intermediate=detach_intermediate, backend=backend).to(device)
     cfg = TrainConfig(optimizer="adam", lr=1e-3, bf16=bf16, device=device)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = trainer.build_optimizer(cfg, model.parameters())
     gen = torch.Generator().manual_seed(0)
     batch = {"image": torch.rand(batch_size, 1, 28, 28, generator=gen).to(device), "label": torch.randint(0, 10, (batch_size,), generator=gen).to(device)}
     objective = CapsuleLoss()
     keys = ("image", "label")
     model.train()
-    train = time_call(lambda: train_step(model, batch, keys, objective, optimizer, cfg), warmup=1, repeats=repeats, device=device)
+    train = time_call(lambda: trainer.train_step(model, batch, keys, objective, optimizer, cfg), warmup=1, repeats=repeats, device=device)
     model.eval()
 
     def infer() -> None:

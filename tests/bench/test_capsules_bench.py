@@ -1,0 +1,35 @@
+"""The capsule benchmark times the trainer's own step on the exact CapsNet and states its setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from overlooked import catalog
+from overlooked.bench import capsules as bench_capsules
+from overlooked.registry import BENCHMARKS
+from overlooked.train import trainer
+
+
+@pytest.mark.parametrize("backend, bf16", [("fused", False), ("reference", True)])
+def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backend, bf16):
+    calls = []
+    real = trainer.train_step
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", counting)
+    figures = bench_capsules.capsnet_throughput(backend=backend, bf16=bf16, batch_size=2, repeats=1)
+    assert len(calls) == 2  # warm-up plus one timed step, all through trainer.train_step
+    assert sum(p.numel() for p in calls[0].parameters()) == 8_215_568  # the exact CapsNet, decoder on
+    assert [f["unit"] for f in figures] == ["images/s", "images/s"] and all(f["value"] > 0 for f in figures)
+    for f in figures:
+        assert f["detach_intermediate"] is False and "detach=off" in f["name"]
+        assert f["backend"] == backend and f["precision"] == ("bf16" if bf16 else "fp32") and f["iterations"] == 3
+
+
+def test_bench_is_registered():
+    catalog.load_all()
+    assert "capsules" in BENCHMARKS.names()
+    assert {"quick", "device"} <= set(BENCHMARKS.accepted_kwargs("capsules"))
