@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from overlooked.capsules import functional as CF
+from overlooked.capsules.fftconv import fft_conv2d
 from overlooked.capsules.fused import DEFAULT_CHUNK, fused_routing
 
 BACKENDS = ("reference", "fused")  # see RoutingCaps
@@ -13,16 +14,23 @@ BACKENDS = ("reference", "fused")  # see RoutingCaps
 
 class PrimaryCaps(nn.Module):
     """Convolutional capsules: a conv whose ``channels * dim`` maps are grouped into ``dim``-D vectors and
-    squashed (§4: 32 channels of 8D capsules, 9x9 kernels, stride 2)."""
+    squashed (§4: 32 channels of 8D capsules, 9x9 kernels, stride 2).
 
-    def __init__(self, in_channels: int = 256, channels: int = 32, dim: int = 8, kernel_size: int = 9, stride: int = 2):
+    ``fft=True`` computes the same convolution in the frequency domain (:mod:`overlooked.capsules.fftconv`,
+    tested equal) outside autocast; under bf16 autocast oneDNN's direct bf16 convolution is faster here.
+    """
+
+    def __init__(self, in_channels: int = 256, channels: int = 32, dim: int = 8, kernel_size: int = 9, stride: int = 2, fft: bool = False):
         super().__init__()
-        self.channels, self.dim = channels, dim
+        self.channels, self.dim, self.fft = channels, dim, fft
         self.conv = nn.Conv2d(in_channels, channels * dim, kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> capsules ``[B, channels * H' * W', dim]``."""
-        y = self.conv(x)  # [B, channels*dim, H', W']
+        if self.fft and not torch.is_autocast_enabled(x.device.type):
+            y = fft_conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride[0])  # [B, channels*dim, H', W']
+        else:
+            y = self.conv(x)  # [B, channels*dim, H', W']
         B, _, H, W = y.shape
         y = y.view(B, self.channels, self.dim, H, W).permute(0, 1, 3, 4, 2)  # [B, channels, H', W', dim]
         return CF.squash(y.reshape(B, self.channels * H * W, self.dim))
@@ -83,8 +91,10 @@ class CapsNet(nn.Module):
         iterations: routing iterations.
         decoder: build the reconstruction decoder.
         detach_intermediate: routing speed-up switch (off by default).
-        backend: ``"reference"`` or ``"fused"``; the fused one also runs the convolutions channels-last (a
-            memory layout only) and routes with :mod:`overlooked.capsules.fused`. Same maths either way.
+        backend: ``"reference"`` or ``"fused"``; the fused one runs conv1 channels-last (a memory layout
+            only), the PrimaryCaps conv in the frequency domain (:mod:`overlooked.capsules.fftconv`; the
+            direct oneDNN conv under bf16 autocast) and routes with :mod:`overlooked.capsules.fused`. Same maths
+            either way, tested equal.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, iterations: int = 3, decoder: bool = True, detach_intermediate: bool = False, backend: str = "reference"):
@@ -92,7 +102,7 @@ class CapsNet(nn.Module):
         self.channels_last = backend == "fused"
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
         self.conv1 = nn.Conv2d(in_channels, 256, 9)
-        self.primary = PrimaryCaps(256, 32, 8, 9, 2)
+        self.primary = PrimaryCaps(256, 32, 8, 9, 2, fft=backend == "fused")
         side = ((image_size - 8) - 9) // 2 + 1  # conv1 (valid 9x9) then 9x9 stride 2
         self.digits = RoutingCaps(32 * side * side, 8, num_classes, 16, iterations, detach_intermediate, backend=backend)
         self.decoder = (
@@ -109,7 +119,7 @@ class CapsNet(nn.Module):
         )
         if self.channels_last:  # conv weights channels-last too, so oneDNN skips the layout reorders
             self.conv1.to(memory_format=torch.channels_last)
-            self.primary.conv.to(memory_format=torch.channels_last)
+            self.primary.conv.to(memory_format=torch.channels_last)  # the bf16 path runs it with oneDNN
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``image`` ``[B, C, S, S]``, ``label`` ``[B]`` (used for masking in training only) ->
