@@ -98,3 +98,22 @@ class SpreadMarginSchedule(Callback):
 def spread_margin_schedule(ramp_steps: int = 10_000, start: float = CF.SPREAD_MARGIN_START, end: float = CF.SPREAD_MARGIN_END) -> SpreadMarginSchedule:
     """The spread loss margin schedule (0.2 rising linearly to 0.9)."""
     return SpreadMarginSchedule(ramp_steps, start, end)
+
+
+class StopAtValAccuracy(Callback):
+    """End training at the first validation pass whose accuracy reaches ``target``: the paper's affNIST
+    comparison stops CapsNet and the baseline at matched accuracy on the translated validation set (§5.2)."""
+
+    def __init__(self, target: float):
+        self.target = target
+
+    def on_eval_end(self, ctx: Any, metrics: dict[str, Any]) -> None:
+        if metrics.get("val_accuracy", 0.0) >= self.target:
+            ctx.stop = True
+
+
+@CALLBACKS.register("stop_at_val_accuracy", family="capsules")
+def stop_at_val_accuracy(target: float = 0.9922) -> StopAtValAccuracy:
+    """Stop once validation accuracy reaches ``target`` (default 99.22 %, the baseline's accuracy at which the
+    paper compared the two models on affNIST, [S])."""
+    return StopAtValAccuracy(target)

@@ -81,8 +81,8 @@ class CapsNet(nn.Module):
     """CapsNet (Sabour, Frosst, Hinton 2017, §4): Conv1 256@9x9 ReLU, PrimaryCaps 32x8D 9x9/2, DigitCaps
     10x16D with 3 routing iterations, and a 512-1024-(H*W) sigmoid decoder fed by the masked capsules.
 
-    In training the decoder reads the true class's capsule; in evaluation the longest one (§4.1). With
-    ``reconstruct_classes=2`` (MultiMNIST) it reconstructs each of the two digits separately.
+    In training the decoder reads the true class's capsule; in evaluation the longest one (§4.1). (The
+    MultiMNIST variant that reconstructs each of two digits is not built yet; its 36x36 size is.)
 
     Args:
         in_channels: input channels (1).

@@ -1,0 +1,34 @@
+"""The capsule configs load, name registered components with accepted arguments, and say what they claim."""
+
+from __future__ import annotations
+
+import pytest
+
+from overlooked import api
+from overlooked.capsules.models import StopAtValAccuracy
+
+CONFIGS = ["capsnet_mnist", "capsnet_affnist", "capsnet_baseline_affnist", "capsule_em_mnist"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads(name):
+    cfg = api.load(name, [])
+    assert cfg.name == name
+
+
+def test_capsnet_mnist_is_the_paper_recipe():
+    cfg = api.load("capsnet_mnist", [])
+    assert cfg.model.name == "capsnet" and cfg.model.kwargs["iterations"] == 3 and cfg.model.kwargs["decoder"]
+    assert cfg.model.kwargs["detach_intermediate"] is False
+    assert cfg.augment.name == "random_shift" and cfg.augment.kwargs == {"max_shift": 2}
+    assert cfg.train.optimizer == "adam" and cfg.train.select_metric == "val_accuracy"
+    assert cfg.data.kwargs["val_fraction"] > 0 and cfg.objective.kwargs["recon_weight"] == 0.0005
+
+
+def test_stop_at_val_accuracy():
+    ctx = type("Ctx", (), {"stop": False})()
+    cb = StopAtValAccuracy(0.99)
+    cb.on_eval_end(ctx, {"val_accuracy": 0.985})
+    assert not ctx.stop
+    cb.on_eval_end(ctx, {"val_accuracy": 0.9922})
+    assert ctx.stop
