@@ -32,6 +32,7 @@ MODULES = (
     "overlooked.spiking.models",
     "overlooked.spiking.demo",
     "overlooked.capsules.models",
+    "overlooked.capsules.demo",
     "overlooked.baselines.lstm",
     "overlooked.baselines.transformer",
 )

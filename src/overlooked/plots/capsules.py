@@ -1,0 +1,76 @@
+"""Capsule figures: reconstructions beside their inputs, the pose-perturbation grid of Sabour et al. 2017's
+Figure 4, and the coupling coefficients of one input. Pure functions from arrays to PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from overlooked.plots.memory import save_figure  # noqa: E402
+
+
+def reconstructions_figure(inputs: np.ndarray, reconstructions: np.ndarray, labels: Sequence[int], predicted: Sequence[int], path: str | Path) -> Path:
+    """Inputs (top row) above their reconstructions (bottom row).
+
+    Args:
+        inputs, reconstructions: ``[n, S, S]`` in [0, 1].
+        labels, predicted: true and predicted class per column.
+    """
+    n = len(inputs)
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
+    for i in range(n):
+        for row, img in ((0, inputs[i]), (1, reconstructions[i])):
+            axes[row, i].imshow(img, cmap="gray", vmin=0, vmax=1)
+            axes[row, i].set_xticks([])
+            axes[row, i].set_yticks([])
+        axes[0, i].set_title(f"{labels[i]} -> {predicted[i]}", fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    axes[1, 0].set_ylabel("recon.", fontsize=8)
+    return save_figure(fig, path)
+
+
+def perturbation_figure(grid: np.ndarray, offsets: Sequence[float], path: str | Path) -> Path:
+    """Figure 4 of Sabour et al. 2017: row ``d`` shows the reconstruction as capsule dimension ``d`` is moved
+    by each of ``offsets``.
+
+    Args:
+        grid: ``[D, len(offsets), S, S]`` reconstructions.
+        offsets: the perturbations (``-0.25 .. 0.25`` in steps of 0.05 in the paper).
+    """
+    D, K = grid.shape[:2]
+    fig, axes = plt.subplots(D, K, figsize=(0.6 * K, 0.6 * D), squeeze=False)
+    for d in range(D):
+        for k in range(K):
+            axes[d, k].imshow(grid[d, k], cmap="gray", vmin=0, vmax=1)
+            axes[d, k].set_xticks([])
+            axes[d, k].set_yticks([])
+        axes[d, 0].set_ylabel(str(d), fontsize=6, rotation=0, labelpad=8)
+    for k in range(K):
+        axes[0, k].set_title(f"{offsets[k]:+.2f}", fontsize=6)
+    return save_figure(fig, path)
+
+
+def couplings_figure(couplings: np.ndarray, grid_side: int, label: int, path: str | Path) -> Path:
+    """Coupling coefficients of one input: for each parent capsule, the mean over the primary capsule types of
+    each child position's coupling to it, as a ``grid_side x grid_side`` map.
+
+    Args:
+        couplings: ``[I, J]`` with ``I = types * grid_side^2`` children in (type, row, column) order.
+        label: the input's class, marked in the titles.
+    """
+    I, J = couplings.shape
+    maps = couplings.reshape(I // (grid_side * grid_side), grid_side, grid_side, J).mean(0)  # [side, side, J]
+    fig, axes = plt.subplots(1, J, figsize=(1.3 * J, 1.6), squeeze=False)
+    vmin, vmax = float(maps.min()), float(maps.max())  # one shared scale, so parents compare
+    for j in range(J):
+        axes[0, j].imshow(maps[..., j], cmap="viridis", vmin=vmin, vmax=max(vmax, vmin + 1e-6))
+        axes[0, j].set_title(f"{j}{' *' if j == label else ''}", fontsize=8)
+        axes[0, j].set_xticks([])
+        axes[0, j].set_yticks([])
+    return save_figure(fig, path)
