@@ -33,12 +33,12 @@ def _predict(u: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return torch.bmm(u.transpose(0, 1), W)  # [I, B, J*D]
 
 
-def _chunk(uh_all: torch.Tensor, lo: int, hi: int, J: int) -> torch.Tensor:
-    """Examples ``lo:hi`` of ``u_hat`` ``[I, B, J*D]`` as ``[n*J, I, D]``: one contiguous ``[I, D]`` block per
-    (example, parent), so each routing step is a single ``bmm``."""
-    I = uh_all.shape[0]
-    n = hi - lo
-    return uh_all[:, lo:hi].reshape(I, n, J, -1).permute(1, 2, 0, 3).reshape(n * J, I, -1)
+def _chunk_into(out: torch.Tensor, uh_all: torch.Tensor, lo: int, hi: int, J: int) -> torch.Tensor:
+    """Copy examples ``lo:hi`` of ``u_hat`` ``[I, B, J*D]`` into ``out`` ``[n*J, I, D]`` (one copy): a contiguous
+    ``[I, D]`` block per (example, parent), so each routing step is a single ``bmm``."""
+    I, n = uh_all.shape[0], hi - lo
+    out.view(n, J, I, -1).copy_(uh_all[:, lo:hi].view(I, n, J, -1).permute(1, 2, 0, 3))
+    return out
 
 
 def _agree(uh: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -73,13 +73,14 @@ class FusedRouting(torch.autograd.Function):
         D = W.shape[-1] // J
         R = iterations
         uh_all = _predict(u, W)  # [I, B, J*D]: one large batched matmul for the whole batch
+        uh_rows = u.new_empty(B * J, I, D)  # u_hat re-laid out chunk by chunk, kept for the backward pass
         vs = u.new_empty(R, B, J, D)  # v_r of every iteration
         ss = u.new_empty(R, B, J, D)  # s_r
         cs = u.new_empty(R, B, J, I)  # c_r, stored [B, J, I] (the bmm layout)
         for lo in range(0, B, chunk):
             hi = min(lo + chunk, B)
             n = hi - lo
-            uh = _chunk(uh_all, lo, hi, J)  # [nJ, I, D], cache-sized
+            uh = _chunk_into(uh_rows[lo * J : hi * J], uh_all, lo, hi, J)  # [nJ, I, D], cache-sized
             logits = u.new_zeros(n * J, I)  # b_ij, [nJ, I]
             for r in range(R):
                 c = torch.softmax(logits.view(n, J, I), dim=1)  # over parents j, [n, J, I]
@@ -89,23 +90,23 @@ class FusedRouting(torch.autograd.Function):
                 ss[r, lo:hi], vs[r, lo:hi] = s, v
                 if r < R - 1:
                     logits = logits + _agree(uh, v.view(n * J, D))  # b_ij += u_hat_j|i . v_j
-        ctx.save_for_backward(u, W, uh_all, cs, ss, vs)
+        ctx.save_for_backward(u, W, uh_rows, cs, ss, vs)
         ctx.dims = (J, R, detach_intermediate, chunk, eps)
         return vs[-1].clone(), cs[-1].transpose(1, 2).contiguous()
 
     @staticmethod
     def backward(ctx, g_v, g_c):
-        u, W, uh_all, cs, ss, vs = ctx.saved_tensors
+        u, W, uh_rows, cs, ss, vs = ctx.saved_tensors
         J, R, detach, chunk, eps = ctx.dims
         B, I, K = u.shape
         D = W.shape[-1] // J
         if g_v is None:
             g_v = torch.zeros_like(vs[-1])
-        g_all = torch.empty_like(uh_all)  # d loss / d u_hat, [I, B, J*D]
+        g_all = u.new_empty(I, B, J * D)  # d loss / d u_hat, [I, B, J*D]
         for lo in range(0, B, chunk):
             hi = min(lo + chunk, B)
             n = hi - lo
-            uh = _chunk(uh_all, lo, hi, J)  # [nJ, I, D]
+            uh = uh_rows[lo * J : hi * J]  # [nJ, I, D]
             # g_uhat = sum over the uses of u_hat of c_r (x) g_s_r and g_a_r (x) v_r: one [nJ, I, m] @ [nJ, m, D]
             left, right = [], []
             gv = g_v[lo:hi]  # [n, J, D]
