@@ -32,7 +32,7 @@ def test_linear_lif_figures_run_the_fused_kernel_and_report_agreement():
     agreement = [f for f in figures if "equal to ours" in f["name"]]
     assert agreement and all(f["unit"] == "%" and f["value"] > 99 for f in agreement)
     if peers:
-        assert any("speed-up over the fastest peer" in n for n in names)
+        assert any("as % of the fastest peer" in n for n in names)
 
 
 @pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler")
@@ -41,7 +41,7 @@ def test_neuron_only_figures_name_the_pass_counts():
     figures = bench_spiking.neuron_only_figures(10, 2, 16, warmup=0, repeats=1)
     units = {f["name"]: f["unit"] for f in figures}
     assert units["spiking T=10 B=2 n=16 LIF-only bwd (cpp, 3 passes, best of 1)"] == "us"
-    assert any("pass bound 3/2 copies" in n for n in units)
+    assert any("pass bound, 3/2 copies" in n for n in units)
 
 
 def test_event_crossover_plot_writes_a_png(tmp_path):

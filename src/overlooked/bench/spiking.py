@@ -11,7 +11,7 @@ Figures (all timed in one run, round-robin, after warm-up):
 - the share of spikes each peer emits equal to ours on the same input;
 - the event-driven simulator against the dense clock-driven one as input activity falls (crossover).
 
-On CUDA, TF32 is switched off, timing synchronises, and a FLOP floor (the three matmuls at the rate a
+On CUDA, TF32 is switched off, timing synchronises, and a FLOP floor (the two matmuls at the rate a
 plain matmul reaches in the same run) is printed beside the forward+backward time. On CPU the process's
 allocator is told to reuse freed memory first (:func:`reuse_freed_memory`), for every contender alike.
 """
@@ -204,7 +204,8 @@ def linear_lif_figures(T: int, B: int, n: int, *, device: str = "cpu", backend: 
     peers = [k for k in impls if k in PEERS]
     if peers:
         fastest = min(peers, key=lambda k: fb[k]["median_s"])
-        figures.append(_fig(f"spiking {tag} fwd+bwd speed-up over the fastest peer ({fastest})", fb[fastest]["median_s"] / fb[ours_name]["median_s"], "x"))
+        # As a percentage so the results table's whole-number rendering keeps it readable: 50 % is 2x faster.
+        figures.append(_fig(f"spiking {tag} fwd+bwd time of ours as % of the fastest peer's ({fastest}; acceptance <= 50 %)", 100 * fb[ours_name]["median_s"] / fb[fastest]["median_s"], "%", speedup=fb[fastest]["median_s"] / fb[ours_name]["median_s"]))
     if device.startswith("cuda"):
         figures += _flop_floor(T, B, n, fb[ours_name]["median_s"], device)
     return figures
@@ -243,14 +244,15 @@ def neuron_only_figures(T: int, B: int, n: int, *, device: str = "cpu", backend:
         _fig(f"{name} fwd ({lif.resolved_backend}, keeps h for backward, {FORWARD_PASSES_WITH_GRAD} passes, best of {repeats})", 1e6 * best["fwd"], "us", **t["fwd"]),
         _fig(f"{name} inference fwd ({lif.resolved_backend}, 2 passes, best of {repeats})", 1e6 * best["infer"], "us", **t["infer"]),
         _fig(f"{name} bwd ({lif.resolved_backend}, {BACKWARD_PASSES} passes, best of {repeats})", 1e6 * best["bwd"], "us", **t["bwd"]),
-        _fig(f"{name} fwd / copy (acceptance <= 2)", best["fwd"] / c, "x"),
-        _fig(f"{name} inference fwd / copy", best["infer"] / c, "x"),
-        _fig(f"{name} bwd / pass bound {BACKWARD_PASSES}/{COPY_PASSES} copies (acceptance <= 2)", best["bwd"] / bound, "x"),
+        _fig(f"{name} fwd time as % of the copy's (acceptance <= 200 %)", 100 * best["fwd"] / c, "%"),
+        _fig(f"{name} inference fwd time as % of the copy's", 100 * best["infer"] / c, "%"),
+        _fig(f"{name} bwd time as % of its pass bound, {BACKWARD_PASSES}/{COPY_PASSES} copies (acceptance <= 200 %)", 100 * best["bwd"] / bound, "%"),
     ]
 
 
 def _flop_floor(T: int, B: int, n: int, measured_s: float, device: str) -> list[dict[str, Any]]:
-    """The three matmuls of Linear fwd+bwd at the rate one large plain matmul reaches here (CUDA only)."""
+    """The two matmuls of Linear fwd+bwd (forward and weight gradient: the input needs no gradient) at the
+    rate one large plain matmul reaches here (CUDA only; this code path has not run on a GPU yet)."""
     a = torch.randn(8192, 8192, device=device)
     synchronize(device)
     t0 = time.perf_counter()
@@ -258,10 +260,10 @@ def _flop_floor(T: int, B: int, n: int, measured_s: float, device: str) -> list[
         a @ a
     synchronize(device)
     rate = 5 * 2 * 8192**3 / (time.perf_counter() - t0)  # FLOP/s
-    flops = 3 * 2 * T * B * n * n
+    flops = 2 * 2 * T * B * n * n
     return [
-        _fig(f"spiking T={T} B={B} n={n} matmul FLOP floor (3 matmuls at {rate / 1e12:.1f} TFLOP/s)", 1e3 * flops / rate, "ms"),
-        _fig(f"spiking T={T} B={B} n={n} fwd+bwd / FLOP floor", measured_s / (flops / rate), "x"),
+        _fig(f"spiking T={T} B={B} n={n} matmul FLOP floor (2 matmuls at {rate / 1e12:.1f} TFLOP/s)", 1e3 * flops / rate, "ms"),
+        _fig(f"spiking T={T} B={B} n={n} fwd+bwd as % of the FLOP floor", 100 * measured_s / (flops / rate), "%"),
     ]
 
 
@@ -310,7 +312,9 @@ def bench_spiking(quick: bool = False, device: str = "cpu") -> list[dict[str, An
     figures += linear_lif_figures(500, 16, 512, device=device, repeats=repeats)
     figures += neuron_only_figures(500, 16, 512, device=device, repeats=10 if quick else 20)
     if not quick:
-        figures += linear_lif_figures(500, 16, 4096, device=device, repeats=2, with_reference=False)
+        # One timed round: each call takes seconds to minutes here, and the spike-agreement pass has
+        # already run every forward once.
+        figures += linear_lif_figures(500, 16, 4096, device=device, warmup=0, repeats=1, with_reference=False)
         figures += neuron_only_figures(500, 16, 4096, device=device, repeats=10)
     if device == "cpu":
         figures += event_crossover_figures(repeats=repeats)
