@@ -156,41 +156,58 @@ def _prepare(syn: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype):
     return rows, (stride, pad, groups, k)
 
 
-@torch.no_grad()
-def run_events(layers: list[nn.Module], spikes: Tensor) -> EventResult:
-    """Event-driven simulation of ``layers`` on input spikes ``[T, B, ...]`` (0/1 values).
+class EventNetwork:
+    """A feed-forward network laid out for event-driven simulation (weights rearranged once, per dtype,
+    so that one spike reads one contiguous row per target group).
 
     Args:
         layers: synapse, [Flatten], neuron, synapse, ... (see the module docstring).
-        spikes: input spike trains ``[T, B, *in_shape]``.
-
-    Returns:
-        :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
     """
-    stages = _stages(layers)
-    result = EventResult(spikes=[])
-    s_in = spikes
-    for reshapes, syn, cell in stages:
-        for _ in reshapes:
-            s_in = s_in.flatten(2)  # [T, B, features]: Flatten(1) per step
-        in_shape = tuple(s_in.shape[2:])
-        rows, geometry = _prepare(syn, in_shape, s_in.dtype)
-        dense = int(fan_out(syn, in_shape).sum()) * s_in.shape[0] * s_in.shape[1]
-        updates, state, out = 0, None, []
-        for t in range(s_in.shape[0]):
-            if isinstance(syn, nn.Linear):
-                current, n = _scatter_linear(syn, s_in[t], rows)
-            else:
-                current, n = _scatter_conv(syn, s_in[t], rows, geometry)
-            updates += n
-            z, state = cell(current, state)
-            out.append(z)
-        s_in = torch.stack(out)
-        result.spikes.append(s_in)
-        result.per_layer.append((updates, dense))
-        result.synaptic_updates += updates
-        result.dense_updates += dense
-    return result
+
+    def __init__(self, layers: list[nn.Module]):
+        self.stages = _stages(layers)
+        self._rows: dict[tuple[int, torch.dtype], tuple[Tensor, tuple[int, int, int, int] | None]] = {}
+
+    def _layout(self, k: int, syn: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype):
+        if (k, dtype) not in self._rows:
+            self._rows[(k, dtype)] = _prepare(syn, in_shape, dtype)
+        return self._rows[(k, dtype)]
+
+    @torch.no_grad()
+    def run(self, spikes: Tensor) -> EventResult:
+        """Simulate on input spikes ``[T, B, *in_shape]`` (0/1 values).
+
+        Returns:
+            :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
+        """
+        result = EventResult(spikes=[])
+        s_in = spikes
+        for k, (reshapes, syn, cell) in enumerate(self.stages):
+            for _ in reshapes:
+                s_in = s_in.flatten(2)  # [T, B, features]: Flatten(1) per step
+            in_shape = tuple(s_in.shape[2:])
+            rows, geometry = self._layout(k, syn, in_shape, s_in.dtype)
+            dense = int(fan_out(syn, in_shape).sum()) * s_in.shape[0] * s_in.shape[1]
+            updates, state, out = 0, None, []
+            for t in range(s_in.shape[0]):
+                if isinstance(syn, nn.Linear):
+                    current, n = _scatter_linear(syn, s_in[t], rows)
+                else:
+                    current, n = _scatter_conv(syn, s_in[t], rows, geometry)
+                updates += n
+                z, state = cell(current, state)
+                out.append(z)
+            s_in = torch.stack(out)
+            result.spikes.append(s_in)
+            result.per_layer.append((updates, dense))
+            result.synaptic_updates += updates
+            result.dense_updates += dense
+        return result
+
+
+def run_events(layers: list[nn.Module], spikes: Tensor) -> EventResult:
+    """Event-driven simulation of ``layers`` on input spikes ``[T, B, ...]``: ``EventNetwork(layers).run(spikes)``."""
+    return EventNetwork(layers).run(spikes)
 
 
 @torch.no_grad()
