@@ -20,13 +20,14 @@ def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backen
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_step", counting)
-    figures = bench_capsules.capsnet_throughput(backend=backend, bf16=bf16, batch_size=2, repeats=1)
+    figures = bench_capsules.capsnet_throughput(backend=backend, bf16=bf16, batch_size=2, repeats=1, clock="cpu" if bf16 else "wall")
     assert len(calls) == 2  # warm-up plus one timed step, all through trainer.train_step
     assert sum(p.numel() for p in calls[0].parameters()) == 8_215_568  # the exact CapsNet, decoder on
     assert [f["unit"] for f in figures] == ["images/s", "images/s"] and all(f["value"] > 0 for f in figures)
     for f in figures:
         assert f["detach_intermediate"] is False and "detach=off" in f["name"]
         assert f["backend"] == backend and f["precision"] == ("bf16" if bf16 else "fp32") and f["iterations"] == 3
+        assert f["clock"] == ("cpu" if bf16 else "wall")
 
 
 def test_bench_is_registered():
