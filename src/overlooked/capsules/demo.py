@@ -72,7 +72,7 @@ def demo_capsules(run_dir: Path, data_dir: str | None = None, steps: int = 120, 
     ]
     print(f"CapsNet after {steps} steps of {batch_size}: {accuracy:.2%} on the first {test_examples} MNIST test digits")
     return {
-        "what": f"CapsNet, {steps} steps of batch {batch_size}, first {test_examples} test digits",
+        "what": f"CapsNet, {steps} steps x {batch_size}, {test_examples} test digits",
         "test_accuracy": accuracy,
         "params": sum(p.numel() for p in model.parameters()),
         "detach_intermediate": False,

@@ -142,20 +142,26 @@ def em_routing(
     if len(lambdas) != iterations:
         raise ValueError(f"need one inverse temperature per iteration: {iterations}, got {len(lambdas)}")
     N, I, J, H = votes.shape
+    # [N*J, I, H]: each parent's votes one contiguous block, so the sums over children are row-vector GEMMs
+    # (free when the caller built the votes parent-major and passed a transposed view, as ConvCaps does)
+    V = votes.transpose(1, 2).contiguous().view(N * J, I, H)
     log_R = votes.new_full((N, I, J), -math.log(J))  # [N, I, J]
     for t in range(iterations):
         # M-step
         R = torch.exp(log_R) * activations.unsqueeze(-1)  # [N, I, J]
         mass = R.sum(1) + eps_mass  # [N, J]
-        weights = (R / mass.unsqueeze(1)).unsqueeze(-1)  # [N, I, J, 1]
-        mu = (weights * votes).sum(1)  # [N, J, H]
-        var = (weights * (votes - mu.unsqueeze(1)) ** 2).sum(1) + eps_var  # [N, J, H]
-        cost = ((beta_u.unsqueeze(-1) + 0.5 * torch.log(var)) * mass.unsqueeze(-1)).sum(-1)  # [N, J]
+        weights = (R / mass.unsqueeze(1)).transpose(1, 2).reshape(N * J, 1, I)  # R_ij / sum_i R_ij
+        mu = torch.bmm(weights, V)  # [NJ, 1, H]
+        dev2 = (V - mu).square()  # [NJ, I, H]
+        var = torch.bmm(weights, dev2) + eps_var  # [NJ, 1, H]
+        cost = ((beta_u.unsqueeze(-1) + 0.5 * torch.log(var.view(N, J, H))) * mass.unsqueeze(-1)).sum(-1)  # [N, J]
         logit = lambdas[t] * (beta_a - cost)  # [N, J]
         if t == iterations - 1:
-            return mu, torch.sigmoid(logit), torch.exp(log_R)
+            return mu.view(N, J, H), torch.sigmoid(logit), torch.exp(log_R)
         # E-step, in log space: log a_j + log p_ij, normalised over parents j
-        log_p = -0.5 * (((votes - mu.unsqueeze(1)) ** 2 / var.unsqueeze(1)) + torch.log(2 * math.pi * var).unsqueeze(1)).sum(-1)  # [N, I, J]
+        maha = torch.bmm(var.reciprocal(), dev2.transpose(1, 2)).view(N, J, I)  # sum_h (V - mu)^2 / sigma^2
+        log_norm = torch.log(2 * math.pi * var).view(N, J, H).sum(-1, keepdim=True)  # [N, J, 1]
+        log_p = (-0.5 * (maha + log_norm)).transpose(1, 2)  # [N, I, J]
         log_ap = F.logsigmoid(logit).unsqueeze(1) + log_p
         log_R = log_ap - torch.logsumexp(log_ap, dim=2, keepdim=True)
     raise AssertionError("unreachable")

@@ -21,14 +21,15 @@ POSE = 16  # 4x4 pose matrix, flattened
 
 
 def _votes(poses: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """``poses`` ``[N, I, 16]``, ``W`` ``[I, J, 4, 4]`` -> votes ``V_ij = M_i W_ij`` ``[N, I, J, 16]``."""
+    """``poses`` ``[N, I, 16]``, ``W`` ``[I, J, 4, 4]`` -> votes ``V_ij = M_i W_ij`` ``[N, I, J, 16]``, stored
+    parent-major (a transposed view of a contiguous ``[N, J, I, 16]``, the layout EM routing reads)."""
     N, I, _ = poses.shape
     J = W.shape[1]
     # one [N*4, 4] @ [4, J*4] product per child i (a broadcast matmul of 4x4 blocks is far slower on CPU)
     M = poses.view(N, I, 4, 4).permute(1, 0, 2, 3).reshape(I, N * 4, 4)  # rows (n, a), cols b
     Wi = W.permute(0, 2, 1, 3).reshape(I, 4, J * 4)  # rows b, cols (j, c)
     V = torch.bmm(M, Wi).view(I, N, 4, J, 4)  # V[i, n, a, j, c] = sum_b M[n,i,a,b] W[i,j,b,c]
-    return V.permute(1, 0, 3, 2, 4).reshape(N, I, J, POSE)
+    return V.permute(1, 3, 0, 2, 4).reshape(N, J, I, POSE).transpose(1, 2)
 
 
 class PrimaryMatCaps(nn.Module):
