@@ -177,9 +177,21 @@ class EventNetwork:
     def run(self, spikes: Tensor) -> EventResult:
         """Simulate on input spikes ``[T, B, *in_shape]`` (0/1 values).
 
+        The scatters are many tiny ops, so this runs on one intra-op thread: with two OpenMP threads on
+        the 2-core dev machine a T=20 run of a 4096x4096 layer at 0.5 % activity took 1.78 s instead of
+        13 ms (fork/join per tiny op, and ``index_add_`` switching to a parallel ``scatter_add_``).
+
         Returns:
             :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
         """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run(spikes)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, spikes: Tensor) -> EventResult:
         result = EventResult(spikes=[])
         s_in = spikes
         for k, (reshapes, syn, cell) in enumerate(self.stages):
