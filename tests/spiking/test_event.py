@@ -76,7 +76,9 @@ def test_sparse_input_counts_far_below_dense():
     layers = [nn.Linear(200, 50).double(), M.LIF(tau_mem=2e-3)]
     x = torch.zeros(20, 4, 200, dtype=torch.float64)
     x[torch.rand(20, 4, 200) < 0.02] = 1.0
+    threads = torch.get_num_threads()
     result = E.run_events(layers, x)
+    assert torch.get_num_threads() == threads  # the one-thread section restores the caller's setting
     assert result.synaptic_updates == int(x.sum()) * 50
     assert result.synaptic_updates < 0.05 * result.dense_updates
     assert torch.equal(result.spikes[0], E.run_clock(layers, x)[0])
