@@ -181,7 +181,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     summary.update(spiking_energy(model, splits, encoder))
     if "test_accuracy" in summary and len(splits.test):  # 95% Wilson interval on the test accuracy
         try:
-            summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], len(splits.test))
+            summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], summary.get("test_examples", len(splits.test)))
         except ValueError:  # an accuracy that is not k / n (e.g. a weighted metric): no interval
             pass
     if write:

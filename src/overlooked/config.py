@@ -55,6 +55,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 0  # steps between 'last' checkpoints; 0 = at each validation pass
     eval_batch_size: int = 1000
+    eval_limit: int | None = None  # evaluate on the first N examples of each split only (quick suites); None = all
     select_metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     bf16: bool = False  # autocast the forward pass to bfloat16
     device: str = "cpu"

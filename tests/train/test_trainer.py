@@ -189,3 +189,12 @@ def test_lr_schedule_and_clipping_follow_the_config(tmp_path):
             assert all(n <= 1e-3 * 1.0001 for n in norms)
         else:
             assert torch.stack(norms).norm() <= 1e-3 * 1.0001
+
+
+def test_eval_limit_evaluates_the_first_n_examples_only(tmp_path):
+    _, full = api.train(_cfg(max_steps=3), out=tmp_path / "a")
+    _, cut = api.train(_cfg(max_steps=3, eval_limit=7), out=tmp_path / "b")
+    assert full["test_examples"] == 64 and cut["test_examples"] == 7 and cut["val_examples"] <= 7
+    assert round(cut["test_accuracy"] * 7, 6) == round(cut["test_accuracy"] * 7)  # k / 7
+    assert cut["test_accuracy_ci95"]["n"] == 7
+    assert cut["train_examples"] == 7 and full["train_examples"] > 7 and full["steps"] == cut["steps"] == 3

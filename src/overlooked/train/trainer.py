@@ -215,8 +215,14 @@ def fit(
     summed = sums_over_batch(objective)
     loss_scale = float(dist.world_size) if summed else 1.0  # DDP averages gradients over ranks: undo it for a summed cost
 
+    def limited(dataset: Any) -> Any:
+        """The first ``cfg.eval_limit`` examples of ``dataset`` (all of it when no limit is set)."""
+        if cfg.eval_limit is None or len(dataset) <= cfg.eval_limit:
+            return dataset
+        return dataset.subset(torch.arange(cfg.eval_limit))
+
     def run_eval() -> dict[str, Any]:
-        res = evaluate(model, splits.val, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed)
+        res = evaluate(model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed)
         return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
 
     def is_better(metrics: dict[str, Any]) -> bool:
@@ -340,7 +346,9 @@ def fit(
     }
     group_key = splits.meta.get("group_key")
     for split_name in ("train", "val", "test"):
-        res = evaluate(model, getattr(splits, split_name), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed)
+        data = limited(getattr(splits, split_name))
+        summary[f"{split_name}_examples"] = len(data)
+        res = evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed)
         summary[f"{split_name}_loss"] = res["loss"]
         summary[f"{split_name}_accuracy"] = res["accuracy"]
         summary[f"{split_name}_error"] = 100.0 * (1.0 - res["accuracy"])
