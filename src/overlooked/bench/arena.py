@@ -30,7 +30,9 @@ def render_arenas(folder: Path, figures: Path | None = None) -> list[str]:
             arenas.setdefault(row["arena"], []).append(row)
         for arena, rows in arenas.items():
             lines += [
-                f"**{arena}** (budget: {data.get('budgets', {}).get(arena, '?')} training examples per model)",
+                f"**{arena}** (budget: {data.get('budgets', {}).get(arena, '?')} training examples per model"
+                + (f"; accuracy on the first {data['eval_limits'][arena]} test examples" if data.get("eval_limits", {}).get(arena) else "; full test set")
+                + ")",
                 "",
                 "| case | role | status | test acc % | params | FLOPs/example | train s | latency ms/example | SynOps/example | energy µJ/example (est.) |",
                 "|---|---|---|---|---|---|---|---|---|---|",

@@ -48,6 +48,7 @@ class Arena:
     budget_examples: int
     cases: list[Case] = field(default_factory=list)
     reference: str = ""  # what the paper reports, in words, with its section in paper_numbers.md
+    eval_limit: int | None = None  # evaluate each split on its first N examples only (stated in the table)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def case_config(case: Case, arena: Arena, data_dir: str | None = None):
     cfg.train.max_steps = steps
     cfg.train.progress = False
     cfg.train.repeats = 1
+    cfg.train.eval_limit = arena.eval_limit
     return cfg
 
 
@@ -124,8 +126,13 @@ def inference_latency_ms(run: Path, data_dir: str | None, batch_size: int = 256,
 
 
 def _row(case: Case, arena: Arena, run: Path | None, summary: dict[str, Any] | None, status: str) -> dict[str, Any]:
-    s = summary or {}
+    s = dict(summary or {})
     energy = s.get("energy") or {}
+    if s.get("kind") == "ann_to_snn_conversion":  # report the converted network at its simulated T
+        steps = str(s["steps"])
+        s["test_accuracy"] = s["snn_test_accuracy"][steps]
+        energy = energy.get(steps, {})
+    totals = energy.get("totals", {})
     return {
         "arena": arena.name,
         "case": case.name,
@@ -138,8 +145,9 @@ def _row(case: Case, arena: Arena, run: Path | None, summary: dict[str, Any] | N
         "examples_seen": s.get("examples_seen"),
         "train_time_s": s.get("train_time_s"),
         "latency_ms": s.get("latency_ms"),
-        "synops_per_example": energy.get("sops_per_example"),
-        "energy_uj_per_example": energy.get("snn_energy_uj_per_example"),
+        "synops_per_example": totals.get("sops"),
+        "energy_uj_per_example": None if totals.get("snn_energy_pj") is None else totals["snn_energy_pj"] / 1e6,
+        "ann_energy_uj_per_example": None if totals.get("ann_energy_pj") is None else totals["ann_energy_pj"] / 1e6,
         "run": str(run) if run else None,
     }
 
@@ -162,7 +170,8 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
                 rows.append(_estimate_row(case, arena, data_dir))
                 continue
             if case.convert_from is not None:
-                run, summary = api.convert(runs[case.convert_from], out=folder / "cases", data_dir=data_dir, **case.convert_args)
+                limit = {"limit": arena.eval_limit} if arena.eval_limit else {}
+                run, summary = api.convert(runs[case.convert_from], out=folder / "cases", data_dir=data_dir, **limit, **case.convert_args)
             else:
                 cfg = case_config(case, arena, data_dir)
                 run, summary = api.train(cfg, data_dir=data_dir, out=folder / "cases")
@@ -175,6 +184,7 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
         "suite": suite.name,
         "description": suite.description,
         "budgets": {a.name: a.budget_examples for a in suite.arenas if not arenas or a.name in arenas},
+        "eval_limits": {a.name: a.eval_limit for a in suite.arenas if not arenas or a.name in arenas},
         "command": "overlooked bench --suite " + name + "".join(f" --arena {a}" for a in arenas or []),
         "date": env["date"][:10],
         "environment": {"cpu": env["cpu"], "threads": env["torch_threads"], "torch": env["torch"], "git_commit": env["git_commit"]},
