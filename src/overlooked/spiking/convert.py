@@ -9,7 +9,7 @@ The route of Cao et al. 2015, Diehl et al. 2015 and Rueckauer et al. 2017:
    batch norm, other activations) is refused with an error that says what to change.
 2. **Layer-wise normalisation from activation statistics** (Diehl 2015 "data-based", Rueckauer 2017
    §2.2.2): on calibration images from the *training* split, ``lambda_l`` is the maximum ("max") or the
-   99.9th percentile ("p99.9", of the positive activations, as the SNN toolbox does) of stage ``l``'s ReLU
+   99.9th percentile ("p99.9", of the positive activations: silent ReLUs are left out) of stage ``l``'s ReLU
    output. Weights become ``W_l lambda_{l-1} / lambda_l`` and biases ``b_l / lambda_l`` (``lambda_0 = 1``:
    the image is the input current as it is), so the normalised activation ``a_l / lambda_l`` is a firing
    rate per step that the threshold 1 bounds: rates saturate at 1, so the SNN computes
