@@ -37,7 +37,7 @@ def event_crossover_figure(figures: Sequence[dict[str, Any]] | str | Path, path:
     cross = [f for f in figures if "crossover" in f["name"]]
     if cross and cross[0]["value"] > 0:
         ax.axvline(cross[0]["value"], color="grey", lw=1)
-        ax.text(cross[0]["value"], ax.get_ylim()[1], f" crossover {cross[0]['value']:.2g}%", va="top", fontsize=8)
+        ax.text(cross[0]["value"], ax.get_ylim()[0], f" crossover {cross[0]['value']:.2g}%", va="bottom", fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("input activity (% of inputs spiking per step)")
