@@ -179,6 +179,11 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         **result,
     }
     summary.update(spiking_energy(model, splits, encoder))
+    from overlooked.spiking.kernels import resolved_backends
+
+    backends = resolved_backends(model)
+    if backends:  # which neuron kernel each spiking layer actually ran (reference loop, cpp, triton)
+        summary["neuron_backends"] = backends
     if "test_accuracy" in summary and len(splits.test):  # 95% Wilson interval on the test accuracy
         try:
             summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], summary.get("test_examples", len(splits.test)))

@@ -110,3 +110,29 @@ def test_rate_regulariser_adds_weighted_mean_rate():
     reg = OBJECTIVES.create("spiking_cross_entropy", rate_weight=2.0)(out, batch)
     torch.testing.assert_close(plain, torch.log(torch.tensor(10.0)))  # uniform logits
     torch.testing.assert_close(reg - plain, torch.tensor(2.0 * 4.0 / 40.0))
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_auto_backend_model_equals_reference_model(name):
+    """The default (``auto``, the fused scan where it runs) gives the reference loop's logits and gradients."""
+    from overlooked.spiking.kernels import resolved_backends
+
+    torch.manual_seed(0)
+    fast = MODELS.create(name, **SMALL.get(name, {}))
+    ref = MODELS.create(name, **SMALL.get(name, {}), backend="reference")
+    ref.load_state_dict(fast.state_dict())
+    x = torch.rand(6, 1, 28, 28) * 3
+    y = torch.arange(6) % 10
+    outs = []
+    for model in (fast, ref):
+        torch.manual_seed(1)  # the same dropout mask in both
+        out = model(x)
+        torch.nn.functional.cross_entropy(out["logits"], y).backward()
+        outs.append((out, {n: p.grad for n, p in model.named_parameters()}))
+    (a, ga), (b, gb) = outs
+    torch.testing.assert_close(a["spike_counts"], b["spike_counts"], rtol=0, atol=0)  # spikes exactly
+    torch.testing.assert_close(a["logits"], b["logits"])
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], rtol=1e-4, atol=1e-5, msg=n)
+    assert set(resolved_backends(ref).values()) == {"reference"}
+    assert set(resolved_backends(fast).values()) <= {"cpp", "reference"}

@@ -13,6 +13,9 @@ Conventions shared by both (stated here once, and in docs/spiking.md):
   membrane potential of a non-leaky integrator divided by ``T`` (the logits).
 - Batch norm through time (one BN shared over all steps, statistics over ``T x B``) sits between the
   synaptic layer and the neuron; :func:`fold_batchnorm` folds it into the synaptic weights for export.
+- Neurons run on ``backend="auto"``: the fused C++ scan on CPU when a compiler works (spikes bit-identical to
+  the reference loop, tested in ``tests/spiking/test_kernels.py``), else the reference loop; each run's
+  summary records what ran (``neuron_backends``).
 
 The model returns ``{"logits": [B, C], "spike_counts": [L], "neurons": [L]}``; the counts let the
 ``spiking_cross_entropy`` objective add a firing-rate regulariser and let evaluation report firing rates.
@@ -121,7 +124,7 @@ def _flat(in_shape: tuple[int, ...]) -> int:
 
 
 @MODELS.register("spiking_mlp", family="spiking", paper="surrogate-gradient SNN (Neftci et al. 2019)")
-def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, ...] = (800, 800), num_classes: int = 10, steps: int = 8, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, batch_norm: bool = True, dropout: float = 0.0, backend: str = "reference") -> SpikingNet:
+def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, ...] = (800, 800), num_classes: int = 10, steps: int = 8, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, batch_norm: bool = True, dropout: float = 0.0, backend: str = "auto") -> SpikingNet:
     """Spiking MLP: ``Flatten -> [Linear -> BN -> LIF] x len(hidden) -> Linear readout`` (mean over ``steps``).
 
     >>> net = spiking_mlp(hidden=(16,), steps=2)
@@ -137,7 +140,7 @@ def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, .
 
 
 @MODELS.register("spiking_cnn", family="spiking", paper="surrogate-gradient conv SNN (PLIF, Fang et al. 2021, style)")
-def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int, ...] = (32, 64), kernel_size: int = 5, hidden: int = 256, num_classes: int = 10, steps: int = 4, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, dropout: float = 0.25, backend: str = "reference") -> SpikingNet:
+def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int, ...] = (32, 64), kernel_size: int = 5, hidden: int = 256, num_classes: int = 10, steps: int = 4, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, dropout: float = 0.25, backend: str = "auto") -> SpikingNet:
     """Spiking conv net: ``[Conv k x k -> AvgPool 2 -> BN -> LIF] x len(channels) -> Linear(hidden) -> BN ->
     LIF -> Dropout -> Linear readout``, averaged over ``steps``. With the defaults it mirrors the
     foundation's ``small_cnn`` layer for layer (the ANN it is compared with).
