@@ -197,15 +197,16 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
 ENERGY_EXAMPLES = 2000  # test examples the energy / firing-rate report of a spiking model is measured on
 
 
-def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, examples: int = ENERGY_EXAMPLES, batch_size: int = 500) -> dict[str, Any]:
+def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, examples: int = ENERGY_EXAMPLES, batch_size: int = 500, split: str = "test") -> dict[str, Any]:
     """``{"energy": report}`` for a spiking model (its output has ``spike_counts``) on the first ``examples``
-    test examples, else ``{}``. See :func:`overlooked.spiking.synops.energy_report` (a compute-only estimate)."""
+    examples of ``split``, else ``{}``. See :func:`overlooked.spiking.synops.energy_report` (a compute-only estimate)."""
     if not (hasattr(model, "blocks") and hasattr(model, "readout")):
         return {}
     from overlooked.spiking.synops import energy_report
 
     device = next(model.parameters()).device
-    probe = splits.test[torch.arange(1)]
+    data = getattr(splits, split)
+    probe = data[torch.arange(1)]
     probe = encoder(probe, torch.Generator().manual_seed(0)) if encoder is not None else probe
     was = model.training
     model.eval()
@@ -214,12 +215,12 @@ def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, exampl
     model.train(was)
     if not (isinstance(out, dict) and "spike_counts" in out):
         return {}
-    n = min(examples, len(splits.test))
+    n = min(examples, len(data))
     gen = torch.Generator().manual_seed(0)
 
     def batches() -> Any:
         for start in range(0, n, batch_size):
-            batch = splits.test[torch.arange(start, min(start + batch_size, n))]
+            batch = data[torch.arange(start, min(start + batch_size, n))]
             if encoder is not None:
                 batch = encoder(batch, gen)
             yield batch[splits.input_keys[0]].to(device)
@@ -404,7 +405,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)
     res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed)
-    return {"run": str(run), "split": split, "checkpoint": checkpoint, **res, "error": 100.0 * (1 - res["accuracy"])}
+    return {"run": str(run), "split": split, "checkpoint": checkpoint, **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
 
 def load(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -138,6 +138,10 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
 
     energy = json.loads((run / "summary.json").read_text())["energy"]  # every spiking run reports it
     assert "compute-only estimate" in energy["label"] and energy["first_examples"] == 16 and energy["layers"][0]["input"] == "real"
+    from overlooked import api as _api
+
+    ev = _api.evaluate(run, split="val")  # evaluation of a spiking run reports its energy on that split
+    assert ev["energy"]["totals"]["sops"] >= 0 and ev["energy"]["first_examples"] == min(len(_api.load_run(run)[1].val), 2000)
     out = tmp_path / "m.nir"
     assert main(["export-nir", str(run), str(out)]) == 0
     graph = nir.read(str(out))
