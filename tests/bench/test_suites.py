@@ -74,3 +74,13 @@ def test_estimate_only_suite_fills_in_no_accuracy(tmp_path, data_dir):
     for r in rows:
         assert r["status"] == "not run" and r["test_accuracy"] is None and r["run"] is None
         assert r["expected_hours"] > 0 and r["train_examples_per_s"] > 0
+
+
+def test_cli_suite_loads_the_catalog_itself():
+    """`overlooked bench --suite` works in a fresh process (nothing imported the registries before)."""
+    import subprocess
+    import sys
+
+    code = "from overlooked.bench.suites import load_suite; print(len(load_suite('quick').arenas))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) >= 2

@@ -67,6 +67,9 @@ def suite_names() -> list[str]:
 def load_suite(name_or_path: str) -> Suite:
     """Load and check a suite (packaged name or YAML path): unknown keys, missing configs and a case
     converting a case that does not precede it are errors that name the case."""
+    from overlooked import catalog
+
+    catalog.load_all()  # the cases name registered datasets and models
     path = Path(name_or_path)
     if not path.is_file():
         path = SUITES_DIR / f"{name_or_path}.yaml"
