@@ -523,7 +523,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     benches = [b for b in [roots[0].parent / "bench"] if b.is_dir()]
     output = Path(output)
     figures = output.parent / "figures"
-    written = babi_figures(collect_runs(roots), refs, figures)
+    written = babi_figures(collect_runs(roots), refs, figures) + energy_figure(collect_runs(roots), figures)
     written += convert_figures(collect_runs(roots), figures)  # ANN-to-SNN accuracy against T
     text = render_results(collect_runs(roots), refs, benches)
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
@@ -535,6 +535,28 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     page = output.with_suffix(".html")  # the single self-contained page: docs/results.html
     page.write_text(render_html(text, output.parent))
     return [*written, page]
+
+
+def energy_figure(runs: list[Any], folder: Path) -> list[Path]:
+    """One bar chart: estimated energy per example of every spiking run (converted ones at T = 32 and 64)
+    beside the same layers as an ANN (compute-only, 45 nm)."""
+    from overlooked.plots.arena import energy_bars_figure
+
+    items = []
+    for run in sorted(runs, key=lambda r: r.folder.name):
+        energy = run.summary.get("energy")
+        if not energy:
+            continue
+        per_t = {f"T={t}": energy[str(t)] for t in (32, 64) if str(t) in energy} or {"": energy}
+        for tag, rep in per_t.items():
+            totals = rep.get("totals", {})
+            if totals.get("snn_energy_pj") is None:
+                continue
+            label = (run.summary.get("name") or run.folder.name) + (f" {run.summary.get('norm', '')} {tag}" if tag else "")
+            items.append((label.strip(), totals["snn_energy_pj"] / 1e6, totals["ann_energy_pj"] / 1e6))
+    if not items:
+        return []
+    return [energy_bars_figure(items, folder / "spiking_energy_bars.png")]
 
 
 def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Path]:

@@ -61,5 +61,8 @@ def render_figure_index(figures: Path, base: Path) -> list[str]:
     lines = ["## Figures", "", "Every figure below is regenerated from committed results by `overlooked report` (or by the command named in its section).", ""]
     for png in pngs:
         caption = png.stem.replace("_", " ")
-        lines += [f"### {caption}", "", f"![{caption}]({png.relative_to(base).as_posix()})", ""]
+        lines += [f"### {caption}", ""]
+        if png.stem.startswith("demo_"):
+            lines += ["Written by `overlooked demo` (the three-family tour) into its run folder and copied here.", ""]
+        lines += [f"![{caption}]({png.relative_to(base).as_posix()})", ""]
     return lines

@@ -175,6 +175,8 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
             if case.convert_from is not None:
                 limit = {"limit": arena.eval_limit} if arena.eval_limit else {}
                 run, summary = api.convert(runs[case.convert_from], out=folder / "cases", data_dir=data_dir, **limit, **case.convert_args)
+                source = json.loads((runs[case.convert_from] / "summary.json").read_text())
+                summary = {**summary, "params": source["params"], "examples_seen": source["examples_seen"]}  # the ANN it was converted from
             else:
                 cfg = case_config(case, arena, data_dir)
                 run, summary = api.train(cfg, data_dir=data_dir, out=folder / "cases")
