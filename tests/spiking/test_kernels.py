@@ -145,7 +145,8 @@ def test_auto_resolves_and_reports(tmp_path):
     before = kernels.CALLS["cpp_forward"]
     model(torch.rand(2, 1, 4, 4))
     assert kernels.CALLS["cpp_forward"] == before + 1
-    assert set(kernels.resolved_backends(spiking_mlp(input_shape=(1, 4, 4), hidden=(8,), steps=3)).values()) == {"reference"}
+    assert set(kernels.resolved_backends(spiking_mlp(input_shape=(1, 4, 4), hidden=(8,), steps=3, backend="reference")).values()) == {"reference"}
+    assert set(kernels.resolved_backends(spiking_mlp(input_shape=(1, 4, 4), hidden=(8,), steps=3)).values()) == {"cpp"}  # the models default to auto
 
 
 def test_unsupported_requests_fail_clearly_and_auto_falls_back():

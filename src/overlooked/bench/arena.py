@@ -24,7 +24,8 @@ def render_arenas(folder: Path, figures: Path | None = None) -> list[str]:
         env = data.get("environment", {})
         lines += [f"### Suite `{data['suite']}` ({path.name})", "", data.get("description", ""), ""]
         if env:
-            lines += [f"Hardware: {env.get('cpu', '?')} CPU, {env.get('threads', '?')} threads; torch {env.get('torch', '?')}; commit {str(env.get('git_commit', '?'))[:10]}; date {data.get('date', '?')}; command `{data.get('command', '?')}`.", ""]
+            lines += [f"Hardware: {env.get('cpu', '?')} CPU, {env.get('threads', '?')} threads; torch {env.get('torch', '?')}; commit {str(env.get('git_commit', '?'))[:10]}; date {data.get('date', '?')}; command `{data.get('command', '?')}`"
+                      + (f"; load average {env['load_average_1min_at_end']} at the end" if "load_average_1min_at_end" in env else "") + ".", ""]
         arenas: dict[str, list[dict[str, Any]]] = {}
         for row in data["rows"]:
             arenas.setdefault(row["arena"], []).append(row)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,7 +193,7 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
         "eval_limits": {a.name: a.eval_limit for a in suite.arenas if not arenas or a.name in arenas},
         "command": "overlooked bench --suite " + name + "".join(f" --arena {a}" for a in arenas or []),
         "date": env["date"][:10],
-        "environment": {"cpu": env["cpu"], "threads": env["torch_threads"], "torch": env["torch"], "git_commit": env["git_commit"]},
+        "environment": {"cpu": env["cpu"], "threads": env["torch_threads"], "torch": env["torch"], "git_commit": env["git_commit"], "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
         "rows": rows,
     }
     (folder / "suite.json").write_text(json.dumps(record, indent=2) + "\n")
