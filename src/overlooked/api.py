@@ -523,9 +523,10 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     benches = [b for b in [roots[0].parent / "bench"] if b.is_dir()]
     output = Path(output)
     figures = output.parent / "figures"
-    written = babi_figures(collect_runs(roots), refs, figures) + energy_figure(collect_runs(roots), figures)
-    written += convert_figures(collect_runs(roots), figures)  # ANN-to-SNN accuracy against T
-    text = render_results(collect_runs(roots), refs, benches)
+    collected = collect_runs(roots)  # read every summary once
+    written = babi_figures(collected, refs, figures) + energy_figure(collected, figures)
+    written += convert_figures(collected, figures)  # ANN-to-SNN accuracy against T
+    text = render_results(collected, refs, benches)
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
     if extra:
         text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"

@@ -12,7 +12,7 @@ import pytest
 
 from overlooked.bench.arena import render_arenas, render_figure_index
 from overlooked.bench.html import render_html
-from overlooked.plots.memory import plt, save_figure
+from overlooked.plots.common import plt, save_figure
 
 
 def _png(path: Path) -> Path:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from overlooked.plots.memory import plt, save_figure
+from overlooked.plots.common import plt, save_figure
 
 
 def accuracy_cost_figure(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "", cost: str = "train_time_s") -> Path:

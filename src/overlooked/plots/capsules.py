@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from overlooked.plots.memory import save_figure  # noqa: E402
+from overlooked.plots.common import save_figure  # noqa: E402
 
 
 def reconstructions_figure(inputs: np.ndarray, reconstructions: np.ndarray, labels: Sequence[int], predicted: Sequence[int], path: str | Path) -> Path:

@@ -5,21 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Lay out, write as PNG (creating the folder) and close ``fig``."""
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+from overlooked.plots.common import plt, save_figure
 
 
 def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: str, answer: str, predicted: str, path: str | Path) -> Path:

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from overlooked.plots.memory import save_figure  # noqa: E402  (one PNG writer for every figure)
+from overlooked.plots.common import save_figure  # noqa: E402  (one PNG writer for every figure)
 
 __all__ = ["accuracy_vs_steps_figure", "firing_rate_figure", "membrane_figure", "raster_figure", "save_figure"]
 

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from overlooked.plots.memory import save_figure  # noqa: E402
+from overlooked.plots.common import save_figure  # noqa: E402
 
 
 def conversion_curve_figure(curves: dict[str, Sequence[float]], ann_accuracy: float, path: str | Path, title: str = "", marks: Sequence[int] = (32, 64)) -> Path:

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from overlooked.plots.memory import save_figure  # noqa: E402
+from overlooked.plots.common import save_figure  # noqa: E402
 
 
 def event_crossover_figure(figures: Sequence[dict[str, Any]] | str | Path, path: str | Path) -> Path:

@@ -23,6 +23,7 @@ The model returns ``{"logits": [B, C], "spike_counts": [L], "neurons": [L]}``; t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -116,13 +117,6 @@ class SpikingNet(nn.Module):
         return {"logits": logits, "spike_counts": torch.stack(counts), "neurons": torch.tensor(sizes, dtype=logits.dtype, device=logits.device)}
 
 
-def _flat(in_shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in in_shape:
-        n *= s
-    return n
-
-
 @MODELS.register("spiking_mlp", family="spiking", paper="surrogate-gradient SNN (Neftci et al. 2019)")
 def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, ...] = (800, 800), num_classes: int = 10, steps: int = 8, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, batch_norm: bool = True, dropout: float = 0.0, backend: str = "auto") -> SpikingNet:
     """Spiking MLP: ``Flatten -> [Linear -> BN -> LIF] x len(hidden) -> Linear readout`` (mean over ``steps``).
@@ -131,7 +125,7 @@ def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, .
     >>> net(torch.rand(3, 1, 28, 28))["logits"].shape
     torch.Size([3, 10])
     """
-    blocks, width = [], _flat(tuple(input_shape))
+    blocks, width = [], math.prod(input_shape)
     for h in hidden:
         synapse = nn.Sequential(nn.Flatten(), nn.Linear(width, h)) if not blocks else nn.Linear(width, h)
         blocks.append(SpikingBlock(synapse, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm1d(h) if batch_norm else None))
