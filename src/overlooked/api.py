@@ -72,7 +72,8 @@ def build_data(cfg: ExperimentConfig, data_dir: str | None = None) -> Splits:
     splits = DATASETS.create(cfg.data.name, **kwargs)
     wanted = MODELS.tags(cfg.model.name).get("input_keys") if cfg.model.name in MODELS else None
     if wanted:  # a model may read more of the batch than the dataset's default inputs (e.g. MemNN's supporting facts)
-        missing = [k for k in wanted if k not in splits.train.tensors]
+        provided = splits.train.tensors if hasattr(splits.train, "tensors") else splits.train[torch.arange(1)]  # generated datasets: one example's keys
+        missing = [k for k in wanted if k not in provided]
         if missing:
             raise ConfigError(f"model {cfg.model.name!r} reads batch keys {missing} that dataset {cfg.data.name!r} does not provide")
         splits = replace(splits, input_keys=tuple(wanted))
@@ -127,9 +128,10 @@ def data_fingerprint(splits: Splits) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)}).encode())
     for ds in (splits.val, splits.train):
-        for key in sorted(ds.tensors):
+        tensors = ds.source_tensors() if hasattr(ds, "source_tensors") else ds.tensors  # generated data: what generates it
+        for key in sorted(tensors):
             h.update(key.encode())
-            h.update(ds.tensors[key].contiguous().numpy().tobytes())
+            h.update(tensors[key].contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

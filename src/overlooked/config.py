@@ -40,6 +40,7 @@ class TrainConfig:
 
     epochs: int = 10
     max_steps: int | None = None  # stop after this many steps even mid-epoch
+    max_minutes: float | None = None  # stop, after a validation pass, once this much wall time has passed since fit() began (this process)
     batch_size: int = 64  # global batch; under DDP each rank takes batch_size // world_size
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-3

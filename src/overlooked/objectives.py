@@ -25,6 +25,34 @@ def logits_of(output: Any) -> torch.Tensor:
     raise TypeError(f"model output must be a tensor or a dict with 'logits', got {type(output).__name__}")
 
 
+def both_correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The MultiMNIST metric of Sabour et al. 2017 (§6), per example: the two highest ``scores`` ``[B, K]`` are
+    exactly the two classes in ``labels`` ``[B, 2]`` (order free) -> bool ``[B]``.
+
+    >>> both_correct(torch.tensor([[0.9, 0.1, 0.8], [0.9, 0.8, 0.1]]), torch.tensor([[2, 0], [0, 2]])).tolist()
+    [True, False]
+    """
+    top2 = scores.topk(2, dim=1).indices.sort(1).values
+    return (top2 == labels.sort(1).values).all(1)
+
+
+METRICS = ("top1", "both_correct")
+
+
+def hits_of(output: Any, batch: dict[str, torch.Tensor], target_key: str, metric: str = "top1") -> torch.Tensor:
+    """Per-example correctness ``[B]`` (bool) under a dataset's metric (its ``meta["metric"]``):
+
+    - ``"top1"``: the arg-max class equals ``batch[target_key]`` ``[B]``;
+    - ``"both_correct"``: the two highest scores are the two classes in ``batch["labels"]`` ``[B, 2]``.
+    """
+    scores = logits_of(output)
+    if metric == "top1":
+        return scores.argmax(-1) == batch[target_key]
+    if metric == "both_correct":
+        return both_correct(scores, batch["labels"])
+    raise ValueError(f"unknown metric {metric!r}: the dataset's meta['metric'] must be one of {METRICS}")
+
+
 def sums_over_batch(objective: Any) -> bool:
     """True when ``objective`` sums its loss over the batch (``reduction == 'sum'``) rather than averaging."""
     return getattr(objective, "reduction", "mean") == "sum"
@@ -58,3 +86,32 @@ class CrossEntropy(nn.Module):
 def cross_entropy(target_key: str = "label", reduction: Literal["mean", "sum"] = "mean", label_smoothing: float = 0.0) -> CrossEntropy:
     """Softmax cross-entropy (the default objective)."""
     return CrossEntropy(target_key=target_key, reduction=reduction, label_smoothing=label_smoothing)
+
+
+class MultiLabelBCE(nn.Module):
+    """Sigmoid cross-entropy on a multi-hot target ``[B, C]``, summed over classes, then averaged (or summed)
+    over the batch: the loss for independent per-class outputs, e.g. the MultiMNIST baseline CNN, where two
+    classes are present at once.
+
+    >>> obj = MultiLabelBCE()
+    >>> round(obj(torch.zeros(1, 2), {"label": torch.tensor([[1.0, 0.0]])}).item(), 4)  # 2 log 2
+    1.3863
+    """
+
+    def __init__(self, target_key: str = "label", reduction: Literal["mean", "sum"] = "mean"):
+        super().__init__()
+        self.target_key, self.reduction = target_key, reduction
+
+    def forward(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = logits_of(output).float()  # [B, C]
+        target = batch[self.target_key].to(logits.dtype)
+        if target.shape != logits.shape:
+            raise ValueError(f"multilabel_bce needs a multi-hot target shaped like the logits {tuple(logits.shape)}, got {tuple(target.shape)}")
+        per_example = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)  # [B]
+        return per_example.mean() if self.reduction == "mean" else per_example.sum()
+
+
+@OBJECTIVES.register("multilabel_bce")
+def multilabel_bce(target_key: str = "label", reduction: Literal["mean", "sum"] = "mean") -> MultiLabelBCE:
+    """Sigmoid cross-entropy over independent classes (multi-hot targets)."""
+    return MultiLabelBCE(target_key=target_key, reduction=reduction)

@@ -22,27 +22,58 @@ def capsnet(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, i
     return CapsNet(in_channels, image_size, num_classes, iterations, decoder, detach_intermediate, backend)
 
 
+@MODELS.register("capsnet_multimnist", family="capsules", paper="Sabour et al. 2017, §6 (MultiMNIST)", input_keys=("image", "labels"))
+def capsnet_multimnist(in_channels: int = 1, image_size: int = 36, num_classes: int = 10, iterations: int = 3, decoder: bool = True, detach_intermediate: bool = False, backend: str = "reference") -> CapsNet:
+    """CapsNet on 36x36 MultiMNIST, reconstructing each of the two digits from its own capsule
+    (11,361,808 parameters). Takes the two class indices ``"labels"`` ``[B, 2]`` for masking in training."""
+    return CapsNet(in_channels, image_size, num_classes, iterations, decoder, detach_intermediate, backend, reconstruct=2)
+
+
 class CapsuleLoss(nn.Module):
     """Margin loss plus ``recon_weight`` x the sum of squared reconstruction errors (§3-4.1), both per
-    example, averaged over the batch (``reduction='mean'``) or summed."""
+    example, averaged over the batch (``reduction='mean'``) or summed.
 
-    def __init__(self, target_key: str = "label", image_key: str = "image", m_plus: float = 0.9, m_minus: float = 0.1, lam: float = 0.5, recon_weight: float = 0.0005, reduction: str = "mean"):
+    With several reconstructions per example (``[B, R, P]``, MultiMNIST) the targets are the single-digit
+    images ``recon_keys`` (e.g. ``("image_a", "image_b")``) whose classes are ``batch[labels_key]`` ``[B, R]``
+    in the same order; each reconstruction is compared with the digit of the class it was decoded from
+    (``output["reconstruction_classes"]``), and their errors add (§6: "each digit reconstructed separately").
+    A reconstruction of a class that is not present (a wrong guess at evaluation) is compared with the digit
+    at its own position.
+    """
+
+    def __init__(self, target_key: str = "label", image_key: str = "image", m_plus: float = 0.9, m_minus: float = 0.1, lam: float = 0.5, recon_weight: float = 0.0005, reduction: str = "mean", recon_keys: tuple[str, ...] = (), labels_key: str = "labels"):
         super().__init__()
-        self.target_key, self.image_key = target_key, image_key
+        self.target_key, self.image_key, self.recon_keys, self.labels_key = target_key, image_key, tuple(recon_keys), labels_key
         self.m_plus, self.m_minus, self.lam, self.recon_weight, self.reduction = m_plus, m_minus, lam, recon_weight, reduction
+
+    def recon_targets(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        """The image each reconstruction is scored against: ``[B, P]``, or ``[B, R, P]`` for several."""
+        recon = output["reconstruction"]
+        if recon.dim() == 2:
+            return batch[self.image_key].flatten(1)
+        if not self.recon_keys:
+            raise ValueError("the model returns several reconstructions per example: set the objective's recon_keys to the batch keys of the single-object images (MultiMNIST: [image_a, image_b])")
+        targets = torch.stack([batch[k].flatten(1) for k in self.recon_keys], 1)  # [B, R, P]
+        classes = output["reconstruction_classes"]  # [B, R]
+        match = classes[:, :, None] == batch[self.labels_key][:, None, :]  # [B, R, R]
+        own = torch.arange(classes.shape[1], device=classes.device).expand_as(classes)
+        pick = torch.where(match.any(-1), match.float().argmax(-1), own)  # [B, R]
+        return targets.gather(1, pick[:, :, None].expand(-1, -1, targets.shape[-1]))
 
     def forward(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         loss = CF.margin_loss(output["logits"].float(), batch[self.target_key], self.m_plus, self.m_minus, self.lam)  # [B]
         if "reconstruction" in output and self.recon_weight > 0:
-            target = batch[self.image_key].flatten(1).to(output["reconstruction"].dtype)
-            loss = loss + self.recon_weight * ((output["reconstruction"] - target) ** 2).sum(-1).float()
+            recon = output["reconstruction"]
+            sse = ((recon - self.recon_targets(output, batch).to(recon.dtype)) ** 2).flatten(1).sum(-1).float()  # [B]
+            loss = loss + self.recon_weight * sse
         return loss.mean() if self.reduction == "mean" else loss.sum()
 
 
 @OBJECTIVES.register("capsule_margin", family="capsules")
-def capsule_margin(target_key: str = "label", image_key: str = "image", m_plus: float = 0.9, m_minus: float = 0.1, lam: float = 0.5, recon_weight: float = 0.0005, reduction: str = "mean") -> CapsuleLoss:
-    """CapsNet's margin loss (m+ 0.9, m- 0.1, lambda 0.5) plus 0.0005 x reconstruction SSE."""
-    return CapsuleLoss(target_key, image_key, m_plus, m_minus, lam, recon_weight, reduction)
+def capsule_margin(target_key: str = "label", image_key: str = "image", m_plus: float = 0.9, m_minus: float = 0.1, lam: float = 0.5, recon_weight: float = 0.0005, reduction: str = "mean", recon_keys: list[str] | None = None, labels_key: str = "labels") -> CapsuleLoss:
+    """CapsNet's margin loss (m+ 0.9, m- 0.1, lambda 0.5) plus 0.0005 x reconstruction SSE (per digit and
+    added, with ``recon_keys``, for MultiMNIST)."""
+    return CapsuleLoss(target_key, image_key, m_plus, m_minus, lam, recon_weight, reduction, tuple(recon_keys or ()), labels_key)
 
 
 _EM_PAPER = "Hinton, Sabour, Frosst 2018, Matrix capsules with EM routing (OpenReview HJWLfGWRb)"

@@ -81,8 +81,10 @@ class CapsNet(nn.Module):
     """CapsNet (Sabour, Frosst, Hinton 2017, §4): Conv1 256@9x9 ReLU, PrimaryCaps 32x8D 9x9/2, DigitCaps
     10x16D with 3 routing iterations, and a 512-1024-(H*W) sigmoid decoder fed by the masked capsules.
 
-    In training the decoder reads the true class's capsule; in evaluation the longest one (§4.1). (The
-    MultiMNIST variant that reconstructs each of two digits is not built yet; its 36x36 size is.)
+    In training the decoder reads the true class's capsule; in evaluation the longest one (§4.1). With
+    ``reconstruct=2`` (MultiMNIST, §6) it reconstructs each of two digits separately from its own capsule:
+    the two labelled classes in training, the two longest capsules in evaluation. That variant has the same
+    parameters (11,361,808 on 36x36 input): one decoder, called once per digit.
 
     Args:
         in_channels: input channels (1).
@@ -91,14 +93,18 @@ class CapsNet(nn.Module):
         iterations: routing iterations.
         decoder: build the reconstruction decoder.
         detach_intermediate: routing speed-up switch (off by default).
+        reconstruct: how many capsules the decoder reconstructs, each on its own (1 for MNIST, 2 for MultiMNIST).
         backend: ``"reference"`` or ``"fused"``; the fused one runs conv1 channels-last (a memory layout
             only), the PrimaryCaps conv in the frequency domain (:mod:`overlooked.capsules.fftconv`; the
             direct oneDNN conv under bf16 autocast) and routes with :mod:`overlooked.capsules.fused`. Same maths
             either way, tested equal.
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, iterations: int = 3, decoder: bool = True, detach_intermediate: bool = False, backend: str = "reference"):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, iterations: int = 3, decoder: bool = True, detach_intermediate: bool = False, backend: str = "reference", reconstruct: int = 1):
         super().__init__()
+        if not 1 <= reconstruct <= num_classes:
+            raise ValueError(f"reconstruct must be between 1 and num_classes={num_classes}, got {reconstruct}")
+        self.reconstruct = reconstruct
         self.channels_last = backend == "fused"
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
         self.conv1 = nn.Conv2d(in_channels, 256, 9)
@@ -122,9 +128,10 @@ class CapsNet(nn.Module):
             self.primary.conv.to(memory_format=torch.channels_last)  # the bf16 path runs it with oneDNN
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``image`` ``[B, C, S, S]``, ``label`` ``[B]`` (used for masking in training only) ->
-        ``{"logits": capsule lengths [B, K], "poses": [B, K, 16], "couplings": [B, I, K],
-        "reconstruction": [B, C*S*S]}``."""
+        """``image`` ``[B, C, S, S]``, ``label`` ``[B]`` class indices (``[B, R]`` with ``reconstruct=R > 1``;
+        used for masking in training only) -> ``{"logits": capsule lengths [B, K], "poses": [B, K, 16],
+        "couplings": [B, I, K], "reconstruction": [B, C*S*S]}``; with ``R > 1`` the reconstruction is
+        ``[B, R, C*S*S]``, one per capsule, and ``"reconstruction_classes"`` ``[B, R]`` says which."""
         if self.channels_last:  # oneDNN's preferred layout; values are unchanged
             image = image.contiguous(memory_format=torch.channels_last)
         x = torch.relu(self.conv1(image))  # [B, 256, S-8, S-8]
@@ -132,7 +139,18 @@ class CapsNet(nn.Module):
         v, c = self.digits(u)  # [B, K, 16], [B, I, K]
         lengths = v.norm(dim=-1)  # [B, K]
         out = {"logits": lengths, "poses": v, "couplings": c}
-        if self.decoder is not None:
+        if self.decoder is None:
+            return out
+        if self.reconstruct == 1:
             index = label if (self.training and label is not None) else lengths.argmax(-1)
             out["reconstruction"] = self.decoder(CF.mask_capsules(v, index))
+            return out
+        if self.training and label is not None:
+            if label.dim() != 2 or label.shape[1] != self.reconstruct:
+                raise ValueError(f"with reconstruct={self.reconstruct} the label must be class indices [B, {self.reconstruct}], got {tuple(label.shape)}")
+            classes = label
+        else:
+            classes = lengths.topk(self.reconstruct, dim=-1).indices  # [B, R]
+        out["reconstruction"] = torch.stack([self.decoder(CF.mask_capsules(v, classes[:, r])) for r in range(self.reconstruct)], 1)
+        out["reconstruction_classes"] = classes
         return out

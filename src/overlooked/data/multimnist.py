@@ -9,7 +9,7 @@ training digits outside the validation split, validation pairs the validation di
 
 Batches hold ``"image"`` ``[B, 1, 36, 36]``, ``"label"`` the multi-hot ``[B, 10]``, ``"labels"`` the two
 classes ``[B, 2]``, and ``"image_a"``, ``"image_b"`` each digit alone at its shift (reconstruction targets).
-The paper's metric is :func:`both_correct`: the two most active classes are exactly the two digits.
+The paper's metric is :func:`overlooked.objectives.both_correct`: the two most active classes are exactly the two digits.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import os
 import torch
 import torch.nn.functional as F
 
-from overlooked.data.base import Splits, split_train_val
+from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.data.mnist import load_mnist
+from overlooked.objectives import both_correct  # noqa: F401  (the metric lives beside the losses; re-exported)
 from overlooked.registry import DATASETS
 
 SIDE, DIGIT, MAX_SHIFT, NUM_CLASSES = 36, 28, 4, 10
@@ -81,6 +82,14 @@ class MultiMNISTPairs:
     def __len__(self) -> int:
         return self.n
 
+    def source_tensors(self) -> dict[str, torch.Tensor]:
+        """What the pairs are a function of (digits, labels, count, seed, shift): the data fingerprint hashes it."""
+        return {"images": self.images, "labels": self.labels, "params": torch.tensor([self.n, self.seed, self.max_shift])}
+
+    def subset(self, index: torch.Tensor) -> ArrayDataset:
+        """Examples ``index`` generated now and held as tensors (used for ``train.eval_limit``)."""
+        return ArrayDataset(self[torch.as_tensor(index).reshape(-1)])
+
     def __getitem__(self, index: torch.Tensor | int) -> dict[str, torch.Tensor]:
         k = torch.as_tensor(index).reshape(-1)
         u = [hash_uniform(self.seed, k, s) for s in range(7)]
@@ -96,17 +105,6 @@ class MultiMNISTPairs:
         multi_hot = F.one_hot(cls_a, NUM_CLASSES) + F.one_hot(cls_b, NUM_CLASSES)
         out = {"image": torch.maximum(a, b).unsqueeze(1), "label": multi_hot.float(), "labels": labels, "image_a": a.unsqueeze(1), "image_b": b.unsqueeze(1)}
         return out if torch.as_tensor(index).dim() else {key: v[0] for key, v in out.items()}
-
-
-def both_correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The paper's MultiMNIST metric, per example: the two highest ``scores`` ``[B, K]`` are exactly the two
-    classes in ``labels`` ``[B, 2]`` (order free) -> bool ``[B]``.
-
-    >>> both_correct(torch.tensor([[0.9, 0.1, 0.8], [0.9, 0.8, 0.1]]), torch.tensor([[2, 0], [0, 2]])).tolist()
-    [True, False]
-    """
-    top2 = scores.topk(2, dim=1).indices.sort(1).values
-    return (top2 == labels.sort(1).values).all(1)
 
 
 @DATASETS.register("multimnist")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from overlooked.data.base import ArrayDataset
-from overlooked.objectives import logits_of, sums_over_batch
+from overlooked.objectives import hits_of, sums_over_batch
 
 Transform = Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
 
@@ -37,8 +37,10 @@ def evaluate(
     group_key: str | None = None,
     bf16: bool = False,
     seed: int = 0,
+    metric: str = "top1",
 ) -> dict[str, Any]:
-    """Mean loss per example, accuracy, and (when ``group_key`` is set) accuracy per group value.
+    """Mean loss per example, accuracy under ``metric`` (see :func:`overlooked.objectives.hits_of`), and
+    (when ``group_key`` is set) accuracy per group value.
 
     The encoder, if any, draws from a generator seeded with ``seed``, so evaluation is repeatable.
     """
@@ -59,7 +61,7 @@ def evaluate(
             loss = objective(out, batch)
         b = batch[target_key].shape[0]
         total_loss += float(loss) if sums_over_batch(objective) else float(loss) * b
-        hits = logits_of(out).argmax(-1) == batch[target_key]  # [B]
+        hits = hits_of(out, batch, target_key, metric)  # [B]
         correct += int(hits.sum())
         if group_key is not None:
             for g, h in zip(batch[group_key].tolist(), hits.tolist()):

@@ -28,7 +28,7 @@ from torch.utils.data import DistributedSampler
 from overlooked.config import TrainConfig
 from overlooked.data.base import Splits
 from overlooked.errors import ConfigError, NonFiniteLossError
-from overlooked.objectives import logits_of, sums_over_batch
+from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
 from overlooked.train.distributed import DistInfo, init_distributed
@@ -143,6 +143,15 @@ def _rng_states(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
     return states
 
 
+def _stop_reason(stopped_by: str, ctx_stop: bool, step: int, total_steps: int, max_steps: int | None) -> str:
+    """Why training ended: ``max_minutes``, ``callback`` (e.g. a target accuracy), ``max_steps`` or ``epochs``."""
+    if stopped_by == "max_minutes":
+        return stopped_by
+    if ctx_stop:
+        return "callback"
+    return "max_steps" if max_steps is not None and step >= max_steps else "epochs"
+
+
 def fit(
     model: nn.Module,
     splits: Splits,
@@ -213,6 +222,9 @@ def fit(
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
     summed = sums_over_batch(objective)
+    metric = splits.meta.get("metric", "top1")  # MultiMNIST: both of the two digits correct
+    deadline = None if cfg.max_minutes is None else time.perf_counter() + 60.0 * cfg.max_minutes
+    stopped_by = "epochs"
     loss_scale = float(dist.world_size) if summed else 1.0  # DDP averages gradients over ranks: undo it for a summed cost
 
     def limited(dataset: Any) -> Any:
@@ -222,7 +234,7 @@ def fit(
         return dataset.subset(torch.arange(cfg.eval_limit))
 
     def run_eval() -> dict[str, Any]:
-        res = evaluate(model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed)
+        res = evaluate(model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed, metric)
         return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
 
     def is_better(metrics: dict[str, Any]) -> bool:
@@ -289,7 +301,7 @@ def fit(
             window_n += b
             window_loss += loss_value if summed else loss_value * b
             with torch.no_grad():
-                window_hits += int((logits_of(out).argmax(-1) == batch[splits.target_key]).sum())
+                window_hits += int(hits_of(out, batch, splits.target_key, metric).sum())
             for cb in callbacks:
                 cb.on_step_end(ctx, loss_value)
             if progress is not None:
@@ -301,7 +313,10 @@ def fit(
             if last_of_epoch:
                 state.epoch += 1
                 state.batch_in_epoch = 0
-            if state.step % eval_every == 0 or state.step == total_steps:
+            out_of_time = deadline is not None and time.perf_counter() >= deadline
+            if out_of_time:  # train.max_minutes: validate now, keep the best, stop
+                ctx.stop, stopped_by = True, "max_minutes"
+            if state.step % eval_every == 0 or state.step == total_steps or out_of_time:
                 elapsed = max(time.perf_counter() - window_t, 1e-9)
                 metrics = run_eval()
                 record = {
@@ -322,7 +337,7 @@ def fit(
                     state.best_metric = float(metrics[cfg.select_metric])
                     state.best_step = state.step
                     checkpoint("best", with_optimizer=False)
-            if state.step % ckpt_every == 0 or state.step == total_steps:
+            if state.step % ckpt_every == 0 or state.step == total_steps or out_of_time:
                 checkpoint("last", with_optimizer=True)
             if last_of_epoch:
                 for cb in callbacks:
@@ -342,13 +357,15 @@ def fit(
         "examples_seen": state.examples_seen,
         "train_time_s": state.train_time_s,
         "best_step": state.best_step,
+        "stopped_by": _stop_reason(stopped_by, ctx.stop, state.step, total_steps, cfg.max_steps),
+        "metric": metric,
         "selection": f"checkpoint with the best {cfg.select_metric} (validation split, never test)",
     }
     group_key = splits.meta.get("group_key")
     for split_name in ("train", "val", "test"):
         data = limited(getattr(splits, split_name))
         summary[f"{split_name}_examples"] = len(data)
-        res = evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed)
+        res = evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed, metric)
         summary[f"{split_name}_loss"] = res["loss"]
         summary[f"{split_name}_accuracy"] = res["accuracy"]
         summary[f"{split_name}_error"] = 100.0 * (1.0 - res["accuracy"])
