@@ -13,7 +13,7 @@ from overlooked.registry import MODELS
 catalog.load_all()
 CAPSULE_MODELS = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "capsules"]
 SMALL_KWARGS = {"matcaps_em": {"A": 8, "B": 4, "C": 4, "D": 4, "iterations": 2}}  # the layout, at a test size
-IMAGE_SIZE = {"multimnist_baseline_cnn": 36}
+IMAGE_SIZE = {"multimnist_baseline_cnn": 36, "capsnet_multimnist": 36}
 
 
 def _logits(out):
@@ -29,7 +29,7 @@ def test_forward_backward_no_nan(name, every_parameter_learns):
     torch.manual_seed(0)
     model = MODELS.create(name, **SMALL_KWARGS.get(name, {}))
     size = IMAGE_SIZE.get(name, 28)
-    batch = {"image": torch.rand(2, 1, size, size), "label": torch.tensor([3, 7])}
+    batch = {"image": torch.rand(2, 1, size, size), "label": torch.tensor([3, 7]), "labels": torch.tensor([[3, 1], [7, 0]])}
     out = model(*(batch[k] for k in MODELS.tags(name)["input_keys"]))
     logits = _logits(out)
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
@@ -51,6 +51,7 @@ def test_unknown_kwargs_raise(name):
     [
         ("capsnet_baseline_cnn", 35_445_522),  # paper_numbers.md §2.2
         ("multimnist_baseline_cnn", 24_563_978),
+        ("capsnet_multimnist", 11_361_808),  # the two-digit CapsNet (§6), decoder included
     ],
 )
 def test_baseline_parameter_counts(name, expected):

@@ -74,7 +74,8 @@ class RoutingCaps(nn.Module):
         """Returns parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
         if self.backend == "fused":
             return fused_routing(u, self.W, self.out_caps, self.iterations, self.detach_intermediate, self.chunk)
-        return CF.dynamic_routing(self.predictions(u), self.iterations, self.detach_intermediate)
+        with torch.autocast(device_type=u.device.type, enabled=False):  # routing in float32 on both backends, also under bf16 autocast
+            return CF.dynamic_routing(self.predictions(u.float()), self.iterations, self.detach_intermediate)
 
 
 class CapsNet(nn.Module):
