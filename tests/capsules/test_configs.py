@@ -7,7 +7,7 @@ import pytest
 from overlooked import api
 from overlooked.capsules.models import StopAtValAccuracy
 
-CONFIGS = ["capsnet_mnist", "capsnet_affnist", "capsnet_baseline_affnist", "capsule_em_mnist"]
+CONFIGS = ["capsnet_mnist", "capsnet_affnist", "capsnet_baseline_affnist", "capsule_em_mnist", "capsule_em_affnist", "capsnet_multimnist", "multimnist_baseline"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -32,3 +32,10 @@ def test_stop_at_val_accuracy():
     assert not ctx.stop
     cb.on_eval_end(ctx, {"val_accuracy": 0.9922})
     assert ctx.stop
+
+
+def test_multimnist_pair_budget_is_the_same_for_both_models():
+    caps, base = api.load("capsnet_multimnist", []), api.load("multimnist_baseline", [])
+    assert caps.data == base.data and caps.train.epochs == base.train.epochs and caps.train.batch_size == base.train.batch_size
+    assert caps.model.name == "capsnet_multimnist" and base.objective.name == "multilabel_bce"
+    assert caps.objective.kwargs["recon_keys"] == ["image_a", "image_b"]

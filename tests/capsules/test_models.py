@@ -65,3 +65,35 @@ def test_matrix_capsule_layer_sizes_by_hand():
     assert sum(p.numel() for p in small.parameters()) == 1_664 + 8_320 + 520 + 18_464 + 36_896 + 2_580
     big = MODELS.create("matcaps_em")  # A=B=C=D=32
     assert big.conv1.out_channels == 32 and big.caps1.W.shape == (9 * 32, 32, 4, 4) and big.classes.W.shape == (32, 10, 4, 4)
+
+
+def test_multimnist_capsnet_reconstructs_each_digit_from_its_own_capsule():
+    """Training: one reconstruction per labelled class, each the decoder applied to that class's capsule
+    alone; evaluation: the two longest capsules. The loss scores each against the digit of its class."""
+    from overlooked.capsules import functional as CF
+    from overlooked.capsules.models import CapsuleLoss
+
+    torch.manual_seed(0)
+    model = MODELS.create("capsnet_multimnist", iterations=1)
+    image, labels = torch.rand(2, 1, 36, 36), torch.tensor([[3, 1], [7, 0]])
+    out = model(image, labels)
+    assert out["reconstruction"].shape == (2, 2, 36 * 36) and torch.equal(out["reconstruction_classes"], labels)
+    for r in range(2):
+        torch.testing.assert_close(out["reconstruction"][:, r], model.decoder(CF.mask_capsules(out["poses"], labels[:, r])))
+    model.eval()
+    with torch.no_grad():
+        ev = model(image, labels)
+    torch.testing.assert_close(ev["reconstruction_classes"], ev["logits"].topk(2, dim=-1).indices)
+    # the loss pairs reconstruction r with the image of the class it was decoded from, whatever the order
+    a, b = torch.rand(2, 1, 36, 36), torch.rand(2, 1, 36, 36)
+    multi_hot = torch.zeros(2, 10).scatter(1, labels, 1.0)
+    batch = {"label": multi_hot, "labels": labels, "image_a": a, "image_b": b, "image": torch.maximum(a, b)}
+    loss = CapsuleLoss(recon_keys=("image_a", "image_b"), reduction="sum")
+    swapped = {**out, "reconstruction": out["reconstruction"].flip(1), "reconstruction_classes": labels.flip(1)}
+    torch.testing.assert_close(loss(out, batch), loss(swapped, batch))
+    by_hand = CF.margin_loss(out["logits"], multi_hot).sum() + 0.0005 * (
+        ((out["reconstruction"][:, 0] - a.flatten(1)) ** 2).sum() + ((out["reconstruction"][:, 1] - b.flatten(1)) ** 2).sum()
+    )
+    torch.testing.assert_close(loss(out, batch), by_hand)
+    with pytest.raises(ValueError, match="recon_keys"):
+        CapsuleLoss()(out, batch)

@@ -50,3 +50,34 @@ def test_place_puts_the_digit_at_its_shift():
 def test_both_correct_is_order_free_and_strict():
     scores = torch.tensor([[0.1, 0.9, 0.8, 0.0], [0.9, 0.1, 0.8, 0.85]])
     assert both_correct(scores, torch.tensor([[2, 1], [0, 2]])).tolist() == [True, False]
+
+
+def test_subset_and_source_tensors_pin_the_generated_pairs():
+    images, labels = _digits()
+    ds = MultiMNISTPairs(images, labels, n=50, seed=3)
+    sub = ds.subset(torch.tensor([4, 9]))
+    torch.testing.assert_close(sub[torch.arange(2)]["image"], ds[torch.tensor([4, 9])]["image"])
+    src = ds.source_tensors()
+    assert src["params"].tolist() == [50, 3, 4] and torch.equal(src["images"], images)
+
+
+def test_both_correct_drives_the_trainers_accuracy():
+    """evaluate() with the dataset's metric scores both_correct, not arg-max against the multi-hot target."""
+    from overlooked.objectives import MultiLabelBCE
+    from overlooked.train.evaluate import evaluate
+
+    images, labels = _digits()
+    ds = MultiMNISTPairs(images, labels, n=20, seed=1)
+    batch = ds[torch.arange(20)]
+
+    class Oracle(torch.nn.Module):  # scores the two true classes highest for the first 15 examples only
+        def forward(self, image):
+            k = image.shape[0]
+            scores = torch.zeros(k, 10)
+            scores[torch.arange(k)[:, None], batch["labels"][:k]] = 1.0
+            scores[15:] = torch.arange(10.0)  # top two: classes 9 and 8
+            return scores
+
+    wrong_by_chance = int(both_correct(torch.arange(10.0).expand(5, 10), batch["labels"][15:]).sum())
+    res = evaluate(Oracle(), ds, ("image",), "label", MultiLabelBCE(), batch_size=20, metric="both_correct")
+    assert res["accuracy"] == (15 + wrong_by_chance) / 20

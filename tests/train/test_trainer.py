@@ -198,3 +198,15 @@ def test_eval_limit_evaluates_the_first_n_examples_only(tmp_path):
     assert round(cut["test_accuracy"] * 7, 6) == round(cut["test_accuracy"] * 7)  # k / 7
     assert cut["test_accuracy_ci95"]["n"] == 7
     assert cut["train_examples"] == 7 and full["train_examples"] > 7 and full["steps"] == cut["steps"] == 3
+
+
+def test_max_minutes_stops_after_a_validation_pass_and_says_so(tmp_path):
+    """A budget that has already passed after the first step: one step, one validation pass (the best
+    checkpoint is that step's), and ``stopped_by`` names the budget; other runs name their own reason."""
+    path, summary = api.train(_cfg(max_minutes=1e-9), out=tmp_path / "a")
+    assert summary["steps"] == 1 and summary["stopped_by"] == "max_minutes" and summary["best_step"] == 1
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1]
+    _, capped = api.train(_cfg(max_steps=2), out=tmp_path / "b")
+    _, whole = api.train(_cfg(epochs=1), out=tmp_path / "c")
+    assert capped["stopped_by"] == "max_steps" and whole["stopped_by"] == "epochs" and whole["metric"] == "top1"
