@@ -42,3 +42,18 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
         check_fair([row, {**row, "model": "b", "trials": 3}], max_examples=5)
     with pytest.raises(UnfairComparisonError, match="more than 6"):
         check_fair([{**row, "trials": 7}], max_examples=5)
+
+
+def test_capsule_runs_sit_beside_the_paper_with_budget_and_stop_reason(tmp_path):
+    from overlooked.bench.report import Run, render_capsules
+
+    refs = {"capsnet_mnist": {"capsule": True, "label": "CapsNet", "source": "§2.1", "error": 0.25, "port_error": 0.34}, "cnn_mnist": {"label": "x", "error": 1.0}}
+    summary = {"test_accuracy": 0.996, "val_accuracy": 0.9962, "examples_seen": 1527360, "epochs": 28.28, "stopped_by": "max_minutes", "wall_time_s": 367.0}
+    gpu = Run(tmp_path, {"name": "capsnet_mnist"}, {"gpu": "NVIDIA H200", "torch": "2.11"}, summary)
+    other = Run(tmp_path, {"name": "cnn_mnist"}, {}, summary)  # a reference without `capsule: true` is not this table's
+    lines = render_capsules([gpu, other], refs)
+    rows = [line for line in lines if line.startswith("| `")]
+    assert len(rows) == 1
+    assert "| 0.40 error | 0.25 error (port 0.34) | 99.62 |" in rows[0]
+    assert "1,527,360 examples, 28.3 epochs, stopped by max_minutes" in rows[0] and "NVIDIA H200 (CUDA), torch 2.11" in rows[0]
+    assert render_capsules([other], refs) == []
