@@ -406,7 +406,8 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)
-    res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed)
+    metric = splits.meta.get("metric", "top1")  # MultiMNIST: both digits correct
+    res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
     return {"run": str(run), "split": split, "checkpoint": checkpoint, **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
 

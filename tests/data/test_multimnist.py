@@ -3,6 +3,7 @@ test pairs from MNIST test digits only; the top-2 metric."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from overlooked.data.multimnist import MultiMNISTPairs, both_correct, place
@@ -81,3 +82,24 @@ def test_both_correct_drives_the_trainers_accuracy():
     wrong_by_chance = int(both_correct(torch.arange(10.0).expand(5, 10), batch["labels"][15:]).sum())
     res = evaluate(Oracle(), ds, ("image",), "label", MultiLabelBCE(), batch_size=20, metric="both_correct")
     assert res["accuracy"] == (15 + wrong_by_chance) / 20
+
+
+@pytest.mark.data
+def test_a_multimnist_run_is_scored_both_correct_by_train_and_evaluate(tmp_path, data_dir):
+    """The trainer's summary and `overlooked evaluate` agree, both under the dataset's both_correct metric."""
+    from overlooked import api
+    from overlooked.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_dict(
+        {
+            "name": "mm_tiny",
+            "data": {"name": "multimnist", "kwargs": {"n_train": 64, "n_val": 16, "n_test": 16}},
+            "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+            "objective": {"name": "multilabel_bce"},
+            "train": {"epochs": 1, "max_steps": 2, "batch_size": 32, "progress": False},
+        }
+    )
+    run, summary = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
+    assert summary["metric"] == "both_correct"
+    res = api.evaluate(run, split="test", data_dir=str(data_dir))
+    assert res["n"] == 16 and res["accuracy"] == summary["test_accuracy"]
