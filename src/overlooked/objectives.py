@@ -49,6 +49,8 @@ def hits_of(output: Any, batch: dict[str, torch.Tensor], target_key: str, metric
     if metric == "top1":
         return scores.argmax(-1) == batch[target_key]
     if metric == "both_correct":
+        if "labels" not in batch:
+            raise KeyError("metric 'both_correct' needs the two class indices under batch['labels'] [B, 2]; this dataset's batches hold " + ", ".join(sorted(batch)))
         return both_correct(scores, batch["labels"])
     raise ValueError(f"unknown metric {metric!r}: the dataset's meta['metric'] must be one of {METRICS}")
 

@@ -87,9 +87,10 @@ def test_capsnet_fused_equals_reference():
         torch.testing.assert_close(grads[1][name], g, atol=1e-7, rtol=1e-3, msg=name)
 
 
+@pytest.mark.parametrize("backend", ["fused", "reference"])  # the GPU runs use the reference backend
 @pytest.mark.parametrize("w_scale", [1.0, 30.0])  # default init (lengths ~1e-3) and lengths near the margins
-def test_bf16_path_within_stated_tolerance_of_fp32(w_scale):
-    _, model = _twins()
+def test_bf16_path_within_stated_tolerance_of_fp32(w_scale, backend):
+    model = dict(zip(("reference", "fused"), _twins()))[backend]
     with torch.no_grad():
         model.digits.W.mul_(w_scale)
     image, label = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(8)

@@ -97,3 +97,16 @@ def test_multimnist_capsnet_reconstructs_each_digit_from_its_own_capsule():
     torch.testing.assert_close(loss(out, batch), by_hand)
     with pytest.raises(ValueError, match="recon_keys"):
         CapsuleLoss()(out, batch)
+
+
+def test_reconstruction_targets_score_both_digits_even_after_a_wrong_guess():
+    from overlooked.capsules.models import CapsuleLoss
+
+    a, b = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
+    labels = torch.tensor([[3, 5], [3, 5], [3, 5]])
+    classes = torch.tensor([[5, 7], [7, 3], [8, 9]])  # one right (second digit), one right (first digit), none right
+    out = {"reconstruction": torch.zeros(3, 2, 4), "reconstruction_classes": classes}
+    targets = CapsuleLoss(recon_keys=("image_a", "image_b")).recon_targets(out, {"labels": labels, "image_a": a, "image_b": b})
+    assert targets[:, :, 0].tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]  # b then a; b then a; a then b
+    with pytest.raises(ValueError, match="recon_keys"):
+        CapsuleLoss(recon_keys=("image_a", "image_b")).recon_targets({"reconstruction": torch.zeros(3, 4)}, {"image": a})

@@ -210,3 +210,8 @@ def test_max_minutes_stops_after_a_validation_pass_and_says_so(tmp_path):
     _, capped = api.train(_cfg(max_steps=2), out=tmp_path / "b")
     _, whole = api.train(_cfg(epochs=1), out=tmp_path / "c")
     assert capped["stopped_by"] == "max_steps" and whole["stopped_by"] == "epochs" and whole["metric"] == "top1"
+
+
+def test_max_minutes_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match="max_minutes must be positive"):
+        api.train(_cfg(max_minutes=0.0), out=tmp_path)

@@ -38,7 +38,7 @@ class CapsuleLoss(nn.Module):
     in the same order; each reconstruction is compared with the digit of the class it was decoded from
     (``output["reconstruction_classes"]``), and their errors add (§6: "each digit reconstructed separately").
     A reconstruction of a class that is not present (a wrong guess at evaluation) is compared with the digit
-    at its own position.
+    the other reconstruction did not take, so both digits are always scored.
     """
 
     def __init__(self, target_key: str = "label", image_key: str = "image", m_plus: float = 0.9, m_minus: float = 0.1, lam: float = 0.5, recon_weight: float = 0.0005, reduction: str = "mean", recon_keys: tuple[str, ...] = (), labels_key: str = "labels"):
@@ -50,21 +50,30 @@ class CapsuleLoss(nn.Module):
         """The image each reconstruction is scored against: ``[B, P]``, or ``[B, R, P]`` for several."""
         recon = output["reconstruction"]
         if recon.dim() == 2:
+            if self.recon_keys:
+                raise ValueError(f"recon_keys={list(self.recon_keys)} is set but the model returns one reconstruction per example: use a model with reconstruct={len(self.recon_keys)} (capsnet_multimnist) or drop recon_keys")
             return batch[self.image_key].flatten(1)
         if not self.recon_keys:
             raise ValueError("the model returns several reconstructions per example: set the objective's recon_keys to the batch keys of the single-object images (MultiMNIST: [image_a, image_b])")
         targets = torch.stack([batch[k].flatten(1) for k in self.recon_keys], 1)  # [B, R, P]
         classes = output["reconstruction_classes"]  # [B, R]
         match = classes[:, :, None] == batch[self.labels_key][:, None, :]  # [B, R, R]
-        own = torch.arange(classes.shape[1], device=classes.device).expand_as(classes)
-        pick = torch.where(match.any(-1), match.float().argmax(-1), own)  # [B, R]
+        matched = match.any(-1)  # [B, R]
+        pick = match.float().argmax(-1)  # [B, R]: the digit of the class each reconstruction was decoded from
+        if classes.shape[1] == 2:  # an unmatched (wrongly guessed) reconstruction takes the digit the other left
+            p0 = torch.where(matched[:, 0], pick[:, 0], torch.where(matched[:, 1], 1 - pick[:, 1], 0))
+            p1 = torch.where(matched[:, 1], pick[:, 1], torch.where(matched[:, 0], 1 - pick[:, 0], 1))
+            pick = torch.stack([p0, p1], 1)
+        else:
+            own = torch.arange(classes.shape[1], device=classes.device).expand_as(classes)
+            pick = torch.where(matched, pick, own)
         return targets.gather(1, pick[:, :, None].expand(-1, -1, targets.shape[-1]))
 
     def forward(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         loss = CF.margin_loss(output["logits"].float(), batch[self.target_key], self.m_plus, self.m_minus, self.lam)  # [B]
         if "reconstruction" in output and self.recon_weight > 0:
             recon = output["reconstruction"]
-            sse = ((recon - self.recon_targets(output, batch).to(recon.dtype)) ** 2).flatten(1).sum(-1).float()  # [B]
+            sse = ((recon.float() - self.recon_targets(output, batch).float()) ** 2).flatten(1).sum(-1)  # [B], float32 also under bf16
             loss = loss + self.recon_weight * sse
         return loss.mean() if self.reduction == "mean" else loss.sum()
 

@@ -223,6 +223,8 @@ def fit(
     ckpt_every = cfg.checkpoint_every or eval_every
     summed = sums_over_batch(objective)
     metric = splits.meta.get("metric", "top1")  # MultiMNIST: both of the two digits correct
+    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
+        raise ConfigError(f"train.max_minutes must be positive (minutes of training), got {cfg.max_minutes}")
     deadline = None if cfg.max_minutes is None else time.perf_counter() + 60.0 * cfg.max_minutes
     stopped_by = "epochs"
     loss_scale = float(dist.world_size) if summed else 1.0  # DDP averages gradients over ranks: undo it for a summed cost
@@ -313,7 +315,11 @@ def fit(
             if last_of_epoch:
                 state.epoch += 1
                 state.batch_in_epoch = 0
-            out_of_time = deadline is not None and time.perf_counter() >= deadline
+            out_of_time = deadline is not None and state.step < total_steps and time.perf_counter() >= deadline
+            if deadline is not None and dist.enabled:  # every rank must stop at the same step, or DDP hangs
+                flag = torch.tensor([float(out_of_time)], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
             if out_of_time:  # train.max_minutes: validate now, keep the best, stop
                 ctx.stop, stopped_by = True, "max_minutes"
             if state.step % eval_every == 0 or state.step == total_steps or out_of_time:
