@@ -529,6 +529,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     collected = collect_runs(roots)  # read every summary once
     written = babi_figures(collected, refs, figures) + energy_figure(collected, figures)
     written += convert_figures(collected, figures)  # ANN-to-SNN accuracy against T
+    written += paper_scale_figures(collected, figures)  # every full MNIST run: accuracy against FLOPs
     text = render_results(collected, refs, benches)
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
     if extra:
@@ -539,6 +540,30 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     page = output.with_suffix(".html")  # the single self-contained page: docs/results.html
     page.write_text(render_html(text, output.parent))
     return [*written, page]
+
+
+def paper_scale_figures(runs: list[Any], folder: Path, datasets: tuple[str, ...] = ("mnist",)) -> list[Path]:
+    """Accuracy against forward FLOPs per example of every committed (full-budget) run on ``datasets``: the
+    arena at the runs' own budgets, one figure per dataset (``docs/figures/runs_<dataset>_accuracy_flops.png``).
+    Overlooked families are circles, baselines squares; a GPU run is labelled with its GPU."""
+    from overlooked.plots.arena import accuracy_cost_figure
+
+    catalog.load_all()  # every family registered, so each model's family tag is known
+    written = []
+    for dataset in datasets:
+        rows = []
+        for run in runs:
+            s = run.summary
+            if s.get("dataset") != dataset or s.get("test_accuracy") is None or not s.get("flops_per_example"):
+                continue
+            family = MODELS.tags(s["model"]).get("family") if s.get("model") in MODELS else None
+            gpu = run.environment.get("gpu")
+            label = (run.config.get("name") or s["model"]) + (f" ({gpu.split()[-1]})" if gpu else "")
+            rows.append({"case": label, "role": "family" if family in ("memory", "spiking", "capsules") else "baseline", "test_accuracy": s["test_accuracy"], "flops_per_example": s["flops_per_example"]})
+        if len(rows) >= 2:
+            title = f"{dataset}: committed runs at their own budgets"
+            written.append(accuracy_cost_figure(rows, folder / f"runs_{dataset}_accuracy_flops.png", title, cost="flops_per_example"))
+    return written
 
 
 def energy_figure(runs: list[Any], folder: Path) -> list[Path]:

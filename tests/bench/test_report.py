@@ -57,3 +57,15 @@ def test_capsule_runs_sit_beside_the_paper_with_budget_and_stop_reason(tmp_path)
     assert "| 0.40 error | 0.25 error (port 0.34) | 99.62 |" in rows[0]
     assert "1,527,360 examples, 28.3 epochs, stopped by max_minutes" in rows[0] and "NVIDIA H200 (CUDA), torch 2.11" in rows[0]
     assert render_capsules([other], refs) == []
+
+
+def test_paper_scale_figure_plots_every_full_run_of_the_dataset(tmp_path):
+    from overlooked.bench.report import Run
+
+    def run(name, model, acc, flops, dataset="mnist", env=None):
+        return Run(tmp_path, {"name": name}, env or {}, {"model": model, "dataset": dataset, "test_accuracy": acc, "flops_per_example": flops})
+
+    runs = [run("cnn_mnist", "small_cnn", 0.99, 2e7), run("capsnet_mnist", "capsnet", 0.996, 4e8, env={"gpu": "NVIDIA H200"}), run("x", "mlp", 0.5, 1e6, dataset="babi")]
+    (path,) = api.paper_scale_figures(runs, tmp_path / "figs")
+    assert path.name == "runs_mnist_accuracy_flops.png" and path.stat().st_size > 1000
+    assert api.paper_scale_figures(runs[:1], tmp_path / "none") == []  # one point is no comparison
