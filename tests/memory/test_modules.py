@@ -96,3 +96,31 @@ def test_kvmemnn_ignores_padding_and_batch_mates():
     torch.testing.assert_close(full[:1], model(story[:1], query[:1], mask[:1], time[:1])["logits"])
     wide = torch.nn.functional.pad(story, (0, 2)), torch.nn.functional.pad(query, (0, 2))
     torch.testing.assert_close(model(wide[0], wide[1], mask, time)["logits"], full)
+
+
+def test_per_matrix_clipping_clips_each_stacked_matrix_with_its_time_columns():
+    """grad_clip_groups: each of E_0..E_K (word and temporal columns together) is clipped on its own; the
+    plain per-tensor rule clips the whole stacked table as one tensor."""
+    from overlooked.config import TrainConfig
+    from overlooked.memory.modules import MemN2N
+    from overlooked.train.trainer import clip_groups, train_step
+
+    torch.manual_seed(0)
+    model = MemN2N(vocab_size=12, memory_size=5, embed_dim=4, hops=3, temporal=True)
+    story, query, mask = torch.randint(1, 12, (6, 5, 3)), torch.randint(1, 12, (6, 3)), torch.ones(6, 5, dtype=torch.bool)
+    batch = {"story": story, "query": query, "memory_mask": mask, "answer": torch.randint(1, 12, (6,))}
+
+    class Scaled(torch.nn.Module):  # sum of logits scaled per matrix block so one block is large, others small
+        def forward(self, out, batch):
+            return 1e4 * out["logits"].square().sum()
+
+    cfg = TrainConfig(optimizer="sgd", lr=0.0, grad_clip=1.0, grad_clip_per_tensor=True, grad_clip_groups=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    train_step(model, batch, ("story", "query", "memory_mask"), Scaled(), opt, cfg)
+    d = 4
+    for i in range(4):  # E_0..E_3
+        block = torch.cat([model.memory_table.grad[:, i * d : (i + 1) * d].flatten(), model.temporal_table.grad[:, i * d : (i + 1) * d].flatten()])
+        assert block.norm() <= 1.0001
+    assert model.memory_table.grad.norm() > 1.0001  # the table as a whole is not clipped to 1: per matrix
+    params = [p for p in model.parameters() if p.grad is not None]
+    assert len(clip_groups(model, params, False)) == len(params)  # off: one group per parameter, as before

@@ -86,6 +86,16 @@ class MemN2N(nn.Module):
         """Remove (``True``) or re-insert (``False``) the softmax of every memory layer (§4.2)."""
         self.use_softmax = not enabled
 
+    def gradient_groups(self) -> tuple[list[list[torch.Tensor]], list[nn.Parameter]]:
+        """Per-matrix gradient groups for per-matrix clipping (``train.grad_clip_groups``): one group per
+        embedding matrix stacked in ``memory_table`` (adjacent: E_0..E_K; layer-wise: A, C), each with the
+        same matrix's temporal columns, as in the authors' code where time embeddings are extra rows of each
+        memory matrix. Returns the groups (views of the gradients) and the parameters they cover."""
+        d = self.embed_dim
+        tables = [t for t in (self.memory_table, self.temporal_table) if t is not None and t.grad is not None]
+        groups = [[t.grad[:, i * d : (i + 1) * d] for t in tables] for i in range(self.memory_table.shape[1] // d)]
+        return [g for g in groups if g], tables
+
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Answer ``query`` from ``story``.
 

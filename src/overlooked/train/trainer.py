@@ -98,6 +98,20 @@ class JsonlLogger:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def clip_groups(net: nn.Module, params: list[torch.Tensor], use_model_groups: bool) -> list[list[torch.Tensor]]:
+    """The gradients whose norm per-tensor clipping measures together: one parameter each, except that with
+    ``use_model_groups`` a model's ``gradient_groups()`` (views of its gradients; e.g. MemN2N stores several
+    embedding matrices side by side in one table, and the authors clip each matrix on its own) replace the
+    parameters it covers."""
+    model = getattr(net, "module", net)  # under DDP the groups are the wrapped model's
+    groups: list[list[torch.Tensor]] = []
+    covered: set[int] = set()
+    if use_model_groups and hasattr(model, "gradient_groups"):
+        groups, owned = model.gradient_groups()
+        covered = {id(p) for p in owned}
+    return groups + [[p.grad] for p in params if id(p) not in covered]
+
+
 def train_step(
     net: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -126,10 +140,9 @@ def train_step(
     if cfg.grad_clip is not None:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if cfg.grad_clip_per_tensor:  # MemN2N: "the gradient of each weight matrix is measured separately"
-            grads = [p.grad for p in params]
-            norms = torch._foreach_norm(grads)
-            scales = [torch.clamp(cfg.grad_clip / (n + 1e-6), max=1.0) for n in norms]
-            torch._foreach_mul_(grads, scales)
+            for group in clip_groups(net, params, cfg.grad_clip_groups):
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group)))
+                torch._foreach_mul_(group, torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
         else:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
