@@ -54,6 +54,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm; None = no clipping
     grad_clip_per_tensor: bool = False  # clip each parameter's gradient norm separately instead of the global norm
     grad_clip_groups: bool = False  # with grad_clip_per_tensor: clip the model's own gradient_groups() (e.g. MemN2N's per-matrix blocks)
+    grad_clip_norm: Literal["frobenius", "spectral"] = "frobenius"  # per-tensor clipping measures this norm (spectral: Matlab's norm(M), 2-D only)
     eval_every: int = 0  # steps between validation passes; 0 = once per epoch
     checkpoint_every: int = 0  # steps between 'last' checkpoints; 0 = at each validation pass
     eval_batch_size: int = 1000

@@ -124,3 +124,33 @@ def test_per_matrix_clipping_clips_each_stacked_matrix_with_its_time_columns():
     assert model.memory_table.grad.norm() > 1.0001  # the table as a whole is not clipped to 1: per matrix
     params = [p for p in model.parameters() if p.grad is not None]
     assert len(clip_groups(model, params, False)) == len(params)  # off: one group per parameter, as before
+
+
+def test_spectral_clipping_measures_the_largest_singular_value():
+    """grad_clip_norm=spectral: a gradient whose spectral norm is under the bound is left alone even when its
+    Frobenius norm is over it; one over the bound is scaled to it."""
+    from overlooked.config import TrainConfig
+    from overlooked.train.trainer import group_norm, train_step
+
+    w = torch.nn.Parameter(torch.zeros(4, 3))
+    target = torch.diag(torch.tensor([3.0, 3.0, 3.0]))  # singular values 3, 3, 3: spectral 3, Frobenius 5.196
+    for bound, expect in ((4.0, 3.0), (1.5, 1.5)):
+        w.grad = None
+        cfg = TrainConfig(optimizer="sgd", lr=0.0, grad_clip=bound, grad_clip_per_tensor=True, grad_clip_norm="spectral")
+
+        class Lin(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = w
+
+            def forward(self, x):
+                return x
+
+        class Obj(torch.nn.Module):
+            def forward(self, out, batch):
+                return (w[:3] * target).sum()  # gradient = target in the first three rows
+
+        model = Lin()
+        train_step(model, {"x": torch.zeros(1), "label": torch.zeros(1)}, ("x",), Obj(), torch.optim.SGD(model.parameters(), lr=0.0), cfg)
+        assert abs(float(group_norm([w.grad], "spectral")) - expect) < 1e-4
+    assert abs(float(group_norm([w.grad], "frobenius")) - 1.5 * 3**0.5) < 1e-4

@@ -112,6 +112,20 @@ def clip_groups(net: nn.Module, params: list[torch.Tensor], use_model_groups: bo
     return groups + [[p.grad] for p in params if id(p) not in covered]
 
 
+def group_norm(group: list[torch.Tensor], kind: str = "frobenius") -> torch.Tensor:
+    """The norm per-tensor clipping measures for one group of gradients: Frobenius (all entries), or
+    ``"spectral"``, the largest singular value of the group's 2-D pieces stacked by rows (what the MemN2N
+    authors' Matlab ``norm(M)`` computes on a matrix whose rows are words and time slots); a group that is
+    not all 2-D with one width falls back to Frobenius.
+
+    >>> round(float(group_norm([torch.tensor([[3.0, 0.0], [0.0, 4.0]])], "spectral")), 4)
+    4.0
+    """
+    if kind == "spectral" and all(g.dim() == 2 for g in group) and len({g.shape[1] for g in group}) == 1:
+        return torch.linalg.matrix_norm(torch.cat(group, 0), ord=2)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group)))
+
+
 def train_step(
     net: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -141,7 +155,7 @@ def train_step(
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if cfg.grad_clip_per_tensor:  # MemN2N: "the gradient of each weight matrix is measured separately"
             for group in clip_groups(net, params, cfg.grad_clip_groups):
-                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group)))
+                norm = group_norm(group, cfg.grad_clip_norm)
                 torch._foreach_mul_(group, torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
         else:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
