@@ -154,9 +154,15 @@ def train_step(
     if cfg.grad_clip is not None:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if cfg.grad_clip_per_tensor:  # MemN2N: "the gradient of each weight matrix is measured separately"
-            for group in clip_groups(net, params, cfg.grad_clip_groups):
-                norm = group_norm(group, cfg.grad_clip_norm)
-                torch._foreach_mul_(group, torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
+            groups = clip_groups(net, params, cfg.grad_clip_groups)
+            if cfg.grad_clip_norm == "frobenius" and all(len(g) == 1 for g in groups):  # one batched norm per step (hot path)
+                grads = [g[0] for g in groups]
+                norms = torch._foreach_norm(grads)
+                torch._foreach_mul_(grads, [torch.clamp(cfg.grad_clip / (n + 1e-6), max=1.0) for n in norms])
+            else:
+                for group in groups:
+                    norm = group_norm(group, cfg.grad_clip_norm)
+                    torch._foreach_mul_(group, torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
         else:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
