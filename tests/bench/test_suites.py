@@ -65,6 +65,7 @@ def test_tiny_suite_runs_on_budget(tmp_path, data_dir):
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["params"] > 0 and r["latency_ms"] > 0
     saved = json.loads((folder / "suite.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
+    assert saved["wall_time_s"] >= sum(r["train_time_s"] for r in rows)  # the whole suite, training included
 
 
 @pytest.mark.data

@@ -162,6 +162,7 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
     from overlooked.train.environment import environment
 
     suite = load_suite(name)
+    started = time.perf_counter()
     folder = api.new_run_dir(out, f"suite-{suite.name}")
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -193,6 +194,7 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
         "eval_limits": {a.name: a.eval_limit for a in suite.arenas if not arenas or a.name in arenas},
         "command": "overlooked bench --suite " + name + "".join(f" --arena {a}" for a in arenas or []),
         "date": env["date"][:10],
+        "wall_time_s": round(time.perf_counter() - started, 1),  # the whole suite, data loading included
         "environment": {"cpu": env["cpu"], "threads": env["torch_threads"], "torch": env["torch"], "git_commit": env["git_commit"], "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
         "rows": rows,
     }
