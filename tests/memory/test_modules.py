@@ -154,3 +154,50 @@ def test_spectral_clipping_measures_the_largest_singular_value():
         train_step(model, {"x": torch.zeros(1), "label": torch.zeros(1)}, ("x",), Obj(), torch.optim.SGD(model.parameters(), lr=0.0), cfg)
         assert abs(float(group_norm([w.grad], "spectral")) - expect) < 1e-4
     assert abs(float(group_norm([w.grad], "frobenius")) - 1.5 * 3**0.5) < 1e-4
+
+
+def test_attend_padding_keeps_empty_slots_in_the_softmax_at_score_zero():
+    """padding="attend" (the authors' Matlab code): each of the M - n empty slots is a zero vector with score
+    0, so hop 1 gives p_i = exp(s_i) / (sum_real exp(s_j) + (M - n)) on the real slots and 1 / (same) on each empty
+    one (the sink, which reads a zero vector), computed here by hand."""
+    torch.manual_seed(0)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=4, hops=1, padding="attend")
+    story, query, mask, time = _batch()
+    att = model(story, query, mask, time)["attention"][:, 0]  # [B, M]
+    d = 4
+    table = model.memory_table.detach()
+    u = (position_encoding_bag(query, table[:, :d]))  # [B, d]
+    keys = position_encoding_bag(story, table[:, :d]) + model.temporal_table.detach()[time][..., :d]  # [B, M, d]
+    s = (keys @ u[..., None]).squeeze(-1)  # [B, M]
+    e = torch.where(mask, torch.exp(s), torch.ones_like(s))  # an empty slot: exp(0)
+    expected = e / e.sum(-1, keepdim=True)
+    torch.testing.assert_close(att, expected)
+    real = (att * mask).sum(-1)  # what the real sentences get; the rest goes to the sink
+    assert (real[~mask.all(-1)] < 1).all() and torch.allclose(real[mask.all(-1)], torch.ones(int(mask.all(-1).sum())))
+
+
+def position_encoding_bag(words: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``sum_j l_j * E x_j`` with the paper's l_kj and J = each sentence's own word count, by loops."""
+    out = torch.zeros(*words.shape[:-1], table.shape[1])
+    d = table.shape[1]
+    flat, res = words.reshape(-1, words.shape[-1]), out.view(-1, d)
+    for r, sentence in enumerate(flat):
+        real = [int(w) for w in sentence if w != 0]
+        J = len(real)
+        for j, w in enumerate(real, 1):
+            res[r] += torch.tensor([(1 - j / J) - (k / d) * (1 - 2 * j / J) for k in range(1, d + 1)]) * table[w]
+    return out
+
+
+def test_attend_padding_equals_mask_under_linear_start():
+    """Without the softmax (linear start) empty slots add zero vectors either way: the two modes agree."""
+    torch.manual_seed(0)
+    a = MODELS.create("memn2n", vocab_size=V, memory_size=M, padding="mask")
+    b = MODELS.create("memn2n", vocab_size=V, memory_size=M, padding="attend")
+    b.load_state_dict(a.state_dict())
+    for m in (a, b):
+        m.set_linear_start(True)
+    story, query, mask, time = _batch()
+    torch.testing.assert_close(a(story, query, mask, time)["logits"], b(story, query, mask, time)["logits"])
+    with pytest.raises(ValueError, match="padding must be"):
+        MODELS.create("memn2n", vocab_size=V, padding="zero")

@@ -20,9 +20,10 @@ def memn2n(
     tying: Literal["adjacent", "layerwise"] = "adjacent",
     init_std: float = 0.1,
     pe_length: Literal["sentence", "padded"] = "sentence",
+    padding: Literal["mask", "attend"] = "mask",
 ) -> MemN2N:
     """MemN2N; defaults are the paper's independent setting: d = 20, K = 3, PE, temporal, adjacent tying."""
-    return MemN2N(vocab_size, num_classes, memory_size, embed_dim, hops, encoding, temporal, tying, init_std, pe_length)
+    return MemN2N(vocab_size, num_classes, memory_size, embed_dim, hops, encoding, temporal, tying, init_std, pe_length, padding)
 
 
 @MODELS.register("kvmemnn", family="memory", paper="Miller et al. 2016, arXiv 1606.03126")

@@ -41,6 +41,11 @@ class MemN2N(nn.Module):
         init_std: weights drawn from N(0, init_std) (0.1 in the paper).
         pe_length: ``J`` of the position encoding: each sentence's word count (the paper) or the padded
             length (some public ports).
+        padding: how empty memory slots take part in addressing. ``"mask"`` (default, the issue's rule):
+            they get ``-inf`` before the softmax and are never read. ``"attend"`` (the authors' Matlab code,
+            where every empty slot holds null words): an empty slot is a zero vector, with no temporal
+            encoding, that stays in the softmax with score 0, so the ``M - n`` empty slots of a story with
+            ``n`` sentences act as a sink that lets a hop read (almost) nothing.
     """
 
     def __init__(
@@ -55,9 +60,12 @@ class MemN2N(nn.Module):
         tying: Literal["adjacent", "layerwise"] = "adjacent",
         init_std: float = 0.1,
         pe_length: Literal["sentence", "padded"] = "sentence",
+        padding: Literal["mask", "attend"] = "mask",
     ):
         super().__init__()
-        self.pe_length = pe_length
+        if padding not in ("mask", "attend"):
+            raise ValueError(f"padding must be 'mask' or 'attend', got {padding!r}")
+        self.pe_length, self.padding = pe_length, padding
         if tying not in ("adjacent", "layerwise"):
             raise ValueError(f"tying must be 'adjacent' or 'layerwise', got {tying!r}")
         if encoding not in ("pe", "pe_centered", "bow"):
@@ -122,6 +130,9 @@ class MemN2N(nn.Module):
             u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
         if self.temporal_table is not None:
             mem = mem + F.embedding(time, self.temporal_table)  # [B, M, n*d]
+        if self.padding == "attend":  # empty slots: zero vectors that stay in the softmax (score 0)
+            mem = mem * memory_mask[..., None].to(mem.dtype)
+            memory_mask = torch.ones_like(memory_mask)
         # Split the stacked memories once (unbind's backward is one stack; slicing would zero-fill per slice).
         parts = mem.reshape(mem.shape[0], M, -1, d).permute(2, 0, 1, 3).contiguous().unbind(0)  # n x [B, M, d]
         masks = MF.mask_bias(memory_mask)  # once for all hops
