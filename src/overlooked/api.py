@@ -321,6 +321,8 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
             merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "test_group_accuracy": {}}
             for sub in subs.values():
                 merged[rule]["test_group_accuracy"].update(sub[rule].get("test_group_accuracy", {}))
+            if all("test_accuracy" in s[rule] for s in subs.values()):  # the chosen run of each value, averaged
+                merged[rule]["test_accuracy"] = statistics.fmean(s[rule]["test_accuracy"] for s in subs.values())
         merged["group_error_mean"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_mean", {}).items()}
         merged["group_error_std"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_std", {}).items()}
         merged["test_accuracy_mean"] = statistics.fmean(s["test_accuracy_mean"] for s in subs.values())

@@ -28,7 +28,8 @@ def _print_summary(path: Any, summary: dict[str, Any]) -> None:
     for rule in ("best_by_val", "best_by_train"):
         if rule in summary:
             r = summary[rule]
-            print(f"{rule}: test_accuracy {r['test_accuracy']:.4f} (seed {r['seed']}; rule: {r['rule']})")
+            if "test_accuracy" in r:  # summaries of --each written before it was recorded lack it
+                print(f"{rule}: test_accuracy {r['test_accuracy']:.4f} (seed {r['seed']}; rule: {r['rule']})")
     print(f"run folder: {path}")
 
 

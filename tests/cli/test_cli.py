@@ -128,3 +128,16 @@ def test_bench_compare_enforces_the_fair_rule(tmp_path, capsys):
     assert "params" in out and out.count("mlp") == 2
     assert main(["bench", "compare", "--runs", *runs, "--max-examples", "20"]) == 2  # each saw 30 examples
     assert "over the budget of 20" in capsys.readouterr().err
+
+
+def test_each_with_repeats_prints_the_paper_rule_summary(tmp_path, capsys):
+    """`--each` with `--repeats`: each value's run is chosen by the rule; the summary and the CLI give their mean."""
+    cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})
+    path = tmp_path / "each.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "train.max_steps=2", "--each", "data.seed=1,2", "--repeats", "2", "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    merged = json.loads((run / "summary.json").read_text())
+    chosen = [json.loads((run / name / "summary.json").read_text())["best_by_train"]["test_accuracy"] for name in ("seed=1", "seed=2")]
+    assert merged["best_by_train"]["test_accuracy"] == pytest.approx(sum(chosen) / 2)
+    assert f"best_by_train: test_accuracy {sum(chosen) / 2:.4f}" in capsys.readouterr().out
