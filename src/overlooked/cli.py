@@ -53,11 +53,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         key, _, values = args.each.partition("=")
         if not key or not values:
             raise OverlookedError(f"--each takes KEY=V1,V2,... (e.g. data.tasks=1,2,3), got {args.each!r}")
-        if re.fullmatch(r"\d+\.\.\d+", values):  # 1..20
-            lo, hi = map(int, values.split(".."))
-            parsed: list[Any] = list(range(lo, hi + 1))
-        else:
-            parsed = [yaml.safe_load(v) for v in values.split(",")]
+        parsed: list[Any] = []
+        for item in values.split(","):  # 1..20, or 1,2,4..20 (inclusive ranges of integers)
+            if re.fullmatch(r"\d+\.\.\d+", item):
+                lo, hi = map(int, item.split(".."))
+                parsed += list(range(lo, hi + 1))
+            else:
+                parsed.append(yaml.safe_load(item))
         path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out)
         _print_summary(path, summary)
         return 0
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN exactly from its last checkpoint")
-    p.add_argument("--each", default=None, metavar="KEY=V1,V2", help="one independent run per value, in one folder, e.g. data.tasks=1..20 (bAbI independent training) or data.seed=1,2")
+    p.add_argument("--each", default=None, metavar="KEY=V1,V2", help="one independent run per value, in one folder, e.g. data.tasks=1..20 (bAbI independent training), data.tasks=1,2,4..20 (ranges inclusive) or data.seed=1,2")
     common(p)
     p.set_defaults(fn=cmd_train)
 

@@ -141,3 +141,13 @@ def test_each_with_repeats_prints_the_paper_rule_summary(tmp_path, capsys):
     chosen = [json.loads((run / name / "summary.json").read_text())["best_by_train"]["test_accuracy"] for name in ("seed=1", "seed=2")]
     assert merged["best_by_train"]["test_accuracy"] == pytest.approx(sum(chosen) / 2)
     assert f"best_by_train: test_accuracy {sum(chosen) / 2:.4f}" in capsys.readouterr().out
+
+
+def test_each_expands_ranges_inside_a_list(tmp_path, capsys):
+    """`--each data.seed=1,3..4`: ranges are inclusive and may sit in a comma list (bAbI 10k: 1,2,4..20)."""
+    cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})
+    path = tmp_path / "each.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "train.max_steps=1", "--each", "data.seed=1,3..4", "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text())["each"]["values"] == [1, 3, 4]
