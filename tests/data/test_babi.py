@@ -291,6 +291,19 @@ def test_load_babi_memory_truncation_matches_the_parsed_stories(data_dir):
 
 
 @pytest.mark.data
+def test_trim_memory_sizes_memory_to_the_longest_training_story(data_dir):
+    """trim_memory=True: min(memory_size, longest training story) slots, as the authors' code sizes memory."""
+    parsed = babi.read_babi_file(data_dir / babi.task_path(1, "en", "train"))
+    longest = max(len(ex.story) for ex in parsed)  # 10 statements in task 1
+    trimmed = babi.load_babi(tasks=1, data_dir=data_dir, memory_size=50, trim_memory=True)
+    assert trimmed.meta["memory_size"] == longest < 50
+    assert trimmed.train.tensors["story"].shape[1] == trimmed.test.tensors["story"].shape[1] == longest
+    assert babi.load_babi(tasks=1, data_dir=data_dir, memory_size=4, trim_memory=True).meta["memory_size"] == 4
+    full = babi.load_babi(tasks=1, data_dir=data_dir, memory_size=50)
+    assert torch.equal(full.test.tensors["story"][:, :longest], trimmed.test.tensors["story"])  # same slots, less padding
+
+
+@pytest.mark.data
 def test_load_babi_val_split_is_seeded_disjoint_and_per_task(data_dir):
     full = babi.load_babi(tasks=[1, 2], data_dir=data_dir, val_fraction=0.0).train.tensors
     splits = babi.load_babi(tasks=[1, 2], data_dir=data_dir, seed=0)

@@ -351,6 +351,7 @@ def load_babi(
     val_fraction: float = 0.1,
     seed: int = 0,
     download: bool = False,
+    trim_memory: bool = False,
 ) -> Splits:
     """bAbI tasks as :class:`Splits` for memory networks.
 
@@ -366,6 +367,9 @@ def load_babi(
         val_fraction: fraction of each task's training questions held out for validation.
         seed: seed of the train/validation split.
         download: fetch missing files instead of raising.
+        trim_memory: use ``min(memory_size, the longest training story in statements)`` slots, as the
+            authors' Matlab code sizes its memory (``config.sz = min(50, size(story, 2))``). It matters when
+            empty slots take part in addressing (MemN2N ``padding="attend"``): their number sets the sink.
 
     Returns:
         Splits with the tensors of :func:`encode_examples`; ``meta`` holds ``vocab``, ``vocab_size``,
@@ -393,6 +397,8 @@ def load_babi(
     word_index = {w: i for i, w in enumerate(vocab)}
     sentence_len = max(len(s) for s in _unique_sentences(every))
     support_len = max(len(ex.supporting) for ex in every)
+    if trim_memory:
+        memory_size = min(memory_size, max(len(ex.story) for _, ex in train))
 
     def encode(pairs: list[tuple[int, BabiExample]]) -> ArrayDataset:
         examples = [ex for _, ex in pairs]
