@@ -95,9 +95,7 @@ def test_train_cnn_on_mnist_through_cli(tmp_path, data_dir, capsys):
 
 
 def test_each_runs_one_model_per_value_and_merges_groups(tmp_path, capsys):
-    cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})
-    path = tmp_path / "each.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = _each_config(tmp_path)
     assert main(["train", str(path), "train.max_steps=2", "--each", "data.seed=1,2", "--out", str(tmp_path / "runs")]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["seed=1", "seed=2"]
@@ -132,9 +130,7 @@ def test_bench_compare_enforces_the_fair_rule(tmp_path, capsys):
 
 def test_each_with_repeats_prints_the_paper_rule_summary(tmp_path, capsys):
     """`--each` with `--repeats`: each value's run is chosen by the rule; the summary and the CLI give their mean."""
-    cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})
-    path = tmp_path / "each.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = _each_config(tmp_path)
     assert main(["train", str(path), "train.max_steps=2", "--each", "data.seed=1,2", "--repeats", "2", "--out", str(tmp_path / "runs")]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     merged = json.loads((run / "summary.json").read_text())
@@ -145,9 +141,15 @@ def test_each_with_repeats_prints_the_paper_rule_summary(tmp_path, capsys):
 
 def test_each_expands_ranges_inside_a_list(tmp_path, capsys):
     """`--each data.seed=1,3..4`: ranges are inclusive and may sit in a comma list (bAbI 10k: 1,2,4..20)."""
-    cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})
-    path = tmp_path / "each.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = _each_config(tmp_path)
     assert main(["train", str(path), "train.max_steps=1", "--each", "data.seed=1,3..4", "--out", str(tmp_path / "runs")]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "summary.json").read_text())["each"]["values"] == [1, 3, 4]
+
+
+def _each_config(tmp_path):
+    """A tiny synthetic-data config file for the --each tests."""
+    cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})
+    path = tmp_path / "each.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
