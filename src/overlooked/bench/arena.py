@@ -27,8 +27,8 @@ def render_arenas(folder: Path, figures: Path | None = None) -> list[str]:
             lines += [f"Hardware: {env.get('cpu', '?')} CPU, {env.get('threads', '?')} threads; torch {env.get('torch', '?')}; commit {str(env.get('git_commit', '?'))[:10]}; date {data.get('date', '?')}; command `{data.get('command', '?')}`"
                       + (f"; load average {env['load_average_1min_at_end']} at the end" if "load_average_1min_at_end" in env else "")
                       + (f"; the whole suite took {data['wall_time_s'] / 60:.1f} min" if data.get("wall_time_s") is not None else "") + ".", ""]
-        lines += [f"- Note: {note}" for note in data.get("annotations", {}).get("suite", [])]  # by hand, about the whole run
-        lines += [""] if data.get("annotations", {}).get("suite") else []
+        suite_notes = data.get("annotations", {}).get("suite", [])  # by hand, about the whole run
+        lines += [f"- Note: {note}" for note in suite_notes] + ([""] if suite_notes else [])
         arenas: dict[str, list[dict[str, Any]]] = {}
         for row in data["rows"]:
             arenas.setdefault(row["arena"], []).append(row)
