@@ -320,6 +320,19 @@ def test_load_babi_val_split_is_seeded_disjoint_and_per_task(data_dir):
 
 
 @pytest.mark.data
+def test_load_babi_last_val_split_holds_out_each_tasks_last_questions(data_dir):
+    """val_split="last": the authors' Matlab code holds out questions floor(0.9 Q) + 1 .. Q of each task."""
+    full = babi.load_babi(tasks=[1, 2], data_dir=data_dir, val_fraction=0.0).train.tensors
+    last = babi.load_babi(tasks=[1, 2], data_dir=data_dir, val_split="last", seed=3)
+    rows = torch.cat([torch.arange(900, 1000), torch.arange(1900, 2000)])  # task 1 is rows 0..999, task 2 1000..1999
+    for key in full:
+        assert torch.equal(last.val.tensors[key], full[key][rows])
+    assert len(last.train) == 1800
+    with pytest.raises(DataError, match="val_split"):
+        babi.load_babi(tasks=1, data_dir=data_dir, val_split="first")
+
+
+@pytest.mark.data
 def test_load_babi_rejects_a_file_that_fails_its_checksum(tmp_path, data_dir):
     for split in babi.SPLITS:
         rel = babi.task_path(1, "en", split)

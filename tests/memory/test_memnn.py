@@ -73,6 +73,32 @@ def test_s_O_matches_hand_computed_value():
     torch.testing.assert_close(out["r_true"][0], torch.tensor([0.0, 1.0, 2.0, 3.0]))
 
 
+def test_r_features_last_gives_the_newest_retrieved_memory_its_own_block():
+    """r_features="last": U_R reads the most recently retrieved memory through a fourth block (hand values on
+    the scene of the test above), and with that block equal to the shared one it is the paper's model."""
+    shared = _tiny_model(time_features=False)
+    model = MN.MemNN(vocab_size=4, embed_dim=2, init_std=0.0, straight_through=False, time_features=False, r_features="last")
+    with torch.no_grad():
+        model.query_table.copy_(shared.query_table)
+        model.answer_table.copy_(shared.answer_table)
+        last = torch.tensor([[0, 0], [0, 0], [3.0, 0], [0, 5.0]])  # U_R rows of the newest retrieved memory
+        model.story_table.copy_(torch.cat([shared.story_table, last], 1))
+    story, query, mask = torch.tensor([[[1, 2, 0], [3, 0, 0]]]), torch.tensor([[1, 0, 0]]), torch.tensor([[True, True]])
+    out = model(story, query, mask, supporting=torch.tensor([[1, 0]]))
+    assert out["chosen"][0].tolist() == [0, 0]  # O is unchanged
+    # own picks [m_0, m_0]: (0, 1) + shared(m_0) (1, 1) + last(m_0) (3, 0) = (4, 2); word scores (0, 4, 2, 6)
+    torch.testing.assert_close(out["logits"][0], torch.tensor([0.0, 4.0, 2.0, 6.0]))
+    # true facts [m_1, m_0]: (0, 1) + shared(m_1) (0, 0) + last(m_0) (3, 0) = (3, 1); word scores (0, 3, 1, 4)
+    torch.testing.assert_close(out["r_true"][0], torch.tensor([0.0, 3.0, 1.0, 4.0]))
+    with torch.no_grad():
+        model.story_table[:, 6:] = shared.story_table[:, 4:]
+    same, ref = model(story, query, mask, supporting=torch.tensor([[1, 0]])), shared(story, query, mask, supporting=torch.tensor([[1, 0]]))
+    for key in ("logits", "r_true", "o_margin"):
+        torch.testing.assert_close(same[key], ref[key])
+    with pytest.raises(ValueError, match="r_features"):
+        MN.MemNN(vocab_size=4, r_features="first")
+
+
 def test_s_Ot_matches_hand_computed_value():
     """s_Ot(x, y, y') = e_x . (e_y - e_y' + U_t Phi_t(x, y, y')) with the three write-time indicators."""
     e_x = torch.tensor([2.0, -1.0])

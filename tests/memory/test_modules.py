@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from overlooked import catalog
 from overlooked.errors import RegistryError
@@ -201,3 +202,31 @@ def test_attend_padding_equals_mask_under_linear_start():
     torch.testing.assert_close(a(story, query, mask, time)["logits"], b(story, query, mask, time)["logits"])
     with pytest.raises(ValueError, match="padding must be"):
         MODELS.create("memn2n", vocab_size=V, padding="zero")
+
+
+def test_padded_time_pe_matches_the_authors_matrix_by_hand():
+    """pe_length="padded_time" (the authors' Matlab code): one centred PE matrix over J = L + 1 columns, the
+    time word in column J of every memory, the question reading columns 1..L; rebuilt here by loops from
+    ``l_kj = 1 + 4 (k - (d+1)/2)(j - (J+1)/2) / (d J)`` and compared on hop 1's attention and the output."""
+    torch.manual_seed(0)
+    d = 4
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=d, hops=1, encoding="pe_centered", pe_length="padded_time", padding="attend")
+    story, query, mask, time = _batch()
+    out = model(story, query, mask, time)
+    L = story.shape[-1]
+    J = L + 1
+    W = torch.tensor([[1 + 4 * (k - (d + 1) / 2) * (j - (J + 1) / 2) / (d * J) for j in range(1, J + 1)] for k in range(1, d + 1)])  # [d, J]
+    table, temporal = model.memory_table.detach(), model.temporal_table.detach()
+    A, C = table[:, :d], table[:, d : 2 * d]
+
+    def encode(words, E):  # sum_j W[:, j] * E[x_j] over the padded columns (the null word is zero)
+        return sum(W[:, j] * E[words[..., j]] for j in range(words.shape[-1]))
+
+    u = encode(query, A)  # [B, d]
+    keys = (encode(story, A) + W[:, J - 1] * temporal[time][..., :d]) * mask[..., None]  # empty slots: null words
+    values = (encode(story, C) + W[:, J - 1] * temporal[time][..., d : 2 * d]) * mask[..., None]
+    p = torch.softmax((keys @ u[..., None]).squeeze(-1), -1)  # [B, M], empty slots at score 0
+    torch.testing.assert_close(out["attention"][:, 0], p)
+    o = (p[..., None] * values).sum(1)
+    logits = (u + o) @ F.pad(C[1:], (0, 0, 1, 0)).T
+    torch.testing.assert_close(out["logits"], logits)

@@ -17,6 +17,7 @@ what was expected, since a silently skipped line would change the task.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -308,13 +309,16 @@ def _index(word_index: dict[str, int], word: str) -> int:
         ) from None
 
 
-def split_per_task(task: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded train/validation split of each task's rows separately.
+def split_per_task(task: torch.Tensor, val_fraction: float, seed: int, mode: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
+    """Train/validation split of each task's rows separately.
 
     Args:
         task: int64 ``[Q]``, the task of each row.
         val_fraction: fraction of each task's rows held out.
         seed: seed of every task's permutation (see :func:`overlooked.data.base.split_train_val`).
+        mode: ``"random"`` (a seeded random ``val_fraction`` of each task) or ``"last"`` (the last
+            ``Q_t - floor((1 - val_fraction) Q_t)`` rows of each task, in file order, as the authors' Matlab
+            code holds out ``floor(0.9 Q) + 1 .. Q``; ``seed`` is then unused).
 
     Returns:
         ``(train_idx, val_idx)``: disjoint, sorted row indices covering ``range(Q)``.
@@ -322,11 +326,19 @@ def split_per_task(task: torch.Tensor, val_fraction: float, seed: int) -> tuple[
     >>> tr, va = split_per_task(torch.tensor([1, 1, 1, 1, 2, 2, 2, 2]), 0.25, seed=0)
     >>> len(tr), len(va), sorted(tr.tolist() + va.tolist()) == list(range(8))
     (6, 2, True)
+    >>> [x.tolist() for x in split_per_task(torch.tensor([1, 1, 1, 1, 2, 2, 2, 2]), 0.25, seed=0, mode="last")]
+    [[0, 1, 2, 4, 5, 6], [3, 7]]
     """
+    if mode not in ("random", "last"):
+        raise DataError(f"val_split must be 'random' or 'last', got {mode!r}")
     train_parts, val_parts = [torch.empty(0, dtype=torch.int64)], [torch.empty(0, dtype=torch.int64)]
     for t in task.unique(sorted=True).tolist():
         rows = (task == t).nonzero().squeeze(1)  # [Q_t]
-        train_idx, val_idx = split_train_val(len(rows), val_fraction, seed)
+        if mode == "last":
+            cut = math.floor((1 - val_fraction) * len(rows))
+            train_idx, val_idx = torch.arange(cut), torch.arange(cut, len(rows))
+        else:
+            train_idx, val_idx = split_train_val(len(rows), val_fraction, seed)
         train_parts.append(rows[train_idx])
         val_parts.append(rows[val_idx])
     return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
@@ -352,11 +364,12 @@ def load_babi(
     seed: int = 0,
     download: bool = False,
     trim_memory: bool = False,
+    val_split: str = "random",
 ) -> Splits:
     """bAbI tasks as :class:`Splits` for memory networks.
 
     The vocabulary is shared over the train and test files of the loaded tasks. Memory holds the last
-    ``memory_size`` statements before each question. Validation is a seeded ``val_fraction`` of each task's
+    ``memory_size`` statements before each question. Validation is ``val_fraction`` of each task's
     training questions.
 
     Args:
@@ -370,6 +383,9 @@ def load_babi(
         trim_memory: use ``min(memory_size, the longest training story in statements)`` slots, as the
             authors' Matlab code sizes its memory (``config.sz = min(50, size(story, 2))``). It matters when
             empty slots take part in addressing (MemN2N ``padding="attend"``): their number sets the sink.
+        val_split: ``"random"`` (a seeded random ``val_fraction`` of each task's questions) or ``"last"``
+            (the last ``val_fraction`` of each task's questions in file order, as the authors' Matlab code
+            holds out; see :func:`split_per_task`).
 
     Returns:
         Splits with the tensors of :func:`encode_examples`; ``meta`` holds ``vocab``, ``vocab_size``,
@@ -406,7 +422,7 @@ def load_babi(
         return ArrayDataset(encode_examples(examples, task_of, word_index, memory_size, sentence_len, support_len))
 
     full_train = encode(train)
-    train_idx, val_idx = split_per_task(full_train.tensors["task"], val_fraction, seed)
+    train_idx, val_idx = split_per_task(full_train.tensors["task"], val_fraction, seed, val_split)
     return Splits(
         train=full_train.subset(train_idx),
         val=full_train.subset(val_idx),

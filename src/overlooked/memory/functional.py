@@ -40,8 +40,10 @@ def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sente
     Args:
         words: word indices ``[..., L]``, 0 for padding.
         encoding: ``"pe"`` or ``"bow"``.
-        pe_length: ``"sentence"`` (``J`` = the sentence's word count, the paper's text) or ``"padded"``
-            (``J = L``, the padded length, as several public ports do).
+        pe_length: ``"sentence"`` (``J`` = the sentence's word count, the paper's text), ``"padded"``
+            (``J = L``, the padded length, as several public ports do) or ``"padded_time"`` (``J = L + 1``:
+            the authors' Matlab code appends the time word to every memory as word ``J``, and the question
+            takes the first ``L`` columns of the same matrix; see :func:`time_word_weight`).
 
     Returns:
         ``alpha`` and ``beta`` (or None), each ``[..., L]`` float, zero on padding.
@@ -53,10 +55,10 @@ def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sente
         raise ValueError(f"encoding must be 'pe', 'pe_centered' or 'bow', got {encoding!r}")
     if pe_length == "sentence":
         J = real.sum(-1, keepdim=True).clamp(min=1.0)  # [..., 1] words in each sentence
-    elif pe_length == "padded":
-        J = torch.full_like(real[..., :1], float(words.shape[-1]))
+    elif pe_length in ("padded", "padded_time"):
+        J = torch.full_like(real[..., :1], float(words.shape[-1] + (pe_length == "padded_time")))
     else:
-        raise ValueError(f"pe_length must be 'sentence' or 'padded', got {pe_length!r}")
+        raise ValueError(f"pe_length must be 'sentence', 'padded' or 'padded_time', got {pe_length!r}")
     j = torch.cumsum(real, dim=-1)  # [..., L] 1-based position of each real word
     if encoding == "pe_centered":
         if embed_dim is None:
@@ -67,6 +69,32 @@ def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sente
     alpha = (1 - j / J) * real
     beta = (1 - 2 * j / J) * real
     return alpha, beta
+
+
+def time_word_weight(sentence_len: int, encoding: str, embed_dim: int) -> torch.Tensor:
+    """The position-encoding row ``l_J`` that weighs the time word under ``pe_length="padded_time"``.
+
+    In the authors' Matlab code (facebookarchive/MemNN, MemN2N-babi-matlab: ``config_babi.m`` adds one
+    word slot for time, ``MemoryL.m`` multiplies every memory word, the time word included, by the
+    position-encoding matrix) the temporal embedding of a memory is the word at position ``J = L + 1`` and
+    is scaled element-wise by ``l_J``. A fixed per-dimension scale of a learned embedding: it changes the
+    effective initial scale and learning rate of each dimension, not what the model can express.
+
+    Args:
+        sentence_len: ``L``, the padded sentence length (``J = L + 1``).
+        encoding: ``"pe"`` or ``"pe_centered"``.
+        embed_dim: ``d``.
+
+    Returns:
+        ``[d]`` float.
+
+    >>> time_word_weight(1, "pe_centered", 2).tolist()  # J = 2: 1 + 4 (k - 3/2)(2 - 3/2) / 4
+    [0.75, 1.25]
+    """
+    words = torch.ones(1, sentence_len + 1, dtype=torch.long)  # a full sentence of J = L + 1 words
+    alpha, beta = position_weights(words, encoding, "padded", embed_dim)  # [1, J]
+    k_over_d = torch.arange(1, embed_dim + 1, dtype=torch.float32) / embed_dim  # [d]
+    return alpha[0, -1] - k_over_d * beta[0, -1]
 
 
 def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int, pe_length: str = "sentence") -> torch.Tensor:

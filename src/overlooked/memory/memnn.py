@@ -30,6 +30,9 @@ Feature split ([W14] §3.1, "D = 3|W|"): every feature has three rows in ``U_O``
 question x, one for words of supporting memories in the input list (both in ``Phi_x``), one for the candidate
 memory (``Phi_y``); ``s_R`` uses the same split, its ``Phi_y`` being the candidate answer word. Write time adds
 three indicator features (``U_Ot`` has three more columns), and adaptive memory one feature for ``m_STOP``.
+With ``r_features="last"`` (our deviation, off by default) ``U_R`` gets a fourth block for the most recently
+retrieved memory: with the paper's split both retrieved facts of "Daniel moved to the office. Afterwards he
+moved to the hallway." fall into one bag, so R cannot tell which location is current (tasks 11 and 13).
 Here these blocks are stored as separate tables so one embedding-bag call reads a sentence for all of them;
 ``U^T Phi(x)`` is then a sum of rows (shape comments use ``F`` features, ``d`` embedding size).
 
@@ -312,7 +315,9 @@ class MemNN(nn.Module):
 
     - ``query_table`` ``[F, 2d]``: the question's rows of ``U_O`` | of ``U_R`` (first block of ``Phi_x``);
     - ``story_table`` ``[F, 3d]``: a memory *in the input list* for ``U_O`` (second block of ``Phi_x``) | a
-      memory as the *candidate* ``Phi_y`` of ``U_O`` | a memory in the input list for ``U_R``;
+      memory as the *candidate* ``Phi_y`` of ``U_O`` | a memory in the input list for ``U_R`` (``[F, 4d]``
+      with ``r_features="last"``: then a fourth block, ``U_R``'s rows for the most recently retrieved memory,
+      which no longer uses the third);
     - ``answer_table`` ``[V, d]``: ``Phi_y`` of ``U_R``, one row per answer word (word 0, the null word, is a
       word like any other here: it is never an answer, so the ranking loss pushes it down);
     - ``time_table`` ``[3, d]``: the three write-time columns of ``U_Ot``; ``stop`` ``[d]``: ``m_STOP``;
@@ -337,6 +342,9 @@ class MemNN(nn.Module):
         time_features: write-time features ``s_Ot`` ([W14] §3.4).
         init_std: weights drawn from N(0, init_std).
         straight_through: gradient path from ``logits`` to ``U_O`` (see above).
+        r_features: ``"shared"`` ([W14] §3.1: every retrieved memory in one block of ``Phi_x``) or ``"last"``
+            (the most recently retrieved memory in its own block of ``U_R``; our deviation, see the module
+            docstring).
     """
 
     def __init__(
@@ -352,8 +360,12 @@ class MemNN(nn.Module):
         time_features: bool = True,
         init_std: float = 0.1,
         straight_through: bool = True,
+        r_features: str = "shared",
     ):
         super().__init__()
+        if r_features not in ("shared", "last"):
+            raise ValueError(f"r_features must be 'shared' or 'last', got {r_features!r}")
+        self.r_features = r_features
         if hops < 1:
             raise ValueError(f"hops must be >= 1, got {hops}")
         self.vocab_size, self.memory_size, self.embed_dim, self.hops = vocab_size, memory_size, embed_dim, hops
@@ -362,7 +374,7 @@ class MemNN(nn.Module):
         self.straight_through = straight_through
         d, n_features = embed_dim, vocab_size + self.ngram_buckets
         self.query_table = _normal(n_features, 2 * d, std=init_std)
-        self.story_table = _normal(n_features, 3 * d, std=init_std)
+        self.story_table = _normal(n_features, (4 if r_features == "last" else 3) * d, std=init_std)
         self.answer_table = _normal(vocab_size, d, std=init_std)
         self.time_table = _normal(3, d, std=init_std) if time_features else None
         self.stop = _normal(d, std=init_std) if adaptive else None
@@ -410,9 +422,9 @@ class MemNN(nn.Module):
         if time is None:
             time = time_index(memory_mask)
         q = bag(self.features(query), self.query_table)  # [B, 2d]
-        mem = bag(self.features(story), self.story_table)  # [B, M, 3d]
+        mem = bag(self.features(story), self.story_table)  # [B, M, 3d] (4d with r_features="last")
         q_O, q_R = q[:, :d], q[:, d:]
-        mem_in, mem_cand, mem_R = mem[..., :d], mem[..., d : 2 * d], mem[..., 2 * d :]  # [B, M, d] each
+        mem_in, mem_cand, mem_R = mem[..., :d], mem[..., d : 2 * d], mem[..., 2 * d :]  # [B, M, d] each (mem_R: [B, M, 2d] for "last")
         E_cand = nonlinear_embedding(mem_cand, self.nl_O)  # [B, M, d]
         cand_valid, cand_time = memory_mask, time
         has_time = torch.ones_like(memory_mask)  # every memory has a write time
@@ -456,14 +468,24 @@ class MemNN(nn.Module):
                 p = masked_softmax(surrogate_scores(A, c, t_x, cand_time, has_time, cand_valid), cand_valid) * active[:, None]  # [B, C]
                 weights = hard + (p - p.detach())  # value = hard one-hot, gradient = softmax
             e_in = e_in + torch.einsum("bm,bmd->bd", weights[:, :M], mem_in)
-            e_R = e_R + torch.einsum("bm,bmd->bd", weights[:, :M], mem_R)
             is_memory = (pick >= 0) & (pick < M)
+            e_R = e_R + torch.einsum("bm,bmd->bd", weights[:, :M], mem_R[..., : self.embed_dim])
+            last_w = torch.where(is_memory[:, None], weights[:, :M], last_w) if chosen else weights[:, :M]
             t_x = torch.where(is_memory, cand_time.gather(1, pick.clamp(0, M - 1)[:, None])[:, 0], t_x)
             chosen.append(torch.where(is_memory, pick, torch.full_like(pick, -1)))
             active = active & is_memory
         chosen_t = torch.stack(chosen, 1)  # [B, H]
+        e_R = self._last_memory_to_own_block(e_R, last_w, mem_R)
         logits = embedding_score(nonlinear_embedding(e_R, self.nl_R), E_words.expand(B, -1, -1))  # [B, V]
         return {"logits": logits, "chosen": chosen_t, "hops": (chosen_t >= 0).sum(1)}
+
+    def _last_memory_to_own_block(self, e_R: torch.Tensor, last_w: torch.Tensor, mem_R: torch.Tensor) -> torch.Tensor:
+        """With ``r_features="last"``, move the most recently retrieved memory (one-hot weights ``last_w``
+        ``[B, M]``, zero when none) from the shared block of ``U_R`` to its own block."""
+        if self.r_features == "shared":
+            return e_R
+        d = self.embed_dim
+        return e_R + torch.einsum("bm,bmd->bd", last_w, mem_R[..., d:] - mem_R[..., :d])
 
     def _ranking(self, q_O, q_R, mem_in, mem_R, E_cand, cand_valid, cand_time, has_time, E_words, supporting, memory_mask) -> dict[str, torch.Tensor]:
         """Scores the margin ranking loss needs, each hop conditioned on the true earlier facts."""
@@ -492,7 +514,9 @@ class MemNN(nn.Module):
         )  # [B, Ht, C]
         C = A.shape[-1]
         negative = cand_valid[:, None, :] & (target[..., None] >= 0) & (torch.arange(C, device=A.device)[None, None, :] != target[..., None])
-        e_R = q_R + torch.einsum("bhm,bmd->bd", fact_w, mem_R)  # [B, d] question + every true fact used
+        e_R = q_R + torch.einsum("bhm,bmd->bd", fact_w, mem_R[..., : self.embed_dim])  # [B, d] question + every true fact used
+        last_h = (is_fact * torch.arange(1, is_fact.shape[1] + 1, device=is_fact.device)).argmax(1)  # [B] the last hop with a fact
+        e_R = self._last_memory_to_own_block(e_R, fact_w[torch.arange(B), last_h], mem_R)
         r_true = embedding_score(nonlinear_embedding(e_R, self.nl_R), E_words.expand(B, -1, -1))  # [B, V]
         return {"o_margin": margin, "o_negative": negative, "r_true": r_true, "o_target": target}
 
@@ -512,9 +536,10 @@ def memnn(
     time_features: bool = True,
     init_std: float = 0.1,
     straight_through: bool = True,
+    r_features: str = "shared",
 ) -> MemNN:
     """The original MemNN: bag of words, k = 2 hard-max hops, write-time features, linear scores."""
-    return MemNN(vocab_size, memory_size, embed_dim, hops, adaptive=False, ngrams=False, nonlinear=False, time_features=time_features, init_std=init_std, straight_through=straight_through)
+    return MemNN(vocab_size, memory_size, embed_dim, hops, adaptive=False, ngrams=False, nonlinear=False, time_features=time_features, init_std=init_std, straight_through=straight_through, r_features=r_features)
 
 
 @MODELS.register("memnn_am_ng_nl", family="memory", paper="Weston et al. 2015, arXiv 1502.05698 (appendix A)", input_keys=INPUT_KEYS)
@@ -527,6 +552,7 @@ def memnn_am_ng_nl(
     time_features: bool = True,
     init_std: float = 0.1,
     straight_through: bool = True,
+    r_features: str = "shared",
 ) -> MemNN:
     """MemNN + adaptive memory (m_STOP, at most 10 hops) + bag of 1-3-grams + nonlinear (eq. 6) scores."""
-    return MemNN(vocab_size, memory_size, embed_dim, max_hops, adaptive=True, ngrams=True, ngram_buckets=ngram_buckets, nonlinear=True, time_features=time_features, init_std=init_std, straight_through=straight_through)
+    return MemNN(vocab_size, memory_size, embed_dim, max_hops, adaptive=True, ngrams=True, ngram_buckets=ngram_buckets, nonlinear=True, time_features=time_features, init_std=init_std, straight_through=straight_through, r_features=r_features)

@@ -19,7 +19,7 @@ def memn2n(
     temporal: bool = True,
     tying: Literal["adjacent", "layerwise"] = "adjacent",
     init_std: float = 0.1,
-    pe_length: Literal["sentence", "padded"] = "sentence",
+    pe_length: Literal["sentence", "padded", "padded_time"] = "sentence",
     padding: Literal["mask", "attend"] = "mask",
 ) -> MemN2N:
     """MemN2N; defaults are the paper's independent setting: d = 20, K = 3, PE, temporal, adjacent tying."""

@@ -39,8 +39,10 @@ class MemN2N(nn.Module):
         temporal: add learned temporal encodings ``T_A``, ``T_C``.
         tying: ``"adjacent"`` or ``"layerwise"``.
         init_std: weights drawn from N(0, init_std) (0.1 in the paper).
-        pe_length: ``J`` of the position encoding: each sentence's word count (the paper) or the padded
-            length (some public ports).
+        pe_length: ``J`` of the position encoding: each sentence's word count (``"sentence"``, the paper),
+            the padded length (``"padded"``, some public ports), or the padded length plus one slot for the
+            time word (``"padded_time"``, the authors' Matlab code: the temporal embedding is then scaled by
+            the encoding's row ``l_J``, :func:`~overlooked.memory.functional.time_word_weight`).
         padding: how empty memory slots take part in addressing. ``"mask"`` (default, the issue's rule):
             they get ``-inf`` before the softmax and are never read. ``"attend"`` (the authors' Matlab code,
             where every empty slot holds null words): an empty slot is a zero vector, with no temporal
@@ -59,10 +61,12 @@ class MemN2N(nn.Module):
         temporal: bool = True,
         tying: Literal["adjacent", "layerwise"] = "adjacent",
         init_std: float = 0.1,
-        pe_length: Literal["sentence", "padded"] = "sentence",
+        pe_length: Literal["sentence", "padded", "padded_time"] = "sentence",
         padding: Literal["mask", "attend"] = "mask",
     ):
         super().__init__()
+        if pe_length not in ("sentence", "padded", "padded_time"):
+            raise ValueError(f"pe_length must be 'sentence', 'padded' or 'padded_time', got {pe_length!r}")
         if padding not in ("mask", "attend"):
             raise ValueError(f"padding must be 'mask' or 'attend', got {padding!r}")
         self.pe_length, self.padding = pe_length, padding
@@ -129,7 +133,12 @@ class MemN2N(nn.Module):
             mem = MF.encode_sentences(story, self.memory_table, self.encoding, d, self.pe_length)  # [B, M, 2*d]
             u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
         if self.temporal_table is not None:
-            mem = mem + F.embedding(time, self.temporal_table)  # [B, M, n*d]
+            temporal = F.embedding(time, self.temporal_table)  # [B, M, n*d]
+            if self.pe_length == "padded_time" and self.encoding != "bow":  # the time word sits at position J = L + 1
+                L = max(story.shape[-1], query.shape[-1])
+                scale = MF.time_word_weight(L, self.encoding, d).to(temporal.dtype).repeat(self.temporal_table.shape[1] // d)  # [n*d]
+                temporal = temporal * scale
+            mem = mem + temporal
         if self.padding == "attend":  # empty slots: zero vectors that stay in the softmax (score 0)
             mem = mem * memory_mask[..., None].to(mem.dtype)
             memory_mask = torch.ones_like(memory_mask)
