@@ -448,6 +448,7 @@ class MemNN(nn.Module):
         t_x = torch.full((B,), QUESTION_TIME, dtype=cand_time.dtype, device=q_O.device)  # [B]
         active = torch.ones(B, dtype=torch.bool, device=q_O.device)
         chosen = []
+        last_w = q_O.new_zeros(B, M)  # one-hot weights of the most recently retrieved memory
         for _ in range(self.hops):
             if not bool(active.any()):  # every question has stopped: the remaining hops choose nothing
                 chosen.append(torch.full_like(chosen[-1], -1))
@@ -470,7 +471,7 @@ class MemNN(nn.Module):
             e_in = e_in + torch.einsum("bm,bmd->bd", weights[:, :M], mem_in)
             is_memory = (pick >= 0) & (pick < M)
             e_R = e_R + torch.einsum("bm,bmd->bd", weights[:, :M], mem_R[..., : self.embed_dim])
-            last_w = torch.where(is_memory[:, None], weights[:, :M], last_w) if chosen else weights[:, :M]
+            last_w = torch.where(is_memory[:, None], weights[:, :M], last_w)
             t_x = torch.where(is_memory, cand_time.gather(1, pick.clamp(0, M - 1)[:, None])[:, 0], t_x)
             chosen.append(torch.where(is_memory, pick, torch.full_like(pick, -1)))
             active = active & is_memory
