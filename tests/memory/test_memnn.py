@@ -290,10 +290,11 @@ def test_gradcheck_scoring_functions():
 # ---------------------------------------------------------------------------------------------- registry matrix
 
 
+@pytest.mark.parametrize("r_features", ["shared", "last"])
 @pytest.mark.parametrize("name", MEMNN_MODELS)
-def test_forward_backward_through_the_objective_reaches_every_parameter(name):
+def test_forward_backward_through_the_objective_reaches_every_parameter(name, r_features):
     torch.manual_seed(0)
-    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    model = MODELS.create(name, vocab_size=V, memory_size=M, r_features=r_features)
     story, query, mask, time, sup, answer = _batch()
     out = model(story, query, mask, time, sup)
     assert out["logits"].shape == (4, V) and out["chosen"].shape[0] == 4
@@ -338,10 +339,11 @@ def test_straight_through_changes_no_value_and_no_margin_gradient(name):
         torch.testing.assert_close(pa.grad, pb.grad, msg=pname)
 
 
+@pytest.mark.parametrize("r_features", ["shared", "last"])
 @pytest.mark.parametrize("name", MEMNN_MODELS)
-def test_padding_and_batch_mates_do_not_change_answers(name):
+def test_padding_and_batch_mates_do_not_change_answers(name, r_features):
     torch.manual_seed(1)
-    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    model = MODELS.create(name, vocab_size=V, memory_size=M, r_features=r_features)
     story, query, mask, time, sup, _ = _batch()
     full = model(story, query, mask, time, sup)
     alone = model(story[:1], query[:1], mask[:1], time[:1], sup[:1])
