@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
 from overlooked.data import smallnorb as N
+from overlooked.data import store
 from overlooked.errors import DataError
 
 
@@ -19,7 +23,7 @@ def _write(path, array, magic):
 def _fake_split(root, split, n, seed):
     rng = np.random.default_rng(seed)
     folder = root / "smallnorb"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     images = rng.integers(0, 256, size=(n, 2, 96, 96), dtype=np.uint8)
     labels = (np.arange(n) % 5).astype(np.int32)
     info = rng.integers(0, 9, size=(n, 4)).astype(np.int32)
@@ -51,5 +55,41 @@ def test_smallnorb_splits_downsample_both_views(tmp_path):
     assert len(splits.train) == 8 and len(splits.val) == 2 and len(splits.test) == 5
     batch = splits.test[torch.arange(5)]
     assert batch["image"].shape == (5, 2, 48, 48) and 0 <= batch["image"].min() and batch["image"].max() <= 1
-    with pytest.raises(DataError, match="smallNORB files missing"):
+    with pytest.raises(DataError, match="missing file .*smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat.gz"):
         N.smallnorb(data_dir=tmp_path / "nowhere")
+
+
+def test_gzipped_files_as_served_read_like_the_gunzipped_ones(tmp_path):
+    """The store keeps smallNORB as the server sends it (.mat.gz); the loader reads those equally."""
+    images, labels, info = _fake_split(tmp_path / "plain", "train", 3, 4)
+    folder = tmp_path / "gz" / "smallnorb"
+    folder.mkdir(parents=True)
+    for kind in ("dat", "cat", "info"):
+        name = N.FILES["train"].format(kind)
+        (folder / f"{name}.gz").write_bytes(gzip.compress((tmp_path / "plain" / "smallnorb" / name).read_bytes()))
+    got = N.load_smallnorb_split("train", tmp_path / "gz")
+    want = N.load_smallnorb_split("train", tmp_path / "plain")
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    (folder / f"{N.FILES['train'].format('cat')}.gz").write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="not a readable gzip file"):
+        N.load_smallnorb_split("train", tmp_path / "gz")
+
+
+def test_smallnorb_download_entries_cover_every_file_with_a_sha256():
+    checks = store.dataset_files("smallnorb")
+    assert sorted(c.path for c in checks) == sorted(f"smallnorb/{N.FILES[s].format(k)}.gz" for s in N.FILES for k in ("dat", "cat", "info"))
+    assert all(c.algorithm == "sha256" and len(c.digest) == 64 and int(c.digest, 16) >= 0 for c in checks)
+    assert store.SOURCES["smallnorb"].remote_name(checks[0].path) == checks[0].path.split("/")[-1]
+
+
+def test_smallnorb_fetch_rejects_a_file_that_is_not_the_official_one(tmp_path, monkeypatch):
+    """A mirror serving other bytes under the official name fails the checksum and nothing is kept."""
+    www = tmp_path / "www"
+    www.mkdir()
+    name = N.FILES["train"].format("cat") + ".gz"
+    (www / name).write_bytes(gzip.compress(b"fake"))
+    assert hashlib.sha256((www / name).read_bytes()).hexdigest() != store.expected_check("smallnorb", f"smallnorb/{name}").digest
+    with pytest.raises(DataError, match="checksum"):
+        store.fetch("smallnorb", tmp_path / "root", mirrors=[www.as_uri() + "/"], files=[f"smallnorb/{name}"])
+    assert not (tmp_path / "root" / "smallnorb" / name).exists()

@@ -1,15 +1,17 @@
 """smallNORB (LeCun, Huang, Bottou 2004), for users who have the files: a reader of its binary matrix format
 and the splits Hinton et al. 2018 use (downsampled, both stereo views as channels).
 
-Files, under ``<data root>/smallnorb/``: ``smallnorb-5x46789x9x18x6x2x96x96-training-{dat,cat,info}.mat`` and
-``smallnorb-5x01235x9x18x6x2x96x96-testing-{dat,cat,info}.mat`` (from
-https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/, gunzipped). The format: little-endian int32 magic
+Files, under ``<data root>/smallnorb/``: ``smallnorb-5x46789x9x18x6x2x96x96-training-{dat,cat,info}.mat.gz`` and
+``smallnorb-5x01235x9x18x6x2x96x96-testing-{dat,cat,info}.mat.gz``, as https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/
+serves them (``overlooked data fetch smallnorb`` downloads and checks them; ``download=True`` does it on
+first use). Gunzipped copies (the same names without ``.gz``) are read when present. The format: little-endian int32 magic
 (``0x1E3D4C55`` bytes, ``0x1E3D4C54`` int32), int32 ``ndim``, then ``max(ndim, 3)`` int32 dimensions, then
 the data in row-major order.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -17,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
-from overlooked.data.store import resolve_data_dir
 from overlooked.errors import DataError
 from overlooked.registry import DATASETS
 
@@ -31,9 +33,15 @@ NUM_CLASSES = 5
 
 
 def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one NORB binary matrix file into a numpy array of its stored type and shape."""
+    """Read one NORB binary matrix file (gunzipped on the fly when its name ends in ``.gz``) into a numpy
+    array of its stored type and shape."""
     path = Path(path)
     raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(f"{path}: not a readable gzip file ({err}); delete it and fetch it again (overlooked data fetch smallnorb)") from None
     if len(raw) < 20:
         raise DataError(f"{path}: {len(raw)} bytes is too short for a NORB matrix header")
     magic, ndim = np.frombuffer(raw[:8], "<i4")
@@ -49,13 +57,21 @@ def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
 
 
-def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(images [N, 2, 96, 96] uint8, labels [N] int64, info [N, 4] int64)`` of ``split`` ('train' or 'test')."""
-    root = resolve_data_dir(data_dir) / "smallnorb"
-    paths = {kind: root / FILES[split].format(kind) for kind in ("dat", "cat", "info")}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise DataError(f"smallNORB files missing: {missing}. Download them from https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/ and gunzip them into {root}")
+def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images [N, 2, 96, 96] uint8, labels [N] int64, info [N, 4] int64)`` of ``split`` ('train' or 'test').
+
+    Reads the gunzipped ``.mat`` files when all three are there, else the ``.mat.gz`` files the store
+    fetches (``download=True`` fetches and checks missing ones; otherwise a missing file is a
+    :class:`DataError` naming it and the fix).
+    """
+    root = store.resolve_data_dir(data_dir)
+    plain = {kind: root / "smallnorb" / FILES[split].format(kind) for kind in ("dat", "cat", "info")}
+    if all(p.is_file() for p in plain.values()):
+        paths = plain
+    else:
+        rel = {kind: f"smallnorb/{FILES[split].format(kind)}.gz" for kind in plain}
+        store.ensure("smallnorb", data_dir, download, files=list(rel.values()), verify_checksums=download)
+        paths = {kind: root / r for kind, r in rel.items()}
     images = torch.from_numpy(read_norb_matrix(paths["dat"]).copy())
     labels = torch.from_numpy(read_norb_matrix(paths["cat"]).astype(np.int64))
     info = torch.from_numpy(read_norb_matrix(paths["info"]).astype(np.int64))
@@ -69,11 +85,11 @@ def _prepare(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @DATASETS.register("smallnorb")
-def smallnorb(data_dir: str | os.PathLike[str] | None = None, image_size: int = 48, val_fraction: float = 0.1, seed: int = 0) -> Splits:
+def smallnorb(data_dir: str | os.PathLike[str] | None = None, image_size: int = 48, val_fraction: float = 0.1, seed: int = 0, download: bool = False) -> Splits:
     """smallNORB downsampled to ``image_size`` (48 in Hinton et al. 2018, who then crop 32x32 patches), both
     stereo images as two channels; a seeded validation split of the training set."""
-    train_images, train_labels, _ = load_smallnorb_split("train", data_dir)
-    test_images, test_labels, _ = load_smallnorb_split("test", data_dir)
+    train_images, train_labels, _ = load_smallnorb_split("train", data_dir, download)
+    test_images, test_labels, _ = load_smallnorb_split("test", data_dir, download)
     full = ArrayDataset({"image": _prepare(train_images, image_size), "label": train_labels})
     tr, va = split_train_val(len(full), val_fraction, seed)
     return Splits(

@@ -164,6 +164,15 @@ SOURCES: dict[str, Source] = {
         archive=None,
         remote_name=_basename,
     ),
+    # smallNORB (LeCun, Huang, Bottou 2004), the six gzipped matrices from the NYU page, kept gzipped (the
+    # loader reads them as they are). Their sha256s are the ones TensorFlow Datasets lists for the same URLs
+    # (tensorflow/datasets, tensorflow_datasets/url_checksums/smallnorb.txt): not verified here against a
+    # download, since this project's machines reach no data host.
+    "smallnorb": Source(
+        mirrors=("https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",),
+        archive=None,
+        remote_name=_basename,
+    ),
     # UCI Gas Sensor Array Drift Dataset at Different Concentrations (UCI id 270, DOI 10.24432/C5MK6M). The
     # zip's internal folders have varied between releases, so batchN.dat members are found by basename
     # (descending into a nested .zip if there is one).
@@ -182,7 +191,7 @@ def dataset_names() -> list[str]:
     """Names :func:`fetch`, :func:`verify` and :func:`ensure` accept.
 
     >>> dataset_names()
-    ['babi', 'mnist', 'nmnist_small', 'uci_gas_sensor_drift']
+    ['babi', 'mnist', 'nmnist_small', 'smallnorb', 'uci_gas_sensor_drift']
     """
     return sorted(SOURCES)
 
