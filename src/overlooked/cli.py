@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from overlooked import __version__
+from overlooked.data.store import dataset_names
 from overlooked.errors import OverlookedError
 
 
@@ -202,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="fetch, verify or locate datasets")
     p.add_argument("action", choices=["fetch", "verify", "path"])
-    p.add_argument("name", nargs="?", help="babi, mnist, nmnist_small, uci_gas_sensor_drift")
+    p.add_argument("name", nargs="?", help=", ".join(dataset_names()))
     p.add_argument("--force", action="store_true", help="download again even when files verify")
     common(p, out=False)
     p.set_defaults(fn=cmd_data)
