@@ -27,10 +27,11 @@ def test_linear_start_removes_softmax_until_val_loss_stops_falling():
     ctx.state.step = 10
     ls.on_eval_end(ctx, {"val_loss": 2.0})
     ls.on_eval_end(ctx, {"val_loss": 1.5})
-    assert ls.active and not ctx.model.use_softmax
+    assert ls.active and not ctx.model.use_softmax and not ctx.restart_selection
     ctx.state.step = 30
     ls.on_eval_end(ctx, {"val_loss": 1.6})  # stopped falling: softmaxes re-inserted, lr back, schedule restarts
     assert not ls.active and ctx.model.use_softmax and ctx.lr_scale == 1.0 and ctx.schedule_start == 30
+    assert ctx.restart_selection  # a checkpoint chosen without softmaxes must not be reported with them
     # resume: a fresh callback restored from the state applies the same mode
     ctx2, ls2 = _ctx(), LinearStart()
     ls2.load_state_dict(ls.state_dict())

@@ -16,6 +16,7 @@ import torch
 from overlooked import api
 from overlooked.config import ExperimentConfig
 from overlooked.errors import ConfigError, NonFiniteLossError, RegistryError
+from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import read_checkpoint
 
 SMALL = {
@@ -215,3 +216,46 @@ def test_max_minutes_stops_after_a_validation_pass_and_says_so(tmp_path):
 def test_max_minutes_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match="max_minutes must be positive"):
         api.train(_cfg(max_minutes=0.0), out=tmp_path)
+
+
+class _RestartSelectionAt(Callback):
+    """Test callback: at validation pass ``at`` (1-based) the model "changes" and selection restarts."""
+
+    def __init__(self, at: int):
+        self.at, self.seen = at, 0
+
+    def on_eval_end(self, ctx, metrics):
+        self.seen += 1
+        if self.seen == self.at:
+            ctx.restart_selection = True
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+@pytest.mark.parametrize("at", [2, 4])
+def test_restart_selection_discards_earlier_and_current_scores(tmp_path, monkeypatch, at):
+    """A callback that changes the model (MemN2N's linear start re-inserting its softmaxes) restarts the
+    choice of the best checkpoint: only later validation passes are candidates, so the reported validation
+    accuracy is the best of those; with the restart at the last pass, the final weights are reported and no
+    best checkpoint is left on disk."""
+    from overlooked.registry import CALLBACKS
+
+    monkeypatch.setitem(CALLBACKS._builders, "test_restart", lambda at=1: _RestartSelectionAt(at))
+    monkeypatch.setitem(CALLBACKS._tags, "test_restart", {})
+    raw = json.loads(json.dumps(SMALL))
+    raw["train"].update(epochs=4)
+    raw["callbacks"] = [{"name": "test_restart", "kwargs": {"at": at}}]
+    path, summary = api.train(ExperimentConfig.from_dict(raw), out=tmp_path)
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if "val_accuracy" in line]
+    assert len(records) == 4
+    later = records[at:]
+    if later:
+        best = max(later, key=lambda r: r["val_accuracy"])  # first of the maxima, as the trainer keeps it
+        assert summary["best_step"] == best["step"] and summary["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    else:
+        assert summary["best_step"] == -1 and not (path / "checkpoints" / "best.safetensors").exists()
+        torch.testing.assert_close(summary["val_accuracy"], records[-1]["val_accuracy"])

@@ -60,6 +60,7 @@ class LinearStart(Callback):
             self.active = False
             self.ended_at_step = ctx.state.step
             self._apply(ctx)
+            ctx.restart_selection = True  # a checkpoint scored without softmaxes must not be reported with them
 
     def state_dict(self) -> dict[str, Any]:
         return {"active": self.active, "best": self.best, "bad": self.bad, "ended_at_step": self.ended_at_step}

@@ -62,6 +62,10 @@ class Context:
     stop: bool = False  # a callback may set this to end training early
     lr_scale: float = 1.0  # a callback may scale the scheduled lr (MemN2N linear start uses 0.005 / 0.01)
     schedule_start: int = 0  # the lr schedule counts steps from here (a callback may restart it)
+    # A callback sets this when it changes the model so that the validation scores so far no longer describe
+    # it (MemN2N linear start re-inserting the softmaxes): the best checkpoint is then chosen again among
+    # later evaluations only, and this evaluation, made before the change, is not a candidate.
+    restart_selection: bool = False
 
 
 def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -372,7 +376,12 @@ def fit(
                 window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
                 for cb in callbacks:
                     cb.on_eval_end(ctx, metrics)
-                if is_better(metrics):
+                if ctx.restart_selection:  # the model changed (e.g. linear start ended): earlier scores no longer apply
+                    ctx.restart_selection = False
+                    state.best_metric, state.best_step, best_weights = None, -1, None
+                    if write and ckpt_dir is not None:
+                        (ckpt_dir / "best.safetensors").unlink(missing_ok=True)
+                elif is_better(metrics):
                     state.best_metric = float(metrics[cfg.select_metric])
                     state.best_step = state.step
                     checkpoint("best", with_optimizer=False)
