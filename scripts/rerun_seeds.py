@@ -1,0 +1,75 @@
+"""Re-run chosen seed runs of an `--each --repeats` protocol in place, then re-aggregate the protocol.
+
+    python scripts/rerun_seeds.py PROTOCOL_DIR [--check-only]
+
+Finds the seed runs under PROTOCOL_DIR (``<key>=<value>/seed<k>/``) whose reported validation accuracy is
+not the best validation accuracy their own metrics.jsonl recorded: runs whose best checkpoint was chosen
+during MemN2N's linear start and then reported with the softmaxes re-inserted (fixed in the trainer by
+``Context.restart_selection``). Each is trained again from its own resolved ``config.yaml`` (same seed, same
+data, so the same trajectory), its small files replace the old ones (never checkpoints), and the per-value
+and protocol summaries are recomputed. It checks that the new metrics.jsonl equals the old one in every
+training and validation number, so only the choice of checkpoint changed; ``--check-only`` lists the
+runs it would redo.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from overlooked import api
+from overlooked.config import ExperimentConfig
+
+SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json")
+SAME = ("epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "examples_seen")
+
+
+def mismatched(seed_dir: Path) -> bool:
+    """The reported validation accuracy differs from the best one the run recorded."""
+    summary = json.loads((seed_dir / "summary.json").read_text())
+    vals = [json.loads(line)["val_accuracy"] for line in (seed_dir / "metrics.jsonl").read_text().splitlines() if '"val_accuracy"' in line]
+    return bool(vals) and abs(max(vals) - summary["val_accuracy"]) > 1e-9
+
+
+def rerun(seed_dir: Path) -> None:
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((seed_dir / "config.yaml").read_text()))
+    old = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        api.train(cfg, run_dir=run_dir)
+        new = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        if [{k: r.get(k) for k in SAME} for r in new] != [{k: r.get(k) for k in SAME} for r in old]:
+            raise SystemExit(f"{seed_dir}: the re-run's training differs from the original; not replaced")
+        for name in SMALL_FILES:
+            shutil.copy2(run_dir / name, seed_dir / name)
+
+
+def main(protocol: str, check_only: bool) -> None:
+    root = Path(protocol)
+    todo = [d for d in sorted(root.glob("*=*/seed*")) if mismatched(d)]
+    print(f"{len(todo)} seed runs to redo under {root}")
+    for d in todo:
+        print(f"  {d.relative_to(root)}")
+    if check_only:
+        return
+    for d in todo:
+        rerun(d)
+        print(f"redone {d.relative_to(root)}", flush=True)
+    subs, values = {}, []
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((root / "config.yaml").read_text()))
+    key = json.loads((root / "summary.json").read_text())["each"]["key"]
+    for value_dir in sorted(root.glob("*=*")):
+        subs[value_dir.name.split("=", 1)[1]] = api.reaggregate(value_dir)
+    values = json.loads((root / "summary.json").read_text())["each"]["values"]
+    merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
+    (root / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"re-aggregated {root}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], "--check-only" in sys.argv[2:])
