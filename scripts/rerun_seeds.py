@@ -2,7 +2,7 @@
 
     python scripts/rerun_seeds.py PROTOCOL_DIR [--check-only]
 
-Finds the seed runs under PROTOCOL_DIR (``<key>=<value>/seed<k>/``) whose reported validation accuracy is
+For runs made before the fix below. Finds the seed runs under PROTOCOL_DIR (``<key>=<value>/seed<k>/``) whose reported validation accuracy is
 not the best validation accuracy their own metrics.jsonl recorded: runs whose best checkpoint was chosen
 during MemN2N's linear start and then reported with the softmaxes re-inserted (fixed in the trainer by
 ``Context.restart_selection``). Each is trained again from its own resolved ``config.yaml`` (same seed, same
