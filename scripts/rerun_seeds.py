@@ -60,12 +60,10 @@ def main(protocol: str, check_only: bool) -> None:
     for d in todo:
         rerun(d)
         print(f"redone {d.relative_to(root)}", flush=True)
-    subs, values = {}, []
     cfg = ExperimentConfig.from_dict(yaml.safe_load((root / "config.yaml").read_text()))
-    key = json.loads((root / "summary.json").read_text())["each"]["key"]
-    for value_dir in sorted(root.glob("*=*")):
-        subs[value_dir.name.split("=", 1)[1]] = api.reaggregate(value_dir)
-    values = json.loads((root / "summary.json").read_text())["each"]["values"]
+    each = json.loads((root / "summary.json").read_text())["each"]
+    key, values = each["key"], each["values"]
+    subs = {value_dir.name.split("=", 1)[1]: api.reaggregate(value_dir) for value_dir in sorted(root.glob("*=*"))}
     merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
     (root / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
     print(f"re-aggregated {root}")
