@@ -42,6 +42,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many steps even mid-epoch
     max_minutes: float | None = None  # stop, after a validation pass, once this much wall time has passed since fit() began (this process)
     batch_size: int = 64  # global batch; under DDP each rank takes batch_size // world_size
+    sampling: Literal["shuffle", "replacement"] = "shuffle"  # epochs as permutations, or n // batch_size batches drawn with replacement (MemN2N's train.m)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-3
     momentum: float = 0.0

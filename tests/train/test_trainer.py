@@ -259,3 +259,32 @@ def test_restart_selection_discards_earlier_and_current_scores(tmp_path, monkeyp
     else:
         assert summary["best_step"] == -1 and not (path / "checkpoints" / "best.safetensors").exists()
         torch.testing.assert_close(summary["val_accuracy"], records[-1]["val_accuracy"])
+
+
+def test_sampling_with_replacement_draws_full_batches_per_seed_and_epoch():
+    """train.sampling=replacement: n // B full batches per epoch, drawn with replacement (the MemN2N authors'
+    train.m), fixed by (seed, epoch), and split over DDP ranks without changing the global batches."""
+    from overlooked.train.distributed import DistInfo
+    from overlooked.train.trainer import _Sequence
+
+    one = _Sequence(100, 3, DistInfo(), "replacement", 16)
+    assert one.steps_per_epoch() == 6  # floor(100 / 16); the shuffled epoch has ceil = 7
+    assert _Sequence(100, 3, DistInfo(), "shuffle", 16).steps_per_epoch() == 7
+    ep0 = one.epoch(0, 16)
+    assert len(ep0) == 6 and all(b.shape == (16,) for b in ep0)
+    drawn = torch.cat(ep0)
+    assert 0 <= int(drawn.min()) and int(drawn.max()) < 100
+    assert len(drawn.unique()) < len(drawn)  # with replacement: 96 draws from 100 repeat (P(no repeat) < 1e-17)
+    assert all(torch.equal(a, b) for a, b in zip(ep0, _Sequence(100, 3, DistInfo(), "replacement", 16).epoch(0, 16)))
+    assert not torch.equal(drawn, torch.cat(one.epoch(1, 16)))  # a new draw each epoch
+    assert not torch.equal(drawn, torch.cat(_Sequence(100, 4, DistInfo(), "replacement", 16).epoch(0, 16)))  # and seed
+    ranks = [_Sequence(100, 3, DistInfo(rank=r, world_size=2), "replacement", 16).epoch(0, 8) for r in (0, 1)]
+    for step, batch in enumerate(ep0):
+        assert torch.equal(torch.cat([ranks[0][step], ranks[1][step]]), batch)
+
+
+def test_trainer_counts_steps_of_sampling_with_replacement(tmp_path):
+    _, summary = api.train(_cfg(epochs=2, sampling="replacement"), out=tmp_path)
+    assert summary["steps"] == 2 * (180 // 16) and summary["examples_seen"] == 2 * (180 // 16) * 16
+    with pytest.raises(ConfigError, match="train.sampling"):
+        _cfg(sampling="bootstrap")

@@ -78,12 +78,32 @@ def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 
 class _Sequence:
-    """Index list of one epoch, identical across resumes and consistent across DDP ranks."""
+    """Index list of one epoch, identical across resumes and consistent across DDP ranks.
 
-    def __init__(self, n: int, seed: int, dist: DistInfo):
+    ``sampling="shuffle"``: each epoch is a permutation of the training set (the last batch may be short).
+    ``sampling="replacement"``: each epoch is ``n // batch_size`` full batches whose examples are drawn
+    uniformly with replacement, as the MemN2N authors' ``train.m`` does (``randi`` over the training range,
+    ``floor(N / batch_size)`` batches per epoch); the draw depends only on (seed, epoch), and each DDP rank
+    takes its own slice of every global batch (so the global batches do not depend on the
+    world size)."""
+
+    def __init__(self, n: int, seed: int, dist: DistInfo, sampling: str = "shuffle", batch_size: int = 1):
+        self.n, self.seed, self.dist, self.sampling, self.global_batch = n, seed, dist, sampling, batch_size
         self.sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=False)
 
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch."""
+        if self.sampling == "replacement":
+            return max(self.n // self.global_batch, 1)
+        per_rank = self.global_batch // self.dist.world_size
+        return math.ceil(math.ceil(self.n / self.dist.world_size) / per_rank)
+
     def epoch(self, epoch: int, batch_size: int) -> list[torch.Tensor]:
+        if self.sampling == "replacement":
+            gen = torch.Generator().manual_seed(self.seed * 1_000_033 + epoch)
+            idx = torch.randint(self.n, (self.steps_per_epoch(), self.global_batch), generator=gen)  # [steps, global batch]
+            mine = idx[:, self.dist.rank * batch_size : (self.dist.rank + 1) * batch_size]  # this rank's slice
+            return list(mine.unbind(0))
         self.sampler.set_epoch(epoch)
         idx = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
         return list(idx.split(batch_size))
@@ -253,8 +273,8 @@ def fit(
 
     n_train = len(splits.train)
     per_rank = cfg.batch_size // dist.world_size
-    sequence = _Sequence(n_train, cfg.seed, dist)
-    steps_per_epoch = math.ceil(math.ceil(n_train / dist.world_size) / per_rank)
+    sequence = _Sequence(n_train, cfg.seed, dist, cfg.sampling, cfg.batch_size)
+    steps_per_epoch = sequence.steps_per_epoch()
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
