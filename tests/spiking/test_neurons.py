@@ -100,7 +100,7 @@ def test_surrogate_gradient_reaches_input_and_plif_tau():
     z, _ = mod(x)
     z.sum().backward()
     assert x.grad.abs().sum() > 0 and mod.cell.w.grad is not None and mod.cell.w.grad != 0
-    assert abs(float(mod.cell.params().tau_mem) - 2e-3) < 1e-9
+    assert abs(float(mod.cell.params().tau_mem.detach()) - 2e-3) < 1e-9
 
 
 def test_recurrent_lif_uses_previous_spikes():
