@@ -270,15 +270,15 @@ def test_sampling_with_replacement_draws_full_batches_per_seed_and_epoch():
     one = _Sequence(100, 3, DistInfo(), "replacement", 16)
     assert one.steps_per_epoch() == 6  # floor(100 / 16); the shuffled epoch has ceil = 7
     assert _Sequence(100, 3, DistInfo(), "shuffle", 16).steps_per_epoch() == 7
-    ep0 = one.epoch(0, 16)
+    ep0 = one.epoch(0)
     assert len(ep0) == 6 and all(b.shape == (16,) for b in ep0)
     drawn = torch.cat(ep0)
     assert 0 <= int(drawn.min()) and int(drawn.max()) < 100
     assert len(drawn.unique()) < len(drawn)  # with replacement: 96 draws from 100 repeat (P(no repeat) < 1e-17)
-    assert all(torch.equal(a, b) for a, b in zip(ep0, _Sequence(100, 3, DistInfo(), "replacement", 16).epoch(0, 16)))
-    assert not torch.equal(drawn, torch.cat(one.epoch(1, 16)))  # a new draw each epoch
-    assert not torch.equal(drawn, torch.cat(_Sequence(100, 4, DistInfo(), "replacement", 16).epoch(0, 16)))  # and seed
-    ranks = [_Sequence(100, 3, DistInfo(rank=r, world_size=2), "replacement", 16).epoch(0, 8) for r in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(ep0, _Sequence(100, 3, DistInfo(), "replacement", 16).epoch(0)))
+    assert not torch.equal(drawn, torch.cat(one.epoch(1)))  # a new draw each epoch
+    assert not torch.equal(drawn, torch.cat(_Sequence(100, 4, DistInfo(), "replacement", 16).epoch(0)))  # and seed
+    ranks = [_Sequence(100, 3, DistInfo(rank=r, world_size=2), "replacement", 16).epoch(0) for r in (0, 1)]
     for step, batch in enumerate(ep0):
         assert torch.equal(torch.cat([ranks[0][step], ranks[1][step]]), batch)
 

@@ -87,26 +87,27 @@ class _Sequence:
     takes its own slice of every global batch (so the global batches do not depend on the
     world size)."""
 
-    def __init__(self, n: int, seed: int, dist: DistInfo, sampling: str = "shuffle", batch_size: int = 1):
+    def __init__(self, n: int, seed: int, dist: DistInfo, sampling: str, batch_size: int):
         self.n, self.seed, self.dist, self.sampling, self.global_batch = n, seed, dist, sampling, batch_size
+        self.per_rank = batch_size // dist.world_size
         self.sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=False)
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch."""
         if self.sampling == "replacement":
             return max(self.n // self.global_batch, 1)
-        per_rank = self.global_batch // self.dist.world_size
-        return math.ceil(math.ceil(self.n / self.dist.world_size) / per_rank)
+        return math.ceil(math.ceil(self.n / self.dist.world_size) / self.per_rank)
 
-    def epoch(self, epoch: int, batch_size: int) -> list[torch.Tensor]:
+    def epoch(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's batches of one epoch, each of ``per_rank`` indices (the shuffled epoch's last may be short)."""
         if self.sampling == "replacement":
             gen = torch.Generator().manual_seed(self.seed * 1_000_033 + epoch)
             idx = torch.randint(self.n, (self.steps_per_epoch(), self.global_batch), generator=gen)  # [steps, global batch]
-            mine = idx[:, self.dist.rank * batch_size : (self.dist.rank + 1) * batch_size]  # this rank's slice
+            mine = idx[:, self.dist.rank * self.per_rank : (self.dist.rank + 1) * self.per_rank]  # this rank's slice
             return list(mine.unbind(0))
         self.sampler.set_epoch(epoch)
         idx = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
-        return list(idx.split(batch_size))
+        return list(idx.split(self.per_rank))
 
 
 class JsonlLogger:
@@ -272,7 +273,6 @@ def fit(
             cb.load_state_dict(cb_state)
 
     n_train = len(splits.train)
-    per_rank = cfg.batch_size // dist.world_size
     sequence = _Sequence(n_train, cfg.seed, dist, cfg.sampling, cfg.batch_size)
     steps_per_epoch = sequence.steps_per_epoch()
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
@@ -334,7 +334,7 @@ def fit(
     model.train()
     window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
     while state.step < total_steps and state.epoch < cfg.epochs and not ctx.stop:
-        batches = sequence.epoch(state.epoch, per_rank)
+        batches = sequence.epoch(state.epoch)
         for i in range(state.batch_in_epoch, len(batches)):
             if state.step >= total_steps or ctx.stop:
                 break
