@@ -1,0 +1,57 @@
+"""Choose, for each value of an `--each` key, the sub-run with the best validation accuracy among several
+`--each` runs (a hyper-parameter choice per value that never looks at test), and gather the chosen sub-runs
+into one `--each`-style folder with collect_each.
+
+    python scripts/select_each.py OUT_DIR data.tasks EACH_RUN [EACH_RUN ...]
+
+The MemNN papers choose hyper-parameters "using the training set" and train one model per task; this is
+that choice on the held-out 10% of train. Ties go to the run listed first. Besides what collect_each writes,
+OUT_DIR/selection.json lists every candidate's validation accuracy and the chosen run of each value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect_each import main as collect  # noqa: E402
+
+
+def choose(key: str, runs: list[str | Path]) -> dict[str, dict]:
+    """Per value of ``key``: the candidates (run, validation accuracy) and the chosen sub-run folder.
+
+    Raises ``ValueError`` when a sub-run has no validation accuracy (selection would be blind) or when the
+    runs do not cover the same values (a value would be chosen among fewer candidates).
+    """
+    name = key.split(".")[-1]
+    found: dict[str, list[tuple[str, Path, float]]] = {}
+    for run in map(Path, runs):
+        subs = sorted(run.glob(f"{name}=*"))
+        if not subs:
+            raise ValueError(f"{run} has no {name}=* sub-runs: pass the folders `overlooked train --each {key}=...` wrote")
+        for sub in subs:
+            summary = json.loads((sub / "summary.json").read_text())
+            if summary.get("val_accuracy") is None:
+                raise ValueError(f"{sub}/summary.json has no val_accuracy: selection needs a validation split (data.val_fraction > 0)")
+            found.setdefault(sub.name, []).append((run.name, sub, float(summary["val_accuracy"])))
+    short = {v: len(c) for v, c in found.items() if len(c) != len(runs)}
+    if short:
+        raise ValueError(f"the runs do not all cover the same values of {key} (candidates per value: {short}); pass runs over the same values")
+    chosen = {}
+    for value, cands in found.items():
+        best = max(range(len(cands)), key=lambda i: (cands[i][2], -i))  # highest validation accuracy, first listed on ties
+        chosen[value] = {"candidates": {run: acc for run, _, acc in cands}, "chosen": cands[best][0], "folder": cands[best][1]}
+    return chosen
+
+
+def main(out: str, key: str, runs: list[str]) -> None:
+    chosen = choose(key, runs)
+    collect(out, key, [str(c["folder"]) for c in chosen.values()])
+    record = {value: {"candidates": c["candidates"], "chosen": c["chosen"]} for value, c in chosen.items()}
+    (Path(out) / "selection.json").write_text(json.dumps({"rule": "highest validation accuracy per value, first listed on ties", "runs": [Path(r).name for r in runs], "values": record}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -1,0 +1,49 @@
+"""scripts/select_each.py: per-value choice among `--each` runs by validation accuracy, never by test."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "select_each.py"
+
+
+@pytest.fixture(scope="module")
+def select_each():
+    spec = importlib.util.spec_from_file_location("select_each", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _each_run(root: Path, name: str, accs: dict[int, tuple[float | None, float]]) -> Path:
+    run = root / name
+    for task, (val, test) in accs.items():
+        sub = run / f"tasks={task}"
+        sub.mkdir(parents=True)
+        (sub / "summary.json").write_text(json.dumps({"val_accuracy": val, "test_accuracy": test}))
+    return run
+
+
+def test_choose_takes_best_validation_per_value_ignoring_test_and_first_on_ties(select_each, tmp_path):
+    a = _each_run(tmp_path, "a", {1: (0.90, 0.99), 2: (0.80, 0.80), 3: (0.70, 0.70)})
+    b = _each_run(tmp_path, "b", {1: (0.95, 0.50), 2: (0.80, 0.99), 3: (0.60, 0.90)})
+    chosen = select_each.choose("data.tasks", [a, b])
+    assert {v: c["chosen"] for v, c in chosen.items()} == {"tasks=1": "b", "tasks=2": "a", "tasks=3": "a"}
+    assert chosen["tasks=1"]["candidates"] == {"a": 0.90, "b": 0.95}
+    assert chosen["tasks=1"]["folder"] == b / "tasks=1"
+
+
+def test_choose_refuses_runs_without_validation_or_over_different_values(select_each, tmp_path):
+    a = _each_run(tmp_path, "a", {1: (0.9, 0.9), 2: (0.9, 0.9)})
+    blind = _each_run(tmp_path, "blind", {1: (None, 0.9), 2: (0.5, 0.9)})
+    with pytest.raises(ValueError, match="val_accuracy"):
+        select_each.choose("data.tasks", [a, blind])
+    fewer = _each_run(tmp_path, "fewer", {1: (0.5, 0.5)})
+    with pytest.raises(ValueError, match="same values"):
+        select_each.choose("data.tasks", [a, fewer])
+    with pytest.raises(ValueError, match="no tasks="):
+        select_each.choose("data.tasks", [a, tmp_path / "empty"])
