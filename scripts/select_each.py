@@ -6,7 +6,9 @@ into one `--each`-style folder with collect_each.
 
 The MemNN papers choose hyper-parameters "using the training set" and train one model per task; this is
 that choice on the held-out 10% of train. Ties go to the run listed first. Besides what collect_each writes,
-OUT_DIR/selection.json lists every candidate's validation accuracy and the chosen run of each value.
+OUT_DIR/selection.json lists every candidate's validation accuracy and the chosen run of each value. The
+summary is named after OUT_DIR (the part before "-each-"); its wall_time_s is that of every candidate run
+(wall_time_s_chosen: the chosen ones); config.yaml is the first chosen run's, selection.json says the rest.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def choose(key: str, runs: list[str | Path]) -> dict[str, dict]:
 def main(out: str, key: str, runs: list[str]) -> None:
     chosen = choose(key, runs)
     collect(out, key, [str(c["folder"]) for c in chosen.values()])
+    # The gathered summary is named after OUT_DIR (not after the first chosen run) and counts the wall time
+    # of every candidate, since the choice needed all of them; config.yaml is the first chosen run's.
+    summary_path = Path(out) / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["name"] = Path(out).name.split("-each-")[0]
+    summary["wall_time_s_chosen"] = summary["wall_time_s"]
+    summary["wall_time_s"] = sum(json.loads((sub / "summary.json").read_text()).get("wall_time_s", 0.0) for run in map(Path, runs) for sub in run.glob(f"{key.split('.')[-1]}=*"))
+    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     record = {value: {"candidates": c["candidates"], "chosen": c["chosen"]} for value, c in chosen.items()}
     (Path(out) / "selection.json").write_text(json.dumps({"rule": "highest validation accuracy per value, first listed on ties", "runs": [Path(r).name for r in runs], "values": record}, indent=2) + "\n")
 
