@@ -59,6 +59,10 @@ def main(out: str, key: str, runs: list[str]) -> None:
     summary["wall_time_s_chosen"] = summary["wall_time_s"]
     summary["wall_time_s"] = sum(json.loads((sub / "summary.json").read_text()).get("wall_time_s", 0.0) for run in map(Path, runs) for sub in run.glob(f"{key.split('.')[-1]}=*"))
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    env_path = Path(out) / "environment.json"  # the command that made this folder, not the first run's
+    env = json.loads(env_path.read_text())
+    env["argv"] = ["python", "scripts/select_each.py", out, key, *map(str, runs)]
+    env_path.write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
     record = {value: {"candidates": c["candidates"], "chosen": c["chosen"]} for value, c in chosen.items()}
     (Path(out) / "selection.json").write_text(json.dumps({"rule": "highest validation accuracy per value, first listed on ties", "runs": [Path(r).name for r in runs], "values": record}, indent=2) + "\n")
 
