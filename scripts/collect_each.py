@@ -22,7 +22,9 @@ from overlooked.train.environment import environment
 SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "notes.md")
 
 
-def main(out: str, key: str, runs: list[str]) -> None:
+def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, summary_extra: dict | None = None) -> None:
+    """Gather ``runs`` into ``out``. ``argv``: the command recorded in environment.json (default: the first
+    run's); ``summary_extra``: keys that replace or join the merged summary's (e.g. a gathered run's name)."""
     out_dir = Path(out)
     subs, values, cfg = {}, [], None
     for run in map(Path, runs):
@@ -45,10 +47,10 @@ def main(out: str, key: str, runs: list[str]) -> None:
     order = sorted(range(len(values)), key=lambda i: values[i])
     values = [values[i] for i in order]
     cfg = apply_overrides(cfg, [f"{key}={json.dumps(values)}"])
-    merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
+    merged = {**api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values), **(summary_extra or {})}
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     env = environment(cfg.train.device)
-    env["argv"] = json.loads((Path(runs[0]) / "environment.json").read_text()).get("argv", [])
+    env["argv"] = argv if argv is not None else json.loads((Path(runs[0]) / "environment.json").read_text()).get("argv", [])
     env["collected_from"] = [Path(r).name for r in runs]
     (out_dir / "environment.json").write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")

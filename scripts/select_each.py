@@ -24,11 +24,13 @@ from collect_each import main as collect  # noqa: E402
 def choose(key: str, runs: list[str | Path]) -> dict[str, dict]:
     """Per value of ``key``: the candidates (run, validation accuracy) and the chosen sub-run folder.
 
+    Each value also gets the wall time of all its candidates and of the chosen one.
+
     Raises ``ValueError`` when a sub-run has no validation accuracy (selection would be blind) or when the
     runs do not cover the same values (a value would be chosen among fewer candidates).
     """
     name = key.split(".")[-1]
-    found: dict[str, list[tuple[str, Path, float]]] = {}
+    found: dict[str, list[tuple[str, Path, float, float]]] = {}
     for run in map(Path, runs):
         subs = sorted(run.glob(f"{name}=*"))
         if not subs:
@@ -37,32 +39,36 @@ def choose(key: str, runs: list[str | Path]) -> dict[str, dict]:
             summary = json.loads((sub / "summary.json").read_text())
             if summary.get("val_accuracy") is None:
                 raise ValueError(f"{sub}/summary.json has no val_accuracy: selection needs a validation split (data.val_fraction > 0)")
-            found.setdefault(sub.name, []).append((run.name, sub, float(summary["val_accuracy"])))
+            found.setdefault(sub.name, []).append((run.name, sub, float(summary["val_accuracy"]), float(summary.get("wall_time_s", 0.0))))
     short = {v: len(c) for v, c in found.items() if len(c) != len(runs)}
     if short:
         raise ValueError(f"the runs do not all cover the same values of {key} (candidates per value: {short}); pass runs over the same values")
     chosen = {}
     for value, cands in found.items():
         best = max(range(len(cands)), key=lambda i: (cands[i][2], -i))  # highest validation accuracy, first listed on ties
-        chosen[value] = {"candidates": {run: acc for run, _, acc in cands}, "chosen": cands[best][0], "folder": cands[best][1]}
+        chosen[value] = {
+            "candidates": {run: acc for run, _, acc, _ in cands},
+            "chosen": cands[best][0],
+            "folder": cands[best][1],
+            "wall_time_s": sum(c[3] for c in cands),  # every candidate: the choice needed all of them
+            "wall_time_s_chosen": cands[best][3],
+        }
     return chosen
 
 
 def main(out: str, key: str, runs: list[str]) -> None:
     chosen = choose(key, runs)
-    collect(out, key, [str(c["folder"]) for c in chosen.values()])
-    # The gathered summary is named after OUT_DIR (not after the first chosen run) and counts the wall time
-    # of every candidate, since the choice needed all of them; config.yaml is the first chosen run's.
-    summary_path = Path(out) / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    summary["name"] = Path(out).name.split("-each-")[0]
-    summary["wall_time_s_chosen"] = summary["wall_time_s"]
-    summary["wall_time_s"] = sum(json.loads((sub / "summary.json").read_text()).get("wall_time_s", 0.0) for run in map(Path, runs) for sub in run.glob(f"{key.split('.')[-1]}=*"))
-    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    env_path = Path(out) / "environment.json"  # the command that made this folder, not the first run's
-    env = json.loads(env_path.read_text())
-    env["argv"] = ["python", "scripts/select_each.py", out, key, *map(str, runs)]
-    env_path.write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
+    collect(
+        out,
+        key,
+        [str(c["folder"]) for c in chosen.values()],
+        argv=["python", "scripts/select_each.py", out, key, *map(str, runs)],
+        summary_extra={
+            "name": Path(out).name.split("-each-")[0],
+            "wall_time_s": sum(c["wall_time_s"] for c in chosen.values()),
+            "wall_time_s_chosen": sum(c["wall_time_s_chosen"] for c in chosen.values()),
+        },
+    )
     record = {value: {"candidates": c["candidates"], "chosen": c["chosen"]} for value, c in chosen.items()}
     (Path(out) / "selection.json").write_text(json.dumps({"rule": "highest validation accuracy per value, first listed on ties", "runs": [Path(r).name for r in runs], "values": record}, indent=2) + "\n")
 

@@ -90,7 +90,8 @@ class _Sequence:
     def __init__(self, n: int, seed: int, dist: DistInfo, sampling: str, batch_size: int):
         self.n, self.seed, self.dist, self.sampling, self.global_batch = n, seed, dist, sampling, batch_size
         self.per_rank = batch_size // dist.world_size
-        self.sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=False)
+        shuffled = sampling == "shuffle"  # the replacement draw needs no sampler
+        self.sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=False) if shuffled else None
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch."""
