@@ -3,13 +3,16 @@ file the test writes."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
 from overlooked.data import affnist as A
+from overlooked.data import store
 from overlooked.errors import DataError
 
 
@@ -45,16 +48,88 @@ def test_test_set_is_seeded_and_within_the_ranges():
     assert A.AFFNIST_RANGES["rotation_deg"][1] * math.pi / 180 < 0.35  # +-20 degrees
 
 
-def test_read_affnist_mat_roundtrip(tmp_path):
+def _write_affnist_mat(path, images, labels):
+    """A small file laid out like affNIST's test.mat: struct affNISTdata, image 1600 x N (row-major 40x40 per
+    column), label_int N, label_one_of_n 10 x N."""
     scipy_io = pytest.importorskip("scipy.io")
+    struct = {"image": images.reshape(len(images), 1600).T, "label_int": labels, "label_one_of_n": np.eye(10, dtype=np.uint8)[labels].T}
+    scipy_io.savemat(path, {"affNISTdata": struct})
+
+
+def test_read_affnist_mat_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(3, 40, 40), dtype=np.uint8)
     labels = np.array([7, 0, 3], dtype=np.uint8)
-    struct = {"image": images.reshape(3, 1600).T, "label_int": labels, "label_one_of_n": np.eye(10, dtype=np.uint8)[labels].T}
     path = tmp_path / "test.mat"
-    scipy_io.savemat(path, {"affNISTdata": struct})
+    _write_affnist_mat(path, images, labels)
     got_images, got_labels = A.read_affnist_mat(path)
     assert got_labels.tolist() == [7, 0, 3]
     torch.testing.assert_close(got_images, torch.from_numpy(images).float().unsqueeze(1) / 255.0)
     with pytest.raises(DataError, match="no such affNIST file"):
         A.read_affnist_mat(tmp_path / "missing.mat")
+
+
+def test_read_affnist_zip_as_served_equals_the_mat_inside(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(4, 40, 40), dtype=np.uint8)
+    labels = np.array([1, 2, 3, 9], dtype=np.uint8)
+    _write_affnist_mat(tmp_path / "test.mat", images, labels)
+    with zipfile.ZipFile(tmp_path / "test.mat.zip", "w") as zf:
+        zf.write(tmp_path / "test.mat", "test.mat")
+    from_zip, from_mat = A.read_affnist_mat(tmp_path / "test.mat.zip"), A.read_affnist_mat(tmp_path / "test.mat")
+    assert torch.equal(from_zip[0], from_mat[0]) and torch.equal(from_zip[1], from_mat[1])
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as zf:
+        zf.writestr("readme.txt", "no matrices here")
+    with pytest.raises(DataError, match="expected one .mat file inside the zip"):
+        A.read_affnist_mat(tmp_path / "empty.zip")
+    (tmp_path / "broken.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    with pytest.raises(DataError, match="not a readable affNIST .mat file"):
+        A.read_affnist_mat(tmp_path / "broken.mat")
+
+
+def test_affnist_download_entry_is_the_official_test_zip_with_a_sha256(tmp_path):
+    (check,) = store.dataset_files("affnist")
+    assert (check.path, check.algorithm) == (A.AFFNIST_TEST_FILE, "sha256")
+    assert check.digest == "2cde38ec83ee2ebfd7b901f8be5a09efb17a1bda04771f9b4905751eb945c01a"  # TFDS url_checksums/affnist.txt
+    source = store.SOURCES["affnist"]
+    assert source.mirrors[0] + source.remote_name(check.path) == "https://www.cs.toronto.edu/~tijmen/affNIST/32x/transformed/test.mat.zip"
+    # a mirror serving other bytes under the official name fails the checksum, and nothing is kept
+    www = tmp_path / "www"
+    www.mkdir()
+    _write_affnist_mat(tmp_path / "test.mat", np.zeros((2, 40, 40), np.uint8), np.array([0, 1], np.uint8))
+    with zipfile.ZipFile(www / "test.mat.zip", "w") as zf:
+        zf.write(tmp_path / "test.mat", "test.mat")
+    assert hashlib.sha256((www / "test.mat.zip").read_bytes()).hexdigest() != check.digest
+    with pytest.raises(DataError, match="checksum"):
+        store.fetch("affnist", tmp_path / "root", mirrors=[www.as_uri() + "/"])
+    assert not (tmp_path / "root" / A.AFFNIST_TEST_FILE).exists()
+
+
+def test_load_affnist_test_names_the_missing_file_and_the_fix(tmp_path):
+    with pytest.raises(DataError) as info:
+        A.load_affnist_test(tmp_path)
+    assert str(tmp_path / A.AFFNIST_TEST_FILE) in str(info.value) and "overlooked data fetch affnist" in str(info.value)
+
+
+def test_unknown_test_set_is_refused_before_any_file_is_read(tmp_path):
+    with pytest.raises(DataError, match="unknown test_set 'affnst'; use one of style, affnist"):
+        A.affnist_style(tmp_path, test_set="affnst")
+
+
+@pytest.mark.data
+def test_affnist_style_tests_on_the_real_affnist_file_when_asked(tmp_path, data_dir):
+    """``test_set="affnist"``: train and validation as before, test from ``affnist/test.mat.zip`` under the data
+    root (here a small file the test writes beside a link to the real MNIST)."""
+    (tmp_path / "mnist").symlink_to(data_dir / "mnist", target_is_directory=True)
+    (tmp_path / "affnist").mkdir()
+    rng = np.random.default_rng(2)
+    images, labels = rng.integers(0, 256, size=(5, 40, 40), dtype=np.uint8), np.array([4, 4, 0, 8, 2], np.uint8)
+    _write_affnist_mat(tmp_path / "test.mat", images, labels)
+    with zipfile.ZipFile(tmp_path / A.AFFNIST_TEST_FILE, "w") as zf:
+        zf.write(tmp_path / "test.mat", "test.mat")
+    real = A.affnist_style(tmp_path, test_set="affnist")
+    style = A.affnist_style(tmp_path)
+    assert len(real.test) == 5 and real.test.tensors["label"].tolist() == [4, 4, 0, 8, 2]
+    torch.testing.assert_close(real.test.tensors["image"], torch.from_numpy(images).float().unsqueeze(1) / 255.0)
+    assert real.meta["test_set"] == "affnist" and style.meta["test_set"] == "style" and len(style.test) == 10000
+    assert torch.equal(real.val.tensors["image"], style.val.tensors["image"]) and torch.equal(real.train.tensors["label"], style.train.tensors["label"])

@@ -6,25 +6,32 @@ border, as affNIST's "just centered" version), randomly translated during traini
 augmentation (``max_shift: 6``; see ``configs/capsnet_affnist.yaml``); validation images are translated once,
 from a fixed seed; test images are the 10,000 MNIST *test* digits under random affine transformations drawn,
 from a fixed seed, from the ranges of the affNIST page (https://www.cs.toronto.edu/~tijmen/affNIST/, Tijmen
-Tieleman): see ``AFFNIST_RANGES``. The real affNIST test set, when a user has it, is read by
-:func:`read_affnist_mat`.
+Tieleman): see ``AFFNIST_RANGES``. The real affNIST test set is read by :func:`read_affnist_mat` (a ``.mat``
+file, or the official ``test.mat.zip`` as served) and fetched, checksum verified, by the data store
+(``overlooked data fetch affnist``); ``affnist_style(test_set="affnist")`` tests on it instead of on our own
+transforms.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.data.mnist import load_mnist
 from overlooked.errors import DataError
 from overlooked.registry import DATASETS
 
 CANVAS = 40  # affNIST images are 40x40
+AFFNIST_TEST_FILE = "affnist/test.mat.zip"  # the official "transformed" test set, as the store fetches it
+TEST_SETS = ("style", "affnist")
 BORDER = (CANVAS - 28) // 2  # 6 px around a centred MNIST digit
 
 # The transformation ranges of the affNIST page (URL above), as uniform ranges. [U]: these are the values as
@@ -89,43 +96,83 @@ def affnist_style_test(images: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @DATASETS.register("affnist_style")
-def affnist_style(data_dir: str | os.PathLike[str] | None = None, val_fraction: float = 0.1, seed: int = 0, download: bool = False) -> Splits:
+def affnist_style(
+    data_dir: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+    test_set: str = "style",
+) -> Splits:
     """Train: centred 40x40 MNIST (translate with ``random_shift`` max 6 in training); validation: translated
-    once from ``seed``; test: MNIST test digits under affNIST-range affine transforms from ``seed``."""
+    once from ``seed``; test: MNIST test digits under affNIST-range affine transforms from ``seed``
+    (``test_set="style"``), or the real affNIST test set (``test_set="affnist"``, read from
+    ``affnist/test.mat.zip`` under the data root; ``download=True`` fetches it)."""
+    if test_set not in TEST_SETS:
+        raise DataError(f"affnist_style: unknown test_set {test_set!r}; use one of {', '.join(TEST_SETS)}")
     train_images, train_labels = load_mnist("train", data_dir, download)
-    test_images, test_labels = load_mnist("test", data_dir, download)
-    train_images, test_images = train_images.float() / 255.0, test_images.float() / 255.0
+    train_images = train_images.float() / 255.0
     tr, va = split_train_val(len(train_labels), val_fraction, seed)
     val = translate(on_canvas(train_images[va]), torch.Generator().manual_seed(seed + 1))
+    if test_set == "affnist":
+        test_images, test_labels = load_affnist_test(data_dir, download)
+    else:
+        digits, test_labels = load_mnist("test", data_dir, download)
+        test_images = affnist_style_test(digits.float() / 255.0, seed + 2)
     return Splits(
         train=ArrayDataset({"image": on_canvas(train_images[tr]), "label": train_labels[tr]}),
         val=ArrayDataset({"image": val, "label": train_labels[va]}),
-        test=ArrayDataset({"image": affnist_style_test(test_images, seed + 2), "label": test_labels}),
+        test=ArrayDataset({"image": test_images, "label": test_labels}),
         input_keys=("image",),
         target_key="label",
-        meta={"num_classes": 10, "image_shape": (1, CANVAS, CANVAS), "name": "affnist_style"},
+        meta={"num_classes": 10, "image_shape": (1, CANVAS, CANVAS), "name": "affnist_style", "test_set": test_set},
     )
 
 
+def _open_mat(path: Path) -> io.BytesIO | str:
+    """A ``.mat`` file's path, or the bytes of the single ``.mat`` member of a ``.zip`` (as affNIST serves it)."""
+    if not zipfile.is_zipfile(path):
+        return str(path)
+    with zipfile.ZipFile(path) as zf:
+        members = [m for m in zf.namelist() if m.lower().endswith(".mat") and not m.startswith("__MACOSX/")]
+        if len(members) != 1:
+            raise DataError(f"{path}: expected one .mat file inside the zip, found {members or 'none'}; use the official test.mat.zip of https://www.cs.toronto.edu/~tijmen/affNIST/")
+        return io.BytesIO(zf.read(members[0]))
+
+
 def read_affnist_mat(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read one real affNIST ``.mat`` file (e.g. ``test.mat`` of the "transformed" version): the struct
-    ``affNISTdata`` with ``image`` (1600 x N, uint8, column-major 40x40 digits) and ``label_int`` (N).
+    """Read one real affNIST ``.mat`` file (e.g. ``test.mat`` of the "transformed" version), or the ``.zip``
+    holding it as served: the struct ``affNISTdata`` with ``image`` (1600 x N, uint8, column-major 40x40
+    digits) and ``label_int`` (N).
 
     Returns:
         ``(images [N, 1, 40, 40] float32 in [0, 1], labels [N] int64)``.
     """
     try:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
     except ImportError as e:  # scipy is not a core dependency
-        raise DataError("reading affNIST .mat files needs scipy: pip install scipy") from e
+        raise DataError("reading affNIST .mat files needs scipy: pip install 'overlooked[affnist]' (or pip install scipy)") from e
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such affNIST file. Get it from https://www.cs.toronto.edu/~tijmen/affNIST/")
-    mat = loadmat(str(path), squeeze_me=True, struct_as_record=True)
+        raise DataError(f"{path}: no such affNIST file. Get it with `overlooked data fetch affnist` or from https://www.cs.toronto.edu/~tijmen/affNIST/")
+    try:
+        mat = loadmat(_open_mat(path), squeeze_me=True, struct_as_record=True)
+    except (MatReadError, ValueError, TypeError, IndexError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable affNIST .mat file ({type(e).__name__}: {e}); fetch it again with `overlooked data fetch affnist --force`") from e
     if "affNISTdata" not in mat:
         raise DataError(f"{path}: expected a struct 'affNISTdata', found {sorted(k for k in mat if not k.startswith('__'))}")
     data = mat["affNISTdata"]
     images = torch.as_tensor(data["image"].item().T.copy())  # [N, 1600]
     labels = torch.as_tensor(data["label_int"].item().reshape(-1).astype("int64"))
+    if images.ndim != 2 or images.shape[1] != CANVAS * CANVAS or len(labels) != len(images):
+        raise DataError(f"{path}: expected images 1600 x N and N labels, found images {tuple(images.shape[::-1])} and {len(labels)} labels")
     # each column is a 40x40 image stored row-major after the transpose above (as the public readers use it)
     return images.reshape(-1, 1, CANVAS, CANVAS).float() / 255.0, labels
+
+
+def load_affnist_test(data_dir: str | os.PathLike[str] | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real affNIST test set (10,000 transformed MNIST test digits) from ``affnist/test.mat.zip`` under the
+    data root; ``download=True`` fetches it from the affNIST page and checks its sha256 first, otherwise a
+    missing file is a :class:`DataError` naming it and the fix."""
+    root = store.ensure("affnist", data_dir, download, files=[AFFNIST_TEST_FILE], verify_checksums=download)
+    return read_affnist_mat(root / AFFNIST_TEST_FILE)
