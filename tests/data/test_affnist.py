@@ -56,6 +56,14 @@ def _write_affnist_mat(path, images, labels):
     scipy_io.savemat(path, {"affNISTdata": struct})
 
 
+def _write_affnist_zip(path, images, labels):
+    """``_write_affnist_mat`` zipped as affNIST serves it: one member ``test.mat``."""
+    mat = path.with_name(path.name + ".mat")
+    _write_affnist_mat(mat, images, labels)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(mat, "test.mat")
+
+
 def test_read_affnist_mat_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(3, 40, 40), dtype=np.uint8)
@@ -74,8 +82,7 @@ def test_read_affnist_zip_as_served_equals_the_mat_inside(tmp_path):
     images = rng.integers(0, 256, size=(4, 40, 40), dtype=np.uint8)
     labels = np.array([1, 2, 3, 9], dtype=np.uint8)
     _write_affnist_mat(tmp_path / "test.mat", images, labels)
-    with zipfile.ZipFile(tmp_path / "test.mat.zip", "w") as zf:
-        zf.write(tmp_path / "test.mat", "test.mat")
+    _write_affnist_zip(tmp_path / "test.mat.zip", images, labels)
     from_zip, from_mat = A.read_affnist_mat(tmp_path / "test.mat.zip"), A.read_affnist_mat(tmp_path / "test.mat")
     assert torch.equal(from_zip[0], from_mat[0]) and torch.equal(from_zip[1], from_mat[1])
     with zipfile.ZipFile(tmp_path / "empty.zip", "w") as zf:
@@ -96,9 +103,7 @@ def test_affnist_download_entry_is_the_official_test_zip_with_a_sha256(tmp_path)
     # a mirror serving other bytes under the official name fails the checksum, and nothing is kept
     www = tmp_path / "www"
     www.mkdir()
-    _write_affnist_mat(tmp_path / "test.mat", np.zeros((2, 40, 40), np.uint8), np.array([0, 1], np.uint8))
-    with zipfile.ZipFile(www / "test.mat.zip", "w") as zf:
-        zf.write(tmp_path / "test.mat", "test.mat")
+    _write_affnist_zip(www / "test.mat.zip", np.zeros((2, 40, 40), np.uint8), np.array([0, 1], np.uint8))
     assert hashlib.sha256((www / "test.mat.zip").read_bytes()).hexdigest() != check.digest
     with pytest.raises(DataError, match="checksum"):
         store.fetch("affnist", tmp_path / "root", mirrors=[www.as_uri() + "/"])
@@ -124,9 +129,7 @@ def test_affnist_style_tests_on_the_real_affnist_file_when_asked(tmp_path, data_
     (tmp_path / "affnist").mkdir()
     rng = np.random.default_rng(2)
     images, labels = rng.integers(0, 256, size=(5, 40, 40), dtype=np.uint8), np.array([4, 4, 0, 8, 2], np.uint8)
-    _write_affnist_mat(tmp_path / "test.mat", images, labels)
-    with zipfile.ZipFile(tmp_path / A.AFFNIST_TEST_FILE, "w") as zf:
-        zf.write(tmp_path / "test.mat", "test.mat")
+    _write_affnist_zip(tmp_path / A.AFFNIST_TEST_FILE, images, labels)
     real = A.affnist_style(tmp_path, test_set="affnist")
     style = A.affnist_style(tmp_path)
     assert len(real.test) == 5 and real.test.tensors["label"].tolist() == [4, 4, 0, 8, 2]

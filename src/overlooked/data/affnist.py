@@ -109,15 +109,15 @@ def affnist_style(
     ``affnist/test.mat.zip`` under the data root; ``download=True`` fetches it)."""
     if test_set not in TEST_SETS:
         raise DataError(f"affnist_style: unknown test_set {test_set!r}; use one of {', '.join(TEST_SETS)}")
-    train_images, train_labels = load_mnist("train", data_dir, download)
-    train_images = train_images.float() / 255.0
-    tr, va = split_train_val(len(train_labels), val_fraction, seed)
-    val = translate(on_canvas(train_images[va]), torch.Generator().manual_seed(seed + 1))
-    if test_set == "affnist":
+    if test_set == "affnist":  # first: a missing affNIST file fails before MNIST is read
         test_images, test_labels = load_affnist_test(data_dir, download)
     else:
         digits, test_labels = load_mnist("test", data_dir, download)
         test_images = affnist_style_test(digits.float() / 255.0, seed + 2)
+    train_images, train_labels = load_mnist("train", data_dir, download)
+    train_images = train_images.float() / 255.0
+    tr, va = split_train_val(len(train_labels), val_fraction, seed)
+    val = translate(on_canvas(train_images[va]), torch.Generator().manual_seed(seed + 1))
     return Splits(
         train=ArrayDataset({"image": on_canvas(train_images[tr]), "label": train_labels[tr]}),
         val=ArrayDataset({"image": val, "label": train_labels[va]}),
