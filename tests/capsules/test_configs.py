@@ -7,7 +7,7 @@ import pytest
 from overlooked import api
 from overlooked.capsules.models import StopAtValAccuracy
 
-CONFIGS = ["capsnet_mnist", "capsnet_affnist", "capsnet_baseline_affnist", "capsule_em_mnist", "capsule_em_affnist", "capsnet_multimnist", "multimnist_baseline"]
+CONFIGS = ["capsnet_mnist", "capsnet_affnist", "capsnet_baseline_affnist", "capsule_em_mnist", "capsule_em_small_mnist", "capsule_em_affnist", "capsnet_multimnist", "multimnist_baseline"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -39,3 +39,10 @@ def test_multimnist_pair_budget_is_the_same_for_both_models():
     assert caps.data == base.data and caps.train.epochs == base.train.epochs and caps.train.batch_size == base.train.batch_size
     assert caps.model.name == "capsnet_multimnist" and base.objective.name == "multilabel_bce"
     assert caps.objective.kwargs["recon_keys"] == ["image_a", "image_b"]
+
+
+def test_capsule_em_small_mnist_is_the_em_recipe_on_the_small_model():
+    small, big = api.load("capsule_em_small_mnist", []), api.load("capsule_em_mnist", [])
+    assert small.model.name == "matcaps_em_small" and small.model.kwargs == {"iterations": 2, "routing_backend": "compiled"}
+    assert small.train.epochs == 10 and small.data == big.data and small.objective == big.objective and small.callbacks == big.callbacks
+    assert (small.train.optimizer, small.train.lr, small.train.batch_size, small.train.grad_clip) == (big.train.optimizer, big.train.lr, big.train.batch_size, big.train.grad_clip)

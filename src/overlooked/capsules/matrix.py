@@ -5,6 +5,12 @@ votes for a parent with ``V_ij = M_i W_ij``; :func:`overlooked.capsules.function
 into parent poses and activations. Layouts: poses ``[N, H, W, C, 16]``, activations ``[N, H, W, C]``
 (``C`` capsule types per position).
 
+Speed: ``routing_backend="compiled"`` runs each layer's votes and EM routing through ``torch.compile`` (one
+fused kernel per pass instead of a dozen memory-bound passes over the votes; the same maths, tested equal to
+``"reference"``). On the 2-core dev CPU it took the small model (2 iterations, batch 128) from 29 to 94
+training images/s, after about 15 s of compiling per layer and input shape (2026-12-04). It needs a C++
+compiler on CPU or Triton on CUDA.
+
 Simplification, stated: ConvCaps routes each receptive field on its own (a child that falls in several
 overlapping windows is normalised within each window), as the public ports do; the paper normalises a
 child's assignments over every parent it reaches.
@@ -18,6 +24,8 @@ from torch import nn
 from overlooked.capsules import functional as CF
 
 POSE = 16  # 4x4 pose matrix, flattened
+ROUTING_BACKENDS = ("reference", "compiled")
+COMPILE_RECOMPILE_LIMIT = 64  # static graphs kept for the compiled backend (shapes x layers x grad modes)
 
 
 def _votes(poses: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -30,6 +38,60 @@ def _votes(poses: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     Wi = W.permute(0, 2, 1, 3).reshape(I, 4, J * 4)  # rows b, cols (j, c)
     V = torch.bmm(M, Wi).view(I, N, 4, J, 4)  # V[i, n, a, j, c] = sum_b M[n,i,a,b] W[i,j,b,c]
     return V.permute(1, 3, 0, 2, 4).reshape(N, J, I, POSE).transpose(1, 2)
+
+
+def votes_and_route(
+    poses: torch.Tensor,
+    W: torch.Tensor,
+    activations: torch.Tensor,
+    beta_u: torch.Tensor,
+    beta_a: torch.Tensor,
+    iterations: int,
+    inverse_temperatures: list[float] | None = None,
+    offset: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Votes ``V_ij = M_i W_ij`` (plus ``offset`` ``[I, 16]``, coordinate addition, when given), then
+    :func:`overlooked.capsules.functional.em_routing`: ``poses`` ``[N, I, 16]``, ``W`` ``[I, J, 4, 4]``,
+    ``activations`` ``[N, I]`` -> ``(mu [N, J, 16], a [N, J], R [N, I, J])``."""
+    votes = _votes(poses, W)
+    if offset is not None:
+        votes = votes + offset.view(1, offset.shape[0], 1, POSE)
+    return CF.em_routing(votes, activations, beta_u, beta_a, iterations, inverse_temperatures)
+
+
+_compiled_route = None
+
+
+def _route(backend: str):
+    """:func:`votes_and_route` itself (``"reference"``) or its ``torch.compile`` (``"compiled"``, built once)."""
+    global _compiled_route
+    if backend == "reference":
+        return votes_and_route
+    if _compiled_route is None:
+        compiled = torch.compile(votes_and_route, dynamic=False, fullgraph=True)  # a graph break is an error, never a silent eager fallback
+
+        def run(*args, **kwargs):
+            try:
+                # one static graph per layer, input shape and grad mode (three layers, train / last / eval batches,
+                # with and without gradients pass the default limit of 8); each takes seconds to compile
+                with torch._dynamo.config.patch(recompile_limit=COMPILE_RECOMPILE_LIMIT):
+                    return compiled(*args, **kwargs)
+            except Exception as err:  # inductor's failures (no compiler, no Triton) surface at the first call
+                if "BackendCompilerFailed" not in type(err).__name__ and "InductorError" not in type(err).__name__:
+                    raise
+                raise RuntimeError(
+                    "routing_backend='compiled' could not compile EM routing with torch.compile (it needs a C++ "
+                    "compiler on CPU, Triton on CUDA); use routing_backend='reference' (the same maths, slower)"
+                ) from err
+
+        _compiled_route = run
+    return _compiled_route
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in ROUTING_BACKENDS:
+        raise ValueError(f"routing_backend must be one of {ROUTING_BACKENDS}, got {backend!r}")
+    return backend
 
 
 class PrimaryMatCaps(nn.Module):
@@ -58,11 +120,13 @@ class ConvCaps(nn.Module):
         kernel_size, stride: the window.
         iterations: EM iterations.
         inverse_temperatures: see :func:`overlooked.capsules.functional.em_routing`.
+        routing_backend: ``"reference"`` or ``"compiled"`` (``torch.compile`` of votes + routing; speed only).
     """
 
-    def __init__(self, in_types: int, out_types: int, kernel_size: int = 3, stride: int = 1, iterations: int = 3, inverse_temperatures: list[float] | None = None):
+    def __init__(self, in_types: int, out_types: int, kernel_size: int = 3, stride: int = 1, iterations: int = 3, inverse_temperatures: list[float] | None = None, routing_backend: str = "reference"):
         super().__init__()
         self.kernel_size, self.stride, self.iterations, self.inverse_temperatures = kernel_size, stride, iterations, inverse_temperatures
+        self.routing_backend = _check_backend(routing_backend)
         self.W = nn.Parameter(torch.randn(kernel_size * kernel_size * in_types, out_types, 4, 4))  # N(0, 1), ours
         self.beta_u = nn.Parameter(torch.zeros(out_types))
         self.beta_a = nn.Parameter(torch.zeros(out_types))
@@ -76,7 +140,7 @@ class ConvCaps(nn.Module):
         Ho, Wo = p.shape[1], p.shape[2]
         p = p.permute(0, 1, 2, 5, 6, 3, 4).reshape(N * Ho * Wo, k * k * C, POSE)  # children of each window
         a = a.permute(0, 1, 2, 4, 5, 3).reshape(N * Ho * Wo, k * k * C)
-        mu, a_out, _ = CF.em_routing(_votes(p, self.W), a, self.beta_u, self.beta_a, self.iterations, self.inverse_temperatures)
+        mu, a_out, _ = _route(self.routing_backend)(p, self.W, a, self.beta_u, self.beta_a, self.iterations, self.inverse_temperatures)
         J = self.W.shape[1]
         return mu.view(N, Ho, Wo, J, POSE), a_out.view(N, Ho, Wo, J)
 
@@ -87,9 +151,10 @@ class ClassCaps(nn.Module):
     child's receptive-field centre is added to the first two elements of the right-hand column of its vote
     (Hinton et al. 2018, §3)."""
 
-    def __init__(self, in_types: int, num_classes: int = 10, iterations: int = 3, coordinate_addition: bool = True, inverse_temperatures: list[float] | None = None):
+    def __init__(self, in_types: int, num_classes: int = 10, iterations: int = 3, coordinate_addition: bool = True, inverse_temperatures: list[float] | None = None, routing_backend: str = "reference"):
         super().__init__()
         self.iterations, self.coordinate_addition, self.inverse_temperatures = iterations, coordinate_addition, inverse_temperatures
+        self.routing_backend = _check_backend(routing_backend)
         self.W = nn.Parameter(torch.randn(in_types, num_classes, 4, 4))  # N(0, 1), ours
         self.beta_u = nn.Parameter(torch.zeros(num_classes))
         self.beta_a = nn.Parameter(torch.zeros(num_classes))
@@ -98,15 +163,16 @@ class ClassCaps(nn.Module):
         """``[N, H, W, C, 16]``, ``[N, H, W, C]`` -> class poses ``[N, K, 16]``, activations ``[N, K]``,
         assignments ``[N, H*W*C, K]``."""
         N, H, W, C, _ = pose.shape
-        votes = _votes(pose.reshape(N, H * W * C, POSE), self.W.repeat(H * W, 1, 1, 1))  # [N, H*W*C, K, 16]
+        offset = None
         if self.coordinate_addition:
             rows = (torch.arange(H, dtype=pose.dtype, device=pose.device) + 0.5) / H  # centres, scaled to (0, 1)
             cols = (torch.arange(W, dtype=pose.dtype, device=pose.device) + 0.5) / W
-            offset = torch.zeros(H, W, C, 1, POSE, dtype=pose.dtype, device=pose.device)
-            offset[..., 3] = rows.view(H, 1, 1, 1)  # element (0, 3) of the 4x4 vote
-            offset[..., 7] = cols.view(1, W, 1, 1)  # element (1, 3)
-            votes = votes + offset.view(1, H * W * C, 1, POSE)
-        mu, a_out, R = CF.em_routing(votes, act.reshape(N, H * W * C), self.beta_u, self.beta_a, self.iterations, self.inverse_temperatures)
+            offset = torch.zeros(H, W, C, POSE, dtype=pose.dtype, device=pose.device)
+            offset[..., 3] = rows.view(H, 1, 1)  # element (0, 3) of the 4x4 vote
+            offset[..., 7] = cols.view(1, W, 1)  # element (1, 3)
+            offset = offset.view(H * W * C, POSE)
+        route = _route(self.routing_backend)
+        mu, a_out, R = route(pose.reshape(N, H * W * C, POSE), self.W.repeat(H * W, 1, 1, 1), act.reshape(N, H * W * C), self.beta_u, self.beta_a, self.iterations, self.inverse_temperatures, offset)
         return mu, a_out, R
 
 
@@ -114,17 +180,18 @@ class MatrixCapsNet(nn.Module):
     """Hinton et al. 2018's network: ReLU conv 5x5/2 with ``A`` channels, PrimaryMatCaps ``B`` types,
     ConvCaps ``C`` types (3x3/2), ConvCaps ``D`` types (3x3/1), ClassCaps with coordinate addition.
 
-    28x28 MNIST: 28 -> 12 -> 12 -> 5 -> 3. The spread loss margin is a buffer a callback sets through
+    28x28 MNIST: 28 -> 12 -> 12 -> 5 -> 3. ``routing_backend`` (``"reference"`` / ``"compiled"``) is passed to
+    every routing layer. The spread loss margin is a buffer a callback sets through
     :meth:`set_spread_margin`, and the forward pass reports it, so the objective reads it from the output.
     """
 
-    def __init__(self, A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True):
+    def __init__(self, A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True, routing_backend: str = "reference"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, A, 5, stride=2)
         self.primary = PrimaryMatCaps(A, B)
-        self.caps1 = ConvCaps(B, C, 3, 2, iterations)
-        self.caps2 = ConvCaps(C, D, 3, 1, iterations)
-        self.classes = ClassCaps(D, num_classes, iterations, coordinate_addition)
+        self.caps1 = ConvCaps(B, C, 3, 2, iterations, routing_backend=routing_backend)
+        self.caps2 = ConvCaps(C, D, 3, 1, iterations, routing_backend=routing_backend)
+        self.classes = ClassCaps(D, num_classes, iterations, coordinate_addition, routing_backend=routing_backend)
         self.register_buffer("spread_margin", torch.tensor(CF.SPREAD_MARGIN_START))
 
     def set_spread_margin(self, margin: float) -> None:

@@ -89,15 +89,16 @@ _EM_PAPER = "Hinton, Sabour, Frosst 2018, Matrix capsules with EM routing (OpenR
 
 
 @MODELS.register("matcaps_em_small", family="capsules", paper=_EM_PAPER, input_keys=("image",))
-def matcaps_em_small(A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True) -> MatrixCapsNet:
-    """The paper's small matrix-capsule model: A=64, B=8, C=D=16."""
-    return MatrixCapsNet(A, B, C, D, num_classes, iterations, in_channels, coordinate_addition)
+def matcaps_em_small(A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True, routing_backend: str = "reference") -> MatrixCapsNet:
+    """The paper's small matrix-capsule model: A=64, B=8, C=D=16. ``routing_backend="compiled"``: the same
+    maths through ``torch.compile`` (about 3x faster on CPU; see :mod:`overlooked.capsules.matrix`)."""
+    return MatrixCapsNet(A, B, C, D, num_classes, iterations, in_channels, coordinate_addition, routing_backend)
 
 
 @MODELS.register("matcaps_em", family="capsules", paper=_EM_PAPER, input_keys=("image",))
-def matcaps_em(A: int = 32, B: int = 32, C: int = 32, D: int = 32, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True) -> MatrixCapsNet:
+def matcaps_em(A: int = 32, B: int = 32, C: int = 32, D: int = 32, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True, routing_backend: str = "reference") -> MatrixCapsNet:
     """The A=B=C=D=32 matrix-capsule model (the paper's full model; a public port's 99.3 % MNIST used 2 iterations)."""
-    return MatrixCapsNet(A, B, C, D, num_classes, iterations, in_channels, coordinate_addition)
+    return MatrixCapsNet(A, B, C, D, num_classes, iterations, in_channels, coordinate_addition, routing_backend)
 
 
 class SpreadLoss(nn.Module):
