@@ -30,6 +30,24 @@ def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backen
         assert f["clock"] == ("cpu" if bf16 else "wall")
 
 
+def test_em_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch):
+    calls = []
+    real = trainer.train_step
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", counting)
+    figures = bench_capsules.em_throughput(routing_backend="reference", batch_size=2, repeats=1)
+    assert len(calls) == 2 and calls[0].caps1.routing_backend == "reference"  # warm-up plus one timed step
+    assert sum(p.numel() for p in calls[0].parameters()) == 68_444  # the small model (A=64, B=8, C=D=16)
+    assert [f["name"].split()[-1] for f in figures] == ["train", "infer"] and all(f["value"] > 0 for f in figures)
+    assert all(f["model"] == "matcaps_em_small" and f["iterations"] == 2 and f["backend"] == "reference" for f in figures)
+    with pytest.raises(ValueError, match="model_name must be one of"):
+        bench_capsules.em_throughput(model_name="capsnet")
+
+
 def test_bench_is_registered():
     catalog.load_all()
     assert "capsules" in BENCHMARKS.names()

@@ -1,4 +1,4 @@
-"""``overlooked bench capsules``: CapsNet training and inference throughput in images/s.
+"""``overlooked bench capsules``: CapsNet (and EM-routing) training and inference throughput in images/s.
 
 The issue's setting: the exact 8,215,568-parameter CapsNet, batch 128, 3 routing iterations, decoder on,
 margin + 0.0005 x reconstruction loss, Adam. One training step is the trainer's own
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from overlooked.bench.timing import time_call
-from overlooked.capsules.models import CapsuleLoss, capsnet
+from overlooked.capsules.models import CapsuleLoss, SpreadLoss, capsnet, matcaps_em, matcaps_em_small
 from overlooked.config import TrainConfig
 from overlooked.registry import BENCHMARKS
 from overlooked.train import trainer
@@ -52,15 +52,37 @@ def capsnet_throughput(
     """
     torch.manual_seed(0)
     model = capsnet(iterations=iterations, detach_intermediate=detach_intermediate, backend=backend).to(device)
+    setting = {"backend": backend, "precision": "bf16" if bf16 else "fp32", "batch_size": batch_size, "iterations": iterations, "decoder": True, "detach_intermediate": detach_intermediate}
+    tag = f"capsnet {backend} {setting['precision']} batch {batch_size} r={iterations} detach={'on' if detach_intermediate else 'off'}"
+    return _throughput(model, CapsuleLoss(), ("image", "label"), batch_size, bf16, repeats, device, clock, setting, tag)
+
+
+def em_throughput(
+    *, model_name: str = "matcaps_em_small", routing_backend: str = "compiled", batch_size: int = 128, iterations: int = 2, repeats: int = 5, device: str = "cpu", clock: str = "wall"
+) -> list[dict[str, Any]]:
+    """Training and inference images/s of a matrix-capsule (EM routing) model on ``[B, 1, 28, 28]`` input,
+    one training step being the trainer's ``train_step`` with the spread loss and Adam, in float32. The
+    ``"compiled"`` backend compiles in the warm-up call (once for training, once for inference), which the
+    timing leaves out."""
+    builders = {"matcaps_em_small": matcaps_em_small, "matcaps_em": matcaps_em}
+    if model_name not in builders:
+        raise ValueError(f"model_name must be one of {sorted(builders)}, got {model_name!r}")
+    torch.manual_seed(0)
+    model = builders[model_name](iterations=iterations, routing_backend=routing_backend).to(device)
+    setting = {"backend": routing_backend, "precision": "fp32", "batch_size": batch_size, "iterations": iterations, "model": model_name}
+    tag = f"{model_name} {routing_backend} fp32 batch {batch_size} r={iterations}"
+    return _throughput(model, SpreadLoss(), ("image",), batch_size, False, repeats, device, clock, setting, tag)
+
+
+def _throughput(model: torch.nn.Module, objective: torch.nn.Module, keys: tuple[str, ...], batch_size: int, bf16: bool, repeats: int, device: str, clock: str, setting: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    """Time ``trainer.train_step`` and a no-grad forward on seeded noise; two figures (train, infer) in images/s."""
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     cfg = TrainConfig(optimizer="adam", lr=1e-3, bf16=bf16, device=device)
     optimizer = trainer.build_optimizer(cfg, model.parameters())
     gen = torch.Generator().manual_seed(0)
     batch = {"image": torch.rand(batch_size, 1, 28, 28, generator=gen).to(device), "label": torch.randint(0, 10, (batch_size,), generator=gen).to(device)}
-    objective = CapsuleLoss()
-    keys = ("image", "label")
     model.train()
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
 
     def timed(fn: Callable[[], object]) -> dict[str, float]:
         return time_cpu(fn, repeats=repeats) if clock == "cpu" else time_call(fn, warmup=1, repeats=repeats, device=device)
@@ -73,17 +95,7 @@ def capsnet_throughput(
             model(batch["image"])
 
     inference = timed(infer)
-    setting = {
-        "backend": backend,
-        "precision": "bf16" if bf16 else "fp32",
-        "batch_size": batch_size,
-        "iterations": iterations,
-        "decoder": True,
-        "detach_intermediate": detach_intermediate,
-        "threads": torch.get_num_threads(),
-        "clock": clock,
-    }
-    tag = f"capsnet {backend} {setting['precision']} batch {batch_size} r={iterations} detach={'on' if detach_intermediate else 'off'}"
+    setting = {**setting, "threads": torch.get_num_threads(), "clock": clock}
     return [
         {"name": f"{tag} train", "value": batch_size / train["median_s"], "unit": "images/s", **setting, **train},
         {"name": f"{tag} infer", "value": batch_size / inference["median_s"], "unit": "images/s", **setting, **inference},
@@ -93,9 +105,12 @@ def capsnet_throughput(
 @BENCHMARKS.register("capsules")
 def bench_capsules(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """CapsNet (8,215,568 parameters), batch 128, 3 iterations, decoder on, detach off: the fused backend in
-    fp32 and bf16, and the plain reference backend in fp32 for comparison."""
+    fp32 and bf16, and the plain reference backend in fp32 for comparison; then the small EM-routing model
+    (A=64, B=8, C=D=16, 2 iterations, batch 128, fp32) with compiled and reference routing."""
     repeats = 2 if quick else 5
     figures: list[dict[str, Any]] = []
     for backend, bf16 in (("fused", False), ("fused", True), ("reference", False)):
         figures += capsnet_throughput(backend=backend, bf16=bf16, repeats=repeats, device=device)
+    for routing_backend in ("compiled", "reference"):
+        figures += em_throughput(routing_backend=routing_backend, repeats=repeats, device=device)
     return figures
