@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from overlooked import catalog
-from overlooked.config import Component, ExperimentConfig, check_component_kwargs, load_config
+from overlooked.config import Component, ExperimentConfig, apply_overrides, check_component_kwargs, load_config
 from overlooked.data.base import Splits
 from overlooked.errors import ConfigError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
@@ -347,7 +347,6 @@ def train_each(
     model, and the merged summary holds per-task results as if one model had answered every task, for the
     best run per task under each selection rule.
     """
-    from overlooked.config import apply_overrides
 
     path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
     subs: dict[str, dict[str, Any]] = {}
@@ -388,10 +387,18 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     return run, _single_run(cfg, run, data_dir, last, callbacks or [])
 
 
-def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None = None) -> tuple[ExperimentConfig, Splits, nn.Module]:
-    """Rebuild a run's data and model and load its ``best`` (or ``last``) checkpoint."""
+def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None) -> tuple[ExperimentConfig, Splits, nn.Module]:
+    """Rebuild a run's data and model and load its ``best`` (or ``last``) checkpoint. ``data_overrides``
+    (``data.*`` keys only: the model must stay the one the checkpoint holds) swap the data, e.g. to test a
+    model trained on MNIST on the affNIST-style set: ``["data.name=affnist_style"]``."""
     run = Path(run)
     cfg = run_config(run)
+    if data_overrides:
+        bad = [o for o in data_overrides if not o.split("=", 1)[0].strip().startswith("data.")]
+        if bad:
+            raise ConfigError(f"evaluation takes data.* overrides only (the model must match its checkpoint), got {bad}; train a new run to change anything else")
+        cfg = apply_overrides(cfg, data_overrides)
+        check_config(cfg)
     splits = build_data(cfg, data_dir)
     model = build_model(cfg, splits.meta)
     load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
@@ -399,18 +406,19 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     return cfg, splits, model
 
 
-def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint (``best`` or ``last``) on one split."""
+def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint (``best`` or ``last``) on one split, of the run's data or of the data
+    ``data_overrides`` name (see :func:`load_run`)."""
     from overlooked.train.evaluate import evaluate as _evaluate
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {split!r}")
-    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
+    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir, data_overrides=data_overrides)
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)
     metric = splits.meta.get("metric", "top1")  # MultiMNIST: both digits correct
     res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
-    return {"run": str(run), "split": split, "checkpoint": checkpoint, **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
+    return {"run": str(run), "split": split, "checkpoint": checkpoint, "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
 
 def load(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -73,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, data_overrides=args.overrides)
     res.pop("group_accuracy", None) if not args.groups else None
     print(json.dumps(res, indent=2))
     return 0
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a split")
     p.add_argument("run", help="run folder written by `overlooked train`")
+    p.add_argument("overrides", nargs="*", help="data.* overrides to evaluate on other data, e.g. data.name=affnist_style")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--groups", action="store_true", help="also print per-group (e.g. per-task) accuracy")

@@ -43,6 +43,18 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert {"torch", "python", "git_commit", "device", "argv"} <= set(env)
 
 
+def test_evaluate_on_other_data_takes_data_overrides_only(tmp_path, capsys):
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "data.kwargs.n_test=24"]) == 0  # the same model on a 24-example test set
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 24 and res["data_overrides"] == ["data.kwargs.n_test=24"] and res["data"]["kwargs"]["n_test"] == 24
+    assert main(["evaluate", str(run), "model.kwargs.hidden=[8]"]) == 2  # would not match the checkpoint
+    err = capsys.readouterr().err
+    assert "data.* overrides only" in err and "model.kwargs.hidden" in err
+
+
 def test_unknown_key_exits_2_with_message(tmp_path, capsys):
     assert main(["train", str(_config(tmp_path)), "train.learning_rate=1", "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
