@@ -128,6 +128,27 @@ def test_routing_backend_compiled_equals_reference_values_and_gradients():
     assert matrix._compiled_route is not None and counters["stats"]["unique_graphs"] > graphs_before  # compiled graphs ran
 
 
+def test_routing_backend_compiled_failure_names_the_fix(monkeypatch):
+    """A machine where torch.compile cannot build (no C++ compiler, no Triton) gets an error naming the cause
+    and the fallback, not inductor's traceback alone."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from overlooked.capsules import matrix
+
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise BackendCompilerFailed(lambda *a: None, RuntimeError("no working C++ compiler"), None)
+
+        return call
+
+    monkeypatch.setattr(matrix, "_compiled_route", None)
+    monkeypatch.setattr(torch, "compile", broken)
+    model = matcaps_em_small(A=4, B=2, C=2, D=2, iterations=1, routing_backend="compiled")
+    with pytest.raises(RuntimeError, match="routing_backend='reference'") as info:
+        model(torch.rand(1, 1, 20, 20))
+    assert "no working C++ compiler" in str(info.value.__cause__)
+
+
 def test_routing_backend_unknown_name_is_refused():
     with pytest.raises(ValueError, match="routing_backend must be one of"):
         matcaps_em_small(routing_backend="fused")

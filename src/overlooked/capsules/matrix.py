@@ -76,9 +76,7 @@ def _route(backend: str):
                 # with and without gradients pass the default limit of 8); each takes seconds to compile
                 with torch._dynamo.config.patch(recompile_limit=COMPILE_RECOMPILE_LIMIT):
                     return compiled(*args, **kwargs)
-            except Exception as err:  # inductor's failures (no compiler, no Triton) surface at the first call
-                if "BackendCompilerFailed" not in type(err).__name__ and "InductorError" not in type(err).__name__:
-                    raise
+            except _compile_failures() as err:  # inductor's failures (no compiler, no Triton) surface at the first call
                 raise RuntimeError(
                     "routing_backend='compiled' could not compile EM routing with torch.compile (it needs a C++ "
                     "compiler on CPU, Triton on CUDA); use routing_backend='reference' (the same maths, slower)"
@@ -86,6 +84,17 @@ def _route(backend: str):
 
         _compiled_route = run
     return _compiled_route
+
+
+def _compile_failures() -> tuple[type[BaseException], ...]:
+    """The exception types a failed ``torch.compile`` backend raises (InductorError is newer than torch 2.5)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        from torch._inductor.exc import InductorError
+    except ImportError:
+        return (BackendCompilerFailed,)
+    return (BackendCompilerFailed, InductorError)
 
 
 def _check_backend(backend: str) -> str:
