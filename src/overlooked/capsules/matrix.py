@@ -7,9 +7,9 @@ into parent poses and activations. Layouts: poses ``[N, H, W, C, 16]``, activati
 
 Speed: ``routing_backend="compiled"`` runs each layer's votes and EM routing through ``torch.compile`` (one
 fused kernel per pass instead of a dozen memory-bound passes over the votes; the same maths, tested equal to
-``"reference"``). On the 2-core dev CPU it took the small model (2 iterations, batch 128) from 29 to 94
-training images/s, after about 15 s of compiling per layer and input shape (2026-12-04). It needs a C++
-compiler on CPU or Triton on CUDA.
+``"reference"``). On the 2-core dev CPU, `overlooked bench capsules` (2026-12-04) times the small model
+(2 iterations, batch 128, the trainer's step) at 74 training images/s against 32 for the reference, after
+about 15 s of compiling per layer and input shape. It needs a C++ compiler on CPU or Triton on CUDA.
 
 Simplification, stated: ConvCaps routes each receptive field on its own (a child that falls in several
 overlapping windows is normalised within each window), as the public ports do; the paper normalises a
