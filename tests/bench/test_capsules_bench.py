@@ -10,8 +10,8 @@ from overlooked.registry import BENCHMARKS
 from overlooked.train import trainer
 
 
-@pytest.mark.parametrize("backend, bf16", [("fused", False), ("reference", True)])
-def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backend, bf16):
+def _count_train_steps(monkeypatch) -> list:
+    """Make ``trainer.train_step`` record the model of each call; returns the list it appends to."""
     calls = []
     real = trainer.train_step
 
@@ -20,6 +20,12 @@ def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backen
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_step", counting)
+    return calls
+
+
+@pytest.mark.parametrize("backend, bf16", [("fused", False), ("reference", True)])
+def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backend, bf16):
+    calls = _count_train_steps(monkeypatch)
     figures = bench_capsules.capsnet_throughput(backend=backend, bf16=bf16, batch_size=2, repeats=1, clock="cpu" if bf16 else "wall")
     assert len(calls) == 2  # warm-up plus one timed step, all through trainer.train_step
     assert sum(p.numel() for p in calls[0].parameters()) == 8_215_568  # the exact CapsNet, decoder on
@@ -31,14 +37,7 @@ def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backen
 
 
 def test_em_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch):
-    calls = []
-    real = trainer.train_step
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", counting)
+    calls = _count_train_steps(monkeypatch)
     figures = bench_capsules.em_throughput(routing_backend="reference", batch_size=2, repeats=1)
     assert len(calls) == 2 and calls[0].caps1.routing_backend == "reference"  # warm-up plus one timed step
     assert sum(p.numel() for p in calls[0].parameters()) == 68_444  # the small model (A=64, B=8, C=D=16)
