@@ -149,6 +149,21 @@ def test_routing_backend_compiled_failure_names_the_fix(monkeypatch):
     assert "no working C++ compiler" in str(info.value.__cause__)
 
 
+def test_routing_backend_compiled_counts_the_same_flops_as_the_reference():
+    """FlopCounterMode cannot see inside compiled graphs; under it the compiled backend runs the same maths eagerly."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(model):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.rand(1, 1, 20, 20))
+        return counter.get_total_flops()
+
+    kwargs = dict(A=4, B=2, C=2, D=2, iterations=2)
+    reference = flops(matcaps_em_small(**kwargs))
+    assert reference > 0 and flops(matcaps_em_small(**kwargs, routing_backend="compiled")) == reference
+
+
 def test_routing_backend_unknown_name_is_refused():
     with pytest.raises(ValueError, match="routing_backend must be one of"):
         matcaps_em_small(routing_backend="fused")

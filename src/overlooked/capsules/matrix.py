@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from overlooked.capsules import functional as CF
 
@@ -71,6 +72,8 @@ def _route(backend: str):
         compiled = torch.compile(votes_and_route, dynamic=False, fullgraph=True)  # a graph break is an error, never a silent eager fallback
 
         def run(*args, **kwargs):
+            if _get_current_dispatch_mode() is not None:  # e.g. FlopCounterMode: it sees only eager ops, so run
+                return votes_and_route(*args, **kwargs)  # the same maths eagerly and let it count them
             try:
                 # one static graph per layer, input shape and grad mode (three layers, train / last / eval batches,
                 # with and without gradients pass the default limit of 8); each takes seconds to compile
