@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from overlooked import catalog
-from overlooked.config import Component, ExperimentConfig, apply_overrides, check_component_kwargs, load_config
+from overlooked.config import Component, ExperimentConfig, apply_overrides, check_component_kwargs, load_config, parse_override
 from overlooked.data.base import Splits
 from overlooked.errors import ConfigError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
@@ -394,7 +394,8 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     run = Path(run)
     cfg = run_config(run)
     if data_overrides:
-        bad = [o for o in data_overrides if not o.split("=", 1)[0].strip().startswith("data.")]
+        keys = {o: parse_override(o)[0] for o in data_overrides}
+        bad = [o for o, key in keys.items() if len(key) < 2 or key[0] != "data"]
         if bad:
             raise ConfigError(f"evaluation takes data.* overrides only (the model must match its checkpoint), got {bad}; train a new run to change anything else")
         cfg = apply_overrides(cfg, data_overrides)
