@@ -316,6 +316,15 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     merged["params"] = sum(s.get("params") or 0 for s in subs.values())
     merged["wall_time_s"] = sum(s.get("wall_time_s", 0.0) for s in subs.values())
     merged["examples_seen"] = sum(s.get("examples_seen") or 0 for s in subs.values())
+    # What `bench compare` needs to hold a merged run to the fair-comparison rule: one fingerprint of every
+    # value's split (same values, same splits -> same fingerprint), FLOPs per example as the mean over the
+    # values (each value's test set weighs the same in the merged accuracy), and the trials of the costliest.
+    fingerprints = {str(v): subs[str(v)].get("data_fingerprint") for v in values}
+    if all(fingerprints.values()):
+        merged["data_fingerprint"] = hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()[:16]
+    flops = [s.get("flops_per_example") for s in subs.values()]
+    merged["flops_per_example"] = statistics.fmean(flops) if all(f is not None for f in flops) else None
+    merged["trials"] = max(s.get("trials", 1) for s in subs.values())
     if cfg.train.repeats > 1:
         for rule in ("best_by_train", "best_by_val"):
             merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "test_group_accuracy": {}}

@@ -115,6 +115,23 @@ def test_each_runs_one_model_per_value_and_merges_groups(tmp_path, capsys):
     subs = [json.loads((run / name / "summary.json").read_text()) for name in ("seed=1", "seed=2")]
     assert merged["test_accuracy"] == pytest.approx((subs[0]["test_accuracy"] + subs[1]["test_accuracy"]) / 2)
     assert merged["each"] == {"key": "data.seed", "values": [1, 2]}
+    assert merged["flops_per_example"] == pytest.approx((subs[0]["flops_per_example"] + subs[1]["flops_per_example"]) / 2)
+    assert merged["trials"] == 1 and len(merged["data_fingerprint"]) == 16
+
+
+def test_bench_compare_takes_each_runs_and_refuses_other_splits(tmp_path, capsys):
+    """Merged `--each` folders carry one fingerprint of all their splits: the same values give the same
+    fingerprint (compare accepts them), other values another one (compare refuses the pair)."""
+    path = _each_config(tmp_path)
+    for values in ("1,2", "1,2", "1,3"):
+        assert main(["train", str(path), "train.max_steps=2", "--each", f"data.seed={values}", "--out", str(tmp_path / "runs" / values.replace(",", "_"))]) == 0
+    same = sorted(str(p) for p in (tmp_path / "runs" / "1_2").iterdir())
+    assert len(same) == 2  # two folders, one per launch
+    (other,) = (tmp_path / "runs" / "1_3").iterdir()
+    capsys.readouterr()
+    assert main(["bench", "compare", "--runs", *same, "--max-examples", "1000"]) == 0
+    assert main(["bench", "compare", "--runs", same[0], str(other), "--max-examples", "1000"]) == 2
+    assert "different data splits" in capsys.readouterr().err
 
 
 def test_overrides_may_follow_options(tmp_path, capsys):
