@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from overlooked import api, catalog
 from overlooked.baselines.lstm import read_order
-from overlooked.config import ExperimentConfig
+from overlooked.config import ExperimentConfig, load_config
 from overlooked.errors import RegistryError
 from overlooked.memory.functional import time_index
 from overlooked.registry import MODELS
@@ -164,3 +164,13 @@ def test_learns_babi_task1_through_the_api(name, kwargs, least, data_dir, tmp_pa
     assert summary["examples_seen"] <= 8 * 900
     assert summary["test_accuracy"] > least, summary["test_accuracy"]
     assert (run / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["transformer_babi1k_single", "lstm_babi1k_single", "kvmemnn_babi1k_single"])
+def test_single_task_configs_share_memn2n_independent_split_and_budget(name):
+    """The single-task column (fair-comparison rule): the same bAbI split as the MemN2N independent row
+    (memn2n_babi1k_authors), at most its examples per task, one hyper-parameter trial."""
+    ours, memn2n = load_config(name), load_config("memn2n_babi1k_authors")
+    assert ours.data == memn2n.data
+    assert ours.train.epochs <= memn2n.train.epochs  # same training questions per epoch: same data
+    assert ours.train.repeats == 1
