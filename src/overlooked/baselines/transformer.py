@@ -214,3 +214,117 @@ def transformer_reader(
 ) -> TransformerReader:
     """A small pre-LN Transformer reader: 2 layers, d_model 64, 4 heads, GELU feed-forward of 256, [CLS] readout."""
     return TransformerReader(vocab_size, num_classes, memory_size, d_model, layers, heads, ff_dim, dropout, readout, group_tokens)
+
+
+def fact_encoding(embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One vector per sentence: word embeddings weighted element-wise by a learned positional mask, summed.
+
+    The input encoding of the Universal Transformer paper's bAbI models (Dehghani et al. 2018, §3.2, after
+    Henaff et al. 2017, eq. 1; MemN2N's position encoding with the weights learned). Null words must embed
+    to zero (``padding_idx=0``), so padding adds nothing.
+
+    Args:
+        embedded: ``[..., L, d]`` word embeddings of sentences of ``L`` word slots.
+        mask: ``[L, d]`` positional weights (initialised to ones).
+
+    Returns:
+        ``[..., d]``.
+
+    >>> fact_encoding(torch.ones(1, 2, 3), torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]])).tolist()
+    [[1.5, 2.5, 3.5]]
+    """
+    return (embedded * mask).sum(-2)
+
+
+class FactTransformer(nn.Module):
+    """The vanilla Transformer of the Universal Transformer paper's bAbI table, as its authors feed it: one
+    token per fact, not per word.
+
+    Each story sentence and the question become one vector by :func:`fact_encoding` (separate learned masks
+    for story and question, one shared word embedding), as in the first author's bAbI code
+    (MostafaDehghani/bAbI-T2T, ``t2t_usr_dir/babi_transformer.py``: ``inputs_encoding``, masks initialised to
+    1). The sequence is the story's facts oldest first, then the question right after the last fact, with
+    sinusoidal positions (so the newest fact always sits next to the question, whatever the padding) and
+    padding hidden from attention. A pre-LN encoder (:class:`PreLNBlock`) reads it, and the answer comes from
+    the mean of the final states over the facts and the question (tensor2tensor's class-label top averages
+    over every position, padding included; we leave padding out, so outputs do not depend on it).
+
+    Args:
+        vocab_size: ``V`` words (index 0 = null word).
+        num_classes: answer classes (the vocabulary, by default).
+        sentence_len: word slots per sentence and question (the learned masks' length).
+        d_model, layers, heads, ff_dim, dropout: as :class:`TransformerReader`.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int | None = None,
+        sentence_len: int = 12,
+        d_model: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        ff_dim: int | None = None,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if d_model % 2 or d_model % heads:
+            raise ValueError(f"d_model={d_model} must be even and divisible by heads={heads}")
+        self.sentence_len = sentence_len
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=0)
+        self.story_mask = nn.Parameter(torch.ones(sentence_len, d_model))
+        self.query_mask = nn.Parameter(torch.ones(sentence_len, d_model))
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(PreLNBlock(d_model, heads, ff_dim or 4 * d_model, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.classifier = nn.Linear(d_model, num_classes or vocab_size)
+
+    def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
+        """Answer ``query`` from ``story``.
+
+        Args:
+            story: ``[B, M, L]`` word indices, sentences oldest first.
+            query: ``[B, Lq]`` word indices.
+            memory_mask: ``[B, M]`` bool, True on real sentences (any slots; they are read in slot order).
+            time: unused (the order of the facts gives their recency); accepted so the model takes bAbI batches.
+
+        Returns:
+            logits ``[B, num_classes]``.
+        """
+        B, M, L = story.shape
+        if L > self.sentence_len or query.shape[-1] > self.sentence_len:
+            raise ValueError(
+                f"sentences of {L} and questions of {query.shape[-1]} words, but the model's positional masks hold "
+                f"{self.sentence_len}; build it with sentence_len >= {max(L, query.shape[-1])} (the dataset's meta sets it)"
+            )
+        if memory_mask.shape != (B, M):
+            raise ValueError(f"memory_mask must be [B, M] = {[B, M]}, got {list(memory_mask.shape)}")
+        facts = fact_encoding(self.embed(story), self.story_mask[:L])  # [B, M, d]
+        question = fact_encoding(self.embed(query), self.query_mask[: query.shape[-1]])  # [B, d]
+        order = torch.argsort((~memory_mask).to(torch.int8), dim=1, stable=True)  # real facts first, in order
+        facts = facts.gather(1, order[..., None].expand_as(facts)) * memory_mask.gather(1, order)[..., None]  # [B, M, d]
+        n = memory_mask.sum(1)  # [B] facts per story
+        x = torch.cat([facts, facts.new_zeros(B, 1, facts.shape[-1])], 1)  # [B, M+1, d]
+        x = x.scatter(1, n[:, None, None].expand(B, 1, x.shape[-1]), question[:, None])  # question at slot n
+        real = torch.arange(M + 1, device=x.device)[None, :] <= n[:, None]  # [B, M+1]: facts and question
+        h = self.drop(x + sinusoidal_positions(M + 1, x.shape[-1], x.device))  # [B, M+1, d]
+        for block in self.blocks:
+            h = block(h, real[:, None, None, :])  # [B, M+1, d]
+        h = self.norm(h)  # [B, M+1, d]
+        read = (h * real[..., None]).sum(1) / real.sum(1, keepdim=True)  # [B, d]
+        return self.classifier(read)  # [B, C]
+
+
+@MODELS.register("transformer_facts", family="baseline", text="babi", paper="Dehghani et al. 2018, arXiv 1807.03819 (vanilla Transformer on bAbI, fact-level input)")
+def transformer_facts(
+    vocab_size: int = 200,
+    num_classes: int | None = None,
+    sentence_len: int = 12,
+    d_model: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    ff_dim: int | None = None,
+    dropout: float = 0.1,
+) -> FactTransformer:
+    """The UT paper's bAbI Transformer input: one token per fact (learned positional masks), mean readout."""
+    return FactTransformer(vocab_size, num_classes, sentence_len, d_model, layers, heads, ff_dim, dropout)
