@@ -86,6 +86,14 @@ class PreLNBlock(nn.Module):
         return x + self.drop(self.ff(self.norm2(x)))  # [B, T, d]
 
 
+def encoder_blocks(d_model: int, heads: int, layers: int, ff_dim: int | None, dropout: float) -> nn.ModuleList:
+    """``layers`` :class:`PreLNBlock` s of width ``d_model`` (feed-forward ``4 * d_model`` when ``ff_dim`` is
+    None), after checking that the width is even (sinusoidal positions) and divisible by ``heads``."""
+    if d_model % 2 or d_model % heads:
+        raise ValueError(f"d_model={d_model} must be even and divisible by heads={heads}")
+    return nn.ModuleList(PreLNBlock(d_model, heads, ff_dim or 4 * d_model, dropout) for _ in range(layers))
+
+
 class TransformerReader(nn.Module):
     """Pre-LN Transformer encoder over ``[CLS] story [SEP] question`` with a linear answer classifier.
 
@@ -121,8 +129,6 @@ class TransformerReader(nn.Module):
         super().__init__()
         if readout not in ("cls", "question"):
             raise ValueError(f"readout must be 'cls' or 'question', got {readout!r}")
-        if d_model % 2 or d_model % heads:
-            raise ValueError(f"d_model={d_model} must be even and divisible by heads={heads}")
         self.vocab_size, self.memory_size, self.readout, self.group_tokens = vocab_size, memory_size, readout, group_tokens
         self.num_classes = num_classes or vocab_size
         self.cls_index, self.sep_index = vocab_size, vocab_size + 1
@@ -130,7 +136,7 @@ class TransformerReader(nn.Module):
         self.embed = nn.Embedding(vocab_size + 2, d_model, padding_idx=0)
         self.recency = nn.Embedding(memory_size + 2, d_model)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(PreLNBlock(d_model, heads, ff_dim or 4 * d_model, dropout) for _ in range(layers))
+        self.blocks = encoder_blocks(d_model, heads, layers, ff_dim, dropout)  # created here: the seeded init order
         self.norm = nn.LayerNorm(d_model)  # pre-LN leaves the residual stream unnormalised: one final norm
         self.classifier = nn.Linear(d_model, self.num_classes)
 
@@ -268,14 +274,12 @@ class FactTransformer(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
-        if d_model % 2 or d_model % heads:
-            raise ValueError(f"d_model={d_model} must be even and divisible by heads={heads}")
         self.sentence_len = sentence_len
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=0)
         self.story_mask = nn.Parameter(torch.ones(sentence_len, d_model))
         self.query_mask = nn.Parameter(torch.ones(sentence_len, d_model))
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(PreLNBlock(d_model, heads, ff_dim or 4 * d_model, dropout) for _ in range(layers))
+        self.blocks = encoder_blocks(d_model, heads, layers, ff_dim, dropout)
         self.norm = nn.LayerNorm(d_model)
         self.classifier = nn.Linear(d_model, num_classes or vocab_size)
 
