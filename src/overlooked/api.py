@@ -318,7 +318,7 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     merged["examples_seen"] = sum(s.get("examples_seen") or 0 for s in subs.values())
     # What `bench compare` needs to hold a merged run to the fair-comparison rule: one fingerprint of every
     # value's split (same values, same splits -> same fingerprint), FLOPs per example as the mean over the
-    # values (each value's test set weighs the same in the merged accuracy), and the trials of the costliest.
+    # values (each value's test set weighs the same in the merged accuracy), and the most trials any value used.
     fingerprints = {str(v): subs[str(v)].get("data_fingerprint") for v in values}
     if all(fingerprints.values()):
         merged["data_fingerprint"] = hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()[:16]

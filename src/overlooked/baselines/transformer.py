@@ -225,9 +225,10 @@ def transformer_reader(
 def fact_encoding(embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """One vector per sentence: word embeddings weighted element-wise by a learned positional mask, summed.
 
-    The input encoding of the Universal Transformer paper's bAbI models (Dehghani et al. 2018, §3.2, after
-    Henaff et al. 2017, eq. 1; MemN2N's position encoding with the weights learned). Null words must embed
-    to zero (``padding_idx=0``), so padding adds nothing.
+    The input encoding of the Universal Transformer paper's bAbI models (Dehghani et al. 2018; the first
+    author's MostafaDehghani/bAbI-T2T README calls it the "fact-level (sentence-level) embedding ... used in
+    this paper", and its code cites Henaff et al. 2017, §2.1, eq. 1): MemN2N's position encoding with the
+    weights learned. Null words must embed to zero (``padding_idx=0``), so padding adds nothing.
 
     Args:
         embedded: ``[..., L, d]`` word embeddings of sentences of ``L`` word slots.
