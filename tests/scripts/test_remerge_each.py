@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,16 +10,12 @@ import yaml
 
 from overlooked.cli import main
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "remerge_each.py"
 NEW_KEYS = ("data_fingerprint", "flops_per_example", "trials")
 
 
 @pytest.fixture(scope="module")
-def remerge_each():
-    spec = importlib.util.spec_from_file_location("remerge_each", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def remerge_each(load_script):
+    return load_script("remerge_each")
 
 
 def _old_each_run(tmp_path: Path) -> tuple[Path, dict]:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "select_each.py"
-
 
 @pytest.fixture(scope="module")
-def select_each():
-    spec = importlib.util.spec_from_file_location("select_each", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def select_each(load_script):
+    return load_script("select_each")
 
 
 def _each_run(root: Path, name: str, accs: dict[int, tuple[float | None, float]]) -> Path:
