@@ -307,7 +307,7 @@ class FactTransformer(nn.Module):
         facts = fact_encoding(self.embed(story), self.story_mask[:L])  # [B, M, d]
         question = fact_encoding(self.embed(query), self.query_mask[: query.shape[-1]])  # [B, d]
         order = torch.argsort((~memory_mask).to(torch.int8), dim=1, stable=True)  # real facts first, in order
-        facts = facts.gather(1, order[..., None].expand_as(facts)) * memory_mask.gather(1, order)[..., None]  # [B, M, d]
+        facts = facts.gather(1, order[..., None].expand_as(facts))  # [B, M, d]; slots past n are hidden below
         n = memory_mask.sum(1)  # [B] facts per story
         x = torch.cat([facts, facts.new_zeros(B, 1, facts.shape[-1])], 1)  # [B, M+1, d]
         x = x.scatter(1, n[:, None, None].expand(B, 1, x.shape[-1]), question[:, None])  # question at slot n
