@@ -62,6 +62,7 @@ class TrainConfig:
     eval_limit: int | None = None  # evaluate on the first N examples of each split only (quick suites); None = all
     select_metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     bf16: bool = False  # autocast the forward pass to bfloat16
+    ema_decay: float | None = None  # keep an exponential moving average of the weights (torch.optim.swa_utils.AveragedModel); validation, selection and the final report then use the averaged weights
     device: str = "cpu"
     seed: int = 0
     repeats: int = 1

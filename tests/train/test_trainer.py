@@ -107,9 +107,10 @@ def _run(tmp_path: Path, raw: dict, run_dir: Path, kill: int, mode: str) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, ema_decay):
     raw = json.loads(json.dumps(SMALL))
-    raw["train"].update({"epochs": 3, "checkpoint_every": 5, "eval_every": 10})
+    raw["train"].update({"epochs": 3, "checkpoint_every": 5, "eval_every": 10, "ema_decay": ema_decay})
     steps_per_epoch = 12  # ceil(180 / 16)
     total = 3 * steps_per_epoch
     kill = random.Random().choice([s for s in range(6, total - 1) if s % 5 != 0])  # strictly between checkpoints
@@ -120,8 +121,9 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     step_saved = read_checkpoint(cut / "checkpoints" / "last.safetensors")[1]["info"]["state"]["step"]
     assert step_saved == (kill // 5) * 5 < kill
     assert _run(tmp_path, raw, cut, -1, "resume") == 0
-    a, b = _weights(ref), _weights(cut)
-    assert a.keys() == b.keys()
+    a, b = read_checkpoint(ref / "checkpoints" / "last.safetensors")[0], read_checkpoint(cut / "checkpoints" / "last.safetensors")[0]
+    a, b = ({k: v for k, v in t.items() if k.startswith(("model.", "ema."))} for t in (a, b))
+    assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a) == (ema_decay is not None)
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed at step {kill})"
     ref_metrics = (ref / "metrics.jsonl").read_text()
@@ -288,3 +290,58 @@ def test_trainer_counts_steps_of_sampling_with_replacement(tmp_path):
     assert summary["steps"] == 2 * (180 // 16) and summary["examples_seen"] == 2 * (180 // 16) * 16
     with pytest.raises(ConfigError, match="train.sampling"):
         _cfg(sampling="bootstrap")
+
+
+class _RecordWeights(Callback):
+    """Test callback: a copy of the model's weights after every optimiser step."""
+
+    def __init__(self):
+        self.seen: list[dict[str, torch.Tensor]] = []
+
+    def on_step_end(self, ctx, loss):
+        self.seen.append({k: v.detach().clone() for k, v in ctx.model.state_dict().items()})
+
+
+def test_ema_weights_are_the_hand_computed_average_and_are_what_is_scored(tmp_path):
+    """``train.ema_decay = d``: after step 1 the average is w1, then e_t = d e_(t-1) + (1 - d) w_t. The
+    validation pass, the best checkpoint and the final report use the average; ``last`` keeps the trained
+    weights (to resume from) and the average beside them."""
+    from overlooked import catalog
+    from overlooked.api import build_data, build_model, build_objective
+    from overlooked.train import trainer
+
+    catalog.load_all()
+    cfg = _cfg(max_steps=3, eval_every=3, ema_decay=0.75, optimizer="sgd", lr=0.1)
+    splits = build_data(cfg)
+    model, objective = build_model(cfg, splits.meta), build_objective(cfg, splits)
+    record = _RecordWeights()
+    summary = trainer.fit(model, splits, objective, cfg.train, tmp_path, callbacks=[record])
+    w1, w2, w3 = record.seen
+    expected = {k: 0.75 * (0.75 * w1[k] + 0.25 * w2[k]) + 0.25 * w3[k] for k in w1}
+    best = {k[len("model."):]: v for k, v in _weights(tmp_path, "best").items()}
+    last, _ = read_checkpoint(tmp_path / "checkpoints" / "last.safetensors")
+    for k in expected:
+        if expected[k].is_floating_point():
+            torch.testing.assert_close(best[k], expected[k], rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(last[f"ema.module.{k}"], expected[k], rtol=1e-6, atol=1e-7)
+            assert torch.equal(last[f"model.{k}"], w3[k])
+    assert not all(torch.equal(expected[k], w3[k]) for k in expected)  # the average is not the last step
+    assert int(last["ema.n_averaged"]) == 3
+    torch.testing.assert_close({k: v for k, v in model.state_dict().items()}, best)  # the final report's weights
+    assert summary["weights"] == "exponential moving average of the weights, decay 0.75"
+
+
+def test_ema_decay_outside_zero_one_and_resume_without_average_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="ema_decay must lie strictly between 0 and 1"):
+        api.train(_cfg(max_steps=1, ema_decay=1.0), out=tmp_path / "a")
+    from overlooked.errors import CheckpointError
+    from overlooked.api import build_data, build_model
+    from overlooked.train.checkpoint import load_checkpoint
+    from overlooked.train.trainer import build_ema
+
+    path, _ = api.train(_cfg(max_steps=1), out=tmp_path / "b")
+    cfg = _cfg(ema_decay=0.9)
+    model = build_model(cfg, build_data(cfg).meta)
+    ema = build_ema(model, cfg.train)
+    with pytest.raises(CheckpointError, match="no weight average.*without train.ema_decay"):
+        load_checkpoint(path / "checkpoints" / "last.safetensors", model, None, ema)

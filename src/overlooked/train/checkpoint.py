@@ -71,6 +71,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     rng: dict[str, torch.Tensor] | None = None,
     info: dict[str, Any] | None = None,
+    ema: torch.nn.Module | None = None,
 ) -> Path:
     """Write a checkpoint atomically.
 
@@ -80,6 +81,7 @@ def save_checkpoint(
         optimizer: its state (tensors and hyper-parameters), or None for weights-only files.
         rng: named RNG state tensors (``torch.get_rng_state()``, generator states).
         info: JSON-able data (step, epoch, metrics, config).
+        ema: the trainer's weight average (``train.ema_decay``), stored under ``ema.*`` so a resume continues it.
 
     Returns:
         The path written.
@@ -91,6 +93,8 @@ def save_checkpoint(
         opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
         doc["optimizer"] = opt_plain
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     for name, state in (rng or {}).items():
         tensors[f"rng.{name}"] = state.detach().cpu().contiguous()
     text = json.dumps(doc, sort_keys=True)
@@ -136,8 +140,10 @@ def load_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
+    ema: torch.nn.Module | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load weights (and optimiser state) into ``model``/``optimizer``; return ``(rng_states, info)``.
+    """Load weights (and optimiser state, and the weight average) into ``model``/``optimizer``/``ema``;
+    return ``(rng_states, info)``.
 
     Raises :class:`CheckpointError` when the tensors do not match the model (a checkpoint from elsewhere).
     """
@@ -156,5 +162,10 @@ def load_checkpoint(
         if "optimizer" not in doc:
             raise CheckpointError(f"{path} holds no optimiser state; it cannot resume training (use it to evaluate)")
         optimizer.load_state_dict(_unflatten_optimizer(doc["optimizer"], tensors))
+    if ema is not None:
+        averaged = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if not averaged:
+            raise CheckpointError(f"{path} holds no weight average; it was written without train.ema_decay, so resume without it")
+        ema.load_state_dict(averaged)
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return rng, doc["info"]

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 
 from overlooked.config import TrainConfig
@@ -195,6 +196,17 @@ def train_step(
     return loss_value, out
 
 
+def build_ema(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights (and buffers) that ``train.ema_decay`` asks for:
+    after every optimiser step ``w_ema <- decay * w_ema + (1 - decay) * w`` (the first step copies ``w``), by
+    PyTorch's own :class:`~torch.optim.swa_utils.AveragedModel`. None when the setting is off."""
+    if cfg.ema_decay is None:
+        return None
+    if not 0.0 < cfg.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must lie strictly between 0 and 1 (e.g. 0.999), got {cfg.ema_decay}; leave it unset for no averaging")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+
+
 def _rng_states(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
     states = {"torch": torch.get_rng_state(), "augment": aug_gen.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -255,6 +267,8 @@ def fit(
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
     optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    ema = build_ema(model, cfg)
+    eval_model = model if ema is None else ema.module  # what validation, selection and the final report score
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + dist.rank)
     state = TrainState()
     ctx = Context(model=model, optimizer=optimizer, state=state, cfg=cfg, dist=dist)
@@ -263,7 +277,7 @@ def fit(
     logger = JsonlLogger(run_dir / "metrics.jsonl" if write else None)
 
     if resume is not None:
-        rng, info = load_checkpoint(resume, model, optimizer)
+        rng, info = load_checkpoint(resume, model, optimizer, ema)
         loaded = TrainState(**info["state"])
         state.__dict__.update(loaded.__dict__)
         torch.set_rng_state(rng["torch"])
@@ -294,7 +308,7 @@ def fit(
         return dataset.subset(torch.arange(cfg.eval_limit))
 
     def run_eval() -> dict[str, Any]:
-        res = evaluate(model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed, metric)
+        res = evaluate(eval_model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed, metric)
         return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
 
     def is_better(metrics: dict[str, Any]) -> bool:
@@ -312,16 +326,17 @@ def fit(
     def checkpoint(name: str, with_optimizer: bool) -> None:
         nonlocal best_weights
         if name == "best":  # every rank keeps the best weights, so the final report needs no file
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_weights = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
         if not write or ckpt_dir is None:
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
         save_checkpoint(
             ckpt_dir / f"{name}.safetensors",
-            model,
+            eval_model if name == "best" else model,
             optimizer if with_optimizer else None,
             _rng_states(aug_gen) if with_optimizer else None,
             {"state": asdict(state), "train": asdict(cfg)},
+            ema if with_optimizer else None,
         )
 
     progress = None
@@ -353,6 +368,8 @@ def fit(
                 loss_value, out = train_step(net, batch, splits.input_keys, objective, optimizer, cfg, loss_scale)
             except NonFiniteLossError as exc:
                 raise NonFiniteLossError(f"{exc} At step {state.step} (epoch {state.epoch}, lr {lr:g}); training stopped.") from None
+            if ema is not None:
+                ema.update_parameters(model)
             b = int(batch[splits.target_key].shape[0])
             state.step += 1
             state.batch_in_epoch = i + 1
@@ -420,6 +437,8 @@ def fit(
     # Final report: the best-on-validation weights on every split.
     if best_weights is not None:
         model.load_state_dict(best_weights)
+    elif ema is not None:  # no validation pass chose weights: report the average, as validation would have
+        model.load_state_dict(ema.module.state_dict())
     summary: dict[str, Any] = {
         "steps": state.step,
         "epochs": state.epoch + state.batch_in_epoch / max(steps_per_epoch, 1),
@@ -429,6 +448,7 @@ def fit(
         "stopped_by": _stop_reason(stopped_by, ctx.stop, state.step, total_steps, cfg.max_steps),
         "metric": metric,
         "selection": f"checkpoint with the best {cfg.select_metric} (validation split, never test)",
+        "weights": "as trained" if ema is None else f"exponential moving average of the weights, decay {cfg.ema_decay}",
     }
     group_key = splits.meta.get("group_key")
     for split_name in ("train", "val", "test"):
