@@ -334,8 +334,8 @@ def test_ema_weights_are_the_hand_computed_average_and_are_what_is_scored(tmp_pa
 def test_ema_decay_outside_zero_one_and_resume_without_average_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="ema_decay must lie strictly between 0 and 1"):
         api.train(_cfg(max_steps=1, ema_decay=1.0), out=tmp_path / "a")
-    from overlooked.errors import CheckpointError
     from overlooked.api import build_data, build_model
+    from overlooked.errors import CheckpointError
     from overlooked.train.checkpoint import load_checkpoint
     from overlooked.train.trainer import build_ema
 
