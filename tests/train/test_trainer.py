@@ -345,3 +345,29 @@ def test_ema_decay_outside_zero_one_and_resume_without_average_are_refused(tmp_p
     ema = build_ema(model, cfg.train)
     with pytest.raises(CheckpointError, match="no weight average.*without train.ema_decay"):
         load_checkpoint(path / "checkpoints" / "last.safetensors", model, None, ema)
+
+
+def test_averaged_weights_are_scored_through_the_live_model_and_put_back_exactly():
+    """Validation scores the average through the model itself (so flags a callback set on it, such as
+    MemN2N's linear start, apply), and the trained weights come back bit for bit."""
+    from overlooked.train.trainer import averaged_weights, build_ema
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = build_ema(model, _cfg(ema_decay=0.5).train)
+    ema.update_parameters(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model(torch.randn(4, 3))  # moves the batch-norm statistics too
+    ema.update_parameters(model)
+    model.flag = "set after the copy"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with averaged_weights(model, ema):
+        assert model.flag == "set after the copy"
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, ema.module.state_dict()[k])
+        assert not torch.equal(model[0].weight, before["0.weight"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    with averaged_weights(model, None):  # no average: nothing changes
+        assert torch.equal(model[0].weight, before["0.weight"])

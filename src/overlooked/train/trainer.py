@@ -14,9 +14,11 @@ What the loop guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +209,23 @@ def build_ema(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
 
 
+@contextlib.contextmanager
+def averaged_weights(model: nn.Module, ema: AveragedModel | None) -> Iterator[None]:
+    """Inside the block ``model`` holds the average's weights; after it, its own again (bit for bit).
+
+    The average is scored through ``model`` itself, not through the average's copy, so whatever a callback
+    has set on the model since the copy was made (MemN2N's linear start, the spread-loss margin) applies."""
+    if ema is None:
+        yield
+        return
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema.module.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(trained)
+
+
 def _rng_states(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
     states = {"torch": torch.get_rng_state(), "augment": aug_gen.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -268,7 +287,7 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
     optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     ema = build_ema(model, cfg)
-    eval_model = model if ema is None else ema.module  # what validation, selection and the final report score
+    scored = model if ema is None else ema.module  # the weights validation, selection and the final report score
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + dist.rank)
     state = TrainState()
     ctx = Context(model=model, optimizer=optimizer, state=state, cfg=cfg, dist=dist)
@@ -308,7 +327,8 @@ def fit(
         return dataset.subset(torch.arange(cfg.eval_limit))
 
     def run_eval() -> dict[str, Any]:
-        res = evaluate(eval_model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed, metric)
+        with averaged_weights(model, ema):
+            res = evaluate(model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed, metric)
         return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
 
     def is_better(metrics: dict[str, Any]) -> bool:
@@ -326,13 +346,13 @@ def fit(
     def checkpoint(name: str, with_optimizer: bool) -> None:
         nonlocal best_weights
         if name == "best":  # every rank keeps the best weights, so the final report needs no file
-            best_weights = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
+            best_weights = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         if not write or ckpt_dir is None:
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
         save_checkpoint(
             ckpt_dir / f"{name}.safetensors",
-            eval_model if name == "best" else model,
+            scored if name == "best" else model,
             optimizer if with_optimizer else None,
             _rng_states(aug_gen) if with_optimizer else None,
             {"state": asdict(state), "train": asdict(cfg)},
