@@ -63,6 +63,7 @@ class TrainConfig:
     select_metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     bf16: bool = False  # autocast the forward pass to bfloat16
     ema_decay: float | None = None  # keep an exponential moving average of the weights (torch.optim.swa_utils.AveragedModel); validation, selection and the final report then use the averaged weights
+    ema_warmup: bool = False  # with ema_decay: use min(ema_decay, (1 + n) / (10 + n)) at the n-th update (as timm's ModelEma warm-up), so short runs are not averaged with their initial weights
     device: str = "cpu"
     seed: int = 0
     repeats: int = 1

@@ -371,3 +371,25 @@ def test_averaged_weights_are_scored_through_the_live_model_and_put_back_exactly
         assert torch.equal(v, before[k])
     with averaged_weights(model, None):  # no average: nothing changes
         assert torch.equal(model[0].weight, before["0.weight"])
+
+
+def test_ema_warmup_follows_the_hand_computed_decays(tmp_path):
+    """With ``train.ema_warmup`` the n-th update (n = 1, 2, ... after the copy) uses
+    min(decay, (1 + n) / (10 + n)): 2/11 and 3/12 for the second and third steps here."""
+    from overlooked import catalog
+    from overlooked.api import build_data, build_model, build_objective
+    from overlooked.train import trainer
+
+    catalog.load_all()
+    cfg = _cfg(max_steps=3, eval_every=3, ema_decay=0.99, ema_warmup=True, optimizer="sgd", lr=0.1)
+    splits = build_data(cfg)
+    model, objective = build_model(cfg, splits.meta), build_objective(cfg, splits)
+    record = _RecordWeights()
+    trainer.fit(model, splits, objective, cfg.train, tmp_path, callbacks=[record])
+    w1, w2, w3 = record.seen
+    d2, d3 = 2 / 11, 3 / 12
+    expected = {k: d3 * (d2 * w1[k] + (1 - d2) * w2[k]) + (1 - d3) * w3[k] for k in w1}
+    best = {k[len("model."):]: v for k, v in _weights(tmp_path, "best").items()}
+    for k in expected:
+        if expected[k].is_floating_point():
+            torch.testing.assert_close(best[k], expected[k], rtol=1e-6, atol=1e-7)

@@ -206,7 +206,33 @@ def build_ema(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
         return None
     if not 0.0 < cfg.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must lie strictly between 0 and 1 (e.g. 0.999), got {cfg.ema_decay}; leave it unset for no averaging")
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    avg = _warmed_ema(cfg.ema_decay) if cfg.ema_warmup else get_ema_multi_avg_fn(cfg.ema_decay)
+    return AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
+
+
+def ema_decay_at(decay: float, n_averaged: int) -> float:
+    """The decay of the ``n_averaged``-th update under warm-up: ``min(decay, (1 + n) / (10 + n))``.
+
+    >>> ema_decay_at(0.999, 1), ema_decay_at(0.999, 10_000)
+    (0.18181818181818182, 0.999)
+    """
+    return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+
+def _warmed_ema(decay: float) -> Any:
+    """``AveragedModel``'s ``multi_avg_fn`` for an average whose decay warms up (:func:`ema_decay_at`)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        weight = 1.0 - ema_decay_at(decay, int(n_averaged))
+        floats = [i for i, t in enumerate(averaged) if t.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([averaged[i] for i in floats], [current[i] for i in floats], weight)
+        for i, t in enumerate(averaged):
+            if not t.is_floating_point():  # integer buffers (batch-norm counters) follow the model
+                t.copy_(current[i])
+
+    return update
 
 
 @contextlib.contextmanager
