@@ -302,32 +302,44 @@ class _RecordWeights(Callback):
         self.seen.append({k: v.detach().clone() for k, v in ctx.model.state_dict().items()})
 
 
-def test_ema_weights_are_the_hand_computed_average_and_are_what_is_scored(tmp_path):
-    """``train.ema_decay = d``: after step 1 the average is w1, then e_t = d e_(t-1) + (1 - d) w_t. The
-    validation pass, the best checkpoint and the final report use the average; ``last`` keeps the trained
-    weights (to resume from) and the average beside them."""
+def _fit_three_sgd_steps(tmp_path: Path, **train) -> tuple[dict, torch.nn.Module, list[dict[str, torch.Tensor]]]:
+    """Three SGD steps of the small config through ``trainer.fit`` with one validation pass at the end:
+    ``(summary, model, weights after each step)``."""
     from overlooked import catalog
     from overlooked.api import build_data, build_model, build_objective
     from overlooked.train import trainer
 
     catalog.load_all()
-    cfg = _cfg(max_steps=3, eval_every=3, ema_decay=0.75, optimizer="sgd", lr=0.1)
+    cfg = _cfg(max_steps=3, eval_every=3, optimizer="sgd", lr=0.1, **train)
     splits = build_data(cfg)
     model, objective = build_model(cfg, splits.meta), build_objective(cfg, splits)
     record = _RecordWeights()
     summary = trainer.fit(model, splits, objective, cfg.train, tmp_path, callbacks=[record])
-    w1, w2, w3 = record.seen
+    return summary, model, record.seen
+
+
+def _assert_floats_close(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], prefix: str = "") -> None:
+    for k in expected:
+        if expected[k].is_floating_point():
+            torch.testing.assert_close(actual[prefix + k], expected[k], rtol=1e-6, atol=1e-7)
+
+
+def test_ema_weights_are_the_hand_computed_average_and_are_what_is_scored(tmp_path):
+    """``train.ema_decay = d``: after step 1 the average is w1, then e_t = d e_(t-1) + (1 - d) w_t. The
+    validation pass, the best checkpoint and the final report use the average; ``last`` keeps the trained
+    weights (to resume from) and the average beside them."""
+    summary, model, (w1, w2, w3) = _fit_three_sgd_steps(tmp_path, ema_decay=0.75)
     expected = {k: 0.75 * (0.75 * w1[k] + 0.25 * w2[k]) + 0.25 * w3[k] for k in w1}
     best = {k[len("model."):]: v for k, v in _weights(tmp_path, "best").items()}
     last, _ = read_checkpoint(tmp_path / "checkpoints" / "last.safetensors")
+    _assert_floats_close(best, expected)
+    _assert_floats_close(last, expected, prefix="ema.module.")
     for k in expected:
         if expected[k].is_floating_point():
-            torch.testing.assert_close(best[k], expected[k], rtol=1e-6, atol=1e-7)
-            torch.testing.assert_close(last[f"ema.module.{k}"], expected[k], rtol=1e-6, atol=1e-7)
             assert torch.equal(last[f"model.{k}"], w3[k])
     assert not all(torch.equal(expected[k], w3[k]) for k in expected)  # the average is not the last step
     assert int(last["ema.n_averaged"]) == 3
-    torch.testing.assert_close({k: v for k, v in model.state_dict().items()}, best)  # the final report's weights
+    torch.testing.assert_close(dict(model.state_dict()), best)  # the final report's weights
     assert summary["weights"] == "exponential moving average of the weights, decay 0.75"
 
 
@@ -376,20 +388,7 @@ def test_averaged_weights_are_scored_through_the_live_model_and_put_back_exactly
 def test_ema_warmup_follows_the_hand_computed_decays(tmp_path):
     """With ``train.ema_warmup`` the n-th update (n = 1, 2, ... after the copy) uses
     min(decay, (1 + n) / (10 + n)): 2/11 and 3/12 for the second and third steps here."""
-    from overlooked import catalog
-    from overlooked.api import build_data, build_model, build_objective
-    from overlooked.train import trainer
-
-    catalog.load_all()
-    cfg = _cfg(max_steps=3, eval_every=3, ema_decay=0.99, ema_warmup=True, optimizer="sgd", lr=0.1)
-    splits = build_data(cfg)
-    model, objective = build_model(cfg, splits.meta), build_objective(cfg, splits)
-    record = _RecordWeights()
-    trainer.fit(model, splits, objective, cfg.train, tmp_path, callbacks=[record])
-    w1, w2, w3 = record.seen
+    _, _, (w1, w2, w3) = _fit_three_sgd_steps(tmp_path, ema_decay=0.99, ema_warmup=True)
     d2, d3 = 2 / 11, 3 / 12
     expected = {k: d3 * (d2 * w1[k] + (1 - d2) * w2[k]) + (1 - d3) * w3[k] for k in w1}
-    best = {k[len("model."):]: v for k, v in _weights(tmp_path, "best").items()}
-    for k in expected:
-        if expected[k].is_floating_point():
-            torch.testing.assert_close(best[k], expected[k], rtol=1e-6, atol=1e-7)
+    _assert_floats_close({k[len("model."):]: v for k, v in _weights(tmp_path, "best").items()}, expected)

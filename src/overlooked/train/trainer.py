@@ -224,13 +224,11 @@ def _warmed_ema(decay: float) -> Any:
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        weight = 1.0 - ema_decay_at(decay, int(n_averaged))
-        floats = [i for i, t in enumerate(averaged) if t.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([averaged[i] for i in floats], [current[i] for i in floats], weight)
-        for i, t in enumerate(averaged):
-            if not t.is_floating_point():  # integer buffers (batch-norm counters) follow the model
-                t.copy_(current[i])
+        # AveragedModel calls this once per (device, dtype) group, so a group is all floats or all integers
+        if averaged[0].is_floating_point():
+            get_ema_multi_avg_fn(ema_decay_at(decay, int(n_averaged)))(averaged, current, n_averaged)
+        else:  # integer buffers (batch-norm counters) follow the model
+            torch._foreach_copy_(averaged, current)
 
     return update
 
