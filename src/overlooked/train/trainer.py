@@ -233,6 +233,11 @@ def _warmed_ema(decay: float) -> Any:
     return update
 
 
+def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``module``'s state dict (weights and buffers), unaffected by later training."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 @contextlib.contextmanager
 def averaged_weights(model: nn.Module, ema: AveragedModel | None) -> Iterator[None]:
     """Inside the block ``model`` holds the average's weights; after it, its own again (bit for bit).
@@ -242,7 +247,7 @@ def averaged_weights(model: nn.Module, ema: AveragedModel | None) -> Iterator[No
     if ema is None:
         yield
         return
-    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trained = state_copy(model)
     model.load_state_dict(ema.module.state_dict())
     try:
         yield
@@ -364,13 +369,13 @@ def fit(
     best_weights: dict[str, torch.Tensor] | None = None
     if resume is not None and (Path(resume).parent / "best.safetensors").exists():
         load_checkpoint(Path(resume).parent / "best.safetensors", model)
-        best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        best_weights = state_copy(model)
         load_checkpoint(resume, model)  # back to the weights training continues from
 
     def checkpoint(name: str, with_optimizer: bool) -> None:
         nonlocal best_weights
         if name == "best":  # every rank keeps the best weights, so the final report needs no file
-            best_weights = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+            best_weights = state_copy(scored)
         if not write or ckpt_dir is None:
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
