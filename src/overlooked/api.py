@@ -49,6 +49,11 @@ def check_config(cfg: ExperimentConfig) -> None:
         check_component_kwargs(AUGMENTATIONS, cfg.augment, "augment")
     for i, cb in enumerate(cfg.callbacks):
         check_component_kwargs(CALLBACKS, cb, f"callbacks[{i}]")
+    if cfg.train.repeats > 1 and not cfg.train.report_train:
+        raise ConfigError(
+            f"train.repeats={cfg.train.repeats} reports the best run by training error (the MemN2N paper's rule), "
+            "which needs the training split scored: set train.report_train=true, or train.repeats=1"
+        )
 
 
 def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[str, Any]:

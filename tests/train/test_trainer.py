@@ -203,6 +203,29 @@ def test_eval_limit_evaluates_the_first_n_examples_only(tmp_path):
     assert cut["train_examples"] == 7 and full["train_examples"] > 7 and full["steps"] == cut["steps"] == 3
 
 
+def test_report_train_off_skips_only_the_training_split(tmp_path, monkeypatch):
+    from overlooked.train import trainer
+
+    scored = []
+    real = trainer.evaluate
+
+    def counting(model, data, *args, **kwargs):
+        scored.append(len(data))
+        return real(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", counting)
+    _, full = api.train(_cfg(max_steps=2), out=tmp_path / "a")
+    n_full = len(scored)
+    _, cut = api.train(_cfg(max_steps=2, report_train=False), out=tmp_path / "b")
+    assert len(scored) - n_full == n_full - 1  # the same validation passes and report, less one split
+    assert "train_accuracy" in full and "train_examples" in full
+    assert not any(k.startswith("train_") and k != "train_time_s" for k in cut)
+    assert cut["val_accuracy"] == full["val_accuracy"] and cut["test_accuracy"] == full["test_accuracy"]
+    with pytest.raises(ConfigError, match="repeats=2.*training error.*report_train=true"):
+        api.train(_cfg(max_steps=2, repeats=2, report_train=False), out=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
 def test_max_minutes_stops_after_a_validation_pass_and_says_so(tmp_path):
     """A budget that has already passed after the first step: one step, one validation pass (the best
     checkpoint is that step's), and ``stopped_by`` names the budget; other runs name their own reason."""

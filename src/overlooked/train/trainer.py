@@ -483,7 +483,7 @@ def fit(
     if progress is not None:
         progress.close()
 
-    # Final report: the best-on-validation weights on every split.
+    # Final report: the best-on-validation weights on every split (without train when cfg.report_train is off).
     if best_weights is not None:
         model.load_state_dict(best_weights)
     elif ema is not None:  # no validation pass chose weights: report the average, as validation would have
@@ -500,7 +500,7 @@ def fit(
         "weights": "as trained" if ema is None else f"exponential moving average of the weights, decay {cfg.ema_decay}",
     }
     group_key = splits.meta.get("group_key")
-    for split_name in ("train", "val", "test"):
+    for split_name in ("train", "val", "test") if cfg.report_train else ("val", "test"):
         data = limited(getattr(splits, split_name))
         summary[f"{split_name}_examples"] = len(data)
         res = evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed, metric)
