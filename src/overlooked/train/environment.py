@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import platform
 import subprocess
@@ -27,6 +28,14 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
+@functools.cache
+def process_commit() -> str:
+    """:func:`git_commit` as it was when this process first asked, i.e. when its first run began: the code
+    it imported then is the code it runs, so a long ``--each`` or ``--repeats`` run records that commit in
+    every sub-run even when the tree moves on meanwhile."""
+    return git_commit()
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -49,7 +58,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
-        "git_commit": git_commit(),
+        "git_commit": process_commit(),
         "argv": sys.argv,
         "overlooked_data_env": os.environ.get("OVERLOOKED_DATA"),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
