@@ -230,3 +230,21 @@ def test_padded_time_pe_matches_the_authors_matrix_by_hand():
     o = (p[..., None] * values).sum(1)
     logits = (u + o) @ F.pad(C[1:], (0, 0, 1, 0)).T
     torch.testing.assert_close(out["logits"], logits)
+
+
+@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
+@pytest.mark.parametrize("softmax", [True, False])
+def test_memn2n_gradients_pass_gradcheck(tying, softmax):
+    """The fast forward (one embedding bag for story and query, memories split as strided views) has the
+    gradients of its own function, in float64, with and without the softmax (linear start)."""
+    torch.manual_seed(0)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=4, hops=2, tying=tying).double()
+    model.set_linear_start(not softmax)
+    story, query, mask, time = _batch(B=3)
+    names = [n for n, _ in model.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
+
+    def logits(*ps):
+        return torch.func.functional_call(model, dict(zip(names, ps)), (story, query, mask, time))["logits"]
+
+    assert torch.autograd.gradcheck(logits, params, atol=1e-6)

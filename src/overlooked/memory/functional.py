@@ -98,7 +98,7 @@ def time_word_weight(sentence_len: int, encoding: str, embed_dim: int) -> torch.
 
 
 def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int, pe_length: str = "sentence") -> torch.Tensor:
-    """Encode sentences with one or more stacked embedding matrices in one ``embedding_bag`` call.
+    """Encode sentences with one or more stacked embedding matrices by ``embedding_bag`` (one call for BoW, two for PE).
 
     Args:
         words: ``[..., L]`` word indices (0 = null word).
@@ -118,16 +118,17 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     where = real.view(-1).nonzero().squeeze(1)  # [T] flat positions of the real words, bag after bag
     index = flat.view(-1).index_select(0, where)  # [T]
     offsets = torch.cumsum(lengths, 0) - lengths  # [N] start of each bag; empty bags give zeros
-    if beta is None:
-        out = F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=alpha.view(-1).index_select(0, where).to(table.dtype))
-        return out.reshape(*lead, table.shape[1])  # [..., n*d]
-    # Bags [0, N) weigh the words by alpha, bags [N, 2N) by beta.
-    weights = torch.cat([alpha.view(-1), beta.view(-1)]).index_select(0, torch.cat([where, where + flat.numel()])).to(table.dtype)  # [2T]
-    both = F.embedding_bag(index.repeat(2), table, torch.cat([offsets, offsets + index.numel()]), mode="sum", per_sample_weights=weights)  # [2N, n*d]
+    # PE: two bags of the same words, weighed by alpha and by beta. Two calls rather than one over 2N bags, so
+    # that the backward hands each its own [N, n*d] gradient (no cat, no zero-filled slice of [2N, n*d]).
+    by_alpha, by_beta = (
+        None if w is None else F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=w.view(-1).index_select(0, where).to(table.dtype))
+        for w in (alpha, beta)
+    )  # [N, n*d] each
+    if by_beta is None:  # bag of words
+        return by_alpha.reshape(*lead, table.shape[1])  # [..., n*d]
     n = table.shape[1] // embed_dim
-    k_over_d = (torch.arange(1, embed_dim + 1, device=table.device, dtype=table.dtype) / embed_dim).repeat(n)  # [n*d]
-    N = flat.shape[0]
-    return (both[:N] - k_over_d * both[N:]).reshape(*lead, table.shape[1])
+    minus_k_over_d = (torch.arange(1, embed_dim + 1, device=table.device, dtype=table.dtype) / -embed_dim).repeat(n)  # [n*d]
+    return torch.addcmul(by_alpha, by_beta, minus_k_over_d).reshape(*lead, table.shape[1])  # alpha bag - (k/d) beta bag, one op
 
 
 def time_index(memory_mask: torch.Tensor) -> torch.Tensor:

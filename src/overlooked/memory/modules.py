@@ -128,7 +128,8 @@ class MemN2N(nn.Module):
             L = max(story.shape[-1], query.shape[-1])
             words = torch.cat([F.pad(story, (0, L - story.shape[-1])), F.pad(query, (0, L - query.shape[-1]))[:, None]], 1)  # [B, M+1, L]
             both = MF.encode_sentences(words, self.memory_table, self.encoding, d, self.pe_length)  # [B, M+1, (K+1)*d]
-            mem, u = both[:, :M], both[:, M, :d]  # [B, M, (K+1)*d], [B, d]
+            mem, q = both.split([M, 1], dim=1)  # [B, M, (K+1)*d], [B, 1, (K+1)*d] (split's backward is one cat)
+            u = q[:, 0, :d]  # [B, d]
         else:
             mem = MF.encode_sentences(story, self.memory_table, self.encoding, d, self.pe_length)  # [B, M, 2*d]
             u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
@@ -142,8 +143,9 @@ class MemN2N(nn.Module):
         if self.padding == "attend":  # empty slots: zero vectors that stay in the softmax (score 0)
             mem = mem * memory_mask[..., None].to(mem.dtype)
             memory_mask = torch.ones_like(memory_mask)
-        # Split the stacked memories once (unbind's backward is one stack; slicing would zero-fill per slice).
-        parts = mem.reshape(mem.shape[0], M, -1, d).permute(2, 0, 1, 3).contiguous().unbind(0)  # n x [B, M, d]
+        # Split the stacked memories once, as strided views (unbind's backward is one stack; slicing would
+        # zero-fill per slice, and a contiguous copy would cost one copy forward and two backward).
+        parts = mem.reshape(mem.shape[0], M, -1, d).unbind(2)  # n x [B, M, d]
         masks = MF.mask_bias(memory_mask)  # once for all hops
         attention = []
         for k in range(K):
