@@ -235,7 +235,7 @@ def test_padded_time_pe_matches_the_authors_matrix_by_hand():
 @pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
 @pytest.mark.parametrize("softmax", [True, False])
 def test_memn2n_gradients_pass_gradcheck(tying, softmax):
-    """The fast forward (one embedding bag for story and query, memories split as strided views) has the
+    """The fast forward (story and query encoded together, memories split as strided views) has the
     gradients of its own function, in float64, with and without the softmax (linear start)."""
     torch.manual_seed(0)
     model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=4, hops=2, tying=tying).double()
