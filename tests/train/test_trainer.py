@@ -223,6 +223,8 @@ def test_report_train_off_skips_only_the_training_split(tmp_path, monkeypatch):
     assert cut["val_accuracy"] == full["val_accuracy"] and cut["test_accuracy"] == full["test_accuracy"]
     with pytest.raises(ConfigError, match="repeats=2.*training error.*report_train=true"):
         api.train(_cfg(max_steps=2, repeats=2, report_train=False), out=tmp_path / "c")
+    with pytest.raises(ConfigError, match="report_train=true"):
+        api.train_each(_cfg(max_steps=2, repeats=2, report_train=False), "train.seed", [0, 1], out=tmp_path / "c")
     assert not (tmp_path / "c").exists()
 
 
