@@ -69,3 +69,24 @@ def test_paper_scale_figure_plots_every_full_run_of_the_dataset(tmp_path):
     (path,) = api.paper_scale_figures(runs, tmp_path / "figs")
     assert path.name == "runs_mnist_accuracy_flops.png" and path.stat().st_size > 1000
     assert api.paper_scale_figures(runs[:1], tmp_path / "none") == []  # one point is no comparison
+
+
+def test_repeated_bench_figures_are_summarised_by_median_and_range(tmp_path):
+    import json
+
+    from overlooked.bench.report import render_benches
+
+    def bench(name: str, value: float, commit: str) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "bench.json").write_text(json.dumps({"family": "memory", "figures": [{"name": "train", "value": value, "unit": "stories/s"}]}))
+        env = {"git_commit": commit, "cpu": "CPU", "torch_threads": 2, "date": "2026-12-05T07:00:00+00:00", "argv": ["overlooked", "bench", "memory"]}
+        (folder / "environment.json").write_text(json.dumps(env))
+
+    for i, value in enumerate((9000.0, 12000.0, 13000.0, 5000.0)):
+        bench(f"bench-memory-{i}", value, "aaaaaaa1" if i < 3 else "bbbbbbb2")
+    lines = render_benches([tmp_path])
+    summary = [line for line in lines if line.startswith("| train |")]
+    assert summary == ["| train | aaaaaaa | 3 | 12,000 stories/s | 9,000-13,000 | CPU (2 threads) | 2026-12-05 |"]  # bbbbbbb ran once
+    assert sum(line.startswith("| `bench-memory-") for line in lines) == 4  # every run keeps its row
+    assert not any("median" in line for line in render_benches([tmp_path], repeated_at=5))

@@ -8,6 +8,7 @@ per run: what was measured, with the command, hardware, wall time and date that 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,20 +141,43 @@ def _bench_hardware(env: dict[str, Any]) -> str:
     return _hardware(env) if env.get("gpu") else f"{env.get('cpu', '?')} ({env.get('torch_threads', '?')} threads)"
 
 
-def render_benches(roots: list[Path]) -> list[str]:
-    """Speed figures from committed benchmark folders (``results/bench/<name>/bench.json``)."""
-    lines = ["", "## Speed (benchmarks)", "", "| benchmark | figure | value | hardware | date | command |", "|---|---|---:|---|---|---|"]
+def render_benches(roots: list[Path], repeated_at: int = 3) -> list[str]:
+    """Speed figures from committed benchmark folders (``results/bench/<name>/bench.json``).
+
+    Every run gets its rows. A figure measured in at least ``repeated_at`` runs of one git commit on one
+    machine is also summarised first, as its median and range over those runs, since single runs on a
+    shared machine scatter."""
+    rows, groups = [], {}
     for root in roots:
         for folder in sorted(p for p in root.iterdir() if (p / "bench.json").is_file()):
             data = json.loads((folder / "bench.json").read_text())
             env = json.loads((folder / "environment.json").read_text()) if (folder / "environment.json").is_file() else {}
             command = Run(folder, {}, env, {}).command
             for fig in data["figures"]:
-                lines.append(
+                rows.append(
                     f"| `{folder.name}` | {fig['name']} | {fig['value']:,.0f} {fig['unit']} | {_bench_hardware(env)} | "
                     f"{env.get('date', '?')[:10]} | `{command}` |"
                 )
-    return lines
+                key = (fig["name"], fig["unit"], str(env.get("git_commit", "?"))[:7], _bench_hardware(env))
+                groups.setdefault(key, []).append((float(fig["value"]), env.get("date", "?")[:10]))
+    lines = ["", "## Speed (benchmarks)", ""]
+    repeated = {k: v for k, v in groups.items() if len(v) >= repeated_at}
+    if repeated:
+        lines += [
+            f"Figures measured in {repeated_at} or more runs of one commit: median and range over those runs.",
+            "",
+            "| figure | git | runs | median | range | hardware | dates |",
+            "|---|---|---:|---:|---|---|---|",
+        ]
+        for (name, unit, commit, hardware), found in sorted(repeated.items()):
+            values = sorted(v for v, _ in found)
+            dates = sorted({d for _, d in found})
+            lines.append(
+                f"| {name} | {commit} | {len(values)} | {statistics.median(values):,.0f} {unit} | {values[0]:,.0f}-{values[-1]:,.0f} | "
+                f"{hardware} | {', '.join(dates)} |"
+            )
+        lines += ["", "Every run:", ""]
+    return lines + ["| benchmark | figure | value | hardware | date | command |", "|---|---|---:|---|---|---|"] + rows
 
 
 CONVERSION = "ann_to_snn_conversion"
