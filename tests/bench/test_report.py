@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -72,8 +73,6 @@ def test_paper_scale_figure_plots_every_full_run_of_the_dataset(tmp_path):
 
 
 def test_repeated_bench_figures_are_summarised_by_median_and_range(tmp_path):
-    import json
-
     from overlooked.bench.report import render_benches
 
     def bench(name: str, value: float, commit: str) -> None:

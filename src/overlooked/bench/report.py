@@ -152,14 +152,11 @@ def render_benches(roots: list[Path], repeated_at: int = 3) -> list[str]:
         for folder in sorted(p for p in root.iterdir() if (p / "bench.json").is_file()):
             data = json.loads((folder / "bench.json").read_text())
             env = json.loads((folder / "environment.json").read_text()) if (folder / "environment.json").is_file() else {}
-            command = Run(folder, {}, env, {}).command
+            command, hardware, date = Run(folder, {}, env, {}).command, _bench_hardware(env), env.get("date", "?")[:10]
             for fig in data["figures"]:
-                rows.append(
-                    f"| `{folder.name}` | {fig['name']} | {fig['value']:,.0f} {fig['unit']} | {_bench_hardware(env)} | "
-                    f"{env.get('date', '?')[:10]} | `{command}` |"
-                )
-                key = (fig["name"], fig["unit"], str(env.get("git_commit", "?"))[:7], _bench_hardware(env))
-                groups.setdefault(key, []).append((float(fig["value"]), env.get("date", "?")[:10]))
+                rows.append(f"| `{folder.name}` | {fig['name']} | {fig['value']:,.0f} {fig['unit']} | {hardware} | {date} | `{command}` |")
+                key = (fig["name"], fig["unit"], str(env.get("git_commit", "?"))[:7], hardware)
+                groups.setdefault(key, []).append((float(fig["value"]), date))
     lines = ["", "## Speed (benchmarks)", ""]
     repeated = {k: v for k, v in groups.items() if len(v) >= repeated_at}
     if repeated:

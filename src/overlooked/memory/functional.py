@@ -118,17 +118,17 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     where = real.view(-1).nonzero().squeeze(1)  # [T] flat positions of the real words, bag after bag
     index = flat.view(-1).index_select(0, where)  # [T]
     offsets = torch.cumsum(lengths, 0) - lengths  # [N] start of each bag; empty bags give zeros
-    # PE: two bags of the same words, weighed by alpha and by beta. Two calls rather than one over 2N bags, so
-    # that the backward hands each its own [N, n*d] gradient (no cat, no zero-filled slice of [2N, n*d]).
-    by_alpha, by_beta = (
-        None if w is None else F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=w.view(-1).index_select(0, where).to(table.dtype))
-        for w in (alpha, beta)
-    )  # [N, n*d] each
-    if by_beta is None:  # bag of words
-        return by_alpha.reshape(*lead, table.shape[1])  # [..., n*d]
+
+    def weighted_bags(w: torch.Tensor) -> torch.Tensor:  # [N, n*d]: sum_j w_j E x_j for every sentence
+        return F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=w.view(-1).index_select(0, where).to(table.dtype))
+
+    if beta is None:  # bag of words
+        return weighted_bags(alpha).reshape(*lead, table.shape[1])  # [..., n*d]
+    # PE: the same words weighed by alpha and by beta. Two calls rather than one over 2N bags, so that the
+    # backward hands each its own [N, n*d] gradient (no cat, no zero-filled slice of [2N, n*d]).
     n = table.shape[1] // embed_dim
     minus_k_over_d = (torch.arange(1, embed_dim + 1, device=table.device, dtype=table.dtype) / -embed_dim).repeat(n)  # [n*d]
-    return torch.addcmul(by_alpha, by_beta, minus_k_over_d).reshape(*lead, table.shape[1])  # alpha bag - (k/d) beta bag, one op
+    return torch.addcmul(weighted_bags(alpha), weighted_bags(beta), minus_k_over_d).reshape(*lead, table.shape[1])  # alpha bag - (k/d) beta bag, one op
 
 
 def time_index(memory_mask: torch.Tensor) -> torch.Tensor:
