@@ -177,6 +177,19 @@ def test_true_hop_targets_repeat_stop_and_dropped_facts():
     assert MN.true_hop_targets(sup, mask, 2, adaptive=False)[1].tolist() == [3, 3]
 
 
+def test_true_hop_targets_last_k_of_more_than_k_facts():
+    sup = torch.tensor([[9, 5, 2], [4, -1, -1], [3, -1, 7], [-1, -1, -1]])
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    assert MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="first").tolist() == [[9, 5], [4, 4], [3, 7], [-1, -1]]
+    assert MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="last").tolist() == [[5, 2], [4, 4], [3, 7], [-1, -1]]
+    assert MN.true_hop_targets(sup, mask, 1, adaptive=False, facts="last").tolist() == [[2], [4], [7], [-1]]
+    mask[0, 2] = False  # the last fact dropped: the last two valid ones are 9 and 5
+    assert MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="last")[0].tolist() == [9, 5]
+    assert MN.true_hop_targets(sup, mask, 10, adaptive=True, facts="last").tolist() == MN.true_hop_targets(sup, mask, 10, adaptive=True).tolist()
+    with pytest.raises(ValueError, match="facts must be"):
+        MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="middle")
+
+
 # ---------------------------------------------------------------------------------------------- the hard max
 
 

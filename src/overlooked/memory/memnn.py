@@ -47,7 +47,10 @@ Choices where the papers leave things open (each also stated where it is made):
    older look-alike ("Mary went to X"), which it cannot.
 3. k = 2 with fewer true facts (bAbI task 1 has one): the last true fact is the target again at the
    remaining hops, and R is trained on the same list the hops then produce. With more than k, the first k
-   (the file's order, which is the order of reasoning: see :func:`true_hop_targets`).
+   (``facts="first"``, the default) or the last k (``facts="last"``) in the file's order, which is the order
+   of reasoning (see :func:`true_hop_targets`). In bAbI tasks 3 and 16 (three facts each) the answer word
+   is in the last two listed facts in all 1000 training questions and in the first two in none, so with
+   the first two R is never shown the answer.
 4. Nonlinear scoring with write time: ``s_Ot = E(x) . (E(y) - E(y') + U_t Phi_t)``: the time indicators enter
    linearly after the nonlinearity (``Phi_t`` depends on the pair, so it cannot sit inside ``E(y)``).
 """
@@ -261,7 +264,7 @@ def masked_softmax(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 # Supervision: the true hop sequence
 
 
-def true_hop_targets(supporting: torch.Tensor, memory_mask: torch.Tensor, hops: int, adaptive: bool) -> torch.Tensor:
+def true_hop_targets(supporting: torch.Tensor, memory_mask: torch.Tensor, hops: int, adaptive: bool, facts: str = "first") -> torch.Tensor:
     """The candidate O must pick at each hop under strong supervision.
 
     bAbI lists a question's supporting facts in the order of reasoning, not of time: in task 2 the first
@@ -275,28 +278,34 @@ def true_hop_targets(supporting: torch.Tensor, memory_mask: torch.Tensor, hops: 
         hops: ``k`` (fixed) or ``max_hops`` (adaptive).
         adaptive: append the ``m_STOP`` target (index ``M``) after the last fact; otherwise use exactly ``k``
             targets, repeating the last fact when there are fewer (choice 3 of the module docstring).
+        facts: without ``adaptive``, which ``k`` of more than ``k`` valid facts the hops target, in order:
+            ``"first"`` or ``"last"``. Ignored when adaptive (every fact, then ``m_STOP``).
 
     Returns:
         ``[B, H]`` int64: a slot in ``0..M-1``, ``M`` for ``m_STOP``, or -1 where the hop has no target
         (no valid fact at all, or past ``m_STOP``). ``H = k``, or ``min(S + 1, max_hops)`` when adaptive.
     """
+    if facts not in ("first", "last"):
+        raise ValueError(f"facts must be 'first' or 'last', got {facts!r}")
     B, M = memory_mask.shape
     in_range = (supporting >= 0) & (supporting < M)
     valid = in_range & memory_mask.gather(1, supporting.clamp(0, M - 1))  # [B, S]
     order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices  # valid facts first, in order
-    facts = supporting.gather(1, order)  # [B, S]
+    listed = supporting.gather(1, order)  # [B, S] valid facts in the file's order, then the rest
     n = valid.sum(1)  # [B]
     S = supporting.shape[1]
     if adaptive:
         H = min(S + 1, hops)
         h = torch.arange(H, device=supporting.device)[None, :]  # [1, H]
-        from_facts = facts.gather(1, h.clamp(max=S - 1).expand(B, H)) if S > 0 else torch.full((B, H), -1, device=supporting.device)
+        from_facts = listed.gather(1, h.clamp(max=S - 1).expand(B, H)) if S > 0 else torch.full((B, H), -1, device=supporting.device)
         stop = torch.full_like(from_facts, M)
         out = torch.where(h < n[:, None], from_facts, torch.where(h == n[:, None], stop, torch.full_like(stop, -1)))
         return out
     h = torch.arange(hops, device=supporting.device)[None, :]  # [1, k]
+    if facts == "last":  # start so that the last fact lands on the last hop when there are more than k
+        h = h + (n[:, None] - hops).clamp(min=0)
     idx = torch.minimum(h, (n[:, None] - 1).clamp(min=0)).clamp(max=max(S - 1, 0))  # [B, k]: repeat the last fact
-    out = facts.gather(1, idx) if S > 0 else torch.full((B, hops), -1, device=supporting.device)
+    out = listed.gather(1, idx) if S > 0 else torch.full((B, hops), -1, device=supporting.device)
     return torch.where(n[:, None] > 0, out, torch.full_like(out, -1))
 
 
@@ -345,6 +354,8 @@ class MemNN(nn.Module):
         r_features: ``"shared"`` ([W14] §3.1: every retrieved memory in one block of ``Phi_x``) or ``"last"``
             (the most recently retrieved memory in its own block of ``U_R``; our deviation, see the module
             docstring).
+        facts: with more than ``k`` supporting facts (not adaptive), train the hops on the ``"first"`` or
+            the ``"last"`` ``k`` of them (choice 3 of the module docstring).
     """
 
     def __init__(
@@ -361,11 +372,14 @@ class MemNN(nn.Module):
         init_std: float = 0.1,
         straight_through: bool = True,
         r_features: str = "shared",
+        facts: str = "first",
     ):
         super().__init__()
         if r_features not in ("shared", "last"):
             raise ValueError(f"r_features must be 'shared' or 'last', got {r_features!r}")
-        self.r_features = r_features
+        if facts not in ("first", "last"):
+            raise ValueError(f"facts must be 'first' or 'last', got {facts!r}")
+        self.r_features, self.facts = r_features, facts
         if hops < 1:
             raise ValueError(f"hops must be >= 1, got {hops}")
         self.vocab_size, self.memory_size, self.embed_dim, self.hops = vocab_size, memory_size, embed_dim, hops
@@ -491,7 +505,7 @@ class MemNN(nn.Module):
     def _ranking(self, q_O, q_R, mem_in, mem_R, E_cand, cand_valid, cand_time, has_time, E_words, supporting, memory_mask) -> dict[str, torch.Tensor]:
         """Scores the margin ranking loss needs, each hop conditioned on the true earlier facts."""
         B, M = memory_mask.shape
-        target = true_hop_targets(supporting, memory_mask, self.hops, self.adaptive)  # [B, Ht]
+        target = true_hop_targets(supporting, memory_mask, self.hops, self.adaptive, self.facts)  # [B, Ht]
         is_fact = (target >= 0) & (target < M)  # [B, Ht]
         fact_slot = target.clamp(0, M - 1)
         fact_w = F.one_hot(fact_slot, M).to(q_O.dtype) * is_fact[..., None]  # [B, Ht, M]
@@ -538,9 +552,10 @@ def memnn(
     init_std: float = 0.1,
     straight_through: bool = True,
     r_features: str = "shared",
+    facts: str = "first",
 ) -> MemNN:
     """The original MemNN: bag of words, k = 2 hard-max hops, write-time features, linear scores."""
-    return MemNN(vocab_size, memory_size, embed_dim, hops, adaptive=False, ngrams=False, nonlinear=False, time_features=time_features, init_std=init_std, straight_through=straight_through, r_features=r_features)
+    return MemNN(vocab_size, memory_size, embed_dim, hops, adaptive=False, ngrams=False, nonlinear=False, time_features=time_features, init_std=init_std, straight_through=straight_through, r_features=r_features, facts=facts)
 
 
 @MODELS.register("memnn_am_ng_nl", family="memory", paper="Weston et al. 2015, arXiv 1502.05698 (appendix A)", input_keys=INPUT_KEYS)
