@@ -5,11 +5,13 @@ Each function takes typed arguments and returns plain data; the CLI only parses 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import math
 import statistics
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -155,20 +157,38 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+@contextlib.contextmanager
+def _building(section: str, name: str | None) -> Iterator[None]:
+    """Turn a builder's ValueError / TypeError / RuntimeError (a setting its own checks refuse, e.g.
+    ``hops=0``) into a :class:`ConfigError` that names the config section; the original stays chained."""
+    try:
+        yield
+    except OverlookedError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"{section} {name!r} could not be built from its settings: {exc} (fix the {section}.* settings)") from exc
+
+
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
     dist = init_distributed(cfg.train.device)
     write = run_dir is not None and dist.is_main
+    torch.manual_seed(cfg.train.seed)
+    # Every component is built before the run folder is written, so a bad setting leaves no half-made folder.
+    splits = build_data(cfg, data_dir)
+    with _building("model", cfg.model.name):
+        model = build_model(cfg, splits.meta)
+    with _building("objective", cfg.objective.name):
+        objective = build_objective(cfg, splits)
+    with _building("augment", cfg.augment.name if cfg.augment else None):
+        augment = AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs) if cfg.augment and cfg.augment.name else None
+    with _building("encoder", cfg.encoder.name if cfg.encoder else None):
+        encoder = build_encoder(cfg)
+    with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
+        callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
     if write:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         _write_json(run_dir / "environment.json", environment(cfg.train.device))
-    torch.manual_seed(cfg.train.seed)
-    splits = build_data(cfg, data_dir)
-    model = build_model(cfg, splits.meta)
-    objective = build_objective(cfg, splits)
-    augment = AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs) if cfg.augment and cfg.augment.name else None
-    encoder = build_encoder(cfg)
-    callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
     t0 = _dt.datetime.now()
     result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
     summary = {

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,17 @@ def test_report_train_off_skips_only_the_training_split(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="report_train=true"):
         api.train_each(_cfg(max_steps=2, repeats=2, report_train=False), "train.seed", [0, 1], out=tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_component_its_builder_refuses_is_a_config_error_and_leaves_no_folder(tmp_path):
+    cfg = ExperimentConfig.from_dict({**DDP_CFG, "model": {"name": "mlp", "kwargs": {"hidden": [32], "dropout": 1.5}}})
+    with pytest.raises(ConfigError, match=r"model 'mlp' could not be built from its settings: .*dropout.*model\.\*") as info:
+        api.train(cfg, out=tmp_path / "runs")
+    assert isinstance(info.value.__cause__, ValueError)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError, match="model 'mlp' could not be built"):
+        api.train(replace(cfg, train=replace(cfg.train, repeats=2)), out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_max_minutes_stops_after_a_validation_pass_and_says_so(tmp_path):

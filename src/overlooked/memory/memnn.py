@@ -57,6 +57,8 @@ Choices where the papers leave things open (each also stated where it is made):
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -553,8 +555,8 @@ def memnn(
     time_features: bool = True,
     init_std: float = 0.1,
     straight_through: bool = True,
-    r_features: str = "shared",
-    facts: str = "first",
+    r_features: Literal["shared", "last"] = "shared",
+    facts: Literal["first", "last"] = "first",
 ) -> MemNN:
     """The original MemNN: bag of words, k = 2 hard-max hops, write-time features, linear scores."""
     return MemNN(vocab_size, memory_size, embed_dim, hops, adaptive=False, ngrams=False, nonlinear=False, time_features=time_features, init_std=init_std, straight_through=straight_through, r_features=r_features, facts=facts)
@@ -570,7 +572,7 @@ def memnn_am_ng_nl(
     time_features: bool = True,
     init_std: float = 0.1,
     straight_through: bool = True,
-    r_features: str = "shared",
+    r_features: Literal["shared", "last"] = "shared",
 ) -> MemNN:
     """MemNN + adaptive memory (m_STOP, at most 10 hops) + bag of 1-3-grams + nonlinear (eq. 6) scores."""
     return MemNN(vocab_size, memory_size, embed_dim, max_hops, adaptive=True, ngrams=True, ngram_buckets=ngram_buckets, nonlinear=True, time_features=time_features, init_std=init_std, straight_through=straight_through, r_features=r_features)
