@@ -165,28 +165,51 @@ def _building(section: str, name: str | None) -> Iterator[None]:
         yield
     except OverlookedError:
         raise
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise ConfigError(f"{section} {name!r} could not be built from its settings: {exc} (fix the {section}.* settings)") from exc
+    except (ValueError, TypeError, RuntimeError) as exc:  # the type is kept in the message: a bug reads as one
+        raise ConfigError(f"{section} {name!r} could not be built from its settings: {type(exc).__name__}: {exc} (fix the {section}.* settings)") from exc
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents now (so a concurrent run cannot take the name); return the
+    folders this call created, deepest first, for :func:`_remove_empty`."""
+    made, p = [], path
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the folders :func:`_make_dirs` created, deepest first, as long as they are empty."""
+    for p in made:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
     dist = init_distributed(cfg.train.device)
     write = run_dir is not None and dist.is_main
+    made = _make_dirs(run_dir) if write else []  # the name is taken at once; the files come after the build
     torch.manual_seed(cfg.train.seed)
-    # Every component is built before the run folder is written, so a bad setting leaves no half-made folder.
-    splits = build_data(cfg, data_dir)
-    with _building("model", cfg.model.name):
-        model = build_model(cfg, splits.meta)
-    with _building("objective", cfg.objective.name):
-        objective = build_objective(cfg, splits)
-    with _building("augment", cfg.augment.name if cfg.augment else None):
-        augment = AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs) if cfg.augment and cfg.augment.name else None
-    with _building("encoder", cfg.encoder.name if cfg.encoder else None):
-        encoder = build_encoder(cfg)
-    with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
-        callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
+    try:  # every component is built before anything is written: a bad setting leaves no half-made folder
+        splits = build_data(cfg, data_dir)
+        with _building("model", cfg.model.name):
+            model = build_model(cfg, splits.meta)
+        with _building("objective", cfg.objective.name):
+            objective = build_objective(cfg, splits)
+        with _building("augment", cfg.augment.name if cfg.augment else None):
+            augment = AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs) if cfg.augment and cfg.augment.name else None
+        with _building("encoder", cfg.encoder.name if cfg.encoder else None):
+            encoder = build_encoder(cfg)
+        with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
+            callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
+    except BaseException:
+        _remove_empty(made)
+        raise
     if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         _write_json(run_dir / "environment.json", environment(cfg.train.device))
     t0 = _dt.datetime.now()
