@@ -1,0 +1,106 @@
+"""Pool the seeds of several `--each KEY=... --repeats N` runs of one recipe, each launched with its own
+`train.seed`, and choose per value among all of them by the rules of `--repeats` (`overlooked.api.aggregate`:
+lowest training error, the MemN2N paper's rule, and highest validation accuracy; ties go to the seed listed
+first, runs in the order given, seeds ascending). Test accuracy never enters the choice.
+
+    python scripts/pool_seeds.py OUT_DIR data.tasks RUN [RUN ...]
+
+For example the paper's best of 10 from a best-of-3 run (seeds 0-2) and a run with `train.seed=3
+--repeats 7` (seeds 3-9). A value that only some runs cover keeps the seeds it has: the summary's
+`pooled_seeds` lists them per value, and `repeats` says "A to B" when values differ in count.
+
+Refuses runs whose per-value configs differ in anything but `name`, `train.seed` and `train.repeats` (it
+would pool different recipes) and a seed that two runs share. Copies the small files of every seed (never
+checkpoints) into OUT_DIR/<key>=<value>/seed<S>/ and writes the per-value and merged summaries as `--each`
+does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from overlooked import api
+from overlooked.config import ExperimentConfig, apply_overrides
+from overlooked.train.environment import environment
+
+SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "notes.md")
+
+
+def _recipe(config: dict) -> dict:
+    """A per-value config without the keys that may differ between pooled runs."""
+    out = {k: v for k, v in config.items() if k != "name"}
+    out["train"] = {k: v for k, v in config.get("train", {}).items() if k not in ("seed", "repeats")}
+    return out
+
+
+def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, dict]]]:
+    """Per value folder name (``tasks=7``): the pooled seeds as (run name, seed folder, seed summary)."""
+    name = key.split(".")[-1]
+    found: dict[str, list[tuple[str, Path, dict]]] = {}
+    recipes: dict[str, tuple[str, dict]] = {}
+    for run in map(Path, runs):
+        subs = sorted(run.glob(f"{name}=*"))
+        if not subs:
+            raise ValueError(f"{run} has no {name}=* sub-runs: pass the folders `overlooked train --each {key}=... --repeats N` wrote")
+        for sub in subs:
+            recipe = _recipe(yaml.safe_load((sub / "config.yaml").read_text()))
+            first = recipes.setdefault(sub.name, (run.name, recipe))
+            if first[1] != recipe:
+                raise ValueError(f"{sub} was trained with another recipe than {first[0]}/{sub.name} (configs differ beyond name, train.seed, train.repeats): pool only seeds of one recipe")
+            seeds = sorted(sub.glob("seed*"), key=lambda p: int(p.name[4:]))
+            if not seeds:
+                raise ValueError(f"{sub} has no seed* folders: pool runs made with --repeats")
+            for seed in seeds:
+                taken = [r for r, p, _ in found.get(sub.name, []) if p.name == seed.name]
+                if taken:
+                    raise ValueError(f"{seed.name} of {sub.name} is in both {taken[0]} and {run.name}: pooled runs must use different seeds")
+                found.setdefault(sub.name, []).append((run.name, seed, json.loads((seed / "summary.json").read_text())))
+    return found
+
+
+def main(out: str, key: str, runs: list[str]) -> None:
+    found = pool(key, runs)
+    out_dir, name = Path(out), key.split(".")[-1]
+    subs, values = {}, []
+    for value_dir, seeds in found.items():
+        target = out_dir / value_dir
+        for _, seed, _ in seeds:
+            for src in seed.rglob("*"):
+                if src.is_file() and src.name in SMALL_FILES and "checkpoints" not in src.parts:
+                    dest = target / seed.name / src.relative_to(seed)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dest)
+        source = next(Path(r) / value_dir for r in runs if (Path(r) / value_dir).is_dir())
+        sub_cfg = yaml.safe_load((source / "config.yaml").read_text())
+        sub_cfg["train"]["seed"], sub_cfg["train"]["repeats"] = seeds[0][2]["seed"], len(seeds)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "config.yaml").write_text(yaml.safe_dump(sub_cfg, sort_keys=False))
+        agg = api.aggregate([s for _, _, s in seeds])
+        agg["pooled_seeds"] = [f"{r}/{p.name}" for r, p, _ in seeds]
+        (target / "summary.json").write_text(json.dumps(agg, indent=2, sort_keys=True, default=str) + "\n")
+        value = json.loads(value_dir.split("=", 1)[1])
+        values.append(value)
+        subs[str(value)] = agg
+    values.sort()
+    cfg = ExperimentConfig.from_dict({**yaml.safe_load((Path(runs[0]) / "config.yaml").read_text()), "name": out_dir.name.split("-each-")[0]})
+    counts = sorted({len(found[f"{name}={v}"]) for v in values})
+    cfg = apply_overrides(cfg, [f"{key}={json.dumps(values)}", f"train.repeats={counts[-1]}"])
+    merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
+    merged["repeats"] = counts[0] if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    merged["pooled_seeds"] = {str(v): len(found[f"{name}={v}"]) for v in values}
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    env = environment(cfg.train.device)
+    env["argv"] = ["python", "scripts/pool_seeds.py", out, key, *runs]
+    env["pooled_from"] = [Path(r).name for r in runs]
+    (out_dir / "environment.json").write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"wrote {out_dir}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -1,0 +1,63 @@
+"""scripts/pool_seeds.py: the seeds of several --each --repeats runs of one recipe, chosen among by the
+--repeats rules (training error, validation), never by test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="module")
+def pool_seeds(load_script):
+    return load_script("pool_seeds")
+
+
+def _cfg(tasks, seed=0, repeats=1, lr=0.01, name="recipe"):
+    return {"name": name, "data": {"name": "babi", "kwargs": {"tasks": tasks}}, "model": {"name": "memn2n"}, "train": {"lr": lr, "seed": seed, "repeats": repeats}}
+
+
+def _run(root: Path, name: str, seeds: dict[int, dict[int, tuple[float, float, float]]], lr=0.01) -> Path:
+    """seeds: {task: {seed: (train, val, test)}}."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(_cfg(sorted(seeds), name=name, lr=lr)))
+    for task, per_seed in seeds.items():
+        sub = run / f"tasks={task}"
+        first = min(per_seed)
+        for seed, (train, val, test) in per_seed.items():
+            (sub / f"seed{seed}").mkdir(parents=True)
+            summary = {"seed": seed, "wall_time_s": 1.0, "train_accuracy": train, "val_accuracy": val, "test_accuracy": test, "test_group_accuracy": {str(task): test}}
+            (sub / f"seed{seed}" / "summary.json").write_text(json.dumps(summary))
+        (sub / "config.yaml").write_text(yaml.safe_dump(_cfg([task], seed=first, repeats=len(per_seed), name=name, lr=lr)))
+    return run
+
+
+def test_pooled_choice_follows_training_error_then_validation_never_test(pool_seeds, tmp_path):
+    a = _run(tmp_path, "a", {1: {0: (0.90, 0.80, 0.99), 1: (0.95, 0.70, 0.50)}, 2: {0: (1.0, 1.0, 0.9), 1: (1.0, 0.9, 1.0)}})
+    b = _run(tmp_path, "b", {1: {2: (0.97, 0.60, 0.40), 3: (0.97, 0.90, 0.95)}})
+    found = pool_seeds.pool("data.tasks", [a, b])
+    assert [p.name for _, p, _ in found["tasks=1"]] == ["seed0", "seed1", "seed2", "seed3"]
+    out = tmp_path / "pooled-each-1"
+    pool_seeds.main(str(out), "data.tasks", [str(a), str(b)])
+    one = json.loads((out / "tasks=1" / "summary.json").read_text())
+    assert one["best_by_train"]["seed"] == 2  # 0.97 twice: the first listed (seed 2), whatever its test
+    assert one["best_by_val"]["seed"] == 3
+    assert one["repeats"] == 4 and (out / "tasks=1" / "seed3" / "summary.json").is_file()
+    merged = json.loads((out / "summary.json").read_text())
+    assert merged["best_by_train"]["test_group_accuracy"] == {"1": 0.40, "2": 0.9}  # task 2: a tie, seed 0
+    assert merged["pooled_seeds"] == {"1": 4, "2": 2} and merged["repeats"] == "2 to 4"
+    assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "pooled"
+    assert yaml.safe_load((out / "tasks=1" / "config.yaml").read_text())["train"]["repeats"] == 4
+
+
+def test_pool_refuses_other_recipes_and_shared_seeds(pool_seeds, tmp_path):
+    a = _run(tmp_path, "a", {1: {0: (0.9, 0.9, 0.9)}})
+    other = _run(tmp_path, "other", {1: {1: (0.9, 0.9, 0.9)}}, lr=0.02)
+    with pytest.raises(ValueError, match="another recipe"):
+        pool_seeds.pool("data.tasks", [a, other])
+    same = _run(tmp_path, "same", {1: {0: (0.8, 0.8, 0.8)}})
+    with pytest.raises(ValueError, match="seed0 of tasks=1 is in both a and same"):
+        pool_seeds.pool("data.tasks", [a, same])
