@@ -48,10 +48,15 @@ def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, sum
     values = [values[i] for i in order]
     cfg = apply_overrides(cfg, [f"{key}={json.dumps(values)}"])
     merged = {**api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values), **(summary_extra or {})}
+    argv = argv if argv is not None else json.loads((Path(runs[0]) / "environment.json").read_text()).get("argv", [])
+    write_folder(out_dir, cfg, merged, argv, collected_from=[Path(r).name for r in runs])
+
+
+def write_folder(out_dir: Path, cfg: ExperimentConfig, merged: dict, argv: list[str], **env_extra: list[str]) -> None:
+    """Write a gathered folder's config.yaml, environment.json (this machine, ``argv`` and ``env_extra``) and
+    merged summary.json."""
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    env = environment(cfg.train.device)
-    env["argv"] = argv if argv is not None else json.loads((Path(runs[0]) / "environment.json").read_text()).get("argv", [])
-    env["collected_from"] = [Path(r).name for r in runs]
+    env = {**environment(cfg.train.device), "argv": argv, **env_extra}
     (out_dir / "environment.json").write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
     print(f"wrote {out_dir}")

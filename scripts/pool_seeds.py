@@ -26,9 +26,9 @@ import yaml
 
 from overlooked import api
 from overlooked.config import ExperimentConfig, apply_overrides
-from overlooked.train.environment import environment
 
-SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "notes.md")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect_each import SMALL_FILES, write_folder  # noqa: E402
 
 
 def _recipe(config: dict) -> dict:
@@ -93,13 +93,7 @@ def main(out: str, key: str, runs: list[str]) -> None:
     merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
     merged["repeats"] = counts[0] if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
     merged["pooled_seeds"] = {str(v): len(found[f"{name}={v}"]) for v in values}
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    env = environment(cfg.train.device)
-    env["argv"] = ["python", "scripts/pool_seeds.py", out, key, *runs]
-    env["pooled_from"] = [Path(r).name for r in runs]
-    (out_dir / "environment.json").write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
-    print(f"wrote {out_dir}")
+    write_folder(out_dir, cfg, merged, ["python", "scripts/pool_seeds.py", out, key, *runs], pooled_from=[Path(r).name for r in runs])
 
 
 if __name__ == "__main__":
