@@ -17,7 +17,6 @@ import yaml
 
 from overlooked import api
 from overlooked.config import ExperimentConfig, apply_overrides
-from overlooked.train.environment import environment
 
 SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "notes.md")
 
@@ -49,16 +48,7 @@ def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, sum
     cfg = apply_overrides(cfg, [f"{key}={json.dumps(values)}"])
     merged = {**api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values), **(summary_extra or {})}
     argv = argv if argv is not None else json.loads((Path(runs[0]) / "environment.json").read_text()).get("argv", [])
-    write_folder(out_dir, cfg, merged, argv, collected_from=[Path(r).name for r in runs])
-
-
-def write_folder(out_dir: Path, cfg: ExperimentConfig, merged: dict, argv: list[str], **env_extra: list[str]) -> None:
-    """Write a gathered folder's config.yaml, environment.json (this machine, ``argv`` and ``env_extra``) and
-    merged summary.json."""
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    env = {**environment(cfg.train.device), "argv": argv, **env_extra}
-    (out_dir / "environment.json").write_text(json.dumps(env, indent=2, sort_keys=True, default=str) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
+    api.write_run_files(out_dir, cfg, merged, argv=argv, collected_from=[Path(r).name for r in runs])
     print(f"wrote {out_dir}")
 
 

@@ -28,7 +28,7 @@ from overlooked import api
 from overlooked.config import ExperimentConfig, apply_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collect_each import SMALL_FILES, write_folder  # noqa: E402
+from collect_each import SMALL_FILES  # noqa: E402
 
 
 def _recipe(config: dict) -> dict:
@@ -93,7 +93,8 @@ def main(out: str, key: str, runs: list[str]) -> None:
     merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
     merged["repeats"] = counts[0] if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
     merged["pooled_seeds"] = {str(v): len(found[f"{name}={v}"]) for v in values}
-    write_folder(out_dir, cfg, merged, ["python", "scripts/pool_seeds.py", out, key, *runs], pooled_from=[Path(r).name for r in runs])
+    api.write_run_files(out_dir, cfg, merged, argv=["python", "scripts/pool_seeds.py", out, key, *runs], pooled_from=[Path(r).name for r in runs])
+    print(f"wrote {out_dir}")
 
 
 if __name__ == "__main__":

@@ -157,6 +157,16 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_run_files(path: Path, cfg: ExperimentConfig, summary: dict[str, Any], **env_extra: Any) -> None:
+    """The small files of a finished run folder that holds others (``--repeats``, ``--each``, or one gathered
+    by a script): config.yaml, environment.json (this machine, plus ``env_extra``, e.g. ``argv``) and
+    summary.json."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    _write_json(path / "environment.json", {**environment(cfg.train.device), **env_extra})
+    _write_json(path / "summary.json", summary)
+
+
 @contextlib.contextmanager
 def _building(section: str, name: str | None) -> Iterator[None]:
     """Turn a builder's ValueError / TypeError / RuntimeError (a setting its own checks refuse, e.g.
@@ -349,9 +359,7 @@ def train(
         summaries.append(_single_run(sub, path / f"seed{sub.train.seed}", data_dir, None, callbacks or []))
     agg = aggregate(summaries)
     if dist.is_main:
-        (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        _write_json(path / "environment.json", environment(cfg.train.device))
-        _write_json(path / "summary.json", agg)
+        write_run_files(path, cfg, agg)
     return path, agg
 
 
@@ -411,9 +419,7 @@ def train_each(
         sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
         _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=path / f"{key.split('.')[-1]}={value}")
     merged = merge_each(subs, cfg, key, values)
-    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    _write_json(path / "environment.json", environment(cfg.train.device))
-    _write_json(path / "summary.json", merged)
+    write_run_files(path, cfg, merged)
     return path, merged
 
 
