@@ -148,3 +148,24 @@ def test_centered_pe_matches_the_authors_code_by_hand():
         for k in range(1, 5):
             want = 1 + 4 * (k - 2.5) * (j - 2) / 12
             assert abs(float(alpha[0, j - 1] - k / 4 * beta[0, j - 1]) - want) < 1e-6
+
+
+def test_memory_hop_equals_the_papers_sums_and_temporal_encoding_equals_embedding():
+    """The fast forms against the plain ones: p_i = softmax(u . m_i), o = sum_i p_i c_i (MemN2N eqs. 1-2),
+    and T(i) read by index_select against F.embedding, forward and backward."""
+    torch.manual_seed(0)
+    u, keys, values = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 7, 6, dtype=torch.float64), torch.randn(4, 7, 6, dtype=torch.float64)
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    o, p = MF.memory_hop(u, keys, values, mask)
+    scores = torch.stack([torch.stack([keys[b, i] @ u[b] for i in range(7)]) for b in range(4)])
+    torch.testing.assert_close(p, torch.softmax(scores, -1))
+    torch.testing.assert_close(o, (p[..., None] * values).sum(1))
+    table = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    time = torch.tensor([[0, 1, 2, 8], [3, 3, 0, 1]])
+    grad = torch.randn(2, 4, 5, dtype=torch.float64)
+    fast = MF.temporal_encoding(time, table)
+    (fast_grad,) = torch.autograd.grad(fast, table, grad)
+    ref = torch.nn.functional.embedding(time, table)
+    (ref_grad,) = torch.autograd.grad(ref, table, grad)
+    assert torch.equal(fast, ref) and torch.equal(fast_grad, ref_grad)
+    assert gradcheck(lambda t: MF.temporal_encoding(time, t), (table,))

@@ -202,6 +202,20 @@ def masked_address(scores: torch.Tensor, mask: torch.Tensor, softmax: bool = Tru
     return address_with_bias(scores, *mask_bias(mask), softmax)
 
 
+def temporal_encoding(time: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The temporal encoding ``T(i)`` of each memory slot (MemN2N §4.1): row ``time[b, i]`` of ``table``.
+
+    Args:
+        time: ``[B, M]`` temporal index of each slot (0 = newest).
+        table: ``[M_max, D]`` learned temporal rows.
+
+    Returns:
+        ``[B, M, D]``. The same rows as ``F.embedding(time, table)``, read with ``index_select``, whose
+        backward (an ``index_add``) runs about twice as fast on CPU as embedding's dense backward.
+    """
+    return table.index_select(0, time.reshape(-1)).view(*time.shape, table.shape[-1])
+
+
 def mask_bias(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """What :func:`masked_address` derives from a mask, computed once for all hops.
 
@@ -242,7 +256,9 @@ def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: 
         softmax: False under linear start.
     """
     bias, gate = mask_bias(mask) if isinstance(mask, torch.Tensor) else mask
-    scores = torch.bmm(keys, u.unsqueeze(-1)).squeeze(-1)  # [B, M]
+    # u^T K^T rather than K u: the same numbers, but a [1, d] x [d, M] product per story runs about 4x
+    # faster on CPU than a matrix-vector [M, d] x [d, 1] one (about 10% of a MemN2N training step).
+    scores = torch.bmm(u.unsqueeze(1), keys.transpose(1, 2)).squeeze(1)  # [B, M]
     p = address_with_bias(scores, bias, gate, softmax)
     return read_memory(p, values), p
 

@@ -134,7 +134,7 @@ class MemN2N(nn.Module):
             mem = MF.encode_sentences(story, self.memory_table, self.encoding, d, self.pe_length)  # [B, M, 2*d]
             u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
         if self.temporal_table is not None:
-            temporal = F.embedding(time, self.temporal_table)  # [B, M, n*d]
+            temporal = MF.temporal_encoding(time, self.temporal_table)  # [B, M, n*d]
             if self.pe_length == "padded_time" and self.encoding != "bow":  # the time word sits at position J = L + 1
                 L = max(story.shape[-1], query.shape[-1])
                 scale = MF.time_word_weight(L, self.encoding, d).to(temporal.dtype).repeat(self.temporal_table.shape[1] // d)  # [n*d]
@@ -215,7 +215,7 @@ class KVMemNN(nn.Module):
         q = MF.encode_sentences(query, self.A, "pe", d)  # [B, d]
         keys = MF.encode_sentences(story, self.A, self.key_encoding, d)  # [B, M, d]
         if self.temporal_table is not None:
-            keys = keys + F.embedding(time, self.temporal_table)
+            keys = keys + MF.temporal_encoding(time, self.temporal_table)
         values = MF.encode_sentences(story, self.A, self.value_encoding, d)  # [B, M, d]
         masks = MF.mask_bias(memory_mask)
         attention = []
