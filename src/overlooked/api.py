@@ -23,7 +23,7 @@ from torch import nn
 from overlooked import catalog
 from overlooked.config import Component, ExperimentConfig, apply_overrides, check_component_kwargs, load_config, parse_override
 from overlooked.data.base import Splits
-from overlooked.errors import ConfigError, OverlookedError
+from overlooked.errors import CheckpointError, ConfigError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
@@ -463,11 +463,72 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
             raise ConfigError(f"evaluation takes data.* overrides only (the model must match its checkpoint), got {bad}; train a new run to change anything else")
         cfg = apply_overrides(cfg, data_overrides)
         check_config(cfg)
+    weights = run / "checkpoints" / f"{checkpoint}.safetensors"
+    if not weights.is_file():
+        subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")})
+        if subs:  # a folder of --repeats or --each: its models live in the sub-runs
+            raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
     splits = build_data(cfg, data_dir)
     model = build_model(cfg, splits.meta)
-    load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
+    load_checkpoint(weights, model)
     model.eval()
     return cfg, splits, model
+
+
+def explain(
+    run: str | Path,
+    indices: list[int] | None = None,
+    *,
+    task: int | None = None,
+    split: str = "test",
+    checkpoint: str = "best",
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """What a trained memory network read for some questions: story, per-hop addressing, supporting facts,
+    answer and prediction (:mod:`overlooked.memory.explain`), one PNG per question plus ``explain.json``.
+
+    Args:
+        run: a run folder of ``memn2n``, ``kvmemnn``, ``memnn`` or ``memnn_am_ng_nl`` on bAbI.
+        indices: questions to show (default: the first); with ``task``, counted within that task.
+        task: only questions of this bAbI task.
+        split: ``train``, ``val`` or ``test``.
+        checkpoint: ``best`` or ``last``.
+        out: folder for the figures and ``explain.json`` (default ``RUN/explain``).
+    """
+    from overlooked.memory.explain import explain_example, reads_memory
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
+    if cfg.data.name != "babi":
+        raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
+    data = getattr(splits, split)
+    rows = torch.arange(len(data))
+    if task is not None:
+        rows = rows[data.tensors["task"] == task]
+        if len(rows) == 0:
+            known = sorted(set(data.tensors["task"].tolist()))
+            raise ConfigError(f"task {task} is not in this run's {split} split (tasks {known}); pick one of those")
+    indices = [0] if not indices else list(indices)
+    bad = [i for i in indices if not 0 <= i < len(rows)]
+    if bad:
+        where = f"task {task} of the {split} split" if task is not None else f"the {split} split"
+        raise ConfigError(f"question index {bad} out of range: {where} has {len(rows)} questions (0..{len(rows) - 1})")
+    with torch.no_grad():
+        probe = model(*(data[rows[:1]][k] for k in splits.input_keys))
+    if not reads_memory(probe):
+        raise ConfigError(f"model {cfg.model.name!r} reads no addressable memory; explain works for runs of memn2n, kvmemnn, memnn and memnn_am_ng_nl")
+    folder = Path(out) if out is not None else Path(run) / "explain"
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"{split}_task{task}_" if task is not None else f"{split}_"
+    shown = []
+    for i in indices:
+        row = int(rows[i])
+        example = explain_example(model, data, splits.input_keys, splits.meta["vocab"], row, folder / f"attention_{tag}{i}.png", split_name=split)
+        shown.append({**example, "checkpoint": checkpoint, "task_index": i if task is not None else None})
+    _write_json(folder / "explain.json", {"run": str(run), "examples": shown})
+    return shown
 
 
 def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Command line: ``overlooked train | evaluate | bench | demo | report | list | data | export-nir | convert``.
+"""Command line: ``overlooked train | evaluate | explain | bench | demo | report | list | data | export-nir | convert``.
 
 Each subcommand parses its arguments, loads a config, applies ``key=value`` overrides and calls the function
 of the same name in :mod:`overlooked.api`. Errors the user can fix are printed without a traceback.
@@ -76,6 +76,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, data_overrides=args.overrides)
     res.pop("group_accuracy", None) if not args.groups else None
     print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from overlooked import api
+    from overlooked.memory.explain import format_example
+
+    shown = api.explain(args.run, args.index, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
+    for example in shown:
+        print(format_example(example))
+        print(f"figure: {example['figure']}\n")
     return 0
 
 
@@ -197,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", action="store_true", help="also print per-group (e.g. per-task) accuracy")
     common(p, out=False)
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("explain", help="show what a trained memory network read: story, attention per hop, answer", description="For bAbI questions of a MemN2N, KV-MemNN or MemNN run: the story, the addressing of every hop over the memories (* marks the dataset's supporting facts), the answer and the prediction, printed and drawn as PNG (default into RUN/explain).")
+    p.add_argument("run", help="run folder of a memory model on bAbI (one seed: RUN/seed0 of a --repeats run)")
+    p.add_argument("--index", type=int, nargs="+", default=None, help="questions to show (default 0); with --task, counted within that task")
+    p.add_argument("--task", type=int, default=None, help="only questions of this bAbI task")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--out", default=None, help="folder for the PNGs and explain.json (default RUN/explain)")
+    common(p, out=False)
+    p.set_defaults(fn=cmd_explain)
 
     p = sub.add_parser("list", help="list registered models, datasets, objectives, ... and packaged configs")
     p.add_argument("kind", nargs="?", help="models, datasets, encoders, objectives, surrogates, augmentations, callbacks, configs")

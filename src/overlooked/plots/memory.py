@@ -10,7 +10,7 @@ import numpy as np
 from overlooked.plots.common import plt, save_figure
 
 
-def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: str, answer: str, predicted: str, path: str | Path) -> Path:
+def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: str, answer: str, predicted: str, path: str | Path, supporting: Sequence[int] = ()) -> Path:
     """Heat map of the attention each hop paid to each memory, with the sentences as row labels.
 
     Args:
@@ -18,12 +18,20 @@ def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: 
         attention: ``[K, n]`` addressing weights per hop.
         question, answer, predicted: shown in the title.
         path: PNG to write.
+        supporting: memory numbers (0 = oldest) of the dataset's supporting facts: their labels get a ``*``
+            and are set in bold.
     """
     attention = np.asarray(attention)
     n, K = len(sentences), attention.shape[0]
+    if attention.ndim != 2 or attention.shape[1] != n:
+        raise ValueError(f"attention must be [hops, {n}] for {n} sentences, got shape {tuple(attention.shape)}")
+    support = set(supporting)
     fig, ax = plt.subplots(figsize=(2.2 + 1.1 * K, 0.9 + 0.32 * n))
     im = ax.imshow(attention.T, aspect="auto", cmap="Blues", vmin=0.0, vmax=max(1e-6, float(attention.max())))
-    ax.set_yticks(range(n), labels=list(sentences), fontsize=8)
+    ax.set_yticks(range(n), labels=[f"* {s}" if i in support else s for i, s in enumerate(sentences)], fontsize=8)
+    for i, label in enumerate(ax.get_yticklabels()):
+        if i in support:
+            label.set_fontweight("bold")
     ax.set_xticks(range(K), labels=[f"hop {k + 1}" for k in range(K)])
     for k in range(K):
         for i in range(n):

@@ -1,0 +1,110 @@
+"""`overlooked explain`: what a memory network read for one question (hop weights, supporting facts, answer),
+checked against the model's own output and hand values; the CLI on a real bAbI run; clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from overlooked import api
+from overlooked.cli import main
+from overlooked.data.base import ArrayDataset
+from overlooked.errors import CheckpointError, ConfigError
+from overlooked.memory import explain as EX
+from overlooked.memory.memnn import MemNN
+from overlooked.memory.modules import KVMemNN, MemN2N
+from overlooked.plots.memory import attention_figure
+
+VOCAB = ["<nil>", "mary", "went", "to", "kitchen", "garden", "where", "is"]
+KEYS = ("story", "query", "memory_mask", "time", "supporting")
+
+
+def _split() -> ArrayDataset:
+    """Two questions over a 3-slot memory: 'mary went to kitchen', 'mary went to garden' (+ one empty slot)."""
+    story = torch.tensor([[[1, 2, 3, 4], [1, 2, 3, 5], [0, 0, 0, 0]]] * 2)
+    return ArrayDataset({
+        "story": story,
+        "query": torch.tensor([[6, 7, 1, 0]] * 2),
+        "memory_mask": torch.tensor([[True, True, False]] * 2),
+        "time": torch.tensor([[1, 0, 0]] * 2),
+        "answer": torch.tensor([5, 4]),
+        "supporting": torch.tensor([[1, -1], [0, 1]]),
+        "task": torch.tensor([1, 1]),
+    })
+
+
+def test_hop_weights_soft_and_hard():
+    soft = {"attention": torch.tensor([[[0.2, 0.8, 0.0], [0.6, 0.4, 0.0]]])}
+    np.testing.assert_allclose(EX.hop_weights(soft, 0, 2), [[0.2, 0.8], [0.6, 0.4]])
+    hard = {"chosen": torch.tensor([[1, -1]])}  # hop 2 read nothing
+    np.testing.assert_array_equal(EX.hop_weights(hard, 0, 2), [[0.0, 1.0], [0.0, 0.0]])
+    assert EX.reads_memory(soft) and EX.reads_memory(hard) and not EX.reads_memory({"logits": torch.zeros(1, 3)})
+    assert not EX.reads_memory(torch.zeros(1, 3))  # a model that returns plain logits
+    with pytest.raises(ValueError, match="no memory addressing"):
+        EX.hop_weights({"logits": torch.zeros(1, 3)}, 0, 2)
+
+
+@pytest.mark.parametrize("model", [MemN2N(vocab_size=8, memory_size=3, embed_dim=6, hops=2), KVMemNN(vocab_size=8, memory_size=3, embed_dim=6), MemNN(vocab_size=8, embed_dim=6)], ids=["memn2n", "kvmemnn", "memnn"])
+def test_explain_example_reports_the_models_own_output(model, tmp_path):
+    torch.manual_seed(0)
+    model.eval()
+    split = _split()
+    keys = KEYS if isinstance(model, MemNN) else KEYS[:4]
+    ex = EX.explain_example(model, split, keys, VOCAB, 1, tmp_path / "a.png", split_name="test")
+    with torch.no_grad():
+        out = model(*(split[torch.tensor([1])][k] for k in keys))
+    assert ex["story"] == ["mary went to kitchen", "mary went to garden"] and ex["question"] == "where is mary"
+    assert ex["answer"] == "kitchen" and ex["predicted"] == VOCAB[int(out["logits"][0].argmax())]
+    assert ex["correct"] == (ex["predicted"] == "kitchen") and ex["supporting"] == [0, 1] and ex["row"] == 1 and ex["split"] == "test"
+    np.testing.assert_allclose(ex["attention"], EX.hop_weights(out, 0, 2), atol=1e-4)
+    assert (tmp_path / "a.png").stat().st_size > 0
+    with pytest.raises(IndexError, match="the split has 2 questions"):
+        EX.explain_example(model, split, keys, VOCAB, 2)
+
+
+def test_format_example_marks_supporting_facts_and_strong_hops():
+    ex = {"row": 4, "task": 2, "split": "test", "story": ["a b", "c d"], "question": "q", "answer": "x", "predicted": "y", "correct": False, "attention": [[0.95, 0.05], [0.3, 0.7]], "supporting": [1]}
+    lines = EX.format_example(ex).splitlines()
+    assert lines[0] == "test question 4 (task 2); * = supporting fact in the dataset:"
+    assert lines[1].startswith("   1. a b") and lines[1].endswith("hop1 0.95  hop2 0.30")
+    assert lines[2].startswith(" * 2. c d") and lines[2].endswith("hop2 0.70")  # hop 1's 0.05 is below 0.1
+    assert lines[3] == "question: q?   answer: x   predicted: y (wrong)"
+    assert EX.format_example({**ex, "split": None, "task": None}).splitlines()[0] == "question 4; * = supporting fact in the dataset:"
+
+
+def test_attention_figure_refuses_a_wrong_shape(tmp_path):
+    with pytest.raises(ValueError, match=r"attention must be \[hops, 3\]"):
+        attention_figure(["a", "b", "c"], np.zeros((2, 2)), "q", "a", "a", tmp_path / "x.png")
+
+
+@pytest.mark.data
+def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys):
+    cfg = api.load("memn2n_babi1k", ["data.tasks=[1, 2]", "train.epochs=1", "train.progress=false"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    assert main(["explain", str(run), "--task", "2", "--index", "0", "3", "--data-dir", str(data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "test question 1000 (task 2, its question 0)" in printed and "test question 1003 (task 2, its question 3)" in printed
+    doc = json.loads((run / "explain" / "explain.json").read_text())
+    assert [e["row"] for e in doc["examples"]] == [1000, 1003] and all(e["task"] == 2 for e in doc["examples"])
+    assert (run / "explain" / "attention_test_task2_3.png").is_file()
+    first = doc["examples"][0]
+    assert len(first["attention"]) == 3 and all(abs(sum(hop) - 1) < 1e-3 for hop in first["attention"])  # 3 hops, softmax rows
+    with pytest.raises(ConfigError, match=r"task 5 is not in this run's test split \(tasks \[1, 2\]\)"):
+        api.explain(run, task=5, data_dir=str(data_dir))
+    with pytest.raises(ConfigError, match=r"question index \[1000\] out of range: task 1 of the test split has 1000 questions"):
+        api.explain(run, [1000], task=1, data_dir=str(data_dir))
+    parent = tmp_path / "parent"  # a --repeats folder: its models are in seed*/
+    shutil.copytree(run, parent / "seed0")
+    shutil.copy(run / "config.yaml", parent / "config.yaml")
+    with pytest.raises(CheckpointError, match="holds several runs .*pass one of them, e.g. .*seed0"):
+        api.explain(parent, data_dir=str(data_dir))
+    lstm = api.load("lstm_babi1k", ["data.tasks=[1]", "train.max_steps=1", "train.progress=false"])
+    lstm_run, _ = api.train(lstm, data_dir=str(data_dir), out=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="model 'lstm_reader' reads no addressable memory"):
+        api.explain(lstm_run, data_dir=str(data_dir))
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "memn2n"
