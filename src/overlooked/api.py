@@ -475,6 +475,38 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     return cfg, splits, model
 
 
+def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | None) -> tuple[ExperimentConfig, Splits, nn.Module]:
+    """:func:`load_run` for the explain functions: a bAbI run of a model whose output shows its memory reads."""
+    from overlooked.memory.explain import reads_memory
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
+    if cfg.data.name != "babi":
+        raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
+    data = getattr(splits, split)
+    with torch.no_grad():
+        probe = model(*(data[torch.arange(min(1, len(data)))][k] for k in splits.input_keys))
+    if not reads_memory(probe):
+        raise ConfigError(f"model {cfg.model.name!r} reads no addressable memory; explain works for runs of memn2n, kvmemnn, memnn and memnn_am_ng_nl")
+    return cfg, splits, model
+
+
+def explain_stats(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """How a memory run's hops relate to bAbI's supporting facts, per task
+    (:func:`overlooked.memory.explain.supporting_stats`); also written to ``supporting_<split>.json`` in
+    ``out`` (default ``RUN/explain``)."""
+    from overlooked.memory.explain import supporting_stats
+
+    cfg, splits, model = _memory_run(run, split, checkpoint, data_dir)
+    stats = supporting_stats(model, getattr(splits, split), splits.input_keys, batch_size=cfg.train.eval_batch_size)
+    stats.update(run=str(run), split=split, checkpoint=checkpoint)
+    folder = Path(out) if out is not None else Path(run) / "explain"
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / f"supporting_{split}.json", stats)
+    return stats
+
+
 def explain(
     run: str | Path,
     indices: list[int] | None = None,
@@ -496,13 +528,9 @@ def explain(
         checkpoint: ``best`` or ``last``.
         out: folder for the figures and ``explain.json`` (default ``RUN/explain``).
     """
-    from overlooked.memory.explain import explain_example, reads_memory
+    from overlooked.memory.explain import explain_example
 
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split must be train, val or test, got {split!r}")
-    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
-    if cfg.data.name != "babi":
-        raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
+    cfg, splits, model = _memory_run(run, split, checkpoint, data_dir)
     data = getattr(splits, split)
     rows = torch.arange(len(data))
     if task is not None:
@@ -515,10 +543,6 @@ def explain(
     if bad:
         where = f"task {task} of the {split} split" if task is not None else f"the {split} split"
         raise ConfigError(f"question index {bad} out of range: {where} has {len(rows)} questions (0..{len(rows) - 1})")
-    with torch.no_grad():
-        probe = model(*(data[rows[:1]][k] for k in splits.input_keys))
-    if not reads_memory(probe):
-        raise ConfigError(f"model {cfg.model.name!r} reads no addressable memory; explain works for runs of memn2n, kvmemnn, memnn and memnn_am_ng_nl")
     folder = Path(out) if out is not None else Path(run) / "explain"
     folder.mkdir(parents=True, exist_ok=True)
     tag = f"{split}_task{task}_" if task is not None else f"{split}_"

@@ -77,6 +77,50 @@ def test_format_example_marks_supporting_facts_and_strong_hops():
     assert EX.format_example({**ex, "split": None, "task": None}).splitlines()[0] == "question 4; * = supporting fact in the dataset:"
 
 
+class _Fixed(torch.nn.Module):
+    """A stand-in memory model whose output is given: its hop weights (or hard choices) and answers."""
+
+    def __init__(self, **out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, story, *rest):
+        return {k: v[: story.shape[0]] for k, v in self.out.items()}
+
+
+def _stats_split() -> ArrayDataset:
+    return ArrayDataset({
+        "story": torch.ones(3, 3, 2, dtype=torch.long),
+        "memory_mask": torch.ones(3, 3, dtype=torch.bool),
+        "answer": torch.tensor([1, 1, 1]),
+        "supporting": torch.tensor([[0, -1], [1, 2], [-1, -1]]),  # question 2: its facts are outside the window
+        "task": torch.tensor([1, 1, 2]),
+    })
+
+
+def test_supporting_stats_against_hand_counts():
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # right, wrong, right
+    soft = _Fixed(logits=logits, attention=torch.tensor([
+        [[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]],  # supporting {0}: top 0 (hit, weight 0.7), top 1 (miss, 0.1)
+        [[0.2, 0.5, 0.3], [0.0, 0.4, 0.6]],  # supporting {1, 2}: top 1 (hit, 0.8), top 2 (hit, 1.0)
+        [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+    ]))
+    stats = EX.supporting_stats(soft, _stats_split(), ("story",), batch_size=2)  # two batches
+    one = stats["tasks"][1]
+    assert one["questions"] == 2 and one["skipped"] == 0
+    assert one["hop_precision"] == pytest.approx(3 / 4) and one["weight_on_supporting"] == pytest.approx((0.7 + 0.1 + 0.8 + 1.0) / 4)
+    assert one["all_retrieved"] == 1.0 and one["accuracy"] == 0.5
+    assert stats["tasks"][2]["questions"] == 0 and stats["tasks"][2]["skipped"] == 1 and stats["all"]["skipped"] == 1
+    assert stats["tasks"][2]["hop_precision"] is None and stats["all"]["questions"] == 2
+    hard = _Fixed(logits=logits, chosen=torch.tensor([[0, -1], [1, 1], [0, 0]]))  # question 0 stops after one hop
+    stats = EX.supporting_stats(hard, _stats_split(), ("story",))["tasks"][1]
+    assert stats["hop_precision"] == 1.0 and stats["weight_on_supporting"] == 1.0  # three hops read, all on a supporting fact
+    assert stats["all_retrieved"] == 0.5  # question 1 never reads memory 2
+    table = EX.format_stats(EX.supporting_stats(hard, _stats_split(), ("story",)))
+    assert "(1 questions left out" in table and table.splitlines()[1].split()[:2] == ["1", "2"]
+    assert table.splitlines()[2].split() == ["2", "0", "-", "-", "-", "-"]
+
+
 def test_attention_figure_refuses_a_wrong_shape(tmp_path):
     with pytest.raises(ValueError, match=r"attention must be \[hops, 3\]"):
         attention_figure(["a", "b", "c"], np.zeros((2, 2)), "q", "a", "a", tmp_path / "x.png")
@@ -94,6 +138,10 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys):
     assert (run / "explain" / "attention_test_task2_3.png").is_file()
     first = doc["examples"][0]
     assert len(first["attention"]) == 3 and all(abs(sum(hop) - 1) < 1e-3 for hop in first["attention"])  # 3 hops, softmax rows
+    assert main(["explain", str(run), "--stats", "--data-dir", str(data_dir)]) == 0
+    assert "hop precision" in capsys.readouterr().out
+    stats = json.loads((run / "explain" / "supporting_test.json").read_text())
+    assert [stats["tasks"][t]["questions"] for t in ("1", "2")] == [1000, 1000] and 0.0 <= stats["all"]["hop_precision"] <= 1.0
     with pytest.raises(ConfigError, match=r"task 5 is not in this run's test split \(tasks \[1, 2\]\)"):
         api.explain(run, task=5, data_dir=str(data_dir))
     with pytest.raises(ConfigError, match=r"question index \[1000\] out of range: task 1 of the test split has 1000 questions"):

@@ -105,3 +105,90 @@ def format_example(ex: dict[str, Any], threshold: float = 0.1) -> str:
     verdict = "right" if ex["correct"] else "wrong"
     lines.append(f"question: {ex['question']}?   answer: {ex['answer']}   predicted: {ex['predicted']} ({verdict})")
     return "\n".join(lines)
+
+
+def all_hop_weights(out: dict[str, torch.Tensor], memory_size: int) -> torch.Tensor:
+    """``[B, K, M]`` addressing weights of a whole batch: soft ``attention``, or one-hot rows from hard
+    ``chosen`` slots (a row of zeros where a hop read no memory)."""
+    if "attention" in out:
+        return out["attention"].detach().float()
+    if "chosen" in out:
+        chosen = out["chosen"]  # [B, H]
+        read = (chosen >= 0) & (chosen < memory_size)
+        return torch.nn.functional.one_hot(chosen.clamp(0, memory_size - 1), memory_size).float() * read[..., None]
+    raise ValueError(f"the model output has no memory addressing (keys {sorted(out)}); expected 'attention' or 'chosen'")
+
+
+def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tuple[str, ...], batch_size: int = 500) -> dict[str, Any]:
+    """How a memory model's hops relate to the supporting facts bAbI lists, per task and over all questions.
+
+    Over the hops that read a memory (all hops of MemN2N and KV-MemNN; MemNN's until it stops):
+
+    - ``hop_precision``: the share of hops whose most-weighted memory is a supporting fact;
+    - ``weight_on_supporting``: the mean weight a hop puts on the supporting facts (1 or 0 for hard hops);
+    - ``all_retrieved``: the share of questions whose every supporting fact is the most-weighted memory of
+      some hop;
+    - ``accuracy``: answers right, over the same questions.
+
+    Questions whose supporting facts all lie outside the memory window (older than its ``M`` slots) are left
+    out and counted in ``skipped``; a task with none left has ``None`` for the shares.
+    """
+    model.eval()
+    per_task: dict[int, dict[str, float]] = {}
+    n = len(split)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            batch = split[torch.arange(start, min(start + batch_size, n))]
+            out = model(*(batch[k] for k in input_keys))
+            M = batch["memory_mask"].shape[1]
+            weights = all_hop_weights(out, M)  # [B, K, M]
+            sup = batch["supporting"]  # [B, S], -1 = none or outside the window
+            is_sup = torch.zeros(sup.shape[0], M + 1, dtype=torch.bool).scatter_(1, torch.where(sup >= 0, sup, M), True)[:, :M]  # [B, M]
+            has_sup = is_sup.any(1)  # [B]
+            read = weights.sum(-1) > 0  # [B, K] hops that read a memory
+            top = weights.argmax(-1)  # [B, K]
+            top_is_sup = is_sup.gather(1, top) & read  # [B, K]
+            mass = (weights * is_sup[:, None, :]).sum(-1)  # [B, K]
+            retrieved = torch.zeros(is_sup.shape, dtype=torch.long).scatter_add_(1, top, read.long()) > 0  # [B, M] memories some hop picked
+            all_found = (retrieved | ~is_sup).all(1)  # [B]
+            right = out["logits"].argmax(-1) == batch["answer"]  # [B]
+            tasks = batch["task"] if "task" in batch else torch.zeros(sup.shape[0], dtype=torch.long)
+            for t in tasks.unique().tolist():
+                rows = tasks == t
+                used = rows & has_sup
+                acc = per_task.setdefault(int(t), dict.fromkeys(("questions", "skipped", "hops", "top_hits", "mass", "all_found", "right"), 0.0))
+                acc["questions"] += float(used.sum())
+                acc["skipped"] += float((rows & ~has_sup).sum())
+                acc["hops"] += float(read[used].sum())
+                acc["top_hits"] += float(top_is_sup[used].sum())
+                acc["mass"] += float((mass * read)[used].sum())
+                acc["all_found"] += float(all_found[used].sum())
+                acc["right"] += float(right[used].sum())
+
+    def finish(a: dict[str, float]) -> dict[str, Any]:
+        q, h = a["questions"], a["hops"]
+        return {
+            "questions": int(q),
+            "skipped": int(a["skipped"]),
+            "hop_precision": a["top_hits"] / h if h else None,
+            "weight_on_supporting": a["mass"] / h if h else None,
+            "all_retrieved": a["all_found"] / q if q else None,
+            "accuracy": a["right"] / q if q else None,
+        }
+
+    total = {k: sum(a[k] for a in per_task.values()) for k in ("questions", "skipped", "hops", "top_hits", "mass", "all_found", "right")}
+    return {"tasks": {t: finish(a) for t, a in sorted(per_task.items())}, "all": finish(total)}
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """A per-task table of :func:`supporting_stats`."""
+    lines = [f"{'task':>5} {'questions':>9} {'hop precision':>13} {'weight on sup.':>14} {'all retrieved':>13} {'accuracy':>8}"]
+    rows = [*((str(t), s) for t, s in stats["tasks"].items()), ("all", stats["all"])]
+    def cell(value: float | None, width: int) -> str:
+        return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
+
+    for name, s in rows:
+        lines.append(f"{name:>5} {s['questions']:>9} {cell(s['hop_precision'], 13)} {cell(s['weight_on_supporting'], 14)} {cell(s['all_retrieved'], 13)} {cell(s['accuracy'], 8)}")
+    if stats["all"]["skipped"]:
+        lines.append(f"({stats['all']['skipped']} questions left out: their supporting facts are older than the memory window)")
+    return "\n".join(lines)
