@@ -9,7 +9,7 @@ error, the MemN2N paper's rule; highest validation accuracy): test accuracy is o
 as in a real run. Values train their own seeds, so they are independent, and the distribution of the mean
 test error over values is the convolution of the per-value distributions; the number of failed values
 (error > 5%) is carried along. A value with exactly k seeds is a single point: its own spread is not seen,
-so the spread printed is a lower bound.
+so the printed spread understates the real one.
 
 This is an analysis of seeds already trained, for reading one best-of-k result against the recipe's spread:
 it chooses nothing and changes no reported number.
@@ -48,10 +48,12 @@ def per_value(run: str | Path, k: int) -> dict[str, dict[str, dict[float, float]
         summaries = [json.loads(p.read_text()) for p in seeds]
         subsets = list(itertools.combinations(summaries, k))
         dist: dict[str, dict[float, float]] = {rule: {} for rule in RULES}
+        if len({s["seed"] for s in summaries}) != len(summaries):
+            raise ValueError(f"{value} lists a seed twice: the k-subsets need distinct seeds")
         for subset in subsets:
             agg = api.aggregate(list(subset))
             for rule in RULES:
-                chosen = next(s for s in subset if s["seed"] == agg[rule]["seed"])
+                chosen = next(s for s in subset if s["seed"] == agg[rule]["seed"])  # seeds are distinct (checked above)
                 err = _error(chosen)
                 dist[rule][err] = dist[rule].get(err, 0.0) + 1.0 / len(subsets)
         out[value.name] = dist
@@ -135,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.k < 1:
         parser.error(f"k must be >= 1, got {args.k}")
     bar_mean, bar_failed = (float(args.bar[0]), int(args.bar[1])) if args.bar else (None, None)
-    report = analyse(args.run, args.k, bar_mean, bar_failed)
+    try:
+        report = analyse(args.run, args.k, bar_mean, bar_failed)
+    except (ValueError, OSError) as exc:
+        parser.exit(2, f"best_of_k.py: error: {exc}\n")
     _print(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -10,6 +10,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterator
 from dataclasses import replace
@@ -206,6 +207,13 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     torch.manual_seed(cfg.train.seed)
     try:  # every component is built before anything is written: a bad setting leaves no half-made folder
         splits = build_data(cfg, data_dir)
+        for split in ("train", "val"):
+            if len(getattr(splits, split)) == 0:
+                raise ConfigError(
+                    f"the {split} split of {cfg.data.name!r} is empty ({cfg.data.kwargs}): training needs examples, and the "
+                    "trainer chooses the reported checkpoint, ends linear start and stops early on the validation split; "
+                    "hold out part of the training data (e.g. data.kwargs.val_fraction=0.1)"
+                )
         with _building("model", cfg.model.name):
             model = build_model(cfg, splits.meta)
         with _building("objective", cfg.objective.name):
@@ -465,7 +473,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         check_config(cfg)
     weights = run / "checkpoints" / f"{checkpoint}.safetensors"
     if not weights.is_file():
-        subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")})
+        subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
         if subs:  # a folder of --repeats or --each: its models live in the sub-runs
             raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
     splits = build_data(cfg, data_dir)
@@ -485,8 +493,10 @@ def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | No
     if cfg.data.name != "babi":
         raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
     data = getattr(splits, split)
+    if len(data) == 0:
+        raise ConfigError(f"the {split} split of {run} is empty (data.kwargs.val_fraction may be 0); pick another --split")
     with torch.no_grad():
-        probe = model(*(data[torch.arange(min(1, len(data)))][k] for k in splits.input_keys))
+        probe = model(*(data[torch.arange(1)][k] for k in splits.input_keys))
     if not reads_memory(probe):
         raise ConfigError(f"model {cfg.model.name!r} reads no addressable memory; explain works for runs of memn2n, kvmemnn, memnn and memnn_am_ng_nl")
     return cfg, splits, model

@@ -117,7 +117,7 @@ def test_supporting_stats_against_hand_counts():
     assert stats["hop_precision"] == 1.0 and stats["weight_on_supporting"] == 1.0  # three hops read, all on a supporting fact
     assert stats["all_retrieved"] == 0.5  # question 1 never reads memory 2
     table = EX.format_stats(EX.supporting_stats(hard, _stats_split(), ("story",)))
-    assert "(1 questions left out" in table and table.splitlines()[1].split()[:2] == ["1", "2"]
+    assert "(1 question left out: its supporting facts" in table and table.splitlines()[1].split()[:2] == ["1", "2"]
     assert table.splitlines()[2].split() == ["2", "0", "-", "-", "-", "-"]
 
 

@@ -169,3 +169,28 @@ def test_memory_hop_equals_the_papers_sums_and_temporal_encoding_equals_embeddin
     (ref_grad,) = torch.autograd.grad(ref, table, grad)
     assert torch.equal(fast, ref) and torch.equal(fast_grad, ref_grad)
     assert gradcheck(lambda t: MF.temporal_encoding(time, t), (table,))
+
+
+def test_packed_hop_equals_the_padded_hop_and_passes_gradcheck():
+    """memory_hop_packed on the real memories = memory_hop on the padded ones whose empty slots are zero
+    vectors, for masked padding (-inf) and for padding kept in the softmax (score 0); an all-padding story
+    gives zeros; gradients by gradcheck."""
+    u, keys, values, _ = _rows(True)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6, [False] * 6])
+    slots, owner = MF.pack_memories(mask)
+    assert slots.tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11] and owner.tolist() == [0] * 4 + [1] * 6
+    zeroed_k, zeroed_v = keys * mask[..., None], values * mask[..., None]
+    packed_k, packed_v = keys.reshape(-1, 5)[slots], values.reshape(-1, 5)[slots]
+    for softmax in (True, False):
+        for in_softmax in (mask, torch.ones_like(mask)):  # padding="mask", padding="attend"
+            o, p = MF.memory_hop_packed(u, packed_k, packed_v, slots, owner, MF.mask_bias(in_softmax), softmax)
+            o_ref, p_ref = MF.memory_hop(u, zeroed_k, zeroed_v, in_softmax, softmax)
+            torch.testing.assert_close(o, o_ref)
+            torch.testing.assert_close(p, p_ref)
+        o, p = MF.memory_hop_packed(u, packed_k, packed_v, slots, owner, MF.mask_bias(mask), softmax)
+        assert torch.equal(o[2], torch.zeros(5)) and torch.equal(p[2], torch.zeros(6))
+        for t in (u, packed_k, packed_v):
+            t.requires_grad_(True)
+        assert gradcheck(lambda a, b, c, sm=softmax: MF.memory_hop_packed(a, b, c, slots, owner, MF.mask_bias(mask), sm)[0], (u, packed_k, packed_v))
+        for t in (u, packed_k, packed_v):
+            t.requires_grad_(False)

@@ -235,7 +235,7 @@ def test_padded_time_pe_matches_the_authors_matrix_by_hand():
 @pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
 @pytest.mark.parametrize("softmax", [True, False])
 def test_memn2n_gradients_pass_gradcheck(tying, softmax):
-    """The fast forward (story and query encoded together, memories split as strided views) has the
+    """The fast forward (only the real memories encoded and read, packed; story and query in one bag) has the
     gradients of its own function, in float64, with and without the softmax (linear start)."""
     torch.manual_seed(0)
     model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=4, hops=2, tying=tying).double()
@@ -248,3 +248,56 @@ def test_memn2n_gradients_pass_gradcheck(tying, softmax):
         return torch.func.functional_call(model, dict(zip(names, ps)), (story, query, mask, time))["logits"]
 
     assert torch.autograd.gradcheck(logits, params, atol=1e-6)
+
+
+def _dense_reference(model, story, query, mask, time):
+    """MemN2N as the paper writes it, on every padded slot: encode all M slots, add T(i), zero the empty
+    slots' memories, and address with MF.memory_hop (masked: -inf on empty slots; attend: all slots at their
+    score). The module computes only the real slots (MF.memory_hop_packed); this is its reference."""
+    from overlooked.memory import functional as MF
+
+    d, K = model.embed_dim, model.hops
+    L = max(story.shape[-1], query.shape[-1])
+    if model.tying == "adjacent":
+        mem = MF.encode_sentences(F.pad(story, (0, L - story.shape[-1])), model.memory_table, model.encoding, d, model.pe_length)
+        u = MF.encode_sentences(F.pad(query, (0, L - query.shape[-1])), model.memory_table, model.encoding, d, model.pe_length)[:, :d]
+    else:
+        mem = MF.encode_sentences(story, model.memory_table, model.encoding, d, model.pe_length)
+        u = MF.encode_sentences(query, model.query_table, model.encoding, d, model.pe_length)
+    if model.temporal_table is not None:
+        temporal = model.temporal_table[time]
+        if model.pe_length == "padded_time" and model.encoding != "bow":
+            temporal = temporal * MF.time_word_weight(L, model.encoding, d).repeat(model.temporal_table.shape[1] // d)
+        mem = mem + temporal
+    mem = mem * mask[..., None]
+    in_softmax = mask if model.padding == "mask" else torch.ones_like(mask)
+    parts = [mem[..., i * d : (i + 1) * d] for i in range(mem.shape[-1] // d)]
+    attention = []
+    for k in range(K):
+        keys, values = (parts[k], parts[k + 1]) if model.tying == "adjacent" else (parts[0], parts[1])
+        o, p = MF.memory_hop(u, keys, values, in_softmax, model.use_softmax)
+        u = (u if model.tying == "adjacent" else model.H(u)) + o
+        attention.append(p)
+    W = F.pad(model.memory_table[1:, K * d :], (0, 0, 1, 0)) if model.tying == "adjacent" else model.output
+    return u @ W.T, torch.stack(attention, 1)
+
+
+@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
+@pytest.mark.parametrize("padding", ["mask", "attend"])
+@pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe_centered", "padded_time")])
+@pytest.mark.parametrize("linear_start", [False, True])
+def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encoding, pe_length, linear_start):
+    torch.manual_seed(3)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=6, hops=3, tying=tying, padding=padding, encoding=encoding, pe_length=pe_length).double()
+    model.set_linear_start(linear_start)
+    story, query, mask, time = _batch()
+    mask[2] = False  # a story with no sentence at all
+    story[2] = 0
+    out = model(story, query, mask, time)
+    logits, attention = _dense_reference(model, story, query, mask, time)
+    torch.testing.assert_close(out["logits"], logits)
+    torch.testing.assert_close(out["attention"], attention)
+    grads = torch.autograd.grad(out["logits"].square().sum(), list(model.parameters()))
+    ref = torch.autograd.grad(logits.square().sum(), list(model.parameters()))
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r)

@@ -56,6 +56,10 @@ def test_too_few_seeds_or_no_values_is_a_clear_error(best_of_k, tmp_path):
     run = _run(tmp_path / "r", {1: {0: (0.9, 0.9, 0.9)}})
     with pytest.raises(ValueError, match="1 seeds, fewer than k=2"):
         best_of_k.per_value(run, 2)
+    twice = _run(tmp_path / "twice", {1: {0: (0.9, 0.9, 0.9), 1: (0.8, 0.8, 0.8)}})
+    (twice / "tasks=1" / "seed1" / "summary.json").write_text((twice / "tasks=1" / "seed0" / "summary.json").read_text())
+    with pytest.raises(ValueError, match="lists a seed twice"):
+        best_of_k.per_value(twice, 1)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no <key>=<value> sub-runs"):
         best_of_k.per_value(tmp_path / "empty", 1)

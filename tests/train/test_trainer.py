@@ -240,6 +240,14 @@ def test_a_component_its_builder_refuses_is_a_config_error_and_leaves_no_folder(
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_empty_validation_split_is_a_config_error_and_leaves_no_folder(tmp_path):
+    data = {"name": "synthetic", "kwargs": {**DDP_CFG["data"]["kwargs"], "val_fraction": 0.0}}
+    cfg = ExperimentConfig.from_dict({**DDP_CFG, "data": data})
+    with pytest.raises(ConfigError, match=r"the val split of 'synthetic' is empty .*val_fraction=0\.1"):
+        api.train(cfg, out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_max_minutes_stops_after_a_validation_pass_and_says_so(tmp_path):
     """A budget that has already passed after the first step: one step, one validation pass (the best
     checkpoint is that step's), and ``stopped_by`` names the budget; other runs name their own reason."""

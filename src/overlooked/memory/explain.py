@@ -126,8 +126,8 @@ def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tu
 
     - ``hop_precision``: the share of hops whose most-weighted memory is a supporting fact;
     - ``weight_on_supporting``: the mean weight a hop puts on the supporting facts (1 or 0 for hard hops);
-    - ``all_retrieved``: the share of questions whose every supporting fact is the most-weighted memory of
-      some hop;
+    - ``all_retrieved``: the share of questions whose every supporting fact (in the memory window) is the
+      most-weighted memory of some hop;
     - ``accuracy``: answers right, over the same questions.
 
     Questions whose supporting facts all lie outside the memory window (older than its ``M`` slots) are left
@@ -190,5 +190,6 @@ def format_stats(stats: dict[str, Any]) -> str:
     for name, s in rows:
         lines.append(f"{name:>5} {s['questions']:>9} {cell(s['hop_precision'], 13)} {cell(s['weight_on_supporting'], 14)} {cell(s['all_retrieved'], 13)} {cell(s['accuracy'], 8)}")
     if stats["all"]["skipped"]:
-        lines.append(f"({stats['all']['skipped']} questions left out: their supporting facts are older than the memory window)")
+        n = stats["all"]["skipped"]
+        lines.append(f"({n} question{'s' if n != 1 else ''} left out: {'their' if n != 1 else 'its'} supporting facts are older than the memory window)")
     return "\n".join(lines)

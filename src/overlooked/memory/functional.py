@@ -263,6 +263,53 @@ def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: 
     return read_memory(p, values), p
 
 
+def pack_memories(memory_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the real memories of a padded batch are: ``(slots, owner)``, both ``[R]`` int64, story after
+    story and oldest first; ``slots`` are flat indices ``b * M + i`` into ``[B, M]``, ``owner`` is ``b``.
+
+    >>> pack_memories(torch.tensor([[True, True, False], [True, False, False]]))
+    (tensor([0, 1, 3]), tensor([0, 0, 1]))
+    """
+    slots = memory_mask.reshape(-1).nonzero().squeeze(1)  # [R]
+    return slots, torch.div(slots, memory_mask.shape[1], rounding_mode="floor")
+
+
+def memory_hop_packed(
+    u: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    slots: torch.Tensor,
+    owner: torch.Tensor,
+    mask: tuple[torch.Tensor, torch.Tensor],
+    softmax: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`memory_hop` with only the real memories stored, packed story after story (:func:`pack_memories`).
+
+    The same numbers as :func:`memory_hop` on the padded ``[B, M, d]`` memories whose empty slots hold zero
+    vectors (tested): a slot that is not packed scores 0 and is read as a zero vector; the ``(bias, gate)``
+    pair of :func:`mask_bias` decides whether it takes part in the softmax (``-inf``) or not. In bAbI 1k
+    joint training about 18% of 50 slots are real, so the hops touch about a fifth of the memory.
+
+    Args:
+        u: controller state ``[B, d]``.
+        keys, values: ``[R, d]`` the real memories ``m_i`` and ``c_i``.
+        slots, owner: ``[R]`` from :func:`pack_memories`.
+        mask: ``(bias, gate)`` ``[B, M]`` from :func:`mask_bias`.
+        softmax: False under linear start.
+
+    Returns:
+        ``(o, p)``: ``[B, d]`` and the addressing weights ``[B, M]``.
+    """
+    bias, gate = mask
+    B, M = bias.shape
+    s = (keys * u.index_select(0, owner)).sum(-1)  # [R] u . m_i
+    scores = s.new_zeros(B * M).index_copy(0, slots, s).view(B, M)  # [B, M], 0 on empty slots
+    p = address_with_bias(scores, bias, gate, softmax)  # [B, M]
+    weights = p.reshape(-1).index_select(0, slots)  # [R]
+    o = u.new_zeros(B, values.shape[-1]).index_add(0, owner, values * weights[:, None])  # [B, d] sum_i p_i c_i
+    return o, p
+
+
 def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor], R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One key-value memory hop (Miller et al. 2016, §3.1): ``p_h = softmax(q . A Phi_K(k_h))``,
     ``o = sum_h p_h A Phi_V(v_h)``, ``q' = R_j (q + o)``.

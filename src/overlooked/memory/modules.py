@@ -123,34 +123,33 @@ class MemN2N(nn.Module):
         d, K = self.embed_dim, self.hops
         if time is None:
             time = MF.time_index(memory_mask)
-        M = story.shape[1]
+        B, M, Ls = story.shape
+        L = max(Ls, query.shape[-1])
+        # Only the real memories are encoded and read (about a fifth of the slots in bAbI), packed story
+        # after story; an empty slot is a zero vector that scores 0 (MF.memory_hop_packed).
+        slots, owner = MF.pack_memories(memory_mask)  # [R], [R]
+        R = slots.numel()
         if self.tying == "adjacent":  # the query is one more sentence, read with B = E_0: one embedding bag for all
-            L = max(story.shape[-1], query.shape[-1])
-            words = torch.cat([F.pad(story, (0, L - story.shape[-1])), F.pad(query, (0, L - query.shape[-1]))[:, None]], 1)  # [B, M+1, L]
-            both = MF.encode_sentences(words, self.memory_table, self.encoding, d, self.pe_length)  # [B, M+1, (K+1)*d]
-            mem, q = both.split([M, 1], dim=1)  # [B, M, (K+1)*d], [B, 1, (K+1)*d] (split's backward is one cat)
-            u = q[:, 0, :d]  # [B, d]
+            sentences = F.pad(story, (0, L - Ls)).reshape(B * M, L).index_select(0, slots)  # [R, L]
+            words = torch.cat([sentences, F.pad(query, (0, L - query.shape[-1]))], 0)  # [R + B, L]
+            mem, q = MF.encode_sentences(words, self.memory_table, self.encoding, d, self.pe_length).split([R, B], 0)  # [R, (K+1)*d], [B, (K+1)*d]
+            u = q[:, :d]  # [B, d]
         else:
-            mem = MF.encode_sentences(story, self.memory_table, self.encoding, d, self.pe_length)  # [B, M, 2*d]
+            mem = MF.encode_sentences(story.reshape(B * M, Ls).index_select(0, slots), self.memory_table, self.encoding, d, self.pe_length)  # [R, 2*d]
             u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
         if self.temporal_table is not None:
-            temporal = MF.temporal_encoding(time, self.temporal_table)  # [B, M, n*d]
+            temporal = MF.temporal_encoding(time.reshape(-1).index_select(0, slots), self.temporal_table)  # [R, n*d]
             if self.pe_length == "padded_time" and self.encoding != "bow":  # the time word sits at position J = L + 1
-                L = max(story.shape[-1], query.shape[-1])
                 scale = MF.time_word_weight(L, self.encoding, d).to(temporal.dtype).repeat(self.temporal_table.shape[1] // d)  # [n*d]
                 temporal = temporal * scale
             mem = mem + temporal
-        if self.padding == "attend":  # empty slots: zero vectors that stay in the softmax (score 0)
-            mem = mem * memory_mask[..., None].to(mem.dtype)
-            memory_mask = torch.ones_like(memory_mask)
-        # Split the stacked memories once, as strided views (unbind's backward is one stack; slicing would
-        # zero-fill per slice, and a contiguous copy would cost one copy forward and two backward).
-        parts = mem.reshape(mem.shape[0], M, -1, d).unbind(2)  # n x [B, M, d]
-        masks = MF.mask_bias(memory_mask)  # once for all hops
+        # "attend" (the authors' code): the empty slots stay in the softmax as zero vectors with score 0.
+        masks = MF.mask_bias(memory_mask if self.padding == "mask" else torch.ones_like(memory_mask))  # once for all hops
+        parts = mem.view(R, -1, d).unbind(1)  # n x [R, d] (unbind's backward is one stack)
         attention = []
         for k in range(K):
             keys, values = (parts[k], parts[k + 1]) if self.tying == "adjacent" else (parts[0], parts[1])
-            o, p = MF.memory_hop(u, keys, values, masks, self.use_softmax)  # [B, d], [B, M]
+            o, p = MF.memory_hop_packed(u, keys, values, slots, owner, masks, self.use_softmax)  # [B, d], [B, M]
             u = (u if self.tying == "adjacent" else self.H(u)) + o
             attention.append(p)
         if self.tying == "adjacent":  # W^T = C^K; its null-word row stays zero (no gradient reaches it)

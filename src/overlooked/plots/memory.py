@@ -22,9 +22,10 @@ def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: 
             and are set in bold.
     """
     attention = np.asarray(attention)
-    n, K = len(sentences), attention.shape[0]
+    n = len(sentences)
     if attention.ndim != 2 or attention.shape[1] != n:
         raise ValueError(f"attention must be [hops, {n}] for {n} sentences, got shape {tuple(attention.shape)}")
+    K = attention.shape[0]
     support = set(supporting)
     fig, ax = plt.subplots(figsize=(2.2 + 1.1 * K, 0.9 + 0.32 * n))
     im = ax.imshow(attention.T, aspect="auto", cmap="Blues", vmin=0.0, vmax=max(1e-6, float(attention.max())))
