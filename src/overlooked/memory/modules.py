@@ -26,6 +26,8 @@ class MemN2N(nn.Module):
     Adjacent tying stores ``K + 1`` embedding matrices ``E_0..E_K`` side by side in one ``[V, (K+1) d]``
     table: ``B = A^1 = E_0``, ``A^{k+1} = C^k = E_k``, ``W^T = C^K = E_K`` (and the temporal matrices
     ``T_A^{k+1} = T_C^k`` likewise), so the story is embedded for every hop by two ``embedding_bag`` calls.
+    Only the real sentences are encoded and read, packed story after story
+    (:func:`~overlooked.memory.functional.memory_hop_packed`); the result equals the padded computation.
     Layer-wise tying shares ``A`` and ``C`` across hops, has its own ``B`` and ``W``, and updates
     ``u^{k+1} = H u^k + o^k``. Word 0 is the null word: its embedding is zero and receives no gradient.
 
