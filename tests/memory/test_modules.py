@@ -301,3 +301,5 @@ def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encodi
     ref = torch.autograd.grad(logits.square().sum(), list(model.parameters()))
     for g, r in zip(grads, ref):
         torch.testing.assert_close(g, r)
+    empty = (torch.zeros_like(story[:2]), query[:2], torch.zeros_like(mask[:2]), time[:2])  # no sentence in the batch
+    torch.testing.assert_close(model(*empty)["logits"], _dense_reference(model, *empty)[0])

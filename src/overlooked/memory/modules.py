@@ -147,7 +147,7 @@ class MemN2N(nn.Module):
             mem = mem + temporal
         # "attend" (the authors' code): the empty slots stay in the softmax as zero vectors with score 0.
         masks = MF.mask_bias(memory_mask if self.padding == "mask" else torch.ones_like(memory_mask))  # once for all hops
-        parts = mem.view(R, -1, d).unbind(1)  # n x [R, d] (unbind's backward is one stack)
+        parts = mem.view(R, mem.shape[1] // d, d).unbind(1)  # n x [R, d] (unbind's backward is one stack; R may be 0)
         attention = []
         for k in range(K):
             keys, values = (parts[k], parts[k + 1]) if self.tying == "adjacent" else (parts[0], parts[1])
