@@ -112,7 +112,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def flops_per_example(model: nn.Module, splits: Splits, encoder: Any = None) -> int | None:
-    """Forward FLOPs for one validation example, counted by :class:`torch.utils.flop_counter.FlopCounterMode`."""
+    """Forward FLOPs for one validation example, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+    (matrix products and convolutions). A model that does some of its products as element-wise operations,
+    which the counter does not see, adds them through a method ``uncounted_flops(*inputs) -> int`` (MemN2N's
+    packed hops)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = splits.val[torch.arange(1)]
@@ -122,9 +125,11 @@ def flops_per_example(model: nn.Module, splits: Splits, encoder: Any = None) -> 
     model.eval()
     try:
         counter = FlopCounterMode(display=False)
+        inputs = [batch[k].to(next(model.parameters()).device) for k in splits.input_keys]
         with counter, torch.no_grad():
-            model(*(batch[k].to(next(model.parameters()).device) for k in splits.input_keys))
-        return int(counter.get_total_flops())
+            model(*inputs)
+        extra = model.uncounted_flops(*inputs) if hasattr(model, "uncounted_flops") else 0
+        return int(counter.get_total_flops()) + int(extra)
     except Exception:  # a model with ops the counter does not know: report unknown, never a guess
         return None
     finally:

@@ -303,3 +303,23 @@ def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encodi
         torch.testing.assert_close(g, r)
     empty = (torch.zeros_like(story[:2]), query[:2], torch.zeros_like(mask[:2]), time[:2])  # no sentence in the batch
     torch.testing.assert_close(model(*empty)["logits"], _dense_reference(model, *empty)[0])
+
+
+def test_memn2n_flops_count_the_packed_hops_as_the_dense_products():
+    """The packed hops' dot products run as element-wise ops the FLOP counter does not see;
+    uncounted_flops adds them back, so a story with every slot real counts what the dense reference's
+    matrix products count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=6, hops=3)
+    story, query, mask, time = _batch()
+    full = (story[1:2], query[1:2], mask[1:2], time[1:2])  # story 1 fills all M slots
+    assert bool(full[2].all())
+    counted, dense = FlopCounterMode(display=False), FlopCounterMode(display=False)
+    with counted, torch.no_grad():
+        model(*full)
+    with dense, torch.no_grad():
+        _dense_reference(model, *full)
+    assert counted.get_total_flops() + model.uncounted_flops(*full) == dense.get_total_flops()
+    assert model.uncounted_flops(*_batch()) == 4 * 3 * 6 * int(_batch()[2].sum())

@@ -110,6 +110,11 @@ class MemN2N(nn.Module):
         groups = [[t.grad[:, i * d : (i + 1) * d] for t in tables] for i in range(self.memory_table.shape[1] // d)]
         return [g for g in groups if g], tables
 
+    def uncounted_flops(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> int:
+        """FLOPs of the hops' products that the FLOP counter does not see, because the packed hops do them as
+        element-wise operations: per hop and real memory, ``u . m_i`` and ``p_i c_i`` (2 d each)."""
+        return 4 * self.hops * self.embed_dim * int(memory_mask.sum())
+
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Answer ``query`` from ``story``.
 
@@ -142,7 +147,7 @@ class MemN2N(nn.Module):
         if self.temporal_table is not None:
             temporal = MF.temporal_encoding(time.reshape(-1).index_select(0, slots), self.temporal_table)  # [R, n*d]
             if self.pe_length == "padded_time" and self.encoding != "bow":  # the time word sits at position J = L + 1
-                scale = MF.time_word_weight(L, self.encoding, d).to(temporal.dtype).repeat(self.temporal_table.shape[1] // d)  # [n*d]
+                scale = MF.time_word_weight(L, self.encoding, d).to(temporal.device, temporal.dtype).repeat(self.temporal_table.shape[1] // d)  # [n*d]
                 temporal = temporal * scale
             mem = mem + temporal
         # "attend" (the authors' code): the empty slots stay in the softmax as zero vectors with score 0.
