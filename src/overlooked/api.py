@@ -507,19 +507,31 @@ def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | No
     return cfg, splits, model
 
 
-def explain_stats(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
-    """How a memory run's hops relate to bAbI's supporting facts, per task
-    (:func:`overlooked.memory.explain.supporting_stats`); also written to ``supporting_<split>.json`` in
-    ``out`` (default ``RUN/explain``)."""
+def explain_stats(run: str | Path, *, task: int | None = None, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """How a memory run's hops relate to bAbI's supporting facts, per task (only ``task`` if given)
+    (:func:`overlooked.memory.explain.supporting_stats`); also written to ``supporting_<split>.json``
+    (``supporting_<split>_task<T>.json``) in ``out`` (default ``RUN/explain``)."""
     from overlooked.memory.explain import supporting_stats
 
     cfg, splits, model = _memory_run(run, split, checkpoint, data_dir)
-    stats = supporting_stats(model, getattr(splits, split), splits.input_keys, batch_size=cfg.train.eval_batch_size)
+    data = getattr(splits, split)
+    if task is not None:
+        data = data.subset(_task_rows(data, task, split))
+    stats = supporting_stats(model, data, splits.input_keys, batch_size=cfg.train.eval_batch_size)
     stats.update(run=str(run), split=split, checkpoint=checkpoint)
     folder = Path(out) if out is not None else Path(run) / "explain"
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / f"supporting_{split}.json", stats)
+    _write_json(folder / (f"supporting_{split}.json" if task is None else f"supporting_{split}_task{task}.json"), stats)
     return stats
+
+
+def _task_rows(data: Any, task: int, split: str) -> torch.Tensor:
+    """Rows of ``data`` (a bAbI split) that belong to ``task``; a clear error when there are none."""
+    rows = torch.arange(len(data))[data.tensors["task"] == task]
+    if len(rows) == 0:
+        known = sorted(set(data.tensors["task"].tolist()))
+        raise ConfigError(f"task {task} is not in this run's {split} split (tasks {known}); pick one of those")
+    return rows
 
 
 def explain(
@@ -547,12 +559,7 @@ def explain(
 
     cfg, splits, model = _memory_run(run, split, checkpoint, data_dir)
     data = getattr(splits, split)
-    rows = torch.arange(len(data))
-    if task is not None:
-        rows = rows[data.tensors["task"] == task]
-        if len(rows) == 0:
-            known = sorted(set(data.tensors["task"].tolist()))
-            raise ConfigError(f"task {task} is not in this run's {split} split (tasks {known}); pick one of those")
+    rows = torch.arange(len(data)) if task is None else _task_rows(data, task, split)
     indices = [0] if not indices else list(indices)
     bad = [i for i in indices if not 0 <= i < len(rows)]
     if bad:

@@ -84,7 +84,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from overlooked.memory.explain import format_example, format_stats
 
     if args.stats:
-        stats = api.explain_stats(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
+        stats = api.explain_stats(args.run, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
         print(f"hops against the supporting facts, {args.split} split:")
         print(format_stats(stats))
         if args.index is None:
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", type=int, default=None, help="only questions of this bAbI task")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--stats", action="store_true", help="per task, over the whole split (--task does not filter it): how often each hop's strongest memory is a supporting fact, the weight on them, questions with every supporting fact retrieved (add --index to also show questions)")
+    p.add_argument("--stats", action="store_true", help="per task over the split (only task T with --task T): how often each hop's strongest memory is a supporting fact, the weight on them, questions with every supporting fact retrieved (add --index to also show questions)")
     p.add_argument("--out", default=None, help="folder for the PNGs and explain.json (default RUN/explain)")
     common(p, out=False)
     p.set_defaults(fn=cmd_explain)

@@ -142,6 +142,8 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys):
     assert "hop precision" in capsys.readouterr().out
     stats = json.loads((run / "explain" / "supporting_test.json").read_text())
     assert [stats["tasks"][t]["questions"] for t in ("1", "2")] == [1000, 1000] and 0.0 <= stats["all"]["hop_precision"] <= 1.0
+    only = api.explain_stats(run, task=2, data_dir=str(data_dir))
+    assert list(only["tasks"]) == [2] and only["tasks"][2] == pytest.approx(stats["tasks"]["2"]) and (run / "explain" / "supporting_test_task2.json").is_file()
     with pytest.raises(ConfigError, match=r"task 5 is not in this run's test split \(tasks \[1, 2\]\)"):
         api.explain(run, task=5, data_dir=str(data_dir))
     with pytest.raises(ConfigError, match=r"question index \[1000\] out of range: task 1 of the test split has 1000 questions"):
