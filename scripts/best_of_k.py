@@ -42,7 +42,7 @@ def per_value(run: str | Path, k: int) -> dict[str, dict[str, dict[float, float]
         raise ValueError(f"{run} has no <key>=<value> sub-runs: pass a folder written by --each with --repeats or by pool_seeds.py")
     out: dict[str, dict[str, dict[float, float]]] = {}
     for value in values:
-        seeds = sorted(value.glob("seed*/summary.json"), key=lambda p: int(p.parent.name[4:]))
+        seeds = api.seed_summary_files(value)
         if len(seeds) < k:
             raise ValueError(f"{value} has {len(seeds)} seeds, fewer than k={k}: train more seeds or lower k")
         summaries = [json.loads(p.read_text()) for p in seeds]

@@ -337,10 +337,15 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def seed_summary_files(run: str | Path) -> list[Path]:
+    """The ``seed<N>/summary.json`` files of a ``--repeats`` run folder, in seed order (seed10 after seed9)."""
+    return sorted(Path(run).glob("seed*/summary.json"), key=lambda p: int(p.parent.name[4:]))
+
+
 def reaggregate(run: str | Path) -> dict[str, Any]:
     """Recompute a repeated run's top-level ``summary.json`` from its ``seed*/summary.json`` files."""
     run = Path(run)
-    seeds = sorted(run.glob("seed*/summary.json"), key=lambda p: int(p.parent.name[4:]))
+    seeds = seed_summary_files(run)
     if not seeds:
         raise OverlookedError(f"{run} holds no seed*/summary.json: it is not a finished run with repeats")
     agg = aggregate([json.loads(p.read_text()) for p in seeds])
@@ -488,12 +493,23 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     return cfg, splits, model
 
 
+def _check_split(split: str) -> None:
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+
+
+def _explain_folder(run: str | Path, out: str | Path | None) -> Path:
+    """Where the explain functions write: ``out``, or ``RUN/explain``; created."""
+    folder = Path(out) if out is not None else Path(run) / "explain"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | None) -> tuple[ExperimentConfig, Splits, nn.Module]:
     """:func:`load_run` for the explain functions: a bAbI run of a model whose output shows its memory reads."""
     from overlooked.memory.explain import reads_memory
 
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    _check_split(split)
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
     if cfg.data.name != "babi":
         raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
@@ -519,8 +535,7 @@ def explain_stats(run: str | Path, *, task: int | None = None, split: str = "tes
         data = data.subset(_task_rows(data, task, split))
     stats = supporting_stats(model, data, splits.input_keys, batch_size=cfg.train.eval_batch_size)
     stats.update(run=str(run), split=split, checkpoint=checkpoint)
-    folder = Path(out) if out is not None else Path(run) / "explain"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _explain_folder(run, out)
     _write_json(folder / (f"supporting_{split}.json" if task is None else f"supporting_{split}_task{task}.json"), stats)
     return stats
 
@@ -565,8 +580,7 @@ def explain(
     if bad:
         where = f"task {task} of the {split} split" if task is not None else f"the {split} split"
         raise ConfigError(f"question index {bad} out of range: {where} has {len(rows)} questions (0..{len(rows) - 1})")
-    folder = Path(out) if out is not None else Path(run) / "explain"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _explain_folder(run, out)
     tag = f"{split}_task{task}_" if task is not None else f"{split}_"
     shown = []
     for i in indices:
@@ -582,8 +596,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     ``data_overrides`` name (see :func:`load_run`)."""
     from overlooked.train.evaluate import evaluate as _evaluate
 
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    _check_split(split)
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir, data_overrides=data_overrides)
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)

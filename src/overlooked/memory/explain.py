@@ -27,18 +27,9 @@ def hop_weights(out: dict[str, torch.Tensor], row: int, n: int) -> np.ndarray:
     """``[K, n]`` addressing weights of batch row ``row`` over its first ``n`` memories.
 
     Soft weights from ``out["attention"]``; from ``out["chosen"]`` (hard hops), 1 at the chosen memory and a
-    row of zeros for a hop that read none (stopped, or no memory left).
+    row of zeros for a hop that read none (stopped, or no memory left): a row of :func:`all_hop_weights`.
     """
-    if "attention" in out:
-        return out["attention"][row, :, :n].detach().float().numpy()
-    if "chosen" in out:
-        chosen = out["chosen"][row].tolist()  # [H]
-        weights = np.zeros((len(chosen), n), dtype=np.float32)
-        for k, slot in enumerate(chosen):
-            if 0 <= slot < n:
-                weights[k, slot] = 1.0
-        return weights
-    raise ValueError(f"the model output has no memory addressing (keys {sorted(out)}); expected 'attention' or 'chosen'")
+    return all_hop_weights(out, n)[row, :, :n].numpy()
 
 
 def _words(ids: list[int], vocab: list[str]) -> str:
@@ -115,7 +106,8 @@ def all_hop_weights(out: dict[str, torch.Tensor], memory_size: int) -> torch.Ten
     if "chosen" in out:
         chosen = out["chosen"]  # [B, H]
         read = (chosen >= 0) & (chosen < memory_size)
-        return torch.nn.functional.one_hot(chosen.clamp(0, memory_size - 1), memory_size).float() * read[..., None]
+        weights = torch.zeros(*chosen.shape, memory_size + 1)  # column M takes the hops that read nothing
+        return weights.scatter_(2, torch.where(read, chosen, memory_size)[..., None], 1.0)[..., :memory_size]
     raise ValueError(f"the model output has no memory addressing (keys {sorted(out)}); expected 'attention' or 'chosen'")
 
 
