@@ -4,9 +4,12 @@ lowest training error, the MemN2N paper's rule, and highest validation accuracy;
 first, runs in the order given, seeds ascending). Test accuracy never enters the choice.
 
     python scripts/pool_seeds.py OUT_DIR data.tasks RUN [RUN ...]
+    python scripts/pool_seeds.py OUT_DIR - RUN [RUN ...]
 
 For example the paper's best of 10 from a best-of-3 run (seeds 0-2) and a run with `train.seed=3
---repeats 7` (seeds 3-9). A value that only some runs cover keeps the seeds it has: the summary's
+--repeats 7` (seeds 3-9). KEY `-` pools plain `--repeats N` runs (no `--each`), e.g. the seeds of one
+recipe trained in two processes side by side (`--repeats 5` and `--repeats 5 train.seed=5`): the seeds go
+to OUT_DIR/seed<S>/ and OUT_DIR/summary.json is their `--repeats` summary. A value that only some runs cover keeps the seeds it has: the summary's
 `pooled_seeds` lists them per value, and `repeats` says "A to B" when values differ in count.
 
 Refuses runs whose per-value configs differ in anything but `name`, `train.seed` and `train.repeats` (it
@@ -38,50 +41,90 @@ def _recipe(config: dict) -> dict:
     return out
 
 
-def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, dict]]]:
-    """Per value folder name (``tasks=7``): the pooled seeds as (run name, seed folder, seed summary)."""
+PLAIN = "-"  # KEY for plain --repeats runs: the run folder itself holds the seed* folders
+
+
+def _subs(run: Path, key: str) -> list[Path]:
+    """The folders of ``run`` that hold seed* folders: its ``name=*`` sub-runs, or the run itself for KEY ``-``."""
+    if key == PLAIN:
+        if any(run.glob("*=*/seed*")):
+            raise ValueError(f"{run} was made with --each: pass its KEY (e.g. data.tasks), not {PLAIN}")
+        return [run]
     name = key.split(".")[-1]
+    subs = sorted(run.glob(f"{name}=*"))
+    if not subs:
+        raise ValueError(f"{run} has no {name}=* sub-runs: pass the folders `overlooked train --each {key}=... --repeats N` wrote")
+    return subs
+
+
+def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, dict]]]:
+    """Per value folder name (``tasks=7``; ``""`` for KEY ``-``): the pooled seeds as (run name, seed folder,
+    seed summary)."""
     found: dict[str, list[tuple[str, Path, dict]]] = {}
     recipes: dict[str, tuple[str, dict]] = {}
     for run in map(Path, runs):
-        subs = sorted(run.glob(f"{name}=*"))
-        if not subs:
-            raise ValueError(f"{run} has no {name}=* sub-runs: pass the folders `overlooked train --each {key}=... --repeats N` wrote")
-        for sub in subs:
+        for sub in _subs(run, key):
+            group = "" if key == PLAIN else sub.name
             recipe = _recipe(yaml.safe_load((sub / "config.yaml").read_text()))
-            first = recipes.setdefault(sub.name, (run.name, recipe))
+            first = recipes.setdefault(group, (run.name, recipe))
             if first[1] != recipe:
-                raise ValueError(f"{sub} was trained with another recipe than {first[0]}/{sub.name} (configs differ beyond name, train.seed, train.repeats): pool only seeds of one recipe")
+                raise ValueError(f"{sub} was trained with another recipe than {'/'.join(filter(None, (first[0], group)))} (configs differ beyond name, train.seed, train.repeats): pool only seeds of one recipe")
             seeds = sorted(sub.glob("seed*"), key=lambda p: int(p.name[4:]))
             if not seeds:
                 raise ValueError(f"{sub} has no seed* folders: pool runs made with --repeats")
             for seed in seeds:
-                taken = [r for r, p, _ in found.get(sub.name, []) if p.name == seed.name]
+                taken = [r for r, p, _ in found.get(group, []) if p.name == seed.name]
                 if taken:
-                    raise ValueError(f"{seed.name} of {sub.name} is in both {taken[0]} and {run.name}: pooled runs must use different seeds")
-                found.setdefault(sub.name, []).append((run.name, seed, json.loads((seed / "summary.json").read_text())))
+                    where = f" of {group}" if group else ""
+                    raise ValueError(f"{seed.name}{where} is in both {taken[0]} and {run.name}: pooled runs must use different seeds")
+                if not (seed / "summary.json").is_file():
+                    raise ValueError(f"{seed} has no summary.json: pool only finished runs")
+                found.setdefault(group, []).append((run.name, seed, json.loads((seed / "summary.json").read_text())))
     return found
 
 
+def _copy_seeds(seeds: list[tuple[str, Path, dict]], target: Path) -> None:
+    """The small files of each seed folder (never checkpoints) into ``target/seed<S>/``."""
+    for _, seed, _ in seeds:
+        for src in seed.rglob("*"):
+            if src.is_file() and src.name in SMALL_FILES and "checkpoints" not in src.parts:
+                dest = target / seed.name / src.relative_to(seed)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
+
+
+def _aggregate(seeds: list[tuple[str, Path, dict]]) -> dict:
+    agg = api.aggregate([s for _, _, s in seeds])
+    agg["pooled_seeds"] = [f"{r}/{p.name}" for r, p, _ in seeds]
+    return agg
+
+
+def main_plain(out: str, runs: list[str]) -> None:
+    """Pool plain ``--repeats`` runs into OUT: seed folders and the ``--repeats`` summary over all of them."""
+    seeds = pool(PLAIN, runs)[""]
+    out_dir = Path(out)
+    _copy_seeds(seeds, out_dir)
+    cfg = ExperimentConfig.from_dict(yaml.safe_load((Path(runs[0]) / "config.yaml").read_text()))  # the first run's name
+    cfg = apply_overrides(cfg, [f"train.seed={seeds[0][2]['seed']}", f"train.repeats={len(seeds)}"])
+    api.write_run_files(out_dir, cfg, _aggregate(seeds), argv=["python", "scripts/pool_seeds.py", out, PLAIN, *runs], pooled_from=[Path(r).name for r in runs])
+    print(f"wrote {out_dir}")
+
+
 def main(out: str, key: str, runs: list[str]) -> None:
+    if key == PLAIN:
+        return main_plain(out, runs)
     found = pool(key, runs)
     out_dir, name = Path(out), key.split(".")[-1]
     subs, values = {}, []
     for value_dir, seeds in found.items():
         target = out_dir / value_dir
-        for _, seed, _ in seeds:
-            for src in seed.rglob("*"):
-                if src.is_file() and src.name in SMALL_FILES and "checkpoints" not in src.parts:
-                    dest = target / seed.name / src.relative_to(seed)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, dest)
+        _copy_seeds(seeds, target)
         source = next(Path(r) / value_dir for r in runs if (Path(r) / value_dir).is_dir())
         sub_cfg = yaml.safe_load((source / "config.yaml").read_text())
         sub_cfg["train"]["seed"], sub_cfg["train"]["repeats"] = seeds[0][2]["seed"], len(seeds)
         target.mkdir(parents=True, exist_ok=True)
         (target / "config.yaml").write_text(yaml.safe_dump(sub_cfg, sort_keys=False))
-        agg = api.aggregate([s for _, _, s in seeds])
-        agg["pooled_seeds"] = [f"{r}/{p.name}" for r, p, _ in seeds]
+        agg = _aggregate(seeds)
         (target / "summary.json").write_text(json.dumps(agg, indent=2, sort_keys=True, default=str) + "\n")
         value = json.loads(value_dir.split("=", 1)[1])
         values.append(value)

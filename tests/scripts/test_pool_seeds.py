@@ -61,3 +61,48 @@ def test_pool_refuses_other_recipes_and_shared_seeds(pool_seeds, tmp_path):
     same = _run(tmp_path, "same", {1: {0: (0.8, 0.8, 0.8)}})
     with pytest.raises(ValueError, match="seed0 of tasks=1 is in both a and same"):
         pool_seeds.pool("data.tasks", [a, same])
+
+
+def _plain_run(root: Path, name: str, seeds: dict[int, tuple[float, float, float]], lr=0.01) -> Path:
+    """A plain --repeats run folder: seeds {seed: (train, val, test)} directly inside."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(_cfg("all", seed=min(seeds), repeats=len(seeds), name="recipe", lr=lr)))
+    for seed, (train, val, test) in seeds.items():
+        (run / f"seed{seed}" / "checkpoints").mkdir(parents=True)
+        (run / f"seed{seed}" / "checkpoints" / "last.safetensors").write_bytes(b"weights")
+        summary = {"seed": seed, "wall_time_s": 1.0, "train_accuracy": train, "val_accuracy": val, "test_accuracy": test, "test_group_accuracy": {"1": test}}
+        (run / f"seed{seed}" / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_plain_repeats_runs_pool_into_one_repeats_summary(pool_seeds, tmp_path):
+    a = _plain_run(tmp_path, "a", {0: (0.90, 0.95, 0.99), 1: (0.96, 0.70, 0.50)})
+    b = _plain_run(tmp_path, "b", {2: (0.96, 0.60, 0.40), 3: (0.80, 0.90, 0.95)})
+    out = tmp_path / "pooled"
+    pool_seeds.main(str(out), "-", [str(a), str(b)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1, 2, 3] and summary["repeats"] == 4
+    assert summary["best_by_train"]["seed"] == 1  # 0.96 twice: the first listed, whatever its test
+    assert summary["best_by_val"]["seed"] == 0
+    assert summary["test_accuracy_mean"] == pytest.approx((0.99 + 0.50 + 0.40 + 0.95) / 4)
+    assert summary["pooled_seeds"] == ["a/seed0", "a/seed1", "b/seed2", "b/seed3"]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["name"] == "recipe" and cfg["train"]["seed"] == 0 and cfg["train"]["repeats"] == 4
+    assert (out / "seed3" / "summary.json").is_file() and not list(out.rglob("*.safetensors"))
+    assert json.loads((out / "environment.json").read_text())["pooled_from"] == ["a", "b"]
+
+
+def test_plain_pool_refuses_each_runs_other_recipes_shared_and_unfinished_seeds(pool_seeds, tmp_path):
+    a = _plain_run(tmp_path, "a", {0: (0.9, 0.9, 0.9)})
+    each = _run(tmp_path, "each", {1: {1: (0.9, 0.9, 0.9)}})
+    with pytest.raises(ValueError, match="made with --each: pass its KEY"):
+        pool_seeds.pool("-", [a, each])
+    with pytest.raises(ValueError, match="another recipe than a "):
+        pool_seeds.pool("-", [a, _plain_run(tmp_path, "other", {1: (0.9, 0.9, 0.9)}, lr=0.02)])
+    with pytest.raises(ValueError, match="seed0 is in both a and same"):
+        pool_seeds.pool("-", [a, _plain_run(tmp_path, "same", {0: (0.8, 0.8, 0.8)})])
+    running = _plain_run(tmp_path, "running", {5: (0.8, 0.8, 0.8)})
+    (running / "seed6").mkdir()
+    with pytest.raises(ValueError, match="seed6 has no summary.json"):
+        pool_seeds.pool("-", [a, running])
