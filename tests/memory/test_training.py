@@ -23,7 +23,7 @@ def _ctx():
 def test_linear_start_removes_softmax_until_val_loss_stops_falling():
     ctx, ls = _ctx(), LinearStart(lr=0.005, patience=1)
     ls.on_train_start(ctx)
-    assert not ctx.model.use_softmax and ctx.lr_scale == pytest.approx(0.5)
+    assert not ctx.model.use_softmax and ctx.lr_scale == pytest.approx(0.5) and ctx.lr_hold == 0.005
     ctx.state.step = 10
     ls.on_eval_end(ctx, {"val_loss": 2.0})
     ls.on_eval_end(ctx, {"val_loss": 1.5})
@@ -31,12 +31,13 @@ def test_linear_start_removes_softmax_until_val_loss_stops_falling():
     ctx.state.step = 30
     ls.on_eval_end(ctx, {"val_loss": 1.6})  # stopped falling: softmaxes re-inserted, lr back, schedule restarts
     assert not ls.active and ctx.model.use_softmax and ctx.lr_scale == 1.0 and ctx.schedule_start == 30
+    assert ctx.lr_hold is None
     assert ctx.restart_selection  # a checkpoint chosen without softmaxes must not be reported with them
     # resume: a fresh callback restored from the state applies the same mode
     ctx2, ls2 = _ctx(), LinearStart()
     ls2.load_state_dict(ls.state_dict())
     ls2.on_train_start(ctx2)
-    assert ctx2.model.use_softmax and ctx2.schedule_start == 30
+    assert ctx2.model.use_softmax and ctx2.schedule_start == 30 and ctx2.lr_hold is None
 
 
 def test_random_time_only_rewrites_time():
@@ -52,3 +53,18 @@ def test_short_run_on_task_1_reaches_under_5_percent_error(tmp_path, data_dir):
     cfg = api.load("memn2n_babi1k", ["data.tasks=[1]", "train.epochs=20", "train.progress=false"])
     _, summary = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
     assert summary["test_error"] < 5.0, summary["test_error"]
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("hold_lr", [True, False])
+def test_linear_start_holds_its_lr_while_the_schedule_would_decay(tmp_path, data_dir, hold_lr):
+    """The authors' code keeps 0.005 for the whole of LS (ls_lrate_decay_step = ls_nepochs + 1); the step
+    schedule restarts when LS ends. hold_lr=false is the older behaviour: the schedule runs inside LS too."""
+    import json
+
+    overrides = ["data.tasks=[1]", "train.epochs=6", "train.lr=0.01", "train.schedule=step", "train.step_epochs=2", "train.gamma=0.5", "train.progress=false",
+                 "callbacks=[{name: linear_start, kwargs: {lr: 0.005, patience: 1000, max_epochs: 4, restart_schedule: true, hold_lr: " + str(hold_lr).lower() + "}}]"]
+    run, _ = api.train(api.load("memn2n_babi1k", overrides), data_dir=str(data_dir), out=tmp_path)
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    ls_phase = [0.005, 0.005, 0.005, 0.005] if hold_lr else [0.005, 0.005, 0.0025, 0.0025]
+    assert lrs == pytest.approx(ls_phase + [0.01, 0.01])

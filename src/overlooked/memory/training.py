@@ -26,13 +26,19 @@ class LinearStart(Callback):
         max_epochs: end LS after this many epochs even if the loss still falls (None: no cap).
         restart_schedule: when LS ends, restart the lr schedule from its first step ("training
             recommenced", §4.2; the authors' Matlab code restarts it too).
+        hold_lr: keep the lr at ``lr`` for the whole of LS (the paper's LS learning rate; the authors'
+            code sets its LS decay step one past the LS length, ``ls_lrate_decay_step = ls_nepochs + 1``).
+            False lets ``train.schedule`` run during LS, scaled by ``lr / train.lr``: what this callback
+            did before 2026-12-05 (git 9c31397 and earlier), so that a joint recipe whose LS outlasts
+            ``train.step_epochs`` halved the LS lr; set it to rerun such a run.
 
     The paper does not say which lr follows LS; this uses the configured ``train.lr`` (0.01). The authors'
     Matlab code instead runs a fixed ``ls_nepochs`` (20 independent, 30 joint) and keeps 0.005 afterwards.
     """
 
-    def __init__(self, lr: float = 0.005, patience: int = 1, max_epochs: float | None = None, restart_schedule: bool = True):
+    def __init__(self, lr: float = 0.005, patience: int = 1, max_epochs: float | None = None, restart_schedule: bool = True, hold_lr: bool = True):
         self.lr, self.patience, self.max_epochs, self.restart_schedule = lr, patience, max_epochs, restart_schedule
+        self.hold_lr = hold_lr
         self.active = True
         self.best = float("inf")
         self.bad = 0
@@ -41,6 +47,7 @@ class LinearStart(Callback):
     def _apply(self, ctx: Any) -> None:
         ctx.model.set_linear_start(self.active)
         ctx.lr_scale = self.lr / ctx.cfg.lr if self.active else 1.0
+        ctx.lr_hold = self.lr if self.active and self.hold_lr else None
         if not self.active and self.restart_schedule and self.ended_at_step is not None:
             ctx.schedule_start = self.ended_at_step
 
@@ -70,9 +77,9 @@ class LinearStart(Callback):
 
 
 @CALLBACKS.register("linear_start", family="memory")
-def linear_start(lr: float = 0.005, patience: int = 1, max_epochs: float | None = None, restart_schedule: bool = True) -> LinearStart:
+def linear_start(lr: float = 0.005, patience: int = 1, max_epochs: float | None = None, restart_schedule: bool = True, hold_lr: bool = True) -> LinearStart:
     """MemN2N linear start (§4.2)."""
-    return LinearStart(lr=lr, patience=patience, max_epochs=max_epochs, restart_schedule=restart_schedule)
+    return LinearStart(lr=lr, patience=patience, max_epochs=max_epochs, restart_schedule=restart_schedule, hold_lr=hold_lr)
 
 
 class RandomTime:

@@ -64,6 +64,7 @@ class Context:
     dist: DistInfo
     stop: bool = False  # a callback may set this to end training early
     lr_scale: float = 1.0  # a callback may scale the scheduled lr (MemN2N linear start uses 0.005 / 0.01)
+    lr_hold: float | None = None  # a callback may hold the lr at this value whatever the schedule (linear start)
     schedule_start: int = 0  # the lr schedule counts steps from here (a callback may restart it)
     # A callback sets this when it changes the model so that the validation scores so far no longer describe
     # it (MemN2N linear start re-inserting the softmaxes): the best checkpoint is then chosen again among
@@ -410,7 +411,10 @@ def fit(
             if encoder is not None:
                 batch = encoder(batch, aug_gen)
             batch = to_device(batch, device)
-            lr = cfg.lr * lr_factor(cfg, state.step - ctx.schedule_start, steps_per_epoch, total_steps - ctx.schedule_start) * ctx.lr_scale
+            if ctx.lr_hold is not None:
+                lr = ctx.lr_hold
+            else:
+                lr = cfg.lr * lr_factor(cfg, state.step - ctx.schedule_start, steps_per_epoch, total_steps - ctx.schedule_start) * ctx.lr_scale
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:
