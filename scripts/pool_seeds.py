@@ -57,16 +57,25 @@ def _subs(run: Path, key: str) -> list[Path]:
     return subs
 
 
+def _labels(runs: list[str | Path]) -> dict[str, str]:
+    """How each run is named in the summaries: its folder name, or the path as given when two runs share a
+    folder name (the same run name under two --out folders)."""
+    names = [Path(r).name for r in runs]
+    return {str(Path(r)): (Path(r).name if names.count(Path(r).name) == 1 else str(Path(r))) for r in runs}
+
+
 def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, dict]]]:
     """Per value folder name (``tasks=7``; ``""`` for KEY ``-``): the pooled seeds as (run name, seed folder,
     seed summary)."""
     found: dict[str, list[tuple[str, Path, dict]]] = {}
     recipes: dict[str, tuple[str, dict]] = {}
+    names = _labels(runs)
     for run in map(Path, runs):
+        label = names[str(run)]
         for sub in _subs(run, key):
             group = "" if key == PLAIN else sub.name
             recipe = _recipe(yaml.safe_load((sub / "config.yaml").read_text()))
-            first = recipes.setdefault(group, (run.name, recipe))
+            first = recipes.setdefault(group, (label, recipe))
             if first[1] != recipe:
                 raise ValueError(f"{sub} was trained with another recipe than {'/'.join(filter(None, (first[0], group)))} (configs differ beyond name, train.seed, train.repeats): pool only seeds of one recipe")
             seeds = sorted(sub.glob("seed*"), key=lambda p: int(p.name[4:]))
@@ -76,10 +85,10 @@ def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, di
                 taken = [r for r, p, _ in found.get(group, []) if p.name == seed.name]
                 if taken:
                     where = f" of {group}" if group else ""
-                    raise ValueError(f"{seed.name}{where} is in both {taken[0]} and {run.name}: pooled runs must use different seeds")
+                    raise ValueError(f"{seed.name}{where} is in both {taken[0]} and {label}: pooled runs must use different seeds")
                 if not (seed / "summary.json").is_file():
                     raise ValueError(f"{seed} has no summary.json: pool only finished runs")
-                found.setdefault(group, []).append((run.name, seed, json.loads((seed / "summary.json").read_text())))
+                found.setdefault(group, []).append((label, seed, json.loads((seed / "summary.json").read_text())))
     return found
 
 
@@ -106,7 +115,7 @@ def main_plain(out: str, runs: list[str]) -> None:
     _copy_seeds(seeds, out_dir)
     cfg = ExperimentConfig.from_dict(yaml.safe_load((Path(runs[0]) / "config.yaml").read_text()))  # the first run's name
     cfg = apply_overrides(cfg, [f"train.seed={seeds[0][2]['seed']}", f"train.repeats={len(seeds)}"])
-    api.write_run_files(out_dir, cfg, _aggregate(seeds), argv=["python", "scripts/pool_seeds.py", out, PLAIN, *runs], pooled_from=[Path(r).name for r in runs])
+    api.write_run_files(out_dir, cfg, _aggregate(seeds), argv=["python", "scripts/pool_seeds.py", out, PLAIN, *runs], pooled_from=list(_labels(runs).values()))
     print(f"wrote {out_dir}")
 
 
@@ -136,7 +145,7 @@ def main(out: str, key: str, runs: list[str]) -> None:
     merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)
     merged["repeats"] = counts[0] if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
     merged["pooled_seeds"] = {str(v): len(found[f"{name}={v}"]) for v in values}
-    api.write_run_files(out_dir, cfg, merged, argv=["python", "scripts/pool_seeds.py", out, key, *runs], pooled_from=[Path(r).name for r in runs])
+    api.write_run_files(out_dir, cfg, merged, argv=["python", "scripts/pool_seeds.py", out, key, *runs], pooled_from=list(_labels(runs).values()))
     print(f"wrote {out_dir}")
 
 

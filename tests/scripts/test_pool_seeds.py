@@ -106,3 +106,12 @@ def test_plain_pool_refuses_each_runs_other_recipes_shared_and_unfinished_seeds(
     (running / "seed6").mkdir()
     with pytest.raises(ValueError, match="seed6 has no summary.json"):
         pool_seeds.pool("-", [a, running])
+
+
+def test_plain_pool_names_same_named_runs_by_their_paths(pool_seeds, tmp_path):
+    a = _plain_run(tmp_path / "outa", "recipe-1", {0: (0.9, 0.9, 0.9)})
+    b = _plain_run(tmp_path / "outb", "recipe-1", {5: (0.8, 0.8, 0.8)})
+    out = tmp_path / "pooled"
+    pool_seeds.main(str(out), "-", [str(a), str(b)])
+    assert json.loads((out / "summary.json").read_text())["pooled_seeds"] == [f"{a}/seed0", f"{b}/seed5"]
+    assert json.loads((out / "environment.json").read_text())["pooled_from"] == [str(a), str(b)]
