@@ -21,6 +21,7 @@ does.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -78,9 +79,12 @@ def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, di
             first = recipes.setdefault(group, (label, recipe))
             if first[1] != recipe:
                 raise ValueError(f"{sub} was trained with another recipe than {'/'.join(filter(None, (first[0], group)))} (configs differ beyond name, train.seed, train.repeats): pool only seeds of one recipe")
-            seeds = sorted(sub.glob("seed*"), key=lambda p: int(p.name[4:]))
+            seeds = sorted((p for p in sub.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name)), key=lambda p: int(p.name[4:]))
             if not seeds:
                 raise ValueError(f"{sub} has no seed* folders: pool runs made with --repeats")
+            repeats = yaml.safe_load((sub / "config.yaml").read_text()).get("train", {}).get("repeats", 1)
+            if len(seeds) != repeats:
+                raise ValueError(f"{sub} holds {len(seeds)} seed folders but was launched with train.repeats={repeats}: pool only finished runs")
             for seed in seeds:
                 taken = [r for r, p, _ in found.get(group, []) if p.name == seed.name]
                 if taken:
@@ -110,8 +114,13 @@ def _aggregate(seeds: list[tuple[str, Path, dict]]) -> dict:
 
 def main_plain(out: str, runs: list[str]) -> None:
     """Pool plain ``--repeats`` runs into OUT: seed folders and the ``--repeats`` summary over all of them."""
-    seeds = pool(PLAIN, runs)[""]
     out_dir = Path(out)
+    if any(out_dir.resolve() == Path(r).resolve() for r in runs):
+        raise ValueError(f"OUT_DIR {out} is one of the runs: write the pooled run to a new folder")
+    seeds = sorted(pool(PLAIN, runs)[""], key=lambda t: t[2]["seed"])
+    numbers = [s["seed"] for _, _, s in seeds]
+    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+        raise ValueError(f"seeds {numbers} are not consecutive: the pooled config (train.seed, train.repeats) could not name them; pool runs whose seeds follow on")
     _copy_seeds(seeds, out_dir)
     cfg = ExperimentConfig.from_dict(yaml.safe_load((Path(runs[0]) / "config.yaml").read_text()))  # the first run's name
     cfg = apply_overrides(cfg, [f"train.seed={seeds[0][2]['seed']}", f"train.repeats={len(seeds)}"])

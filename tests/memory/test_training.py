@@ -33,6 +33,11 @@ def test_linear_start_removes_softmax_until_val_loss_stops_falling():
     assert not ls.active and ctx.model.use_softmax and ctx.lr_scale == 1.0 and ctx.schedule_start == 30
     assert ctx.lr_hold is None
     assert ctx.restart_selection  # a checkpoint chosen without softmaxes must not be reported with them
+    # resume inside LS: the restored callback holds the LS lr again
+    ctx_mid, ls_mid = _ctx(), LinearStart(lr=0.005)
+    ls_mid.load_state_dict({"active": True, "best": 2.0, "bad": 0, "ended_at_step": None})
+    ls_mid.on_train_start(ctx_mid)
+    assert ctx_mid.lr_hold == 0.005 and not ctx_mid.model.use_softmax
     # resume: a fresh callback restored from the state applies the same mode
     ctx2, ls2 = _ctx(), LinearStart()
     ls2.load_state_dict(ls.state_dict())

@@ -102,16 +102,44 @@ def test_plain_pool_refuses_each_runs_other_recipes_shared_and_unfinished_seeds(
         pool_seeds.pool("-", [a, _plain_run(tmp_path, "other", {1: (0.9, 0.9, 0.9)}, lr=0.02)])
     with pytest.raises(ValueError, match="seed0 is in both a and same"):
         pool_seeds.pool("-", [a, _plain_run(tmp_path, "same", {0: (0.8, 0.8, 0.8)})])
-    running = _plain_run(tmp_path, "running", {5: (0.8, 0.8, 0.8)})
-    (running / "seed6").mkdir()
+    running = _plain_run(tmp_path, "running", {5: (0.8, 0.8, 0.8), 6: (0.8, 0.8, 0.8)})
+    (running / "seed6" / "summary.json").unlink()
     with pytest.raises(ValueError, match="seed6 has no summary.json"):
         pool_seeds.pool("-", [a, running])
+    killed = _plain_run(tmp_path, "killed", {7: (0.8, 0.8, 0.8), 8: (0.8, 0.8, 0.8)})
+    (killed / "config.yaml").write_text(yaml.safe_dump(_cfg("all", seed=7, repeats=3, name="recipe")))
+    with pytest.raises(ValueError, match="holds 2 seed folders but was launched with train.repeats=3"):
+        pool_seeds.pool("-", [a, killed])
+    with pytest.raises(ValueError, match="is one of the runs"):
+        pool_seeds.main(str(a), "-", [str(a)])
+    gap = _plain_run(tmp_path, "gap", {5: (0.8, 0.8, 0.8)})
+    with pytest.raises(ValueError, match=r"seeds \[0, 5\] are not consecutive"):
+        pool_seeds.main(str(tmp_path / "out"), "-", [str(a), str(gap)])
+
+
+def test_plain_pool_orders_seeds_whatever_the_order_of_the_runs(pool_seeds, tmp_path):
+    a = _plain_run(tmp_path, "a", {0: (0.9, 0.9, 0.9), 1: (0.95, 0.9, 0.5)})
+    b = _plain_run(tmp_path, "b", {2: (0.95, 0.9, 0.4)})
+    (b / "seeds.txt").write_text("not a seed folder")
+    out = tmp_path / "pooled"
+    pool_seeds.main(str(out), "-", [str(b), str(a)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1, 2] and summary["best_by_train"]["seed"] == 1  # a tie goes to the lower seed
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["seed"] == 0
+
+
+def test_each_pool_refuses_an_unfinished_sub_run(pool_seeds, tmp_path):
+    a = _run(tmp_path, "a", {1: {0: (0.9, 0.9, 0.9)}})
+    b = _run(tmp_path, "b", {1: {1: (0.9, 0.9, 0.9), 2: (0.8, 0.8, 0.8)}})
+    (b / "tasks=1" / "seed2" / "summary.json").unlink()
+    with pytest.raises(ValueError, match="seed2 has no summary.json"):
+        pool_seeds.pool("data.tasks", [a, b])
 
 
 def test_plain_pool_names_same_named_runs_by_their_paths(pool_seeds, tmp_path):
     a = _plain_run(tmp_path / "outa", "recipe-1", {0: (0.9, 0.9, 0.9)})
-    b = _plain_run(tmp_path / "outb", "recipe-1", {5: (0.8, 0.8, 0.8)})
+    b = _plain_run(tmp_path / "outb", "recipe-1", {1: (0.8, 0.8, 0.8)})
     out = tmp_path / "pooled"
     pool_seeds.main(str(out), "-", [str(a), str(b)])
-    assert json.loads((out / "summary.json").read_text())["pooled_seeds"] == [f"{a}/seed0", f"{b}/seed5"]
+    assert json.loads((out / "summary.json").read_text())["pooled_seeds"] == [f"{a}/seed0", f"{b}/seed1"]
     assert json.loads((out / "environment.json").read_text())["pooled_from"] == [str(a), str(b)]

@@ -28,9 +28,10 @@ class LinearStart(Callback):
             recommenced", §4.2; the authors' Matlab code restarts it too).
         hold_lr: keep the lr at ``lr`` for the whole of LS (the paper's LS learning rate; the authors'
             code sets its LS decay step one past the LS length, ``ls_lrate_decay_step = ls_nepochs + 1``).
-            False lets ``train.schedule`` run during LS, scaled by ``lr / train.lr``: what this callback
-            did before 2026-12-05 (git 9c31397 and earlier), so that a joint recipe whose LS outlasts
-            ``train.step_epochs`` halved the LS lr; set it to rerun such a run.
+            The hold also skips ``train.warmup_steps`` during LS. False lets ``train.schedule`` run
+            during LS, scaled by ``lr / train.lr``: what this callback did before commit c980107, so
+            that a joint recipe whose LS outlasts ``train.step_epochs`` halved the LS lr; set it to
+            rerun such a recipe with its old LS schedule.
 
     The paper does not say which lr follows LS; this uses the configured ``train.lr`` (0.01). The authors'
     Matlab code instead runs a fixed ``ls_nepochs`` (20 independent, 30 joint) and keeps 0.005 afterwards.
