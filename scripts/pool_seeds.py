@@ -1,7 +1,7 @@
 """Pool the seeds of several `--each KEY=... --repeats N` runs of one recipe, each launched with its own
 `train.seed`, and choose per value among all of them by the rules of `--repeats` (`overlooked.api.aggregate`:
-lowest training error, the MemN2N paper's rule, and highest validation accuracy; ties go to the seed listed
-first, runs in the order given, seeds ascending). Test accuracy never enters the choice.
+lowest training error, the MemN2N paper's rule, and highest validation accuracy; seeds are ordered by number,
+whatever the order of the runs, and ties go to the lower seed). Test accuracy never enters the choice.
 
     python scripts/pool_seeds.py OUT_DIR data.tasks RUN [RUN ...]
     python scripts/pool_seeds.py OUT_DIR - RUN [RUN ...]
@@ -13,7 +13,11 @@ to OUT_DIR/seed<S>/ and OUT_DIR/summary.json is their `--repeats` summary. A val
 `pooled_seeds` lists them per value, and `repeats` says "A to B" when values differ in count.
 
 Refuses runs whose per-value configs differ in anything but `name`, `train.seed` and `train.repeats` (it
-would pool different recipes) and a seed that two runs share. Copies the small files of every seed (never
+would pool different recipes), a seed that two runs share, an unfinished run (a run or sub-run whose
+summary.json is missing or lists other seeds than its seed folders), seeds that do not follow on (the
+pooled config names them by `train.seed` and `train.repeats`) and an OUT_DIR among the runs. A MemN2N
+config without `linear_start.hold_lr` ran with the LS lr halved where LS outlasted the lr step if made
+before commit c980107, held from then on: the configs alone cannot tell, so check the runs' commits. Copies the small files of every seed (never
 checkpoints) into OUT_DIR/<key>=<value>/seed<S>/ and writes the per-value and merged summaries as `--each`
 does.
 """
@@ -82,9 +86,10 @@ def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, di
             seeds = sorted((p for p in sub.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name)), key=lambda p: int(p.name[4:]))
             if not seeds:
                 raise ValueError(f"{sub} has no seed* folders: pool runs made with --repeats")
-            repeats = yaml.safe_load((sub / "config.yaml").read_text()).get("train", {}).get("repeats", 1)
-            if len(seeds) != repeats:
-                raise ValueError(f"{sub} holds {len(seeds)} seed folders but was launched with train.repeats={repeats}: pool only finished runs")
+            numbers = [int(p.name[4:]) for p in seeds]
+            listed = json.loads((sub / "summary.json").read_text()).get("seeds") if (sub / "summary.json").is_file() else None
+            if listed is None or sorted(listed) != numbers:
+                raise ValueError(f"{sub} is not a finished --repeats run (its summary.json {'is missing' if listed is None else f'lists seeds {listed}'}, its folders hold seeds {numbers}): pool only finished runs")
             for seed in seeds:
                 taken = [r for r, p, _ in found.get(group, []) if p.name == seed.name]
                 if taken:
@@ -112,15 +117,24 @@ def _aggregate(seeds: list[tuple[str, Path, dict]]) -> dict:
     return agg
 
 
+def _pooled(key: str, out: str, runs: list[str]) -> dict[str, list[tuple[str, Path, dict]]]:
+    """:func:`pool` with the seeds of each value ordered by number; refuses an OUT among the runs and seeds
+    that do not follow on."""
+    if any(Path(out).resolve() == Path(r).resolve() for r in runs):
+        raise ValueError(f"OUT_DIR {out} is one of the runs: write the pooled run to a new folder")
+    found = {group: sorted(seeds, key=lambda t: t[2]["seed"]) for group, seeds in pool(key, runs).items()}
+    for group, seeds in found.items():
+        numbers = [s["seed"] for _, _, s in seeds]
+        if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+            where = f" of {group}" if group else ""
+            raise ValueError(f"seeds {numbers}{where} are not consecutive: the pooled config (train.seed, train.repeats) could not name them; pool runs whose seeds follow on")
+    return found
+
+
 def main_plain(out: str, runs: list[str]) -> None:
     """Pool plain ``--repeats`` runs into OUT: seed folders and the ``--repeats`` summary over all of them."""
     out_dir = Path(out)
-    if any(out_dir.resolve() == Path(r).resolve() for r in runs):
-        raise ValueError(f"OUT_DIR {out} is one of the runs: write the pooled run to a new folder")
-    seeds = sorted(pool(PLAIN, runs)[""], key=lambda t: t[2]["seed"])
-    numbers = [s["seed"] for _, _, s in seeds]
-    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
-        raise ValueError(f"seeds {numbers} are not consecutive: the pooled config (train.seed, train.repeats) could not name them; pool runs whose seeds follow on")
+    seeds = _pooled(PLAIN, out, runs)[""]
     _copy_seeds(seeds, out_dir)
     cfg = ExperimentConfig.from_dict(yaml.safe_load((Path(runs[0]) / "config.yaml").read_text()))  # the first run's name
     cfg = apply_overrides(cfg, [f"train.seed={seeds[0][2]['seed']}", f"train.repeats={len(seeds)}"])
@@ -131,7 +145,7 @@ def main_plain(out: str, runs: list[str]) -> None:
 def main(out: str, key: str, runs: list[str]) -> None:
     if key == PLAIN:
         return main_plain(out, runs)
-    found = pool(key, runs)
+    found = _pooled(key, out, runs)
     out_dir, name = Path(out), key.split(".")[-1]
     subs, values = {}, []
     for value_dir, seeds in found.items():

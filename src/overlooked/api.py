@@ -169,7 +169,7 @@ def write_run_files(path: Path, cfg: ExperimentConfig, summary: dict[str, Any], 
     summary.json."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    _write_json(path / "environment.json", {**environment(cfg.train.device), **env_extra})
+    _write_json(path / "environment.json", {**environment(cfg.train.device, cfg.train.num_threads), **env_extra})
     _write_json(path / "summary.json", summary)
 
 
@@ -234,7 +234,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         raise
     if write:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        _write_json(run_dir / "environment.json", environment(cfg.train.device))
+        _write_json(run_dir / "environment.json", environment(cfg.train.device, cfg.train.num_threads))
     t0 = _dt.datetime.now()
     result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
     summary = {

@@ -89,3 +89,12 @@ def test_repeated_bench_figures_are_summarised_by_median_and_range(tmp_path):
     assert summary == ["| train | aaaaaaa | 3 | 12,000 stories/s | 9,000-13,000 | CPU (2 threads) | 2026-12-05 |"]  # bbbbbbb ran once
     assert sum(line.startswith("| `bench-memory-") for line in lines) == 4  # every run keeps its row
     assert not any("median" in line for line in render_benches([tmp_path], repeated_at=5))
+
+
+def test_hardware_names_the_threads_the_run_trained_with():
+    from overlooked.bench.report import _hardware
+
+    env = {"cpu": "CPU", "torch_threads": 2, "torch": "2.13"}
+    assert _hardware(env, {"train": {"num_threads": 1}}) == "CPU (1 threads), torch 2.13"
+    assert _hardware(env, {"train": {}}) == "CPU (2 threads), torch 2.13"
+    assert _hardware(env) == "CPU (2 threads), torch 2.13"

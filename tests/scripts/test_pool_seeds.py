@@ -32,6 +32,7 @@ def _run(root: Path, name: str, seeds: dict[int, dict[int, tuple[float, float, f
             summary = {"seed": seed, "wall_time_s": 1.0, "train_accuracy": train, "val_accuracy": val, "test_accuracy": test, "test_group_accuracy": {str(task): test}}
             (sub / f"seed{seed}" / "summary.json").write_text(json.dumps(summary))
         (sub / "config.yaml").write_text(yaml.safe_dump(_cfg([task], seed=first, repeats=len(per_seed), name=name, lr=lr)))
+        (sub / "summary.json").write_text(json.dumps({"seeds": sorted(per_seed)}))  # written when the value finished
     return run
 
 
@@ -73,6 +74,7 @@ def _plain_run(root: Path, name: str, seeds: dict[int, tuple[float, float, float
         (run / f"seed{seed}" / "checkpoints" / "last.safetensors").write_bytes(b"weights")
         summary = {"seed": seed, "wall_time_s": 1.0, "train_accuracy": train, "val_accuracy": val, "test_accuracy": test, "test_group_accuracy": {"1": test}}
         (run / f"seed{seed}" / "summary.json").write_text(json.dumps(summary))
+    (run / "summary.json").write_text(json.dumps({"seeds": sorted(seeds)}))  # written when the run finished
     return run
 
 
@@ -107,8 +109,11 @@ def test_plain_pool_refuses_each_runs_other_recipes_shared_and_unfinished_seeds(
     with pytest.raises(ValueError, match="seed6 has no summary.json"):
         pool_seeds.pool("-", [a, running])
     killed = _plain_run(tmp_path, "killed", {7: (0.8, 0.8, 0.8), 8: (0.8, 0.8, 0.8)})
-    (killed / "config.yaml").write_text(yaml.safe_dump(_cfg("all", seed=7, repeats=3, name="recipe")))
-    with pytest.raises(ValueError, match="holds 2 seed folders but was launched with train.repeats=3"):
+    (killed / "summary.json").unlink()  # the process died before the run's summary
+    with pytest.raises(ValueError, match="killed is not a finished --repeats run \\(its summary.json is missing"):
+        pool_seeds.pool("-", [a, killed])
+    (killed / "summary.json").write_text(json.dumps({"seeds": [7]}))
+    with pytest.raises(ValueError, match=r"lists seeds \[7\], its folders hold seeds \[7, 8\]"):
         pool_seeds.pool("-", [a, killed])
     with pytest.raises(ValueError, match="is one of the runs"):
         pool_seeds.main(str(a), "-", [str(a)])
@@ -143,3 +148,28 @@ def test_plain_pool_names_same_named_runs_by_their_paths(pool_seeds, tmp_path):
     pool_seeds.main(str(out), "-", [str(a), str(b)])
     assert json.loads((out / "summary.json").read_text())["pooled_seeds"] == [f"{a}/seed0", f"{b}/seed1"]
     assert json.loads((out / "environment.json").read_text())["pooled_from"] == [str(a), str(b)]
+
+
+def test_plain_pool_takes_a_finished_run_assembled_from_two_launches(pool_seeds, tmp_path):
+    """A folder gathered by hand (config says repeats 5, ten seed folders, the summary lists all ten)."""
+    whole = _plain_run(tmp_path, "whole", {i: (0.9, 0.9, 0.9) for i in range(10)})
+    (whole / "config.yaml").write_text(yaml.safe_dump(_cfg("all", seed=0, repeats=5, name="recipe")))
+    more = _plain_run(tmp_path, "more", {10: (0.95, 0.9, 0.9)})
+    pool_seeds.main(str(tmp_path / "out"), "-", [str(whole), str(more)])
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["best_by_train"]["seed"] == 10
+
+
+def test_each_pool_orders_seeds_and_refuses_gaps_and_out_among_the_runs(pool_seeds, tmp_path):
+    a = _run(tmp_path, "a", {1: {0: (0.9, 0.9, 0.9), 1: (0.95, 0.9, 0.5)}})
+    b = _run(tmp_path, "b", {1: {2: (0.95, 0.9, 0.4)}})
+    out = tmp_path / "pooled-each-1"
+    pool_seeds.main(str(out), "data.tasks", [str(b), str(a)])
+    one = json.loads((out / "tasks=1" / "summary.json").read_text())
+    assert one["seeds"] == [0, 1, 2] and one["best_by_train"]["seed"] == 1  # a tie goes to the lower seed
+    assert yaml.safe_load((out / "tasks=1" / "config.yaml").read_text())["train"]["seed"] == 0
+    gap = _run(tmp_path, "gap", {1: {5: (0.8, 0.8, 0.8)}})
+    with pytest.raises(ValueError, match=r"seeds \[0, 1, 5\] of tasks=1 are not consecutive"):
+        pool_seeds.main(str(tmp_path / "x"), "data.tasks", [str(a), str(gap)])
+    with pytest.raises(ValueError, match="is one of the runs"):
+        pool_seeds.main(str(a), "data.tasks", [str(b), str(a)])
+    assert sorted(p.name for p in (a / "tasks=1").glob("seed*")) == ["seed0", "seed1"]  # nothing copied into it

@@ -437,3 +437,15 @@ def test_ema_warmup_follows_the_hand_computed_decays(tmp_path):
     d2, d3 = 2 / 11, 3 / 12
     expected = {k: d3 * (d2 * w1[k] + (1 - d2) * w2[k]) + (1 - d3) * w3[k] for k in w1}
     _assert_floats_close({k[len("model."):]: v for k, v in _weights(tmp_path, "best").items()}, expected)
+
+
+def test_environment_records_the_threads_training_uses(tmp_path):
+    """train.num_threads is applied inside fit, after environment.json is written: the record names it."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = ExperimentConfig.from_dict({**json.loads(json.dumps(SMALL)), "train": {**SMALL["train"], "epochs": 1, "num_threads": 1}})
+        path, _ = api.train(cfg, out=tmp_path)
+        assert json.loads((path / "environment.json").read_text())["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)

@@ -184,10 +184,13 @@ def _is_conversion(run: Run) -> bool:
     return run.summary.get("kind") == CONVERSION
 
 
-def _hardware(env: dict[str, Any]) -> str:
+def _hardware(env: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    """The machine of a run. ``train.num_threads`` of its config, when set, is the threads it trained with
+    (environment.json recorded the process's count before training set it, until 2026-12-05)."""
     if env.get("gpu"):
         return f"{env['gpu']} (CUDA), torch {env.get('torch', '?')}"
-    return f"{env.get('cpu', '?')} ({env.get('torch_threads', '?')} threads), torch {env.get('torch', '?')}"
+    threads = ((config or {}).get("train") or {}).get("num_threads") or env.get("torch_threads", "?")
+    return f"{env.get('cpu', '?')} ({threads} threads), torch {env.get('torch', '?')}"
 
 
 def render_capsules(runs: list[Run], refs: dict[str, Any]) -> list[str]:
@@ -206,7 +209,7 @@ def render_capsules(runs: list[Run], refs: dict[str, Any]) -> list[str]:
         budget = f"{_int(s.get('examples_seen'))} examples, {s.get('epochs', 0):.1f} epochs, stopped by {s.get('stopped_by', '?')}"
         rows.append(
             f"| `{run.folder.name}` | {ref['label']} | {ours} | {theirs} | {_pct(s.get('val_accuracy'))} | {budget} | "
-            f"{s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env)} | {ref['source']} |"
+            f"{s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env, run.config)} | {ref['source']} |"
         )
     if not rows:
         return []
@@ -253,7 +256,7 @@ def render_conversion(runs: list[Run], refs: dict[str, Any]) -> list[str]:
         lines.append(
             f"| `{run.folder.name}` | `{Path(s.get('source_run', '?')).name}` | {s.get('norm')} | {_int(s.get('calibration'))} | {_int(s.get('test_examples'))} | "
             f"{_pct(s.get('ann_test_accuracy'))} | {_pct(acc.get('32'))} | {_pct(acc.get('64'))} | {_pct(acc.get('256'))} | "
-            f"{'—' if gap is None else f'{gap:.2f}'} | {s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env)} | {env.get('date', '?')[:10]} |"
+            f"{'—' if gap is None else f'{gap:.2f}'} | {s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env, run.config)} | {env.get('date', '?')[:10]} |"
         )
     for source in sorted({Path(r.summary.get("source_run", "?")).name for r in conv}):
         lines += ["", f"![accuracy against T, {source}](figures/{_convert_figure_name(source)})"]
@@ -344,7 +347,7 @@ def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_ro
             f"| `{run.folder.name}` | {s.get('model', '?')} | {s.get('dataset', '?')} | {_pct(test)} | "
             f"{'—' if test is None else f'{100 * (1 - test):.2f}'} | {_pct(s.get('val_accuracy'))} | {_int(s.get('params'))} | "
             f"{_int(s.get('flops_per_example'))} | {_int(s.get('examples_seen'))} | {minutes:.1f} min | "
-            f"{_hardware(env)} | {env.get('date', '?')[:10]} |"
+            f"{_hardware(env, run.config)} | {env.get('date', '?')[:10]} |"
         )
     babi = [line for run in runs if run.summary.get("dataset") == "babi" for line in render_babi(run, refs)]
     if babi:

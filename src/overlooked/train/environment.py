@@ -46,8 +46,9 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def environment(device: str = "cpu") -> dict[str, Any]:
-    """A JSON-able record of the software and hardware a run used."""
+def environment(device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """A JSON-able record of the software and hardware a run used; ``threads``: the intra-op threads the run
+    will set (``train.num_threads``), when it sets them after this record is written."""
     env: dict[str, Any] = {
         "overlooked": overlooked.__version__,
         "python": sys.version.split()[0],
@@ -56,7 +57,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
         "device": device,
         "git_commit": process_commit(),
         "argv": sys.argv,
