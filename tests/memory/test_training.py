@@ -73,3 +73,19 @@ def test_linear_start_holds_its_lr_while_the_schedule_would_decay(tmp_path, data
     lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     ls_phase = [0.005, 0.005, 0.005, 0.005] if hold_lr else [0.005, 0.005, 0.0025, 0.0025]
     assert lrs == pytest.approx(ls_phase + [0.01, 0.01])
+
+
+def test_every_packaged_linear_start_config_writes_hold_lr_out():
+    """A config without hold_lr needs its commit to say what ran (before c980107 the LS lr could halve)."""
+    from importlib import resources
+
+    import yaml
+
+    found = 0
+    for path in resources.files("overlooked.configs").iterdir():
+        if path.name.endswith(".yaml"):
+            for cb in yaml.safe_load(path.read_text()).get("callbacks") or []:
+                if cb["name"] == "linear_start":
+                    found += 1
+                    assert cb["kwargs"].get("hold_lr") is True, path.name
+    assert found >= 6
