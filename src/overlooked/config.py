@@ -61,7 +61,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     eval_limit: int | None = None  # evaluate on the first N examples of each split only (quick suites); None = all
     report_train: bool = True  # the final report also scores the whole training split (train_accuracy; MemN2N's best-by-training-error rule needs it); false skips it where inference is costly
-    select_metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    select_metric: Literal["val_accuracy", "val_loss", "last"] = "val_accuracy"  # "last": report the final weights (the MemN2N authors' code tests its final model)
     bf16: bool = False  # autocast the forward pass to bfloat16
     ema_decay: float | None = None  # keep an exponential moving average of the weights (torch.optim.swa_utils.AveragedModel); validation, selection and the final report then use the averaged weights
     ema_warmup: bool = False  # with ema_decay: use min(ema_decay, (1 + n) / (10 + n)) at the n-th update (as timm's ModelEma warm-up), so short runs are not averaged with their initial weights

@@ -449,3 +449,28 @@ def test_environment_records_the_threads_training_uses(tmp_path):
         assert json.loads((path / "environment.json").read_text())["torch_threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_select_last_reports_the_final_weights(tmp_path):
+    """select_metric=last (the MemN2N authors' code tests its final model): the report scores the weights of
+    the last validation pass, whatever the earlier scores."""
+
+    class Scramble(Callback):  # wreck the weights after the third validation pass, so the last pass scores worse
+        def __init__(self):
+            self.passes = 0
+
+        def on_eval_end(self, ctx, metrics):
+            self.passes += 1
+            if self.passes == 3:
+                with torch.no_grad():
+                    for p in ctx.model.parameters():
+                        p.add_(torch.randn_like(p) * 5.0)
+
+    torch.manual_seed(0)
+    cfg = ExperimentConfig.from_dict({**json.loads(json.dumps(SMALL)), "train": {**SMALL["train"], "epochs": 4, "select_metric": "last"}})
+    path, summary = api.train(cfg, out=tmp_path, callbacks=[Scramble()])
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["val_accuracy"] < max(r["val_accuracy"] for r in records)  # the choice matters here
+    assert summary["best_step"] == summary["steps"] == records[-1]["step"]
+    assert summary["val_accuracy"] == pytest.approx(records[-1]["val_accuracy"])
+    assert summary["selection"].startswith("the final weights")

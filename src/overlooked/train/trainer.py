@@ -362,9 +362,9 @@ def fit(
         return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
 
     def is_better(metrics: dict[str, Any]) -> bool:
-        value = metrics[cfg.select_metric]
-        if state.best_metric is None:
+        if cfg.select_metric == "last" or state.best_metric is None:
             return True
+        value = metrics[cfg.select_metric]
         return value > state.best_metric if cfg.select_metric == "val_accuracy" else value < state.best_metric
 
     best_weights: dict[str, torch.Tensor] | None = None
@@ -473,7 +473,7 @@ def fit(
                     if write and ckpt_dir is not None:
                         (ckpt_dir / "best.safetensors").unlink(missing_ok=True)
                 elif is_better(metrics):
-                    state.best_metric = float(metrics[cfg.select_metric])
+                    state.best_metric = float(metrics["val_accuracy" if cfg.select_metric == "last" else cfg.select_metric])
                     state.best_step = state.step
                     checkpoint("best", with_optimizer=False)
             if state.step % ckpt_every == 0 or state.step == total_steps or out_of_time:
@@ -500,7 +500,7 @@ def fit(
         "best_step": state.best_step,
         "stopped_by": _stop_reason(stopped_by, ctx.stop, state.step, total_steps, cfg.max_steps),
         "metric": metric,
-        "selection": f"checkpoint with the best {cfg.select_metric} (validation split, never test)",
+        "selection": "the final weights (the last validation pass)" if cfg.select_metric == "last" else f"checkpoint with the best {cfg.select_metric} (validation split, never test)",
         "weights": "as trained" if ema is None else f"exponential moving average of the weights, decay {cfg.ema_decay}",
     }
     group_key = splits.meta.get("group_key")
