@@ -86,7 +86,7 @@ def quantile(points: list[tuple[float, float]], q: float) -> float:
 def analyse(run: str | Path, k: int, bar_mean: float | None = None, bar_failed: int | None = None) -> dict:
     values = per_value(run, k)
     n = len(values)
-    report: dict = {"run": Path(run).name, "k": k, "values": n, "seeds": {v: len(list((Path(run) / v).glob("seed*/summary.json"))) for v in values}}
+    report: dict = {"run": Path(run).name, "k": k, "values": n, "seeds": {v: len(api.seed_summary_files(Path(run) / v)) for v in values}}
     for rule in RULES:
         joint = convolve([values[v][rule] for v in values])
         means: dict[float, float] = {}

@@ -25,7 +25,6 @@ does.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -83,7 +82,7 @@ def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, di
             first = recipes.setdefault(group, (label, recipe))
             if first[1] != recipe:
                 raise ValueError(f"{sub} was trained with another recipe than {'/'.join(filter(None, (first[0], group)))} (configs differ beyond name, train.seed, train.repeats): pool only seeds of one recipe")
-            seeds = sorted((p for p in sub.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name)), key=lambda p: int(p.name[4:]))
+            seeds = api.seed_folders(sub)
             if not seeds:
                 raise ValueError(f"{sub} has no seed* folders: pool runs made with --repeats")
             numbers = [int(p.name[4:]) for p in seeds]

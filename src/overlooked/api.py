@@ -337,9 +337,17 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def seed_folders(run: str | Path) -> list[Path]:
+    """The ``seed<N>`` folders of a ``--repeats`` run folder, finished or not, in seed order (seed10 after
+    seed9); anything else named ``seed*`` is not one."""
+    if not Path(run).is_dir():
+        return []
+    return sorted((p for p in Path(run).iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name)), key=lambda p: int(p.name[4:]))
+
+
 def seed_summary_files(run: str | Path) -> list[Path]:
-    """The ``seed<N>/summary.json`` files of a ``--repeats`` run folder, in seed order (seed10 after seed9)."""
-    return sorted(Path(run).glob("seed*/summary.json"), key=lambda p: int(p.parent.name[4:]))
+    """The ``seed<N>/summary.json`` files of a ``--repeats`` run folder (its finished seeds), in seed order."""
+    return [p / "summary.json" for p in seed_folders(run) if (p / "summary.json").is_file()]
 
 
 def reaggregate(run: str | Path) -> dict[str, Any]:
