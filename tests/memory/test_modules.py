@@ -99,6 +99,38 @@ def test_kvmemnn_ignores_padding_and_batch_mates():
     torch.testing.assert_close(model(wide[0], wide[1], mask, time)["logits"], full)
 
 
+def test_kvmemnn_equals_the_papers_equations_story_by_story():
+    """Miller et al. 2016 §3, written out per story in float64: q = A Phi_X(x) (position-encoded), keys
+    A Phi_K(k_h) + T(h) (PE), values A Phi_V(v_h) (bag of words), p_h = softmax_h(q . key_h) over the real
+    memories, o = sum_h p_h value_h, q <- R_j (q + o) for each hop, logits = B q. Padded slots hold junk
+    words and junk time indices, which must not matter."""
+    from overlooked.memory.functional import position_encoding
+
+    torch.manual_seed(3)
+    model = MODELS.create("kvmemnn", vocab_size=V, memory_size=M, hops=3).double()
+    story, query, mask, time = _batch()
+    junk_story = torch.where(mask[..., None], story, torch.randint(1, V, story.shape))
+    junk_time = torch.where(mask, time, torch.randint(0, M, time.shape))
+    out = model(junk_story, query, mask, junk_time)
+    A, T, B_, R = model.A.detach(), model.temporal_table.detach(), model.B.detach(), model.R.detach()
+
+    def pe(words):
+        words = words[words > 0]
+        return (position_encoding(len(words), A.shape[1]).double() * A[words]).sum(0)
+
+    for b in range(story.shape[0]):
+        n = int(mask[b].sum())
+        q = pe(query[b])
+        keys = torch.stack([pe(story[b, i]) + T[time[b, i]] for i in range(n)])
+        values = torch.stack([A[story[b, i][story[b, i] > 0]].sum(0) for i in range(n)])
+        for j in range(R.shape[0]):
+            p = torch.softmax(keys @ q, 0)
+            torch.testing.assert_close(out["attention"][b, j, :n], p)
+            assert torch.equal(out["attention"][b, j, n:], torch.zeros(M - n, dtype=p.dtype))
+            q = R[j] @ (q + p @ values)
+        torch.testing.assert_close(out["logits"][b], B_ @ q)
+
+
 def test_per_matrix_clipping_clips_each_stacked_matrix_with_its_time_columns():
     """grad_clip_groups: each of E_0..E_K (word and temporal columns together) is clipped on its own; the
     plain per-tensor rule clips the whole stacked table as one tensor."""

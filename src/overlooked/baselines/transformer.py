@@ -252,7 +252,10 @@ class FactTransformer(nn.Module):
     (MostafaDehghani/bAbI-T2T, ``t2t_usr_dir/babi_transformer.py``: ``inputs_encoding``, masks initialised to
     1). The sequence is the story's facts oldest first, then the question right after the last fact, with
     sinusoidal positions (so the newest fact always sits next to the question, whatever the padding) and
-    padding hidden from attention. A pre-LN encoder (:class:`PreLNBlock`) reads it, and the answer comes from
+    padding hidden from attention. That placement is ours: the authors' code pads every story to the
+    longest one and concatenates the question after the padding (``tf.concat([stories, questions], 1)``),
+    so there the question's position, and its distance to the newest fact, depends on the padded length.
+    A pre-LN encoder (:class:`PreLNBlock`) reads it, and the answer comes from
     the mean of the final states over the facts and the question (tensor2tensor's class-label top averages
     over every position, padding included; we leave padding out, so outputs do not depend on it).
 

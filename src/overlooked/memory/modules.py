@@ -177,7 +177,9 @@ class KVMemNN(nn.Module):
     Key/value split used on bAbI (the paper has no bAbI experiment; this is our choice, "sentence level"):
     the key of memory ``h`` is its sentence with position encoding plus a learned temporal feature
     (so keys carry word order and recency, what addressing needs), the value is the same sentence as a
-    plain bag of words (what the answer is read from). Word 0 is the null word (zero embedding).
+    plain bag of words (what the answer is read from). The question is always position-encoded, whatever
+    ``key_encoding`` says (it is compared with the keys; ``Phi_X`` is not a switch here). Word 0 is the null
+    word (zero embedding).
 
     Args:
         vocab_size: ``V``.
