@@ -24,14 +24,14 @@ import sys
 from pathlib import Path
 
 from overlooked import api
+from overlooked.bench.report import FAILED_ABOVE, error_percent
 
 RULES = ("best_by_train", "best_by_val")
-FAILED_ABOVE = 5.0  # % error, the bAbI papers' "failed task"
 
 
 def _error(summary: dict) -> float:
-    """Test error in %, rounded so that 95.0% accuracy is exactly 5.0 (not failed)."""
-    return round(100.0 * (1.0 - summary["test_accuracy"]), 6)
+    """Test error in % (95.0% accuracy is exactly 5.0, not failed)."""
+    return error_percent(summary["test_accuracy"])
 
 
 def per_value(run: str | Path, k: int) -> dict[str, dict[str, dict[float, float]]]:

@@ -98,3 +98,23 @@ def test_hardware_names_the_threads_the_run_trained_with():
     assert _hardware(env, {"train": {"num_threads": 1}}) == "CPU (1 threads), torch 2.13"
     assert _hardware(env, {"train": {}}) == "CPU (2 threads), torch 2.13"
     assert _hardware(env) == "CPU (2 threads), torch 2.13"
+
+
+def test_babi_table_counts_exactly_five_percent_as_passed_and_fills_every_column(tmp_path):
+    """A task at exactly 95.0% accuracy has 5.0% error, not failed (100 * (1 - 0.95) is 5.000000000000004 in
+    floats); a one-model-per-task --repeats summary (per-task mean +- std, no spread over whole runs) still
+    gives its footer a cell under every column."""
+    from overlooked.bench.report import Run, render_babi
+
+    acc = {"1": 0.95, "2": 0.9499, "3": 1.0}
+    summary = {
+        "repeats": 3,
+        "best_by_train": {"seed": 0, "test_group_accuracy": acc},
+        "best_by_val": {"seed": 1, "test_group_accuracy": acc},
+        "group_error_mean": {"1": 6.0, "2": 7.0, "3": 2.0},
+        "group_error_std": {"1": 1.0, "2": 1.0, "3": 0.0},
+    }
+    lines = render_babi(Run(tmp_path, {"name": "no_reference"}, {}, summary), {})
+    table = [line for line in lines if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1  # header, rule, rows and footer: same number of cells
+    assert table[-1] == "| mean (failed > 5%) | **3.34** (1 failed) | **3.34** (1 failed) | 5.00 |"
