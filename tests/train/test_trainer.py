@@ -303,8 +303,10 @@ def test_restart_selection_discards_earlier_and_current_scores(tmp_path, monkeyp
     if later:
         best = max(later, key=lambda r: r["val_accuracy"])  # first of the maxima, as the trainer keeps it
         assert summary["best_step"] == best["step"] and summary["val_accuracy"] == pytest.approx(best["val_accuracy"])
+        assert summary["selection"] == "checkpoint with the best val_accuracy (validation split, never test)"
     else:
         assert summary["best_step"] == -1 and not (path / "checkpoints" / "best.safetensors").exists()
+        assert summary["selection"].startswith("the final weights: no validation pass chose")
         torch.testing.assert_close(summary["val_accuracy"], records[-1]["val_accuracy"])
 
 

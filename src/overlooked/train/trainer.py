@@ -263,6 +263,19 @@ def _rng_states(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
     return states
 
 
+def _selection(select_metric: str, chosen: bool) -> str:
+    """How the reported weights were chosen, for the summary.
+
+    >>> _selection("val_accuracy", chosen=False)
+    'the final weights: no validation pass chose weights after the last model change (selection restarted at the last pass)'
+    """
+    if select_metric == "last":
+        return "the final weights (the last validation pass)"
+    if not chosen:
+        return "the final weights: no validation pass chose weights after the last model change (selection restarted at the last pass)"
+    return f"checkpoint with the best {select_metric} (validation split, never test)"
+
+
 def _stop_reason(stopped_by: str, ctx_stop: bool, step: int, total_steps: int, max_steps: int | None) -> str:
     """Why training ended: ``max_minutes``, ``callback`` (e.g. a target accuracy), ``max_steps`` or ``epochs``."""
     if stopped_by == "max_minutes":
@@ -500,7 +513,7 @@ def fit(
         "best_step": state.best_step,
         "stopped_by": _stop_reason(stopped_by, ctx.stop, state.step, total_steps, cfg.max_steps),
         "metric": metric,
-        "selection": "the final weights (the last validation pass)" if cfg.select_metric == "last" else f"checkpoint with the best {cfg.select_metric} (validation split, never test)",
+        "selection": _selection(cfg.select_metric, chosen=best_weights is not None),
         "weights": "as trained" if ema is None else f"exponential moving average of the weights, decay {cfg.ema_decay}",
     }
     group_key = splits.meta.get("group_key")
