@@ -186,7 +186,7 @@ class KVMemNN(nn.Module):
         num_classes: answer classes (the vocabulary by default).
         memory_size: ``M`` (rows of the temporal feature).
         embed_dim: ``d``.
-        hops: ``H`` (the paper uses 2 on WikiMovies).
+        hops: ``H`` query updates (3 in our bAbI configs, the depth of MemN2N).
         key_encoding, value_encoding: ``"pe"`` or ``"bow"`` for ``Phi_K`` and ``Phi_V``.
         temporal: add the temporal feature to the keys.
         init_std: weights from N(0, init_std); ``R_j`` start at the identity plus that noise.
