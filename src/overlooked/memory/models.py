@@ -38,5 +38,5 @@ def kvmemnn(
     temporal: bool = True,
     init_std: float = 0.1,
 ) -> KVMemNN:
-    """KV-MemNN with sentence-level keys (PE + time) and values (bag of words); H = 2 hops as in the paper."""
+    """KV-MemNN with sentence-level keys (PE + time) and values (bag of words); the paper has no bAbI setting, so the key/value split and H are ours."""
     return KVMemNN(vocab_size, num_classes, memory_size, embed_dim, hops, key_encoding, value_encoding, temporal, init_std)
