@@ -53,6 +53,6 @@ def test_no_reference_number_is_only_an_unverified_one():
         for field, value in entry.items():
             if field in ("label", "source") or isinstance(value, (list, bool, str)) or not isinstance(value, (int, float)):
                 continue
-            pattern = re.compile(rf"(?<![\d.]){re.escape(str(value))}(?![\d])")
+            pattern = re.compile(rf"(?<![\d.]){re.escape(str(value))}(?!\.?\d)")  # "12" must not match inside "12.4"
             tags = [_tag_after(line, m.end()) for line in lines for m in pattern.finditer(line)]
             assert any(t != "U" for t in tags), f"{key}.{field}={value} occurs in paper_numbers.md only as an unverified [U] number"

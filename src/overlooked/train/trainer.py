@@ -267,12 +267,12 @@ def _selection(select_metric: str, chosen: bool) -> str:
     """How the reported weights were chosen, for the summary.
 
     >>> _selection("val_accuracy", chosen=False)
-    'the final weights: no validation pass chose weights after the last model change (selection restarted at the last pass)'
+    'the final weights: no validation pass chose weights (none ran, or selection restarted at the last one)'
     """
     if select_metric == "last":
         return "the final weights (the last validation pass)"
     if not chosen:
-        return "the final weights: no validation pass chose weights after the last model change (selection restarted at the last pass)"
+        return "the final weights: no validation pass chose weights (none ran, or selection restarted at the last one)"
     return f"checkpoint with the best {select_metric} (validation split, never test)"
 
 
