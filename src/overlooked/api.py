@@ -111,20 +111,42 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def flops_per_example(model: nn.Module, splits: Splits, encoder: Any = None) -> int | None:
-    """Forward FLOPs for one validation example, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
-    (matrix products and convolutions). A model that does some of its products as element-wise operations,
-    which the counter does not see, adds them through a method ``uncounted_flops(*inputs) -> int`` (MemN2N's
-    packed hops)."""
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of PyTorch's CPU attention kernel, for which FlopCounterMode has no formula: the two batched
+    products ``Q K^T`` and ``A V``, counted as for the GPU kernels (masked positions included)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flop_counter() -> Any:
+    """A :class:`torch.utils.flop_counter.FlopCounterMode` that also counts the CPU attention kernel
+    (``aten._scaled_dot_product_flash_attention_for_cpu``, the op ``scaled_dot_product_attention`` runs on CPU).
+
+    >>> q = torch.zeros(1, 4, 51, 16)
+    >>> with flop_counter() as counter:
+    ...     _ = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    >>> counter.get_total_flops() == 2 * (2 * 4 * 51 * 51 * 16)
+    True
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return FlopCounterMode(display=False, custom_mapping={cpu_attention: _cpu_attention_flops} if cpu_attention is not None else None)
+
+
+def flops_per_example(model: nn.Module, splits: Splits, encoder: Any = None) -> int | None:
+    """Forward FLOPs for one validation example, counted by :func:`flop_counter` (matrix products,
+    convolutions and attention). A model that does some of its products as element-wise operations,
+    which the counter does not see, adds them through a method ``uncounted_flops(*inputs) -> int`` (MemN2N's
+    packed hops)."""
     batch = splits.val[torch.arange(1)]
     if encoder is not None:
         batch = encoder(batch, torch.Generator().manual_seed(0))
     was = model.training
     model.eval()
     try:
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         inputs = [batch[k].to(next(model.parameters()).device) for k in splits.input_keys]
         with counter, torch.no_grad():
             model(*inputs)

@@ -206,3 +206,23 @@ def test_single_task_configs_share_memn2n_independent_split_and_budget(name):
     assert ours.data == memn2n.data
     assert ours.train.epochs <= memn2n.train.epochs  # same training questions per epoch: same data
     assert ours.train.repeats == 1
+
+
+def test_flop_counter_sees_every_product_of_an_encoder_layer_attention_included():
+    """api.flop_counter: the layer's four linear maps plus attention's two batched products, 2 FLOPs per
+    multiply-add; PyTorch's own counter has no formula for the CPU attention kernel and would miss the last."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from overlooked.baselines.transformer import PreLNBlock
+
+    B, T, d, ff = 2, 7, 16, 24
+    block = PreLNBlock(d, heads=4, ff_dim=ff, dropout=0.0).eval()
+    x, keep = torch.randn(B, T, d), torch.ones(B, 1, 1, T, dtype=torch.bool)
+    linear = 2 * B * T * (d * 3 * d + d * d + d * ff + ff * d)
+    attention = 2 * 2 * B * T * T * d  # Q K^T and A V over all heads
+    with api.flop_counter() as counter, torch.no_grad():
+        block(x, keep)
+    assert counter.get_total_flops() == linear + attention
+    with FlopCounterMode(display=False) as plain, torch.no_grad():
+        block(x, keep)
+    assert plain.get_total_flops() == linear  # what runs recorded before api.flop_counter
