@@ -226,7 +226,9 @@ def render_capsules(runs: list[Run], refs: dict[str, Any]) -> list[str]:
         test = s.get("test_accuracy")
         if "error" in ref or ref.get("metric") == "error":
             ours = "—" if test is None else f"{100 * (1 - test):.2f} error"
-            theirs = f"{ref['error']} error" + (f" (port {ref['port_error']})" if "port_error" in ref else "") if "error" in ref else "none verified"
+            theirs = "none verified"  # an entry with metric: error and no number: the paper's is unverified
+            if "error" in ref:
+                theirs = f"{ref['error']} error" + (f" (port {ref['port_error']})" if "port_error" in ref else "")
         else:
             ours, theirs = _pct(test) + " acc", f"{ref['accuracy']} acc" + (f" (at {ref['matched_accuracy']} on the expanded-MNIST test set)" if "matched_accuracy" in ref else "")
         budget = f"{_int(s.get('examples_seen'))} examples, {s.get('epochs', 0):.1f} epochs, stopped by {s.get('stopped_by', '?')}"
