@@ -20,7 +20,15 @@ def _shared_data() -> Path | None:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real data folder (``$OVERLOOKED_DATA`` or ``../shared/data``); tests using it are marked ``data``."""
+    """The real data folder (``$OVERLOOKED_DATA`` or ``../shared/data``); tests using it are marked ``data``.
+
+    Without ``$OVERLOOKED_DATA`` and without ``../shared/data`` the data tests skip. When the variable names a
+    folder that does not exist (``.ci/run`` always sets it), they fail: a mistyped path must not turn the
+    real-data tests, the short bAbI training run among them, into silent skips.
+    """
+    env = os.environ.get("OVERLOOKED_DATA")
+    if env and not Path(env).is_dir():
+        pytest.fail(f"OVERLOOKED_DATA={env!r} is not a folder. Fix: point it at a folder laid out like ../shared/data, or unset it to skip the data tests.")
     found = _shared_data()
     if found is None:
         pytest.skip("real data not found: set OVERLOOKED_DATA to a folder laid out like ../shared/data")

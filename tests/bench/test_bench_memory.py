@@ -32,3 +32,26 @@ def test_bench_calls_the_trainer_step(monkeypatch):
     figures = bench_memory.memn2n_throughput(_tiny_babi(), batch_size=8, embed_dim=8, steps=3, repeats=2)
     assert len(calls) == 3 * (1 + 2)  # warm-up plus timed repeats, every step through trainer.train_step
     assert [f["unit"] for f in figures] == ["stories/s", "stories/s"] and all(f["value"] > 0 for f in figures)
+
+
+def test_the_trainer_loop_runs_the_same_step_function(monkeypatch):
+    """``fit`` trains through ``trainer.train_step`` too, one call per step: so the bench times the
+    function a real training run spends its steps in."""
+    from overlooked.config import TrainConfig
+    from overlooked.objectives import CrossEntropy
+    from overlooked.registry import MODELS
+
+    catalog.load_all()
+    calls = []
+    real = trainer.train_step
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", counting)
+    splits = _tiny_babi()
+    model = MODELS.create("memn2n", vocab_size=12, memory_size=6, embed_dim=8)
+    cfg = TrainConfig(epochs=2, batch_size=8, optimizer="sgd", lr=0.01, progress=False)
+    summary = trainer.fit(model, splits, CrossEntropy(target_key="answer", reduction="sum"), cfg)
+    assert summary["steps"] == 2 * 5 and len(calls) == summary["steps"]

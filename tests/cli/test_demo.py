@@ -24,9 +24,14 @@ def test_demo_without_data_or_network_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_demo_with_named_folder_never_downloads(tmp_path, monkeypatch):
+    from overlooked.data import store
+
+    attempts = []
+    monkeypatch.setattr(store, "_download", lambda url, *args, **kwargs: attempts.append(url))
     monkeypatch.setenv("OVERLOOKED_DATA", str(tmp_path / "empty"))
     with pytest.raises(DataError, match="missing"):
         api.demo("baselines", out=tmp_path / "runs")
+    assert attempts == []  # a download tried and failed would also end in "missing"
 
 
 @pytest.mark.data

@@ -200,12 +200,21 @@ def test_split_per_task_is_disjoint_deterministic_and_per_task():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"tasks": 21}, {"tasks": "3"}, {"tasks": []}, {"tasks": True}, {"size": "hn"}, {"memory_size": 0}],
+    "kwargs, message",
+    [
+        ({"tasks": 21}, "tasks must be"),
+        ({"tasks": "3"}, "tasks must be"),
+        ({"tasks": []}, "tasks must be"),
+        ({"tasks": True}, "tasks must be"),
+        ({"size": "hn"}, "unknown bAbI size 'hn'"),
+        ({"memory_size": 0}, "memory_size must be a positive int"),
+    ],
     ids=str,
 )
-def test_load_babi_rejects_bad_arguments(tmp_path, kwargs):
-    with pytest.raises(DataError):
+def test_load_babi_rejects_bad_arguments(tmp_path, kwargs, message):
+    """Each argument is checked before any file is looked for (the empty folder would fail later, on a
+    missing file, with another message)."""
+    with pytest.raises(DataError, match=message):
         babi.load_babi(data_dir=tmp_path, **kwargs)
 
 

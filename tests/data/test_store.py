@@ -57,35 +57,40 @@ def test_unknown_dataset_lists_known_names():
 
 @pytest.mark.data
 def test_file_table_matches_shared_layout(data_dir):
+    """Every file in the data folder is one the store knows, and the datasets our results use are there
+    (this machine's copy lacks bAbI's 10k task 3 training file; a complete copy passes too)."""
     on_disk = {
         p.relative_to(data_dir).as_posix()
         for p in data_dir.rglob("*")
         if p.is_file() and p.name not in ("SHA256SUMS", "MANIFEST.md")
     }
     listed = {c.path for name in store.dataset_names() for c in store.dataset_files(name)}
-    not_staged = {c.path for name in ("affnist", "smallnorb") for c in store.dataset_files(name)}
-    absent = {QA3_10K, "uci_gas_sensor_drift/batch7.dat", "uci_gas_sensor_drift/batch10.dat"} | not_staged
-    assert on_disk == listed - absent
+    assert on_disk <= listed, sorted(on_disk - listed)
+    for name, may_lack in (("babi", {QA3_10K}), ("mnist", set()), ("nmnist_small", set())):
+        lacking = {c.path for c in store.dataset_files(name)} - on_disk
+        assert lacking <= may_lack, (name, sorted(lacking))
 
 
 @pytest.mark.data
-def test_verify_shared_data_reports_exactly_the_known_gaps(data_dir):
+def test_verify_shared_data_matches_the_files_on_disk(data_dir):
+    """``verify`` reports as missing exactly the listed files that are absent, and every present file
+    matches its checksum (the checksums in the store are those of the official downloads)."""
     reports = {name: store.verify(name, data_dir) for name in store.dataset_names()}
-    assert {n: r.missing for n, r in reports.items()} == {
-        "affnist": ["affnist/test.mat.zip"],  # not staged
-        "babi": [QA3_10K],
-        "mnist": [],
-        "nmnist_small": [],
-        "smallnorb": [c.path for c in store.dataset_files("smallnorb")],  # not staged
-        "uci_gas_sensor_drift": ["uci_gas_sensor_drift/batch10.dat", "uci_gas_sensor_drift/batch7.dat"],
-    }
-    assert all(not r.mismatched for r in reports.values())
+    for name, report in reports.items():
+        absent = sorted(c.path for c in store.dataset_files(name) if not (data_dir / c.path).is_file())
+        assert sorted(report.missing) == absent, name
+        assert not report.mismatched, (name, report.mismatched)
+        assert report.complete == (not absent)
     assert reports["mnist"].complete
-    assert str(reports["babi"]) == (
-        f"dataset 'babi' under {data_dir}: 81 file(s) ok\n1 file(s) missing:\n  {data_dir / QA3_10K}"
-    )
-    with pytest.raises(DataError, match="batch7.dat"):
-        reports["uci_gas_sensor_drift"].raise_if_incomplete()
+    babi_ok = len(store.dataset_files("babi")) - len(reports["babi"].missing)
+    expected = f"dataset 'babi' under {data_dir}: {babi_ok} file(s) ok"
+    if reports["babi"].missing:
+        expected += f"\n{len(reports['babi'].missing)} file(s) missing:\n" + "\n".join(f"  {data_dir / p}" for p in reports["babi"].missing)
+    assert str(reports["babi"]) == expected
+    gas = reports["uci_gas_sensor_drift"]
+    if gas.missing:
+        with pytest.raises(DataError, match=gas.missing[0].rsplit("/", 1)[-1]):
+            gas.raise_if_incomplete()
 
 
 def test_git_blob_sha1_matches_git_hash_object(tmp_path):

@@ -273,20 +273,34 @@ def test_model_never_chooses_padding_and_all_padding_story_is_finite(name):
 
 
 def test_adaptive_memory_stops_on_m_stop():
-    model = MODELS.create("memnn_am_ng_nl", vocab_size=V, memory_size=M)
+    """Hand-set tables (linear scores, no time features, d = 2) where m_STOP wins at a known hop.
+
+    s_O(x, m) = e_in . cand(m) and s_O(x, m_STOP) = e_in . stop with stop = [0, 1]; e_in starts at the
+    question's U_O row and grows by each chosen memory's input row. Word 1: question row [1, 0], candidate
+    row [1, 0], input row [0, 0] (choosing it changes nothing, so m_STOP never wins). Word 2: candidate row
+    [2, 0], input row [-1, 3] (after choosing it e_in = [0, 3], so m_STOP, at 3, beats every memory, at 0).
+    Word 3 as a question: row [0, 1], so m_STOP wins at the first hop.
+    """
+    model = MN.MemNN(vocab_size=4, embed_dim=2, hops=4, adaptive=True, time_features=False, init_std=0.0, straight_through=False)
     with torch.no_grad():
-        model.stop.fill_(0.0)
-        model.nl_O.copy_(torch.eye(model.embed_dim) * 5)
-    story, query, mask, time, _, _ = _batch()
-    out = model(story, query, mask, time)
-    # after the first m_STOP a question chooses nothing more
-    for row in out["chosen"]:
-        seen_stop = False
-        for slot in row.tolist():
-            if seen_stop:
-                assert slot == -1
-            seen_stop = seen_stop or slot == -1
-    assert (out["hops"] == (out["chosen"] >= 0).sum(1)).all()
+        model.query_table.copy_(torch.tensor([[0, 0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 0], [0, 1.0, 0, 0]]))
+        model.story_table.copy_(torch.tensor([[0, 0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0, 0], [-1.0, 3, 2, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
+        model.stop.copy_(torch.tensor([0.0, 1.0]))
+    story = torch.tensor([[[2], [0]], [[2], [0]], [[1], [0]], [[1], [2]], [[0], [0]]])  # [5, 2, 1]
+    mask = story[..., 0] > 0
+    query = torch.tensor([[1], [3], [1], [1], [1]])
+    out = model(story, query, mask)
+    expected = torch.tensor(
+        [
+            [0, -1, -1, -1],  # word 2 chosen (2 > 0), then m_STOP (3 > 0)
+            [-1, -1, -1, -1],  # m_STOP at the first hop (1 > 0)
+            [0, 0, 0, 0],  # m_STOP never wins (0 < 1): all max_hops = 4 hops
+            [1, -1, -1, -1],  # word 2 (score 2) over word 1 (1), then m_STOP
+            [-1, -1, -1, -1],  # no memory at all
+        ]
+    )
+    assert torch.equal(out["chosen"], expected)
+    assert out["hops"].tolist() == [1, 0, 4, 1, 0]
 
 
 # ---------------------------------------------------------------------------------------------- gradcheck

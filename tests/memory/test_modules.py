@@ -62,6 +62,46 @@ def test_memn2n_ignores_padding_and_batch_mates(tying, encoding, linear_start):
     torch.testing.assert_close(model(wide_story, wide_query, mask, time)["logits"], full)
 
 
+def _junk_padding(story, mask, time, extra_slots, seed=5):
+    """The batch with ``extra_slots`` more empty slots and random words and time indices in every empty slot."""
+    gen = torch.Generator().manual_seed(seed)
+    story = F.pad(story, (0, 0, 0, extra_slots))
+    mask = F.pad(mask, (0, extra_slots), value=False)
+    time = F.pad(time, (0, extra_slots))
+    story = torch.where(mask[..., None], story, torch.randint(1, V, story.shape, generator=gen))
+    time = torch.where(mask, time, torch.randint(0, M, time.shape, generator=gen))
+    return story, mask, time
+
+
+@pytest.mark.parametrize("padding", ["mask", "attend"])
+@pytest.mark.parametrize("linear_start", [False, True])
+@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
+def test_memn2n_ignores_what_empty_slots_hold(padding, linear_start, tying):
+    """Words and time indices in empty slots never matter. Under "mask" extra empty slots change nothing
+    either; under "attend" (the authors' code: empty slots are zero vectors inside the softmax) they do."""
+    torch.manual_seed(4)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M + 4, padding=padding, tying=tying)
+    model.set_linear_start(linear_start)
+    story, query, mask, time = _batch()
+    full = model(story, query, mask, time)["logits"]
+    junk = _junk_padding(story, mask, time, 0)
+    torch.testing.assert_close(model(junk[0], query, junk[1], junk[2])["logits"], full)
+    wide = _junk_padding(story, mask, time, 4)
+    wide_logits = model(wide[0], query, wide[1], wide[2])["logits"]
+    if padding == "mask" or linear_start:  # without the softmax a zero vector adds nothing under either rule
+        torch.testing.assert_close(wide_logits, full)
+    else:
+        assert not torch.allclose(wide_logits, full)
+
+
+def test_kvmemnn_ignores_extra_empty_slots_with_junk():
+    torch.manual_seed(6)
+    model = MODELS.create("kvmemnn", vocab_size=V, memory_size=M + 4, hops=2)
+    story, query, mask, time = _batch()
+    wide = _junk_padding(story, mask, time, 4)
+    torch.testing.assert_close(model(wide[0], query, wide[1], wide[2])["logits"], model(story, query, mask, time)["logits"])
+
+
 def test_null_word_embedding_stays_zero_and_gets_no_gradient():
     model = MODELS.create("memn2n", vocab_size=V, memory_size=M)
     assert torch.equal(model.memory_table[0], torch.zeros_like(model.memory_table[0]))
@@ -71,14 +111,18 @@ def test_null_word_embedding_stays_zero_and_gets_no_gradient():
 
 
 def test_adjacent_tying_shares_matrices_by_construction():
-    """K hops need K+1 matrices under adjacent tying; W^T = C^K gives logits (u + o) E_K^T."""
+    """K hops need K+1 matrices under adjacent tying and W^T = C^K: no separate output matrix exists, and
+    with C^K set to zero the logits are exactly zero (a separate W would leave them non-zero)."""
     model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=8, hops=3, temporal=False)
     assert model.memory_table.shape == (V, 4 * 8)
+    assert [name for name, _ in model.named_parameters()] == ["memory_table"]
     story, query, mask, time = _batch()
     with torch.no_grad():
         logits = model(story, query, mask, time)["logits"]
-        model.memory_table[:, 3 * 8 :] *= 2.0  # doubling C^K doubles W as well as the last read
-    assert not torch.allclose(logits, model(story, query, mask, time)["logits"])
+        assert torch.equal(logits[:, 0], torch.zeros(4))  # the null word's row of W = C^K is zero
+        assert logits.abs().sum() > 0
+        model.memory_table[:, 3 * 8 :] = 0.0
+        assert torch.equal(model(story, query, mask, time)["logits"], torch.zeros_like(logits))
 
 
 def test_attention_rows_sum_to_one_over_real_memories():
@@ -355,4 +399,4 @@ def test_memn2n_flops_count_the_packed_hops_as_the_dense_products():
     with dense, torch.no_grad():
         _dense_reference(model, *full)
     assert counted.get_total_flops() + model.uncounted_flops(*full) == dense.get_total_flops()
-    assert model.uncounted_flops(*_batch()) == 4 * 3 * 6 * int(_batch()[2].sum())
+    assert model.uncounted_flops(*_batch()) == 1440  # 2 products (address, read) x 2 FLOPs x 3 hops x d = 6 x 20 real memories (3 + 10 + 1 + 6)

@@ -46,10 +46,19 @@ def test_linear_start_removes_softmax_until_val_loss_stops_falling():
 
 
 def test_random_time_only_rewrites_time():
-    mask = torch.tensor([[True, True, False], [True, True, True]])
-    batch = {"memory_mask": mask, "time": torch.zeros(2, 3, dtype=torch.long), "story": torch.ones(2, 3, 2)}
+    """The augmentation replaces ``time`` by :func:`random_time_index` of the trainer's generator (ratio,
+    largest index M - 1) and leaves every other entry of the batch as it was."""
+    from overlooked.memory.functional import random_time_index, time_index
+
+    gen = torch.Generator().manual_seed(1)
+    n = torch.randint(1, 9, (64,), generator=gen)
+    mask = torch.arange(12)[None, :] < n[:, None]  # [64, 12]
+    batch = {"memory_mask": mask, "time": time_index(mask), "story": torch.randint(1, 9, (64, 12, 3), generator=gen)}
     out = RandomTime(0.5)(batch, torch.Generator().manual_seed(0))
-    assert torch.equal(out["story"], batch["story"]) and out["time"].shape == (2, 3)
+    assert torch.equal(out["time"], random_time_index(mask, 0.5, 11, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out["time"], batch["time"])  # 64 stories at ratio 0.5: some get empty memories
+    assert out["story"] is batch["story"] and out["memory_mask"] is batch["memory_mask"]
+    assert batch["time"].equal(time_index(mask))  # the input batch is not modified in place
 
 
 @pytest.mark.data
