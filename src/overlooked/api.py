@@ -227,7 +227,45 @@ def _remove_empty(made: list[Path]) -> None:
             return
 
 
+VOCAB_FILE = "vocab.json"
+
+
+def check_vocab(run: Path, splits: Splits) -> None:
+    """Refuse data whose vocabulary is not the one ``run`` was trained with (``RUN/vocab.json``, written by
+    runs since 2026-12-05): a model reads word indices, so other words at the same indices would be read
+    as the training words without any error. Runs without the file, and data without a vocabulary, pass."""
+    path = Path(run) / VOCAB_FILE
+    vocab = splits.meta.get("vocab")
+    if vocab is None or not path.is_file():
+        return
+    trained = json.loads(path.read_text())
+    if list(trained) == list(vocab):
+        return
+    diff = next((i for i, (a, b) in enumerate(zip(trained, vocab)) if a != b), min(len(trained), len(vocab)))
+    at = f"index {diff}: {trained[diff] if diff < len(trained) else '(none)'!r} in training, {vocab[diff] if diff < len(vocab) else '(none)'!r} here"
+    raise ConfigError(
+        f"the data's vocabulary ({len(vocab)} words) is not the one {run} was trained with ({len(trained)} words; first "
+        f"difference at {at}), so its word indices would mean other words. Fix: evaluate on data built from the same "
+        f"tasks as the run's data.kwargs (the vocabulary is built from every task loaded)"
+    )
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``train.device`` this machine cannot run, with the fix, before anything is built or written."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {device!r} but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu (train.device=cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device is {device!r} but MPS is not available here; use --device cpu")
+
+
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
+    check_device(cfg.train.device)
     dist = init_distributed(cfg.train.device)
     write = run_dir is not None and dist.is_main
     made = _make_dirs(run_dir) if write else []  # the name is taken at once; the files come after the build
@@ -251,12 +289,25 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             encoder = build_encoder(cfg)
         with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
             callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
+        if resume is not None and run_dir is not None:
+            check_vocab(run_dir, splits)
     except BaseException:
         _remove_empty(made)
         raise
-    if write:
+    if write and resume is None:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         _write_json(run_dir / "environment.json", environment(cfg.train.device, cfg.train.num_threads))
+        if "vocab" in splits.meta:  # the word of each index: evaluation on other data is checked against it
+            _write_json(run_dir / VOCAB_FILE, list(splits.meta["vocab"]))
+    elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
+        env_path = run_dir / "environment.json"
+        env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+        env.setdefault("resumes", []).append(environment(cfg.train.device, cfg.train.num_threads))
+        _write_json(env_path, env)
+    if resume is not None:
+        from overlooked.train.checkpoint import read_checkpoint
+
+        resumed_from = read_checkpoint(resume)[1]["info"]["state"]["step"]
     t0 = _dt.datetime.now()
     result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
     summary = {
@@ -273,6 +324,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
         **result,
     }
+    if resume is not None:  # wall_time_s then counts this process only
+        summary["resumed_from_step"] = resumed_from
     summary.update(spiking_energy(model, splits, encoder))
     from overlooked.spiking.kernels import resolved_backends
 
@@ -461,6 +514,21 @@ def train_each(
     best run per task under each selection rule.
     """
 
+    # Every value is checked, its data built, before the first run starts: a bad value found after hours
+    # of training on the others would leave the folder without its merged summary.
+    if not values:
+        raise ConfigError(f"--each {key}= names no values; e.g. {key}=1,2,3")
+    check_device(cfg.train.device)
+    problems = []
+    for value in values:
+        try:
+            sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
+            check_config(sub_cfg)
+            build_data(sub_cfg, data_dir)
+        except OverlookedError as exc:
+            problems.append(f"{key}={value}: {exc}")
+    if problems:
+        raise ConfigError(f"--each: {len(problems)} of {len(values)} value(s) cannot run, so none was started:\n" + "\n".join(problems))
     path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
     subs: dict[str, dict[str, Any]] = {}
     for value in values:
@@ -517,8 +585,17 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         if subs:  # a folder of --repeats or --each: its models live in the sub-runs
             raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
     splits = build_data(cfg, data_dir)
+    check_vocab(run, splits)
     model = build_model(cfg, splits.meta)
-    load_checkpoint(weights, model)
+    _, info = load_checkpoint(weights, model)
+    # A callback may have changed how the model computes when the checkpoint was written (linear start);
+    # its saved state puts the model back in that mode, so evaluate scores what training reported.
+    saved = info.get("state", {}).get("callbacks", [])
+    with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
+        callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks]
+    for cb, cb_state in zip(callbacks, saved):
+        cb.load_state_dict(cb_state)
+        cb.restore_model(model)
     model.eval()
     return cfg, splits, model
 

@@ -38,6 +38,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from overlooked import api
 
     if args.resume:
+        given = [a for a in (args.config, *args.overrides) if a] + [f"--{n}" for n in ("each", "repeats", "seed", "device", "out") if getattr(args, n) is not None] + (["--bf16"] if args.bf16 else [])
+        if given:
+            raise OverlookedError(f"--resume continues {args.resume} exactly as it was configured, so it takes no CONFIG, overrides or run options (got {' '.join(given)}); to train with other settings, start a new run")
         path, summary = api.resume(args.resume, data_dir=args.data_dir)
         _print_summary(path, summary)
         return 0

@@ -72,6 +72,19 @@ class TrainConfig:
     progress: bool = True
     num_threads: int | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, before any folder is made (types are checked by :func:`check_type`)."""
+        positive = ("epochs", "batch_size", "eval_batch_size", "repeats")
+        at_least_one_or_none = ("max_steps", "eval_limit", "num_threads")
+        non_negative = ("lr", "momentum", "weight_decay", "warmup_steps", "eval_every", "checkpoint_every")
+        bad = [f"train.{k} must be >= 1, got {getattr(self, k)!r}" for k in positive if isinstance(getattr(self, k), (int, float)) and getattr(self, k) < 1]
+        bad += [f"train.{k} must be >= 1 or null, got {getattr(self, k)!r}" for k in at_least_one_or_none if isinstance(getattr(self, k), (int, float)) and getattr(self, k) < 1]
+        bad += [f"train.{k} must be >= 0, got {getattr(self, k)!r}" for k in non_negative if isinstance(getattr(self, k), (int, float)) and getattr(self, k) < 0]
+        bad += [f"train.{k} must be > 0, got {getattr(self, k)!r}" for k in ("step_epochs", "gamma") if isinstance(getattr(self, k), (int, float)) and getattr(self, k) <= 0]
+        bad += [f"train.{k} must be > 0 or null, got {getattr(self, k)!r}" for k in ("grad_clip", "max_minutes") if isinstance(getattr(self, k), (int, float)) and getattr(self, k) <= 0]
+        if bad:
+            raise ConfigError("; ".join(bad) + " (fix these train.* settings)")
+
 
 @dataclass
 class ExperimentConfig:
@@ -216,7 +229,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, _, val = text.partition("=")
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
-    parsed = yaml.safe_load(val) if val != "" else ""
+    try:
+        parsed = yaml.safe_load(val) if val != "" else ""
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value {val!r} is not valid YAML ({problem}); e.g. data.tasks=[1,2] or data.tasks=1") from None
     if isinstance(parsed, str):
         # YAML 1.1 leaves '1e-3' as a string; accept plain scientific notation as a number
         try:
@@ -232,6 +249,8 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     A path into ``model``/``data``/``objective``/``encoder``/``augment`` may skip ``kwargs``:
     ``model.hidden=[128]`` means ``model.kwargs.hidden=[128]``.
     """
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}; wrap it in a list: [{overrides!r}]")
     raw = cfg.to_dict()
     for text in overrides:
         path, value = parse_override(text)

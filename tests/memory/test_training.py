@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -98,3 +100,40 @@ def test_every_packaged_linear_start_config_writes_hold_lr_out():
                     found += 1
                     assert cb["kwargs"].get("hold_lr") is True, path.name
     assert found >= 6
+
+
+@pytest.mark.data
+def test_a_run_stopped_inside_linear_start_evaluates_as_it_reported(tmp_path, data_dir):
+    """Both checkpoints of a run that ended during linear start were scored without softmaxes; evaluating
+    them restores that mode from the saved callback state (a fresh model has its softmaxes), so
+    ``evaluate`` gives the summary's numbers, and the mode is the one the state says."""
+    cfg = api.load("memn2n_babi1k", ["data.tasks=[1]", "train.epochs=2", "train.progress=false", "train.num_threads=1"])
+    run, summary = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
+    _, _, model = api.load_run(run, data_dir=str(data_dir))
+    assert not model.use_softmax  # LS lasts 20 epochs in this config: never ended
+    best = api.evaluate(run, data_dir=str(data_dir))
+    assert best["accuracy"] == summary["test_accuracy"]
+    _, _, fresh = api.load_run(run, data_dir=str(data_dir))
+    fresh.set_linear_start(False)  # what loading did before: the softmaxes back in, another function
+    from overlooked.train.evaluate import evaluate as run_eval
+
+    splits = api.build_data(cfg, str(data_dir))
+    other = run_eval(fresh, splits.test, splits.input_keys, splits.target_key, api.build_objective(cfg, splits), 128, "cpu")
+    assert other["accuracy"] != summary["test_accuracy"]
+
+
+@pytest.mark.data
+def test_evaluation_on_data_with_another_vocabulary_is_refused(tmp_path, data_dir):
+    """Tasks 15 and 16 both have 18 words, so a model of task 15 would run on task 16 with every index
+    meaning another word; the run's vocab.json makes evaluate and explain refuse it."""
+    from overlooked.errors import ConfigError
+
+    cfg = api.load("memn2n_babi1k", ["data.tasks=[15]", "train.max_steps=2", "train.progress=false", "train.num_threads=1"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
+    vocab = json.loads((run / "vocab.json").read_text())
+    assert len(vocab) == 18 and vocab == api.build_data(cfg, str(data_dir)).meta["vocab"]
+    assert api.evaluate(run, data_dir=str(data_dir))["accuracy"] >= 0  # its own data passes
+    with pytest.raises(ConfigError, match=r"vocabulary \(18 words\) is not the one .* trained with \(18 words; first difference"):
+        api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.tasks=[16]"])
+    with pytest.raises(ConfigError, match="vocabulary"):
+        api.load_run(run, data_dir=str(data_dir), data_overrides=["data.tasks=[16]"])

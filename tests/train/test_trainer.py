@@ -267,8 +267,36 @@ def test_max_minutes_stops_after_a_validation_pass_and_says_so(tmp_path):
 
 
 def test_max_minutes_must_be_positive(tmp_path):
-    with pytest.raises(ConfigError, match="max_minutes must be positive"):
+    with pytest.raises(ConfigError, match=r"train.max_minutes must be > 0 or null, got 0.0"):
         api.train(_cfg(max_minutes=0.0), out=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"epochs": -1}, "train.epochs must be >= 1, got -1"),
+        ({"epochs": 0}, "train.epochs must be >= 1, got 0"),
+        ({"batch_size": 0}, "train.batch_size must be >= 1"),
+        ({"repeats": -2}, "train.repeats must be >= 1"),
+        ({"lr": -1.0}, "train.lr must be >= 0"),
+        ({"grad_clip": 0.0}, "train.grad_clip must be > 0 or null"),
+        ({"max_steps": 0}, "train.max_steps must be >= 1 or null"),
+    ],
+    ids=str,
+)
+def test_settings_no_run_can_use_are_refused_before_a_folder_exists(tmp_path, setting, message):
+    with pytest.raises(ConfigError, match=message):
+        api.train(_cfg(**setting), out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_before_a_folder_exists(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"train.device is 'cuda' but this torch .* sees no CUDA GPU; use --device cpu"):
+        api.train(_cfg(device="cuda"), out=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="'gpu' is not a torch device"):
+        api.train(_cfg(device="gpu"), out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
 
 class _RestartSelectionAt(Callback):
@@ -293,8 +321,8 @@ class _RestartSelectionAt(Callback):
 def test_restart_selection_discards_earlier_and_current_scores(tmp_path, monkeypatch, at):
     """A callback that changes the model (MemN2N's linear start re-inserting its softmaxes) restarts the
     choice of the best checkpoint: only later validation passes are candidates, so the reported validation
-    accuracy is the best of those; with the restart at the last pass, the final weights are reported and no
-    best checkpoint is left on disk."""
+    accuracy is the best of those; with the restart at the last pass, the final weights are reported and
+    written as the best checkpoint (so evaluate finds what the summary reports)."""
     from overlooked.registry import CALLBACKS
 
     monkeypatch.setitem(CALLBACKS._builders, "test_restart", lambda at=1: _RestartSelectionAt(at))
@@ -311,9 +339,12 @@ def test_restart_selection_discards_earlier_and_current_scores(tmp_path, monkeyp
         assert summary["best_step"] == best["step"] and summary["val_accuracy"] == pytest.approx(best["val_accuracy"])
         assert summary["selection"] == "checkpoint with the best val_accuracy (validation split, never test)"
     else:
-        assert summary["best_step"] == -1 and not (path / "checkpoints" / "best.safetensors").exists()
+        assert summary["best_step"] == -1
         assert summary["selection"].startswith("the final weights: no validation pass chose")
         torch.testing.assert_close(summary["val_accuracy"], records[-1]["val_accuracy"])
+        best, last = _weights(path, "best"), _weights(path, "last")
+        assert best.keys() == last.keys() and all(torch.equal(best[k], last[k]) for k in best)
+        assert api.evaluate(path, split="val")["accuracy"] == summary["val_accuracy"]
 
 
 def test_sampling_with_replacement_draws_full_batches_per_seed_and_epoch():
@@ -482,3 +513,23 @@ def test_select_last_reports_the_final_weights(tmp_path):
     assert summary["best_step"] == summary["steps"] == records[-1]["step"]
     assert summary["val_accuracy"] == pytest.approx(records[-1]["val_accuracy"])
     assert summary["selection"].startswith("the final weights")
+
+
+def test_resume_keeps_the_first_environment_and_records_its_own(tmp_path):
+    """A resumed run keeps environment.json's first record (command, date, commit) and appends one per
+    resume; its summary says from which step the process continued (wall_time_s is this process's)."""
+    from overlooked.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == 10:
+                ctx.stop = True
+
+    run, _ = api.train(_cfg(epochs=2, checkpoint_every=5), run_dir=tmp_path / "run", callbacks=[Stop()])
+    first = json.loads((run / "environment.json").read_text())
+    assert "resumes" not in first
+    _, summary = api.resume(run)
+    env = json.loads((run / "environment.json").read_text())
+    assert {k: v for k, v in env.items() if k != "resumes"} == first
+    assert len(env["resumes"]) == 1 and set(env["resumes"][0]) == set(first)
+    assert summary["resumed_from_step"] == 10 and summary["steps"] == 2 * 12

@@ -326,3 +326,108 @@ def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
     """
     o, p = memory_hop(q, keys, values, mask, softmax=True)
     return (q + o) @ R.T, p
+
+
+def check_sizes(name: str, **sizes: int) -> None:
+    """Refuse sizes below 1 (``hops=0``, ``embed_dim=0``, ...) when a model is built, not at its first step.
+
+    >>> check_sizes("memn2n", embed_dim=20, hops=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: memn2n: hops must be >= 1, got 0
+    """
+    bad = [f"{k} must be >= 1, got {v!r}" for k, v in sizes.items() if v is not None and v < 1]
+    if bad:
+        raise ValueError(f"{name}: " + "; ".join(bad))
+
+
+# Index dtypes that embedding_bag, index_select and gather all accept.
+_INDEX_DTYPES = (torch.int64, torch.int32)
+
+
+def _describe(x: object) -> str:
+    """``"float32 [4, 5]"`` for a tensor, the type's name for anything else."""
+    if isinstance(x, torch.Tensor):
+        return f"{str(x.dtype).removeprefix('torch.')} {list(x.shape)}"
+    return type(x).__name__
+
+
+def check_memory_inputs(
+    story: torch.Tensor,
+    query: torch.Tensor,
+    memory_mask: torch.Tensor,
+    time: torch.Tensor | None = None,
+    *,
+    supporting: torch.Tensor | None = None,
+    memory_size: int | None = None,
+    name: str = "memn2n",
+) -> None:
+    """Check that the inputs of a memory model's forward fit together, before they fail deep inside it.
+
+    Without this a ``[B, 5]`` mask for a ``[B, 10, L]`` story runs and reads half the memory, and other
+    mistakes surface as unrelated errors (unpacking, ``index out of range``, a ``torch.where`` dtype clash).
+    Only shapes and dtypes are read, never values, so the check costs a few microseconds and no device
+    synchronisation.
+
+    Args:
+        story: ``[B, M, L]`` int64 (or int32) word indices.
+        query: ``[B, L']`` int64 (or int32) word indices (``L'`` may differ from ``L``).
+        memory_mask: ``[B, M]`` bool, True on real sentences.
+        time: ``[B, M]`` int64 (or int32) temporal indices, or None.
+        supporting: MemNN's ``[B, S]`` int64 supporting slots, or None.
+        memory_size: rows of a table indexed by slot or time (the temporal encoding of MemN2N and KV-MemNN),
+            so at most ``memory_size`` slots fit; None when the model has no such table.
+        name: the model's name, which starts every message.
+
+    Raises:
+        ValueError: naming the argument, what was expected, what it got, and a fix.
+
+    >>> story, query = torch.ones(2, 3, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long)
+    >>> check_memory_inputs(story, query, torch.ones(2, 2, dtype=torch.bool))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: memn2n: memory_mask must be a bool tensor [B, M] = [2, 3] matching story [B, M, L] = [2, 3, 4]; got bool [2, 2]. Fix: ...
+    """
+
+    def fail(what: str, fix: str) -> ValueError:
+        return ValueError(f"{name}: {what}. Fix: {fix}")
+
+    def is_tensor(x: object, ndim: int) -> bool:
+        return isinstance(x, torch.Tensor) and x.dim() == ndim
+
+    if not (is_tensor(story, 3) and story.dtype in _INDEX_DTYPES):
+        what = f"story must be an int64 (or int32) tensor [B, M, L] of word indices (batch, memory slots, words per slot); got {_describe(story)}"
+        if is_tensor(story, 3):
+            raise fail(what, "story.long()")
+        if is_tensor(story, 2):
+            raise fail(what, "add the batch dimension (story[None] for a single story of [M, L])")
+        raise fail(what, "put each story's sentences in [M, L] slots and stack the stories into [B, M, L]")
+    B, M, _ = story.shape
+    against = f"story [B, M, L] = {list(story.shape)}"
+    if not (is_tensor(query, 2) and query.shape[0] == B and query.dtype in _INDEX_DTYPES):
+        what = f"query must be an int64 (or int32) tensor [B, L'] with B = {B} as in {against}; got {_describe(query)}"
+        if is_tensor(query, 2) and query.shape[0] == B:
+            raise fail(what, "query.long()")
+        if is_tensor(query, 1):
+            raise fail(what, "add the batch dimension (query[None] for a single question)")
+        raise fail(what, "pass one question of word indices per story, row b answering story b")
+    if not (isinstance(memory_mask, torch.Tensor) and memory_mask.dtype == torch.bool and memory_mask.shape == (B, M)):
+        what = f"memory_mask must be a bool tensor [B, M] = {[B, M]} matching {against}; got {_describe(memory_mask)}"
+        if isinstance(memory_mask, torch.Tensor) and memory_mask.shape == (B, M):
+            raise fail(what, "memory_mask.bool() (True on real sentences), or build it as story.ne(0).any(-1)")
+        raise fail(what, "build it from the story, story.ne(0).any(-1), so it has one entry per memory slot")
+    if time is not None and not (isinstance(time, torch.Tensor) and time.dtype in _INDEX_DTYPES and time.shape == (B, M)):
+        what = f"time must be an int64 (or int32) tensor [B, M] = {[B, M]} matching {against}; got {_describe(time)}"
+        if isinstance(time, torch.Tensor) and time.shape == (B, M):
+            raise fail(what, "time.long(), or pass time=None to count back from each story's newest sentence")
+        raise fail(what, "give one temporal index per memory slot, or pass time=None to compute it from memory_mask")
+    if supporting is not None and not (is_tensor(supporting, 2) and supporting.shape[0] == B and supporting.dtype == torch.int64):
+        what = f"supporting must be an int64 tensor [B, S] with B = {B} as in {against}; got {_describe(supporting)}"
+        if is_tensor(supporting, 2) and supporting.shape[0] == B:
+            raise fail(what, "supporting.long() (memory slots, -1 for none)")
+        raise fail(what, "give one row of supporting slots per story, padded with -1 (supporting[None] for a single story)")
+    if memory_size is not None and M > memory_size:
+        raise fail(
+            f"story has {M} memory slots but the model's temporal table holds memory_size={memory_size}",
+            f"build the model with memory_size >= {M}, or keep the last {memory_size} sentences of each story (the bAbI loader's memory_size)",
+        )

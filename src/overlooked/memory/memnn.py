@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.memory.functional import time_index
+from overlooked.memory.functional import check_memory_inputs, check_sizes, time_index
 from overlooked.registry import MODELS
 
 # Multipliers of the n-gram hash (odd, < 2^31, so products of word ids < 2^20 stay exact in int64).
@@ -384,8 +384,7 @@ class MemNN(nn.Module):
         if facts not in ("first", "last"):
             raise ValueError(f"facts must be 'first' or 'last', got {facts!r}")
         self.r_features, self.facts = r_features, facts
-        if hops < 1:
-            raise ValueError(f"hops must be >= 1, got {hops}")
+        check_sizes("memnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         self.vocab_size, self.memory_size, self.embed_dim, self.hops = vocab_size, memory_size, embed_dim, hops
         self.adaptive, self.ngrams, self.nonlinear, self.time_features = adaptive, ngrams, nonlinear, time_features
         self.ngram_buckets = ngram_buckets if ngrams else 0
@@ -434,7 +433,13 @@ class MemNN(nn.Module):
             ``o_negative`` ``[B, Ht, C]`` bool, the wrong real candidates of hops with a target; ``r_true``
             ``[B, V]`` ``s_R`` given the true facts; ``o_target`` ``[B, Ht]`` the true candidate of each hop
             (:func:`true_hop_targets`). ``C = M (+1 for m_STOP)``.
+
+        Raises:
+            ValueError: when the shapes or dtypes do not fit together
+                (:func:`~overlooked.memory.functional.check_memory_inputs`). Any number of slots fits: no table
+                is indexed by slot or time (``time_table`` holds the three write-time indicators).
         """
+        check_memory_inputs(story, query, memory_mask, time, supporting=supporting, name="memnn")
         B, M, _ = story.shape
         d = self.embed_dim
         if time is None:

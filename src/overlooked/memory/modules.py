@@ -67,6 +67,7 @@ class MemN2N(nn.Module):
         padding: Literal["mask", "attend"] = "mask",
     ):
         super().__init__()
+        MF.check_sizes("memn2n", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         if pe_length not in ("sentence", "padded", "padded_time"):
             raise ValueError(f"pe_length must be 'sentence', 'padded' or 'padded_time', got {pe_length!r}")
         if padding not in ("mask", "attend"):
@@ -126,7 +127,12 @@ class MemN2N(nn.Module):
 
         Returns:
             ``{"logits": [B, num_classes], "attention": [B, K, M]}``.
+
+        Raises:
+            ValueError: when the shapes or dtypes do not fit together, or (with temporal encoding) the story
+                has more than ``memory_size`` slots (:func:`~overlooked.memory.functional.check_memory_inputs`).
         """
+        MF.check_memory_inputs(story, query, memory_mask, time, memory_size=self.memory_size if self.temporal_table is not None else None, name="memn2n")
         d, K = self.embed_dim, self.hops
         if time is None:
             time = MF.time_index(memory_mask)
@@ -205,8 +211,12 @@ class KVMemNN(nn.Module):
         init_std: float = 0.1,
     ):
         super().__init__()
+        MF.check_sizes("kvmemnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        for which, enc in (("key_encoding", key_encoding), ("value_encoding", value_encoding)):
+            if enc not in ("pe", "bow"):
+                raise ValueError(f"kvmemnn: {which} must be 'pe' or 'bow', got {enc!r}")
         num_classes = num_classes or vocab_size
-        self.embed_dim, self.hops, self.key_encoding, self.value_encoding = embed_dim, hops, key_encoding, value_encoding
+        self.memory_size, self.embed_dim, self.hops, self.key_encoding, self.value_encoding = memory_size, embed_dim, hops, key_encoding, value_encoding
         self.A = _normal(vocab_size, embed_dim, std=init_std)
         self.temporal_table = _normal(memory_size, embed_dim, std=init_std) if temporal else None
         self.R = nn.Parameter(torch.eye(embed_dim).repeat(hops, 1, 1) + init_std * torch.randn(hops, embed_dim, embed_dim))
@@ -216,7 +226,13 @@ class KVMemNN(nn.Module):
 
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``story`` ``[B, M, L]``, ``query`` ``[B, L]``, ``memory_mask`` ``[B, M]``, ``time`` ``[B, M]`` ->
-        ``{"logits": [B, C], "attention": [B, H, M]}``."""
+        ``{"logits": [B, C], "attention": [B, H, M]}``.
+
+        Raises:
+            ValueError: when the shapes or dtypes do not fit together, or (with the temporal feature) the story
+                has more than ``memory_size`` slots (:func:`~overlooked.memory.functional.check_memory_inputs`).
+        """
+        MF.check_memory_inputs(story, query, memory_mask, time, memory_size=self.memory_size if self.temporal_table is not None else None, name="kvmemnn")
         d = self.embed_dim
         if time is None:
             time = MF.time_index(memory_mask)

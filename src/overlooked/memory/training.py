@@ -73,6 +73,9 @@ class LinearStart(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"active": self.active, "best": self.best, "bad": self.bad, "ended_at_step": self.ended_at_step}
 
+    def restore_model(self, model: Any) -> None:
+        model.set_linear_start(self.active)  # a checkpoint saved during LS is scored without softmaxes
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.active, self.best, self.bad, self.ended_at_step = state["active"], state["best"], state["bad"], state["ended_at_step"]
 

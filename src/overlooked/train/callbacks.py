@@ -30,3 +30,9 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def restore_model(self, model: Any) -> None:
+        """Put ``model`` in the mode this callback's (loaded) state implies, for a checkpoint evaluated
+        outside training: a callback that changes how the model computes (MemN2N's linear start removes
+        its softmaxes) must override it, or ``evaluate``/``explain`` would score another function than
+        the one training reported. Called by :func:`overlooked.api.load_run` after the weights load."""

@@ -501,10 +501,15 @@ def fit(
         progress.close()
 
     # Final report: the best-on-validation weights on every split (without train when cfg.report_train is off).
-    if best_weights is not None:
+    chosen = best_weights is not None
+    if chosen:
         model.load_state_dict(best_weights)
-    elif ema is not None:  # no validation pass chose weights: report the average, as validation would have
-        model.load_state_dict(ema.module.state_dict())
+    else:
+        if ema is not None:  # no validation pass chose weights: report the average, as validation would have
+            model.load_state_dict(ema.module.state_dict())
+        # and write them as ``best`` too, so evaluate / explain find the reported weights (with the
+        # callbacks' state of now: e.g. linear start ended at the last pass, the softmaxes in)
+        checkpoint("best", with_optimizer=False)
     summary: dict[str, Any] = {
         "steps": state.step,
         "epochs": state.epoch + state.batch_in_epoch / max(steps_per_epoch, 1),
@@ -513,7 +518,7 @@ def fit(
         "best_step": state.best_step,
         "stopped_by": _stop_reason(stopped_by, ctx.stop, state.step, total_steps, cfg.max_steps),
         "metric": metric,
-        "selection": _selection(cfg.select_metric, chosen=best_weights is not None),
+        "selection": _selection(cfg.select_metric, chosen=chosen),
         "weights": "as trained" if ema is None else f"exponential moving average of the weights, decay {cfg.ema_decay}",
     }
     group_key = splits.meta.get("group_key")

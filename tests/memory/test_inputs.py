@@ -1,0 +1,146 @@
+"""Input checks of the memory models' forward: a wrong shape or dtype is a ValueError that names the argument,
+what was expected, what it got and a fix, raised before any computation (check_memory_inputs)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from overlooked import catalog
+from overlooked.memory.functional import check_memory_inputs, time_index
+from overlooked.registry import MODELS
+
+catalog.load_all()
+V, M, L, B = 30, 10, 6, 4
+KWARGS = {  # small versions of every registered memory model; memory_size = M slots
+    "memn2n": {"embed_dim": 8},
+    "kvmemnn": {"embed_dim": 8},
+    "memnn": {"embed_dim": 8},
+    "memnn_am_ng_nl": {"embed_dim": 8, "ngram_buckets": 64, "max_hops": 3},
+}
+TEMPORAL = ["memn2n", "kvmemnn"]  # a temporal table with memory_size rows, indexed by time
+MEMNN = ["memnn", "memnn_am_ng_nl"]
+
+
+def test_every_registered_memory_model_is_covered():
+    catalog.load_all()
+    assert sorted(n for n in MODELS.names() if MODELS.tags(n).get("family") == "memory") == sorted(KWARGS)
+
+
+def _model(name, **kw):
+    torch.manual_seed(0)
+    return MODELS.create(name, vocab_size=V, memory_size=M, **KWARGS[name], **kw)
+
+
+def _inputs(name, slots=M, seed=0):
+    """Valid keyword inputs for ``name``: ``B`` stories of ``slots`` slots (3, all, 1 and 6 real sentences)."""
+    gen = torch.Generator().manual_seed(seed)
+    story = torch.randint(1, V, (B, slots, L), generator=gen)
+    mask = torch.arange(slots)[None, :] < torch.tensor([3, slots, 1, 6])[:, None]
+    story[~mask] = 0
+    inputs = {"story": story, "query": torch.randint(1, V, (B, L), generator=gen), "memory_mask": mask, "time": time_index(mask)}
+    if name in MEMNN:
+        inputs["supporting"] = torch.tensor([[2, 0], [5, 9], [0, -1], [3, -1]])
+    return inputs
+
+
+# (argument, how to break it, a part of the message that must appear)
+BAD = {
+    "mask_too_short": ("memory_mask", lambda x: x[:, :5], "memory_mask must be a bool tensor [B, M] = [4, 10] matching story [B, M, L] = [4, 10, 6]; got bool [4, 5]. Fix: build it from the story, story.ne(0).any(-1)"),
+    "mask_float": ("memory_mask", lambda x: x.float(), "memory_mask must be a bool tensor [B, M] = [4, 10] matching story [B, M, L] = [4, 10, 6]; got float32 [4, 10]. Fix: memory_mask.bool()"),
+    "mask_int": ("memory_mask", lambda x: x.long(), "got int64 [4, 10]. Fix: memory_mask.bool()"),
+    "mask_list": ("memory_mask", lambda x: x.tolist(), "memory_mask must be a bool tensor [B, M] = [4, 10] matching story [B, M, L] = [4, 10, 6]; got list."),
+    "story_2d": ("story", lambda x: x[0], "story must be an int64 (or int32) tensor [B, M, L] of word indices (batch, memory slots, words per slot); got int64 [10, 6]. Fix: add the batch dimension (story[None]"),
+    "story_4d": ("story", lambda x: x[None], "got int64 [1, 4, 10, 6]. Fix: put each story's sentences in [M, L] slots"),
+    "story_float": ("story", lambda x: x.float(), "story must be an int64 (or int32) tensor [B, M, L] of word indices (batch, memory slots, words per slot); got float32 [4, 10, 6]. Fix: story.long()"),
+    "query_3d": ("query", lambda x: x[:, None], "query must be an int64 (or int32) tensor [B, L'] with B = 4 as in story [B, M, L] = [4, 10, 6]; got int64 [4, 1, 6]"),
+    "query_1d": ("query", lambda x: x[0], "got int64 [6]. Fix: add the batch dimension (query[None]"),
+    "query_other_batch": ("query", lambda x: x[:2], "query must be an int64 (or int32) tensor [B, L'] with B = 4 as in story [B, M, L] = [4, 10, 6]; got int64 [2, 6]. Fix: pass one question"),
+    "query_float": ("query", lambda x: x.float(), "got float32 [4, 6]. Fix: query.long()"),
+    "time_too_short": ("time", lambda x: x[:, :5], "time must be an int64 (or int32) tensor [B, M] = [4, 10] matching story [B, M, L] = [4, 10, 6]; got int64 [4, 5]. Fix: give one temporal index per memory slot"),
+    "time_float": ("time", lambda x: x.float(), "time must be an int64 (or int32) tensor [B, M] = [4, 10] matching story [B, M, L] = [4, 10, 6]; got float32 [4, 10]. Fix: time.long()"),
+}
+BAD_SUPPORTING = {
+    "supporting_float": (lambda x: x.float(), "supporting must be an int64 tensor [B, S] with B = 4 as in story [B, M, L] = [4, 10, 6]; got float32 [4, 2]. Fix: supporting.long()"),
+    "supporting_int32": (lambda x: x.int(), "got int32 [4, 2]. Fix: supporting.long()"),
+    "supporting_1d": (lambda x: x[0], "supporting must be an int64 tensor [B, S] with B = 4 as in story [B, M, L] = [4, 10, 6]; got int64 [2]. Fix: give one row"),
+    "supporting_other_batch": (lambda x: x[:3], "got int64 [3, 2]. Fix: give one row of supporting slots per story"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("name", sorted(KWARGS))
+def test_bad_input_raises_a_clear_value_error(name, case):
+    key, spoil, message = BAD[case]
+    inputs = _inputs(name)
+    inputs[key] = spoil(inputs[key])
+    with pytest.raises(ValueError, match=re.escape(f"{'memnn' if name in MEMNN else name}: ") + ".*" + re.escape(message)):
+        _model(name)(**inputs)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SUPPORTING))
+@pytest.mark.parametrize("name", MEMNN)
+def test_bad_supporting_raises_a_clear_value_error(name, case):
+    spoil, message = BAD_SUPPORTING[case]
+    inputs = _inputs(name)
+    inputs["supporting"] = spoil(inputs["supporting"])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _model(name)(**inputs)
+
+
+@pytest.mark.parametrize("name", TEMPORAL)
+@pytest.mark.parametrize("with_time", [True, False])
+def test_more_slots_than_the_temporal_table_raises(name, with_time):
+    inputs = _inputs(name, slots=M + 2)
+    if not with_time:
+        del inputs["time"]
+    message = f"{name}: story has 12 memory slots but the model's temporal table holds memory_size=10. Fix: build the model with memory_size >= 12, or keep the last 10 sentences"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _model(name)(**inputs)
+
+
+@pytest.mark.parametrize("name", ["memn2n", "kvmemnn", *MEMNN])
+def test_more_slots_than_memory_size_is_fine_without_a_temporal_table(name):
+    """Only a table indexed by slot or time limits the slots: MemN2N and KV-MemNN without temporal encoding,
+    and MemNN (whose time table holds three write-time indicators) read any number."""
+    kw = {"temporal": False} if name in TEMPORAL else {}
+    out = _model(name, **kw)(**_inputs(name, slots=M + 2))
+    assert out["logits"].shape[0] == B and torch.isfinite(out["logits"]).all()
+
+
+@pytest.mark.parametrize("name", sorted(KWARGS))
+def test_valid_inputs_run_in_float64_and_int32(name):
+    """The checks let every valid input through: float64 models, int32 indices, time given or not."""
+    model = _model(name).double()
+    inputs = _inputs(name)
+    out = model(**inputs)
+    assert out["logits"].dtype == torch.float64 and torch.isfinite(out["logits"]).all()
+    out["logits"].logsumexp(-1).sum().backward()
+    narrow = {k: v.int() if k in ("story", "query", "time") else v for k, v in inputs.items()}
+    torch.testing.assert_close(model(**narrow)["logits"], out["logits"])
+    del inputs["time"]
+    torch.testing.assert_close(model(**inputs)["logits"], out["logits"])
+
+
+def test_check_passes_valid_inputs_and_reads_no_values():
+    """On the meta device there are no values to read: the check must still pass (no .item(), no sync)."""
+    meta = {"device": "meta"}
+    story, query = torch.empty(B, M, L, dtype=torch.long, **meta), torch.empty(B, 3, dtype=torch.int32, **meta)
+    mask, time = torch.empty(B, M, dtype=torch.bool, **meta), torch.empty(B, M, dtype=torch.long, **meta)
+    check_memory_inputs(story, query, mask, time, supporting=torch.empty(B, 0, dtype=torch.long, **meta), memory_size=M, name="memnn")
+
+
+@pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "memnn", "memnn_am_ng_nl"])
+@pytest.mark.parametrize("size", ["embed_dim", "memory_size", "vocab_size"])
+def test_sizes_below_one_are_refused_when_the_model_is_built(name, size):
+    kwargs = {"vocab_size": 12, "memory_size": 6, size: 0}
+    with pytest.raises(ValueError, match=f"{size} must be >= 1, got 0"):
+        MODELS.create(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "memnn"])
+def test_zero_hops_are_refused_when_the_model_is_built(name):
+    with pytest.raises(ValueError, match="hops must be >= 1, got 0"):
+        MODELS.create(name, vocab_size=12, hops=0)
