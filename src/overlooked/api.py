@@ -584,6 +584,12 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
         if subs:  # a folder of --repeats or --each: its models live in the sub-runs
             raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
+        have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors"))
+        other = f"; it has {', '.join(have)}: pass --checkpoint {have[0]}" if have else (
+            "; it has no checkpoint at all (stopped before its first one, or its checkpoints were not kept: committed "
+            "run summaries under results/runs hold none), so train it again to evaluate it"
+        )
+        raise CheckpointError(f"run folder {run} has no {checkpoint} checkpoint (checkpoints/{checkpoint}.safetensors){other}")
     splits = build_data(cfg, data_dir)
     check_vocab(run, splits)
     model = build_model(cfg, splits.meta)

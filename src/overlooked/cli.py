@@ -126,11 +126,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not args.name:
         raise OverlookedError(f"data {args.action} needs a dataset NAME: one of {', '.join(store.dataset_names())}")
     if args.action == "fetch":
-        path = store.fetch(args.name, args.data_dir, force=args.force, progress=print)
+        path = store.fetch(args.name, args.data_dir, mirrors=args.mirror, force=args.force, progress=print)
         print(f"{args.name}: fetched and verified under {path}")
         return 0
     report = store.verify(args.name, args.data_dir)
     print(report)
+    if not report.complete:
+        print(f"Fix: `overlooked data fetch {args.name}` downloads and verifies what is missing or corrupt (exit status 1: incomplete)")
     return 0 if report.complete else 1
 
 
@@ -238,11 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["fetch", "verify", "path"])
     p.add_argument("name", nargs="?", help=", ".join(dataset_names()))
     p.add_argument("--force", action="store_true", help="download again even when files verify")
+    p.add_argument("--mirror", action="append", default=None, metavar="URL", help="with fetch: try this mirror instead of the official sources (repeatable, tried in order; file:// works)")
     common(p, out=False)
     p.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("bench", help="speed benchmarks (one line per figure, JSON in the run folder)")
-    p.add_argument("family", nargs="?", default="baselines", help="which benchmark (baselines, memory), or `compare` for a same-budget table of runs")
+    p.add_argument("family", nargs="?", default="baselines", help="which benchmark (baselines, memory, spiking, capsules), or `compare` for a same-budget table of runs")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--suite", default=None, help="run an arena suite instead (quick, full: see `overlooked list`)")
     p.add_argument("--arena", action="append", default=None, help="with --suite: only this arena (repeatable)")
@@ -252,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("demo", help="a short tour on the real data")
-    p.add_argument("family", nargs="?", default="all")
+    p.add_argument("family", nargs="?", default="all", help="which tour (memory, spiking, capsules, baselines), or all of them (default)")
     common(p)
     p.set_defaults(fn=cmd_demo)
 

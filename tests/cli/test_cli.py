@@ -182,3 +182,17 @@ def _each_config(tmp_path):
     path = tmp_path / "each.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def test_bench_and_demo_help_name_every_registered_family(capsys):
+    """The help lists are written out by hand; a new benchmark or demo must be added to them."""
+    from overlooked import catalog
+    from overlooked.cli import build_parser
+    from overlooked.registry import BENCHMARKS, DEMOS
+
+    catalog.load_all()
+    for command, registry in (("bench", BENCHMARKS), ("demo", DEMOS)):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(name in text for name in registry.names()), (command, registry.names())

@@ -352,3 +352,25 @@ def test_load_babi_rejects_a_file_that_fails_its_checksum(tmp_path, data_dir):
     with pytest.raises(DataError) as info:
         babi.load_babi(tasks=1, data_dir=tmp_path)
     assert f"file {train} failed its checksum: sha256 expected c64ba9b1" in str(info.value)
+
+
+@pytest.mark.data
+def test_verify_false_reads_an_edited_copy_and_names_a_malformed_line(tmp_path, data_dir):
+    """By default an edited bAbI file fails its checksum; with verify=False it is read as it is, so an
+    edited task loads and a malformed line is reported with its file and line number."""
+    import shutil
+
+    for split in ("train", "test"):
+        rel = babi.task_path(1, "en", split)
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / rel, tmp_path / rel)
+    train = tmp_path / babi.task_path(1, "en", "train")
+    lines = train.read_text().splitlines(keepends=True)
+    train.write_text("".join(lines).replace("Mary moved to the bathroom.", "Mary moved to the attic.", 1))
+    with pytest.raises(DataError, match="checksum"):
+        babi.load_babi(tasks=1, data_dir=tmp_path)
+    edited = babi.load_babi(tasks=1, data_dir=tmp_path, verify=False)
+    assert "attic" in edited.meta["vocab"]
+    train.write_text("".join(lines[:6]) + "7 Where is Mary?\n" + "".join(lines[7:]))  # a question without its answer
+    with pytest.raises(DataError, match=rf"{train.name}.*line 7"):
+        babi.load_babi(tasks=1, data_dir=tmp_path, verify=False)

@@ -311,3 +311,20 @@ def test_fetch_reports_an_unreadable_archive(server, tmp_path):
     with pytest.raises(DataError, match="unreadable tar archive"):
         store.fetch("babi", tmp_path / "root", mirrors=[f"{base}/babi.tar.gz"])
     assert _leftovers(tmp_path / "root") == []
+
+
+@pytest.mark.data
+def test_cli_fetch_takes_mirrors_and_verify_names_the_fix(tmp_path, data_dir, capsys):
+    """`overlooked data fetch NAME --mirror URL` (repeatable, in order) reaches store.fetch's mirrors;
+    `data verify` on an incomplete folder exits 1 and says how to complete it."""
+    from overlooked.cli import main
+
+    www = tmp_path / "www"
+    shutil.copytree(data_dir / "mnist", www / "mirror2")
+    root = tmp_path / "root"
+    assert main(["data", "verify", "mnist", "--data-dir", str(root)]) == 1
+    assert "Fix: `overlooked data fetch mnist`" in capsys.readouterr().out
+    dead, good = (www / "dead").as_uri() + "/", (www / "mirror2").as_uri() + "/"
+    assert main(["data", "fetch", "mnist", "--data-dir", str(root), "--mirror", dead, "--mirror", good]) == 0
+    assert store.verify("mnist", root).complete
+    assert main(["data", "verify", "mnist", "--data-dir", str(root)]) == 0

@@ -15,7 +15,7 @@ import torch
 
 from overlooked import api
 from overlooked.config import ExperimentConfig
-from overlooked.errors import ConfigError, NonFiniteLossError, RegistryError
+from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, RegistryError
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import read_checkpoint
 
@@ -533,3 +533,14 @@ def test_resume_keeps_the_first_environment_and_records_its_own(tmp_path):
     assert {k: v for k, v in env.items() if k != "resumes"} == first
     assert len(env["resumes"]) == 1 and set(env["resumes"][0]) == set(first)
     assert summary["resumed_from_step"] == 10 and summary["steps"] == 2 * 12
+
+
+def test_evaluating_a_run_without_the_checkpoint_says_what_it_has(tmp_path):
+    run, _ = api.train(_cfg(max_steps=2), out=tmp_path)
+    (run / "checkpoints" / "best.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"has no best checkpoint \(checkpoints/best.safetensors\); it has last: pass --checkpoint last"):
+        api.evaluate(run)
+    assert api.evaluate(run, checkpoint="last")["accuracy"] >= 0
+    (run / "checkpoints" / "last.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="it has no checkpoint at all"):
+        api.evaluate(run)

@@ -39,7 +39,7 @@ FILES = {  # split -> (images, labels), relative to the data root
 }
 _FIX = (
     "The file is corrupt or not an MNIST IDX file: run `overlooked data fetch mnist` to replace it with a "
-    "verified copy, or set OVERLOOKED_DATA / --data-dir to a folder laid out like shared/data."
+    "verified copy, or set OVERLOOKED_DATA / --data-dir to a folder that holds mnist/ (`overlooked data verify mnist` lists the files)."
 )
 _MAGIC_NAMES = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}
 
@@ -51,7 +51,7 @@ def _read_decompressed(path: Path) -> tuple[bytes, bool]:
     except FileNotFoundError:
         raise DataError(
             f"MNIST file {path} does not exist (looked in folder {path.parent}). Fix: run "
-            "`overlooked data fetch mnist` or set OVERLOOKED_DATA / --data-dir to a folder laid out like shared/data."
+            "`overlooked data fetch mnist` or set OVERLOOKED_DATA / --data-dir to a folder that holds mnist/ (`overlooked data verify mnist` lists the files)."
         ) from None
     except OSError as err:
         raise DataError(f"cannot read MNIST file {path}: {err}") from None

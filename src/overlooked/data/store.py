@@ -86,7 +86,7 @@ def _root_origin(explicit: str | os.PathLike[str] | None) -> str:
 def _fix_hint(name: str) -> str:
     return (
         f"Fix: run `overlooked data fetch {name}` (or pass download=True), or set {ENV_VAR} / --data-dir "
-        "to a folder laid out like shared/data."
+        f"to a folder that holds these files at these paths (`overlooked data verify {name}` lists them)."
     )
 
 
@@ -706,12 +706,14 @@ def fetch(
             lines.append(f"  {path}: {state}; no mirror provided a verified copy")
             lines += [f"    {a}" for a in attempts]
         if len(failed) > _MAX_LISTED:
-            lines.append(f"  ... and {len(failed) - _MAX_LISTED} more: {', '.join(list(failed)[_MAX_LISTED:])}")
+            lines.append(f"  ... and {len(failed) - _MAX_LISTED} more (`overlooked data verify {name}` lists them all)")
         if log:
             lines += ["mirrors tried, in order:"] + [f"  {entry}" for entry in log]
         lines.append(
-            "Fix: check your network connection or pass mirrors=[...] that serve these files; or copy the "
-            f"files into {root} laid out like shared/data (or point {ENV_VAR} / --data-dir at such a folder)."
+            "Fix: check your network connection (each mirror's error is above), or name mirrors that serve "
+            f"these files (`overlooked data fetch {name} --mirror URL`, repeatable; `mirrors=[...]` in Python), or "
+            f"copy the files to the paths `overlooked data verify {name}` lists as missing (or point {ENV_VAR} / "
+            "--data-dir at a folder that holds them)."
         )
         raise DataError("\n".join(lines))
     return root
