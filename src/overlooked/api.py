@@ -227,6 +227,20 @@ def _remove_empty(made: list[Path]) -> None:
             return
 
 
+def _discard_if_unstarted(run_dir: Path, made: list[Path]) -> None:
+    """A fresh run that failed before it logged a record or wrote a checkpoint holds only the files written
+    before training (config, environment, vocabulary): remove them and its folders, so a failed start leaves
+    no folder that looks like a run. A run that got further keeps everything, as the record of its failure."""
+    if (run_dir / "metrics.jsonl").exists() or any((run_dir / "checkpoints").glob("*")):
+        return
+    for name in ("config.yaml", "environment.json", VOCAB_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    for empty in (run_dir / "checkpoints",):
+        if empty.is_dir() and not any(empty.iterdir()):
+            empty.rmdir()
+    _remove_empty(made)
+
+
 VOCAB_FILE = "vocab.json"
 
 
@@ -309,7 +323,12 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
 
         resumed_from = read_checkpoint(resume)[1]["info"]["state"]["step"]
     t0 = _dt.datetime.now()
-    result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
+    try:
+        result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
+    except BaseException:
+        if write and resume is None:
+            _discard_if_unstarted(run_dir, made)
+        raise
     summary = {
         "name": cfg.name,
         "model": cfg.model.name,

@@ -544,3 +544,29 @@ def test_evaluating_a_run_without_the_checkpoint_says_what_it_has(tmp_path):
     (run / "checkpoints" / "last.safetensors").unlink()
     with pytest.raises(CheckpointError, match="it has no checkpoint at all"):
         api.evaluate(run)
+
+
+def test_a_run_failing_before_its_first_record_leaves_no_folder(tmp_path):
+    """A fresh run that fails before it logs or checkpoints anything is removed with its folder; one that
+    fails later keeps its folder, as the record of what happened."""
+    from overlooked.train.callbacks import Callback
+
+    class FailAt(Callback):
+        def __init__(self, step):
+            self.step = step
+
+        def on_train_start(self, ctx):
+            if self.step == 0:
+                raise RuntimeError("broken at the start")
+
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == self.step:
+                raise RuntimeError("broken later")
+
+    with pytest.raises(RuntimeError, match="broken at the start"):
+        api.train(_cfg(), out=tmp_path / "runs", callbacks=[FailAt(0)])
+    assert not (tmp_path / "runs").exists()  # the parent folder too, made for this run
+    with pytest.raises(RuntimeError, match="broken later"):
+        api.train(_cfg(eval_every=2), out=tmp_path / "runs", callbacks=[FailAt(3)])
+    (kept,) = (tmp_path / "runs").iterdir()
+    assert (kept / "metrics.jsonl").is_file() and (kept / "config.yaml").is_file()
