@@ -19,9 +19,10 @@ def _tiny_babi(n=40, M=6, L=4, V=12):
     return Splits(ds, ds, ds, ("story", "query", "memory_mask", "time"), "answer", {"vocab_size": V, "memory_size": M})
 
 
-def test_bench_calls_the_trainer_step(monkeypatch):
+def _count_train_steps(monkeypatch) -> list[int]:
+    """Patch ``trainer.train_step`` to count its calls (the list grows by one per call)."""
     catalog.load_all()
-    calls = []
+    calls: list[int] = []
     real = trainer.train_step
 
     def counting(*args, **kwargs):
@@ -29,6 +30,11 @@ def test_bench_calls_the_trainer_step(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_step", counting)
+    return calls
+
+
+def test_bench_calls_the_trainer_step(monkeypatch):
+    calls = _count_train_steps(monkeypatch)
     figures = bench_memory.memn2n_throughput(_tiny_babi(), batch_size=8, embed_dim=8, steps=3, repeats=2)
     assert len(calls) == 3 * (1 + 2)  # warm-up plus timed repeats, every step through trainer.train_step
     assert [f["unit"] for f in figures] == ["stories/s", "stories/s"] and all(f["value"] > 0 for f in figures)
@@ -41,15 +47,7 @@ def test_the_trainer_loop_runs_the_same_step_function(monkeypatch):
     from overlooked.objectives import CrossEntropy
     from overlooked.registry import MODELS
 
-    catalog.load_all()
-    calls = []
-    real = trainer.train_step
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", counting)
+    calls = _count_train_steps(monkeypatch)
     splits = _tiny_babi()
     model = MODELS.create("memn2n", vocab_size=12, memory_size=6, embed_dim=8)
     cfg = TrainConfig(epochs=2, batch_size=8, optimizer="sgd", lr=0.01, progress=False)
