@@ -72,6 +72,31 @@ def test_cpp_equals_reference(kind, reset, detach, dtype):
             torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
 
 
+@pytest.mark.parametrize("kind, loss", [(k, loss) for k in NEURONS for loss in ("v.sum", "i.sum", "z.sum", "transposed") if loss != "i.sum" or k == "cuba"])
+def test_cpp_gradients_with_non_contiguous_incoming_gradients(kind, loss):
+    """Autograd hands the backward expanded (``v.sum()``: stride 0) or transposed gradients; the C++ code
+    reads raw pointers, so each must be a contiguous tensor kept alive through the call (a copy freed before
+    the call gave input gradients off by 0.2 for ``v.sum()``)."""
+    torch.manual_seed(2)
+    ref, fast = _pair(kind, "cpp", torch.float64)
+    x = (torch.randn(25, 3, 5, dtype=torch.float64) * 3 + 1).requires_grad_()
+    grads = []
+    for module in (ref, fast):
+        z, s = module(x)
+        assert 0.02 < z.mean() < 0.9
+        if loss == "v.sum":
+            value = s.v.sum()
+        elif loss == "i.sum":
+            value = s.i.sum()
+        elif loss == "z.sum":
+            value = z.sum() + s.v.sum()
+        else:  # a transposed (non-contiguous) gradient of v
+            value = (s.v.t() * torch.arange(15.0, dtype=torch.float64).view(5, 3)).sum()
+        grads.append(torch.autograd.grad(value, [x, *module.parameters()]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("kind", list(NEURONS))
 def test_state_carries_across_calls_and_gets_gradients(kind):
     torch.manual_seed(1)

@@ -94,7 +94,11 @@ class CppNeuronScan(torch.autograd.Function):
         h, x, v0 = ctx.saved_tensors
         spec: ScanSpec = ctx.spec
         nt, n = h.shape[0], gv.numel()
-        gz = gz.contiguous()
+        # The C++ code reads raw pointers: every tensor it reads must stay referenced until the call returns
+        # (``_ptr(g.contiguous())`` would hand it the address of a copy freed at once; the gradient of
+        # ``v.sum()`` is an expanded, non-contiguous tensor).
+        gz, gv = gz.contiguous(), gv.contiguous()
+        gi = gi.contiguous() if spec.kind == KIND_CUBA else None
         gx = torch.empty_like(h)
         gv0 = torch.empty(gv.shape, dtype=h.dtype)
         cuba = spec.kind == KIND_CUBA
@@ -105,7 +109,7 @@ class CppNeuronScan(torch.autograd.Function):
         pp = (ctypes.c_double * 10)(*ctx.params)
         rc = lib.ovl_neuron_backward(
             DTYPE_IDS[h.dtype], spec.kind, spec.reset, spec.surrogate, _ptr(gz), _ptr(h), _ptr(x), _ptr(v0),
-            _ptr(gv.contiguous()), _ptr(gi.contiguous()) if cuba else None, _ptr(gx), _ptr(gv0), _ptr(gi0), ga_ptr,
+            _ptr(gv), _ptr(gi), _ptr(gx), _ptr(gv0), _ptr(gi0), ga_ptr,
             nt, n, ctx.ch, pp, int(spec.detach), torch.get_num_threads(),
         )
         if rc != 0:
