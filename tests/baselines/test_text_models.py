@@ -226,3 +226,24 @@ def test_flop_counter_sees_every_product_of_an_encoder_layer_attention_included(
     with FlopCounterMode(display=False) as plain, torch.no_grad():
         block(x, keep)
     assert plain.get_total_flops() == linear  # what runs recorded before api.flop_counter
+
+
+def test_lstm_reader_equals_packing_the_sequences():
+    """The docstring's claim: reading each sample's real words (padding dropped, read_order) and taking the
+    output at its last real word equals ``pack_padded_sequence`` over the same words, values and gradients."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(5)
+    model = _create("lstm_reader").double()
+    story, query, mask, time = _batch()
+    logits = model(story, query, mask, time)
+    grads = torch.autograd.grad(logits.square().sum(), list(model.parameters()))
+    tokens, _, lengths = read_order(story, query, mask, time, model.vocab_size, 0)
+    packed = pack_padded_sequence(model.embed(tokens), lengths, batch_first=True, enforce_sorted=False)
+    _, (h, _) = model.lstm(packed)  # h: the state after each sequence's last real word
+    reference = model.classifier(h[-1])
+    torch.testing.assert_close(logits, reference, rtol=1e-12, atol=1e-12)
+    ref_grads = torch.autograd.grad(reference.square().sum(), list(model.parameters()))
+    for name, a, b in zip([n for n, _ in model.named_parameters()], grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+    assert len(set(lengths.tolist())) > 1  # the samples really differ in length
