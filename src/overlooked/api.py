@@ -392,7 +392,7 @@ def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, exampl
                 batch = encoder(batch, gen)
             yield batch[splits.input_keys[0]].to(device)
 
-    return {"energy": {"split": "test", "first_examples": n, **energy_report(model, batches())}}
+    return {"energy": {"split": split, "first_examples": n, **energy_report(model, batches())}}
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -563,7 +563,13 @@ def run_config(run: str | Path) -> ExperimentConfig:
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    if isinstance(raw, dict) and raw.get("kind") == "ann_to_snn_conversion":
+        raise OverlookedError(
+            f"{run} is the record of an ANN-to-SNN conversion (`overlooked convert`): its results are in its "
+            f"summary.json and it holds no trained model; pass the run it converted, {raw.get('source_run')}"
+        )
+    cfg = ExperimentConfig.from_dict(raw)
     check_config(cfg)
     return cfg
 
@@ -612,7 +618,16 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     splits = build_data(cfg, data_dir)
     check_vocab(run, splits)
     model = build_model(cfg, splits.meta)
-    _, info = load_checkpoint(weights, model)
+    try:
+        info = load_weights(run, checkpoint, model, cfg)
+    except CheckpointError as exc:
+        if not data_overrides:
+            raise
+        raise CheckpointError(
+            f"{exc}\nThe model was rebuilt for the data of {data_overrides}, which changes sizes the model takes from "
+            f"its data (e.g. the image side); this model cannot read that data as it is (dataset meta now: "
+            f"{ {k: v for k, v in splits.meta.items() if k.endswith(('_shape', '_size')) or k == 'num_classes'} })"
+        ) from None
     # A callback may have changed how the model computes when the checkpoint was written (linear start);
     # its saved state puts the model back in that mode, so evaluate scores what training reported.
     saved = info.get("state", {}).get("callbacks", [])
@@ -623,6 +638,23 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         cb.restore_model(model)
     model.eval()
     return cfg, splits, model
+
+
+def load_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentConfig) -> dict[str, Any]:
+    """Load the weights a run reports into ``model``; return the checkpoint's info. ``best`` holds them as
+    reported; ``last`` of a run with ``train.ema_decay`` holds the raw weights and their average, and the
+    average is what the run validates and reports, so that is what is loaded."""
+    from overlooked.train.checkpoint import read_checkpoint
+
+    path = Path(run) / "checkpoints" / f"{checkpoint}.safetensors"
+    _, info = load_checkpoint(path, model)
+    if checkpoint == "last" and cfg.train.ema_decay is not None:
+        tensors, _ = read_checkpoint(path)
+        averaged = {k[len("ema.module."):]: v for k, v in tensors.items() if k.startswith("ema.module.")}
+        if not averaged:
+            raise CheckpointError(f"{path} has no weight average although the run set train.ema_decay; it was not written by this run's trainer")
+        model.load_state_dict(averaged)
+    return info
 
 
 def _check_split(split: str) -> None:
@@ -723,9 +755,10 @@ def explain(
     return shown
 
 
-def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None) -> dict[str, Any]:
+def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None, limit: int | None = -1) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``best`` or ``last``) on one split, of the run's data or of the data
-    ``data_overrides`` name (see :func:`load_run`)."""
+    ``data_overrides`` name (see :func:`load_run`). ``limit``: the first N examples of the split; the default
+    (-1) takes the run's own ``train.eval_limit``, so the numbers are those its summary reports; None: all."""
     from overlooked.train.evaluate import evaluate as _evaluate
 
     _check_split(split)
@@ -733,8 +766,15 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)
     metric = splits.meta.get("metric", "top1")  # MultiMNIST: both digits correct
-    res = _evaluate(model, getattr(splits, split), splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
-    return {"run": str(run), "split": split, "checkpoint": checkpoint, "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
+    data = getattr(splits, split)
+    limit = cfg.train.eval_limit if limit == -1 else limit
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit must be a positive number of examples or None (all), got {limit}")
+        data = data.subset(torch.arange(min(limit, len(data))))
+    res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
+    weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
+    return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
 
 def load(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -953,8 +993,9 @@ def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Pa
     return written
 
 
-def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None) -> Path:
-    """Export a trained spiking model to a NIR graph file (models that implement ``to_nir()``)."""
+def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, force: bool = False) -> Path:
+    """Export a trained spiking model to a NIR graph file (models that implement ``to_nir()``); an existing
+    ``output`` is kept unless ``force``, missing parent folders are made."""
     import nir
 
     from overlooked.spiking.nir import export_nir_graph
@@ -970,11 +1011,31 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
             f"model {cfg.model.name!r} is not a spiking model (it has no to_nir()); export-nir takes a run of a "
             f"spiking model: {', '.join(spiking) or 'none is registered in this version'}"
         )
-    load_checkpoint(run / "checkpoints" / f"{checkpoint}.safetensors", model)
+    load_weights(run, checkpoint, model, cfg)
     model.eval()
-    graph = export_nir_graph(model, input_shape=tuple(meta["image_shape"])) if is_spiking_net else model.to_nir()
+    graph = export_nir_graph(model, input_shape=per_step_input_shape(meta)) if is_spiking_net else model.to_nir()
+    output = Path(output)
+    if output.exists() and not force:
+        raise OverlookedError(f"{output} exists; pass --force (force=True) to overwrite it, or name another file")
+    output.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(output), graph)
-    return Path(output)
+    return output
+
+
+def per_step_input_shape(meta: dict[str, Any]) -> tuple[int, ...]:
+    """The shape of one example at one time step, from a dataset's meta: an image's ``image_shape``, an event
+    recording's ``frame_shape`` without its time bins, or a feature vector's ``input_shape``.
+
+    >>> per_step_input_shape({"frame_shape": (10, 2, 34, 34)})
+    (2, 34, 34)
+    """
+    if "image_shape" in meta:
+        return tuple(meta["image_shape"])
+    if "frame_shape" in meta:
+        return tuple(meta["frame_shape"])[1:]
+    if "input_shape" in meta:
+        return tuple(meta["input_shape"])
+    raise OverlookedError(f"the dataset's meta names no input shape (image_shape, frame_shape or input_shape); it has {sorted(meta)}")
 
 
 REPORTED_STEPS = (32, 64)  # fixed before any result was seen (issue 4): the conversion's headline T values
@@ -1005,14 +1066,19 @@ def convert(
     from overlooked.spiking.synops import converted_layers, summarise
 
     t0 = time.perf_counter()
+    cfg = run_config(run)
+    family = MODELS.tags(cfg.model.name).get("family") if cfg.model.name in MODELS.names() else None
+    if family != "baseline" or MODELS.tags(cfg.model.name).get("text"):
+        anns = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "baseline" and not MODELS.tags(n).get("text")]
+        raise C.ConversionError(f"convert takes a run of a ReLU/average-pooling ANN ({', '.join(anns)}); {run} trained {cfg.model.name!r}" + (f", a {family} model" if family else ""))
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
     images, labels = splits.test.tensors["image"], splits.test.tensors["label"]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
+    calib = C.calibration_images(splits.train.tensors["image"], calibration, seed=cfg.train.seed)
+    snn = C.convert(model, calib, norm=norm, steps=steps, backend="inplace")  # type: ignore[arg-type]  # bit-identical fast path; refuses what is not a ReLU/AvgPool network
     with torch.no_grad():
         ann_correct = sum(int((model(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum()) for i in range(0, len(images), batch_size))
-    calib = C.calibration_images(splits.train.tensors["image"], calibration, seed=cfg.train.seed)
-    snn = C.convert(model, calib, norm=norm, steps=steps, backend="inplace")  # type: ignore[arg-type]  # bit-identical fast path
     path = new_run_dir(out or "runs", f"convert-{cfg.name}-{norm}")
     path.mkdir(parents=True, exist_ok=True)
     settings = {"norm": norm, "steps": steps, "calibration": calibration, "calibration_split": "train", "calibration_seed": cfg.train.seed, "v_init": snn.v_init, "reported_steps": list(REPORTED_STEPS), "test_examples": len(images), "checkpoint": checkpoint, "backend": snn.backend}

@@ -76,7 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, data_overrides=args.overrides)
+    limit = -1 if args.limit is None else (None if args.limit == 0 else args.limit)
+    res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, data_overrides=args.overrides, limit=limit)
     res.pop("group_accuracy", None) if not args.groups else None
     print(json.dumps(res, indent=2))
     return 0
@@ -172,7 +173,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export_nir(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    path = api.export_nir(args.run, args.output, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    path = api.export_nir(args.run, args.output, checkpoint=args.checkpoint, data_dir=args.data_dir, force=args.force)
     print(f"wrote {path}")
     return 0
 
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--groups", action="store_true", help="also print per-group (e.g. per-task) accuracy")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N examples of the split (default: the run's own train.eval_limit, as its summary reports; 0: all)")
     common(p, out=False)
     p.set_defaults(fn=cmd_evaluate)
 
@@ -266,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-nir", help="export a trained spiking model to NIR")
     p.add_argument("run", help="run folder of a spiking model")
-    p.add_argument("output", help="target .nir file")
+    p.add_argument("output", help="target .nir file (missing folders are made)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     common(p, out=False)
     p.set_defaults(fn=cmd_export_nir)
 
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `train CONFIG --repeats 3 train.lr=0.1`: overrides may follow options
-        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        if args.command in ("train", "evaluate") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

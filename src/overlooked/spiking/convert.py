@@ -299,11 +299,11 @@ def convert(model: nn.Module, calibration: Tensor, norm: Norm = "p99.9", steps: 
         raise ConversionError(f"norm must be one of {NORMS}, got {norm!r}")
     ann = copy.deepcopy(model).eval()
     layers = leaf_layers(ann)
+    grouped = _stages(layers)  # first: a layer conversion cannot express (e.g. a spiking neuron) is named, not run
     with torch.no_grad():
         probe = calibration[:8]
         if not torch.allclose(nn.Sequential(*layers)(probe), ann(probe), atol=1e-5, rtol=1e-4):
             raise ConversionError(f"{type(model).__name__}'s layers, read in registration order, do not reproduce its forward; pass an nn.Sequential")
-    grouped = _stages(layers)
     scales = activation_scales(layers, grouped, calibration, norm)
     stages, previous, k = [], 1.0, 0
     for pre, syn, relu in grouped:

@@ -1,0 +1,82 @@
+"""evaluate / export-nir / convert on the runs users have: event data, EMA, limited evaluation, other data,
+conversion folders and models that are not ANNs (each found by a walkthrough of the documented commands)."""
+
+from __future__ import annotations
+
+import json
+
+import nir
+import pytest
+import torch
+
+from overlooked import api
+from overlooked.cli import main
+from overlooked.errors import CheckpointError, OverlookedError
+
+SMALL = ["train.progress=false", "train.num_threads=1"]
+
+
+@pytest.mark.data
+def test_export_nir_of_an_event_data_run_reimports_to_the_same_logits(tmp_path, data_dir):
+    """N-MNIST frames are [T, 2, 34, 34]: the graph's input is one time step, (2, 34, 34)."""
+    from overlooked.spiking.nir import from_nir
+
+    cfg = api.load("snn_nmnist_small", [*SMALL, "train.max_steps=2", "model.channels=[4,4]", "model.hidden=16"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    out = tmp_path / "new" / "folder" / "n.nir"  # missing folders are made
+    assert main(["export-nir", str(run), str(out), "--data-dir", str(data_dir)]) == 0
+    graph = nir.read(str(out))
+    assert tuple(graph.nodes["input"].input_type["input"]) == (2, 34, 34)
+    _, splits, model = api.load_run(run, data_dir=str(data_dir))
+    frames = api.build_encoder(cfg)(splits.test[torch.arange(4)], torch.Generator())["frames"]  # [T, B, 2, 34, 34]
+    with torch.no_grad():
+        y, _ = from_nir(graph, dt=1e-3)(frames)
+        torch.testing.assert_close(y.mean(0), model(frames)["logits"], rtol=1e-5, atol=1e-5)
+    assert main(["export-nir", str(run), str(out), "--data-dir", str(data_dir)]) == 2  # exists: kept
+    assert main(["export-nir", str(run), str(out), "--force", "--data-dir", str(data_dir)]) == 0
+
+
+def test_evaluate_reports_what_the_summary_reports_ema_and_eval_limit(tmp_path, capsys):
+    """With train.eval_limit the summary scores the first N examples, and so does evaluate by default; with
+    train.ema_decay the run reports the average, and `--checkpoint last` loads the average too."""
+    cfg = api.load("mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 200, n_test: 300, image_shape: [1, 8, 8]}", "model.input_shape=[1,8,8]", "model.hidden=[16]", "train.epochs=2", "train.ema_decay=0.9", "train.eval_limit=100"])
+    run, summary = api.train(cfg, out=tmp_path)
+    best, last = api.evaluate(run), api.evaluate(run, checkpoint="last")
+    assert best["examples"] == last["examples"] == 100 and best["accuracy"] == summary["test_accuracy"]
+    assert best["weights"].startswith("exponential moving average")
+    raw = api.load_run(run, checkpoint="last")[2]
+    from overlooked.train.checkpoint import read_checkpoint
+
+    tensors, _ = read_checkpoint(run / "checkpoints" / "last.safetensors")
+    for name, value in raw.state_dict().items():  # the averaged weights, not the raw ones, were loaded
+        assert torch.equal(value, tensors[f"ema.module.{name}"])
+    assert any(not torch.equal(tensors[f"ema.module.{n}"], tensors[f"model.{n}"]) for n, _ in raw.named_parameters())
+    assert api.evaluate(run, limit=None)["examples"] == 300
+    assert main(["evaluate", str(run), "--split", "val", "data.kwargs.seed=0", "--limit", "0"]) == 0  # overrides may follow options
+    assert json.loads(capsys.readouterr().out)["examples"] == 20
+
+
+def test_run_folders_that_hold_no_trainable_run_are_refused_clearly(tmp_path):
+    conv = tmp_path / "convert-x"
+    conv.mkdir()
+    conv.joinpath("config.yaml").write_text("name: convert_x\nkind: ann_to_snn_conversion\nsource_run: runs/cnn_mnist-1\nconversion: {norm: p99.9}\n")
+    for call in (lambda: api.evaluate(conv), lambda: api.export_nir(conv, tmp_path / "x.nir"), lambda: api.convert(conv)):
+        with pytest.raises(OverlookedError, match=r"record of an ANN-to-SNN conversion .* pass the run it converted, runs/cnn_mnist-1"):
+            call()
+
+
+def test_convert_refuses_a_spiking_run_before_any_work(tmp_path):
+    from overlooked.spiking.convert import ConversionError
+
+    cfg = api.load("snn_mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.input_shape=[1,8,8]", "model.hidden=[8]", "train.max_steps=1"])
+    run, _ = api.train(cfg, out=tmp_path / "runs")
+    with pytest.raises(ConversionError, match=r"convert takes a run of a ReLU/average-pooling ANN \(.*mlp.*\); .* trained 'spiking_mlp', a spiking model"):
+        api.convert(run, out=tmp_path / "conv")
+    assert not (tmp_path / "conv").exists()
+
+
+def test_evaluation_on_data_the_model_cannot_read_says_why(tmp_path):
+    cfg = api.load("mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.max_steps=1"])
+    run, _ = api.train(cfg, out=tmp_path)
+    with pytest.raises(CheckpointError, match=r"rebuilt for the data of \['data.kwargs.image_shape=\[1,12,12\]'\].*image_shape"):
+        api.evaluate(run, data_overrides=["data.kwargs.image_shape=[1,12,12]"])
