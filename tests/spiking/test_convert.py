@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -82,6 +83,38 @@ def test_rates_at_256_steps_match_normalised_clipped_activations(norm):
     for rate, ref in zip(sim.rates, reference):
         assert rate.shape == ref.shape
         assert float((rate - ref).abs().max()) <= 0.02
+
+
+def test_p999_scales_are_percentiles_of_the_original_anns_positive_relu_outputs():
+    """Rueckauer 2017 §2.2.2: lambda_l is the 99.9th percentile of layer l's *positive* ReLU outputs (silent
+    neurons left out), measured on the original ANN over all calibration images, units and positions."""
+    net = _small_net().eval()
+    calib = _calibration()
+    snn = convert(net, calib, norm="p99.9")
+    with torch.no_grad():  # the original network's ReLU outputs, read off its own layers
+        relu1 = net[1](net[0](calib))  # [N, 4, 8, 8]
+        relu2 = net[5](net[4](net[3](net[2](relu1))))  # [N, 16]
+    expected = [float(np.percentile(a[a > 0].double().numpy(), 99.9)) for a in (relu1, relu2)]
+    scales = [s.scale for s in snn.stages if s.spiking]
+    assert scales == pytest.approx(expected, rel=1e-6)
+    assert snn.stages[-1].scale == 1.0  # the readout is not normalised
+    for a, got in zip((relu1, relu2), scales):  # the statistic is discriminating: not the max, not counting zeros
+        assert got < float(a.max()) * 0.999
+        assert got != pytest.approx(float(np.percentile(a.double().numpy(), 99.9)), rel=1e-3)
+    # Reference rates from the ORIGINAL weights: the SNN computes the ANN with every ReLU output clipped at
+    # lambda_l (a rate cannot exceed one spike per step), so layer l sees the clipped layer l-1; the rate is
+    # min(a_l, lambda_l) / lambda_l = clamp(a_l / lambda_l, 0, 1) of that clipped chain.
+    with torch.no_grad():
+        h1 = torch.clamp(net[1](net[0](calib)), max=scales[0])
+        h2 = torch.clamp(net[5](net[4](net[3](net[2](h1)))), max=scales[1])
+        logits = net[7](net[6](h2))  # the readout's time-averaged input: the clipped chain's logits
+    reference = [h1 / scales[0], h2 / scales[1]]
+    assert all(bool((r == 1).any()) for r in reference), "p99.9 should clip some activations in every layer"
+    sim = snn.simulate(calib, steps=256)
+    for rate, ref in zip(sim.rates, reference):
+        assert rate.shape == ref.shape
+        assert float((rate - ref).abs().max()) <= 0.02
+    assert float((sim.readout[-1] / 256 - logits).abs().max()) < 0.05
 
 
 def test_readout_approaches_ann_logits_and_curve_is_one_pass():

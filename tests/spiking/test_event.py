@@ -71,6 +71,42 @@ def test_event_spikes_equal_clock_spikes_and_count_is_exact():
     assert events.synaptic_updates < 0.5 * events.dense_updates
 
 
+def _layer_by_layer(layers: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """The network run as written, without the simulator's grouping: every stateless layer on each step's
+    tensor, a neuron sequence module over the whole sequence, a neuron cell in a loop over the steps."""
+    z, spikes = x, []
+    for layer in layers:
+        if isinstance(layer, M._Sequence):
+            z, _ = layer(z)
+        elif isinstance(layer, M._Cell):
+            state, out = None, []
+            for t in range(z.shape[0]):
+                step, state = layer(z[t], state)
+                out.append(step)
+            z = torch.stack(out)
+        else:
+            y = layer(z.flatten(0, 1))  # [T*B, ...]
+            z = y.view(z.shape[0], z.shape[1], *y.shape[1:])
+        if isinstance(layer, (M._Sequence, M._Cell)):
+            spikes.append(z)
+    return spikes
+
+
+def test_clock_and_event_simulations_equal_a_plain_layer_by_layer_run():
+    """run_clock shares run_events' grouping (``_stages``), so a grouping bug (a wrong cell or parameters for
+    a layer, a reshape in the wrong place) would pass the event = clock test; this reference has no grouping."""
+    layers = _net()
+    x = (torch.rand(12, 3, 2, 11, 11, generator=torch.Generator().manual_seed(0)) < 0.3).double()
+    with torch.no_grad():
+        reference = _layer_by_layer(layers, x)
+    clock = E.run_clock(layers, x)
+    events = E.run_events(layers, x)
+    assert len(reference) == len(clock) == len(events.spikes) == 4
+    for ref, cl, ev in zip(reference, clock, events.spikes):
+        assert 0.01 < ref.mean() < 0.9, "every layer must spike for the test to mean anything"
+        assert torch.equal(cl, ref) and torch.equal(ev, ref)
+
+
 def test_sparse_input_counts_far_below_dense():
     torch.manual_seed(1)
     layers = [nn.Linear(200, 50).double(), M.LIF(tau_mem=2e-3)]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 
 import pytest
 import torch
 
 from overlooked.spiking import kernels
 from overlooked.spiking import modules as M
-from overlooked.spiking.kernels import _build
+from overlooked.spiking.kernels import _build, cpu
 from overlooked.spiking.kernels.cpu import CppNeuronScan
 
 pytestmark = pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler: the cpp backend cannot be built here")
@@ -95,6 +96,42 @@ def test_cpp_gradients_with_non_contiguous_incoming_gradients(kind, loss):
         grads.append(torch.autograd.grad(value, [x, *module.parameters()]))
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", list(NEURONS))
+def test_cpp_chunked_path_with_two_threads_equals_reference(kind, dtype, monkeypatch):
+    """The autouse fixture's one thread makes ``chunk_size(123, 1)`` one chunk of 128; here 16 neurons per
+    chunk over 2 threads: 8 chunks, the last one ragged (11 neurons), and PLIF's learned-decay gradient is
+    one partial sum per chunk that the Python side must add up."""
+    sizes = []
+
+    def sixteen(n: int, threads: int) -> int:  # looked up as cpu.chunk_size at every forward call
+        sizes.append((n, threads))
+        return 16
+
+    monkeypatch.setattr(cpu, "chunk_size", sixteen)
+    torch.set_num_threads(2)  # the autouse fixture restores the caller's count
+    torch.manual_seed(4)
+    ref, fast = _pair(kind, "cpp", dtype, reset="subtract" if kind == "if" else "zero")
+    x = (torch.randn(25, 3, 41, dtype=dtype) * 3 + 1).requires_grad_()  # n = 3 x 41 = 123 = 7 x 16 + 11
+    v0 = (torch.randn(3, 41, dtype=dtype) * 0.3).requires_grad_()
+    state = type(ref.cell.initial_state(x[0]))(v0, *(torch.randn(3, 41, dtype=dtype).requires_grad_() for _ in range(kind == "cuba")))
+    gz, gv = torch.randn_like(x), torch.randn(3, 41, dtype=dtype)
+    before = kernels.CALLS["cpp_backward"]
+    z1, s1, g1 = _grads(ref, x, state, gz, gv)
+    z2, s2, g2 = _grads(fast, x, state, gz, gv)
+    assert sizes == [(123, 2)] and kernels.CALLS["cpp_backward"] == before + 1  # the chunked kernel really ran
+    assert 0.02 < z1.mean() < 0.9 and z1[:, 2, 30:].sum() > 0  # the ragged last chunk (flat 112..122) spikes too
+    assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
+    if kind == "cuba":
+        assert torch.equal(s1.i, s2.i)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    assert len(g1) == len(g2) == 2 + (kind == "cuba") + (kind == "plif")  # x, v0, [i0], [PLIF's w]
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
+    if kind == "plif":
+        assert g1[-1].abs() > 0.1  # a learned-decay gradient large enough that a lost chunk would show
 
 
 @pytest.mark.parametrize("kind", list(NEURONS))
@@ -201,9 +238,14 @@ def test_no_compiler_cpp_raises_auto_warns_once_and_runs_reference(monkeypatch):
     assert lif.resolved_backend == "reference"
     x = torch.rand(5, 2, 3) * 3
     before = kernels.CALLS["cpp_forward"]
-    with pytest.warns(RuntimeWarning, match="falls back to 'reference'"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # Python's own once-per-location filter must not hide a second warning
         z, _ = lif(x)
-    assert torch.equal(z, M.LIF()(x)[0]) and kernels.CALLS["cpp_forward"] == before
+        z2, _ = lif(x)  # a second call (and a second layer) stays quiet: the fallback was already reported
+        M.LIF(backend="auto")(x)
+    fallback = [w for w in caught if issubclass(w.category, RuntimeWarning) and "falls back to 'reference'" in str(w.message)]
+    assert len(fallback) == 1, [str(w.message) for w in caught]
+    assert torch.equal(z, M.LIF()(x)[0]) and torch.equal(z2, z) and kernels.CALLS["cpp_forward"] == before
     assert lif.resolved_backend == "reference"
 
 

@@ -129,14 +129,22 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
     cfg = tmp_path / "snn.yaml"
     cfg.write_text(
         "name: snn_tiny\ndata: {name: synthetic, kwargs: {n_train: 64, n_test: 16}}\n"
-        "model: {name: spiking_mlp, kwargs: {hidden: [8], steps: 3, neuron: plif}}\nobjective: {name: spiking_cross_entropy}\n"
+        "model: {name: spiking_mlp, kwargs: {hidden: [8, 6], steps: 3, neuron: plif}}\nobjective: {name: spiking_cross_entropy}\n"
         "train: {epochs: 1, batch_size: 32, eval_batch_size: 64, progress: false}\n"
     )
+    from overlooked.spiking import kernels
+    from overlooked.spiking.kernels import _build
+
+    ran = "cpp" if _build.available() else "reference"  # what backend="auto" (the models' default) runs on CPU here
+    before = kernels.CALLS["cpp_forward"]
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs")]) == 0
+    assert (kernels.CALLS["cpp_forward"] > before) == (ran == "cpp")  # the summary below must name what really ran
     (run,) = (tmp_path / "runs").iterdir()
     import json
 
-    energy = json.loads((run / "summary.json").read_text())["energy"]  # every spiking run reports it
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["neuron_backends"] == {"blocks.0.neuron": ran, "blocks.1.neuron": ran}  # each spiking layer, by module name
+    energy = summary["energy"]  # every spiking run reports it
     assert "compute-only estimate" in energy["label"] and energy["first_examples"] == 16 and energy["layers"][0]["input"] == "real"
     from overlooked import api as _api
 

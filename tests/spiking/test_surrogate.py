@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.autograd import gradcheck
 
 from overlooked.registry import SURROGATES
 from overlooked.spiking import surrogate as _surrogates  # noqa: F401  (registers them)
+from overlooked.spiking.kernels import _build
 
 NAMES = SURROGATES.names()
 
@@ -48,3 +51,75 @@ def test_gradcheck_of_the_custom_backward(name):
 def test_unknown_surrogate_lists_known():
     with pytest.raises(KeyError, match="atan"):
         SURROGATES.create("arctangent")
+
+
+# (name, alpha or None for the registry default, x = v - v_threshold, derivative by hand from the docstring's formula)
+HAND = [
+    # fast sigmoid (SuperSpike, Zenke & Ganguli 2018), default alpha 10: 1 / (1 + alpha |x|)^2
+    ("fast_sigmoid", None, 0.0, 1.0),
+    ("fast_sigmoid", None, 0.1, 1 / (1 + 1) ** 2),  # 0.25
+    ("fast_sigmoid", None, -0.3, 1 / (1 + 3) ** 2),  # 1/16, symmetric in x
+    ("fast_sigmoid", 2.0, 0.5, 0.25),
+    # arctan (Fang et al. 2021), default alpha 2: (alpha / 2) / (1 + (pi/2 alpha x)^2)
+    ("atan", None, 0.0, 1.0),
+    ("atan", None, 1 / math.pi, 0.5),  # pi/2 * 2 * (1/pi) = 1
+    ("atan", 4.0, 0.0, 2.0),
+    ("atan", 4.0, -1 / (2 * math.pi), 1.0),  # pi/2 * 4 / (2 pi) = 1: 2 / 2
+    # logistic, default alpha 4: alpha s (1 - s) with s = sigmoid(alpha x)
+    ("sigmoid", None, 0.0, 1.0),  # 4 x 1/2 x 1/2
+    ("sigmoid", None, math.log(3) / 4, 0.75),  # s = 3/4: 4 x 3/4 x 1/4
+    ("sigmoid", 1.0, -math.log(3), 3 / 16),  # s = 1/4
+    # triangle (Esser et al. 2016), default alpha 1: alpha max(0, 1 - alpha |x|)
+    ("triangle", None, 0.0, 1.0),
+    ("triangle", None, -0.25, 0.75),
+    ("triangle", None, 1.5, 0.0),
+    ("triangle", 2.0, 0.0, 2.0),
+    ("triangle", 2.0, 0.25, 1.0),  # 2 (1 - 0.5)
+    ("triangle", 2.0, 0.6, 0.0),
+    # rectangle, default alpha 1: alpha on |x| < 1 / (2 alpha), else 0
+    ("rectangle", None, 0.0, 1.0),
+    ("rectangle", None, 0.4, 1.0),
+    ("rectangle", None, -0.6, 0.0),
+    ("rectangle", 2.0, 0.0, 2.0),
+    ("rectangle", 2.0, -0.2, 2.0),
+    ("rectangle", 2.0, 0.3, 0.0),  # outside 1/4
+]
+
+
+def _create(name: str, alpha: float | None):
+    return SURROGATES.create(name) if alpha is None else SURROGATES.create(name, alpha=alpha)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hand_values_cover_every_surrogate_at_zero_and_away_from_zero(name):
+    points = [(a, x) for n, a, x, _ in HAND if n == name]
+    assert (None, 0.0) in points and any(x != 0 for a, x in points if a is None) and any(a is not None for a, _ in points)
+
+
+@pytest.mark.parametrize("name, alpha, x, expected", HAND)
+def test_spike_gradient_equals_hand_computed_derivative(name, alpha, x, expected):
+    """The gradient the spike function hands back (what training uses), against the formula worked by hand;
+    the other tests only compare the code with itself (backward = derivative of its own primitive)."""
+    sg = _create(name, alpha)
+    xt = torch.tensor([x], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(sg(xt).sum(), xt)
+    assert float(grad) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler: the cpp backend cannot be built here")
+@pytest.mark.parametrize("name", NAMES)
+def test_cpp_kernel_surrogates_equal_hand_computed_derivatives(name):
+    """The C++ backward has its own copy of each surrogate. One IF step with dt r = 1 from v = 0 and threshold 1
+    has h = x and d spike / d x = surrogate(x - 1); with a loss on the spikes alone, that is the input gradient."""
+    from overlooked.spiking import modules as M
+
+    rows = [(a, x, e) for n, a, x, e in HAND if n == name]
+    for alpha in {a for a, _, _ in rows}:
+        xs = [x for a, x, _ in rows if a == alpha]
+        layer = M.IF(dt=1.0, r=1.0, surrogate=name, surrogate_alpha=alpha, backend="cpp")
+        inp = (1.0 + torch.tensor(xs, dtype=torch.float64)).view(1, 1, -1).requires_grad_()  # [T=1, B=1, n]
+        z, _ = layer(inp)
+        assert layer.resolved_backend == "cpp"
+        (grad,) = torch.autograd.grad(z.sum(), inp)
+        expected = [e for a, _, e in rows if a == alpha]
+        assert grad.flatten().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from overlooked.spiking.convert import convert
-from overlooked.spiking.models import spiking_mlp
+from overlooked.spiking.models import spiking_cnn, spiking_mlp
 from overlooked.spiking.synops import connections, energy_report, fanout, synops
 
 
@@ -69,10 +69,108 @@ def test_energy_report_of_converted_net_counts_spikes_times_fanout():
     calib = torch.rand(32, 5)
     snn = convert(ann, calib, norm="max")
     sim = snn.simulate(calib, steps=20)
-    spikes = [float(r.sum() * 20) for r in sim.rates]
+    spikes = [float(s.sum()) for s in sim.spikes]  # the per-step record, not the rates the report reads
+    assert min(spikes) > 0
     rep = energy_report(snn, calib, steps=20)
     rows = rep["layers"]
     assert rows[0]["macs"] == 5 * 8 and rows[0]["sops"] == 0
     assert rows[1]["sops"] == pytest.approx(spikes[0] * 4 / 32)
     assert rows[2]["sops"] == pytest.approx(spikes[1] * 3 / 32)
     assert rows[1]["firing_rate"] == pytest.approx(spikes[1] / (32 * 20 * 4))
+
+
+def _windows(side: int, k: int, stride: int, pad: int) -> list[int]:
+    """By enumeration: for each input row, how many output rows' windows read it (borders read fewer)."""
+    out = (side + 2 * pad - k) // stride + 1
+    return [sum(1 for o in range(out) if o * stride - pad <= y < o * stride - pad + k) for y in range(side)]
+
+
+def _if_counts(first: torch.Tensor, stages: list, steps: int) -> list[torch.Tensor]:
+    """A plain IF simulation (v += I, spike when v > 1, v -= 1) of the converted stages, written out here:
+    per spiking stage, each neuron's spikes summed over the batch and the steps ``[C, H, W]`` or ``[F]``."""
+    v = [None] * len(stages)
+    counts = [None] * len(stages)
+    for _ in range(steps):
+        s = None
+        for k, stage in enumerate(stages):
+            cur = first if k == 0 else stage.synapse(stage.pre(s))
+            v[k] = cur.clone() if v[k] is None else v[k] + cur
+            s = (v[k] > 1).float()
+            v[k] = v[k] - s
+            counts[k] = s.sum(0) if counts[k] is None else counts[k] + s.sum(0)
+    return counts
+
+
+def test_energy_report_of_converted_conv_pool_net_equals_a_hand_count():
+    """Conv (real input: MACs) -> ReLU -> Conv (spikes in: border fan-outs) -> ReLU -> AvgPool -> Flatten ->
+    Linear readout (pooled fan-out). On a 7 x 7 map, AvgPool(2) reads rows and columns 0..5 only, so a spike
+    in row or column 6 reaches no synapse at all."""
+    torch.manual_seed(0)
+    ann = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 3, 4),
+    )
+    with torch.no_grad():
+        ann[0].bias.add_(0.3)  # most first-layer neurons active, at varied rates
+    x = torch.rand(6, 1, 7, 7, generator=torch.Generator().manual_seed(2))
+    steps = 16
+    snn = convert(ann, x, norm="max")
+    with torch.no_grad():
+        counts = _if_counts(snn.stages[0].current(x), list(snn.stages[:2]), steps)  # [2, 7, 7], [3, 7, 7]
+    assert all(0.05 < c.sum() / (c.numel() * len(x) * steps) < 0.9 for c in counts), "both spiking layers must spike, below saturation"
+    assert counts[1][:, 6, :].sum() > 0 and counts[1][:, :, 6].sum() > 0, "the unpooled border must spike"
+    win = torch.tensor(_windows(7, 3, 1, 1), dtype=torch.float64)  # [2, 3, 3, 3, 3, 3, 2]
+    conv_fan = win[:, None] * win[None, :]  # [7, 7] output positions reading each input position
+    pooled = torch.zeros(7, 7, dtype=torch.float64)
+    pooled[:6, :6] = 1.0  # AvgPool2d(2) floor: row 6 and column 6 are never read
+    n = x.shape[0]
+    macs0 = 2 * float(conv_fan.sum())  # every connection of the real-valued image, once per example
+    sops1 = 3 * float((counts[0].double() * conv_fan).sum())  # each spike: its border-dependent fan-out x 3 channels
+    sops2 = 4 * float((counts[1].double() * pooled).sum())  # each pooled spike reaches the 4 readout units
+    rep = energy_report(snn, x, steps=steps)
+    rows = rep["layers"]
+    assert [r["input"] for r in rows] == ["real", "spikes", "spikes"]
+    assert macs0 == 2 * 19 * 19 and rows[0]["macs"] == macs0 and rows[0]["sops"] == 0
+    assert rows[1]["macs"] == 0 and rows[1]["sops"] == pytest.approx(sops1 / n, rel=1e-12)
+    assert rows[2]["macs"] == 0 and rows[2]["sops"] == pytest.approx(sops2 / n, rel=1e-12)
+    assert sops2 < 4 * float(counts[1].sum())  # the dropped border really mattered
+    assert [r["spikes"] for r in rows] == pytest.approx([float(counts[0].sum()) / n, float(counts[1].sum()) / n, 0.0])
+    assert [r["neurons"] for r in rows] == [2 * 49, 3 * 49, 0]
+    assert rows[1]["firing_rate"] == pytest.approx(float(counts[1].sum()) / (n * steps * 3 * 49))
+    assert [r["ann_macs"] for r in rows] == [2 * 19 * 19, 3 * 2 * 19 * 19, 27 * 4]
+    tot = rep["totals"]
+    assert tot["sops"] == pytest.approx((sops1 + sops2) / n) and tot["neuron_updates"] == (2 + 3) * 49 * steps
+    assert tot["snn_energy_pj"] == pytest.approx(4.6 * macs0 + 0.9 * (sops1 + sops2) / n)
+
+
+def test_energy_report_of_spikingnet_with_spike_input_counts_the_first_layer_as_sops():
+    """A ``[T, B, ...]`` spike input (a rate or event encoder): the first conv's synapses are driven by spikes,
+    so they cost SOPs (spikes x border-dependent fan-out), not MACs; counted over every batch of a loader."""
+    torch.manual_seed(0)
+    net = spiking_cnn(channels=(2,), kernel_size=3, image_size=6, hidden=5, steps=4, dropout=0.0, backend="reference").eval()
+    with torch.no_grad():
+        for block in net.blocks:  # strong, positive-leaning currents: both layers spike
+            block.norm.weight.fill_(3.0)
+            block.norm.bias.fill_(1.5)
+    gen = torch.Generator().manual_seed(3)
+    batches = [(torch.rand(4, b, 1, 6, 6, generator=gen) < 0.4).float() for b in (3, 2)]  # [T, B, 1, 6, 6] spikes
+    with torch.no_grad():
+        counts = torch.stack([net(x)["spike_counts"] for x in batches]).sum(0)  # [2] hidden spikes over T, B, batches
+    assert counts.min() > 0, "both spiking layers must spike"
+    assert counts[0] < 0.5 * 4 * 5 * 2 * 3 * 3, "and not saturate"
+    win = torch.tensor(_windows(6, 3, 1, 1), dtype=torch.float64)
+    conv_fan = 2 * win[:, None] * win[None, :]  # [6, 6]: 2 output channels; the pool acts on currents, after
+    in_counts = sum(x.sum((0, 1))[0].double() for x in batches)  # [6, 6] input spikes per position
+    rep = energy_report(net, batches)
+    rows, n = rep["layers"], 5
+    assert [r["input"] for r in rows] == ["spikes", "spikes", "spikes"]
+    assert rows[0]["macs"] == 0 and rows[0]["sops"] == pytest.approx(float((in_counts * conv_fan).sum()) / n, rel=1e-12)
+    assert rows[1]["sops"] == pytest.approx(float(counts[0]) * 5 / n)  # Flatten -> Linear(18, 5): fan-out 5
+    assert rows[2]["sops"] == pytest.approx(float(counts[1]) * 10 / n)  # readout 5 -> 10
+    assert rows[0]["spikes"] == pytest.approx(float(counts[0]) / n) and rep["examples"] == n
+    assert rows[0]["ann_macs"] == 2 * float(win.sum()) ** 2
