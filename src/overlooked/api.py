@@ -264,6 +264,23 @@ def check_vocab(run: Path, splits: Splits) -> None:
     )
 
 
+def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> None:
+    """A spiking model reads as many time steps as its input has; its own ``steps`` only repeats a static
+    input. Refuse a config where the data (event bins) or the encoder set another T than ``model.steps``,
+    which would otherwise run at the data's T without a word."""
+    steps = getattr(model, "steps", None)
+    if not isinstance(steps, int):
+        return
+    sources = []
+    if "frame_shape" in meta:
+        sources.append(("the data's time bins (frame_shape[0])", int(meta["frame_shape"][0])))
+    if isinstance(getattr(encoder, "steps", None), int):
+        sources.append(("the encoder's steps (encoder.kwargs.steps, default included)", int(encoder.steps)))
+    for what, t in sources:
+        if t != steps:
+            raise ConfigError(f"{what} = {t} but model.kwargs.steps = {steps}: the model would run {t} steps, not {steps}; set both to the same T")
+
+
 def check_device(device: str) -> None:
     """Refuse a ``train.device`` this machine cannot run, with the fix, before anything is built or written."""
     try:
@@ -303,6 +320,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             encoder = build_encoder(cfg)
         with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
             callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
+        check_time_steps(splits.meta, model, encoder)
         if resume is not None and run_dir is not None:
             check_vocab(run_dir, splits)
     except BaseException:
@@ -345,12 +363,12 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     }
     if resume is not None:  # wall_time_s then counts this process only
         summary["resumed_from_step"] = resumed_from
-    summary.update(spiking_energy(model, splits, encoder))
     from overlooked.spiking.kernels import resolved_backends
 
-    backends = resolved_backends(model)
-    if backends:  # which neuron kernel each spiking layer actually ran (reference loop, cpp, triton)
+    backends = resolved_backends(model)  # read before the energy pass below, which runs in float32 without autocast
+    if backends:  # which neuron kernel each spiking layer ran in the trainer's last pass (reference loop, cpp, triton)
         summary["neuron_backends"] = backends
+    summary.update(spiking_energy(model, splits, encoder))
     if "test_accuracy" in summary and len(splits.test):  # 95% Wilson interval on the test accuracy
         try:
             summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], summary.get("test_examples", len(splits.test)))

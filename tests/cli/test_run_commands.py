@@ -80,3 +80,14 @@ def test_evaluation_on_data_the_model_cannot_read_says_why(tmp_path):
     run, _ = api.train(cfg, out=tmp_path)
     with pytest.raises(CheckpointError, match=r"rebuilt for the data of \['data.kwargs.image_shape=\[1,12,12\]'\].*image_shape"):
         api.evaluate(run, data_overrides=["data.kwargs.image_shape=[1,12,12]"])
+
+
+def test_an_encoder_or_data_with_another_time_length_than_the_model_is_refused(tmp_path):
+    """A spiking model runs as many steps as its input has; model.steps only repeats a static input."""
+    from overlooked.errors import ConfigError
+
+    cfg = api.load("snn_mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.input_shape=[1,8,8]", "model.hidden=[8]", "train.max_steps=1", "encoder={name: rate, kwargs: {steps: 4}}"])
+    with pytest.raises(ConfigError, match=r"the encoder's steps .* = 4 but model.kwargs.steps = 8"):
+        api.train(cfg, out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+    api.train(api.load("snn_mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.input_shape=[1,8,8]", "model.hidden=[8]", "train.max_steps=1", "encoder={name: rate, kwargs: {steps: 8}}"]), out=tmp_path / "ok")
