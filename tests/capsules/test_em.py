@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -40,6 +41,124 @@ def test_em_assignments_sum_to_one_over_parents_and_follow_the_votes():
     _, a, R = CF.em_routing(votes, torch.ones(1, 6), zeros, zeros, iterations=3, inverse_temperatures=[0.01] * 3)
     torch.testing.assert_close(R.sum(-1), torch.ones(1, 6))
     assert R[0, :3, 0].mean() > 0.75 and R[0, 3:, 1].mean() > 0.75  # each group routes to the parent it agrees on
+
+
+def _em_reference(V, a_in, beta_u, beta_a, lambdas, eps_var, eps_mass):
+    """Hinton et al. 2018, Procedure 1, written plainly in float64 numpy with explicit loops; an independent
+    reference for ``CF.em_routing``. The variant is the code's documented one: ``cost_h = (beta_u + log sigma_h)
+    sum_i R_ij`` as in Procedure 1, ``eps_var`` added to every ``sigma_h^2`` and ``eps_mass`` to ``sum_i R_ij``
+    in the M-step (in the divisions and in the cost, as the code does), the caller's inverse temperatures, and no
+    E-step after the last M-step (the paper's final E-step changes neither ``mu`` nor ``a``), so the returned
+    ``R`` is the one the last M-step used (before the ``R_ij a_i`` weighting).
+
+    Returns ``(mu [N, J, H], a [N, J], R [N, I, J])``."""
+    N, I, J, H = V.shape
+    R = np.full((N, I, J), 1.0 / J)
+    for t, lam in enumerate(lambdas):
+        mu, var, a = np.zeros((N, J, H)), np.zeros((N, J, H)), np.zeros((N, J))
+        for n in range(N):
+            for j in range(J):  # M-step for parent j
+                r = [R[n, i, j] * a_in[n, i] for i in range(I)]  # R_ij <- R_ij a_i
+                mass = sum(r) + eps_mass
+                total_cost = 0.0
+                for h in range(H):
+                    mu[n, j, h] = sum(r[i] * V[n, i, j, h] for i in range(I)) / mass
+                    var[n, j, h] = sum(r[i] * (V[n, i, j, h] - mu[n, j, h]) ** 2 for i in range(I)) / mass + eps_var
+                    total_cost += (beta_u[j] + math.log(math.sqrt(var[n, j, h]))) * mass  # cost_h
+                a[n, j] = 1.0 / (1.0 + math.exp(-lam * (beta_a[j] - total_cost)))  # logistic
+        if t == len(lambdas) - 1:
+            return mu, a, R
+        R = np.zeros((N, I, J))
+        for n in range(N):
+            for i in range(I):  # E-step for child i: p_j = N(V_ij | mu_j, diag sigma_j^2), the density itself
+                p = [
+                    math.exp(-sum((V[n, i, j, h] - mu[n, j, h]) ** 2 / (2 * var[n, j, h]) for h in range(H)))
+                    / math.sqrt(math.prod(2 * math.pi * var[n, j, h] for h in range(H)))
+                    for j in range(J)
+                ]
+                norm = sum(a[n, k] * p[k] for k in range(J))
+                for j in range(J):
+                    R[n, i, j] = a[n, j] * p[j] / norm
+    raise AssertionError("no iterations")
+
+
+EM_EXAMPLE_EPS_VAR = 0.05  # the variance floor of the unit-scale example: comparable to its votes' spread
+
+
+def _em_example(scale=1.0):
+    """3 children, 2 parents, 4x4 poses: ``(M [1, 3, 4, 4], W [3, 2, 4, 4], V [1, 3, 2, 16], a_in, beta_u, beta_a)``
+    with votes ``V_ij = M_i W_ij`` (numpy matmul, flattened row-major).
+
+    The children's votes for parent 0 spread half as far as those for parent 1, so the parents end with different
+    variances and activations. Sixteen-dimensional densities of three points easily saturate the assignments to
+    0 or 1, where the E-step's terms no longer show; a variance floor ``EM_EXAMPLE_EPS_VAR`` comparable to the
+    spread keeps every R_ij and a_j well inside (0, 1) over three iterations. ``scale`` multiplies the poses (so
+    the votes and sigma) and shifts ``beta_u`` by ``-log(scale)``: with the floor scaled by ``scale^2`` too, the
+    costs, activations and assignments are unchanged (``scale = sqrt(EM_EPS_VAR / EM_EXAMPLE_EPS_VAR)`` lets the
+    code's default floor play the same part)."""
+    rng = np.random.default_rng(1)
+    M = np.eye(4) + 0.1 * rng.normal(size=(1, 3, 4, 4))  # [N, I, 4, 4]
+    W0 = rng.normal(size=(2, 4, 4))  # [J, 4, 4]
+    W = W0[None] + np.array([0.1, 0.2])[None, :, None, None] * rng.normal(size=(3, 2, 4, 4))  # [I, J, 4, 4]
+    M = scale * M
+    V = np.einsum("niab,ijbc->nijac", M, W).reshape(1, 3, 2, 16)  # [N, I, J, 16]
+    a_in = np.array([[0.9, 0.7, 0.4]])
+    beta_u, beta_a = np.array([1.0, 0.8]) - math.log(scale), np.array([0.5, -0.5])
+    return M, W, V, a_in, beta_u, beta_a
+
+
+def _f64(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("lambdas", [[0.05, 0.1, 0.2], [0.1, 0.2], [0.02, 0.05, 0.1, 0.15]])
+def test_em_routing_equals_an_independent_float64_reference(lambdas):
+    """mu, a and R after 2-4 iterations (so at least one E-step ran) equal a plain re-implementation of
+    Procedure 1 in float64. Catches the E-step mutations the other tests miss (dropping the log(2 pi sigma^2)
+    normaliser, sqrt(sigma^2) in it, logit for log a_j, removing a_j, dropping the 1/2 of the exponent,
+    normalising over children) and M-step ones (R not weighted by a_i, log sigma^2 for log sigma in the cost,
+    the cost not weighted by the routed mass, the variance floor left out)."""
+    _, _, V, a_in, beta_u, beta_a = _em_example()
+    mu_ref, a_ref, R_ref = _em_reference(V, a_in, beta_u, beta_a, lambdas, EM_EXAMPLE_EPS_VAR, eps_mass=0.0)
+    inputs = (_f64(V), _f64(a_in), _f64(beta_u), _f64(beta_a))
+    mu, a, R = CF.em_routing(*inputs, len(lambdas), lambdas, eps_var=EM_EXAMPLE_EPS_VAR, eps_mass=0.0)
+    torch.testing.assert_close(mu, _f64(mu_ref), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a, _f64(a_ref), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(R, _f64(R_ref), rtol=1e-10, atol=1e-12)
+    # not a degenerate example: the assignments and activations are well inside (0, 1), far from uniform
+    assert 0.003 < R_ref.min() and R_ref.max() < 0.997 and np.abs(R_ref - 0.5).max() > 0.25
+    assert 0.05 < a_ref.min() and a_ref.max() < 0.95 and abs(a_ref[0, 0] - a_ref[0, 1]) > 0.2
+
+
+def test_em_routing_defaults_equal_the_reference():
+    """Every default at once (3 iterations, the inverse temperature schedule, ``EM_EPS_VAR``, ``EM_EPS_MASS``)
+    against the reference with the documented schedule written out: ``lambda_t = 0.01 (1 - 0.95^(t+1))``."""
+    _, _, V, a_in, beta_u, beta_a = _em_example(scale=math.sqrt(CF.EM_EPS_VAR / EM_EXAMPLE_EPS_VAR))
+    lambdas = [0.01 * (1 - 0.95 ** (t + 1)) for t in range(3)]
+    mu_ref, a_ref, R_ref = _em_reference(V, a_in, beta_u, beta_a, lambdas, CF.EM_EPS_VAR, CF.EM_EPS_MASS)
+    mu, a, R = CF.em_routing(_f64(V), _f64(a_in), _f64(beta_u), _f64(beta_a))
+    for got, want in ((mu, mu_ref), (a, a_ref), (R, R_ref)):
+        torch.testing.assert_close(got, _f64(want), rtol=1e-10, atol=1e-12)
+    assert np.abs(R_ref - 0.5).max() > 0.3  # the E-steps moved the assignments
+
+
+def test_votes_and_route_equals_the_reference_on_4x4_poses():
+    """The matrix layers' path: votes ``V_ij = M_i W_ij`` from 4x4 poses (the parent-major layout of
+    ``matrix._votes``) then EM routing with the default floors, equal to numpy matmuls plus the reference. The
+    scaled example behaves as the unit one (same activations and assignments, poses scaled)."""
+    from overlooked.capsules.matrix import votes_and_route
+
+    scale = math.sqrt(CF.EM_EPS_VAR / EM_EXAMPLE_EPS_VAR)
+    M, W, V, a_in, beta_u, beta_a = _em_example(scale)
+    lambdas = [0.05, 0.1, 0.2]
+    mu_ref, a_ref, R_ref = _em_reference(V, a_in, beta_u, beta_a, lambdas, CF.EM_EPS_VAR, CF.EM_EPS_MASS)
+    mu, a, R = votes_and_route(_f64(M).view(1, 3, 16), _f64(W), _f64(a_in), _f64(beta_u), _f64(beta_a), 3, lambdas)
+    for got, want in ((mu, mu_ref), (a, a_ref), (R, R_ref)):
+        torch.testing.assert_close(got, _f64(want), rtol=1e-9, atol=1e-12)
+    mu1, a1, R1 = _em_reference(*_em_example()[2:], lambdas, EM_EXAMPLE_EPS_VAR, 0.0)
+    np.testing.assert_allclose(a_ref, a1, rtol=1e-6)
+    np.testing.assert_allclose(R_ref, R1, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mu_ref, scale * mu1, rtol=1e-6, atol=1e-9)
 
 
 def test_em_gradcheck_float64():

@@ -7,10 +7,11 @@ import torch
 from torch.autograd import gradcheck
 
 from overlooked.capsules import functional as CF
-from overlooked.capsules.models import CapsuleLoss, capsnet
+from overlooked.capsules.models import CapsuleLoss, capsnet, capsnet_multimnist
 
 
 def test_squash_norm_below_one_and_monotone():
+    torch.manual_seed(0)
     lengths = torch.linspace(0.0, 20.0, 201)
     s = lengths[:, None] * torch.nn.functional.normalize(torch.randn(201, 8), dim=-1)
     norms = CF.squash(s).norm(dim=-1)
@@ -48,6 +49,7 @@ def test_routing_by_agreement_hand_example():
 
 
 def test_gradcheck_routing_and_squash():
+    torch.manual_seed(0)
     u_hat = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     # the exact gradient; detach_intermediate=True deliberately drops part of it (tested below)
     assert gradcheck(lambda x: CF.dynamic_routing(x, 3)[0], (u_hat,))
@@ -98,7 +100,67 @@ def test_capsnet_forward_backward_no_nan_and_masking():
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     model.eval()
+    seen = []
+    hook = model.decoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
     with torch.no_grad():
         ev = model(image, label)
-        wrong = model.decoder(CF.mask_capsules(ev["poses"], ev["logits"].argmax(-1)))
-    torch.testing.assert_close(ev["reconstruction"], wrong)  # evaluation decodes the longest capsule, not the label
+        longest = ev["logits"].argmax(-1)
+        by_length = model.decoder(CF.mask_capsules(ev["poses"], longest))
+    hook.remove()
+    assert (longest != label).all()  # so the two choices differ
+    # evaluation decodes the longest capsule, not the label. Exact comparisons: at initialisation the capsules are
+    # short and the two reconstructions differ by only about 1e-6, inside assert_close's float32 tolerance
+    torch.testing.assert_close(seen[0], CF.mask_capsules(ev["poses"], longest), rtol=0, atol=0)
+    torch.testing.assert_close(ev["reconstruction"], by_length, rtol=0, atol=0)
+
+
+def test_training_decodes_the_labelled_capsule_not_the_longest():
+    """§4.1: in training the label masks the decoder's input. With labels that differ from the longest capsule,
+    the decoder sees only the labelled capsule and the reconstruction is the decoder of the label-masked
+    capsules, not of the argmax-masked ones (which evaluation decodes); the same for the two-digit MultiMNIST
+    variant with its ``[B, 2]`` labels. (At initialisation the capsules are short, so the two reconstructions
+    differ only by about 1e-6: the decoder's input is where the choice shows clearly.)"""
+
+    def run(model, image, labels):
+        seen = []
+        hook = model.decoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+        with torch.no_grad():
+            out = model(image, labels)
+        hook.remove()
+        return out, seen
+
+    torch.manual_seed(0)
+    model = capsnet().train()  # CapsNet has no dropout or batch norm: train() changes only the masking
+    image = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        longest = model(image)["logits"].argmax(-1)
+    label = (longest + 1 + torch.arange(3)) % 10  # never the longest capsule
+    out, seen = run(model, image, label)
+    assert (out["logits"].argmax(-1) == longest).all()
+    torch.testing.assert_close(seen[0], CF.mask_capsules(out["poses"], label), rtol=0, atol=0)
+    assert seen[0].view(3, 10, 16)[torch.arange(3), label].norm(dim=-1).gt(0).all()  # the labelled capsule, not zeros
+    with torch.no_grad():
+        by_label = model.decoder(CF.mask_capsules(out["poses"], label))
+        by_length = model.decoder(CF.mask_capsules(out["poses"], longest))
+    torch.testing.assert_close(out["reconstruction"], by_label, rtol=0, atol=0)
+    assert ((out["reconstruction"] - by_length).abs().amax(-1) > 0).all()  # every example differs
+
+    torch.manual_seed(0)
+    multi = capsnet_multimnist().train()
+    image = torch.rand(2, 1, 36, 36)
+    with torch.no_grad():
+        top2 = multi(image)["logits"].topk(2, dim=-1).indices  # [B, 2]
+    # two classes per example, neither among its two longest capsules
+    labels = torch.stack([torch.tensor([k for k in range(10) if k not in row][:2]) for row in top2.tolist()])
+    out, seen = run(multi, image, labels)
+    assert len(seen) == 2
+    for r in range(2):  # one decoder call per digit, each fed only its labelled capsule
+        fed = seen[r].view(2, 10, 16)
+        torch.testing.assert_close(fed, CF.mask_capsules(out["poses"], labels[:, r]).view(2, 10, 16), rtol=0, atol=0)
+        assert fed[torch.arange(2), labels[:, r]].norm(dim=-1).gt(0).all()
+    with torch.no_grad():
+        expected = torch.stack([multi.decoder(CF.mask_capsules(out["poses"], labels[:, r])) for r in range(2)], 1)
+        by_length = torch.stack([multi.decoder(CF.mask_capsules(out["poses"], top2[:, r])) for r in range(2)], 1)
+    torch.testing.assert_close(out["reconstruction_classes"], labels, rtol=0, atol=0)
+    torch.testing.assert_close(out["reconstruction"], expected, rtol=0, atol=0)
+    assert ((out["reconstruction"] - by_length).abs().amax(-1) > 0).all()

@@ -1,11 +1,12 @@
-"""Capsule figures are written from arrays; the Figure-4 grid moves one dimension at a time; the demo runs on a
-tiny budget on the real MNIST."""
+"""Capsule figures are drawn from their arrays; the Figure-4 grid moves one dimension at a time; the demo runs on
+a tiny budget on the real MNIST and reports what an independent evaluation of its model gives."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.image import imread
 
 from overlooked.capsules.demo import PERTURBATIONS, demo_capsules, perturbation_grid
 from overlooked.capsules.models import capsnet
@@ -39,18 +40,68 @@ def test_perturbation_grid_moves_one_dimension_per_row():
         assert masked[d, :, 3, others].abs().sum() == 0
 
 
+def _pixels(path):
+    """A written PNG as RGB floats in [0, 1]: it is an image of a sensible size with something drawn on it."""
+    img = imread(path)[..., :3]
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, img.shape
+    assert img.std() > 0.05, f"{path}: a blank canvas"
+    return img
+
+
 def test_figures_are_written(tmp_path):
+    """Each figure is a non-blank PNG, and the arrays reach its pixels: different data draws a different figure
+    of the same size (axes frames and titles alone would draw the same one)."""
     rng = np.random.default_rng(0)
-    img = rng.random((3, 28, 28))
-    assert reconstructions_figure(img, img, [1, 2, 3], [1, 2, 4], tmp_path / "r.png").stat().st_size > 0
-    assert perturbation_figure(rng.random((2, 3, 28, 28)), [-0.05, 0.0, 0.05], tmp_path / "p.png").stat().st_size > 0
-    c = rng.random((1152, 10))
-    assert couplings_figure(c / c.sum(1, keepdims=True), 6, 4, tmp_path / "c.png").stat().st_size > 0
+    img, other = rng.random((3, 28, 28)), rng.random((3, 28, 28))
+    grid, other_grid = rng.random((2, 3, 28, 28)), rng.random((2, 3, 28, 28))
+    c, other_c = rng.random((1152, 10)), rng.random((1152, 10)) ** 4
+
+    def pair(draw, a, b, name):
+        first, second = _pixels(draw(a, tmp_path / f"{name}1.png")), _pixels(draw(b, tmp_path / f"{name}2.png"))
+        assert first.shape == second.shape
+        assert (np.abs(first - second).max(-1) > 0.05).mean() > 0.02, f"{name}: the data does not reach the pixels"
+
+    pair(lambda x, path: reconstructions_figure(x, x, [1, 2, 3], [1, 2, 4], path), img, other, "r")
+    pair(lambda g, path: perturbation_figure(g, [-0.05, 0.0, 0.05], path), grid, other_grid, "p")
+    pair(lambda x, path: couplings_figure(x / x.sum(1, keepdims=True), 6, 4, path), c, other_c, "c")
 
 
 @pytest.mark.data
-def test_demo_runs_on_a_tiny_budget(data_dir, tmp_path):
+def test_demo_runs_on_a_tiny_budget(data_dir, tmp_path, monkeypatch, capsys):
+    """The demo trains (its parameters move), reports the accuracy an independent evaluation of its trained
+    model gives on the same test digits (the reference backend, MNIST read straight from the files), prints the
+    same number, and draws three non-blank figures."""
+    from overlooked.capsules import demo
+    from overlooked.data.mnist import load_mnist
+
+    built = []
+
+    def spy(**kwargs):  # the demo's own builder, keeping the model and its initial weights
+        model = capsnet(**kwargs)
+        built.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
+        return model
+
+    monkeypatch.setattr(demo, "capsnet", spy)
     torch.set_num_threads(1)
-    result = demo_capsules(tmp_path, data_dir=str(data_dir), steps=2, batch_size=4, test_examples=8)
+    examples = 32  # at this budget the model guesses mostly one class: 32 digits give an accuracy strictly inside (0, 1)
+    result = demo_capsules(tmp_path, data_dir=str(data_dir), steps=2, batch_size=4, test_examples=examples)
     assert result["params"] == 8_215_568 and result["detach_intermediate"] is False
-    assert 0.0 <= result["test_accuracy"] <= 1.0 and len(result["figures"]) == 3
+    assert len(built) == 1
+    trained, initial = built[0]
+    assert all(not torch.equal(p, initial[name]) for name, p in trained.state_dict().items()), "a parameter did not train"
+
+    images, labels = load_mnist("test", data_dir)  # uint8 [10000, 28, 28], int64 [10000]
+    reference = capsnet().eval()
+    reference.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        logits = reference(images[:examples].float().div(255).unsqueeze(1))["logits"]  # [32, 10]
+    top2 = logits.topk(2, dim=-1).values
+    assert (top2[:, 0] - top2[:, 1]).min() > 1e-5  # no near-tie that the fused backend's rounding could flip
+    accuracy = float((logits.argmax(-1) == labels[:examples]).float().mean())
+    assert 0.0 < accuracy < 1.0
+    assert result["test_accuracy"] == accuracy
+    assert f"{accuracy:.2%} on the first {examples} MNIST test digits" in capsys.readouterr().out
+
+    assert len(result["figures"]) == 3
+    for path in result["figures"]:
+        _pixels(path)
