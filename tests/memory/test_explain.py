@@ -70,11 +70,11 @@ def test_explain_example_reports_the_models_own_output(model, tmp_path):
 def test_format_example_marks_supporting_facts_and_strong_hops():
     ex = {"row": 4, "task": 2, "split": "test", "story": ["a b", "c d"], "question": "q", "answer": "x", "predicted": "y", "correct": False, "attention": [[0.95, 0.05], [0.3, 0.7]], "supporting": [1]}
     lines = EX.format_example(ex).splitlines()
-    assert lines[0] == "test question 4 (task 2); * = supporting fact in the dataset; hop weights below 0.1 not shown (all in explain.json):"
+    assert lines[0] == "test question 4 (task 2); * = supporting fact in the dataset; hop weights below 0.1 left blank:"
     assert lines[1].startswith("   1. a b") and lines[1].endswith("hop1 0.95  hop2 0.30")
     assert lines[2].startswith(" * 2. c d") and lines[2].endswith("hop2 0.70")  # hop 1's 0.05 is below 0.1
     assert lines[3] == "question: q?   answer: x   predicted: y (wrong)"
-    assert EX.format_example({**ex, "split": None, "task": None}).splitlines()[0] == "question 4; * = supporting fact in the dataset; hop weights below 0.1 not shown (all in explain.json):"
+    assert EX.format_example({**ex, "split": None, "task": None}).splitlines()[0] == "question 4; * = supporting fact in the dataset; hop weights below 0.1 left blank:"
 
 
 class _Fixed(torch.nn.Module):

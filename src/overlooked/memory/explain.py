@@ -87,7 +87,7 @@ def format_example(ex: dict[str, Any], threshold: float = 0.1) -> str:
     where = f"{ex['split']} question {ex['row']}" if ex.get("split") else f"question {ex['row']}"
     if ex.get("task") is not None:
         where += f" (task {ex['task']}" + (f", its question {ex['task_index']})" if ex.get("task_index") is not None else ")")
-    lines = [f"{where}; * = supporting fact in the dataset; hop weights below {threshold:g} not shown (all in explain.json):"]
+    lines = [f"{where}; * = supporting fact in the dataset; hop weights below {threshold:g} left blank:"]
     weights = np.asarray(ex["attention"])
     for i, sentence in enumerate(ex["story"]):
         marks = "  ".join(f"hop{k + 1} {weights[k, i]:.2f}" for k in range(weights.shape[0]) if weights[k, i] >= threshold)
