@@ -1031,7 +1031,8 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
         )
     load_weights(run, checkpoint, model, cfg)
     model.eval()
-    graph = export_nir_graph(model, input_shape=per_step_input_shape(meta)) if is_spiking_net else model.to_nir()
+    encoder = {"encoder": cfg.encoder.name, "encoder_kwargs": dict(cfg.encoder.kwargs)} if cfg.encoder is not None and cfg.encoder.name else {}
+    graph = export_nir_graph(model, input_shape=per_step_input_shape(meta), **encoder) if is_spiking_net else model.to_nir()
     output = Path(output)
     if output.exists() and not force:
         raise OverlookedError(f"{output} exists; pass --force (force=True) to overwrite it, or name another file")

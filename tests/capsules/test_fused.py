@@ -40,22 +40,25 @@ def test_fused_equals_reference_values_and_gradients(iterations, detach):
 
 
 def test_fused_gradcheck_float64():
-    u = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
-    W = torch.randn(5, 2, 3 * 2, dtype=torch.float64, requires_grad=True)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(3, 5, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    W = torch.randn(5, 2, 3 * 2, dtype=torch.float64, generator=gen, requires_grad=True)
     for out in (0, 1):
         assert gradcheck(lambda a, b, out=out: fused.fused_routing(a, b, 3, 3, chunk=2)[out], (u, W))
 
 
 def test_squash_backward_matches_autograd_including_zero():
-    s = torch.randn(4, 6, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(4, 6, dtype=torch.float64, generator=gen)
     s[0] = 0.0  # |s| = 0: the derivative stays finite
     s.requires_grad_(True)
-    gv = torch.randn(4, 6, dtype=torch.float64)
+    gv = torch.randn(4, 6, dtype=torch.float64, generator=gen)
     (expected,) = torch.autograd.grad((CF.squash(s) * gv).sum(), s)
     torch.testing.assert_close(fused._squash_backward(s.detach(), gv, CF.SQUASH_EPS), expected)
 
 
 def test_fused_backend_really_runs_and_couplings_sum_to_one():
+    torch.manual_seed(0)  # the layer's initial W and the input
     layer = RoutingCaps(in_caps=6, in_dim=3, out_caps=4, out_dim=2, backend="fused")
     v, c = layer(torch.randn(2, 6, 3))
     assert type(v.grad_fn).__name__ == "FusedRoutingBackward"  # the sentinel: the fused function produced v

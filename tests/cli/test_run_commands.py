@@ -27,6 +27,7 @@ def test_export_nir_of_an_event_data_run_reimports_to_the_same_logits(tmp_path, 
     assert main(["export-nir", str(run), str(out), "--data-dir", str(data_dir)]) == 0
     graph = nir.read(str(out))
     assert tuple(graph.nodes["input"].input_type["input"]) == (2, 34, 34)
+    assert int(graph.metadata["steps"]) == 10 and "time_first" in str(graph.metadata["input"])  # T and the encoder travel with the file
     _, splits, model = api.load_run(run, data_dir=str(data_dir))
     frames = api.build_encoder(cfg)(splits.test[torch.arange(4)], torch.Generator())["frames"]  # [T, B, 2, 34, 34]
     with torch.no_grad():

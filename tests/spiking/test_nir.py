@@ -11,7 +11,16 @@ from torch import nn
 from overlooked.spiking import modules as M
 from overlooked.spiking.convert import convert
 from overlooked.spiking.models import spiking_cnn, spiking_mlp
-from overlooked.spiking.nir import NIRExportError, export_layers, export_nir_graph, from_nir, strip_metadata
+from overlooked.spiking.nir import (
+    NIRDtWarning,
+    NIRExportError,
+    NIRImportError,
+    export_layers,
+    export_nir_graph,
+    from_nir,
+    read_nir,
+    strip_metadata,
+)
 
 DT = 1e-3
 
@@ -119,8 +128,13 @@ def test_what_nir_cannot_express_is_refused():
     snn = convert(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), torch.rand(8, 3))
     with pytest.raises(NIRExportError, match="subtraction"):
         export_nir_graph(snn)
+    net = spiking_mlp(hidden=(4,), steps=2)
+    with pytest.raises(NIRExportError, match=r"input_shape=\(1, 32, 32\) but the model was built for input_shape=\(1, 28, 28\)"):
+        export_nir_graph(net, input_shape=(1, 32, 32))
+    assert list(export_nir_graph(net).nodes["input"].input_type["input"]) == [1, 28, 28]  # the model's own shape
+    del net.input_shape  # a SpikingNet-like model that does not know its input
     with pytest.raises(NIRExportError, match="input_shape"):
-        export_nir_graph(spiking_mlp(hidden=(4,), steps=2))
+        export_nir_graph(net)
 
 
 def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
@@ -154,6 +168,7 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
     assert main(["export-nir", str(run), str(out)]) == 0
     graph = nir.read(str(out))
     assert [type(graph.nodes[n]).__name__ for n in ("input", "0_flatten", "1_linear", "2_plif", "3_linear")] == ["Input", "Flatten", "Affine", "LIF", "Affine"]
+    assert graph.metadata["steps"] == 3 and graph.metadata["input"].startswith("direct:")  # T and the input, in the file
 
     from overlooked import api
 
@@ -162,6 +177,122 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
     with torch.no_grad():
         y, _ = from_nir(graph, dt=DT)(x.unsqueeze(0).expand(3, *x.shape))
         assert torch.allclose(y.mean(0), model(x)["logits"], atol=1e-5)
+
+
+def test_metadata_carries_steps_and_input_through_a_file(tmp_path):
+    """T and the input encoding travel in the graph's metadata beside dt and the readout (nir.write / nir.read)."""
+    torch.manual_seed(0)
+    net = spiking_mlp(hidden=(6,), steps=5).eval()
+    path = tmp_path / "m.nir"
+    nir.write(str(path), export_nir_graph(net))
+    meta = nir.read(str(path)).metadata
+    assert meta["steps"] == 5 and meta["dt"] == DT
+    assert meta["input"] == "direct: one example [1, 28, 28] is the input current of the first layer at each of the T=5 steps (the same values every step)"
+    assert meta["readout"] == "mean over the T=5 steps of the output (the logits)"
+    nir.write(str(path), export_nir_graph(net, encoder="rate", encoder_kwargs={"steps": 5, "max_rate": 0.8}))
+    meta = nir.read(str(path)).metadata
+    assert meta["input"] == "encoder 'rate'(max_rate=0.8, steps=5): its spikes, one [1, 28, 28] frame per step for T=5 steps, are the input at each step"
+
+
+def _lif_graph(tau: float = 5e-3, tau_syn: float | None = None, keep_dt: bool = False) -> nir.NIRGraph:
+    """Linear -> LIF (or CubaLIF with ``tau_syn``); its metadata keeps the exported dt only with ``keep_dt``."""
+    layers = [nn.Linear(3, 2), M.LIF(dt=DT, tau_mem=tau) if tau_syn is None else M.CubaLIF(dt=DT, tau_mem=tau, tau_syn=tau_syn)]
+    graph = export_layers(layers, (3,), DT)
+    assert graph.metadata["dt"] == DT
+    return graph if keep_dt else strip_metadata(graph)
+
+
+@pytest.mark.parametrize("dt", [0, 0.0, -1e-3, float("nan"), float("inf"), "1e-3", None, True])
+def test_from_nir_refuses_a_dt_that_is_not_a_positive_number(dt):
+    with pytest.raises(NIRImportError, match=r"dt must be a positive, finite number of seconds.*got"):
+        from_nir(_lif_graph(), dt)
+    with pytest.raises(ValueError):  # NIRImportError is a ValueError as well
+        from_nir(_lif_graph(), dt)
+
+
+def test_from_nir_warns_when_dt_differs_from_the_exported_one():
+    import warnings
+
+    with pytest.warns(NIRDtWarning, match=r"exported at dt = 0.001 s, and it is being run at dt = 0.0005 s.*pass dt=0.001"):
+        from_nir(_lif_graph(keep_dt=True), dt=DT / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_nir(_lif_graph(keep_dt=True), dt=DT)  # the exported dt: silent
+        from_nir(_lif_graph(), dt=DT / 2)  # no dt in the metadata (a foreign or stripped graph): nothing to compare
+
+
+@pytest.mark.parametrize(
+    "tau, tau_syn, dt, node, field",
+    [
+        (3e-3, None, 4e-3, "1_lif", "tau"),  # dt / tau = 1.33: the leak overshoots
+        (3e-3, None, 7e-3, "1_lif", "tau"),  # dt / tau = 2.33: forward Euler diverges
+        (8e-3, 2e-3, 3e-3, "1_cubalif", "tau_syn"),
+        (2e-3, 8e-3, 3e-3, "1_cubalif", "tau_mem"),
+    ],
+)
+def test_from_nir_refuses_a_dt_too_large_for_forward_euler(tau, tau_syn, dt, node, field):
+    graph = _lif_graph(tau, tau_syn)
+    small = min(tau, tau_syn or tau)
+    with pytest.raises(NIRImportError, match=rf"'{node}' .* has {field} = {small:g} s, so dt / {field} = .* at dt = {dt:g} s.*dt <= {small:g} s"):
+        from_nir(graph, dt)
+    from_nir(graph, small)  # dt = tau: the memoryless limit, still allowed
+
+
+def test_from_nir_refuses_a_non_positive_time_constant():
+    graph = _lif_graph()
+    graph.nodes["1_lif"].tau = np.array([5e-3, 0.0], dtype=np.float32)
+    with pytest.raises(NIRImportError, match=r"'1_lif' \(LIF\) has tau = 0.0: a time constant must be positive"):
+        from_nir(graph, DT)
+
+
+def test_files_that_are_not_nir_fail_clearly(tmp_path):
+    import h5py
+
+    text = tmp_path / "notes.nir"
+    text.write_text("not a graph")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.ones(3)
+    for path in (text, other):
+        with pytest.raises(NIRImportError, match=rf"{path.name} is not a NIR graph that nir .* can read .*nir.write.*overlooked export-nir"):
+            from_nir(path, DT)
+        with pytest.raises(NIRImportError, match="is not a NIR graph"):
+            read_nir(str(path))
+    with pytest.raises(NIRImportError, match=r"missing.nir: no such NIR file.*export-nir"):
+        from_nir(str(tmp_path / "missing.nir"), DT)
+
+
+def _lif_node(n: int) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, 5e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n))
+
+
+def _graph_with(extra_edges: list[tuple[str, str]], type_check: bool = False) -> nir.NIRGraph:
+    nodes = {"input": nir.Input(input_type=np.array([3])), "a": nir.Affine(weight=np.ones((2, 3), np.float32), bias=np.zeros(2, np.float32)), "x": _lif_node(2), "output": nir.Output(output_type=np.array([2]))}
+    return nir.NIRGraph(nodes=nodes, edges=[("input", "a"), ("a", "output"), *extra_edges], type_check=type_check)
+
+
+def test_a_disconnected_or_unused_node_is_refused_by_name():
+    with pytest.raises(NIRImportError, match=r"not reachable from the Input 'input'.*\['x'\]"):
+        from_nir(_graph_with([("x", "output")]), DT)  # x gets no input (was: "stack expects a non-empty TensorList")
+    with pytest.raises(NIRImportError, match=r"not reachable from the Input 'input'.*\['x'\]"):
+        from_nir(_graph_with([]), DT)  # x has no edge at all
+    with pytest.raises(NIRImportError, match=r"not leading to the Output 'output' \(their output is unused\): \['x'\]"):
+        from_nir(_graph_with([("a", "x")]), DT)
+    with pytest.raises(NIRImportError, match=r"nodes it does not have: \['ghost'\]"):
+        from_nir(_graph_with([("ghost", "output")]), DT)
+    # nir's own type check gives a lone node its own Input and Output: the message says which node that is
+    with pytest.raises(NIRImportError, match=r"exactly one Input and one Output.*look disconnected: \['x'\]"):
+        from_nir(_graph_with([], type_check=True), DT)
+    assert from_nir(_graph_with([("a", "x"), ("x", "output")]), DT)(torch.rand(2, 1, 3))[0].shape == (2, 1, 2)
+
+
+def test_nirnetwork_requires_time_first_input():
+    net = from_nir(export_layers([nn.Linear(3, 2), M.LIF(dt=DT, tau_mem=5e-3)], (3,), DT), DT)
+    assert net(torch.rand(4, 2, 3))[0].shape == (4, 2, 2)
+    with pytest.raises(ValueError, match=r"time-first input \[T, B, 3\].*got \[5, 3\].*x.unsqueeze\(0\).expand\(T, \*x.shape\)"):
+        net(torch.rand(5, 3))  # [B, n]: was run silently as T = 5 steps of one unbatched vector
+    with pytest.raises(ValueError, match=r"got \[4, 2, 4\]"):
+        net(torch.rand(4, 2, 4))
 
 
 @pytest.mark.peers

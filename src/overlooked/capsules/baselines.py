@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from overlooked.capsules.modules import check_image
 from overlooked.registry import MODELS
 
 
@@ -21,6 +22,7 @@ class BaselineCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, dropout: float = 0.5):
         super().__init__()
+        self.in_channels, self.image_size = in_channels, image_size
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 256, 5, padding=2),
             nn.ReLU(),
@@ -40,6 +42,7 @@ class BaselineCNN(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, C, S, S]`` -> logits ``[B, num_classes]``."""
+        check_image(image, type(self).__name__, self.in_channels, self.image_size)
         return self.classifier(self.features(image).flatten(1))  # [B, 128*S*S] -> [B, K]
 
 
@@ -53,6 +56,7 @@ class MultiMNISTBaselineCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, image_size: int = 36, num_classes: int = 10, dropout: float = 0.5):
         super().__init__()
+        self.in_channels, self.image_size = in_channels, image_size
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 512, 9, padding=4),
             nn.ReLU(),
@@ -66,6 +70,7 @@ class MultiMNISTBaselineCNN(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, C, S, S]`` -> logits ``[B, num_classes]``."""
+        check_image(image, type(self).__name__, self.in_channels, self.image_size)
         return self.classifier(self.features(image).flatten(1))
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from overlooked.capsules import functional as CF
+from overlooked.capsules.modules import check_image
 
 POSE = 16  # 4x4 pose matrix, flattened
 ROUTING_BACKENDS = ("reference", "compiled")
@@ -199,6 +200,7 @@ class MatrixCapsNet(nn.Module):
 
     def __init__(self, A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True, routing_backend: str = "reference"):
         super().__init__()
+        self.in_channels = in_channels
         self.conv1 = nn.Conv2d(in_channels, A, 5, stride=2)
         self.primary = PrimaryMatCaps(A, B)
         self.caps1 = ConvCaps(B, C, 3, 2, iterations, routing_backend=routing_backend)
@@ -206,12 +208,23 @@ class MatrixCapsNet(nn.Module):
         self.classes = ClassCaps(D, num_classes, iterations, coordinate_addition, routing_backend=routing_backend)
         self.register_buffer("spread_margin", torch.tensor(CF.SPREAD_MARGIN_START))
 
+    @property
+    def min_size(self) -> int:
+        """The smallest input side that leaves every layer at least one position (17 with the paper's layers:
+        the last ConvCaps needs 3, the first 7, conv1 17)."""
+        need = 1
+        for k, s in ((self.caps2.kernel_size, self.caps2.stride), (self.caps1.kernel_size, self.caps1.stride), (self.conv1.kernel_size[0], self.conv1.stride[0])):
+            need = k + s * (need - 1)  # a valid k x k window at stride s: out = (in - k) // s + 1
+        return need
+
     def set_spread_margin(self, margin: float) -> None:
         """Set the spread loss margin the forward pass reports (the margin schedule's hook)."""
         self.spread_margin.fill_(margin)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``[N, C, S, S]`` -> ``{"logits": class activations [N, K], "poses": [N, K, 16], "spread_margin": []}``."""
+        """``[N, C, H, W]`` (H, W >= :attr:`min_size`) -> ``{"logits": class activations [N, K], "poses": [N, K, 16],
+        "spread_margin": []}``."""
+        check_image(image, type(self).__name__, self.in_channels, min_size=self.min_size)
         x = torch.relu(self.conv1(image))  # [N, A, 12, 12]
         pose, act = self.primary(x)
         pose, act = self.caps1(pose, act)

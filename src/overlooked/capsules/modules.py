@@ -12,6 +12,42 @@ from overlooked.capsules.fused import DEFAULT_CHUNK, fused_routing
 BACKENDS = ("reference", "fused")  # see RoutingCaps
 
 
+def check_image(image: torch.Tensor, model: str, in_channels: int, size: int | None = None, min_size: int | None = None) -> None:
+    """Raise a ``ValueError`` unless ``image`` is a floating-point batch ``[B, in_channels, size, size]`` (or, with
+    ``min_size``, ``[B, in_channels, H, W]`` with both sides at least ``min_size``), naming what was expected,
+    what was given and the likely fix. Shape and dtype checks only: no device sync, negligible cost.
+
+    >>> check_image(torch.zeros(2, 1, 28, 28), "CapsNet", 1, 28)
+    >>> check_image(torch.zeros(2, 28, 28), "CapsNet", 1, 28)
+    Traceback (most recent call last):
+    ...
+    ValueError: CapsNet takes images [B, 1, 28, 28] (in_channels=1, image_size=28); got [2, 28, 28]: add the channel dimension with image.unsqueeze(1)
+    """
+    shape = list(image.shape)
+    side = f"{size}, {size}" if size is not None else "H, W"
+    want = f"[B, {in_channels}, {side}]" + (f" (in_channels={in_channels}, image_size={size})" if size is not None else f" with H, W >= {min_size} (in_channels={in_channels})")
+    fix = ""
+    if image.dim() == 4 and image.shape[1] == in_channels:
+        h, w = shape[2], shape[3]
+        if size is not None and (h, w) != (size, size):
+            fix = f"the model was built for {size}x{size} images: build it with image_size={h}" if h == w else f"the model takes square {size}x{size} images"
+            fix += " (its layer sizes depend on it), or resize/pad the images"
+        elif min_size is not None and min(h, w) < min_size:
+            fix = f"each side must be at least {min_size} so that every layer keeps one position; pad or resize the images"
+    elif image.dim() == 3 and in_channels == 1:
+        fix = "add the channel dimension with image.unsqueeze(1)"
+    elif image.dim() == 4 and image.shape[-1] == in_channels and image.shape[1] != in_channels:
+        fix = "channels come second: image.permute(0, 3, 1, 2) for a channels-last [B, H, W, C] batch"
+    elif image.dim() == 4:
+        fix = f"the model was built with in_channels={in_channels}"
+    else:
+        fix = f"a batch of images has 4 dimensions, this has {image.dim()}"
+    if fix:
+        raise ValueError(f"{model} takes images {want}; got {shape}: {fix}")
+    if not image.is_floating_point():
+        raise ValueError(f"{model} takes floating-point images; got dtype {image.dtype}: convert with image.float() (and scale, e.g. / 255 for uint8 pixels)")
+
+
 class PrimaryCaps(nn.Module):
     """Convolutional capsules: a conv whose ``channels * dim`` maps are grouped into ``dim``-D vectors and
     squashed (§4: 32 channels of 8D capsules, 9x9 kernels, stride 2).
@@ -133,6 +169,7 @@ class CapsNet(nn.Module):
         used for masking in training only) -> ``{"logits": capsule lengths [B, K], "poses": [B, K, 16],
         "couplings": [B, I, K], "reconstruction": [B, C*S*S]}``; with ``R > 1`` the reconstruction is
         ``[B, R, C*S*S]``, one per capsule, and ``"reconstruction_classes"`` ``[B, R]`` says which."""
+        check_image(image, type(self).__name__, self.in_channels, self.image_size)
         if self.channels_last:  # oneDNN's preferred layout; values are unchanged
             image = image.contiguous(memory_format=torch.channels_last)
         x = torch.relu(self.conv1(image))  # [B, 256, S-8, S-8]

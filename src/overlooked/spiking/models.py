@@ -5,7 +5,11 @@ Conventions shared by both (stated here once, and in docs/spiking.md):
 - **Input**: *direct encoding* by default: the real-valued image is the input current of the first layer at
   every step, so only the first layer sees real values (its conv/linear + batch norm is computed once and
   repeated over the ``T`` steps, since the input does not change). A time-first spike tensor
-  ``[T, B, ...]`` (from a rate/latency encoder) is accepted as well.
+  ``[T, B, ...]`` (from a rate/latency encoder) is accepted as well. The rule, checked on every call: a
+  static input is ``[B, *input_shape]``, a sequence is ``[T, B, *input_shape]`` with ``T = steps`` (the
+  trainer refuses a run whose encoder or event bins set another T, so the model does too); anything else
+  raises a ``ValueError`` naming both layouts. A batch-first ``[B, T, ...]`` tensor with ``B = T = steps``
+  cannot be told apart from a time-first one: time-first is the convention.
 - **Hidden layers** emit binary spikes only (LIF or PLIF neurons, forward Euler, see ``neurons.py``).
   Pooling, where used, is average pooling of *currents* before the neuron, so what leaves a layer is
   always a 0/1 spike tensor and every op maps to NIR (Conv2d, AvgPool2d, Affine, LIF).
@@ -95,20 +99,44 @@ class SpikingBlock(nn.Module):
 class SpikingNet(nn.Module):
     """Blocks of spiking layers and a non-spiking readout averaged over time (see the module docstring)."""
 
-    def __init__(self, blocks: list[SpikingBlock], readout: nn.Module, steps: int, static_dims: int, dropout: float = 0.0):
+    def __init__(self, blocks: list[SpikingBlock], readout: nn.Module, steps: int, input_shape: tuple[int, ...], dropout: float = 0.0):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.dropout = nn.Dropout(dropout)
         self.readout = readout
         self.steps = steps
-        self.static_dims = static_dims  # dims of one static input batch, e.g. 4 for [B, C, H, W]
+        self.input_shape = tuple(int(d) for d in input_shape)  # one example at one step, e.g. (1, 28, 28)
+
+    def is_static(self, x: Tensor) -> bool:
+        """True for a static ``[B, *input_shape]`` input, False for a ``[T=steps, B, *input_shape]`` sequence;
+        any other shape raises a ``ValueError`` that names both layouts (shape checks only: no device sync)."""
+        shape, n = tuple(x.shape), len(self.input_shape)
+        if x.dim() == n + 1 and shape[1:] == self.input_shape:
+            return True
+        if x.dim() == n + 2 and shape[2:] == self.input_shape and shape[0] == self.steps:
+            return False
+        dims = ", ".join(map(str, self.input_shape))
+        if x.dim() == n + 2 and shape[2:] == self.input_shape:
+            why = (
+                f"a sequence must be time-first with T = steps = {self.steps} in dim 0, but dim 0 is {shape[0]}; "
+                f"if the tensor is batch-first [B, T, {dims}], pass x.transpose(0, 1); to run at another T, set model.steps = T"
+            )
+        else:
+            why = f"its trailing dimensions must be input_shape ({dims})"
+        raise ValueError(
+            f"{type(self).__name__} (input_shape=({dims}), steps={self.steps}) takes a static input [B, {dims}] "
+            f"(direct encoding: fed at each of the {self.steps} steps) or a time-first sequence [T={self.steps}, B, {dims}]; "
+            f"got {list(shape)}: {why}"
+        )
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """``x``: image ``[B, ...]`` (direct encoding) or spikes ``[T, B, ...]`` -> dict with ``logits`` ``[B, C]``."""
+        """``x``: image ``[B, *input_shape]`` (direct encoding) or spikes ``[T=steps, B, *input_shape]`` -> dict
+        with ``logits`` ``[B, C]`` (see the module docstring for the rule)."""
+        static = self.is_static(x)
         counts, sizes = [], []
         z = x
         for i, block in enumerate(self.blocks):
-            z = block(z, steps=self.steps) if i == 0 and x.dim() == self.static_dims else block(z)  # [T, B, ...]
+            z = block(z, steps=self.steps) if i == 0 and static else block(z)  # [T, B, ...]
             counts.append(z.sum())
             sizes.append(float(z.numel()))
         z = self.dropout(z)
@@ -130,7 +158,7 @@ def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, .
         synapse = nn.Sequential(nn.Flatten(), nn.Linear(width, h)) if not blocks else nn.Linear(width, h)
         blocks.append(SpikingBlock(synapse, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm1d(h) if batch_norm else None))
         width = h
-    return SpikingNet(blocks, nn.Linear(width, num_classes), steps, len(tuple(input_shape)) + 1, dropout)
+    return SpikingNet(blocks, nn.Linear(width, num_classes), steps, tuple(input_shape), dropout)
 
 
 @MODELS.register("spiking_cnn", family="spiking", paper="surrogate-gradient conv SNN (PLIF, Fang et al. 2021, style)")
@@ -150,7 +178,7 @@ def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int,
         blocks.append(SpikingBlock(conv, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm2d(c), nn.AvgPool2d(2)))
         c_in, side = c, side // 2
     blocks.append(SpikingBlock(nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden, bias=False)), _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm1d(hidden)))
-    return SpikingNet(blocks, nn.Linear(hidden, num_classes), steps, 4, dropout)
+    return SpikingNet(blocks, nn.Linear(hidden, num_classes), steps, (in_channels, image_size, image_size), dropout)
 
 
 @OBJECTIVES.register("spiking_cross_entropy", family="spiking")

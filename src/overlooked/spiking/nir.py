@@ -7,7 +7,13 @@ IF is ``dv/dt = r I``, CubaLIF adds ``tau_syn dI/dt = -I + w_in S``. Our neurons
 reproduces it. One scaling is needed: our CubaLIF adds ``w_in x`` to the synaptic current per step, where
 forward Euler of NIR's equation adds ``(dt / tau_syn) w_in x``; so NIR's ``w_in`` is ours times
 ``tau_syn / dt`` (and back on import). ``dt`` is written to the graph's metadata as information only:
-:func:`from_nir` reads standard fields alone and takes ``dt`` as an argument.
+:func:`from_nir` reads standard fields alone and takes ``dt`` as an argument. It checks that argument: ``dt``
+must be a positive finite number; a graph whose metadata records another ``dt`` (ours do) still runs, since
+its neurons are continuous-time, but with a :class:`NIRDtWarning` (a different discretisation gives other
+outputs than the exported model); and a neuron whose ``tau`` (LIF ``tau``, CubaLIF ``tau_mem`` and
+``tau_syn``) is below ``dt`` is refused with :class:`NIRImportError` naming the node, tau and dt, because
+forward Euler with ``dt / tau > 1`` makes the leak overshoot (oscillation for ``dt / tau`` up to 2,
+divergence beyond).
 
 **Reset.** nir 1.0.8 defines one reset for IF, LIF and CubaLIF: ``v = v_reset`` when ``z = 1``
 (reset to a value; there is no reset-by-subtraction field). A neuron with ``reset="subtract"`` (the
@@ -25,11 +31,23 @@ ALIF has no NIR node and is refused. Batch norm is folded into the synapse first
 
 A :class:`~overlooked.spiking.models.SpikingNet` exports as: input (the image, fed as the input current at
 every step: direct encoding) -> blocks -> readout ``Affine`` -> output. The graph's output is the readout
-current at each step; the model's logits are its mean over the ``T`` steps.
+current at each step; the model's logits are its mean over the ``T`` steps. The graph's metadata says so
+beside ``dt``: ``steps`` (the model's ``T``), ``input`` (how the input is fed: direct encoding, or the
+encoder's name and arguments when the caller passes them; the model alone does not know) and ``readout``.
+
+**Import.** :func:`from_nir` runs graphs made of ``Input``, ``Output``, ``Affine``, ``Linear``, ``Conv2d``,
+``AvgPool2d``, ``SumPool2d``, ``Flatten``, ``IF``, ``LIF`` and ``CubaLIF`` nodes (any other node type is
+refused by name), with exactly one Input and one Output and every node on a path from the Input to the
+Output (a disconnected or unused node is refused by name). :class:`NIRNetwork` takes time-first input
+``[T, B, *input_shape]``. :func:`read_nir` reads a file, turning h5py's errors on a file that is not a NIR
+graph into a :class:`NIRImportError` that says what a NIR file is.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from pathlib import Path
 from typing import Any
 
 import nir
@@ -47,8 +65,12 @@ class NIRExportError(OverlookedError):
     """The model holds something NIR cannot express faithfully."""
 
 
-class NIRImportError(OverlookedError):
-    """The NIR graph holds a node this library cannot run."""
+class NIRImportError(OverlookedError, ValueError):
+    """The NIR file or graph cannot be run here: not a NIR file, an unsupported or disconnected node, a bad dt."""
+
+
+class NIRDtWarning(UserWarning):
+    """:func:`from_nir` runs a graph at another ``dt`` than the one its metadata says it was exported at."""
 
 
 # ---- export --------------------------------------------------------------------------------------------
@@ -183,13 +205,20 @@ def _model_dt(model: nn.Module) -> float:
     return dts.pop()
 
 
-def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tuple[int, ...] | None = None) -> nir.NIRGraph:
+def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tuple[int, ...] | None = None, encoder: str | None = None, encoder_kwargs: dict[str, Any] | None = None) -> nir.NIRGraph:
     """NIR graph of a :class:`~overlooked.spiking.models.SpikingNet` (batch norm folded; see the module docstring).
+
+    The graph's metadata records ``dt``, ``steps`` (the model's ``T``), ``input`` (how the input is fed) and
+    ``readout`` (how the logits come from the output), for people and tools; :func:`from_nir` needs none of it.
 
     Args:
         model: the trained spiking net, in eval mode (its BN running statistics are folded).
         dt: the neurons' step; defaults to theirs, and must equal it when given.
-        input_shape: one input's shape without batch, e.g. ``(1, 28, 28)``; default ``model.input_shape``.
+        input_shape: one input's shape without batch, e.g. ``(1, 28, 28)``; default ``model.input_shape``
+            (must equal it when both exist).
+        encoder: the registered encoder (``ENCODERS`` name) that fed the model during training, when the caller
+            knows it (the model does not); ``None`` records direct encoding, the model's own static input.
+        encoder_kwargs: that encoder's keyword arguments, recorded beside its name.
     """
     from overlooked.spiking.convert import ConvertedSNN
     from overlooked.spiking.models import fold_batchnorm
@@ -201,7 +230,10 @@ def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tup
         )
     if not (hasattr(model, "blocks") and hasattr(model, "readout")):
         raise NIRExportError(f"export_nir_graph takes a SpikingNet, got {type(model).__name__}; use export_layers for a chain of layers")
-    input_shape = input_shape or getattr(model, "input_shape", None)
+    own_shape = getattr(model, "input_shape", None)
+    if input_shape is not None and own_shape is not None and tuple(input_shape) != tuple(own_shape):
+        raise NIRExportError(f"input_shape={tuple(input_shape)} but the model was built for input_shape={tuple(own_shape)}; leave input_shape out to use the model's")
+    input_shape = input_shape or own_shape
     if input_shape is None:
         raise NIRExportError("pass input_shape (one example's shape without batch, e.g. (1, 28, 28)): NIR graphs carry their shapes")
     model_dt = _model_dt(model)
@@ -211,7 +243,15 @@ def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tup
         folded = fold_batchnorm(block)
         layers += [folded.synapse] + ([folded.pool] if folded.pool is not None else []) + [folded.neuron]
     layers.append(model.readout)
-    return export_layers(layers, tuple(input_shape), dt, {"readout": "mean over the T steps of the output"})
+    steps = int(model.steps)
+    dims = ", ".join(str(int(d)) for d in input_shape)
+    if encoder is None:
+        feed = f"direct: one example [{dims}] is the input current of the first layer at each of the T={steps} steps (the same values every step)"
+    else:
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted((encoder_kwargs or {}).items()))
+        feed = f"encoder {encoder!r}({args}): its spikes, one [{dims}] frame per step for T={steps} steps, are the input at each step"
+    meta = {"steps": steps, "input": feed, "readout": f"mean over the T={steps} steps of the output (the logits)"}
+    return export_layers(layers, tuple(input_shape), dt, meta)
 
 
 # ---- import --------------------------------------------------------------------------------------------
@@ -272,7 +312,85 @@ def node_module(node: nir.NIRNode, dt: float) -> nn.Module:
     if isinstance(node, nir.CubaLIF):
         w_in = _t(node.w_in) * dt / _t(node.tau_syn)  # NIR's continuous w_in -> our per-step jump
         return M.CubaLIFCell(dt=dt, tau_syn=_t(node.tau_syn), tau_mem=_t(node.tau_mem), r=_t(node.r), v_leak=_t(node.v_leak), v_threshold=_t(node.v_threshold), v_reset=_t(node.v_reset), w_in=w_in)
-    raise NIRImportError(f"NIR node {type(node).__name__} is not supported (IF, LIF, CubaLIF, Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten are)")
+    raise NIRImportError(f"NIR node {type(node).__name__} is not supported (IF, LIF, CubaLIF, Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, Input, Output are)")
+
+
+def check_dt(dt: Any) -> float:
+    """``dt`` as a float, or :class:`NIRImportError` when it is not a positive finite number of seconds."""
+    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) or not math.isfinite(dt) or dt <= 0:
+        raise NIRImportError(f"dt must be a positive, finite number of seconds (the forward-Euler step the graph runs at), got {dt!r}")
+    return float(dt)
+
+
+_TAUS = {nir.LIF: ("tau",), nir.CubaLIF: ("tau_mem", "tau_syn")}  # the time constants forward Euler divides dt by
+
+
+def check_euler_steps(graph: nir.NIRGraph, dt: float) -> None:
+    """Refuse a neuron whose time constant makes forward Euler at ``dt`` unfaithful.
+
+    The leak ``v <- v + (dt / tau)(v_leak - v)`` decays monotonically only for ``dt / tau <= 1``; for
+    ``1 < dt / tau <= 2`` it overshoots and oscillates around ``v_leak``, beyond 2 it diverges. Each LIF
+    ``tau`` and CubaLIF ``tau_mem`` / ``tau_syn`` must be positive and at least ``dt`` (a relative 1e-6 of
+    slack for float32 storage).
+    """
+    found: list[tuple[str, str, float]] = []  # (node, field, smallest tau)
+    for name, node in graph.nodes.items():
+        for field in _TAUS.get(type(node), ()):
+            tau = np.asarray(getattr(node, field), dtype=np.float64)
+            if tau.size == 0:
+                continue
+            if not (tau > 0).all():
+                bad = tau[~(tau > 0)].flat[0]
+                raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) has {field} = {bad}: a time constant must be positive")
+            found.append((name, field, float(tau.min())))
+    for name, field, tau in found:
+        if dt / tau > 1 + 1e-6:
+            safe = min(t for _, _, t in found)
+            raise NIRImportError(
+                f"NIR node {name!r} ({type(graph.nodes[name]).__name__}) has {field} = {tau:g} s, so dt / {field} = {dt / tau:.3g} at dt = {dt:g} s; "
+                "forward Euler needs dt / tau <= 1 (between 1 and 2 the leak overshoots and oscillates, beyond 2 it diverges): "
+                f"run the graph at dt <= {safe:g} s, its smallest time constant"
+            )
+
+
+def _check_structure(graph: nir.NIRGraph) -> tuple[str, str]:
+    """The graph's one Input and one Output, after checking every edge names a node and every node lies on a
+    path from the Input to the Output (so each node gets an input and its output is used)."""
+    names = list(graph.nodes)
+    unknown = sorted({n for e in graph.edges for n in e if n not in graph.nodes})
+    if unknown:
+        raise NIRImportError(f"the NIR graph's edges name nodes it does not have: {unknown} (its nodes: {names})")
+    inputs = [n for n in names if isinstance(graph.nodes[n], nir.Input)]
+    outputs = [n for n in names if isinstance(graph.nodes[n], nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        # nir's type check gives a node without incoming (outgoing) edges an Input "input_<node>" (Output "output_<node>")
+        lone = sorted({n.split("_", 1)[1] for n in inputs + outputs if n.startswith(("input_", "output_")) and n.split("_", 1)[1] in graph.nodes})
+        hint = f"; nir's type check adds an Input 'input_<node>' (Output 'output_<node>') for a node with no incoming (outgoing) edge, so these nodes look disconnected: {lone}" if lone else ""
+        raise NIRImportError(f"from_nir runs graphs with exactly one Input and one Output node; found Inputs {inputs} and Outputs {outputs}{hint}")
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    pred: dict[str, list[str]] = {n: [] for n in names}
+    for a, b in graph.edges:
+        succ[a].append(b)
+        pred[b].append(a)
+
+    def reach(start: str, nxt: dict[str, list[str]]) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo:
+            for m in nxt[todo.pop()]:
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return seen
+
+    from_input, to_output = reach(inputs[0], succ), reach(outputs[0], pred)
+    cut = [n for n in names if n not in from_input]
+    dead = [n for n in names if n in from_input and n not in to_output]
+    if cut or dead:
+        parts = ([f"not reachable from the Input {inputs[0]!r} (no input would reach them): {cut}"] if cut else []) + (
+            [f"not leading to the Output {outputs[0]!r} (their output is unused): {dead}"] if dead else []
+        )
+        raise NIRImportError(f"every node of the NIR graph must lie on a path from the Input to the Output; these do not: {'; '.join(parts)}. Remove them or connect them")
+    return inputs[0], outputs[0]
 
 
 def _schedule(nodes: list[str], edges: list[tuple[str, str]], inputs: list[str]) -> tuple[list[str], set[tuple[str, str]]]:
@@ -315,20 +433,38 @@ class NIRNetwork(nn.Module):
     """A NIR graph run step by step with this library's modules.
 
     Each node's input is the sum of its predecessors' outputs at the same step; an edge that closes a cycle
-    carries the previous step's output (zero at the first step). ``forward(x [T, B, ...], state=None)``
-    returns ``(output [T, B, ...], state)``; with ``record=True`` also every node's outputs.
+    carries the previous step's output (zero at the first step). ``forward(x [T, B, *input_shape], state=None)``
+    returns ``(output [T, B, ...], state)``; with ``record=True`` also every node's outputs. The input must be
+    time-first: a static ``[B, *input_shape]`` is refused, not read as ``T = B`` (repeat it yourself with
+    ``x.unsqueeze(0).expand(T, *x.shape)`` for direct encoding).
+
+    The constructor checks ``dt`` (see :func:`check_dt`, :func:`check_euler_steps`), warns with
+    :class:`NIRDtWarning` when the graph's metadata records another ``dt``, and refuses a graph with a
+    disconnected or unused node.
     """
 
     def __init__(self, graph: nir.NIRGraph, dt: float):
         super().__init__()
+        dt = check_dt(dt)
+        input_name, output_name = _check_structure(graph)
+        check_euler_steps(graph, dt)
+        exported = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None  # ours write it; others may not
+        if isinstance(exported, (int, float, np.integer, np.floating)) and math.isfinite(exported) and not math.isclose(float(exported), dt, rel_tol=1e-9):
+            warnings.warn(
+                f"the NIR graph's metadata says it was exported at dt = {float(exported):g} s, and it is being run at dt = {dt:g} s: "
+                "its neurons are continuous-time, so this is another forward-Euler discretisation and its outputs will differ "
+                f"from the exported model's; pass dt={float(exported):g} to reproduce them",
+                NIRDtWarning,
+                stacklevel=3,
+            )
         self.dt = dt
         names = list(graph.nodes)
         self.node_names = names
         self.layers = nn.ModuleDict({n.replace(".", "_"): node_module(graph.nodes[n], dt) for n in names})
-        self.inputs = [n for n in names if isinstance(graph.nodes[n], nir.Input)]
-        self.outputs = [n for n in names if isinstance(graph.nodes[n], nir.Output)]
-        if len(self.inputs) != 1 or len(self.outputs) != 1:
-            raise NIRImportError(f"expected one Input and one Output node, found {self.inputs} and {self.outputs}")
+        self.inputs, self.outputs = [input_name], [output_name]
+        in_type = getattr(graph.nodes[input_name], "input_type", None) or {}
+        shape = np.asarray(in_type.get("input", []) if isinstance(in_type, dict) else [])
+        self.input_shape: tuple[int, ...] | None = tuple(int(d) for d in shape.reshape(-1)) if shape.size else None  # one example at one step
         self.edges = [tuple(e) for e in graph.edges]
         self.order, self.back = _schedule(names, self.edges, self.inputs)
         self.preds = {n: [a for a, b in self.edges if b == n] for n in names}
@@ -361,7 +497,24 @@ class NIRNetwork(nn.Module):
         new_state["_outputs"] = {a: out[a] for a, _ in self.back}
         return out, new_state
 
+    def check_input(self, x: Tensor) -> None:
+        """Raise a ``ValueError`` unless ``x`` is time-first ``[T, B, *input_shape]`` (shape checks only)."""
+        shape = tuple(x.shape)
+        if self.input_shape is None:
+            if x.dim() >= 2:
+                return
+            want = "[T, B, ...]"
+        else:
+            if x.dim() == len(self.input_shape) + 2 and shape[2:] == self.input_shape:
+                return
+            want = f"[T, B, {', '.join(map(str, self.input_shape))}] (the graph's Input shape {self.input_shape} with time and batch in front)"
+        raise ValueError(
+            f"NIRNetwork takes time-first input {want}; got {list(shape)}. A static input [B, ...] is not repeated for you: "
+            "pass x.unsqueeze(0).expand(T, *x.shape) for T steps of direct encoding; a batch-first [B, T, ...] tensor: x.transpose(0, 1)"
+        )
+
     def forward(self, x: Tensor, state: dict[str, Any] | None = None, record: bool = False) -> Any:
+        self.check_input(x)
         state = state or {}
         outs, trace = [], []
         for t in range(x.shape[0]):
@@ -375,15 +528,36 @@ class NIRNetwork(nn.Module):
         return y, state
 
 
-def from_nir(graph: nir.NIRGraph | str, dt: float) -> NIRNetwork:
+def read_nir(path: str | Path) -> nir.NIRGraph:
+    """``nir.read(path)``, with a :class:`NIRImportError` that names NIR and the fix when ``path`` is missing or
+    is not a NIR file (a text file, another HDF5 file, a graph this nir version cannot build)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NIRImportError(f"{path}: no such NIR file; write one with `overlooked export-nir RUN {path.name}` (or nir.write)")
+    try:
+        return nir.read(str(path))
+    except Exception as err:  # h5py's OSError / KeyError, nir's ValueError / AssertionError for foreign graphs
+        raise NIRImportError(
+            f"{path} is not a NIR graph that nir {getattr(nir, '__version__', '')} can read ({type(err).__name__}: {err}). "
+            "A .nir file is the HDF5 file nir.write makes, with the graph under the group 'node'; export one with "
+            "`overlooked export-nir RUN out.nir`, or check that the file is the one you meant"
+        ) from err
+
+
+def from_nir(graph: nir.NIRGraph | str | Path, dt: float) -> NIRNetwork:
     """A runnable torch module from a NIR graph (or a ``.nir`` file), reading only standard NIR fields.
 
     Args:
-        graph: the graph, or a path to read it from.
-        dt: the forward-Euler step to run the continuous-time neurons at (never read from metadata).
+        graph: the graph, or a path to read it from (:func:`read_nir`).
+        dt: the forward-Euler step, in seconds, to run the continuous-time neurons at. It is never read from
+            the metadata, but checked against it: a different ``dt`` warns (:class:`NIRDtWarning`); a ``dt``
+            that is not positive, or above a neuron's time constant, raises :class:`NIRImportError`.
+
+    Returns:
+        a :class:`NIRNetwork`, taking time-first ``[T, B, *input_shape]``.
     """
     if isinstance(graph, str) or hasattr(graph, "__fspath__"):
-        graph = nir.read(str(graph))
+        graph = read_nir(graph)
     return NIRNetwork(graph, dt)
 
 

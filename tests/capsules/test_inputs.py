@@ -1,0 +1,100 @@
+"""Every registered capsule-family model checks its input at the top of forward: a wrong shape or dtype
+raises a ValueError naming the expected ``[B, C, H, W]``, what was given and the fix (it used to fail deep
+inside routing or a conv with a message about internal sizes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overlooked import catalog
+from overlooked.registry import MODELS
+
+catalog.load_all()
+CAPSULE_MODELS = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "capsules"]
+SMALL = {  # small builds: the checks run before any layer, so size does not matter, construction time does
+    "matcaps_em": {"A": 8, "B": 4, "C": 4, "D": 4, "iterations": 1},
+    "matcaps_em_small": {"A": 8, "B": 4, "C": 4, "D": 4, "iterations": 1},
+    "capsnet": {"decoder": False, "iterations": 1},
+    "capsnet_multimnist": {"decoder": False, "iterations": 1},
+    "capsnet_baseline_cnn": {"image_size": 12},
+    "multimnist_baseline_cnn": {"image_size": 12},
+}
+
+
+def _build(name):
+    torch.manual_seed(0)
+    return MODELS.create(name, **SMALL.get(name, {})).eval()
+
+
+def _side(model) -> int:
+    return getattr(model, "image_size", None) or model.min_size
+
+
+def test_every_capsule_model_is_covered():
+    assert set(CAPSULE_MODELS) <= set(SMALL), "a new capsule model: add its small build here"
+
+
+@pytest.mark.parametrize("name", CAPSULE_MODELS)
+def test_missing_channel_dimension_is_named(name):
+    model = _build(name)
+    s = _side(model)
+    with pytest.raises(ValueError, match=rf"takes images \[B, 1, .*got \[2, {s}, {s}\]: add the channel dimension with image.unsqueeze\(1\)"):
+        model(torch.rand(2, s, s))
+
+
+@pytest.mark.parametrize("name", CAPSULE_MODELS)
+def test_wrong_channels_channels_last_and_dtype_are_named(name):
+    model = _build(name)
+    s = _side(model)
+    with pytest.raises(ValueError, match=rf"got \[2, 3, {s}, {s}\]: the model was built with in_channels=1"):
+        model(torch.rand(2, 3, s, s))
+    with pytest.raises(ValueError, match=r"channels come second: image.permute\(0, 3, 1, 2\)"):
+        model(torch.rand(2, s, s, 1))
+    with pytest.raises(ValueError, match=r"floating-point images; got dtype torch.uint8: convert with image.float\(\)"):
+        model(torch.zeros(2, 1, s, s, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("name", [n for n in CAPSULE_MODELS if not n.startswith("matcaps")])
+def test_fixed_size_models_name_their_image_size(name):
+    model = _build(name)
+    s = model.image_size
+    with pytest.raises(ValueError, match=rf"takes images \[B, 1, {s}, {s}\] \(in_channels=1, image_size={s}\); got \[2, 1, {s + 4}, {s + 4}\]: .*build it with image_size={s + 4}"):
+        model(torch.rand(2, 1, s + 4, s + 4))
+    with pytest.raises(ValueError, match=rf"takes square {s}x{s} images"):
+        model(torch.rand(2, 1, s, s + 4))
+
+
+def test_capsnet_at_32x32_names_the_fix_not_the_routing_sizes():
+    """Was: "Expected size ... batch2 ... [2048, 8] but got [1152, 8]" from inside the routing."""
+    model = MODELS.create("capsnet")
+    with pytest.raises(ValueError, match=r"^CapsNet takes images \[B, 1, 28, 28\] \(in_channels=1, image_size=28\); got \[2, 1, 32, 32\]: the model was built for 28x28 images: build it with image_size=32"):
+        model(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"got \[2, 28, 28\]: add the channel dimension"):  # was: "expected input[1, 2, 28, 28] to have 1 channels"
+        model(torch.rand(2, 28, 28))
+
+
+def test_matrix_capsules_take_any_size_from_their_minimum():
+    """Was, at 10x10: "maximum size for tensor at dimension 1" from an unfold deep inside ConvCaps."""
+    model = _build("matcaps_em_small")
+    assert model.min_size == 17  # conv1 5x5/2, ConvCaps 3x3/2, ConvCaps 3x3/1
+    with pytest.raises(ValueError, match=r"MatrixCapsNet takes images \[B, 1, H, W\] with H, W >= 17 \(in_channels=1\); got \[2, 1, 10, 10\]: each side must be at least 17"):
+        model(torch.rand(2, 1, 10, 10))
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 17, 17))["logits"].shape == (2, 10)
+        assert model(torch.rand(2, 1, 17, 20))["logits"].shape == (2, 10)
+        # the bound is tight: one pixel less and the layers themselves cannot run
+        x = torch.relu(model.conv1(torch.rand(2, 1, 16, 16)))
+        pose, act = model.caps1(*model.primary(x))
+        with pytest.raises(RuntimeError):
+            model.caps2(pose, act)
+
+
+@pytest.mark.parametrize("name", CAPSULE_MODELS)
+def test_the_right_input_still_runs(name):
+    model = _build(name)
+    s = _side(model)
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, s, s))
+    logits = out["logits"] if isinstance(out, dict) else out
+    assert logits.shape == (2, 10)
