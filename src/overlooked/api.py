@@ -244,7 +244,7 @@ def _discard_if_unstarted(run_dir: Path, made: list[Path]) -> None:
 VOCAB_FILE = "vocab.json"
 
 
-def check_vocab(run: Path, splits: Splits) -> None:
+def check_vocab(run: Path, splits: Splits, fix: str = "evaluate on data built from the same tasks as the run's data.kwargs (the vocabulary is built from every task loaded)") -> None:
     """Refuse data whose vocabulary is not the one ``run`` was trained with (``RUN/vocab.json``, written by
     runs since 2026-12-05): a model reads word indices, so other words at the same indices would be read
     as the training words without any error. Runs without the file, and data without a vocabulary, pass."""
@@ -259,8 +259,7 @@ def check_vocab(run: Path, splits: Splits) -> None:
     at = f"index {diff}: {trained[diff] if diff < len(trained) else '(none)'!r} in training, {vocab[diff] if diff < len(vocab) else '(none)'!r} here"
     raise ConfigError(
         f"the data's vocabulary ({len(vocab)} words) is not the one {run} was trained with ({len(trained)} words; first "
-        f"difference at {at}), so its word indices would mean other words. Fix: evaluate on data built from the same "
-        f"tasks as the run's data.kwargs (the vocabulary is built from every task loaded)"
+        f"difference at {at}), so its word indices would mean other words. Fix: {fix}"
     )
 
 
@@ -271,6 +270,8 @@ def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> No
     steps = getattr(model, "steps", None)
     if not isinstance(steps, int):
         return
+    if "frame_shape" in meta and encoder is None:
+        raise ConfigError("the data are event frames [B, T, ...] and a spiking model reads time first: set encoder: {name: time_first, kwargs: {key: frames}}")
     sources = []
     if "frame_shape" in meta:
         sources.append(("the data's time bins (frame_shape[0])", int(meta["frame_shape"][0])))
@@ -322,7 +323,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
         check_time_steps(splits.meta, model, encoder)
         if resume is not None and run_dir is not None:
-            check_vocab(run_dir, splits)
+            check_vocab(run_dir, splits, fix="the data files changed since the run started; restore them (bAbI's are checked against the official checksums unless data.kwargs.verify=false) or start a new run")
     except BaseException:
         _remove_empty(made)
         raise
@@ -332,6 +333,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         if "vocab" in splits.meta:  # the word of each index: evaluation on other data is checked against it
             _write_json(run_dir / VOCAB_FILE, list(splits.meta["vocab"]))
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
+        if "vocab" in splits.meta and not (run_dir / VOCAB_FILE).is_file():  # runs from before vocab.json
+            _write_json(run_dir / VOCAB_FILE, list(splits.meta["vocab"]))
         env_path = run_dir / "environment.json"
         env = json.loads(env_path.read_text()) if env_path.is_file() else {}
         env.setdefault("resumes", []).append(environment(cfg.train.device, cfg.train.num_threads))
@@ -592,11 +595,15 @@ def run_config(run: str | Path) -> ExperimentConfig:
     return cfg
 
 
-def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Callback] | None = None) -> tuple[Path, dict[str, Any]]:
-    """Continue an interrupted run exactly from its ``checkpoints/last.safetensors``."""
+def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Callback] | None = None, device: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Continue an interrupted run exactly from its ``checkpoints/last.safetensors``. ``device`` continues it
+    on another device than it was configured for (e.g. a GPU run on a CPU-only machine; bit-identity with an
+    uninterrupted run then holds no longer); environment.json's ``resumes`` record says where it ran."""
     run = Path(run)
     last = run / "checkpoints" / "last.safetensors"
     cfg = run_config(run)
+    if device is not None:
+        cfg = apply_overrides(cfg, [f"train.device={device}"])
     if not last.is_file():
         raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
     from overlooked.train.checkpoint import read_checkpoint
@@ -654,6 +661,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     for cb, cb_state in zip(callbacks, saved):
         cb.load_state_dict(cb_state)
         cb.restore_model(model)
+    check_time_steps(splits.meta, model, build_encoder(cfg))  # data overrides may change the event bins
     model.eval()
     return cfg, splits, model
 
@@ -773,10 +781,11 @@ def explain(
     return shown
 
 
-def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None, limit: int | None = -1) -> dict[str, Any]:
+def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None, limit: int | None = -1, device: str | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint (``best`` or ``last``) on one split, of the run's data or of the data
     ``data_overrides`` name (see :func:`load_run`). ``limit``: the first N examples of the split; the default
-    (-1) takes the run's own ``train.eval_limit``, so the numbers are those its summary reports; None: all."""
+    (-1) takes the run's own ``train.eval_limit`` on its own data, so the numbers are those its summary
+    reports, and every example on other data; None: all. ``device``: where to run (default: the run's)."""
     from overlooked.train.evaluate import evaluate as _evaluate
 
     _check_split(split)
@@ -785,12 +794,18 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     encoder = build_encoder(cfg)
     metric = splits.meta.get("metric", "top1")  # MultiMNIST: both digits correct
     data = getattr(splits, split)
-    limit = cfg.train.eval_limit if limit == -1 else limit
+    if limit == -1:
+        limit = None if data_overrides else cfg.train.eval_limit
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be a positive number of examples or None (all), got {limit}")
         data = data.subset(torch.arange(min(limit, len(data))))
-    res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, cfg.train.device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
+    device = device or cfg.train.device
+    try:
+        check_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the run was trained on {cfg.train.device!r}; evaluate it elsewhere with --device cpu / device='cpu')") from None
+    res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
     weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
     return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
@@ -1018,7 +1033,9 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
 
     from overlooked.spiking.nir import export_nir_graph
 
-    run = Path(run)
+    run, output = Path(run), Path(output)
+    if output.exists() and not force:
+        raise OverlookedError(f"{output} exists; pass --force (force=True) to overwrite it, or name another file")
     cfg = run_config(run)
     meta = build_data(cfg, data_dir).meta
     model = build_model(cfg, meta)
@@ -1033,9 +1050,6 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     model.eval()
     encoder = {"encoder": cfg.encoder.name, "encoder_kwargs": dict(cfg.encoder.kwargs)} if cfg.encoder is not None and cfg.encoder.name else {}
     graph = export_nir_graph(model, input_shape=per_step_input_shape(meta), **encoder) if is_spiking_net else model.to_nir()
-    output = Path(output)
-    if output.exists() and not force:
-        raise OverlookedError(f"{output} exists; pass --force (force=True) to overwrite it, or name another file")
     output.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(output), graph)
     return output

@@ -38,10 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from overlooked import api
 
     if args.resume:
-        given = [a for a in (args.config, *args.overrides) if a] + [f"--{n}" for n in ("each", "repeats", "seed", "device", "out") if getattr(args, n) is not None] + (["--bf16"] if args.bf16 else [])
+        given = [a for a in (args.config, *args.overrides) if a] + [f"--{n}" for n in ("each", "repeats", "seed", "out") if getattr(args, n) is not None] + (["--bf16"] if args.bf16 else [])
         if given:
-            raise OverlookedError(f"--resume continues {args.resume} exactly as it was configured, so it takes no CONFIG, overrides or run options (got {' '.join(given)}); to train with other settings, start a new run")
-        path, summary = api.resume(args.resume, data_dir=args.data_dir)
+            raise OverlookedError(f"--resume continues {args.resume} exactly as it was configured, so it takes no CONFIG, overrides or run options other than --device and --data-dir (got {' '.join(given)}); to train with other settings, start a new run")
+        path, summary = api.resume(args.resume, data_dir=args.data_dir, device=args.device)
         _print_summary(path, summary)
         return 0
     if not args.config:
@@ -76,8 +76,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from overlooked import api
 
+    if args.limit is not None and args.limit < 0:
+        raise OverlookedError(f"--limit takes a number of examples N >= 1, or 0 for all of them; got {args.limit}")
     limit = -1 if args.limit is None else (None if args.limit == 0 else args.limit)
-    res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, data_overrides=args.overrides, limit=limit)
+    res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, data_overrides=args.overrides, limit=limit, device=args.device)
     res.pop("group_accuracy", None) if not args.groups else None
     print(json.dumps(res, indent=2))
     return 0
@@ -219,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--groups", action="store_true", help="also print per-group (e.g. per-task) accuracy")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N examples of the split (default: the run's own train.eval_limit, as its summary reports; 0: all)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N examples of the split (default: the run's own train.eval_limit, as its summary reports, on its own data; all examples on other data; 0: all)")
+    p.add_argument("--device", default=None, help="where to evaluate (default: the device the run trained on), e.g. cpu")
     common(p, out=False)
     p.set_defaults(fn=cmd_evaluate)
 

@@ -92,3 +92,58 @@ def test_an_encoder_or_data_with_another_time_length_than_the_model_is_refused(t
         api.train(cfg, out=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
     api.train(api.load("snn_mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.input_shape=[1,8,8]", "model.hidden=[8]", "train.max_steps=1", "encoder={name: rate, kwargs: {steps: 8}}"]), out=tmp_path / "ok")
+
+
+def test_a_gpu_run_can_be_resumed_and_evaluated_on_cpu(tmp_path, monkeypatch, capsys):
+    """A run configured for cuda, interrupted, on a machine without a GPU: --resume takes --device cpu (and
+    records it), evaluate takes --device; without them the error says what to pass."""
+    from overlooked.errors import ConfigError
+    from overlooked.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_step_end(self, ctx, loss):
+            ctx.stop = ctx.state.step == 3
+
+    cfg = api.load("mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.epochs=2", "train.batch_size=16", "train.checkpoint_every=1"])
+    run, _ = api.train(cfg, out=tmp_path, callbacks=[Stop()])
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda"))  # as if it had trained on a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "use --device cpu" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--device", "cpu"]) == 0
+    env = json.loads((run / "environment.json").read_text())
+    assert env["resumes"][-1]["device"] == "cpu"
+    with pytest.raises(ConfigError, match="trained on 'cuda'; evaluate it elsewhere with --device cpu"):
+        api.evaluate(run)
+    assert main(["evaluate", str(run), "--device", "cpu"]) == 0
+    assert main(["evaluate", str(run), "--limit", "-3", "--device", "cpu"]) == 2
+    assert "--limit takes a number of examples N >= 1, or 0" in capsys.readouterr().err
+
+
+def test_resuming_after_a_final_best_does_not_call_it_chosen(tmp_path):
+    """When no validation pass chose weights, the final weights are written as best (best_step -1); a resume
+    from a last checkpoint with best_step -1 must not preload that file as the chosen best."""
+    from overlooked.train.callbacks import Callback
+
+    class RestartAtEveryPass(Callback):
+        def on_eval_end(self, ctx, metrics):
+            ctx.restart_selection = True
+
+    cfg = api.load("mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.epochs=2", "train.batch_size=16"])
+    run, first = api.train(cfg, out=tmp_path, callbacks=[RestartAtEveryPass()])
+    assert first["best_step"] == -1 and (run / "checkpoints" / "best.safetensors").is_file()
+    _, again = api.resume(run, callbacks=[RestartAtEveryPass()])
+    assert again["best_step"] == -1 and again["selection"].startswith("the final weights")
+
+
+@pytest.mark.data
+def test_event_frames_without_a_time_first_encoder_are_refused(tmp_path, data_dir):
+    """N-MNIST frames are [B, T, ...]; without the time_first encoder a batch of size T would be read as time."""
+    from overlooked.errors import ConfigError
+
+    cfg = api.load("snn_nmnist_small", [*SMALL, "train.max_steps=1", "encoder=null"])
+    with pytest.raises(ConfigError, match="event frames .* set encoder: {name: time_first"):
+        api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    with pytest.raises(ConfigError, match=r"the data's time bins \(frame_shape\[0\]\) = 5 but model.kwargs.steps = 10"):
+        api.train(api.load("snn_nmnist_small", [*SMALL, "train.max_steps=1", "data.bins=5"]), data_dir=str(data_dir), out=tmp_path / "runs")

@@ -137,3 +137,19 @@ def test_evaluation_on_data_with_another_vocabulary_is_refused(tmp_path, data_di
         api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.tasks=[16]"])
     with pytest.raises(ConfigError, match="vocabulary"):
         api.load_run(run, data_dir=str(data_dir), data_overrides=["data.tasks=[16]"])
+
+
+@pytest.mark.data
+def test_a_resume_writes_the_vocabulary_of_a_run_made_before_vocab_json(tmp_path, data_dir):
+    from overlooked.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_step_end(self, ctx, loss):
+            ctx.stop = ctx.state.step == 2
+
+    cfg = api.load("memn2n_babi1k", ["data.tasks=[1]", "train.epochs=1", "train.progress=false", "train.num_threads=1", "train.checkpoint_every=1"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path, callbacks=[Stop()])
+    written = json.loads((run / "vocab.json").read_text())
+    (run / "vocab.json").unlink()  # as runs made before the file existed
+    api.resume(run, data_dir=str(data_dir))
+    assert json.loads((run / "vocab.json").read_text()) == written

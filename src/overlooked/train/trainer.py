@@ -381,7 +381,9 @@ def fit(
         return value > state.best_metric if cfg.select_metric == "val_accuracy" else value < state.best_metric
 
     best_weights: dict[str, torch.Tensor] | None = None
-    if resume is not None and (Path(resume).parent / "best.safetensors").exists():
+    # The run's best checkpoint, if a validation pass chose one (best_step >= 0); a "best" written at the end
+    # because no pass chose is not a choice, and the resumed run must not report it as one.
+    if resume is not None and state.best_step >= 0 and (Path(resume).parent / "best.safetensors").exists():
         load_checkpoint(Path(resume).parent / "best.safetensors", model)
         best_weights = state_copy(model)
         load_checkpoint(resume, model)  # back to the weights training continues from
