@@ -63,7 +63,7 @@ def test_missing_and_empty_files(tmp_path):
 def test_protocol_scaling_from_training_rows_only_and_missing_batches(tmp_path):
     # batch 1: 10 rows, feature value = row index 0..9, gas alternating 1/2; batch 2: two rows; batch 3 absent.
     root = _write_root(tmp_path, {1: [(1 + r % 2, float(r)) for r in range(10)], 2: [(3, 100.0), (1, 0.0)], 4: [(6, 4.5)]})
-    s = gas_drift(data_dir=str(root), val_fraction=0.2, seed=0)
+    s = gas_drift(data_dir=str(root), val_fraction=0.2, seed=0, verify=False)  # hand-made files: no official checksum
     assert (len(s.train), len(s.val), len(s.test)) == (8, 2, 3)
     assert s.meta["test_batches"] == (2, 4) and s.meta["missing_batches"] == [3, 5, 6, 7, 8, 9, 10]
     assert s.meta["group_key"] == "batch" and s.test.tensors["batch"].tolist() == [2, 2, 4]
@@ -76,14 +76,14 @@ def test_protocol_scaling_from_training_rows_only_and_missing_batches(tmp_path):
     assert s.train.tensors["features"].mean().item() == pytest.approx(0.0, abs=1e-6)
     assert s.test.tensors["label"].tolist() == [2, 0, 5] and s.test.tensors["concentration"].tolist() == [20.0, 20.0, 40.0]
     with pytest.raises(DataError, match="batch3.dat"):
-        gas_drift(data_dir=str(root), test_batches=(3,))
+        gas_drift(data_dir=str(root), test_batches=(3,), verify=False)
     with pytest.raises(DataError, match="not used for training"):
-        gas_drift(data_dir=str(root), test_batches=(1,))
+        gas_drift(data_dir=str(root), test_batches=(1,), verify=False)
 
 
 def test_group_accuracy_per_batch(tmp_path):
     root = _write_root(tmp_path, {1: [(1 + r % 2, float(r)) for r in range(10)], 2: [(1, 0.0), (2, 0.0)], 3: [(1, 0.0)]})
-    s = gas_drift(data_dir=str(root), val_fraction=0.2)
+    s = gas_drift(data_dir=str(root), val_fraction=0.2, verify=False)
 
     class AlwaysEthanol(nn.Module):
         def forward(self, x):
@@ -103,3 +103,23 @@ def test_real_batches_counts(data_dir):
     assert len(s.train) + len(s.val) == 445 and s.meta["test_batches"] == (2, 3, 4, 5, 6, 8, 9)
     assert s.meta["missing_batches"] == [7, 10]
     assert s.test.tensors["batch"].bincount(minlength=10).tolist() == [0, 0, 1244, 1586, 161, 197, 2300, 0, 294, 470]
+
+
+@pytest.mark.data
+def test_a_changed_batch_file_fails_its_checksum_unless_verify_is_off(tmp_path, data_dir):
+    """The loader checks the archive's sha256 before reading (a changed value would otherwise load as data)."""
+    import shutil
+
+    folder = tmp_path / "uci_gas_sensor_drift"
+    folder.mkdir()
+    for b in (1, 2):
+        shutil.copy(data_dir / batch_path(b), folder / f"batch{b}.dat")
+    text = (folder / "batch1.dat").read_text()
+    first, rest = text.split("\n", 1)
+    (folder / "batch1.dat").write_text(first.replace("1:", "1:9", 1) + "\n" + rest)  # one value changed
+    with pytest.raises(DataError, match="batch1.dat failed its checksum"):
+        gas_drift(data_dir=str(tmp_path), test_batches=(2,))
+    edited = gas_drift(data_dir=str(tmp_path), test_batches=(2,), verify=False)
+    real = gas_drift(data_dir=str(data_dir), test_batches=(2,))
+    assert (len(edited.train), len(edited.val)) == (len(real.train), len(real.val))
+    assert not torch.equal(edited.train.tensors["features"], real.train.tensors["features"])  # the edit was read

@@ -45,3 +45,17 @@ def test_registered_dataset_shapes(data_dir):
     assert tuple(s.test.tensors["frames"].shape) == (100, 5, 2, 34, 34)
     # MANIFEST: test class counts 0:8 1:14 2:8 3:11 4:14 5:7 6:10 7:15 8:2 9:11
     assert s.test.tensors["label"].bincount(minlength=10).tolist() == [8, 14, 8, 11, 14, 7, 10, 15, 2, 11]
+
+
+@pytest.mark.data
+def test_a_changed_sample_fails_its_checksum_unless_verify_is_off(tmp_path, data_dir):
+    import shutil
+
+    shutil.copytree(data_dir / "nmnist_small", tmp_path / "nmnist_small")
+    sample = tmp_path / "nmnist_small" / "samples" / "1.bs2"
+    data = bytearray(sample.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last event
+    sample.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="1.bs2 failed its checksum"):
+        nmnist_small(data_dir=str(tmp_path))
+    assert len(nmnist_small(data_dir=str(tmp_path), verify=False).test) == 100

@@ -194,6 +194,7 @@ def mnist(
     val_fraction: float = 0.1,
     seed: int = 0,
     download: bool = False,
+    verify: bool = True,
 ) -> Splits:
     """MNIST as :class:`Splits`: a seeded ``val_fraction`` of the 60k training images, and the 10k test.
 
@@ -202,12 +203,13 @@ def mnist(
         val_fraction: fraction of the training images held out for validation.
         seed: seed of the train/validation split.
         download: fetch missing files instead of raising.
+        verify: check the md5 of the decoded files (the default); ``False`` reads an edited copy as it is.
 
     Returns:
         Splits whose batches hold ``"image"`` float32 ``[B, 1, 28, 28]`` in [0, 1] and ``"label"`` int64 ``[B]``.
     """
-    train_images, train_labels = load_mnist("train", data_dir, download)  # [60000, 28, 28], [60000]
-    test_images, test_labels = load_mnist("test", data_dir, download)  # [10000, 28, 28], [10000]
+    train_images, train_labels = load_mnist("train", data_dir, download, verify)  # [60000, 28, 28], [60000]
+    test_images, test_labels = load_mnist("test", data_dir, download, verify)  # [10000, 28, 28], [10000]
     full_train = ArrayDataset({"image": _to_unit_float(train_images), "label": train_labels})
     train_idx, val_idx = split_train_val(len(full_train), val_fraction, seed)
     return Splits(

@@ -115,9 +115,12 @@ def time_first(key: str = "frames", binary: bool = False) -> TimeFirst:
 
 
 @DATASETS.register("nmnist_small")
-def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: float = 0.1, seed: int = 0, download: bool = False) -> Splits:
-    """The SLAYER N-MNIST subset (1000 train, 100 test) as event-count frames ``"frames"`` ``[N, T, 2, 34, 34]``."""
-    root = store.ensure("nmnist_small", data_dir, download, files=["nmnist_small/train1K.txt", "nmnist_small/test100.txt"])
+def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: float = 0.1, seed: int = 0, download: bool = False, verify: bool = True) -> Splits:
+    """The SLAYER N-MNIST subset (1000 train, 100 test) as event-count frames ``"frames"`` ``[N, T, 2, 34, 34]``.
+
+    ``verify`` (default) checks every file against the published sha256 first (about 0.05 s); ``False`` reads
+    the files as they are (an edited copy)."""
+    root = store.ensure("nmnist_small", data_dir, download, files=None if verify else ["nmnist_small/train1K.txt", "nmnist_small/test100.txt"], verify_checksums=verify)
     folder = root / "nmnist_small"
 
     def load(listing: str) -> ArrayDataset:
