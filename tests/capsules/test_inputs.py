@@ -98,3 +98,20 @@ def test_the_right_input_still_runs(name):
         out = model(torch.rand(2, 1, s, s))
     logits = out["logits"] if isinstance(out, dict) else out
     assert logits.shape == (2, 10)
+
+
+def test_flops_count_the_model_not_the_fft_path():
+    """CapsNet's CPU fast path computes PrimaryCaps in the frequency domain; the FLOP count must be the
+    direct convolution's (9 x 9 x 256 -> 256, stride 2, on a 20 x 20 map: 2 x 81 x 256 x 256 x 36 = 382,205,952
+    of the total), whichever path runs, and the model is left on its path."""
+    from overlooked.api import flops_per_example
+    from overlooked.data.base import ArrayDataset, Splits
+
+    images = torch.rand(2, 1, 28, 28)
+    ds = ArrayDataset({"image": images, "label": torch.tensor([1, 2])})
+    splits = Splits(ds, ds, ds, ("image", "label"), "label", {"num_classes": 10, "image_shape": (1, 28, 28)})
+    fused, reference = MODELS.create("capsnet", backend="fused"), MODELS.create("capsnet", backend="reference")
+    assert fused.primary.fft and not reference.primary.fft
+    counts = flops_per_example(fused, splits), flops_per_example(reference, splits)
+    assert counts[0] == counts[1] and fused.primary.fft  # restored after counting
+    assert counts[0] > 2 * 81 * 256 * 256 * 36 and counts[0] < 2 * (2 * 81 * 256 * 256 * 36)
