@@ -67,6 +67,7 @@ def main(out: str, key: str, runs: list[str]) -> None:
             "name": Path(out).name.split("-each-")[0],
             "wall_time_s": sum(c["wall_time_s"] for c in chosen.values()),
             "wall_time_s_chosen": sum(c["wall_time_s_chosen"] for c in chosen.values()),
+            "trials": len(runs),  # each value was chosen among this many settings (the fair-comparison rule counts them)
         },
     )
     record = {value: {"candidates": c["candidates"], "chosen": c["chosen"]} for value, c in chosen.items()}

@@ -367,6 +367,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         "params": count_parameters(model),
         "flops_per_example": flops_per_example(model, splits, encoder),
         "data_fingerprint": data_fingerprint(splits),
+        "trials": cfg.train.trials,
         "device": cfg.train.device,
         "world_size": dist.world_size,
         "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
@@ -879,15 +880,24 @@ def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
 
     rows = []
     for run in map(Path, runs):
+        if not run.is_dir():
+            raise OverlookedError(f"{run} does not exist; pass finished run folders (the folders `overlooked train` printed)")
         if not (run / "summary.json").is_file():
-            raise OverlookedError(f"{run} has no summary.json; pass finished run folders")
-        s = json.loads((run / "summary.json").read_text())
-        rows.append({**s, "run": str(run), "test_accuracy": s.get("test_accuracy", s.get("test_accuracy_mean"))})
+            raise OverlookedError(f"{run} has no summary.json: it is unfinished or not a run folder; pass finished run folders")
+        try:
+            s = json.loads((run / "summary.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise OverlookedError(f"{run / 'summary.json'} is not valid JSON ({exc}); the run folder is damaged") from None
+        accuracy = s.get("test_accuracy", s.get("test_accuracy_mean"))
+        if accuracy is None:
+            raise OverlookedError(f"{run / 'summary.json'} reports no test_accuracy (nor test_accuracy_mean); compare needs finished training runs")
+        rows.append({**s, "run": str(run), "test_accuracy": accuracy})
     check_fair(rows, max_examples)
-    print(f"{'model':<20} {'test acc':>8} {'params':>11} {'FLOPs/ex':>12} {'examples':>10} {'wall s':>8}  run")
+    print(f"{'model':<20} {'test acc':>8} {'params':>11} {'FLOPs/ex':>12} {'examples':>10} {'seeds':>5} {'wall s':>8}  run  (examples: per seed; wall s: all seeds)")
     for r in rows:
         flops = "unknown" if r.get("flops_per_example") is None else f"{r['flops_per_example']:,}"
-        print(f"{r['model']:<20} {r['test_accuracy']:>8.4f} {r['params']:>11,} {flops:>12} {r['examples_seen']:>10,} {r['wall_time_s']:>8.0f}  {r['run']}")
+        flops = flops if r.get("flops_per_example") is None else f"{round(r['flops_per_example']):,}"
+        print(f"{r['model']:<20} {r['test_accuracy']:>8.4f} {r['params']:>11,} {flops:>12} {r['examples_seen']:>10,} {r.get('repeats', 1):>5} {r['wall_time_s']:>8.0f}  {r['run']}")
     return rows
 
 

@@ -68,13 +68,14 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     repeats: int = 1
+    trials: int = 1  # hyper-parameter settings this configuration was chosen from (recorded for the fair-comparison rule)
     deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True)
     progress: bool = True
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, before any folder is made (types are checked by :func:`check_type`)."""
-        positive = ("epochs", "batch_size", "eval_batch_size", "repeats")
+        positive = ("epochs", "batch_size", "eval_batch_size", "repeats", "trials")
         at_least_one_or_none = ("max_steps", "eval_limit", "num_threads")
         non_negative = ("lr", "momentum", "weight_decay", "warmup_steps", "eval_every", "checkpoint_every")
         bad = [f"train.{k} must be >= 1, got {getattr(self, k)!r}" for k in positive if isinstance(getattr(self, k), (int, float)) and getattr(self, k) < 1]

@@ -43,6 +43,41 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
         check_fair([row, {**row, "model": "b", "trials": 3}], max_examples=5)
     with pytest.raises(UnfairComparisonError, match="more than 6"):
         check_fair([{**row, "trials": 7}], max_examples=5)
+    a, b = {**row, "run": "runs/a", "test_examples": 10000}, {**row, "model": "b", "run": "runs/b", "test_examples": 1000}
+    with pytest.raises(UnfairComparisonError, match=r"different numbers of test examples \(runs/a: 10000, runs/b: 1000"):
+        check_fair([a, b], max_examples=5)
+    with pytest.raises(UnfairComparisonError, match=r"data_fingerprint: runs/a: x, runs/b: y\)"):
+        check_fair([a, {**b, "test_examples": 10000, "data_fingerprint": "y"}], max_examples=5)
+    with pytest.raises(UnfairComparisonError, match=r"b \(runs/b\) saw 6 training examples"):
+        check_fair([a, {**b, "test_examples": 10000, "examples_seen": 6}], max_examples=5)
+
+
+def test_compare_refuses_missing_damaged_and_unfinished_folders(tmp_path):
+    from overlooked import api
+    from overlooked.errors import OverlookedError
+
+    with pytest.raises(OverlookedError, match="does not exist"):
+        api.compare([tmp_path / "nope"], 10)
+    (tmp_path / "half").mkdir()
+    with pytest.raises(OverlookedError, match="has no summary.json: it is unfinished"):
+        api.compare([tmp_path / "half"], 10)
+    (tmp_path / "half" / "summary.json").write_text("{not json")
+    with pytest.raises(OverlookedError, match="is not valid JSON"):
+        api.compare([tmp_path / "half"], 10)
+    (tmp_path / "half" / "summary.json").write_text('{"model": "m"}')
+    with pytest.raises(OverlookedError, match="reports no test_accuracy"):
+        api.compare([tmp_path / "half"], 10)
+
+
+def test_trials_are_recorded_and_checked(tmp_path):
+    from overlooked import api
+    from overlooked.errors import ConfigError
+
+    cfg = api.load("mlp_mnist", ["data.name=synthetic", "data.kwargs={n_train: 32, n_test: 8, image_shape: [1, 4, 4]}", "model.hidden=[4]", "train.max_steps=1", "train.progress=false", "train.trials=3"])
+    _, summary = api.train(cfg, out=tmp_path)
+    assert summary["trials"] == 3
+    with pytest.raises(ConfigError, match="train.trials must be >= 1"):
+        api.load("mlp_mnist", ["train.trials=0"])
 
 
 def test_capsule_runs_sit_beside_the_paper_with_budget_and_stop_reason(tmp_path):

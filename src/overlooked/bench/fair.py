@@ -31,17 +31,26 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
     """
     problems = []
     for row in rows:
-        name = row.get("model", "?")
+        name = f"{row.get('model', '?')} ({row['run']})" if row.get("run") else row.get("model", "?")
         missing = [k for k in REQUIRED if row.get(k) is None and k != "flops_per_example"]
         if missing:
-            problems.append(f"{name} does not report {', '.join(missing)}")
+            problems.append(f"{name} does not report {', '.join(missing)} (a summary written before it was recorded: `python scripts/remerge_each.py` adds it to --each folders, a re-run to others)")
         if row.get("examples_seen", 0) > max_examples:
             problems.append(f"{name} saw {row['examples_seen']} training examples, over the budget of {max_examples}")
         if row.get("trials", 1) > MAX_TRIALS:
             problems.append(f"{name} used {row['trials']} hyper-parameter trials, more than {MAX_TRIALS}")
+    def label(row: dict[str, Any]) -> str:
+        return row.get("run") or row.get("model", "?")
+
     if len({row.get("data_fingerprint") for row in rows}) > 1:
-        problems.append("the rows were trained on different data splits (data_fingerprint differs)")
+        each = ", ".join(f"{label(r)}: {r.get('data_fingerprint')}" for r in rows)
+        problems.append(f"the rows were trained on different data splits (data_fingerprint: {each}); train them on the same data.* settings")
+    tested = {row.get("test_examples") for row in rows if row.get("test_examples") is not None}
+    if len(tested) > 1:
+        each = ", ".join(f"{label(r)}: {r.get('test_examples')}" for r in rows)
+        problems.append(f"the rows were scored on different numbers of test examples ({each}; train.eval_limit differs); score them alike, e.g. `overlooked evaluate RUN --limit 0`")
     if len({row.get("trials", 1) for row in rows}) > 1:
-        problems.append("the rows used different numbers of hyper-parameter trials")
+        each = ", ".join(f"{label(r)}: {r.get('trials', 1)}" for r in rows)
+        problems.append(f"the rows used different numbers of hyper-parameter trials ({each})")
     if problems:
         raise UnfairComparisonError("; ".join(problems))
