@@ -954,7 +954,18 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     from overlooked.bench.report import collect_runs, convert_figures, load_references, render_results
 
     roots = [Path(r) for r in (runs or ["results/runs"])]
-    refs = load_references(roots[0].parent / "references.yaml")
+    for root in roots:
+        if not root.is_dir():
+            raise OverlookedError(f"--runs {root}: no such folder; it takes folders that hold run folders (default results/runs)")
+        if (root / "summary.json").is_file():
+            raise OverlookedError(f"--runs {root} is a run folder itself; pass the folder that holds run folders (e.g. {root.parent})")
+    # Published numbers, benchmark records and arena suites are read beside the first runs folder, as in
+    # results/ (references.yaml, bench/, suites/); a folder elsewhere without them gives a report without them.
+    beside = roots[0].parent
+    absent = [name for name in ("references.yaml", "bench", "suites") if not (beside / name).exists()]
+    if absent:
+        print(f"report: {beside} has no {', '.join(absent)}: the report leaves out published numbers, benchmarks or arenas accordingly")
+    refs = load_references(beside / "references.yaml")
     benches = [b for b in [roots[0].parent / "bench"] if b.is_dir()]
     output = Path(output)
     figures = output.parent / "figures"

@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="generate docs/results.md from committed run summaries")
     p.add_argument("--runs", nargs="*", default=None, help="folders of run summaries (default results/runs)")
-    p.add_argument("--output", default="docs/results.md")
+    p.add_argument("--output", default="docs/results.md", help="the Markdown file; results.html and figures/ are written beside it")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("export-nir", help="export a trained spiking model to NIR")

@@ -153,3 +153,17 @@ def test_babi_table_counts_exactly_five_percent_as_passed_and_fills_every_column
     table = [line for line in lines if line.startswith("|")]
     assert len({line.count("|") for line in table}) == 1  # header, rule, rows and footer: same number of cells
     assert table[-1] == "| mean (failed > 5%) | **3.34** (1 failed) | **3.34** (1 failed) | 5.00 |"
+
+
+def test_report_refuses_a_runs_folder_it_cannot_use(tmp_path):
+    from overlooked import api
+    from overlooked.errors import OverlookedError
+
+    with pytest.raises(OverlookedError, match="no such folder"):
+        api.report([str(tmp_path / "nope")], output=tmp_path / "out" / "results.md")
+    run = tmp_path / "runs" / "a-1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(OverlookedError, match=r"is a run folder itself; pass the folder that holds run folders \(e.g. .*runs\)"):
+        api.report([str(run)], output=tmp_path / "out" / "results.md")
+    assert not (tmp_path / "out").exists()

@@ -24,7 +24,8 @@ of the run folder named in its row, which also holds the resolved config (`confi
 test split, with the checkpoint chosen on a validation split carved out of the training files. Unless a
 command names `--data-dir` or `OVERLOOKED_DATA`, the data folder was `OVERLOOKED_DATA=../shared/data` (the
 staged copies described in its MANIFEST.md). Wall time is the whole run: training, validation passes and the
-final evaluation of the best checkpoint on every split. FLOPs/example are the forward FLOPs that PyTorch's
+final evaluation of the best checkpoint on every split, summed over a folder's seeds (`--repeats`) and tasks
+(`--each`), so folders whose seeds or tasks ran in parallel processes took less elapsed time (their notes say). FLOPs/example are the forward FLOPs that PyTorch's
 `FlopCounterMode` sees for one validation example; it does not see embedding bags (MemN2N, KV-MemNN) or
 the fused CPU LSTM kernel, so those rows are lower bounds (see each run's notes). The CPU attention kernel
 is counted since 2026-12-05 (`api.flop_counter`); the Transformer rows recorded before leave out their
@@ -231,7 +232,7 @@ def render_capsules(runs: list[Run], refs: dict[str, Any]) -> list[str]:
                 theirs = f"{ref['error']} error" + (f" (port {ref['port_error']})" if "port_error" in ref else "")
         else:
             ours, theirs = _pct(test) + " acc", f"{ref['accuracy']} acc" + (f" (at {ref['matched_accuracy']} on the expanded-MNIST test set)" if "matched_accuracy" in ref else "")
-        budget = f"{_int(s.get('examples_seen'))} examples, {s.get('epochs', 0):.1f} epochs, stopped by {s.get('stopped_by', '?')}"
+        budget = f"{_int(s.get('examples_seen'))} examples, {s.get('epochs', 0):.1f} epochs, stopped by {s.get('stopped_by', 'not recorded')}"
         rows.append(
             f"| `{run.folder.name}` | {ref['label']} | {ours} | {theirs} | {_pct(s.get('val_accuracy'))} | {budget} | "
             f"{s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env, run.config)} | {ref['source']} |"
