@@ -570,3 +570,65 @@ def test_a_run_failing_before_its_first_record_leaves_no_folder(tmp_path):
         api.train(_cfg(eval_every=2), out=tmp_path / "runs", callbacks=[FailAt(3)])
     (kept,) = (tmp_path / "runs").iterdir()
     assert (kept / "metrics.jsonl").is_file() and (kept / "config.yaml").is_file()
+
+
+def test_a_callback_stop_between_passes_validates_and_checkpoints_where_it_stopped(tmp_path):
+    """Stopped by a callback at step 7 with validation every 5: the summary's weights, the last validation
+    record and last.safetensors are all those of step 7 (before: step 5's, under 'the final weights')."""
+    from overlooked.train.callbacks import Callback
+    from overlooked.train.checkpoint import read_checkpoint
+
+    class StopAt7(Callback):
+        def on_step_end(self, ctx, loss):
+            ctx.stop = ctx.stop or ctx.state.step == 7
+
+    run, summary = api.train(_cfg(eval_every=5, select_metric="last"), out=tmp_path, callbacks=[StopAt7()])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 7] and summary["steps"] == 7 and summary["stopped_by"] == "callback"
+    assert read_checkpoint(run / "checkpoints" / "last.safetensors")[1]["info"]["state"]["step"] == 7
+    assert summary["val_accuracy"] == records[-1]["val_accuracy"]
+
+
+def test_resume_ignores_a_best_checkpoint_written_after_the_resume_point(tmp_path):
+    """best every 5 steps, last every 10: a kill at step 17 leaves last at 10 and best possibly at 15, from a
+    continuation the resumed run may not repeat. A best whose step is not the resumed state's best_step is
+    not preloaded (here: a finished run, so the resume trains no further and reports its final weights)."""
+    from overlooked.train.checkpoint import read_checkpoint, save_checkpoint
+
+    run, first = api.train(_cfg(epochs=1, eval_every=6), out=tmp_path)
+    best = run / "checkpoints" / "best.safetensors"
+    _, doc = read_checkpoint(best)
+    model = api.build_model(api.run_config(run), api.build_data(api.run_config(run)).meta)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)  # weights no pass of this run produced
+    later = {**doc["info"], "state": {**doc["info"]["state"], "best_step": first["best_step"] + 100}}
+    save_checkpoint(best, model, info=later)
+    _, summary = api.resume(run)
+    best_w, last_w = _weights(run, "best"), _weights(run, "last")
+    assert all(torch.equal(best_w[k], last_w[k]) for k in best_w)  # the final weights, written as best
+    assert summary["selection"].startswith("the final weights")
+
+
+def test_checkpoint_files_get_the_usual_mode_and_ema_counters_follow_the_model(tmp_path):
+    import os
+    import stat
+
+    raw = {  # a model with batch norm, whose step counters are integer buffers
+        "name": "bn",
+        "data": {"name": "synthetic", "kwargs": {"n_train": 64, "n_test": 16, "image_shape": [1, 6, 6]}},
+        "model": {"name": "spiking_mlp", "kwargs": {"input_shape": [1, 6, 6], "hidden": [8], "steps": 2}},
+        "objective": {"name": "spiking_cross_entropy"},
+        "train": {"epochs": 1, "batch_size": 16, "ema_decay": 0.9, "progress": False},
+    }
+    run, _ = api.train(ExperimentConfig.from_dict(raw), out=tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((run / "checkpoints" / "last.safetensors").stat().st_mode)
+    assert mode == 0o666 & ~umask
+    from overlooked.train.checkpoint import read_checkpoint
+
+    tensors, _ = read_checkpoint(run / "checkpoints" / "last.safetensors")
+    counters = [k for k in tensors if k.startswith("model.") and k.endswith("num_batches_tracked")]
+    assert counters and all(int(tensors[k]) == 4 for k in counters)  # 4 training steps
+    assert all(torch.equal(tensors[k], tensors["ema.module." + k[len("model."):]]) for k in counters)

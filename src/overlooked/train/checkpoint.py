@@ -34,6 +34,9 @@ def _atomic_write(path: Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); a checkpoint gets the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -124,6 +124,7 @@ class JsonlLogger:
     def log(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
@@ -207,8 +208,23 @@ def build_ema(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
         return None
     if not 0.0 < cfg.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must lie strictly between 0 and 1 (e.g. 0.999), got {cfg.ema_decay}; leave it unset for no averaging")
-    avg = _warmed_ema(cfg.ema_decay) if cfg.ema_warmup else get_ema_multi_avg_fn(cfg.ema_decay)
+    avg = _warmed_ema(cfg.ema_decay) if cfg.ema_warmup else _plain_ema(cfg.ema_decay)
     return AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
+
+
+def _plain_ema(decay: float) -> Any:
+    """``AveragedModel``'s ``multi_avg_fn`` for a fixed decay; integer buffers (batch-norm step counters,
+    which the average cannot take) follow the model, as under warm-up."""
+    average = get_ema_multi_avg_fn(decay)
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        if averaged[0].is_floating_point():
+            average(averaged, current, n_averaged)
+        else:
+            torch._foreach_copy_(averaged, current)
+
+    return update
 
 
 def ema_decay_at(decay: float, n_averaged: int) -> float:
@@ -369,7 +385,19 @@ def fit(
             return dataset
         return dataset.subset(torch.arange(cfg.eval_limit))
 
+    def agreed(flag: bool) -> bool:
+        """Under DDP a decision any rank makes (a callback's stop, a restart of the selection) is every
+        rank's, or the ranks would part ways and hang in the next all-reduce."""
+        if not dist.enabled:
+            return flag
+        value = torch.tensor([float(flag)], device=device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
     def run_eval() -> dict[str, Any]:
+        if dist.enabled:  # each rank's last training forward moved its own batch-norm statistics: score rank 0's
+            for buf in model.buffers():
+                torch.distributed.broadcast(buf, 0)
         with averaged_weights(model, ema):
             res = evaluate(model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed, metric)
         return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
@@ -383,9 +411,13 @@ def fit(
     best_weights: dict[str, torch.Tensor] | None = None
     # The run's best checkpoint, if a validation pass chose one (best_step >= 0); a "best" written at the end
     # because no pass chose is not a choice, and the resumed run must not report it as one.
-    if resume is not None and state.best_step >= 0 and (Path(resume).parent / "best.safetensors").exists():
-        load_checkpoint(Path(resume).parent / "best.safetensors", model)
-        best_weights = state_copy(model)
+    # ... and only the best the resumed state names: one written after the resume point (best every 5
+    # steps, last every 10) belongs to the abandoned continuation, which the replay may not repeat.
+    best_file = Path(resume).parent / "best.safetensors" if resume is not None else None
+    if best_file is not None and state.best_step >= 0 and best_file.exists():
+        _, best_info = load_checkpoint(best_file, model)
+        if best_info.get("state", {}).get("best_step") == state.best_step:
+            best_weights = state_copy(model)
         load_checkpoint(resume, model)  # back to the weights training continues from
 
     def checkpoint(name: str, with_optimizer: bool) -> None:
@@ -449,6 +481,7 @@ def fit(
                 window_hits += int(hits_of(out, batch, splits.target_key, metric).sum())
             for cb in callbacks:
                 cb.on_step_end(ctx, loss_value)
+            ctx.stop = agreed(ctx.stop)
             if progress is not None:
                 progress.update(1)
                 if state.step % 10 == 0:
@@ -465,7 +498,9 @@ def fit(
                 out_of_time = bool(flag.item())
             if out_of_time:  # train.max_minutes: validate now, keep the best, stop
                 ctx.stop, stopped_by = True, "max_minutes"
-            if state.step % eval_every == 0 or state.step == total_steps or out_of_time:
+            # A stop (max_minutes, or a callback after this step) validates now and writes `last`, so the
+            # report and the checkpoint describe the weights training ended with.
+            if state.step % eval_every == 0 or state.step == total_steps or out_of_time or ctx.stop:
                 elapsed = max(time.perf_counter() - window_t, 1e-9)
                 metrics = run_eval()
                 record = {
@@ -482,6 +517,7 @@ def fit(
                 window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
                 for cb in callbacks:
                     cb.on_eval_end(ctx, metrics)
+                ctx.stop, ctx.restart_selection = agreed(ctx.stop), agreed(ctx.restart_selection)
                 if ctx.restart_selection:  # the model changed (e.g. linear start ended): earlier scores no longer apply
                     ctx.restart_selection = False
                     state.best_metric, state.best_step, best_weights = None, -1, None
@@ -491,7 +527,7 @@ def fit(
                     state.best_metric = float(metrics["val_accuracy" if cfg.select_metric == "last" else cfg.select_metric])
                     state.best_step = state.step
                     checkpoint("best", with_optimizer=False)
-            if state.step % ckpt_every == 0 or state.step == total_steps or out_of_time:
+            if state.step % ckpt_every == 0 or state.step == total_steps or out_of_time or ctx.stop:
                 checkpoint("last", with_optimizer=True)
             if last_of_epoch:
                 for cb in callbacks:
