@@ -632,3 +632,22 @@ def test_checkpoint_files_get_the_usual_mode_and_ema_counters_follow_the_model(t
     counters = [k for k in tensors if k.startswith("model.") and k.endswith("num_batches_tracked")]
     assert counters and all(int(tensors[k]) == 4 for k in counters)  # 4 training steps
     assert all(torch.equal(tensors[k], tensors["ema.module." + k[len("model."):]]) for k in counters)
+
+
+def test_on_epoch_end_runs_before_the_epochs_checkpoint(tmp_path):
+    from overlooked.train.callbacks import Callback
+    from overlooked.train.checkpoint import read_checkpoint
+
+    class CountEpochs(Callback):
+        def __init__(self):
+            self.epochs = 0
+
+        def on_epoch_end(self, ctx):
+            self.epochs += 1
+
+        def state_dict(self):
+            return {"epochs": self.epochs}
+
+    run, _ = api.train(_cfg(epochs=2), out=tmp_path, callbacks=[CountEpochs()])
+    info = read_checkpoint(run / "checkpoints" / "last.safetensors")[1]["info"]
+    assert info["state"]["step"] == 24 and info["state"]["callbacks"] == [{"epochs": 2}]

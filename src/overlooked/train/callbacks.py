@@ -23,7 +23,8 @@ class Callback:
         """Called after each validation pass with its metrics (``val_loss``, ``val_accuracy``, ...)."""
 
     def on_epoch_end(self, ctx: Context) -> None:
-        """Called after each full pass over the training split."""
+        """Called after the last step of each full pass over the training split, before that step's
+        validation pass and checkpoint (so both include what the callback changes)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

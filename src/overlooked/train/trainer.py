@@ -491,6 +491,9 @@ def fit(
             if last_of_epoch:
                 state.epoch += 1
                 state.batch_in_epoch = 0
+                for cb in callbacks:  # before this step's validation and checkpoint, so both include its effect
+                    cb.on_epoch_end(ctx)
+                ctx.stop = agreed(ctx.stop)
             out_of_time = deadline is not None and state.step < total_steps and time.perf_counter() >= deadline
             if deadline is not None and dist.enabled:  # every rank must stop at the same step, or DDP hangs
                 flag = torch.tensor([float(out_of_time)], device=device)
@@ -529,9 +532,6 @@ def fit(
                     checkpoint("best", with_optimizer=False)
             if state.step % ckpt_every == 0 or state.step == total_steps or out_of_time or ctx.stop:
                 checkpoint("last", with_optimizer=True)
-            if last_of_epoch:
-                for cb in callbacks:
-                    cb.on_epoch_end(ctx)
         else:
             continue
         break
