@@ -51,6 +51,9 @@ class TrainState:
     best_step: int = -1
     train_time_s: float = 0.0
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    # the training examples, loss sum and hits since the last validation pass (the next metrics record's
+    # train_loss / train_accuracy), so a resume between passes logs the same record as an uninterrupted run
+    window: list[float] = field(default_factory=lambda: [0, 0.0, 0])
 
 
 @dataclass
@@ -427,6 +430,7 @@ def fit(
         if not write or ckpt_dir is None:
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
+        state.window = [window_n, window_loss, window_hits]
         save_checkpoint(
             ckpt_dir / f"{name}.safetensors",
             scored if name == "best" else model,
@@ -445,7 +449,8 @@ def fit(
     for cb in callbacks:
         cb.on_train_start(ctx)
     model.train()
-    window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
+    window_t = time.perf_counter()
+    window_n, window_loss, window_hits = int(state.window[0]), float(state.window[1]), int(state.window[2])
     while state.step < total_steps and state.epoch < cfg.epochs and not ctx.stop:
         batches = sequence.epoch(state.epoch)
         for i in range(state.batch_in_epoch, len(batches)):
