@@ -653,3 +653,24 @@ def test_on_epoch_end_runs_before_the_epochs_checkpoint(tmp_path):
     run, _ = api.train(_cfg(epochs=2), out=tmp_path, callbacks=[CountEpochs()])
     info = read_checkpoint(run / "checkpoints" / "last.safetensors")[1]["info"]
     assert info["state"]["step"] == 24 and info["state"]["callbacks"] == [{"epochs": 2}]
+
+
+@pytest.mark.slow
+def test_ddp_checkpoints_keep_each_ranks_augmentation_stream(tmp_path):
+    """Only rank 0 writes checkpoints; each rank's augmentation generator state goes in as augment.<rank>
+    (a resume restores its own; before, every rank got rank 0's)."""
+    import yaml
+
+    from overlooked.train.checkpoint import read_checkpoint
+
+    cfg = {**DDP_CFG, "augment": {"name": "random_shift", "kwargs": {"max_shift": 1}}, "train": {**DDP_CFG["train"], "checkpoint_every": 3}}
+    cfg_path = tmp_path / "ddp.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    multi = subprocess.run([*torchrun, "-m", "overlooked", "train", str(cfg_path), "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    (run,) = (tmp_path / "two").iterdir()
+    tensors, _ = read_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert torch.equal(tensors["rng.augment.0"], tensors["rng.augment"])
+    assert not torch.equal(tensors["rng.augment.0"], tensors["rng.augment.1"])

@@ -362,7 +362,7 @@ def fit(
         loaded = TrainState(**info["state"])
         state.__dict__.update(loaded.__dict__)
         torch.set_rng_state(rng["torch"])
-        aug_gen.set_state(rng["augment"])
+        aug_gen.set_state(rng.get(f"augment.{dist.rank}", rng["augment"]))  # this rank's own stream (DDP)
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
         for cb, cb_state in zip(callbacks, state.callbacks):
@@ -427,6 +427,14 @@ def fit(
         nonlocal best_weights
         if name == "best":  # every rank keeps the best weights, so the final report needs no file
             best_weights = state_copy(scored)
+        rng = None
+        if with_optimizer:  # every rank reaches this at the same steps; each rank's augmentation stream is its own
+            rng = _rng_states(aug_gen)
+            if dist.enabled:
+                mine = rng["augment"].to(device)
+                every = [torch.empty_like(mine) for _ in range(dist.world_size)]
+                torch.distributed.all_gather(every, mine)
+                rng.update({f"augment.{r}": t.cpu() for r, t in enumerate(every)})
         if not write or ckpt_dir is None:
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
@@ -435,7 +443,7 @@ def fit(
             ckpt_dir / f"{name}.safetensors",
             scored if name == "best" else model,
             optimizer if with_optimizer else None,
-            _rng_states(aug_gen) if with_optimizer else None,
+            rng,
             {"state": asdict(state), "train": asdict(cfg)},
             ema if with_optimizer else None,
         )
