@@ -347,6 +347,9 @@ def fit(
     net: nn.Module = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
+        # The wrap broadcast rank 0's weights; from here each rank draws its own dropout masks (the same seed on
+        # every rank would drop the same units for different examples). Rank 0 keeps the run's seed.
+        torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)
     optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     ema = build_ema(model, cfg)
     scored = model if ema is None else ema.module  # the weights validation, selection and the final report score
