@@ -58,7 +58,7 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (apt-get install chromium); run by hand, see docs/report.md")
+@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (apt-get install chromium; .ci/run installs it when it can)")
 def test_report_page_renders_in_headless_chromium(tmp_path):
     """A page whose only content is an embedded, mostly red figure: the screenshot must show that red."""
     fig, ax = plt.subplots(figsize=(4, 4))

@@ -159,3 +159,19 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys):
     with pytest.raises(ConfigError, match="model 'lstm_reader' reads no addressable memory"):
         api.explain(lstm_run, data_dir=str(data_dir))
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "memn2n"
+
+
+def test_supporting_stats_of_a_linear_start_checkpoint_count_every_hop_and_give_no_weight():
+    """Without the softmax (linear start) the hops hold raw scores: they may sum to <= 0 and are not weights.
+    Every hop still reads the memory (precision by the top score); no weight on supporting facts is given."""
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    raw = _Fixed(logits=logits, attention=torch.tensor([
+        [[2.0, -3.0, -1.0], [-5.0, 1.0, -2.0]],  # sums -2 and -6: before, these hops counted as reading nothing
+        [[-1.0, 4.0, 0.5], [0.0, -1.0, 3.0]],
+        [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+    ]))
+    raw.use_softmax = False
+    stats = EX.supporting_stats(raw, _stats_split(), ("story",))
+    one = stats["tasks"][1]
+    assert stats["linear_start"] and one["hop_precision"] == pytest.approx(3 / 4) and one["weight_on_supporting"] is None
+    assert "linear start: no softmax" in EX.format_stats(stats)

@@ -72,6 +72,8 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
         "attention": weights.round(4).tolist(),
         "supporting": support,
         "figure": None,
+        # during linear start MemN2N has no softmax: the hop values are raw scores, not weights summing to 1
+        "linear_start": "attention" in out and not getattr(model, "use_softmax", True),
     }
     result["correct"] = result["answer"] == result["predicted"]
     if path is not None:
@@ -87,7 +89,8 @@ def format_example(ex: dict[str, Any], threshold: float = 0.1) -> str:
     where = f"{ex['split']} question {ex['row']}" if ex.get("split") else f"question {ex['row']}"
     if ex.get("task") is not None:
         where += f" (task {ex['task']}" + (f", its question {ex['task_index']})" if ex.get("task_index") is not None else ")")
-    lines = [f"{where}; * = supporting fact in the dataset; hop weights below {threshold:g} left blank:"]
+    values = "hop scores (linear start: no softmax, not weights)" if ex.get("linear_start") else "hop weights"
+    lines = [f"{where}; * = supporting fact in the dataset; {values} below {threshold:g} left blank:"]
     weights = np.asarray(ex["attention"])
     for i, sentence in enumerate(ex["story"]):
         marks = "  ".join(f"hop{k + 1} {weights[k, i]:.2f}" for k in range(weights.shape[0]) if weights[k, i] >= threshold)
@@ -117,7 +120,8 @@ def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tu
     Over the hops that read a memory (all hops of MemN2N and KV-MemNN; MemNN's until it stops):
 
     - ``hop_precision``: the share of hops whose most-weighted memory is a supporting fact;
-    - ``weight_on_supporting``: the mean weight a hop puts on the supporting facts (1 or 0 for hard hops);
+    - ``weight_on_supporting``: the mean weight a hop puts on the supporting facts (1 or 0 for hard hops;
+      None for a MemN2N checkpoint in linear start, whose hops hold raw scores, flagged by ``linear_start``);
     - ``all_retrieved``: the share of questions whose every supporting fact (in the memory window) is the
       most-weighted memory of some hop;
     - ``accuracy``: answers right, over the same questions.
@@ -128,6 +132,7 @@ def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tu
     model.eval()
     per_task: dict[int, dict[str, float]] = {}
     n = len(split)
+    linear_start = False
     with torch.no_grad():
         for start in range(0, n, batch_size):
             batch = split[torch.arange(start, min(start + batch_size, n))]
@@ -137,7 +142,12 @@ def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tu
             sup = batch["supporting"]  # [B, S], -1 = none or outside the window
             is_sup = torch.zeros(sup.shape[0], M + 1, dtype=torch.bool).scatter_(1, torch.where(sup >= 0, sup, M), True)[:, :M]  # [B, M]
             has_sup = is_sup.any(1)  # [B]
-            read = weights.sum(-1) > 0  # [B, K] hops that read a memory
+            soft = "attention" in out
+            linear_start = soft and not getattr(model, "use_softmax", True)
+            if soft:  # every soft hop reads the memory (under linear start its raw scores may sum to <= 0)
+                read = batch["memory_mask"].any(1, keepdim=True).expand(-1, weights.shape[1])  # [B, K]
+            else:
+                read = weights.sum(-1) > 0  # [B, K] hard hops that read a memory (MemNN until it stops)
             top = weights.argmax(-1)  # [B, K]
             top_is_sup = is_sup.gather(1, top) & read  # [B, K]
             mass = (weights * is_sup[:, None, :]).sum(-1)  # [B, K]
@@ -163,13 +173,13 @@ def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tu
             "questions": int(q),
             "skipped": int(a["skipped"]),
             "hop_precision": a["top_hits"] / h if h else None,
-            "weight_on_supporting": a["mass"] / h if h else None,
+            "weight_on_supporting": a["mass"] / h if h and not linear_start else None,
             "all_retrieved": a["all_found"] / q if q else None,
             "accuracy": a["right"] / q if q else None,
         }
 
     total = {k: sum(a[k] for a in per_task.values()) for k in ("questions", "skipped", "hops", "top_hits", "mass", "all_found", "right")}
-    return {"tasks": {t: finish(a) for t, a in sorted(per_task.items())}, "all": finish(total)}
+    return {"tasks": {t: finish(a) for t, a in sorted(per_task.items())}, "all": finish(total), "linear_start": linear_start}
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -181,6 +191,8 @@ def format_stats(stats: dict[str, Any]) -> str:
 
     for name, s in rows:
         lines.append(f"{name:>5} {s['questions']:>9} {cell(s['hop_precision'], 13)} {cell(s['weight_on_supporting'], 14)} {cell(s['all_retrieved'], 13)} {cell(s['accuracy'], 8)}")
+    if stats.get("linear_start"):
+        lines.append("(the checkpoint is in linear start: no softmax, so the hops hold raw scores and no weight on supporting facts is given)")
     if stats["all"]["skipped"]:
         n = stats["all"]["skipped"]
         lines.append(f"({n} question{'s' if n != 1 else ''} left out: {'their' if n != 1 else 'its'} supporting facts are older than the memory window)")
