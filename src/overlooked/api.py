@@ -456,6 +456,9 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         out["mean_group_error_over_runs"] = {"mean": statistics.fmean(run_means), "std": statistics.stdev(run_means) if len(run_means) > 1 else 0.0}
     for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "device"):
         out[key] = summaries[0].get(key)
+    for key in ("trials", "test_examples"):  # the fair-comparison rule reads them (same for every seed)
+        if key in summaries[0]:
+            out[key] = summaries[0][key]
     out["wall_time_s"] = sum(s["wall_time_s"] for s in summaries)
     out["examples_seen"] = summaries[0].get("examples_seen")
     return out
@@ -530,7 +533,9 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
         merged["data_fingerprint"] = hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()[:16]
     flops = [s.get("flops_per_example") for s in subs.values()]
     merged["flops_per_example"] = statistics.fmean(flops) if all(f is not None for f in flops) else None
-    merged["trials"] = max(s.get("trials", 1) for s in subs.values())
+    merged["trials"] = max(s.get("trials") or 1 for s in subs.values())
+    if all(s.get("test_examples") is not None for s in subs.values()):
+        merged["test_examples"] = sum(s["test_examples"] for s in subs.values())
     if cfg.train.repeats > 1:
         for rule in ("best_by_train", "best_by_val"):
             merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "test_group_accuracy": {}}

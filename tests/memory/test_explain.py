@@ -175,3 +175,19 @@ def test_supporting_stats_of_a_linear_start_checkpoint_count_every_hop_and_give_
     one = stats["tasks"][1]
     assert stats["linear_start"] and one["hop_precision"] == pytest.approx(3 / 4) and one["weight_on_supporting"] is None
     assert "linear start: no softmax" in EX.format_stats(stats)
+
+
+def test_linear_start_stats_never_pick_an_empty_slot():
+    """Raw scores leave empty slots at 0, above negative scores of real memories; the top memory of a hop is
+    chosen among the real ones."""
+    split = ArrayDataset({
+        "story": torch.ones(1, 3, 2, dtype=torch.long),
+        "memory_mask": torch.tensor([[True, True, False]]),
+        "supporting": torch.tensor([[0, -1]]),
+        "answer": torch.tensor([0]),
+        "task": torch.tensor([1]),
+    })
+    raw = _Fixed(logits=torch.tensor([[1.0, 0.0]]), attention=torch.tensor([[[-1.0, -2.0, 0.0]]]))
+    raw.use_softmax = False
+    one = EX.supporting_stats(raw, split, ("story",))["tasks"][1]
+    assert one["hop_precision"] == 1.0 and one["all_retrieved"] == 1.0

@@ -609,7 +609,7 @@ def test_resume_ignores_a_best_checkpoint_written_after_the_resume_point(tmp_pat
     _, summary = api.resume(run)
     best_w, last_w = _weights(run, "best"), _weights(run, "last")
     assert all(torch.equal(best_w[k], last_w[k]) for k in best_w)  # the final weights, written as best
-    assert summary["selection"].startswith("the final weights")
+    assert summary["selection"].startswith("the final weights") and summary["best_step"] == -1
 
 
 def test_checkpoint_files_get_the_usual_mode_and_ema_counters_follow_the_model(tmp_path):
@@ -672,5 +672,12 @@ def test_ddp_checkpoints_keep_each_ranks_augmentation_stream(tmp_path):
     assert multi.returncode == 0, multi.stderr[-3000:]
     (run,) = (tmp_path / "two").iterdir()
     tensors, _ = read_checkpoint(run / "checkpoints" / "last.safetensors")
-    assert torch.equal(tensors["rng.augment.0"], tensors["rng.augment"])
-    assert not torch.equal(tensors["rng.augment.0"], tensors["rng.augment.1"])
+    for key in ("augment", "torch"):  # augmentation and dropout streams, each rank's own
+        assert torch.equal(tensors[f"rng.{key}.0"], tensors[f"rng.{key}"])
+        assert not torch.equal(tensors[f"rng.{key}.0"], tensors[f"rng.{key}.1"])
+
+
+def test_repeats_summaries_carry_trials_and_test_examples(tmp_path):
+    """The fair-comparison rule reads both from a --repeats parent too (they were dropped there)."""
+    _, summary = api.train(_cfg(epochs=1, repeats=2, trials=3, eval_limit=16), out=tmp_path)
+    assert summary["repeats"] == 2 and summary["trials"] == 3 and summary["test_examples"] == 16

@@ -48,7 +48,7 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
     tested = {row.get("test_examples") for row in rows if row.get("test_examples") is not None}
     if len(tested) > 1:
         each = ", ".join(f"{label(r)}: {r.get('test_examples')}" for r in rows)
-        problems.append(f"the rows were scored on different numbers of test examples ({each}; train.eval_limit differs); score them alike, e.g. `overlooked evaluate RUN --limit 0`")
+        problems.append(f"the rows were scored on different numbers of test examples ({each}; train.eval_limit differs); train them with the same train.eval_limit")
     if len({row.get("trials", 1) for row in rows}) > 1:
         each = ", ".join(f"{label(r)}: {r.get('trials', 1)}" for r in rows)
         problems.append(f"the rows used different numbers of hyper-parameter trials ({each})")

@@ -148,7 +148,8 @@ def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tu
                 read = batch["memory_mask"].any(1, keepdim=True).expand(-1, weights.shape[1])  # [B, K]
             else:
                 read = weights.sum(-1) > 0  # [B, K] hard hops that read a memory (MemNN until it stops)
-            top = weights.argmax(-1)  # [B, K]
+            valid = batch["memory_mask"][:, None, :]  # [B, 1, M]; raw scores (linear start) leave padded slots at 0
+            top = weights.masked_fill(~valid, float("-inf")).argmax(-1) if soft else weights.argmax(-1)  # [B, K]
             top_is_sup = is_sup.gather(1, top) & read  # [B, K]
             mass = (weights * is_sup[:, None, :]).sum(-1)  # [B, K]
             retrieved = torch.zeros(is_sup.shape, dtype=torch.long).scatter_add_(1, top, read.long()) > 0  # [B, M] memories some hop picked

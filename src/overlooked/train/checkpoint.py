@@ -22,6 +22,14 @@ from safetensors.torch import load_file, save_file
 
 from overlooked.errors import CheckpointError
 
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes files
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 FORMAT = "overlooked-checkpoint"
 VERSION = 1
 
@@ -34,9 +42,7 @@ def _atomic_write(path: Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); a checkpoint gets the usual mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); a checkpoint gets the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

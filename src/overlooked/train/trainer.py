@@ -53,7 +53,7 @@ class TrainState:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     # the training examples, loss sum and hits since the last validation pass (the next metrics record's
     # train_loss / train_accuracy), so a resume between passes logs the same record as an uninterrupted run
-    window: list[float] = field(default_factory=lambda: [0, 0.0, 0])
+    window: list[float] = field(default_factory=lambda: [0, 0.0, 0, 0.0])  # + its wall seconds (examples_per_s)
 
 
 @dataclass
@@ -349,7 +349,7 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
         # The wrap broadcast rank 0's weights; from here each rank draws its own dropout masks (the same seed on
         # every rank would drop the same units for different examples). Rank 0 keeps the run's seed.
-        torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)
+        torch.manual_seed(cfg.seed + (dist.rank << 40))  # never equal to an augmentation seed (seed * 1_000_003 + rank)
     optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     ema = build_ema(model, cfg)
     scored = model if ema is None else ema.module  # the weights validation, selection and the final report score
@@ -364,10 +364,11 @@ def fit(
         rng, info = load_checkpoint(resume, model, optimizer, ema)
         loaded = TrainState(**info["state"])
         state.__dict__.update(loaded.__dict__)
-        torch.set_rng_state(rng["torch"])
-        aug_gen.set_state(rng.get(f"augment.{dist.rank}", rng["augment"]))  # this rank's own stream (DDP)
+        own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
+        torch.set_rng_state(own("torch"))
+        aug_gen.set_state(own("augment"))
         if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
+            torch.cuda.set_rng_state(own("cuda"))
         for cb, cb_state in zip(callbacks, state.callbacks):
             cb.load_state_dict(cb_state)
 
@@ -406,7 +407,12 @@ def fit(
                 torch.distributed.broadcast(buf, 0)
         with averaged_weights(model, ema):
             res = evaluate(model, limited(splits.val), splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, None, cfg.bf16, cfg.seed, metric)
-        return {"val_loss": res["loss"], "val_accuracy": res["accuracy"]}
+        scores = [float(res["loss"]), float(res["accuracy"])]
+        if dist.enabled:  # every rank decides on rank 0's numbers (EMA buffers and GPU kernels may differ per rank)
+            value = torch.tensor(scores, dtype=torch.float64, device=device)
+            torch.distributed.broadcast(value, 0)
+            scores = value.tolist()
+        return {"val_loss": scores[0], "val_accuracy": scores[1]}
 
     def is_better(metrics: dict[str, Any]) -> bool:
         if cfg.select_metric == "last" or state.best_metric is None:
@@ -424,6 +430,8 @@ def fit(
         _, best_info = load_checkpoint(best_file, model)
         if best_info.get("state", {}).get("best_step") == state.best_step:
             best_weights = state_copy(model)
+        else:  # its weights are gone: the resumed run chooses afresh
+            state.best_metric, state.best_step = None, -1
         load_checkpoint(resume, model)  # back to the weights training continues from
 
     def checkpoint(name: str, with_optimizer: bool) -> None:
@@ -433,15 +441,16 @@ def fit(
         rng = None
         if with_optimizer:  # every rank reaches this at the same steps; each rank's augmentation stream is its own
             rng = _rng_states(aug_gen)
-            if dist.enabled:
-                mine = rng["augment"].to(device)
-                every = [torch.empty_like(mine) for _ in range(dist.world_size)]
-                torch.distributed.all_gather(every, mine)
-                rng.update({f"augment.{r}": t.cpu() for r, t in enumerate(every)})
+            if dist.enabled:  # each rank's streams (dropout masks, augmentation), rank 0's also under the plain keys
+                for key in sorted(rng):
+                    mine = rng[key].to(device)
+                    every = [torch.empty_like(mine) for _ in range(dist.world_size)]
+                    torch.distributed.all_gather(every, mine)
+                    rng.update({f"{key}.{r}": t.cpu() for r, t in enumerate(every)})
         if not write or ckpt_dir is None:
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
-        state.window = [window_n, window_loss, window_hits]
+        state.window = [window_n, window_loss, window_hits, time.perf_counter() - window_t]
         save_checkpoint(
             ckpt_dir / f"{name}.safetensors",
             scored if name == "best" else model,
@@ -460,8 +469,8 @@ def fit(
     for cb in callbacks:
         cb.on_train_start(ctx)
     model.train()
-    window_t = time.perf_counter()
     window_n, window_loss, window_hits = int(state.window[0]), float(state.window[1]), int(state.window[2])
+    window_t = time.perf_counter() - (float(state.window[3]) if len(state.window) > 3 else 0.0)  # time already in the window
     while state.step < total_steps and state.epoch < cfg.epochs and not ctx.stop:
         batches = sequence.epoch(state.epoch)
         for i in range(state.batch_in_epoch, len(batches)):
