@@ -31,7 +31,7 @@ from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint
 from overlooked.train.distributed import init_distributed
 from overlooked.train.environment import environment
-from overlooked.train.trainer import fit
+from overlooked.train.trainer import fit, process_settings
 
 
 def registries() -> dict[str, list[str]]:
@@ -351,44 +351,45 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         from overlooked.train.checkpoint import read_checkpoint
 
         resumed_from = read_checkpoint(resume)[1]["info"]["state"]["step"]
-    t0 = _dt.datetime.now()
-    try:
-        result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
-    except BaseException:
-        if write and resume is None:
-            _discard_if_unstarted(run_dir, made)
-        raise
-    summary = {
-        "name": cfg.name,
-        "model": cfg.model.name,
-        "dataset": cfg.data.name,
-        "dataset_kwargs": cfg.data.kwargs,
-        "seed": cfg.train.seed,
-        "params": count_parameters(model),
-        "flops_per_example": flops_per_example(model, splits, encoder),
-        "data_fingerprint": data_fingerprint(splits),
-        "trials": cfg.train.trials,
-        "device": cfg.train.device,
-        "world_size": dist.world_size,
-        "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
-        **result,
-    }
-    if resume is not None:  # wall_time_s then counts this process only
-        summary["resumed_from_step"] = resumed_from
-    from overlooked.spiking.kernels import resolved_backends
-
-    backends = resolved_backends(model)  # read before the energy pass below, which runs in float32 without autocast
-    if backends:  # which neuron kernel each spiking layer ran in the trainer's last pass (reference loop, cpp, triton)
-        summary["neuron_backends"] = backends
-    summary.update(spiking_energy(model, splits, encoder))
-    if "test_accuracy" in summary and len(splits.test):  # 95% Wilson interval on the test accuracy
+    with process_settings(cfg.train):  # the run's threads and determinism also for its final FLOP and energy passes
+        t0 = _dt.datetime.now()
         try:
-            summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], summary.get("test_examples", len(splits.test)))
-        except ValueError:  # an accuracy that is not k / n (e.g. a weighted metric): no interval
-            pass
-    if write:
-        _write_json(run_dir / "summary.json", summary)
-    return summary
+            result = fit(model, splits, objective, cfg.train, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
+        except BaseException:
+            if write and resume is None:
+                _discard_if_unstarted(run_dir, made)
+            raise
+        summary = {
+            "name": cfg.name,
+            "model": cfg.model.name,
+            "dataset": cfg.data.name,
+            "dataset_kwargs": cfg.data.kwargs,
+            "seed": cfg.train.seed,
+            "params": count_parameters(model),
+            "flops_per_example": flops_per_example(model, splits, encoder),
+            "data_fingerprint": data_fingerprint(splits),
+            "trials": cfg.train.trials,
+            "device": cfg.train.device,
+            "world_size": dist.world_size,
+            "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
+            **result,
+        }
+        if resume is not None:  # wall_time_s then counts this process only
+            summary["resumed_from_step"] = resumed_from
+        from overlooked.spiking.kernels import resolved_backends
+
+        backends = resolved_backends(model)  # read before the energy pass below, which runs in float32 without autocast
+        if backends:  # which neuron kernel each spiking layer ran in the trainer's last pass (reference loop, cpp, triton)
+            summary["neuron_backends"] = backends
+        summary.update(spiking_energy(model, splits, encoder))
+        if "test_accuracy" in summary and len(splits.test):  # 95% Wilson interval on the test accuracy
+            try:
+                summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], summary.get("test_examples", len(splits.test)))
+            except ValueError:  # an accuracy that is not k / n (e.g. a weighted metric): no interval
+                pass
+        if write:
+            _write_json(run_dir / "summary.json", summary)
+        return summary
 
 
 ENERGY_EXAMPLES = 2000  # test examples the energy / firing-rate report of a spiking model is measured on

@@ -681,3 +681,16 @@ def test_repeats_summaries_carry_trials_and_test_examples(tmp_path):
     """The fair-comparison rule reads both from a --repeats parent too (they were dropped there)."""
     _, summary = api.train(_cfg(epochs=1, repeats=2, trials=3, eval_limit=16), out=tmp_path)
     assert summary["repeats"] == 2 and summary["trials"] == 3 and summary["test_examples"] == 16
+
+
+def test_threads_and_determinism_are_put_back_after_a_run(tmp_path):
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(2)
+        api.train(_cfg(epochs=1, num_threads=1, deterministic=True), out=tmp_path)
+        assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)

@@ -334,12 +334,42 @@ def fit(
         Final metrics: train/val/test loss and accuracy of the best-on-validation weights, steps, examples
         seen, training wall time, the selection rule.
     """
-    dist = init_distributed(cfg.device)
-    device = cfg.device
+    with process_settings(cfg):
+        return _fit(model, splits, objective, cfg, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
+
+
+@contextlib.contextmanager
+def process_settings(cfg: TrainConfig) -> Iterator[None]:
+    """``train.num_threads`` and ``train.deterministic`` for the duration of a run; PyTorch keeps both per
+    process, so they are put back afterwards (a later run in the same process, or the caller, is unaffected)."""
+    threads = torch.get_num_threads()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _fit(
+    model: nn.Module,
+    splits: Splits,
+    objective: nn.Module,
+    cfg: TrainConfig,
+    run_dir: Path | None,
+    *,
+    augment: Transform | None,
+    encoder: Transform | None,
+    callbacks: list[Callback] | tuple[Callback, ...],
+    resume: Path | None,
+) -> dict[str, Any]:
+    """:func:`fit`'s body, run inside :func:`process_settings`."""
+    dist = init_distributed(cfg.device)
+    device = cfg.device
     if cfg.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world_size}")
     torch.manual_seed(cfg.seed)
