@@ -102,17 +102,19 @@ def affnist_style(
     seed: int = 0,
     download: bool = False,
     test_set: str = "style",
+    verify: bool = True,
 ) -> Splits:
     """Train: centred 40x40 MNIST (translate with ``random_shift`` max 6 in training); validation: translated
     once from ``seed``; test: MNIST test digits under affNIST-range affine transforms from ``seed``
     (``test_set="style"``), or the real affNIST test set (``test_set="affnist"``, read from
-    ``affnist/test.mat.zip`` under the data root; ``download=True`` fetches it)."""
+    ``affnist/test.mat.zip`` under the data root; ``download=True`` fetches it). ``verify``: check the files'
+    checksums at every load (the default)."""
     if test_set not in TEST_SETS:
         raise DataError(f"affnist_style: unknown test_set {test_set!r}; use one of {', '.join(TEST_SETS)}")
     if test_set == "affnist":  # first: a missing affNIST file fails before MNIST is read
-        test_images, test_labels = load_affnist_test(data_dir, download)
+        test_images, test_labels = load_affnist_test(data_dir, download, verify)
     else:
-        digits, test_labels = load_mnist("test", data_dir, download)
+        digits, test_labels = load_mnist("test", data_dir, download, verify)
         test_images = affnist_style_test(digits.float() / 255.0, seed + 2)
     train_images, train_labels = load_mnist("train", data_dir, download)
     train_images = train_images.float() / 255.0
@@ -170,9 +172,10 @@ def read_affnist_mat(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.
     return images.reshape(-1, 1, CANVAS, CANVAS).float() / 255.0, labels
 
 
-def load_affnist_test(data_dir: str | os.PathLike[str] | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def load_affnist_test(data_dir: str | os.PathLike[str] | None = None, download: bool = False, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The real affNIST test set (10,000 transformed MNIST test digits) from ``affnist/test.mat.zip`` under the
-    data root; ``download=True`` fetches it from the affNIST page and checks its sha256 first, otherwise a
-    missing file is a :class:`DataError` naming it and the fix."""
-    root = store.ensure("affnist", data_dir, download, files=[AFFNIST_TEST_FILE], verify_checksums=download)
+    data root; ``download=True`` fetches it from the affNIST page, otherwise a missing file is a
+    :class:`DataError` naming it and the fix. ``verify`` (default) checks the file's sha256 before reading it,
+    at every load; ``False`` reads it as it is."""
+    root = store.ensure("affnist", data_dir, download, files=[AFFNIST_TEST_FILE], verify_checksums=verify or download)
     return read_affnist_mat(root / AFFNIST_TEST_FILE)

@@ -57,12 +57,13 @@ def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
 
 
-def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = None, download: bool = False, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(images [N, 2, 96, 96] uint8, labels [N] int64, info [N, 4] int64)`` of ``split`` ('train' or 'test').
 
     Reads the gunzipped ``.mat`` files when all three are there, else the ``.mat.gz`` files the store
     fetches (``download=True`` fetches and checks missing ones; otherwise a missing file is a
-    :class:`DataError` naming it and the fix).
+    :class:`DataError` naming it and the fix). ``verify`` (default) checks the ``.mat.gz`` files' sha256 at
+    every load (gunzipped copies have no published checksum and are read as they are).
     """
     root = store.resolve_data_dir(data_dir)
     plain = {kind: root / "smallnorb" / FILES[split].format(kind) for kind in ("dat", "cat", "info")}
@@ -70,7 +71,7 @@ def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = N
         paths = plain
     else:
         rel = {kind: f"smallnorb/{FILES[split].format(kind)}.gz" for kind in plain}
-        store.ensure("smallnorb", data_dir, download, files=list(rel.values()), verify_checksums=download)
+        store.ensure("smallnorb", data_dir, download, files=list(rel.values()), verify_checksums=verify or download)
         paths = {kind: root / r for kind, r in rel.items()}
     images = torch.from_numpy(read_norb_matrix(paths["dat"]).copy())
     labels = torch.from_numpy(read_norb_matrix(paths["cat"]).astype(np.int64))
@@ -85,11 +86,11 @@ def _prepare(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @DATASETS.register("smallnorb")
-def smallnorb(data_dir: str | os.PathLike[str] | None = None, image_size: int = 48, val_fraction: float = 0.1, seed: int = 0, download: bool = False) -> Splits:
+def smallnorb(data_dir: str | os.PathLike[str] | None = None, image_size: int = 48, val_fraction: float = 0.1, seed: int = 0, download: bool = False, verify: bool = True) -> Splits:
     """smallNORB downsampled to ``image_size`` (48 in Hinton et al. 2018, who then crop 32x32 patches), both
     stereo images as two channels; a seeded validation split of the training set."""
-    train_images, train_labels, _ = load_smallnorb_split("train", data_dir, download)
-    test_images, test_labels, _ = load_smallnorb_split("test", data_dir, download)
+    train_images, train_labels, _ = load_smallnorb_split("train", data_dir, download, verify)
+    test_images, test_labels, _ = load_smallnorb_split("test", data_dir, download, verify)
     full = ArrayDataset({"image": _prepare(train_images, image_size), "label": train_labels})
     tr, va = split_train_val(len(full), val_fraction, seed)
     return Splits(
