@@ -106,6 +106,12 @@ def build_encoder(cfg: ExperimentConfig) -> Any:
     return ENCODERS.create(cfg.encoder.name, **cfg.encoder.kwargs) if cfg.encoder and cfg.encoder.name else None
 
 
+def build_callbacks(cfg: ExperimentConfig) -> list[Callback]:
+    """The config's callbacks, in order (a setting their builders refuse is a :class:`ConfigError`)."""
+    with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
+        return [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks]
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -278,10 +284,10 @@ def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> No
     steps = getattr(model, "steps", None)
     if not isinstance(steps, int):
         return
-    if "frame_shape" in meta and encoder is None:
-        raise ConfigError("the data are event frames [B, T, ...] and a spiking model reads time first: set encoder: {name: time_first, kwargs: {key: frames}}")
     sources = []
     if "frame_shape" in meta:
+        if encoder is None:
+            raise ConfigError("the data are event frames [B, T, ...] and a spiking model reads time first: set encoder: {name: time_first, kwargs: {key: frames}}")
         sources.append(("the data's time bins (frame_shape[0])", int(meta["frame_shape"][0])))
     if isinstance(getattr(encoder, "steps", None), int):
         sources.append(("the encoder's steps (encoder.kwargs.steps, default included)", int(encoder.steps)))
@@ -327,8 +333,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             augment = AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs) if cfg.augment and cfg.augment.name else None
         with _building("encoder", cfg.encoder.name if cfg.encoder else None):
             encoder = build_encoder(cfg)
-        with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
-            callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks] + list(extra_callbacks)
+        callbacks = build_callbacks(cfg) + list(extra_callbacks)
         check_time_steps(splits.meta, model, encoder)
         if resume is not None and run_dir is not None:
             check_vocab(run_dir, splits, fix="the data files changed since the run started; restore them (bAbI's are checked against the official checksums unless data.kwargs.verify=false) or start a new run")
@@ -338,19 +343,15 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     if write and resume is None:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         _write_json(run_dir / "environment.json", environment(cfg.train.device, cfg.train.num_threads))
-        if "vocab" in splits.meta:  # the word of each index: evaluation on other data is checked against it
-            _write_json(run_dir / VOCAB_FILE, list(splits.meta["vocab"]))
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
-        if "vocab" in splits.meta and not (run_dir / VOCAB_FILE).is_file():  # runs from before vocab.json
-            _write_json(run_dir / VOCAB_FILE, list(splits.meta["vocab"]))
         env_path = run_dir / "environment.json"
         env = json.loads(env_path.read_text()) if env_path.is_file() else {}
         env.setdefault("resumes", []).append(environment(cfg.train.device, cfg.train.num_threads))
         _write_json(env_path, env)
-    if resume is not None:
-        from overlooked.train.checkpoint import read_checkpoint
-
-        resumed_from = read_checkpoint(resume)[1]["info"]["state"]["step"]
+    # the word of each index, which evaluation on other data is checked against (a resume writes it for runs
+    # from before the file existed)
+    if write and "vocab" in splits.meta and (resume is None or not (run_dir / VOCAB_FILE).is_file()):
+        _write_json(run_dir / VOCAB_FILE, list(splits.meta["vocab"]))
     with process_settings(cfg.train):  # the run's threads and determinism also for its final FLOP and energy passes
         t0 = _dt.datetime.now()
         try:
@@ -374,8 +375,6 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
             **result,
         }
-        if resume is not None:  # wall_time_s then counts this process only
-            summary["resumed_from_step"] = resumed_from
         from overlooked.spiking.kernels import resolved_backends
 
         backends = resolved_backends(model)  # read before the energy pass below, which runs in float32 without autocast
@@ -671,9 +670,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     # A callback may have changed how the model computes when the checkpoint was written (linear start);
     # its saved state puts the model back in that mode, so evaluate scores what training reported.
     saved = info.get("state", {}).get("callbacks", [])
-    with _building("callbacks", ", ".join(c.name for c in cfg.callbacks)):
-        callbacks = [CALLBACKS.create(c.name, **c.kwargs) for c in cfg.callbacks]
-    for cb, cb_state in zip(callbacks, saved):
+    for cb, cb_state in zip(build_callbacks(cfg), saved):
         cb.load_state_dict(cb_state)
         cb.restore_model(model)
     check_time_steps(splits.meta, model, build_encoder(cfg))  # data overrides may change the event bins
@@ -685,16 +682,8 @@ def load_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentCo
     """Load the weights a run reports into ``model``; return the checkpoint's info. ``best`` holds them as
     reported; ``last`` of a run with ``train.ema_decay`` holds the raw weights and their average, and the
     average is what the run validates and reports, so that is what is loaded."""
-    from overlooked.train.checkpoint import read_checkpoint
-
-    path = Path(run) / "checkpoints" / f"{checkpoint}.safetensors"
-    _, info = load_checkpoint(path, model)
-    if checkpoint == "last" and cfg.train.ema_decay is not None:
-        tensors, _ = read_checkpoint(path)
-        averaged = {k[len("ema.module."):]: v for k, v in tensors.items() if k.startswith("ema.module.")}
-        if not averaged:
-            raise CheckpointError(f"{path} has no weight average although the run set train.ema_decay; it was not written by this run's trainer")
-        model.load_state_dict(averaged)
+    averaged = checkpoint == "last" and cfg.train.ema_decay is not None
+    _, info = load_checkpoint(Path(run) / "checkpoints" / f"{checkpoint}.safetensors", model, weights_from="ema.module" if averaged else "model")
     return info
 
 
@@ -901,8 +890,7 @@ def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
     check_fair(rows, max_examples)
     print(f"{'model':<20} {'test acc':>8} {'params':>11} {'FLOPs/ex':>12} {'examples':>10} {'seeds':>5} {'wall s':>8}  run  (examples: per seed; wall s: all seeds)")
     for r in rows:
-        flops = "unknown" if r.get("flops_per_example") is None else f"{r['flops_per_example']:,}"
-        flops = flops if r.get("flops_per_example") is None else f"{round(r['flops_per_example']):,}"
+        flops = "unknown" if r.get("flops_per_example") is None else f"{round(r['flops_per_example']):,}"
         print(f"{r['model']:<20} {r['test_accuracy']:>8.4f} {r['params']:>11,} {flops:>12} {r['examples_seen']:>10,} {r.get('repeats', 1):>5} {r['wall_time_s']:>8.0f}  {r['run']}")
     return rows
 
@@ -972,7 +960,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     if absent:
         print(f"report: {beside} has no {', '.join(absent)}: the report leaves out published numbers, benchmarks or arenas accordingly")
     refs = load_references(beside / "references.yaml")
-    benches = [b for b in [roots[0].parent / "bench"] if b.is_dir()]
+    benches = [b for b in [beside / "bench"] if b.is_dir()]
     output = Path(output)
     figures = output.parent / "figures"
     collected = collect_runs(roots)  # read every summary once

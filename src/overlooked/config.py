@@ -75,14 +75,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, before any folder is made (types are checked by :func:`check_type`)."""
-        positive = ("epochs", "batch_size", "eval_batch_size", "repeats", "trials")
-        at_least_one_or_none = ("max_steps", "eval_limit", "num_threads")
-        non_negative = ("lr", "momentum", "weight_decay", "warmup_steps", "eval_every", "checkpoint_every")
-        bad = [f"train.{k} must be >= 1, got {getattr(self, k)!r}" for k in positive if isinstance(getattr(self, k), (int, float)) and getattr(self, k) < 1]
-        bad += [f"train.{k} must be >= 1 or null, got {getattr(self, k)!r}" for k in at_least_one_or_none if isinstance(getattr(self, k), (int, float)) and getattr(self, k) < 1]
-        bad += [f"train.{k} must be >= 0, got {getattr(self, k)!r}" for k in non_negative if isinstance(getattr(self, k), (int, float)) and getattr(self, k) < 0]
-        bad += [f"train.{k} must be > 0, got {getattr(self, k)!r}" for k in ("step_epochs", "gamma") if isinstance(getattr(self, k), (int, float)) and getattr(self, k) <= 0]
-        bad += [f"train.{k} must be > 0 or null, got {getattr(self, k)!r}" for k in ("grad_clip", "max_minutes") if isinstance(getattr(self, k), (int, float)) and getattr(self, k) <= 0]
+        rules = (  # (keys, which values are refused, what the message says a value must be)
+            (("epochs", "batch_size", "eval_batch_size", "repeats", "trials"), lambda v: v < 1, ">= 1"),
+            (("max_steps", "eval_limit", "num_threads"), lambda v: v < 1, ">= 1 or null"),
+            (("lr", "momentum", "weight_decay", "warmup_steps", "eval_every", "checkpoint_every"), lambda v: v < 0, ">= 0"),
+            (("step_epochs", "gamma"), lambda v: v <= 0, "> 0"),
+            (("grad_clip", "max_minutes"), lambda v: v <= 0, "> 0 or null"),
+        )
+        bad = [
+            f"train.{k} must be {must}, got {getattr(self, k)!r}"
+            for keys, refused, must in rules
+            for k in keys
+            if isinstance(getattr(self, k), (int, float)) and refused(getattr(self, k))
+        ]
         if bad:
             raise ConfigError("; ".join(bad) + " (fix these train.* settings)")
 

@@ -150,14 +150,19 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     ema: torch.nn.Module | None = None,
+    weights_from: str = "model",
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load weights (and optimiser state, and the weight average) into ``model``/``optimizer``/``ema``;
-    return ``(rng_states, info)``.
+    return ``(rng_states, info)``. ``weights_from="ema.module"`` loads the stored weight average into
+    ``model`` instead of the raw weights.
 
     Raises :class:`CheckpointError` when the tensors do not match the model (a checkpoint from elsewhere).
     """
     tensors, doc = read_checkpoint(path)
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    prefix = weights_from + "."
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not weights and weights_from != "model":
+        raise CheckpointError(f"{path} holds no {weights_from}.* weights; it was written without train.ema_decay")
     own = model.state_dict()
     missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     bad = [k for k in own if k in weights and own[k].shape != weights[k].shape]

@@ -401,6 +401,7 @@ def _fit(
             torch.cuda.set_rng_state(own("cuda"))
         for cb, cb_state in zip(callbacks, state.callbacks):
             cb.load_state_dict(cb_state)
+    resumed_from = state.step  # the step this process starts from (0 for a fresh run)
 
     n_train = len(splits.train)
     sequence = _Sequence(n_train, cfg.seed, dist, cfg.sampling, cfg.batch_size)
@@ -457,12 +458,13 @@ def _fit(
     # steps, last every 10) belongs to the abandoned continuation, which the replay may not repeat.
     best_file = Path(resume).parent / "best.safetensors" if resume is not None else None
     if best_file is not None and state.best_step >= 0 and best_file.exists():
+        resumed_weights = state_copy(model)
         _, best_info = load_checkpoint(best_file, model)
         if best_info.get("state", {}).get("best_step") == state.best_step:
             best_weights = state_copy(model)
         else:  # its weights are gone: the resumed run chooses afresh
             state.best_metric, state.best_step = None, -1
-        load_checkpoint(resume, model)  # back to the weights training continues from
+        model.load_state_dict(resumed_weights)  # back to the weights training continues from
 
     def checkpoint(name: str, with_optimizer: bool) -> None:
         nonlocal best_weights
@@ -605,6 +607,7 @@ def _fit(
         checkpoint("best", with_optimizer=False)
     summary: dict[str, Any] = {
         "steps": state.step,
+        **({"resumed_from_step": resumed_from} if resume is not None else {}),  # wall times then count this process only
         "epochs": state.epoch + state.batch_in_epoch / max(steps_per_epoch, 1),
         "examples_seen": state.examples_seen,
         "train_time_s": state.train_time_s,
