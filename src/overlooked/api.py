@@ -620,9 +620,9 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
         cfg = apply_overrides(cfg, [f"train.device={device}"])
     if not last.is_file():
         raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
-    from overlooked.train.checkpoint import read_checkpoint
+    from overlooked.train.checkpoint import read_checkpoint_doc
 
-    step = read_checkpoint(last)[1]["info"]["state"]["step"]
+    step = read_checkpoint_doc(last)["info"]["state"]["step"]
     metrics = run / "metrics.jsonl"
     if metrics.exists():  # drop records written after the checkpoint by the interrupted process
         kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]

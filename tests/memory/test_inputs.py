@@ -134,13 +134,20 @@ def test_check_passes_valid_inputs_and_reads_no_values():
 
 @pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "memnn", "memnn_am_ng_nl"])
 @pytest.mark.parametrize("size", ["embed_dim", "memory_size", "vocab_size"])
-def test_sizes_below_one_are_refused_when_the_model_is_built(name, size):
-    kwargs = {"vocab_size": 12, "memory_size": 6, size: 0}
-    with pytest.raises(ValueError, match=f"{size} must be >= 1, got 0"):
+@pytest.mark.parametrize("bad", [0, 2.5, True])
+def test_sizes_not_ints_from_one_are_refused_when_the_model_is_built(name, size, bad):
+    kwargs = {"vocab_size": 12, "memory_size": 6, size: bad}
+    with pytest.raises(ValueError, match=re.escape(f"{size} must be an int >= 1, got {bad!r}")):
         MODELS.create(name, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "memnn"])
 def test_zero_hops_are_refused_when_the_model_is_built(name):
-    with pytest.raises(ValueError, match="hops must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="hops must be an int >= 1, got 0"):
         MODELS.create(name, vocab_size=12, hops=0)
+
+
+@pytest.mark.parametrize("size", ["vocab_size", "embed_dim", "hidden"])
+def test_the_lstm_reader_refuses_sizes_with_the_same_check(size):
+    with pytest.raises(ValueError, match=f"lstm_reader: {size} must be an int >= 1, got 0"):
+        MODELS.create("lstm_reader", **{"vocab_size": 12, size: 0})

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from overlooked.errors import CheckpointError
-from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
+from overlooked.train import checkpoint as ckpt
+from overlooked.train.checkpoint import load_checkpoint, read_checkpoint, read_checkpoint_doc, save_checkpoint
 
 
 def _model():
@@ -75,3 +78,42 @@ def test_checkpoint_for_another_model_is_refused(tmp_path):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors", _model())
+
+
+def test_the_document_alone_is_read_without_the_tensors(tmp_path, monkeypatch):
+    """resume needs only the step: the header is read, the tensors are not (load_file is never called)."""
+    path = save_checkpoint(tmp_path / "c.safetensors", _model(), info={"state": {"step": 11}})
+    full = read_checkpoint(path)[1]
+
+    def no_tensors(*args, **kwargs):
+        raise AssertionError("read_checkpoint_doc read the tensors")
+
+    monkeypatch.setattr(ckpt, "load_file", no_tensors)
+    assert read_checkpoint_doc(path) == full
+    assert full["info"]["state"]["step"] == 11
+
+
+@pytest.mark.parametrize("kind", ["pickle", "foreign", "missing"])
+def test_the_document_reader_refuses_what_the_full_reader_refuses(tmp_path, kind):
+    path = tmp_path / "x.safetensors"
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps({"a": 1}))
+    elif kind == "foreign":
+        save_file({"weight": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not a readable safetensors|not an overlooked checkpoint|does not exist"):
+        read_checkpoint_doc(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECTORY"), reason="directories are synced on POSIX only")
+def test_a_checkpoint_write_syncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    """After the rename the folder is fsynced, so a power loss cannot leave it naming the old file or none."""
+    synced: list[bool] = []
+    real = os.fsync
+
+    def record(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(ckpt.os, "fsync", record)
+    save_checkpoint(tmp_path / "c.safetensors", _model())
+    assert synced == [False, True] * 2  # per file (the .safetensors, then its .json): its data, then the folder after the rename

@@ -694,3 +694,32 @@ def test_threads_and_determinism_are_put_back_after_a_run(tmp_path):
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+
+
+def _settings(**kw):
+    from overlooked.config import TrainConfig
+    from overlooked.train.trainer import process_settings
+
+    return process_settings(TrainConfig(**kw))
+
+
+def test_a_deterministic_run_sets_the_cublas_workspace_before_cuda_starts(monkeypatch):
+    """cuBLAS is deterministic only with CUBLAS_WORKSPACE_CONFIG set before the first CUDA matmul."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    with _settings(deterministic=False):
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with _settings(deterministic=True):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own choice is kept
+    with _settings(deterministic=True):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_a_deterministic_cuda_run_warns_when_cuda_started_without_the_workspace(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.warns(RuntimeWarning, match="CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment before Python starts"):
+        with _settings(deterministic=True, device="cuda"):
+            pass
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # too late to take effect: not set, only warned

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from overlooked.memory.functional import check_sizes
 from overlooked.registry import MODELS
 
 
@@ -106,14 +107,8 @@ class LSTMReader(nn.Module):
         return self.classifier(self.drop(last))  # [B, C]
 
 
-def _check_positive(**values: int) -> None:
-    bad = {k: v for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
-    if bad:
-        raise ValueError(f"expected positive ints, got {bad}")
-
-
 @MODELS.register("lstm_reader", family="baseline", text="babi", paper="Weston et al. 2015, arXiv 1502.05698 (LSTM baseline)")
 def lstm_reader(vocab_size: int = 200, num_classes: int | None = None, embed_dim: int = 50, hidden: int = 100, dropout: float = 0.0) -> LSTMReader:
     """The bAbI LSTM baseline; d = 50 and one layer of 100 units are our defaults, not sizes from the paper (the vocabulary is filled in from the data)."""
-    _check_positive(vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden)
+    check_sizes("lstm_reader", vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden)
     return LSTMReader(vocab_size, num_classes, embed_dim, hidden, dropout)

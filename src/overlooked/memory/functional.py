@@ -329,14 +329,18 @@ def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
 
 
 def check_sizes(name: str, **sizes: int) -> None:
-    """Refuse sizes below 1 (``hops=0``, ``embed_dim=0``, ...) when a model is built, not at its first step.
+    """Refuse sizes that are not ints >= 1 (``hops=0``, ``embed_dim=2.5``, ...) when a model is built, not at its first step.
 
     >>> check_sizes("memn2n", embed_dim=20, hops=0)
     Traceback (most recent call last):
     ...
-    ValueError: memn2n: hops must be >= 1, got 0
+    ValueError: memn2n: hops must be an int >= 1, got 0
     """
-    bad = [f"{k} must be >= 1, got {v!r}" for k, v in sizes.items() if v is not None and v < 1]
+    bad = [
+        f"{k} must be an int >= 1, got {v!r}"
+        for k, v in sizes.items()
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1)
+    ]
     if bad:
         raise ValueError(f"{name}: " + "; ".join(bad))
 

@@ -4,7 +4,8 @@ Nothing is ever unpickled. A checkpoint file holds the model's tensors under ``m
 tensors under ``optim.*``, RNG states under ``rng.*``, and a JSON document under the metadata key
 ``overlooked`` with everything that is not a tensor (step, epoch, optimiser hyper-parameters, the config).
 Files are written atomically: to a temporary file in the same folder, fsynced, then renamed over the
-target, so a crash leaves either the old file or the new one, never half of one. A human-readable copy of
+target, and the folder fsynced after the rename, so a crash or a power loss leaves either the old file or
+the new one, never half of one. A human-readable copy of
 the JSON is written beside it as ``<name>.json``.
 """
 
@@ -44,9 +45,22 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); a checkpoint gets the usual mode
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable: after a power loss the folder names the new file, not the old one
+    or none (POSIX; Windows has no directory handles to sync, and there the rename alone is what we get)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -118,7 +132,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     Returns:
         ``(tensors, doc)``: every tensor by its stored name, and the JSON document.
     """
-    path = Path(path)
+    return _read(Path(path), with_tensors=True)
+
+
+def read_checkpoint_doc(path: str | Path) -> dict[str, Any]:
+    """The JSON document of a checkpoint (step, metrics, callbacks' state, ...) without reading its tensors:
+    the file's header only, checked as :func:`read_checkpoint` checks it."""
+    return _read(Path(path), with_tensors=False)[1]
+
+
+def _read(path: Path, *, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a run folder or a .safetensors file this library wrote")
     try:
@@ -126,7 +149,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        tensors = load_file(str(path))
+        tensors = load_file(str(path)) if with_tensors else {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({exc}); overlooked checkpoints are safetensors files "

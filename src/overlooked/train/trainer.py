@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -338,16 +340,39 @@ def fit(
         return _fit(model, splits, objective, cfg, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
 
 
+# cuBLAS is deterministic only with a fixed workspace configuration (PyTorch's reproducibility notes); PyTorch
+# reads the variable when it first sizes cuBLAS's workspace, so it must be set before the process's first
+# CUDA matmul.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
 @contextlib.contextmanager
 def process_settings(cfg: TrainConfig) -> Iterator[None]:
     """``train.num_threads`` and ``train.deterministic`` for the duration of a run; PyTorch keeps both per
-    process, so they are put back afterwards (a later run in the same process, or the caller, is unaffected)."""
+    process, so they are put back afterwards (a later run in the same process, or the caller, is unaffected).
+
+    A deterministic run on CUDA also needs ``CUBLAS_WORKSPACE_CONFIG``: when it is unset and CUDA has not been
+    started yet in this process, it is set to ``:4096:8`` and stays set (PyTorch keeps the workspace it sized
+    from it for the life of the process, and DDP workers inherit it); when CUDA has already been started
+    without it, a warning says that cuBLAS results may differ between identical runs and how to fix it."""
     threads = torch.get_num_threads()
     deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cublas_was = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        if cublas_was is None:
+            if not torch.cuda.is_initialized():
+                os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+            elif torch.device(cfg.device).type == "cuda":
+                warnings.warn(
+                    "train.deterministic is set but CUDA was started in this process before CUBLAS_WORKSPACE_CONFIG "
+                    "was set, so cuBLAS matmuls may differ between identical runs; set "
+                    f"CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in the environment before Python starts",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
     try:
         yield
     finally:
