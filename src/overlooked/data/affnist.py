@@ -116,7 +116,7 @@ def affnist_style(
     else:
         digits, test_labels = load_mnist("test", data_dir, download, verify)
         test_images = affnist_style_test(digits.float() / 255.0, seed + 2)
-    train_images, train_labels = load_mnist("train", data_dir, download)
+    train_images, train_labels = load_mnist("train", data_dir, download, verify)
     train_images = train_images.float() / 255.0
     tr, va = split_train_val(len(train_labels), val_fraction, seed)
     val = translate(on_canvas(train_images[va]), torch.Generator().manual_seed(seed + 1))
