@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.autograd import gradcheck
 
@@ -194,3 +195,54 @@ def test_packed_hop_equals_the_padded_hop_and_passes_gradcheck():
         assert gradcheck(lambda a, b, c, sm=softmax: MF.memory_hop_packed(a, b, c, slots, owner, MF.mask_bias(mask), sm)[0], (u, packed_k, packed_v))
         for t in (u, packed_k, packed_v):
             t.requires_grad_(False)
+
+
+def _spread(mask: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same stories with padding slots moved before and between the sentences (order kept): the new
+    mask ``[B, M]`` (the same width: the random draws depend on it) and, per row, the slots that the real
+    sentences now occupy."""
+    gen = torch.Generator().manual_seed(seed)
+    B, M = mask.shape
+    W = M
+    new, where = torch.zeros(B, W, dtype=torch.bool), []
+    for b in range(B):
+        n = int(mask[b].sum())
+        slots = torch.randperm(W, generator=gen)[:n].sort().values
+        new[b, slots] = True
+        where.append(slots)
+    return new, where
+
+
+def test_time_and_random_noise_skip_padding_wherever_it_stands():
+    """Slots need not be left-aligned: padding before or between sentences (a mask built with
+    story.ne(0).any(-1) from a story with an empty line) leaves every real sentence its time index."""
+    mask = torch.tensor([[True] * 5 + [False] * 3, [True] * 8, [False] * 8, [True] * 2 + [False] * 6])
+    spread, where = _spread(mask)
+    t, t_spread = MF.time_index(mask), MF.time_index(spread)
+    for b, slots in enumerate(where):
+        n = len(slots)
+        assert t_spread[b, slots].tolist() == t[b, :n].tolist() and (t_spread[b][~spread[b]] == 0).all()
+    for seed in range(5):  # the same random draws give every real sentence the same noisy index
+        r = MF.random_time_index(mask, 0.5, 7, torch.Generator().manual_seed(seed))
+        r_spread = MF.random_time_index(spread, 0.5, 7, torch.Generator().manual_seed(seed))
+        for b, slots in enumerate(where):
+            assert r_spread[b, slots].tolist() == r[b, : len(slots)].tolist() and (r_spread[b][~spread[b]] == 0).all()
+
+
+@pytest.mark.parametrize("encoding", ["pe", "pe_centered", "bow"])
+def test_a_float64_table_is_encoded_in_float64(encoding):
+    """The position weights follow the table's dtype: a float64 model is as exact as float64 (was 1e-7)."""
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(10, 4, dtype=torch.float64, generator=gen)
+    words = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1]])  # full sentences: J = L for every pe_length
+    got = MF.encode_sentences(words, table, encoding, 4, pe_length="padded")
+    if encoding == "pe":
+        want = (MF.position_encoding(5, 4, dtype=torch.float64)[None] * table[words]).sum(1)
+    else:
+        alpha, beta = MF.position_weights(words, encoding, "padded", 4, dtype=torch.float64)
+        k_over_d = torch.arange(1, 5, dtype=torch.float64) / 4
+        want = (alpha[..., None] * table[words]).sum(1) - (0 if beta is None else k_over_d * (beta[..., None] * table[words]).sum(1))
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-13)
+    if encoding == "pe":  # and the float64 matrix is the formula in float64, not a float32 copy
+        assert MF.position_encoding(3, 5, dtype=torch.float64)[1, 2].item() == (1 - 2 / 3) - (3 / 5) * (1 - 4 / 3)

@@ -400,3 +400,22 @@ def test_memn2n_flops_count_the_packed_hops_as_the_dense_products():
         _dense_reference(model, *full)
     assert counted.get_total_flops() + model.uncounted_flops(*full) == dense.get_total_flops()
     assert model.uncounted_flops(*_batch()) == 1440  # 2 products (address, read) x 2 FLOPs x 3 hops x d = 6 x 20 real memories (3 + 10 + 1 + 6)
+
+
+@pytest.mark.parametrize(("name", "linear_start"), [("memn2n", False), ("memn2n", True), ("kvmemnn", False)])
+def test_padding_before_and_between_sentences_changes_nothing(name, linear_start):
+    """A story whose empty slots stand anywhere (not only after the sentences) reads as the left-aligned one."""
+    torch.manual_seed(2)
+    model = MODELS.create(name, vocab_size=V, memory_size=2 * M)
+    if linear_start:
+        model.set_linear_start(True)
+    story, query, mask, time = _batch()
+    gen = torch.Generator().manual_seed(4)
+    spread_story = torch.zeros(story.shape[0], 2 * M, L, dtype=story.dtype)
+    for b in range(story.shape[0]):
+        n = int(mask[b].sum())
+        slots = torch.randperm(2 * M, generator=gen)[:n].sort().values
+        spread_story[b, slots] = story[b, :n]
+    spread_mask = spread_story.ne(0).any(-1)  # the mask the input check's message suggests
+    left = model(torch.nn.functional.pad(story, (0, 0, 0, M)), query, torch.nn.functional.pad(mask, (0, M)), torch.nn.functional.pad(time, (0, M)))["logits"]
+    torch.testing.assert_close(model(spread_story, query, spread_mask, time_index(spread_mask))["logits"], left)

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 
-def position_encoding(sentence_len: int, embed_dim: int) -> torch.Tensor:
+def position_encoding(sentence_len: int, embed_dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The position-encoding matrix of MemN2N §4.1 for a sentence of ``J = sentence_len`` words.
 
     ``l_kj = (1 - j/J) - (k/d) (1 - 2j/J)`` with 1-based word index ``j`` and dimension ``k``
     (Sukhbaatar et al. 2015, §4.1). A sentence is encoded as ``m_i = sum_j l_j * A x_ij``.
 
     Returns:
-        ``[J, d]``, row ``j-1`` holding ``l_j``.
+        ``[J, d]`` of ``dtype`` (computed in float64), row ``j-1`` holding ``l_j``.
 
     >>> position_encoding(2, 2).tolist()
     [[0.5, 0.5], [0.5, 1.0]]
@@ -26,10 +26,12 @@ def position_encoding(sentence_len: int, embed_dim: int) -> torch.Tensor:
     j = torch.arange(1, sentence_len + 1, dtype=torch.float64)[:, None]  # [J, 1]
     k = torch.arange(1, embed_dim + 1, dtype=torch.float64)[None, :]  # [1, d]
     J, d = float(sentence_len), float(embed_dim)
-    return ((1 - j / J) - (k / d) * (1 - 2 * j / J)).float()  # [J, d]
+    return ((1 - j / J) - (k / d) * (1 - 2 * j / J)).to(dtype)  # [J, d]
 
 
-def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sentence", embed_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def position_weights(
+    words: torch.Tensor, encoding: str, pe_length: str = "sentence", embed_dim: int | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-word scalars ``(alpha, beta)`` with ``l_kj = alpha_j - (k/d) beta_j``.
 
     Position encoding factors as ``l_kj = (1 - j/J) - (k/d)(1 - 2j/J)``, so a sentence's encoding is two
@@ -45,10 +47,12 @@ def position_weights(words: torch.Tensor, encoding: str, pe_length: str = "sente
             the authors' Matlab code appends the time word to every memory as word ``J``, and the question
             takes the first ``L`` columns of the same matrix; see :func:`time_word_weight`).
 
+        dtype: of the weights (:func:`encode_sentences` passes its table's, so float64 models stay float64).
+
     Returns:
-        ``alpha`` and ``beta`` (or None), each ``[..., L]`` float, zero on padding.
+        ``alpha`` and ``beta`` (or None), each ``[..., L]`` of ``dtype``, zero on padding.
     """
-    real = (words != 0).float()  # [..., L]
+    real = (words != 0).to(dtype)  # [..., L]
     if encoding == "bow":
         return real, None
     if encoding not in ("pe", "pe_centered"):
@@ -111,7 +115,7 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     """
     lead, L = words.shape[:-1], words.shape[-1]
     flat = words.reshape(-1, L)  # [N, L]
-    alpha, beta = position_weights(flat, encoding, pe_length, embed_dim)
+    alpha, beta = position_weights(flat, encoding, pe_length, embed_dim, dtype=table.dtype)
     # Only real words enter the bags (padding is most of a padded story): 1-D input plus bag offsets.
     real = flat != 0  # [N, L]
     lengths = real.sum(-1)  # [N]
@@ -134,16 +138,18 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
 def time_index(memory_mask: torch.Tensor) -> torch.Tensor:
     """Temporal index of each memory slot: 0 for the most recent sentence, counting back; 0 on padding.
 
-    Slots hold sentences in chronological order, left-aligned (slot ``n-1`` is the newest of ``n``), so the
-    index is ``n - 1 - slot``. This makes the temporal encoding ``T(i)`` of MemN2N §4.1 independent of
-    how much padding follows.
+    Slots hold sentences in chronological order, the newest real slot last; a real slot's index is the
+    number of real slots after it. With the usual left-aligned layout (slot ``n-1`` the newest of ``n``) that
+    is ``n - 1 - slot``; padding before or between sentences is skipped, not counted. This makes the temporal
+    encoding ``T(i)`` of MemN2N §4.1 independent of how much padding there is and where.
 
     >>> time_index(torch.tensor([[True, True, True, False]])).tolist()
     [[2, 1, 0, 0]]
+    >>> time_index(torch.tensor([[False, True, False, True]])).tolist()
+    [[0, 1, 0, 0]]
     """
-    n = memory_mask.sum(-1, keepdim=True)  # [B, 1]
-    slot = torch.arange(memory_mask.shape[-1], device=memory_mask.device)  # [M]
-    return torch.where(memory_mask, n - 1 - slot, torch.zeros_like(slot)).long()
+    later = memory_mask.flip(-1).cumsum(-1).flip(-1) - 1  # [B, M] real slots after each slot (for real ones)
+    return torch.where(memory_mask, later, torch.zeros_like(later)).long()
 
 
 def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, generator: torch.Generator) -> torch.Tensor:
@@ -155,7 +161,8 @@ def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, g
     Empty memories hold no words, so only the time indices of the real sentences change.
 
     Args:
-        memory_mask: ``[B, M]`` bool, real sentences left-aligned.
+        memory_mask: ``[B, M]`` bool, True on real sentences (in time order; padding anywhere, as in
+            :func:`time_index`).
         ratio: fraction of empty memories (0.1 in the paper).
         max_index: largest temporal index (memory size - 1).
         generator: source of randomness (the trainer's, so resuming is exact).
@@ -175,9 +182,11 @@ def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, g
     slot = torch.arange(M)[None, :]  # [1, M]
     big = torch.iinfo(torch.long).max
     ordered = torch.where(slot < n[:, None], chosen, torch.full_like(chosen, big)).sort(dim=-1).values  # t_0 < ... < t_{n-1}
-    # Slot s (0 = oldest) holds sentence s; the newest (s = n-1) takes the smallest index t_0.
-    pick = (n[:, None] - 1 - slot).clamp(min=0)  # [B, M]
-    times = torch.where(slot < n[:, None], ordered.gather(1, pick), torch.zeros_like(ordered))
+    # The r-th real slot (r = 0 the oldest) holds sentence r; the newest (r = n-1) takes the smallest index t_0.
+    mask = memory_mask.cpu()
+    rank = mask.long().cumsum(-1) - 1  # [B, M] order of each real slot among the real ones
+    pick = (n[:, None] - 1 - rank).clamp(0, M - 1)  # [B, M]
+    times = torch.where(mask, ordered.gather(1, pick), torch.zeros_like(ordered))
     return times.clamp(max=max_index).to(device)
 
 

@@ -76,7 +76,7 @@ class MemN2N(nn.Module):
         if tying not in ("adjacent", "layerwise"):
             raise ValueError(f"tying must be 'adjacent' or 'layerwise', got {tying!r}")
         if encoding not in ("pe", "pe_centered", "bow"):
-            raise ValueError(f"encoding must be 'pe' or 'bow', got {encoding!r}")
+            raise ValueError(f"encoding must be 'pe', 'pe_centered' or 'bow', got {encoding!r}")
         num_classes = num_classes or vocab_size
         if tying == "adjacent" and num_classes != vocab_size:
             raise ValueError("adjacent tying sets W^T = C^K, so num_classes must equal vocab_size")
