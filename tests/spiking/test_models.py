@@ -136,3 +136,31 @@ def test_auto_backend_model_equals_reference_model(name):
         torch.testing.assert_close(ga[n], gb[n], rtol=1e-4, atol=1e-5, msg=n)
     assert set(resolved_backends(ref).values()) == {"reference"}
     assert set(resolved_backends(fast).values()) <= {"cpp", "reference"}
+
+
+@pytest.mark.parametrize("name", SPIKING)
+@pytest.mark.parametrize("neuron", ["plif", "lif"])
+@pytest.mark.parametrize("tau_mem", [0.5e-3, 1e-3])
+def test_a_membrane_time_constant_at_or_below_dt_is_refused_when_built(name, neuron, tau_mem):
+    """Before: PLIF's w = -log(tau_mem / dt - 1) was NaN (0.5 ms) or inf (1 ms) and the model trained dead."""
+    kwargs = {**SMALL.get(name, {}), "neuron": neuron, "tau_mem": tau_mem}
+    if neuron == "lif" and tau_mem == 1e-3:  # dt / tau_mem = 1: forward Euler's memoryless limit, allowed
+        out = MODELS.create(name, **kwargs)(torch.rand(2, 1, 28, 28))
+        assert torch.isfinite(out["logits"]).all()
+        return
+    match = r"PLIF init_tau = .*tau_mem = init_tau \* dt = .* s at dt = 0\.001 s" if neuron == "plif" else r"tau_mem = 0\.0005 s, so dt / tau_mem = 2"
+    with pytest.raises(ValueError, match=match):
+        MODELS.create(name, **kwargs)
+
+
+def test_every_packaged_spiking_config_builds_its_model():
+    from overlooked.config import load_config, packaged_configs
+
+    built = 0
+    for name in packaged_configs():
+        cfg = load_config(name)
+        if cfg.model.name in SPIKING:
+            model = MODELS.create(cfg.model.name, **cfg.model.kwargs)
+            assert not any(k.endswith(("tau_mem", "tau_syn", "v_threshold")) for k in model.state_dict())  # scalar params: old checkpoints load
+            built += 1
+    assert built >= 4

@@ -116,3 +116,136 @@ def test_recurrent_lif_uses_previous_spikes():
     z0, _ = mod(x)
     lif, _ = M.LIF(dt=1e-3, tau_mem=5e-3)(x)
     assert torch.equal(z0, lif) and not torch.equal(z, z0)
+
+
+# ---- construction checks: forward Euler, names; tensor parameters are buffers; docs; exports ------------
+
+
+@pytest.mark.parametrize(
+    "build, field, shown",
+    [
+        (lambda: M.LIFCell(tau_mem=0.4e-3), "tau_mem", "0.0004 s"),  # dt / tau = 2.5: the leak diverges
+        (lambda: M.LIF(tau_mem=torch.tensor([5e-3, 0.8e-3])), "tau_mem", "0.0008 s"),  # the smallest element
+        (lambda: M.LIF(dt=20e-3), "tau_mem", "0.01 s"),  # the default tau_mem (10 ms) at a coarse dt
+        (lambda: M.CubaLIF(tau_syn=0.5e-3), "tau_syn", "0.0005 s"),
+        (lambda: M.ALIF(tau_adapt=0.9e-3), "tau_adapt", "0.0009 s"),
+        (lambda: M.RecurrentLIF(3, tau_mem=0.5e-3), "tau_mem", "0.0005 s"),
+    ],
+)
+def test_a_time_constant_below_dt_is_refused_when_built(build, field, shown):
+    with pytest.raises(ValueError, match=rf"{field} = {shown}, so dt / {field} = .* at dt = 0\.0\d+ s; forward Euler needs dt / tau <= 1.*Give {field} >= dt"):
+        build()
+
+
+@pytest.mark.parametrize("tau", [0.0, -1e-3, float("nan"), torch.tensor([1e-2, float("nan")])])
+def test_a_non_positive_time_constant_is_refused(tau):
+    with pytest.raises(ValueError, match="tau_mem = .*a time constant must be positive"):
+        M.LIF(tau_mem=tau)
+
+
+def test_a_time_constant_equal_to_dt_is_the_allowed_memoryless_limit():
+    x = torch.rand(5, 2, 3) * 3
+    for tau in (1e-3, torch.tensor(1e-3, dtype=torch.float32)):  # float32 rounding of dt is within the slack
+        z, _ = M.LIF(dt=1e-3, tau_mem=tau)(x)
+        assert torch.isfinite(z).all()
+
+
+@pytest.mark.parametrize("dt", [0.0, -1e-3, float("inf"), float("nan"), True])
+def test_dt_must_be_a_positive_number(dt):
+    with pytest.raises(ValueError, match="dt must be a positive, finite number of seconds"):
+        M.LIFCell(dt=dt)
+
+
+@pytest.mark.parametrize("init_tau", [0.5, 1.0, float("inf"), float("nan")])
+def test_plif_init_tau_must_keep_w_finite(init_tau):
+    # w = -log(init_tau - 1): NaN below 1, inf at 1; before this check both built and trained silently
+    with pytest.raises(ValueError, match=rf"PLIF init_tau = {init_tau!r} .* must be one finite number > 1.*w = -log\(init_tau - 1\).*init_tau > 1, i\.e\. tau_mem > dt"):
+        M.PLIF(init_tau=init_tau)
+
+
+def test_plif_checks_its_init_tau_not_the_unused_record_tau_at_a_coarse_dt():
+    mod = M.PLIF(dt=20e-3, init_tau=2.0)  # the record's default tau_mem (10 ms) is replaced by the learned one
+    assert abs(float(mod.cell.params().tau_mem.detach()) - 40e-3) < 1e-9 and bool(torch.isfinite(mod.cell.w))
+
+
+@pytest.mark.parametrize(
+    "build, unknown, cls",
+    [
+        (lambda: M.LIF(tau=5e-3), "'tau'", N.LIFParameters),
+        (lambda: M.CubaLIFCell(tau_synapse=5e-3, thr=1.0), "'tau_synapse', 'thr'", N.CubaLIFParameters),
+        (lambda: M.IF(tau_mem=5e-3), "'tau_mem'", N.IFParameters),
+    ],
+)
+def test_unknown_neuron_keywords_are_named_with_the_allowed_fields(build, unknown, cls):
+    with pytest.raises(TypeError, match=rf"unknown keyword argument\(s\) \[{unknown}\]; its {cls.__name__} fields are {', '.join(cls._fields)}, and its other arguments dt, surrogate, surrogate_alpha"):
+        build()
+
+
+def test_plif_refuses_tau_mem_since_it_is_learned():
+    with pytest.raises(TypeError, match=r"\['tau_mem'\].*fields are r, v_leak, .*\(tau_mem is learned, not an argument\).*init_tau"):
+        M.PLIF(tau_mem=5e-3)
+
+
+def test_tensor_parameters_are_buffers_that_follow_to_and_the_state_dict():
+    tau = torch.full((5,), 5e-3)
+    mod = M.LIF(tau_mem=tau, v_threshold=torch.tensor(0.8))
+    assert set(mod.state_dict()) == {"cell.tau_mem", "cell.v_threshold"} and mod.cell.params().tau_mem is mod.cell.tau_mem
+    x = torch.rand(4, 2, 5) * 3
+    z, _ = mod(x)
+    # dtype and device move with .to()
+    half = M.LIF(tau_mem=tau.clone()).to(torch.bfloat16)
+    assert half.cell.params().tau_mem.dtype == torch.bfloat16
+    meta = M.LIF(tau_mem=tau.clone(), v_threshold=torch.tensor(0.8)).to("meta")
+    zm, sm = meta(torch.empty(4, 2, 5, device="meta"))
+    assert zm.device.type == "meta" and sm.v.shape == (2, 5)
+    # the state_dict carries the values: a module built with other tensors loads them and computes the same
+    other = M.LIF(tau_mem=torch.full((5,), 9e-3), v_threshold=torch.tensor(2.0))
+    other.load_state_dict(mod.state_dict())
+    assert torch.equal(other(x)[0], z)
+
+
+def test_number_parameters_stay_attributes_so_old_state_dicts_still_load():
+    mod = M.LIF(tau_mem=5e-3, v_threshold=0.8)
+    assert dict(mod.state_dict()) == {} and mod.cell.params() == N.LIFParameters(tau_mem=5e-3, v_threshold=0.8)
+    plif = M.PLIF()
+    assert list(plif.state_dict()) == ["cell.w"]  # as before: only the learned w
+
+
+SEQUENCES = [(M.IF, N.IFParameters, ()), (M.LIF, N.LIFParameters, ()), (M.CubaLIF, N.CubaLIFParameters, ()), (M.ALIF, N.ALIFParameters, ()), (M.PLIF, N.LIFParameters, ("tau_mem",)), (M.RecurrentLIF, N.LIFParameters, ())]
+
+
+@pytest.mark.parametrize("seq, record, learned", SEQUENCES)
+def test_sequence_docstrings_list_every_parameter_with_its_default(seq, record, learned):
+    import re
+
+    doc = seq.__doc__ or ""
+    defaults = {f: record._field_defaults[f] for f in record._fields if f not in learned}
+    defaults.update(dt=0.001, surrogate="atan", surrogate_alpha=None, backend="reference")
+    if seq is M.PLIF:
+        defaults["init_tau"] = 2.0
+    for name, default in defaults.items():
+        assert re.search(rf"^\s+{name} \((?:[^()]*, )?default {re.escape(repr(default))}\):", doc, re.M), f"{seq.__name__}: {name} (default {default!r}) not documented"
+    assert "[T, B, ...]" in doc and "(spikes [T, B, ...], state)" in doc
+    for name in learned:
+        assert not re.search(rf"^\s+{name} \(", doc, re.M)
+    # the documented defaults are the code's (the cell's signature for dt and the surrogate)
+    import inspect
+
+    sig = inspect.signature(seq.cell_cls.__init__).parameters
+    assert (sig["dt"].default, sig["surrogate"].default, sig["surrogate_alpha"].default) == (0.001, "atan", None)
+
+
+def test_the_package_exports_the_modules_networks_are_built_from():
+    import subprocess
+    import sys
+
+    import overlooked.spiking as S
+    from overlooked.spiking import models
+
+    assert S.LIF is M.LIF and S.PLIFCell is M.PLIFCell and S.SpikingNet is models.SpikingNet
+    assert all(getattr(S, name) is not None for name in S.__all__)
+    assert {"IF", "LIF", "CubaLIF", "ALIF", "PLIF", "RecurrentLIF", "IFCell", "LIFCell", "CubaLIFCell", "ALIFCell", "PLIFCell", "RecurrentLIFCell", "SpikingBlock", "SpikingNet"} <= set(S.__all__)
+    # a fresh interpreter: importing the package pulls in neither NIR nor a peer library
+    code = "import sys, overlooked.spiking; from overlooked.spiking import LIF; print(sorted(m for m in ('nir', 'snntorch', 'norse', 'spikingjelly', 'h5py') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -346,3 +346,33 @@ def test_snntorch_loads_our_file_where_its_fixed_dt_allows(tmp_path):
             outs.append(out)
     assert 0 < ref.mean() < 1
     assert torch.equal(torch.stack(outs), ref)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 1.0 + 1e-7, 1.0 + 1e-4, 1.5, 2.5])
+def test_the_modules_and_from_nir_refuse_the_same_time_constants(ratio):
+    """One rule (neurons.euler_step_error) for a module built here and a graph read from NIR."""
+    graph = _lif_graph()
+    tau = np.float32(DT / ratio)  # a NIR file stores float32
+    graph.nodes["1_lif"].tau = np.full(2, tau, dtype=np.float32)
+    try:
+        from_nir(graph, DT)
+        nir_ok = True
+    except NIRImportError:
+        nir_ok = False
+    try:
+        M.LIFCell(dt=DT, tau_mem=torch.tensor(tau))
+        module_ok = True
+    except ValueError as err:
+        assert "forward Euler needs dt / tau <= 1" in str(err)
+        module_ok = False
+    assert nir_ok == module_ok == (ratio < 1 + 1e-6)
+
+
+def test_an_imported_network_keeps_its_neuron_parameters_as_buffers():
+    net = from_nir(_lif_graph(), DT)
+    names = set(net.state_dict())
+    assert {"layers.1_lif.tau_mem", "layers.1_lif.v_threshold"} <= names
+    net.double()
+    assert net.layers["1_lif"].params().tau_mem.dtype == torch.float64
+    y, _ = net(torch.rand(4, 2, 3, dtype=torch.float64))
+    assert y.dtype == torch.float64

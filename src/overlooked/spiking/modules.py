@@ -4,6 +4,9 @@ returns ``(out, state)``; with no state a call starts from rest, and nothing per
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -15,22 +18,74 @@ from overlooked.spiking import neurons as N
 from overlooked.spiking import surrogate as _surrogates  # noqa: F401  (registers the surrogates)
 
 
+def _check_dt(dt: Any) -> float:
+    """``dt`` as a float, or a ``ValueError`` when it is not a positive, finite number of seconds."""
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"dt must be a positive, finite number of seconds (the forward-Euler step), got {dt!r}")
+    return float(dt)
+
+
+def _smallest(value: Any) -> float | None:
+    """The smallest of a numeric parameter (a number or a tensor; NaN if any element is), else None."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 0 or value.device.type == "meta":  # nothing to read
+            return None
+        v = value.detach().double()
+        return float("nan") if v.isnan().any() else float(v.min())
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 class _Cell(nn.Module):
-    """One step of a neuron: ``step(x, state, params, dt, spike_fn)``."""
+    """One step of a neuron: ``step(x, state, params, dt, spike_fn)``.
+
+    Tensor-valued parameters are registered as buffers (so they follow ``.to()`` and are in the
+    ``state_dict``); numbers stay plain attributes. :meth:`params` rebuilds the record from both.
+    """
 
     step_fn: Any = None
     params_cls: Any = None
+    learned: tuple[str, ...] = ()  # fields params() supplies from learned weights: not arguments
 
     def __init__(self, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, **params: Any):
         super().__init__()
-        self.dt = float(dt)
+        self.dt = _check_dt(dt)
+        self._check_names(params)
         kwargs = {} if surrogate_alpha is None else {"alpha": surrogate_alpha}
         self.spike_fn = SURROGATES.create(surrogate, **kwargs)  # resolved once, never inside the loop
-        self.p = self.params_cls(**params)
+        record = self.params_cls(**params)
+        self._check_time_constants(record)
+        self._tensor_fields = tuple(k for k, v in record._asdict().items() if isinstance(v, torch.Tensor))
+        for k in self._tensor_fields:
+            self.register_buffer(k, getattr(record, k))
+        self._fixed = record._replace(**dict.fromkeys(self._tensor_fields))  # the numbers; tensors live in buffers
+
+    def _check_names(self, params: dict[str, Any]) -> None:
+        allowed = [f for f in self.params_cls._fields if f not in self.learned]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            sig = inspect.signature(type(self).__init__).parameters.values()
+            others = [q.name for q in sig if q.name != "self" and q.kind not in (q.VAR_KEYWORD, q.VAR_POSITIONAL)]
+            learned = f" ({', '.join(self.learned)} is learned, not an argument)" if self.learned else ""
+            raise TypeError(
+                f"{type(self).__name__} got unknown keyword argument(s) {unknown}; its {self.params_cls.__name__} fields are "
+                f"{', '.join(allowed)}{learned}, and its other arguments {', '.join(others)}"
+            )
+
+    def _check_time_constants(self, record: Any) -> None:
+        """Refuse a ``tau_*`` that forward Euler at ``dt`` cannot run (:func:`neurons.euler_step_error`)."""
+        for field in record._fields:
+            tau = _smallest(getattr(record, field)) if field.startswith("tau_") and field not in self.learned else None
+            why = None if tau is None else N.euler_step_error(field, tau, self.dt)
+            if why is not None:
+                raise ValueError(f"{type(self).__name__}: {why}. Give {field} >= dt = {self.dt:g} s, or a dt <= {field}")
 
     def params(self) -> Any:
-        """The parameter record used in the step (PLIF overrides this with its learnable tau)."""
-        return self.p
+        """The parameter record used in the step, tensor fields read from the buffers (PLIF adds its learned tau)."""
+        if not self._tensor_fields:
+            return self._fixed
+        return self._fixed._replace(**{k: getattr(self, k) for k in self._tensor_fields})
 
     def initial_state(self, x: torch.Tensor) -> Any:
         zeros = torch.zeros_like(x)
@@ -58,6 +113,11 @@ class _Sequence(nn.Module):
     """
 
     cell_cls: Any = None
+    state_doc = "VState(v)"  # the state's name in help()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = _sequence_doc(cls)  # its own summary, then every argument with the code's default
 
     def __init__(self, *args: Any, backend: str = "reference", **kwargs: Any):
         super().__init__()
@@ -116,15 +176,27 @@ class PLIFCell(LIFCell):
     """Parametric LIF (Fang et al. 2021): ``dt / tau_mem = sigmoid(w)`` with ``w`` learned (one per layer).
 
     Args:
-        init_tau: initial ``tau_mem`` in units of ``dt`` (PLIF's tau_0, e.g. 2).
+        init_tau: initial ``tau_mem`` in units of ``dt`` (PLIF's tau_0, e.g. 2); a finite number above 1,
+            since ``w = -log(init_tau - 1)`` (``sigmoid(w) = 1 / init_tau``). ``tau_mem`` itself is learned,
+            not an argument.
     """
+
+    learned = ("tau_mem",)
 
     def __init__(self, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, init_tau: float = 2.0, **params: Any):
         super().__init__(dt, surrogate, surrogate_alpha, **params)
-        self.w = nn.Parameter(torch.tensor(-torch.log(torch.tensor(init_tau - 1.0)).item()))  # sigmoid(w) = 1 / init_tau
+        tau0 = _smallest(init_tau)
+        if tau0 is None or not 1 < tau0 < math.inf or (isinstance(init_tau, torch.Tensor) and init_tau.numel() != 1):
+            initial = f"tau_mem = init_tau * dt = {tau0 * self.dt:g} s at dt = {self.dt:g} s" if tau0 is not None else f"dt = {self.dt:g} s"
+            raise ValueError(
+                f"PLIF init_tau = {init_tau!r} (the initial tau_mem in units of dt: {initial}) must be one finite number > 1: "
+                "PLIF learns dt / tau_mem = sigmoid(w) in (0, 1) from w = -log(init_tau - 1), which is infinite at init_tau = 1 "
+                "and undefined below. Give init_tau > 1, i.e. tau_mem > dt (e.g. init_tau=2)"
+            )
+        self.w = nn.Parameter(torch.tensor(-torch.log(torch.tensor(tau0 - 1.0)).item()))  # sigmoid(w) = 1 / init_tau
 
     def params(self) -> N.LIFParameters:
-        return self.p._replace(tau_mem=self.dt / torch.sigmoid(self.w))
+        return super().params()._replace(tau_mem=self.dt / torch.sigmoid(self.w))
 
 
 class RecurrentLIFCell(LIFCell):
@@ -149,25 +221,105 @@ class RecurrentLIFCell(LIFCell):
         return z, (vstate, z)
 
 
+# What help() says of each neuron parameter: (unit, meaning). The defaults are read from the code.
+_FIELD_DOCS = {
+    "tau_mem": ("seconds", "membrane time constant, at least ``dt``"),
+    "tau_syn": ("seconds", "synaptic current time constant, at least ``dt``"),
+    "tau_adapt": ("seconds", "time constant of the adaptation ``a``, at least ``dt``"),
+    "beta_adapt": ("voltage", "threshold increase per unit of ``a`` (per recent spike)"),
+    "r": (None, "input resistance, from input current to voltage"),
+    "v_leak": ("voltage", "the resting potential the leak pulls ``v`` towards"),
+    "v_threshold": ("voltage", "spike when ``v - v_threshold > 0``"),
+    "v_reset": ("voltage", 'the value "zero" resets ``v`` to; "subtract" subtracts ``v_threshold - v_reset``'),
+    "w_in": (None, "the jump of the synaptic current per unit of input, each step"),
+    "reset": (None, 'after a spike, "zero" sets ``v = v_reset``, "subtract" subtracts ``v_threshold - v_reset``'),
+    "detach_reset": (None, "cut the reset out of the gradient"),
+    "init_tau": ("units of dt", "the initial ``tau_mem / dt``, a number > 1 (``tau_mem`` itself is learned, not an argument)"),
+    "size": (None, "number of neurons (the last dimension of ``x``; the recurrent matrix is ``size x size``)"),
+    "dt": ("seconds", "the forward-Euler time step"),
+    "surrogate": (None, "the surrogate gradient's name in ``SURROGATES`` (atan, fast_sigmoid, ...)"),
+    "surrogate_alpha": (None, "the surrogate's sharpness; None keeps the surrogate's own default"),
+    "backend": (None, '"reference", "cpp", "triton" or "auto" (see :class:`_Sequence`)'),
+}
+
+
+def _sequence_doc(seq: type[_Sequence]) -> str:
+    """``help()`` text of a sequence neuron: its own summary, then the call, every argument with its unit and
+    its default as the code has it (the parameter record's fields, the cell's and the sequence's arguments)."""
+    cell = seq.cell_cls
+    record = cell.params_cls
+    args: list[tuple[str, Any]] = []
+    for name, q in inspect.signature(cell.__init__).parameters.items():
+        if name != "self" and q.kind not in (q.VAR_KEYWORD, q.VAR_POSITIONAL):
+            args.append((name, q.default))
+    fields = [(f, record._field_defaults[f]) for f in record._fields if f not in cell.learned]
+    args = [a for a in args if a[0] == "size"] + fields + [a for a in args if a[0] != "size"] + [("backend", "reference")]
+    lines = []
+    for name, default in args:
+        unit, meaning = _FIELD_DOCS[name]
+        paren = ", ".join(x for x in (unit, "" if default is inspect.Parameter.empty else f"default {default!r}") if x)
+        lines.append(f"    {name}{f' ({paren})' if paren else ''}: {meaning}.")
+    taus = [f for f, _ in fields if f.startswith("tau_")]
+    value_error = "``dt`` not a positive, finite number" + (
+        ", or a time constant below ``dt`` (forward Euler needs ``dt / tau <= 1``)" if taus else ""
+    ) + (", or ``init_tau`` not a finite number above 1" if "init_tau" in dict(args) else "")
+    own = inspect.cleandoc(seq.__dict__.get("__doc__") or "")
+    return (
+        f"{own}\n\n"
+        "Call with ``x``, input current ``[T, B, ...]`` (time first), and ``state`` (None: start from rest, all "
+        f"zeros) -> ``(spikes [T, B, ...], state)``: spikes 0/1 and the ``{seq.state_doc}`` after the last step "
+        "(each ``[B, ...]``). A numeric neuron parameter is a number or a tensor broadcastable to ``[B, ...]`` "
+        "(a tensor is a buffer: it follows ``.to()`` and is in the ``state_dict``; the fused backends take "
+        "numbers). Voltages share one arbitrary unit, that of ``v_threshold``.\n\n"
+        "Args:\n" + "\n".join(lines) + "\n\n"
+        "Raises:\n"
+        "    TypeError: an unknown keyword argument (the message lists the allowed ones).\n"
+        f"    ValueError: {value_error}.\n"
+    )
+
+
 class IF(_Sequence):
+    """Integrate-and-fire over a sequence (:class:`IFCell` each step): ``v <- v + dt r x``, fire, reset
+    (:func:`overlooked.spiking.neurons.if_step`)."""
+
     cell_cls = IFCell
 
 
 class LIF(_Sequence):
+    """Leaky integrate-and-fire over a sequence (:class:`LIFCell` each step), forward Euler of
+    ``tau_mem dv/dt = (v_leak - v) + r x`` (:func:`overlooked.spiking.neurons.lif_step`)."""
+
     cell_cls = LIFCell
 
 
 class CubaLIF(_Sequence):
+    """Current-based LIF over a sequence (:class:`CubaLIFCell` each step): the synaptic current ``i`` decays
+    with ``tau_syn`` and receives ``w_in x``; ``v`` integrates ``i`` with ``tau_mem``
+    (:func:`overlooked.spiking.neurons.cuba_lif_step`)."""
+
     cell_cls = CubaLIFCell
+    state_doc = "CubaState(v, i)"
 
 
 class ALIF(_Sequence):
+    """Adaptive LIF (Bellec et al. 2018) over a sequence (:class:`ALIFCell` each step): a LIF whose threshold is
+    ``v_threshold + beta_adapt a``, ``a`` decaying with ``tau_adapt`` and rising by 1 per spike
+    (:func:`overlooked.spiking.neurons.alif_step`)."""
+
     cell_cls = ALIFCell
+    state_doc = "ALIFState(v, a)"
 
 
 class PLIF(_Sequence):
+    """Parametric LIF (Fang et al. 2021) over a sequence (:class:`PLIFCell` each step): a LIF whose
+    ``dt / tau_mem = sigmoid(w)`` is learned (one ``w`` per layer), so ``tau_mem`` stays above ``dt``."""
+
     cell_cls = PLIFCell
 
 
 class RecurrentLIF(_Sequence):
+    """LIF with recurrent spikes over a sequence (:class:`RecurrentLIFCell` each step): the input current
+    adds ``W_rec z_{t-1}`` (a learned ``size x size`` matrix, no bias)."""
+
     cell_cls = RecurrentLIFCell
+    state_doc = "(VState(v), z)`` (``z`` the last step's spikes)"

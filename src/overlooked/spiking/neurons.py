@@ -96,6 +96,35 @@ class ALIFState(NamedTuple):
     a: Tensor
 
 
+# ---- the forward-Euler condition ---------------------------------------------------------------------
+
+EULER_RTOL = 1e-6  # slack on dt / tau <= 1, so a tau stored in float32 (a NIR file, a tensor) equal to dt passes
+
+
+def euler_step_error(field: str, tau: float, dt: float) -> str | None:
+    """Why forward Euler at step ``dt`` cannot run the time constant ``tau`` (both in seconds), or None.
+
+    The leak ``v <- v + (dt / tau)(v_leak - v)`` decays monotonically only for ``dt / tau <= 1``; for
+    ``1 < dt / tau <= 2`` it overshoots and oscillates around ``v_leak``, beyond 2 it diverges. So a time
+    constant must be positive and at least ``dt`` (``tau = dt`` is the memoryless limit). The modules check
+    their ``tau_*`` fields with this when built, and :func:`overlooked.spiking.nir.check_euler_steps` a NIR
+    graph's when read, so both refuse the same values.
+
+    >>> euler_step_error("tau_mem", 2e-3, 1e-3) is None
+    True
+    >>> euler_step_error("tau_mem", 0.5e-3, 1e-3)
+    'tau_mem = 0.0005 s, so dt / tau_mem = 2 at dt = 0.001 s; forward Euler needs dt / tau <= 1 (between 1 and 2 the leak overshoots and oscillates, beyond 2 it diverges)'
+    """
+    if not tau > 0:  # NaN too
+        return f"{field} = {tau}: a time constant must be positive"
+    if dt / tau > 1 + EULER_RTOL:
+        return (
+            f"{field} = {tau:g} s, so dt / {field} = {dt / tau:.3g} at dt = {dt:g} s; forward Euler needs dt / tau <= 1 "
+            "(between 1 and 2 the leak overshoots and oscillates, beyond 2 it diverges)"
+        )
+    return None
+
+
 # ---- charge, fire, reset ----------------------------------------------------------------------------
 
 

@@ -57,6 +57,7 @@ from torch import nn
 
 from overlooked.errors import OverlookedError
 from overlooked.spiking import modules as M
+from overlooked.spiking import neurons as N
 
 Tensor = torch.Tensor
 
@@ -328,10 +329,8 @@ _TAUS = {nir.LIF: ("tau",), nir.CubaLIF: ("tau_mem", "tau_syn")}  # the time con
 def check_euler_steps(graph: nir.NIRGraph, dt: float) -> None:
     """Refuse a neuron whose time constant makes forward Euler at ``dt`` unfaithful.
 
-    The leak ``v <- v + (dt / tau)(v_leak - v)`` decays monotonically only for ``dt / tau <= 1``; for
-    ``1 < dt / tau <= 2`` it overshoots and oscillates around ``v_leak``, beyond 2 it diverges. Each LIF
-    ``tau`` and CubaLIF ``tau_mem`` / ``tau_syn`` must be positive and at least ``dt`` (a relative 1e-6 of
-    slack for float32 storage).
+    Each LIF ``tau`` and CubaLIF ``tau_mem`` / ``tau_syn`` must be positive and at least ``dt``: the rule of
+    :func:`overlooked.spiking.neurons.euler_step_error`, which the neuron modules apply when built.
     """
     found: list[tuple[str, str, float]] = []  # (node, field, smallest tau)
     for name, node in graph.nodes.items():
@@ -340,17 +339,14 @@ def check_euler_steps(graph: nir.NIRGraph, dt: float) -> None:
             if tau.size == 0:
                 continue
             if not (tau > 0).all():
-                bad = tau[~(tau > 0)].flat[0]
-                raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) has {field} = {bad}: a time constant must be positive")
+                bad = float(tau[~(tau > 0)].flat[0])
+                raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) has {N.euler_step_error(field, bad, dt)}")
             found.append((name, field, float(tau.min())))
     for name, field, tau in found:
-        if dt / tau > 1 + 1e-6:
+        why = N.euler_step_error(field, tau, dt)
+        if why is not None:
             safe = min(t for _, _, t in found)
-            raise NIRImportError(
-                f"NIR node {name!r} ({type(graph.nodes[name]).__name__}) has {field} = {tau:g} s, so dt / {field} = {dt / tau:.3g} at dt = {dt:g} s; "
-                "forward Euler needs dt / tau <= 1 (between 1 and 2 the leak overshoots and oscillates, beyond 2 it diverges): "
-                f"run the graph at dt <= {safe:g} s, its smallest time constant"
-            )
+            raise NIRImportError(f"NIR node {name!r} ({type(graph.nodes[name]).__name__}) has {why}: run the graph at dt <= {safe:g} s, its smallest time constant")
 
 
 def _check_structure(graph: nir.NIRGraph) -> tuple[str, str]:
