@@ -286,3 +286,24 @@ def test_routing_backend_compiled_counts_the_same_flops_as_the_reference():
 def test_routing_backend_unknown_name_is_refused():
     with pytest.raises(ValueError, match="routing_backend must be one of"):
         matcaps_em_small(routing_backend="fused")
+
+
+def test_em_routing_names_the_expected_shapes():
+    """Was: "not enough values to unpack (expected 4, got 3)" for one example's votes."""
+    votes, act, beta = torch.randn(2, 6, 3, 16), torch.rand(2, 6), torch.zeros(3)
+    with pytest.raises(ValueError, match=r"em_routing takes votes \[N, I, J, H\] \(batch, child capsules, parent capsules, pose size 16\); got \[6, 3, 16\]"):
+        CF.em_routing(votes[0], act, beta, beta)
+    with pytest.raises(ValueError, match=r"em_routing takes child activations \[N, I\] = \[2, 6\] .*; got \[2, 6, 1\]"):
+        CF.em_routing(votes, act.unsqueeze(-1), beta, beta)
+    with pytest.raises(ValueError, match=r"got \[6\]$"):
+        CF.em_routing(votes, act[0], beta, beta)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_spread_loss_objective_keeps_float64_and_takes_int32_targets(dtype):
+    """SpreadLoss casts its activations to at least float32 (not always float32) and takes integer targets
+    of any dtype."""
+    acts = torch.tensor([[0.9, 0.5, 0.1]], dtype=dtype)
+    loss = SpreadLoss(margin=0.5)({"logits": acts}, {"label": torch.tensor([0], dtype=torch.int32)})
+    assert loss.dtype == torch.promote_types(dtype, torch.float32)
+    torch.testing.assert_close(loss, CF.spread_loss(acts.to(loss.dtype), torch.tensor([0]), 0.5)[0], rtol=0, atol=0)

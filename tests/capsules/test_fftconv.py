@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from overlooked.capsules.fftconv import fft_conv2d
+from overlooked.capsules.fftconv import FFTConv2d, fft_conv2d
 from overlooked.capsules.models import capsnet
 
 
@@ -57,3 +57,28 @@ def test_float32_at_capsnet_size_and_the_backend_really_uses_it():
         chain.append(type(fn).__name__)
         fn = fn.next_functions[0][0] if fn.next_functions else None
     assert "FFTConv2dBackward" in chain
+
+
+def test_the_dft_matrices_are_built_on_the_input_device():
+    """The DFT matrices and grids were built with ``torch.arange`` on the CPU whatever the input's device, so
+    the fused backend failed on a GPU with a cross-device error. Checked here without a GPU on the ``meta``
+    device (shapes only; a CPU tensor meeting a meta one is an error), forward and backward. (The autocast guard
+    of :func:`fft_conv2d` itself does not run on ``meta``, so the autograd function is called directly.)"""
+    x = torch.randn(2, 3, 10, 10, device="meta", requires_grad=True)
+    w = torch.randn(4, 3, 5, 5, device="meta", requires_grad=True)
+    b = torch.randn(4, device="meta", requires_grad=True)
+    y = FFTConv2d.apply(x, w, b, 2)
+    assert y.device.type == "meta" and y.shape == (2, 4, 3, 3)
+    grads = torch.autograd.grad(y.sum(), (x, w, b))
+    assert [g.device.type for g in grads] == ["meta"] * 3
+    assert [g.shape for g in grads] == [x.shape, w.shape, b.shape]
+
+
+def test_computes_in_the_widest_dtype_of_its_inputs():
+    """float64 weights are not cast down to a float32 input's dtype; bf16 computes in float32."""
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(1, 2, 7, 7, generator=gen), torch.randn(3, 2, 3, 3, generator=gen, dtype=torch.float64), torch.randn(3, generator=gen, dtype=torch.float64)
+    y = fft_conv2d(x, w, b, 2)
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, F.conv2d(x.double(), w, b, stride=2), atol=1e-12, rtol=1e-12)
+    assert fft_conv2d(x.bfloat16(), w.bfloat16(), b.bfloat16(), 2).dtype == torch.float32

@@ -164,3 +164,72 @@ def test_training_decodes_the_labelled_capsule_not_the_longest():
     torch.testing.assert_close(out["reconstruction_classes"], labels, rtol=0, atol=0)
     torch.testing.assert_close(out["reconstruction"], expected, rtol=0, atol=0)
     assert ((out["reconstruction"] - by_length).abs().amax(-1) > 0).all()
+
+
+def test_dynamic_routing_names_the_expected_shape():
+    """Was: "not enough values to unpack (expected 4, got 3)" for one example's predictions."""
+    u_hat = torch.randn(2, 7, 5, 4)
+    with pytest.raises(ValueError, match=r"dynamic_routing takes predictions u_hat \[B, I, J, D\] \(batch, child capsules, parent capsules, parent dimension\); got \[7, 5, 4\]: add the batch dimension with u_hat.unsqueeze\(0\)"):
+        CF.dynamic_routing(u_hat[0])
+    with pytest.raises(ValueError, match=r"got \[1, 2, 7, 5, 4\]$"):
+        CF.dynamic_routing(u_hat[None])
+    v, c = CF.dynamic_routing(u_hat[0].unsqueeze(0))  # the fix the message names
+    torch.testing.assert_close(v, CF.dynamic_routing(u_hat)[0][:1])
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
+def test_targets_of_any_integer_dtype_are_class_indices(dtype):
+    """Was: "one_hot is only applicable to index tensor of type LongTensor" for an int32 target."""
+    lengths = torch.tensor([[0.5, 0.3, 0.05], [0.2, 0.95, 0.4]])
+    target = torch.tensor([0, 2], dtype=dtype)
+    expected = CF.margin_loss(lengths, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))  # the same as a multi-hot
+    torch.testing.assert_close(CF.margin_loss(lengths, target), expected, rtol=0, atol=0)
+    torch.testing.assert_close(CF.margin_loss(lengths, target), CF.margin_loss(lengths, target.long()), rtol=0, atol=0)
+    torch.testing.assert_close(CF.spread_loss(lengths, target, 0.5), CF.spread_loss(lengths, target.long(), 0.5), rtol=0, atol=0)
+    v = torch.randn(2, 3, 4)
+    torch.testing.assert_close(CF.mask_capsules(v, target), CF.mask_capsules(v, target.long()), rtol=0, atol=0)
+
+
+def test_float_class_indices_and_wrong_shapes_are_refused_clearly():
+    """margin_loss takes integer class indices [B] or a multi-hot [B, K]: a float [B] is neither."""
+    lengths = torch.rand(2, 3)
+    with pytest.raises(ValueError, match=r"margin_loss takes class indices \[B\] \(B=2\) or a multi-hot \[B, K\] \(K=3\); got dtype torch.float32 with shape \[2\]: class indices must be integers, convert with .long\(\)"):
+        CF.margin_loss(lengths, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"got dtype torch.bool"):
+        CF.margin_loss(lengths, torch.tensor([True, False]))
+    with pytest.raises(ValueError, match=r"margin_loss takes class indices \[B\] \(B=2\) or a multi-hot \[B, K\] \(K=3\); got shape \[2, 2\]"):
+        CF.margin_loss(lengths, torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"got shape \[3\]"):
+        CF.margin_loss(lengths, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"spread_loss takes class indices \[B\]; got dtype torch.float32"):
+        CF.spread_loss(lengths, torch.tensor([0.0, 1.0]), 0.5)
+    with pytest.raises(ValueError, match=r"spread_loss takes class indices \[B\] \(B=2\); got shape \[2, 3\]"):
+        CF.spread_loss(lengths, torch.ones(2, 3, dtype=torch.long), 0.5)
+    torch.testing.assert_close(CF.margin_loss(lengths, torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.int32)), CF.margin_loss(lengths, torch.tensor([[1.0, 0, 1], [0, 1, 0]])))  # a multi-hot of any dtype
+
+
+def test_capsnet_takes_int32_labels():
+    """Was: the training forward's decoder mask failed inside ``F.one_hot`` for int32 labels."""
+    torch.manual_seed(0)
+    model = capsnet(iterations=1).train()
+    image, label = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
+    with torch.no_grad():
+        expected = model(image, label)
+        got = model(image, label.int())
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+    loss = CapsuleLoss()(got, {"image": image, "label": label.int()})
+    torch.testing.assert_close(loss, CapsuleLoss()(expected, {"image": image, "label": label}), rtol=0, atol=0)
+
+
+def test_capsule_loss_keeps_float64_and_computes_bf16_in_float32():
+    """The objective used to cast the lengths and reconstructions to float32 always: a float64 model lost its
+    precision in the loss. It computes in float32 for bf16 outputs and float64 for float64 ones."""
+    lengths = torch.tensor([[0.5, 0.3, 0.05]], dtype=torch.float64)
+    out = {"logits": lengths, "reconstruction": torch.full((1, 4), 1.0 / 3.0, dtype=torch.float64)}
+    batch = {"label": torch.tensor([0]), "image": torch.zeros(1, 1, 2, 2)}
+    loss = CapsuleLoss()(out, batch)
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss, CF.margin_loss(lengths, batch["label"])[0] + 0.0005 * 4 / 9, rtol=1e-15, atol=0)
+    bf16 = CapsuleLoss()({k: v.bfloat16() for k, v in out.items()}, batch)
+    assert bf16.dtype == torch.float32

@@ -111,3 +111,68 @@ def test_bf16_path_within_stated_tolerance_of_fp32(w_scale, backend):
     assert rel(out16["poses"], out32["poses"]) < BF16_REL_TOL
     assert rel(loss16, CapsuleLoss()(out32, batch)) < BF16_REL_TOL
     assert (out16["reconstruction"].float() - out32["reconstruction"]).abs().max() < BF16_RECON_ATOL
+
+
+def test_reference_backend_keeps_float64_and_equals_the_fused_one():
+    """Was: a ``.double()`` CapsNet on the reference backend raised "expected scalar type Double but found
+    Float" (routing cast its input to float32 but not W); the fused backend already routed in float64.
+    Both now route in the promotion of the input's and W's dtypes with float32, so float64 stays float64 and
+    the two backends agree to float64 rounding, gradients included."""
+    ref, fast = (model.double() for model in _twins())
+    image, label = torch.rand(2, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), torch.tensor([3, 8])
+    outs, grads = [], []
+    for model in (ref, fast):
+        out = model(image, label)
+        CapsuleLoss()(out, {"image": image, "label": label}).backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for key, value in outs[0].items():
+        assert value.dtype == torch.float64 and outs[1][key].dtype == torch.float64, key
+        torch.testing.assert_close(outs[1][key], value, atol=1e-12, rtol=1e-10, msg=key)
+    for name, g in grads[0].items():
+        assert g.dtype == torch.float64, name
+        torch.testing.assert_close(grads[1][name], g, atol=1e-15, rtol=1e-9, msg=name)
+    # and the reference layer alone equals the plain float64 maths
+    u = torch.randn(2, 1152, 8, dtype=torch.float64)
+    v, c = ref.digits(u)
+    v_exact, c_exact = _reference(u, ref.digits.W, 10, 3, False)
+    torch.testing.assert_close(v, v_exact, atol=0, rtol=0)
+    torch.testing.assert_close(c, c_exact, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_a_bf16_or_float64_model_runs_forward_and_backward(backend, dtype):
+    """Was: a ``.bfloat16()`` CapsNet failed with "expected m1 and m2 to have the same dtype" in routing
+    (reference) or in the decoder (fused: routing returns float32, the decoder was bf16). Routing runs in
+    float32 (float64 for a float64 model) and the decoder reads its input in its own dtype."""
+    torch.manual_seed(0)
+    model = capsnet(backend=backend).to(dtype)
+    image, label = torch.rand(2, 1, 28, 28, dtype=dtype), torch.tensor([3, 8])
+    out = model(image, label)
+    routed = torch.promote_types(dtype, torch.float32)
+    assert out["logits"].dtype == routed and out["poses"].dtype == routed and out["couplings"].dtype == routed
+    assert out["reconstruction"].dtype == dtype
+    loss = CapsuleLoss()(out, {"image": image, "label": label})
+    assert loss.dtype == routed and torch.isfinite(loss)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == dtype and torch.isfinite(p.grad).all(), name
+    model.eval()
+    with torch.no_grad():
+        assert model(image)["reconstruction"].dtype == dtype
+
+
+def test_routing_inputs_name_the_expected_layout():
+    """Was: "not enough values to unpack (expected 3, got 2)" for an unbatched input."""
+    u, W = torch.randn(6, 3), torch.randn(6, 3, 4 * 2)
+    with pytest.raises(ValueError, match=r"fused_routing takes child capsules u \[B, I, K\] \(batch, child capsules, child dimension\) and weights W \[I, K, J\*D\] \(J=out_caps=4\); got u \[6, 3\] and W \[6, 3, 8\]: add the batch dimension with u.unsqueeze\(0\)"):
+        fused.fused_routing(u, W, 4)
+    with pytest.raises(ValueError, match=r"got u \[2, 5, 3\] and W \[6, 3, 8\]$"):  # children disagree with W
+        fused.fused_routing(torch.randn(2, 5, 3), W, 4)
+    with pytest.raises(ValueError, match=r"\(J=out_caps=3\); got u \[2, 6, 3\] and W \[6, 3, 8\]$"):  # 8 is no multiple of 3
+        fused.fused_routing(torch.randn(2, 6, 3), W, 3)
+    for backend in ("reference", "fused"):
+        layer = RoutingCaps(in_caps=6, in_dim=3, out_caps=4, out_dim=2, backend=backend)
+        with pytest.raises(ValueError, match=r"takes child capsules u \[B, I, K\].*got u \[6, 3\].*u.unsqueeze\(0\)"):
+            layer(u)

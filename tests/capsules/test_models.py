@@ -110,3 +110,22 @@ def test_reconstruction_targets_score_both_digits_even_after_a_wrong_guess():
     assert targets[:, :, 0].tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]  # b then a; b then a; a then b
     with pytest.raises(ValueError, match="recon_keys"):
         CapsuleLoss(recon_keys=("image_a", "image_b")).recon_targets({"reconstruction": torch.zeros(3, 4)}, {"image": a})
+
+
+def test_the_package_exports_what_networks_are_built_from():
+    """``overlooked.capsules`` used to export nothing: the layers, models, objectives and functional maths are
+    importable from the package itself, and importing it first (before the API) makes no import cycle."""
+    import subprocess
+    import sys
+
+    import overlooked.capsules as caps
+    from overlooked.capsules import functional as CF
+    from overlooked.capsules import fused, matrix, models, modules
+
+    assert len(set(caps.__all__)) == len(caps.__all__) and all(hasattr(caps, n) for n in caps.__all__)
+    homes = {"CapsNet": modules, "RoutingCaps": modules, "PrimaryCaps": modules, "MatrixCapsNet": matrix, "ConvCaps": matrix, "ClassCaps": matrix, "PrimaryMatCaps": matrix, "CapsuleLoss": models, "SpreadLoss": models, "dynamic_routing": CF, "em_routing": CF, "margin_loss": CF, "spread_loss": CF, "squash": CF, "mask_capsules": CF, "fused_routing": fused}
+    for name, home in homes.items():
+        assert name in caps.__all__ and getattr(caps, name) is getattr(home, name), name
+    code = "import overlooked.capsules as c; import overlooked.api; from overlooked.registry import MODELS; print(isinstance(MODELS.create('capsnet', decoder=False), c.CapsNet))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr

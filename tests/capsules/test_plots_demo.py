@@ -40,6 +40,14 @@ def test_perturbation_grid_moves_one_dimension_per_row():
         assert masked[d, :, 3, others].abs().sum() == 0
 
 
+def test_perturbation_grid_stays_on_the_poses_device():
+    """The offsets, indices and mask were built on the CPU whatever the device of the model and poses.
+    Checked without a GPU on the ``meta`` device (shapes only; a CPU tensor meeting a meta one is an error)."""
+    model = capsnet(iterations=1).eval().to("meta")
+    grid = perturbation_grid(model, torch.zeros(10, 16, device="meta"), k=3)
+    assert grid.device.type == "meta" and grid.shape == (16, 11, 28, 28)
+
+
 def _pixels(path):
     """A written PNG as RGB floats in [0, 1]: it is an image of a sensible size with something drawn on it."""
     img = imread(path)[..., :3]

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from overlooked.capsules import functional as CF
 from overlooked.capsules.models import CapsuleLoss, capsnet
 from overlooked.registry import DEMOS
 
@@ -27,11 +26,11 @@ def perturbation_grid(model: torch.nn.Module, poses: torch.Tensor, k: int, offse
     """
     J, D = poses.shape
     v = poses.unsqueeze(0).repeat(D * len(offsets), 1, 1)  # [D*K, J, D]
-    delta = torch.tensor(offsets, dtype=poses.dtype)
-    rows = torch.arange(D).repeat_interleave(len(offsets))
-    v[torch.arange(len(v)), k, rows] += delta.repeat(D)
+    delta = torch.tensor(offsets, dtype=poses.dtype, device=poses.device)
+    rows = torch.arange(D, device=poses.device).repeat_interleave(len(offsets))
+    v[torch.arange(len(v), device=poses.device), k, rows] += delta.repeat(D)
     with torch.no_grad():
-        recon = model.decoder(CF.mask_capsules(v, torch.full((len(v),), k)))  # [D*K, S*S]
+        recon = model.decode(v, torch.full((len(v),), k, device=poses.device))  # [D*K, S*S]
     side = model.image_size
     return recon.view(D, len(offsets), side, side)
 

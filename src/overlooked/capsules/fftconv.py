@@ -19,11 +19,14 @@ import math
 
 import torch
 
+from overlooked.capsules.functional import compute_dtype
+
 
 def _theta(H: int, W: int, rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Phases ``2 pi (k1 r / H + k2 c / W)`` ``[F, P]`` of the half-spectrum bins (``rfft2`` order) at positions."""
-    k1 = torch.arange(H, dtype=dtype).repeat_interleave(W // 2 + 1)  # [F]
-    k2 = torch.arange(W // 2 + 1, dtype=dtype).repeat(H)
+    """Phases ``2 pi (k1 r / H + k2 c / W)`` ``[F, P]`` of the half-spectrum bins (``rfft2`` order) at positions
+    (on the positions' device)."""
+    k1 = torch.arange(H, dtype=dtype, device=rows.device).repeat_interleave(W // 2 + 1)  # [F]
+    k2 = torch.arange(W // 2 + 1, dtype=dtype, device=rows.device).repeat(H)
     return 2 * math.pi * (k1[:, None] * rows[None, :].to(dtype) / H + k2[:, None] * cols[None, :].to(dtype) / W)
 
 
@@ -40,8 +43,8 @@ def _inverse_dft(H: int, W: int, rows: torch.Tensor, cols: torch.Tensor, dtype: 
     bins whose mirror image is not stored."""
     th = _theta(H, W, rows, cols, dtype)  # [F, P]
     M = W // 2 + 1
-    k2 = torch.arange(M).repeat(H)
-    weight = torch.full((H * M,), 2.0, dtype=dtype)
+    k2 = torch.arange(M, device=rows.device).repeat(H)
+    weight = torch.full((H * M,), 2.0, dtype=dtype, device=rows.device)
     weight[k2 == 0] = 1.0
     if W % 2 == 0:
         weight[k2 == W // 2] = 1.0
@@ -49,9 +52,10 @@ def _inverse_dft(H: int, W: int, rows: torch.Tensor, cols: torch.Tensor, dtype: 
     return torch.cat([weight * torch.cos(th), -weight * torch.sin(th)], 0).T.contiguous()
 
 
-def _grid(n_rows: int, n_cols: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    r = torch.arange(n_rows).repeat_interleave(n_cols) * step
-    c = torch.arange(n_cols).repeat(n_rows) * step
+def _grid(n_rows: int, n_cols: int, step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices ``[n_rows * n_cols]`` of a grid with spacing ``step``, row-major, on ``device``."""
+    r = torch.arange(n_rows, device=device).repeat_interleave(n_cols) * step
+    c = torch.arange(n_cols, device=device).repeat(n_rows) * step
     return r, c
 
 
@@ -81,8 +85,8 @@ class FFTConv2d(torch.autograd.Function):
         O, _, k, _ = w.shape
         Ho, Wo = (H - k) // stride + 1, (W - k) // stride + 1
         F = H * (W // 2 + 1)
-        kr, kc = _grid(k, k, 1)
-        orow, ocol = _grid(Ho, Wo, stride)
+        kr, kc = _grid(k, k, 1, x.device)
+        orow, ocol = _grid(Ho, Wo, stride, x.device)
         X = torch.view_as_real(torch.fft.rfft2(x)).reshape(B, C, F, 2).permute(3, 2, 0, 1).contiguous()  # [2, F, B, C]
         w_p = w.permute(2, 3, 1, 0).reshape(k * k, C * O)  # [k*k, C*O]
         G = (_forward_dft(H, W, kr, kc, 1.0, x.dtype) @ w_p).view(2, F, C, O)  # conj(DFT w), [2, F, C, O]
@@ -98,7 +102,7 @@ class FFTConv2d(torch.autograd.Function):
         B, C, H, W, O, k, stride, Ho, Wo = ctx.dims
         dtype = X.dtype
         F = H * (W // 2 + 1)
-        orow, ocol = _grid(Ho, Wo, stride)
+        orow, ocol = _grid(Ho, Wo, stride, X.device)
         gy_t = gy.to(dtype).permute(2, 3, 0, 1).reshape(Ho * Wo, B * O)
         GY = (_forward_dft(H, W, orow, ocol, -1.0, dtype) @ gy_t).view(2, F, B, O)  # spectrum of the upsampled gy
         gx = gw = gb = None
@@ -108,7 +112,7 @@ class FFTConv2d(torch.autograd.Function):
             gx = torch.fft.irfft2(GX, s=(H, W))
         if ctx.needs_input_grad[1]:  # correlation of x with gy: GW = conj(GY)^T X, [2, F, O, C]
             GW = _cmm(GY[0].transpose(1, 2), GY[1].transpose(1, 2), X[0], X[1], conj_a=True)
-            kr, kc = _grid(k, k, 1)
+            kr, kc = _grid(k, k, 1, X.device)
             gw = (_inverse_dft(H, W, kr, kc, dtype) @ GW.view(2 * F, O * C)).view(k, k, O, C).permute(2, 3, 0, 1).contiguous()
         if ctx.needs_input_grad[2]:
             gb = gy.sum((0, 2, 3))
@@ -116,8 +120,9 @@ class FFTConv2d(torch.autograd.Function):
 
 
 def fft_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """``conv2d(x, weight, bias, stride)`` with no padding, in the frequency domain, in float32 (float64 stays
-    float64; autocast does not reach inside). On this CPU the bf16 path is faster with oneDNN's direct bf16
+    """``conv2d(x, weight, bias, stride)`` with no padding, in the frequency domain, in
+    :func:`~overlooked.capsules.functional.compute_dtype` of the three (float32, or float64 when any is
+    float64; autocast does not reach inside). The result has that dtype. On this CPU the bf16 path is faster with oneDNN's direct bf16
     convolution than with bf16 per-bin GEMMs, so :class:`~overlooked.capsules.modules.PrimaryCaps` uses this
     only outside autocast.
 
@@ -125,6 +130,6 @@ def fft_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
     >>> torch.allclose(fft_conv2d(x, w, b, 2), torch.nn.functional.conv2d(x, w, b, stride=2), atol=1e-4)
     True
     """
-    dtype = torch.promote_types(x.dtype, torch.float32)
+    dtype = compute_dtype(x, weight, bias)
     with torch.autocast(device_type=x.device.type, enabled=False):
         return FFTConv2d.apply(x.to(dtype), weight.to(dtype), bias.to(dtype), stride)

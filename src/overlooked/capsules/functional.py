@@ -14,6 +14,39 @@ import torch.nn.functional as F
 SQUASH_EPS = 1e-8  # inside the square root of squash: keeps the gradient finite at s = 0
 
 
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype routing and the capsule losses compute in: the promotion of the inputs' dtypes and float32,
+    so bf16 and fp16 inputs compute in float32 (routing's sums over ~1000 children need its mantissa) and a
+    float64 model stays float64.
+
+    >>> compute_dtype(torch.zeros(1, dtype=torch.bfloat16), torch.zeros(1)), compute_dtype(torch.zeros(1, dtype=torch.float64))
+    (torch.float32, torch.float64)
+    """
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def class_indices(target: torch.Tensor, what: str, want: str = "class indices [B]") -> torch.Tensor:
+    """``target`` as int64 class indices, from any integer dtype; a ``ValueError`` naming ``what`` and ``want``
+    for anything else (a float or bool tensor is not a tensor of class indices)."""
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(f"{what} takes {want}; got dtype {target.dtype} with shape {list(target.shape)}: class indices must be integers, convert with .long()")
+    return target.long()
+
+
+def one_hot_targets(target: torch.Tensor, num_classes: int, batch: int, dtype: torch.dtype, what: str) -> torch.Tensor:
+    """``[B, K]`` targets in ``dtype`` from class indices ``[B]`` (any integer dtype) or a multi-hot ``[B, K]``
+    (any dtype); a ``ValueError`` naming ``what``, the accepted shapes and the one given otherwise."""
+    want = f"class indices [B] (B={batch}) or a multi-hot [B, K] (K={num_classes})"
+    if target.dim() == 1 and target.shape[0] == batch:
+        return F.one_hot(class_indices(target, what, want), num_classes).to(dtype)
+    if target.dim() == 2 and tuple(target.shape) == (batch, num_classes):
+        return target.to(dtype)
+    raise ValueError(f"{what} takes {want}; got shape {list(target.shape)} (dtype {target.dtype})")
+
+
 def squash(s: torch.Tensor, dim: int = -1, eps: float = SQUASH_EPS) -> torch.Tensor:
     """Squash non-linearity (Sabour et al. 2017, eq. 1): ``v = |s|^2 / (1 + |s|^2) * s / |s|``.
 
@@ -45,6 +78,9 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int = 3, detach_intermediat
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if u_hat.dim() != 4:
+        fix = ": add the batch dimension with u_hat.unsqueeze(0)" if u_hat.dim() == 3 else ""
+        raise ValueError(f"dynamic_routing takes predictions u_hat [B, I, J, D] (batch, child capsules, parent capsules, parent dimension); got {list(u_hat.shape)}{fix}")
     B, I, J, _ = u_hat.shape
     b = torch.zeros(B, I, J, dtype=u_hat.dtype, device=u_hat.device)  # [B, I, J]
     for r in range(iterations):
@@ -65,7 +101,8 @@ def margin_loss(lengths: torch.Tensor, target: torch.Tensor, m_plus: float = 0.9
 
     Args:
         lengths: capsule lengths ``[B, K]``.
-        target: class indices ``[B]`` or a multi-hot ``[B, K]`` (MultiMNIST has two digits present).
+        target: class indices ``[B]`` of any integer dtype, or a multi-hot ``[B, K]`` of any dtype (MultiMNIST
+            has two digits present); anything else is a ``ValueError``.
 
     Returns:
         ``[B]``.
@@ -73,7 +110,7 @@ def margin_loss(lengths: torch.Tensor, target: torch.Tensor, m_plus: float = 0.9
     >>> float(margin_loss(torch.tensor([[0.9, 0.1]]), torch.tensor([0])))
     0.0
     """
-    T = F.one_hot(target, lengths.shape[-1]).to(lengths.dtype) if target.dim() == 1 else target.to(lengths.dtype)
+    T = one_hot_targets(target, lengths.shape[-1], lengths.shape[0], lengths.dtype, "margin_loss")  # [B, K]
     present = T * F.relu(m_plus - lengths) ** 2
     absent = lam * (1.0 - T) * F.relu(lengths - m_minus) ** 2
     return (present + absent).sum(-1)
@@ -81,8 +118,8 @@ def margin_loss(lengths: torch.Tensor, target: torch.Tensor, m_plus: float = 0.9
 
 def mask_capsules(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Keep only capsule ``index`` of each example (the decoder's input, §4.1): ``[B, J, D]`` -> ``[B, J*D]``
-    with every other capsule zeroed. ``index`` is ``[B]`` (one capsule) or a multi-hot ``[B, J]``."""
-    keep = F.one_hot(index, v.shape[1]).to(v.dtype) if index.dim() == 1 else index.to(v.dtype)
+    with every other capsule zeroed. ``index`` is ``[B]`` (one capsule; any integer dtype) or a multi-hot ``[B, J]``."""
+    keep = one_hot_targets(index, v.shape[1], v.shape[0], v.dtype, "mask_capsules")  # [B, J]
     return (v * keep.unsqueeze(-1)).flatten(1)
 
 
@@ -141,7 +178,11 @@ def em_routing(
     lambdas = em_inverse_temperatures(iterations) if inverse_temperatures is None else list(inverse_temperatures)
     if len(lambdas) != iterations:
         raise ValueError(f"need one inverse temperature per iteration: {iterations}, got {len(lambdas)}")
+    if votes.dim() != 4:
+        raise ValueError(f"em_routing takes votes [N, I, J, H] (batch, child capsules, parent capsules, pose size 16); got {list(votes.shape)}")
     N, I, J, H = votes.shape
+    if tuple(activations.shape) != (N, I):
+        raise ValueError(f"em_routing takes child activations [N, I] = {[N, I]} (batch and child capsules of the votes {list(votes.shape)}); got {list(activations.shape)}")
     # [N*J, I, H]: each parent's votes one contiguous block, so the sums over children are row-vector GEMMs
     # (free when the caller built the votes parent-major and passed a transposed view, as ConvCaps does)
     V = votes.transpose(1, 2).contiguous().view(N * J, I, H)
@@ -184,7 +225,7 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
 
     Args:
         activations: class activations ``[B, K]``.
-        target: class indices ``[B]``.
+        target: class indices ``[B]``, any integer dtype.
         margin: ``m``.
 
     Returns:
@@ -193,6 +234,9 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
     >>> round(float(spread_loss(torch.tensor([[0.9, 0.5, 0.1]]), torch.tensor([0]), 0.5)), 6)  # (0.5-0.4)^2 + 0
     0.01
     """
+    target = class_indices(target, "spread_loss")
+    if target.shape != activations.shape[:1]:
+        raise ValueError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}")
     a_t = activations.gather(1, target.unsqueeze(1))  # [B, 1]
     gaps = F.relu(margin - (a_t - activations)) ** 2  # [B, K]; the target's own term is m^2
     return gaps.sum(1) - F.one_hot(target, activations.shape[1]).to(gaps.dtype).mul(gaps).sum(1)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from overlooked.capsules.functional import SQUASH_EPS
+from overlooked.capsules.functional import SQUASH_EPS, compute_dtype
 
 DEFAULT_CHUNK = 8  # examples per chunk: 8 x 1152 x 160 floats = 5.9 MB of u_hat, well inside a 32 MB L3
 
@@ -136,6 +136,15 @@ class FusedRouting(torch.autograd.Function):
         return grad_u, grad_W, None, None, None, None, None
 
 
+def check_routing_inputs(u: torch.Tensor, W: torch.Tensor, out_caps: int, what: str = "fused_routing") -> None:
+    """Raise a ``ValueError`` unless ``u`` is ``[B, I, K]`` and ``W`` ``[I, K, J*D]`` with ``J = out_caps``,
+    naming the expected layout and what was given (shape checks only, no device sync)."""
+    want = f"child capsules u [B, I, K] (batch, child capsules, child dimension) and weights W [I, K, J*D] (J=out_caps={out_caps})"
+    if u.dim() != 3 or W.dim() != 3 or W.shape[-1] % out_caps != 0 or tuple(u.shape[1:]) != tuple(W.shape[:2]):
+        fix = ": add the batch dimension with u.unsqueeze(0)" if u.dim() == 2 and tuple(u.shape) == tuple(W.shape[:2]) else ""
+        raise ValueError(f"{what} takes {want}; got u {list(u.shape)} and W {list(W.shape)}{fix}")
+
+
 def fused_routing(u: torch.Tensor, W: torch.Tensor, out_caps: int, iterations: int = 3, detach_intermediate: bool = False, chunk: int = DEFAULT_CHUNK, eps: float = SQUASH_EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictions and dynamic routing of a :class:`~overlooked.capsules.modules.RoutingCaps` layer, fused.
 
@@ -154,6 +163,7 @@ def fused_routing(u: torch.Tensor, W: torch.Tensor, out_caps: int, iterations: i
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    check_routing_inputs(u, W, out_caps)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        dtype = torch.promote_types(torch.promote_types(u.dtype, W.dtype), torch.float32)  # bf16 -> f32; f64 stays
+        dtype = compute_dtype(u, W)  # bf16 -> f32; f64 stays
         return FusedRouting.apply(u.to(dtype).contiguous(), W.to(dtype), out_caps, iterations, detach_intermediate, chunk, eps)

@@ -31,7 +31,8 @@ def capsnet_multimnist(in_channels: int = 1, image_size: int = 36, num_classes: 
 
 class CapsuleLoss(nn.Module):
     """Margin loss plus ``recon_weight`` x the sum of squared reconstruction errors (§3-4.1), both per
-    example, averaged over the batch (``reduction='mean'``) or summed.
+    example, averaged over the batch (``reduction='mean'``) or summed; computed in float32 (float64 for a
+    float64 model).
 
     With several reconstructions per example (``[B, R, P]``, MultiMNIST) the targets are the single-digit
     images ``recon_keys`` (e.g. ``("image_a", "image_b")``) whose classes are ``batch[labels_key]`` ``[B, R]``
@@ -70,10 +71,12 @@ class CapsuleLoss(nn.Module):
         return targets.gather(1, pick[:, :, None].expand(-1, -1, targets.shape[-1]))
 
     def forward(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        loss = CF.margin_loss(output["logits"].float(), batch[self.target_key], self.m_plus, self.m_minus, self.lam)  # [B]
+        logits = output["logits"]
+        loss = CF.margin_loss(logits.to(CF.compute_dtype(logits)), batch[self.target_key], self.m_plus, self.m_minus, self.lam)  # [B]
         if "reconstruction" in output and self.recon_weight > 0:
-            recon = output["reconstruction"]
-            sse = ((recon.float() - self.recon_targets(output, batch).float()) ** 2).flatten(1).sum(-1)  # [B], float32 also under bf16
+            recon, target = output["reconstruction"], self.recon_targets(output, batch)
+            dtype = CF.compute_dtype(recon, target)  # float32 also under bf16; float64 stays
+            sse = ((recon.to(dtype) - target.to(dtype)) ** 2).flatten(1).sum(-1)  # [B]
             loss = loss + self.recon_weight * sse
         return loss.mean() if self.reduction == "mean" else loss.sum()
 
@@ -111,7 +114,8 @@ class SpreadLoss(nn.Module):
 
     def forward(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         margin = output.get("spread_margin", self.margin)
-        loss = CF.spread_loss(output["logits"].float(), batch[self.target_key], margin)  # [B]
+        logits = output["logits"]
+        loss = CF.spread_loss(logits.to(CF.compute_dtype(logits)), batch[self.target_key], margin)  # [B], float32 also under bf16; float64 stays
         return loss.mean() if self.reduction == "mean" else loss.sum()
 
 

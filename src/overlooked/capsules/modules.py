@@ -7,7 +7,7 @@ from torch import nn
 
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fftconv import fft_conv2d
-from overlooked.capsules.fused import DEFAULT_CHUNK, fused_routing
+from overlooked.capsules.fused import DEFAULT_CHUNK, check_routing_inputs, fused_routing
 
 BACKENDS = ("reference", "fused")  # see RoutingCaps
 
@@ -85,8 +85,10 @@ class RoutingCaps(nn.Module):
         init_std: W drawn from N(0, init_std).
         backend: ``"reference"`` (plain PyTorch: :meth:`predictions` then
             :func:`~overlooked.capsules.functional.dynamic_routing`) or ``"fused"`` (the same maths as one
-            autograd function routed a few examples at a time, :mod:`overlooked.capsules.fused`; always
-            float32 inside, about 3x faster on CPU). Tests prove the two equal, gradients included.
+            autograd function routed a few examples at a time, :mod:`overlooked.capsules.fused`; about 3x
+            faster on CPU). Both route in :func:`~overlooked.capsules.functional.compute_dtype` (float32 for
+            float32, bf16 and fp16 inputs or weights, also under autocast; float64 for a float64 model). Tests
+            prove the two equal, gradients included.
         chunk: examples routed at a time by the fused backend (speed only).
     """
 
@@ -101,17 +103,20 @@ class RoutingCaps(nn.Module):
         self.out_caps, self.out_dim = out_caps, out_dim
 
     def predictions(self, u: torch.Tensor) -> torch.Tensor:
-        """``u`` ``[B, I, in_dim]`` -> ``u_hat`` ``[B, I, J, D]``, one ``[in_dim, D]`` matrix per pair (i, j)."""
+        """``u`` ``[B, I, in_dim]`` -> ``u_hat`` ``[B, I, J, D]``, one ``[in_dim, D]`` matrix per pair (i, j), in
+        :func:`~overlooked.capsules.functional.compute_dtype` of ``u`` and ``W``."""
+        check_routing_inputs(u, self.W, self.out_caps, type(self).__name__)
         B, I, _ = u.shape
-        u_hat = torch.bmm(u.transpose(0, 1), self.W)  # [I, B, J*D]: I batched [B, in] @ [in, J*D]
+        dtype = CF.compute_dtype(u, self.W)  # the fused backend's rule: bf16 -> float32, float64 stays
+        u_hat = torch.bmm(u.transpose(0, 1).to(dtype), self.W.to(dtype))  # [I, B, J*D]: I batched [B, in] @ [in, J*D]
         return u_hat.transpose(0, 1).view(B, I, self.out_caps, self.out_dim)
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
+        """``u`` ``[B, I, in_dim]`` -> parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
         if self.backend == "fused":
             return fused_routing(u, self.W, self.out_caps, self.iterations, self.detach_intermediate, self.chunk)
-        with torch.autocast(device_type=u.device.type, enabled=False):  # routing in float32 on both backends, also under bf16 autocast
-            return CF.dynamic_routing(self.predictions(u.float()), self.iterations, self.detach_intermediate)
+        with torch.autocast(device_type=u.device.type, enabled=False):  # routing in float32 or wider on both backends, also under bf16 autocast
+            return CF.dynamic_routing(self.predictions(u), self.iterations, self.detach_intermediate)
 
 
 class CapsNet(nn.Module):
@@ -164,6 +169,12 @@ class CapsNet(nn.Module):
             self.conv1.to(memory_format=torch.channels_last)
             self.primary.conv.to(memory_format=torch.channels_last)  # the bf16 path runs it with oneDNN
 
+    def decode(self, v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The decoder's reconstruction ``[B, C*S*S]`` from capsule ``index`` ``[B]`` of ``v`` ``[B, K, 16]``.
+        Routing returns at least float32, so its output is cast to the decoder's dtype (a no-op unless the
+        model itself is bf16 or fp16)."""
+        return self.decoder(CF.mask_capsules(v, index).to(self.decoder[0].weight.dtype))  # [B, K*16] -> [B, C*S*S]
+
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``image`` ``[B, C, S, S]``, ``label`` ``[B]`` class indices (``[B, R]`` with ``reconstruct=R > 1``;
         used for masking in training only) -> ``{"logits": capsule lengths [B, K], "poses": [B, K, 16],
@@ -181,7 +192,7 @@ class CapsNet(nn.Module):
             return out
         if self.reconstruct == 1:
             index = label if (self.training and label is not None) else lengths.argmax(-1)
-            out["reconstruction"] = self.decoder(CF.mask_capsules(v, index))
+            out["reconstruction"] = self.decode(v, index)
             return out
         if self.training and label is not None:
             if label.dim() != 2 or label.shape[1] != self.reconstruct:
@@ -189,6 +200,6 @@ class CapsNet(nn.Module):
             classes = label
         else:
             classes = lengths.topk(self.reconstruct, dim=-1).indices  # [B, R]
-        out["reconstruction"] = torch.stack([self.decoder(CF.mask_capsules(v, classes[:, r])) for r in range(self.reconstruct)], 1)
+        out["reconstruction"] = torch.stack([self.decode(v, classes[:, r]) for r in range(self.reconstruct)], 1)
         out["reconstruction_classes"] = classes
         return out
