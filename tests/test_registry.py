@@ -52,3 +52,28 @@ def test_every_registered_model_is_in_a_family_matrix():
         covered += getattr(module, attr)
     api.registries()
     assert sorted(covered) == sorted(MODELS.names())  # every model once, none twice
+
+
+def test_the_registries_are_complete_without_loading_the_catalog_first():
+    """A fresh interpreter: MODELS.create works on first use (it used to say "Known models: (none)"), and
+    the top-level create_model / list_models work as timm's do."""
+    import subprocess
+    import sys
+
+    code = (
+        "from overlooked.registry import MODELS, DATASETS\n"
+        "assert type(MODELS.create('memn2n', vocab_size=12)).__name__ == 'MemN2N'\n"
+        "assert 'babi' in DATASETS\n"
+        "import overlooked\n"
+        "assert overlooked.list_models(family='memory') == ['kvmemnn', 'memn2n', 'memnn', 'memnn_am_ng_nl']\n"
+        "assert overlooked.list_models('capsnet*') == ['capsnet', 'capsnet_baseline_cnn', 'capsnet_multimnist']\n"
+        "assert type(overlooked.create_model('spiking_mlp', hidden=(8,), steps=2)).__name__ == 'SpikingNet'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_registry_of_ones_own_does_not_load_the_catalog():
+    reg = Registry("widgets")
+    with pytest.raises(RegistryError, match=r"Known widgets: \(none\)"):
+        reg.get("gadget")

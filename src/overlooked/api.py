@@ -221,6 +221,29 @@ def _building(section: str, name: str | None) -> Iterator[None]:
         raise ConfigError(f"{section} {name!r} could not be built from its settings: {type(exc).__name__}: {exc} (fix the {section}.* settings)") from exc
 
 
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
+
+
+def check_fresh_run_dir(path: Path) -> None:
+    """Refuse a ``run_dir`` that already holds a run: a second run there would append its records to the
+    first one's metrics.jsonl and overwrite its checkpoints and summary."""
+    found = [name for name in RUN_FILES if (path / name).exists()]
+    if found:
+        raise ConfigError(
+            f"{path} already holds a run ({', '.join(found)}); training there would mix two runs' records. Continue it "
+            "with `overlooked train --resume` (api.resume), or give a new folder (or none: a fresh one is made under out)"
+        )
+
+
+@contextlib.contextmanager
+def own_rng(device: str) -> Iterator[None]:
+    """Run a training run on torch's global generators and put the caller's states back afterwards (the run
+    seeds them itself): the CPU generator and, for a CUDA run, every visible GPU's."""
+    devices = list(range(torch.cuda.device_count())) if str(device).split(":")[0] == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
 def _make_dirs(path: Path) -> list[Path]:
     """Create ``path`` and its missing parents now (so a concurrent run cannot take the name); return the
     folders this call created, deepest first, for :func:`_remove_empty`."""
@@ -496,8 +519,16 @@ def train(
     run_dir: str | Path | None = None,
     callbacks: list[Callback] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train the experiment ``cfg`` (``cfg.train.repeats`` seeds); return the run folder and its summary."""
+    """Train the experiment ``cfg`` (``cfg.train.repeats`` seeds); return the run folder and its summary.
+
+    The run folder is ``run_dir`` when given (it must not hold a run already: continue one with
+    :func:`resume`), else a new ``out/<name>-<timestamp>`` (``out`` defaults to ``cfg.out``, ``runs``). Each run
+    seeds torch's generators with ``cfg.train.seed``; the caller's generator states are put back afterwards.
+    """
     check_config(cfg)
+    check_device(cfg.train.device)
+    if run_dir is not None:
+        check_fresh_run_dir(Path(run_dir))
     dist = init_distributed(cfg.train.device)
     path = Path(run_dir) if run_dir is not None else new_run_dir(out or cfg.out, cfg.name)
     if dist.enabled:  # every rank must write into the same folder: take rank 0's name
@@ -505,11 +536,13 @@ def train(
         torch.distributed.broadcast_object_list(names, src=0)
         path = Path(names[0])
     if cfg.train.repeats <= 1:
-        return path, _single_run(cfg, path, data_dir, None, callbacks or [])
+        with own_rng(cfg.train.device):
+            return path, _single_run(cfg, path, data_dir, None, callbacks or [])
     summaries = []
     for k in range(cfg.train.repeats):
         sub = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + k, repeats=1))
-        summaries.append(_single_run(sub, path / f"seed{sub.train.seed}", data_dir, None, callbacks or []))
+        with own_rng(cfg.train.device):
+            summaries.append(_single_run(sub, path / f"seed{sub.train.seed}", data_dir, None, callbacks or []))
     agg = aggregate(summaries)
     if dist.is_main:
         write_run_files(path, cfg, agg)
@@ -572,6 +605,9 @@ def train_each(
     # of training on the others would leave the folder without its merged summary.
     if not values:
         raise ConfigError(f"--each {key}= names no values; e.g. {key}=1,2,3")
+    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise ConfigError(f"--each {key}= names {', '.join(twice)} more than once; each value is one run folder, so name each once")
     check_device(cfg.train.device)
     problems = []
     for value in values:
@@ -627,7 +663,8 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     if metrics.exists():  # drop records written after the checkpoint by the interrupted process
         kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         metrics.write_text("".join(line + "\n" for line in kept))
-    return run, _single_run(cfg, run, data_dir, last, callbacks or [])
+    with own_rng(cfg.train.device):
+        return run, _single_run(cfg, run, data_dir, last, callbacks or [])
 
 
 def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None) -> tuple[ExperimentConfig, Splits, nn.Module]:

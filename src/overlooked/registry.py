@@ -29,10 +29,21 @@ class Registry:
     (['square'], 4, 9)
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, *, catalogued: bool = False):
         self.kind = kind
+        self.catalogued = catalogued  # the library's own registries: a lookup first imports every registering module
         self._builders: dict[str, Callable[..., Any]] = {}
         self._tags: dict[str, dict[str, Any]] = {}
+
+    def _complete(self) -> None:
+        """Before the first lookup in one of the library's registries, import every module that registers
+        names (:func:`overlooked.catalog.load_all`), so ``MODELS.create("memn2n")`` works without it."""
+        global _CATALOG_LOADED
+        if self.catalogued and not _CATALOG_LOADED:
+            _CATALOG_LOADED = True  # set first: the modules being imported may look names up themselves
+            from overlooked import catalog
+
+            catalog.load_all()
 
     def register(self, name: str, **tags: Any) -> Callable[[F], F]:
         """Decorator registering ``fn`` under ``name``; ``tags`` are free-form facts (family, paper...)."""
@@ -48,9 +59,11 @@ class Registry:
 
     def names(self) -> list[str]:
         """All registered names, sorted."""
+        self._complete()
         return sorted(self._builders)
 
     def __contains__(self, name: str) -> bool:
+        self._complete()
         return name in self._builders
 
     def tags(self, name: str) -> dict[str, Any]:
@@ -60,6 +73,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         """The builder registered as ``name``; an unknown name lists the known ones."""
+        self._complete()
         try:
             return self._builders[name]
         except KeyError:
@@ -90,15 +104,16 @@ class Registry:
         return fn(**kwargs)
 
 
-MODELS = Registry("models")
-DATASETS = Registry("datasets")
-ENCODERS = Registry("encoders")
-OBJECTIVES = Registry("objectives")
-SURROGATES = Registry("surrogates")
-AUGMENTATIONS = Registry("augmentations")
-CALLBACKS = Registry("callbacks")
-BENCHMARKS = Registry("benchmarks")
-DEMOS = Registry("demos")
+_CATALOG_LOADED = False
+MODELS = Registry("models", catalogued=True)
+DATASETS = Registry("datasets", catalogued=True)
+ENCODERS = Registry("encoders", catalogued=True)
+OBJECTIVES = Registry("objectives", catalogued=True)
+SURROGATES = Registry("surrogates", catalogued=True)
+AUGMENTATIONS = Registry("augmentations", catalogued=True)
+CALLBACKS = Registry("callbacks", catalogued=True)
+BENCHMARKS = Registry("benchmarks", catalogued=True)
+DEMOS = Registry("demos", catalogued=True)
 
 ALL = {
     "models": MODELS,

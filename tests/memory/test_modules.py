@@ -419,3 +419,12 @@ def test_padding_before_and_between_sentences_changes_nothing(name, linear_start
     spread_mask = spread_story.ne(0).any(-1)  # the mask the input check's message suggests
     left = model(torch.nn.functional.pad(story, (0, 0, 0, M)), query, torch.nn.functional.pad(mask, (0, M)), torch.nn.functional.pad(time, (0, M)))["logits"]
     torch.testing.assert_close(model(spread_story, query, spread_mask, time_index(spread_mask))["logits"], left)
+
+
+def test_the_package_exports_what_networks_are_built_from():
+    import overlooked.memory as MEM
+    from overlooked.memory import memnn, modules, training
+
+    assert MEM.MemN2N is modules.MemN2N and MEM.KVMemNN is modules.KVMemNN and MEM.MemNN is memnn.MemNN
+    assert MEM.LinearStart is training.LinearStart and MEM.functional.time_index is time_index
+    assert all(getattr(MEM, name) is not None for name in MEM.__all__)

@@ -723,3 +723,28 @@ def test_a_deterministic_cuda_run_warns_when_cuda_started_without_the_workspace(
         with _settings(deterministic=True, device="cuda"):
             pass
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # too late to take effect: not set, only warned
+
+
+def test_a_run_dir_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):
+    """api.train(run_dir=<a finished run>) appended a second run's records to the first one's metrics.jsonl
+    and overwrote its checkpoints and summary; it is refused before anything is written."""
+    run, _ = api.train(_cfg(max_steps=2), run_dir=tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="already holds a run.*--resume"):
+        api.train(_cfg(max_steps=3), run_dir=run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_training_puts_the_callers_random_state_back(tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    api.train(_cfg(max_steps=2, seed=7), out=tmp_path)
+    api.train(_cfg(max_steps=2, seed=7, repeats=2), out=tmp_path)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_each_refuses_a_value_named_twice_before_any_run(tmp_path):
+    with pytest.raises(ConfigError, match="names 1 more than once"):
+        api.train_each(_cfg(max_steps=2), "train.seed", [1, 0, 1], out=tmp_path)
+    assert not any(tmp_path.iterdir())
