@@ -238,8 +238,10 @@ def check_fresh_run_dir(path: Path) -> None:
 @contextlib.contextmanager
 def own_rng(device: str) -> Iterator[None]:
     """Run a training run on torch's global generators and put the caller's states back afterwards (the run
-    seeds them itself): the CPU generator and, for a CUDA run, every visible GPU's."""
-    devices = list(range(torch.cuda.device_count())) if str(device).split(":")[0] == "cuda" else []
+    seeds them itself): the CPU generator and, for a CUDA run, its GPU's (``cuda:N``, else the current one,
+    which DDP sets per rank; other GPUs are left untouched, so no rank opens a context on them)."""
+    kind, _, index = str(device).partition(":")
+    devices = [] if kind != "cuda" else [int(index) if index else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         yield
 
