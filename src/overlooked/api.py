@@ -31,7 +31,7 @@ from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint
 from overlooked.train.distributed import init_distributed
 from overlooked.train.environment import environment
-from overlooked.train.trainer import fit, process_settings
+from overlooked.train.trainer import cublas_for_determinism, fit, process_settings
 
 
 def registries() -> dict[str, list[str]]:
@@ -529,8 +529,12 @@ def train(
     """
     check_config(cfg)
     check_device(cfg.train.device)
-    if run_dir is not None:
+    if run_dir is not None:  # the folder, and each seed's folder under it
         check_fresh_run_dir(Path(run_dir))
+        if cfg.train.repeats > 1:
+            for k in range(cfg.train.repeats):
+                check_fresh_run_dir(Path(run_dir) / f"seed{cfg.train.seed + k}")
+    cublas_for_determinism(cfg.train)  # before anything starts CUDA
     dist = init_distributed(cfg.train.device)
     path = Path(run_dir) if run_dir is not None else new_run_dir(out or cfg.out, cfg.name)
     if dist.enabled:  # every rank must write into the same folder: take rank 0's name
@@ -607,7 +611,8 @@ def train_each(
     # of training on the others would leave the folder without its merged summary.
     if not values:
         raise ConfigError(f"--each {key}= names no values; e.g. {key}=1,2,3")
-    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    folders = [str(v) for v in values]  # each value's folder is named by its text
+    twice = sorted({f for f in folders if folders.count(f) > 1})
     if twice:
         raise ConfigError(f"--each {key}= names {', '.join(twice)} more than once; each value is one run folder, so name each once")
     check_device(cfg.train.device)
@@ -665,6 +670,9 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     if metrics.exists():  # drop records written after the checkpoint by the interrupted process
         kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         metrics.write_text("".join(line + "\n" for line in kept))
+    check_device(cfg.train.device)
+    cublas_for_determinism(cfg.train)  # before anything starts CUDA
+    init_distributed(cfg.train.device)  # sets each rank's GPU before own_rng reads the current one
     with own_rng(cfg.train.device):
         return run, _single_run(cfg, run, data_dir, last, callbacks or [])
 

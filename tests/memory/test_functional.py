@@ -246,3 +246,14 @@ def test_a_float64_table_is_encoded_in_float64(encoding):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-13)
     if encoding == "pe":  # and the float64 matrix is the formula in float64, not a float32 copy
         assert MF.position_encoding(3, 5, dtype=torch.float64)[1, 2].item() == (1 - 2 / 3) - (3 / 5) * (1 - 4 / 3)
+
+
+def test_the_time_word_weight_follows_the_dtype_asked_for():
+    """A float64 MemN2N with pe_length="padded_time" scales its time word in float64 (was float32, 2e-8 off)."""
+    for encoding in ("pe", "pe_centered"):
+        w64 = MF.time_word_weight(5, encoding, 4, dtype=torch.float64)
+        alpha, beta = MF.position_weights(torch.ones(1, 6, dtype=torch.long), encoding, "padded", 4, dtype=torch.float64)
+        assert w64.dtype == torch.float64
+        torch.testing.assert_close(w64, alpha[0, -1] - torch.arange(1, 5, dtype=torch.float64) / 4 * beta[0, -1], rtol=0, atol=0)
+        assert torch.equal(MF.time_word_weight(5, encoding, 4), w64.float()) or torch.allclose(MF.time_word_weight(5, encoding, 4), w64.float())
+    torch.testing.assert_close(MF.time_word_weight(5, "pe", 4, dtype=torch.float64), MF.position_encoding(6, 4, dtype=torch.float64)[-1], rtol=0, atol=1e-15)

@@ -151,3 +151,11 @@ def test_zero_hops_are_refused_when_the_model_is_built(name):
 def test_the_lstm_reader_refuses_sizes_with_the_same_check(size):
     with pytest.raises(ValueError, match=f"lstm_reader: {size} must be an int >= 1, got 0"):
         MODELS.create("lstm_reader", **{"vocab_size": 12, size: 0})
+
+
+@pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "memnn", "lstm_reader"])
+def test_sizes_of_any_integral_type_are_accepted(name):
+    """numpy integers (``vocab_size=arr.max() + 1``) are sizes too; only non-integers and bools are refused."""
+    import numpy as np
+
+    MODELS.create(name, vocab_size=np.int64(12), embed_dim=np.int32(4))

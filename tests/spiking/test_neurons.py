@@ -249,3 +249,21 @@ def test_the_package_exports_the_modules_networks_are_built_from():
     code = "import sys, overlooked.spiking; from overlooked.spiking import LIF; print(sorted(m for m in ('nir', 'snntorch', 'norse', 'spikingjelly', 'h5py') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_users_sequence_over_their_own_cell_gets_a_docstring_too():
+    """The generated help() must not fail on arguments the library's table does not know."""
+
+    class GainCell(M.LIFCell):
+        def __init__(self, gain: float = 2.0, **kwargs):
+            super().__init__(**kwargs)
+            self.gain = gain
+
+    class GainLIF(M.LIF):
+        """A LIF with a gain."""
+
+        cell_cls = GainCell
+
+    assert GainLIF.__doc__.startswith("A LIF with a gain.") and "gain (default 2.0): see :class:`GainCell`." in GainLIF.__doc__
+    z, _ = GainLIF(tau_mem=5e-3)(torch.ones(3, 2, 4))
+    assert z.shape == (3, 2, 4)

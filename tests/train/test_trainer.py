@@ -696,33 +696,60 @@ def test_threads_and_determinism_are_put_back_after_a_run(tmp_path):
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _settings(**kw):
+def _cublas(monkeypatch, initialized: bool, **kw):
     from overlooked.config import TrainConfig
-    from overlooked.train.trainer import process_settings
+    from overlooked.train.trainer import cublas_for_determinism
 
-    return process_settings(TrainConfig(**kw))
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized)
+    cublas_for_determinism(TrainConfig(**kw))
 
 
-def test_a_deterministic_run_sets_the_cublas_workspace_before_cuda_starts(monkeypatch):
+@pytest.fixture
+def no_cublas_env(monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "x")  # recorded first, so the teardown removes what a test sets
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+
+
+def test_a_deterministic_cuda_run_sets_the_cublas_workspace(monkeypatch, no_cublas_env, recwarn):
     """cuBLAS is deterministic only with CUBLAS_WORKSPACE_CONFIG set before the first CUDA matmul."""
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    with _settings(deterministic=False):
-        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    with _settings(deterministic=True):
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    _cublas(monkeypatch, False, deterministic=False, device="cuda")
+    _cublas(monkeypatch, False, deterministic=True, device="cpu")  # CPU runs leave the environment alone
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    _cublas(monkeypatch, False, deterministic=True, device="cuda:1")
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not recwarn.list
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own choice is kept
-    with _settings(deterministic=True):
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    _cublas(monkeypatch, True, deterministic=True, device="cuda")
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8" and not recwarn.list
 
 
-def test_a_deterministic_cuda_run_warns_when_cuda_started_without_the_workspace(monkeypatch):
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+def test_setting_the_cublas_workspace_after_cuda_started_warns(monkeypatch, no_cublas_env):
     with pytest.warns(RuntimeWarning, match="CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment before Python starts"):
-        with _settings(deterministic=True, device="cuda"):
-            pass
-    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # too late to take effect: not set, only warned
+        _cublas(monkeypatch, True, deterministic=True, device="cuda")
+
+
+@pytest.mark.parametrize("entry", ["train", "resume"])
+def test_train_and_resume_fix_cublas_and_the_rank_device_before_touching_the_rng(tmp_path, monkeypatch, entry):
+    """Order matters: CUBLAS_WORKSPACE_CONFIG before anything starts CUDA, and init_distributed (which sets each
+    rank's GPU) before own_rng reads the current device."""
+    run, _ = api.train(_cfg(max_steps=2), run_dir=tmp_path / "run") if entry == "resume" else (None, None)
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setattr(api, "cublas_for_determinism", lambda cfg: calls.append("cublas"))
+    from overlooked.train.distributed import DistInfo
+
+    monkeypatch.setattr(api, "init_distributed", lambda device: calls.append("init_distributed") or DistInfo())
+
+    def own_rng(device):
+        calls.append("own_rng")
+        raise Stop
+
+    monkeypatch.setattr(api, "own_rng", own_rng)
+    with pytest.raises(Stop):
+        api.train(_cfg(max_steps=2), out=tmp_path / "new") if entry == "train" else api.resume(run)
+    assert calls == ["cublas", "init_distributed", "own_rng"]
 
 
 def test_a_run_dir_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):
@@ -748,3 +775,18 @@ def test_each_refuses_a_value_named_twice_before_any_run(tmp_path):
     with pytest.raises(ConfigError, match="names 1 more than once"):
         api.train_each(_cfg(max_steps=2), "train.seed", [1, 0, 1], out=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_repeats_folder_whose_seed_runs_exist_is_refused(tmp_path):
+    """A --repeats run stopped before its own files were written leaves only seedN/ folders: training into the
+    folder again would append to their metrics.jsonl."""
+    (tmp_path / "run" / "seed8").mkdir(parents=True)
+    (tmp_path / "run" / "seed8" / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(ConfigError, match="seed8 already holds a run"):
+        api.train(_cfg(max_steps=2, seed=7, repeats=2), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "seed7").exists()
+
+
+def test_each_refuses_values_that_name_the_same_folder(tmp_path):
+    with pytest.raises(ConfigError, match="names 1 more than once"):
+        api.train_each(_cfg(max_steps=2), "train.seed", [1, "1"], out=tmp_path)

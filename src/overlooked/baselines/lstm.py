@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overlooked.memory.functional import check_sizes
+from overlooked.checks import check_sizes
 from overlooked.registry import MODELS
 
 
@@ -111,4 +111,4 @@ class LSTMReader(nn.Module):
 def lstm_reader(vocab_size: int = 200, num_classes: int | None = None, embed_dim: int = 50, hidden: int = 100, dropout: float = 0.0) -> LSTMReader:
     """The bAbI LSTM baseline; d = 50 and one layer of 100 units are our defaults, not sizes from the paper (the vocabulary is filled in from the data)."""
     check_sizes("lstm_reader", vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden)
-    return LSTMReader(vocab_size, num_classes, embed_dim, hidden, dropout)
+    return LSTMReader(int(vocab_size), None if num_classes is None else int(num_classes), int(embed_dim), int(hidden), dropout)  # nn.LSTM takes Python ints only

@@ -75,7 +75,7 @@ def position_weights(
     return alpha, beta
 
 
-def time_word_weight(sentence_len: int, encoding: str, embed_dim: int) -> torch.Tensor:
+def time_word_weight(sentence_len: int, encoding: str, embed_dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The position-encoding row ``l_J`` that weighs the time word under ``pe_length="padded_time"``.
 
     In the authors' Matlab code (facebookarchive/MemNN, MemN2N-babi-matlab: ``config_babi.m`` adds one
@@ -88,16 +88,17 @@ def time_word_weight(sentence_len: int, encoding: str, embed_dim: int) -> torch.
         sentence_len: ``L``, the padded sentence length (``J = L + 1``).
         encoding: ``"pe"`` or ``"pe_centered"``.
         embed_dim: ``d``.
+        dtype: of the result (the temporal table's, so a float64 model stays float64).
 
     Returns:
-        ``[d]`` float.
+        ``[d]`` of ``dtype``.
 
     >>> time_word_weight(1, "pe_centered", 2).tolist()  # J = 2: 1 + 4 (k - 3/2)(2 - 3/2) / 4
     [0.75, 1.25]
     """
     words = torch.ones(1, sentence_len + 1, dtype=torch.long)  # a full sentence of J = L + 1 words
-    alpha, beta = position_weights(words, encoding, "padded", embed_dim)  # [1, J]
-    k_over_d = torch.arange(1, embed_dim + 1, dtype=torch.float32) / embed_dim  # [d]
+    alpha, beta = position_weights(words, encoding, "padded", embed_dim, dtype=dtype)  # [1, J]
+    k_over_d = torch.arange(1, embed_dim + 1, dtype=dtype) / embed_dim  # [d]
     return alpha[0, -1] - k_over_d * beta[0, -1]
 
 
@@ -335,23 +336,6 @@ def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
     """
     o, p = memory_hop(q, keys, values, mask, softmax=True)
     return (q + o) @ R.T, p
-
-
-def check_sizes(name: str, **sizes: int) -> None:
-    """Refuse sizes that are not ints >= 1 (``hops=0``, ``embed_dim=2.5``, ...) when a model is built, not at its first step.
-
-    >>> check_sizes("memn2n", embed_dim=20, hops=0)
-    Traceback (most recent call last):
-    ...
-    ValueError: memn2n: hops must be an int >= 1, got 0
-    """
-    bad = [
-        f"{k} must be an int >= 1, got {v!r}"
-        for k, v in sizes.items()
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1)
-    ]
-    if bad:
-        raise ValueError(f"{name}: " + "; ".join(bad))
 
 
 # Index dtypes that embedding_bag, index_select and gather all accept.

@@ -64,7 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.memory.functional import check_memory_inputs, check_sizes, time_index
+from overlooked.checks import check_sizes
+from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
 
 # Multipliers of the n-gram hash (odd, < 2^31, so products of word ids < 2^20 stay exact in int64).

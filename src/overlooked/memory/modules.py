@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from overlooked.checks import check_sizes
 from overlooked.memory import functional as MF
 
 
@@ -67,7 +68,7 @@ class MemN2N(nn.Module):
         padding: Literal["mask", "attend"] = "mask",
     ):
         super().__init__()
-        MF.check_sizes("memn2n", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        check_sizes("memn2n", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         if pe_length not in ("sentence", "padded", "padded_time"):
             raise ValueError(f"pe_length must be 'sentence', 'padded' or 'padded_time', got {pe_length!r}")
         if padding not in ("mask", "attend"):
@@ -153,7 +154,7 @@ class MemN2N(nn.Module):
         if self.temporal_table is not None:
             temporal = MF.temporal_encoding(time.reshape(-1).index_select(0, slots), self.temporal_table)  # [R, n*d]
             if self.pe_length == "padded_time" and self.encoding != "bow":  # the time word sits at position J = L + 1
-                scale = MF.time_word_weight(L, self.encoding, d).to(temporal.device, temporal.dtype).repeat(self.temporal_table.shape[1] // d)  # [n*d]
+                scale = MF.time_word_weight(L, self.encoding, d, dtype=temporal.dtype).to(temporal.device).repeat(self.temporal_table.shape[1] // d)  # [n*d]
                 temporal = temporal * scale
             mem = mem + temporal
         # "attend" (the authors' code): the empty slots stay in the softmax as zero vectors with score 0.
@@ -211,7 +212,7 @@ class KVMemNN(nn.Module):
         init_std: float = 0.1,
     ):
         super().__init__()
-        MF.check_sizes("kvmemnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        check_sizes("kvmemnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         for which, enc in (("key_encoding", key_encoding), ("value_encoding", value_encoding)):
             if enc not in ("pe", "bow"):
                 raise ValueError(f"kvmemnn: {which} must be 'pe' or 'bow', got {enc!r}")

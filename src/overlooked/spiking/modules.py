@@ -256,7 +256,7 @@ def _sequence_doc(seq: type[_Sequence]) -> str:
     args = [a for a in args if a[0] == "size"] + fields + [a for a in args if a[0] != "size"] + [("backend", "reference")]
     lines = []
     for name, default in args:
-        unit, meaning = _FIELD_DOCS[name]
+        unit, meaning = _FIELD_DOCS.get(name, (None, f"see :class:`{cell.__name__}`"))  # a user's own cell may add arguments
         paren = ", ".join(x for x in (unit, "" if default is inspect.Parameter.empty else f"default {default!r}") if x)
         lines.append(f"    {name}{f' ({paren})' if paren else ''}: {meaning}.")
     taus = [f for f, _ in fields if f.startswith("tau_")]
@@ -322,4 +322,4 @@ class RecurrentLIF(_Sequence):
     adds ``W_rec z_{t-1}`` (a learned ``size x size`` matrix, no bias)."""
 
     cell_cls = RecurrentLIFCell
-    state_doc = "(VState(v), z)`` (``z`` the last step's spikes)"
+    state_doc = "(VState(v), z)"  # z: the last step's spikes

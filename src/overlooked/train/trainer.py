@@ -346,33 +346,38 @@ def fit(
 CUBLAS_WORKSPACE = ":4096:8"
 
 
+def cublas_for_determinism(cfg: TrainConfig) -> None:
+    """A deterministic CUDA run needs ``CUBLAS_WORKSPACE_CONFIG`` before the process's first cuBLAS call: when
+    it is unset, set it to ``:4096:8``. It stays set (PyTorch keeps the workspace it sized from it for the life
+    of the process, and DDP workers inherit it). When CUDA has already been started in this process, an earlier
+    cuBLAS call may have sized the workspace already: then a warning says how to make sure. :func:`api.train`
+    and :func:`api.resume` call this before they touch CUDA; :func:`process_settings` calls it for direct
+    users of :func:`fit`. CPU runs leave the environment alone."""
+    if not cfg.deterministic or str(cfg.device).split(":")[0] != "cuda" or "CUBLAS_WORKSPACE_CONFIG" in os.environ:
+        return
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    if torch.cuda.is_initialized():
+        warnings.warn(
+            f"train.deterministic: CUBLAS_WORKSPACE_CONFIG was set to {CUBLAS_WORKSPACE} after CUDA had started in this "
+            "process, so a cuBLAS call made before may have fixed another workspace and matmuls may differ between "
+            f"identical runs; set CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in the environment before Python starts",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 @contextlib.contextmanager
 def process_settings(cfg: TrainConfig) -> Iterator[None]:
     """``train.num_threads`` and ``train.deterministic`` for the duration of a run; PyTorch keeps both per
     process, so they are put back afterwards (a later run in the same process, or the caller, is unaffected).
-
-    A deterministic run on CUDA also needs ``CUBLAS_WORKSPACE_CONFIG``: when it is unset and CUDA has not been
-    started yet in this process, it is set to ``:4096:8`` and stays set (PyTorch keeps the workspace it sized
-    from it for the life of the process, and DDP workers inherit it); when CUDA has already been started
-    without it, a warning says that cuBLAS results may differ between identical runs and how to fix it."""
+    A deterministic CUDA run also gets ``CUBLAS_WORKSPACE_CONFIG`` (:func:`cublas_for_determinism`)."""
     threads = torch.get_num_threads()
     deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    cublas_was = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        if cublas_was is None:
-            if not torch.cuda.is_initialized():
-                os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
-            elif torch.device(cfg.device).type == "cuda":
-                warnings.warn(
-                    "train.deterministic is set but CUDA was started in this process before CUBLAS_WORKSPACE_CONFIG "
-                    "was set, so cuBLAS matmuls may differ between identical runs; set "
-                    f"CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in the environment before Python starts",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+        cublas_for_determinism(cfg)
     try:
         yield
     finally:
