@@ -75,15 +75,19 @@ def _twins():
     return ref, fast
 
 
-def test_capsnet_fused_equals_reference():
-    ref, fast = _twins()
-    image, label = torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 9])
+def _outputs_and_grads(models, image, label):
+    """Each model's outputs and parameter gradients after one CapsuleLoss backward on the same batch."""
     outs, grads = [], []
-    for model in (ref, fast):
+    for model in models:
         out = model(image, label)
         CapsuleLoss()(out, {"image": image, "label": label}).backward()
         outs.append(out)
         grads.append({n: p.grad for n, p in model.named_parameters()})
+    return outs, grads
+
+
+def test_capsnet_fused_equals_reference():
+    outs, grads = _outputs_and_grads(_twins(), torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 9]))
     for key in outs[0]:
         torch.testing.assert_close(outs[1][key], outs[0][key], atol=1e-6, rtol=1e-4)
     for name, g in grads[0].items():
@@ -120,12 +124,7 @@ def test_reference_backend_keeps_float64_and_equals_the_fused_one():
     the two backends agree to float64 rounding, gradients included."""
     ref, fast = (model.double() for model in _twins())
     image, label = torch.rand(2, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), torch.tensor([3, 8])
-    outs, grads = [], []
-    for model in (ref, fast):
-        out = model(image, label)
-        CapsuleLoss()(out, {"image": image, "label": label}).backward()
-        outs.append(out)
-        grads.append({n: p.grad for n, p in model.named_parameters()})
+    outs, grads = _outputs_and_grads((ref, fast), image, label)
     for key, value in outs[0].items():
         assert value.dtype == torch.float64 and outs[1][key].dtype == torch.float64, key
         torch.testing.assert_close(outs[1][key], value, atol=1e-12, rtol=1e-10, msg=key)
