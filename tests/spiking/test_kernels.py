@@ -293,3 +293,17 @@ def test_triton_equals_reference_on_gpu(reset):
     assert torch.equal(z1, z2)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_says_once_when_the_input_dtype_sends_it_to_the_reference_loop(monkeypatch):
+    """Under bf16 autocast the neurons get bf16 input; auto used to switch to the slow loop without a word."""
+    monkeypatch.setattr(kernels, "_warned", set())
+    x = torch.rand(4, 2, 3, dtype=torch.bfloat16) * 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lif = M.LIF(backend="auto")
+        z, _ = lif(x)
+        lif(x)
+        M.LIF(backend="auto")(torch.rand(4, 2, 3))  # float32: no word
+    said = [str(w.message) for w in caught if "runs the reference loop for torch.bfloat16" in str(w.message)]
+    assert len(said) == 1 and lif.resolved_backend == "reference" and torch.equal(z, M.LIF()(x)[0])

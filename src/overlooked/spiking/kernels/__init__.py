@@ -141,6 +141,13 @@ def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
             return "reference"
     if x.device.type == "cuda" and _triton_installed() and x.dtype in (torch.float32, torch.float64):
         return "triton"
+    if x.dtype not in (torch.float32, torch.float64):  # e.g. bf16 under autocast: the fused kernels take neither
+        _warn_once(
+            f"dtype {x.dtype} {x.device.type}",
+            f"backend='auto' runs the reference loop for {x.dtype} input on {x.device.type} (the fused kernels take "
+            "float32/float64 only): slower, and the membrane is kept in that dtype; cast the neuron's input to float32 "
+            "for the fused kernel (the run summary's neuron_backends records what ran)",
+        )
     return "reference"
 
 
