@@ -677,6 +677,22 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
         return run, _single_run(cfg, run, data_dir, last, callbacks or [])
 
 
+def check_checkpoint_exists(run: Path, checkpoint: str) -> None:
+    """Refuse a run folder without ``checkpoints/<checkpoint>.safetensors``, naming what it has instead: the
+    sub-runs of a --repeats/--each folder, another checkpoint (``--checkpoint last``), or none at all."""
+    if (run / "checkpoints" / f"{checkpoint}.safetensors").is_file():
+        return
+    subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
+    if subs:  # a folder of --repeats or --each: its models live in the sub-runs
+        raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
+    have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors"))
+    other = f"; it has {', '.join(have)}: pass --checkpoint {have[0]}" if have else (
+        "; it has no checkpoint at all (stopped before its first one, or its checkpoints were not kept: committed "
+        "run summaries under results/runs hold none), so train it again"
+    )
+    raise CheckpointError(f"run folder {run} has no {checkpoint} checkpoint (checkpoints/{checkpoint}.safetensors){other}")
+
+
 def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, data_overrides: list[str] | None = None) -> tuple[ExperimentConfig, Splits, nn.Module]:
     """Rebuild a run's data and model and load its ``best`` (or ``last``) checkpoint. ``data_overrides``
     (``data.*`` keys only: the model must stay the one the checkpoint holds) swap the data, e.g. to test a
@@ -690,17 +706,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
             raise ConfigError(f"evaluation takes data.* overrides only (the model must match its checkpoint), got {bad}; train a new run to change anything else")
         cfg = apply_overrides(cfg, data_overrides)
         check_config(cfg)
-    weights = run / "checkpoints" / f"{checkpoint}.safetensors"
-    if not weights.is_file():
-        subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
-        if subs:  # a folder of --repeats or --each: its models live in the sub-runs
-            raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
-        have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors"))
-        other = f"; it has {', '.join(have)}: pass --checkpoint {have[0]}" if have else (
-            "; it has no checkpoint at all (stopped before its first one, or its checkpoints were not kept: committed "
-            "run summaries under results/runs hold none), so train it again to evaluate it"
-        )
-        raise CheckpointError(f"run folder {run} has no {checkpoint} checkpoint (checkpoints/{checkpoint}.safetensors){other}")
+    check_checkpoint_exists(run, checkpoint)
     splits = build_data(cfg, data_dir)
     check_vocab(run, splits)
     model = build_model(cfg, splits.meta)
@@ -1096,17 +1102,26 @@ def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Pa
     return written
 
 
-def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, force: bool = False) -> Path:
+def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, force: bool = False, dt: float | None = None) -> Path:
     """Export a trained spiking model to a NIR graph file (models that implement ``to_nir()``); an existing
-    ``output`` is kept unless ``force``, missing parent folders are made."""
+    ``output`` is kept unless ``force``, missing parent folders are made. ``dt``: write the graph for a reader
+    stepping at ``dt`` instead of the training dt, the same network (:func:`overlooked.spiking.nir.retime`;
+    e.g. an N-MNIST model's 30 ms event bins, ``dt=0.03``, for a chip fed events in real time)."""
     import nir
 
-    from overlooked.spiking.nir import export_nir_graph
+    from overlooked.spiking.nir import export_nir_graph, retime
 
     run, output = Path(run), Path(output)
     if output.exists() and not force:
         raise OverlookedError(f"{output} exists; pass --force (force=True) to overwrite it, or name another file")
+    if (run / "config.yaml").is_file() and (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("kind") == "ann_to_snn_conversion":
+        raise OverlookedError(
+            f"{run} is an ANN-to-SNN conversion: its IF neurons reset by subtraction, which NIR (nir 1.0.8) cannot "
+            "express (its IF, LIF and CubaLIF reset to v_reset), so converted networks are not exported; export a "
+            "spiking run trained with reset to zero (the snn_* configs)"
+        )
     cfg = run_config(run)
+    check_checkpoint_exists(run, checkpoint)
     meta = build_data(cfg, data_dir).meta
     model = build_model(cfg, meta)
     is_spiking_net = hasattr(model, "blocks") and hasattr(model, "readout")
@@ -1120,6 +1135,14 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     model.eval()
     encoder = {"encoder": cfg.encoder.name, "encoder_kwargs": dict(cfg.encoder.kwargs)} if cfg.encoder is not None and cfg.encoder.name else {}
     graph = export_nir_graph(model, input_shape=per_step_input_shape(meta), **encoder) if is_spiking_net else model.to_nir()
+    # What one input step is in the world, which the model alone does not know (for whoever feeds a chip)
+    graph.metadata["data"] = f"{cfg.data.name}" + (f" ({', '.join(f'{k}={v!r}' for k, v in sorted(cfg.data.kwargs.items()))})" if cfg.data.kwargs else "")
+    if "input_range" in meta:
+        graph.metadata["input_range"] = meta["input_range"]
+    if "step_duration_s" in meta:  # an event bin: the neurons' dt is the simulation step, not the bin's duration
+        graph.metadata["step_duration_s"] = float(meta["step_duration_s"])
+    if dt is not None:
+        graph = retime(graph, dt)
     output.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(output), graph)
     return output

@@ -122,7 +122,7 @@ def test_registered_builder_splits(data_dir):
     splits = DATASETS.create("mnist", data_dir=data_dir)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (54_000, 6_000, 10_000)
     assert splits.input_keys == ("image",) and splits.target_key == "label"
-    assert splits.meta == {"num_classes": 10, "image_shape": (1, 28, 28), "name": "mnist"}
+    assert splits.meta == {"num_classes": 10, "image_shape": (1, 28, 28), "name": "mnist", "input_range": "pixel intensity / 255, in [0, 1]"}
     image, label = splits.train.tensors["image"], splits.train.tensors["label"]
     assert image.dtype == torch.float32 and image.shape == (54_000, 1, 28, 28)
     assert label.dtype == torch.int64 and 0.0 <= float(image.min()) and float(image.max()) == 1.0

@@ -19,6 +19,7 @@ from overlooked.spiking.nir import (
     export_nir_graph,
     from_nir,
     read_nir,
+    retime,
     strip_metadata,
 )
 
@@ -177,6 +178,13 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
     with torch.no_grad():
         y, _ = from_nir(graph, dt=DT)(x.unsqueeze(0).expand(3, *x.shape))
         assert torch.allclose(y.mean(0), model(x)["logits"], atol=1e-5)
+    # without its best checkpoint, export-nir names the one the folder has (it said "pass a run folder")
+    from overlooked.errors import CheckpointError
+
+    (run / "checkpoints" / "best.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="has no best checkpoint .*it has last: pass --checkpoint last"):
+        api.export_nir(run, tmp_path / "n.nir")
+    assert api.export_nir(run, tmp_path / "n.nir", checkpoint="last").is_file()
 
 
 def test_metadata_carries_steps_and_input_through_a_file(tmp_path):
@@ -218,6 +226,7 @@ def test_from_nir_warns_when_dt_differs_from_the_exported_one():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from_nir(_lif_graph(keep_dt=True), dt=DT)  # the exported dt: silent
+        from_nir(_lif_graph(keep_dt=True), dt=np.float32(DT))  # the same dt rounded to float32: silent too
         from_nir(_lif_graph(), dt=DT / 2)  # no dt in the metadata (a foreign or stripped graph): nothing to compare
 
 
@@ -376,3 +385,52 @@ def test_an_imported_network_keeps_its_neuron_parameters_as_buffers():
     assert net.layers["1_lif"].params().tau_mem.dtype == torch.float64
     y, _ = net(torch.rand(4, 2, 3, dtype=torch.float64))
     assert y.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kind", ["lif", "cubalif", "if"])
+def test_retime_gives_the_same_network_at_another_dt(kind):
+    """Forward Euler sees tau only through dt / tau: the graph rescaled to 30 ms steps, run at 30 ms, computes
+    what the original computes at its 1 ms (IF: r scaled instead), spike for spike."""
+    torch.manual_seed(3)
+    neuron = {"lif": lambda: M.LIF(dt=DT, tau_mem=4e-3), "cubalif": lambda: M.CubaLIF(dt=DT, tau_mem=4e-3, tau_syn=2e-3), "if": lambda: M.IF(dt=DT, r=300.0, reset="zero")}[kind]()
+    synapse = nn.Linear(5, 6)
+    with torch.no_grad():
+        synapse.weight.mul_(6.0)  # enough drive that every neuron type spikes within the 12 steps
+    graph = export_layers([synapse, neuron, nn.Linear(6, 3)], (5,), DT)
+    slow = retime(graph, 0.03)
+    assert slow.metadata["dt"] == 0.03 and graph.metadata["dt"] == DT  # a copy: the original is unchanged
+    x = torch.rand(12, 4, 5) * 3
+    with torch.no_grad():
+        y, _ = from_nir(graph, dt=DT)(x)
+        y_slow, _ = from_nir(slow, dt=0.03)(x)
+    assert y.abs().sum() > 0
+    torch.testing.assert_close(y_slow, y, rtol=1e-5, atol=1e-6)
+    with pytest.raises(NIRImportError, match="records no dt"):
+        retime(strip_metadata(graph), 0.03)
+
+
+@pytest.mark.peers
+def test_spikingjelly_loads_an_exported_spiking_cnn_and_gives_the_same_outputs(tmp_path):
+    """SpikingJelly 2.0.0's NIR importer runs our packaged layout (Conv2d, AvgPool2d, Flatten, Affine, PLIF with
+    its tau frozen, batch norm folded) at the exported dt with the same outputs, without any change to the file."""
+    sj = pytest.importorskip("spikingjelly.activation_based.nir_exchange", reason="spikingjelly not installed (scripts/install_peers.sh)")
+    torch.manual_seed(4)
+    net = spiking_cnn(image_size=12, channels=(4,), hidden=16, steps=6).eval()
+    with torch.no_grad():
+        for block in net.blocks:  # training-like batch-norm statistics, so folding is exercised
+            if block.norm is not None:
+                block.norm.running_mean.uniform_(-0.2, 0.2)
+                block.norm.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "cnn.nir"
+    nir.write(str(path), export_nir_graph(net))
+    x = torch.rand(3, 1, 12, 12) * 4
+    frames = x.unsqueeze(0).expand(6, *x.shape)
+    with torch.no_grad():
+        ours, _ = from_nir(str(path), dt=DT)(frames)
+        peer, state, outs = sj.import_from_nir(str(path), dt=DT), None, []
+        for t in range(frames.shape[0]):
+            out, state = peer(frames[t], state)
+            outs.append(out)
+    theirs = torch.stack(outs)
+    assert ours.abs().sum() > 0
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)

@@ -218,7 +218,7 @@ def mnist(
         test=ArrayDataset({"image": _to_unit_float(test_images), "label": test_labels}),
         input_keys=("image",),
         target_key="label",
-        meta={"num_classes": NUM_CLASSES, "image_shape": (1, *IMAGE_SHAPE), "name": "mnist"},
+        meta={"num_classes": NUM_CLASSES, "image_shape": (1, *IMAGE_SHAPE), "name": "mnist", "input_range": "pixel intensity / 255, in [0, 1]"},
     )
 
 

@@ -130,4 +130,4 @@ def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: floa
 
     full, test = load("train1K.txt"), load("test100.txt")
     tr, va = split_train_val(len(full), val_fraction, seed)
-    return Splits(full.subset(tr), full.subset(va), test, ("frames",), "label", {"num_classes": 10, "frame_shape": (bins, 2, *SENSOR), "name": "nmnist_small"})
+    return Splits(full.subset(tr), full.subset(va), test, ("frames",), "label", {"num_classes": 10, "frame_shape": (bins, 2, *SENSOR), "name": "nmnist_small", "step_duration_s": 0.3 / bins})

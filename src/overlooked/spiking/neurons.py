@@ -175,8 +175,10 @@ def lif_step(x: Tensor, state: VState, p: LIFParameters, dt: float, spike_fn: Sp
 def cuba_lif_step(x: Tensor, state: CubaState, p: CubaLIFParameters, dt: float, spike_fn: SpikeFn) -> tuple[Tensor, CubaState]:
     """Current-based LIF: the membrane integrates the synaptic current, which decays and receives ``w_in x``.
 
-    Order (as Norse): ``v`` is charged with the current before this step's input arrives; then the
-    current decays and the input is added.
+    Order: ``v`` is charged with the current before this step's input arrives; then the current decays
+    and the input is added (as Norse's recurrent ``lif_step``), so the input reaches ``v`` one step later.
+    Norse 1.1.0's ``lif_feed_forward_step``, which its NIR importer uses, adds the input first: its spikes
+    lead ours by exactly one step.
     """
     v = leaky_charge(state.v, state.i, p.tau_mem, p.v_leak, p.r, dt)
     z = fire(v, p.v_threshold, spike_fn)

@@ -316,6 +316,35 @@ def node_module(node: nir.NIRNode, dt: float) -> nn.Module:
     raise NIRImportError(f"NIR node {type(node).__name__} is not supported (IF, LIF, CubaLIF, Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, Input, Output are)")
 
 
+def retime(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
+    """The same network for a reader stepping at ``dt`` instead of the graph's exported dt (its metadata's).
+
+    Forward Euler depends on the time constants only through ``dt / tau``, so multiplying every ``tau`` (LIF),
+    ``tau_mem`` and ``tau_syn`` (CubaLIF) by ``s = dt / dt_exported`` and dividing IF's ``r`` by ``s`` gives a
+    graph that, run at ``dt``, computes exactly what the original computes at its own dt (CubaLIF's ``w_in`` and
+    LIF's ``r`` are unchanged). Use it when one input step stands for a stretch of real time other than the
+    training dt: an N-MNIST model's step is a 30 ms event bin (metadata ``step_duration_s``), so a chip fed events
+    in real time wants ``retime(graph, 0.03)``. A copy is returned; the metadata's ``dt`` becomes ``dt``.
+    """
+    dt = check_dt(dt)
+    exported = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
+    if not isinstance(exported, (int, float, np.integer, np.floating)) or not math.isfinite(exported) or exported <= 0:
+        raise NIRImportError("the graph's metadata records no dt it was exported at, so there is nothing to rescale from; pass the graph overlooked exported")
+    s = dt / float(exported)
+    nodes: dict[str, nir.NIRNode] = {}
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.LIF):
+            node = nir.LIF(tau=node.tau * s, r=node.r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
+        elif isinstance(node, nir.CubaLIF):
+            node = nir.CubaLIF(tau_syn=node.tau_syn * s, tau_mem=node.tau_mem * s, r=node.r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset, w_in=node.w_in, metadata=dict(node.metadata))
+        elif isinstance(node, nir.IF):
+            node = nir.IF(r=node.r / s, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
+        elif isinstance(node, nir.NIRGraph):
+            raise NIRImportError(f"NIR node {name!r} is a nested graph, which retime does not rescale")
+        nodes[name] = node
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata={**graph.metadata, "dt": dt})
+
+
 def check_dt(dt: Any) -> float:
     """``dt`` as a float, or :class:`NIRImportError` when it is not a positive finite number of seconds."""
     if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) or not math.isfinite(dt) or dt <= 0:
@@ -445,9 +474,9 @@ class NIRNetwork(nn.Module):
         input_name, output_name = _check_structure(graph)
         check_euler_steps(graph, dt)
         exported = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None  # ours write it; others may not
-        if isinstance(exported, (int, float, np.integer, np.floating)) and math.isfinite(exported) and not math.isclose(float(exported), dt, rel_tol=1e-9):
+        if isinstance(exported, (int, float, np.integer, np.floating)) and math.isfinite(exported) and not math.isclose(float(exported), dt, rel_tol=N.EULER_RTOL):  # a float32 copy of dt is dt
             warnings.warn(
-                f"the NIR graph's metadata says it was exported at dt = {float(exported):g} s, and it is being run at dt = {dt:g} s: "
+                f"the NIR graph's metadata says it was exported at dt = {float(exported):.9g} s, and it is being run at dt = {dt:.9g} s: "
                 "its neurons are continuous-time, so this is another forward-Euler discretisation and its outputs will differ "
                 f"from the exported model's; pass dt={float(exported):g} to reproduce them",
                 NIRDtWarning,
