@@ -434,3 +434,29 @@ def test_spikingjelly_loads_an_exported_spiking_cnn_and_gives_the_same_outputs(t
     theirs = torch.stack(outs)
     assert ours.abs().sum() > 0
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda f: _replace(f, "node/nodes/1_lif/type", "Bogus"), r"its node '1_lif' \(type 'Bogus'\) does not build"),
+        (lambda f: f.__delitem__("node/nodes/1_lif/r"), r"its node '1_lif' \(type 'LIF'\) does not build"),
+        (lambda f: _replace(f, "node/edges", np.array([["input", "0_linear"], ["0_linear", "gone"], ["1_lif", "output"]], dtype="S")), "every node builds and the graph does not: its edges"),
+    ],
+)
+def test_a_hand_edited_file_names_the_part_that_is_wrong(tmp_path, edit, says):
+    """A valid NIR file with one bad node or edge was reported as "not a NIR graph ... the HDF5 file nir.write
+    makes", pointing at the file format; now the node (with its type) or the edges are named."""
+    import h5py
+
+    path = tmp_path / "edited.nir"
+    nir.write(str(path), export_layers([nn.Linear(3, 2), M.LIF(dt=DT, tau_mem=5e-3)], (3,), DT))
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    with pytest.raises(NIRImportError, match=rf"edited.nir is a NIR file, but {says}.*re-export it"):
+        read_nir(path)
+
+
+def _replace(f, key: str, value) -> None:
+    del f[key]
+    f[key] = value

@@ -562,11 +562,36 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     try:
         return nir.read(str(path))
     except Exception as err:  # h5py's OSError / KeyError, nir's ValueError / AssertionError for foreign graphs
-        raise NIRImportError(
-            f"{path} is not a NIR graph that nir {getattr(nir, '__version__', '')} can read ({type(err).__name__}: {err}). "
-            "A .nir file is the HDF5 file nir.write makes, with the graph under the group 'node'; export one with "
-            "`overlooked export-nir RUN out.nir`, or check that the file is the one you meant"
-        ) from err
+        why = _unreadable_because(path)
+        if why is None:  # not a NIR file at all
+            raise NIRImportError(
+                f"{path} is not a NIR graph that nir {getattr(nir, '__version__', '')} can read ({type(err).__name__}: {err}). "
+                "A .nir file is the HDF5 file nir.write makes, with the graph under the group 'node'; export one with "
+                "`overlooked export-nir RUN out.nir`, or check that the file is the one you meant"
+            ) from err
+        raise NIRImportError(f"{path} is a NIR file, but {why} ({type(err).__name__}: {err or 'no message'}); re-export it, or mend that part") from err
+
+
+def _unreadable_because(path: Path) -> str | None:
+    """Which part of a NIR file (an HDF5 file with a 'node' group) keeps nir from building its graph: the first
+    node that does not build, named with its type, or else the edges and shapes; None when it is no NIR file."""
+    import h5py
+    from nir.serialization import hdf2dict
+
+    try:
+        with h5py.File(str(path), "r") as f:
+            if "node" not in f:
+                return None
+            data = hdf2dict(f["node"])
+    except OSError:
+        return None
+    for name, node in (data.get("nodes") or {}).items():
+        kind = node.get("type", "?") if isinstance(node, dict) else "?"
+        try:
+            nir.dict2NIRNode(dict(node))
+        except Exception as exc:  # an unknown type, a missing or misshapen field
+            return f"its node {name!r} (type {kind!r}) does not build: {type(exc).__name__}: {exc or 'no message'}"
+    return "every node builds and the graph does not: its edges or the shapes they join do not fit"
 
 
 def from_nir(graph: nir.NIRGraph | str | Path, dt: float) -> NIRNetwork:
