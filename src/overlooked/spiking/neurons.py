@@ -177,8 +177,9 @@ def cuba_lif_step(x: Tensor, state: CubaState, p: CubaLIFParameters, dt: float, 
 
     Order: ``v`` is charged with the current before this step's input arrives; then the current decays
     and the input is added (as Norse's recurrent ``lif_step``), so the input reaches ``v`` one step later.
-    Norse 1.1.0's ``lif_feed_forward_step``, which its NIR importer uses, adds the input first: its spikes
-    lead ours by exactly one step.
+    Norse 1.1.0 adds the input first in ``lif_feed_forward_step`` and in the CubaLIF its NIR importer builds:
+    with ``v_leak = 0`` its spikes lead ours by exactly one step (a review check, 2026-12-05; with another
+    ``v_leak`` Norse also leaks the current towards it, so they differ by more than a shift).
     """
     v = leaky_charge(state.v, state.i, p.tau_mem, p.v_leak, p.r, dt)
     z = fire(v, p.v_threshold, spike_fn)

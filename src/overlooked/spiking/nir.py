@@ -316,6 +316,9 @@ def node_module(node: nir.NIRNode, dt: float) -> nn.Module:
     raise NIRImportError(f"NIR node {type(node).__name__} is not supported (IF, LIF, CubaLIF, Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, Input, Output are)")
 
 
+_TIMELESS = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)  # nodes retime leaves as they are
+
+
 def retime(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
     """The same network for a reader stepping at ``dt`` instead of the graph's exported dt (its metadata's).
 
@@ -324,7 +327,9 @@ def retime(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
     graph that, run at ``dt``, computes exactly what the original computes at its own dt (CubaLIF's ``w_in`` and
     LIF's ``r`` are unchanged). Use it when one input step stands for a stretch of real time other than the
     training dt: an N-MNIST model's step is a 30 ms event bin (metadata ``step_duration_s``), so a chip fed events
-    in real time wants ``retime(graph, 0.03)``. A copy is returned; the metadata's ``dt`` becomes ``dt``.
+    in real time wants ``retime(graph, 0.03)``. A new graph is returned (nodes without time in them are shared);
+    its metadata's ``dt`` becomes ``dt``. A node type whose meaning depends on dt and that this function does not
+    rescale (``LI``, ``Integrator``, ``CubaLI``, ``Delay``, a nested graph, ...) is refused by name.
     """
     dt = check_dt(dt)
     exported = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
@@ -339,8 +344,8 @@ def retime(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
             node = nir.CubaLIF(tau_syn=node.tau_syn * s, tau_mem=node.tau_mem * s, r=node.r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset, w_in=node.w_in, metadata=dict(node.metadata))
         elif isinstance(node, nir.IF):
             node = nir.IF(r=node.r / s, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
-        elif isinstance(node, nir.NIRGraph):
-            raise NIRImportError(f"NIR node {name!r} is a nested graph, which retime does not rescale")
+        elif not isinstance(node, _TIMELESS):
+            raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) is not one retime rescales (LIF, CubaLIF, IF, and nodes without time: {', '.join(t.__name__ for t in _TIMELESS)})")
         nodes[name] = node
     return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata={**graph.metadata, "dt": dt})
 
@@ -583,9 +588,11 @@ def _unreadable_because(path: Path) -> str | None:
             if "node" not in f:
                 return None
             data = hdf2dict(f["node"])
-    except OSError:
+    except Exception:  # not HDF5, or 'node' is no group: not a NIR file
         return None
-    for name, node in (data.get("nodes") or {}).items():
+    if not data.get("nodes"):
+        return "its graph has no nodes"
+    for name, node in data["nodes"].items():
         kind = node.get("type", "?") if isinstance(node, dict) else "?"
         try:
             nir.dict2NIRNode(dict(node))
