@@ -272,7 +272,7 @@ def _discard_if_unstarted(run_dir: Path, made: list[Path]) -> None:
     no folder that looks like a run. A run that got further keeps everything, as the record of its failure."""
     if (run_dir / "metrics.jsonl").exists() or any((run_dir / "checkpoints").glob("*")):
         return
-    for name in ("config.yaml", "environment.json", VOCAB_FILE):
+    for name in ("config.yaml", "environment.json", VOCAB_FILE, DATA_META_FILE):
         (run_dir / name).unlink(missing_ok=True)
     for empty in (run_dir / "checkpoints",):
         if empty.is_dir() and not any(empty.iterdir()):
@@ -281,6 +281,23 @@ def _discard_if_unstarted(run_dir: Path, made: list[Path]) -> None:
 
 
 VOCAB_FILE = "vocab.json"
+DATA_META_FILE = "data_meta.json"  # the dataset's facts the model was built from (shapes, classes), for export without the data
+
+
+def _plain(value: Any) -> bool:
+    """A value JSON holds as it is (numbers, strings, booleans, None, and lists or tuples of them)."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def data_meta(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> dict[str, Any]:
+    """The dataset facts ``run``'s model was built from: ``RUN/data_meta.json`` when the run wrote one, else
+    from the data itself (runs from before the file existed)."""
+    path = run / DATA_META_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    return build_data(cfg, data_dir).meta
 
 
 def check_vocab(run: Path, splits: Splits, fix: str = "evaluate on data built from the same tasks as the run's data.kwargs (the vocabulary is built from every task loaded)") -> None:
@@ -377,6 +394,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     # from before the file existed)
     if write and "vocab" in splits.meta and (resume is None or not (run_dir / VOCAB_FILE).is_file()):
         _write_json(run_dir / VOCAB_FILE, list(splits.meta["vocab"]))
+    if write and (resume is None or not (run_dir / DATA_META_FILE).is_file()):
+        _write_json(run_dir / DATA_META_FILE, {k: v for k, v in splits.meta.items() if k != "vocab" and _plain(v)})
     with process_settings(cfg.train):  # the run's threads and determinism also for its final FLOP and energy passes
         t0 = _dt.datetime.now()
         try:
@@ -1122,7 +1141,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
         )
     cfg = run_config(run)
     check_checkpoint_exists(run, checkpoint)
-    meta = build_data(cfg, data_dir).meta
+    meta = data_meta(run, cfg, data_dir)  # the run's own record: no data needed to export
     model = build_model(cfg, meta)
     is_spiking_net = hasattr(model, "blocks") and hasattr(model, "readout")
     if not is_spiking_net and not hasattr(model, "to_nir"):

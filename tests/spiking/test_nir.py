@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nir
 import numpy as np
 import pytest
@@ -497,3 +499,29 @@ def test_retime_refuses_a_node_whose_time_it_does_not_rescale():
     graph.nodes["1_lif"] = nir.LI(tau=np.full(2, 5e-3), r=np.ones(2), v_leak=np.zeros(2))
     with pytest.raises(NIRImportError, match=r"'1_lif' \(LI\) is not one retime rescales"):
         retime(graph, 0.03)
+
+
+def test_export_nir_needs_only_the_run_folder(tmp_path, monkeypatch):
+    """An engineer given a run folder, without the dataset, can export it: the run records the data's facts
+    the model was built from (data_meta.json); the graph equals the one exported with the data."""
+    from overlooked import api
+
+    cfg = api.load("snn_mlp_mnist", ["data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.input_shape=[1,8,8]", "model.hidden=[8]", "train.max_steps=2", "train.progress=false"])
+    run, _ = api.train(cfg, out=tmp_path / "runs")
+    meta = json.loads((run / "data_meta.json").read_text())
+    assert meta["image_shape"] == [1, 8, 8] and meta["num_classes"] == api.build_data(cfg).meta["num_classes"]
+    with_data = nir.read(str(api.export_nir(run, tmp_path / "a.nir")))
+    (run / "data_meta.json").rename(tmp_path / "kept.json")  # a run from before the file: the data is read instead
+    assert nir.read(str(api.export_nir(run, tmp_path / "b.nir"))).nodes.keys() == with_data.nodes.keys()
+    (tmp_path / "kept.json").rename(run / "data_meta.json")
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("export-nir read the dataset")
+
+    monkeypatch.setattr(api, "build_data", no_data)
+    graph = nir.read(str(api.export_nir(run, tmp_path / "c.nir")))
+    assert graph.nodes.keys() == with_data.nodes.keys()
+    for name, node in graph.nodes.items():
+        for field, value in vars(node).items():
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(value, vars(with_data.nodes[name])[field]), (name, field)
