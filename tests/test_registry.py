@@ -62,8 +62,8 @@ def test_the_registries_are_complete_without_loading_the_catalog_first():
 
     code = (
         "from overlooked.registry import MODELS, DATASETS\n"
+        "assert 'babi' in DATASETS\n"  # first: `in` alone loads the catalog too
         "assert type(MODELS.create('memn2n', vocab_size=12)).__name__ == 'MemN2N'\n"
-        "assert 'babi' in DATASETS\n"
         "import overlooked\n"
         "assert overlooked.list_models(family='memory') == ['kvmemnn', 'memn2n', 'memnn', 'memnn_am_ng_nl']\n"
         "assert overlooked.list_models('capsnet*') == ['capsnet', 'capsnet_baseline_cnn', 'capsnet_multimnist']\n"
@@ -73,7 +73,12 @@ def test_the_registries_are_complete_without_loading_the_catalog_first():
     assert done.returncode == 0, done.stderr
 
 
-def test_a_registry_of_ones_own_does_not_load_the_catalog():
+def test_a_registry_of_ones_own_does_not_load_the_catalog(monkeypatch):
+    from overlooked import registry
+
+    monkeypatch.setattr(registry, "_CATALOG_LOADED", False)
     reg = Registry("widgets")
     with pytest.raises(RegistryError, match=r"Known widgets: \(none\)"):
         reg.get("gadget")
+    assert "gadget" not in reg and reg.names() == []
+    assert registry._CATALOG_LOADED is False  # only the library's own registries load the catalog

@@ -297,6 +297,8 @@ def test_em_routing_names_the_expected_shapes():
         CF.em_routing(votes, act.unsqueeze(-1), beta, beta)
     with pytest.raises(ValueError, match=r"got \[6\]$"):
         CF.em_routing(votes, act[0], beta, beta)
+    with pytest.raises(ValueError, match=r"got \[2, 5\]$"):  # two dims, but not the votes' children
+        CF.em_routing(votes, act[:, :5], beta, beta)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

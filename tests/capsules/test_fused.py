@@ -137,6 +137,11 @@ def test_reference_backend_keeps_float64_and_equals_the_fused_one():
     v_exact, c_exact = _reference(u, ref.digits.W, 10, 3, False)
     torch.testing.assert_close(v, v_exact, atol=0, rtol=0)
     torch.testing.assert_close(c, c_exact, atol=0, rtol=0)
+    # a float32 input against the float64 weights routes in float64 on both backends (the promotion of both)
+    v32, _ = ref.digits(u.float())
+    v32_fast, _ = fast.digits(u.float())
+    assert v32.dtype == v32_fast.dtype == torch.float64
+    torch.testing.assert_close(v32, _reference(u.float().double(), ref.digits.W, 10, 3, False)[0], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("backend", ["reference", "fused"])

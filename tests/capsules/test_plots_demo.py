@@ -42,9 +42,21 @@ def test_perturbation_grid_moves_one_dimension_per_row():
 
 def test_perturbation_grid_stays_on_the_poses_device():
     """The offsets, indices and mask were built on the CPU whatever the device of the model and poses.
-    Checked without a GPU on the ``meta`` device (shapes only; a CPU tensor meeting a meta one is an error)."""
+    Checked without a GPU on the ``meta`` device: PyTorch lets some ops mix a CPU tensor into meta ones (CUDA
+    would not), so a dispatch mode refuses any op that meets both a meta tensor and a CPU tensor of 1+ dims."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class NoCpuBesideMeta(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [t for t in tree_flatten((args, kwargs or {}))[0] if isinstance(t, torch.Tensor)]
+            if any(t.device.type == "meta" for t in tensors) and any(t.device.type == "cpu" and t.dim() > 0 for t in tensors):
+                raise AssertionError(f"{func} mixes a CPU tensor into meta ones")
+            return func(*args, **(kwargs or {}))
+
     model = capsnet(iterations=1).eval().to("meta")
-    grid = perturbation_grid(model, torch.zeros(10, 16, device="meta"), k=3)
+    with NoCpuBesideMeta():
+        grid = perturbation_grid(model, torch.zeros(10, 16, device="meta"), k=3)
     assert grid.device.type == "meta" and grid.shape == (16, 11, 28, 28)
 
 

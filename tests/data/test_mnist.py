@@ -142,8 +142,9 @@ def test_split_is_deterministic_and_seeded():
 
 
 @pytest.mark.data
+@pytest.mark.parametrize("edited", ["train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
 @pytest.mark.parametrize("name", ["mnist", "multimnist", "affnist_style"])
-def test_every_mnist_based_dataset_checks_the_files_and_passes_verify_through(tmp_path, data_dir, name):
+def test_every_mnist_based_dataset_checks_the_files_and_passes_verify_through(tmp_path, data_dir, name, edited):
     """README: every dataset's files are checked at each load and data.kwargs.verify=false reads an edited copy;
     the datasets built on MNIST (MultiMNIST, affNIST-style) take the switch too and pass it to every MNIST read."""
     import overlooked.data.affnist  # noqa: F401  (registers the builders)
@@ -153,10 +154,10 @@ def test_every_mnist_based_dataset_checks_the_files_and_passes_verify_through(tm
     folder.mkdir()
     for f in (data_dir / "mnist").glob("*-ubyte.gz"):
         (folder / f.name).symlink_to(f)
-    payload = bytearray(gzip.decompress((data_dir / "mnist" / "train-labels-idx1-ubyte.gz").read_bytes()))
-    payload[8 + 5] = (payload[8 + 5] + 1) % 10  # an edited training label: only the checksum can tell
-    (folder / "train-labels-idx1-ubyte.gz").unlink()
-    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(payload)))
+    payload = bytearray(gzip.decompress((data_dir / "mnist" / edited).read_bytes()))
+    payload[8 + 5] = (payload[8 + 5] + 1) % 10  # an edited label (training or test file): only the checksum can tell
+    (folder / edited).unlink()
+    (folder / edited).write_bytes(gzip.compress(bytes(payload)))
     small = {"n_train": 8, "n_val": 8, "n_test": 8} if name == "multimnist" else {}
     with pytest.raises(DataError, match="checksum mismatch"):
         DATASETS.create(name, data_dir=tmp_path, **small)

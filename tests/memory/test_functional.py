@@ -229,31 +229,46 @@ def test_time_and_random_noise_skip_padding_wherever_it_stands():
             assert r_spread[b, slots].tolist() == r[b, : len(slots)].tolist() and (r_spread[b][~spread[b]] == 0).all()
 
 
+def _closed_form(encoding: str, J: int, d: int) -> torch.Tensor:
+    """``l_kj`` ``[J, d]`` in float64 straight from the papers' formulas, independent of the code under test:
+    PE (MemN2N 4.1) ``(1 - j/J) - (k/d)(1 - 2j/J)``; centred PE (the authors' code) ``1 + 4 (k - (d+1)/2)(j - (J+1)/2) / (d J)``."""
+    j = torch.arange(1, J + 1, dtype=torch.float64)[:, None]
+    k = torch.arange(1, d + 1, dtype=torch.float64)[None, :]
+    if encoding == "pe":
+        return (1 - j / J) - (k / d) * (1 - 2 * j / J)
+    return 1 + 4 * (k - (d + 1) / 2) * (j - (J + 1) / 2) / (d * J)
+
+
 @pytest.mark.parametrize("encoding", ["pe", "pe_centered", "bow"])
 def test_a_float64_table_is_encoded_in_float64(encoding):
-    """The position weights follow the table's dtype: a float64 model is as exact as float64 (was 1e-7)."""
+    """The position weights follow the table's dtype: a float64 model is as exact as float64 (was 1e-7); checked
+    against the closed forms, not against the code's own weights. d = 6 and J = 5 make values no float32 holds."""
     gen = torch.Generator().manual_seed(0)
-    table = torch.randn(10, 4, dtype=torch.float64, generator=gen)
+    table = torch.randn(10, 6, dtype=torch.float64, generator=gen)
     words = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1]])  # full sentences: J = L for every pe_length
-    got = MF.encode_sentences(words, table, encoding, 4, pe_length="padded")
-    if encoding == "pe":
-        want = (MF.position_encoding(5, 4, dtype=torch.float64)[None] * table[words]).sum(1)
-    else:
-        alpha, beta = MF.position_weights(words, encoding, "padded", 4, dtype=torch.float64)
-        k_over_d = torch.arange(1, 5, dtype=torch.float64) / 4
-        want = (alpha[..., None] * table[words]).sum(1) - (0 if beta is None else k_over_d * (beta[..., None] * table[words]).sum(1))
+    got = MF.encode_sentences(words, table, encoding, 6, pe_length="padded")
+    l = torch.ones(5, 6, dtype=torch.float64) if encoding == "bow" else _closed_form(encoding, 5, 6)  # [J, d]
+    want = (l[None] * table[words]).sum(1)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want, rtol=0, atol=1e-13)
     if encoding == "pe":  # and the float64 matrix is the formula in float64, not a float32 copy
-        assert MF.position_encoding(3, 5, dtype=torch.float64)[1, 2].item() == (1 - 2 / 3) - (3 / 5) * (1 - 4 / 3)
+        torch.testing.assert_close(MF.position_encoding(5, 6, dtype=torch.float64), l, rtol=0, atol=1e-15)
 
 
-def test_the_time_word_weight_follows_the_dtype_asked_for():
-    """A float64 MemN2N with pe_length="padded_time" scales its time word in float64 (was float32, 2e-8 off)."""
+def test_the_time_word_weight_follows_the_dtype_asked_for(monkeypatch):
+    """A float64 MemN2N with pe_length="padded_time" scales its time word in float64 (was float32, 2e-8 off):
+    the row l_J, J = L + 1, of the closed form, and the model asks for its temporal table's dtype."""
     for encoding in ("pe", "pe_centered"):
-        w64 = MF.time_word_weight(5, encoding, 4, dtype=torch.float64)
-        alpha, beta = MF.position_weights(torch.ones(1, 6, dtype=torch.long), encoding, "padded", 4, dtype=torch.float64)
+        w64 = MF.time_word_weight(5, encoding, 6, dtype=torch.float64)
         assert w64.dtype == torch.float64
-        torch.testing.assert_close(w64, alpha[0, -1] - torch.arange(1, 5, dtype=torch.float64) / 4 * beta[0, -1], rtol=0, atol=0)
-        assert torch.equal(MF.time_word_weight(5, encoding, 4), w64.float()) or torch.allclose(MF.time_word_weight(5, encoding, 4), w64.float())
-    torch.testing.assert_close(MF.time_word_weight(5, "pe", 4, dtype=torch.float64), MF.position_encoding(6, 4, dtype=torch.float64)[-1], rtol=0, atol=1e-15)
+        torch.testing.assert_close(w64, _closed_form(encoding, 6, 6)[-1], rtol=0, atol=1e-15)
+        torch.testing.assert_close(MF.time_word_weight(5, encoding, 6), w64.float())  # float32 as before
+    from overlooked.memory.modules import MemN2N
+
+    asked = []
+    real = MF.time_word_weight
+    monkeypatch.setattr(MF, "time_word_weight", lambda *a, **k: asked.append(k.get("dtype")) or real(*a, **k))
+    model = MemN2N(20, memory_size=4, embed_dim=6, encoding="pe", pe_length="padded_time").double()
+    story = torch.randint(1, 20, (2, 4, 3))
+    model(story, torch.randint(1, 20, (2, 3)), torch.ones(2, 4, dtype=torch.bool))
+    assert asked == [torch.float64]
