@@ -348,30 +348,29 @@ def test_snntorch_loads_our_file_where_its_fixed_dt_allows(tmp_path):
     x = torch.rand(20, 3, 6) * 2
     with torch.no_grad():
         ref = _reference(layers, x)
-        peer = snn_import.import_from_nir(strip_metadata(export_layers(layers, (6,), dt)))
-        outs, state = [], None
-        for t in range(x.shape[0]):
-            out = peer(x[t]) if state is None else peer(x[t], state)
-            if isinstance(out, tuple):
-                out, state = out
-            outs.append(out)
+        outs = _run_snntorch(snn_import.import_from_nir(strip_metadata(export_layers(layers, (6,), dt))), x)
     assert 0 < ref.mean() < 1
-    assert torch.equal(torch.stack(outs), ref)
+    assert torch.equal(outs, ref)
     # a model trained at dt = 1 ms, retimed for snnTorch's 0.1 ms (docs: `export-nir --dt 1e-4`)
     layers_ms = [nn.Linear(6, 10), M.LIF(dt=DT, tau_mem=5e-3, r=5.0), nn.Linear(10, 4), M.LIF(dt=DT, tau_mem=4e-3, r=4.0)]
     for ours_layer, theirs_layer in zip(layers_ms, layers):
         ours_layer.load_state_dict(theirs_layer.state_dict())
     with torch.no_grad():
         ref_ms = _reference(layers_ms, x)
-        peer = snn_import.import_from_nir(retime(export_layers(layers_ms, (6,), DT), dt))
-        outs, state = [], None
-        for t in range(x.shape[0]):
-            out = peer(x[t]) if state is None else peer(x[t], state)
-            if isinstance(out, tuple):
-                out, state = out
-            outs.append(out)
+        outs = _run_snntorch(snn_import.import_from_nir(retime(export_layers(layers_ms, (6,), DT), dt)), x)
     assert 0 < ref_ms.mean() < 1
-    assert torch.equal(torch.stack(outs), ref_ms)
+    assert torch.equal(outs, ref_ms)
+
+
+def _run_snntorch(peer, x: torch.Tensor) -> torch.Tensor:
+    """Step an snnTorch network imported from NIR over time-first ``x``; its outputs stacked ``[T, ...]``."""
+    outs, state = [], None
+    for t in range(x.shape[0]):
+        out = peer(x[t]) if state is None else peer(x[t], state)
+        if isinstance(out, tuple):
+            out, state = out
+        outs.append(out)
+    return torch.stack(outs)
 
 
 @pytest.mark.parametrize("ratio", [0.5, 1.0, 1.0 + 1e-7, 1.0 + 1e-4, 1.5, 2.5])
