@@ -127,13 +127,17 @@ def mask_capsules(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 EM_EPS_VAR = 1e-4  # added to every variance sigma_h^2: a parent that one child explains alone keeps a finite log-density
 EM_EPS_MASS = 1e-8  # added to the routed mass sum_i R_ij before dividing by it: a parent no child routes to stays finite
-EM_FINAL_INVERSE_TEMPERATURE = 0.01  # lambda at the last iteration; our default (the paper gives no value), as in
-# the yl-1993/Matrix-Capsules-EM-PyTorch port whose 99.3 % MNIST result is the reference in paper_numbers.md
+EM_FINAL_INVERSE_TEMPERATURE = 0.01  # lambda at the last iteration (the paper's text gives no value). The
+# schedule below is the one the IBM/Gritzman TensorFlow port quotes from the authors' OpenReview reply (not
+# checked against the OpenReview page here). The yl-1993/Matrix-Capsules-EM-PyTorch port, whose 99.3 % MNIST
+# result is the reference in paper_numbers.md, uses a constant lambda = 1e-3 instead (its source: "TODO: lambda
+# scheduler"), so that comparison is not like for like in lambda.
 
 
 def em_inverse_temperatures(iterations: int, final: float = EM_FINAL_INVERSE_TEMPERATURE) -> list[float]:
-    """Inverse temperature lambda per iteration, rising to ``final``: ``final * (1 - 0.95^(t+1))``, the
-    schedule of the yl-1993 port (the paper says only that lambda increases over the iterations; [U]).
+    """Inverse temperature lambda per iteration, rising to ``final``: ``final * (1 - 0.95^(t+1))``, the schedule
+    quoted from the authors' OpenReview reply by the IBM/Gritzman TensorFlow port (the paper's text says only
+    that lambda increases over the iterations). The yl-1993 PyTorch port uses a constant 1e-3.
 
     >>> [round(x, 5) for x in em_inverse_temperatures(2, 1.0)]
     [0.05, 0.0975]

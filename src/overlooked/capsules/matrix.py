@@ -18,6 +18,9 @@ child's assignments over every parent it reaches.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -65,10 +68,30 @@ _compiled_route = None
 
 
 def _route(backend: str):
-    """:func:`votes_and_route` itself (``"reference"``) or its ``torch.compile`` (``"compiled"``, built once)."""
+    """:func:`votes_and_route` (``"reference"``) or its ``torch.compile`` (``"compiled"``, built once), run in
+    :func:`~overlooked.capsules.functional.compute_dtype` with autocast off, as dynamic routing is: the E-step's
+    log-sum-exp and variances over hundreds of children stay float32 for bf16 models and under autocast, and a
+    float64 model routes in float64 (float32 inputs pass through unchanged)."""
+    return _in_compute_dtype(votes_and_route if backend == "reference" else _compiled())
+
+
+def _in_compute_dtype(route: Any) -> Any:
+    def call(poses, W, activations, beta_u, beta_a, iterations, inverse_temperatures=None, offset=None):
+        dtype = CF.compute_dtype(poses, W)
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(dtype)
+
+        off = torch.autocast(device_type=poses.device.type, enabled=False) if poses.device.type in ("cpu", "cuda") else contextlib.nullcontext()
+        with off:
+            return route(cast(poses), cast(W), cast(activations), cast(beta_u), cast(beta_a), iterations, inverse_temperatures, cast(offset))
+
+    return call
+
+
+def _compiled() -> Any:
+    """:func:`votes_and_route` through ``torch.compile``, built once."""
     global _compiled_route
-    if backend == "reference":
-        return votes_and_route
     if _compiled_route is None:
         compiled = torch.compile(votes_and_route, dynamic=False, fullgraph=True)  # a graph break is an error, never a silent eager fallback
 
@@ -160,9 +183,11 @@ class ConvCaps(nn.Module):
 
 class ClassCaps(nn.Module):
     """Class capsules: every child capsule of the last grid votes for each class, with one transform per
-    (child type, class) shared across positions, and coordinate addition: the scaled (row, column) of the
-    child's receptive-field centre is added to the first two elements of the right-hand column of its vote
-    (Hinton et al. 2018, §3)."""
+    (child type, class) shared across positions, and coordinate addition (Hinton et al. 2018, §3): the child's
+    (row, column) on the last capsule grid, as the centre of its grid cell scaled to (0, 1), ``(i + 0.5) / H``,
+    is added to the first two elements of the right-hand column of its vote. The paper speaks of the
+    receptive field's centre; the scaled grid position is the ports' reading (on 28x28 input the receptive-field
+    centres of the 3x3 grid lie at 0.30 / 0.45 / 0.59 of the image, the grid positions at 0.17 / 0.50 / 0.83)."""
 
     def __init__(self, in_types: int, num_classes: int = 10, iterations: int = 3, coordinate_addition: bool = True, inverse_temperatures: list[float] | None = None, routing_backend: str = "reference"):
         super().__init__()
@@ -223,11 +248,12 @@ class MatrixCapsNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[N, C, H, W]`` (H, W >= :attr:`min_size`) -> ``{"logits": class activations [N, K], "poses": [N, K, 16],
+        "assignments": the class layer's routing assignments R [N, I, K] (rows sum to 1 over classes),
         "spread_margin": []}``."""
         check_image(image, type(self).__name__, self.in_channels, min_size=self.min_size)
         x = torch.relu(self.conv1(image))  # [N, A, 12, 12]
         pose, act = self.primary(x)
         pose, act = self.caps1(pose, act)
         pose, act = self.caps2(pose, act)
-        mu, a, _ = self.classes(pose, act)
-        return {"logits": a, "poses": mu, "spread_margin": self.spread_margin}
+        mu, a, R = self.classes(pose, act)
+        return {"logits": a, "poses": mu, "assignments": R, "spread_margin": self.spread_margin}
