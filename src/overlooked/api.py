@@ -353,7 +353,7 @@ def check_device(device: str) -> None:
 
 
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
-    check_device(cfg.train.device)
+    """One training run (or its resume from ``resume``); :func:`train` and :func:`resume` have checked the device."""
     dist = init_distributed(cfg.train.device)
     write = run_dir is not None and dist.is_main
     made = _make_dirs(run_dir) if write else []  # the name is taken at once; the files come after the build
@@ -655,17 +655,16 @@ def train_each(
     return path, merged
 
 
-def run_config(run: str | Path) -> ExperimentConfig:
-    """The checked config of a run folder written by `overlooked train`."""
+def run_config(run: str | Path, *, conversion_refusal: str | None = None) -> ExperimentConfig:
+    """The checked config of a run folder written by `overlooked train`. A conversion record is refused;
+    ``conversion_refusal`` says why in the caller's terms (default: it holds no trained model)."""
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
     raw = yaml.safe_load((run / "config.yaml").read_text())
     if isinstance(raw, dict) and raw.get("kind") == "ann_to_snn_conversion":
-        raise OverlookedError(
-            f"{run} is the record of an ANN-to-SNN conversion (`overlooked convert`): its results are in its "
-            f"summary.json and it holds no trained model; pass the run it converted, {raw.get('source_run')}"
-        )
+        why = conversion_refusal or f"its results are in its summary.json and it holds no trained model; pass the run it converted, {raw.get('source_run')}"
+        raise OverlookedError(f"{run} is the record of an ANN-to-SNN conversion (`overlooked convert`): {why}")
     cfg = ExperimentConfig.from_dict(raw)
     check_config(cfg)
     return cfg
@@ -1133,13 +1132,12 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     run, output = Path(run), Path(output)
     if output.exists() and not force:
         raise OverlookedError(f"{output} exists; pass --force (force=True) to overwrite it, or name another file")
-    if (run / "config.yaml").is_file() and (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("kind") == "ann_to_snn_conversion":
-        raise OverlookedError(
-            f"{run} is an ANN-to-SNN conversion: its IF neurons reset by subtraction, which NIR (nir 1.0.8) cannot "
-            "express (its IF, LIF and CubaLIF reset to v_reset), so converted networks are not exported; export a "
-            "spiking run trained with reset to zero (the snn_* configs)"
-        )
-    cfg = run_config(run)
+    cfg = run_config(
+        run,
+        conversion_refusal="its IF neurons reset by subtraction, which NIR (nir 1.0.8) cannot express (its IF, LIF and "
+        "CubaLIF reset to v_reset), so converted networks are not exported; export a spiking run trained with reset to "
+        "zero (the snn_* configs)",
+    )
     check_checkpoint_exists(run, checkpoint)
     meta = data_meta(run, cfg, data_dir)  # the run's own record: no data needed to export
     model = build_model(cfg, meta)

@@ -17,6 +17,11 @@ import torch
 from overlooked.data.base import ArrayDataset
 
 
+def in_linear_start(model: Any, out: dict[str, Any]) -> bool:
+    """During linear start MemN2N has no softmax: its hop values (soft ``attention``) are raw scores, not
+    weights summing to 1."""
+    return "attention" in out and not getattr(model, "use_softmax", True)
+
 def reads_memory(out: Any) -> bool:
     """Whether a model output (a tensor of logits, or a dict) holds per-hop memory addressing
     (``attention`` or ``chosen``)."""
@@ -72,8 +77,7 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
         "attention": weights.round(4).tolist(),
         "supporting": support,
         "figure": None,
-        # during linear start MemN2N has no softmax: the hop values are raw scores, not weights summing to 1
-        "linear_start": "attention" in out and not getattr(model, "use_softmax", True),
+        "linear_start": in_linear_start(model, out),
     }
     result["correct"] = result["answer"] == result["predicted"]
     if path is not None:
@@ -143,7 +147,7 @@ def supporting_stats(model: torch.nn.Module, split: ArrayDataset, input_keys: tu
             is_sup = torch.zeros(sup.shape[0], M + 1, dtype=torch.bool).scatter_(1, torch.where(sup >= 0, sup, M), True)[:, :M]  # [B, M]
             has_sup = is_sup.any(1)  # [B]
             soft = "attention" in out
-            linear_start = soft and not getattr(model, "use_softmax", True)
+            linear_start = in_linear_start(model, out)
             if soft:  # every soft hop reads the memory (under linear start its raw scores may sum to <= 0)
                 read = batch["memory_mask"].any(1, keepdim=True).expand(-1, weights.shape[1])  # [B, K]
             else:

@@ -173,7 +173,8 @@ def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, g
     """
     B, M = memory_mask.shape
     device = memory_mask.device
-    n = memory_mask.sum(-1).cpu()  # [B] real sentences
+    mask = memory_mask.cpu()  # the draws are made on the CPU generator
+    n = mask.sum(-1)  # [B] real sentences
     blanks = torch.floor(torch.rand(B, generator=generator) * (torch.ceil(ratio * n.float()) + 1)).long()  # [B] in 0..ceil(ratio n)
     total = n + blanks  # [B] time slots after the insertion
     width = max(int(total.max()) if B else 1, M, 1)
@@ -184,7 +185,6 @@ def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, g
     big = torch.iinfo(torch.long).max
     ordered = torch.where(slot < n[:, None], chosen, torch.full_like(chosen, big)).sort(dim=-1).values  # t_0 < ... < t_{n-1}
     # The r-th real slot (r = 0 the oldest) holds sentence r; the newest (r = n-1) takes the smallest index t_0.
-    mask = memory_mask.cpu()
     rank = mask.long().cumsum(-1) - 1  # [B, M] order of each real slot among the real ones
     pick = (n[:, None] - 1 - rank).clamp(0, M - 1)  # [B, M]
     times = torch.where(mask, ordered.gather(1, pick), torch.zeros_like(ordered))

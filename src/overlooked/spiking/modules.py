@@ -20,8 +20,9 @@ from overlooked.spiking import surrogate as _surrogates  # noqa: F401  (register
 
 def _check_dt(dt: Any) -> float:
     """``dt`` as a float, or a ``ValueError`` when it is not a positive, finite number of seconds."""
-    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
-        raise ValueError(f"dt must be a positive, finite number of seconds (the forward-Euler step), got {dt!r}")
+    why = N.dt_error(dt)
+    if why is not None:
+        raise ValueError(why)
     return float(dt)
 
 

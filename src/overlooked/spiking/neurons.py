@@ -15,6 +15,8 @@ nothing is stored between calls.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -99,6 +101,18 @@ class ALIFState(NamedTuple):
 # ---- the forward-Euler condition ---------------------------------------------------------------------
 
 EULER_RTOL = 1e-6  # slack on dt / tau <= 1, so a tau stored in float32 (a NIR file, a tensor) equal to dt passes
+
+
+def dt_error(dt: object) -> str | None:
+    """Why ``dt`` is no forward-Euler step (a positive, finite number of seconds), or None. The modules check
+    their ``dt`` with this when built and :func:`overlooked.spiking.nir.check_dt` the dt a graph is run at.
+
+    >>> dt_error(1e-3) is None, dt_error(0)
+    (True, 'dt must be a positive, finite number of seconds (the forward-Euler step), got 0')
+    """
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
+        return f"dt must be a positive, finite number of seconds (the forward-Euler step), got {dt!r}"
+    return None
 
 
 def euler_step_error(field: str, tau: float, dt: float) -> str | None:

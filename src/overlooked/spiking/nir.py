@@ -332,10 +332,10 @@ def retime(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
     rescale (``LI``, ``Integrator``, ``CubaLI``, ``Delay``, a nested graph, ...) is refused by name.
     """
     dt = check_dt(dt)
-    exported = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
-    if not isinstance(exported, (int, float, np.integer, np.floating)) or not math.isfinite(exported) or exported <= 0:
+    exported = exported_dt(graph)
+    if exported is None:
         raise NIRImportError("the graph's metadata records no dt it was exported at, so there is nothing to rescale from; pass the graph overlooked exported")
-    s = dt / float(exported)
+    s = dt / exported
     nodes: dict[str, nir.NIRNode] = {}
     for name, node in graph.nodes.items():
         if isinstance(node, nir.LIF):
@@ -350,10 +350,17 @@ def retime(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata={**graph.metadata, "dt": dt})
 
 
+def exported_dt(graph: nir.NIRGraph) -> float | None:
+    """The dt the graph's metadata says it was exported at (ours write it; other exporters may not), or None."""
+    value = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
+    return None if N.dt_error(value) is not None else float(value)
+
+
 def check_dt(dt: Any) -> float:
     """``dt`` as a float, or :class:`NIRImportError` when it is not a positive finite number of seconds."""
-    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) or not math.isfinite(dt) or dt <= 0:
-        raise NIRImportError(f"dt must be a positive, finite number of seconds (the forward-Euler step the graph runs at), got {dt!r}")
+    why = N.dt_error(dt)
+    if why is not None:
+        raise NIRImportError(f"{why}: the step the graph runs at")
     return float(dt)
 
 
@@ -478,12 +485,12 @@ class NIRNetwork(nn.Module):
         dt = check_dt(dt)
         input_name, output_name = _check_structure(graph)
         check_euler_steps(graph, dt)
-        exported = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None  # ours write it; others may not
-        if isinstance(exported, (int, float, np.integer, np.floating)) and math.isfinite(exported) and not math.isclose(float(exported), dt, rel_tol=N.EULER_RTOL):  # a float32 copy of dt is dt
+        exported = exported_dt(graph)
+        if exported is not None and not math.isclose(exported, dt, rel_tol=N.EULER_RTOL):  # a float32 copy of dt is dt
             warnings.warn(
-                f"the NIR graph's metadata says it was exported at dt = {float(exported):.9g} s, and it is being run at dt = {dt:.9g} s: "
+                f"the NIR graph's metadata says it was exported at dt = {exported:.9g} s, and it is being run at dt = {dt:.9g} s: "
                 "its neurons are continuous-time, so this is another forward-Euler discretisation and its outputs will differ "
-                f"from the exported model's; pass dt={float(exported):g} to reproduce them",
+                f"from the exported model's; pass dt={exported:g} to reproduce them",
                 NIRDtWarning,
                 stacklevel=3,
             )

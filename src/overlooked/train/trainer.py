@@ -582,10 +582,8 @@ def _fit(
                     cb.on_epoch_end(ctx)
                 ctx.stop = agreed(ctx.stop)
             out_of_time = deadline is not None and state.step < total_steps and time.perf_counter() >= deadline
-            if deadline is not None and dist.enabled:  # every rank must stop at the same step, or DDP hangs
-                flag = torch.tensor([float(out_of_time)], device=device)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
+            if deadline is not None:  # every rank must stop at the same step, or DDP hangs
+                out_of_time = agreed(out_of_time)
             if out_of_time:  # train.max_minutes: validate now, keep the best, stop
                 ctx.stop, stopped_by = True, "max_minutes"
             # A stop (max_minutes, or a callback after this step) validates now and writes `last`, so the
