@@ -508,6 +508,15 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def repeat_runs(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
+    """The runs of ``cfg.train.repeats`` > 1, as (folder name ``seed<N>``, that seed's single-run config);
+    none for a single run."""
+    if cfg.train.repeats <= 1:
+        return []
+    subs = [replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + k, repeats=1)) for k in range(cfg.train.repeats)]
+    return [(f"seed{sub.train.seed}", sub) for sub in subs]
+
+
 def seed_folders(run: str | Path) -> list[Path]:
     """The ``seed<N>`` folders of a ``--repeats`` run folder, finished or not, in seed order (seed10 after
     seed9); anything else named ``seed*`` is not one."""
@@ -550,9 +559,8 @@ def train(
     check_device(cfg.train.device)
     if run_dir is not None:  # the folder, and each seed's folder under it
         check_fresh_run_dir(Path(run_dir))
-        if cfg.train.repeats > 1:
-            for k in range(cfg.train.repeats):
-                check_fresh_run_dir(Path(run_dir) / f"seed{cfg.train.seed + k}")
+        for folder, _ in repeat_runs(cfg):
+            check_fresh_run_dir(Path(run_dir) / folder)
     cublas_for_determinism(cfg.train)  # before anything starts CUDA
     dist = init_distributed(cfg.train.device)
     path = Path(run_dir) if run_dir is not None else new_run_dir(out or cfg.out, cfg.name)
@@ -564,10 +572,9 @@ def train(
         with own_rng(cfg.train.device):
             return path, _single_run(cfg, path, data_dir, None, callbacks or [])
     summaries = []
-    for k in range(cfg.train.repeats):
-        sub = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + k, repeats=1))
+    for folder, sub in repeat_runs(cfg):
         with own_rng(cfg.train.device):
-            summaries.append(_single_run(sub, path / f"seed{sub.train.seed}", data_dir, None, callbacks or []))
+            summaries.append(_single_run(sub, path / folder, data_dir, None, callbacks or []))
     agg = aggregate(summaries)
     if dist.is_main:
         write_run_files(path, cfg, agg)

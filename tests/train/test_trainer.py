@@ -165,6 +165,40 @@ def test_ddp_two_ranks_equal_one_process(tmp_path):
     assert s2["world_size"] == 2 and s1["examples_seen"] == s2["examples_seen"] == 6 * 16
 
 
+ONE_RANK_STOPS = textwrap.dedent(
+    """
+    import json, sys, torch
+    from overlooked import api
+    from overlooked.config import ExperimentConfig
+    from overlooked.train.callbacks import Callback
+
+    class StopOnRankOne(Callback):
+        def on_step_end(self, ctx, loss):
+            if torch.distributed.get_rank() == 1 and ctx.state.step == 4:
+                ctx.stop = True
+
+    cfg = ExperimentConfig.from_dict(json.loads(sys.argv[1]))
+    path, summary = api.train(cfg, out=sys.argv[2], callbacks=[StopOnRankOne()])
+    print("RANK", torch.distributed.get_rank(), "STEPS", summary["steps"], "STOPPED", summary["stopped_by"])
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_a_stop_on_one_rank_stops_every_rank(tmp_path):
+    """A callback that stops on rank 1 only stops rank 0 at the same step (the ranks agree each step; if
+    they did not, rank 0 would wait in its next all-reduce and the run would hang)."""
+    script = tmp_path / "one_rank_stops.py"
+    script.write_text(ONE_RANK_STOPS)
+    raw = {**DDP_CFG, "train": {**DDP_CFG["train"], "max_steps": 8}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*torchrun, str(script), json.dumps(raw), str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("RANK"))
+    assert lines == ["RANK 0 STEPS 4 STOPPED callback", "RANK 1 STEPS 4 STOPPED callback"], proc.stdout
+
+
 def test_bf16_autocast_trains_and_stays_finite(tmp_path):
     path, summary = api.train(_cfg(epochs=1, bf16=True), out=tmp_path / "bf16")
     assert summary["steps"] == 12 and 0.0 <= summary["test_accuracy"] <= 1.0

@@ -453,14 +453,15 @@ def _fit(
             return dataset
         return dataset.subset(torch.arange(cfg.eval_limit))
 
-    def agreed(flag: bool) -> bool:
-        """Under DDP a decision any rank makes (a callback's stop, a restart of the selection) is every
-        rank's, or the ranks would part ways and hang in the next all-reduce."""
+    def agreed(*flags: bool) -> list[bool]:
+        """Under DDP a decision any rank makes (a callback's stop, running out of time, a restart of the
+        selection) is every rank's, or the ranks would part ways and hang in the next all-reduce. All the
+        flags travel in one all-reduce."""
         if not dist.enabled:
-            return flag
-        value = torch.tensor([float(flag)], device=device)
+            return list(flags)
+        value = torch.tensor([float(f) for f in flags], device=device)
         torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-        return bool(value.item())
+        return [bool(v) for v in value.tolist()]
 
     def run_eval() -> dict[str, Any]:
         if dist.enabled:  # each rank's last training forward moved its own batch-norm statistics: score rank 0's
@@ -568,7 +569,6 @@ def _fit(
                 window_hits += int(hits_of(out, batch, splits.target_key, metric).sum())
             for cb in callbacks:
                 cb.on_step_end(ctx, loss_value)
-            ctx.stop = agreed(ctx.stop)
             if progress is not None:
                 progress.update(1)
                 if state.step % 10 == 0:
@@ -580,10 +580,10 @@ def _fit(
                 state.batch_in_epoch = 0
                 for cb in callbacks:  # before this step's validation and checkpoint, so both include its effect
                     cb.on_epoch_end(ctx)
-                ctx.stop = agreed(ctx.stop)
             out_of_time = deadline is not None and state.step < total_steps and time.perf_counter() >= deadline
-            if deadline is not None:  # every rank must stop at the same step, or DDP hangs
-                out_of_time = agreed(out_of_time)
+            # Callbacks only set ctx.stop (none reads it), so one agreement per step, after all of them, is
+            # enough; every rank must stop at the same step, or DDP hangs.
+            ctx.stop, out_of_time = agreed(ctx.stop, out_of_time)
             if out_of_time:  # train.max_minutes: validate now, keep the best, stop
                 ctx.stop, stopped_by = True, "max_minutes"
             # A stop (max_minutes, or a callback after this step) validates now and writes `last`, so the
@@ -605,7 +605,7 @@ def _fit(
                 window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
                 for cb in callbacks:
                     cb.on_eval_end(ctx, metrics)
-                ctx.stop, ctx.restart_selection = agreed(ctx.stop), agreed(ctx.restart_selection)
+                ctx.stop, ctx.restart_selection = agreed(ctx.stop, ctx.restart_selection)
                 if ctx.restart_selection:  # the model changed (e.g. linear start ended): earlier scores no longer apply
                     ctx.restart_selection = False
                     state.best_metric, state.best_step, best_weights = None, -1, None
