@@ -28,19 +28,27 @@ def _ours(backend: str, reset: str = "zero", v_threshold: float = 1.0) -> M.LIF:
     return M.LIF(dt=1e-3, tau_mem=4e-3, r=4.0, v_threshold=v_threshold, reset=reset, surrogate="atan", backend=backend)
 
 
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_snntorch_leaky_same_spikes(backend):
+def test_snntorch_leaky_same_spikes(backend, reset):
+    """snnTorch's Leaky with ``reset_delay=False`` (the reset in the step that fired, as ours); with its default
+    ``reset_delay=True`` a subtractive reset lands one step later, scaled by beta, and the spikes part."""
     snntorch = pytest.importorskip("snntorch", reason="snnTorch not installed (scripts/install_peers.sh)")
     x = _input()
-    leaky = snntorch.Leaky(beta=BETA, threshold=1.0, reset_mechanism="zero")
-    mem, out = torch.zeros_like(x[0]), []
-    for t in range(x.shape[0]):
-        spk, mem = leaky(x[t], mem)
-        out.append(spk)
-    theirs = torch.stack(out)
-    ours, _ = _ours(backend)(x)
+
+    def run(leaky):
+        mem, out = torch.zeros_like(x[0]), []
+        for t in range(x.shape[0]):
+            spk, mem = leaky(x[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    theirs = run(snntorch.Leaky(beta=BETA, threshold=1.0, reset_mechanism=reset, reset_delay=False))
+    ours, _ = _ours(backend, reset)(x)
     assert 0.05 < ours.mean() < 0.5
     assert torch.equal(ours, theirs)
+    delayed = run(snntorch.Leaky(beta=BETA, threshold=1.0, reset_mechanism=reset))  # snnTorch's default
+    assert torch.equal(ours, delayed) == (reset == "zero")
 
 
 @pytest.mark.parametrize("reset", ["zero", "subtract"])

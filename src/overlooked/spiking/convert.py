@@ -34,6 +34,7 @@ torch.Size([5, 3])
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -145,9 +146,16 @@ class ConvertedSNN(nn.Module):
         self.spike_fn = heaviside
 
     @torch.no_grad()
+    def _steps(self, steps: int | None) -> int:
+        """``steps``, or the network's default when None; a whole number >= 1."""
+        steps = self.steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"steps must be a whole number >= 1 (time steps to simulate), got {steps!r}")
+        return int(steps)
+
     def simulate(self, x: Tensor, steps: int | None = None, snapshots: tuple[int, ...] = ()) -> Simulation:
         """Run ``steps`` steps on a static image batch ``x`` ``[B, ...]`` (direct input current)."""
-        steps = steps or self.steps
+        steps = self._steps(steps)
         marks = {t for t in snapshots if t <= steps} | {steps}
         snaps: dict[int, list[Tensor]] = {}
         first = self.stages[0].current(x)  # [B, ...], computed once: the input does not change
@@ -186,7 +194,7 @@ class ConvertedSNN(nn.Module):
 
     def forward(self, x: Tensor, steps: int | None = None) -> dict[str, Tensor]:
         """Image ``[B, ...]`` -> ``{"logits": readout membrane / T [B, C], "spike_counts": [L], "neurons": [L]}``."""
-        steps = steps or self.steps
+        steps = self._steps(steps)
         sim = self.simulate(x, steps)
         logits = sim.readout[-1] / steps
         neurons = [float(r.numel() * steps) for r in sim.rates]
@@ -299,7 +307,15 @@ def convert(model: nn.Module, calibration: Tensor, norm: Norm = "p99.9", steps: 
         raise ConversionError(f"norm must be one of {NORMS}, got {norm!r}")
     ann = copy.deepcopy(model).eval()
     layers = leaf_layers(ann)
-    grouped = _stages(layers)  # first: a layer conversion cannot express (e.g. a spiking neuron) is named, not run
+    try:
+        grouped = _stages(layers)  # first: a layer conversion cannot express (e.g. a spiking neuron) is named, not run
+    except ConversionError as exc:
+        if isinstance(ann, nn.Sequential):
+            raise
+        raise ConversionError(
+            f"{exc} (the layers were read from {type(model).__name__}'s registered children in order; if its forward "
+            "applies functions such as torch.relu, pass an nn.Sequential of modules)"
+        ) from None
     with torch.no_grad():
         probe = calibration[:8]
         if not torch.allclose(nn.Sequential(*layers)(probe), ann(probe), atol=1e-5, rtol=1e-4):

@@ -184,6 +184,13 @@ class EventNetwork:
         Returns:
             :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
         """
+        if not bool(((spikes == 0) | (spikes == 1)).all()):
+            odd = spikes[(spikes != 0) & (spikes != 1)].flatten()[:3].tolist()
+            raise ValueError(
+                f"event-driven simulation takes binary input spikes (0 or 1), got values such as {odd}: each nonzero "
+                "entry would count as one spike. Encode the input as spikes first (overlooked.spiking.encode), or run "
+                "analog input with run_clock"
+            )
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

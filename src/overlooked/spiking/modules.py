@@ -38,6 +38,33 @@ def _smallest(value: Any) -> float | None:
     return None
 
 
+RESETS = ("zero", "subtract")
+
+
+def _keywords_only(cls: type, args: tuple[Any, ...]) -> None:
+    """Neuron parameters are keywords: ``LIF(5e-3)`` (snnTorch's ``Leaky(beta)`` habit) would otherwise set
+    ``dt`` without a word."""
+    if args:
+        raise TypeError(
+            f"{cls.__name__.removesuffix('Cell')} takes its parameters by keyword, got positional {', '.join(map(repr, args))}; "
+            f"write e.g. {cls.__name__.removesuffix('Cell')}(tau_mem=5e-3, dt=1e-3) (help() lists them)"
+        )
+
+
+def check_current(module: nn.Module, x: Any) -> None:
+    """A neuron's input is a floating-point current; bool or integer spikes must be cast first."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{type(module).__name__} takes a floating-point input current, got {got}; cast it first (e.g. x.float())")
+
+
+def _check_loaded_time_constants(cell: _Cell, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: refuse loaded time constants the constructor would refuse."""
+    loaded = {k: state_dict[prefix + k] for k in cell._tensor_fields if isinstance(state_dict.get(prefix + k), torch.Tensor)}
+    if loaded:
+        cell._check_time_constants(cell._fixed._replace(**loaded))
+
+
 class _Cell(nn.Module):
     """One step of a neuron: ``step(x, state, params, dt, spike_fn)``.
 
@@ -49,18 +76,23 @@ class _Cell(nn.Module):
     params_cls: Any = None
     learned: tuple[str, ...] = ()  # fields params() supplies from learned weights: not arguments
 
-    def __init__(self, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, **params: Any):
+    def __init__(self, *args: Any, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, **params: Any):
         super().__init__()
+        _keywords_only(type(self), args)
         self.dt = _check_dt(dt)
         self._check_names(params)
         kwargs = {} if surrogate_alpha is None else {"alpha": surrogate_alpha}
         self.spike_fn = SURROGATES.create(surrogate, **kwargs)  # resolved once, never inside the loop
         record = self.params_cls(**params)
+        if "reset" in record._fields and record.reset not in RESETS:  # checked now, not at the first forward
+            raise ValueError(f"{type(self).__name__}: reset must be one of {RESETS}, got {record.reset!r}")
         self._check_time_constants(record)
         self._tensor_fields = tuple(k for k, v in record._asdict().items() if isinstance(v, torch.Tensor))
         for k in self._tensor_fields:
             self.register_buffer(k, getattr(record, k))
         self._fixed = record._replace(**dict.fromkeys(self._tensor_fields))  # the numbers; tensors live in buffers
+        # Loaded buffers are held to the same rule as the constructor's arguments, before they replace them.
+        self.register_load_state_dict_pre_hook(_check_loaded_time_constants)
 
     def _check_names(self, params: dict[str, Any]) -> None:
         allowed = [f for f in self.params_cls._fields if f not in self.learned]
@@ -80,7 +112,8 @@ class _Cell(nn.Module):
             tau = _smallest(getattr(record, field)) if field.startswith("tau_") and field not in self.learned else None
             why = None if tau is None else N.euler_step_error(field, tau, self.dt)
             if why is not None:
-                raise ValueError(f"{type(self).__name__}: {why}. Give {field} >= dt = {self.dt:g} s, or a dt <= {field}")
+                fix = f". Give {field} >= dt = {self.dt:g} s, or a dt <= {field}" if math.isfinite(tau) else ""
+                raise ValueError(f"{type(self).__name__}: {why}{fix}")
 
     def params(self) -> Any:
         """The parameter record used in the step, tensor fields read from the buffers (PLIF adds its learned tau)."""
@@ -94,6 +127,7 @@ class _Cell(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """``x``: input current ``[B, ...]`` -> spikes ``[B, ...]`` and the new state."""
+        check_current(self, x)
         if state is None:
             state = self.initial_state(x)
         return type(self).step_fn(x, state, self.params(), self.dt, self.spike_fn)
@@ -128,10 +162,13 @@ class _Sequence(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """``x`` ``[T, B, ...]`` -> spikes ``[T, B, ...]`` and the final state."""
+        check_current(self, x)
         backend = kernels.choose(self.backend, self.cell, x)
         self.resolved_backend = backend  # a record of what ran, never read back by the computation
         if backend != "reference":
             return kernels.run_fused(backend, self.cell, x, state)
+        if x.shape[0] == 0:  # no steps: no spikes, the state unchanged (as the fused kernels)
+            return torch.empty_like(x), state if state is not None else self.cell.initial_state(x.new_zeros(x.shape[1:]))
         out = []
         for t in range(x.shape[0]):
             z, state = self.cell(x[t], state)
@@ -184,8 +221,8 @@ class PLIFCell(LIFCell):
 
     learned = ("tau_mem",)
 
-    def __init__(self, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, init_tau: float = 2.0, **params: Any):
-        super().__init__(dt, surrogate, surrogate_alpha, **params)
+    def __init__(self, *args: Any, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, init_tau: float = 2.0, **params: Any):
+        super().__init__(*args, dt=dt, surrogate=surrogate, surrogate_alpha=surrogate_alpha, **params)
         tau0 = _smallest(init_tau)
         if tau0 is None or not 1 < tau0 < math.inf or (isinstance(init_tau, torch.Tensor) and init_tau.numel() != 1):
             initial = f"tau_mem = init_tau * dt = {tau0 * self.dt:g} s at dt = {self.dt:g} s" if tau0 is not None else f"dt = {self.dt:g} s"
@@ -207,14 +244,18 @@ class RecurrentLIFCell(LIFCell):
         size: number of neurons (the recurrent matrix is ``size x size``).
     """
 
-    def __init__(self, size: int, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, **params: Any):
-        super().__init__(dt, surrogate, surrogate_alpha, **params)
+    def __init__(self, size: int, *args: Any, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, **params: Any):
+        super().__init__(*args, dt=dt, surrogate=surrogate, surrogate_alpha=surrogate_alpha, **params)
         self.recurrent = nn.Linear(size, size, bias=False)
 
     def initial_state(self, x: torch.Tensor) -> tuple[N.VState, torch.Tensor]:
         return (N.VState(torch.zeros_like(x)), torch.zeros_like(x))
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        check_current(self, x)
+        size = self.recurrent.in_features
+        if x.shape[-1:] != (size,):
+            raise ValueError(f"{type(self).__name__} has {size} neurons, so the input's last dimension must be {size}; got shape {tuple(x.shape)}")
         if state is None:
             state = self.initial_state(x)
         vstate, z_prev = state
@@ -263,7 +304,9 @@ def _sequence_doc(seq: type[_Sequence]) -> str:
     taus = [f for f, _ in fields if f.startswith("tau_")]
     value_error = "``dt`` not a positive, finite number" + (
         ", or a time constant below ``dt`` (forward Euler needs ``dt / tau <= 1``)" if taus else ""
-    ) + (", or ``init_tau`` not a finite number above 1" if "init_tau" in dict(args) else "")
+    ) + (", or ``init_tau`` not a finite number above 1" if "init_tau" in dict(args) else "") + (
+        ', or ``reset`` not "zero" or "subtract"' if "reset" in record._fields else ""
+    )
     own = inspect.cleandoc(seq.__dict__.get("__doc__") or "")
     return (
         f"{own}\n\n"
@@ -274,7 +317,8 @@ def _sequence_doc(seq: type[_Sequence]) -> str:
         "numbers). Voltages share one arbitrary unit, that of ``v_threshold``.\n\n"
         "Args:\n" + "\n".join(lines) + "\n\n"
         "Raises:\n"
-        "    TypeError: an unknown keyword argument (the message lists the allowed ones).\n"
+        "    TypeError: a positional neuron parameter (they are keywords), or an unknown keyword argument (the message "
+        "lists the allowed ones); at call time, an input that is not a floating-point tensor.\n"
         f"    ValueError: {value_error}.\n"
     )
 

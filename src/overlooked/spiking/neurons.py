@@ -131,6 +131,8 @@ def euler_step_error(field: str, tau: float, dt: float) -> str | None:
     """
     if not tau > 0:  # NaN too
         return f"{field} = {tau}: a time constant must be positive"
+    if field in ("tau_mem", "tau") and math.isinf(tau):  # the input is scaled by dt / tau_mem as well as the leak
+        return f"{field} = inf: the membrane would never charge (the input current is scaled by dt / {field} too); for a neuron without leak use IF"
     if dt / tau > 1 + EULER_RTOL:
         return (
             f"{field} = {tau:g} s, so dt / {field} = {dt / tau:.3g} at dt = {dt:g} s; forward Euler needs dt / tau <= 1 "

@@ -78,8 +78,20 @@ class NIRDtWarning(UserWarning):
 
 
 def _np(x: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``x`` as float32 numpy; with ``shape``, one value per neuron of a layer of that shape. A neuron
+    parameter may broadcast to ``[B, *shape]`` (e.g. ``[1, n]``): leading batch dimensions of size 1 go."""
     arr = np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
-    return np.broadcast_to(arr, shape).copy() if shape is not None else arr
+    if shape is None:
+        return arr
+    extra = arr.ndim - len(shape)
+    if extra > 0:
+        if any(d != 1 for d in arr.shape[:extra]):
+            raise NIRExportError(f"a neuron parameter of shape {arr.shape} differs along the batch; NIR holds one value per neuron of the layer {shape}")
+        arr = arr.reshape(arr.shape[extra:])
+    try:
+        return np.broadcast_to(arr, shape).copy()
+    except ValueError:
+        raise NIRExportError(f"a neuron parameter of shape {arr.shape} does not broadcast to its layer's shape {shape}") from None
 
 
 def _neuron_cell(module: nn.Module) -> nn.Module | None:

@@ -8,6 +8,7 @@ autograd's derivative of ``primitive``). ``x`` is ``v - v_threshold``; a spike i
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -20,6 +21,11 @@ class Surrogate:
     name = "surrogate"
 
     def __init__(self, alpha: float):
+        if not (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and 0 < alpha < math.inf):
+            raise ValueError(
+                f"{type(self).__name__}: alpha = {alpha!r} must be a positive, finite number (the sharpness; zero gives no "
+                "gradient, a negative value flips the gradient's sign)"
+            )
         self.alpha = float(alpha)
 
     def primitive(self, x: torch.Tensor) -> torch.Tensor:

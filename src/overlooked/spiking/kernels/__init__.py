@@ -157,6 +157,27 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1" and _triton_installed()
 
 
+def _state_like(value: Any, x: torch.Tensor, name: str) -> torch.Tensor:
+    """A state tensor as the fused kernels read it: one value per neuron of a step, ``x[0]``'s shape, on
+    ``x``'s device. A state that broadcasts to that shape (a scalar, ``[1, n]``) is expanded, as the
+    reference loop broadcasts it; any other shape or device is refused (the kernels read raw memory)."""
+    step = tuple(x.shape[1:])
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"state.{name} must be a tensor of the input's per-step shape {step}, got {type(value).__name__}")
+    if value.device != x.device:
+        raise ValueError(f"state.{name} is on {value.device} but the input on {x.device}; move the state to the input's device")
+    try:
+        shape = torch.broadcast_shapes(value.shape, step)
+    except RuntimeError:
+        shape = None
+    if shape != step:
+        raise ValueError(
+            f"state.{name} has shape {tuple(value.shape)}, which does not broadcast to the input's per-step shape {step} "
+            f"(input [T, ...] = {tuple(x.shape)}); pass the state the previous call returned, or None to start from rest"
+        )
+    return value.expand(step)
+
+
 def run_fused(backend: str, cell: nn.Module, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
     """Run ``cell`` over ``x`` ``[T, B, ...]`` with a fused backend; same return as the reference loop."""
     spec_decay = scan_spec(cell)
@@ -165,8 +186,8 @@ def run_fused(backend: str, cell: nn.Module, x: torch.Tensor, state: Any) -> tup
     spec, decay = spec_decay
     if state is None:
         state = cell.initial_state(x[0] if x.shape[0] else x.new_zeros(x.shape[1:]))
-    v0 = state.v
-    i0 = state.i if spec.kind == KIND_CUBA else None
+    v0 = _state_like(state.v, x, "v")
+    i0 = _state_like(state.i, x, "i") if spec.kind == KIND_CUBA else None
     if backend == "cpp":
         z, v, i = CppNeuronScan.apply(x, v0, i0, decay, spec)
     elif backend == "triton":

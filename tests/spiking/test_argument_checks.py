@@ -1,0 +1,145 @@
+"""Bad arguments and inputs to the spiking modules are refused with a message that names the problem, and
+the fused kernels read the same states the reference loop reads (broadcast ones included)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from overlooked.spiking import modules as M
+from overlooked.spiking import neurons as N
+from overlooked.spiking.convert import ConversionError, convert
+from overlooked.spiking.event import run_clock, run_events
+from overlooked.spiking.kernels import _build
+from overlooked.spiking.nir import NIRExportError, export_layers
+
+needs_cpp = pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler")
+
+
+def _x(seed: int = 0) -> torch.Tensor:
+    return torch.rand(12, 2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3
+
+
+@needs_cpp
+@pytest.mark.parametrize("v0", [torch.tensor(0.5), torch.full((1, 4), 0.5), torch.full((4,), 0.5), torch.rand(2, 4)])
+def test_fused_kernel_takes_broadcast_states_as_the_reference_does(v0):
+    x = _x()
+    v0 = v0.double()
+    ref_z, ref_s = M.LIF(tau_mem=4e-3, backend="reference")(x, N.VState(v0))
+    z, s = M.LIF(tau_mem=4e-3, backend="cpp")(x, N.VState(v0))
+    assert 0 < z.mean() < 1
+    assert torch.equal(z, ref_z) and torch.equal(s.v, ref_s.v) and s.v.shape == (2, 4)
+    # the gradient reaches a broadcast state summed over the neurons it fed, as autograd's broadcasting does
+    leaf_ref, leaf = v0.clone().requires_grad_(), v0.clone().requires_grad_()
+    surrogate_ref = M.LIF(tau_mem=4e-3, backend="reference")(x, N.VState(leaf_ref))[1].v.sum()
+    surrogate = M.LIF(tau_mem=4e-3, backend="cpp")(x, N.VState(leaf))[1].v.sum()
+    (g_ref,), (g,) = torch.autograd.grad(surrogate_ref, leaf_ref), torch.autograd.grad(surrogate, leaf)
+    assert g.shape == v0.shape
+    torch.testing.assert_close(g, g_ref)
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", [(4, 2), (50, 4), (3, 2, 4), (8,)])
+def test_fused_kernel_refuses_a_state_of_another_shape(shape):
+    with pytest.raises(ValueError, match=r"state\.v has shape .* does not broadcast to the input's per-step shape \(2, 4\)"):
+        M.LIF(backend="cpp")(_x(), N.VState(torch.zeros(shape, dtype=torch.float64)))
+    with pytest.raises(ValueError, match=r"state\.i has shape"):
+        M.CubaLIF(backend="cpp")(_x(), N.CubaState(torch.zeros(2, 4, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)))
+
+
+@needs_cpp
+def test_fused_kernel_refuses_a_state_on_another_device():
+    with pytest.raises(ValueError, match="state.v is on meta but the input on cpu"):
+        M.LIF(backend="cpp")(_x(), N.VState(torch.zeros(2, 4, device="meta")))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"] if _build.compiler() else ["reference"])
+def test_an_empty_sequence_gives_no_spikes_and_keeps_the_state(backend):
+    x = torch.rand(0, 2, 3)
+    z, s = M.LIF(backend=backend)(x)
+    assert z.shape == (0, 2, 3) and torch.equal(s.v, torch.zeros(2, 3))
+    v = torch.rand(2, 3)
+    assert torch.equal(M.LIF(backend=backend)(x, N.VState(v))[1].v, v)
+
+
+def test_neuron_parameters_are_keywords():
+    with pytest.raises(TypeError, match=r"LIF takes its parameters by keyword, got positional 0\.005"):
+        M.LIF(5e-3)
+    with pytest.raises(TypeError, match="PLIF takes its parameters by keyword"):
+        M.PLIF(1e-3)
+    with pytest.raises(TypeError, match="RecurrentLIF takes its parameters by keyword"):
+        M.RecurrentLIF(4, 1e-3)
+    assert M.RecurrentLIF(4, dt=2e-3).cell.dt == 2e-3  # size stays positional
+
+
+def test_reset_surrogate_and_tau_are_checked_when_built():
+    with pytest.raises(ValueError, match=r"reset must be one of \('zero', 'subtract'\), got 'foo'"):
+        M.LIF(reset="foo")
+    for alpha in (-2.0, 0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="alpha = .* must be a positive, finite number"):
+            M.LIF(surrogate_alpha=alpha)
+    with pytest.raises(ValueError, match="tau_mem = inf: the membrane would never charge"):
+        M.LIF(tau_mem=float("inf"))
+    M.CubaLIF(tau_syn=float("inf"))  # a synaptic current that never decays is an integrator: allowed
+
+
+def test_a_loaded_time_constant_is_held_to_the_constructor_rule():
+    m = M.LIF(tau_mem=torch.full((3,), 5e-3))
+    with pytest.raises(ValueError, match=r"dt / tau_mem = 10"):
+        m.load_state_dict({"cell.tau_mem": torch.full((3,), 1e-4)})
+    assert torch.equal(m.cell.tau_mem, torch.full((3,), 5e-3))  # refused before it replaced the buffer
+    m.load_state_dict({"cell.tau_mem": torch.full((3,), 2e-3)})
+    assert torch.equal(m.cell.tau_mem, torch.full((3,), 2e-3))
+
+
+def test_non_float_input_is_refused():
+    spikes = torch.rand(3, 2, 4) > 0.5
+    for module in (M.LIF(), M.LIFCell(), M.RecurrentLIF(4)):
+        with pytest.raises(TypeError, match=r"takes a floating-point input current, got torch\.bool; cast it first"):
+            module(spikes if not isinstance(module, M._Cell) else spikes[0])
+    with pytest.raises(ValueError, match="RecurrentLIFCell has 4 neurons, so the input's last dimension must be 4; got shape"):
+        M.RecurrentLIF(4)(torch.rand(3, 2, 5))
+
+
+def test_event_simulation_refuses_analog_input():
+    gen = torch.Generator().manual_seed(0)
+    layers = [nn.Linear(20, 30), M.LIF(tau_mem=5e-3), nn.Linear(30, 10), M.LIF(tau_mem=5e-3)]
+    with pytest.raises(ValueError, match="takes binary input spikes"):
+        run_events(layers, torch.rand(15, 4, 20, generator=gen))
+    binary = (torch.rand(15, 4, 20, generator=gen) < 0.3).float()
+    ran = run_events(layers, binary)
+    assert all(torch.equal(a, b) for a, b in zip(ran.spikes, run_clock(layers, binary)))
+
+
+def test_export_takes_a_batch_broadcast_parameter():
+    lin = nn.Linear(3, 4)
+    per_neuron = export_layers([lin, M.LIF(tau_mem=torch.linspace(2e-3, 5e-3, 4))], (3,), 1e-3)
+    batch_one = export_layers([lin, M.LIF(tau_mem=torch.linspace(2e-3, 5e-3, 4)[None])], (3,), 1e-3)
+    assert (per_neuron.nodes["1_lif"].tau == batch_one.nodes["1_lif"].tau).all() and batch_one.nodes["1_lif"].tau.shape == (4,)
+    with pytest.raises(NIRExportError, match=r"shape \(2, 4\) differs along the batch"):
+        export_layers([lin, M.LIF(tau_mem=torch.full((2, 4), 5e-3))], (3,), 1e-3)
+    with pytest.raises(NIRExportError, match=r"shape \(3,\) does not broadcast to its layer's shape \(4,\)"):
+        export_layers([lin, M.LIF(tau_mem=torch.full((3,), 5e-3))], (3,), 1e-3)
+
+
+def test_converted_network_checks_its_steps_and_names_functional_relu():
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    snn = convert(ann, torch.rand(32, 4), steps=8)
+    x = torch.rand(2, 4)
+    assert torch.equal(snn(x)["logits"], snn(x, steps=8)["logits"])
+    for steps in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="steps must be a whole number >= 1"):
+            snn(x, steps=steps)
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    with pytest.raises(ConversionError, match="if its forward applies functions such as torch.relu, pass an nn.Sequential"):
+        convert(Functional(), torch.rand(32, 4))
