@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from typing import Any
 
 import yaml
 
 from overlooked import __version__
+from overlooked.config import integer_range
 from overlooked.data.store import dataset_names
 from overlooked.errors import OverlookedError
 
@@ -57,13 +57,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         key, _, values = args.each.partition("=")
         if not key or not values:
             raise OverlookedError(f"--each takes KEY=V1,V2,... (e.g. data.tasks=1,2,3), got {args.each!r}")
+        if any(c in values for c in "[]{}"):
+            raise OverlookedError(
+                f"--each {args.each!r}: each value is one number or word (comma-separated, a..b for a range); grouped "
+                f"values such as [1,2] are not supported: train each group as its own run ({key}=[1,2])"
+            )
         parsed: list[Any] = []
         for item in values.split(","):  # 1..20, or 1,2,4..20 (inclusive ranges of integers)
-            if re.fullmatch(r"\d+\.\.\d+", item):
-                lo, hi = map(int, item.split(".."))
-                parsed += list(range(lo, hi + 1))
-            else:
-                parsed.append(yaml.safe_load(item))
+            ranged = integer_range(item)
+            try:
+                parsed += ranged if ranged is not None else [yaml.safe_load(item)]
+            except yaml.YAMLError:
+                raise OverlookedError(f"--each {args.each!r}: {item!r} is not a value (a number or a word)") from None
         path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out)
         _print_summary(path, summary)
         return 0

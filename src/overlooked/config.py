@@ -14,6 +14,7 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -194,9 +195,12 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
     if unknown:
+        shorthand = ""
+        if set(names) == {"name", "kwargs"}:  # a component: its builder's arguments go under kwargs in a file
+            shorthand = f" (a builder argument goes under kwargs in a YAML file, e.g. {prefix}kwargs: {{{unknown[0]}: ...}}; the shorthand {prefix}{unknown[0]}=... is for command-line overrides)"
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"allowed in {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}"
+            f"allowed in {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}{shorthand}"
         )
     kwargs = {}
     for name in names:
@@ -224,17 +228,41 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return check_type(value, tp, where)
 
 
+_RANGE = re.compile(r"(\d+)\.\.(\d+)")
+
+
+def integer_range(text: str) -> list[int] | None:
+    """``"a..b"`` as the inclusive list ``[a, ..., b]``; None for any other text.
+
+    >>> integer_range("2..5"), integer_range("2,5")
+    ([2, 3, 4, 5], None)
+    """
+    match = _RANGE.fullmatch(text.strip())
+    if match is None:
+        return None
+    lo, hi = int(match.group(1)), int(match.group(2))
+    if hi < lo:
+        raise ConfigError(f"the range {text!r} is empty ({hi} < {lo}); write it low..high, e.g. 1..20")
+    return list(range(lo, hi + 1))
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into a key path and a YAML-parsed value.
+    """Split ``a.b.c=value`` into a key path and a YAML-parsed value; ``a..b`` is the inclusive range of
+    integers as a list (``data.tasks=1..20``).
 
     >>> parse_override("train.lr=1e-3")
     (['train', 'lr'], 0.001)
+    >>> parse_override("data.tasks=1..3")
+    (['data', 'tasks'], [1, 2, 3])
     """
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.lr=0.01)")
     key, _, val = text.partition("=")
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
+    ranged = integer_range(val)
+    if ranged is not None:
+        return key.split("."), ranged
     try:
         parsed = yaml.safe_load(val) if val != "" else ""
     except yaml.YAMLError as exc:

@@ -176,6 +176,27 @@ def test_each_expands_ranges_inside_a_list(tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["each"]["values"] == [1, 3, 4]
 
 
+def test_each_refuses_grouped_values_and_overrides_take_ranges(tmp_path, capsys):
+    path = _each_config(tmp_path)
+    assert main(["train", str(path), "--each", "data.seed=[1,2],[3]", "--out", str(tmp_path / "runs")]) == 2
+    assert "grouped values such as [1,2] are not supported: train each group as its own run (data.seed=[1,2])" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    from overlooked.config import ConfigError, parse_override
+
+    assert parse_override("data.tasks=2..4") == (["data", "tasks"], [2, 3, 4])
+    with pytest.raises(ConfigError, match=r"the range '4\.\.2' is empty"):
+        parse_override("data.tasks=4..2")
+
+
+def test_a_yaml_file_names_where_component_arguments_go(tmp_path, capsys):
+    cfg = dict(TINY, data={"name": "synthetic", "n_train": 60})
+    path = tmp_path / "flat.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key(s) data.n_train; allowed in data: name, kwargs (a builder argument goes under kwargs in a YAML file, e.g. data.kwargs: {n_train: ...}" in err
+
+
 def _each_config(tmp_path):
     """A tiny synthetic-data config file for the --each tests."""
     cfg = dict(TINY, data={"name": "synthetic", "kwargs": {"n_train": 60, "n_test": 20, "num_classes": 3}})

@@ -46,6 +46,7 @@ def test_parse_tolerates_crlf_and_missing_final_newline():
     expected = parse_babi(TINY)
     assert parse_babi(TINY.replace("\n", "\r\n")) == expected
     assert parse_babi(TINY.rstrip("\n")) == expected
+    assert parse_babi(TINY + "\n\n \n") == expected  # blank lines after the last one
     assert parse_babi("") == []
 
 
@@ -96,6 +97,7 @@ MALFORMED = [
     ("1 Mary went home.\n\n2 John left.\n", 2, "'<id> <text>'"),
     ("1 .\n", 1, "at least one word"),
     ("1 Where is Mary?\n", 1, "a question followed by"),
+    ("1 Mary went home.\n2 Where is Mary?  home 1\n", 2, "a question followed by"),  # its tabs became spaces
     ("1 Mary went home.\n2 Where is Mary?\thome\n", 2, "not 1 tab(s)"),
     ("1 Mary went home.\n2 Where is Mary?\thome\t1\tx\n", 2, "not 3 tab(s)"),
     ("1 Mary went home.\n2 Where is Mary\thome\t1\n", 2, "ending in '?'"),
@@ -119,7 +121,7 @@ def test_malformed_line_names_file_line_and_expectation(text, lineno, expected):
     assert message.startswith(f"qa99_fake_train.txt, line {lineno}: expected ")
     assert expected in message
     assert repr(text.split("\n")[lineno - 1][:80]) in message
-    assert "overlooked data fetch babi" in message
+    assert "overlooked data fetch babi" in message and "data.kwargs.verify=false" in message
 
 
 def test_long_line_is_truncated_in_the_message():
@@ -352,6 +354,7 @@ def test_load_babi_rejects_a_file_that_fails_its_checksum(tmp_path, data_dir):
     with pytest.raises(DataError) as info:
         babi.load_babi(tasks=1, data_dir=tmp_path)
     assert f"file {train} failed its checksum: sha256 expected c64ba9b1" in str(info.value)
+    assert "load with verify=False (`data.kwargs.verify=false`)" in str(info.value)  # for a copy edited on purpose
 
 
 @pytest.mark.data

@@ -159,3 +159,23 @@ def test_sizes_of_any_integral_type_are_accepted(name):
     import numpy as np
 
     MODELS.create(name, vocab_size=np.int64(12), embed_dim=np.int32(4))
+
+
+@pytest.mark.parametrize("name", sorted(KWARGS))
+def test_word_ids_outside_the_vocabulary_are_named(name):
+    model = _model(name)
+    for arg, shift in (("story", V), ("query", V), ("story", -V)):
+        kw = _inputs(name)
+        kw[arg] = torch.where(kw[arg] > 0, kw[arg] + shift, kw[arg]) if shift > 0 else kw[arg] - V
+        with pytest.raises(ValueError, match=rf"{name.split('_')[0]}: {arg} holds word id -?\d+, outside the model's vocabulary 0\.\.{V - 1}"):
+            model(**kw)
+
+
+@pytest.mark.parametrize("name", TEMPORAL)
+def test_time_indices_outside_the_temporal_table_are_named(name):
+    model = _model(name)
+    for bad in (M, -1):
+        kw = _inputs(name)
+        kw["time"] = torch.full((B, M), bad)
+        with pytest.raises(ValueError, match=rf"time holds index {bad}, outside the temporal table's rows 0\.\.{M - 1}"):
+            model(**kw)

@@ -173,8 +173,14 @@ def test_true_hop_targets_repeat_stop_and_dropped_facts():
     mask = torch.ones(4, 10, dtype=torch.bool)
     assert MN.true_hop_targets(sup, mask, 2, adaptive=False).tolist() == [[4, 4], [3, 7], [-1, -1], [1, 2]]
     assert MN.true_hop_targets(sup, mask, 10, adaptive=True).tolist() == [[4, 10, -1, -1], [3, 7, 10, -1], [10, -1, -1, -1], [1, 2, 0, 10]]
-    mask[1, 7] = False  # a fact on a padded slot counts as dropped
-    assert MN.true_hop_targets(sup, mask, 2, adaptive=False)[1].tolist() == [3, 3]
+    dropped = sup.clone()
+    dropped[1, 2] = -1  # the loader's mark of a fact that fell out of memory
+    assert MN.true_hop_targets(dropped, mask, 2, adaptive=False)[1].tolist() == [3, 3]
+    # a slot that is padding, beyond the memory or below -1 is a mistake (e.g. bAbI's line ids), never dropped silently
+    mask[1, 7] = False
+    for bad, where in ((sup, "supporting\\[1, 2\\] = 7"), (torch.tensor([[4, 10, -1]] * 4), "supporting\\[0, 1\\] = 10"), (torch.tensor([[-2, -1, -1]] * 4), "supporting\\[0, 0\\] = -2")):
+        with pytest.raises(ValueError, match=where + " is not a real memory slot of that story"):
+            MN.true_hop_targets(bad, mask, 2, adaptive=False)
 
 
 def test_true_hop_targets_last_k_of_more_than_k_facts():
@@ -183,8 +189,9 @@ def test_true_hop_targets_last_k_of_more_than_k_facts():
     assert MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="first").tolist() == [[9, 5], [4, 4], [3, 7], [-1, -1]]
     assert MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="last").tolist() == [[5, 2], [4, 4], [3, 7], [-1, -1]]
     assert MN.true_hop_targets(sup, mask, 1, adaptive=False, facts="last").tolist() == [[2], [4], [7], [-1]]
-    mask[0, 2] = False  # the last fact dropped: the last two valid ones are 9 and 5
-    assert MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="last")[0].tolist() == [9, 5]
+    sup_dropped = sup.clone()
+    sup_dropped[0, 2] = -1  # the last fact dropped: the last two valid ones are 9 and 5
+    assert MN.true_hop_targets(sup_dropped, mask, 2, adaptive=False, facts="last")[0].tolist() == [9, 5]
     assert MN.true_hop_targets(sup, mask, 10, adaptive=True, facts="last").tolist() == MN.true_hop_targets(sup, mask, 10, adaptive=True).tolist()
     with pytest.raises(ValueError, match="facts must be"):
         MN.true_hop_targets(sup, mask, 2, adaptive=False, facts="middle")

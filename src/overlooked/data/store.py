@@ -437,7 +437,8 @@ def ensure(
         lines.append(f"  missing file {root / path} (looked in folder {(root / path).parent})")
     for path, why in report.mismatched.items():
         lines.append(f"  file {root / path} {why}")
-    raise DataError("\n".join(_listing(lines)) + "\n" + _fix_hint(name))
+    edited = " Files edited on purpose (your own copy) load with verify=False (`data.kwargs.verify=false`)." if report.mismatched else ""
+    raise DataError("\n".join(_listing(lines)) + "\n" + _fix_hint(name) + edited)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -169,7 +169,9 @@ def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, g
         generator: source of randomness (the trainer's, so resuming is exact).
 
     Returns:
-        ``[B, M]`` long, 0 on padding; each row strictly decreasing over its real slots.
+        ``[B, M]`` long, 0 on padding; each row decreasing over its real slots, strictly until the cap:
+        indices drawn above ``max_index`` are clamped to it, so the oldest
+        sentences of a long story may share it.
     """
     B, M = memory_mask.shape
     device = memory_mask.device
@@ -357,14 +359,16 @@ def check_memory_inputs(
     *,
     supporting: torch.Tensor | None = None,
     memory_size: int | None = None,
+    vocab_size: int | None = None,
     name: str = "memn2n",
 ) -> None:
     """Check that the inputs of a memory model's forward fit together, before they fail deep inside it.
 
     Without this a ``[B, 5]`` mask for a ``[B, 10, L]`` story runs and reads half the memory, and other
     mistakes surface as unrelated errors (unpacking, ``index out of range``, a ``torch.where`` dtype clash).
-    Only shapes and dtypes are read, never values, so the check costs a few microseconds and no device
-    synchronisation.
+    Shapes and dtypes are always checked; values (word ids within the vocabulary, time indices within the
+    temporal table) only for CPU tensors, where reading them costs microseconds; on a GPU that would stall
+    every step, and an index out of range stops the kernel there anyway.
 
     Args:
         story: ``[B, M, L]`` int64 (or int32) word indices.
@@ -373,7 +377,9 @@ def check_memory_inputs(
         time: ``[B, M]`` int64 (or int32) temporal indices, or None.
         supporting: MemNN's ``[B, S]`` int64 supporting slots, or None.
         memory_size: rows of a table indexed by slot or time (the temporal encoding of MemN2N and KV-MemNN),
-            so at most ``memory_size`` slots fit; None when the model has no such table.
+            so at most ``memory_size`` slots fit and time indices lie in ``0..memory_size-1``; None when the
+            model has no such table.
+        vocab_size: the model's vocabulary ``V``: word ids must lie in ``0..V-1``; None to skip.
         name: the model's name, which starts every message.
 
     Raises:
@@ -426,5 +432,23 @@ def check_memory_inputs(
     if memory_size is not None and M > memory_size:
         raise fail(
             f"story has {M} memory slots but the model's temporal table holds memory_size={memory_size}",
-            f"build the model with memory_size >= {M}, or keep the last {memory_size} sentences of each story (the bAbI loader's memory_size)",
+            f"build the model with memory_size >= {M}, or keep the last {memory_size} sentences of each story "
+            f"(the bAbI loader's memory_size: data.kwargs.memory_size={memory_size})",
         )
+    if story.device.type != "cpu":
+        return
+    if vocab_size is not None:
+        for arg, words in (("story", story), ("query", query)):
+            if words.numel() and not 0 <= int(words.min()) <= int(words.max()) < vocab_size:
+                bad = int(words.min()) if int(words.min()) < 0 else int(words.max())
+                raise fail(
+                    f"{arg} holds word id {bad}, outside the model's vocabulary 0..{vocab_size - 1}",
+                    "index words with the vocabulary the model was built for (0 = padding), or build the model with a larger vocab_size",
+                )
+    if memory_size is not None and time is not None and time.numel():
+        lo, hi = int(time.min()), int(time.max())
+        if lo < 0 or hi >= memory_size:
+            raise fail(
+                f"time holds index {lo if lo < 0 else hi}, outside the temporal table's rows 0..{memory_size - 1}",
+                "give each memory's age, 0 for the newest, below memory_size, or pass time=None to compute it from memory_mask",
+            )

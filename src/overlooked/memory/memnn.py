@@ -293,6 +293,14 @@ def true_hop_targets(supporting: torch.Tensor, memory_mask: torch.Tensor, hops: 
     B, M = memory_mask.shape
     in_range = (supporting >= 0) & (supporting < M)
     valid = in_range & memory_mask.gather(1, supporting.clamp(0, M - 1))  # [B, S]
+    bad = (supporting < -1) | (supporting >= M) | (in_range & ~valid)
+    if bool(bad.any()):  # dropping them silently would lose the supervision without a word
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"supporting[{row}, {col}] = {int(supporting[row, col])} is not a real memory slot of that story (slots 0..{M - 1} "
+            "where memory_mask is True); give each supporting fact's memory slot, or -1 for none (bAbI's line ids are "
+            "mapped to slots by the loader)"
+        )
     order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices  # valid facts first, in order
     listed = supporting.gather(1, order)  # [B, S] valid facts in the file's order, then the rest
     n = valid.sum(1)  # [B]
@@ -440,7 +448,7 @@ class MemNN(nn.Module):
                 (:func:`~overlooked.memory.functional.check_memory_inputs`). Any number of slots fits: no table
                 is indexed by slot or time (``time_table`` holds the three write-time indicators).
         """
-        check_memory_inputs(story, query, memory_mask, time, supporting=supporting, name="memnn")
+        check_memory_inputs(story, query, memory_mask, time, supporting=supporting, vocab_size=self.vocab_size, name="memnn")
         B, M, _ = story.shape
         d = self.embed_dim
         if time is None:

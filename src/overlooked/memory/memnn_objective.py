@@ -110,7 +110,9 @@ class MemNNMargin(nn.Module):
         if not isinstance(output, dict) or "o_margin" not in output:
             raise ValueError(
                 "memnn_margin needs the ranking scores of a MemNN called with the true supporting facts "
-                "(output keys o_margin, o_negative, r_true); call the model with `supporting`"
+                "(output keys o_margin, o_negative, r_true), and the model's output has none: train a `memnn` or "
+                "`memnn_amngnl` model with it (they read the batch's `supporting`), or give other models a "
+                "cross-entropy objective (objective.name=cross_entropy)"
             )
         per_question = memnn_ranking_loss(
             output["o_margin"].float(),

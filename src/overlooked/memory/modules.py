@@ -133,7 +133,7 @@ class MemN2N(nn.Module):
             ValueError: when the shapes or dtypes do not fit together, or (with temporal encoding) the story
                 has more than ``memory_size`` slots (:func:`~overlooked.memory.functional.check_memory_inputs`).
         """
-        MF.check_memory_inputs(story, query, memory_mask, time, memory_size=self.memory_size if self.temporal_table is not None else None, name="memn2n")
+        MF.check_memory_inputs(story, query, memory_mask, time, memory_size=self.memory_size if self.temporal_table is not None else None, vocab_size=self.vocab_size, name="memn2n")
         d, K = self.embed_dim, self.hops
         if time is None:
             time = MF.time_index(memory_mask)
@@ -233,7 +233,7 @@ class KVMemNN(nn.Module):
             ValueError: when the shapes or dtypes do not fit together, or (with the temporal feature) the story
                 has more than ``memory_size`` slots (:func:`~overlooked.memory.functional.check_memory_inputs`).
         """
-        MF.check_memory_inputs(story, query, memory_mask, time, memory_size=self.memory_size if self.temporal_table is not None else None, name="kvmemnn")
+        MF.check_memory_inputs(story, query, memory_mask, time, memory_size=self.memory_size if self.temporal_table is not None else None, vocab_size=self.A.shape[0], name="kvmemnn")
         d = self.embed_dim
         if time is None:
             time = MF.time_index(memory_mask)

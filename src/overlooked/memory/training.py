@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from overlooked.errors import ConfigError
 from overlooked.memory.functional import random_time_index
 from overlooked.registry import AUGMENTATIONS, CALLBACKS
 from overlooked.train.callbacks import Callback
@@ -53,6 +54,11 @@ class LinearStart(Callback):
             ctx.schedule_start = self.ended_at_step
 
     def on_train_start(self, ctx: Any) -> None:
+        if not hasattr(ctx.model, "set_linear_start"):
+            raise ConfigError(
+                f"the linear_start callback removes the softmaxes of a model that has set_linear_start (memn2n); "
+                f"{type(ctx.model).__name__} has none: remove the callback from the config (callbacks=[])"
+            )
         self._apply(ctx)
 
     def on_eval_end(self, ctx: Any, metrics: dict[str, Any]) -> None:
