@@ -439,14 +439,15 @@ def check_memory_inputs(
         return
     if vocab_size is not None:
         for arg, words in (("story", story), ("query", query)):
-            if words.numel() and not 0 <= int(words.min()) <= int(words.max()) < vocab_size:
-                bad = int(words.min()) if int(words.min()) < 0 else int(words.max())
+            lo, hi = (int(v) for v in torch.aminmax(words)) if words.numel() else (0, 0)
+            if not 0 <= lo <= hi < vocab_size:
+                bad = lo if lo < 0 else hi
                 raise fail(
                     f"{arg} holds word id {bad}, outside the model's vocabulary 0..{vocab_size - 1}",
                     "index words with the vocabulary the model was built for (0 = padding), or build the model with a larger vocab_size",
                 )
     if memory_size is not None and time is not None and time.numel():
-        lo, hi = int(time.min()), int(time.max())
+        lo, hi = (int(v) for v in torch.aminmax(time))
         if lo < 0 or hi >= memory_size:
             raise fail(
                 f"time holds index {lo if lo < 0 else hi}, outside the temporal table's rows 0..{memory_size - 1}",
