@@ -377,6 +377,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             encoder = build_encoder(cfg)
         callbacks = build_callbacks(cfg) + list(extra_callbacks)
         check_time_steps(splits.meta, model, encoder)
+        if cfg.train.init_from and resume is None:  # a resume loads its own checkpoint instead
+            init_weights(model, cfg.train, splits)
         if resume is not None and run_dir is not None:
             check_vocab(run_dir, splits, fix="the data files changed since the run started; restore them (bAbI's are checked against the official checksums unless data.kwargs.verify=false) or start a new run")
     except BaseException:
@@ -419,6 +421,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
             **result,
         }
+        if cfg.train.init_from:
+            summary["init_from"] = init_record(cfg.train)
         from overlooked.spiking.kernels import resolved_backends
 
         backends = resolved_backends(model)  # read before the energy pass below, which runs in float32 without autocast
@@ -700,6 +704,27 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     init_distributed(cfg.train.device)  # sets each rank's GPU before own_rng reads the current one
     with own_rng(cfg.train.device):
         return run, _single_run(cfg, run, data_dir, last, callbacks or [])
+
+
+def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
+    """Load the weights of ``train.init_from``'s ``train.init_checkpoint`` into ``model`` (as that run reports
+    them: its weight average when it kept one). The model must have the same shapes, and text data the same
+    vocabulary; the run's optimiser and callbacks' state are not carried over."""
+    run = Path(train.init_from)
+    try:
+        check_checkpoint_exists(run, train.init_checkpoint)
+        check_vocab(run, splits, fix="train on data built from the same tasks as the run you start from (the vocabulary is built from every task loaded)")
+        load_weights(run, train.init_checkpoint, model, run_config(run))
+    except (CheckpointError, ConfigError) as exc:
+        raise type(exc)(f"train.init_from={train.init_from} (train.init_checkpoint={train.init_checkpoint}): {exc}") from None
+
+
+def init_record(train: Any) -> dict[str, Any]:
+    """What a run started from (``train.init_from``): the folder, the checkpoint and the training examples it
+    had seen, which the fair-comparison rule adds to this run's own."""
+    path = Path(train.init_from) / "summary.json"
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    return {"run": str(train.init_from), "checkpoint": train.init_checkpoint, "examples_seen": before.get("examples_seen")}
 
 
 def check_checkpoint_exists(run: Path, checkpoint: str) -> None:

@@ -73,6 +73,8 @@ class TrainConfig:
     deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True)
     progress: bool = True
     num_threads: int | None = None
+    init_from: str | None = None  # a finished run folder: start from its weights (more epochs, fine-tuning) with a fresh optimiser, schedule and callbacks; the summary records it and the examples it saw
+    init_checkpoint: Literal["best", "last"] = "best"  # which of init_from's checkpoints
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, before any folder is made (types are checked by :func:`check_type`)."""

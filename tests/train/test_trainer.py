@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -824,3 +825,34 @@ def test_a_repeats_folder_whose_seed_runs_exist_is_refused(tmp_path):
 def test_each_refuses_values_that_name_the_same_folder(tmp_path):
     with pytest.raises(ConfigError, match="names 1 more than once"):
         api.train_each(_cfg(max_steps=2), "train.seed", [1, "1"], out=tmp_path)
+
+
+def test_init_from_starts_from_a_runs_weights_and_counts_its_examples(tmp_path):
+    """train.init_from loads the run's reported weights (best, or last) before the first step; the summary
+    records the run and the examples it saw, which the fair-comparison rule adds to this run's own."""
+    from overlooked.bench.fair import UnfairComparisonError, check_fair
+
+    source, first = api.train(_cfg(epochs=2), out=tmp_path / "a")
+    for checkpoint in ("best", "last"):  # lr 0: the weights stay the ones loaded
+        run, summary = api.train(_cfg(epochs=1, optimizer="sgd", lr=0.0, init_from=str(source), init_checkpoint=checkpoint), out=tmp_path / checkpoint)
+        loaded, started = _weights(source, checkpoint), _weights(run, "last")
+        assert loaded.keys() == started.keys() and all(torch.equal(loaded[k], started[k]) for k in loaded)
+        assert summary["init_from"] == {"run": str(source), "checkpoint": checkpoint, "examples_seen": first["examples_seen"]}
+    fresh, _ = api.train(_cfg(epochs=1, optimizer="sgd", lr=0.0), out=tmp_path / "fresh")
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(fresh).values(), _weights(run).values()))
+    rows = [{**summary, "run": "init"}, {**summary, "run": "plain", "init_from": None}]
+    check_fair(rows, max_examples=summary["examples_seen"] + first["examples_seen"])
+    with pytest.raises(UnfairComparisonError, match=rf"saw {summary['examples_seen'] + first['examples_seen']} training examples \({summary['examples_seen']} here, {first['examples_seen']} in the run it started from\)"):
+        check_fair(rows, max_examples=summary["examples_seen"])
+
+
+def test_init_from_refuses_another_model_and_leaves_no_folder(tmp_path):
+    source, _ = api.train(_cfg(epochs=1), out=tmp_path / "a")
+    raw = json.loads(json.dumps(SMALL))
+    raw["model"]["kwargs"]["hidden"] = 7
+    raw["train"].update(epochs=1, init_from=str(source))
+    with pytest.raises(CheckpointError, match=rf"train.init_from={re.escape(str(source))} \(train.init_checkpoint=best\): .*does not fit this model"):
+        api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "b")
+    with pytest.raises(CheckpointError, match="has no best checkpoint"):
+        api.train(_cfg(epochs=1, init_from=str(tmp_path / "nowhere")), out=tmp_path / "b")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
