@@ -20,6 +20,21 @@ from overlooked.data.store import dataset_names
 from overlooked.errors import OverlookedError
 
 
+def _top_level_items(values: str, each: str) -> list[str]:
+    """``values`` split at the commas outside brackets: ``"1,[2,3],4..6"`` -> ``["1", "[2,3]", "4..6"]``."""
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(values):
+        depth += (c in "[{") - (c in "]}")
+        if depth < 0:
+            break
+        if c == "," and depth == 0:
+            items.append(values[start:i])
+            start = i + 1
+    if depth != 0:
+        raise OverlookedError(f"--each {each!r}: its brackets do not balance; write grouped values as [1,2],[3]")
+    return [*items, values[start:]]
+
+
 def _print_summary(path: Any, summary: dict[str, Any]) -> None:
     keys = ("test_accuracy", "val_accuracy", "train_accuracy", "test_accuracy_mean", "test_accuracy_std", "params", "flops_per_example", "examples_seen", "wall_time_s")
     for key in keys:
@@ -57,18 +72,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         key, _, values = args.each.partition("=")
         if not key or not values:
             raise OverlookedError(f"--each takes KEY=V1,V2,... (e.g. data.tasks=1,2,3), got {args.each!r}")
-        if any(c in values for c in "[]{}"):
-            raise OverlookedError(
-                f"--each {args.each!r}: each value is one number or word (comma-separated, a..b for a range); grouped "
-                f"values such as [1,2] are not supported: train each group as its own run ({key}=[1,2])"
-            )
         parsed: list[Any] = []
-        for item in values.split(","):  # 1..20, or 1,2,4..20 (inclusive ranges of integers)
+        for item in _top_level_items(values, args.each):  # 1..20, 1,2,4..20 (inclusive integer ranges), [1,2],[3]
             ranged = integer_range(item)
             try:
                 parsed += ranged if ranged is not None else [yaml.safe_load(item)]
             except yaml.YAMLError:
-                raise OverlookedError(f"--each {args.each!r}: {item!r} is not a value (a number or a word)") from None
+                raise OverlookedError(f"--each {args.each!r}: {item!r} is not a YAML value (a number, a word, or a [list])") from None
         path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out)
         _print_summary(path, summary)
         return 0

@@ -198,8 +198,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         shorthand = ""
-        if set(names) == {"name", "kwargs"}:  # a component: its builder's arguments go under kwargs in a file
-            shorthand = f" (a builder argument goes under kwargs in a YAML file, e.g. {prefix}kwargs: {{{unknown[0]}: ...}}; the shorthand {prefix}{unknown[0]}=... is for command-line overrides)"
+        if set(names) == {"name", "kwargs"}:  # a component: its builder's arguments go under kwargs
+            shorthand = f" (a builder argument goes under kwargs: {prefix}kwargs: {{{unknown[0]}: ...}}"
+            if prefix.rstrip(".") in SHORTHAND_SECTIONS:
+                shorthand += f"; the shorthand {prefix}{unknown[0]}=... is for command-line overrides"
+            shorthand += ")"
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
             f"allowed in {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}{shorthand}"
@@ -230,6 +233,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return check_type(value, tp, where)
 
 
+SHORTHAND_SECTIONS = ("model", "data", "objective", "encoder", "augment")  # overrides may skip their "kwargs"
 _RANGE = re.compile(r"(\d+)\.\.(\d+)")
 
 
@@ -290,7 +294,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     raw = cfg.to_dict()
     for text in overrides:
         path, value = parse_override(text)
-        if path[0] in ("model", "data", "objective", "encoder", "augment") and len(path) >= 2:
+        if path[0] in SHORTHAND_SECTIONS and len(path) >= 2:
             if path[1] not in ("name", "kwargs"):
                 path = [path[0], "kwargs", *path[1:]]
             if raw.get(path[0]) is None:

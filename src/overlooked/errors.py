@@ -20,6 +20,11 @@ class ConfigError(OverlookedError, ValueError):
     """A configuration key is unknown, has the wrong type, or a value is out of range."""
 
 
+class InputError(OverlookedError, ValueError):
+    """A model or objective was given inputs that do not fit it (shapes, dtypes, index ranges, or outputs of
+    another model); raised by their input checks before any computation."""
+
+
 class CheckpointError(OverlookedError):
     """A checkpoint is missing, incomplete, or was not written by this library."""
 

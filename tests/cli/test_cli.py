@@ -176,11 +176,14 @@ def test_each_expands_ranges_inside_a_list(tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["each"]["values"] == [1, 3, 4]
 
 
-def test_each_refuses_grouped_values_and_overrides_take_ranges(tmp_path, capsys):
+def test_each_takes_grouped_values_and_overrides_take_ranges(tmp_path, capsys):
     path = _each_config(tmp_path)
-    assert main(["train", str(path), "--each", "data.seed=[1,2],[3]", "--out", str(tmp_path / "runs")]) == 2
-    assert "grouped values such as [1,2] are not supported: train each group as its own run (data.seed=[1,2])" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
+    assert main(["train", str(path), "train.max_steps=1", "--each", "model.hidden=[8,4],[6]", "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text())["each"]["values"] == [[8, 4], [6]]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["hidden=[6]", "hidden=[8, 4]"]
+    assert main(["train", str(path), "--each", "model.hidden=[8,4],[6", "--out", str(tmp_path / "other")]) == 2
+    assert "its brackets do not balance; write grouped values as [1,2],[3]" in capsys.readouterr().err
     from overlooked.config import ConfigError, parse_override
 
     assert parse_override("data.tasks=2..4") == (["data", "tasks"], [2, 3, 4])
@@ -194,7 +197,11 @@ def test_a_yaml_file_names_where_component_arguments_go(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "unknown config key(s) data.n_train; allowed in data: name, kwargs (a builder argument goes under kwargs in a YAML file, e.g. data.kwargs: {n_train: ...}" in err
+    assert "unknown config key(s) data.n_train; allowed in data: name, kwargs (a builder argument goes under kwargs: data.kwargs: {n_train: ...}; the shorthand data.n_train=... is for command-line overrides)" in err
+    callbacks = dict(TINY, callbacks=[{"name": "linear_start", "patience": 2}])
+    path.write_text(yaml.safe_dump(callbacks))
+    assert main(["train", str(path), "--out", str(tmp_path / "runs")]) == 2
+    assert "(a builder argument goes under kwargs: callbacks[0].kwargs: {patience: ...})" in capsys.readouterr().err  # no shorthand there
 
 
 def _each_config(tmp_path):

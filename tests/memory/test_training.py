@@ -88,19 +88,19 @@ def test_linear_start_holds_its_lr_while_the_schedule_would_decay(tmp_path, data
 
 
 @pytest.mark.data
-def test_a_model_that_does_not_fit_the_data_is_a_config_error_at_the_first_batch(tmp_path, data_dir):
-    """The model's own input check speaks on the first batch; the trainer reports it as a configuration
-    problem (a clean CLI message), and the unstarted run leaves no folder."""
-    from overlooked.errors import ConfigError
+def test_a_model_that_does_not_fit_the_data_is_named_at_the_first_batch(tmp_path, data_dir):
+    """The model's (objective's, callback's) own check speaks on the first batch with an OverlookedError (a
+    clean CLI message, no traceback), and the unstarted run leaves no folder."""
+    from overlooked.errors import ConfigError, InputError
 
     small = ["data.tasks=[1]", "train.epochs=1", "train.progress=false"]
     cases = [
-        ("memn2n_babi1k", ["model.memory_size=20"], "story has 50 memory slots but the model's temporal table holds memory_size=20"),
-        ("memn2n_babi1k", ["objective.name=memnn_margin", "objective.kwargs={}"], "train a `memnn` or `memnn_amngnl` model with it"),
-        ("kvmemnn_babi1k_single", ["callbacks=[{name: linear_start}]"], "KVMemNN has none: remove the callback"),
+        ("memn2n_babi1k", ["model.memory_size=20"], InputError, "story has 50 memory slots but the model's temporal table holds memory_size=20"),
+        ("memn2n_babi1k", ["objective.name=memnn_margin", "objective.kwargs={}"], InputError, "train a `memnn` or `memnn_amngnl` model with it"),
+        ("kvmemnn_babi1k_single", ["callbacks=[{name: linear_start}]"], ConfigError, "KVMemNN has none: remove the callback"),
     ]
-    for config, overrides, message in cases:
-        with pytest.raises(ConfigError, match=re.escape(message)):
+    for config, overrides, error, message in cases:
+        with pytest.raises(error, match=re.escape(message)):
             api.train(api.load(config, small + overrides), data_dir=str(data_dir), out=tmp_path / "runs")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

@@ -13,6 +13,7 @@ from overlooked.spiking.convert import ConversionError, convert
 from overlooked.spiking.event import run_clock, run_events
 from overlooked.spiking.kernels import _build
 from overlooked.spiking.nir import NIRExportError, export_layers
+from overlooked.spiking.synops import energy_report
 
 needs_cpp = pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler")
 
@@ -64,12 +65,15 @@ def test_an_empty_sequence_gives_no_spikes_and_keeps_the_state(backend):
 
 
 def test_neuron_parameters_are_keywords():
-    with pytest.raises(TypeError, match=r"LIF takes its parameters by keyword, got positional 0\.005"):
+    with pytest.raises(TypeError, match=r"LIF takes its parameters by keyword, got positional 0\.005; write e\.g\. LIF\(tau_mem=0\.01, dt=0\.001\)"):
         M.LIF(5e-3)
-    with pytest.raises(TypeError, match="PLIF takes its parameters by keyword"):
+    with pytest.raises(TypeError, match=r"PLIF takes its parameters by keyword, got positional 0\.001; write e\.g\. PLIF\(init_tau=2\.0, dt=0\.001\)"):
         M.PLIF(1e-3)
-    with pytest.raises(TypeError, match="RecurrentLIF takes its parameters by keyword"):
+    with pytest.raises(TypeError, match=r"IF takes its parameters by keyword, got positional 1\.0; write e\.g\. IF\(v_threshold=1\.0, dt=0\.001\)"):
+        M.IF(1.0)
+    with pytest.raises(TypeError, match=r"RecurrentLIF takes its parameters by keyword, got positional 0\.001; write e\.g\. RecurrentLIF\(size, tau_mem"):
         M.RecurrentLIF(4, 1e-3)
+    assert M.IF(v_threshold=1.0, dt=0.001).cell.dt == M.PLIF(init_tau=2.0, dt=0.001).cell.dt == 0.001  # the suggested calls build
     assert M.RecurrentLIF(4, dt=2e-3).cell.dt == 2e-3  # size stays positional
 
 
@@ -79,8 +83,9 @@ def test_reset_surrogate_and_tau_are_checked_when_built():
     for alpha in (-2.0, 0.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="alpha = .* must be a positive, finite number"):
             M.LIF(surrogate_alpha=alpha)
-    with pytest.raises(ValueError, match="tau_mem = inf: the membrane would never charge"):
-        M.LIF(tau_mem=float("inf"))
+    for tau in (float("inf"), torch.tensor([5e-3, float("inf")])):  # one neuron that never charges is enough
+        with pytest.raises(ValueError, match="tau_mem = inf: the membrane would never charge"):
+            M.LIF(tau_mem=tau)
     M.CubaLIF(tau_syn=float("inf"))  # a synaptic current that never decays is an integrator: allowed
 
 
@@ -132,6 +137,13 @@ def test_converted_network_checks_its_steps_and_names_functional_relu():
     for steps in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="steps must be a whole number >= 1"):
             snn(x, steps=steps)
+        with pytest.raises(ValueError, match="steps must be a whole number >= 1"):
+            energy_report(snn, x, steps=steps)
+    # simulation records no graph, even for weights or an input that require gradients
+    for p in snn.parameters():
+        p.requires_grad_(True)
+    out = snn(x.clone().requires_grad_(True))
+    assert out["logits"].grad_fn is None and not out["logits"].requires_grad
 
     class Functional(nn.Module):
         def __init__(self):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -178,9 +178,12 @@ ONE_RANK_STOPS = textwrap.dedent(
             if torch.distributed.get_rank() == 1 and ctx.state.step == 4:
                 ctx.stop = True
 
+    calls = []  # the trainer's own all-reduces (DDP's gradient buckets go through its C++ reducer, not this)
+    all_reduce = torch.distributed.all_reduce
+    torch.distributed.all_reduce = lambda *a, **k: calls.append(1) or all_reduce(*a, **k)
     cfg = ExperimentConfig.from_dict(json.loads(sys.argv[1]))
     path, summary = api.train(cfg, out=sys.argv[2], callbacks=[StopOnRankOne()])
-    print("RANK", torch.distributed.get_rank(), "STEPS", summary["steps"], "STOPPED", summary["stopped_by"])
+    print("RANK", torch.distributed.get_rank(), "STEPS", summary["steps"], "STOPPED", summary["stopped_by"], "ALL_REDUCES", len(calls))
     """
 )
 
@@ -197,7 +200,8 @@ def test_ddp_a_stop_on_one_rank_stops_every_rank(tmp_path):
     proc = subprocess.run([*torchrun, str(script), json.dumps(raw), str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("RANK"))
-    assert lines == ["RANK 0 STEPS 4 STOPPED callback", "RANK 1 STEPS 4 STOPPED callback"], proc.stdout
+    # one agreement per step (4) and one per validation pass (at step 3, eval_every, and at the stop)
+    assert lines == ["RANK 0 STEPS 4 STOPPED callback ALL_REDUCES 6", "RANK 1 STEPS 4 STOPPED callback ALL_REDUCES 6"], proc.stdout
 
 
 def test_bf16_autocast_trains_and_stays_finite(tmp_path):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from overlooked.errors import InputError
+
 
 def position_encoding(sentence_len: int, embed_dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The position-encoding matrix of MemN2N §4.1 for a sentence of ``J = sentence_len`` words.
@@ -383,17 +385,17 @@ def check_memory_inputs(
         name: the model's name, which starts every message.
 
     Raises:
-        ValueError: naming the argument, what was expected, what it got, and a fix.
+        InputError: (a ``ValueError``) naming the argument, what was expected, what it got, and a fix.
 
     >>> story, query = torch.ones(2, 3, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long)
     >>> check_memory_inputs(story, query, torch.ones(2, 2, dtype=torch.bool))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: memn2n: memory_mask must be a bool tensor [B, M] = [2, 3] matching story [B, M, L] = [2, 3, 4]; got bool [2, 2]. Fix: ...
+    overlooked.errors.InputError: memn2n: memory_mask must be a bool tensor [B, M] = [2, 3] matching story [B, M, L] = [2, 3, 4]; got bool [2, 2]. Fix: ...
     """
 
-    def fail(what: str, fix: str) -> ValueError:
-        return ValueError(f"{name}: {what}. Fix: {fix}")
+    def fail(what: str, fix: str) -> InputError:
+        return InputError(f"{name}: {what}. Fix: {fix}")
 
     def is_tensor(x: object, ndim: int) -> bool:
         return isinstance(x, torch.Tensor) and x.dim() == ndim

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overlooked.checks import check_sizes
+from overlooked.errors import InputError
 from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
 
@@ -294,9 +295,11 @@ def true_hop_targets(supporting: torch.Tensor, memory_mask: torch.Tensor, hops: 
     in_range = (supporting >= 0) & (supporting < M)
     valid = in_range & memory_mask.gather(1, supporting.clamp(0, M - 1))  # [B, S]
     bad = (supporting < -1) | (supporting >= M) | (in_range & ~valid)
-    if bool(bad.any()):  # dropping them silently would lose the supervision without a word
+    # Dropping them silently would lose the supervision without a word; read on CPU only (on a GPU the
+    # check would stall every step; the model's other input checks follow the same rule).
+    if supporting.device.type == "cpu" and bool(bad.any()):
         row, col = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(
+        raise InputError(
             f"supporting[{row}, {col}] = {int(supporting[row, col])} is not a real memory slot of that story (slots 0..{M - 1} "
             "where memory_mask is True); give each supporting fact's memory slot, or -1 for none (bAbI's line ids are "
             "mapped to slots by the loader)"

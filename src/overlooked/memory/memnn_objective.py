@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from overlooked.errors import InputError
 from overlooked.registry import OBJECTIVES
 
 
@@ -108,7 +109,7 @@ class MemNNMargin(nn.Module):
 
     def forward(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not isinstance(output, dict) or "o_margin" not in output:
-            raise ValueError(
+            raise InputError(
                 "memnn_margin needs the ranking scores of a MemNN called with the true supporting facts "
                 "(output keys o_margin, o_negative, r_true), and the model's output has none: train a `memnn` or "
                 "`memnn_amngnl` model with it (they read the batch's `supporting`), or give other models a "

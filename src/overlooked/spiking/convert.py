@@ -145,7 +145,6 @@ class ConvertedSNN(nn.Module):
         self.dt = 1.0  # time in steps
         self.spike_fn = heaviside
 
-    @torch.no_grad()
     def _steps(self, steps: int | None) -> int:
         """``steps``, or the network's default when None; a whole number >= 1."""
         steps = self.steps if steps is None else steps
@@ -153,6 +152,7 @@ class ConvertedSNN(nn.Module):
             raise ValueError(f"steps must be a whole number >= 1 (time steps to simulate), got {steps!r}")
         return int(steps)
 
+    @torch.no_grad()
     def simulate(self, x: Tensor, steps: int | None = None, snapshots: tuple[int, ...] = ()) -> Simulation:
         """Run ``steps`` steps on a static image batch ``x`` ``[B, ...]`` (direct input current)."""
         steps = self._steps(steps)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from overlooked.errors import InputError
 from overlooked.registry import SURROGATES
 from overlooked.spiking import kernels
 from overlooked.spiking import neurons as N
@@ -26,16 +27,21 @@ def _check_dt(dt: Any) -> float:
     return float(dt)
 
 
-def _smallest(value: Any) -> float | None:
-    """The smallest of a numeric parameter (a number or a tensor; NaN if any element is), else None."""
+def _extreme(value: Any, largest: bool = False) -> float | None:
+    """The smallest (or largest) of a numeric parameter (a number or a tensor; NaN if any element is), else
+    None. A tensor is read on a CPU copy in float64 (devices without float64, such as MPS, included)."""
     if isinstance(value, torch.Tensor):
         if value.numel() == 0 or value.device.type == "meta":  # nothing to read
             return None
-        v = value.detach().double()
-        return float("nan") if v.isnan().any() else float(v.min())
+        v = value.detach().cpu().double()
+        return float("nan") if v.isnan().any() else float(v.max() if largest else v.min())
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+def _smallest(value: Any) -> float | None:
+    return _extreme(value)
 
 
 RESETS = ("zero", "subtract")
@@ -45,9 +51,14 @@ def _keywords_only(cls: type, args: tuple[Any, ...]) -> None:
     """Neuron parameters are keywords: ``LIF(5e-3)`` (snnTorch's ``Leaky(beta)`` habit) would otherwise set
     ``dt`` without a word."""
     if args:
+        name = cls.__name__.removesuffix("Cell")
+        accepted = inspect.signature(cls.__init__).parameters
+        first = next(f for f in ("tau_mem", "init_tau", "v_threshold") if f in accepted or (f in cls.params_cls._fields and f not in cls.learned))
+        default = accepted[first].default if first in accepted else cls.params_cls._field_defaults[first]
+        size = "size, " if "size" in accepted else ""
         raise TypeError(
-            f"{cls.__name__.removesuffix('Cell')} takes its parameters by keyword, got positional {', '.join(map(repr, args))}; "
-            f"write e.g. {cls.__name__.removesuffix('Cell')}(tau_mem=5e-3, dt=1e-3) (help() lists them)"
+            f"{name} takes its parameters by keyword, got positional {', '.join(map(repr, args))}; "
+            f"write e.g. {name}({size}{first}={default!r}, dt=0.001) (help({name}) lists them)"
         )
 
 
@@ -110,6 +121,8 @@ class _Cell(nn.Module):
         """Refuse a ``tau_*`` that forward Euler at ``dt`` cannot run (:func:`neurons.euler_step_error`)."""
         for field in record._fields:
             tau = _smallest(getattr(record, field)) if field.startswith("tau_") and field not in self.learned else None
+            if field == "tau_mem" and tau is not None and _extreme(getattr(record, field), largest=True) == math.inf:
+                tau = math.inf  # one neuron that never charges is refused as all of them would be
             why = None if tau is None else N.euler_step_error(field, tau, self.dt)
             if why is not None:
                 fix = f". Give {field} >= dt = {self.dt:g} s, or a dt <= {field}" if math.isfinite(tau) else ""
@@ -255,7 +268,7 @@ class RecurrentLIFCell(LIFCell):
         check_current(self, x)
         size = self.recurrent.in_features
         if x.shape[-1:] != (size,):
-            raise ValueError(f"{type(self).__name__} has {size} neurons, so the input's last dimension must be {size}; got shape {tuple(x.shape)}")
+            raise InputError(f"{type(self).__name__} has {size} neurons, so the input's last dimension must be {size}; got shape {tuple(x.shape)}")
         if state is None:
             state = self.initial_state(x)
         vstate, z_prev = state

@@ -276,7 +276,7 @@ def energy_report(model: nn.Module, batch_or_loader: Any, *, steps: int | None =
     from overlooked.spiking.convert import ConvertedSNN
 
     if isinstance(model, ConvertedSNN):
-        steps = steps or model.steps
+        steps = model._steps(steps)
         n, counts, spikes, in_shape = 0, None, None, None
         for x in _batches(batch_or_loader, input_key):
             sim = model.simulate(x, steps)

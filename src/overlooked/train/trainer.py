@@ -532,7 +532,6 @@ def _fit(
     for cb in callbacks:
         cb.on_train_start(ctx)
     model.train()
-    first_step = state.step
     window_n, window_loss, window_hits = int(state.window[0]), float(state.window[1]), int(state.window[2])
     window_t = time.perf_counter() - (float(state.window[3]) if len(state.window) > 3 else 0.0)  # time already in the window
     while state.step < total_steps and state.epoch < cfg.epochs and not ctx.stop:
@@ -557,15 +556,6 @@ def _fit(
                 loss_value, out = train_step(net, batch, splits.input_keys, objective, optimizer, cfg, loss_scale)
             except NonFiniteLossError as exc:
                 raise NonFiniteLossError(f"{exc} At step {state.step} (epoch {state.epoch}, lr {lr:g}); training stopped.") from None
-            except (ValueError, TypeError) as exc:
-                if state.step != first_step or isinstance(exc, ConfigError):
-                    raise
-                # The inputs checks of a model or objective that does not fit the data (e.g. a model's memory_size
-                # below the data's) speak on the first batch: say so as a configuration problem.
-                raise ConfigError(
-                    f"the first training batch did not go through the model and objective: {type(exc).__name__}: {exc}\n"
-                    "The model.*, objective.* and data.* settings must agree (see the message above for which)."
-                ) from exc
             if ema is not None:
                 ema.update_parameters(model)
             b = int(batch[splits.target_key].shape[0])
