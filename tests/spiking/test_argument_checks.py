@@ -155,3 +155,17 @@ def test_converted_network_checks_its_steps_and_names_functional_relu():
 
     with pytest.raises(ConversionError, match="if its forward applies functions such as torch.relu, pass an nn.Sequential"):
         convert(Functional(), torch.rand(32, 4))
+
+
+def test_networks_name_an_input_of_another_dtype():
+    from overlooked.spiking.nir import NIRNetwork
+
+    torch.manual_seed(0)
+    snn = convert(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), torch.rand(32, 4), steps=4)
+    net = NIRNetwork(export_layers([nn.Linear(3, 4), M.LIF(tau_mem=5e-3)], (3,), 1e-3), dt=1e-3)
+    for model, x in ((snn, torch.rand(2, 4)), (net, torch.rand(5, 2, 3))):
+        with pytest.raises(ValueError, match=r"weights are torch\.float32 but the input is torch\.float64; cast one to the other"):
+            model(x.double())
+        with pytest.raises(TypeError, match=r"takes a floating-point input current, got torch\.bool"):
+            model(x > 0.5)
+        model(x)  # float32 runs

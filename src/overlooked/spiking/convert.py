@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from overlooked.errors import OverlookedError
+from overlooked.spiking import modules as M
 from overlooked.spiking import neurons as N
 
 Tensor = torch.Tensor
@@ -156,6 +157,7 @@ class ConvertedSNN(nn.Module):
     def simulate(self, x: Tensor, steps: int | None = None, snapshots: tuple[int, ...] = ()) -> Simulation:
         """Run ``steps`` steps on a static image batch ``x`` ``[B, ...]`` (direct input current)."""
         steps = self._steps(steps)
+        M.check_input_dtype(self, x)
         marks = {t for t in snapshots if t <= steps} | {steps}
         snaps: dict[int, list[Tensor]] = {}
         first = self.stages[0].current(x)  # [B, ...], computed once: the input does not change

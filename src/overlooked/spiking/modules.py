@@ -76,6 +76,18 @@ def _check_loaded_time_constants(cell: _Cell, state_dict: dict[str, Any], prefix
         cell._check_time_constants(cell._fixed._replace(**loaded))
 
 
+def check_input_dtype(module: nn.Module, x: Any) -> None:
+    """A network's input is a floating-point tensor of its weights' dtype (a float64 batch for float32 weights
+    would otherwise fail deep inside a matrix product)."""
+    check_current(module, x)
+    weight = next(module.parameters(), None)
+    if weight is not None and x.dtype != weight.dtype:
+        raise InputError(
+            f"{type(module).__name__}'s weights are {weight.dtype} but the input is {x.dtype}; cast one to the other "
+            f"(x.to({weight.dtype}), or model.to({x.dtype}))"
+        )
+
+
 class _Cell(nn.Module):
     """One step of a neuron: ``step(x, state, params, dt, spike_fn)``.
 

@@ -564,6 +564,7 @@ class NIRNetwork(nn.Module):
 
     def forward(self, x: Tensor, state: dict[str, Any] | None = None, record: bool = False) -> Any:
         self.check_input(x)
+        M.check_input_dtype(self, x)
         state = state or {}
         outs, trace = [], []
         for t in range(x.shape[0]):
