@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from overlooked.errors import InputError
+
 SQUASH_EPS = 1e-8  # inside the square root of squash: keeps the gradient finite at s = 0
 
 
@@ -32,7 +34,7 @@ def class_indices(target: torch.Tensor, what: str, want: str = "class indices [B
     """``target`` as int64 class indices, from any integer dtype; a ``ValueError`` naming ``what`` and ``want``
     for anything else (a float or bool tensor is not a tensor of class indices)."""
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(f"{what} takes {want}; got dtype {target.dtype} with shape {list(target.shape)}: class indices must be integers, convert with .long()")
+        raise InputError(f"{what} takes {want}; got dtype {target.dtype} with shape {list(target.shape)}: class indices must be integers, convert with .long()")
     return target.long()
 
 
@@ -41,10 +43,14 @@ def one_hot_targets(target: torch.Tensor, num_classes: int, batch: int, dtype: t
     (any dtype); a ``ValueError`` naming ``what``, the accepted shapes and the one given otherwise."""
     want = f"class indices [B] (B={batch}) or a multi-hot [B, K] (K={num_classes})"
     if target.dim() == 1 and target.shape[0] == batch:
-        return F.one_hot(class_indices(target, what, want), num_classes).to(dtype)
+        indices = class_indices(target, what, want)
+        if indices.device.type == "cpu" and indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < num_classes:
+            bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
+            raise InputError(f"{what} got class index {bad} but has {num_classes} classes (0..{num_classes - 1}): the model's num_classes must cover the data's labels")
+        return F.one_hot(indices, num_classes).to(dtype)
     if target.dim() == 2 and tuple(target.shape) == (batch, num_classes):
         return target.to(dtype)
-    raise ValueError(f"{what} takes {want}; got shape {list(target.shape)} (dtype {target.dtype})")
+    raise InputError(f"{what} takes {want}; got shape {list(target.shape)} (dtype {target.dtype})")
 
 
 def squash(s: torch.Tensor, dim: int = -1, eps: float = SQUASH_EPS) -> torch.Tensor:
@@ -57,6 +63,7 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = SQUASH_EPS) -> torch.Ten
     0.961538
     """
     n2 = (s * s).sum(dim=dim, keepdim=True)
+    eps = max(eps, torch.finfo(s.dtype).tiny) if s.is_floating_point() else eps  # 1e-8 is 0 in fp16
     return s * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps)
 
 
@@ -80,7 +87,7 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int = 3, detach_intermediat
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if u_hat.dim() != 4:
         fix = ": add the batch dimension with u_hat.unsqueeze(0)" if u_hat.dim() == 3 else ""
-        raise ValueError(f"dynamic_routing takes predictions u_hat [B, I, J, D] (batch, child capsules, parent capsules, parent dimension); got {list(u_hat.shape)}{fix}")
+        raise InputError(f"dynamic_routing takes predictions u_hat [B, I, J, D] (batch, child capsules, parent capsules, parent dimension); got {list(u_hat.shape)}{fix}")
     B, I, J, _ = u_hat.shape
     b = torch.zeros(B, I, J, dtype=u_hat.dtype, device=u_hat.device)  # [B, I, J]
     for r in range(iterations):
@@ -127,7 +134,8 @@ def mask_capsules(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 EM_EPS_VAR = 1e-4  # added to every variance sigma_h^2: a parent that one child explains alone keeps a finite log-density
 EM_EPS_MASS = 1e-8  # added to the routed mass sum_i R_ij before dividing by it: a parent no child routes to stays finite
-EM_FINAL_INVERSE_TEMPERATURE = 0.01  # lambda at the last iteration (the paper's text gives no value). The
+EM_FINAL_INVERSE_TEMPERATURE = 0.01  # the scale of the lambda schedule (the paper's text gives no value): lambda
+# reaches final * (1 - 0.95^T) at the last of T iterations (0.00143 for 3), approaching final only for large T. The
 # schedule below is the one the IBM/Gritzman TensorFlow port quotes from the authors' OpenReview reply (not
 # checked against the OpenReview page here). The yl-1993/Matrix-Capsules-EM-PyTorch port, whose 99.3 % MNIST
 # result is the reference in paper_numbers.md, uses a constant lambda = 1e-3 instead (its source: "TODO: lambda
@@ -135,7 +143,7 @@ EM_FINAL_INVERSE_TEMPERATURE = 0.01  # lambda at the last iteration (the paper's
 
 
 def em_inverse_temperatures(iterations: int, final: float = EM_FINAL_INVERSE_TEMPERATURE) -> list[float]:
-    """Inverse temperature lambda per iteration, rising to ``final``: ``final * (1 - 0.95^(t+1))``, the schedule
+    """Inverse temperature lambda per iteration, rising towards ``final``: ``final * (1 - 0.95^(t+1))``, the schedule
     quoted from the authors' OpenReview reply by the IBM/Gritzman TensorFlow port (the paper's text says only
     that lambda increases over the iterations). The yl-1993 PyTorch port uses a constant 1e-3.
 
@@ -183,10 +191,16 @@ def em_routing(
     if len(lambdas) != iterations:
         raise ValueError(f"need one inverse temperature per iteration: {iterations}, got {len(lambdas)}")
     if votes.dim() != 4:
-        raise ValueError(f"em_routing takes votes [N, I, J, H] (batch, child capsules, parent capsules, pose size 16); got {list(votes.shape)}")
+        raise InputError(f"em_routing takes votes [N, I, J, H] (batch, child capsules, parent capsules, pose size 16); got {list(votes.shape)}")
     N, I, J, H = votes.shape
     if tuple(activations.shape) != (N, I):
-        raise ValueError(f"em_routing takes child activations [N, I] = {[N, I]} (batch and child capsules of the votes {list(votes.shape)}); got {list(activations.shape)}")
+        raise InputError(f"em_routing takes child activations [N, I] = {[N, I]} (batch and child capsules of the votes {list(votes.shape)}); got {list(activations.shape)}")
+    reads_values = activations.device.type == "cpu" and not torch.compiler.is_compiling()  # no sync, no graph break
+    if reads_values and activations.numel() and not bool(((activations >= 0) & (activations <= 1)).all()):
+        raise InputError(
+            f"em_routing takes child activations in [0, 1] (probabilities); got values from {float(activations.min()):.3g} to "
+            f"{float(activations.max()):.3g}: pass sigmoid(logits), not the logits"
+        )
     # [N*J, I, H]: each parent's votes one contiguous block, so the sums over children are row-vector GEMMs
     # (free when the caller built the votes parent-major and passed a transposed view, as ConvCaps does)
     V = votes.transpose(1, 2).contiguous().view(N * J, I, H)
@@ -240,7 +254,7 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
     """
     target = class_indices(target, "spread_loss")
     if target.shape != activations.shape[:1]:
-        raise ValueError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}")
+        raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}")
     a_t = activations.gather(1, target.unsqueeze(1))  # [B, 1]
     gaps = F.relu(margin - (a_t - activations)) ** 2  # [B, K]; the target's own term is m^2
     return gaps.sum(1) - F.one_hot(target, activations.shape[1]).to(gaps.dtype).mul(gaps).sum(1)

@@ -21,9 +21,13 @@ Shapes: ``n`` examples in a chunk, ``I`` children, ``K`` child dimension, ``J`` 
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 
 from overlooked.capsules.functional import SQUASH_EPS, compute_dtype
+from overlooked.errors import InputError
 
 DEFAULT_CHUNK = 8  # examples per chunk: 8 x 1152 x 160 floats = 5.9 MB of u_hat, well inside a 32 MB L3
 
@@ -96,6 +100,11 @@ class FusedRouting(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_v, g_c):
+        if torch.is_grad_enabled():  # create_graph=True: the hand-written backward has no derivative of its own
+            raise RuntimeError(
+                "the fused capsule routing has no second derivative (its backward is hand-written); for a gradient "
+                "penalty or any create_graph=True use backend='reference' (the same maths in plain PyTorch)"
+            )
         u, W, uh_rows, cs, ss, vs = ctx.saved_tensors
         J, R, detach, chunk, eps = ctx.dims
         B, I, K = u.shape
@@ -142,7 +151,19 @@ def check_routing_inputs(u: torch.Tensor, W: torch.Tensor, out_caps: int, what: 
     want = f"child capsules u [B, I, K] (batch, child capsules, child dimension) and weights W [I, K, J*D] (J=out_caps={out_caps})"
     if u.dim() != 3 or W.dim() != 3 or W.shape[-1] % out_caps != 0 or tuple(u.shape[1:]) != tuple(W.shape[:2]):
         fix = ": add the batch dimension with u.unsqueeze(0)" if u.dim() == 2 and tuple(u.shape) == tuple(W.shape[:2]) else ""
-        raise ValueError(f"{what} takes {want}; got u {list(u.shape)} and W {list(W.shape)}{fix}")
+        raise InputError(f"{what} takes {want}; got u {list(u.shape)} and W {list(W.shape)}{fix}")
+
+
+def check_chunk(chunk: int) -> int:
+    """``chunk``, the examples routed at a time, as a whole number >= 1."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk (examples routed at a time) must be a whole number >= 1, got {chunk!r}")
+    return chunk
+
+
+def autocast_off(t: torch.Tensor) -> Any:
+    """A context that turns autocast off for ``t``'s device type (nothing to turn off on e.g. the meta device)."""
+    return torch.autocast(device_type=t.device.type, enabled=False) if t.device.type in ("cpu", "cuda") else contextlib.nullcontext()
 
 
 def fused_routing(u: torch.Tensor, W: torch.Tensor, out_caps: int, iterations: int = 3, detach_intermediate: bool = False, chunk: int = DEFAULT_CHUNK, eps: float = SQUASH_EPS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +184,8 @@ def fused_routing(u: torch.Tensor, W: torch.Tensor, out_caps: int, iterations: i
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    check_chunk(chunk)
     check_routing_inputs(u, W, out_caps)
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    with autocast_off(u):
         dtype = compute_dtype(u, W)  # bf16 -> f32; f64 stays
         return FusedRouting.apply(u.to(dtype).contiguous(), W.to(dtype), out_caps, iterations, detach_intermediate, chunk, eps)

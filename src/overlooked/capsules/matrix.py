@@ -18,7 +18,6 @@ child's assignments over every parent it reaches.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from overlooked.capsules import functional as CF
+from overlooked.capsules.fused import autocast_off
 from overlooked.capsules.modules import check_image
 
 POSE = 16  # 4x4 pose matrix, flattened
@@ -82,8 +82,7 @@ def _in_compute_dtype(route: Any) -> Any:
         def cast(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(dtype)
 
-        off = torch.autocast(device_type=poses.device.type, enabled=False) if poses.device.type in ("cpu", "cuda") else contextlib.nullcontext()
-        with off:
+        with autocast_off(poses):
             return route(cast(poses), cast(W), cast(activations), cast(beta_u), cast(beta_a), iterations, inverse_temperatures, cast(offset))
 
     return call
@@ -124,6 +123,15 @@ def _compile_failures() -> tuple[type[BaseException], ...]:
     return (BackendCompilerFailed, InductorError)
 
 
+def _check_iterations(iterations: int, inverse_temperatures: list[float] | None) -> int:
+    """EM iterations as a whole number >= 1, with one inverse temperature each when a schedule is given."""
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations (EM routing iterations) must be a whole number >= 1, got {iterations!r}")
+    if inverse_temperatures is not None and len(inverse_temperatures) != iterations:
+        raise ValueError(f"inverse_temperatures needs one value per iteration: {iterations}, got {len(inverse_temperatures)}")
+    return iterations
+
+
 def _check_backend(backend: str) -> str:
     if backend not in ROUTING_BACKENDS:
         raise ValueError(f"routing_backend must be one of {ROUTING_BACKENDS}, got {backend!r}")
@@ -161,7 +169,7 @@ class ConvCaps(nn.Module):
 
     def __init__(self, in_types: int, out_types: int, kernel_size: int = 3, stride: int = 1, iterations: int = 3, inverse_temperatures: list[float] | None = None, routing_backend: str = "reference"):
         super().__init__()
-        self.kernel_size, self.stride, self.iterations, self.inverse_temperatures = kernel_size, stride, iterations, inverse_temperatures
+        self.kernel_size, self.stride, self.iterations, self.inverse_temperatures = kernel_size, stride, _check_iterations(iterations, inverse_temperatures), inverse_temperatures
         self.routing_backend = _check_backend(routing_backend)
         self.W = nn.Parameter(torch.randn(kernel_size * kernel_size * in_types, out_types, 4, 4))  # N(0, 1), ours
         self.beta_u = nn.Parameter(torch.zeros(out_types))
@@ -191,7 +199,7 @@ class ClassCaps(nn.Module):
 
     def __init__(self, in_types: int, num_classes: int = 10, iterations: int = 3, coordinate_addition: bool = True, inverse_temperatures: list[float] | None = None, routing_backend: str = "reference"):
         super().__init__()
-        self.iterations, self.coordinate_addition, self.inverse_temperatures = iterations, coordinate_addition, inverse_temperatures
+        self.iterations, self.coordinate_addition, self.inverse_temperatures = _check_iterations(iterations, inverse_temperatures), coordinate_addition, inverse_temperatures
         self.routing_backend = _check_backend(routing_backend)
         self.W = nn.Parameter(torch.randn(in_types, num_classes, 4, 4))  # N(0, 1), ours
         self.beta_u = nn.Parameter(torch.zeros(num_classes))

@@ -11,6 +11,7 @@ from overlooked.capsules import baselines as _baselines  # noqa: F401  (register
 from overlooked.capsules import functional as CF
 from overlooked.capsules.matrix import MatrixCapsNet
 from overlooked.capsules.modules import CapsNet
+from overlooked.errors import InputError
 from overlooked.registry import CALLBACKS, MODELS, OBJECTIVES
 from overlooked.train.callbacks import Callback
 
@@ -29,6 +30,13 @@ def capsnet_multimnist(in_channels: int = 1, image_size: int = 36, num_classes: 
     return CapsNet(in_channels, image_size, num_classes, iterations, decoder, detach_intermediate, backend, reconstruct=2)
 
 
+def check_reduction(reduction: str) -> str:
+    """The trainer takes one scalar loss: the batch's ``"mean"`` or ``"sum"``."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum' (the trainer takes one scalar loss), got {reduction!r}; per-example losses: call the functional loss (overlooked.capsules.functional)")
+    return reduction
+
+
 class CapsuleLoss(nn.Module):
     """Margin loss plus ``recon_weight`` x the sum of squared reconstruction errors (§3-4.1), both per
     example, averaged over the batch (``reduction='mean'``) or summed; computed in float32 (float64 for a
@@ -45,17 +53,17 @@ class CapsuleLoss(nn.Module):
     def __init__(self, target_key: str = "label", image_key: str = "image", m_plus: float = 0.9, m_minus: float = 0.1, lam: float = 0.5, recon_weight: float = 0.0005, reduction: str = "mean", recon_keys: tuple[str, ...] = (), labels_key: str = "labels"):
         super().__init__()
         self.target_key, self.image_key, self.recon_keys, self.labels_key = target_key, image_key, tuple(recon_keys), labels_key
-        self.m_plus, self.m_minus, self.lam, self.recon_weight, self.reduction = m_plus, m_minus, lam, recon_weight, reduction
+        self.m_plus, self.m_minus, self.lam, self.recon_weight, self.reduction = m_plus, m_minus, lam, recon_weight, check_reduction(reduction)
 
     def recon_targets(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         """The image each reconstruction is scored against: ``[B, P]``, or ``[B, R, P]`` for several."""
         recon = output["reconstruction"]
         if recon.dim() == 2:
             if self.recon_keys:
-                raise ValueError(f"recon_keys={list(self.recon_keys)} is set but the model returns one reconstruction per example: use a model with reconstruct={len(self.recon_keys)} (capsnet_multimnist) or drop recon_keys")
+                raise InputError(f"recon_keys={list(self.recon_keys)} is set but the model returns one reconstruction per example: use a model with reconstruct={len(self.recon_keys)} (capsnet_multimnist) or drop recon_keys")
             return batch[self.image_key].flatten(1)
         if not self.recon_keys:
-            raise ValueError("the model returns several reconstructions per example: set the objective's recon_keys to the batch keys of the single-object images (MultiMNIST: [image_a, image_b])")
+            raise InputError("the model returns several reconstructions per example: set the objective's recon_keys to the batch keys of the single-object images (MultiMNIST: [image_a, image_b])")
         targets = torch.stack([batch[k].flatten(1) for k in self.recon_keys], 1)  # [B, R, P]
         classes = output["reconstruction_classes"]  # [B, R]
         match = classes[:, :, None] == batch[self.labels_key][:, None, :]  # [B, R, R]
@@ -105,23 +113,25 @@ def matcaps_em(A: int = 32, B: int = 32, C: int = 32, D: int = 32, num_classes: 
 
 
 class SpreadLoss(nn.Module):
-    """Spread loss on ``output["logits"]`` (class activations) with the margin the model reports in
-    ``output["spread_margin"]`` (or ``margin`` when it reports none); mean or sum over the batch."""
+    """Spread loss on ``output["logits"]`` (class activations); mean or sum over the batch. The margin is
+    ``margin`` when given (fixed), else the one the model reports in ``output["spread_margin"]`` (which the
+    ``spread_margin`` callback raises over training), else 0.2."""
 
-    def __init__(self, target_key: str = "label", margin: float = CF.SPREAD_MARGIN_START, reduction: str = "mean"):
+    def __init__(self, target_key: str = "label", margin: float | None = None, reduction: str = "mean"):
         super().__init__()
-        self.target_key, self.margin, self.reduction = target_key, margin, reduction
+        self.target_key, self.margin, self.reduction = target_key, margin, check_reduction(reduction)
 
     def forward(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        margin = output.get("spread_margin", self.margin)
+        margin = self.margin if self.margin is not None else output.get("spread_margin", CF.SPREAD_MARGIN_START)
         logits = output["logits"]
         loss = CF.spread_loss(logits.to(CF.compute_dtype(logits)), batch[self.target_key], margin)  # [B], float32 also under bf16; float64 stays
         return loss.mean() if self.reduction == "mean" else loss.sum()
 
 
 @OBJECTIVES.register("spread", family="capsules")
-def spread(target_key: str = "label", margin: float = CF.SPREAD_MARGIN_START, reduction: str = "mean") -> SpreadLoss:
-    """Spread loss (Hinton et al. 2018, eq. 3)."""
+def spread(target_key: str = "label", margin: float | None = None, reduction: str = "mean") -> SpreadLoss:
+    """Spread loss (Hinton et al. 2018, eq. 3); ``margin`` fixes the margin (None: the model's, which the
+    ``spread_margin`` callback schedules, 0.2 unscheduled)."""
     return SpreadLoss(target_key, margin, reduction)
 
 

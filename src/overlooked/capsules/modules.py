@@ -7,7 +7,8 @@ from torch import nn
 
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fftconv import fft_conv2d
-from overlooked.capsules.fused import DEFAULT_CHUNK, check_routing_inputs, fused_routing
+from overlooked.capsules.fused import DEFAULT_CHUNK, autocast_off, check_chunk, check_routing_inputs, fused_routing
+from overlooked.errors import InputError
 
 BACKENDS = ("reference", "fused")  # see RoutingCaps
 
@@ -43,9 +44,9 @@ def check_image(image: torch.Tensor, model: str, in_channels: int, size: int | N
     else:
         fix = f"a batch of images has 4 dimensions, this has {image.dim()}"
     if fix:
-        raise ValueError(f"{model} takes images {want}; got {shape}: {fix}")
+        raise InputError(f"{model} takes images {want}; got {shape}: {fix}")
     if not image.is_floating_point():
-        raise ValueError(f"{model} takes floating-point images; got dtype {image.dtype}: convert with image.float() (and scale, e.g. / 255 for uint8 pixels)")
+        raise InputError(f"{model} takes floating-point images; got dtype {image.dtype}: convert with image.float() (and scale, e.g. / 255 for uint8 pixels)")
 
 
 class PrimaryCaps(nn.Module):
@@ -98,7 +99,7 @@ class RoutingCaps(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
-        self.iterations, self.detach_intermediate, self.backend, self.chunk = iterations, detach_intermediate, backend, chunk
+        self.iterations, self.detach_intermediate, self.backend, self.chunk = iterations, detach_intermediate, backend, check_chunk(chunk)
         self.W = nn.Parameter(init_std * torch.randn(in_caps, in_dim, out_caps * out_dim))  # W_ij stacked over j
         self.out_caps, self.out_dim = out_caps, out_dim
 
@@ -115,8 +116,11 @@ class RoutingCaps(nn.Module):
         """``u`` ``[B, I, in_dim]`` -> parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
         if self.backend == "fused":
             return fused_routing(u, self.W, self.out_caps, self.iterations, self.detach_intermediate, self.chunk)
-        with torch.autocast(device_type=u.device.type, enabled=False):  # routing in float32 or wider on both backends, also under bf16 autocast
+        with autocast_off(u):  # routing in float32 or wider on both backends, also under bf16 autocast
             return CF.dynamic_routing(self.predictions(u), self.iterations, self.detach_intermediate)
+
+
+MIN_IMAGE_SIZE = 17  # (17 - 8 - 9) // 2 + 1 = 1: the smallest side that leaves one PrimaryCaps position
 
 
 class CapsNet(nn.Module):
@@ -146,6 +150,8 @@ class CapsNet(nn.Module):
         super().__init__()
         if not 1 <= reconstruct <= num_classes:
             raise ValueError(f"reconstruct must be between 1 and num_classes={num_classes}, got {reconstruct}")
+        if image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} (conv1 9x9 then PrimaryCaps 9x9 stride 2 leave no capsule below it), got {image_size}")
         self.reconstruct = reconstruct
         self.channels_last = backend == "fused"
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
@@ -196,7 +202,7 @@ class CapsNet(nn.Module):
             return out
         if self.training and label is not None:
             if label.dim() != 2 or label.shape[1] != self.reconstruct:
-                raise ValueError(f"with reconstruct={self.reconstruct} the label must be class indices [B, {self.reconstruct}], got {tuple(label.shape)}")
+                raise InputError(f"with reconstruct={self.reconstruct} the label must be class indices [B, {self.reconstruct}], got {tuple(label.shape)}")
             classes = label
         else:
             classes = lengths.topk(self.reconstruct, dim=-1).indices  # [B, R]

@@ -1,0 +1,109 @@
+"""Arguments and inputs the capsule code refuses (with the problem and the fix named) or now handles:
+second derivatives of the fused routing, chunk sizes, loss reductions and margins, EM activations,
+fp16 squash, the meta device, labels beyond num_classes, iterations and image sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overlooked.capsules import functional as CF
+from overlooked.capsules.fused import fused_routing
+from overlooked.capsules.matrix import ClassCaps, ConvCaps
+from overlooked.capsules.models import CapsuleLoss, SpreadLoss, matcaps_em_small
+from overlooked.capsules.modules import CapsNet, RoutingCaps
+from overlooked.errors import InputError
+
+
+def _uw(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(3, 7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    W = torch.randn(7, 4, 18, dtype=torch.float64, generator=gen, requires_grad=True)
+    return u, W
+
+
+def test_fused_routing_refuses_a_second_derivative_the_reference_computes():
+    u, W = _uw()
+    v, _ = fused_routing(u, W, 3, 3)
+    with pytest.raises(RuntimeError, match="the fused capsule routing has no second derivative .* use backend='reference'"):
+        torch.autograd.grad(v.norm(dim=-1).sum(), u, create_graph=True)
+    (g,) = torch.autograd.grad(fused_routing(u, W, 3, 3)[0].norm(dim=-1).sum(), u)  # first order as before
+    layer = RoutingCaps(7, 4, 3, 6, 3, backend="reference").double()
+    with torch.no_grad():
+        layer.W.copy_(W)
+    v_ref, _ = layer(u)
+    (g_ref,) = torch.autograd.grad(v_ref.norm(dim=-1).sum(), u, create_graph=True)
+    torch.testing.assert_close(g_ref, g)  # first derivatives agree
+    assert all(x is not None for x in torch.autograd.grad((g_ref**2).sum(), (u, layer.W)))
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 2.5, True])
+def test_chunk_must_be_a_positive_whole_number(chunk):
+    u, W = _uw()
+    with pytest.raises(ValueError, match="chunk .* must be a whole number >= 1"):
+        fused_routing(u, W, 3, 3, chunk=chunk)
+    with pytest.raises(ValueError, match="chunk .* must be a whole number >= 1"):
+        RoutingCaps(7, 4, 3, 6, backend="fused", chunk=chunk)
+
+
+def test_losses_take_mean_or_sum_and_spread_margin_is_fixed_when_given():
+    for loss in (CapsuleLoss, SpreadLoss):
+        with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+            loss(reduction="none")
+    a = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.6, 0.3]])
+    y = torch.tensor([0, 1])
+    out = {"logits": a, "spread_margin": torch.tensor(0.2)}
+    assert float(SpreadLoss()(out, {"label": y})) == pytest.approx(float(CF.spread_loss(a, y, 0.2).mean()))  # the model's margin
+    assert float(SpreadLoss(margin=0.9)(out, {"label": y})) == pytest.approx(float(CF.spread_loss(a, y, 0.9).mean()))  # fixed
+    assert float(SpreadLoss()({"logits": a}, {"label": y})) == pytest.approx(float(CF.spread_loss(a, y, 0.2).mean()))  # none reported
+
+
+def test_em_routing_names_activations_outside_zero_one():
+    votes = torch.randn(2, 8, 3, 16)
+    with pytest.raises(InputError, match=r"child activations in \[0, 1\] .* pass sigmoid\(logits\)"):
+        CF.em_routing(votes, torch.randn(2, 8), torch.zeros(3), torch.zeros(3), 3)
+    mu, a, R = CF.em_routing(votes, torch.rand(2, 8), torch.zeros(3), torch.zeros(3), 3)
+    assert torch.isfinite(mu).all() and torch.isfinite(a).all() and torch.isfinite(R).all()
+
+
+def test_squash_is_finite_at_zero_in_fp16_and_unchanged_in_float32():
+    for s in (torch.zeros(2, 8).half(), torch.full((1, 8), 1e-4).half()):
+        assert torch.isfinite(CF.squash(s)).all()
+    s = torch.randn(4, 8)
+    n2 = (s * s).sum(-1, keepdim=True)
+    assert torch.equal(CF.squash(s), s * (n2 / (1.0 + n2)) / torch.sqrt(n2 + 1e-8))
+
+
+def test_capsnet_runs_on_the_meta_device():
+    with torch.device("meta"):
+        model = CapsNet(decoder=False)
+        out = model(torch.randn(2, 1, 28, 28))
+    assert out["logits"].shape == (2, 10) and out["logits"].device.type == "meta"
+
+
+def test_a_label_beyond_num_classes_is_named():
+    lengths = torch.rand(2, 5)
+    with pytest.raises(InputError, match=r"margin_loss got class index 7 but has 5 classes \(0\.\.4\): the model's num_classes must cover the data's labels"):
+        CF.margin_loss(lengths, torch.tensor([1, 7]))
+    with pytest.raises(InputError, match="got class index -1"):
+        CF.mask_capsules(torch.rand(2, 5, 16), torch.tensor([-1, 0]))
+
+
+def test_iterations_and_image_size_are_checked_when_built():
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="iterations .* must be a whole number >= 1"):
+            matcaps_em_small(iterations=bad)
+    with pytest.raises(ValueError, match="inverse_temperatures needs one value per iteration: 3, got 2"):
+        ConvCaps(4, 4, iterations=3, inverse_temperatures=[0.1, 0.2])
+    with pytest.raises(ValueError, match="iterations"):
+        ClassCaps(4, iterations=0)
+    with pytest.raises(ValueError, match="image_size must be at least 17"):
+        CapsNet(image_size=16)
+    assert CapsNet(image_size=17, decoder=False)(torch.rand(1, 1, 17, 17))["logits"].shape == (1, 10)
+
+
+def test_capsule_input_checks_are_input_errors():
+    with pytest.raises(InputError, match="takes images"):
+        CapsNet(decoder=False)(torch.rand(2, 1, 32, 32))
+    with pytest.raises(InputError, match="spread_loss takes class indices"):
+        CF.spread_loss(torch.rand(2, 10), torch.zeros(2, 10, dtype=torch.long), 0.2)
