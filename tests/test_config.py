@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import yaml
 
 from overlooked import api
 from overlooked.config import ExperimentConfig, apply_overrides, check_type, load_config, packaged_configs
@@ -73,3 +76,42 @@ def test_override_into_a_list_of_callbacks():
     assert cfg.callbacks[0].kwargs["max_epochs"] == 5
     with pytest.raises(ConfigError, match="unknown key '3'"):
         load_config("memn2n_babi1k", ["callbacks.3.kwargs.lr=1"])
+
+
+def test_non_finite_numbers_are_refused_and_settings_without_effect_warn():
+    import warnings
+
+    from overlooked.config import ConfigWarning, TrainConfig
+
+    for key, value in (("max_minutes", float("nan")), ("grad_clip", float("nan")), ("lr", float("inf"))):
+        with pytest.raises(ConfigError, match=rf"train.{key} must be a finite number"):
+            TrainConfig(**{key: value})
+    cases = {
+        "train.momentum=0.9 (only sgd uses it": {"optimizer": "adam", "momentum": 0.9},
+        "train.betas=[0.1, 0.2] (sgd uses train.momentum)": {"optimizer": "sgd", "betas": (0.1, 0.2)},
+        "train.ema_warmup (it needs train.ema_decay)": {"ema_warmup": True},
+        "(they need train.grad_clip_per_tensor=true)": {"grad_clip_norm": "spectral"},
+        "train.init_checkpoint (it needs train.init_from)": {"init_checkpoint": "last"},
+    }
+    for message, kwargs in cases.items():
+        with pytest.warns(ConfigWarning, match=re.escape(message)):
+            TrainConfig(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig(optimizer="sgd", momentum=0.9, ema_decay=0.99, ema_warmup=True)  # used: no warning
+
+
+def test_a_yaml_float_in_scientific_notation_is_a_float():
+    cfg = ExperimentConfig.from_dict(yaml.safe_load("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n"))
+    assert cfg.train.lr == 0.001 and cfg.train.weight_decay == 0.0005
+    with pytest.raises(ConfigError, match="train.lr: expected float"):
+        ExperimentConfig.from_dict({"train": {"lr": "fast"}})
+
+
+def test_list_models_names_an_unknown_family():
+    import overlooked
+    from overlooked.errors import RegistryError
+
+    assert "memn2n" in overlooked.list_models(family="memory")
+    with pytest.raises(RegistryError, match="no model family 'baselines'; the families are baseline, capsules, memory, spiking"):
+        overlooked.list_models(family="baselines")

@@ -34,8 +34,12 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """
     import fnmatch
 
+    from overlooked.errors import RegistryError
     from overlooked.registry import MODELS
 
+    families = sorted({MODELS.tags(n).get("family") for n in MODELS.names()} - {None})
+    if family is not None and family not in families:
+        raise RegistryError(f"no model family {family!r}; the families are {', '.join(families)}")
     return [n for n in MODELS.names() if fnmatch.fnmatch(n, pattern) and (family is None or MODELS.tags(n).get("family") == family)]
 
 

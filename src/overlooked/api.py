@@ -359,7 +359,10 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     made = _make_dirs(run_dir) if write else []  # the name is taken at once; the files come after the build
     torch.manual_seed(cfg.train.seed)
     try:  # every component is built before anything is written: a bad setting leaves no half-made folder
-        splits = build_data(cfg, data_dir)
+        with _building("data", cfg.data.name):
+            splits = build_data(cfg, data_dir)
+        if len(splits.test) == 0:
+            raise ConfigError(f"the test split of {cfg.data.name!r} is empty ({cfg.data.kwargs}): the final report scores the test split; give it examples")
         for split in ("train", "val"):
             if len(getattr(splits, split)) == 0:
                 raise ConfigError(
@@ -418,9 +421,10 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             "trials": cfg.train.trials,
             "device": cfg.train.device,
             "world_size": dist.world_size,
-            "wall_time_s": (_dt.datetime.now() - t0).total_seconds(),
             **result,
         }
+        # over every process of the run: a resume adds the earlier ones' time up to its checkpoint
+        summary["wall_time_s"] = (_dt.datetime.now() - t0).total_seconds() + summary.pop("wall_time_before_s", 0.0)
         if cfg.train.init_from:
             summary["init_from"] = init_record(cfg.train)
         from overlooked.spiking.kernels import resolved_backends
@@ -504,7 +508,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         out["mean_group_error_over_runs"] = {"mean": statistics.fmean(run_means), "std": statistics.stdev(run_means) if len(run_means) > 1 else 0.0}
     for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "device"):
         out[key] = summaries[0].get(key)
-    for key in ("trials", "test_examples"):  # the fair-comparison rule reads them (same for every seed)
+    for key in ("trials", "test_examples", "init_from"):  # the fair-comparison rule reads them (same for every seed)
         if key in summaries[0]:
             out[key] = summaries[0][key]
     out["wall_time_s"] = sum(s["wall_time_s"] for s in summaries)
@@ -590,7 +594,8 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     merged: dict[str, Any] = {"each": {"key": key, "values": values}, "repeats": cfg.train.repeats}
     for key_ in ("name", "model", "dataset", "device"):
         merged[key_] = next(iter(subs.values())).get(key_)
-    merged["dataset_kwargs"] = {**cfg.data.kwargs, key.split(".")[-1]: values}
+    data_key = key.split(".")[0] == "data"
+    merged["dataset_kwargs"] = {**cfg.data.kwargs, key.split(".")[-1]: values} if data_key else dict(cfg.data.kwargs)
     merged["params"] = sum(s.get("params") or 0 for s in subs.values())
     merged["wall_time_s"] = sum(s.get("wall_time_s", 0.0) for s in subs.values())
     merged["examples_seen"] = sum(s.get("examples_seen") or 0 for s in subs.values())
@@ -603,6 +608,12 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     flops = [s.get("flops_per_example") for s in subs.values()]
     merged["flops_per_example"] = statistics.fmean(flops) if all(f is not None for f in flops) else None
     merged["trials"] = max(s.get("trials") or 1 for s in subs.values())
+    if not data_key:  # values of a model/train/... setting are hyper-parameter trials, not other data
+        merged["trials"] *= len(values)
+    starts = [s["init_from"] for s in subs.values() if s.get("init_from")]
+    if starts:  # each value's model started from those weights: their examples count once per model
+        seen = [st.get("examples_seen") for st in starts]
+        merged["init_from"] = {**starts[0], "examples_seen": None if None in seen else sum(seen)}
     if all(s.get("test_examples") is not None for s in subs.values()):
         merged["test_examples"] = sum(s["test_examples"] for s in subs.values())
     if cfg.train.repeats > 1:
@@ -692,18 +703,25 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
         cfg = apply_overrides(cfg, [f"train.device={device}"])
     if not last.is_file():
         raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
-    from overlooked.train.checkpoint import read_checkpoint_doc
-
-    step = read_checkpoint_doc(last)["info"]["state"]["step"]
-    metrics = run / "metrics.jsonl"
-    if metrics.exists():  # drop records written after the checkpoint by the interrupted process
-        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        metrics.write_text("".join(line + "\n" for line in kept))
+    done = _finished_by(run)
+    if done in ("epochs", "max_steps"):  # a run stopped by max_minutes or a callback continues
+        raise OverlookedError(
+            f"{run} has finished (stopped by {done}: its summary.json is written), so there is nothing to resume; to train it "
+            f"further, start a new run from its weights with train.init_from={run} (train.init_checkpoint=last for its final weights)"
+        )
     check_device(cfg.train.device)
     cublas_for_determinism(cfg.train)  # before anything starts CUDA
     init_distributed(cfg.train.device)  # sets each rank's GPU before own_rng reads the current one
     with own_rng(cfg.train.device):
         return run, _single_run(cfg, run, data_dir, last, callbacks or [])
+
+
+def _finished_by(run: Path) -> str | None:
+    """Why a run's training ended (its summary's ``stopped_by``), or None when it has no readable summary."""
+    try:
+        return json.loads((run / "summary.json").read_text()).get("stopped_by")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
@@ -720,11 +738,15 @@ def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
 
 
 def init_record(train: Any) -> dict[str, Any]:
-    """What a run started from (``train.init_from``): the folder, the checkpoint and the training examples it
-    had seen, which the fair-comparison rule adds to this run's own."""
+    """What a run started from (``train.init_from``): the folder, the checkpoint and the training examples its
+    weights had seen (its own, plus those of the run it started from in turn), which the fair-comparison rule
+    adds to this run's own."""
     path = Path(train.init_from) / "summary.json"
     before = json.loads(path.read_text()) if path.is_file() else {}
-    return {"run": str(train.init_from), "checkpoint": train.init_checkpoint, "examples_seen": before.get("examples_seen")}
+    seen, earlier = before.get("examples_seen"), before.get("init_from")
+    if seen is not None and earlier:  # that run started from another one's weights: those examples count too
+        seen = None if earlier.get("examples_seen") is None else seen + earlier["examples_seen"]
+    return {"run": str(train.init_from), "checkpoint": train.init_checkpoint, "examples_seen": seen}
 
 
 def check_checkpoint_exists(run: Path, checkpoint: str) -> None:

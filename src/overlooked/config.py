@@ -14,9 +14,11 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +35,10 @@ class Component:
 
     name: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class ConfigWarning(UserWarning):
+    """A setting that has no effect in the configuration it is part of."""
 
 
 @dataclass
@@ -91,8 +97,23 @@ class TrainConfig:
             for k in keys
             if isinstance(getattr(self, k), (int, float)) and refused(getattr(self, k))
         ]
+        bad += [  # NaN and inf pass every comparison above
+            f"train.{f.name} must be a finite number, got {getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))
+        ]
         if bad:
             raise ConfigError("; ".join(bad) + " (fix these train.* settings)")
+        unused = [  # settings that change nothing unless another one is set: say so, never ignore them silently
+            (self.momentum != 0 and self.optimizer != "sgd", f"train.momentum={self.momentum} (only sgd uses it; adam/adamw take train.betas)"),
+            (self.betas != (0.9, 0.999) and self.optimizer == "sgd", f"train.betas={list(self.betas)} (sgd uses train.momentum)"),
+            (self.ema_warmup and self.ema_decay is None, "train.ema_warmup (it needs train.ema_decay)"),
+            ((self.grad_clip_groups or self.grad_clip_norm != "frobenius") and not self.grad_clip_per_tensor, "train.grad_clip_groups / train.grad_clip_norm (they need train.grad_clip_per_tensor=true)"),
+            (self.init_checkpoint != "best" and self.init_from is None, "train.init_checkpoint (it needs train.init_from)"),
+        ]
+        for is_unused, what in unused:
+            if is_unused:
+                warnings.warn(f"{what} has no effect in this configuration", ConfigWarning, stacklevel=2)
 
 
 @dataclass
@@ -179,6 +200,8 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
+            return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -233,6 +256,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return check_type(value, tp, where)
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # plain decimal or scientific notation
 SHORTHAND_SECTIONS = ("model", "data", "objective", "encoder", "augment")  # overrides may skip their "kwargs"
 _RANGE = re.compile(r"(\d+)\.\.(\d+)")
 

@@ -16,7 +16,7 @@ import torch
 
 from overlooked import api
 from overlooked.config import ExperimentConfig
-from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, RegistryError
+from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError, RegistryError
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import read_checkpoint
 
@@ -645,6 +645,7 @@ def test_resume_ignores_a_best_checkpoint_written_after_the_resume_point(tmp_pat
             p.fill_(0.5)  # weights no pass of this run produced
     later = {**doc["info"], "state": {**doc["info"]["state"], "best_step": first["best_step"] + 100}}
     save_checkpoint(best, model, info=later)
+    (run / "summary.json").unlink()  # as if killed after its last checkpoint, during the final report
     _, summary = api.resume(run)
     best_w, last_w = _weights(run, "best"), _weights(run, "last")
     assert all(torch.equal(best_w[k], last_w[k]) for k in best_w)  # the final weights, written as best
@@ -771,6 +772,8 @@ def test_train_and_resume_fix_cublas_and_the_rank_device_before_touching_the_rng
     """Order matters: CUBLAS_WORKSPACE_CONFIG before anything starts CUDA, and init_distributed (which sets each
     rank's GPU) before own_rng reads the current device."""
     run, _ = api.train(_cfg(max_steps=2), run_dir=tmp_path / "run") if entry == "resume" else (None, None)
+    if run is not None:
+        (run / "summary.json").unlink()  # as if killed during its final report: a finished run is not resumed
     calls = []
 
     class Stop(Exception):
@@ -860,3 +863,56 @@ def test_init_from_refuses_another_model_and_leaves_no_folder(tmp_path):
     with pytest.raises(CheckpointError, match="has no best checkpoint"):
         api.train(_cfg(epochs=1, init_from=str(tmp_path / "nowhere")), out=tmp_path / "b")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_a_refused_resume_loses_no_records_and_a_finished_run_is_not_resumed(tmp_path):
+    """The records after the checkpoint are dropped only once the checkpoint has loaded; a run that trained to
+    its end is refused (nothing to resume) with the way to train further; a resumed run's wall time counts the
+    earlier process up to its checkpoint."""
+    from overlooked.train.callbacks import Callback
+    from overlooked.train.checkpoint import read_checkpoint_doc
+
+    class Stop(Callback):
+        def on_step_end(self, ctx, loss):
+            ctx.stop = ctx.state.step == 10
+
+    run, _ = api.train(_cfg(epochs=2, checkpoint_every=5, eval_every=3), run_dir=tmp_path / "run", callbacks=[Stop()])
+    records = (run / "metrics.jsonl").read_text()
+    raw = json.loads(json.dumps(SMALL))
+    raw["model"]["kwargs"]["hidden"] = 7
+    raw["train"].update(max_steps=2)
+    foreign, _ = api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "foreign")
+    mine = (run / "checkpoints" / "last.safetensors").read_bytes()
+    (run / "checkpoints" / "last.safetensors").write_bytes((foreign / "checkpoints" / "last.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        api.resume(run)
+    assert (run / "metrics.jsonl").read_text() == records
+    (run / "checkpoints" / "last.safetensors").write_bytes(mine)
+    before = read_checkpoint_doc(run / "checkpoints" / "last.safetensors")["info"]["state"]["wall_time_s"]
+    assert before > 0
+    _, summary = api.resume(run)
+    assert summary["stopped_by"] == "epochs" and summary["wall_time_s"] > before and "wall_time_before_s" not in summary
+    with pytest.raises(OverlookedError, match=r"has finished \(stopped by epochs.*train.init_from="):
+        api.resume(run)
+
+
+def test_init_from_counts_a_chain_and_survives_repeats_and_each(tmp_path):
+    """A -> B -> C: C's weights saw A's and B's examples; --repeats and --each summaries keep init_from, and
+    --each over a non-data setting counts its values as hyper-parameter trials, not as data."""
+    a, sa = api.train(_cfg(epochs=1), out=tmp_path / "a")
+    b, sb = api.train(_cfg(epochs=1, init_from=str(a)), out=tmp_path / "b")
+    _, sc = api.train(_cfg(epochs=1, init_from=str(b), repeats=2), out=tmp_path / "c")
+    assert sc["init_from"]["examples_seen"] == sa["examples_seen"] + sb["examples_seen"] and sc["repeats"] == 2
+    _, se = api.train_each(_cfg(epochs=1, max_steps=2, init_from=str(a)), "train.lr", [0.01, 0.02], out=tmp_path / "e")
+    assert se["trials"] == 2 and "lr" not in se["dataset_kwargs"]
+    assert se["init_from"]["examples_seen"] == 2 * sa["examples_seen"]
+
+
+def test_a_dataset_builder_error_is_a_config_error_and_an_empty_test_split_is_refused(tmp_path):
+    raw = json.loads(json.dumps(SMALL))
+    raw["data"]["kwargs"]["n_train"] = -5
+    with pytest.raises(ConfigError, match=r"data 'synthetic' could not be built from its settings: .* \(fix the data.\* settings\)"):
+        api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "a")
+    raw["data"]["kwargs"].update(n_train=64, n_test=0)
+    with pytest.raises(ConfigError, match="the test split of 'synthetic' is empty"):
+        api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "b")

@@ -52,6 +52,7 @@ class TrainState:
     best_metric: float | None = None
     best_step: int = -1
     train_time_s: float = 0.0
+    wall_time_s: float = 0.0  # wall seconds of fit() up to the last checkpoint, over every process of the run (resumes add theirs)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     # the training examples, loss sum and hits since the last validation pass (the next metrics record's
     # train_loss / train_accuracy), so a resume between passes logs the same record as an uninterrupted run
@@ -118,6 +119,19 @@ class _Sequence:
         self.sampler.set_epoch(epoch)
         idx = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
         return list(idx.split(self.per_rank))
+
+
+def drop_records_after(path: Path, step: int) -> None:
+    """Keep the records of ``metrics.jsonl`` up to ``step`` (a resume drops what the interrupted process logged
+    after its last checkpoint); nothing is written when none is dropped."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
 
 class JsonlLogger:
@@ -420,10 +434,13 @@ def _fit(
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     logger = JsonlLogger(run_dir / "metrics.jsonl" if write else None)
 
+    fit_start = time.perf_counter()
     if resume is not None:
         rng, info = load_checkpoint(resume, model, optimizer, ema)
         loaded = TrainState(**info["state"])
         state.__dict__.update(loaded.__dict__)
+        if write:  # the checkpoint fits: now drop the records the interrupted process wrote after it
+            drop_records_after(run_dir / "metrics.jsonl", state.step)
         own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
         torch.set_rng_state(own("torch"))
         aug_gen.set_state(own("augment"))
@@ -432,6 +449,7 @@ def _fit(
         for cb, cb_state in zip(callbacks, state.callbacks):
             cb.load_state_dict(cb_state)
     resumed_from = state.step  # the step this process starts from (0 for a fresh run)
+    wall_before = state.wall_time_s  # earlier processes' wall time, up to the checkpoint this one resumed from
 
     n_train = len(splits.train)
     sequence = _Sequence(n_train, cfg.seed, dist, cfg.sampling, cfg.batch_size)
@@ -514,6 +532,7 @@ def _fit(
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
         state.window = [window_n, window_loss, window_hits, time.perf_counter() - window_t]
+        state.wall_time_s = wall_before + time.perf_counter() - fit_start
         save_checkpoint(
             ckpt_dir / f"{name}.safetensors",
             scored if name == "best" else model,
@@ -635,7 +654,7 @@ def _fit(
         checkpoint("best", with_optimizer=False)
     summary: dict[str, Any] = {
         "steps": state.step,
-        **({"resumed_from_step": resumed_from} if resume is not None else {}),  # wall times then count this process only
+        **({"resumed_from_step": resumed_from, "wall_time_before_s": wall_before} if resume is not None else {}),  # earlier processes' wall time
         "epochs": state.epoch + state.batch_in_epoch / max(steps_per_epoch, 1),
         "examples_seen": state.examples_seen,
         "train_time_s": state.train_time_s,
