@@ -934,6 +934,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
         check_device(device)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (the run was trained on {cfg.train.device!r}; evaluate it elsewhere with --device cpu / device='cpu')") from None
+    model = model.to(device)  # load_run builds it on the CPU; the batches go to `device`
     res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
     weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
     return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}

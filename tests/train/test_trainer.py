@@ -916,3 +916,21 @@ def test_a_dataset_builder_error_is_a_config_error_and_an_empty_test_split_is_re
     raw["data"]["kwargs"].update(n_train=64, n_test=0)
     with pytest.raises(ConfigError, match="the test split of 'synthetic' is empty"):
         api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "b")
+
+
+def test_evaluate_runs_the_model_on_the_device_it_sends_the_batches_to(tmp_path, monkeypatch):
+    """load_run builds the model on the CPU; evaluate moves it to the device the batches go to (a CUDA run
+    evaluated on its GPU would otherwise mix devices). Checked with a stand-in device move (no GPU here)."""
+    from overlooked.baselines.cnn import SmallCNN
+
+    run, _ = api.train(_cfg(max_steps=2), out=tmp_path)
+    moved, real = [], torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        if isinstance(self, SmallCNN):
+            moved.append(args[0] if args else kwargs.get("device"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    api.evaluate(run, device="cpu")
+    assert moved == ["cpu"]
