@@ -579,14 +579,40 @@ def train(
     if cfg.train.repeats <= 1:
         with own_rng(cfg.train.device):
             return path, _single_run(cfg, path, data_dir, None, callbacks or [])
+    made: list[Path] = []
+    if dist.is_main:  # written first, so an interrupted --repeats run can be resumed as a whole
+        made = _make_dirs(path)
+        (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    try:
+        return path, _repeats(cfg, path, data_dir, callbacks or [], dist, resuming=False)
+    except BaseException:
+        if dist.is_main and not seed_folders(path):  # no seed started (e.g. a setting refused): leave no folder
+            (path / "config.yaml").unlink(missing_ok=True)
+            _remove_empty(made)
+        raise
+
+
+def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks: list[Callback], dist: Any, resuming: bool) -> dict[str, Any]:
+    """Train (or, ``resuming``, finish) the seeds of a ``--repeats`` run in ``path/seed<N>`` and write the
+    aggregate. Resuming keeps a finished seed's summary (one stopped by max_minutes continues), continues a seed
+    from its last checkpoint, and trains a seed that never started."""
     summaries = []
     for folder, sub in repeat_runs(cfg):
+        sub_dir, done = path / folder, _finished_by(path / folder)
+        if resuming and done is not None and done != "max_minutes":
+            summaries.append(json.loads((sub_dir / "summary.json").read_text()))
+            continue
+        last = sub_dir / "checkpoints" / "last.safetensors"
+        if resuming and not last.is_file() and dist.is_main:  # killed before its first checkpoint: it starts again,
+            for name in RUN_FILES[:3]:  # its partial records kept aside, not mixed into the new ones
+                if (sub_dir / name).is_file():
+                    (sub_dir / name).replace(sub_dir / f"{name}.interrupted")
         with own_rng(cfg.train.device):
-            summaries.append(_single_run(sub, path / folder, data_dir, None, callbacks or []))
+            summaries.append(_single_run(sub, sub_dir, data_dir, last if resuming and last.is_file() else None, callbacks))
     agg = aggregate(summaries)
     if dist.is_main:
         write_run_files(path, cfg, agg)
-    return path, agg
+    return agg
 
 
 def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str, values: list[Any]) -> dict[str, Any]:
@@ -698,9 +724,22 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     uninterrupted run then holds no longer); environment.json's ``resumes`` record says where it ran."""
     run = Path(run)
     last = run / "checkpoints" / "last.safetensors"
+    if not (run / "config.yaml").is_file() and seed_folders(run):
+        raise OverlookedError(
+            f"{run} holds the seeds of a --repeats run written before its config.yaml was saved first: resume each "
+            f"unfinished one (--resume {run}/seedN), train a missing one with --seed N into {run}/seedN (api.train(run_dir=...)), "
+            "then rebuild the summary with overlooked.api.reaggregate"
+        )
     cfg = run_config(run)
     if device is not None:
         cfg = apply_overrides(cfg, [f"train.device={device}"])
+    if cfg.train.repeats > 1:  # a --repeats folder: finish its seeds, then aggregate
+        if (run / "summary.json").is_file():
+            raise OverlookedError(f"{run} has finished (all {cfg.train.repeats} seeds and the summary are written); train further with train.init_from=RUN/seedN")
+        check_device(cfg.train.device)
+        cublas_for_determinism(cfg.train)
+        dist = init_distributed(cfg.train.device)
+        return run, _repeats(cfg, run, data_dir, callbacks or [], dist, resuming=True)
     if not last.is_file():
         raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
     done = _finished_by(run)

@@ -934,3 +934,34 @@ def test_evaluate_runs_the_model_on_the_device_it_sends_the_batches_to(tmp_path,
     monkeypatch.setattr(torch.nn.Module, "to", to)
     api.evaluate(run, device="cpu")
     assert moved == ["cpu"]
+
+
+@pytest.mark.parametrize("kill_at", [7, 2])  # after seed 1's first checkpoint (step 5), and before it
+def test_an_interrupted_repeats_run_resumes_as_a_whole(tmp_path, kill_at):
+    """Killed in its second seed, a --repeats run is resumed from its folder: the finished seed is kept, the
+    interrupted one continues from its checkpoint, the missing one is trained, and the aggregate equals that
+    of an uninterrupted run."""
+    from overlooked.train.callbacks import Callback
+
+    class Kill(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.cfg.seed == 1 and ctx.state.step == kill_at:
+                raise KeyboardInterrupt
+
+    cfg = _cfg(epochs=1, checkpoint_every=5, eval_every=6, repeats=3)
+    _, whole = api.train(cfg, run_dir=tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, run_dir=tmp_path / "cut", callbacks=[Kill()])
+    cut = tmp_path / "cut"
+    assert (cut / "config.yaml").is_file() and not (cut / "summary.json").exists() and not (cut / "seed2").exists()
+    _, resumed = api.resume(cut)
+    for key in ("seeds", "test_accuracy_mean", "best_by_val", "best_by_train"):
+        assert resumed[key] == whole[key], key
+    for seed in range(3):
+        a, b = _weights(tmp_path / "whole" / f"seed{seed}"), _weights(cut / f"seed{seed}")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(OverlookedError, match="has finished"):
+        api.resume(cut)
+    (cut / "config.yaml").unlink()  # a folder from before the config was written first
+    with pytest.raises(OverlookedError, match="holds the seeds of a --repeats run .*api.reaggregate"):
+        api.resume(cut)
