@@ -115,3 +115,10 @@ def test_list_models_names_an_unknown_family():
     assert "memn2n" in overlooked.list_models(family="memory")
     with pytest.raises(RegistryError, match="no model family 'baselines'; the families are baseline, capsules, memory, spiking"):
         overlooked.list_models(family="baselines")
+
+
+def test_an_unknown_override_key_lists_what_is_there():
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' in trian.lr \(the keys there are name, data, model"):
+        api.load("mlp_mnist", ["trian.lr=0.1"])
+    with pytest.raises(ConfigError, match=r"callbacks holds 0 entries; add one by setting the whole list, e.g. callbacks=\[\{name: "):
+        api.load("mlp_mnist", ["callbacks.0.name=stop_at_val_accuracy"])

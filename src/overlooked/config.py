@@ -330,7 +330,11 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
             elif isinstance(node, dict) and part in node:
                 node = node[part]
             else:
-                raise ConfigError(f"override {text!r}: unknown key {part!r} in {'.'.join(path)}")
+                if isinstance(node, list):
+                    have = f"{'.'.join(path[: path.index(part)])} holds {len(node)} entries; add one by setting the whole list, e.g. callbacks=[{{name: ..., kwargs: {{...}}}}]"
+                else:
+                    have = f"the keys there are {', '.join(map(str, node))}" if isinstance(node, dict) else "it is not a mapping"
+                raise ConfigError(f"override {text!r}: unknown key {part!r} in {'.'.join(path)} ({have})")
         last = path[-1]
         if isinstance(node, list) and last.isdigit() and int(last) < len(node):
             node[int(last)] = value
