@@ -120,5 +120,7 @@ def test_list_models_names_an_unknown_family():
 def test_an_unknown_override_key_lists_what_is_there():
     with pytest.raises(ConfigError, match=r"unknown key 'trian' in trian.lr \(the keys there are name, data, model"):
         api.load("mlp_mnist", ["trian.lr=0.1"])
-    with pytest.raises(ConfigError, match=r"callbacks holds 0 entries; add one by setting the whole list, e.g. callbacks=\[\{name: "):
+    with pytest.raises(ConfigError, match=r"callbacks holds 0 entries; set the whole list instead, e.g. callbacks=\[\{name: "):
         api.load("mlp_mnist", ["callbacks.0.name=stop_at_val_accuracy"])
+    with pytest.raises(ConfigError, match=r"model.kwargs.hidden holds \d+ entries; set the whole list instead, e.g. model.kwargs.hidden=\[\.\.\.\]"):
+        api.load("mlp_mnist", ["model.kwargs.hidden.5.foo=1"])

@@ -52,6 +52,11 @@ def check_config(cfg: ExperimentConfig) -> None:
         check_component_kwargs(AUGMENTATIONS, cfg.augment, "augment")
     for i, cb in enumerate(cfg.callbacks):
         check_component_kwargs(CALLBACKS, cb, f"callbacks[{i}]")
+    if cfg.objective.kwargs.get("margin") is not None and any(cb.name == "spread_margin" for cb in cfg.callbacks):
+        raise ConfigError(
+            f"objective.kwargs.margin={cfg.objective.kwargs['margin']} fixes the spread loss margin, so the spread_margin "
+            "callback's schedule would have no effect: drop the margin (the schedule sets it) or the callback"
+        )
     if cfg.train.repeats > 1 and not cfg.train.report_train:
         raise ConfigError(
             f"train.repeats={cfg.train.repeats} reports the best run by training error (the MemN2N paper's rule), "
@@ -592,14 +597,15 @@ def train(
         raise
 
 
-def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks: list[Callback], dist: Any, resuming: bool) -> dict[str, Any]:
+def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks: list[Callback], dist: Any, resuming: bool, record: ExperimentConfig | None = None) -> dict[str, Any]:
     """Train (or, ``resuming``, finish) the seeds of a ``--repeats`` run in ``path/seed<N>`` and write the
-    aggregate. Resuming keeps a finished seed's summary (one stopped by max_minutes continues), continues a seed
+    aggregate (with the config as ``record`` has it). Resuming keeps every finished seed's summary (one stopped by
+    max_minutes too, so every seed keeps the same budget; ``--resume RUN/seedN`` continues one), continues a seed
     from its last checkpoint, and trains a seed that never started."""
     summaries = []
     for folder, sub in repeat_runs(cfg):
         sub_dir, done = path / folder, _finished_by(path / folder)
-        if resuming and done is not None and done != "max_minutes":
+        if resuming and done is not None:
             summaries.append(json.loads((sub_dir / "summary.json").read_text()))
             continue
         last = sub_dir / "checkpoints" / "last.safetensors"
@@ -611,7 +617,7 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
             summaries.append(_single_run(sub, sub_dir, data_dir, last if resuming and last.is_file() else None, callbacks))
     agg = aggregate(summaries)
     if dist.is_main:
-        write_run_files(path, cfg, agg)
+        write_run_files(path, record or cfg, agg)
     return agg
 
 
@@ -634,7 +640,7 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     flops = [s.get("flops_per_example") for s in subs.values()]
     merged["flops_per_example"] = statistics.fmean(flops) if all(f is not None for f in flops) else None
     merged["trials"] = max(s.get("trials") or 1 for s in subs.values())
-    if not data_key:  # values of a model/train/... setting are hyper-parameter trials, not other data
+    if not data_key and key != "train.seed":  # values of a model/train/... setting are hyper-parameter trials (seeds are not)
         merged["trials"] *= len(values)
     starts = [s["init_from"] for s in subs.values() if s.get("init_from")]
     if starts:  # each value's model started from those weights: their examples count once per model
@@ -725,21 +731,25 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     run = Path(run)
     last = run / "checkpoints" / "last.safetensors"
     if not (run / "config.yaml").is_file() and seed_folders(run):
+        first = seed_folders(run)[0]
         raise OverlookedError(
-            f"{run} holds the seeds of a --repeats run written before its config.yaml was saved first: resume each "
-            f"unfinished one (--resume {run}/seedN), train a missing one with --seed N into {run}/seedN (api.train(run_dir=...)), "
-            "then rebuild the summary with overlooked.api.reaggregate"
+            f"{run} holds the seeds of a --repeats run written before the run's config.yaml was saved first. To finish it, "
+            f"copy {first / 'config.yaml'} to {run / 'config.yaml'}, set its train.seed to the first seed and train.repeats to "
+            f"the number of seeds, then --resume {run}"
         )
-    cfg = run_config(run)
-    if device is not None:
-        cfg = apply_overrides(cfg, [f"train.device={device}"])
+    original = run_config(run)
+    cfg = original if device is None else apply_overrides(original, [f"train.device={device}"])
     if cfg.train.repeats > 1:  # a --repeats folder: finish its seeds, then aggregate
         if (run / "summary.json").is_file():
-            raise OverlookedError(f"{run} has finished (all {cfg.train.repeats} seeds and the summary are written); train further with train.init_from=RUN/seedN")
+            raise OverlookedError(
+                f"{run} has finished (all {cfg.train.repeats} seeds and the summary are written). A seed stopped by "
+                "max_minutes continues with --resume on its own folder (the seedN folders under it); to train one further, "
+                "start a new run from it with train.init_from"
+            )
         check_device(cfg.train.device)
         cublas_for_determinism(cfg.train)
         dist = init_distributed(cfg.train.device)
-        return run, _repeats(cfg, run, data_dir, callbacks or [], dist, resuming=True)
+        return run, _repeats(cfg, run, data_dir, callbacks or [], dist, resuming=True, record=original)
     if not last.is_file():
         raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
     done = _finished_by(run)

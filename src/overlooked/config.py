@@ -324,14 +324,16 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
             if raw.get(path[0]) is None:
                 raw[path[0]] = {"name": "", "kwargs": {}}
         node: Any = raw
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             if isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             elif isinstance(node, dict) and part in node:
                 node = node[part]
             else:
                 if isinstance(node, list):
-                    have = f"{'.'.join(path[: path.index(part)])} holds {len(node)} entries; add one by setting the whole list, e.g. callbacks=[{{name: ..., kwargs: {{...}}}}]"
+                    where = ".".join(path[:depth])
+                    example = "[{name: ..., kwargs: {...}}]" if where == "callbacks" else "[...]"
+                    have = f"{where} holds {len(node)} entries; set the whole list instead, e.g. {where}={example}"
                 else:
                     have = f"the keys there are {', '.join(map(str, node))}" if isinstance(node, dict) else "it is not a mapping"
                 raise ConfigError(f"override {text!r}: unknown key {part!r} in {'.'.join(path)} ({have})")

@@ -64,6 +64,17 @@ def test_em_routing_names_activations_outside_zero_one():
         CF.em_routing(votes, torch.randn(2, 8), torch.zeros(3), torch.zeros(3), 3)
     mu, a, R = CF.em_routing(votes, torch.rand(2, 8), torch.zeros(3), torch.zeros(3), 3)
     assert torch.isfinite(mu).all() and torch.isfinite(a).all() and torch.isfinite(R).all()
+    nan = torch.rand(2, 8)
+    nan[0, 0] = float("nan")  # a diverged model: not "pass sigmoid(logits)"; the trainer names the non-finite loss
+    assert torch.isnan(CF.em_routing(votes, nan, torch.zeros(3), torch.zeros(3), 3)[1]).any()
+
+
+def test_a_fixed_spread_margin_and_the_margin_schedule_are_refused_together():
+    from overlooked import api
+    from overlooked.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fixes the spread loss margin, so the spread_margin callback's schedule would have no effect"):
+        api.load("capsule_em_small_mnist", ["objective.kwargs.margin=0.2"])
 
 
 def test_squash_is_finite_at_zero_in_fp16_and_unchanged_in_float32():

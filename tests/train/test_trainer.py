@@ -905,6 +905,8 @@ def test_init_from_counts_a_chain_and_survives_repeats_and_each(tmp_path):
     assert sc["init_from"]["examples_seen"] == sa["examples_seen"] + sb["examples_seen"] and sc["repeats"] == 2
     _, se = api.train_each(_cfg(epochs=1, max_steps=2, init_from=str(a)), "train.lr", [0.01, 0.02], out=tmp_path / "e")
     assert se["trials"] == 2 and "lr" not in se["dataset_kwargs"]
+    _, seeds = api.train_each(_cfg(epochs=1, max_steps=2), "train.seed", [0, 1], out=tmp_path / "s")
+    assert seeds["trials"] == 1  # seeds are not hyper-parameter trials
     assert se["init_from"]["examples_seen"] == 2 * sa["examples_seen"]
 
 
@@ -936,7 +938,7 @@ def test_evaluate_runs_the_model_on_the_device_it_sends_the_batches_to(tmp_path,
     assert moved == ["cpu"]
 
 
-@pytest.mark.parametrize("kill_at", [7, 2])  # after seed 1's first checkpoint (step 5), and before it
+@pytest.mark.parametrize("kill_at", [7, 3])  # after seed 1's first checkpoint (step 5), and before it (a record at 2)
 def test_an_interrupted_repeats_run_resumes_as_a_whole(tmp_path, kill_at):
     """Killed in its second seed, a --repeats run is resumed from its folder: the finished seed is kept, the
     interrupted one continues from its checkpoint, the missing one is trained, and the aggregate equals that
@@ -948,7 +950,7 @@ def test_an_interrupted_repeats_run_resumes_as_a_whole(tmp_path, kill_at):
             if ctx.cfg.seed == 1 and ctx.state.step == kill_at:
                 raise KeyboardInterrupt
 
-    cfg = _cfg(epochs=1, checkpoint_every=5, eval_every=6, repeats=3)
+    cfg = _cfg(epochs=1, checkpoint_every=5, eval_every=2, repeats=3)
     _, whole = api.train(cfg, run_dir=tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         api.train(cfg, run_dir=tmp_path / "cut", callbacks=[Kill()])
@@ -960,8 +962,19 @@ def test_an_interrupted_repeats_run_resumes_as_a_whole(tmp_path, kill_at):
     for seed in range(3):
         a, b = _weights(tmp_path / "whole" / f"seed{seed}"), _weights(cut / f"seed{seed}")
         assert all(torch.equal(a[k], b[k]) for k in a)
+        # the same records (timings aside): none of the killed attempt's is mixed in
+        records = [[{k: r[k] for k in ("step", "val_loss", "train_loss")} for r in map(json.loads, (run / f"seed{seed}" / "metrics.jsonl").read_text().splitlines())] for run in (tmp_path / "whole", cut)]
+        assert records[0] == records[1], seed
+    assert (cut / "seed1" / "metrics.jsonl.interrupted").is_file() == (kill_at < 5)  # before its first checkpoint: set aside
     with pytest.raises(OverlookedError, match="has finished"):
         api.resume(cut)
-    (cut / "config.yaml").unlink()  # a folder from before the config was written first
-    with pytest.raises(OverlookedError, match="holds the seeds of a --repeats run .*api.reaggregate"):
+    (cut / "config.yaml").unlink()  # a folder from before the config was written first, never finished
+    (cut / "summary.json").unlink()
+    with pytest.raises(OverlookedError, match=r"holds the seeds of a --repeats run .* copy .*seed0/config.yaml to .*set its train.seed to the first seed and train.repeats to the number of seeds, then --resume"):
         api.resume(cut)
+    import yaml  # follow the message's steps: they finish the run
+
+    raw = yaml.safe_load((cut / "seed0" / "config.yaml").read_text())
+    raw["train"].update(seed=0, repeats=3)
+    (cut / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert api.resume(cut)[1]["test_accuracy_mean"] == whole["test_accuracy_mean"]

@@ -196,7 +196,7 @@ def em_routing(
     if tuple(activations.shape) != (N, I):
         raise InputError(f"em_routing takes child activations [N, I] = {[N, I]} (batch and child capsules of the votes {list(votes.shape)}); got {list(activations.shape)}")
     reads_values = activations.device.type == "cpu" and not torch.compiler.is_compiling()  # no sync, no graph break
-    if reads_values and activations.numel() and not bool(((activations >= 0) & (activations <= 1)).all()):
+    if reads_values and bool(((activations < 0) | (activations > 1)).any()):  # NaN passes: the trainer names a non-finite loss
         raise InputError(
             f"em_routing takes child activations in [0, 1] (probabilities); got values from {float(activations.min()):.3g} to "
             f"{float(activations.max()):.3g}: pass sigmoid(logits), not the logits"

@@ -22,7 +22,7 @@ def check_image(image: torch.Tensor, model: str, in_channels: int, size: int | N
     >>> check_image(torch.zeros(2, 28, 28), "CapsNet", 1, 28)
     Traceback (most recent call last):
     ...
-    ValueError: CapsNet takes images [B, 1, 28, 28] (in_channels=1, image_size=28); got [2, 28, 28]: add the channel dimension with image.unsqueeze(1)
+    overlooked.errors.InputError: CapsNet takes images [B, 1, 28, 28] (in_channels=1, image_size=28); got [2, 28, 28]: add the channel dimension with image.unsqueeze(1)
     """
     shape = list(image.shape)
     side = f"{size}, {size}" if size is not None else "H, W"
