@@ -118,3 +118,16 @@ def test_capsule_input_checks_are_input_errors():
         CapsNet(decoder=False)(torch.rand(2, 1, 32, 32))
     with pytest.raises(InputError, match="spread_loss takes class indices"):
         CF.spread_loss(torch.rand(2, 10), torch.zeros(2, 10, dtype=torch.long), 0.2)
+
+
+def test_matrix_capsule_layers_name_a_grid_of_another_shape():
+    with pytest.raises(InputError, match=r"ConvCaps takes poses \[N, H, W, 8, 16\] .* got poses \[2, 5, 5, 4, 16\]"):
+        ConvCaps(8, 4, 3, 2)(torch.randn(2, 5, 5, 4, 16), torch.rand(2, 5, 5, 4))
+    with pytest.raises(InputError, match=r"flatten the 4x4 poses with pose.flatten\(-2\)"):
+        ConvCaps(8, 4, 3, 2)(torch.randn(2, 5, 5, 8, 4, 4), torch.rand(2, 5, 5, 8))
+    with pytest.raises(InputError, match="needs a capsule grid of at least 3x3; got 2x2"):
+        ConvCaps(8, 4, 3, 2)(torch.randn(2, 2, 2, 8, 16), torch.rand(2, 2, 2, 8))
+    with pytest.raises(InputError, match=r"ClassCaps takes poses \[N, H, W, 8, 16\]"):
+        ClassCaps(8, 10)(torch.randn(2, 3, 3, 4, 16), torch.rand(2, 3, 3, 4))
+    pose, act = ConvCaps(8, 4, 3, 2)(torch.randn(2, 5, 5, 8, 16), torch.rand(2, 5, 5, 8))
+    assert pose.shape == (2, 2, 2, 4, 16) and act.shape == (2, 2, 2, 4)

@@ -86,7 +86,7 @@ def test_matrix_capsules_take_any_size_from_their_minimum():
         # the bound is tight: one pixel less and the layers themselves cannot run
         x = torch.relu(model.conv1(torch.rand(2, 1, 16, 16)))
         pose, act = model.caps1(*model.primary(x))
-        with pytest.raises(RuntimeError):
+        with pytest.raises(ValueError, match="ConvCaps with kernel 3 needs a capsule grid of at least 3x3; got 2x2"):
             model.caps2(pose, act)
 
 

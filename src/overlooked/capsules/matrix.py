@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fused import autocast_off
 from overlooked.capsules.modules import check_image
+from overlooked.errors import InputError
 
 POSE = 16  # 4x4 pose matrix, flattened
 ROUTING_BACKENDS = ("reference", "compiled")
@@ -132,6 +133,21 @@ def _check_iterations(iterations: int, inverse_temperatures: list[float] | None)
     return iterations
 
 
+def check_capsule_grid(layer: nn.Module, pose: torch.Tensor, act: torch.Tensor, types: int, min_side: int = 1) -> None:
+    """``pose`` ``[N, H, W, types, 16]`` and ``act`` ``[N, H, W, types]`` with ``H, W >= min_side``, else an
+    :class:`~overlooked.errors.InputError` naming the layer, the shapes and what they must be."""
+    name = type(layer).__name__
+    ok = pose.dim() == 5 and tuple(pose.shape[3:]) == (types, POSE) and tuple(act.shape) == tuple(pose.shape[:4])
+    if not ok:
+        raise InputError(
+            f"{name} takes poses [N, H, W, {types}, {POSE}] ({types} capsule types, 4x4 poses flattened to {POSE}) and "
+            f"activations [N, H, W, {types}]; got poses {list(pose.shape)} and activations {list(act.shape)}"
+            + (": flatten the 4x4 poses with pose.flatten(-2)" if pose.dim() == 6 else "")
+        )
+    if min(pose.shape[1], pose.shape[2]) < min_side:
+        raise InputError(f"{name} with kernel {min_side} needs a capsule grid of at least {min_side}x{min_side}; got {pose.shape[1]}x{pose.shape[2]}")
+
+
 def _check_backend(backend: str) -> str:
     if backend not in ROUTING_BACKENDS:
         raise ValueError(f"routing_backend must be one of {ROUTING_BACKENDS}, got {backend!r}")
@@ -178,6 +194,7 @@ class ConvCaps(nn.Module):
     def forward(self, pose: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, H, W, C, 16]``, ``[N, H, W, C]`` -> ``[N, H', W', out_types, 16]``, ``[N, H', W', out_types]``."""
         k, s = self.kernel_size, self.stride
+        check_capsule_grid(self, pose, act, self.W.shape[0] // (k * k), min_side=k)
         N, _, _, C, _ = pose.shape
         p = pose.unfold(1, k, s).unfold(2, k, s)  # [N, H', W', C, 16, k, k]
         a = act.unfold(1, k, s).unfold(2, k, s)  # [N, H', W', C, k, k]
@@ -208,6 +225,7 @@ class ClassCaps(nn.Module):
     def forward(self, pose: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[N, H, W, C, 16]``, ``[N, H, W, C]`` -> class poses ``[N, K, 16]``, activations ``[N, K]``,
         assignments ``[N, H*W*C, K]``."""
+        check_capsule_grid(self, pose, act, self.W.shape[0])
         N, H, W, C, _ = pose.shape
         offset = None
         if self.coordinate_addition:
