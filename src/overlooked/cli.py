@@ -322,6 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("overlooked: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _end_distributed()
+
+
+def _end_distributed() -> None:
+    """Under torchrun the trainer joined a process group: leave it before the process exits (a rank that exits
+    with the group's threads still running can abort: "terminate called without an active exception")."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -183,7 +183,8 @@ ONE_RANK_STOPS = textwrap.dedent(
     torch.distributed.all_reduce = lambda *a, **k: calls.append(1) or all_reduce(*a, **k)
     cfg = ExperimentConfig.from_dict(json.loads(sys.argv[1]))
     path, summary = api.train(cfg, out=sys.argv[2], callbacks=[StopOnRankOne()])
-    print("RANK", torch.distributed.get_rank(), "STEPS", summary["steps"], "STOPPED", summary["stopped_by"], "ALL_REDUCES", len(calls))
+    print("RANK", torch.distributed.get_rank(), "STEPS", summary["steps"], "STOPPED", summary["stopped_by"], "ALL_REDUCES", len(calls), flush=True)
+    torch.distributed.destroy_process_group()  # as the CLI does on exit
     """
 )
 
