@@ -1116,6 +1116,15 @@ def demo(family: str = "all", *, out: str | Path | None = None, data_dir: str | 
     return path, results
 
 
+def crossover_figure(bench_roots: list[Path], figures: Path) -> list[Path]:
+    """``figures/spiking_event_crossover.png`` from the newest committed ``bench.json`` (by folder name, which
+    starts with the date) that holds the event-driven crossover rows; none when no bench measured it."""
+    from overlooked.plots.spiking_speed import event_crossover_figure
+
+    found = sorted((p for root in bench_roots for p in root.glob("*/bench.json") if "crossover" in p.read_text()), key=lambda p: p.parent.name)
+    return [event_crossover_figure(found[-1], figures / "spiking_event_crossover.png")] if found else []
+
+
 def report(runs: list[str] | None = None, output: str | Path = "docs/results.md") -> list[Path]:
     """Regenerate ``docs/results.md`` from committed run summaries (default ``results/runs``)."""
     from overlooked.bench.arena import render_arenas, render_figure_index
@@ -1142,6 +1151,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     written = babi_figures(collected, refs, figures) + energy_figure(collected, figures)
     written += convert_figures(collected, figures)  # ANN-to-SNN accuracy against T
     written += paper_scale_figures(collected, figures)  # every full MNIST run: accuracy against FLOPs
+    written += crossover_figure(benches, figures)  # the event-driven crossover of the latest spiking bench that measured it
     text = render_results(collected, refs, benches)
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
     if extra:

@@ -167,3 +167,29 @@ def test_report_refuses_a_runs_folder_it_cannot_use(tmp_path):
     with pytest.raises(OverlookedError, match=r"is a run folder itself; pass the folder that holds run folders \(e.g. .*runs\)"):
         api.report([str(run)], output=tmp_path / "out" / "results.md")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_run_folder_is_named(tmp_path):
+    from overlooked.bench.report import collect_runs
+    from overlooked.errors import OverlookedError
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("name: r1\n")
+    (run / "summary.json").write_text('{"test_accuracy": 0.9, "trunc')
+    with pytest.raises(OverlookedError, match=r"run folder .*r1 has a damaged file \(JSONDecodeError"):
+        collect_runs([tmp_path / "runs"])
+
+
+def test_the_crossover_figure_is_drawn_from_the_newest_bench_that_measured_it(tmp_path):
+    from overlooked.api import crossover_figure
+
+    bench = tmp_path / "bench"
+    rows = [{"name": f"event sim activity {a}% {k}", "value": v, "unit": "ms", "activity": a / 100, "path": k} for a, k, v in ((1, "event", 5.0), (1, "dense", 70.0), (50, "event", 150.0), (50, "dense", 70.0))]
+    rows.append({"name": "event sim crossover activity (event faster below)", "value": 20.0, "unit": "%"})
+    for name, figures in (("bench-spiking-20261101-000000", rows), ("bench-spiking-20261201-000000", rows[:1]), ("bench-memory-20261202-000000", [])):
+        (bench / name).mkdir(parents=True)
+        (bench / name / "bench.json").write_text(json.dumps({"figures": figures if name != "bench-spiking-20261201-000000" else [{"name": "neuron alone", "value": 1.0, "unit": "ms"}]}))
+    (written,) = crossover_figure([bench], tmp_path / "figures")
+    assert written.name == "spiking_event_crossover.png" and written.stat().st_size > 1000
+    assert crossover_figure([tmp_path / "none"], tmp_path / "figures") == []

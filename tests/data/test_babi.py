@@ -377,3 +377,9 @@ def test_verify_false_reads_an_edited_copy_and_names_a_malformed_line(tmp_path, 
     train.write_text("".join(lines[:6]) + "7 Where is Mary?\n" + "".join(lines[7:]))  # a question without its answer
     with pytest.raises(DataError, match=rf"{train.name}.*line 7"):
         babi.load_babi(tasks=1, data_dir=tmp_path, verify=False)
+
+
+def test_the_last_split_checks_val_fraction_too():
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(DataError, match="val_fraction must be in"):
+            babi.split_per_task(torch.tensor([1, 1, 2, 2]), bad, seed=0, mode="last")

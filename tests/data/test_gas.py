@@ -123,3 +123,14 @@ def test_a_changed_batch_file_fails_its_checksum_unless_verify_is_off(tmp_path, 
     real = gas_drift(data_dir=str(data_dir), test_batches=(2,))
     assert (len(edited.train), len(edited.val)) == (len(real.train), len(real.val))
     assert not torch.equal(edited.train.tensors["features"], real.train.tensors["features"])  # the edit was read
+
+
+def test_batch_numbers_are_whole_numbers_and_a_missing_later_batch_is_named(tmp_path):
+    root = _write_root(tmp_path, {1: [(1 + r % 2, float(r)) for r in range(10)], 9: [(2, 1.0)]})
+    for bad in ("12", (1.9,), (True,)):
+        with pytest.raises(DataError, match="train_batches must be a list of whole batch numbers"):
+            gas_drift(data_dir=str(root), train_batches=bad, verify=False)
+    with pytest.raises(DataError, match="test_batches must be a list of whole batch numbers"):
+        gas_drift(data_dir=str(root), test_batches=(1.7,), verify=False)
+    with pytest.raises(DataError, match=r"no batch after the training batches \(9,\) to test on: batch\(es\) \[10\] are not in"):
+        gas_drift(data_dir=str(root), train_batches=(9,), verify=False)

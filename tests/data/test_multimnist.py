@@ -103,3 +103,13 @@ def test_a_multimnist_run_is_scored_both_correct_by_train_and_evaluate(tmp_path,
     assert summary["metric"] == "both_correct"
     res = api.evaluate(run, split="test", data_dir=str(data_dir))
     assert res["n"] == 16 and res["accuracy"] == summary["test_accuracy"]
+
+
+def test_a_source_split_without_every_class_is_named():
+    from overlooked.data.multimnist import MultiMNISTPairs
+    from overlooked.errors import DataError
+
+    with pytest.raises(DataError, match=r"holds 0 digits with none of class\(es\) \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] \(an empty split: give data.val_fraction > 0\)"):
+        MultiMNISTPairs(torch.zeros(0, 28, 28), torch.zeros(0, dtype=torch.long), 10, seed=0)
+    with pytest.raises(DataError, match=r"none of class\(es\) \[9\]"):
+        MultiMNISTPairs(torch.zeros(9, 28, 28), torch.arange(9), 10, seed=0)

@@ -59,3 +59,9 @@ def test_a_changed_sample_fails_its_checksum_unless_verify_is_off(tmp_path, data
     with pytest.raises(DataError, match="1.bs2 failed its checksum"):
         nmnist_small(data_dir=str(tmp_path))
     assert len(nmnist_small(data_dir=str(tmp_path), verify=False).test) == 100
+
+
+def test_bins_must_be_a_positive_whole_number(tmp_path):
+    for bins in (0, -1, 2.5):
+        with pytest.raises(DataError, match="bins .* must be a whole number >= 1"):
+            nmnist_small(data_dir=str(tmp_path), bins=bins)

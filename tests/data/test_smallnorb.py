@@ -95,3 +95,25 @@ def test_smallnorb_fetch_rejects_a_file_that_is_not_the_official_one(tmp_path, m
     with pytest.raises(DataError, match="checksum"):
         store.fetch("smallnorb", tmp_path / "root", mirrors=[www.as_uri() + "/"], files=[f"smallnorb/{name}"])
     assert not (tmp_path / "root" / "smallnorb" / name).exists()
+
+
+def test_the_three_files_of_a_split_are_checked_against_each_other(tmp_path):
+    import gzip
+
+    _fake_split(tmp_path, "train", 6, 0)
+    folder = tmp_path / "smallnorb"
+    cat = folder / N.FILES["train"].format("cat")
+    _write(cat, (np.arange(6) % 5 + 3).astype(np.int32), 0x1E3D4C54)  # labels 3..7
+    with pytest.raises(DataError, match=r"-cat.mat: labels must be 0..4 .*found 3..7"):
+        N.load_smallnorb_split("train", tmp_path)
+    _write(cat, (np.arange(5) % 5).astype(np.int32), 0x1E3D4C54)  # 5 labels for 6 image pairs
+    with pytest.raises(DataError, match=r"hold \[5\] labels, 6 image pairs and 6 info rows"):
+        N.load_smallnorb_split("train", tmp_path)
+    dat = folder / N.FILES["train"].format("dat")
+    _write(dat, np.zeros((6, 96, 96), np.uint8), 0x1E3D4C55)  # no stereo axis
+    with pytest.raises(DataError, match=r"-dat.mat: expected stereo images \[N, 2, H, W\]"):
+        N.load_smallnorb_split("train", tmp_path)
+    bad = tmp_path / "bad.mat.gz"
+    bad.write_bytes(gzip.compress(b"x" * 100)[:12] + b"\xff" * 30)  # a broken deflate stream
+    with pytest.raises(DataError, match="not a readable gzip file"):
+        N.read_norb_matrix(bad)

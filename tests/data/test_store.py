@@ -328,3 +328,17 @@ def test_cli_fetch_takes_mirrors_and_verify_names_the_fix(tmp_path, data_dir, ca
     assert main(["data", "fetch", "mnist", "--data-dir", str(root), "--mirror", dead, "--mirror", good]) == 0
     assert store.verify("mnist", root).complete
     assert main(["data", "verify", "mnist", "--data-dir", str(root)]) == 0
+
+
+def test_fetched_files_get_the_usual_mode(server, tmp_path, data_dir):
+    """mkstemp makes its file 0600: the installed file must have the mode the umask gives (a shared data
+    folder stays readable)."""
+    import os
+    import stat
+
+    base, www, _ = server
+    shutil.copytree(data_dir / "mnist", www / "m")
+    store.fetch("mnist", tmp_path / "root", mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "root" / MNIST_LABELS).stat().st_mode) == 0o666 & ~umask

@@ -168,6 +168,8 @@ def read_affnist_mat(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.
     labels = torch.as_tensor(data["label_int"].item().reshape(-1).astype("int64"))
     if images.ndim != 2 or images.shape[1] != CANVAS * CANVAS or len(labels) != len(images):
         raise DataError(f"{path}: expected images 1600 x N and N labels, found images {tuple(images.shape[::-1])} and {len(labels)} labels")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
+        raise DataError(f"{path}: label_int must hold digits 0..9, found {int(labels.min())}..{int(labels.max())}")
     # each column is a 40x40 image stored row-major after the transpose above (as the public readers use it)
     return images.reshape(-1, 1, CANVAS, CANVAS).float() / 255.0, labels
 

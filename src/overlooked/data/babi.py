@@ -334,6 +334,8 @@ def split_per_task(task: torch.Tensor, val_fraction: float, seed: int, mode: str
     """
     if mode not in ("random", "last"):
         raise DataError(f"val_split must be 'random' or 'last', got {mode!r}")
+    if not 0.0 <= val_fraction < 1.0:  # NaN too
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train_parts, val_parts = [torch.empty(0, dtype=torch.int64)], [torch.empty(0, dtype=torch.int64)]
     for t in task.unique(sorted=True).tolist():
         rows = (task == t).nonzero().squeeze(1)  # [Q_t]

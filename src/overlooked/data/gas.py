@@ -21,8 +21,10 @@ absent ones are listed in ``meta["missing_batches"]``.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -141,6 +143,15 @@ def _dataset(parts: dict[int, dict[str, torch.Tensor]], mean: torch.Tensor, std:
     )
 
 
+def _batch_numbers(batches: Any, what: str) -> tuple[int, ...]:
+    """``batches`` as a tuple of whole batch numbers; a string, a float or a bool is refused, not converted."""
+    items = (batches,) if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__") else tuple(batches)
+    bad = [b for b in items if isinstance(b, bool) or not isinstance(b, numbers.Integral)]
+    if bad or isinstance(batches, (str, bytes)):
+        raise DataError(f"{what} must be a list of whole batch numbers 1..{NUM_BATCHES}, e.g. [1] or [2, 3]; got {batches!r}")
+    return tuple(int(b) for b in items)
+
+
 @DATASETS.register("gas_drift")
 def gas_drift(
     data_dir: str | None = None,
@@ -169,7 +180,7 @@ def gas_drift(
         :class:`Splits` with input ``"features"`` ``[N, 128]`` (z-scored with training statistics), target
         ``"label"`` (gas 0..5) and ``group_key`` ``"batch"``.
     """
-    train_batches = tuple(int(b) for b in train_batches)
+    train_batches = _batch_numbers(train_batches, "train_batches")
     if not train_batches or any(not 1 <= b <= NUM_BATCHES for b in train_batches):
         raise DataError(f"train_batches must be batch numbers 1..{NUM_BATCHES}, got {train_batches}")
     root = store.ensure(FOLDER, data_dir, download, files=[batch_path(b) for b in train_batches], verify_checksums=verify)
@@ -180,7 +191,13 @@ def gas_drift(
             store.ensure(FOLDER, root, download, files=[batch_path(b) for b in later], verify_checksums=verify)
         missing = [b for b in later if not (root / batch_path(b)).is_file()]
         test_batches = tuple(b for b in later if b not in missing)
-    test_batches = tuple(int(b) for b in test_batches)
+        if not test_batches:
+            raise DataError(
+                f"no batch after the training batches {train_batches} to test on: "
+                + (f"batch(es) {missing} are not in {root / FOLDER}" if missing else f"batch {NUM_BATCHES} is the last")
+                + "; name test_batches, train on earlier batches, or fetch the missing ones (download=True)"
+            )
+    test_batches = _batch_numbers(test_batches, "test_batches")
     if not test_batches or any(not 1 <= b <= NUM_BATCHES for b in test_batches) or set(test_batches) & set(train_batches):
         raise DataError(f"test_batches must be batch numbers 1..{NUM_BATCHES} not used for training, got {test_batches} (training on {train_batches})")
     store.ensure(FOLDER, root, download, files=[batch_path(b) for b in test_batches], verify_checksums=verify)

@@ -7,8 +7,8 @@ The IDX format (http://yann.lecun.com/exdb/mnist/) is a big-endian header, then 
     byte  3    number of dimensions (3 for images, 1 for labels)
     then       one 4-byte big-endian size per dimension, then prod(sizes) data bytes
 
-so images start with magic 0x00000803 and labels with 0x00000801. Files are read from ``.gz`` or raw;
-a loaded file is checked by the md5 of its decompressed bytes (see :mod:`overlooked.data.store`).
+so images start with magic 0x00000803 and labels with 0x00000801. The loader reads the four ``.gz`` files
+(:func:`read_idx` reads a raw IDX file too); a loaded file is checked by the md5 of its decompressed bytes (see :mod:`overlooked.data.store`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.data.mnist import load_mnist
+from overlooked.errors import DataError
 from overlooked.objectives import both_correct  # noqa: F401  (the metric lives beside the losses; re-exported)
 from overlooked.registry import DATASETS
 
@@ -75,7 +76,11 @@ class MultiMNISTPairs:
         self.order = torch.argsort(labels, stable=True)  # digit indices grouped by class
         counts = torch.bincount(labels, minlength=NUM_CLASSES)
         if (counts == 0).any():
-            raise ValueError("MultiMNIST needs digits of every class")
+            absent = (counts == 0).nonzero().flatten().tolist()
+            raise DataError(
+                f"MultiMNIST pairs digits of different classes, and the source split holds {len(labels)} digits with none of "
+                f"class(es) {absent}" + (" (an empty split: give data.val_fraction > 0)" if len(labels) == 0 else "")
+            )
         self.counts = counts
         self.starts = torch.cumsum(counts, 0) - counts
 

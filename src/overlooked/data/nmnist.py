@@ -120,6 +120,8 @@ def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: floa
 
     ``verify`` (default) checks every file against the published sha256 first (about 0.05 s); ``False`` reads
     the files as they are (an edited copy)."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise DataError(f"bins (time bins per recording) must be a whole number >= 1, got {bins!r}")
     root = store.ensure("nmnist_small", data_dir, download, files=None if verify else ["nmnist_small/train1K.txt", "nmnist_small/test100.txt"], verify_checksums=verify)
     folder = root / "nmnist_small"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def read_norb_matrix(path: str | os.PathLike[str]) -> np.ndarray:
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise DataError(f"{path}: not a readable gzip file ({err}); delete it and fetch it again (overlooked data fetch smallnorb)") from None
     if len(raw) < 20:
         raise DataError(f"{path}: {len(raw)} bytes is too short for a NORB matrix header")
@@ -76,6 +77,13 @@ def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = N
     images = torch.from_numpy(read_norb_matrix(paths["dat"]).copy())
     labels = torch.from_numpy(read_norb_matrix(paths["cat"]).astype(np.int64))
     info = torch.from_numpy(read_norb_matrix(paths["info"]).astype(np.int64))
+    n = labels.shape[0]  # what the three files must agree on (a swapped or foreign file is named)
+    if images.dim() != 4 or tuple(images.shape[1:2]) != (2,):
+        raise DataError(f"{paths['dat']}: expected stereo images [N, 2, H, W], found shape {list(images.shape)}; is it the -dat file of this split?")
+    if labels.dim() != 1 or images.shape[0] != n or info.shape[0] != n:
+        raise DataError(f"{paths['cat']}, {paths['dat']}, {paths['info']}: they hold {list(labels.shape)} labels, {images.shape[0]} image pairs and {info.shape[0]} info rows; the three files of one split must match")
+    if n and not 0 <= int(labels.min()) <= int(labels.max()) < NUM_CLASSES:
+        raise DataError(f"{paths['cat']}: labels must be 0..{NUM_CLASSES - 1} (smallNORB's five categories), found {int(labels.min())}..{int(labels.max())}")
     return images, labels, info
 
 
