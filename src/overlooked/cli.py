@@ -138,8 +138,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from overlooked.data import store
 
-    if args.action == "path":
-        print(store.resolve_data_dir(args.data_dir))
+    if args.action == "path":  # the data root, or with NAME that dataset's folder under it
+        root = store.resolve_data_dir(args.data_dir)
+        if args.name and args.name not in store.dataset_names():
+            raise OverlookedError(f"unknown dataset {args.name!r}: one of {', '.join(store.dataset_names())}")
+        print(root / store.dataset_files(args.name)[0].path.split("/")[0] if args.name else root)
         return 0
     if not args.name:
         raise OverlookedError(f"data {args.action} needs a dataset NAME: one of {', '.join(store.dataset_names())}")
@@ -257,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("data", help="fetch, verify or locate datasets")
-    p.add_argument("action", choices=["fetch", "verify", "path"])
+    p.add_argument("action", choices=["fetch", "verify", "path"], help="path: the data root, or with NAME the dataset's folder")
     p.add_argument("name", nargs="?", help=", ".join(dataset_names()))
     p.add_argument("--force", action="store_true", help="download again even when files verify")
     p.add_argument("--mirror", action="append", default=None, metavar="URL", help="with fetch: try this mirror instead of the official sources (repeatable, tried in order; file:// works)")

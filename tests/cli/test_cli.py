@@ -224,3 +224,12 @@ def test_bench_and_demo_help_name_every_registered_family(capsys):
             build_parser().parse_args([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert all(name in text for name in registry.names()), (command, registry.names())
+
+
+def test_data_path_prints_the_root_or_a_datasets_folder(tmp_path, capsys):
+    assert main(["data", "path", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path)
+    assert main(["data", "path", "babi", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "babi")
+    assert main(["data", "path", "nope", "--data-dir", str(tmp_path)]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err

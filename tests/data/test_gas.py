@@ -134,3 +134,15 @@ def test_batch_numbers_are_whole_numbers_and_a_missing_later_batch_is_named(tmp_
         gas_drift(data_dir=str(root), test_batches=(1.7,), verify=False)
     with pytest.raises(DataError, match=r"no batch after the training batches \(9,\) to test on: batch\(es\) \[10\] are not in"):
         gas_drift(data_dir=str(root), train_batches=(9,), verify=False)
+
+
+def test_blank_lines_are_accepted_at_the_end_only(tmp_path):
+    root = _write_root(tmp_path, {1: [(1, 0.5), (2, 1.5)]})
+    path = root / batch_path(1)
+    text = path.read_text()
+    path.write_text(text + "\n\n")
+    assert read_batch(path)["label"].tolist() == [0, 1]
+    first, second = text.splitlines(keepends=True)
+    path.write_text(first + "\n" + second)
+    with pytest.raises(DataError, match=r"line 2.*empty line"):
+        read_batch(path)

@@ -102,10 +102,15 @@ def read_batch(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing gas-sensor batch file {path}; {_FIX}")
-    rows, lineno = [], 0
+    rows, lineno, blank = [], 0, None
     with open(path, encoding="ascii", errors="strict") as f:
         try:
             for lineno, line in enumerate(f, 1):
+                if not line.strip():  # blank lines are accepted at the end of the file only
+                    blank = blank or lineno
+                    continue
+                if blank is not None:
+                    parse_line("", str(path), blank)  # raises: an empty line between measurements
                 rows.append(parse_line(line, str(path), lineno))
         except UnicodeDecodeError as err:
             raise DataError(f"{path}, line {lineno + 1}: non-ASCII byte ({err.reason}); {_FIX}") from None
