@@ -47,7 +47,7 @@ def test_parse_line_hand_values():
 )
 def test_malformed_lines_name_file_and_line(tmp_path, line, why):
     path = tmp_path / "batch1.dat"
-    path.write_text(_line(1, 10.0, [1.0] * 128) + "\n" + line + "\n")
+    path.write_text(_line(1, 10.0, [1.0] * 128) + "\n" + line + "\n" + _line(2, 5.0, [1.0] * 128) + "\n")  # between measurements
     with pytest.raises(DataError, match=rf"batch1\.dat, line 2: {__import__('re').escape(why)}"):
         read_batch(path)
 
