@@ -1152,7 +1152,9 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     written += convert_figures(collected, figures)  # ANN-to-SNN accuracy against T
     written += paper_scale_figures(collected, figures)  # every full MNIST run: accuracy against FLOPs
     written += crossover_figure(benches, figures)  # the event-driven crossover of the latest spiking bench that measured it
-    text = render_results(collected, refs, benches)
+    default = [Path("results/runs")]
+    source = None if [r.resolve() for r in roots] == [d.resolve() for d in default] else ", ".join(f"`{r}`" for r in roots)
+    text = render_results(collected, refs, benches, source)
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
     if extra:
         text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"

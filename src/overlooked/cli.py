@@ -146,6 +146,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise OverlookedError(f"data {args.action} needs a dataset NAME: one of {', '.join(store.dataset_names())}")
+    if args.action != "fetch" and (args.mirror or args.force):
+        raise OverlookedError(f"--mirror and --force are options of `overlooked data fetch`; `data {args.action}` downloads nothing")
     if args.action == "fetch":
         path = store.fetch(args.name, args.data_dir, mirrors=args.mirror, force=args.force, progress=print)
         print(f"{args.name}: fetched and verified under {path}")

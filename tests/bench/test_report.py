@@ -193,3 +193,11 @@ def test_the_crossover_figure_is_drawn_from_the_newest_bench_that_measured_it(tm
     (written,) = crossover_figure([bench], tmp_path / "figures")
     assert written.name == "spiking_event_crossover.png" and written.stat().st_size > 1000
     assert crossover_figure([tmp_path / "none"], tmp_path / "figures") == []
+
+
+def test_the_header_names_run_folders_read_from_elsewhere():
+    from overlooked.bench.report import HEADER, render_results
+
+    assert render_results([], source=None).startswith(HEADER)
+    text = render_results([], source="`/tmp/runs`")
+    assert "from the run summaries under `/tmp/runs`" in text and "committed under" not in text.split("## Runs")[0]

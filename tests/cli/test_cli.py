@@ -233,3 +233,9 @@ def test_data_path_prints_the_root_or_a_datasets_folder(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "babi")
     assert main(["data", "path", "nope", "--data-dir", str(tmp_path)]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+def test_data_verify_refuses_the_fetch_options(tmp_path, capsys):
+    for extra in (["--force"], ["--mirror", "file:///nowhere/"]):
+        assert main(["data", "verify", "babi", "--data-dir", str(tmp_path), *extra]) == 2
+        assert "--mirror and --force are options of `overlooked data fetch`" in capsys.readouterr().err

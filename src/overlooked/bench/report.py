@@ -359,10 +359,12 @@ def convert_figures(runs: list[Run], folder: Path) -> list[Path]:
     ]
 
 
-def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_roots: list[Path] | None = None) -> str:
-    """The Markdown of ``docs/results.md``."""
+def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_roots: list[Path] | None = None, source: str | None = None) -> str:
+    """The Markdown of ``docs/results.md``; ``source`` names the run folders read when they are not the
+    committed ``results/runs/`` (the header then says so)."""
     refs = refs or {}
-    lines = [HEADER, "## Runs", ""]
+    header = HEADER if source is None else HEADER.replace("the run summaries committed under `results/runs/`", f"the run summaries under {source}")
+    lines = [header, "## Runs", ""]
     if not runs:
         lines.append("No committed runs yet.")
         return "\n".join(lines) + "\n"
