@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import torch
+
 
 def check_sizes(name: str, **sizes: int | None) -> None:
     """Refuse sizes that are not integers >= 1 (``hops=0``, ``embed_dim=2.5``, ``True``) when a model is built,
@@ -21,3 +23,33 @@ def check_sizes(name: str, **sizes: int | None) -> None:
     ]
     if bad:
         raise ValueError(f"{name}: " + "; ".join(bad))
+
+
+def reads_values(t: torch.Tensor) -> bool:
+    """Whether an input check may read ``t``'s values: on the CPU, where that costs microseconds, and not while
+    ``torch.compile`` traces (a data-dependent branch would break the graph). On a GPU it would stall every
+    step, and an index out of range stops the kernel there anyway."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def outside(t: torch.Tensor, lo: float, hi: float) -> tuple[float, float] | None:
+    """``(min, max)`` of ``t`` when some value lies outside ``[lo, hi]``, else None; None too when
+    :func:`reads_values` says not to read it. NaN counts as inside (a diverged model is the trainer's
+    non-finite-loss error, not a range error) and is left out of the min and max.
+
+    >>> outside(torch.tensor([0, 3, 9]), 0, 4), outside(torch.tensor([0.5, float("nan")]), 0, 1)
+    ((0, 9), None)
+    """
+    if not t.numel() or not reads_values(t):
+        return None
+    mn, mx = (v.item() for v in torch.aminmax(t))  # one pass; NaN propagates into both
+    if lo <= mn and mx <= hi:
+        return None
+    if t.is_floating_point():
+        t = t[~t.isnan()]
+        if not t.numel():
+            return None
+        mn, mx = (v.item() for v in torch.aminmax(t))
+        if lo <= mn and mx <= hi:
+            return None
+    return mn, mx

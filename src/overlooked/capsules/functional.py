@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from overlooked.checks import outside
 from overlooked.errors import InputError
 
 SQUASH_EPS = 1e-8  # inside the square root of squash: keeps the gradient finite at s = 0
@@ -44,8 +45,9 @@ def one_hot_targets(target: torch.Tensor, num_classes: int, batch: int, dtype: t
     want = f"class indices [B] (B={batch}) or a multi-hot [B, K] (K={num_classes})"
     if target.dim() == 1 and target.shape[0] == batch:
         indices = class_indices(target, what, want)
-        if indices.device.type == "cpu" and indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < num_classes:
-            bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
+        found = outside(indices, 0, num_classes - 1)
+        if found is not None:
+            bad = found[0] if found[0] < 0 else found[1]
             raise InputError(f"{what} got class index {bad} but has {num_classes} classes (0..{num_classes - 1}): the model's num_classes must cover the data's labels")
         return F.one_hot(indices, num_classes).to(dtype)
     if target.dim() == 2 and tuple(target.shape) == (batch, num_classes):
@@ -195,11 +197,11 @@ def em_routing(
     N, I, J, H = votes.shape
     if tuple(activations.shape) != (N, I):
         raise InputError(f"em_routing takes child activations [N, I] = {[N, I]} (batch and child capsules of the votes {list(votes.shape)}); got {list(activations.shape)}")
-    reads_values = activations.device.type == "cpu" and not torch.compiler.is_compiling()  # no sync, no graph break
-    if reads_values and bool(((activations < 0) | (activations > 1)).any()):  # NaN passes: the trainer names a non-finite loss
+    found = outside(activations, 0.0, 1.0)  # NaN passes: the trainer names a non-finite loss
+    if found is not None:
         raise InputError(
-            f"em_routing takes child activations in [0, 1] (probabilities); got values from {float(activations.min()):.3g} to "
-            f"{float(activations.max()):.3g}: pass sigmoid(logits), not the logits"
+            f"em_routing takes child activations in [0, 1] (probabilities); got values from {found[0]:.3g} to "
+            f"{found[1]:.3g}: pass sigmoid(logits), not the logits"
         )
     # [N*J, I, H]: each parent's votes one contiguous block, so the sums over children are row-vector GEMMs
     # (free when the caller built the votes parent-major and passed a transposed view, as ConvCaps does)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from overlooked.checks import outside
 from overlooked.errors import InputError
 
 
@@ -437,21 +438,18 @@ def check_memory_inputs(
             f"build the model with memory_size >= {M}, or keep the last {memory_size} sentences of each story "
             f"(the bAbI loader's memory_size: data.kwargs.memory_size={memory_size})",
         )
-    if story.device.type != "cpu":
-        return
     if vocab_size is not None:
         for arg, words in (("story", story), ("query", query)):
-            lo, hi = (int(v) for v in torch.aminmax(words)) if words.numel() else (0, 0)
-            if not 0 <= lo <= hi < vocab_size:
-                bad = lo if lo < 0 else hi
+            found = outside(words, 0, vocab_size - 1)
+            if found is not None:
+                bad = found[0] if found[0] < 0 else found[1]
                 raise fail(
                     f"{arg} holds word id {bad}, outside the model's vocabulary 0..{vocab_size - 1}",
                     "index words with the vocabulary the model was built for (0 = padding), or build the model with a larger vocab_size",
                 )
-    if memory_size is not None and time is not None and time.numel():
-        lo, hi = (int(v) for v in torch.aminmax(time))
-        if lo < 0 or hi >= memory_size:
-            raise fail(
-                f"time holds index {lo if lo < 0 else hi}, outside the temporal table's rows 0..{memory_size - 1}",
-                "give each memory's age, 0 for the newest, below memory_size, or pass time=None to compute it from memory_mask",
-            )
+    found = None if memory_size is None or time is None else outside(time, 0, memory_size - 1)
+    if found is not None:
+        raise fail(
+            f"time holds index {found[0] if found[0] < 0 else found[1]}, outside the temporal table's rows 0..{memory_size - 1}",
+            "give each memory's age, 0 for the newest, below memory_size, or pass time=None to compute it from memory_mask",
+        )

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.checks import check_sizes
+from overlooked.checks import check_sizes, reads_values
 from overlooked.errors import InputError
 from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
@@ -295,9 +295,8 @@ def true_hop_targets(supporting: torch.Tensor, memory_mask: torch.Tensor, hops: 
     in_range = (supporting >= 0) & (supporting < M)
     valid = in_range & memory_mask.gather(1, supporting.clamp(0, M - 1))  # [B, S]
     bad = (supporting < -1) | (supporting >= M) | (in_range & ~valid)
-    # Dropping them silently would lose the supervision without a word; read on CPU only (on a GPU the
-    # check would stall every step; the model's other input checks follow the same rule).
-    if supporting.device.type == "cpu" and bool(bad.any()):
+    # Dropping them silently would lose the supervision without a word (read where the input checks read values).
+    if reads_values(supporting) and bool(bad.any()):
         row, col = (int(i) for i in bad.nonzero()[0])
         raise InputError(
             f"supporting[{row}, {col}] = {int(supporting[row, col])} is not a real memory slot of that story (slots 0..{M - 1} "
