@@ -604,9 +604,10 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
     from its last checkpoint, and trains a seed that never started."""
     summaries = []
     for folder, sub in repeat_runs(cfg):
-        sub_dir, done = path / folder, _finished_by(path / folder)
-        if resuming and done is not None:
-            summaries.append(json.loads((sub_dir / "summary.json").read_text()))
+        sub_dir = path / folder
+        finished = _summary_of(sub_dir) if resuming else None
+        if finished is not None:
+            summaries.append(finished)
             continue
         last = sub_dir / "checkpoints" / "last.safetensors"
         if resuming and not last.is_file() and dist.is_main:  # killed before its first checkpoint: it starts again,
@@ -739,38 +740,38 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
         )
     original = run_config(run)
     cfg = original if device is None else apply_overrides(original, [f"train.device={device}"])
-    if cfg.train.repeats > 1:  # a --repeats folder: finish its seeds, then aggregate
-        if (run / "summary.json").is_file():
-            raise OverlookedError(
-                f"{run} has finished (all {cfg.train.repeats} seeds and the summary are written). A seed stopped by "
-                "max_minutes continues with --resume on its own folder (the seedN folders under it); to train one further, "
-                "start a new run from it with train.init_from"
-            )
-        check_device(cfg.train.device)
-        cublas_for_determinism(cfg.train)
-        dist = init_distributed(cfg.train.device)
-        return run, _repeats(cfg, run, data_dir, callbacks or [], dist, resuming=True, record=original)
-    if not last.is_file():
-        raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
-    done = _finished_by(run)
-    if done in ("epochs", "max_steps"):  # a run stopped by max_minutes or a callback continues
+    repeats = cfg.train.repeats > 1
+    if repeats and (run / "summary.json").is_file():  # a --repeats folder: its seeds are finished, then aggregated
         raise OverlookedError(
-            f"{run} has finished (stopped by {done}: its summary.json is written), so there is nothing to resume; to train it "
-            f"further, start a new run from its weights with train.init_from={run} (train.init_checkpoint=last for its final weights)"
+            f"{run} has finished (all {cfg.train.repeats} seeds and the summary are written). A seed stopped by "
+            "max_minutes continues with --resume on its own folder (the seedN folders under it); to train one further, "
+            "start a new run from it with train.init_from"
         )
+    if not repeats:
+        if not last.is_file():
+            raise OverlookedError(f"{run} has no checkpoints/last.safetensors to resume from; start the run again instead")
+        done = (_summary_of(run) or {}).get("stopped_by")
+        if done in ("epochs", "max_steps"):  # a run stopped by max_minutes or a callback continues
+            raise OverlookedError(
+                f"{run} has finished (stopped by {done}: its summary.json is written), so there is nothing to resume; to train it "
+                f"further, start a new run from its weights with train.init_from={run} (train.init_checkpoint=last for its final weights)"
+            )
     check_device(cfg.train.device)
     cublas_for_determinism(cfg.train)  # before anything starts CUDA
-    init_distributed(cfg.train.device)  # sets each rank's GPU before own_rng reads the current one
+    dist = init_distributed(cfg.train.device)  # sets each rank's GPU before own_rng reads the current one
+    if repeats:
+        return run, _repeats(cfg, run, data_dir, callbacks or [], dist, resuming=True, record=original)
     with own_rng(cfg.train.device):
         return run, _single_run(cfg, run, data_dir, last, callbacks or [])
 
 
-def _finished_by(run: Path) -> str | None:
-    """Why a run's training ended (its summary's ``stopped_by``), or None when it has no readable summary."""
+def _summary_of(run: Path) -> dict[str, Any] | None:
+    """A run folder's ``summary.json`` (written when its training ended), or None when it has no readable one."""
     try:
-        return json.loads((run / "summary.json").read_text()).get("stopped_by")
-    except (OSError, ValueError, AttributeError):
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) else None
 
 
 def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
