@@ -27,21 +27,23 @@ def _check_dt(dt: Any) -> float:
     return float(dt)
 
 
-def _extreme(value: Any, largest: bool = False) -> float | None:
-    """The smallest (or largest) of a numeric parameter (a number or a tensor; NaN if any element is), else
-    None. A tensor is read on a CPU copy in float64 (devices without float64, such as MPS, included)."""
+def _bounds(value: Any) -> tuple[float, float] | None:
+    """``(smallest, largest)`` of a numeric parameter (a number or a tensor; NaN for both if any element is),
+    else None. A tensor is read once, on a CPU copy in float64 (devices without float64, such as MPS, included)."""
     if isinstance(value, torch.Tensor):
         if value.numel() == 0 or value.device.type == "meta":  # nothing to read
             return None
         v = value.detach().cpu().double()
-        return float("nan") if v.isnan().any() else float(v.max() if largest else v.min())
+        return (math.nan, math.nan) if v.isnan().any() else (float(v.min()), float(v.max()))
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+        return float(value), float(value)
     return None
 
 
 def _smallest(value: Any) -> float | None:
-    return _extreme(value)
+    """The smallest of a numeric parameter (see :func:`_bounds`), else None."""
+    bounds = _bounds(value)
+    return None if bounds is None else bounds[0]
 
 
 RESETS = ("zero", "subtract")
@@ -132,8 +134,9 @@ class _Cell(nn.Module):
     def _check_time_constants(self, record: Any) -> None:
         """Refuse a ``tau_*`` that forward Euler at ``dt`` cannot run (:func:`neurons.euler_step_error`)."""
         for field in record._fields:
-            tau = _smallest(getattr(record, field)) if field.startswith("tau_") and field not in self.learned else None
-            if field == "tau_mem" and tau is not None and _extreme(getattr(record, field), largest=True) == math.inf:
+            bounds = _bounds(getattr(record, field)) if field.startswith("tau_") and field not in self.learned else None
+            tau = None if bounds is None else bounds[0]
+            if field == "tau_mem" and bounds is not None and bounds[1] == math.inf:
                 tau = math.inf  # one neuron that never charges is refused as all of them would be
             why = None if tau is None else N.euler_step_error(field, tau, self.dt)
             if why is not None:
