@@ -7,6 +7,15 @@ import numbers
 import torch
 
 
+def is_count(v: object) -> bool:
+    """Whether ``v`` is a whole number >= 1 of any integral type (``numpy.int64`` too), not a bool or float.
+
+    >>> is_count(3), is_count(0), is_count(2.0), is_count(True)
+    (True, False, False, False)
+    """
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
+
+
 def check_sizes(name: str, **sizes: int | None) -> None:
     """Refuse sizes that are not integers >= 1 (``hops=0``, ``embed_dim=2.5``, ``True``) when a model is built,
     not at its first step; any integral type passes (``numpy.int64`` too), None means "not given".
@@ -19,7 +28,7 @@ def check_sizes(name: str, **sizes: int | None) -> None:
     bad = [
         f"{k} must be an int >= 1, got {v!r}"
         for k, v in sizes.items()
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1)
+        if v is not None and not is_count(v)
     ]
     if bad:
         raise ValueError(f"{name}: " + "; ".join(bad))

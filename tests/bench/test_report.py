@@ -10,6 +10,7 @@ import pytest
 
 from overlooked import api
 from overlooked.bench.fair import UnfairComparisonError, check_fair
+from overlooked.errors import OverlookedError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -193,6 +194,10 @@ def test_the_crossover_figure_is_drawn_from_the_newest_bench_that_measured_it(tm
     (written,) = crossover_figure([bench], tmp_path / "figures")
     assert written.name == "spiking_event_crossover.png" and written.stat().st_size > 1000
     assert crossover_figure([tmp_path / "none"], tmp_path / "figures") == []
+    (bench / "bench-spiking-20261203-000000").mkdir()
+    (bench / "bench-spiking-20261203-000000" / "bench.json").write_text('{"figures": [')
+    with pytest.raises(OverlookedError, match=r"bench-spiking-20261203-000000/bench.json is not a bench record \(Expecting value"):
+        crossover_figure([bench], tmp_path / "figures")
 
 
 def test_the_header_names_run_folders_read_from_elsewhere():

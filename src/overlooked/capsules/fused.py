@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from overlooked.capsules.functional import SQUASH_EPS, compute_dtype
+from overlooked.checks import is_count
 from overlooked.errors import InputError
 
 DEFAULT_CHUNK = 8  # examples per chunk: 8 x 1152 x 160 floats = 5.9 MB of u_hat, well inside a 32 MB L3
@@ -156,9 +157,9 @@ def check_routing_inputs(u: torch.Tensor, W: torch.Tensor, out_caps: int, what: 
 
 def check_chunk(chunk: int) -> int:
     """``chunk``, the examples routed at a time, as a whole number >= 1."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if not is_count(chunk):
         raise ValueError(f"chunk (examples routed at a time) must be a whole number >= 1, got {chunk!r}")
-    return chunk
+    return int(chunk)
 
 
 def autocast_off(t: torch.Tensor) -> Any:

@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fused import autocast_off
 from overlooked.capsules.modules import check_image
+from overlooked.checks import is_count
 from overlooked.errors import InputError
 
 POSE = 16  # 4x4 pose matrix, flattened
@@ -126,11 +127,11 @@ def _compile_failures() -> tuple[type[BaseException], ...]:
 
 def _check_iterations(iterations: int, inverse_temperatures: list[float] | None) -> int:
     """EM iterations as a whole number >= 1, with one inverse temperature each when a schedule is given."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+    if not is_count(iterations):
         raise ValueError(f"iterations (EM routing iterations) must be a whole number >= 1, got {iterations!r}")
     if inverse_temperatures is not None and len(inverse_temperatures) != iterations:
         raise ValueError(f"inverse_temperatures needs one value per iteration: {iterations}, got {len(inverse_temperatures)}")
-    return iterations
+    return int(iterations)
 
 
 def check_capsule_grid(layer: nn.Module, pose: torch.Tensor, act: torch.Tensor, types: int, min_side: int = 1) -> None:

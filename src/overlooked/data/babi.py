@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from overlooked.checks import is_count
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.errors import DataError
@@ -409,8 +410,9 @@ def load_babi(
     task_list = _task_list(tasks)
     if size not in SIZES:
         raise DataError(f"unknown bAbI size {size!r}; expected one of {', '.join(map(repr, SIZES))}")
-    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
+    if not is_count(memory_size):
         raise DataError(f"memory_size must be a positive int, got {memory_size!r}")
+    memory_size = int(memory_size)
     paths = {(t, split): task_path(t, size, split) for t in task_list for split in SPLITS}
     root = store.ensure("babi", data_dir, download, files=list(paths.values()), verify_checksums=verify)
     parsed = {key: read_babi_file(root / rel) for key, rel in paths.items()}

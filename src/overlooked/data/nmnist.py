@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from overlooked.checks import is_count
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.errors import DataError
@@ -120,8 +121,9 @@ def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: floa
 
     ``verify`` (default) checks every file against the published sha256 first (about 0.05 s); ``False`` reads
     the files as they are (an edited copy)."""
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+    if not is_count(bins):
         raise DataError(f"bins (time bins per recording) must be a whole number >= 1, got {bins!r}")
+    bins = int(bins)
     root = store.ensure("nmnist_small", data_dir, download, files=None if verify else ["nmnist_small/train1K.txt", "nmnist_small/test100.txt"], verify_checksums=verify)
     folder = root / "nmnist_small"
 

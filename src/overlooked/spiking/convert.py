@@ -34,7 +34,6 @@ torch.Size([5, 3])
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from overlooked.checks import is_count
 from overlooked.errors import OverlookedError
 from overlooked.spiking import modules as M
 from overlooked.spiking import neurons as N
@@ -149,7 +149,7 @@ class ConvertedSNN(nn.Module):
     def _steps(self, steps: int | None) -> int:
         """``steps``, or the network's default when None; a whole number >= 1."""
         steps = self.steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        if not is_count(steps):
             raise ValueError(f"steps must be a whole number >= 1 (time steps to simulate), got {steps!r}")
         return int(steps)
 
