@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import yaml
@@ -124,3 +125,36 @@ def test_an_unknown_override_key_lists_what_is_there():
         api.load("mlp_mnist", ["callbacks.0.name=stop_at_val_accuracy"])
     with pytest.raises(ConfigError, match=r"model.kwargs.hidden holds \d+ entries; set the whole list instead, e.g. model.kwargs.hidden=\[\.\.\.\]"):
         api.load("mlp_mnist", ["model.kwargs.hidden.5.foo=1"])
+
+
+def test_a_config_changed_in_python_is_checked_again_before_training(tmp_path):
+    """``cfg.train.optimizer = "adamm"`` after api.load used to train with AdamW (the trainer's fallback) and
+    leave a run that evaluate then refused; batch_size=0 was a ZeroDivisionError. Both are refused before a
+    folder is made; a string number is converted as from YAML, and the loaded config's warnings are not repeated."""
+    from overlooked import api
+    from overlooked.config import ConfigWarning
+
+    for key, value, message in (("optimizer", "adamm", "train.optimizer: expected one of 'sgd', 'adam', 'adamw', got 'adamm'"), ("batch_size", 0, "train.batch_size must be >= 1, got 0")):
+        cfg = api.load("mlp_mnist")
+        setattr(cfg.train, key, value)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            api.train(cfg, out=str(tmp_path / "runs"))
+        assert not (tmp_path / "runs").exists()
+    cfg = api.load("mlp_mnist")
+    cfg.train.lr = "1e-2"
+    api.check_config(cfg)
+    assert cfg.train.lr == 0.01
+    with pytest.warns(ConfigWarning):
+        cfg = api.load("mlp_mnist", ["train.momentum=0.9"])  # adam: momentum has no effect
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        api.check_config(cfg)
+
+
+@pytest.mark.parametrize("override", ["model.kwargs.dropout=.nan", "objective.kwargs.label_smoothing=.inf", "data.kwargs.val_fraction=-.inf", "model.kwargs.hidden=[.nan]"])
+def test_nan_and_infinite_component_settings_are_refused_like_train_ones(override):
+    """``model.kwargs.dropout=.nan`` ended in a raw torch traceback and ``objective.kwargs.label_smoothing=.nan``
+    trained without a word; README says NaN and infinite numbers are refused, and now they are everywhere."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=re.escape(key) + r"=.*NaN and infinite numbers are refused"):
+        api.load("mlp_mnist" if "hidden" in key else "cnn_mnist", [override])

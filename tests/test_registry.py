@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from overlooked import api
@@ -82,3 +84,72 @@ def test_a_registry_of_ones_own_does_not_load_the_catalog(monkeypatch):
         reg.get("gadget")
     assert "gadget" not in reg and reg.names() == []
     assert registry._CATALOG_LOADED is False  # only the library's own registries load the catalog
+
+
+def test_a_name_of_your_own_that_the_library_uses_is_refused_at_registration_and_nothing_is_lost():
+    """In a fresh interpreter, registering "small_cnn" before any lookup used to succeed and then break the
+    first lookup half way through loading the library's modules, leaving every registry half empty for the
+    rest of the process ("unknown models 'memn2n'")."""
+    import subprocess
+    import sys
+
+    code = """
+from overlooked.errors import RegistryError
+from overlooked.registry import DATASETS, MODELS
+try:
+    @MODELS.register("small_cnn")
+    def mine(num_classes: int = 10):
+        return None
+except RegistryError as e:
+    print("refused:", e)
+print("memn2n" in MODELS, "mnist" in DATASETS, len(MODELS.names()) > 10)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "refused: models 'small_cnn' is already registered (by overlooked.baselines.cnn.small_cnn); register __main__.mine under another name" in out
+    assert out.strip().endswith("True True True")
+
+
+def test_the_same_function_defined_again_replaces_itself():
+    """A re-run notebook cell defines a new function object with the same module and name: it replaces the old
+    builder instead of raising; another function under the name is still refused."""
+    reg = Registry("things")
+
+    def build():
+        return 1
+
+    reg.register("a")(build)
+    first = build
+
+    def build():  # noqa: F811 (the cell, run again)
+        return 2
+
+    reg.register("a")(build)
+    assert build is not first and reg.create("a") == 2
+
+    def other():
+        return 3
+
+    with pytest.raises(RegistryError, match=r"'a' is already registered \(by .*build\); register .*other under another name"):
+        reg.register("a")(other)
+
+
+def test_a_builder_taking_kwargs_gets_the_facts_it_names_and_a_warning_for_the_rest(monkeypatch):
+    """timm-style ``def net(**kwargs)`` used to get no dataset facts at all, silently (a 10-way head on 3-class
+    data); it now gets those it names and a ConfigWarning naming the others and the fix."""
+    from overlooked.config import Component, ConfigWarning, ExperimentConfig
+
+    reg = Registry("models")
+    got = {}
+    reg.register("kw")(lambda num_classes=10, **kwargs: got.update(num_classes=num_classes, **kwargs))
+    reg.register("named")(lambda num_classes=10, input_shape=(1,): got.update(num_classes=num_classes, input_shape=input_shape))
+    monkeypatch.setattr(api, "MODELS", reg)
+    meta = {"num_classes": 3, "input_shape": (4,), "name": "gas", "classes": ["a"]}
+    with pytest.warns(ConfigWarning, match=r"models 'kw' takes \*\*kwargs, so the dataset's input_shape=\(4,\) were not passed .* or set model.kwargs.input_shape"):
+        api.build_model(ExperimentConfig(model=Component("kw")), meta)
+    assert got == {"num_classes": 3}
+    got.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every fact named: no warning
+        api.build_model(ExperimentConfig(model=Component("named")), meta)
+        api.build_model(ExperimentConfig(model=Component("kw", {"input_shape": [4]})), meta)  # given in the config
+    assert got == {"num_classes": 3, "input_shape": [4]}

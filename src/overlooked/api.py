@@ -6,12 +6,15 @@ Each function takes typed arguments and returns plain data; the CLI only parses 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import math
 import re
 import statistics
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +25,15 @@ import yaml
 from torch import nn
 
 from overlooked import catalog
-from overlooked.config import Component, ExperimentConfig, apply_overrides, check_component_kwargs, load_config, parse_override
+from overlooked.config import (
+    Component,
+    ConfigWarning,
+    ExperimentConfig,
+    apply_overrides,
+    check_component_kwargs,
+    load_config,
+    parse_override,
+)
 from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
@@ -41,8 +52,16 @@ def registries() -> dict[str, list[str]]:
 
 
 def check_config(cfg: ExperimentConfig) -> None:
-    """Check every component's name and keyword arguments before any work starts."""
+    """Check every setting, and every component's name and keyword arguments, before any work starts.
+
+    A config changed in Python after :func:`load` (``cfg.train.optimizer = "adamm"``) is checked again here as
+    a loaded one is, its values converted in place as from YAML; its ConfigWarnings are not repeated."""
     catalog.load_all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        checked = ExperimentConfig.from_dict(cfg.to_dict())
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, getattr(checked, f.name))
     check_component_kwargs(DATASETS, cfg.data, "data")
     check_component_kwargs(MODELS, cfg.model, "model")
     check_component_kwargs(OBJECTIVES, cfg.objective, "objective")
@@ -64,6 +83,10 @@ def check_config(cfg: ExperimentConfig) -> None:
         )
 
 
+# The dataset facts that model builders take by name (from Splits.meta; image_shape gives the last three).
+_MODEL_FACTS = ("num_classes", "vocab_size", "memory_size", "sentence_len", "input_shape", "in_channels", "image_size")
+
+
 def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[str, Any]:
     """Fill builder arguments the config leaves out from dataset facts of the same name."""
     facts = dict(meta)
@@ -72,7 +95,19 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
         facts.setdefault("input_shape", shape)
         facts.setdefault("in_channels", shape[0])
         facts.setdefault("image_size", shape[-1])
-    allowed = registry.accepted_kwargs(comp.name) or []
+    allowed = registry.accepted_kwargs(comp.name)
+    if allowed is None:  # a builder taking **kwargs: fill only the arguments it names, and say what it was not given
+        params = inspect.signature(registry.get(comp.name)).parameters.values()
+        allowed = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        left = sorted(k for k in facts if k not in allowed and k not in comp.kwargs and k in _MODEL_FACTS)
+        if left:
+            warnings.warn(
+                f"{registry.kind} {comp.name!r} takes **kwargs, so the dataset's {', '.join(f'{k}={facts[k]!r}' for k in left)} "
+                f"were not passed to it (they go only to arguments a builder names): name them as arguments of the builder, "
+                f"or set {', '.join(f'model.kwargs.{k}' for k in left)}",
+                ConfigWarning,
+                stacklevel=2,
+            )
     return {k: facts[k] for k in allowed if k in facts and k not in comp.kwargs}
 
 
@@ -1122,8 +1157,14 @@ def crossover_figure(bench_roots: list[Path], figures: Path) -> list[Path]:
     starts with the date) that holds the event-driven crossover rows; none when no bench measured it."""
     from overlooked.plots.spiking_speed import event_crossover_figure
 
-    found = sorted((p for root in bench_roots for p in root.glob("*/bench.json") if "crossover" in p.read_text()), key=lambda p: p.parent.name)
-    return [event_crossover_figure(found[-1], figures / "spiking_event_crossover.png")] if found else []
+    for bench in sorted((p for root in bench_roots for p in root.glob("*/bench.json")), key=lambda p: p.parent.name, reverse=True):
+        try:
+            rows = json.loads(bench.read_text()).get("figures", [])  # each file read once, newest first
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise OverlookedError(f"{bench} is not a bench record ({e}); restore it from git or delete it") from e
+        if any("crossover" in str(r.get("name", "")) for r in rows):
+            return [event_crossover_figure(rows, figures / "spiking_event_crossover.png")]
+    return []
 
 
 def report(runs: list[str] | None = None, output: str | Path = "docs/results.md") -> list[Path]:

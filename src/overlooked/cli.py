@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_explain)
 
     p = sub.add_parser("list", help="list registered models, datasets, objectives, ... and packaged configs")
-    p.add_argument("kind", nargs="?", help="models, datasets, encoders, objectives, surrogates, augmentations, callbacks, configs")
+    p.add_argument("kind", nargs="?", help="models, datasets, encoders, objectives, surrogates, augmentations, callbacks, benchmarks, demos, configs, suites")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("data", help="fetch, verify or locate datasets")

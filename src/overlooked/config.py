@@ -385,6 +385,9 @@ def check_component_kwargs(registry: Any, comp: Component, where: str) -> None:
                 f"unknown key(s) {', '.join(f'{where}.kwargs.{k}' for k in unknown)} for {registry.kind} "
                 f"{comp.name!r}; allowed: {', '.join(allowed) or '(none)'}"
             )
+    nonfinite = [f"{where}.kwargs.{k}={v!r}" for k, v in comp.kwargs.items() if _nonfinite(v)]
+    if nonfinite:
+        raise ConfigError(f"{', '.join(nonfinite)}: NaN and infinite numbers are refused (a setting must be a finite number)")
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable annotations: names were checked, types cannot be
@@ -393,3 +396,14 @@ def check_component_kwargs(registry: Any, comp: Component, where: str) -> None:
     for key, value in comp.kwargs.items():
         if key in hints and key in sig.parameters:
             comp.kwargs[key] = check_type(value, hints[key], f"{where}.kwargs.{key}")
+
+
+def _nonfinite(value: Any) -> bool:
+    """Whether a setting is, or holds, a NaN or infinite float (YAML's ``.nan``, ``.inf``)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_nonfinite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_nonfinite(v) for v in value.values())
+    return False

@@ -43,15 +43,26 @@ class Registry:
             _CATALOG_LOADED = True  # set first: the modules being imported may look names up themselves
             from overlooked import catalog
 
-            catalog.load_all()
+            try:
+                catalog.load_all()
+            except BaseException:
+                _CATALOG_LOADED = False  # the next lookup tries again rather than working from half the names
+                raise
 
     def register(self, name: str, **tags: Any) -> Callable[[F], F]:
-        """Decorator registering ``fn`` under ``name``; ``tags`` are free-form facts (family, paper...)."""
+        """Decorator registering ``fn`` under ``name``; ``tags`` are free-form facts (family, paper...).
+
+        A name the library or another module already uses is refused at once (your own registration first
+        completes the library's names); the same function defined again in the same module (a re-run
+        notebook cell) replaces the old one."""
 
         def deco(fn: F) -> F:
-            if name in self._builders and self._builders[name] is not fn:
-                raise RegistryError(f"{self.kind} {name!r} is already registered")
-            self._builders[name] = fn
+            if not _is_library(fn):
+                self._complete()  # a name of your own is checked against the library's names now, not at a later lookup
+            old = self._builders.get(name)
+            if old is not None and old is not fn and _origin(old) != _origin(fn):
+                raise RegistryError(f"{self.kind} {name!r} is already registered (by {_origin(old)}); register {_origin(fn)} under another name")
+            self._builders[name] = fn  # the same function defined again (a re-run notebook cell, a reload) replaces it
             self._tags[name] = dict(tags)
             return fn
 
@@ -102,6 +113,21 @@ class Registry:
                     f"allowed: {', '.join(allowed) or '(none)'}"
                 )
         return fn(**kwargs)
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    """Where a builder is defined: ``module.qualname`` (with its line for a lambda, which has no name of its own).
+    Defining the same name in the same module again (a re-run notebook cell, ``importlib.reload``) is the same
+    origin, so it replaces the old builder; anything else under a taken name is refused."""
+    where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    code = getattr(fn, "__code__", None)
+    return f"{where} (line {code.co_firstlineno})" if "<lambda>" in where and code is not None else where
+
+
+def _is_library(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is one of this package's own builders (registered while the catalog loads)."""
+    module = getattr(fn, "__module__", "") or ""
+    return module == "overlooked" or module.startswith("overlooked.")
 
 
 _CATALOG_LOADED = False

@@ -272,3 +272,22 @@ def test_the_time_word_weight_follows_the_dtype_asked_for(monkeypatch):
     story = torch.randint(1, 20, (2, 4, 3))
     model(story, torch.randint(1, 20, (2, 3)), torch.ones(2, 4, dtype=torch.bool))
     assert asked == [torch.float64]
+
+
+def test_the_functional_hops_name_a_wrong_mask_or_shape():
+    """memory_hop and key_value_hop called directly (a custom model) used to fail inside torch ("masked_fill_ only
+    supports boolean masks", "bitwise_or_cpu not implemented for 'Double'"); like the models' forward they name
+    the problem and the fix."""
+    from overlooked.errors import InputError
+
+    u, K, V, m = torch.randn(2, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.ones(2, 3, dtype=torch.bool)
+    for bad in (m.long(), m.double(), m[0]):
+        with pytest.raises(InputError, match=r"mask must be a bool tensor \[B, M\].*Fix: pass mask.bool\(\)"):
+            MF.memory_hop(u, K, V, bad)
+    for args in ((u[:, :3], K, V, m), (u, K, V[:, :2], m), (u, K, V, m[:, :2]), (u[:1], K, V, m), (u, K[0], V, m)):
+        with pytest.raises(InputError, match=r"memory hop needs u \[B, d\], keys \[B, M, d\], values \[B, M, d'\] and a mask \[B, M\]"):
+            MF.memory_hop(*args)
+    with pytest.raises(InputError, match="mask must be a bool tensor"):
+        MF.key_value_hop(u, K, K, m.float(), torch.eye(4))
+    o, p = MF.memory_hop(u, K, V, m)  # values may be wider than keys (d' != d)
+    assert o.shape == (2, 5) and p.shape == (2, 3)

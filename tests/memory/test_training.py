@@ -96,7 +96,7 @@ def test_a_model_that_does_not_fit_the_data_is_named_at_the_first_batch(tmp_path
     small = ["data.tasks=[1]", "train.epochs=1", "train.progress=false"]
     cases = [
         ("memn2n_babi1k", ["model.memory_size=20"], InputError, "story has 50 memory slots but the model's temporal table holds memory_size=20"),
-        ("memn2n_babi1k", ["objective.name=memnn_margin", "objective.kwargs={}"], InputError, "train a `memnn` or `memnn_amngnl` model with it"),
+        ("memn2n_babi1k", ["objective.name=memnn_margin", "objective.kwargs={}"], InputError, "train a `memnn` or `memnn_am_ng_nl` model with it"),
         ("kvmemnn_babi1k_single", ["callbacks=[{name: linear_start}]"], ConfigError, "KVMemNN has none: remove the callback"),
     ]
     for config, overrides, error, message in cases:

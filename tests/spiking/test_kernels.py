@@ -21,7 +21,18 @@ NEURONS = {
     "lif": (M.LIF, {"tau_mem": 5e-3, "v_leak": 0.1, "v_reset": -0.2}),
     "plif": (M.PLIF, {}),
     "cuba": (M.CubaLIF, {"w_in": 0.7}),
+    # Every parameter away from its default, so that a kernel reading a threshold of 1, r = 1 or v_reset = 0
+    # in place of the neuron's own value (forward or backward) differs from the reference.
+    "if_p": (M.IF, {"r": 250.0, "v_threshold": 0.7, "v_reset": -0.1}),
+    "lif_p": (M.LIF, {"tau_mem": 5e-3, "r": 1.3, "v_threshold": 1.2, "v_leak": -0.05, "v_reset": 0.1}),
+    "plif_p": (M.PLIF, {"r": 1.2, "v_threshold": 0.8, "v_leak": 0.05, "v_reset": -0.1}),
+    "cuba_p": (M.CubaLIF, {"w_in": 0.7, "r": 1.5, "v_leak": 0.1, "v_threshold": 1.3, "v_reset": -0.2, "tau_syn": 4e-3}),
 }
+
+
+def _base(kind: str) -> str:
+    """The neuron kind of a NEURONS entry ("cuba_p" -> "cuba")."""
+    return kind.split("_")[0]
 SURROGATES = ("fast_sigmoid", "atan", "sigmoid", "triangle", "rectangle")
 
 
@@ -66,14 +77,14 @@ def test_cpp_equals_reference(kind, reset, detach, dtype):
         assert kernels.CALLS["cpp_backward"] == before.get("cpp_backward", 0) + 1
         assert 0.02 < z1.mean() < 0.9  # spikes and silences both happen
         assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
-        if kind == "cuba":
+        if _base(kind) == "cuba":
             assert torch.equal(s1.i, s2.i)
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         for a, b in zip(g1, g2):
             torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
 
 
-@pytest.mark.parametrize("kind, loss", [(k, loss) for k in NEURONS for loss in ("v.sum", "i.sum", "z.sum", "transposed") if loss != "i.sum" or k == "cuba"])
+@pytest.mark.parametrize("kind, loss", [(k, loss) for k in NEURONS for loss in ("v.sum", "i.sum", "z.sum", "transposed") if loss != "i.sum" or _base(k) == "cuba"])
 def test_cpp_gradients_with_non_contiguous_incoming_gradients(kind, loss):
     """Autograd hands the backward expanded (``v.sum()``: stride 0) or transposed gradients; the C++ code
     reads raw pointers, so each must be a contiguous tensor kept alive through the call (a copy freed before
@@ -113,10 +124,10 @@ def test_cpp_chunked_path_with_two_threads_equals_reference(kind, dtype, monkeyp
     monkeypatch.setattr(cpu, "chunk_size", sixteen)
     torch.set_num_threads(2)  # the autouse fixture restores the caller's count
     torch.manual_seed(4)
-    ref, fast = _pair(kind, "cpp", dtype, reset="subtract" if kind == "if" else "zero")
+    ref, fast = _pair(kind, "cpp", dtype, reset="subtract" if _base(kind) == "if" else "zero")
     x = (torch.randn(25, 3, 41, dtype=dtype) * 3 + 1).requires_grad_()  # n = 3 x 41 = 123 = 7 x 16 + 11
     v0 = (torch.randn(3, 41, dtype=dtype) * 0.3).requires_grad_()
-    state = type(ref.cell.initial_state(x[0]))(v0, *(torch.randn(3, 41, dtype=dtype).requires_grad_() for _ in range(kind == "cuba")))
+    state = type(ref.cell.initial_state(x[0]))(v0, *(torch.randn(3, 41, dtype=dtype).requires_grad_() for _ in range(_base(kind) == "cuba")))
     gz, gv = torch.randn_like(x), torch.randn(3, 41, dtype=dtype)
     before = kernels.CALLS["cpp_backward"]
     z1, s1, g1 = _grads(ref, x, state, gz, gv)
@@ -124,13 +135,13 @@ def test_cpp_chunked_path_with_two_threads_equals_reference(kind, dtype, monkeyp
     assert sizes == [(123, 2)] and kernels.CALLS["cpp_backward"] == before + 1  # the chunked kernel really ran
     assert 0.02 < z1.mean() < 0.9 and z1[:, 2, 30:].sum() > 0  # the ragged last chunk (flat 112..122) spikes too
     assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
-    if kind == "cuba":
+    if _base(kind) == "cuba":
         assert torch.equal(s1.i, s2.i)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
-    assert len(g1) == len(g2) == 2 + (kind == "cuba") + (kind == "plif")  # x, v0, [i0], [PLIF's w]
+    assert len(g1) == len(g2) == 2 + (_base(kind) == "cuba") + (_base(kind) == "plif")  # x, v0, [i0], [PLIF's w]
     for a, b in zip(g1, g2):
         torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
-    if kind == "plif":
+    if _base(kind) == "plif":
         assert g1[-1].abs() > 0.1  # a learned-decay gradient large enough that a lost chunk would show
 
 
@@ -163,9 +174,10 @@ def test_gradcheck_where_the_surrogate_is_the_true_derivative(kind, reset):
     for _ in range(200):  # find an input whose membranes all stay clear of the threshold
         x = torch.randn(6, 2, 3, generator=gen, dtype=torch.float64) * 2 + 0.5
         v0 = torch.randn(2, 3, generator=gen, dtype=torch.float64) * 0.3
-        i0 = torch.randn(2, 3, generator=gen, dtype=torch.float64) * 0.3 if kind == "cuba" else None
+        i0 = torch.randn(2, 3, generator=gen, dtype=torch.float64) * 0.3 if _base(kind) == "cuba" else None
         h = _membranes(fast, x, v0, i0)
-        if (h - fast.cell.params().v_threshold).abs().min() > 0.05 and 0 < (h > 1).double().mean() < 1:
+        threshold = fast.cell.params().v_threshold
+        if (h - threshold).abs().min() > 0.05 and 0 < (h > threshold).double().mean() < 1:
             break
     else:
         pytest.fail("no clear input found")

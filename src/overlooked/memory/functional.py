@@ -239,6 +239,8 @@ def mask_bias(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         an all-padding row, which keeps its softmax finite); ``gate`` ``[B, M]`` float is the mask itself,
         zeroing padding (and all-padding rows) after the softmax.
     """
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        raise InputError(f"mask must be a bool tensor [B, M], True on real memories; got {_describe(mask)}. Fix: pass mask.bool() (or mask > 0) of shape [B, M]")
     any_real = mask.any(-1, keepdim=True)  # [B, 1]
     keep = mask | ~any_real
     bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~keep, float("-inf"))
@@ -271,11 +273,23 @@ def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: 
         softmax: False under linear start.
     """
     bias, gate = mask_bias(mask) if isinstance(mask, torch.Tensor) else mask
+    _check_hop(u, keys, values, bias)
     # u^T K^T rather than K u: the same numbers, but a [1, d] x [d, M] product per story runs about 4x
     # faster on CPU than a matrix-vector [M, d] x [d, 1] one (about 10% of a MemN2N training step).
     scores = torch.bmm(u.unsqueeze(1), keys.transpose(1, 2)).squeeze(1)  # [B, M]
     p = address_with_bias(scores, bias, gate, softmax)
     return read_memory(p, values), p
+
+
+def _check_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> None:
+    """Shapes of one padded hop: ``u`` ``[B, d]``, ``keys`` ``[B, M, d]``, ``values`` ``[B, M, d']``, mask ``[B, M]``
+    (a handful of attribute reads; a mismatch would otherwise fail inside ``bmm`` or broadcast)."""
+    ok = u.dim() == 2 and keys.dim() == 3 and values.dim() == 3 and tuple(keys.shape[:2]) == tuple(values.shape[:2]) == tuple(bias.shape)
+    if not ok or u.shape[0] != keys.shape[0] or u.shape[1] != keys.shape[2]:
+        raise InputError(
+            f"memory hop needs u [B, d], keys [B, M, d], values [B, M, d'] and a mask [B, M]; got u {_describe(u)}, "
+            f"keys {_describe(keys)}, values {_describe(values)}, mask {list(bias.shape)}. Fix: embed each story to [B, M, d] and the question to [B, d]"
+        )
 
 
 def pack_memories(memory_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from overlooked.checks import is_count
 from overlooked.errors import InputError
 from overlooked.registry import OBJECTIVES
 
@@ -103,16 +104,16 @@ class MemNNMargin(nn.Module):
         super().__init__()
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-        if negatives != "all" and (isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 1):
+        if negatives != "all" and not is_count(negatives):
             raise ValueError(f"negatives must be 'all' or a positive int, got {negatives!r}")
-        self.margin, self.negatives, self.reduction, self.target_key = margin, negatives, reduction, target_key
+        self.margin, self.negatives, self.reduction, self.target_key = margin, negatives if negatives == "all" else int(negatives), reduction, target_key
 
     def forward(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not isinstance(output, dict) or "o_margin" not in output:
             raise InputError(
                 "memnn_margin needs the ranking scores of a MemNN called with the true supporting facts "
                 "(output keys o_margin, o_negative, r_true), and the model's output has none: train a `memnn` or "
-                "`memnn_amngnl` model with it (they read the batch's `supporting`), or give other models a "
+                "`memnn_am_ng_nl` model with it (they read the batch's `supporting`), or give other models a "
                 "cross-entropy objective (objective.name=cross_entropy)"
             )
         per_question = memnn_ranking_loss(
