@@ -144,13 +144,23 @@ DDP_CFG = {
 }
 
 
+# MemN2N's recipe: the cost summed over the batch (DDP's gradient average must be undone: loss_scale) and each
+# parameter's gradient clipped, which must happen after the all-reduce, on the global batch's gradient. The clip
+# is set so that some but not all steps clip (a clip on every step would hide a wrong scale).
+SUMMED = {"objective": {"name": "cross_entropy", "kwargs": {"reduction": "sum"}}}
+SUMMED_CLIPPED = {**SUMMED, "train": {**DDP_CFG["train"], "lr": 0.004, "grad_clip": 3.0, "grad_clip_per_tensor": True}}
+
+
 @pytest.mark.slow
-def test_ddp_two_ranks_equal_one_process(tmp_path):
-    """2 ranks x batch B/2 give the same parameters as 1 process x batch B on the same samples per step."""
+@pytest.mark.parametrize("variant", ["mean", "summed", "summed_clipped"])
+def test_ddp_two_ranks_equal_one_process(tmp_path, variant):
+    """2 ranks x batch B/2 give the same parameters as 1 process x batch B on the same samples per step, for a
+    mean cost, a summed one, and a summed one with per-tensor clipping."""
     cfg_path = tmp_path / "ddp.yaml"
     import yaml
 
-    cfg_path.write_text(yaml.safe_dump(DDP_CFG))
+    extra = {"mean": {}, "summed": {**SUMMED, "train": {**DDP_CFG["train"], "lr": 0.004}}, "summed_clipped": SUMMED_CLIPPED}[variant]
+    cfg_path.write_text(yaml.safe_dump({**DDP_CFG, **extra}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "overlooked", "train", str(cfg_path), "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
@@ -979,3 +989,45 @@ def test_an_interrupted_repeats_run_resumes_as_a_whole(tmp_path, kill_at):
     raw["train"].update(seed=0, repeats=3)
     (cut / "config.yaml").write_text(yaml.safe_dump(raw))
     assert api.resume(cut)[1]["test_accuracy_mean"] == whole["test_accuracy_mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+# 28 steps per epoch (floor(900 / 32) batches drawn with replacement); linear start ends at the validation pass
+# closing epoch 2 (step 56), restarting the step schedule there; 'last' checkpoints every 5 steps. Killed at
+# 43, inside linear start (the restored callback must bring back the LS lr, the model without softmaxes and
+# the warm-up), and at 73, after it (the schedule's restart point and the model's mode come from its state).
+@pytest.mark.parametrize("kill", [43, 73])
+def test_sigkill_then_resume_is_bitwise_identical_with_a_stateful_callback(tmp_path, data_dir, kill):
+    """The constant-lr resume test above has no callback state, schedule, warm-up, clipping or with-replacement
+    sampling; MemN2N's recipe has all of them (linear start sets the lr scale, the schedule's start and the
+    model's mode, and must be restored from the checkpoint); a resumed run still ends bitwise equal."""
+    overrides = [
+        "data.kwargs.tasks=[1]",
+        "train.epochs=4",
+        "train.step_epochs=1",
+        "train.warmup_steps=3",
+        "train.sampling=replacement",
+        "train.grad_clip=2.0",
+        "train.checkpoint_every=5",
+        "train.progress=false",
+        "callbacks=[{name: linear_start, kwargs: {lr: 0.005, patience: 100, max_epochs: 2}}]",
+    ]
+    raw = api.load("memn2n_babi1k", overrides).to_dict()
+    raw["data_dir"] = str(data_dir)
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert _run(tmp_path, raw, ref, -1, "train") == 0
+    assert _run(tmp_path, raw, cut, kill, "train") == -9
+    info = read_checkpoint(cut / "checkpoints" / "last.safetensors")[1]["info"]
+    assert info["state"]["step"] == (kill // 5) * 5
+    assert _run(tmp_path, raw, cut, -1, "resume") == 0
+    a, b = _weights(ref), _weights(cut)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed at step {kill})"
+    ref_lines = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    cut_lines = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    for key in ("step", "lr", "val_loss", "train_loss"):
+        assert [r.get(key) for r in cut_lines] == [r.get(key) for r in ref_lines], key
+    lrs = [r["lr"] for r in ref_lines if "lr" in r]  # at each epoch's validation pass
+    assert lrs == [0.005, 0.005, 0.01, 0.005]  # LS's lr, then the step schedule restarted at step 56 and halved
