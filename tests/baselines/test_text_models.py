@@ -104,8 +104,16 @@ def test_time_defaults_to_the_mask_recency():
         torch.testing.assert_close(model(story, query, mask), model(story, query, mask, time))
 
 
+def _rows_per_encoder_pass(model) -> list[int]:
+    """A forward hook on the first encoder block: the batch rows of every pass the model really ran."""
+    rows: list[int] = []
+    model.blocks[0].register_forward_hook(lambda _module, args, _out: rows.append(args[0].shape[0]))
+    return rows
+
+
 def test_grouped_transformer_equals_reference_in_training_too():
-    """``group_tokens`` is a speed choice only: same weights, same outputs and gradients, more than one group."""
+    """``group_tokens`` is a speed choice only: same weights, same outputs and gradients, more than one group.
+    The groups are observed in the model (hooked encoder passes), not inferred from lengths computed here."""
     torch.manual_seed(3)
     ref = _create("transformer_reader")
     fast = _create("transformer_reader", group_tokens=40)
@@ -113,7 +121,10 @@ def test_grouped_transformer_equals_reference_in_training_too():
     story, query, mask, time = _batch()
     tokens, _, lengths = read_order(story, query, mask, time, V, M)
     assert int(lengths.max() + 1) * len(lengths) > 40  # the batch really is split into several groups
+    ref_rows, fast_rows = _rows_per_encoder_pass(ref), _rows_per_encoder_pass(fast)
     out_ref, out_fast = ref(story, query, mask, time), fast(story, query, mask, time)
+    assert ref_rows == [len(story)]  # the reference: the whole batch in one padded pass
+    assert len(fast_rows) > 1 and sum(fast_rows) == len(story)  # grouped: several passes, every row once
     torch.testing.assert_close(out_fast, out_ref, atol=1e-5, rtol=1e-5)
     out_ref.square().sum().backward()
     out_fast.square().sum().backward()

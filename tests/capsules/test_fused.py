@@ -86,8 +86,19 @@ def _outputs_and_grads(models, image, label):
     return outs, grads
 
 
+def _assert_routes_fused(ref, fast, outs):
+    """``capsnet(backend=...)`` reaches the routing layer, and the fused function really produced the fast
+    model's poses (the sentinel of ``test_fused_backend_really_runs_and_couplings_sum_to_one``), while the
+    reference model's did not: otherwise "fused equals reference" could compare the reference with itself."""
+    assert ref.digits.backend == "reference" and fast.digits.backend == "fused"
+    assert type(outs[1]["poses"].grad_fn).__name__ == "FusedRoutingBackward"
+    assert type(outs[0]["poses"].grad_fn).__name__ != "FusedRoutingBackward"
+
+
 def test_capsnet_fused_equals_reference():
-    outs, grads = _outputs_and_grads(_twins(), torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 9]))
+    models = _twins()
+    outs, grads = _outputs_and_grads(models, torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 9]))
+    _assert_routes_fused(*models, outs)
     for key in outs[0]:
         torch.testing.assert_close(outs[1][key], outs[0][key], atol=1e-6, rtol=1e-4)
     for name, g in grads[0].items():
@@ -125,6 +136,7 @@ def test_reference_backend_keeps_float64_and_equals_the_fused_one():
     ref, fast = (model.double() for model in _twins())
     image, label = torch.rand(2, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), torch.tensor([3, 8])
     outs, grads = _outputs_and_grads((ref, fast), image, label)
+    _assert_routes_fused(ref, fast, outs)
     for key, value in outs[0].items():
         assert value.dtype == torch.float64 and outs[1][key].dtype == torch.float64, key
         torch.testing.assert_close(outs[1][key], value, atol=1e-12, rtol=1e-10, msg=key)
@@ -141,6 +153,7 @@ def test_reference_backend_keeps_float64_and_equals_the_fused_one():
     v32, _ = ref.digits(u.float())
     v32_fast, _ = fast.digits(u.float())
     assert v32.dtype == v32_fast.dtype == torch.float64
+    assert type(v32_fast.grad_fn).__name__ == "FusedRoutingBackward"  # the fast layer alone routes fused too
     torch.testing.assert_close(v32, _reference(u.float().double(), ref.digits.W, 10, 3, False)[0], atol=0, rtol=0)
 
 

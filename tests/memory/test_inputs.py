@@ -124,12 +124,46 @@ def test_valid_inputs_run_in_float64_and_int32(name):
     torch.testing.assert_close(model(**inputs)["logits"], out["logits"])
 
 
-def test_check_passes_valid_inputs_and_reads_no_values():
-    """On the meta device there are no values to read: the check must still pass (no .item(), no sync)."""
+def _spy_on_reads(monkeypatch) -> tuple[list[tuple[str, bool]], list[str]]:
+    """Record every ``reads_values`` answer (device, may read) and every value read (``torch.aminmax``, how
+    ``overlooked.checks.outside`` reads a range) that the checks make."""
+    import overlooked.checks as checks
+
+    answers: list[tuple[str, bool]] = []
+    reads: list[str] = []
+    real_gate, real_aminmax = checks.reads_values, torch.aminmax
+
+    def gate(t):
+        answers.append((t.device.type, real_gate(t)))
+        return answers[-1][1]
+
+    def aminmax(t, *args, **kwargs):
+        reads.append(t.device.type)
+        return real_aminmax(t, *args, **kwargs)
+
+    monkeypatch.setattr(checks, "reads_values", gate)
+    monkeypatch.setattr(torch, "aminmax", aminmax)
+    return answers, reads
+
+
+def test_check_passes_valid_inputs_and_reads_no_values(monkeypatch):
+    """On the meta device there are no values to read: the check must still pass (no .item(), no sync).
+    Observed: with a vocabulary and a temporal table, story, query and time would each be range-checked;
+    every one asks ``reads_values``, is told no, and no value is read. The same valid inputs on the CPU are
+    read, three times, so the spy does see reads."""
+    answers, reads = _spy_on_reads(monkeypatch)
     meta = {"device": "meta"}
     story, query = torch.empty(B, M, L, dtype=torch.long, **meta), torch.empty(B, 3, dtype=torch.int32, **meta)
     mask, time = torch.empty(B, M, dtype=torch.bool, **meta), torch.empty(B, M, dtype=torch.long, **meta)
     check_memory_inputs(story, query, mask, time, supporting=torch.empty(B, 0, dtype=torch.long, **meta), memory_size=M, name="memnn")
+    assert answers == [("meta", False)] and reads == []  # time's range: asked, not read
+    answers.clear()
+    check_memory_inputs(story, query, mask, time, memory_size=M, vocab_size=V, name="memn2n")
+    assert answers == [("meta", False)] * 3 and reads == []  # story, query and time: asked, none read
+    answers.clear()
+    cpu = [torch.zeros(t.shape, dtype=t.dtype) for t in (story, query, mask, time)]
+    check_memory_inputs(*cpu, memory_size=M, vocab_size=V, name="memn2n")
+    assert answers == [("cpu", True)] * 3 and reads == ["cpu"] * 3
 
 
 @pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "memnn", "memnn_am_ng_nl"])
@@ -155,10 +189,24 @@ def test_the_lstm_reader_refuses_sizes_with_the_same_check(size):
 
 @pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "memnn", "lstm_reader"])
 def test_sizes_of_any_integral_type_are_accepted(name):
-    """numpy integers (``vocab_size=arr.max() + 1``) are sizes too; only non-integers and bools are refused."""
+    """numpy integers (``vocab_size=arr.max() + 1``) are sizes too; only non-integers and bools are refused.
+    Accepted means used: the model built from them is the one built from the same Python ints (every
+    parameter and buffer, same seed), and it runs with the same answer."""
     import numpy as np
 
-    MODELS.create(name, vocab_size=np.int64(12), embed_dim=np.int32(4))
+    torch.manual_seed(0)
+    model = MODELS.create(name, vocab_size=np.int64(V), embed_dim=np.int32(4))
+    torch.manual_seed(0)
+    plain = MODELS.create(name, vocab_size=V, embed_dim=4)
+    # the same model as with Python ints: every parameter and buffer, shape and value
+    got, want = model.state_dict(), plain.state_dict()
+    assert list(got) == list(want)
+    for key, value in want.items():
+        assert got[key].shape == value.shape and torch.equal(got[key], value), key
+    inputs = {k: v for k, v in _inputs(name).items() if k != "supporting"}
+    out, expected = model(**inputs), plain(**inputs)  # and it runs, with the same answer
+    out, expected = (o["logits"] if isinstance(o, dict) else o for o in (out, expected))
+    assert out.shape == (B, V) and torch.equal(out, expected)
 
 
 @pytest.mark.parametrize("name", sorted(KWARGS))

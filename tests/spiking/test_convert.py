@@ -117,7 +117,25 @@ def test_p999_scales_are_percentiles_of_the_original_anns_positive_relu_outputs(
     assert float((sim.readout[-1] / 256 - logits).abs().max()) < 0.05
 
 
+def _curve_predictions(snn, x: torch.Tensor, steps: int, classes: int) -> torch.Tensor:
+    """Each image's predicted class after every step ``[T, N]``, read from :func:`evaluate_curve` alone: run
+    one image per batch with every image labelled ``k``; the progress callback's running count of correct
+    answers grows, step by step, exactly where that image's prediction is ``k``."""
+    pred = torch.full((steps, len(x)), classes - 1, dtype=torch.long)  # the last class: none of the others
+    for k in range(classes - 1):
+        seen = [torch.zeros(steps, dtype=torch.long)]
+        evaluate_curve(snn, x, torch.full((len(x),), k), steps, batch_size=1, progress=lambda _n, correct, seen=seen: seen.append(correct.clone()))
+        hit = torch.stack(seen).diff(dim=0).T == 1  # [T, N]: image i counted correct at step t
+        pred[hit] = k
+    return pred
+
+
 def test_readout_approaches_ann_logits_and_curve_is_one_pass():
+    """The curve after t steps is what a separate t-step simulation predicts, image by image (not only the
+    same accuracy, which different predictions can share), and the one pass's readout / t is that run's
+    logits. ``_small_net`` predicts class 0 for every image at every step (accuracy 1 throughout), so the
+    per-image check also runs on a copy whose readout is centred on the calibration mean: its predictions
+    differ between images and change over the steps."""
     net = _small_net().eval()
     calib = _calibration()
     snn = convert(net, calib, norm="max")
@@ -130,6 +148,20 @@ def test_readout_approaches_ann_logits_and_curve_is_one_pass():
         alone = snn(x, steps=t)["logits"].argmax(-1)
         assert res["accuracy"][t - 1] == pytest.approx(float((alone == labels).double().mean()))
     assert set(res["position_counts"]) == {8, 24}
+    centred = copy.deepcopy(net)
+    with torch.no_grad():
+        centred[7].weight.mul_(4)
+        centred[7].bias.copy_(-centred[7].weight @ centred[:7](calib).mean(0))  # logits vary from image to image
+    centred_snn = convert(centred, calib, norm="max")
+    curve = _curve_predictions(centred_snn, x, 24, classes=3)
+    for model in (snn, centred_snn):
+        one_pass = model.simulate(x, steps=24).readout  # [T, N, C], accumulated
+        for t in range(1, 25):
+            alone = model(x, steps=t)["logits"]
+            torch.testing.assert_close(one_pass[t - 1] / t, alone, rtol=1e-6, atol=1e-6)  # the logits of a t-step run
+            if model is centred_snn:
+                assert torch.equal(curve[t - 1], alone.argmax(-1)), t
+    assert len(set(curve[-1].tolist())) > 1 and bool((curve != curve[-1]).any()), "predictions must vary for the check to mean anything"
 
 
 def test_unconvertible_layers_are_refused_clearly():

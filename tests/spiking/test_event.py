@@ -16,11 +16,15 @@ def _dyadic(t: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.round(t * scale * 64) / 64
 
 
-def _net(seed: int = 0) -> list[nn.Module]:
+def _net(seed: int = 0, groups: int = 1) -> list[nn.Module]:
+    """conv, LIF, AvgPool, IF, conv2, LIF cell, Flatten, linear, LIF. ``groups=2`` makes conv2 a grouped
+    ``Conv2d(4, 6, 3, groups=2)``: AvgPool is a grouped convolution with one channel per group, so only this
+    exercises ``_scatter_conv`` with several input and output channels per group."""
     torch.manual_seed(seed)
     conv = nn.Conv2d(2, 4, 3, stride=2, padding=1).double()  # stride 2 with padding: uneven borders
-    conv2 = nn.Conv2d(4, 3, 3, padding=2).double()  # padding wider than needed: more borders
-    lin = nn.Linear(3 * 5 * 5, 10).double()
+    out2 = 3 if groups == 1 else 6
+    conv2 = nn.Conv2d(4, out2, 3, padding=2, groups=groups).double()  # padding wider than needed: more borders
+    lin = nn.Linear(out2 * 5 * 5, 10).double()
     for layer, w, b, offset in ((conv, 3.0, 0.3, 1 / 16), (conv2, 2.0, 0.2, 1 / 4), (lin, 2.0, 0.2, 1 / 8)):
         layer.weight.data = _dyadic(layer.weight.data, w) + offset
         layer.bias.data = _dyadic(layer.bias.data, b) + 1 / 8
@@ -46,8 +50,10 @@ def _fan_out_by_enumeration(syn: nn.Conv2d | nn.AvgPool2d, c: int, h: int, w: in
     return per_group * count.expand(c, h, w)
 
 
-def test_event_spikes_equal_clock_spikes_and_count_is_exact():
-    layers = _net()
+@pytest.mark.parametrize("groups", [1, 2])
+def test_event_spikes_equal_clock_spikes_and_count_is_exact(groups):
+    layers = _net(groups=groups)
+    assert layers[4].groups == groups
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(12, 3, 2, 11, 11, generator=gen) < 0.3).double()  # [T, B, C, H, W], odd size: ragged borders
     events = E.run_events(layers, x)
@@ -92,10 +98,11 @@ def _layer_by_layer(layers: list[nn.Module], x: torch.Tensor) -> list[torch.Tens
     return spikes
 
 
-def test_clock_and_event_simulations_equal_a_plain_layer_by_layer_run():
+@pytest.mark.parametrize("groups", [1, 2])
+def test_clock_and_event_simulations_equal_a_plain_layer_by_layer_run(groups):
     """run_clock shares run_events' grouping (``_stages``), so a grouping bug (a wrong cell or parameters for
     a layer, a reshape in the wrong place) would pass the event = clock test; this reference has no grouping."""
-    layers = _net()
+    layers = _net(groups=groups)
     x = (torch.rand(12, 3, 2, 11, 11, generator=torch.Generator().manual_seed(0)) < 0.3).double()
     with torch.no_grad():
         reference = _layer_by_layer(layers, x)

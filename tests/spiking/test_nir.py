@@ -403,6 +403,16 @@ def test_an_imported_network_keeps_its_neuron_parameters_as_buffers():
     assert y.dtype == torch.float64
 
 
+def _record_spikes(net) -> dict[str, list[torch.Tensor]]:
+    """Forward hooks on the network's neuron cells: each one's spikes ``[B, ...]`` at every step, by node."""
+    spikes: dict[str, list[torch.Tensor]] = {}
+    for name, layer in net.layers.items():
+        if isinstance(layer, M._Cell):
+            spikes[name] = []
+            layer.register_forward_hook(lambda _module, _args, out, name=name: spikes[name].append(out[0].detach().clone()))
+    return spikes
+
+
 @pytest.mark.parametrize("kind", ["lif", "cubalif", "if"])
 def test_retime_gives_the_same_network_at_another_dt(kind):
     """Forward Euler sees tau only through dt / tau: the graph rescaled to 30 ms steps, run at 30 ms, computes
@@ -416,9 +426,16 @@ def test_retime_gives_the_same_network_at_another_dt(kind):
     slow = retime(graph, 0.03)
     assert slow.metadata["dt"] == 0.03 and graph.metadata["dt"] == DT  # a copy: the original is unchanged
     x = torch.rand(12, 4, 5) * 3
+    fast_net, slow_net = from_nir(graph, dt=DT), from_nir(slow, dt=0.03)
+    fast_spikes, slow_spikes = _record_spikes(fast_net), _record_spikes(slow_net)
     with torch.no_grad():
-        y, _ = from_nir(graph, dt=DT)(x)
-        y_slow, _ = from_nir(slow, dt=0.03)(x)
+        y, _ = fast_net(x)
+        y_slow, _ = slow_net(x)
+    assert list(fast_spikes) == list(slow_spikes) and len(fast_spikes) == 1  # the one neuron layer
+    for name, spikes in fast_spikes.items():
+        fast, slow = torch.stack(spikes), torch.stack(slow_spikes[name])  # [T, B, 6], one per step
+        assert fast.shape == (12, 4, 6) and set(fast.unique().tolist()) == {0.0, 1.0}, "spikes, some and not all"
+        assert torch.equal(slow, fast), name  # spike for spike
     assert (y - y[0]).abs().max() > 0  # the readout moves with the neurons' spikes
     torch.testing.assert_close(y_slow, y, rtol=1e-5, atol=1e-6)
     with pytest.raises(NIRImportError, match="records no dt"):
