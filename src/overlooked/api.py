@@ -472,7 +472,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         backends = resolved_backends(model)  # read before the energy pass below, which runs in float32 without autocast
         if backends:  # which neuron kernel each spiking layer ran in the trainer's last pass (reference loop, cpp, triton)
             summary["neuron_backends"] = backends
-        summary.update(spiking_energy(model, splits, encoder))
+        summary.update(spiking_energy(model, splits, encoder, examples=min(ENERGY_EXAMPLES, cfg.train.eval_limit or ENERGY_EXAMPLES)))  # within train.eval_limit, as every other number
         if "test_accuracy" in summary and len(splits.test):  # 95% Wilson interval on the test accuracy
             try:
                 summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], summary.get("test_examples", len(splits.test)))

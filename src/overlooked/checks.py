@@ -16,9 +16,14 @@ def is_count(v: object) -> bool:
     return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
 
 
-def check_sizes(name: str, **sizes: int | None) -> None:
+def check_sizes(name: str, **sizes: int | None) -> tuple[int | None, ...]:
     """Refuse sizes that are not integers >= 1 (``hops=0``, ``embed_dim=2.5``, ``True``) when a model is built,
-    not at its first step; any integral type passes (``numpy.int64`` too), None means "not given".
+    not at its first step; any integral type passes (``numpy.int64`` too), None means "not given". Returns the
+    sizes in the order given, as Python ints (so that a model stores ints, not numpy scalars).
+
+    >>> import numpy as np
+    >>> check_sizes("memn2n", embed_dim=np.int64(20), hops=3)
+    (20, 3)
 
     >>> check_sizes("memn2n", embed_dim=20, hops=0)
     Traceback (most recent call last):
@@ -32,6 +37,7 @@ def check_sizes(name: str, **sizes: int | None) -> None:
     ]
     if bad:
         raise ValueError(f"{name}: " + "; ".join(bad))
+    return tuple(None if v is None else int(v) for v in sizes.values())
 
 
 def reads_values(t: torch.Tensor) -> bool:

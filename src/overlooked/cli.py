@@ -1,4 +1,4 @@
-"""Command line: ``overlooked train | evaluate | explain | bench | demo | report | list | data | export-nir | convert``.
+"""Command line: ``overlooked train | evaluate | explain | bench | demo | report | show | list | data | export-nir | convert``.
 
 Each subcommand parses its arguments, loads a config, applies ``key=value`` overrides and calls the function
 of the same name in :mod:`overlooked.api`. Errors the user can fix are printed without a traceback.
@@ -47,6 +47,33 @@ def _print_summary(path: Any, summary: dict[str, Any]) -> None:
             if "test_accuracy" in r:  # summaries of --each written before it was recorded lack it
                 print(f"{rule}: test_accuracy {r['test_accuracy']:.4f} (seed {r['seed']}; rule: {r['rule']})")
     print(f"run folder: {path}")
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import each ``--import`` module: a ``.py`` file by its path, else a dotted name looked up from the current
+    folder first (as ``python -m`` does), then sys.path. Its registrations then serve the command."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    for name in modules:
+        path = Path(name)
+        try:
+            if name.endswith(".py"):
+                if not path.is_file():
+                    raise OverlookedError(f"--import {name}: no such file")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                if os.getcwd() not in sys.path and "" not in sys.path:
+                    sys.path.insert(0, os.getcwd())
+                importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                raise OverlookedError(f"--import {name}: {exc}; give a module importable from the current folder or sys.path, or the path of a .py file") from None
+            raise OverlookedError(f"--import {name}: importing it failed: {exc} (a module it imports is missing)") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -115,6 +142,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for example in shown:
         print(format_example(example))
         print(f"figure: {example['figure']}\n")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print CONFIG with its overrides applied and checked, as a run would write it to config.yaml."""
+    from overlooked import api
+
+    cfg = api.load(args.config, list(args.overrides))
+    api.check_config(cfg)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 
 
@@ -216,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(prog="overlooked", description="Memory, spiking and capsule networks, measured against what won.")
     parser.add_argument("--version", action="version", version=f"overlooked {__version__}")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (a dotted name found from the current folder or sys.path, or a .py file) before the command, so the models, datasets, objectives or callbacks it registers can be named; repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, out: bool = True) -> None:
@@ -256,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the PNGs and explain.json (default RUN/explain)")
     common(p, out=False)
     p.set_defaults(fn=cmd_explain)
+
+    p = sub.add_parser("show", help="print a config with its overrides applied and checked (what a run writes to config.yaml)")
+    p.add_argument("config", help="packaged config name (see `overlooked list configs`) or a YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.kwargs.hops=2")
+    p.set_defaults(fn=cmd_show)
 
     p = sub.add_parser("list", help="list registered models, datasets, objectives, ... and packaged configs")
     p.add_argument("kind", nargs="?", help="models, datasets, encoders, objectives, surrogates, augmentations, callbacks, benchmarks, demos, configs, suites")
@@ -315,11 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `train CONFIG --repeats 3 train.lr=0.1`: overrides may follow options
-        if args.command in ("train", "evaluate") and all("=" in e and not e.startswith("-") for e in extra):
+        if args.command in ("train", "evaluate", "show") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        import_plugins(args.imports)
         return int(args.fn(args) or 0)
     except OverlookedError as exc:
         print(f"overlooked: error: {exc}", file=sys.stderr)

@@ -383,7 +383,8 @@ def check_component_kwargs(registry: Any, comp: Component, where: str) -> None:
         if unknown:
             raise ConfigError(
                 f"unknown key(s) {', '.join(f'{where}.kwargs.{k}' for k in unknown)} for {registry.kind} "
-                f"{comp.name!r}; allowed: {', '.join(allowed) or '(none)'}"
+                f"{comp.name!r}; allowed: {', '.join(allowed) or '(none)'} (after changing {where}.name, {where}.kwargs={{}} drops "
+                "the arguments the config gave the old one)"
             )
     nonfinite = [f"{where}.kwargs.{k}={v!r}" for k, v in comp.kwargs.items() if _nonfinite(v)]
     if nonfinite:

@@ -90,8 +90,9 @@ class Registry:
         except KeyError:
             close = difflib.get_close_matches(name, self.names(), n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            own = " A name of your own: import the module that registers it first (on the command line, `overlooked --import MODULE ...`)." if self.catalogued else ""
             raise RegistryError(
-                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}: {', '.join(self.names()) or '(none)'}"
+                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}: {', '.join(self.names()) or '(none)'}.{own}"
             ) from None
 
     def accepted_kwargs(self, name: str) -> list[str] | None:

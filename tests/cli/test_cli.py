@@ -65,7 +65,7 @@ def test_unknown_key_exits_2_with_message(tmp_path, capsys):
 def test_every_subcommand_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"train", "evaluate", "explain", "bench", "demo", "report", "list", "data", "export-nir", "convert"}
+    assert set(sub.choices) == {"train", "evaluate", "explain", "bench", "demo", "report", "show", "list", "data", "export-nir", "convert"}
     for name in sub.choices:
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([name, "--help"])
@@ -239,3 +239,72 @@ def test_data_verify_refuses_the_fetch_options(tmp_path, capsys):
     for extra in (["--force"], ["--mirror", "file:///nowhere/"]):
         assert main(["data", "verify", "babi", "--data-dir", str(tmp_path), *extra]) == 2
         assert "--mirror and --force are options of `overlooked data fetch`" in capsys.readouterr().err
+
+
+def test_a_spiking_runs_energy_report_keeps_within_eval_limit(tmp_path):
+    """train.eval_limit=N scores the first N examples of each split; the energy report scored 2,000 test examples
+    whatever the limit said (the slowest part of a quick suite's spiking run). It now takes the first N too."""
+    cfg = tmp_path / "snn.yaml"
+    cfg.write_text(
+        "name: snn_tiny\ndata: {name: synthetic, kwargs: {n_train: 64, n_test: 40}}\n"
+        "model: {name: spiking_mlp, kwargs: {hidden: [8], steps: 3}}\nobjective: {name: spiking_cross_entropy}\n"
+        "train: {epochs: 1, batch_size: 32, progress: false}\n"
+    )
+    for limit, expected in (("train.eval_limit=12", 12), ("train.eval_limit=null", 40)):
+        out = tmp_path / limit.replace("=", "_")
+        assert main(["train", str(cfg), limit, "--out", str(out)]) == 0
+        (run,) = out.iterdir()
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["energy"]["first_examples"] == expected
+
+
+PLUGIN = '''
+import torch
+from overlooked.registry import MODELS
+
+
+@MODELS.register("plugin_linear")
+def plugin_linear(input_shape=(1, 8, 8), num_classes: int = 10):
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(torch.tensor(input_shape).prod()), num_classes))
+'''
+
+
+def test_import_makes_a_model_of_your_own_usable_from_the_command_line(tmp_path, capsys, monkeypatch):
+    """`overlooked --import MODULE` (a module from the current folder, or a .py path) registers your own names for
+    train, evaluate and show; without it the unknown name says how to bring it in."""
+    import sys
+
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    cfg = _config(tmp_path)
+    for name in ("my_plugin", str(tmp_path / "my_plugin.py")):
+        monkeypatch.delitem(sys.modules, "my_plugin", raising=False)
+        assert main(["--import", name, "show", str(cfg), "model.name=plugin_linear", "model.kwargs={}"]) == 0
+        assert "name: plugin_linear" in capsys.readouterr().out
+    assert main(["--import", "my_plugin", "train", str(cfg), "model.name=plugin_linear", "model.kwargs={}", "train.max_steps=2", "--out", "runs"]) == 0
+    capsys.readouterr()
+    (run,) = (tmp_path / "runs").iterdir()
+    assert main(["--import", "my_plugin", "evaluate", str(run)]) == 0
+    assert main(["--import", "no_such_plugin", "list"]) == 2
+    assert "--import no_such_plugin: No module named 'no_such_plugin'; give a module importable" in capsys.readouterr().err
+    assert main(["--import", "missing.py", "list"]) == 2
+    assert "--import missing.py: no such file" in capsys.readouterr().err
+
+
+def test_unknown_names_say_how_to_bring_your_own_in_and_a_changed_name_how_to_drop_old_arguments():
+    from overlooked import api
+    from overlooked.errors import ConfigError, RegistryError
+
+    with pytest.raises(RegistryError, match=r"unknown models 'gated'.*import the module that registers it first .*overlooked --import MODULE"):
+        api.load("mlp_mnist", ["model.name=gated"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) model.kwargs.dropout, model.kwargs.hidden for models 'memn2n'.*model.kwargs=\{\} drops the arguments"):
+        api.load("mlp_mnist", ["model.name=memn2n"])
+
+
+def test_show_prints_the_resolved_checked_config(capsys):
+    assert main(["show", "memn2n_babi1k", "model.kwargs.hops=2"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["kwargs"]["hops"] == 2 and shown["train"]["lr"] == 0.01
+    assert main(["show", "memn2n_babi1k", "model.kwargs.hopz=2"]) == 2
+    assert "unknown key(s) model.kwargs.hopz" in capsys.readouterr().err

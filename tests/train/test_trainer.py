@@ -1031,3 +1031,24 @@ def test_sigkill_then_resume_is_bitwise_identical_with_a_stateful_callback(tmp_p
         assert [r.get(key) for r in cut_lines] == [r.get(key) for r in ref_lines], key
     lrs = [r["lr"] for r in ref_lines if "lr" in r]  # at each epoch's validation pass
     assert lrs == [0.005, 0.005, 0.01, 0.005]  # LS's lr, then the step schedule restarted at step 56 and halved
+
+
+def test_an_objective_returning_a_vector_is_named():
+    """An objective of your own that forgot to reduce (``F.cross_entropy(..., reduction="none")``) used to fail in
+    ``float(loss)`` with "only one element tensors can be converted to Python scalars"."""
+    import torch.nn.functional as F
+
+    from overlooked.config import TrainConfig
+    from overlooked.train.trainer import train_step
+
+    net = torch.nn.Linear(3, 2)
+    batch = {"x": torch.randn(4, 3), "label": torch.tensor([0, 1, 1, 0])}
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def per_example(out, batch):
+        return F.cross_entropy(out, batch["label"], reduction="none")
+
+    with pytest.raises(ConfigError, match=r"objective function returned \[4\]; the trainer needs one scalar loss per batch"):
+        train_step(net, batch, ("x",), per_example, opt, TrainConfig())
+    loss, _ = train_step(net, batch, ("x",), lambda out, b: per_example(out, b).mean(), opt, TrainConfig())
+    assert loss > 0

@@ -395,7 +395,7 @@ class MemNN(nn.Module):
         if facts not in ("first", "last"):
             raise ValueError(f"facts must be 'first' or 'last', got {facts!r}")
         self.r_features, self.facts = r_features, facts
-        check_sizes("memnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        vocab_size, memory_size, embed_dim, hops = check_sizes("memnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         self.vocab_size, self.memory_size, self.embed_dim, self.hops = vocab_size, memory_size, embed_dim, hops
         self.adaptive, self.ngrams, self.nonlinear, self.time_features = adaptive, ngrams, nonlinear, time_features
         self.ngram_buckets = ngram_buckets if ngrams else 0

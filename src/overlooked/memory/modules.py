@@ -68,7 +68,7 @@ class MemN2N(nn.Module):
         padding: Literal["mask", "attend"] = "mask",
     ):
         super().__init__()
-        check_sizes("memn2n", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        vocab_size, memory_size, embed_dim, hops = check_sizes("memn2n", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         if pe_length not in ("sentence", "padded", "padded_time"):
             raise ValueError(f"pe_length must be 'sentence', 'padded' or 'padded_time', got {pe_length!r}")
         if padding not in ("mask", "attend"):
@@ -212,7 +212,7 @@ class KVMemNN(nn.Module):
         init_std: float = 0.1,
     ):
         super().__init__()
-        check_sizes("kvmemnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        vocab_size, memory_size, embed_dim, hops = check_sizes("kvmemnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         for which, enc in (("key_encoding", key_encoding), ("value_encoding", value_encoding)):
             if enc not in ("pe", "bow"):
                 raise ValueError(f"kvmemnn: {which} must be 'pe' or 'bow', got {enc!r}")

@@ -66,7 +66,7 @@ class TimeDistributed(nn.Module):
 class SpikingBlock(nn.Module):
     """synapse (conv or linear) -> [avg pool] -> batch norm through time -> spiking neuron.
 
-    ``static=True`` marks the first block under direct encoding: its input is the same at every step, so
+    Called with ``steps=T`` (the first block under direct encoding), its input is the same at every step, so
     the synapse, pool and BN run once on ``[B, ...]`` and the current is repeated ``T`` times.
     """
 

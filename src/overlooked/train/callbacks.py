@@ -10,6 +10,15 @@ if TYPE_CHECKING:
     from overlooked.train.trainer import Context
 
 
+def __getattr__(name: str) -> Any:
+    """``from overlooked.train.callbacks import Context``: the type the hooks receive (defined with the trainer)."""
+    if name == "Context":
+        from overlooked.train.trainer import Context
+
+        return Context
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class Callback:
     """Base class; override the hooks you need."""
 

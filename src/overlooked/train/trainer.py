@@ -196,6 +196,12 @@ def train_step(
     with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=cfg.bf16):
         out = forward(net, batch, input_keys)
         loss = objective(out, batch)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ConfigError(
+            f"objective {type(objective).__name__} returned {shape}; the trainer needs one scalar loss per batch: reduce it "
+            "(mean, or sum with a `reduction = 'sum'` attribute so that DDP and the logged loss treat it as a summed cost)"
+        )
     loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
         raise NonFiniteLossError(f"loss is {loss_value}. Lower train.lr, set train.grad_clip, or check the data for NaN/inf.")
