@@ -57,6 +57,8 @@ def check_config(cfg: ExperimentConfig) -> None:
     A config changed in Python after :func:`load` (``cfg.train.optimizer = "adamm"``) is checked again here as
     a loaded one is, its values converted in place as from YAML; its ConfigWarnings are not repeated."""
     catalog.load_all()
+    if not isinstance(cfg.name, str) or not cfg.name or cfg.name.startswith(".") or any(c in cfg.name for c in "/\\\0"):
+        raise ConfigError(f"name {cfg.name!r} names the run folder, so it must be a plain file name (no '/', '\\' or leading '.'), e.g. my_run")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
         checked = ExperimentConfig.from_dict(cfg.to_dict())
@@ -234,6 +236,17 @@ def new_run_dir(out: str | Path, name: str) -> Path:
     return path
 
 
+def read_run_file(path: Path) -> Any:
+    """A run folder's JSON or YAML file (by its suffix), or an :class:`OverlookedError` naming a damaged one
+    (cut short, edited, not text) instead of a parser's traceback."""
+    try:
+        text = path.read_text()
+        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {first}); restore it from a copy of the run folder") from None
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -336,7 +349,7 @@ def data_meta(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> dict[st
     from the data itself (runs from before the file existed)."""
     path = run / DATA_META_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_run_file(path)
     return build_data(cfg, data_dir).meta
 
 
@@ -348,7 +361,7 @@ def check_vocab(run: Path, splits: Splits, fix: str = "evaluate on data built fr
     vocab = splits.meta.get("vocab")
     if vocab is None or not path.is_file():
         return
-    trained = json.loads(path.read_text())
+    trained = read_run_file(path)
     if list(trained) == list(vocab):
         return
     diff = next((i for i, (a, b) in enumerate(zip(trained, vocab)) if a != b), min(len(trained), len(vocab)))
@@ -390,6 +403,8 @@ def check_device(device: str) -> None:
         raise ConfigError(f"train.device is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"train.device is {device!r} but MPS is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device {device!r}: the trainer runs on cpu, cuda, cuda:N or mps, not on {dev.type!r}")
 
 
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
@@ -432,7 +447,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         _write_json(run_dir / "environment.json", environment(cfg.train.device, cfg.train.num_threads))
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
         env_path = run_dir / "environment.json"
-        env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+        env = read_run_file(env_path) if env_path.is_file() else {}
         env.setdefault("resumes", []).append(environment(cfg.train.device, cfg.train.num_threads))
         _write_json(env_path, env)
     # the word of each index, which evaluation on other data is checked against (a resume writes it for runs
@@ -584,7 +599,7 @@ def reaggregate(run: str | Path) -> dict[str, Any]:
     seeds = seed_summary_files(run)
     if not seeds:
         raise OverlookedError(f"{run} holds no seed*/summary.json: it is not a finished run with repeats")
-    agg = aggregate([json.loads(p.read_text()) for p in seeds])
+    agg = aggregate([read_run_file(p) for p in seeds])
     _write_json(run / "summary.json", agg)
     return agg
 
@@ -751,7 +766,7 @@ def run_config(run: str | Path, *, conversion_refusal: str | None = None) -> Exp
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
-    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw = read_run_file(run / "config.yaml")
     if isinstance(raw, dict) and raw.get("kind") == "ann_to_snn_conversion":
         why = conversion_refusal or f"its results are in its summary.json and it holds no trained model; pass the run it converted, {raw.get('source_run')}"
         raise OverlookedError(f"{run} is the record of an ANN-to-SNN conversion (`overlooked convert`): {why}")
@@ -827,7 +842,7 @@ def init_record(train: Any) -> dict[str, Any]:
     weights had seen (its own, plus those of the run it started from in turn), which the fair-comparison rule
     adds to this run's own."""
     path = Path(train.init_from) / "summary.json"
-    before = json.loads(path.read_text()) if path.is_file() else {}
+    before = read_run_file(path) if path.is_file() else {}
     seen, earlier = before.get("examples_seen"), before.get("init_from")
     if seen is not None and earlier:  # that run started from another one's weights: those examples count too
         seen = None if earlier.get("examples_seen") is None else seen + earlier["examples_seen"]
@@ -1003,6 +1018,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     from overlooked.train.evaluate import evaluate as _evaluate
 
     _check_split(split)
+    _check_no_resplit(run_config(run), split, data_overrides or [])
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir, data_overrides=data_overrides)
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)
@@ -1023,6 +1039,28 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
     weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
     return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
+
+
+_UNSET = object()
+RESPLIT_KEYS = ("seed", "val_fraction", "val_split")  # data.kwargs that decide which training examples are held out
+
+
+def _check_no_resplit(cfg: ExperimentConfig, split: str, data_overrides: list[str]) -> None:
+    """Refuse scoring the train or validation split of the run's own dataset split another way: a changed
+    ``seed``/``val_fraction``/``val_split`` moves training examples into "val" (a review counted 5,380 of 6,000)."""
+    if split == "test":
+        return
+    pairs = [parse_override(o) for o in data_overrides]
+    if any(k[:2] == ["data", "name"] and v != cfg.data.name for k, v in pairs):
+        return  # another dataset: its splits are not the run's
+    params = inspect.signature(DATASETS.get(cfg.data.name)).parameters
+    had = {key: cfg.data.kwargs.get(key, params[key].default if key in params else _UNSET) for key in RESPLIT_KEYS}  # the builder's default when unset
+    changed = [".".join(k) for k, v in pairs if k and k[-1] in RESPLIT_KEYS and had[k[-1]] != v]
+    if changed:
+        raise ConfigError(
+            f"--split {split} with {', '.join(changed)} changed splits the run's training files another way, so that split "
+            "would hold examples the model trained on; evaluate --split test, or leave the split settings as the run had them"
+        )
 
 
 def load(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:

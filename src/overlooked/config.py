@@ -218,7 +218,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping of {cls.__name__} fields, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
+    unknown = sorted(map(str, set(raw) - set(names)))
     if unknown:
         shorthand = ""
         if set(names) == {"name", "kwargs"}:  # a component: its builder's arguments go under kwargs
@@ -368,6 +368,8 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Experi
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text (UTF-8) file ({exc}); a config is a YAML file") from None
     cfg = ExperimentConfig.from_dict(raw or {})
     return apply_overrides(cfg, overrides or [])
 

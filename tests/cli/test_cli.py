@@ -274,6 +274,11 @@ def test_import_makes_a_model_of_your_own_usable_from_the_command_line(tmp_path,
     train, evaluate and show; without it the unknown name says how to bring it in."""
     import sys
 
+    from overlooked.registry import MODELS
+
+    MODELS.names()  # the library's names first; the test's own registration is undone with these copies
+    monkeypatch.setattr(MODELS, "_builders", dict(MODELS._builders))
+    monkeypatch.setattr(MODELS, "_tags", dict(MODELS._tags))
     (tmp_path / "my_plugin.py").write_text(PLUGIN)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
@@ -308,3 +313,42 @@ def test_show_prints_the_resolved_checked_config(capsys):
     assert shown["model"]["kwargs"]["hops"] == 2 and shown["train"]["lr"] == 0.01
     assert main(["show", "memn2n_babi1k", "model.kwargs.hopz=2"]) == 2
     assert "unknown key(s) model.kwargs.hopz" in capsys.readouterr().err
+
+
+def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tmp_path, capsys):
+    """Found by a bad-input review: each of these was a raw traceback or a silently wrong result."""
+    runs = tmp_path / "runs"
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "--out", str(runs)]) == 0
+    (run,) = runs.iterdir()
+    capsys.readouterr()
+    # Scoring "val" with the training files split another way would score examples the model trained on.
+    assert main(["evaluate", str(run), "--split", "val", "data.kwargs.seed=3"]) == 2
+    assert "--split val with data.kwargs.seed changed splits the run's training files another way" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--split", "test", "data.kwargs.seed=3"]) == 0
+    capsys.readouterr()
+    # A run name is a folder name: a path in it would write outside --out.
+    assert main(["train", str(_config(tmp_path)), "name=a/../../b", "--out", str(runs)]) == 2
+    assert "must be a plain file name" in capsys.readouterr().err
+    assert main(["train", str(_config(tmp_path)), "train.device=meta", "--out", str(runs)]) == 2
+    assert "the trainer runs on cpu, cuda, cuda:N or mps, not on 'meta'" in capsys.readouterr().err
+    assert sorted(runs.iterdir()) == [run]  # nothing was written
+    # Damaged small files of a run folder are named, not a parser's traceback.
+    for damage in (b"name: [unclosed", b"\xff\xfe"):
+        keep = (run / "config.yaml").read_bytes()
+        (run / "config.yaml").write_bytes(damage)
+        assert main(["evaluate", str(run)]) == 2
+        assert "config.yaml is damaged (" in capsys.readouterr().err
+        (run / "config.yaml").write_bytes(keep)
+    from overlooked import api
+    from overlooked.errors import OverlookedError
+
+    (run / "data_meta.json").write_text('{"num_classes": 1')
+    with pytest.raises(OverlookedError, match=r"data_meta.json is damaged \(JSONDecodeError"):
+        api.data_meta(run, api.run_config(run), None)
+    # A config file that is not text, or whose keys are not names.
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "int.yaml").write_text("1: 2\n")
+    assert main(["show", str(tmp_path / "bin.yaml")]) == 2
+    assert "not a text (UTF-8) file" in capsys.readouterr().err
+    assert main(["show", str(tmp_path / "int.yaml")]) == 2
+    assert "unknown config key(s) 1; allowed in the top level" in capsys.readouterr().err

@@ -1052,3 +1052,28 @@ def test_an_objective_returning_a_vector_is_named():
         train_step(net, batch, ("x",), per_example, opt, TrainConfig())
     loss, _ = train_step(net, batch, ("x",), lambda out, b: per_example(out, b).mean(), opt, TrainConfig())
     assert loss > 0
+
+
+def test_a_metrics_line_cut_short_by_a_kill_does_not_block_the_resume(tmp_path):
+    """A process killed while appending to metrics.jsonl leaves a half line; the resume, which exists for exactly
+    that case, failed on it with a raw JSONDecodeError. The half line is dropped; a damaged line elsewhere is
+    named with its number."""
+    from overlooked.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_step_end(self, ctx, loss):
+            ctx.stop = ctx.state.step == 10
+
+    run, _ = api.train(_cfg(epochs=2, checkpoint_every=5, eval_every=3), run_dir=tmp_path / "run", callbacks=[Stop()])
+    (run / "summary.json").unlink()  # as if killed before the end
+    good = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(good + '{"step": 11, "loss": 2.3')
+    _, summary = api.resume(run)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines) and summary["steps"] == 24
+    run2, _ = api.train(_cfg(epochs=2, checkpoint_every=5, eval_every=3), run_dir=tmp_path / "run2", callbacks=[Stop()])
+    (run2 / "summary.json").unlink()
+    first, *rest = (run2 / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run2 / "metrics.jsonl").write_text("".join([first, "not json\n", *rest]))
+    with pytest.raises(OverlookedError, match=r"metrics.jsonl, line 2, is not a metrics record .*repair or delete that line"):
+        api.resume(run2)

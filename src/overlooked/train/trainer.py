@@ -32,7 +32,7 @@ from torch.utils.data import DistributedSampler
 
 from overlooked.config import TrainConfig
 from overlooked.data.base import Splits
-from overlooked.errors import ConfigError, NonFiniteLossError
+from overlooked.errors import ConfigError, NonFiniteLossError, OverlookedError
 from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
@@ -123,12 +123,24 @@ class _Sequence:
 
 def drop_records_after(path: Path, step: int) -> None:
     """Keep the records of ``metrics.jsonl`` up to ``step`` (a resume drops what the interrupted process logged
-    after its last checkpoint); nothing is written when none is dropped."""
+    after its last checkpoint); nothing is written when none is dropped. A last line cut short (the process was
+    killed while appending it) is dropped too; any other unreadable line is named."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text().splitlines() if line]
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
+    text = path.read_text()
+    lines = text.split("\n")
+    cut = lines.pop()  # "" after a final newline; otherwise a line whose writing was interrupted
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            record_step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise OverlookedError(f"{path}, line {number}, is not a metrics record ({exc}): repair or delete that line, then resume again") from None
+        if record_step <= step:
+            kept.append(line)
+    if cut or len(kept) != sum(1 for line in lines if line):
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, path)
