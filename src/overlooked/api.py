@@ -306,7 +306,12 @@ def _make_dirs(path: Path) -> list[Path]:
     while not p.exists():
         made.append(p)
         p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
+    if not p.is_dir():
+        raise OverlookedError(f"cannot make the folder {path}: {p} is a file, not a folder; give --out (out) a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OverlookedError(f"cannot make the folder {path} ({exc.strerror}); give --out (out) a folder you can write to") from None
     return made
 
 
@@ -735,6 +740,8 @@ def train_each(
     # of training on the others would leave the folder without its merged summary.
     if not values:
         raise ConfigError(f"--each {key}= names no values; e.g. {key}=1,2,3")
+    if key == "train.repeats":
+        raise ConfigError("--each train.repeats=...: the seeds of a run are --repeats N (train.repeats), one setting per folder; run each count on its own")
     folders = [str(v) for v in values]  # each value's folder is named by its text
     twice = sorted({f for f in folders if folders.count(f) > 1})
     if twice:
@@ -751,13 +758,41 @@ def train_each(
     if problems:
         raise ConfigError(f"--each: {len(problems)} of {len(values)} value(s) cannot run, so none was started:\n" + "\n".join(problems))
     path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
+    # The folder's config and its values are written first, so that an interrupted --each can be resumed as a
+    # whole (--resume FOLDER): finished values kept, the interrupted one continued, the others trained.
+    _make_dirs(path)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    _write_json(path / EACH_FILE, {"key": key, "values": values})
+    return path, _each_runs(cfg, path, key, values, data_dir, resuming=False)
+
+
+EACH_FILE = "each.json"  # an --each folder's key and values, written before its first run
+
+
+def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], data_dir: str | None, resuming: bool, device: str | None = None) -> dict[str, Any]:
+    """Train (or, ``resuming``, finish) one run per value of ``key`` under ``path``, then write the merged summary.
+    Resuming keeps each value whose summary is written, continues one with a checkpoint (or a --repeats folder) by
+    :func:`resume`, and trains again one that stopped before its first checkpoint (its partial folder set aside)."""
     subs: dict[str, dict[str, Any]] = {}
     for value in values:
-        sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
-        _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=path / f"{key.split('.')[-1]}={value}")
+        sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"] + ([f"train.device={device}"] if device else []))
+        sub_dir = path / f"{key.split('.')[-1]}={value}"
+        if resuming and sub_dir.exists():
+            finished = _summary_of(sub_dir)
+            if finished is not None:
+                subs[str(value)] = finished
+                continue
+            if (sub_dir / "config.yaml").is_file() and (sub_cfg.train.repeats > 1 or (sub_dir / "checkpoints" / "last.safetensors").is_file()):
+                _, subs[str(value)] = resume(sub_dir, data_dir=data_dir, device=device)
+                continue
+            aside = sub_dir.with_name(f".{sub_dir.name}.interrupted")  # hidden: scripts globbing key=* skip it
+            while aside.exists():
+                aside = aside.with_name(aside.name + "+")
+            sub_dir.replace(aside)  # nothing to continue from: trained again, its partial files kept aside
+        _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=sub_dir)
     merged = merge_each(subs, cfg, key, values)
     write_run_files(path, cfg, merged)
-    return path, merged
+    return merged
 
 
 def run_config(run: str | Path, *, conversion_refusal: str | None = None) -> ExperimentConfig:
@@ -781,6 +816,13 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     uninterrupted run then holds no longer); environment.json's ``resumes`` record says where it ran."""
     run = Path(run)
     last = run / "checkpoints" / "last.safetensors"
+    if (run / EACH_FILE).is_file():  # an --each folder: finish its values
+        if (run / "summary.json").is_file():
+            raise OverlookedError(f"{run} has finished (every value of its --each and the merged summary are written); --resume a value's own folder under it to continue one stopped by max_minutes")
+        each = read_run_file(run / EACH_FILE)
+        cfg = run_config(run)
+        check_device(device or cfg.train.device)
+        return run, _each_runs(cfg, run, each["key"], each["values"], data_dir, resuming=True, device=device)
     if not (run / "config.yaml").is_file() and seed_folders(run):
         first = seed_folders(run)[0]
         raise OverlookedError(

@@ -331,6 +331,9 @@ def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tm
     assert "must be a plain file name" in capsys.readouterr().err
     assert main(["train", str(_config(tmp_path)), "train.device=meta", "--out", str(runs)]) == 2
     assert "the trainer runs on cpu, cuda, cuda:N or mps, not on 'meta'" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", str(_config(tmp_path)), "--out", str(tmp_path / "afile")]) == 2
+    assert "afile is a file, not a folder; give --out (out) a folder" in capsys.readouterr().err
     assert sorted(runs.iterdir()) == [run]  # nothing was written
     # Damaged small files of a run folder are named, not a parser's traceback.
     for damage in (b"name: [unclosed", b"\xff\xfe"):

@@ -1077,3 +1077,43 @@ def test_a_metrics_line_cut_short_by_a_kill_does_not_block_the_resume(tmp_path):
     (run2 / "metrics.jsonl").write_text("".join([first, "not json\n", *rest]))
     with pytest.raises(OverlookedError, match=r"metrics.jsonl, line 2, is not a metrics record .*repair or delete that line"):
         api.resume(run2)
+
+
+@pytest.mark.parametrize(("kill_at", "repeats"), [(7, 1), (3, 1), (7, 2)])
+def test_an_interrupted_each_run_resumes_as_a_whole(tmp_path, monkeypatch, kill_at, repeats):
+    """An --each folder writes its config and values first; killed in its second value (after that value's first
+    checkpoint at step 5, before it, or inside a --repeats value), `--resume FOLDER` keeps the finished value,
+    continues or restarts the interrupted one, trains the missing one and merges as an uninterrupted run does.
+    It used to be "not a run folder (no config.yaml)", and `--each train.repeats=...` lost the merged result."""
+    from overlooked.train.callbacks import Callback
+
+    class Kill(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.cfg.lr == 0.02 and ctx.state.step == kill_at and ctx.cfg.seed == repeats - 1:
+                raise KeyboardInterrupt
+
+    cfg = _cfg(epochs=1, checkpoint_every=5, eval_every=2, repeats=repeats)
+    values = [0.01, 0.02, 0.03]
+    whole, merged = api.train_each(cfg, "train.lr", values, out=tmp_path / "whole")
+    real_train = api.train
+    monkeypatch.setattr(api, "train", lambda c, **kw: real_train(c, callbacks=[Kill()], **kw))
+    with pytest.raises(KeyboardInterrupt):
+        api.train_each(cfg, "train.lr", values, out=tmp_path / "cut")
+    monkeypatch.setattr(api, "train", real_train)
+    (cut,) = (tmp_path / "cut").iterdir()
+    assert (cut / "config.yaml").is_file() and json.loads((cut / "each.json").read_text()) == {"key": "train.lr", "values": values}
+    assert not (cut / "summary.json").exists() and not (cut / "lr=0.03").exists()
+    _, resumed = api.resume(cut)
+    for key in ("test_accuracy", "test_accuracy_mean", "best_by_val", "examples_seen", "each"):
+        assert resumed.get(key) == merged.get(key), key
+    assert ("test_accuracy_mean" in merged) == (repeats > 1)
+    seeds = [f"seed{s}" for s in range(repeats)] if repeats > 1 else [""]
+    for value in values:
+        for seed in seeds:
+            a, b = _weights(whole / f"lr={value}" / seed), _weights(cut / f"lr={value}" / seed)
+            assert all(torch.equal(a[k], b[k]) for k in a), (value, seed)
+    assert (cut / ".lr=0.02.interrupted").is_dir() == (kill_at < 5 and repeats == 1)  # nothing to continue: set aside
+    with pytest.raises(OverlookedError, match="has finished"):
+        api.resume(cut)
+    with pytest.raises(ConfigError, match=r"--each train.repeats=\.\.\.: the seeds of a run are --repeats N"):
+        api.train_each(cfg, "train.repeats", [1, 2], out=tmp_path / "r")
