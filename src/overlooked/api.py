@@ -875,6 +875,9 @@ def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
         check_checkpoint_exists(run, train.init_checkpoint)
         check_vocab(run, splits, fix="train on data built from the same tasks as the run you start from (the vocabulary is built from every task loaded)")
         load_weights(run, train.init_checkpoint, model, run_config(run))
+        broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if broken:
+            raise CheckpointError(f"its weights hold NaN or inf ({', '.join(broken[:3])}): that run diverged; start from another run or checkpoint")
     except (CheckpointError, ConfigError) as exc:
         raise type(exc)(f"train.init_from={train.init_from} (train.init_checkpoint={train.init_checkpoint}): {exc}") from None
 

@@ -117,3 +117,58 @@ def test_a_checkpoint_write_syncs_the_file_and_then_its_folder(tmp_path, monkeyp
     monkeypatch.setattr(ckpt.os, "fsync", record)
     save_checkpoint(tmp_path / "c.safetensors", _model())
     assert synced == [False, True] * 2  # per file (the .safetensors, then its .json): its data, then the folder after the rename
+
+
+def _edited(tmp_path, name, edit_tensors=None, edit_doc=None):
+    """A checkpoint of an Adam-trained ``_model()`` with its tensors or document edited, as a damaged file or
+    one from another version would hold them."""
+    import json
+
+    from safetensors import safe_open
+
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.rand(5, 3)).sum().backward()
+    opt.step()
+    good = save_checkpoint(tmp_path / "good.safetensors", model, opt, {"torch": torch.get_rng_state()}, {"state": {"step": 1}})
+    tensors = dict(read_checkpoint(good)[0])
+    with safe_open(str(good), framework="pt") as fh:
+        doc = json.loads(fh.metadata()["overlooked"])
+    if edit_tensors:
+        edit_tensors(tensors)
+    if edit_doc:
+        doc = edit_doc(doc)
+    path = tmp_path / name
+    save_file(tensors, str(path), metadata={"overlooked": json.dumps(doc)})
+    return path
+
+
+def test_checkpoint_contents_that_do_not_fit_are_named_before_anything_loads(tmp_path):
+    """A bad-input review edited copies of checkpoints: integer weights loaded silently, a wrongly shaped Adam
+    moment failed at the next step inside torch, a missing optimiser tensor was a KeyError, a JSON list as the
+    document an AttributeError, a newer format version gave no fix."""
+
+    def load(path):
+        m = _model()
+        return load_checkpoint(path, m, torch.optim.Adam(m.parameters(), lr=0.1))
+
+    def int_weights(t):
+        t["model.0.weight"] = (t["model.0.weight"] * 100).to(torch.int32)
+
+    def short_moment(t):
+        t["optim.0.exp_avg"] = torch.zeros(5)
+
+    cases = [
+        (int_weights, None, r"dtype mismatch \[.0.weight \(torch.int32, the model's torch.float32\).\]"),
+        (short_moment, None, r"optim.0.exp_avg \[5\] for a parameter of shape \[4, 3\]"),
+        (lambda t: t.pop("optim.0.exp_avg"), None, r"the optimiser state is damaged \(KeyError"),
+        (None, lambda d: [d], r"metadata is not an 'overlooked-checkpoint' document"),
+        (None, lambda d: {**d, "version": 2}, r"v2 is not v1, .*written by a newer version; load it with the version that wrote it"),
+        (None, lambda d: {**d, "info": [1]}, r"the checkpoint's info is not a mapping"),
+    ]
+    for i, (tensors, doc, says) in enumerate(cases):
+        with pytest.raises(CheckpointError, match=says):
+            load(_edited(tmp_path, f"c{i}.safetensors", tensors, doc))
+    m = _model().double()  # float32 -> float64 is a cast, not another file's tensors
+    load_checkpoint(_edited(tmp_path, "ok.safetensors"), m)
+    assert m[0].weight.dtype == torch.float64

@@ -873,6 +873,14 @@ def test_init_from_refuses_another_model_and_leaves_no_folder(tmp_path):
         api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "b")
     with pytest.raises(CheckpointError, match="has no best checkpoint"):
         api.train(_cfg(epochs=1, init_from=str(tmp_path / "nowhere")), out=tmp_path / "b")
+    from safetensors.torch import save_file
+
+    best = source / "checkpoints" / "best.safetensors"  # a diverged run: its first training step said "lower train.lr"
+    tensors, doc = read_checkpoint(best)
+    tensors = {k: v.fill_(float("nan")) if k.endswith("classifier.1.weight") else v for k, v in tensors.items()}
+    save_file(tensors, str(best), metadata={"overlooked": json.dumps(doc)})
+    with pytest.raises(CheckpointError, match=r"its weights hold NaN or inf \(classifier.1.weight\): that run diverged"):
+        api.train(_cfg(epochs=1, init_from=str(source)), out=tmp_path / "b")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
@@ -1117,3 +1125,49 @@ def test_an_interrupted_each_run_resumes_as_a_whole(tmp_path, monkeypatch, kill_
         api.resume(cut)
     with pytest.raises(ConfigError, match=r"--each train.repeats=\.\.\.: the seeds of a run are --repeats N"):
         api.train_each(cfg, "train.repeats", [1, 2], out=tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        ("no_rng", r"its training state cannot be restored \(TypeError"),
+        ("short_rng", r"its training state cannot be restored \(RuntimeError"),
+        ("no_state", r"its training state cannot be restored \(KeyError: 'state'\)"),
+        ("new_field", r"its training state cannot be restored \(TypeError: .*new_field.*another version of overlooked"),
+        ("step_text", r"its training state cannot be restored \(TypeError: state.step is '10'\)"),
+    ],
+)
+def test_a_damaged_training_state_is_named_and_loses_nothing(tmp_path, edit, says):
+    """Edited copies of last.safetensors (a review's): a missing or wrongly sized RNG state, a document without
+    its state, a state field a newer version wrote, a step as text: raw TypeErrors and RuntimeErrors before,
+    some after the metrics had been cut. Now a CheckpointError names the file, and metrics.jsonl is untouched."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from overlooked.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_step_end(self, ctx, loss):
+            ctx.stop = ctx.state.step == 10
+
+    run, _ = api.train(_cfg(epochs=2, checkpoint_every=5, eval_every=3), run_dir=tmp_path / "run", callbacks=[Stop()])
+    (run / "summary.json").unlink()
+    last = run / "checkpoints" / "last.safetensors"
+    tensors = dict(read_checkpoint(last)[0])
+    with safe_open(str(last), framework="pt") as fh:
+        doc = json.loads(fh.metadata()["overlooked"])
+    if edit == "no_rng":
+        tensors.pop("rng.torch")
+    elif edit == "short_rng":
+        tensors["rng.torch"] = tensors["rng.torch"][:100].clone()
+    elif edit == "no_state":
+        doc["info"].pop("state")
+    elif edit == "new_field":
+        doc["info"]["state"]["new_field"] = 1
+    else:
+        doc["info"]["state"]["step"] = "10"
+    save_file(tensors, str(last), metadata={"overlooked": json.dumps(doc)})
+    records = (run / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=says):
+        api.resume(run)
+    assert (run / "metrics.jsonl").read_text() == records

@@ -88,6 +88,32 @@ def _unflatten_optimizer(plain: dict[str, Any], tensors: dict[str, torch.Tensor]
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+def _kind(t: torch.Tensor) -> str:
+    """``float``, ``complex``, ``bool`` or ``int``: what a stored tensor must share with the model's."""
+    return "float" if t.is_floating_point() else "complex" if t.is_complex() else "bool" if t.dtype == torch.bool else "int"
+
+
+def _checked_optimizer_state(path: Path, plain: Any, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The stored optimiser state, refused unless each per-parameter tensor (momentum, Adam's moments) has its
+    parameter's shape: torch's ``load_state_dict`` accepts any, and the next step fails inside the optimiser."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    try:
+        state = _unflatten_optimizer(plain, tensors)
+        wrong = [
+            f"optim.{pid}.{key} {list(value.shape)} for a parameter of shape {list(params[pid].shape)}"
+            for pid, entry in state["state"].items()
+            for key, value in entry.items()
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[pid].shape
+        ]
+        if len(state["param_groups"]) != len(optimizer.param_groups) or any(len(a["params"]) != len(b["params"]) for a, b in zip(state["param_groups"], optimizer.param_groups)):
+            wrong.append("its parameter groups differ from this optimiser's")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: the optimiser state is damaged ({type(exc).__name__}: {exc}); resume from another checkpoint or start a new run") from None
+    if wrong:
+        raise CheckpointError(f"{path}: the optimiser state does not fit this model's optimiser: {'; '.join(wrong[:3])}; was it written for another model or config?")
+    return state
+
+
 def save_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
@@ -161,10 +187,16 @@ def _read(path: Path, *, with_tensors: bool) -> tuple[dict[str, torch.Tensor], d
         doc = json.loads(meta["overlooked"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON ({exc})") from None
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but its 'overlooked' metadata is not an {FORMAT!r} document")
+    if doc.get("version") != VERSION:
+        newer = isinstance(doc.get("version"), int) and doc["version"] > VERSION
         raise CheckpointError(
-            f"{path}: checkpoint format {doc.get('format')!r} v{doc.get('version')} is not {FORMAT!r} v{VERSION}"
+            f"{path}: checkpoint format v{doc.get('version')} is not v{VERSION}, the one this overlooked reads: it was written by "
+            f"{'a newer' if newer else 'another'} version; load it with the version that wrote it (the run's environment.json names its git commit)"
         )
+    if not isinstance(doc.get("info", {}), dict):
+        raise CheckpointError(f"{path}: the checkpoint's info is not a mapping; the file is damaged")
     return tensors, doc
 
 
@@ -189,16 +221,19 @@ def load_checkpoint(
     own = model.state_dict()
     missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     bad = [k for k in own if k in weights and own[k].shape != weights[k].shape]
-    if missing or extra or bad:
+    # float32 <-> float64 is a cast load_state_dict makes; integers where the model holds floats (or the other
+    # way round) are another file's tensors
+    kinds = [f"{k} ({weights[k].dtype}, the model's {own[k].dtype})" for k in own if k in weights and k not in bad and _kind(own[k]) != _kind(weights[k])]
+    if missing or extra or bad or kinds:
         raise CheckpointError(
             f"{path} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}, "
-            f"shape mismatch {bad[:5]}; was it written for another model or config?"
+            f"shape mismatch {bad[:5]}{f', dtype mismatch {kinds[:5]}' if kinds else ''}; was it written for another model or config?"
         )
     model.load_state_dict(weights)
     if optimizer is not None:
         if "optimizer" not in doc:
             raise CheckpointError(f"{path} holds no optimiser state; it cannot resume training (use it to evaluate)")
-        optimizer.load_state_dict(_unflatten_optimizer(doc["optimizer"], tensors))
+        optimizer.load_state_dict(_checked_optimizer_state(path, doc["optimizer"], tensors, optimizer))
     if ema is not None:
         averaged = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
         if not averaged:

@@ -32,7 +32,7 @@ from torch.utils.data import DistributedSampler
 
 from overlooked.config import TrainConfig
 from overlooked.data.base import Splits
-from overlooked.errors import ConfigError, NonFiniteLossError, OverlookedError
+from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError
 from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
@@ -455,17 +455,30 @@ def _fit(
     fit_start = time.perf_counter()
     if resume is not None:
         rng, info = load_checkpoint(resume, model, optimizer, ema)
-        loaded = TrainState(**info["state"])
+        own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
+        try:  # a damaged document or RNG state, or one a newer version wrote, is named before anything changes
+            loaded = TrainState(**info["state"])
+            if not isinstance(loaded.step, int) or isinstance(loaded.step, bool):
+                raise TypeError(f"state.step is {loaded.step!r}")
+            torch.Generator().set_state(own("augment"))
+            torch.Generator().set_state(own("torch"))
+        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{resume}: its training state cannot be restored ({type(exc).__name__}: {exc}); the file is damaged or was "
+                "written by another version of overlooked (the run's environment.json names its git commit)"
+            ) from None
         state.__dict__.update(loaded.__dict__)
         if write:  # the checkpoint fits: now drop the records the interrupted process wrote after it
             drop_records_after(run_dir / "metrics.jsonl", state.step)
-        own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
         torch.set_rng_state(own("torch"))
         aug_gen.set_state(own("augment"))
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(own("cuda"))
-        for cb, cb_state in zip(callbacks, state.callbacks):
-            cb.load_state_dict(cb_state)
+        try:
+            for cb, cb_state in zip(callbacks, state.callbacks):
+                cb.load_state_dict(cb_state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{resume}: a callback's saved state cannot be restored ({type(exc).__name__}: {exc}); the file is damaged or from another version") from None
     resumed_from = state.step  # the step this process starts from (0 for a fresh run)
     wall_before = state.wall_time_s  # earlier processes' wall time, up to the checkpoint this one resumed from
 
