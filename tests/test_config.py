@@ -158,3 +158,10 @@ def test_nan_and_infinite_component_settings_are_refused_like_train_ones(overrid
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=re.escape(key) + r"=.*NaN and infinite numbers are refused"):
         api.load("mlp_mnist" if "hidden" in key else "cnn_mnist", [override])
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 99999999999999])
+def test_a_seed_outside_the_range_the_trainer_derives_streams_from_is_refused(seed):
+    """train.seed=99999999999999 overflowed in the trainer (seed * 1_000_003) after the folder was made."""
+    with pytest.raises(ConfigError, match=rf"train.seed must be between 0 and 2\*\*32 - 1, got {seed}"):
+        api.load("mlp_mnist", [f"train.seed={seed}"])

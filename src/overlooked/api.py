@@ -25,6 +25,7 @@ import yaml
 from torch import nn
 
 from overlooked import catalog
+from overlooked.checks import is_count
 from overlooked.config import (
     Component,
     ConfigWarning,
@@ -377,6 +378,23 @@ def check_vocab(run: Path, splits: Splits, fix: str = "evaluate on data built fr
     )
 
 
+def check_transforms(cfg: ExperimentConfig, splits: Splits, augment: Any, encoder: Any) -> None:
+    """Apply the augmentation and the encoder to two training examples (their own generator; the run's are not
+    touched), so that one made for other data (``babi_random_time`` on MNIST: no ``memory_mask``) is named before
+    the run starts rather than a KeyError at its first step."""
+    probe = None
+    for kind, transform in (("augment", augment), ("encoder", encoder)):
+        if transform is None:
+            continue
+        if probe is None:
+            probe = splits.train[torch.arange(min(2, len(splits.train)))]
+        try:
+            transform(dict(probe), torch.Generator().manual_seed(0))
+        except KeyError as exc:
+            name = getattr(cfg, kind).name
+            raise ConfigError(f"{kind} {name!r} reads batch key {exc} that dataset {cfg.data.name!r} does not provide (its keys: {', '.join(probe)}); choose an {kind} made for this data, or none ({kind}=null)") from None
+
+
 def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> None:
     """A spiking model reads as many time steps as its input has; its own ``steps`` only repeats a static
     input. Refuse a config where the data (event bins) or the encoder set another T than ``model.steps``,
@@ -439,6 +457,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         with _building("encoder", cfg.encoder.name if cfg.encoder else None):
             encoder = build_encoder(cfg)
         callbacks = build_callbacks(cfg) + list(extra_callbacks)
+        check_transforms(cfg, splits, augment, encoder)
         check_time_steps(splits.meta, model, encoder)
         if cfg.train.init_from and resume is None:  # a resume loads its own checkpoint instead
             init_weights(model, cfg.train, splits)
@@ -1167,6 +1186,11 @@ def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
     """
     from overlooked.bench.fair import check_fair
 
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise OverlookedError(f"max_examples (--max-examples) is the shared budget of training examples, a number >= 1; got {max_examples!r}")
+    twice = sorted({str(r) for r in runs if [str(x) for x in runs].count(str(r)) > 1})
+    if twice:
+        raise OverlookedError(f"compare: {', '.join(twice)} named more than once; name each run once")
     rows = []
     for run in map(Path, runs):
         if not run.is_dir():
@@ -1450,6 +1474,9 @@ def convert(
     from overlooked.spiking.synops import converted_layers, summarise
 
     t0 = time.perf_counter()
+    bad = [f"{name} must be a whole number >= 1 ({what}), got {value!r}" for name, value, what in (("steps", steps, "simulation steps"), ("calibration", calibration, "training images for the activation statistics"), ("limit", 1 if limit is None else limit, "test images; None for all")) if not is_count(value)]
+    if bad:
+        raise ConfigError("convert: " + "; ".join(bad))
     cfg = run_config(run)
     family = MODELS.tags(cfg.model.name).get("family") if cfg.model.name in MODELS.names() else None
     if family != "baseline" or MODELS.tags(cfg.model.name).get("text"):
@@ -1464,7 +1491,7 @@ def convert(
     with torch.no_grad():
         ann_correct = sum(int((model(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum()) for i in range(0, len(images), batch_size))
     path = new_run_dir(out or "runs", f"convert-{cfg.name}-{norm}")
-    path.mkdir(parents=True, exist_ok=True)
+    _make_dirs(path)
     settings = {"norm": norm, "steps": steps, "calibration": calibration, "calibration_split": "train", "calibration_seed": cfg.train.seed, "v_init": snn.v_init, "reported_steps": list(REPORTED_STEPS), "test_examples": len(images), "checkpoint": checkpoint, "backend": snn.backend}
     conf = {"name": f"convert_{cfg.name}", "kind": "ann_to_snn_conversion", "source_run": str(run), "conversion": settings, "source_config": cfg.to_dict(), "notes": ""}
     (path / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))

@@ -199,6 +199,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from overlooked import api
 
+    compare_only = [flag for flag, given in (("--runs", args.runs is not None), ("--max-examples", args.max_examples is not None)) if given]
+    if compare_only and (args.suite or args.family != "compare"):
+        raise OverlookedError(f"{' and '.join(compare_only)} {'belong' if len(compare_only) > 1 else 'belongs'} to `bench compare`; `bench {args.suite and '--suite ' + args.suite or args.family}` would ignore {'them' if len(compare_only) > 1 else 'it'}")
+    if args.arena and not args.suite:
+        raise OverlookedError("--arena chooses arenas of a --suite; give --suite too (see `overlooked list suites`)")
     if args.suite:
         from overlooked.bench.suites import run_suite
 
@@ -207,6 +212,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.family == "compare":
         if not args.runs or args.max_examples is None:
             raise OverlookedError("bench compare needs --runs RUN [RUN ...] and --max-examples N (the shared budget)")
+
         api.compare(args.runs, args.max_examples)
         return 0
     api.bench(args.family, out=args.out, data_dir=args.data_dir, quick=args.quick)
@@ -240,7 +246,7 @@ def cmd_export_nir(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    path, s = api.convert(args.run, norm=args.norm, steps=args.steps, calibration=args.calibration, out=args.out, checkpoint=args.checkpoint, data_dir=args.data_dir, limit=args.limit)
+    path, s = api.convert(args.run, norm=args.norm, steps=args.steps, calibration=args.calibration, out=args.out, checkpoint=args.checkpoint, data_dir=args.data_dir, limit=args.limit or None)
     print(f"ann_test_accuracy: {s['ann_test_accuracy']:.4f}")
     for t, acc in s["snn_test_accuracy"].items():
         e = s["energy"][t]["totals"]
@@ -353,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", default="p99.9", choices=["max", "p99.9"], help="layer-wise normalisation statistic of the activations on calibration data")
     p.add_argument("--steps", type=int, default=256, help="simulation steps; accuracy is recorded after every step")
     p.add_argument("--calibration", type=int, default=1000, help="training images used for the activation statistics")
-    p.add_argument("--limit", type=int, default=None, help="only the first N test images (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images (default, or 0: all)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     common(p)
     p.set_defaults(fn=cmd_convert)

@@ -97,6 +97,8 @@ class TrainConfig:
             for k in keys
             if isinstance(getattr(self, k), (int, float)) and refused(getattr(self, k))
         ]
+        if isinstance(self.seed, int) and not 0 <= self.seed < 2**32:  # the trainer derives its streams' seeds from it (seed * 1_000_003 + rank)
+            bad.append(f"train.seed must be between 0 and 2**32 - 1, got {self.seed}")
         bad += [  # NaN and inf pass every comparison above
             f"train.{f.name} must be a finite number, got {getattr(self, f.name)!r}"
             for f in dataclasses.fields(self)

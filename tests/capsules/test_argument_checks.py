@@ -131,3 +131,13 @@ def test_matrix_capsule_layers_name_a_grid_of_another_shape():
         ClassCaps(8, 10)(torch.randn(2, 3, 3, 4, 16), torch.rand(2, 3, 3, 4))
     pose, act = ConvCaps(8, 4, 3, 2)(torch.randn(2, 5, 5, 8, 16), torch.rand(2, 5, 5, 8))
     assert pose.shape == (2, 2, 2, 4, 16) and act.shape == (2, 2, 2, 4)
+
+
+def test_images_on_another_device_than_the_weights_are_named():
+    """CPU weights with meta images returned CPU zeros as logits (bmm mixed the devices without a word)."""
+    from overlooked import create_model
+
+    for name in ("capsnet", "matcaps_em_small"):
+        model = create_model(name).eval()
+        with pytest.raises(InputError, match=r"weights are on cpu; got images on meta: move them with image.to\('cpu'\)"):
+            model(torch.rand(2, 1, 28, 28, device="meta"))

@@ -355,3 +355,30 @@ def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tm
     assert "not a text (UTF-8) file" in capsys.readouterr().err
     assert main(["show", str(tmp_path / "int.yaml")]) == 2
     assert "unknown config key(s) 1; allowed in the top level" in capsys.readouterr().err
+
+
+def test_bench_and_convert_options_out_of_place_or_out_of_range_are_refused(tmp_path, capsys):
+    """`bench --runs A --max-examples 10` silently ran the baselines speed benchmark; compare took one run twice
+    and a negative budget; convert --limit -1 scored all but one image, --limit 0 and --steps 0 were tracebacks
+    that left a half-made folder."""
+    for argv, says in (
+        (["bench", "--runs", "A", "--max-examples", "10"], "--runs and --max-examples belong to `bench compare`; `bench baselines` would ignore them"),
+        (["bench", "memory", "--runs", "A"], "--runs belongs to `bench compare`; `bench memory` would ignore it"),
+        (["bench", "--arena", "memory"], "--arena chooses arenas of a --suite"),
+        (["bench", "compare", "--runs", "A", "A", "--max-examples", "5"], "A named more than once"),
+        (["bench", "compare", "--runs", "A", "--max-examples", "-5"], "a number >= 1; got -5"),
+        (["convert", "RUN", "--limit", "-1", "--steps", "0", "--out", str(tmp_path / "c")], "convert: steps must be a whole number >= 1 (simulation steps), got 0; limit must be"),
+        (["convert", "RUN", "--calibration", "0", "--out", str(tmp_path / "c")], "calibration must be a whole number >= 1"),
+    ):
+        assert main(argv) == 2, argv
+        assert says in capsys.readouterr().err, argv
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_augmentation_or_encoder_made_for_other_data_is_named_before_the_run(tmp_path, capsys):
+    """babi_random_time on image data, time_first on a dataset without event frames: KeyErrors at the first
+    step before; now named with the dataset's keys, and no run folder is left."""
+    for override, says in (("augment={name: babi_random_time}", "augment 'babi_random_time' reads batch key 'memory_mask' that dataset 'synthetic' does not provide (its keys: "), ("encoder={name: time_first}", "encoder 'time_first' reads batch key 'frames'")):
+        assert main(["train", str(_config(tmp_path)), override, "--out", str(tmp_path / "runs")]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
