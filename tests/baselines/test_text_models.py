@@ -4,6 +4,8 @@ a short real-data run."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +14,7 @@ from overlooked import api, catalog
 from overlooked.baselines.lstm import read_order
 from overlooked.baselines.transformer import fact_encoding
 from overlooked.config import ExperimentConfig, load_config
-from overlooked.errors import RegistryError
+from overlooked.errors import InputError, RegistryError
 from overlooked.memory.functional import time_index
 from overlooked.registry import MODELS
 
@@ -95,6 +97,29 @@ def test_output_ignores_batch_mates(name, kwargs):
         for i in range(4):
             alone = model(story[i : i + 1], query[i : i + 1], mask[i : i + 1], time[i : i + 1])
             torch.testing.assert_close(full[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
+def test_an_empty_batch_gives_empty_logits(name, kwargs):
+    """B = 0, as any PyTorch module takes it (was, for the readers: "max(): Expected reduction dim" in read_order)."""
+    model = _create(name, **kwargs)
+    logits = model(*(x[:0] for x in _batch()))
+    assert logits.shape == (0, V)
+    logits.sum().backward()
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_inputs_that_do_not_fit_are_refused_as_the_memory_models_refuse_them(name):
+    """The memory models' check (check_memory_inputs), named after the model: a float mask was
+    "~ (operator.invert) is only implemented on integer and Boolean-type tensors"."""
+    model = _create(name)
+    story, query, mask, time = _batch()
+    with pytest.raises(InputError, match=re.escape(f"{name}: memory_mask must be a bool tensor [B, M] = [4, 10] matching story [B, M, L] = [4, 10, 6]; got float32 [4, 10]. Fix: memory_mask.bool()")):
+        model(story, query, mask.float(), time)
+    with pytest.raises(InputError, match=re.escape(f"{name}: memory_mask must be a bool tensor [B, M] = [4, 10]") + r".*got bool \[4, 5\]"):
+        model(story, query, mask[:, :5], time)
+    with pytest.raises(InputError, match=re.escape(f"{name}: story must be an int64 (or int32) tensor [B, M, L]") + r".*Fix: story.long\(\)"):
+        model(story.float(), query, mask, time)
 
 
 def test_time_defaults_to_the_mask_recency():

@@ -227,3 +227,62 @@ def test_time_indices_outside_the_temporal_table_are_named(name):
         kw["time"] = torch.full((B, M), bad)
         with pytest.raises(ValueError, match=rf"time holds index {bad}, outside the temporal table's rows 0\.\.{M - 1}"):
             model(**kw)
+
+
+def _strided(x: torch.Tensor) -> torch.Tensor:
+    """The same values as ``x`` in a non-contiguous layout (every other element of a wider tensor)."""
+    y = torch.stack([x, torch.zeros_like(x)], -1)[..., 0]
+    assert torch.equal(y, x) and not y.is_contiguous()
+    return y
+
+
+@pytest.mark.parametrize("batch", [1, B])
+@pytest.mark.parametrize("name", TEMPORAL)
+def test_non_contiguous_inputs_give_the_outputs_of_contiguous_ones(name, batch):
+    """Any strides work (was, for kvmemnn: "view size is not compatible with input tensor's size and stride"
+    in encode_sentences, for a strided query, or for the review's story ``s.transpose(1, 2).contiguous().transpose(1, 2)``
+    of one story)."""
+    model = _model(name)
+    inputs = {k: v[:batch] for k, v in _inputs(name).items()}
+    want = model(**inputs)
+    transposed = inputs["story"].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not transposed.is_contiguous()
+    for strided in ({k: _strided(v) for k, v in inputs.items()}, {**inputs, "story": transposed}, {**inputs, "query": _strided(inputs["query"])}):
+        got = model(**strided)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(KWARGS))
+def test_an_empty_batch_gives_empty_outputs(name):
+    """B = 0, as any PyTorch module takes it: outputs of batch size 0 (was, for MemNN: IndexError)."""
+    model = _model(name)
+    inputs = {k: v[:0] for k, v in _inputs(name).items()}
+    if name not in MEMNN:
+        inputs.pop("supporting", None)
+    out = model(**inputs)
+    assert out["logits"].shape == (0, V)
+    assert all(v.shape[0] == 0 for v in out.values())
+    out["logits"].sum().backward()
+    if name in MEMNN:  # inference alone, without the ranking tensors
+        del inputs["supporting"]
+        assert model(**inputs)["chosen"].shape == (0, KWARGS[name].get("max_hops", 2))
+
+
+@pytest.mark.parametrize("name", MEMNN)
+def test_memnn_trains_under_bf16_autocast(name):
+    """``train.bf16=true`` autocasts the forward pass and the loss to bfloat16 (was: "Got unsupported ScalarType
+    BFloat16" from NumPy in the write-time loop of select_memory). The hops choose what they choose in float32."""
+    from overlooked.registry import OBJECTIVES
+
+    model, objective = _model(name), OBJECTIVES.create("memnn_margin")
+    inputs = _inputs(name)
+    batch = {**inputs, "answer": torch.arange(B) + 1}
+    want = model(**inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**inputs)
+        loss = objective(out, batch)
+    assert torch.equal(out["chosen"], want["chosen"]) and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -30,6 +30,18 @@ def test_forward_backward_no_nan(name, every_parameter_learns):
     every_parameter_learns(model)
 
 
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("name", SPIKING)
+def test_an_empty_batch_gives_empty_logits(name, train):
+    """B = 0, static or time-first, as any PyTorch module takes it (was: "cannot reshape tensor of 0 elements
+    into shape [T, 0, -1]" at the readout)."""
+    model = MODELS.create(name, **SMALL.get(name, {})).train(train)
+    for x in (torch.rand(0, 1, 28, 28), torch.rand(model.steps, 0, 1, 28, 28)):
+        out = model(x)
+        assert out["logits"].shape == (0, 10) and out["spike_counts"].shape == out["neurons"].shape == (len(model.blocks),)
+        out["logits"].sum().backward()
+
+
 @pytest.mark.parametrize("name", SPIKING)
 def test_unknown_kwargs_raise(name):
     with pytest.raises(RegistryError, match="unknown argument"):

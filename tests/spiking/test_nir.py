@@ -297,6 +297,45 @@ def test_a_disconnected_or_unused_node_is_refused_by_name():
     assert from_nir(_graph_with([("a", "x"), ("x", "output")]), DT)(torch.rand(2, 1, 3))[0].shape == (2, 1, 2)
 
 
+def _affine_graph(weight: np.ndarray, bias: np.ndarray, extra_edges: list[tuple[str, str]] = ()) -> nir.NIRGraph:
+    nodes = {"input": nir.Input(input_type=np.array([weight.shape[-1]])), "fc": nir.Affine(weight=weight, bias=bias), "output": nir.Output(output_type=np.array([weight.shape[0]]))}
+    return nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "output"), *extra_edges], type_check=False)
+
+
+def test_a_bias_that_does_not_fit_the_weight_is_refused_on_import_by_name(tmp_path):
+    """nir.read accepts such a file; from_nir refused it with torch's "The size of tensor a (3) must match"."""
+    w = np.ones((4, 3), np.float32)
+    bad = _affine_graph(w, np.zeros(3, np.float32))
+    path = tmp_path / "bad_bias.nir"
+    nir.write(str(path), bad)
+    message = r"NIR node 'fc' \(Affine\) has a bias of shape \[3\] \(3 values\), but its weight \[4, 3\] has 4 outputs.*shape \[4\]"
+    for graph in (bad, nir.read(str(path)), path):
+        with pytest.raises(NIRImportError, match=message):
+            from_nir(graph, DT)
+    with pytest.raises(NIRImportError, match=r"'fc' \(Affine\) has a bias of shape \[2, 2\]"):
+        from_nir(_affine_graph(w, np.zeros((2, 2), np.float32)), DT)  # 4 values, but not one per output
+    with pytest.raises(NIRImportError, match=r"'fc' \(Affine\) has a weight of shape \[2, 4, 3\]; from_nir runs Affine weights of shape \[out, in\]"):
+        from_nir(_affine_graph(np.ones((2, 4, 3), np.float32), np.zeros(4, np.float32)), DT)
+    conv = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([1, 4, 4])), "conv": nir.Conv2d(input_shape=(4, 4), weight=np.ones((2, 1, 3, 3), np.float32), stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(5, np.float32)), "output": nir.Output(output_type=np.array([2, 4, 4]))},
+        edges=[("input", "conv"), ("conv", "output")],
+        type_check=False,
+    )
+    with pytest.raises(NIRImportError, match=r"NIR node 'conv' \(Conv2d\) has a bias of shape \[5\].*weight \[2, 1, 3, 3\] has 2 outputs"):
+        from_nir(conv, DT)
+    # a bias of one value per output, or one value for all of them (what broadcasting always gave), still runs
+    for bias, want in ((np.arange(4, dtype=np.float32), 3 + torch.arange(4.0)), (np.full(1, 0.5, np.float32), torch.full((4,), 3.5))):
+        y = from_nir(_affine_graph(w, bias), DT)(torch.ones(2, 1, 3))[0]
+        assert y.shape == (2, 1, 4) and torch.allclose(y, want.expand(2, 1, 4))
+
+
+def test_an_edge_into_the_input_is_refused_by_name():
+    """It was dropped without a word: the Input passes the external signal on and ignored its predecessors."""
+    graph = _affine_graph(np.ones((3, 3), np.float32), np.zeros(3, np.float32), [("fc", "input")])
+    with pytest.raises(NIRImportError, match=r"edges into its Input node 'input': \[\('fc', 'input'\)\]; from_nir does not support them"):
+        from_nir(graph, DT)
+
+
 def test_nirnetwork_requires_time_first_input():
     net = from_nir(export_layers([nn.Linear(3, 2), M.LIF(dt=DT, tau_mem=5e-3)], (3,), DT), DT)
     assert net(torch.rand(4, 2, 3))[0].shape == (4, 2, 2)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from overlooked.checks import check_sizes
+from overlooked.memory.functional import check_memory_inputs
 from overlooked.registry import MODELS
 
 
@@ -38,7 +39,7 @@ def read_order(
     Returns:
         ``(tokens, recency, lengths)``: ``[B, T]`` word indices left-aligned and zero padded, ``[B, T]`` the
         sentence recency of each token (``question_index`` on the separator and question, 0 on padding) and
-        ``[B]`` the number of real tokens; ``T`` is the longest sample's length.
+        ``[B]`` the number of real tokens; ``T`` is the longest sample's length (1 for an empty batch, ``B = 0``).
 
     >>> story = torch.tensor([[[4, 5, 0], [6, 0, 0], [9, 9, 9]]])
     >>> tokens, recency, lengths = read_order(story, torch.tensor([[7, 0]]), torch.tensor([[True, True, False]]),
@@ -55,7 +56,7 @@ def read_order(
     real = seq != 0  # [B, M*L+1+Lq]
     order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real tokens first, in reading order
     lengths = real.sum(1)  # [B]
-    T = int(lengths.max())
+    T = int(lengths.max()) if B else 1  # every sample holds at least the separator
     tokens = seq.gather(1, order)[:, :T]  # [B, T]; zeros after each sample's length
     recency = rec.gather(1, order)[:, :T].masked_fill(tokens == 0, 0)  # [B, T]
     return tokens, recency, lengths
@@ -97,8 +98,13 @@ class LSTMReader(nn.Module):
             time: unused (the LSTM reads the sentences in order); accepted so every bAbI model shares inputs.
 
         Returns:
-            logits ``[B, num_classes]``.
+            logits ``[B, num_classes]`` (``[0, num_classes]`` for an empty batch).
+
+        Raises:
+            InputError: (a ``ValueError``) when the shapes or dtypes do not fit together
+                (:func:`~overlooked.memory.functional.check_memory_inputs`, the memory models' check).
         """
+        check_memory_inputs(story, query, memory_mask, time, name="lstm_reader")
         recency = torch.zeros_like(memory_mask, dtype=torch.long) if time is None else time
         tokens, _, lengths = read_order(story, query, memory_mask, recency, self.vocab_size, 0)  # [B, T], [B]
         x = self.drop(self.embed(tokens))  # [B, T, d]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overlooked.baselines.lstm import read_order
-from overlooked.memory.functional import time_index
+from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
 
 
@@ -150,8 +150,13 @@ class TransformerReader(nn.Module):
             time: ``[B, M]`` sentence recency (0 = newest); computed from the mask when None.
 
         Returns:
-            logits ``[B, num_classes]``.
+            logits ``[B, num_classes]`` (``[0, num_classes]`` for an empty batch).
+
+        Raises:
+            InputError: (a ``ValueError``) when the shapes or dtypes do not fit together
+                (:func:`~overlooked.memory.functional.check_memory_inputs`, the memory models' check).
         """
+        check_memory_inputs(story, query, memory_mask, time, name="transformer_reader")
         if time is None:
             time = time_index(memory_mask)
         time = time.clamp(max=self.memory_size - 1)
@@ -160,7 +165,7 @@ class TransformerReader(nn.Module):
         tokens = torch.cat([tokens.new_full((B, 1), self.cls_index), tokens], 1)  # [B, T+1]
         recency = torch.cat([recency.new_full((B, 1), self.cls_recency), recency], 1)  # [B, T+1]
         lengths = lengths + 1  # [B], with [CLS]
-        if self.group_tokens is None:
+        if self.group_tokens is None or B == 0:  # an empty batch has no group to cut
             return self.classifier(self._encode(tokens, recency, lengths))  # [B, C]
         groups = _length_groups(lengths, self.group_tokens)
         parts = []
@@ -298,15 +303,19 @@ class FactTransformer(nn.Module):
 
         Returns:
             logits ``[B, num_classes]``.
+
+        Raises:
+            InputError: (a ``ValueError``) when the shapes or dtypes do not fit together
+                (:func:`~overlooked.memory.functional.check_memory_inputs`, the memory models' check), or
+                sentences are longer than the positional masks.
         """
+        check_memory_inputs(story, query, memory_mask, time, name="transformer_facts")
         B, M, L = story.shape
         if L > self.sentence_len or query.shape[-1] > self.sentence_len:
             raise ValueError(
                 f"sentences of {L} and questions of {query.shape[-1]} words, but the model's positional masks hold "
                 f"{self.sentence_len}; build it with sentence_len >= {max(L, query.shape[-1])} (the dataset's meta sets it)"
             )
-        if memory_mask.shape != (B, M):
-            raise ValueError(f"memory_mask must be [B, M] = {[B, M]}, got {list(memory_mask.shape)}")
         facts = fact_encoding(self.embed(story), self.story_mask[:L])  # [B, M, d]
         question = fact_encoding(self.embed(query), self.query_mask[: query.shape[-1]])  # [B, d]
         order = torch.argsort((~memory_mask).to(torch.int8), dim=1, stable=True)  # real facts first, in order

@@ -118,7 +118,7 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
         ``[..., n * d]``: ``sum_j l_j * E x_j`` for each of the ``n`` matrices.
     """
     lead, L = words.shape[:-1], words.shape[-1]
-    flat = words.reshape(-1, L)  # [N, L]
+    flat = words.reshape(-1, L).contiguous()  # [N, L]; any strides in (a copy only when reshape returns a strided view)
     alpha, beta = position_weights(flat, encoding, pe_length, embed_dim, dtype=table.dtype)
     # Only real words enter the bags (padding is most of a padded story): 1-D input plus bag offsets.
     real = flat != 0  # [N, L]

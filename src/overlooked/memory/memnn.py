@@ -226,7 +226,9 @@ def select_memory(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor, t:
     u = A - c[:, 1:2] * o_x  # [B, M] value of m_i in the y' slot (the newer memory of the pair)
     v = A + c[:, 0:1] * o_x + c[:, 2:3]  # [B, M] value of m_i in the y slot (the older memory of the pair)
     # The choice is discrete (no gradient), so the loop runs in NumPy: ~1 us per operation instead of ~5.
-    u_, v_, t_, ok, c3 = (x.detach().cpu().numpy() for x in (u, v, t, valid, c[:, 2]))
+    # NumPy has no bfloat16 (autocast makes c, so u and v, bf16): scores enter it as float32, an exact widening.
+    u_, v_, c3 = (x.detach().float().cpu().numpy() for x in (u, v, c[:, 2]))
+    t_, ok = (x.detach().cpu().numpy() for x in (t, valid))
     winner_ = np.full(A.shape[0], -1, dtype=np.int64)
     u_w, v_w, t_w = u_[:, 0].copy(), v_[:, 0].copy(), t_[:, 0].copy()
     last = int(ok.any(0).nonzero()[0].max()) + 1 if ok.any() else 0
@@ -484,8 +486,8 @@ class MemNN(nn.Module):
         chosen = []
         last_w = q_O.new_zeros(B, M)  # one-hot weights of the most recently retrieved memory
         for _ in range(self.hops):
-            if not bool(active.any()):  # every question has stopped: the remaining hops choose nothing
-                chosen.append(torch.full_like(chosen[-1], -1))
+            if not bool(active.any()):  # every question has stopped (or the batch is empty): the remaining hops choose nothing
+                chosen.append(torch.full((B,), -1, dtype=torch.long, device=q_O.device))
                 continue
             E_in = nonlinear_embedding(e_in, self.nl_O)  # [B, d]
             A = embedding_score(E_in, E_cand)  # [B, C]

@@ -141,7 +141,8 @@ class SpikingNet(nn.Module):
             sizes.append(float(z.numel()))
         z = self.dropout(z)
         t, b = z.shape[:2]
-        logits = self.readout(z.flatten(0, 1)).view(t, b, -1).mean(0)  # [B, C]
+        y = self.readout(z.flatten(0, 1))  # [T*B, C]
+        logits = y.view(t, b, y.shape[-1]).mean(0)  # [B, C] (not view(t, b, -1): B = 0 leaves -1 undefined)
         return {"logits": logits, "spike_counts": torch.stack(counts), "neurons": torch.tensor(sizes, dtype=logits.dtype, device=logits.device)}
 
 

@@ -38,7 +38,9 @@ encoder's name and arguments when the caller passes them; the model alone does n
 **Import.** :func:`from_nir` runs graphs made of ``Input``, ``Output``, ``Affine``, ``Linear``, ``Conv2d``,
 ``AvgPool2d``, ``SumPool2d``, ``Flatten``, ``IF``, ``LIF`` and ``CubaLIF`` nodes (any other node type is
 refused by name), with exactly one Input and one Output and every node on a path from the Input to the
-Output (a disconnected or unused node is refused by name). :class:`NIRNetwork` takes time-first input
+Output (a disconnected or unused node is refused by name; so is an edge into the Input, which has no meaning
+here, and an ``Affine``, ``Linear`` or ``Conv2d`` node whose weight and bias do not fit together, by
+:func:`check_weights`). :class:`NIRNetwork` takes time-first input
 ``[T, B, *input_shape]``. :func:`read_nir` reads a file, turning h5py's errors on a file that is not a NIR
 graph into a :class:`NIRImportError` that says what a NIR file is.
 """
@@ -301,7 +303,7 @@ def node_module(node: nir.NIRNode, dt: float) -> nn.Module:
         with torch.no_grad():
             lin.weight.copy_(w)
             if isinstance(node, nir.Affine):
-                lin.bias.copy_(_t(node.bias))
+                lin.bias.copy_(_t(node.bias).reshape(-1))
         return lin
     if isinstance(node, nir.Conv2d):
         w = _t(node.weight)
@@ -309,7 +311,7 @@ def node_module(node: nir.NIRNode, dt: float) -> nn.Module:
         conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]), _pair(node.stride), padding, _pair(node.dilation), int(node.groups))
         with torch.no_grad():
             conv.weight.copy_(w)
-            conv.bias.copy_(_t(node.bias))
+            conv.bias.copy_(_t(node.bias).reshape(-1))
         return conv
     if isinstance(node, nir.AvgPool2d):
         return nn.AvgPool2d(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding), count_include_pad=True)
@@ -416,6 +418,12 @@ def _check_structure(graph: nir.NIRGraph) -> tuple[str, str]:
         lone = sorted({n.split("_", 1)[1] for n in inputs + outputs if n.startswith(("input_", "output_")) and n.split("_", 1)[1] in graph.nodes})
         hint = f"; nir's type check adds an Input 'input_<node>' (Output 'output_<node>') for a node with no incoming (outgoing) edge, so these nodes look disconnected: {lone}" if lone else ""
         raise NIRImportError(f"from_nir runs graphs with exactly one Input and one Output node; found Inputs {inputs} and Outputs {outputs}{hint}")
+    into_input = [tuple(e) for e in graph.edges if e[1] == inputs[0]]
+    if into_input:
+        raise NIRImportError(
+            f"the NIR graph has edges into its Input node {inputs[0]!r}: {into_input}; from_nir does not support them (the Input "
+            "takes the external signal only, and such an edge would be dropped). Remove them, or lead them into a node after the Input"
+        )
     succ: dict[str, list[str]] = {n: [] for n in names}
     pred: dict[str, list[str]] = {n: [] for n in names}
     for a, b in graph.edges:
@@ -440,6 +448,34 @@ def _check_structure(graph: nir.NIRGraph) -> tuple[str, str]:
         )
         raise NIRImportError(f"every node of the NIR graph must lie on a path from the Input to the Output; these do not: {'; '.join(parts)}. Remove them or connect them")
     return inputs[0], outputs[0]
+
+
+_WEIGHT_LAYOUT = {nir.Affine: "[out, in]", nir.Linear: "[out, in]", nir.Conv2d: "[out_channels, in_channels / groups, kH, kW]"}
+
+
+def check_weights(graph: nir.NIRGraph) -> None:
+    """Refuse an ``Affine``, ``Linear`` or ``Conv2d`` node whose weight is not 2-D (4-D for ``Conv2d``) or whose
+    bias does not hold one value per output (a single value, shared by every output, also fits).
+
+    ``nir.read`` accepts such a file; without this check it fails inside torch while the network is built, with
+    a message that names neither the node nor NIR. Shapes only: no parameter value is read.
+    """
+    for name, node in graph.nodes.items():
+        layout = _WEIGHT_LAYOUT.get(type(node))
+        if layout is None:
+            continue
+        kind, w = type(node).__name__, tuple(int(d) for d in np.shape(node.weight))
+        if len(w) != layout.count(",") + 1:
+            raise NIRImportError(f"NIR node {name!r} ({kind}) has a weight of shape {list(w)}; from_nir runs {kind} weights of shape {layout}. Fix that node's weight")
+        if isinstance(node, nir.Linear):
+            continue
+        b = tuple(int(d) for d in np.shape(node.bias))
+        size = math.prod(b)
+        if size not in (1, w[0]) or len([d for d in b if d != 1]) > 1:
+            raise NIRImportError(
+                f"NIR node {name!r} ({kind}) has a bias of shape {list(b)} ({size} values), but its weight {list(w)} has {w[0]} outputs: "
+                f"the bias must hold one value per output, shape [{w[0]}]. Fix that node's bias (or weight) so the two agree"
+            )
 
 
 def _schedule(nodes: list[str], edges: list[tuple[str, str]], inputs: list[str]) -> tuple[list[str], set[tuple[str, str]]]:
@@ -489,13 +525,14 @@ class NIRNetwork(nn.Module):
 
     The constructor checks ``dt`` (see :func:`check_dt`, :func:`check_euler_steps`), warns with
     :class:`NIRDtWarning` when the graph's metadata records another ``dt``, and refuses a graph with a
-    disconnected or unused node.
+    disconnected or unused node, an edge into its Input, or a weight and bias that do not fit (:func:`check_weights`).
     """
 
     def __init__(self, graph: nir.NIRGraph, dt: float):
         super().__init__()
         dt = check_dt(dt)
         input_name, output_name = _check_structure(graph)
+        check_weights(graph)
         check_euler_steps(graph, dt)
         exported = exported_dt(graph)
         if exported is not None and not math.isclose(exported, dt, rel_tol=N.EULER_RTOL):  # a float32 copy of dt is dt
