@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv install install-dev demo test test-fast lint doctest bench peers clean
+.PHONY: venv install install-dev demo test test-fast lint doctest bench peers triton clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: install
 
 peers: install-dev
 	PYTHON=$(PY) bash scripts/install_peers.sh
+
+# Triton, for the tests that run the GPU neuron kernels on CPU through its interpreter (TRITON_INTERPRET=1);
+# never a dependency of the package (a GPU machine brings its own with its torch). About 290 MB.
+triton: install-dev
+	$(PIP) install -q --disable-pip-version-check "triton>=3.2"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -261,31 +261,52 @@ def test_no_compiler_cpp_raises_auto_warns_once_and_runs_reference(monkeypatch):
     assert lif.resolved_backend == "reference"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed: the Triton kernels cannot run, not even under TRITON_INTERPRET=1")
-@pytest.mark.parametrize(("kind", "reset", "detach", "dtype", "surrogate"), [
-    ("lif", "zero", False, torch.float32, "atan"),
-    ("lif", "subtract", True, torch.float32, "fast_sigmoid"),
-    ("if", "subtract", False, torch.float64, "triangle"),
-    ("plif", "zero", False, torch.float64, "sigmoid"),
-    ("cuba", "zero", True, torch.float32, "rectangle"),
-])
-def test_triton_interpreter_equals_reference_on_cpu(monkeypatch, kind, reset, detach, dtype, surrogate):
-    """Triton's interpreter runs the GPU kernels on CPU tensors: the same equivalence as for cpp."""
+NO_TRITON = importlib.util.find_spec("triton") is None
+
+
+@pytest.mark.skipif(NO_TRITON, reason="triton not installed (CI installs it: `make triton`): the Triton kernels cannot run, not even under TRITON_INTERPRET=1")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("kind", list(NEURONS))
+def test_triton_interpreter_equals_reference_on_cpu(monkeypatch, kind, reset, dtype):
+    """Triton's interpreter runs the GPU kernels on CPU tensors: the same grid as the cpp test (every neuron kind,
+    each also with all its parameters away from their defaults, both resets and dtypes; detach and the five
+    surrogates spread over the cases), comparing spikes, v, i and every gradient."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.delitem(sys.modules, "overlooked.spiking.kernels.triton_lif", raising=False)  # re-jit in interpreter mode
+    index = 4 * list(NEURONS).index(kind) + 2 * (reset == "zero") + (dtype == torch.float64)
+    detach, surrogate = bool(index % 2), SURROGATES[index % len(SURROGATES)]
     torch.manual_seed(0)
     ref, fast = _pair(kind, "triton", dtype, reset=reset, detach_reset=detach, surrogate=surrogate)
     x = (torch.randn(10, 2, 19, dtype=dtype) * 3 + 1).requires_grad_()
     gz, gv = torch.randn_like(x), torch.randn(2, 19, dtype=dtype)
     before = kernels.CALLS["triton_backward"]
-    z1, s1, g1 = _grads(ref, x, None, gz, gv)
-    z2, s2, g2 = _grads(fast, x, None, gz, gv)
+    try:
+        z1, s1, g1 = _grads(ref, x, None, gz, gv)
+        z2, s2, g2 = _grads(fast, x, None, gz, gv)
+    finally:
+        sys.modules.pop("overlooked.spiking.kernels.triton_lif", None)  # never leave interpreter-mode kernels behind
     assert kernels.CALLS["triton_backward"] == before + 1
+    assert 0.02 < z1.mean() < 0.9
     assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
+    if _base(kind) == "cuba":
+        assert torch.equal(s1.i, s2.i)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     for a, b in zip(g1, g2):
         torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
-    sys.modules.pop("overlooked.spiking.kernels.triton_lif", None)  # never leave interpreter-mode kernels behind
+
+
+@pytest.mark.skipif(NO_TRITON, reason="triton not installed")
+def test_the_triton_kernel_refuses_inputs_past_its_32_bit_indexing():
+    """The kernels index ``t * N + offs`` in 32-bit integers: T x N >= 2**31 would wrap around silently."""
+    from overlooked.errors import InputError
+    from overlooked.spiking.kernels.triton_lif import TritonNeuronScan
+
+    _, fast = _pair("lif", "triton", torch.float32)
+    spec, _ = kernels.scan_spec(fast.cell)
+    x = torch.empty(2**16, 2**15, device="meta")  # nothing is allocated
+    with pytest.raises(InputError, match=r"fewer than 2\*\*31 elements per call; this input has T x N = 65536 x 32768"):
+        TritonNeuronScan.apply(x, torch.empty(2**15, device="meta"), None, None, spec)
 
 
 @pytest.mark.gpu

@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from overlooked.errors import InputError
 from overlooked.spiking.kernels.cpu import CALLS, KIND_CUBA, ScanSpec
 
 try:
@@ -149,6 +150,11 @@ class TritonNeuronScan(torch.autograd.Function):
     def forward(ctx, x, v0, i0, a, spec: ScanSpec):  # type: ignore[override]
         x = x.contiguous()
         nt, n = x.shape[0], v0.numel()
+        if x.numel() >= 2**31:  # the kernels index t * N + offs in 32-bit integers
+            raise InputError(
+                f"the Triton neuron kernel indexes fewer than 2**31 elements per call; this input has T x N = {nt} x {n} = {x.numel():,}. "
+                "Fix: split the batch or the time steps, or use backend='reference'"
+            )
         params = list(spec.params)
         if a is not None:
             params[0] = float(a.detach())
