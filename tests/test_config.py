@@ -142,8 +142,11 @@ def test_a_config_changed_in_python_is_checked_again_before_training(tmp_path):
         assert not (tmp_path / "runs").exists()
     cfg = api.load("mlp_mnist")
     cfg.train.lr = "1e-2"
+    train, kwargs = cfg.train, cfg.model.kwargs
     api.check_config(cfg)
     assert cfg.train.lr == 0.01
+    train.lr, kwargs["hidden"] = 0.5, [7]  # the objects a caller holds are still the config's (a sweep edits them)
+    assert cfg.train.lr == 0.5 and cfg.model.kwargs["hidden"] == [7]
     with pytest.warns(ConfigWarning):
         cfg = api.load("mlp_mnist", ["train.momentum=0.9"])  # adam: momentum has no effect
     with warnings.catch_warnings():

@@ -131,6 +131,18 @@ def test_the_same_function_defined_again_replaces_itself():
 
     with pytest.raises(RegistryError, match=r"'a' is already registered \(by .*build\); register .*other under another name"):
         reg.register("a")(other)
+    import functools
+
+    @functools.wraps(build)  # carries build's module and name, but is other code
+    def wrapper():
+        return build() + 1
+
+    with pytest.raises(RegistryError, match=r"register .*build \(wrapped by wrapper in .*test_registry.py, line \d+\) under another name"):
+        reg.register("a")(wrapper)
+    from overlooked.registry import _is_library
+
+    assert _is_library(MODELS.get("memn2n")) and not _is_library(wrapper)
+    assert not _is_library(functools.wraps(MODELS.get("memn2n"))(lambda **kw: None))  # a library name copied onto user code
 
 
 def test_a_builder_taking_kwargs_gets_the_facts_it_names_and_a_warning_for_the_rest(monkeypatch):

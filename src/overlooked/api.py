@@ -63,8 +63,7 @@ def check_config(cfg: ExperimentConfig) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
         checked = ExperimentConfig.from_dict(cfg.to_dict())
-    for f in dataclasses.fields(cfg):
-        setattr(cfg, f.name, getattr(checked, f.name))
+    _update_in_place(cfg, checked)
     check_component_kwargs(DATASETS, cfg.data, "data")
     check_component_kwargs(MODELS, cfg.model, "model")
     check_component_kwargs(OBJECTIVES, cfg.objective, "objective")
@@ -84,6 +83,23 @@ def check_config(cfg: ExperimentConfig) -> None:
             f"train.repeats={cfg.train.repeats} reports the best run by training error (the MemN2N paper's rule), "
             "which needs the training split scored: set train.report_train=true, or train.repeats=1"
         )
+
+
+def _update_in_place(dst: Any, src: Any) -> None:
+    """Copy the checked values of ``src`` into ``dst``'s own objects (its TrainConfig, Components, kwargs dicts
+    and lists stay the objects a caller may hold: ``tc = cfg.train; tc.lr = 0.5`` still reaches ``cfg``)."""
+    for f in dataclasses.fields(dst):
+        old, new = getattr(dst, f.name), getattr(src, f.name)
+        if dataclasses.is_dataclass(old) and type(old) is type(new):
+            _update_in_place(old, new)
+        elif isinstance(old, dict) and isinstance(new, dict):
+            old.clear()
+            old.update(new)
+        elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and all(dataclasses.is_dataclass(o) and type(o) is type(n) for o, n in zip(old, new)):
+            for o, n in zip(old, new):
+                _update_in_place(o, n)
+        else:
+            setattr(dst, f.name, new)
 
 
 # The dataset facts that model builders take by name (from Splits.meta; image_shape gives the last three).
@@ -123,12 +139,17 @@ def build_data(cfg: ExperimentConfig, data_dir: str | None = None) -> Splits:
     splits = DATASETS.create(cfg.data.name, **kwargs)
     wanted = MODELS.tags(cfg.model.name).get("input_keys") if cfg.model.name in MODELS else None
     if wanted:  # a model may read more of the batch than the dataset's default inputs (e.g. MemNN's supporting facts)
-        provided = splits.train.tensors if hasattr(splits.train, "tensors") else splits.train[torch.arange(1)]  # generated datasets: one example's keys
+        provided = splits.train.tensors if hasattr(splits.train, "tensors") else first_examples(splits.train, 1)  # generated datasets: one example's keys
         missing = [k for k in wanted if k not in provided]
         if missing:
             raise ConfigError(f"model {cfg.model.name!r} reads batch keys {missing} that dataset {cfg.data.name!r} does not provide")
         splits = replace(splits, input_keys=tuple(wanted))
     return splits
+
+
+def first_examples(dataset: Any, n: int) -> dict[str, torch.Tensor]:
+    """The batch of ``dataset``'s first ``n`` examples (fewer when it is smaller): what a probe of its keys reads."""
+    return dataset[torch.arange(min(n, len(dataset)))]
 
 
 def build_model(cfg: ExperimentConfig, meta: dict[str, Any]) -> nn.Module:
@@ -387,12 +408,14 @@ def check_transforms(cfg: ExperimentConfig, splits: Splits, augment: Any, encode
         if transform is None:
             continue
         if probe is None:
-            probe = splits.train[torch.arange(min(2, len(splits.train)))]
+            probe = first_examples(splits.train, 2)
         try:
             transform(dict(probe), torch.Generator().manual_seed(0))
         except KeyError as exc:
+            if exc.args and exc.args[0] in probe:
+                raise  # a key the data has: the transform's own error
             name = getattr(cfg, kind).name
-            raise ConfigError(f"{kind} {name!r} reads batch key {exc} that dataset {cfg.data.name!r} does not provide (its keys: {', '.join(probe)}); choose an {kind} made for this data, or none ({kind}=null)") from None
+            raise ConfigError(f"{kind} {name!r} reads batch key {exc} that dataset {cfg.data.name!r} does not provide (its keys: {', '.join(probe)}); choose an {kind} made for this data, or none ({kind}=null)") from exc
 
 
 def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> None:
@@ -534,7 +557,7 @@ def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, exampl
 
     device = next(model.parameters()).device
     data = getattr(splits, split)
-    probe = data[torch.arange(1)]
+    probe = first_examples(data, 1)
     probe = encoder(probe, torch.Generator().manual_seed(0)) if encoder is not None else probe
     was = model.training
     model.eval()
@@ -788,7 +811,7 @@ def train_each(
 EACH_FILE = "each.json"  # an --each folder's key and values, written before its first run
 
 
-def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], data_dir: str | None, resuming: bool, device: str | None = None) -> dict[str, Any]:
+def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], data_dir: str | None, resuming: bool, device: str | None = None, callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train (or, ``resuming``, finish) one run per value of ``key`` under ``path``, then write the merged summary.
     Resuming keeps each value whose summary is written, continues one with a checkpoint (or a --repeats folder) by
     :func:`resume`, and trains again one that stopped before its first checkpoint (its partial folder set aside)."""
@@ -802,13 +825,13 @@ def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], d
                 subs[str(value)] = finished
                 continue
             if (sub_dir / "config.yaml").is_file() and (sub_cfg.train.repeats > 1 or (sub_dir / "checkpoints" / "last.safetensors").is_file()):
-                _, subs[str(value)] = resume(sub_dir, data_dir=data_dir, device=device)
+                _, subs[str(value)] = resume(sub_dir, data_dir=data_dir, device=device, callbacks=callbacks)
                 continue
             aside = sub_dir.with_name(f".{sub_dir.name}.interrupted")  # hidden: scripts globbing key=* skip it
             while aside.exists():
                 aside = aside.with_name(aside.name + "+")
             sub_dir.replace(aside)  # nothing to continue from: trained again, its partial files kept aside
-        _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=sub_dir)
+        _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=sub_dir, callbacks=callbacks)
     merged = merge_each(subs, cfg, key, values)
     write_run_files(path, cfg, merged)
     return merged
@@ -841,7 +864,7 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
         each = read_run_file(run / EACH_FILE)
         cfg = run_config(run)
         check_device(device or cfg.train.device)
-        return run, _each_runs(cfg, run, each["key"], each["values"], data_dir, resuming=True, device=device)
+        return run, _each_runs(cfg, run, each["key"], each["values"], data_dir, resuming=True, device=device, callbacks=callbacks)
     if not (run / "config.yaml").is_file() and seed_folders(run):
         first = seed_folders(run)[0]
         raise OverlookedError(
@@ -1105,7 +1128,6 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
 
-_UNSET = object()
 RESPLIT_KEYS = ("seed", "val_fraction", "val_split")  # data.kwargs that decide which training examples are held out
 
 
@@ -1114,12 +1136,21 @@ def _check_no_resplit(cfg: ExperimentConfig, split: str, data_overrides: list[st
     ``seed``/``val_fraction``/``val_split`` moves training examples into "val" (a review counted 5,380 of 6,000)."""
     if split == "test":
         return
-    pairs = [parse_override(o) for o in data_overrides]
+    pairs = []
+    for k, v in map(parse_override, data_overrides):
+        if k == ["data", "kwargs"] and isinstance(v, dict):  # data.kwargs={seed: 3, ...}: each key counts
+            pairs += [(["data", "kwargs", str(key)], value) for key, value in v.items()]
+        else:
+            pairs.append((k, v))
     if any(k[:2] == ["data", "name"] and v != cfg.data.name for k, v in pairs):
         return  # another dataset: its splits are not the run's
     params = inspect.signature(DATASETS.get(cfg.data.name)).parameters
-    had = {key: cfg.data.kwargs.get(key, params[key].default if key in params else _UNSET) for key in RESPLIT_KEYS}  # the builder's default when unset
-    changed = [".".join(k) for k, v in pairs if k and k[-1] in RESPLIT_KEYS and had[k[-1]] != v]
+    had = {key: cfg.data.kwargs.get(key, params[key].default) for key in RESPLIT_KEYS if key in params}  # the builder's default when unset
+    given = {k[-1]: v for k, v in pairs if k}
+    deciding = set(had)
+    if DATASETS.tags(cfg.data.name).get("seed_regenerates") or given.get("val_split", had.get("val_split")) == "last":
+        deciding.discard("seed")  # the seed draws the whole dataset, or does not choose the held-out part at all
+    changed = [".".join(k) for k, v in pairs if k and k[-1] in deciding and had[k[-1]] != v]
     if changed:
         raise ConfigError(
             f"--split {split} with {', '.join(changed)} changed splits the run's training files another way, so that split "
@@ -1186,7 +1217,7 @@ def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
     """
     from overlooked.bench.fair import check_fair
 
-    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+    if not is_count(max_examples):
         raise OverlookedError(f"max_examples (--max-examples) is the shared budget of training examples, a number >= 1; got {max_examples!r}")
     twice = sorted({str(r) for r in runs if [str(x) for x in runs].count(str(r)) > 1})
     if twice:
@@ -1265,10 +1296,10 @@ def crossover_figure(bench_roots: list[Path], figures: Path) -> list[Path]:
     from overlooked.plots.spiking_speed import event_crossover_figure
 
     for bench in sorted((p for root in bench_roots for p in root.glob("*/bench.json")), key=lambda p: p.parent.name, reverse=True):
-        try:
-            rows = json.loads(bench.read_text()).get("figures", [])  # each file read once, newest first
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise OverlookedError(f"{bench} is not a bench record ({e}); restore it from git or delete it") from e
+        record = read_run_file(bench)  # each file read once, newest first; a damaged one is named
+        if not isinstance(record, dict):
+            raise OverlookedError(f"{bench} is not a bench record (a JSON object with figures); restore it from git or delete it")
+        rows = record.get("figures", [])
         if any("crossover" in str(r.get("name", "")) for r in rows):
             return [event_crossover_figure(rows, figures / "spiking_event_crossover.png")]
     return []

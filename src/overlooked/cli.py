@@ -62,10 +62,17 @@ def import_plugins(modules: list[str]) -> None:
             if name.endswith(".py"):
                 if not path.is_file():
                     raise OverlookedError(f"--import {name}: no such file")
+                other = sys.modules.get(path.stem)
+                if other is not None and Path(getattr(other, "__file__", "") or "").resolve() != path.resolve():
+                    raise OverlookedError(f"--import {name}: a module named {path.stem!r} is already imported (from {getattr(other, '__file__', 'built in')}); rename the file")
                 spec = importlib.util.spec_from_file_location(path.stem, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(path.stem, None)  # no half-built module left behind
+                    raise
             else:
                 if os.getcwd() not in sys.path and "" not in sys.path:
                     sys.path.insert(0, os.getcwd())

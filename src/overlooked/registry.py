@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from overlooked.errors import RegistryError
@@ -117,16 +119,26 @@ class Registry:
 
 
 def _origin(fn: Callable[..., Any]) -> str:
-    """Where a builder is defined: ``module.qualname`` (with its line for a lambda, which has no name of its own).
-    Defining the same name in the same module again (a re-run notebook cell, ``importlib.reload``) is the same
-    origin, so it replaces the old builder; anything else under a taken name is refused."""
+    """Where a builder is defined: ``module.qualname`` (with its file and line for a lambda, which has no name of
+    its own, and for a ``functools.wraps`` wrapper, which carries the name of what it wraps). Defining the same
+    name in the same module again (a re-run notebook cell, ``importlib.reload``) is the same origin, so it
+    replaces the old builder; anything else under a taken name is refused."""
     where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
     code = getattr(fn, "__code__", None)
+    if code is not None and hasattr(fn, "__wrapped__"):
+        return f"{where} (wrapped by {code.co_name} in {code.co_filename}, line {code.co_firstlineno})"
     return f"{where} (line {code.co_firstlineno})" if "<lambda>" in where and code is not None else where
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
 def _is_library(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` is one of this package's own builders (registered while the catalog loads)."""
+    """Whether ``fn`` is one of this package's own builders (registered while the catalog loads): judged by the
+    file its code is in when it has code (``functools.wraps`` copies a name, not the code), else its module."""
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return str(Path(code.co_filename).resolve()).startswith(_PACKAGE_DIR + os.sep)
     module = getattr(fn, "__module__", "") or ""
     return module == "overlooked" or module.startswith("overlooked.")
 

@@ -196,7 +196,7 @@ def test_the_crossover_figure_is_drawn_from_the_newest_bench_that_measured_it(tm
     assert crossover_figure([tmp_path / "none"], tmp_path / "figures") == []
     (bench / "bench-spiking-20261203-000000").mkdir()
     (bench / "bench-spiking-20261203-000000" / "bench.json").write_text('{"figures": [')
-    with pytest.raises(OverlookedError, match=r"bench-spiking-20261203-000000/bench.json is not a bench record \(Expecting value"):
+    with pytest.raises(OverlookedError, match=r"bench-spiking-20261203-000000/bench.json is damaged \(JSONDecodeError"):
         crossover_figure([bench], tmp_path / "figures")
 
 

@@ -276,15 +276,19 @@ def test_import_makes_a_model_of_your_own_usable_from_the_command_line(tmp_path,
 
     from overlooked.registry import MODELS
 
-    MODELS.names()  # the library's names first; the test's own registration is undone with these copies
-    monkeypatch.setattr(MODELS, "_builders", dict(MODELS._builders))
-    monkeypatch.setattr(MODELS, "_tags", dict(MODELS._tags))
+    MODELS.names()  # the library's names first; the test's own registrations are undone with these copies
+    library = dict(MODELS._builders), dict(MODELS._tags)
+    monkeypatch.setattr(MODELS, "_builders", dict(library[0]))
+    monkeypatch.setattr(MODELS, "_tags", dict(library[1]))
     (tmp_path / "my_plugin.py").write_text(PLUGIN)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     cfg = _config(tmp_path)
-    for name in ("my_plugin", str(tmp_path / "my_plugin.py")):
+    for name in (str(tmp_path / "my_plugin.py"), "my_plugin"):  # each pass starts without the plugin's name
         monkeypatch.delitem(sys.modules, "my_plugin", raising=False)
+        MODELS._builders.pop("plugin_linear", None)
+        assert main(["show", str(cfg), "model.name=plugin_linear", "model.kwargs={}"]) == 2  # not without --import
+        capsys.readouterr()
         assert main(["--import", name, "show", str(cfg), "model.name=plugin_linear", "model.kwargs={}"]) == 0
         assert "name: plugin_linear" in capsys.readouterr().out
     assert main(["--import", "my_plugin", "train", str(cfg), "model.name=plugin_linear", "model.kwargs={}", "train.max_steps=2", "--out", "runs"]) == 0
@@ -295,6 +299,13 @@ def test_import_makes_a_model_of_your_own_usable_from_the_command_line(tmp_path,
     assert "--import no_such_plugin: No module named 'no_such_plugin'; give a module importable" in capsys.readouterr().err
     assert main(["--import", "missing.py", "list"]) == 2
     assert "--import missing.py: no such file" in capsys.readouterr().err
+    (tmp_path / "json.py").write_text("")  # a file named like a module already imported
+    assert main(["--import", str(tmp_path / "json.py"), "list"]) == 2
+    assert "a module named 'json' is already imported" in capsys.readouterr().err
+    (tmp_path / "broken.py").write_text("raise RuntimeError('plugin bug')")
+    with pytest.raises(RuntimeError, match="plugin bug"):
+        main(["--import", str(tmp_path / "broken.py"), "list"])
+    assert "broken" not in sys.modules
 
 
 def test_unknown_names_say_how_to_bring_your_own_in_and_a_changed_name_how_to_drop_old_arguments():
@@ -322,10 +333,29 @@ def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tm
     (run,) = runs.iterdir()
     capsys.readouterr()
     # Scoring "val" with the training files split another way would score examples the model trained on.
-    assert main(["evaluate", str(run), "--split", "val", "data.kwargs.seed=3"]) == 2
-    assert "--split val with data.kwargs.seed changed splits the run's training files another way" in capsys.readouterr().err
-    assert main(["evaluate", str(run), "--split", "test", "data.kwargs.seed=3"]) == 0
+    assert main(["evaluate", str(run), "--split", "val", "data.kwargs.val_fraction=0.3"]) == 2
+    assert "--split val with data.kwargs.val_fraction changed splits the run's training files another way" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--split", "test", "data.kwargs.val_fraction=0.3"]) == 0
+    assert main(["evaluate", str(run), "--split", "val", "data.kwargs.seed=3"]) == 0  # synthetic's seed draws a new dataset
     capsys.readouterr()
+    from overlooked import api
+    from overlooked.errors import ConfigError
+
+    babi, mnist = api.load("memn2n_babi1k"), api.load("mlp_mnist")
+    for cfg, overrides, refused in (
+        (mnist, ["data.kwargs.seed=5"], True),
+        (mnist, ["data.kwargs={seed: 5}"], True),  # a whole-dict override counts each key
+        (mnist, ["data.kwargs.seed=0"], False),  # the builder's default, unchanged
+        (babi, ["data.kwargs.val_split=last"], True),
+        (babi, ["data.kwargs.val_split=last", "data.kwargs.seed=7"], True),
+        (api.load("memn2n_babi1k", ["data.kwargs.val_split=last"]), ["data.kwargs.seed=7"], False),  # last 10%: the seed chooses nothing
+        (babi, ["data.kwargs.tasks=[2]"], False),
+    ):
+        if refused:
+            with pytest.raises(ConfigError, match="changed splits the run's training files another way"):
+                api._check_no_resplit(cfg, "val", overrides)
+        else:
+            api._check_no_resplit(cfg, "val", overrides)
     # A run name is a folder name: a path in it would write outside --out.
     assert main(["train", str(_config(tmp_path)), "name=a/../../b", "--out", str(runs)]) == 2
     assert "must be a plain file name" in capsys.readouterr().err
@@ -382,3 +412,22 @@ def test_an_augmentation_or_encoder_made_for_other_data_is_named_before_the_run(
         assert main(["train", str(_config(tmp_path)), override, "--out", str(tmp_path / "runs")]) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_transforms_own_key_error_is_not_blamed_on_the_data():
+    """Only a key the dataset lacks is reported as such; a KeyError of the transform's own (here for a key the
+    data has, from a dict of its own) is raised as it is."""
+    from overlooked import api
+    from overlooked.data.synthetic import synthetic
+    from overlooked.errors import ConfigError
+
+    cfg = api.load("mlp_mnist", ["data.name=synthetic", "data.kwargs={}", "augment={name: random_shift}"])
+    splits = synthetic(n_train=20, n_test=10)
+
+    def needs_mask(batch, generator):
+        return batch["memory_mask"]
+
+    with pytest.raises(KeyError):
+        api.check_transforms(cfg, splits, lambda b, g: {"image": 1}["label"], None)  # 'label' is a data key
+    with pytest.raises(ConfigError, match="augment 'random_shift' reads batch key 'memory_mask' that dataset 'synthetic' does not provide"):
+        api.check_transforms(cfg, splits, needs_mask, None)

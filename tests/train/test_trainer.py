@@ -1056,9 +1056,11 @@ def test_an_objective_returning_a_vector_is_named():
     def per_example(out, batch):
         return F.cross_entropy(out, batch["label"], reduction="none")
 
-    with pytest.raises(ConfigError, match=r"objective function returned \[4\]; the trainer needs one scalar loss per batch"):
+    with pytest.raises(ConfigError, match=r"objective per_example returned \[4\]; the trainer needs one scalar loss per batch"):
         train_step(net, batch, ("x",), per_example, opt, TrainConfig())
     loss, _ = train_step(net, batch, ("x",), lambda out, b: per_example(out, b).mean(), opt, TrainConfig())
+    assert loss > 0
+    loss, _ = train_step(net, batch, ("x",), lambda out, b: per_example(out, b).mean().reshape(1), opt, TrainConfig())  # [1] is one loss
     assert loss > 0
 
 
@@ -1104,7 +1106,7 @@ def test_an_interrupted_each_run_resumes_as_a_whole(tmp_path, monkeypatch, kill_
     values = [0.01, 0.02, 0.03]
     whole, merged = api.train_each(cfg, "train.lr", values, out=tmp_path / "whole")
     real_train = api.train
-    monkeypatch.setattr(api, "train", lambda c, **kw: real_train(c, callbacks=[Kill()], **kw))
+    monkeypatch.setattr(api, "train", lambda c, **kw: real_train(c, **{**kw, "callbacks": [Kill()]}))
     with pytest.raises(KeyboardInterrupt):
         api.train_each(cfg, "train.lr", values, out=tmp_path / "cut")
     monkeypatch.setattr(api, "train", real_train)
@@ -1135,6 +1137,7 @@ def test_an_interrupted_each_run_resumes_as_a_whole(tmp_path, monkeypatch, kill_
         ("no_state", r"its training state cannot be restored \(KeyError: 'state'\)"),
         ("new_field", r"its training state cannot be restored \(TypeError: .*new_field.*another version of overlooked"),
         ("step_text", r"its training state cannot be restored \(TypeError: state.step is '10'\)"),
+        ("callback", r"its training state cannot be restored \(KeyError: 'count'\)"),
     ],
 )
 def test_a_damaged_training_state_is_named_and_loses_nothing(tmp_path, edit, says):
@@ -1164,10 +1167,17 @@ def test_a_damaged_training_state_is_named_and_loses_nothing(tmp_path, edit, say
         doc["info"].pop("state")
     elif edit == "new_field":
         doc["info"]["state"]["new_field"] = 1
-    else:
+    elif edit == "step_text":
         doc["info"]["state"]["step"] = "10"
+    else:
+        doc["info"]["state"]["callbacks"] = [{"other": 1}]  # another callback's state
+
+    class Counting(Callback):  # a stateful callback given to the resume
+        def load_state_dict(self, state):
+            self.count = state["count"]
+
     save_file(tensors, str(last), metadata={"overlooked": json.dumps(doc)})
     records = (run / "metrics.jsonl").read_text()
     with pytest.raises(CheckpointError, match=says):
-        api.resume(run)
+        api.resume(run, callbacks=[Counting()] if edit == "callback" else None)
     assert (run / "metrics.jsonl").read_text() == records

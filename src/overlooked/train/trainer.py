@@ -208,12 +208,14 @@ def train_step(
     with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=cfg.bf16):
         out = forward(net, batch, input_keys)
         loss = objective(out, batch)
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        name = getattr(objective, "__name__", type(objective).__name__)
         raise ConfigError(
-            f"objective {type(objective).__name__} returned {shape}; the trainer needs one scalar loss per batch: reduce it "
+            f"objective {name} returned {shape}; the trainer needs one scalar loss per batch: reduce it "
             "(mean, or sum with a `reduction = 'sum'` attribute so that DDP and the logged loss treat it as a summed cost)"
         )
+    loss = loss.reshape(())
     loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
         raise NonFiniteLossError(f"loss is {loss_value}. Lower train.lr, set train.grad_clip, or check the data for NaN/inf.")
@@ -456,12 +458,16 @@ def _fit(
     if resume is not None:
         rng, info = load_checkpoint(resume, model, optimizer, ema)
         own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
-        try:  # a damaged document or RNG state, or one a newer version wrote, is named before anything changes
+        try:  # a damaged document, RNG or callback state, or one a newer version wrote, is named before anything is cut
             loaded = TrainState(**info["state"])
             if not isinstance(loaded.step, int) or isinstance(loaded.step, bool):
                 raise TypeError(f"state.step is {loaded.step!r}")
             torch.Generator().set_state(own("augment"))
             torch.Generator().set_state(own("torch"))
+            if "cuda" in rng and torch.cuda.is_available() and own("cuda").numel() != torch.cuda.get_rng_state().numel():
+                raise RuntimeError(f"the CUDA RNG state has {own('cuda').numel()} bytes, this GPU's {torch.cuda.get_rng_state().numel()}")
+            for cb, cb_state in zip(callbacks, loaded.callbacks):
+                cb.load_state_dict(cb_state)
         except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
                 f"{resume}: its training state cannot be restored ({type(exc).__name__}: {exc}); the file is damaged or was "
@@ -474,11 +480,6 @@ def _fit(
         aug_gen.set_state(own("augment"))
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(own("cuda"))
-        try:
-            for cb, cb_state in zip(callbacks, state.callbacks):
-                cb.load_state_dict(cb_state)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{resume}: a callback's saved state cannot be restored ({type(exc).__name__}: {exc}); the file is damaged or from another version") from None
     resumed_from = state.step  # the step this process starts from (0 for a fresh run)
     wall_before = state.wall_time_s  # earlier processes' wall time, up to the checkpoint this one resumed from
 
