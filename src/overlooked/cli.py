@@ -382,9 +382,12 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    finished = False
     try:
         import_plugins(args.imports)
-        return int(args.fn(args) or 0)
+        code = int(args.fn(args) or 0)
+        finished = True
+        return code
     except OverlookedError as exc:
         print(f"overlooked: error: {exc}", file=sys.stderr)
         return 2
@@ -392,16 +395,20 @@ def main(argv: list[str] | None = None) -> int:
         print("overlooked: interrupted", file=sys.stderr)
         return 130
     finally:
-        _end_distributed()
+        _end_distributed(finished)
 
 
-def _end_distributed() -> None:
+def _end_distributed(finished: bool = False) -> None:
     """Under torchrun the trainer joined a process group: leave it before the process exits (a rank that exits
-    with the group's threads still running can abort: "terminate called without an active exception")."""
+    with the group's threads still running can abort: "terminate called without an active exception"). After a
+    command that finished, the ranks first wait for each other (rank 0 writes the summary after the others are
+    done), so that none tears the group down while another still uses it; after an error they do not wait."""
     if "torch.distributed" in sys.modules:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
