@@ -165,3 +165,24 @@ def test_a_builder_taking_kwargs_gets_the_facts_it_names_and_a_warning_for_the_r
         api.build_model(ExperimentConfig(model=Component("named")), meta)
         api.build_model(ExperimentConfig(model=Component("kw", {"input_shape": [4]})), meta)  # given in the config
     assert got == {"num_classes": 3, "input_shape": [4]}
+
+
+def test_reprs_name_each_models_key_settings():
+    """A timm user reads a model's settings off its repr: MemN2N, MemNN and KVMemNN printed as one bare word,
+    the routing layers and SpikingNet without iterations, backend or steps, PLIF's learned tau as a tensor
+    with its grad_fn."""
+    from overlooked.spiking import PLIF
+
+    expected = {
+        ("memn2n", "vocab_size=30"): "MemN2N(vocab_size=30, num_classes=30, memory_size=50, embed_dim=20, hops=3, encoding='pe', temporal=True, tying='adjacent', linear_start=False)",
+        ("kvmemnn", "vocab_size=30"): "KVMemNN(memory_size=50, embed_dim=50, hops=2, key_encoding='pe', value_encoding='bow')",
+        ("memnn", "vocab_size=30"): "MemNN(vocab_size=30, memory_size=50, embed_dim=100, hops=2, adaptive=False, ngrams=False, nonlinear=False, time_features=True, r_features='shared')",
+        ("capsnet", ""): "(digits): RoutingCaps(in_caps=1152, in_dim=8, out_caps=10, out_dim=16, iterations=3, backend=",
+        ("matcaps_em_small", ""): "ConvCaps(kernel_size=3, stride=2, out_types=16, iterations=3, routing_backend=",
+        ("spiking_mlp", ""): "SpikingNet(\n  input_shape=(1, 28, 28), steps=8",
+    }
+    for (name, kw), text in expected.items():
+        model = MODELS.create(name, **({"vocab_size": 30} if kw else {}))
+        assert text in repr(model), (name, repr(model)[:300])
+    plif = repr(PLIF(backend="auto"))
+    assert "backend='auto'" in plif and "tau_mem=0.002" in plif and "grad_fn" not in plif

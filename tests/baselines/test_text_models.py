@@ -283,3 +283,17 @@ def test_lstm_reader_equals_packing_the_sequences():
     for name, a, b in zip([n for n, _ in model.named_parameters()], grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
     assert len(set(lengths.tolist())) > 1  # the samples really differ in length
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
+def test_a_model_cast_to_bfloat16_runs_in_bfloat16(name, kwargs):
+    """``model.to(torch.bfloat16)``: the Transformer readers added a float32 position table to bf16 embeddings
+    (LayerNorm then refused the mixed dtypes); the table now follows the embeddings' dtype."""
+    torch.manual_seed(0)
+    model = _create(name, **kwargs).eval()
+    batch = _batch()
+    with torch.no_grad():
+        full = model(*batch)
+        half = model.to(torch.bfloat16)(*batch)  # [B, V] logits
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - full).abs().max() < 0.05 * max(1.0, full.abs().max().item())

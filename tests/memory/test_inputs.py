@@ -286,3 +286,16 @@ def test_memnn_trains_under_bf16_autocast(name):
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", list(KWARGS))
+def test_a_model_cast_to_bfloat16_runs_in_bfloat16(name):
+    """``model.to(torch.bfloat16)``: MemNN built its write-time indicators in torch's default dtype (an einsum
+    dtype clash), like the Transformer readers' position table (a LayerNorm one); they follow the scores' dtype."""
+    model = _model(name).eval()
+    inputs = {k: v for k, v in _inputs(name).items() if k != "supporting"}
+    with torch.no_grad():
+        full = model(**inputs)["logits"]
+        half = model.to(torch.bfloat16)(**inputs)["logits"]
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - full).abs().max() < 0.05 * max(1.0, full.abs().max().item())

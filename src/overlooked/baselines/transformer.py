@@ -180,7 +180,8 @@ class TransformerReader(nn.Module):
         T = tokens.shape[1]
         padding = torch.arange(T, device=tokens.device)[None, :] >= lengths[:, None]  # [B, T], True = ignore
         keep = ~padding[:, None, None, :]  # [B, 1, 1, T]: no query attends to a padding key
-        h = self.drop(self.embed(tokens) + self.recency(recency) + sinusoidal_positions(T, self.embed.embedding_dim, tokens.device))  # [B, T, d]
+        h = self.embed(tokens) + self.recency(recency)  # [B, T, d]
+        h = self.drop(h + sinusoidal_positions(T, self.embed.embedding_dim, tokens.device).to(h.dtype))
         for block in self.blocks:
             h = block(h, keep)  # [B, T, d]
         h = self.norm(h)  # [B, T, d]
@@ -324,7 +325,7 @@ class FactTransformer(nn.Module):
         x = torch.cat([facts, facts.new_zeros(B, 1, facts.shape[-1])], 1)  # [B, M+1, d]
         x = x.scatter(1, n[:, None, None].expand(B, 1, x.shape[-1]), question[:, None])  # question at slot n
         real = torch.arange(M + 1, device=x.device)[None, :] <= n[:, None]  # [B, M+1]: facts and question
-        h = self.drop(x + sinusoidal_positions(M + 1, x.shape[-1], x.device))  # [B, M+1, d]
+        h = self.drop(x + sinusoidal_positions(M + 1, x.shape[-1], x.device).to(x.dtype))  # [B, M+1, d]
         for block in self.blocks:
             h = block(h, real[:, None, None, :])  # [B, M+1, d]
         h = self.norm(h)  # [B, M+1, d]

@@ -192,6 +192,9 @@ class ConvCaps(nn.Module):
         self.beta_u = nn.Parameter(torch.zeros(out_types))
         self.beta_a = nn.Parameter(torch.zeros(out_types))
 
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, out_types={self.W.shape[1]}, iterations={self.iterations}, routing_backend={self.routing_backend!r}"
+
     def forward(self, pose: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, H, W, C, 16]``, ``[N, H, W, C]`` -> ``[N, H', W', out_types, 16]``, ``[N, H', W', out_types]``."""
         k, s = self.kernel_size, self.stride
@@ -222,6 +225,9 @@ class ClassCaps(nn.Module):
         self.W = nn.Parameter(torch.randn(in_types, num_classes, 4, 4))  # N(0, 1), ours
         self.beta_u = nn.Parameter(torch.zeros(num_classes))
         self.beta_a = nn.Parameter(torch.zeros(num_classes))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.W.shape[1]}, iterations={self.iterations}, coordinate_addition={self.coordinate_addition}, routing_backend={self.routing_backend!r}"
 
     def forward(self, pose: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[N, H, W, C, 16]``, ``[N, H, W, C]`` -> class poses ``[N, K, 16]``, activations ``[N, K]``,

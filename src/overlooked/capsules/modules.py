@@ -114,6 +114,9 @@ class RoutingCaps(nn.Module):
         u_hat = torch.bmm(u.transpose(0, 1).to(dtype), self.W.to(dtype))  # [I, B, J*D]: I batched [B, in] @ [in, J*D]
         return u_hat.transpose(0, 1).view(B, I, self.out_caps, self.out_dim)
 
+    def extra_repr(self) -> str:
+        return f"in_caps={self.W.shape[0]}, in_dim={self.W.shape[1]}, out_caps={self.out_caps}, out_dim={self.out_dim}, iterations={self.iterations}, backend={self.backend!r}"
+
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``u`` ``[B, I, in_dim]`` -> parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
         if self.backend == "fused":

@@ -152,12 +152,13 @@ def embedding_score(e_x: torch.Tensor, e_y: torch.Tensor) -> torch.Tensor:
     return (e_y * e_x.unsqueeze(-2)).sum(-1)
 
 
-def older(t_a: torch.Tensor, t_b: torch.Tensor, has_a: torch.Tensor | bool, has_b: torch.Tensor | bool) -> torch.Tensor:
-    """Write-time indicator "a is older than b" ([W14] §3.4): 1.0 or 0.0; 0 when either has no write time.
+def older(t_a: torch.Tensor, t_b: torch.Tensor, has_a: torch.Tensor | bool, has_b: torch.Tensor | bool, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Write-time indicator "a is older than b" ([W14] §3.4): 1.0 or 0.0 in ``dtype`` (the scores' dtype; default
+    torch's default dtype); 0 when either has no write time.
 
     Times count back from the newest memory (0 = newest, larger = older), so older means a larger time.
     """
-    return ((t_a > t_b) & has_a & has_b).to(torch.get_default_dtype())
+    return ((t_a > t_b) & has_a & has_b).to(dtype or torch.get_default_dtype())
 
 
 def pair_score(A_y: torch.Tensor, A_y2: torch.Tensor, c: torch.Tensor | None, o_xy, o_xy2, o_yy2) -> torch.Tensor:
@@ -195,8 +196,9 @@ def preference(A_a, A_b, c, t_x, t_a, t_b, has_a, has_b) -> torch.Tensor:
     if c is None:
         return A_a - A_b
     has_a, has_b = torch.as_tensor(has_a, device=A_a.device), torch.as_tensor(has_b, device=A_a.device)
-    o_xa, o_xb = older(t_x, t_a, True, has_a), older(t_x, t_b, True, has_b)
-    o_ab, o_ba = older(t_a, t_b, has_a, has_b), older(t_b, t_a, has_b, has_a)
+    dt = A_a.dtype
+    o_xa, o_xb = older(t_x, t_a, True, has_a, dt), older(t_x, t_b, True, has_b, dt)
+    o_ab, o_ba = older(t_a, t_b, has_a, has_b, dt), older(t_b, t_a, has_b, has_a, dt)
     a_first = (~has_a) | (has_b & (t_a > t_b))
     return torch.where(a_first, pair_score(A_a, A_b, c, o_xa, o_xb, o_ab), -pair_score(A_b, A_a, c, o_xb, o_xa, o_ba))
 
@@ -222,7 +224,7 @@ def select_memory(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor, t:
         return torch.where(valid.any(-1), best, none)
     # preference(i over w) = where(w older, u_i - v_w, v_i - u_w): :func:`preference` with each memory's
     # terms precomputed once, so the loop below only compares and selects.
-    o_x = older(t_x[:, None], t, True, True)  # [B, M] x older than m_i
+    o_x = older(t_x[:, None], t, True, True, A.dtype)  # [B, M] x older than m_i
     u = A - c[:, 1:2] * o_x  # [B, M] value of m_i in the y' slot (the newer memory of the pair)
     v = A + c[:, 0:1] * o_x + c[:, 2:3]  # [B, M] value of m_i in the y slot (the older memory of the pair)
     # The choice is discrete (no gradient), so the loop runs in NumPy: ~1 us per operation instead of ~5.
@@ -420,6 +422,11 @@ class MemNN(nn.Module):
 
     def _time_scores(self, E_in: torch.Tensor) -> torch.Tensor | None:
         return None if self.time_table is None else E_in @ self.time_table.T  # [..., 3]
+
+    def extra_repr(self) -> str:
+        return (f"vocab_size={self.vocab_size}, memory_size={self.memory_size}, embed_dim={self.embed_dim}, hops={self.hops}, "
+                f"adaptive={self.adaptive}, ngrams={self.ngrams}, nonlinear={self.nonlinear}, time_features={self.time_features}, "
+                f"r_features={self.r_features!r}")
 
     def forward(
         self,

@@ -99,7 +99,9 @@ class MemN2N(nn.Module):
                 self.query_table[0].zero_()
 
     def set_linear_start(self, enabled: bool) -> None:
-        """Remove (``True``) or re-insert (``False``) the softmax of every memory layer (§4.2)."""
+        """Remove (``True``) or re-insert (``False``) the softmax of every memory layer (§4.2). The switch is a
+        plain attribute, not part of ``state_dict()``: the ``linear_start`` callback keeps it in its own state
+        and :func:`overlooked.api.load_run` restores it; weights saved and loaded by hand need this call."""
         self.use_softmax = not enabled
 
     def gradient_groups(self) -> tuple[list[list[torch.Tensor]], list[nn.Parameter]]:
@@ -116,6 +118,10 @@ class MemN2N(nn.Module):
         """FLOPs of the hops' products that the FLOP counter does not see, because the packed hops do them as
         element-wise operations: per hop and real memory, ``u . m_i`` and ``p_i c_i`` (2 d each)."""
         return 4 * self.hops * self.embed_dim * int(memory_mask.sum())
+
+    def extra_repr(self) -> str:
+        return (f"vocab_size={self.vocab_size}, num_classes={self.num_classes}, memory_size={self.memory_size}, embed_dim={self.embed_dim}, "
+                f"hops={self.hops}, encoding={self.encoding!r}, temporal={self.temporal}, tying={self.tying!r}, linear_start={not self.use_softmax}")
 
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Answer ``query`` from ``story``.
@@ -224,6 +230,10 @@ class KVMemNN(nn.Module):
         self.B = _normal(num_classes, embed_dim, std=init_std)
         with torch.no_grad():
             self.A[0].zero_()
+
+    def extra_repr(self) -> str:
+        return (f"memory_size={self.memory_size}, embed_dim={self.embed_dim}, hops={self.hops}, "
+                f"key_encoding={self.key_encoding!r}, value_encoding={self.value_encoding!r}")
 
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``story`` ``[B, M, L]``, ``query`` ``[B, L]``, ``memory_mask`` ``[B, M]``, ``time`` ``[B, M]`` ->

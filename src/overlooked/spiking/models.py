@@ -129,6 +129,9 @@ class SpikingNet(nn.Module):
             f"got {list(shape)}: {why}"
         )
 
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, steps={self.steps}"
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """``x``: image ``[B, *input_shape]`` (direct encoding) or spikes ``[T=steps, B, *input_shape]`` -> dict
         with ``logits`` ``[B, C]`` (see the module docstring for the rule)."""

@@ -161,7 +161,10 @@ class _Cell(nn.Module):
         return type(self).step_fn(x, state, self.params(), self.dt, self.spike_fn)
 
     def extra_repr(self) -> str:
-        return f"dt={self.dt}, {self.params()}, surrogate={self.spike_fn}"
+        params = self.params()
+        if self.learned:  # a learned value prints as its number, not as a tensor with its grad_fn
+            params = params._replace(**{k: float(getattr(params, k).detach()) for k in self.learned if getattr(params, k).numel() == 1})
+        return f"dt={self.dt}, {params}, surrogate={self.spike_fn}"
 
 
 class _Sequence(nn.Module):
@@ -187,6 +190,9 @@ class _Sequence(nn.Module):
         self.cell = self.cell_cls(*args, **kwargs)
         self.backend = backend
         self.resolved_backend = kernels.static_choice(backend, self.cell)  # raises for impossible requests
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """``x`` ``[T, B, ...]`` -> spikes ``[T, B, ...]`` and the final state."""
