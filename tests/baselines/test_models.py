@@ -51,3 +51,11 @@ def test_parameter_counts_by_hand():
     assert sum(p.numel() for p in MODELS.create("small_cnn").parameters()) == 832 + 51_264 + 803_072 + 2_570
     # 784->800: 628,000; 800->800: 640,800; 800->10: 8,010
     assert sum(p.numel() for p in MODELS.create("mlp").parameters()) == 628_000 + 640_800 + 8_010
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_an_empty_batch_gives_empty_logits(name):
+    """B = 0 (the tail of a filtered batch): empty logits in train and eval, as PyTorch's own modules give."""
+    model = MODELS.create(name)
+    for mode in (model.train(), model.eval()):
+        assert mode(torch.rand(0, 1, 28, 28)).shape == (0, 10)

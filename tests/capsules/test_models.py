@@ -129,3 +129,16 @@ def test_the_package_exports_what_networks_are_built_from():
     code = "import overlooked.capsules as c; import overlooked.api; from overlooked.registry import MODELS; print(isinstance(MODELS.create('capsnet', decoder=False), c.CapsNet))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+
+
+@pytest.mark.parametrize("name", CAPSULE_MODELS)
+def test_an_empty_batch_gives_empty_outputs(name):
+    """B = 0: empty logits (and poses, reconstructions) in eval, as PyTorch's own modules give."""
+    model = MODELS.create(name, **SMALL_KWARGS.get(name, {})).eval()
+    size = IMAGE_SIZE.get(name, 28)
+    batch = {"image": torch.rand(0, 1, size, size), "label": torch.zeros(0, dtype=torch.long), "labels": torch.zeros(0, 2, dtype=torch.long)}
+    with torch.no_grad():
+        out = model(*(batch[k] for k in MODELS.tags(name)["input_keys"]))
+    assert _logits(out).shape == (0, 10)
+    if isinstance(out, dict):
+        assert all(v.shape[0] == 0 for v in out.values() if isinstance(v, torch.Tensor) and v.dim() > 0), {k: v.shape for k, v in out.items() if isinstance(v, torch.Tensor)}
