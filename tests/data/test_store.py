@@ -342,3 +342,56 @@ def test_fetched_files_get_the_usual_mode(server, tmp_path, data_dir):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "root" / MNIST_LABELS).stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.data
+def test_a_transient_failure_is_retried_on_the_same_mirror_and_a_missing_file_is_not(tmp_path, data_dir, monkeypatch):
+    """One mirror only (smallNORB, affNIST, N-MNIST, gas): a 503 or a body cut short used to fail the fetch at
+    once. Transient failures are tried again (up to store.RETRIES); a 404 is not."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setattr(store, "RETRY_WAIT_S", 0.0)
+    www = tmp_path / "www"
+    shutil.copytree(data_dir / "mnist", www / "m")
+    requested: list[str] = []
+    plan = {"failures": []}  # how the next requests fail, in order
+
+    class Flaky(_QuietHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            failure = plan["failures"].pop(0) if plan["failures"] else None
+            if failure == "503":
+                self.send_error(503, "busy")
+            elif failure == "short":  # announces the whole file, sends half
+                body = (www / self.path.lstrip("/")).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+            else:
+                super().do_GET()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Flaky, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        plan["failures"] = ["503", "short"]
+        root = tmp_path / "root"
+        store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
+        assert requested == ["/m/train-labels-idx1-ubyte.gz"] * 3 and store.verify("mnist", root, files=[MNIST_LABELS]).complete
+        requested.clear()
+        plan["failures"] = ["503"] * store.RETRIES
+        with pytest.raises(DataError, match=r"HTTP 503 busy \(after 3 tries\)"):
+            store.fetch("mnist", tmp_path / "root2", mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
+        assert len(requested) == store.RETRIES
+        requested.clear()
+        with pytest.raises(DataError, match="HTTP 404"):
+            store.fetch("mnist", tmp_path / "root3", mirrors=[f"{base}/nowhere/"], files=[MNIST_LABELS])
+        assert requested == ["/nowhere/train-labels-idx1-ubyte.gz"]  # not found is not tried again
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

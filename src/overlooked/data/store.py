@@ -35,6 +35,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -140,14 +141,16 @@ SOURCES: dict[str, Source] = {
     # en/ and en-10k/ train and test files plus LICENSE.txt and README.txt are extracted.
     "babi": Source(
         mirrors=(
+            "https://dl.fbaipublicfiles.com/babi/tasks_1-20_v1-2.tar.gz",
             "http://www.thespermwhale.com/jaseweston/babi/tasks_1-20_v1-2.tar.gz",
             "https://s3.amazonaws.com/text-datasets/babi_tasks_1-20_v1-2.tar.gz",
         ),
         archive="tar",
         remote_name=_drop_first_folder,
     ),
-    # MNIST (LeCun et al. 1998): the four gzipped IDX files, from PyTorch's mirror, the original page and
-    # the Google CVDF mirror. Mirrors gzip differently, so only the decompressed content is checked.
+    # MNIST (LeCun et al. 1998): the four gzipped IDX files, from PyTorch's mirror, the original page (which
+    # has answered 403 since 2024) and the Google CVDF mirror. The md5 of the decompressed IDX content is
+    # checked, not of the .gz: a copy re-gzipped elsewhere (as the staged one is) holds the same data.
     "mnist": Source(
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -166,9 +169,10 @@ SOURCES: dict[str, Source] = {
     ),
     # affNIST (Tijmen Tieleman, https://www.cs.toronto.edu/~tijmen/affNIST/): the test set of the "transformed"
     # version (10,000 MNIST test digits under random affine maps, 40x40), kept zipped (the loader reads the
-    # .mat inside the zip). Its sha256 is the one TensorFlow Datasets lists for the same URL
-    # (tensorflow/datasets, tensorflow_datasets/url_checksums/affnist.txt, 121,743,191 bytes): not verified
-    # here against a download, since this project's machines reach no data host.
+    # .mat inside the zip). Its sha256 and size are the ones TensorFlow Datasets lists for this file
+    # (tensorflow/datasets, tensorflow_datasets/url_checksums/affnist.txt, 121,743,191 bytes; its URL there is
+    # the http:// form of ours), compared character by character; not hashed here from a download, since this
+    # project's machines reach no data host.
     "affnist": Source(
         mirrors=("https://www.cs.toronto.edu/~tijmen/affNIST/32x/transformed/",),
         archive=None,
@@ -176,8 +180,8 @@ SOURCES: dict[str, Source] = {
     ),
     # smallNORB (LeCun, Huang, Bottou 2004), the six gzipped matrices from the NYU page, kept gzipped (the
     # loader reads them as they are). Their sha256s are the ones TensorFlow Datasets lists for the same URLs
-    # (tensorflow/datasets, tensorflow_datasets/url_checksums/smallnorb.txt): not verified here against a
-    # download, since this project's machines reach no data host.
+    # (tensorflow/datasets, tensorflow_datasets/url_checksums/smallnorb.txt), compared character by character;
+    # not hashed here from a download, since this project's machines reach no data host.
     "smallnorb": Source(
         mirrors=("https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",),
         archive=None,
@@ -449,11 +453,32 @@ _Progress = Callable[[str], None] | None
 
 
 class _MirrorError(Exception):
-    """One URL failed. ``unreachable`` marks errors that will fail for every file on that host too."""
+    """One URL failed. ``unreachable`` marks errors that will fail for every file on that host too;
+    ``transient`` ones (a connection dropped or stalled mid-file, a cut-short body, HTTP 429/5xx) may pass
+    on a second try."""
 
-    def __init__(self, message: str, unreachable: bool = False):
+    def __init__(self, message: str, unreachable: bool = False, transient: bool = False):
         super().__init__(message)
-        self.unreachable = unreachable
+        self.unreachable, self.transient = unreachable, transient
+
+
+RETRIES = 3  # tries of one URL when its failure is transient
+RETRY_WAIT_S = 2.0  # seconds before the second try, doubled before each later one
+
+
+def _download_retrying(url: str, dest: Path, timeout: float) -> None:
+    """:func:`_download`, tried up to :data:`RETRIES` times while its failure is transient (a single dropped
+    connection must not fail a 130 MB file whose only host is up); the last failure is raised."""
+    for attempt in range(RETRIES):
+        try:
+            _download(url, dest, timeout)
+            return
+        except _MirrorError as err:
+            if not err.transient or attempt == RETRIES - 1:
+                if attempt:
+                    raise _MirrorError(f"{err} (after {attempt + 1} tries)", err.unreachable, err.transient) from None
+                raise
+            time.sleep(RETRY_WAIT_S * 2**attempt)
 
 
 def _temp_path(folder: Path, final_name: str) -> Path:
@@ -470,6 +495,7 @@ def _temp_path(folder: Path, final_name: str) -> Path:
 def _download(url: str, dest: Path, timeout: float) -> None:
     """Stream ``url`` into ``dest``; raise :class:`_MirrorError` with a one-line reason on any failure."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    received = -1  # -1 until the server answered
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
             announced = response.headers.get("Content-Length")
@@ -478,17 +504,21 @@ def _download(url: str, dest: Path, timeout: float) -> None:
                 out.write(chunk)
                 received += len(chunk)
         if announced is not None and announced.isdigit() and received != int(announced):
-            raise _MirrorError(f"truncated download: the server announced {announced} bytes, sent {received}")
+            raise _MirrorError(f"truncated download: the server announced {announced} bytes, sent {received}", transient=True)
     except urllib.error.HTTPError as err:
         err.close()
-        raise _MirrorError(f"HTTP {err.code} {err.reason}") from None
+        raise _MirrorError(f"HTTP {err.code} {err.reason}", transient=err.code == 429 or err.code >= 500) from None
     except urllib.error.URLError as err:
+        if isinstance(err.reason, TimeoutError):
+            raise _MirrorError(f"no answer within {timeout:g} s", unreachable=True) from None
         # A refused or unresolvable host fails for every file; a missing file:// path only for this one.
         raise _MirrorError(f"cannot open: {err.reason}", unreachable=not url.startswith("file:")) from None
     except TimeoutError:
-        raise _MirrorError(f"no answer within {timeout:g} s", unreachable=True) from None
+        if received < 0:  # the host did not answer: it will not for the next file either
+            raise _MirrorError(f"no answer within {timeout:g} s", unreachable=True) from None
+        raise _MirrorError(f"stalled for {timeout:g} s after {received:,} bytes", transient=True) from None
     except (http.client.HTTPException, OSError, ValueError) as err:
-        raise _MirrorError(f"{type(err).__name__}: {err}") from None
+        raise _MirrorError(f"{type(err).__name__}: {err}", transient=received >= 0 or isinstance(err, (ConnectionError, http.client.HTTPException))) from None
 
 
 def _install(tmp: Path, root: Path, check: FileCheck) -> str | None:
@@ -531,7 +561,7 @@ def _fetch_each(
                 progress(f"downloading {url} -> {final}")
             tmp = _temp_path(final.parent, final.name)
             try:
-                _download(url, tmp, timeout)
+                _download_retrying(url, tmp, timeout)
                 problem = _install(tmp, root, check)
             except _MirrorError as err:
                 attempts.append(f"{url}: {err}")
@@ -627,7 +657,7 @@ def _fetch_archive(
         tmp = _temp_path(staging, PurePosixPath(url).name or "archive")
         tried: set[str] = set()  # keys met in this archive, installed or not
         try:
-            _download(url, tmp, timeout)
+            _download_retrying(url, tmp, timeout)
             with contextlib.closing(_walk_archive(tmp, source.archive)) as members:
                 for member_name, opener in members:
                     key = _member_key(member_name, wanted)
