@@ -542,6 +542,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
                 pass
         if write:
             _write_json(run_dir / "summary.json", summary)
+        if dist.enabled:  # every rank returns once rank 0 has written the run: none leaves (or reads it) early
+            torch.distributed.barrier()
         return summary
 
 

@@ -53,3 +53,17 @@ def test_event_crossover_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no event-simulator rows"):
         event_crossover_figure(rows[-1:], tmp_path / "y.png")
+
+
+def test_the_spiking_bench_puts_tf32_back(monkeypatch):
+    """On CUDA the bench turns TF32 off for its timings; it left it off for the rest of the process."""
+    from overlooked.bench import spiking as S
+
+    monkeypatch.setattr(S, "_bench_spiking", lambda quick, device: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = True, True
+        assert S.bench_spiking(device="cuda") == (False, False)  # off while timing
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # back after
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -462,3 +462,15 @@ def test_memnn_am_ng_nl_answers_yes_no_babi_task_6(data_dir, tmp_path):
     cfg = api.load("memnn_amngnl_babi1k", ["data.tasks=[6]", "model.r_features=last", "train.epochs=15", "train.progress=false", "train.num_threads=1"])
     path, summary = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
     assert summary["test_error"] < 5.0, summary
+
+
+def test_negatives_drawn_with_a_cpu_generator_for_memories_on_another_device():
+    """A CPU generator (the trainer's) with candidates on a GPU failed in torch.rand; the draw is made on the
+    generator's device and moved (checked with the meta device: no GPU here), and on the CPU is unchanged."""
+    from overlooked.memory.memnn_objective import sample_negatives
+
+    candidates = torch.rand(3, 6, generator=torch.Generator().manual_seed(1)) > 0.3
+    here = sample_negatives(candidates, 2, torch.Generator().manual_seed(0))
+    assert sample_negatives(candidates.to("meta"), 2, torch.Generator().manual_seed(0)).device.type == "meta"
+    assert torch.equal(here, sample_negatives(candidates, 2, torch.Generator().manual_seed(0))) and (here.sum(-1) <= 2).all()
+    assert not (here & ~candidates).any()

@@ -353,3 +353,15 @@ def test_auto_says_once_when_the_input_dtype_sends_it_to_the_reference_loop(monk
     said = [str(w.message) for w in caught if "runs the reference loop" in str(w.message)]
     assert len(said) == 1 and "for torch.bfloat16" in said[0]  # once, and for the bf16 input only
     assert lif.resolved_backend == "reference" and torch.equal(z, M.LIF()(x)[0])
+
+
+@pytest.mark.skipif(NO_TRITON, reason="triton not installed: backend='triton' accepts no CPU tensor to test with")
+def test_an_explicit_triton_backend_refuses_half_precision_input(monkeypatch):
+    """backend='triton' sent bf16/fp16 input to a kernel whose constants and gradients would then be rounded to
+    that dtype; it is refused with the fix (auto keeps its documented reference-loop fallback, with a warning)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets choose() accept CPU tensors for the triton backend
+    cell = M.LIF().cell
+    for dtype in (torch.bfloat16, torch.float16):
+        with pytest.raises(kernels.UnsupportedBackend, match=rf"backend='triton' runs float32/float64 tensors, got torch.{'bfloat16' if dtype == torch.bfloat16 else 'float16'}; cast"):
+            kernels.choose("triton", cell, torch.zeros(3, 2, dtype=dtype))
+    assert kernels.choose("triton", cell, torch.zeros(3, 2)) == "triton"

@@ -174,3 +174,15 @@ def test_energy_report_of_spikingnet_with_spike_input_counts_the_first_layer_as_
     assert rows[2]["sops"] == pytest.approx(float(counts[1]) * 10 / n)  # readout 5 -> 10
     assert rows[0]["spikes"] == pytest.approx(float(counts[0]) / n) and rep["examples"] == n
     assert rows[0]["ann_macs"] == 2 * float(win.sum()) ** 2
+
+
+def test_fanout_and_synops_read_only_shapes_so_a_gpu_models_layers_work():
+    """The energy report of a CUDA run built ones_like(weight) on the GPU and convolved CPU zeros with them (a
+    device clash after training, before the summary was written): layers on another device (here meta, which
+    holds no values) give the same fan-out, and counts on another device are copied to the CPU."""
+    cpu = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.AvgPool2d(2))
+    elsewhere = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.AvgPool2d(2)).to("meta")
+    torch.testing.assert_close(fanout(elsewhere, (2, 6, 6)), fanout(cpu, (2, 6, 6)))
+    assert fanout(nn.Linear(5, 4).to("meta"), (5,)).tolist() == [4.0] * 5
+    counts = torch.ones(5, dtype=torch.float32)
+    assert synops(counts, fanout(nn.Linear(5, 4), (5,))) == 20.0

@@ -1181,3 +1181,25 @@ def test_a_damaged_training_state_is_named_and_loses_nothing(tmp_path, edit, say
     with pytest.raises(CheckpointError, match=says):
         api.resume(run, callbacks=[Counting()] if edit == "callback" else None)
     assert (run / "metrics.jsonl").read_text() == records
+
+
+def test_under_torchrun_each_rank_sets_its_gpu_before_nccl_and_trains_on_it(monkeypatch):
+    """NCCL's communicator was made before the rank's GPU was set (and without device_id), and train.device=cuda:0
+    put every rank's model on GPU 0 while DDP was told device_ids=[local_rank]. Checked with mocks: no GPU here."""
+    from overlooked.train import distributed as D
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(D.dist, "init_process_group", lambda **kw: calls.append(("init", kw)))
+    monkeypatch.setattr(D.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(D.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(D.torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    info = D.init_distributed("cuda:0")
+    assert calls == [("set_device", 1), ("init", {"backend": "nccl", "device_id": torch.device("cuda", 1)})]
+    assert D.rank_device("cuda:0", info) == "cuda:1" and D.rank_device("cuda", info) == "cuda:1"
+    calls.clear()
+    info = D.init_distributed("cpu")
+    assert calls == [("init", {"backend": "gloo"})] and D.rank_device("cpu", info) == "cpu"
+    assert D.rank_device("cuda:3", D.DistInfo()) == "cuda:3"  # one process: the device as configured

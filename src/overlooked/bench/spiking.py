@@ -304,10 +304,18 @@ def crossover(rows: list[tuple[float, float, float]]) -> float:
 def bench_spiking(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """Linear+LIF vs the peer libraries at T=500, B=16, n in {512, 4096} (plus T=100, B=16, n=128), the
     neuron alone vs a copy, and the event-driven crossover. ``quick`` skips n=4096 and repeats less."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        if device.startswith("cuda"):  # full float32 matmuls, as the peers and the CPU compute them; put back after
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        return _bench_spiking(quick, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _bench_spiking(quick: bool, device: str) -> list[dict[str, Any]]:
     allocator = reuse_freed_memory() if device == "cpu" else "torch CUDA caching allocator"
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
     figures: list[dict[str, Any]] = []
     missing = [name for name, ok in peers_installed().items() if not ok]
     if missing:  # said in the output and, on every figure, in bench.json; not left to the reader to notice absent rows

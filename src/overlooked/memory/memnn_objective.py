@@ -42,7 +42,8 @@ def sample_negatives(candidates: torch.Tensor, count: int | None, generator: tor
     """
     if count is None or count >= candidates.shape[-1]:
         return candidates
-    noise = torch.rand(candidates.shape, generator=generator, device=candidates.device)
+    where = generator.device if generator is not None else candidates.device  # a CPU generator draws on the CPU
+    noise = torch.rand(candidates.shape, generator=generator, device=where).to(candidates.device)
     noise = noise.masked_fill(~candidates, -1.0)  # wrong choices first, in random order
     keep = torch.zeros_like(candidates)
     keep.scatter_(-1, noise.topk(count, dim=-1).indices, True)

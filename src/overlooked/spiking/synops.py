@@ -39,12 +39,13 @@ LABEL = "compute-only estimate (Horowitz 2014, 45 nm): E_SNN = E_MAC*MACs + E_AC
 
 
 def _structural(module: nn.Module, x: Tensor) -> Tensor:
-    """``module`` with every weight set to 1 and no bias; average pooling becomes sum pooling."""
+    """``module`` with every weight set to 1 and no bias; average pooling becomes sum pooling. Only the weights'
+    shape is read, so the layer may sit on any device (a GPU run's): the ones are made where ``x`` is."""
     if isinstance(module, nn.Conv2d):
-        ones = torch.ones_like(module.weight, dtype=x.dtype)
+        ones = torch.ones(module.weight.shape, dtype=x.dtype, device=x.device)
         return F.conv2d(x, ones, None, module.stride, module.padding, module.dilation, module.groups)
     if isinstance(module, nn.Linear):
-        return F.linear(x, torch.ones_like(module.weight, dtype=x.dtype))
+        return F.linear(x, torch.ones(module.weight.shape, dtype=x.dtype, device=x.device))
     if isinstance(module, nn.AvgPool2d):
         k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size, module.kernel_size)
         return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, module.ceil_mode, count_include_pad=True) * (k[0] * k[1])
@@ -81,8 +82,9 @@ def connections(modules: list[nn.Module] | nn.Module, in_shape: tuple[int, ...])
 
 
 def synops(counts: Tensor, fan: Tensor) -> float:
-    """``sum(counts x fan)``: spikes per input position (summed over time and batch) times their fan-out."""
-    return float((counts.double() * fan.double()).sum())
+    """``sum(counts x fan)``: spikes per input position (summed over time and batch) times their fan-out (on the
+    CPU, where :func:`fanout` is; the counts of a GPU run are copied there)."""
+    return float((counts.detach().double().cpu() * fan.double().cpu()).sum())
 
 
 @dataclass

@@ -31,10 +31,18 @@ def init_distributed(device: str) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # this rank's GPU first, so that NCCL's communicator is made on it
         torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        if device.startswith("cuda"):
+            dist.init_process_group(backend="nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group(backend="gloo")
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
+
+
+def rank_device(device: str, info: DistInfo) -> str:
+    """The device this rank trains on: under torchrun each rank takes its own GPU, ``cuda:LOCAL_RANK``, whatever
+    index ``train.device`` names (``cuda:0`` on every rank would put every rank's model on one GPU)."""
+    return f"cuda:{info.local_rank}" if info.enabled and device.startswith("cuda") else device

@@ -36,7 +36,7 @@ from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, 
 from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
-from overlooked.train.distributed import DistInfo, init_distributed
+from overlooked.train.distributed import DistInfo, init_distributed, rank_device
 from overlooked.train.evaluate import Transform, evaluate, forward, to_device
 from overlooked.train.schedules import lr_factor
 
@@ -433,7 +433,7 @@ def _fit(
 ) -> dict[str, Any]:
     """:func:`fit`'s body, run inside :func:`process_settings`."""
     dist = init_distributed(cfg.device)
-    device = cfg.device
+    device = rank_device(cfg.device, dist)
     if cfg.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world_size}")
     torch.manual_seed(cfg.seed)

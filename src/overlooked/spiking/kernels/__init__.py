@@ -129,6 +129,8 @@ def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
     if backend == "triton":
         if x.device.type != "cuda" and not _interpreting():
             raise UnsupportedBackend(f"backend='triton' runs CUDA tensors, got {x.device}")
+        if x.dtype not in (torch.float32, torch.float64):  # its constants and gradients would be rounded to x's dtype
+            raise UnsupportedBackend(f"backend='triton' runs float32/float64 tensors, got {x.dtype}; cast the neuron's input to float32 (under bf16 autocast too)")
         return "triton"
     # auto
     if isinstance(scan_spec(cell), str):

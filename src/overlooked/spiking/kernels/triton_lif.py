@@ -12,7 +12,9 @@ relative). Not yet compiled or timed on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Any
 
 import torch
 
@@ -143,6 +145,12 @@ def _launch_options() -> dict:
     return {} if os.environ.get("TRITON_INTERPRET") == "1" else {"enable_fp_fusion": False}
 
 
+def _on_device_of(t: torch.Tensor) -> Any:
+    """``torch.cuda.device(t.device)`` for a CUDA tensor (a kernel launched on another GPU than its pointers' would
+    read foreign memory, unordered with their stream); nothing for the interpreter's CPU tensors."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 class TritonNeuronScan(torch.autograd.Function):
     """Same signature and outputs as :class:`overlooked.spiking.kernels.cpu.CppNeuronScan`."""
 
@@ -166,7 +174,8 @@ class TritonNeuronScan(torch.autograd.Function):
         cuba = spec.kind == KIND_CUBA
         i = i0.detach().to(x.dtype).contiguous().clone() if cuba else x.new_empty(0)
         grid = (triton.cdiv(n, BLOCK),)
-        _forward[grid](x, z, h, v, i if cuba else v, p, nt, n, KIND=spec.kind, RESET=spec.reset, SAVE=need_grad, BLOCK_N=BLOCK, **_launch_options())
+        with _on_device_of(x):  # Triton launches on the current GPU: make it the input's (train.device=cuda:1)
+            _forward[grid](x, z, h, v, i if cuba else v, p, nt, n, KIND=spec.kind, RESET=spec.reset, SAVE=need_grad, BLOCK_N=BLOCK, **_launch_options())
         CALLS["triton_forward"] += 1
         if need_grad:
             learned = a is not None and ctx.needs_input_grad[3]
@@ -189,11 +198,12 @@ class TritonNeuronScan(torch.autograd.Function):
         grid = (triton.cdiv(n, BLOCK),)
         ga = torch.zeros(grid[0], dtype=h.dtype, device=h.device) if ctx.learned else gv0
         gvT = gv.contiguous()
-        _backward[grid](
-            gz.contiguous(), h, x if x is not None else h, v0 if v0 is not None else gvT, gvT, gi.contiguous() if cuba else gvT,
-            gx, gv0, gi0, ga, p, nt, n, 0.0 if spec.detach else 1.0,
-            KIND=spec.kind, RESET=spec.reset, SURR=spec.surrogate, LEARN=ctx.learned, BLOCK_N=BLOCK, **_launch_options(),
-        )
+        with _on_device_of(h):
+            _backward[grid](
+                gz.contiguous(), h, x if x is not None else h, v0 if v0 is not None else gvT, gvT, gi.contiguous() if cuba else gvT,
+                gx, gv0, gi0, ga, p, nt, n, 0.0 if spec.detach else 1.0,
+                KIND=spec.kind, RESET=spec.reset, SURR=spec.surrogate, LEARN=ctx.learned, BLOCK_N=BLOCK, **_launch_options(),
+            )
         CALLS["triton_backward"] += 1
         grad_a = ga.sum().to(ctx.a_dtype) if ctx.learned else None
         return gx, gv0 if ctx.needs_input_grad[1] else None, gi0 if cuba and ctx.needs_input_grad[2] else None, grad_a, None
