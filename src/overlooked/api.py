@@ -1198,6 +1198,8 @@ def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bo
     accepted = BENCHMARKS.accepted_kwargs(family) or []
     if "device" in accepted:
         kwargs["device"] = device
+    elif device != "cpu":  # it would time the CPU while environment.json named the device
+        raise OverlookedError(f"bench {family} runs on the CPU only; --device {device} is for the benchmarks that take one ({', '.join(n for n in BENCHMARKS.names() if 'device' in (BENCHMARKS.accepted_kwargs(n) or []))})")
     if "data_dir" in accepted:
         kwargs["data_dir"] = data_dir
     figures = BENCHMARKS.create(family, **kwargs)

@@ -431,3 +431,13 @@ def test_a_transforms_own_key_error_is_not_blamed_on_the_data():
         api.check_transforms(cfg, splits, lambda b, g: {"image": 1}["label"], None)  # 'label' is a data key
     with pytest.raises(ConfigError, match="augment 'random_shift' reads batch key 'memory_mask' that dataset 'synthetic' does not provide"):
         api.check_transforms(cfg, splits, needs_mask, None)
+
+
+def test_a_cpu_only_benchmark_refuses_another_device(tmp_path):
+    """api.bench('memory', device='cuda') timed the CPU while its environment.json named cuda."""
+    from overlooked import api
+    from overlooked.errors import OverlookedError
+
+    with pytest.raises(OverlookedError, match=r"bench memory runs on the CPU only; --device cuda is for the benchmarks that take one \(.*spiking"):
+        api.bench("memory", device="cuda", out=tmp_path)
+    assert not any(tmp_path.iterdir())
