@@ -186,3 +186,4 @@ def test_reprs_name_each_models_key_settings():
         assert text in repr(model), (name, repr(model)[:300])
     plif = repr(PLIF(backend="auto"))
     assert "backend='auto'" in plif and "tau_mem=0.002" in plif and "grad_fn" not in plif
+    assert "PLIFCell(" in repr(PLIF(backend="auto").to("meta"))  # a learned value on meta has no number to print

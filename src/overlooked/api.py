@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 import statistics
 import warnings
@@ -41,7 +42,7 @@ from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODER
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint
-from overlooked.train.distributed import init_distributed
+from overlooked.train.distributed import init_distributed, rank_device
 from overlooked.train.environment import environment
 from overlooked.train.trainer import cublas_for_determinism, fit, process_settings
 
@@ -314,9 +315,12 @@ def check_fresh_run_dir(path: Path) -> None:
 def own_rng(device: str) -> Iterator[None]:
     """Run a training run on torch's global generators and put the caller's states back afterwards (the run
     seeds them itself): the CPU generator and, for a CUDA run, its GPU's (``cuda:N``, else the current one,
-    which DDP sets per rank; other GPUs are left untouched, so no rank opens a context on them)."""
+    which DDP sets per rank; other GPUs are left untouched, so no rank opens a context on them). Under torchrun
+    a rank trains on its own GPU whatever index ``device`` names (:func:`~overlooked.train.distributed.rank_device`),
+    so the current one is taken there too."""
     kind, _, index = str(device).partition(":")
-    devices = [] if kind != "cuda" else [int(index) if index else torch.cuda.current_device()]
+    ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    devices = [] if kind != "cuda" else [int(index) if index and not ranked else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         yield
 
@@ -456,6 +460,7 @@ def check_device(device: str) -> None:
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
     """One training run (or its resume from ``resume``); :func:`train` and :func:`resume` have checked the device."""
     dist = init_distributed(cfg.train.device)
+    device = rank_device(cfg.train.device, dist)  # under torchrun, rank 0's GPU: the one its records describe
     write = run_dir is not None and dist.is_main
     made = _make_dirs(run_dir) if write else []  # the name is taken at once; the files come after the build
     torch.manual_seed(cfg.train.seed)
@@ -491,11 +496,11 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         raise
     if write and resume is None:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        _write_json(run_dir / "environment.json", environment(cfg.train.device, cfg.train.num_threads))
+        _write_json(run_dir / "environment.json", environment(device, cfg.train.num_threads))
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
         env_path = run_dir / "environment.json"
         env = read_run_file(env_path) if env_path.is_file() else {}
-        env.setdefault("resumes", []).append(environment(cfg.train.device, cfg.train.num_threads))
+        env.setdefault("resumes", []).append(environment(device, cfg.train.num_threads))
         _write_json(env_path, env)
     # the word of each index, which evaluation on other data is checked against (a resume writes it for runs
     # from before the file existed)
@@ -521,7 +526,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             "flops_per_example": flops_per_example(model, splits, encoder),
             "data_fingerprint": data_fingerprint(splits),
             "trials": cfg.train.trials,
-            "device": cfg.train.device,
+            "device": device,
             "world_size": dist.world_size,
             **result,
         }
@@ -540,10 +545,19 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
                 summary["test_accuracy_ci95"] = accuracy_interval(summary["test_accuracy"], summary.get("test_examples", len(splits.test)))
             except ValueError:  # an accuracy that is not k / n (e.g. a weighted metric): no interval
                 pass
+        failure = None
         if write:
-            _write_json(run_dir / "summary.json", summary)
-        if dist.enabled:  # every rank returns once rank 0 has written the run: none leaves (or reads it) early
-            torch.distributed.barrier()
+            try:
+                _write_json(run_dir / "summary.json", summary)
+            except BaseException as exc:  # the other ranks must still hear how it went, or they would wait forever
+                failure = exc
+        if dist.enabled:  # every rank returns once rank 0 has written the run, and learns whether it could
+            ok = torch.tensor([0.0 if failure is not None else 1.0], device=device)
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+            if failure is None and ok.item() < 1:
+                raise OverlookedError("another rank failed while finishing the run (rank 0 writes its summary.json); see that rank's error")
+        if failure is not None:
+            raise failure
         return summary
 
 
@@ -1199,7 +1213,7 @@ def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bo
     if "device" in accepted:
         kwargs["device"] = device
     elif device != "cpu":  # it would time the CPU while environment.json named the device
-        raise OverlookedError(f"bench {family} runs on the CPU only; --device {device} is for the benchmarks that take one ({', '.join(n for n in BENCHMARKS.names() if 'device' in (BENCHMARKS.accepted_kwargs(n) or []))})")
+        raise OverlookedError(f"bench {family} runs on the CPU only; device={device!r} is for the benchmarks that take one ({', '.join(n for n in BENCHMARKS.names() if 'device' in (BENCHMARKS.accepted_kwargs(n) or []))})")
     if "data_dir" in accepted:
         kwargs["data_dir"] = data_dir
     figures = BENCHMARKS.create(family, **kwargs)

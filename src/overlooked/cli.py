@@ -382,12 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    finished = False
     try:
         import_plugins(args.imports)
-        code = int(args.fn(args) or 0)
-        finished = True
-        return code
+        return int(args.fn(args) or 0)
     except OverlookedError as exc:
         print(f"overlooked: error: {exc}", file=sys.stderr)
         return 2
@@ -395,20 +392,21 @@ def main(argv: list[str] | None = None) -> int:
         print("overlooked: interrupted", file=sys.stderr)
         return 130
     finally:
-        _end_distributed(finished)
+        _end_distributed()
 
 
-def _end_distributed(finished: bool = False) -> None:
+def _end_distributed() -> None:
     """Under torchrun the trainer joined a process group: leave it before the process exits (a rank that exits
-    with the group's threads still running can abort: "terminate called without an active exception"). After a
-    command that finished, the ranks first wait for each other (rank 0 writes the summary after the others are
-    done), so that none tears the group down while another still uses it; after an error they do not wait."""
+    with the group's threads still running can abort: "terminate called without an active exception"). Every
+    run ends with the ranks agreeing that rank 0 wrote it (:func:`overlooked.api.train`), so no rank leaves while
+    another still uses the group; no barrier here, which would hang the others if one rank failed after that."""
     if "torch.distributed" in sys.modules:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            if finished:
-                dist.barrier()
+            import gc
+
+            gc.collect()  # free what still holds the group (a DDP wrapper in a reference cycle) while Python is whole
             dist.destroy_process_group()
 
 

@@ -438,6 +438,6 @@ def test_a_cpu_only_benchmark_refuses_another_device(tmp_path):
     from overlooked import api
     from overlooked.errors import OverlookedError
 
-    with pytest.raises(OverlookedError, match=r"bench memory runs on the CPU only; --device cuda is for the benchmarks that take one \(.*spiking"):
+    with pytest.raises(OverlookedError, match=r"bench memory runs on the CPU only; device='cuda' is for the benchmarks that take one \(.*spiking"):
         api.bench("memory", device="cuda", out=tmp_path)
     assert not any(tmp_path.iterdir())

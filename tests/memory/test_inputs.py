@@ -283,6 +283,11 @@ def test_memnn_trains_under_bf16_autocast(name):
         out = model(**inputs)
         loss = objective(out, batch)
     assert torch.equal(out["chosen"], want["chosen"]) and torch.isfinite(loss)
+    from overlooked.memory import memnn as MN
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the write-time indicators stay float32 under autocast
+        assert MN._indicator_dtype(torch.zeros(2, dtype=torch.bfloat16)) == torch.float32
+    assert MN._indicator_dtype(torch.zeros(2, dtype=torch.bfloat16)) == torch.bfloat16  # a model cast to bf16
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)

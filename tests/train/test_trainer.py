@@ -193,7 +193,12 @@ ONE_RANK_STOPS = textwrap.dedent(
     torch.distributed.all_reduce = lambda *a, **k: calls.append(1) or all_reduce(*a, **k)
     cfg = ExperimentConfig.from_dict(json.loads(sys.argv[1]))
     path, summary = api.train(cfg, out=sys.argv[2], callbacks=[StopOnRankOne()])
-    print("RANK", torch.distributed.get_rank(), "STEPS", summary["steps"], "STOPPED", summary["stopped_by"], "ALL_REDUCES", len(calls), flush=True)
+    rank = torch.distributed.get_rank()  # one file per rank: printed lines of two processes may interleave
+    with open(f"{sys.argv[2]}/rank{rank}.txt", "w") as fh:
+        fh.write(f"RANK {rank} STEPS {summary['steps']} STOPPED {summary['stopped_by']} ALL_REDUCES {len(calls)}")
+    import gc
+
+    gc.collect()
     torch.distributed.destroy_process_group()  # as the CLI does on exit
     """
 )
@@ -210,9 +215,10 @@ def test_ddp_a_stop_on_one_rank_stops_every_rank(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.run([*torchrun, str(script), json.dumps(raw), str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("RANK"))
-    # one agreement per step (4) and one per validation pass (at step 3, eval_every, and at the stop)
-    assert lines == ["RANK 0 STEPS 4 STOPPED callback ALL_REDUCES 6", "RANK 1 STEPS 4 STOPPED callback ALL_REDUCES 6"], proc.stdout
+    lines = [(tmp_path / "runs" / f"rank{r}.txt").read_text() for r in (0, 1)]
+    # one agreement per step (4), one per validation pass (at step 3, eval_every, and at the stop), and one at
+    # the end, where every rank learns that rank 0 wrote the run
+    assert lines == ["RANK 0 STEPS 4 STOPPED callback ALL_REDUCES 7", "RANK 1 STEPS 4 STOPPED callback ALL_REDUCES 7"], proc.stdout
 
 
 def test_bf16_autocast_trains_and_stays_finite(tmp_path):

@@ -518,7 +518,8 @@ def _download(url: str, dest: Path, timeout: float) -> None:
             raise _MirrorError(f"no answer within {timeout:g} s", unreachable=True) from None
         raise _MirrorError(f"stalled for {timeout:g} s after {received:,} bytes", transient=True) from None
     except (http.client.HTTPException, OSError, ValueError) as err:
-        raise _MirrorError(f"{type(err).__name__}: {err}", transient=received >= 0 or isinstance(err, (ConnectionError, http.client.HTTPException))) from None
+        # a connection reset or a broken HTTP exchange may pass on a second try; a local write error (a full disk) will not
+        raise _MirrorError(f"{type(err).__name__}: {err}", transient=isinstance(err, (ConnectionError, http.client.HTTPException))) from None
 
 
 def _install(tmp: Path, root: Path, check: FileCheck) -> str | None:
@@ -565,7 +566,7 @@ def _fetch_each(
                 problem = _install(tmp, root, check)
             except _MirrorError as err:
                 attempts.append(f"{url}: {err}")
-                if err.unreachable:
+                if err.unreachable or err.transient:  # down, or failing again after its retries: skip it for later files
                     unreachable[base] = str(err)
                 continue
             finally:

@@ -161,6 +161,12 @@ def older(t_a: torch.Tensor, t_b: torch.Tensor, has_a: torch.Tensor | bool, has_
     return ((t_a > t_b) & has_a & has_b).to(dtype or torch.get_default_dtype())
 
 
+def _indicator_dtype(scores: torch.Tensor) -> torch.dtype:
+    """The write-time indicators' dtype: float32 (torch's default) under autocast, which keeps the pair scores in
+    float32 there as before; otherwise the scores' own (a model cast with ``.to(torch.bfloat16)``)."""
+    return torch.get_default_dtype() if torch.is_autocast_enabled(scores.device.type) else scores.dtype
+
+
 def pair_score(A_y: torch.Tensor, A_y2: torch.Tensor, c: torch.Tensor | None, o_xy, o_xy2, o_yy2) -> torch.Tensor:
     """``s_Ot(x, y, y') = Phi_x(x)^T U^T U (Phi_y(y) - Phi_y(y') + Phi_t(x, y, y'))`` ([W14] §3.4).
 
@@ -196,7 +202,7 @@ def preference(A_a, A_b, c, t_x, t_a, t_b, has_a, has_b) -> torch.Tensor:
     if c is None:
         return A_a - A_b
     has_a, has_b = torch.as_tensor(has_a, device=A_a.device), torch.as_tensor(has_b, device=A_a.device)
-    dt = A_a.dtype
+    dt = _indicator_dtype(A_a)
     o_xa, o_xb = older(t_x, t_a, True, has_a, dt), older(t_x, t_b, True, has_b, dt)
     o_ab, o_ba = older(t_a, t_b, has_a, has_b, dt), older(t_b, t_a, has_b, has_a, dt)
     a_first = (~has_a) | (has_b & (t_a > t_b))
@@ -224,7 +230,7 @@ def select_memory(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor, t:
         return torch.where(valid.any(-1), best, none)
     # preference(i over w) = where(w older, u_i - v_w, v_i - u_w): :func:`preference` with each memory's
     # terms precomputed once, so the loop below only compares and selects.
-    o_x = older(t_x[:, None], t, True, True, A.dtype)  # [B, M] x older than m_i
+    o_x = older(t_x[:, None], t, True, True, _indicator_dtype(A))  # [B, M] x older than m_i
     u = A - c[:, 1:2] * o_x  # [B, M] value of m_i in the y' slot (the newer memory of the pair)
     v = A + c[:, 0:1] * o_x + c[:, 2:3]  # [B, M] value of m_i in the y slot (the older memory of the pair)
     # The choice is discrete (no gradient), so the loop runs in NumPy: ~1 us per operation instead of ~5.

@@ -163,7 +163,7 @@ class _Cell(nn.Module):
     def extra_repr(self) -> str:
         params = self.params()
         if self.learned:  # a learned value prints as its number, not as a tensor with its grad_fn
-            params = params._replace(**{k: float(getattr(params, k).detach()) for k in self.learned if getattr(params, k).numel() == 1})
+            params = params._replace(**{k: float(getattr(params, k).detach()) for k in self.learned if getattr(params, k).numel() == 1 and not getattr(params, k).is_meta})
         return f"dt={self.dt}, {params}, surrogate={self.spike_fn}"
 
 

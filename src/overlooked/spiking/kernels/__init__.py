@@ -130,7 +130,7 @@ def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
         if x.device.type != "cuda" and not _interpreting():
             raise UnsupportedBackend(f"backend='triton' runs CUDA tensors, got {x.device}")
         if x.dtype not in (torch.float32, torch.float64):  # its constants and gradients would be rounded to x's dtype
-            raise UnsupportedBackend(f"backend='triton' runs float32/float64 tensors, got {x.dtype}; cast the neuron's input to float32 (under bf16 autocast too)")
+            raise UnsupportedBackend(f"backend='triton' runs float32/float64 tensors, got {x.dtype}; cast the neuron's input to float32, or use backend='auto' (the reference loop for {x.dtype}) or train.bf16=false")
         return "triton"
     # auto
     if isinstance(scan_spec(cell), str):
