@@ -1209,3 +1209,40 @@ def test_under_torchrun_each_rank_sets_its_gpu_before_nccl_and_trains_on_it(monk
     info = D.init_distributed("cpu")
     assert calls == [("init", {"backend": "gloo"})] and D.rank_device("cpu", info) == "cpu"
     assert D.rank_device("cuda:3", D.DistInfo()) == "cuda:3"  # one process: the device as configured
+
+
+UNUSED_PLUGIN = """
+import torch
+from overlooked.registry import MODELS
+
+
+class WithSpare(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        self.spare = torch.nn.Linear(4, 4)  # never reaches the loss
+
+    def forward(self, image):
+        return self.net(image)
+
+
+@MODELS.register("with_spare")
+def with_spare():
+    return WithSpare()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_names_a_parameter_that_never_reaches_the_loss(tmp_path):
+    """DDP's "Expected to have finished reduction in the prior iteration" at step 2 is named for what it is, with
+    the fixes; the model comes from a plugin given with --import under torchrun."""
+    import yaml
+
+    (tmp_path / "spare.py").write_text(UNUSED_PLUGIN)
+    cfg_path = tmp_path / "ddp.yaml"
+    cfg_path.write_text(yaml.safe_dump({**DDP_CFG, "model": {"name": "with_spare"}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*torchrun, "-m", "overlooked", "--import", str(tmp_path / "spare.py"), "train", str(cfg_path), "--out", str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "overlooked: error: under DDP every parameter must reach the loss" in proc.stderr, proc.stderr[-3000:]

@@ -607,6 +607,14 @@ def _fit(
                 loss_value, out = train_step(net, batch, splits.input_keys, objective, optimizer, cfg, loss_scale)
             except NonFiniteLossError as exc:
                 raise NonFiniteLossError(f"{exc} At step {state.step} (epoch {state.epoch}, lr {lr:g}); training stopped.") from None
+            except RuntimeError as exc:
+                if dist.enabled and "Expected to have finished reduction" in str(exc):  # DDP's words for an unused parameter
+                    raise ConfigError(
+                        "under DDP every parameter must reach the loss, and one of this model's did not at the last step "
+                        "(e.g. a decoder whose loss weight is 0, or a branch this config never runs): give it a weight, "
+                        "drop it from the model, or train in one process"
+                    ) from exc
+                raise
             if ema is not None:
                 ema.update_parameters(model)
             b = int(batch[splits.target_key].shape[0])
