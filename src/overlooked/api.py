@@ -422,6 +422,15 @@ def check_transforms(cfg: ExperimentConfig, splits: Splits, augment: Any, encode
             raise ConfigError(f"{kind} {name!r} reads batch key {exc} that dataset {cfg.data.name!r} does not provide (its keys: {', '.join(probe)}); choose an {kind} made for this data, or none ({kind}=null)") from exc
 
 
+def check_vocab_fits(cfg: ExperimentConfig, meta: dict[str, Any], model: nn.Module) -> None:
+    """A text model built for fewer words than the data holds (``model.kwargs.vocab_size`` set by hand) is refused
+    before the run: the per-step word-id check runs on CPU tensors only, and on a GPU an id beyond the embedding
+    is a device-side assert that ends the process."""
+    have, need = getattr(model, "vocab_size", None), meta.get("vocab_size")
+    if isinstance(have, int) and isinstance(need, int) and have < need:
+        raise ConfigError(f"model {cfg.model.name!r} has vocab_size={have} but the data's vocabulary holds {need} words: leave model.kwargs.vocab_size unset (it comes from the data) or set it to at least {need}")
+
+
 def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> None:
     """A spiking model reads as many time steps as its input has; its own ``steps`` only repeats a static
     input. Refuse a config where the data (event bins) or the encoder set another T than ``model.steps``,
@@ -487,6 +496,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         callbacks = build_callbacks(cfg) + list(extra_callbacks)
         check_transforms(cfg, splits, augment, encoder)
         check_time_steps(splits.meta, model, encoder)
+        check_vocab_fits(cfg, splits.meta, model)
         if cfg.train.init_from and resume is None:  # a resume loads its own checkpoint instead
             init_weights(model, cfg.train, splits)
         if resume is not None and run_dir is not None:

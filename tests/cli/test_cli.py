@@ -441,3 +441,14 @@ def test_a_cpu_only_benchmark_refuses_another_device(tmp_path):
     with pytest.raises(OverlookedError, match=r"bench memory runs on the CPU only; device='cuda' is for the benchmarks that take one \(.*spiking"):
         api.bench("memory", device="cuda", out=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.data
+def test_a_text_model_smaller_than_the_datas_vocabulary_is_refused_before_the_run(tmp_path, capsys, data_dir):
+    """model.kwargs.vocab_size below the data's: on CPU the first step named it, on a GPU it would be a device-side
+    assert; it is refused when the run is built, on any device."""
+    for config, model in (("lstm_babi1k_single", "lstm_reader"), ("kvmemnn_babi1k_single", "kvmemnn")):
+        argv = ["train", config, "data.kwargs.tasks=[1]", "model.kwargs.vocab_size=10", "--data-dir", str(data_dir), "--out", str(tmp_path / "runs")]
+        assert main(argv) == 2
+        assert f"model '{model}' has vocab_size=10 but the data's vocabulary holds" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -223,7 +223,8 @@ class KVMemNN(nn.Module):
             if enc not in ("pe", "bow"):
                 raise ValueError(f"kvmemnn: {which} must be 'pe' or 'bow', got {enc!r}")
         num_classes = num_classes or vocab_size
-        self.memory_size, self.embed_dim, self.hops, self.key_encoding, self.value_encoding = memory_size, embed_dim, hops, key_encoding, value_encoding
+        self.vocab_size, self.memory_size, self.embed_dim, self.hops = vocab_size, memory_size, embed_dim, hops
+        self.key_encoding, self.value_encoding = key_encoding, value_encoding
         self.A = _normal(vocab_size, embed_dim, std=init_std)
         self.temporal_table = _normal(memory_size, embed_dim, std=init_std) if temporal else None
         self.R = nn.Parameter(torch.eye(embed_dim).repeat(hops, 1, 1) + init_std * torch.randn(hops, embed_dim, embed_dim))
@@ -232,7 +233,7 @@ class KVMemNN(nn.Module):
             self.A[0].zero_()
 
     def extra_repr(self) -> str:
-        return (f"memory_size={self.memory_size}, embed_dim={self.embed_dim}, hops={self.hops}, "
+        return (f"vocab_size={self.vocab_size}, memory_size={self.memory_size}, embed_dim={self.embed_dim}, hops={self.hops}, "
                 f"key_encoding={self.key_encoding!r}, value_encoding={self.value_encoding!r}")
 
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
