@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import re
 import statistics
 import warnings
@@ -270,6 +269,11 @@ def read_run_file(path: Path) -> Any:
         raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {first}); restore it from a copy of the run folder") from None
 
 
+def write_config(path: Path, cfg: ExperimentConfig) -> None:
+    """``path/config.yaml``: the resolved config, as :func:`run_config` reads it back."""
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -280,7 +284,7 @@ def write_run_files(path: Path, cfg: ExperimentConfig, summary: dict[str, Any], 
     by a script): config.yaml, environment.json (this machine, plus ``env_extra``, e.g. ``argv``) and
     summary.json."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_config(path, cfg)
     _write_json(path / "environment.json", {**environment(cfg.train.device, cfg.train.num_threads), **env_extra})
     _write_json(path / "summary.json", summary)
 
@@ -315,12 +319,10 @@ def check_fresh_run_dir(path: Path) -> None:
 def own_rng(device: str) -> Iterator[None]:
     """Run a training run on torch's global generators and put the caller's states back afterwards (the run
     seeds them itself): the CPU generator and, for a CUDA run, its GPU's (``cuda:N``, else the current one,
-    which DDP sets per rank; other GPUs are left untouched, so no rank opens a context on them). Under torchrun
-    a rank trains on its own GPU whatever index ``device`` names (:func:`~overlooked.train.distributed.rank_device`),
-    so the current one is taken there too."""
+    which DDP sets per rank; other GPUs are left untouched, so no rank opens a context on them). Callers pass the
+    rank's device (:func:`~overlooked.train.distributed.rank_device`): under torchrun its own GPU."""
     kind, _, index = str(device).partition(":")
-    ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    devices = [] if kind != "cuda" else [int(index) if index and not ranked else torch.cuda.current_device()]
+    devices = [] if kind != "cuda" else [int(index) if index else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         yield
 
@@ -505,7 +507,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         _remove_empty(made)
         raise
     if write and resume is None:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_config(run_dir, cfg)
         _write_json(run_dir / "environment.json", environment(device, cfg.train.num_threads))
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
         env_path = run_dir / "environment.json"
@@ -705,12 +707,12 @@ def train(
         torch.distributed.broadcast_object_list(names, src=0)
         path = Path(names[0])
     if cfg.train.repeats <= 1:
-        with own_rng(cfg.train.device):
+        with own_rng(rank_device(cfg.train.device, dist)):
             return path, _single_run(cfg, path, data_dir, None, callbacks or [])
     made: list[Path] = []
     if dist.is_main:  # written first, so an interrupted --repeats run can be resumed as a whole
         made = _make_dirs(path)
-        (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_config(path, cfg)
     try:
         return path, _repeats(cfg, path, data_dir, callbacks or [], dist, resuming=False)
     except BaseException:
@@ -737,7 +739,7 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
             for name in RUN_FILES[:3]:  # its partial records kept aside, not mixed into the new ones
                 if (sub_dir / name).is_file():
                     (sub_dir / name).replace(sub_dir / f"{name}.interrupted")
-        with own_rng(cfg.train.device):
+        with own_rng(rank_device(cfg.train.device, dist)):
             summaries.append(_single_run(sub, sub_dir, data_dir, last if resuming and last.is_file() else None, callbacks))
     agg = aggregate(summaries)
     if dist.is_main:
@@ -829,7 +831,7 @@ def train_each(
     # The folder's config and its values are written first, so that an interrupted --each can be resumed as a
     # whole (--resume FOLDER): finished values kept, the interrupted one continued, the others trained.
     _make_dirs(path)
-    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_config(path, cfg)
     _write_json(path / EACH_FILE, {"key": key, "values": values})
     return path, _each_runs(cfg, path, key, values, data_dir, resuming=False)
 
@@ -921,7 +923,7 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     dist = init_distributed(cfg.train.device)  # sets each rank's GPU before own_rng reads the current one
     if repeats:
         return run, _repeats(cfg, run, data_dir, callbacks or [], dist, resuming=True, record=original)
-    with own_rng(cfg.train.device):
+    with own_rng(rank_device(cfg.train.device, dist)):
         return run, _single_run(cfg, run, data_dir, last, callbacks or [])
 
 
