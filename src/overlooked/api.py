@@ -36,7 +36,7 @@ from overlooked.config import (
     parse_override,
 )
 from overlooked.data.base import Splits
-from overlooked.errors import CheckpointError, ConfigError, OverlookedError
+from overlooked.errors import CheckpointError, ConfigError, InputError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
@@ -64,13 +64,26 @@ def check_config(cfg: ExperimentConfig) -> None:
         warnings.simplefilter("ignore", ConfigWarning)
         checked = ExperimentConfig.from_dict(cfg.to_dict())
     _update_in_place(cfg, checked)
+    parse_device(cfg.train.device)
+    for section, registry, kind in (("data", DATASETS, "dataset"), ("model", MODELS, "model"), ("objective", OBJECTIVES, "objective")):
+        if not getattr(cfg, section).name:
+            raise ConfigError(
+                f"the config names no {kind}: set {section}.name, e.g. `{section}: NAME` or `{section}: {{name: NAME, kwargs: {{...}}}}` "
+                f"in the YAML, or the override {section}.name=NAME (known: {', '.join(registry.names())})"
+            )
     check_component_kwargs(DATASETS, cfg.data, "data")
     check_component_kwargs(MODELS, cfg.model, "model")
     check_component_kwargs(OBJECTIVES, cfg.objective, "objective")
-    if cfg.encoder is not None and cfg.encoder.name:
-        check_component_kwargs(ENCODERS, cfg.encoder, "encoder")
-    if cfg.augment is not None and cfg.augment.name:
-        check_component_kwargs(AUGMENTATIONS, cfg.augment, "augment")
+    for section, registry in (("encoder", ENCODERS), ("augment", AUGMENTATIONS)):
+        part = getattr(cfg, section)
+        if part is not None and part.name:
+            check_component_kwargs(registry, part, section)
+        elif part is not None and part.kwargs:  # e.g. the override encoder.steps=4 on a config without an encoder
+            settings = ", ".join(f"{section}.{k}" for k in part.kwargs)
+            raise ConfigError(
+                f"{settings} set, but this config names no {section}, so nothing would use it: name one with "
+                f"{section}.name=... (known: {', '.join(registry.names())}), or drop the setting"
+            )
     for i, cb in enumerate(cfg.callbacks):
         check_component_kwargs(CALLBACKS, cb, f"callbacks[{i}]")
     if cfg.objective.kwargs.get("margin") is not None and any(cb.name == "spread_margin" for cb in cfg.callbacks):
@@ -452,20 +465,27 @@ def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> No
             raise ConfigError(f"{what} = {t} but model.kwargs.steps = {steps}: the model would run {t} steps, not {steps}; set both to the same T")
 
 
-def check_device(device: str) -> None:
-    """Refuse a ``train.device`` this machine cannot run, with the fix, before anything is built or written."""
+def parse_device(device: str) -> torch.device:
+    """``train.device`` as a torch device the trainer runs on (cpu, cuda, cuda:N or mps), on any machine: a
+    config is checked for it wherever it is loaded, before it meets the machine (:func:`check_device`)."""
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"train.device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device {device!r}: the trainer runs on cpu, cuda, cuda:N or mps, not on {dev.type!r}")
+    return dev
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``train.device`` this machine cannot run, with the fix, before anything is built or written."""
+    dev = parse_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device is {device!r} but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu (train.device=cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"train.device is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"train.device is {device!r} but MPS is not available here; use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"train.device {device!r}: the trainer runs on cpu, cuda, cuda:N or mps, not on {dev.type!r}")
 
 
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
@@ -695,6 +715,8 @@ def train(
     """
     check_config(cfg)
     check_device(cfg.train.device)
+    if cfg.train.init_from:  # before the data are built: a mistyped path is named at once
+        check_checkpoint_exists(Path(cfg.train.init_from), cfg.train.init_checkpoint)
     if run_dir is not None:  # the folder, and each seed's folder under it
         check_fresh_run_dir(Path(run_dir))
         for folder, _ in repeat_runs(cfg):
@@ -798,6 +820,7 @@ def train_each(
     *,
     data_dir: str | None = None,
     out: str | Path | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train one independent run (with ``cfg.train.repeats`` seeds) per value of ``key``, in one folder.
 
@@ -833,7 +856,7 @@ def train_each(
     _make_dirs(path)
     write_config(path, cfg)
     _write_json(path / EACH_FILE, {"key": key, "values": values})
-    return path, _each_runs(cfg, path, key, values, data_dir, resuming=False)
+    return path, _each_runs(cfg, path, key, values, data_dir, resuming=False, callbacks=callbacks)
 
 
 EACH_FILE = "each.json"  # an --each folder's key and values, written before its first run
@@ -870,7 +893,10 @@ def run_config(run: str | Path, *, conversion_refusal: str | None = None) -> Exp
     ``conversion_refusal`` says why in the caller's terms (default: it holds no trained model)."""
     run = Path(run)
     if not (run / "config.yaml").is_file():
-        raise OverlookedError(f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed")
+        raise OverlookedError(
+            f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed "
+            "(an `overlooked demo` folder holds no config: train a packaged config, e.g. `overlooked train memn2n_babi1k`, to get a run to evaluate)"
+        )
     raw = read_run_file(run / "config.yaml")
     if isinstance(raw, dict) and raw.get("kind") == "ann_to_snn_conversion":
         why = conversion_refusal or f"its results are in its summary.json and it holds no trained model; pass the run it converted, {raw.get('source_run')}"
@@ -969,6 +995,8 @@ def check_checkpoint_exists(run: Path, checkpoint: str) -> None:
     sub-runs of a --repeats/--each folder, another checkpoint (``--checkpoint last``), or none at all."""
     if (run / "checkpoints" / f"{checkpoint}.safetensors").is_file():
         return
+    if not run.is_dir():
+        raise CheckpointError(f"{run} {'is a file' if run.exists() else 'does not exist'}: pass a run folder (the one `overlooked train` printed as 'run folder')")
     subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
     if subs:  # a folder of --repeats or --each: its models live in the sub-runs
         raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
@@ -1094,7 +1122,8 @@ def explain(
     out: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """What a trained memory network read for some questions: story, per-hop addressing, supporting facts,
-    answer and prediction (:mod:`overlooked.memory.explain`), one PNG per question plus ``explain.json``.
+    answer and prediction (:mod:`overlooked.memory.explain`), one PNG per question plus ``explain.json``, which
+    gathers every example explained into that folder (a later call adds to it; the same figure again replaces its entry).
 
     Args:
         run: a run folder of ``memn2n``, ``kvmemnn``, ``memnn`` or ``memnn_am_ng_nl`` on bAbI.
@@ -1121,7 +1150,17 @@ def explain(
         row = int(rows[i])
         example = explain_example(model, data, splits.input_keys, splits.meta["vocab"], row, folder / f"attention_{tag}{i}.png", split_name=split)
         shown.append({**example, "checkpoint": checkpoint, "task_index": i if task is not None else None})
-    _write_json(folder / "explain.json", {"run": str(run), "examples": shown})
+    # explain.json gathers every example explained into this folder (one entry per figure, the newest kept), as
+    # the figures themselves stay: a later call adds to it instead of dropping what an earlier one showed
+    record = folder / "explain.json"
+    earlier: list[dict[str, Any]] = []
+    if record.is_file():
+        try:
+            earlier = list(json.loads(record.read_text()).get("examples", []))
+        except (ValueError, AttributeError, TypeError):
+            record.replace(record.with_name("explain.json.unreadable"))  # kept aside, not overwritten
+    figures = {e.get("figure") for e in shown}
+    _write_json(record, {"run": str(run), "examples": [e for e in earlier if isinstance(e, dict) and e.get("figure") not in figures] + shown})
     return shown
 
 
@@ -1151,7 +1190,18 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     except ConfigError as exc:
         raise ConfigError(f"{exc} (the run was trained on {cfg.train.device!r}; evaluate it elsewhere with --device cpu / device='cpu')") from None
     model = model.to(device)  # load_run builds it on the CPU; the batches go to `device`
-    res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
+    try:
+        res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if not data_overrides or isinstance(exc, OverlookedError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        own = run_config(run).data
+        raise InputError(
+            f"the model of {run} ({cfg.model.name}, trained on {own.name} {own.kwargs}) cannot read the data of {list(data_overrides)}: "
+            f"{type(exc).__name__}: {first}. Evaluate it on data laid out as its training data was (the same kind of input, "
+            "shapes and encoding), or train a model for this data"
+        ) from exc
     weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
     return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 

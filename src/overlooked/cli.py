@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -83,6 +84,37 @@ def import_plugins(modules: list[str]) -> None:
             raise OverlookedError(f"--import {name}: importing it failed: {exc} (a module it imports is missing)") from None
 
 
+def _announcer(args: argparse.Namespace, every_s: float = 30.0) -> Any:
+    """A callback that says on stderr where each run writes, when it starts (so that a long or interrupted run
+    can be found and resumed; the folder is remembered in ``args.run_folder`` for the interrupt message) and,
+    where no progress bar can show (stderr not a terminal: nohup, a batch job) and ``train.progress`` is on,
+    a line after a validation pass, at most one every ``every_s`` seconds."""
+    import time
+
+    from overlooked.train.callbacks import Callback
+
+    class Announce(Callback):
+        last = -math.inf
+
+        def on_train_start(self, ctx: Any) -> None:
+            if ctx.run_dir is not None and ctx.dist.is_main:
+                args.run_folder = ctx.run_dir
+                print(f"run folder: {ctx.run_dir}", file=sys.stderr, flush=True)
+
+        def on_eval_end(self, ctx: Any, record: dict[str, Any]) -> None:
+            if ctx.cfg.progress and ctx.dist.is_main and not sys.stderr.isatty() and time.monotonic() - self.last >= every_s:
+                self.last = time.monotonic()
+                print(
+                    f"step {record['step']} (epoch {record['epoch']:.2f}): train loss {record['train_loss']:.4f} "
+                    f"acc {record['train_accuracy']:.4f}, val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}, "
+                    f"{record['examples_per_s']:.0f} examples/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    return Announce()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from overlooked import api
 
@@ -90,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         given = [a for a in (args.config, *args.overrides) if a] + [f"--{n}" for n in ("each", "repeats", "seed", "out") if getattr(args, n) is not None] + (["--bf16"] if args.bf16 else [])
         if given:
             raise OverlookedError(f"--resume continues {args.resume} exactly as it was configured, so it takes no CONFIG, overrides or run options other than --device and --data-dir (got {' '.join(given)}); to train with other settings, start a new run")
-        path, summary = api.resume(args.resume, data_dir=args.data_dir, device=args.device)
+        path, summary = api.resume(args.resume, data_dir=args.data_dir, device=args.device, callbacks=[_announcer(args)])
         _print_summary(path, summary)
         return 0
     if not args.config:
@@ -113,10 +145,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 parsed += ranged if ranged is not None else [yaml.safe_load(item)]
             except yaml.YAMLError:
                 raise OverlookedError(f"--each {args.each!r}: {item!r} is not a YAML value (a number, a word, or a [list])") from None
-        path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out)
+        path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out, callbacks=[_announcer(args)])
         _print_summary(path, summary)
         return 0
-    path, summary = api.train(cfg, data_dir=args.data_dir, out=args.out)
+    path, summary = api.train(cfg, data_dir=args.data_dir, out=args.out, callbacks=[_announcer(args)])
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(path, summary)
     return 0
@@ -130,6 +162,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     limit = -1 if args.limit is None else (None if args.limit == 0 else args.limit)
     res = api.evaluate(args.run, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, data_overrides=args.overrides, limit=limit, device=args.device)
     res.pop("group_accuracy", None) if not args.groups else None
+    if args.groups and res.get("group_accuracy") is None:
+        print("overlooked: --groups: this dataset has no groups (bAbI's tasks are groups), so there is no per-group accuracy", file=sys.stderr)
     print(json.dumps(res, indent=2))
     return 0
 
@@ -181,6 +215,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from overlooked.data import store
 
+    if args.name and args.name not in store.dataset_names():
+        args.name = _download_name(args.name)
     if args.action == "path":  # the data root, or with NAME that dataset's folder under it
         root = store.resolve_data_dir(args.data_dir)
         if args.name and args.name not in store.dataset_names():
@@ -200,6 +236,24 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not report.complete:
         print(f"Fix: `overlooked data fetch {args.name}` downloads and verifies what is missing or corrupt (exit status 1: incomplete)")
     return 0 if report.complete else 1
+
+
+def _download_name(name: str) -> str:
+    """The download a config's dataset name reads (``gas_drift`` -> ``uci_gas_sensor_drift``), for
+    ``overlooked data``; a name with no single download is refused, naming what it reads."""
+    from overlooked import catalog
+    from overlooked.data import store
+    from overlooked.registry import DATASETS
+
+    catalog.load_all()
+    if name not in DATASETS:
+        raise OverlookedError(f"unknown dataset {name!r}: one of {', '.join(store.dataset_names())}")
+    downloads = tuple(DATASETS.tags(name).get("downloads", ()))
+    if len(downloads) == 1:
+        print(f"{name} (a config's dataset) reads the download {downloads[0]}", file=sys.stderr)
+        return downloads[0]
+    reads = f"reads the downloads {' and '.join(downloads)}" if downloads else "downloads nothing (it is made in code)"
+    raise OverlookedError(f"{name} is a config's dataset name; it {reads}. `overlooked data` takes a download's name: one of {', '.join(store.dataset_names())}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -251,6 +305,8 @@ def cmd_export_nir(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from overlooked import api
 
+    if args.limit is not None and args.limit < 0:
+        raise OverlookedError(f"--limit takes a number of test images N >= 1, or 0 for all of them; got {args.limit}")
     path, s = api.convert(args.run, norm=args.norm, steps=args.steps, calibration=args.calibration, out=args.out, checkpoint=args.checkpoint, data_dir=args.data_dir, limit=args.limit or None)
     print(f"ann_test_accuracy: {s['ann_test_accuracy']:.4f}")
     for t, acc in s["snn_test_accuracy"].items():
@@ -284,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=0.01 model.hidden=[256]")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     p.add_argument("--repeats", type=int, default=None, help="train N seeds; report best-of-N (rule named) and mean +- std")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="train.seed (with --repeats, the first seed; the others follow it)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN exactly from its last checkpoint")
     p.add_argument("--each", default=None, metavar="KEY=V1,V2", help="one independent run per value, in one folder, e.g. data.tasks=1..20 (bAbI independent training), data.tasks=1,2,4..20 (ranges inclusive) or data.seed=1,2")
@@ -294,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a split")
     p.add_argument("run", help="run folder written by `overlooked train`")
     p.add_argument("overrides", nargs="*", help="data.* overrides to evaluate on other data, e.g. data.name=affnist_style")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default: test)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
     p.add_argument("--groups", action="store_true", help="also print per-group (e.g. per-task) accuracy")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N examples of the split (default: the run's own train.eval_limit, as its summary reports, on its own data; all examples on other data; 0: all)")
     p.add_argument("--device", default=None, help="where to evaluate (default: the device the run trained on), e.g. cpu")
@@ -303,11 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("explain", help="show what a trained memory network read: story, attention per hop, answer", description="For bAbI questions of a MemN2N, KV-MemNN or MemNN run: the story, the addressing of every hop over the memories (* marks the dataset's supporting facts), the answer and the prediction, printed and drawn as PNG (default into RUN/explain).")
-    p.add_argument("run", help="run folder of a memory model on bAbI (one seed: RUN/seed0 of a --repeats run)")
+    p.add_argument("run", help="run folder of a memory model on bAbI (one seed of a --repeats run: RUN/seedN)")
     p.add_argument("--index", type=int, nargs="+", default=None, help="questions to show (default 0); with --task, counted within that task")
     p.add_argument("--task", type=int, default=None, help="only questions of this bAbI task")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default: test)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
     p.add_argument("--stats", action="store_true", help="per task over the split (only task T with --task T): how often each hop's strongest memory is a supporting fact, the weight on them, questions with every supporting fact retrieved (add --index to also show questions)")
     p.add_argument("--out", default=None, help="folder for the PNGs and explain.json (default RUN/explain)")
     common(p, out=False)
@@ -326,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["fetch", "verify", "path"], help="path: the data root, or with NAME the dataset's folder")
     p.add_argument("name", nargs="?", help=", ".join(dataset_names()))
     p.add_argument("--force", action="store_true", help="download again even when files verify")
-    p.add_argument("--mirror", action="append", default=None, metavar="URL", help="with fetch: try this mirror instead of the official sources (repeatable, tried in order; file:// works)")
+    p.add_argument("--mirror", action="append", default=None, metavar="URL", help="with fetch: try this mirror instead of the official sources, a URL or a local path: for a dataset downloaded file by file (mnist, ...) a folder holding its files, for one downloaded as an archive (babi, uci_gas_sensor_drift) the archive itself (repeatable, tried in order)")
     common(p, out=False)
     p.set_defaults(fn=cmd_data)
 
@@ -353,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-nir", help="export a trained spiking model to NIR")
     p.add_argument("run", help="run folder of a spiking model")
     p.add_argument("output", help="target .nir file (missing folders are made)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--dt", type=float, default=None, help="write the same network for a reader stepping at DT seconds (time constants rescaled; e.g. 0.03 for N-MNIST's 30 ms bins in real time)")
     common(p, out=False)
@@ -365,16 +421,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=256, help="simulation steps; accuracy is recorded after every step")
     p.add_argument("--calibration", type=int, default=1000, help="training images used for the activation statistics")
     p.add_argument("--limit", type=int, default=None, help="only the first N test images (default, or 0: all)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
     common(p)
     p.set_defaults(fn=cmd_convert)
     return parser
 
 
+def _imports_first(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--import MODULE`` moved before the command, where argparse reads top-level options:
+    ``overlooked train CONFIG --import my_models`` means ``overlooked --import my_models train CONFIG``.
+
+    >>> _imports_first(["train", "c.yaml", "--import", "m", "train.lr=0.1", "--import=n.py"])
+    ['--import', 'm', '--import=n.py', 'train', 'c.yaml', 'train.lr=0.1']
+    """
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":  # everything after it is an argument, not an option
+            rest += argv[i:]
+            break
+        if argv[i] == "--import" and i + 1 < len(argv):
+            moved += argv[i : i + 2]
+            i += 2
+            continue
+        (moved if argv[i].startswith("--import=") else rest).append(argv[i])
+        i += 1
+    return moved + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``overlooked`` command."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_imports_first(sys.argv[1:] if argv is None else list(argv)))
     if extra:  # `train CONFIG --repeats 3 train.lr=0.1`: overrides may follow options
         if args.command in ("train", "evaluate", "show") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
@@ -387,8 +466,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overlooked: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("overlooked: interrupted", file=sys.stderr)
+        run = getattr(args, "run_folder", None)
+        if run is not None and args.command == "train":
+            while (run.parent / "config.yaml").is_file():  # a seed of --repeats, a value of --each: resume the whole
+                run = run.parent
+            if run.is_dir():
+                print(f"overlooked: interrupted; continue with `overlooked train --resume {run}`", file=sys.stderr)
+            else:  # stopped before anything worth keeping was written: the run took its folder away
+                print(f"overlooked: interrupted before the run's first checkpoint; nothing was kept ({run} removed)", file=sys.stderr)
+        else:
+            print("overlooked: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`... | head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
+        return 141
     finally:
         _end_distributed()
 

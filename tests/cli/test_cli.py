@@ -291,6 +291,8 @@ def test_import_makes_a_model_of_your_own_usable_from_the_command_line(tmp_path,
         capsys.readouterr()
         assert main(["--import", name, "show", str(cfg), "model.name=plugin_linear", "model.kwargs={}"]) == 0
         assert "name: plugin_linear" in capsys.readouterr().out
+    assert main(["show", str(cfg), "model.name=plugin_linear", "model.kwargs={}", "--import", "my_plugin"]) == 0  # after the command too
+    assert "name: plugin_linear" in capsys.readouterr().out
     assert main(["--import", "my_plugin", "train", str(cfg), "model.name=plugin_linear", "model.kwargs={}", "train.max_steps=2", "--out", "runs"]) == 0
     capsys.readouterr()
     (run,) = (tmp_path / "runs").iterdir()
@@ -397,7 +399,8 @@ def test_bench_and_convert_options_out_of_place_or_out_of_range_are_refused(tmp_
         (["bench", "--arena", "memory"], "--arena chooses arenas of a --suite"),
         (["bench", "compare", "--runs", "A", "A", "--max-examples", "5"], "A named more than once"),
         (["bench", "compare", "--runs", "A", "--max-examples", "-5"], "a number >= 1; got -5"),
-        (["convert", "RUN", "--limit", "-1", "--steps", "0", "--out", str(tmp_path / "c")], "convert: steps must be a whole number >= 1 (simulation steps), got 0; limit must be"),
+        (["convert", "RUN", "--limit", "-1", "--out", str(tmp_path / "c")], "--limit takes a number of test images N >= 1, or 0 for all of them; got -1"),
+        (["convert", "RUN", "--steps", "0", "--out", str(tmp_path / "c")], "convert: steps must be a whole number >= 1 (simulation steps), got 0"),
         (["convert", "RUN", "--calibration", "0", "--out", str(tmp_path / "c")], "calibration must be a whole number >= 1"),
     ):
         assert main(argv) == 2, argv

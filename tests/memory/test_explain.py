@@ -139,6 +139,13 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys):
     assert (run / "explain" / "attention_test_task2_3.png").is_file()
     first = doc["examples"][0]
     assert len(first["attention"]) == 3 and all(abs(sum(hop) - 1) < 1e-3 for hop in first["attention"])  # 3 hops, softmax rows
+    assert main(["explain", str(run), "--index", "7", "--split", "val", "--data-dir", str(data_dir)]) == 0  # a second call adds
+    again = json.loads((run / "explain" / "explain.json").read_text())["examples"]
+    assert [(e["split"], e["row"]) for e in again] == [("test", 1000), ("test", 1003), ("val", again[2]["row"])]
+    assert main(["explain", str(run), "--task", "2", "--index", "3", "--checkpoint", "last", "--data-dir", str(data_dir)]) == 0
+    again = json.loads((run / "explain" / "explain.json").read_text())["examples"]  # the same figure again: its entry replaced
+    assert [(e["row"], e["checkpoint"]) for e in again] == [(1000, "best"), (again[1]["row"], "best"), (1003, "last")]
+    capsys.readouterr()
     assert main(["explain", str(run), "--stats", "--data-dir", str(data_dir)]) == 0
     assert "hop precision" in capsys.readouterr().out
     stats = json.loads((run / "explain" / "supporting_test.json").read_text())

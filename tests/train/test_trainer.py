@@ -877,8 +877,11 @@ def test_init_from_refuses_another_model_and_leaves_no_folder(tmp_path):
     raw["train"].update(epochs=1, init_from=str(source))
     with pytest.raises(CheckpointError, match=rf"train.init_from={re.escape(str(source))} \(train.init_checkpoint=best\): .*does not fit this model"):
         api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "b")
-    with pytest.raises(CheckpointError, match="has no best checkpoint"):
+    with pytest.raises(CheckpointError, match="nowhere does not exist: pass a run folder"):
         api.train(_cfg(epochs=1, init_from=str(tmp_path / "nowhere")), out=tmp_path / "b")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="has no best checkpoint .*it has no checkpoint at all"):
+        api.train(_cfg(epochs=1, init_from=str(tmp_path / "empty")), out=tmp_path / "b")
     from safetensors.torch import save_file
 
     best = source / "checkpoints" / "best.safetensors"  # a diverged run: its first training step said "lower train.lr"

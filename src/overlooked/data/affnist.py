@@ -95,7 +95,7 @@ def affnist_style_test(images: torch.Tensor, seed: int) -> torch.Tensor:
     return apply_affine(on_canvas(images), affine_matrices(sample_affine(len(images), gen))).clamp_(0, 1)
 
 
-@DATASETS.register("affnist_style")
+@DATASETS.register("affnist_style", downloads=("mnist", "affnist"))  # affnist only for test_set="affnist"
 def affnist_style(
     data_dir: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.1,

@@ -360,7 +360,7 @@ def _task_list(tasks: int | str | Iterable[int]) -> list[int]:
     return sorted(set(items))
 
 
-@DATASETS.register("babi")
+@DATASETS.register("babi", downloads=("babi",))
 def load_babi(
     tasks: int | str | Iterable[int] = (1,),
     size: str = "en",

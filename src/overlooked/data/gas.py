@@ -157,7 +157,7 @@ def _batch_numbers(batches: Any, what: str) -> tuple[int, ...]:
     return tuple(int(b) for b in items)
 
 
-@DATASETS.register("gas_drift")
+@DATASETS.register("gas_drift", downloads=("uci_gas_sensor_drift",))
 def gas_drift(
     data_dir: str | None = None,
     train_batches: tuple[int, ...] = (1,),

@@ -188,7 +188,7 @@ def load_mnist(
     return images, labels.long()
 
 
-@DATASETS.register("mnist")
+@DATASETS.register("mnist", downloads=("mnist",))
 def mnist(
     data_dir: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.1,

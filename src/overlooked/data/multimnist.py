@@ -112,7 +112,7 @@ class MultiMNISTPairs:
         return out if torch.as_tensor(index).dim() else {key: v[0] for key, v in out.items()}
 
 
-@DATASETS.register("multimnist")
+@DATASETS.register("multimnist", downloads=("mnist",))
 def multimnist(
     data_dir: str | os.PathLike[str] | None = None,
     n_train: int = 60_000,

@@ -115,7 +115,7 @@ def time_first(key: str = "frames", binary: bool = False) -> TimeFirst:
     return TimeFirst(key, binary)
 
 
-@DATASETS.register("nmnist_small")
+@DATASETS.register("nmnist_small", downloads=("nmnist_small",))
 def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: float = 0.1, seed: int = 0, download: bool = False, verify: bool = True) -> Splits:
     """The SLAYER N-MNIST subset (1000 train, 100 test) as event-count frames ``"frames"`` ``[N, T, 2, 34, 34]``.
 

@@ -93,7 +93,7 @@ def _prepare(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-@DATASETS.register("smallnorb")
+@DATASETS.register("smallnorb", downloads=("smallnorb",))
 def smallnorb(data_dir: str | os.PathLike[str] | None = None, image_size: int = 48, val_fraction: float = 0.1, seed: int = 0, download: bool = False, verify: bool = True) -> Splits:
     """smallNORB downsampled to ``image_size`` (48 in Hinton et al. 2018, who then crop 32x32 patches), both
     stereo images as two channels; a seeded validation split of the training set."""

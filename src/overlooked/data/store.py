@@ -37,6 +37,7 @@ import tarfile
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -687,6 +688,28 @@ def _fetch_archive(
     return failed, log
 
 
+def _mirror_url(mirror: str, name: str, source: Source) -> str:
+    """A mirror the user named, as the URL :func:`fetch` reads: a URL is kept (a base URL gets its trailing
+    ``/``); a local path becomes a ``file://`` URL. What it must point at depends on the dataset: for one
+    downloaded file by file, a folder (or base URL) holding the files; for one downloaded as an archive, the
+    archive itself."""
+    what = "the archive itself" if source.archive else "a folder (or base URL) holding its files"
+    if "://" in mirror:
+        url = mirror
+        if url.startswith("file://") and source.archive and Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)).is_dir():
+            raise DataError(f"mirror {mirror}: {name} is downloaded as one archive, so a mirror is {what}, not a folder")
+    else:
+        path = Path(mirror).expanduser()
+        if not path.exists():
+            raise DataError(f"mirror {mirror!r} is neither a URL (https://..., file://...) nor an existing path; for {name} give {what}")
+        if source.archive and path.is_dir():
+            raise DataError(f"mirror {mirror}: {name} is downloaded as one archive, so a mirror is {what}, not a folder")
+        if not source.archive and not path.is_dir():
+            raise DataError(f"mirror {mirror}: {name} is downloaded file by file, so a mirror is {what}, not a file")
+        url = path.resolve().as_uri()
+    return url + "/" if source.archive is None and not url.endswith("/") else url
+
+
 def fetch(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
@@ -706,8 +729,9 @@ def fetch(
     Args:
         name: a dataset name, see :func:`dataset_names`.
         data_dir: the data root; see :func:`resolve_data_dir`.
-        mirrors: URLs to try in order instead of the official ones (see :class:`Source` for what a URL
-            means for each dataset); ``file://`` URLs work too.
+        mirrors: URLs or local paths to try in order instead of the official ones: for a dataset downloaded
+            file by file, a folder (or base URL) holding its files; for one downloaded as an archive (bAbI,
+            the gas sensors), the archive itself (see :class:`Source`).
         force: download even files that are present and verified.
         files: only these paths (relative to the data root) instead of the whole dataset.
         timeout: seconds to wait for a server before giving up on it.
@@ -722,7 +746,7 @@ def fetch(
     """
     source = _source(name)
     root = resolve_data_dir(data_dir)
-    urls = tuple(mirrors) if mirrors is not None else source.mirrors
+    urls = tuple(_mirror_url(m, name, source) for m in mirrors) if mirrors is not None else source.mirrors
     if not urls:
         raise DataError(f"fetch({name!r}) got an empty list of mirrors; pass at least one URL or mirrors=None")
     checks = _select(name, files)

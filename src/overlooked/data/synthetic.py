@@ -8,7 +8,7 @@ from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.registry import DATASETS
 
 
-@DATASETS.register("synthetic", seed_regenerates=True)  # its seed draws the whole dataset, not only the held-out part
+@DATASETS.register("synthetic", seed_regenerates=True, downloads=())  # its seed draws the whole dataset, not only the held-out part
 def synthetic(
     n_train: int = 512,
     n_test: int = 256,

@@ -195,7 +195,11 @@ class _Sequence(nn.Module):
         return f"backend={self.backend!r}"
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-        """``x`` ``[T, B, ...]`` -> spikes ``[T, B, ...]`` and the final state."""
+        """``x`` ``[T, B, ...]`` -> spikes ``[T, B, ...]`` and the final state.
+
+        Time is always the first axis: a 2-D ``x`` is read as ``T`` steps of ``B`` neurons (or of one
+        unbatched layer), never as one step of a batch. For one step of ``[B, N]`` (snnTorch's ``Leaky``
+        habit), call the cell (``LIFCell``, ...) or pass ``x[None]``."""
         check_current(self, x)
         backend = kernels.choose(self.backend, self.cell, x)
         self.resolved_backend = backend  # a record of what ran, never read back by the computation

@@ -29,7 +29,9 @@ class Callback:
         """Called after every optimiser step."""
 
     def on_eval_end(self, ctx: Context, metrics: dict[str, Any]) -> None:
-        """Called after each validation pass with its metrics (``val_loss``, ``val_accuracy``, ...)."""
+        """Called after each validation pass with the record it adds to ``metrics.jsonl``: ``val_loss``,
+        ``val_accuracy``, and the training window's ``step``, ``epoch``, ``lr``, ``train_loss``,
+        ``train_accuracy``, ``examples_per_s`` and ``examples_seen``."""
 
     def on_epoch_end(self, ctx: Context) -> None:
         """Called after the last step of each full pass over the training split, before that step's

@@ -68,6 +68,7 @@ class Context:
     state: TrainState
     cfg: TrainConfig
     dist: DistInfo
+    run_dir: Path | None = None  # the folder this run writes (None: nothing is written)
     stop: bool = False  # a callback may set this to end training early
     lr_scale: float = 1.0  # a callback may scale the scheduled lr (MemN2N linear start uses 0.005 / 0.01)
     lr_hold: float | None = None  # a callback may hold the lr at this value whatever the schedule (linear start)
@@ -449,7 +450,7 @@ def _fit(
     scored = model if ema is None else ema.module  # the weights validation, selection and the final report score
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + dist.rank)
     state = TrainState()
-    ctx = Context(model=model, optimizer=optimizer, state=state, cfg=cfg, dist=dist)
+    ctx = Context(model=model, optimizer=optimizer, state=state, cfg=cfg, dist=dist, run_dir=run_dir)
     write = run_dir is not None and dist.is_main
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     logger = JsonlLogger(run_dir / "metrics.jsonl" if write else None)
@@ -663,7 +664,7 @@ def _fit(
                 logger.log(record)
                 window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
                 for cb in callbacks:
-                    cb.on_eval_end(ctx, metrics)
+                    cb.on_eval_end(ctx, record)
                 ctx.stop, ctx.restart_selection = agreed(ctx.stop, ctx.restart_selection)
                 if ctx.restart_selection:  # the model changed (e.g. linear start ended): earlier scores no longer apply
                     ctx.restart_selection = False

@@ -1,0 +1,196 @@
+"""What a new user runs into: settings that would do nothing, a mistyped path, data of another kind, a long
+run in a batch job, an interrupted one, output piped into `head`, options in an unexpected place."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from overlooked import api
+from overlooked.cli import main
+from overlooked.data import store
+from overlooked.errors import CheckpointError, ConfigError, DataError
+from overlooked.registry import CALLBACKS
+from overlooked.train.callbacks import Callback
+
+TINY = {
+    "name": "tiny",
+    "data": {"name": "synthetic", "kwargs": {"n_train": 100, "n_test": 40}},
+    "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+    "train": {"epochs": 1, "batch_size": 10, "progress": False, "eval_every": 5},
+}
+
+
+def _config(tmp_path, **train):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], **train}}))
+    return path
+
+
+def test_settings_of_an_encoder_or_augmentation_the_config_does_not_name_are_refused(tmp_path, capsys):
+    """`encoder.steps=4` on a config without an encoder used to be recorded and then ignored by the run."""
+    cfg = _config(tmp_path)
+    for override, section in (("encoder.steps=4", "encoder"), ("augment.max_shift=2", "augment")):
+        assert main(["show", str(cfg), override]) == 2
+        err = capsys.readouterr().err
+        assert f"{override.split('=')[0]} set, but this config names no {section}, so nothing would use it" in err
+        assert f"{section}.name=..." in err
+    assert main(["show", str(cfg), "augment.name=random_shift", "augment.max_shift=2"]) == 0  # named: the setting is the augmentation's
+    assert "name: random_shift" in capsys.readouterr().out
+
+
+def test_a_config_without_a_dataset_or_model_says_which_is_missing(tmp_path):
+    for body, kind in (("", "dataset"), ("name: b\nmodel: mlp\n", "dataset"), ("name: b\ndata: synthetic\n", "model")):
+        path = tmp_path / "c.yaml"
+        path.write_text(body)
+        with pytest.raises(ConfigError, match=rf"the config names no {kind}: set (data|model)\.name"):
+            api.load(str(path))
+
+
+def test_a_device_that_is_no_device_is_refused_wherever_the_config_is_checked(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    assert main(["show", str(cfg), "train.device=gpu"]) == 2
+    assert "train.device 'gpu' is not a torch device" in capsys.readouterr().err
+    assert main(["show", str(cfg), "train.device=meta"]) == 2
+    assert "runs on cpu, cuda, cuda:N or mps, not on 'meta'" in capsys.readouterr().err
+    assert main(["show", str(cfg), "train.device=cuda:1"]) == 0  # a real device, if not of this machine: checked when a run starts
+
+
+def test_a_mistyped_init_from_is_named_before_the_data_are_built(tmp_path):
+    cfg = api.load(str(_config(tmp_path)), [f"train.init_from={tmp_path / 'no_such_run'}"])
+    # the data folder does not exist either: the init_from error must come first
+    with pytest.raises(CheckpointError, match=r"no_such_run does not exist: pass a run folder"):
+        api.train(cfg, data_dir=str(tmp_path / "no_data"), out=tmp_path / "runs")
+    (tmp_path / "a_file").write_text("")
+    cfg = api.load(str(_config(tmp_path)), [f"train.init_from={tmp_path / 'a_file'}"])
+    with pytest.raises(CheckpointError, match=r"a_file is a file: pass a run folder"):
+        api.train(cfg, out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.data
+def test_evaluating_on_data_the_model_cannot_read_is_one_clear_error(tmp_path, data_dir, capsys):
+    """A CNN trained on MNIST loads its weights for N-MNIST (no layer size changes) and then fails inside conv2d:
+    the user gets one line that names both datasets, not a traceback."""
+    cfg = api.load("cnn_mnist", ["train.max_steps=1", "train.eval_limit=20", "train.progress=false", "train.num_threads=1"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    assert main(["evaluate", str(run), "data.name=nmnist_small", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"the model of {run} (small_cnn, trained on mnist" in err and "cannot read the data of ['data.name=nmnist_small']" in err
+    assert "RuntimeError: Expected 3D (unbatched) or 4D (batched) input to conv2d" in err and "Traceback" not in err
+    assert main(["evaluate", str(run), "--limit", "5", "--groups", "--data-dir", str(data_dir)]) == 0  # MNIST has no groups: said
+    assert "this dataset has no groups" in capsys.readouterr().err
+
+
+class _StopByCtrlC(Callback):
+    def __init__(self, at_step: int = 6):
+        self.at_step = at_step
+
+    def on_step_end(self, ctx, loss):
+        if ctx.state.step == self.at_step:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture
+def ctrl_c(monkeypatch):
+    """A callback named `ctrl_c` that interrupts training at step 6 (or ``at_step``), as Ctrl-C would."""
+    CALLBACKS.names()
+    monkeypatch.setattr(CALLBACKS, "_builders", {**CALLBACKS._builders, "ctrl_c": lambda at_step=6: _StopByCtrlC(at_step)})
+    monkeypatch.setattr(CALLBACKS, "_tags", {**CALLBACKS._tags, "ctrl_c": {}})
+
+
+def test_train_names_its_folder_at_the_start_and_the_folder_to_resume_after_ctrl_c(tmp_path, capsys, ctrl_c):
+    cfg = _config(tmp_path, progress=True)  # pytest's stderr is no terminal: a line of metrics after a validation pass
+    assert main(["train", str(cfg), "train.max_steps=6", "--out", str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert err.startswith(f"run folder: {run}\n")
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])  # the line says what metrics.jsonl holds
+    assert f"step {first['step']} (epoch {first['epoch']:.2f}): train loss {first['train_loss']:.4f}" in err
+    assert f"val loss {first['val_loss']:.4f} acc {first['val_accuracy']:.4f}" in err
+    assert len([line for line in err.splitlines() if line.startswith("step ")]) == 1  # at most one line per 30 s
+    assert main(["train", str(cfg), "train.progress=false", "train.max_steps=6", "--out", str(tmp_path / "quiet")]) == 0
+    assert "step " not in capsys.readouterr().err  # progress off: no lines
+
+    stop = ["callbacks=[{name: ctrl_c}]", "train.max_steps=8", "train.progress=false"]  # after the checkpoint of step 5
+    assert main(["train", str(cfg), *stop, "--repeats", "2", "--out", str(tmp_path / "cut")]) == 130
+    (parent,) = (tmp_path / "cut").iterdir()
+    err = capsys.readouterr().err
+    assert f"run folder: {parent / 'seed0'}" in err  # each seed's folder as it starts; the whole --repeats run to resume
+    assert f"overlooked: interrupted; continue with `overlooked train --resume {parent}`" in err
+    assert main(["train", "--resume", str(parent)]) == 130  # the callback interrupts the resumed seed again, at step 6
+    assert f"overlooked: interrupted; continue with `overlooked train --resume {parent}`" in capsys.readouterr().err
+    assert main(["train", str(cfg), *stop, "--out", str(tmp_path / "one")]) == 130
+    (one,) = (tmp_path / "one").iterdir()
+    assert f"continue with `overlooked train --resume {one}`" in capsys.readouterr().err
+    early = ["callbacks=[{name: ctrl_c, kwargs: {at_step: 2}}]", "train.max_steps=8", "train.progress=false"]
+    assert main(["train", str(cfg), *early, "--out", str(tmp_path / "early")]) == 130
+    assert "interrupted before the run's first checkpoint; nothing was kept" in capsys.readouterr().err
+    assert not any((tmp_path / "early").glob("*/config.yaml"))
+
+
+def test_callbacks_see_the_whole_record_of_a_validation_pass(tmp_path):
+    seen = []
+
+    class Record(Callback):
+        def on_eval_end(self, ctx, metrics):
+            seen.append((ctx.run_dir, dict(metrics)))
+
+    cfg = api.load(str(_config(tmp_path)), ["train.max_steps=5"])
+    run, _ = api.train(cfg, out=tmp_path / "runs", callbacks=[Record()])
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [record for _, record in seen] == logged and seen[0][0] == run
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
+    """`overlooked ... | head`: once the reader has gone, writing raises BrokenPipeError; the command stops with
+    exit status 141 (as a process killed by SIGPIPE) and no traceback."""
+
+    class ClosedPipe:
+        def __init__(self, fd):
+            self.fd = fd
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return self.fd
+
+    with open(tmp_path / "stdout", "w") as spare:  # the fd that the command points at /dev/null
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(spare.fileno()))
+        assert main(["list"]) == 141
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_data_commands_take_a_configs_dataset_name_where_it_names_one_download(tmp_path, capsys):
+    assert main(["data", "path", "gas_drift", "--data-dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "uci_gas_sensor_drift") and "gas_drift (a config's dataset) reads the download uci_gas_sensor_drift" in captured.err
+    assert main(["data", "verify", "affnist_style", "--data-dir", str(tmp_path)]) == 2
+    assert "affnist_style is a config's dataset name; it reads the downloads mnist and affnist" in capsys.readouterr().err
+    assert main(["data", "fetch", "synthetic", "--data-dir", str(tmp_path)]) == 2
+    assert "synthetic is a config's dataset name; it downloads nothing" in capsys.readouterr().err
+
+
+def test_a_mirror_may_be_a_local_path_of_the_kind_the_dataset_downloads(tmp_path, data_dir):
+    """A folder of files for a dataset fetched file by file; the archive itself for one fetched as an archive."""
+    files = tmp_path / "files"
+    files.mkdir()
+    for check in store.dataset_files("mnist"):
+        (files / check.path.split("/")[-1]).write_bytes((data_dir / check.path).read_bytes())
+    assert store.fetch("mnist", tmp_path / "root", mirrors=[str(files)]) == tmp_path / "root"  # no trailing slash either
+    assert store.verify("mnist", tmp_path / "root").complete
+    with pytest.raises(DataError, match="babi is downloaded as one archive, so a mirror is the archive itself, not a folder"):
+        store.fetch("babi", tmp_path / "root2", mirrors=[str(files)])
+    with pytest.raises(DataError, match="babi is downloaded as one archive, so a mirror is the archive itself, not a folder"):
+        store.fetch("babi", tmp_path / "root2", mirrors=[files.as_uri()])
+    with pytest.raises(DataError, match="mnist is downloaded file by file, so a mirror is a folder"):
+        store.fetch("mnist", tmp_path / "root3", mirrors=[str(files / "t10k-labels-idx1-ubyte.gz")])
+    with pytest.raises(DataError, match=r"mirror '/no/such/place' is neither a URL \(https://..., file://...\) nor an existing path"):
+        store.fetch("mnist", tmp_path / "root3", mirrors=["/no/such/place"])
