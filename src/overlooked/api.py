@@ -261,14 +261,30 @@ def data_fingerprint(splits: Splits) -> str:
     return h.hexdigest()[:16]
 
 
-def new_run_dir(out: str | Path, name: str) -> Path:
-    """A fresh folder ``out/name-YYYYmmdd-HHMMSS[-k]``."""
+def claim_run_dir(out: str | Path, name: str) -> tuple[Path, list[Path]]:
+    """A fresh folder ``out/name-YYYYmmdd-HHMMSS[-k]``, made now, and the folders this call made (deepest
+    first, for :func:`_remove_empty`). The name is claimed by a ``mkdir`` that fails if the folder exists, so
+    two runs started in the same second (a job array, two shells) get two folders, never one shared."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(out) / f"{name}-{stamp}"
-    path, k = base, 1
-    while path.exists():
-        path, k = Path(f"{base}-{k}"), k + 1
-    return path
+    made = _make_dirs(Path(out))
+    k = 0
+    while True:
+        path = base if k == 0 else Path(f"{base}-{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            k += 1
+            continue
+        except OSError as exc:
+            _remove_empty(made)
+            raise OverlookedError(f"cannot make the folder {path} ({exc.strerror}); give --out (out) a folder you can write to") from None
+        return path, [path, *made]
+
+
+def new_run_dir(out: str | Path, name: str) -> Path:
+    """A fresh folder ``out/name-YYYYmmdd-HHMMSS[-k]``, made now (see :func:`claim_run_dir`)."""
+    return claim_run_dir(out, name)[0]
 
 
 def read_run_file(path: Path) -> Any:
@@ -723,24 +739,34 @@ def train(
             check_fresh_run_dir(Path(run_dir) / folder)
     cublas_for_determinism(cfg.train)  # before anything starts CUDA
     dist = init_distributed(cfg.train.device)
-    path = Path(run_dir) if run_dir is not None else new_run_dir(out or cfg.out, cfg.name)
+    claimed: list[Path] = []  # the folder made for this run (and its parents), removed again if the start fails
+    if run_dir is not None:
+        path = Path(run_dir)
+    elif dist.is_main:
+        path, claimed = claim_run_dir(out or cfg.out, cfg.name)
+    else:
+        path = Path()  # rank 0's folder arrives below
     if dist.enabled:  # every rank must write into the same folder: take rank 0's name
         names = [str(path)]
         torch.distributed.broadcast_object_list(names, src=0)
         path = Path(names[0])
-    if cfg.train.repeats <= 1:
-        with own_rng(rank_device(cfg.train.device, dist)):
-            return path, _single_run(cfg, path, data_dir, None, callbacks or [])
-    made: list[Path] = []
-    if dist.is_main:  # written first, so an interrupted --repeats run can be resumed as a whole
-        made = _make_dirs(path)
-        write_config(path, cfg)
     try:
-        return path, _repeats(cfg, path, data_dir, callbacks or [], dist, resuming=False)
+        if cfg.train.repeats <= 1:
+            with own_rng(rank_device(cfg.train.device, dist)):
+                return path, _single_run(cfg, path, data_dir, None, callbacks or [])
+        made: list[Path] = []
+        if dist.is_main:  # written first, so an interrupted --repeats run can be resumed as a whole
+            made = _make_dirs(path)
+            write_config(path, cfg)
+        try:
+            return path, _repeats(cfg, path, data_dir, callbacks or [], dist, resuming=False)
+        except BaseException:
+            if dist.is_main and not seed_folders(path):  # no seed started (e.g. a setting refused): leave no folder
+                (path / "config.yaml").unlink(missing_ok=True)
+                _remove_empty(made)
+            raise
     except BaseException:
-        if dist.is_main and not seed_folders(path):  # no seed started (e.g. a setting refused): leave no folder
-            (path / "config.yaml").unlink(missing_ok=True)
-            _remove_empty(made)
+        _remove_empty(claimed)  # only if the failed start left it empty
         raise
 
 

@@ -194,3 +194,25 @@ def test_a_mirror_may_be_a_local_path_of_the_kind_the_dataset_downloads(tmp_path
         store.fetch("mnist", tmp_path / "root3", mirrors=[str(files / "t10k-labels-idx1-ubyte.gz")])
     with pytest.raises(DataError, match=r"mirror '/no/such/place' is neither a URL \(https://..., file://...\) nor an existing path"):
         store.fetch("mnist", tmp_path / "root3", mirrors=["/no/such/place"])
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    """The name is claimed by making the folder: before, a name was only chosen, so two runs of a job array
+    started in the same second were handed one folder and wrote into it together."""
+    import datetime as dt
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 6, 4, 30, 0)
+
+    monkeypatch.setattr(api._dt, "datetime", Frozen)
+    first, second = api.new_run_dir(tmp_path / "runs", "tiny"), api.new_run_dir(tmp_path / "runs", "tiny")
+    assert (first.name, second.name) == ("tiny-20261206-043000", "tiny-20261206-043000-1") and first.is_dir() and second.is_dir()
+    cfg = api.load(str(_config(tmp_path)), ["train.max_steps=2"])
+    run, _ = api.train(cfg, out=tmp_path / "runs")
+    assert run.name == "tiny-20261206-043000-2" and (run / "summary.json").is_file()
+    bad = api.load(str(_config(tmp_path)), ["train.max_steps=2", "data.kwargs.n_test=0"])  # refused when the data are built
+    with pytest.raises(ConfigError, match="test split"):
+        api.train(bad, out=tmp_path / "other")
+    assert not (tmp_path / "other").exists()  # the claimed folder and the parent made for it are gone again
