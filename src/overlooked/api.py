@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import inspect
 import json
@@ -82,7 +83,8 @@ def check_config(cfg: ExperimentConfig) -> None:
             settings = ", ".join(f"{section}.{k}" for k in part.kwargs)
             raise ConfigError(
                 f"{settings} set, but this config names no {section}, so nothing would use it: name one with "
-                f"{section}.name=... (known: {', '.join(registry.names())}), or drop the setting"
+                f"{section}.name=... (known: {', '.join(registry.names())}), or drop the setting ({section}=null removes the "
+                f"{section} with every setting of it)"
             )
     for i, cb in enumerate(cfg.callbacks):
         check_component_kwargs(CALLBACKS, cb, f"callbacks[{i}]")
@@ -732,7 +734,10 @@ def train(
     check_config(cfg)
     check_device(cfg.train.device)
     if cfg.train.init_from:  # before the data are built: a mistyped path is named at once
-        check_checkpoint_exists(Path(cfg.train.init_from), cfg.train.init_checkpoint)
+        try:
+            check_checkpoint_exists(Path(cfg.train.init_from), cfg.train.init_checkpoint)
+        except CheckpointError as exc:
+            raise CheckpointError(f"train.init_from={cfg.train.init_from} (train.init_checkpoint={cfg.train.init_checkpoint}): {exc}") from None
     if run_dir is not None:  # the folder, and each seed's folder under it
         check_fresh_run_dir(Path(run_dir))
         for folder, _ in repeat_runs(cfg):
@@ -1184,9 +1189,14 @@ def explain(
         try:
             earlier = list(json.loads(record.read_text()).get("examples", []))
         except (ValueError, AttributeError, TypeError):
-            record.replace(record.with_name("explain.json.unreadable"))  # kept aside, not overwritten
-    figures = {e.get("figure") for e in shown}
-    _write_json(record, {"run": str(run), "examples": [e for e in earlier if isinstance(e, dict) and e.get("figure") not in figures] + shown})
+            aside = record.with_name("explain.json.unreadable")
+            while aside.exists():
+                aside = aside.with_name(aside.name + "+")
+            record.replace(aside)  # kept aside, not overwritten
+    shown = [{**e, "run": str(run)} for e in shown]
+    figures = {Path(e["figure"]).name for e in shown if e.get("figure")}
+    kept = [e for e in earlier if isinstance(e, dict) and Path(str(e.get("figure"))).name not in figures]
+    _write_json(record, {"run": str(run), "examples": kept + shown})
     return shown
 
 
@@ -1216,20 +1226,31 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     except ConfigError as exc:
         raise ConfigError(f"{exc} (the run was trained on {cfg.train.device!r}; evaluate it elsewhere with --device cpu / device='cpu')") from None
     model = model.to(device)  # load_run builds it on the CPU; the batches go to `device`
+    run_on = functools.partial(_evaluate, model, input_keys=splits.input_keys, target_key=splits.target_key, objective=objective, batch_size=cfg.train.eval_batch_size, device=device, encoder=encoder, group_key=splits.meta.get("group_key"), bf16=cfg.train.bf16, seed=cfg.train.seed, metric=metric)
+    if data_overrides and len(data):
+        _probe_other_data(run, cfg, data_overrides, lambda: run_on(data.subset(torch.arange(min(2, len(data))))))
+    res = run_on(data)
+    weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
+    return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
+
+
+def _probe_other_data(run: str | Path, cfg: ExperimentConfig, data_overrides: list[str], probe: Any) -> None:
+    """Score two examples of the other data first: a model that cannot read them (another layout, another
+    encoding) fails here, and that failure, not a genuine error of the full pass, is named as a data mismatch.
+    Running out of memory is not a mismatch and is raised as it is."""
     try:
-        res = _evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.train.eval_batch_size, device, encoder, splits.meta.get("group_key"), cfg.train.bf16, cfg.train.seed, metric)
+        probe()
     except (RuntimeError, ValueError, IndexError) as exc:
-        if not data_overrides or isinstance(exc, OverlookedError):
+        text = str(exc).strip()
+        if isinstance(exc, (OverlookedError, torch.cuda.OutOfMemoryError)) or "out of memory" in text.lower() or "can't allocate memory" in text:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = text.splitlines()[0] if text else type(exc).__name__
         own = run_config(run).data
         raise InputError(
             f"the model of {run} ({cfg.model.name}, trained on {own.name} {own.kwargs}) cannot read the data of {list(data_overrides)}: "
             f"{type(exc).__name__}: {first}. Evaluate it on data laid out as its training data was (the same kind of input, "
             "shapes and encoding), or train a model for this data"
         ) from exc
-    weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
-    return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
 
 RESPLIT_KEYS = ("seed", "val_fraction", "val_split")  # data.kwargs that decide which training examples are held out

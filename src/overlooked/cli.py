@@ -10,7 +10,9 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -113,6 +115,22 @@ def _announcer(args: argparse.Namespace, every_s: float = 30.0) -> Any:
                 )
 
     return Announce()
+
+
+def _top_of(run: Path) -> Path:
+    """The folder to ``--resume`` for a run folder: the --repeats folder above a seed's (``seedN`` under a
+    folder whose config has ``train.repeats`` > 1), then the --each folder above a value's (its parent holds
+    ``each.json``); the run folder itself otherwise. Only these two containers are climbed."""
+    if re.fullmatch(r"seed\d+", run.name) and (run.parent / "config.yaml").is_file():
+        try:
+            repeats = (yaml.safe_load((run.parent / "config.yaml").read_text()) or {}).get("train", {}).get("repeats", 1)
+        except (OSError, yaml.YAMLError, AttributeError):
+            repeats = 1
+        if isinstance(repeats, int) and repeats > 1:
+            run = run.parent
+    if (run.parent / "each.json").is_file():
+        run = run.parent
+    return run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -219,8 +237,6 @@ def cmd_data(args: argparse.Namespace) -> int:
         args.name = _download_name(args.name)
     if args.action == "path":  # the data root, or with NAME that dataset's folder under it
         root = store.resolve_data_dir(args.data_dir)
-        if args.name and args.name not in store.dataset_names():
-            raise OverlookedError(f"unknown dataset {args.name!r}: one of {', '.join(store.dataset_names())}")
         print(root / store.dataset_files(args.name)[0].path.split("/")[0] if args.name else root)
         return 0
     if not args.name:
@@ -248,7 +264,10 @@ def _download_name(name: str) -> str:
     catalog.load_all()
     if name not in DATASETS:
         raise OverlookedError(f"unknown dataset {name!r}: one of {', '.join(store.dataset_names())}")
-    downloads = tuple(DATASETS.tags(name).get("downloads", ()))
+    downloads = DATASETS.tags(name).get("downloads")
+    if downloads is None:
+        raise OverlookedError(f"{name} is a dataset of your own (it names no downloads); `overlooked data` handles the library's downloads: {', '.join(store.dataset_names())}")
+    downloads = tuple(downloads)
     if len(downloads) == 1:
         print(f"{name} (a config's dataset) reads the download {downloads[0]}", file=sys.stderr)
         return downloads[0]
@@ -461,26 +480,31 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         import_plugins(args.imports)
-        return int(args.fn(args) or 0)
+        status = int(args.fn(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader gone before Python's own flush at exit is handled below
+        return status
     except OverlookedError as exc:
         print(f"overlooked: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         run = getattr(args, "run_folder", None)
         if run is not None and args.command == "train":
-            while (run.parent / "config.yaml").is_file():  # a seed of --repeats, a value of --each: resume the whole
-                run = run.parent
+            run = Path(args.resume) if args.resume else _top_of(run)
             if run.is_dir():
                 print(f"overlooked: interrupted; continue with `overlooked train --resume {run}`", file=sys.stderr)
             else:  # stopped before anything worth keeping was written: the run took its folder away
-                print(f"overlooked: interrupted before the run's first checkpoint; nothing was kept ({run} removed)", file=sys.stderr)
+                print("overlooked: interrupted before the run's first checkpoint; nothing was kept (its folder was removed)", file=sys.stderr)
         else:
             print("overlooked: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader of our output went away (`... | head`): stop quietly, as other tools do
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
-        return 141
+    except BrokenPipeError:
+        try:  # was it our output whose reader went away (`... | head`)? Its unwritten text fails again
+            sys.stdout.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
+            return 141  # quietly, as other tools stopped by SIGPIPE
+        raise  # another pipe (a plugin's, a subprocess's): a genuine error
     finally:
         _end_distributed()
 

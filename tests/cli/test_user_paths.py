@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ import yaml
 from overlooked import api
 from overlooked.cli import main
 from overlooked.data import store
-from overlooked.errors import CheckpointError, ConfigError, DataError
+from overlooked.errors import CheckpointError, ConfigError, DataError, InputError
 from overlooked.registry import CALLBACKS
 from overlooked.train.callbacks import Callback
 
@@ -60,9 +61,9 @@ def test_a_device_that_is_no_device_is_refused_wherever_the_config_is_checked(tm
 
 
 def test_a_mistyped_init_from_is_named_before_the_data_are_built(tmp_path):
-    cfg = api.load(str(_config(tmp_path)), [f"train.init_from={tmp_path / 'no_such_run'}"])
-    # the data folder does not exist either: the init_from error must come first
-    with pytest.raises(CheckpointError, match=r"no_such_run does not exist: pass a run folder"):
+    cfg = api.load("cnn_mnist", [f"train.init_from={tmp_path / 'no_such_run'}"])
+    # MNIST's folder does not exist either: building the data first would fail on that instead
+    with pytest.raises(CheckpointError, match=r"train.init_from=.*no_such_run \(train.init_checkpoint=best\): .*no_such_run does not exist: pass a run folder"):
         api.train(cfg, data_dir=str(tmp_path / "no_data"), out=tmp_path / "runs")
     (tmp_path / "a_file").write_text("")
     cfg = api.load(str(_config(tmp_path)), [f"train.init_from={tmp_path / 'a_file'}"])
@@ -83,6 +84,35 @@ def test_evaluating_on_data_the_model_cannot_read_is_one_clear_error(tmp_path, d
     assert "RuntimeError: Expected 3D (unbatched) or 4D (batched) input to conv2d" in err and "Traceback" not in err
     assert main(["evaluate", str(run), "--limit", "5", "--groups", "--data-dir", str(data_dir)]) == 0  # MNIST has no groups: said
     assert "this dataset has no groups" in capsys.readouterr().err
+
+
+def test_only_a_model_that_cannot_read_the_other_data_is_called_a_data_mismatch(tmp_path, monkeypatch):
+    """Two examples are scored first; what fails there is the mismatch. Running out of memory there, or any
+    failure of the full pass after it, is raised as it is."""
+    import overlooked.train.evaluate as E
+
+    run, _ = api.train(api.load(str(_config(tmp_path)), ["train.max_steps=2"]), out=tmp_path / "runs")
+    real = E.evaluate
+
+    def failing(message, when):
+        def evaluate(model, dataset, *args, **kwargs):
+            if when(len(dataset)):
+                raise RuntimeError(message)
+            return real(model, dataset, *args, **kwargs)
+
+        return evaluate
+
+    monkeypatch.setattr(E, "evaluate", failing("mat1 and mat2 shapes cannot be multiplied", lambda n: True))
+    with pytest.raises(InputError, match=r"cannot read the data of \['data.kwargs.n_test=20'\]: RuntimeError: mat1 and mat2"):
+        api.evaluate(run, data_overrides=["data.kwargs.n_test=20"])
+    monkeypatch.setattr(E, "evaluate", failing("CUDA out of memory. Tried to allocate 20.00 GiB", lambda n: True))
+    with pytest.raises(RuntimeError, match="^CUDA out of memory"):
+        api.evaluate(run, data_overrides=["data.kwargs.n_test=20"])
+    monkeypatch.setattr(E, "evaluate", failing("a bug in the full pass", lambda n: n > 2))
+    with pytest.raises(RuntimeError, match="^a bug in the full pass$"):
+        api.evaluate(run, data_overrides=["data.kwargs.n_test=20"])
+    monkeypatch.setattr(E, "evaluate", real)
+    assert api.evaluate(run, data_overrides=["data.kwargs.n_test=20"])["n"] == 20
 
 
 class _StopByCtrlC(Callback):
@@ -145,27 +175,58 @@ def test_callbacks_see_the_whole_record_of_a_validation_pass(tmp_path):
     assert [record for _, record in seen] == logged and seen[0][0] == run
 
 
-def test_output_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
-    """`overlooked ... | head`: once the reader has gone, writing raises BrokenPipeError; the command stops with
-    exit status 141 (as a process killed by SIGPIPE) and no traceback."""
+class _ClosedPipe:
+    """A stdout whose reader has gone: the text it holds cannot be written, now or at a later flush."""
 
-    class ClosedPipe:
-        def __init__(self, fd):
-            self.fd = fd
+    def __init__(self, fd):
+        self.fd, self.held = fd, ""
 
-        def write(self, text):
+    def write(self, text):
+        self.held += text
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        if self.held:
             raise BrokenPipeError(32, "Broken pipe")
 
-        def flush(self):
-            pass
+    def fileno(self):
+        return self.fd
 
-        def fileno(self):
-            return self.fd
 
+def test_output_into_a_closed_pipe_ends_quietly_and_another_broken_pipe_does_not(tmp_path, monkeypatch, capsys):
+    """`overlooked ... | head`: once the reader has gone, writing raises BrokenPipeError; the command stops with
+    exit status 141 (as a process killed by SIGPIPE) and no traceback. A broken pipe of something else (a plugin's
+    subprocess) is a genuine error and is raised."""
     with open(tmp_path / "stdout", "w") as spare:  # the fd that the command points at /dev/null
-        monkeypatch.setattr(sys, "stdout", ClosedPipe(spare.fileno()))
+        monkeypatch.setattr(sys, "stdout", _ClosedPipe(spare.fileno()))
         assert main(["list"]) == 141
-    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.undo()
+    plugin = tmp_path / "pipe_plugin.py"
+    plugin.write_text("raise BrokenPipeError(32, 'Broken pipe (a subprocess)')\n")
+    with pytest.raises(BrokenPipeError, match="a subprocess"):
+        main(["--import", str(plugin), "list"])
+
+
+def test_the_folder_to_resume_is_the_runs_own_container_and_no_folder_above_it(tmp_path, monkeypatch):
+    from overlooked.cli import _top_of
+
+    (tmp_path / "config.yaml").write_text("name: mine\n")  # a user's own config above the runs
+    single = tmp_path / "tiny-1"
+    single.mkdir()
+    (single / "config.yaml").write_text("train: {repeats: 1}\n")
+    assert _top_of(single) == single
+    rep = tmp_path / "tiny-2"
+    (rep / "seed3").mkdir(parents=True)
+    (rep / "config.yaml").write_text("train: {repeats: 2, seed: 3}\n")
+    assert _top_of(rep / "seed3") == rep
+    each = tmp_path / "tiny-each-3"
+    (each / "tasks=1" / "seed0").mkdir(parents=True)
+    (each / "each.json").write_text("{}")
+    (each / "config.yaml").write_text("train: {repeats: 2}\n")
+    (each / "tasks=1" / "config.yaml").write_text("train: {repeats: 2}\n")
+    assert _top_of(each / "tasks=1" / "seed0") == each and _top_of(each / "tasks=1") == each
+    monkeypatch.chdir(tmp_path)
+    assert _top_of(Path(".")) == Path(".")  # --out . beside a config.yaml: no climbing, no endless loop
 
 
 def test_data_commands_take_a_configs_dataset_name_where_it_names_one_download(tmp_path, capsys):

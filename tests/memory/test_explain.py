@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,7 +128,7 @@ def test_attention_figure_refuses_a_wrong_shape(tmp_path):
 
 
 @pytest.mark.data
-def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys):
+def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys, monkeypatch):
     # linear start ends after the one epoch, so the checkpoint has its softmaxes (a run stopped inside LS is shown without them)
     cfg = api.load("memn2n_babi1k", ["data.tasks=[1, 2]", "train.epochs=1", "train.progress=false", "callbacks.0.kwargs.max_epochs=1"])
     run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
@@ -145,6 +146,11 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys):
     assert main(["explain", str(run), "--task", "2", "--index", "3", "--checkpoint", "last", "--data-dir", str(data_dir)]) == 0
     again = json.loads((run / "explain" / "explain.json").read_text())["examples"]  # the same figure again: its entry replaced
     assert [(e["row"], e["checkpoint"]) for e in again] == [(1000, "best"), (again[1]["row"], "best"), (1003, "last")]
+    with monkeypatch.context() as m:  # the same run named by a relative path: still one entry per figure
+        m.chdir(run.parent)
+        api.explain(Path(run.name), [3], task=2, data_dir=str(data_dir))
+    again = json.loads((run / "explain" / "explain.json").read_text())["examples"]
+    assert [(e["row"], e["checkpoint"], e["run"]) for e in again][1:] == [(again[1]["row"], "best", str(run)), (1003, "best", run.name)]
     capsys.readouterr()
     assert main(["explain", str(run), "--stats", "--data-dir", str(data_dir)]) == 0
     assert "hop precision" in capsys.readouterr().out

@@ -746,7 +746,9 @@ def fetch(
     """
     source = _source(name)
     root = resolve_data_dir(data_dir)
-    urls = tuple(_mirror_url(m, name, source) for m in mirrors) if mirrors is not None else source.mirrors
+    if isinstance(mirrors, (str, os.PathLike)):
+        raise DataError(f"fetch({name!r}, mirrors={mirrors!r}): mirrors is a list of URLs or paths; wrap the one you have in a list")
+    urls = tuple(_mirror_url(str(m), name, source) for m in mirrors) if mirrors is not None else source.mirrors
     if not urls:
         raise DataError(f"fetch({name!r}) got an empty list of mirrors; pass at least one URL or mirrors=None")
     checks = _select(name, files)

@@ -68,7 +68,7 @@ class Context:
     state: TrainState
     cfg: TrainConfig
     dist: DistInfo
-    run_dir: Path | None = None  # the folder this run writes (None: nothing is written)
+    run_dir: Path | None = None  # the run's folder (None: none; under DDP every rank sees it, rank 0 writes it)
     stop: bool = False  # a callback may set this to end training early
     lr_scale: float = 1.0  # a callback may scale the scheduled lr (MemN2N linear start uses 0.005 / 0.01)
     lr_hold: float | None = None  # a callback may hold the lr at this value whatever the schedule (linear start)
