@@ -235,3 +235,23 @@ def test_capsule_loss_keeps_float64_and_computes_bf16_in_float32():
     torch.testing.assert_close(loss, CF.margin_loss(lengths, batch["label"])[0] + 0.0005 * 4 / 9, rtol=1e-15, atol=0)
     bf16 = CapsuleLoss()({k: v.bfloat16() for k, v in out.items()}, batch)
     assert bf16.dtype == torch.float32
+
+
+def test_routing_iterations_must_be_a_whole_number_and_a_margin_may_be_one_per_example():
+    u = torch.randn(2, 6, 3, 4)
+    for bad in (2.5, True, 0):
+        with pytest.raises(ValueError, match="iterations must be a whole number >= 1"):
+            CF.dynamic_routing(u, bad)
+    a, t = torch.rand(4, 3), torch.tensor([0, 1, 2, 0])
+    margins = torch.tensor([0.2, 0.3, 0.4, 0.5])
+    each = torch.stack([CF.spread_loss(a[i : i + 1], t[i : i + 1], float(margins[i]))[0] for i in range(4)])
+    assert torch.allclose(CF.spread_loss(a, t, margins), each)  # [B] margins: one per example
+    with pytest.raises(ValueError, match=r"one margin per example \(\[B\], B=4\) or one for all; got shape \[3\]"):
+        CF.spread_loss(a, t, margins[:3])
+
+
+def test_capsule_models_name_an_input_of_another_dtype():
+    from overlooked.errors import InputError
+
+    with pytest.raises(InputError, match=r"CapsNet's weights are torch.float32 but the images are torch.float64"):
+        capsnet().eval()(torch.rand(2, 1, 28, 28, dtype=torch.float64))

@@ -113,3 +113,12 @@ def test_a_source_split_without_every_class_is_named():
         MultiMNISTPairs(torch.zeros(0, 28, 28), torch.zeros(0, dtype=torch.long), 10, seed=0)
     with pytest.raises(DataError, match=r"none of class\(es\) \[9\]"):
         MultiMNISTPairs(torch.zeros(9, 28, 28), torch.arange(9), 10, seed=0)
+
+
+def test_an_index_past_the_pairs_is_refused_as_a_tensors_would_be():
+    images, labels = _digits()
+    pairs = MultiMNISTPairs(images, labels, n=50, seed=0)
+    with pytest.raises(IndexError, match=r"MultiMNIST index \[50\] out of range for 50 examples"):
+        pairs[torch.tensor([3, 50])]
+    last = pairs[torch.tensor([49])]["image"]
+    assert torch.equal(pairs[torch.tensor([-1])]["image"], last)  # negative indices count from the end

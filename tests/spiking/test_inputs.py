@@ -71,3 +71,12 @@ def test_another_T_runs_after_setting_steps():
     net.steps = 6
     with torch.no_grad():
         assert net(x)["logits"].shape == (2, 10)
+
+
+def test_an_input_of_another_float_dtype_than_the_weights_is_named():
+    from overlooked.errors import InputError
+
+    m = spiking_mlp(steps=4).eval()
+    with pytest.raises(InputError, match=r"SpikingNet's weights are torch.float32 but the input is torch.float64; cast one to the other"):
+        m(torch.rand(2, 1, 28, 28, dtype=torch.float64))
+    assert m.double()(torch.rand(2, 1, 28, 28, dtype=torch.float64))["logits"].dtype == torch.float64

@@ -186,3 +186,17 @@ def test_fanout_and_synops_read_only_shapes_so_a_gpu_models_layers_work():
     assert fanout(nn.Linear(5, 4).to("meta"), (5,)).tolist() == [4.0] * 5
     counts = torch.ones(5, dtype=torch.float32)
     assert synops(counts, fanout(nn.Linear(5, 4), (5,))) == 20.0
+
+
+def test_a_real_valued_input_sequence_is_counted_as_multiply_accumulates_not_spikes():
+    """Spikes and event counts (whole numbers >= 0) cost a synaptic operation per event and target; any other
+    value drives every synapse at every step. Before, a real-valued sequence was summed as if it were spikes,
+    which gave negative operation counts."""
+    torch.manual_seed(0)
+    m = spiking_mlp(input_shape=(20,), hidden=(32,), num_classes=3, steps=4).eval()
+    real = energy_report(m, torch.randn(4, 16, 20))["layers"][0]
+    assert real["input"] == "real" and real["sops"] == 0.0 and real["macs"] == 20 * 32 * 4  # per example: every step
+    events = (torch.rand(4, 16, 20) < 0.2).float() * 3  # three events in a bin: three operations each
+    counted = energy_report(m, events)["layers"][0]
+    assert counted["input"] == "spikes" and counted["macs"] == 0.0
+    assert counted["sops"] == pytest.approx(float(events.sum()) * 32 / 16)  # per example, fan-out 32

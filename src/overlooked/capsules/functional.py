@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from overlooked.checks import outside
+from overlooked.checks import is_count, outside
 from overlooked.errors import InputError
 
 SQUASH_EPS = 1e-8  # inside the square root of squash: keeps the gradient finite at s = 0
@@ -85,8 +85,8 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int = 3, detach_intermediat
     Returns:
         ``(v, c)``: parent capsules ``[B, J, D]`` and the final couplings ``[B, I, J]``.
     """
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not is_count(iterations):
+        raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
     if u_hat.dim() != 4:
         fix = ": add the batch dimension with u_hat.unsqueeze(0)" if u_hat.dim() == 3 else ""
         raise InputError(f"dynamic_routing takes predictions u_hat [B, I, J, D] (batch, child capsules, parent capsules, parent dimension); got {list(u_hat.shape)}{fix}")
@@ -187,8 +187,8 @@ def em_routing(
         ``(mu, a, R)``: parent poses ``[N, J, H]``, parent activations ``[N, J]`` and the last assignments
         ``[N, I, J]`` (rows sum to 1 over parents).
     """
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not is_count(iterations):
+        raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
     lambdas = em_inverse_temperatures(iterations) if inverse_temperatures is None else list(inverse_temperatures)
     if len(lambdas) != iterations:
         raise ValueError(f"need one inverse temperature per iteration: {iterations}, got {len(lambdas)}")
@@ -246,7 +246,7 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
     Args:
         activations: class activations ``[B, K]``.
         target: class indices ``[B]``, any integer dtype.
-        margin: ``m``.
+        margin: ``m``: a number, or one per example (a tensor ``[B]``, or one that broadcasts to ``[B, 1]``).
 
     Returns:
         ``[B]``.
@@ -257,6 +257,10 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
     target = class_indices(target, "spread_loss")
     if target.shape != activations.shape[:1]:
         raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}")
+    if isinstance(margin, torch.Tensor) and margin.dim() == 1 and margin.numel() > 1:
+        if margin.shape[0] != activations.shape[0]:
+            raise InputError(f"spread_loss takes one margin per example ([B], B={activations.shape[0]}) or one for all; got shape {list(margin.shape)}")
+        margin = margin[:, None]  # [B, 1]: each example's margin against its K activations
     a_t = activations.gather(1, target.unsqueeze(1))  # [B, 1]
     gaps = F.relu(margin - (a_t - activations)) ** 2  # [B, K]; the target's own term is m^2
     return gaps.sum(1) - F.one_hot(target, activations.shape[1]).to(gaps.dtype).mul(gaps).sum(1)

@@ -283,7 +283,7 @@ class MatrixCapsNet(nn.Module):
         """``[N, C, H, W]`` (H, W >= :attr:`min_size`) -> ``{"logits": class activations [N, K], "poses": [N, K, 16],
         "assignments": the class layer's routing assignments R [N, I, K] (rows sum to 1 over classes),
         "spread_margin": []}``."""
-        check_image(image, type(self).__name__, self.in_channels, min_size=self.min_size, device=self.conv1.weight.device)
+        check_image(image, type(self).__name__, self.in_channels, min_size=self.min_size, device=self.conv1.weight.device, dtype=self.conv1.weight.dtype)
         x = torch.relu(self.conv1(image))  # [N, A, 12, 12]
         pose, act = self.primary(x)
         pose, act = self.caps1(pose, act)

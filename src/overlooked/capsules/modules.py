@@ -13,7 +13,7 @@ from overlooked.errors import InputError
 BACKENDS = ("reference", "fused")  # see RoutingCaps
 
 
-def check_image(image: torch.Tensor, model: str, in_channels: int, size: int | None = None, min_size: int | None = None, device: torch.device | None = None) -> None:
+def check_image(image: torch.Tensor, model: str, in_channels: int, size: int | None = None, min_size: int | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
     """Raise a ``ValueError`` unless ``image`` is a floating-point batch ``[B, in_channels, size, size]`` (or, with
     ``min_size``, ``[B, in_channels, H, W]`` with both sides at least ``min_size``), naming what was expected,
     what was given and the likely fix. Shape and dtype checks only: no device sync, negligible cost.
@@ -47,6 +47,8 @@ def check_image(image: torch.Tensor, model: str, in_channels: int, size: int | N
         raise InputError(f"{model} takes images {want}; got {shape}: {fix}")
     if not image.is_floating_point():
         raise InputError(f"{model} takes floating-point images; got dtype {image.dtype}: convert with image.float() (and scale, e.g. / 255 for uint8 pixels)")
+    if dtype is not None and image.dtype != dtype and not torch.is_autocast_enabled(image.device.type):
+        raise InputError(f"{model}'s weights are {dtype} but the images are {image.dtype}: cast them with image.to({dtype}) (or the model with model.to({image.dtype}))")
     if device is not None and image.device != device:  # CPU weights with meta images gave CPU zeros, not an error
         raise InputError(f"{model}'s weights are on {device}; got images on {image.device}: move them with image.to({str(device)!r}) (or the model with model.to(...))")
 
@@ -191,7 +193,7 @@ class CapsNet(nn.Module):
         used for masking in training only) -> ``{"logits": capsule lengths [B, K], "poses": [B, K, 16],
         "couplings": [B, I, K], "reconstruction": [B, C*S*S]}``; with ``R > 1`` the reconstruction is
         ``[B, R, C*S*S]``, one per capsule, and ``"reconstruction_classes"`` ``[B, R]`` says which."""
-        check_image(image, type(self).__name__, self.in_channels, self.image_size, device=self.conv1.weight.device)
+        check_image(image, type(self).__name__, self.in_channels, self.image_size, device=self.conv1.weight.device, dtype=self.conv1.weight.dtype)
         if self.channels_last:  # oneDNN's preferred layout; values are unchanged
             image = image.contiguous(memory_format=torch.channels_last)
         x = torch.relu(self.conv1(image))  # [B, 256, S-8, S-8]

@@ -97,6 +97,10 @@ class MultiMNISTPairs:
 
     def __getitem__(self, index: torch.Tensor | int) -> dict[str, torch.Tensor]:
         k = torch.as_tensor(index).reshape(-1)
+        if k.numel() and (int(k.min()) < -self.n or int(k.max()) >= self.n):  # as a tensor of n examples would
+            bad = k[(k < -self.n) | (k >= self.n)][:3].tolist()
+            raise IndexError(f"MultiMNIST index {bad} out of range for {self.n} examples")
+        k = torch.where(k < 0, k + self.n, k)
         u = [hash_uniform(self.seed, k, s) for s in range(7)]
         first = (u[0] * len(self.labels)).long()  # [B]
         cls_a = self.labels[first]

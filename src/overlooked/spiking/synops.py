@@ -201,6 +201,10 @@ def _spikingnet_counts(model: nn.Module, batches: Iterable[Tensor]) -> tuple[lis
             if not static and i == 0:
                 c = x.detach().sum((0, 1))
                 rec[i]["in_counts"] = c if rec[i]["in_counts"] is None else rec[i]["in_counts"] + c
+                # spikes, or event counts per time bin, are whole numbers >= 0: each event is a synaptic operation.
+                # Any other value (a real-valued sequence) drives every synapse at every step: multiply-accumulates.
+                events = bool(((x >= 0) & (x == torch.round(x))).all())
+                rec[i]["events"] = rec[i].get("events", True) and events
 
         return fn
 
@@ -237,6 +241,8 @@ def _spikingnet_counts(model: nn.Module, batches: Iterable[Tensor]) -> tuple[lis
         neurons = int(torch.Size(r["out_shape"]).numel())
         if i == 0 and r["static"]:
             layers.append(LayerOps(f"{i}: block", "real", float(ann) * examples, 0.0, ann, neurons, r["spikes"]))
+        elif i == 0 and not r.get("events", True):  # a real-valued input sequence: dense at every step
+            layers.append(LayerOps(f"{i}: block", "real", float(ann) * examples * steps, 0.0, ann, neurons, r["spikes"]))
         else:
             counts = r["in_counts"] if i == 0 else rec[i - 1]["out_counts"]
             layers.append(LayerOps(f"{i}: block", "spikes", 0.0, synops(counts, fanout(block.synapse, r["in_shape"])), ann, neurons, r["spikes"]))
