@@ -1543,11 +1543,12 @@ def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Pa
     return written
 
 
-def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, force: bool = False, dt: float | None = None) -> Path:
+def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, force: bool = False, dt: float | None = None, flat_input: bool = False) -> Path:
     """Export a trained spiking model to a NIR graph file (models that implement ``to_nir()``); an existing
     ``output`` is kept unless ``force``, missing parent folders are made. ``dt``: write the graph for a reader
     stepping at ``dt`` instead of the training dt, the same network (:func:`overlooked.spiking.nir.retime`;
-    e.g. an N-MNIST model's 30 ms event bins, ``dt=0.03``, for a chip fed events in real time)."""
+    e.g. an N-MNIST model's 30 ms event bins, ``dt=0.03``, for a chip fed events in real time). ``flat_input``:
+    an MLP's graph without its Flatten node, fed flat examples (see :func:`overlooked.spiking.nir.export_nir_graph`)."""
     import nir
 
     from overlooked.spiking.nir import export_nir_graph, retime
@@ -1574,7 +1575,9 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     load_weights(run, checkpoint, model, cfg)
     model.eval()
     encoder = {"encoder": cfg.encoder.name, "encoder_kwargs": dict(cfg.encoder.kwargs)} if cfg.encoder is not None and cfg.encoder.name else {}
-    graph = export_nir_graph(model, input_shape=per_step_input_shape(meta), **encoder) if is_spiking_net else model.to_nir()
+    if flat_input and not is_spiking_net:
+        raise OverlookedError(f"flat_input applies to the SpikingNet models (snn_*), not to {cfg.model.name!r}")
+    graph = export_nir_graph(model, input_shape=per_step_input_shape(meta), flat_input=flat_input, **encoder) if is_spiking_net else model.to_nir()
     # What one input step is in the world, which the model alone does not know (for whoever feeds a chip)
     graph.metadata["data"] = f"{cfg.data.name}" + (f" ({', '.join(f'{k}={v!r}' for k, v in sorted(cfg.data.kwargs.items()))})" if cfg.data.kwargs else "")
     if "input_range" in meta:

@@ -316,7 +316,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export_nir(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    path = api.export_nir(args.run, args.output, checkpoint=args.checkpoint, data_dir=args.data_dir, force=args.force, dt=args.dt)
+    path = api.export_nir(args.run, args.output, checkpoint=args.checkpoint, data_dir=args.data_dir, force=args.force, dt=args.dt, flat_input=args.flat_input)
     print(f"wrote {path}")
     return 0
 
@@ -431,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--dt", type=float, default=None, help="write the same network for a reader stepping at DT seconds (time constants rescaled; e.g. 0.03 for N-MNIST's 30 ms bins in real time)")
+    p.add_argument("--flat-input", action="store_true", help="an MLP without its Flatten node, fed flat examples (Input [784] for MNIST): what Norse's and snnTorch's NIR importers load")
     common(p, out=False)
     p.set_defaults(fn=cmd_export_nir)
 

@@ -580,3 +580,45 @@ def test_export_nir_needs_only_the_run_folder(tmp_path, monkeypatch):
         for field, value in vars(node).items():
             if isinstance(value, np.ndarray):
                 assert np.array_equal(value, vars(with_data.nodes[name])[field]), (name, field)
+
+
+def test_a_flat_input_mlp_graph_has_no_flatten_and_computes_the_same_on_flat_examples(tmp_path):
+    """For readers that mishandle NIR's Flatten(start_dim=0) (Norse and snnTorch import an MLP with it and then fail
+    on a matrix product), an MLP exports flat: Input [784], no Flatten node, the same network on x.flatten(1)."""
+    torch.manual_seed(0)
+    net = spiking_mlp(hidden=(20, 10), steps=5, neuron="lif", tau_mem=5e-3)
+    x = torch.rand(6, 1, 28, 28) * 3
+    _trained_bn(net, x)
+    with torch.no_grad():
+        ref = net(x)
+    graph = export_nir_graph(net, input_shape=(1, 28, 28), flat_input=True)
+    assert not any(isinstance(n, nir.Flatten) for n in graph.nodes.values())
+    assert list(graph.nodes["input"].input_type["input"]) == [784] and "[784]" in graph.metadata["input"]
+    back = from_nir(_roundtrip(graph, tmp_path), dt=DT)
+    flat = x.flatten(1)
+    with torch.no_grad():
+        y, _ = back(flat.unsqueeze(0).expand(net.steps, *flat.shape))
+    assert torch.allclose(y.mean(0), ref["logits"], atol=1e-5)
+    with pytest.raises(NIRExportError, match="flat_input=True leaves out the first layer's Flatten, but this network begins with Conv2d"):
+        export_nir_graph(spiking_cnn(channels=(3, 4), hidden=12, steps=5), input_shape=(1, 28, 28), flat_input=True)
+
+
+@pytest.mark.peers
+def test_norse_runs_a_flat_input_mlp_export(tmp_path):
+    norse = pytest.importorskip("norse.torch", reason="norse not installed (scripts/install_peers.sh)")
+    torch.manual_seed(0)
+    net = spiking_mlp(hidden=(20,), steps=5, neuron="lif", tau_mem=5e-3)
+    x = torch.rand(6, 1, 28, 28) * 3
+    _trained_bn(net, x)
+    path = tmp_path / "mlp.nir"
+    nir.write(str(path), strip_metadata(export_nir_graph(net, input_shape=(1, 28, 28), flat_input=True)))
+    ours = from_nir(read_nir(path), dt=DT)
+    peer = norse.from_nir(str(path), dt=DT)
+    flat = x.flatten(1)
+    with torch.no_grad():
+        mine, _ = ours(flat.unsqueeze(0).expand(net.steps, *flat.shape))
+        state, outs = None, []
+        for _ in range(net.steps):
+            out, state = peer(flat, state)
+            outs.append(out)
+    assert torch.allclose(torch.stack(outs), mine, atol=1e-5)

@@ -220,7 +220,7 @@ def _model_dt(model: nn.Module) -> float:
     return dts.pop()
 
 
-def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tuple[int, ...] | None = None, encoder: str | None = None, encoder_kwargs: dict[str, Any] | None = None) -> nir.NIRGraph:
+def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tuple[int, ...] | None = None, encoder: str | None = None, encoder_kwargs: dict[str, Any] | None = None, flat_input: bool = False) -> nir.NIRGraph:
     """NIR graph of a :class:`~overlooked.spiking.models.SpikingNet` (batch norm folded; see the module docstring).
 
     The graph's metadata records ``dt``, ``steps`` (the model's ``T``), ``input`` (how the input is fed) and
@@ -234,6 +234,10 @@ def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tup
         encoder: the registered encoder (``ENCODERS`` name) that fed the model during training, when the caller
             knows it (the model does not); ``None`` records direct encoding, the model's own static input.
         encoder_kwargs: that encoder's keyword arguments, recorded beside its name.
+        flat_input: for a network whose first layer flattens its input (the MLPs), leave the Flatten node out
+            and declare the input flat (``Input [prod(input_shape)]``; feed ``x.flatten(-len(input_shape))``):
+            readers that do not apply NIR's ``Flatten(start_dim=0)`` per example (Norse and snnTorch as of
+            this writing) then load the graph.
     """
     from overlooked.spiking.convert import ConvertedSNN
     from overlooked.spiking.models import fold_batchnorm
@@ -258,6 +262,12 @@ def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tup
         folded = fold_batchnorm(block)
         layers += [folded.synapse] + ([folded.pool] if folded.pool is not None else []) + [folded.neuron]
     layers.append(model.readout)
+    if flat_input:
+        expanded = _expand(layers)
+        if not (expanded and isinstance(expanded[0], nn.Flatten)):
+            raise NIRExportError(f"flat_input=True leaves out the first layer's Flatten, but this network begins with {type(expanded[0]).__name__ if expanded else 'nothing'}; export it without flat_input")
+        _synapse_node(expanded[0], tuple(input_shape))  # the same check of the Flatten as an export with it
+        layers, input_shape = expanded[1:], (int(np.prod(input_shape)),)
     steps = int(model.steps)
     dims = ", ".join(str(int(d)) for d in input_shape)
     if encoder is None:
