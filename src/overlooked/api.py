@@ -1551,7 +1551,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     an MLP's graph without its Flatten node, fed flat examples (see :func:`overlooked.spiking.nir.export_nir_graph`)."""
     import nir
 
-    from overlooked.spiking.nir import export_nir_graph, retime
+    from overlooked.spiking.nir import NIRDtWarning, export_nir_graph, retime
 
     run, output = Path(run), Path(output)
     if output.exists() and not force:
@@ -1586,6 +1586,14 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
         graph.metadata["step_duration_s"] = float(meta["step_duration_s"])
     if dt is not None:
         graph = retime(graph, dt)
+    elif "step_duration_s" in meta and not math.isclose(float(meta["step_duration_s"]), float(graph.metadata.get("dt", 0.0))):
+        warnings.warn(
+            f"{output.name}: the graph steps at the training dt ({graph.metadata.get('dt')} s) while one input step is a "
+            f"{meta['step_duration_s']} s event bin; a reader fed events in real time needs the same network at "
+            f"--dt {meta['step_duration_s']} (dt={meta['step_duration_s']}), or it forgets between bins",
+            NIRDtWarning,
+            stacklevel=2,
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(output), graph)
     return output

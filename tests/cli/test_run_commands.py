@@ -19,12 +19,13 @@ SMALL = ["train.progress=false", "train.num_threads=1"]
 @pytest.mark.data
 def test_export_nir_of_an_event_data_run_reimports_to_the_same_logits(tmp_path, data_dir):
     """N-MNIST frames are [T, 2, 34, 34]: the graph's input is one time step, (2, 34, 34)."""
-    from overlooked.spiking.nir import from_nir
+    from overlooked.spiking.nir import NIRDtWarning, from_nir
 
     cfg = api.load("snn_nmnist_small", [*SMALL, "train.max_steps=2", "model.channels=[4,4]", "model.hidden=16"])
     run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
     out = tmp_path / "new" / "folder" / "n.nir"  # missing folders are made
-    assert main(["export-nir", str(run), str(out), "--data-dir", str(data_dir)]) == 0
+    with pytest.warns(NIRDtWarning, match=r"n.nir: the graph steps at the training dt \(0.001 s\) while one input step is a 0.03 s event bin; .*--dt 0.03"):
+        assert main(["export-nir", str(run), str(out), "--data-dir", str(data_dir)]) == 0
     graph = nir.read(str(out))
     assert tuple(graph.nodes["input"].input_type["input"]) == (2, 34, 34)
     assert int(graph.metadata["steps"]) == 10 and "time_first" in str(graph.metadata["input"])  # T and the encoder travel with the file
