@@ -1116,6 +1116,53 @@ def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | No
     return cfg, splits, model
 
 
+def is_capsule_run(run: str | Path) -> bool:
+    """Whether ``run`` holds a capsule model (the family tag of its registered model), whose explanation is
+    :func:`capsule_figures` rather than :func:`explain`."""
+    return MODELS.tags(run_config(run).model.name).get("family") == "capsules"
+
+
+def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None, shown: int = 8) -> dict[str, Any]:
+    """What a trained CapsNet's capsules hold, as ``overlooked demo capsules`` shows it for its own short
+    training, for a run of yours: the reconstructions of ``shown`` examples from ``index`` (Sabour et al. 2017,
+    Figure 3), the Figure-4 grid (each dimension of example ``index``'s predicted capsule moved by -0.25..0.25)
+    and that example's coupling coefficients, as PNGs in ``out`` (default ``RUN/explain``), with their record in
+    ``capsules_<split>_<index>.json``. Models with a decoder only (CapsNet and its MultiMNIST form); a model of
+    several reconstructions shows the one of its top class."""
+    from overlooked.capsules.demo import PERTURBATIONS, perturbation_grid
+    from overlooked.plots.capsules import couplings_figure, perturbation_figure, reconstructions_figure
+
+    _check_split(split)
+    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
+    if not hasattr(model, "decode"):
+        raise ConfigError(f"model {cfg.model.name!r} has no decoder, so its capsules cannot be drawn as images; capsule figures work for runs of capsnet and capsnet_multimnist")
+    data = getattr(splits, split)
+    if not 0 <= index < len(data):
+        raise ConfigError(f"example index {index} out of range: the {split} split of {run} has {len(data)} examples (0..{len(data) - 1})")
+    rows = torch.arange(index, min(index + shown, len(data)))
+    batch = data[rows]
+    with torch.no_grad():
+        res = model(batch["image"])
+    side, channels = model.image_size, model.in_channels
+    recon = res["reconstruction"]
+    if recon.dim() == 3:  # one reconstruction per chosen capsule: the top class's comes first
+        recon = recon[:, 0]
+    predicted = res["logits"].argmax(-1)
+    label = batch.get("labels", batch["label"])
+    first_label = int(label[0, 0]) if label.dim() > 1 else int(label[0])
+    grid = math.isqrt(res["couplings"].shape[1] // model.primary.channels)  # primary capsule positions per side (6 for MNIST)
+    folder = _explain_folder(run, out)
+    tag = f"{split}_{index}"
+    figures = {
+        "reconstructions": reconstructions_figure(batch["image"][:, 0].numpy(), recon.view(len(rows), channels, side, side)[:, 0].numpy(), (label[:, 0] if label.dim() > 1 else label).tolist(), predicted.tolist(), folder / f"capsules_reconstructions_{tag}.png"),
+        "perturbations": perturbation_figure(perturbation_grid(model, res["poses"][0], int(predicted[0])).numpy(), PERTURBATIONS, folder / f"capsules_perturbations_{tag}.png"),
+        "couplings": couplings_figure(res["couplings"][0].numpy(), grid, first_label, folder / f"capsules_couplings_{tag}.png"),
+    }
+    record = {"run": str(run), "checkpoint": checkpoint, "split": split, "rows": rows.tolist(), "predicted": predicted.tolist(), "figures": {k: str(v) for k, v in figures.items()}}
+    _write_json(folder / f"capsules_{tag}.json", record)
+    return record
+
+
 def explain_stats(run: str | Path, *, task: int | None = None, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """How a memory run's hops relate to bAbI's supporting facts, per task (only ``task`` if given)
     (:func:`overlooked.memory.explain.supporting_stats`); also written to ``supporting_<split>.json``

@@ -190,6 +190,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from overlooked import api
     from overlooked.memory.explain import format_example, format_stats
 
+    if api.is_capsule_run(args.run):  # a capsule model: its reconstructions, Figure-4 grid and couplings
+        if args.stats or args.task is not None or (args.index is not None and len(args.index) > 1):
+            raise OverlookedError("for a capsule run, explain takes one --index (the first example shown), --split, --checkpoint and --out; --task and --stats are for memory runs")
+        record = api.capsule_figures(args.run, (args.index or [0])[0], split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
+        print(f"{args.split} examples {record['rows'][0]}..{record['rows'][-1]}: predicted {record['predicted']}")
+        for kind, path in record["figures"].items():
+            print(f"{kind}: {path}")
+        return 0
     if args.stats:
         stats = api.explain_stats(args.run, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
         print(f"hops against the supporting facts, {args.split} split:")
@@ -377,8 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, out=False)
     p.set_defaults(fn=cmd_evaluate)
 
-    p = sub.add_parser("explain", help="show what a trained memory network read: story, attention per hop, answer", description="For bAbI questions of a MemN2N, KV-MemNN or MemNN run: the story, the addressing of every hop over the memories (* marks the dataset's supporting facts), the answer and the prediction, printed and drawn as PNG (default into RUN/explain).")
-    p.add_argument("run", help="run folder of a memory model on bAbI (one seed of a --repeats run: RUN/seedN)")
+    p = sub.add_parser("explain", help="show what a trained memory network read (attention per hop) or what a CapsNet's capsules hold", description="For bAbI questions of a MemN2N, KV-MemNN or MemNN run: the story, the addressing of every hop over the memories (* marks the dataset's supporting facts), the answer and the prediction, printed and drawn as PNG (default into RUN/explain). For a CapsNet run: reconstructions of 8 examples from --index, the Figure-4 pose perturbations and the coupling coefficients of that example, as PNGs.")
+    p.add_argument("run", help="run folder of a memory model on bAbI or of a CapsNet (one seed of a --repeats run: RUN/seedN)")
     p.add_argument("--index", type=int, nargs="+", default=None, help="questions to show (default 0); with --task, counted within that task")
     p.add_argument("--task", type=int, default=None, help="only questions of this bAbI task")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default: test)")

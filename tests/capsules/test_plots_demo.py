@@ -125,3 +125,33 @@ def test_demo_runs_on_a_tiny_budget(data_dir, tmp_path, monkeypatch, capsys):
     assert len(result["figures"]) == 3
     for path in result["figures"]:
         _pixels(path)
+
+
+def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsys):
+    """The demo's three figures for a run of yours (`overlooked explain RUN --index I`), from the run's own weights:
+    the figures are of that model's outputs, and a model without a decoder, or a memory-only option, is refused."""
+    import json
+
+    from overlooked import api
+    from overlooked.cli import main
+    from overlooked.errors import ConfigError, OverlookedError
+
+    cfg = api.load("capsnet_mnist", ["train.max_steps=2", "train.eval_limit=20", "train.progress=false"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    assert main(["explain", str(run), "--index", "3", "--data-dir", str(data_dir)]) == 0
+    assert "test examples 3..10: predicted" in capsys.readouterr().out
+    record = json.loads((run / "explain" / "capsules_test_3.json").read_text())
+    _, splits, model = api.load_run(run, data_dir=str(data_dir))
+    with torch.no_grad():
+        out = model(splits.test[torch.arange(3, 11)]["image"])
+    assert record["rows"] == list(range(3, 11)) and record["predicted"] == out["logits"].argmax(-1).tolist()
+    for kind in ("reconstructions", "perturbations", "couplings"):
+        assert imread(record["figures"][kind]).shape[0] > 50, kind
+    assert main(["explain", str(run), "--stats", "--data-dir", str(data_dir)]) == 2
+    assert "--task and --stats are for memory runs" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="example index 10000 out of range"):
+        api.capsule_figures(run, 10000, data_dir=str(data_dir))
+    em = api.load("capsule_em_small_mnist", ["train.max_steps=1", "train.eval_limit=10", "train.progress=false", "model.routing_backend=reference"])
+    em_run, _ = api.train(em, data_dir=str(data_dir), out=tmp_path / "runs")
+    with pytest.raises(OverlookedError, match="has no decoder, so its capsules cannot be drawn"):
+        api.capsule_figures(em_run, data_dir=str(data_dir))

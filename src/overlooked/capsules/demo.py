@@ -32,7 +32,7 @@ def perturbation_grid(model: torch.nn.Module, poses: torch.Tensor, k: int, offse
     with torch.no_grad():
         recon = model.decode(v, torch.full((len(v),), k, device=poses.device))  # [D*K, S*S]
     side = model.image_size
-    return recon.view(D, len(offsets), side, side)
+    return recon.view(D, len(offsets), -1, side, side)[:, :, 0]  # the first channel of a multi-channel image
 
 
 @DEMOS.register("capsules", datasets={"mnist": None})
