@@ -68,3 +68,12 @@ def outside(t: torch.Tensor, lo: float, hi: float) -> tuple[float, float] | None
         if lo <= mn and mx <= hi:
             return None
     return mn, mx
+
+
+def autocast_enabled(t: torch.Tensor) -> bool:
+    """Whether autocast is on for ``t``'s device type; False on a device type that has none (the meta device,
+    where ``torch.is_autocast_enabled`` raises)."""
+    try:
+        return torch.is_autocast_enabled(t.device.type)
+    except RuntimeError:
+        return False

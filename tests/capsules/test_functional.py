@@ -255,3 +255,10 @@ def test_capsule_models_name_an_input_of_another_dtype():
 
     with pytest.raises(InputError, match=r"CapsNet's weights are torch.float32 but the images are torch.float64"):
         capsnet().eval()(torch.rand(2, 1, 28, 28, dtype=torch.float64))
+
+
+def test_the_fused_capsnet_runs_on_the_meta_device_for_shapes():
+    """Shape inference without memory (torch's meta device), as the reference backend already allowed: autocast
+    has no meta device, so the fused path's autocast guards must not ask it."""
+    out = capsnet(backend="fused").to("meta")(torch.empty(2, 1, 28, 28, device="meta"))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"logits": (2, 10), "poses": (2, 10, 16), "couplings": (2, 1152, 10), "reconstruction": (2, 784)}

@@ -20,6 +20,7 @@ import math
 import torch
 
 from overlooked.capsules.functional import compute_dtype
+from overlooked.capsules.fused import autocast_off
 
 
 def _theta(H: int, W: int, rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -131,5 +132,5 @@ def fft_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
     True
     """
     dtype = compute_dtype(x, weight, bias)
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with autocast_off(x):
         return FFTConv2d.apply(x.to(dtype), weight.to(dtype), bias.to(dtype), stride)

@@ -8,6 +8,7 @@ from torch import nn
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fftconv import fft_conv2d
 from overlooked.capsules.fused import DEFAULT_CHUNK, autocast_off, check_chunk, check_routing_inputs, fused_routing
+from overlooked.checks import autocast_enabled
 from overlooked.errors import InputError
 
 BACKENDS = ("reference", "fused")  # see RoutingCaps
@@ -47,7 +48,7 @@ def check_image(image: torch.Tensor, model: str, in_channels: int, size: int | N
         raise InputError(f"{model} takes images {want}; got {shape}: {fix}")
     if not image.is_floating_point():
         raise InputError(f"{model} takes floating-point images; got dtype {image.dtype}: convert with image.float() (and scale, e.g. / 255 for uint8 pixels)")
-    if dtype is not None and image.dtype != dtype and not torch.is_autocast_enabled(image.device.type):
+    if dtype is not None and image.dtype != dtype and not autocast_enabled(image):
         raise InputError(f"{model}'s weights are {dtype} but the images are {image.dtype}: cast them with image.to({dtype}) (or the model with model.to({image.dtype}))")
     if device is not None and image.device != device:  # CPU weights with meta images gave CPU zeros, not an error
         raise InputError(f"{model}'s weights are on {device}; got images on {image.device}: move them with image.to({str(device)!r}) (or the model with model.to(...))")
@@ -68,7 +69,7 @@ class PrimaryCaps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> capsules ``[B, channels * H' * W', dim]``."""
-        if self.fft and not torch.is_autocast_enabled(x.device.type):
+        if self.fft and not autocast_enabled(x):
             y = fft_conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride[0])  # [B, channels*dim, H', W']
         else:
             y = self.conv(x)  # [B, channels*dim, H', W']

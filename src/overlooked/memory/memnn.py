@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.checks import check_sizes, reads_values
+from overlooked.checks import autocast_enabled, check_sizes, reads_values
 from overlooked.errors import InputError
 from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
@@ -164,7 +164,7 @@ def older(t_a: torch.Tensor, t_b: torch.Tensor, has_a: torch.Tensor | bool, has_
 def _indicator_dtype(scores: torch.Tensor) -> torch.dtype:
     """The write-time indicators' dtype: float32 (torch's default) under autocast, which keeps the pair scores in
     float32 there as before; otherwise the scores' own (a model cast with ``.to(torch.bfloat16)``)."""
-    return torch.get_default_dtype() if torch.is_autocast_enabled(scores.device.type) else scores.dtype
+    return torch.get_default_dtype() if autocast_enabled(scores) else scores.dtype
 
 
 def pair_score(A_y: torch.Tensor, A_y2: torch.Tensor, c: torch.Tensor | None, o_xy, o_xy2, o_yy2) -> torch.Tensor:

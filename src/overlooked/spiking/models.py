@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from overlooked.checks import autocast_enabled
 from overlooked.errors import InputError
 from overlooked.objectives import CrossEntropy
 from overlooked.registry import MODELS, OBJECTIVES
@@ -137,7 +138,7 @@ class SpikingNet(nn.Module):
         """``x``: image ``[B, *input_shape]`` (direct encoding) or spikes ``[T=steps, B, *input_shape]`` -> dict
         with ``logits`` ``[B, C]`` (see the module docstring for the rule)."""
         weight = next(self.parameters(), None)
-        if isinstance(x, Tensor) and x.is_floating_point() and weight is not None and x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        if isinstance(x, Tensor) and x.is_floating_point() and weight is not None and x.dtype != weight.dtype and not autocast_enabled(x):
             raise InputError(f"SpikingNet's weights are {weight.dtype} but the input is {x.dtype}; cast one to the other (x.to({weight.dtype}), or model.to({x.dtype}))")
         static = self.is_static(x)
         counts, sizes = [], []
