@@ -650,7 +650,9 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
     - ``best_by_val``: the run with the highest validation accuracy (the rule this library recommends);
     - ``best_by_train``: the run with the lowest training error (the MemN2N paper's rule).
-    Test numbers are reported for the chosen runs; nothing is ever selected on test.
+    Test numbers are reported for the chosen runs; nothing is ever selected on test. Ties (common: several
+    seeds at 100% training accuracy) go to the first seed, a choice blind to test; each rule records the seeds
+    that tied (``tied_seeds``) when there were several, so the spread a tie leaves can be read.
     """
     test = [s["test_accuracy"] for s in summaries]
     by_val = max(range(len(summaries)), key=lambda i: (summaries[i]["val_accuracy"], -i))
@@ -663,7 +665,11 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "best_by_val": {"rule": "highest validation accuracy", "seed": summaries[by_val]["seed"], "test_accuracy": summaries[by_val]["test_accuracy"], "val_accuracy": summaries[by_val]["val_accuracy"]},
         "best_by_train": {"rule": "lowest training error (MemN2N paper)", "seed": summaries[by_train]["seed"], "test_accuracy": summaries[by_train]["test_accuracy"], "train_accuracy": summaries[by_train]["train_accuracy"]},
     }
-    for rule, i in (("best_by_val", by_val), ("best_by_train", by_train)):
+    for rule, i, metric in (("best_by_val", by_val, "val_accuracy"), ("best_by_train", by_train, "train_accuracy")):
+        tied = [s["seed"] for s in summaries if s[metric] == summaries[i][metric]]
+        out[rule]["tie_break"] = "the first seed"
+        if len(tied) > 1:
+            out[rule]["tied_seeds"] = tied
         for key in ("test_group_accuracy", "val_accuracy", "train_accuracy", "test_error"):
             if key in summaries[i]:
                 out[rule][key] = summaries[i][key]
@@ -827,18 +833,32 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
         merged["init_from"] = {**starts[0], "examples_seen": None if None in seen else sum(seen)}
     if all(s.get("test_examples") is not None for s in subs.values()):
         merged["test_examples"] = sum(s["test_examples"] for s in subs.values())
+    # Per-group results merge into one table only when no group is in two values (data.tasks=1,2,...): a sweep
+    # of another setting over the same tasks would overwrite one value's task with another's, so it keeps them
+    # per value (``<field>_by_value``), beside the headline mean over the values.
+    def groups_of(s: dict[str, Any]) -> dict[str, Any]:
+        return (s.get("best_by_train") or s).get("test_group_accuracy", {})
+
+    seen = [g for s in subs.values() for g in groups_of(s)]
+    disjoint = len(seen) == len(set(seen))
+
+    def gathered(field: str, parts: dict[str, dict[str, Any]], into: dict[str, Any]) -> None:
+        if disjoint:
+            into[field] = {g: x for part in parts.values() for g, x in part.items()}
+        else:
+            into[f"{field}_by_value"] = parts
+
     if cfg.train.repeats > 1:
         for rule in ("best_by_train", "best_by_val"):
-            merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "test_group_accuracy": {}}
-            for sub in subs.values():
-                merged[rule]["test_group_accuracy"].update(sub[rule].get("test_group_accuracy", {}))
+            merged[rule] = {"rule": next(iter(subs.values()))[rule]["rule"] + ", chosen per value", "seed": "per value", "seed_per_value": {v: s[rule]["seed"] for v, s in subs.items()}}
+            gathered("test_group_accuracy", {v: s[rule].get("test_group_accuracy", {}) for v, s in subs.items()}, merged[rule])
             if all("test_accuracy" in s[rule] for s in subs.values()):  # the chosen run of each value, averaged
                 merged[rule]["test_accuracy"] = statistics.fmean(s[rule]["test_accuracy"] for s in subs.values())
-        merged["group_error_mean"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_mean", {}).items()}
-        merged["group_error_std"] = {g: v for sub in subs.values() for g, v in sub.get("group_error_std", {}).items()}
+        for field in ("group_error_mean", "group_error_std"):
+            gathered(field, {v: s.get(field, {}) for v, s in subs.items()}, merged)
         merged["test_accuracy_mean"] = statistics.fmean(s["test_accuracy_mean"] for s in subs.values())
     else:
-        merged["test_group_accuracy"] = {g: v for sub in subs.values() for g, v in sub.get("test_group_accuracy", {}).items()}
+        gathered("test_group_accuracy", {v: s.get("test_group_accuracy", {}) for v, s in subs.items()}, merged)
         merged["test_accuracy"] = statistics.fmean(s["test_accuracy"] for s in subs.values())
         merged["val_accuracy"] = statistics.fmean(s["val_accuracy"] for s in subs.values())
     return merged

@@ -277,3 +277,33 @@ def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypat
     with pytest.raises(ConfigError, match="test split"):
         api.train(bad, out=tmp_path / "other")
     assert not (tmp_path / "other").exists()  # the claimed folder and the parent made for it are gone again
+
+
+def _summary(seed, train, val, test, groups):
+    return {"seed": seed, "train_accuracy": train, "val_accuracy": val, "test_accuracy": test, "wall_time_s": 1.0, "test_group_accuracy": groups}
+
+
+def test_the_selection_rules_say_which_seeds_tied_and_break_ties_by_the_first():
+    """Several seeds at 100% training accuracy are common on bAbI: the paper's rule then picks the first of them,
+    blind to test, and the summary names the tied seeds so that the spread the tie leaves can be read."""
+    runs = [_summary(0, 0.9, 0.80, 0.70, {"1": 0.7}), _summary(1, 1.0, 0.85, 0.60, {"1": 0.6}), _summary(2, 1.0, 0.85, 0.95, {"1": 0.95})]
+    agg = api.aggregate(runs)
+    assert agg["best_by_train"]["seed"] == 1 and agg["best_by_train"]["tied_seeds"] == [1, 2] and agg["best_by_train"]["tie_break"] == "the first seed"
+    assert agg["best_by_val"]["seed"] == 1 and agg["best_by_val"]["tied_seeds"] == [1, 2]
+    assert "tied_seeds" not in api.aggregate(runs[:2])["best_by_train"]
+
+
+def test_a_sweep_of_another_setting_over_the_same_tasks_keeps_each_values_tasks():
+    """`--each model.kwargs.hops=1,2 data.tasks=[1]`: both values answer task 1, so one table of tasks would hold
+    only the last value's; the merged summary keeps them per value beside the mean over values."""
+    cfg = api.load("memn2n_babi1k")
+    subs = {"1": {**_summary(0, 1.0, 0.9, 0.047, {"1": 0.047}), "name": "x"}, "2": {**_summary(0, 1.0, 0.9, 0.163, {"1": 0.163}), "name": "x"}}
+    merged = api.merge_each(subs, cfg, "model.kwargs.hops", [1, 2])
+    assert "test_group_accuracy" not in merged and merged["test_group_accuracy_by_value"] == {"1": {"1": 0.047}, "2": {"1": 0.163}}
+    assert merged["test_accuracy"] == pytest.approx(0.105)
+    tasks = {"1": {**_summary(0, 1.0, 0.9, 0.5, {"1": 0.5}), "name": "x"}, "2": {**_summary(0, 1.0, 0.9, 0.7, {"2": 0.7}), "name": "x"}}
+    assert api.merge_each(tasks, cfg, "data.tasks", [1, 2])["test_group_accuracy"] == {"1": 0.5, "2": 0.7}
+    rep = {v: {**api.aggregate([_summary(0, 1.0, 0.9, a, {"1": a}), _summary(1, 1.0, 0.9, a, {"1": a})]), "name": "x"} for v, a in (("1", 0.2), ("2", 0.4))}
+    merged = api.merge_each(rep, api.load("memn2n_babi1k", ["train.repeats=2"]), "model.kwargs.hops", [1, 2])
+    assert merged["best_by_train"]["test_group_accuracy_by_value"] == {"1": {"1": 0.2}, "2": {"1": 0.4}} and merged["best_by_train"]["seed_per_value"] == {"1": 0, "2": 0}
+    assert merged["group_error_mean_by_value"]["2"]["1"] == pytest.approx(60.0)

@@ -76,6 +76,9 @@ def test_format_example_marks_supporting_facts_and_strong_hops():
     assert lines[2].startswith(" * 2. c d") and lines[2].endswith("hop2 0.70")  # hop 1's 0.05 is below 0.1
     assert lines[3] == "question: q?   answer: x   predicted: y (wrong)"
     assert EX.format_example({**ex, "split": None, "task": None}).splitlines()[0] == "question 4; * = supporting fact in the dataset; hop weights below 0.1 left blank:"
+    raw = EX.format_example({**ex, "linear_start": True, "attention": [[-3.0, 0.05], [0.0, 2.0]]}).splitlines()
+    assert raw[0].endswith("hop scores (linear start: no softmax, not weights) of size below 0.1 left blank:")
+    assert raw[1].endswith("hop1 -3.00") and raw[2].endswith("hop2 2.00")  # a strongly negative score shows, as a positive one
 
 
 class _Fixed(torch.nn.Module):

@@ -93,11 +93,13 @@ def format_example(ex: dict[str, Any], threshold: float = 0.1) -> str:
     where = f"{ex['split']} question {ex['row']}" if ex.get("split") else f"question {ex['row']}"
     if ex.get("task") is not None:
         where += f" (task {ex['task']}" + (f", its question {ex['task_index']})" if ex.get("task_index") is not None else ")")
-    values = "hop scores (linear start: no softmax, not weights)" if ex.get("linear_start") else "hop weights"
-    lines = [f"{where}; * = supporting fact in the dataset; {values} below {threshold:g} left blank:"]
+    raw = bool(ex.get("linear_start"))  # raw scores may be negative: a score far below zero is shown too
+    values = f"hop scores (linear start: no softmax, not weights) of size below {threshold:g}" if raw else f"hop weights below {threshold:g}"
+    lines = [f"{where}; * = supporting fact in the dataset; {values} left blank:"]
     weights = np.asarray(ex["attention"])
+    shown = np.abs(weights) >= threshold if raw else weights >= threshold
     for i, sentence in enumerate(ex["story"]):
-        marks = "  ".join(f"hop{k + 1} {weights[k, i]:.2f}" for k in range(weights.shape[0]) if weights[k, i] >= threshold)
+        marks = "  ".join(f"hop{k + 1} {weights[k, i]:.2f}" for k in range(weights.shape[0]) if shown[k, i])
         star = "*" if i in ex["supporting"] else " "
         lines.append(f" {star}{i + 1:2d}. {sentence:<40} {marks}")
     verdict = "right" if ex["correct"] else "wrong"
