@@ -44,12 +44,28 @@ def _print_summary(path: Any, summary: dict[str, Any]) -> None:
         if key in summary and summary[key] is not None:
             value = summary[key]
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if summary.get("test_group_accuracy"):
+        print(f"groups: {_group_line(summary['test_group_accuracy'])}")
     for rule in ("best_by_val", "best_by_train"):
         if rule in summary:
             r = summary[rule]
             if "test_accuracy" in r:  # summaries of --each written before it was recorded lack it
                 print(f"{rule}: test_accuracy {r['test_accuracy']:.4f} (seed {r['seed']}; rule: {r['rule']})")
+            if r.get("test_group_accuracy"):
+                print(f"{rule} groups: {_group_line(r['test_group_accuracy'])}")
     print(f"run folder: {path}")
+
+
+def _group_line(groups: dict[str, float]) -> str:
+    """The bAbI papers' two numbers for per-task accuracies: mean test error and tasks failed (error > 5%).
+
+    >>> _group_line({"1": 1.0, "2": 0.9, "3": 0.95})
+    'mean test error 5.00% over 3, 1 failed (error > 5%)'
+    """
+    from overlooked.bench.report import FAILED_ABOVE, error_percent, failed_count
+
+    errors = [error_percent(a) for a in groups.values()]
+    return f"mean test error {sum(errors) / len(errors):.2f}% over {len(errors)}, {failed_count(errors)} failed (error > {FAILED_ABOVE:g}%)"
 
 
 def import_plugins(modules: list[str]) -> None:

@@ -307,3 +307,18 @@ def test_a_sweep_of_another_setting_over_the_same_tasks_keeps_each_values_tasks(
     merged = api.merge_each(rep, api.load("memn2n_babi1k", ["train.repeats=2"]), "model.kwargs.hops", [1, 2])
     assert merged["best_by_train"]["test_group_accuracy_by_value"] == {"1": {"1": 0.2}, "2": {"1": 0.4}} and merged["best_by_train"]["seed_per_value"] == {"1": 0, "2": 0}
     assert merged["group_error_mean_by_value"]["2"]["1"] == pytest.approx(60.0)
+
+
+@pytest.mark.data
+def test_train_prints_the_babi_papers_two_numbers_for_each_rule(tmp_path, data_dir, capsys):
+    """Mean test error over the tasks and tasks failed (error > 5%), for each selection rule, computed from the
+    merged summary's per-task accuracies."""
+    argv = ["train", "memn2n_babi1k", "--each", "data.tasks=1,2", "--repeats", "2", "train.epochs=1", "train.num_threads=1", "train.progress=false"]
+    assert main([*argv, "--data-dir", str(data_dir), "--out", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    (run,) = (tmp_path / "runs").iterdir()
+    merged = json.loads((run / "summary.json").read_text())
+    for rule in ("best_by_train", "best_by_val"):
+        errors = [round(100 * (1 - a), 6) for a in merged[rule]["test_group_accuracy"].values()]
+        failed = sum(e > 5 for e in errors)
+        assert f"{rule} groups: mean test error {sum(errors) / 2:.2f}% over 2, {failed} failed (error > 5%)" in out
