@@ -305,6 +305,21 @@ def write_config(path: Path, cfg: ExperimentConfig) -> None:
     (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (a callback's initial ``best = inf``) as None, for strict JSON.
+
+    >>> _finite({"best": float("inf"), "steps": [1, float("nan")]})
+    {'best': None, 'steps': [1, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -584,6 +599,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         summary["wall_time_s"] = (_dt.datetime.now() - t0).total_seconds() + summary.pop("wall_time_before_s", 0.0)
         if cfg.train.init_from:
             summary["init_from"] = init_record(cfg.train)
+        if cfg.callbacks:  # where each configured callback ended (e.g. the step linear start ended at), readable
+            summary["callbacks"] = [{"name": c.name, "state": _finite(cb.state_dict())} for c, cb in zip(cfg.callbacks, callbacks)]
         from overlooked.spiking.kernels import resolved_backends
 
         backends = resolved_backends(model)  # read before the energy pass below, which runs in float32 without autocast

@@ -135,6 +135,9 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys, mo
     # linear start ends after the one epoch, so the checkpoint has its softmaxes (a run stopped inside LS is shown without them)
     cfg = api.load("memn2n_babi1k", ["data.tasks=[1, 2]", "train.epochs=1", "train.progress=false", "callbacks.0.kwargs.max_epochs=1"])
     run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    (ls,) = json.loads((run / "summary.json").read_text())["callbacks"]  # where linear start ended, in the summary
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert ls["name"] == "linear_start" and ls["state"]["active"] is False and ls["state"]["ended_at_step"] == first["step"]
     assert main(["explain", str(run), "--task", "2", "--index", "0", "3", "--data-dir", str(data_dir)]) == 0
     printed = capsys.readouterr().out
     assert "test question 1000 (task 2, its question 0)" in printed and "test question 1003 (task 2, its question 3)" in printed
