@@ -320,6 +320,16 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _set_aside(path: Path, name: str) -> Path:
+    """Move ``path`` beside itself as ``name`` (``name+``, ``name++``, ... when taken), so nothing is overwritten;
+    return where it went."""
+    aside = path.with_name(name)
+    while aside.exists():
+        aside = aside.with_name(aside.name + "+")
+    path.replace(aside)
+    return aside
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -757,10 +767,8 @@ def train(
     check_config(cfg)
     check_device(cfg.train.device)
     if cfg.train.init_from:  # before the data are built: a mistyped path is named at once
-        try:
+        with _naming_init_from(cfg.train):
             check_checkpoint_exists(Path(cfg.train.init_from), cfg.train.init_checkpoint)
-        except CheckpointError as exc:
-            raise CheckpointError(f"train.init_from={cfg.train.init_from} (train.init_checkpoint={cfg.train.init_checkpoint}): {exc}") from None
     if run_dir is not None:  # the folder, and each seed's folder under it
         check_fresh_run_dir(Path(run_dir))
         for folder, _ in repeat_runs(cfg):
@@ -921,7 +929,6 @@ def train_each(
     path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
     # The folder's config and its values are written first, so that an interrupted --each can be resumed as a
     # whole (--resume FOLDER): finished values kept, the interrupted one continued, the others trained.
-    _make_dirs(path)
     write_config(path, cfg)
     _write_json(path / EACH_FILE, {"key": key, "values": values})
     return path, _each_runs(cfg, path, key, values, data_dir, resuming=False, callbacks=callbacks)
@@ -946,10 +953,7 @@ def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], d
             if (sub_dir / "config.yaml").is_file() and (sub_cfg.train.repeats > 1 or (sub_dir / "checkpoints" / "last.safetensors").is_file()):
                 _, subs[str(value)] = resume(sub_dir, data_dir=data_dir, device=device, callbacks=callbacks)
                 continue
-            aside = sub_dir.with_name(f".{sub_dir.name}.interrupted")  # hidden: scripts globbing key=* skip it
-            while aside.exists():
-                aside = aside.with_name(aside.name + "+")
-            sub_dir.replace(aside)  # nothing to continue from: trained again, its partial files kept aside
+            _set_aside(sub_dir, f".{sub_dir.name}.interrupted")  # nothing to continue from: trained again (hidden: scripts globbing key=* skip it)
         _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=sub_dir, callbacks=callbacks)
     merged = merge_each(subs, cfg, key, values)
     write_run_files(path, cfg, merged)
@@ -1035,13 +1039,20 @@ def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
     them: its weight average when it kept one). The model must have the same shapes, and text data the same
     vocabulary; the run's optimiser and callbacks' state are not carried over."""
     run = Path(train.init_from)
-    try:
+    with _naming_init_from(train):
         check_checkpoint_exists(run, train.init_checkpoint)
         check_vocab(run, splits, fix="train on data built from the same tasks as the run you start from (the vocabulary is built from every task loaded)")
         load_weights(run, train.init_checkpoint, model, run_config(run))
         broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
         if broken:
             raise CheckpointError(f"its weights hold NaN or inf ({', '.join(broken[:3])}): that run diverged; start from another run or checkpoint")
+
+
+@contextlib.contextmanager
+def _naming_init_from(train: Any) -> Iterator[None]:
+    """A checkpoint or config error inside the block is about ``train.init_from``'s run: say so first."""
+    try:
+        yield
     except (CheckpointError, ConfigError) as exc:
         raise type(exc)(f"train.init_from={train.init_from} (train.init_checkpoint={train.init_checkpoint}): {exc}") from None
 
@@ -1273,10 +1284,7 @@ def explain(
         try:
             earlier = list(json.loads(record.read_text()).get("examples", []))
         except (ValueError, AttributeError, TypeError):
-            aside = record.with_name("explain.json.unreadable")
-            while aside.exists():
-                aside = aside.with_name(aside.name + "+")
-            record.replace(aside)  # kept aside, not overwritten
+            _set_aside(record, "explain.json.unreadable")
     shown = [{**e, "run": str(run)} for e in shown]
     figures = {Path(e["figure"]).name for e in shown if e.get("figure")}
     kept = [e for e in earlier if isinstance(e, dict) and Path(str(e.get("figure"))).name not in figures]
@@ -1744,7 +1752,6 @@ def convert(
     with torch.no_grad():
         ann_correct = sum(int((model(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum()) for i in range(0, len(images), batch_size))
     path = new_run_dir(out or "runs", f"convert-{cfg.name}-{norm}")
-    _make_dirs(path)
     settings = {"norm": norm, "steps": steps, "calibration": calibration, "calibration_split": "train", "calibration_seed": cfg.train.seed, "v_init": snn.v_init, "reported_steps": list(REPORTED_STEPS), "test_examples": len(images), "checkpoint": checkpoint, "backend": snn.backend}
     conf = {"name": f"convert_{cfg.name}", "kind": "ann_to_snn_conversion", "source_run": str(run), "conversion": settings, "source_config": cfg.to_dict(), "notes": ""}
     (path / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))

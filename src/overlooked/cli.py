@@ -359,6 +359,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+CHECKPOINT_OPTION = {"default": "best", "choices": ["best", "last"], "help": "the reported weights (best, the default) or the final ones (last)"}
+SPLIT_OPTION = {"default": "test", "choices": ["train", "val", "test"], "help": "which split (default: test)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(prog="overlooked", description="Memory, spiking and capsule networks, measured against what won.")
@@ -393,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a split")
     p.add_argument("run", help="run folder written by `overlooked train`")
     p.add_argument("overrides", nargs="*", help="data.* overrides to evaluate on other data, e.g. data.name=affnist_style")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default: test)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
+    p.add_argument("--split", **SPLIT_OPTION)
+    p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
     p.add_argument("--groups", action="store_true", help="also print per-group (e.g. per-task) accuracy")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N examples of the split (default: the run's own train.eval_limit, as its summary reports, on its own data; all examples on other data; 0: all)")
     p.add_argument("--device", default=None, help="where to evaluate (default: the device the run trained on), e.g. cpu")
@@ -405,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder of a memory model on bAbI or of a CapsNet (one seed of a --repeats run: RUN/seedN)")
     p.add_argument("--index", type=int, nargs="+", default=None, help="questions to show (default 0); with --task, counted within that task")
     p.add_argument("--task", type=int, default=None, help="only questions of this bAbI task")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default: test)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
+    p.add_argument("--split", **SPLIT_OPTION)
+    p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
     p.add_argument("--stats", action="store_true", help="per task over the split (only task T with --task T): how often each hop's strongest memory is a supporting fact, the weight on them, questions with every supporting fact retrieved (add --index to also show questions)")
     p.add_argument("--out", default=None, help="folder for the PNGs and explain.json (default RUN/explain)")
     common(p, out=False)
@@ -452,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-nir", help="export a trained spiking model to NIR")
     p.add_argument("run", help="run folder of a spiking model")
     p.add_argument("output", help="target .nir file (missing folders are made)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
+    p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--dt", type=float, default=None, help="write the same network for a reader stepping at DT seconds (time constants rescaled; e.g. 0.03 for N-MNIST's 30 ms bins in real time)")
     p.add_argument("--flat-input", action="store_true", help="an MLP without its Flatten node, fed flat examples (Input [784] for MNIST): what Norse's and snnTorch's NIR importers load")
@@ -465,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=256, help="simulation steps; accuracy is recorded after every step")
     p.add_argument("--calibration", type=int, default=1000, help="training images used for the activation statistics")
     p.add_argument("--limit", type=int, default=None, help="only the first N test images (default, or 0: all)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="the reported weights (best, the default) or the final ones (last)")
+    p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
     common(p)
     p.set_defaults(fn=cmd_convert)
     return parser

@@ -164,7 +164,6 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
     suite = load_suite(name)
     started = time.perf_counter()
     folder = api.new_run_dir(out, f"suite-{suite.name}")
-    folder.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for arena in suite.arenas:
         if arenas and arena.name not in arenas:

@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from overlooked.checks import autocast_enabled
-from overlooked.errors import InputError
 from overlooked.objectives import CrossEntropy
 from overlooked.registry import MODELS, OBJECTIVES
 from overlooked.spiking import modules as M
@@ -137,9 +136,8 @@ class SpikingNet(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """``x``: image ``[B, *input_shape]`` (direct encoding) or spikes ``[T=steps, B, *input_shape]`` -> dict
         with ``logits`` ``[B, C]`` (see the module docstring for the rule)."""
-        weight = next(self.parameters(), None)
-        if isinstance(x, Tensor) and x.is_floating_point() and weight is not None and x.dtype != weight.dtype and not autocast_enabled(x):
-            raise InputError(f"SpikingNet's weights are {weight.dtype} but the input is {x.dtype}; cast one to the other (x.to({weight.dtype}), or model.to({x.dtype}))")
+        if isinstance(x, Tensor) and x.is_floating_point() and not autocast_enabled(x):
+            M.check_weight_dtype(self, x)
         static = self.is_static(x)
         counts, sizes = [], []
         z = x

@@ -82,6 +82,11 @@ def check_input_dtype(module: nn.Module, x: Any) -> None:
     """A network's input is a floating-point tensor of its weights' dtype (a float64 batch for float32 weights
     would otherwise fail deep inside a matrix product)."""
     check_current(module, x)
+    check_weight_dtype(module, x)
+
+
+def check_weight_dtype(module: nn.Module, x: torch.Tensor) -> None:
+    """Refuse a floating-point input of another dtype than ``module``'s weights, naming both casts."""
     weight = next(module.parameters(), None)
     if weight is not None and x.dtype != weight.dtype:
         raise InputError(
