@@ -82,9 +82,11 @@ def test_linear_start_holds_its_lr_while_the_schedule_would_decay(tmp_path, data
     overrides = ["data.tasks=[1]", "train.epochs=6", "train.lr=0.01", "train.schedule=step", "train.step_epochs=2", "train.gamma=0.5", "train.progress=false",
                  "callbacks=[{name: linear_start, kwargs: {lr: 0.005, patience: 1000, max_epochs: 4, restart_schedule: true, hold_lr: " + str(hold_lr).lower() + "}}]"]
     run, _ = api.train(api.load("memn2n_babi1k", overrides), data_dir=str(data_dir), out=tmp_path)
-    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     ls_phase = [0.005, 0.005, 0.005, 0.005] if hold_lr else [0.005, 0.005, 0.0025, 0.0025]
-    assert lrs == pytest.approx(ls_phase + [0.01, 0.01])
+    assert [r["lr"] for r in records] == pytest.approx(ls_phase + [0.01, 0.01])
+    # each record says whether its validation pass was scored without softmaxes: the fourth ended LS, so it was
+    assert [r["linear_start"] for r in records] == [True] * 4 + [False] * 2
 
 
 @pytest.mark.data

@@ -405,6 +405,30 @@ def test_restart_selection_discards_earlier_and_current_scores(tmp_path, monkeyp
         assert api.evaluate(path, split="val")["accuracy"] == summary["val_accuracy"]
 
 
+class _Fields(Callback):
+    def __init__(self, fields):
+        self.fields, self.calls = fields, 0
+
+    def record_fields(self):
+        self.calls += 1
+        return {k: v + self.calls if isinstance(v, int) else v for k, v in self.fields.items()}
+
+
+def test_callbacks_add_fields_to_each_record_and_may_not_overwrite_the_trainers(tmp_path, monkeypatch):
+    from overlooked.registry import CALLBACKS
+
+    monkeypatch.setitem(CALLBACKS._builders, "test_fields", lambda **fields: _Fields(fields))
+    monkeypatch.setitem(CALLBACKS._tags, "test_fields", {})
+    raw = json.loads(json.dumps(SMALL))
+    raw["callbacks"] = [{"name": "test_fields", "kwargs": {"phase": 10}}]
+    path, _ = api.train(ExperimentConfig.from_dict(raw), out=tmp_path)
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == [11, 12, 13] and all("val_loss" in r for r in records)
+    raw["callbacks"] = [{"name": "test_fields", "kwargs": {"val_loss": 0}}]
+    with pytest.raises(ConfigError, match=re.escape("callback _Fields adds record fields ['val_loss'] that the trainer writes itself")):
+        api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "clash")
+
+
 def test_sampling_with_replacement_draws_full_batches_per_seed_and_epoch():
     """train.sampling=replacement: n // B full batches per epoch, drawn with replacement (the MemN2N authors'
     train.m), fixed by (seed, epoch), and split over DDP ranks without changing the global batches."""

@@ -76,6 +76,11 @@ class LinearStart(Callback):
             self._apply(ctx)
             ctx.restart_selection = True  # a checkpoint scored without softmaxes must not be reported with them
 
+    def record_fields(self) -> dict[str, Any]:
+        """``linear_start``: true for a validation record scored without the memory softmaxes (those
+        records are never chosen as the reported checkpoint once LS has ended)."""
+        return {"linear_start": self.active}
+
     def state_dict(self) -> dict[str, Any]:
         return {"active": self.active, "best": self.best, "bad": self.bad, "ended_at_step": self.ended_at_step}
 

@@ -33,6 +33,12 @@ class Callback:
         ``val_accuracy``, and the training window's ``step``, ``epoch``, ``lr``, ``train_loss``,
         ``train_accuracy``, ``examples_per_s`` and ``examples_seen``."""
 
+    def record_fields(self) -> dict[str, Any]:
+        """Fields this callback adds to the next ``metrics.jsonl`` record, written with the validation pass
+        they describe (called before :meth:`on_eval_end`, so they tell how that pass was scored). None by
+        default; MemN2N's linear start adds ``linear_start``."""
+        return {}
+
     def on_epoch_end(self, ctx: Context) -> None:
         """Called after the last step of each full pass over the training split, before that step's
         validation pass and checkpoint (so both include what the callback changes)."""

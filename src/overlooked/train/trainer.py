@@ -661,6 +661,12 @@ def _fit(
                     "examples_seen": state.examples_seen,
                     **metrics,
                 }
+                for cb in callbacks:  # e.g. linear start: whether this pass was scored without softmaxes
+                    extra = cb.record_fields()
+                    clash = sorted(set(extra) & set(record))
+                    if clash:
+                        raise ConfigError(f"callback {type(cb).__name__} adds record fields {clash} that the trainer writes itself; rename them in its record_fields()")
+                    record.update(extra)
                 logger.log(record)
                 window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
                 for cb in callbacks:
