@@ -19,6 +19,7 @@ import re
 import types
 import typing
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,14 @@ class Component:
 
 class ConfigWarning(UserWarning):
     """A setting that has no effect in the configuration it is part of."""
+
+
+def warn_no_effect(unused: Iterable[tuple[bool, str]], stacklevel: int = 3) -> None:
+    """Warn (:class:`ConfigWarning`) for each ``(is_unused, what)`` that holds: a setting that changes nothing
+    unless another one is set is said so, never ignored silently. ``what`` names the setting and why."""
+    for is_unused, what in unused:
+        if is_unused:
+            warnings.warn(f"{what} has no effect in this configuration", ConfigWarning, stacklevel=stacklevel)
 
 
 @dataclass
@@ -106,16 +115,13 @@ class TrainConfig:
         ]
         if bad:
             raise ConfigError("; ".join(bad) + " (fix these train.* settings)")
-        unused = [  # settings that change nothing unless another one is set: say so, never ignore them silently
+        warn_no_effect([
             (self.momentum != 0 and self.optimizer != "sgd", f"train.momentum={self.momentum} (only sgd uses it; adam/adamw take train.betas)"),
             (self.betas != (0.9, 0.999) and self.optimizer == "sgd", f"train.betas={list(self.betas)} (sgd uses train.momentum)"),
             (self.ema_warmup and self.ema_decay is None, "train.ema_warmup (it needs train.ema_decay)"),
             ((self.grad_clip_groups or self.grad_clip_norm != "frobenius") and not self.grad_clip_per_tensor, "train.grad_clip_groups / train.grad_clip_norm (they need train.grad_clip_per_tensor=true)"),
             (self.init_checkpoint != "best" and self.init_from is None, "train.init_checkpoint (it needs train.init_from)"),
-        ]
-        for is_unused, what in unused:
-            if is_unused:
-                warnings.warn(f"{what} has no effect in this configuration", ConfigWarning, stacklevel=2)
+        ])
 
 
 @dataclass

@@ -428,3 +428,28 @@ def test_the_package_exports_what_networks_are_built_from():
     assert MEM.MemN2N is modules.MemN2N and MEM.KVMemNN is modules.KVMemNN and MEM.MemNN is memnn.MemNN
     assert MEM.LinearStart is training.LinearStart and MEM.functional.time_index is time_index
     assert all(getattr(MEM, name) is not None for name in MEM.__all__)
+
+
+@pytest.mark.parametrize("pe_length", ["padded", "padded_time"])
+def test_pe_length_with_bag_of_words_warns_because_it_changes_nothing(pe_length):
+    """Bag of words weighs every word 1, so J of the position encodings is unused: the same weights give
+    the same logits for every pe_length, and asking for one other than the default says so."""
+    import re
+    import warnings
+
+    from overlooked.config import ConfigWarning
+    from overlooked.memory.modules import MemN2N
+
+    torch.manual_seed(0)
+    story, query = torch.randint(1, 30, (3, 6, 5)), torch.randint(1, 30, (3, 4))
+    story[:, 4:] = 0
+    story[:, :, 3:] = 0
+    mask, time = (story != 0).any(-1), torch.arange(6).expand(3, 6)
+    plain = MemN2N(30, memory_size=6, encoding="bow")
+    with pytest.warns(ConfigWarning, match=re.escape(f"MemN2N pe_length={pe_length!r} (it sets J of the position encodings; encoding='bow' weighs every word 1) has no effect")):
+        other = MemN2N(30, memory_size=6, encoding="bow", pe_length=pe_length)
+    other.load_state_dict(plain.state_dict())
+    assert torch.equal(other(story, query, mask, time)["logits"], plain(story, query, mask, time)["logits"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        MemN2N(30, memory_size=6, encoding="pe", pe_length=pe_length)  # with PE it changes J: no warning

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overlooked.checks import check_sizes
+from overlooked.config import warn_no_effect
 from overlooked.memory import functional as MF
 
 
@@ -74,6 +75,7 @@ class MemN2N(nn.Module):
         if padding not in ("mask", "attend"):
             raise ValueError(f"padding must be 'mask' or 'attend', got {padding!r}")
         self.pe_length, self.padding = pe_length, padding
+        warn_no_effect([(encoding == "bow" and pe_length != "sentence", f"MemN2N pe_length={pe_length!r} (it sets J of the position encodings; encoding='bow' weighs every word 1)")])
         if tying not in ("adjacent", "layerwise"):
             raise ValueError(f"tying must be 'adjacent' or 'layerwise', got {tying!r}")
         if encoding not in ("pe", "pe_centered", "bow"):
