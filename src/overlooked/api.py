@@ -37,7 +37,7 @@ from overlooked.config import (
     parse_override,
 )
 from overlooked.data.base import Splits
-from overlooked.errors import CheckpointError, ConfigError, InputError, OverlookedError
+from overlooked.errors import CheckpointError, ConfigError, DataError, InputError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
@@ -145,9 +145,10 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
     return {k: facts[k] for k in allowed if k in facts and k not in comp.kwargs}
 
 
-def build_data(cfg: ExperimentConfig, data_dir: str | None = None) -> Splits:
-    """The dataset splits the config names."""
-    kwargs = dict(cfg.data.kwargs)
+def build_data(cfg: ExperimentConfig, data_dir: str | None = None, *, pinned: dict[str, Any] | None = None) -> Splits:
+    """The dataset splits the config names. ``pinned``: dataset arguments a trained model fixes (its
+    vocabulary, sizes; see :func:`load_run`), passed beside ``cfg.data.kwargs`` without entering the config."""
+    kwargs = {**cfg.data.kwargs, **(pinned or {})}
     allowed = DATASETS.accepted_kwargs(cfg.data.name) or []
     if "data_dir" in allowed:
         kwargs.setdefault("data_dir", data_dir or cfg.data_dir)
@@ -442,7 +443,7 @@ def data_meta(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> dict[st
     return build_data(cfg, data_dir).meta
 
 
-def check_vocab(run: Path, splits: Splits, fix: str = "evaluate on data built from the same tasks as the run's data.kwargs (the vocabulary is built from every task loaded)") -> None:
+def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed since the run was trained (its vocabulary is built from every file loaded): restore them, or name the data in overrides (e.g. data.tasks=[1]), which reads it with the run's own vocabulary") -> None:
     """Refuse data whose vocabulary is not the one ``run`` was trained with (``RUN/vocab.json``, written by
     runs since 2026-12-05): a model reads word indices, so other words at the same indices would be read
     as the training words without any error. Runs without the file, and data without a vocabulary, pass."""
@@ -1101,7 +1102,14 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         cfg = apply_overrides(cfg, data_overrides)
         check_config(cfg)
     check_checkpoint_exists(run, checkpoint)
-    splits = build_data(cfg, data_dir)
+    pinned = _pinned_data_kwargs(run, run_config(run), cfg) if data_overrides else {}
+    try:
+        splits = build_data(cfg, data_dir, pinned=pinned)
+    except DataError as exc:
+        if not pinned:
+            raise
+        kept = ", ".join(f"{k} ({len(v)} words)" if k == "vocab" else f"{k}={v}" for k, v in pinned.items() if k != "trim_memory")
+        raise DataError(f"{exc}\n(The data was built with what {run}'s model was trained with: {kept}; a model reads other data only in those terms)") from None
     check_vocab(run, splits)
     model = build_model(cfg, splits.meta)
     try:
@@ -1123,6 +1131,29 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     check_time_steps(splits.meta, model, build_encoder(cfg))  # data overrides may change the event bins
     model.eval()
     return cfg, splits, model
+
+
+# Dataset arguments that fix how a text model reads its input; other data is encoded with the run's values.
+PINNED_DATA_FACTS = ("sentence_len", "memory_size")
+
+
+def _pinned_data_kwargs(run: Path, own: ExperimentConfig, cfg: ExperimentConfig) -> dict[str, Any]:
+    """What other data (``cfg``, the run's config ``own`` with data overrides) must be built with for ``run``'s
+    model to read it: the run's vocabulary (``vocab.json``) and the sizes its model was built for
+    (``data_meta.json``: the padded sentence length, the memory slots), for a dataset that takes them (bAbI),
+    unless the overrides changed one themselves. So a model trained jointly reads one task, or your own
+    stories, with its own word indices, encodings and temporal table."""
+    allowed = set(DATASETS.accepted_kwargs(cfg.data.name) or [])
+    mine, theirs = cfg.data.kwargs, own.data.kwargs if own.data.name == cfg.data.name else {}
+    named = {k for k in {*mine, *theirs} if k not in mine or k not in theirs or mine[k] != theirs[k]}  # what the overrides changed
+    pinned: dict[str, Any] = {}
+    if "vocab" in allowed and "vocab" not in named and (run / VOCAB_FILE).is_file():
+        pinned["vocab"] = read_run_file(run / VOCAB_FILE)
+    meta = read_run_file(run / DATA_META_FILE) if (run / DATA_META_FILE).is_file() else {}
+    pinned.update({k: meta[k] for k in PINNED_DATA_FACTS if k in allowed and k in meta and k not in named})
+    if "memory_size" in pinned and "trim_memory" in allowed and "trim_memory" not in named:
+        pinned["trim_memory"] = False  # the run's (possibly trimmed) size, as it is
+    return pinned
 
 
 def load_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentConfig) -> dict[str, Any]:

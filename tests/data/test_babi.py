@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -383,3 +384,28 @@ def test_the_last_split_checks_val_fraction_too():
     for bad in (1.5, -0.1, float("nan")):
         with pytest.raises(DataError, match="val_fraction must be in"):
             babi.split_per_task(torch.tensor([1, 1, 2, 2]), bad, seed=0, mode="last")
+
+
+@pytest.mark.data
+def test_a_given_vocabulary_and_sentence_len_encode_other_tasks_in_a_trained_models_terms(data_dir):
+    """vocab / sentence_len (a trained model's): task 1 loaded with the vocabulary and padded width of tasks
+    1 and 10 is task 1 as the joint load encodes it; a word the vocabulary lacks, and a width below the
+    longest sentence, are refused with what to do; a vocabulary that is not one is named."""
+    joint = babi.load_babi(tasks=[1, 10], data_dir=data_dir, memory_size=10)
+    one = babi.load_babi(tasks=1, data_dir=data_dir, memory_size=10, vocab=joint.meta["vocab"], sentence_len=joint.meta["sentence_len"])
+    own = babi.load_babi(tasks=1, data_dir=data_dir, memory_size=10)
+    assert own.meta["sentence_len"] == 6 < joint.meta["sentence_len"] == 9 and len(own.meta["vocab"]) < len(joint.meta["vocab"])
+    assert one.meta["vocab"] == joint.meta["vocab"] and one.meta["vocab_size"] == len(joint.meta["vocab"])
+    rows = joint.test.tensors["task"] == 1
+    for key, value in one.test.tensors.items():
+        assert torch.equal(value, joint.test.tensors[key][rows]), key
+    with pytest.raises(DataError, match=r"sentence_len=6 is shorter than the longest sentence loaded \(9 words\)"):
+        babi.load_babi(tasks=10, data_dir=data_dir, sentence_len=6)
+    with pytest.raises(DataError) as info:
+        babi.load_babi(tasks=2, data_dir=data_dir, vocab=own.meta["vocab"])
+    text = str(info.value)
+    assert re.search(r"^\d+ word\(s\) of \S+qa2_two-supporting-facts_test.txt, \S+qa2_two-supporting-facts_train.txt are not in the given vocabulary of "
+                     rf"{len(own.meta['vocab'])} words: 'apple', ", text) and "use stories written with its words" in text
+    for bad in (["mary"], ["<nil>", "mary", "mary"], [], "words"):
+        with pytest.raises(DataError, match="vocab must be a list of distinct words whose first is the null word"):
+            babi.load_babi(tasks=1, data_dir=data_dir, vocab=bad)

@@ -144,20 +144,42 @@ def test_a_run_stopped_inside_linear_start_evaluates_as_it_reported(tmp_path, da
 
 
 @pytest.mark.data
-def test_evaluation_on_data_with_another_vocabulary_is_refused(tmp_path, data_dir):
-    """Tasks 15 and 16 both have 18 words, so a model of task 15 would run on task 16 with every index
-    meaning another word; the run's vocab.json makes evaluate and explain refuse it."""
-    from overlooked.errors import ConfigError
+def test_evaluation_on_other_data_reads_it_with_the_runs_vocabulary_or_refuses_it(tmp_path, data_dir):
+    """Tasks 15 and 16 both have 18 words, so built on its own, task 16 would reach a model of task 15 with
+    every index meaning another word. Other data is therefore encoded with the run's vocabulary (vocab.json),
+    and the words task 16 has and task 15 lacks are refused; data changed under the run's own config is
+    still caught by the vocabulary check."""
+    from overlooked.errors import ConfigError, DataError
 
     cfg = api.load("memn2n_babi1k", ["data.tasks=[15]", "train.max_steps=2", "train.progress=false", "train.num_threads=1"])
     run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
     vocab = json.loads((run / "vocab.json").read_text())
     assert len(vocab) == 18 and vocab == api.build_data(cfg, str(data_dir)).meta["vocab"]
     assert api.evaluate(run, data_dir=str(data_dir))["accuracy"] >= 0  # its own data passes
+    for call in (api.evaluate, api.load_run):
+        with pytest.raises(DataError, match=r"(?s)word\(s\) of .*qa16_basic-induction_test.txt.* are not in the given vocabulary of 18 words: .*"
+                                            r"\(The data was built with what .*'s model was trained with: vocab \(18 words\), sentence_len=5, memory_size="):
+            call(run, data_dir=str(data_dir), data_overrides=["data.tasks=[16]"])
+    (run / "vocab.json").write_text(json.dumps(vocab[:1] + vocab[2:] + vocab[1:2]))  # as if the files had changed since
     with pytest.raises(ConfigError, match=r"vocabulary \(18 words\) is not the one .* trained with \(18 words; first difference"):
-        api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.tasks=[16]"])
-    with pytest.raises(ConfigError, match="vocabulary"):
-        api.load_run(run, data_dir=str(data_dir), data_overrides=["data.tasks=[16]"])
+        api.evaluate(run, data_dir=str(data_dir))
+
+
+@pytest.mark.data
+def test_a_joint_model_evaluated_on_one_task_scores_what_its_per_task_result_says(tmp_path, data_dir):
+    """Evaluating a joint run on one of its tasks builds that task with the run's vocabulary, padded sentence
+    width (pe_length=padded reads it) and trimmed memory (the temporal table's rows): every task's accuracy
+    equals the per-task accuracy of the evaluation on the run's own data. Task 1 alone has 20 words, 6-word
+    sentences and stories of at most 10 statements, against 46 / 9 / 50 jointly with tasks 2 and 10."""
+    cfg = api.load("memn2n_babi1k_joint_authors", ["data.tasks=[1, 2, 10]", "train.max_steps=40", "train.progress=false", "train.num_threads=1"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
+    meta = json.loads((run / "data_meta.json").read_text())
+    assert (meta["sentence_len"], meta["vocab_size"], meta["memory_size"]) == (9, 46, 50)
+    own = api.evaluate(run, data_dir=str(data_dir))["group_accuracy"]
+    for task in (1, 2, 10):
+        alone = api.evaluate(run, data_dir=str(data_dir), data_overrides=[f"data.tasks=[{task}]"])
+        assert alone["examples"] == 1000 and alone["accuracy"] == own[str(task)]
+    assert 0 < own["1"] < 1  # not a degenerate model, for which any encoding would score the same
 
 
 @pytest.mark.data

@@ -313,6 +313,29 @@ def _index(word_index: dict[str, int], word: str) -> int:
         ) from None
 
 
+def _given_vocab(vocab: Sequence[str], parsed: dict[tuple[int, str], list[BabiExample]], root: Path, paths: dict[tuple[int, str], str]) -> list[str]:
+    """A vocabulary passed in (a trained model's): a list of distinct words starting with the null word, that
+    holds every word of the loaded files; otherwise a :class:`DataError` naming the missing words and files."""
+    vocab = list(vocab) if isinstance(vocab, (list, tuple)) else vocab
+    if not isinstance(vocab, list) or not vocab or not all(isinstance(w, str) for w in vocab) or vocab[0] != NIL or len(set(vocab)) != len(vocab):
+        raise DataError(f"vocab must be a list of distinct words whose first is the null word {NIL!r} (a run's vocab.json), got {str(vocab)[:80]}")
+    known = set(vocab)
+    missing: dict[str, list[str]] = {}
+    for key, examples in parsed.items():
+        words = build_vocab(examples)[1:]
+        for word in words:
+            if word not in known:
+                missing.setdefault(word, []).append(str(root / paths[key]))
+    if missing:
+        shown = ", ".join(map(repr, sorted(missing)[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        files = sorted({f for fs in missing.values() for f in fs})
+        raise DataError(
+            f"{len(missing)} word(s) of {', '.join(files)} are not in the given vocabulary of {len(vocab)} words: {shown}. "
+            "A trained model reads only the words it was trained with: use stories written with its words, or train on data that holds these"
+        )
+    return vocab
+
+
 def split_per_task(task: torch.Tensor, val_fraction: float, seed: int, mode: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
     """Train/validation split of each task's rows separately.
 
@@ -372,6 +395,8 @@ def load_babi(
     trim_memory: bool = False,
     val_split: str = "random",
     verify: bool = True,
+    vocab: Sequence[str] | None = None,
+    sentence_len: int | None = None,
 ) -> Splits:
     """bAbI tasks as :class:`Splits` for memory networks.
 
@@ -397,6 +422,12 @@ def load_babi(
             files at the same paths as they are, for an edited copy or your own bAbI-format tasks; the run's
             ``data_fingerprint`` then tells its data from the official one, and a malformed line is reported
             with its file and line number.
+        vocab: encode with this vocabulary (``vocab[0]`` the null word) instead of one built from the
+            loaded files: a trained model's (``RUN/vocab.json``), to read other tasks or your own stories with
+            it. A word it lacks is refused, named with the file it occurs in.
+        sentence_len: words per sentence slot (default: the longest sentence loaded); a trained model's, for
+            encodings that depend on the padded width (MemN2N ``pe_length=padded``). Shorter than a loaded
+            sentence is refused.
 
     Returns:
         Splits with the tensors of :func:`encode_examples`; ``meta`` holds ``vocab``, ``vocab_size``,
@@ -421,9 +452,16 @@ def load_babi(
     every = [ex for _, ex in train + test]
     if not every:
         raise DataError(f"no questions in {', '.join(str(root / p) for p in paths.values())}. {_FIX}")
-    vocab = build_vocab(every)
+    if vocab is None:
+        vocab = build_vocab(every)
+    else:
+        vocab = _given_vocab(vocab, parsed, root, paths)
     word_index = {w: i for i, w in enumerate(vocab)}
-    sentence_len = max(len(s) for s in _unique_sentences(every))
+    longest = max(len(s) for s in _unique_sentences(every))
+    if sentence_len is None:
+        sentence_len = longest
+    elif not is_count(sentence_len) or sentence_len < longest:
+        raise DataError(f"sentence_len={sentence_len!r} is shorter than the longest sentence loaded ({longest} words): a sentence slot must hold every sentence")
     support_len = max(len(ex.supporting) for ex in every)
     if trim_memory:
         memory_size = min(memory_size, max(len(ex.story) for _, ex in train))
