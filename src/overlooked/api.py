@@ -36,6 +36,7 @@ from overlooked.config import (
     load_config,
     parse_override,
 )
+from overlooked.data.babi import BABI_INPUT_KEYS
 from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, DataError, InputError, OverlookedError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
@@ -1113,7 +1114,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     check_vocab(run, splits)
     model = build_model(cfg, splits.meta)
     try:
-        info = load_weights(run, checkpoint, model, cfg)
+        restore_weights(run, checkpoint, model, cfg)
     except CheckpointError as exc:
         if not data_overrides:
             raise
@@ -1122,15 +1123,76 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
             f"its data (e.g. the image side); this model cannot read that data as it is (dataset meta now: "
             f"{ {k: v for k, v in splits.meta.items() if k.endswith(('_shape', '_size')) or k == 'num_classes'} })"
         ) from None
+    check_time_steps(splits.meta, model, build_encoder(cfg))  # data overrides may change the event bins
+    return cfg, splits, model
+
+
+def restore_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentConfig) -> None:
+    """Load the checkpoint's weights into ``model`` (:func:`load_weights`), put it in the mode its callbacks'
+    saved state implies, and switch it to eval mode: the function training reported."""
+    info = load_weights(run, checkpoint, model, cfg)
     # A callback may have changed how the model computes when the checkpoint was written (linear start);
     # its saved state puts the model back in that mode, so evaluate scores what training reported.
     saved = info.get("state", {}).get("callbacks", [])
     for cb, cb_state in zip(build_callbacks(cfg), saved):
         cb.load_state_dict(cb_state)
         cb.restore_model(model)
-    check_time_steps(splits.meta, model, build_encoder(cfg))  # data overrides may change the event bins
     model.eval()
-    return cfg, splits, model
+
+
+def ask(
+    run: str | Path,
+    story: str | list[str],
+    question: str,
+    *,
+    answer: str | None = None,
+    checkpoint: str = "best",
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Ask a trained bAbI model a question of your own about a story of your own.
+
+    The story and question are encoded with the run's vocabulary and sizes (``RUN/vocab.json``,
+    ``RUN/data_meta.json``; :func:`overlooked.data.babi.encode_question`), so only words it was trained with are
+    read (others are refused and named). For a memory network the result also says what each hop read, as
+    :func:`explain` does, drawn to ``ask_<digest>.png`` in ``out`` (default ``RUN/explain``).
+
+    Args:
+        run: a run folder of any model trained on bAbI (memory networks, the LSTM, the Transformers).
+        story: the statements, oldest first: one string (sentences end with ``.`` or a line break) or a list.
+        question: the question.
+        answer: the expected answer, if known: the result then says whether the prediction is right.
+        checkpoint: ``best`` or ``last``.
+        data_dir: the data root, read only for a run made before ``data_meta.json`` existed.
+
+    Returns:
+        ``story`` (the memories read, oldest first), ``question``, ``predicted``, ``answer``, ``correct`` (None
+        without an answer), ``attention`` (``[K][n]`` per hop; None for a model without addressable memory),
+        ``linear_start`` and ``figure``.
+    """
+    from overlooked.data.babi import encode_question
+    from overlooked.data.base import ArrayDataset
+    from overlooked.memory.explain import explain_example
+
+    run = Path(run)
+    cfg = run_config(run)
+    if cfg.data.name != "babi":
+        raise ConfigError(f"ask puts a question about a story to a model trained on bAbI; {run} was trained on {cfg.data.name!r}")
+    check_checkpoint_exists(run, checkpoint)
+    if (run / VOCAB_FILE).is_file():
+        vocab, meta = read_run_file(run / VOCAB_FILE), data_meta(run, cfg, data_dir)
+    else:  # a run made before vocab.json: its data, rebuilt, give the vocabulary
+        meta = build_data(cfg, data_dir).meta
+        vocab = meta["vocab"]
+    model = build_model(cfg, meta)
+    restore_weights(run, checkpoint, model, cfg)
+    batch = encode_question(story, question, vocab, meta["memory_size"], meta["sentence_len"], answer)
+    input_keys = tuple(MODELS.tags(cfg.model.name).get("input_keys") or BABI_INPUT_KEYS)
+    digest = hashlib.sha1(json.dumps([checkpoint, batch["story"].tolist(), batch["query"].tolist()]).encode()).hexdigest()[:10]
+    result = explain_example(model, ArrayDataset(batch), input_keys, vocab, 0, _explain_folder(run, out) / f"ask_{digest}.png")
+    given = None if answer is None else vocab[int(batch["answer"][0])]
+    result.update(split=None, row=None, task=None, answer=given, correct=None if given is None else result["predicted"] == given, run=str(run), checkpoint=checkpoint)
+    return result
 
 
 # Dataset arguments that fix how a text model reads its input; other data is encoded with the run's values.

@@ -1,4 +1,4 @@
-"""Command line: ``overlooked train | evaluate | explain | bench | demo | report | show | list | data | export-nir | convert``.
+"""Command line: ``overlooked train | evaluate | explain | ask | bench | demo | report | show | list | data | export-nir | convert``.
 
 Each subcommand parses its arguments, loads a config, applies ``key=value`` overrides and calls the function
 of the same name in :mod:`overlooked.api`. Errors the user can fix are printed without a traceback.
@@ -228,6 +228,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    from overlooked import api
+    from overlooked.memory.explain import format_example
+
+    story = sys.stdin.read() if args.story == "-" else args.story
+    result = api.ask(args.run, story, args.question, answer=args.answer, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
+    print(format_example(result))
+    if result["figure"]:
+        print(f"figure: {result['figure']}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     """Print CONFIG with its overrides applied and checked, as a run would write it to config.yaml."""
     from overlooked import api
@@ -415,6 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the PNGs and explain.json (default RUN/explain)")
     common(p, out=False)
     p.set_defaults(fn=cmd_explain)
+
+    p = sub.add_parser("ask", help="ask a trained bAbI model a question of your own about a story of your own", description="Encodes STORY and QUESTION with the run's vocabulary and sizes (words it was never trained on are refused and named) and prints the prediction; for a memory network also what each hop read, drawn as PNG (default into RUN/explain).")
+    p.add_argument("run", help="run folder of a model trained on bAbI (one seed of a --repeats run: RUN/seedN)")
+    p.add_argument("story", help="the statements, oldest first, each ending with '.' or a line break; '-' reads them from stdin")
+    p.add_argument("question", help="the question, e.g. 'Where is Mary?'")
+    p.add_argument("--answer", default=None, help="the expected answer, if you know it: the output then says right or wrong")
+    p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
+    p.add_argument("--out", default=None, help="folder for the PNG (default RUN/explain)")
+    common(p, out=False)
+    p.set_defaults(fn=cmd_ask)
 
     p = sub.add_parser("show", help="print a config with its overrides applied and checked (what a run writes to config.yaml)")
     p.add_argument("config", help="packaged config name (see `overlooked list configs`) or a YAML file")

@@ -65,7 +65,7 @@ def test_unknown_key_exits_2_with_message(tmp_path, capsys):
 def test_every_subcommand_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"train", "evaluate", "explain", "bench", "demo", "report", "show", "list", "data", "export-nir", "convert"}
+    assert set(sub.choices) == {"train", "evaluate", "explain", "ask", "bench", "demo", "report", "show", "list", "data", "export-nir", "convert"}
     for name in sub.choices:
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([name, "--help"])

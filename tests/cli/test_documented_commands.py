@@ -19,7 +19,7 @@ from overlooked.config import apply_overrides
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["README.md", "docs/memory.md", "docs/spiking.md", "docs/capsules.md", "docs/fair_comparison.md"]
 PLACEHOLDERS = {"N": "1000", "D": "0.001"}  # a number the reader fills in (RUN, A, B stay: any text parses)
-SUBCOMMANDS = ("train", "evaluate", "explain", "show", "list", "data", "bench", "demo", "report", "export-nir", "convert")
+SUBCOMMANDS = ("train", "evaluate", "explain", "ask", "show", "list", "data", "bench", "demo", "report", "export-nir", "convert")
 
 
 def documented_commands(text: str) -> list[str]:

@@ -409,3 +409,22 @@ def test_a_given_vocabulary_and_sentence_len_encode_other_tasks_in_a_trained_mod
     for bad in (["mary"], ["<nil>", "mary", "mary"], [], "words"):
         with pytest.raises(DataError, match="vocab must be a list of distinct words whose first is the null word"):
             babi.load_babi(tasks=1, data_dir=data_dir, vocab=bad)
+
+
+def test_encode_question_keeps_the_newest_statements_and_names_what_it_cannot_read():
+    vocab = ["<nil>", "bathroom", "garden", "is", "john", "mary", "moved", "to", "the", "where"]
+    story = ["Mary moved to the garden.", "", "John moved to the garden", "Mary moved to the bathroom."]
+    batch = babi.encode_question(story, "where is mary", vocab, memory_size=2, sentence_len=5, answer=" Bathroom")
+    assert batch["memory_mask"].tolist() == [[True, True]] and batch["time"].tolist() == [[1, 0]]  # the newest two, as training keeps them
+    assert batch["story"][0, 1].tolist() == [5, 6, 7, 8, 1] and batch["answer"].tolist() == [1]
+    assert batch["supporting"].tolist() == [[-1]] and batch["task"].tolist() == [0]
+    one_string = babi.encode_question("Mary moved to the garden.\nJohn moved to the garden. Mary moved to the bathroom", "Where is Mary?", vocab, 2, 5)
+    assert torch.equal(one_string["story"], batch["story"]) and one_string["answer"].tolist() == [0]  # no answer: the null word
+    with pytest.raises(DataError, match=r"3 word\(s\) are not in the model's vocabulary of 10 words: 'kitchen', 'there', 'who'\."):
+        babi.encode_question("Mary moved to the kitchen.", "Who is there?", vocab, 2, 5, answer="mary")
+    with pytest.raises(DataError, match=r"not in the model's vocabulary of 10 words: 'office'"):
+        babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 5, answer="office")
+    with pytest.raises(DataError, match="a question needs a story of at least one sentence and a question"):
+        babi.encode_question(" . ", "Where is Mary?", vocab, 2, 5)
+    with pytest.raises(DataError, match="has 5 words but sentence_len is 4"):
+        babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 4)

@@ -4,6 +4,7 @@ checked against the model's own output and hand values; the CLI on a real bAbI r
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import yaml
 from overlooked import api
 from overlooked.cli import main
 from overlooked.data.base import ArrayDataset
-from overlooked.errors import CheckpointError, ConfigError
+from overlooked.errors import CheckpointError, ConfigError, DataError
 from overlooked.memory import explain as EX
 from overlooked.memory.memnn import MemNN
 from overlooked.memory.modules import KVMemNN, MemN2N
@@ -210,3 +211,28 @@ def test_linear_start_stats_never_pick_an_empty_slot():
     raw.use_softmax = False
     one = EX.supporting_stats(raw, split, ("story",))["tasks"][1]
     assert one["hop_precision"] == 1.0 and one["all_retrieved"] == 1.0
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("config", ["memn2n_babi1k_joint_authors", "memnn_babi1k", "lstm_babi1k_single"])
+def test_ask_reads_a_story_of_your_own_as_the_run_reads_its_test_questions(tmp_path, data_dir, capsys, config):
+    """A test question retyped as plain text gives what explain gives for it: the same memories, prediction
+    and (for a memory model) per-hop addressing, hard (MemNN) or soft, with or without linear start; the
+    LSTM reader answers without hops. Words the run never saw are refused and named."""
+    cfg = api.load(config, ["data.tasks=[1, 2]", "train.max_steps=30", "train.progress=false", "train.num_threads=1"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    _, splits, model = api.load_run(run, data_dir=str(data_dir))
+    for index in (0, 5, 1003):
+        ex = EX.explain_example(model, splits.test, splits.input_keys, splits.meta["vocab"], index)
+        story = ". ".join(ex["story"]) + "."
+        mine = api.ask(run, story, ex["question"] + "?", answer=ex["answer"].upper(), data_dir=str(data_dir), out=tmp_path / "ask")
+        assert mine["story"] == ex["story"] and mine["question"] == ex["question"] and mine["predicted"] == ex["predicted"]
+        assert mine["attention"] == ex["attention"] and mine["linear_start"] == ex["linear_start"]
+        assert mine["answer"] == ex["answer"] and mine["correct"] == ex["correct"]
+        assert (mine["attention"] is None) == (config == "lstm_babi1k_single") and (mine["figure"] is None) == (mine["attention"] is None)
+    assert main(["ask", str(run), "Mary went to the kitchen.\nJohn went to the garden", "Where is Mary", "--data-dir", str(data_dir), "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("your question;") and "   1. mary went to the kitchen" in printed and "   2. john went to the garden" in printed
+    assert re.search(r"question: where is mary\?   predicted: \w+\n", printed)
+    with pytest.raises(DataError, match=r"2 word\(s\) are not in the model's vocabulary of \d+ words: 'castle', 'zoe'"):
+        api.ask(run, "Zoe went to the castle.", "Where is Zoe?", data_dir=str(data_dir))

@@ -58,6 +58,7 @@ TASK_NAMES = {
 SIZES = ("en", "en-10k")  # 1,000 or 10,000 training questions per task
 SPLITS = ("train", "test")
 ROOT = "babi/tasks_1-20_v1-2"  # relative to the data root
+BABI_INPUT_KEYS = ("story", "query", "memory_mask", "time")  # what a bAbI model reads by default (MemNN adds "supporting")
 NIL = "<nil>"  # vocabulary index 0: padding, and the null word
 _FIX = (
     "An official file with this line is corrupt: re-fetch it with `overlooked data fetch babi`; a file of your own "
@@ -304,6 +305,51 @@ def encode_examples(
     }
 
 
+def encode_question(
+    story: str | Sequence[str],
+    question: str,
+    vocab: Sequence[str],
+    memory_size: int,
+    sentence_len: int,
+    answer: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """One question of your own, encoded as a trained model reads it (its ``vocab``, ``memory_size`` and
+    ``sentence_len``): the batch of one that :func:`encode_examples` makes, with no supporting facts.
+
+    Args:
+        story: the statements, oldest first: one string whose sentences end with ``.`` or a line break, or a
+            list of sentences. Only the last ``memory_size`` are kept, as in training.
+        question: the question (a ``?`` is optional).
+        vocab: the model's vocabulary (``vocab[0]`` the null word), e.g. ``RUN/vocab.json``.
+        memory_size, sentence_len: the sizes the model was built for (``RUN/data_meta.json``).
+        answer: the expected answer, if you know it (one word of ``vocab``); the null word otherwise.
+
+    Raises:
+        DataError: an empty story or question, a word not in ``vocab`` (all of them named), or a sentence longer
+            than ``sentence_len``.
+
+    >>> vocab = ["<nil>", "bathroom", "is", "john", "mary", "moved", "to", "the", "where"]
+    >>> batch = encode_question("Mary moved to the bathroom. John moved to the bathroom.", "Where is Mary?", vocab, 4, 5)
+    >>> batch["story"].shape, batch["memory_mask"].tolist(), batch["query"].tolist()
+    (torch.Size([1, 4, 5]), [[True, True, False, False]], [[8, 2, 4, 0, 0]])
+    """
+    sentences = re.split(r"[.\n]", story) if isinstance(story, str) else list(story)
+    statements = tuple(tuple(tokenize(s)) for s in sentences if tokenize(s))
+    answer = None if answer is None else answer.strip().lower()
+    asked = tuple(tokenize(question))
+    if not statements or not asked:
+        raise DataError(f"a question needs a story of at least one sentence and a question; got story {story!r} and question {question!r}")
+    word_index = {w: i for i, w in enumerate(vocab)}
+    unknown = sorted({w for s in (*statements, asked) for w in s if w not in word_index} | ({answer} if answer is not None and answer not in word_index else set()))
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} word(s) are not in the model's vocabulary of {len(vocab)} words: {', '.join(map(repr, unknown))}. "
+            "It reads only the words it was trained with; rephrase with those (the run folder's vocab.json lists them)"
+        )
+    example = BabiExample(story=statements, question=asked, answer=answer if answer is not None else NIL, supporting=(), line=0)
+    return encode_examples([example], [0], word_index, memory_size, sentence_len, support_len=1)
+
+
 def _index(word_index: dict[str, int], word: str) -> int:
     try:
         return word_index[word]
@@ -477,7 +523,7 @@ def load_babi(
         train=full_train.subset(train_idx),
         val=full_train.subset(val_idx),
         test=encode(test),
-        input_keys=("story", "query", "memory_mask", "time"),
+        input_keys=BABI_INPUT_KEYS,
         target_key="answer",
         meta={
             "vocab": vocab,

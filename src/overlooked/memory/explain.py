@@ -42,7 +42,8 @@ def _words(ids: list[int], vocab: list[str]) -> str:
 
 
 def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tuple[str, ...], vocab: list[str], index: int, path: str | Path | None = None, split_name: str | None = None) -> dict[str, Any]:
-    """Answer question ``index`` of ``split`` with ``model`` (in eval mode) and describe what it read.
+    """Answer question ``index`` of ``split`` with ``model`` (in eval mode) and describe what it read
+    (``attention`` None and no figure for a model without addressable memory).
 
     Args:
         model: a memory model whose output has ``attention`` or ``chosen``.
@@ -64,7 +65,8 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
     with torch.no_grad():
         out = model(*(batch[k] for k in input_keys))
     n = int(batch["memory_mask"][0].sum())
-    weights = hop_weights(out, 0, n)
+    weights = hop_weights(out, 0, n) if reads_memory(out) else None  # the LSTM/Transformer readers have no hops
+    logits = out["logits"] if isinstance(out, dict) else out
     support = sorted(int(s) for s in batch["supporting"][0].tolist() if 0 <= s < n) if "supporting" in batch else []
     result: dict[str, Any] = {
         "split": split_name,
@@ -73,14 +75,14 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
         "story": [_words(batch["story"][0, i].tolist(), vocab) for i in range(n)],
         "question": _words(batch["query"][0].tolist(), vocab),
         "answer": vocab[int(batch["answer"][0])],
-        "predicted": vocab[int(out["logits"][0].argmax())],
-        "attention": weights.round(4).tolist(),
+        "predicted": vocab[int(logits[0].argmax())],
+        "attention": None if weights is None else weights.round(4).tolist(),
         "supporting": support,
         "figure": None,
-        "linear_start": in_linear_start(model, out),
+        "linear_start": isinstance(out, dict) and in_linear_start(model, out),
     }
     result["correct"] = result["answer"] == result["predicted"]
-    if path is not None:
+    if path is not None and weights is not None:
         from overlooked.plots.memory import attention_figure
 
         result["figure"] = str(attention_figure(result["story"], weights, result["question"], result["answer"], result["predicted"], path, supporting=support))
@@ -90,20 +92,28 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
 def format_example(ex: dict[str, Any], threshold: float = 0.1) -> str:
     """The printed form: each memory with the hops that put at least ``threshold`` on it; ``*`` marks the
     dataset's supporting facts."""
-    where = f"{ex['split']} question {ex['row']}" if ex.get("split") else f"question {ex['row']}"
+    if ex.get("row") is None:  # a question of your own (api.ask)
+        where = "your question"
+    else:
+        where = f"{ex['split']} question {ex['row']}" if ex.get("split") else f"question {ex['row']}"
     if ex.get("task") is not None:
         where += f" (task {ex['task']}" + (f", its question {ex['task_index']})" if ex.get("task_index") is not None else ")")
     raw = bool(ex.get("linear_start"))  # raw scores may be negative: a score far below zero is shown too
     values = f"hop scores (linear start: no softmax, not weights) of size below {threshold:g}" if raw else f"hop weights below {threshold:g}"
-    lines = [f"{where}; * = supporting fact in the dataset; {values} left blank:"]
-    weights = np.asarray(ex["attention"])
+    has_hops = ex.get("attention") is not None
+    head = [where] + (["* = supporting fact in the dataset"] if ex.get("row") is not None else [])
+    lines = ["; ".join(head + ([f"{values} left blank:"] if has_hops else ["the model has no memory hops to show:"]))]
+    weights = np.asarray(ex["attention"]) if has_hops else np.zeros((0, len(ex["story"])))
     shown = np.abs(weights) >= threshold if raw else weights >= threshold
     for i, sentence in enumerate(ex["story"]):
         marks = "  ".join(f"hop{k + 1} {weights[k, i]:.2f}" for k in range(weights.shape[0]) if shown[k, i])
         star = "*" if i in ex["supporting"] else " "
-        lines.append(f" {star}{i + 1:2d}. {sentence:<40} {marks}")
-    verdict = "right" if ex["correct"] else "wrong"
-    lines.append(f"question: {ex['question']}?   answer: {ex['answer']}   predicted: {ex['predicted']} ({verdict})")
+        lines.append(f" {star}{i + 1:2d}. {sentence:<40} {marks}".rstrip())
+    if ex.get("answer") is None:  # a question of your own without an expected answer
+        lines.append(f"question: {ex['question']}?   predicted: {ex['predicted']}")
+    else:
+        verdict = "right" if ex["correct"] else "wrong"
+        lines.append(f"question: {ex['question']}?   answer: {ex['answer']}   predicted: {ex['predicted']} ({verdict})")
     return "\n".join(lines)
 
 
