@@ -43,6 +43,15 @@ def test_parse_tiny_story_exactly():
     ]
 
 
+def test_an_answer_is_read_as_the_storys_words_are():
+    """Lowercase with '.' and '?' dropped, as tokenize reads the story, so an answer typed 'Home.' in your
+    own file is the word 'home' of the story, not a class of its own; comma lists stay one token."""
+    (ex,) = babi.parse_babi("1 Mary went home.\n2 Where is Mary?\tHome.\t1\n")
+    assert ex.answer == "home"
+    (ex,) = babi.parse_babi("1 Mary took the apple.\n2 What is Mary carrying?\tapple,Football\t1\n")
+    assert ex.answer == "apple,football"
+
+
 def test_parse_tolerates_crlf_and_missing_final_newline():
     expected = parse_babi(TINY)
     assert parse_babi(TINY.replace("\n", "\r\n")) == expected
@@ -105,6 +114,8 @@ MALFORMED = [
     ("1 Mary went home.\n2 ?\thome\t1\n", 2, "question with at least one word"),
     ("1 Mary went home.\n2 Where is Mary?\t\t1\n", 2, "one-token answer"),
     ("1 Mary went home.\n2 Where is Mary?\tthe home\t1\n", 2, "one-token answer"),
+    ("1 Mary went home.\n2 Where is Mary?\t.\t1\n", 2, "one-token answer"),
+    ("1 Mary went home.\n2 Where is Mary?\thome.garden\t1\n", 2, "one-token answer"),
     ("1 Where is Mary?\thome\t1\n", 1, "after at least one statement"),
     ("1 Mary went home.\n2 Where is Mary?\thome\t\n", 2, "supporting statement ids"),
     ("1 Mary went home.\n2 Where is Mary?\thome\tone\n", 2, "supporting statement ids"),
@@ -424,6 +435,9 @@ def test_encode_question_keeps_the_newest_statements_and_names_what_it_cannot_re
         babi.encode_question("Mary moved to the kitchen.", "Who is there?", vocab, 2, 5, answer="mary")
     with pytest.raises(DataError, match=r"not in the model's vocabulary of 10 words: 'office'"):
         babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 5, answer="office")
+    with pytest.raises(DataError, match="the answer must be one word, as bAbI's are"):
+        babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 5, answer="the garden")
+    assert babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 5, answer="Garden.")["answer"].tolist() == [2]
     with pytest.raises(DataError, match="a question needs a story of at least one sentence and a question"):
         babi.encode_question(" . ", "Where is Mary?", vocab, 2, 5)
     with pytest.raises(DataError, match="has 5 words but sentence_len is 4"):

@@ -180,7 +180,7 @@ def _parse_question(
     question = tuple(tokenize(text))
     if not question:
         raise _line_error(source, lineno, raw, "a question with at least one word")
-    if not answer or answer.split() != [answer]:
+    if not answer or answer.split() != [answer] or len(tokenize(answer)) != 1:
         raise _line_error(source, lineno, raw, "a one-token answer (no spaces) between the two tabs")
     if not statements:
         raise _line_error(source, lineno, raw, "a question after at least one statement of its story")
@@ -201,7 +201,7 @@ def _parse_question(
     return BabiExample(
         story=tuple(statements),
         question=question,
-        answer=answer.lower(),
+        answer=tokenize(answer)[0],  # as the story's words are read: lowercase, '.' and '?' dropped
         supporting=tuple(slot_of_id[int(i)] for i in ids),
         line=lineno,
     )
@@ -335,7 +335,10 @@ def encode_question(
     """
     sentences = re.split(r"[.\n]", story) if isinstance(story, str) else list(story)
     statements = tuple(tuple(tokenize(s)) for s in sentences if tokenize(s))
-    answer = None if answer is None else answer.strip().lower()
+    if answer is not None:
+        if len(tokenize(answer)) != 1:
+            raise DataError(f"the answer must be one word, as bAbI's are (comma lists such as 'apple,football' included), got {answer!r}")
+        answer = tokenize(answer)[0]
     asked = tuple(tokenize(question))
     if not statements or not asked:
         raise DataError(f"a question needs a story of at least one sentence and a question; got story {story!r} and question {question!r}")
