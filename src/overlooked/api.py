@@ -822,9 +822,9 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
             continue
         last = sub_dir / "checkpoints" / "last.safetensors"
         if resuming and not last.is_file() and dist.is_main:  # killed before its first checkpoint: it starts again,
-            for name in RUN_FILES[:3]:  # its partial records kept aside, not mixed into the new ones
+            for name in RUN_FILES[:3]:  # its partial records kept aside (an earlier interruption's too), not mixed into the new ones
                 if (sub_dir / name).is_file():
-                    (sub_dir / name).replace(sub_dir / f"{name}.interrupted")
+                    _set_aside(sub_dir / name, f"{name}.interrupted")
         with own_rng(rank_device(cfg.train.device, dist)):
             summaries.append(_single_run(sub, sub_dir, data_dir, last if resuming and last.is_file() else None, callbacks))
     agg = aggregate(summaries)
