@@ -38,7 +38,7 @@ from overlooked.config import (
 )
 from overlooked.data.babi import BABI_INPUT_KEYS
 from overlooked.data.base import Splits
-from overlooked.errors import CheckpointError, ConfigError, DataError, InputError, OverlookedError
+from overlooked.errors import CheckpointError, ConfigError, DataError, InputError, OverlookedError, UnreadableDataError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
@@ -154,7 +154,7 @@ def build_data(cfg: ExperimentConfig, data_dir: str | None = None, *, pinned: di
     if "data_dir" in allowed:
         kwargs.setdefault("data_dir", data_dir or cfg.data_dir)
     splits = DATASETS.create(cfg.data.name, **kwargs)
-    wanted = MODELS.tags(cfg.model.name).get("input_keys") if cfg.model.name in MODELS else None
+    wanted = model_input_keys(cfg)
     if wanted:  # a model may read more of the batch than the dataset's default inputs (e.g. MemNN's supporting facts)
         provided = splits.train.tensors if hasattr(splits.train, "tensors") else first_examples(splits.train, 1)  # generated datasets: one example's keys
         missing = [k for k in wanted if k not in provided]
@@ -162,6 +162,13 @@ def build_data(cfg: ExperimentConfig, data_dir: str | None = None, *, pinned: di
             raise ConfigError(f"model {cfg.model.name!r} reads batch keys {missing} that dataset {cfg.data.name!r} does not provide")
         splits = replace(splits, input_keys=tuple(wanted))
     return splits
+
+
+def model_input_keys(cfg: ExperimentConfig) -> tuple[str, ...] | None:
+    """The batch keys the config's model reads when it names them (its ``input_keys`` tag, e.g. MemNN's
+    supporting facts); None: the dataset's default inputs."""
+    wanted = MODELS.tags(cfg.model.name).get("input_keys") if cfg.model.name in MODELS else None
+    return tuple(wanted) if wanted else None
 
 
 def first_examples(dataset: Any, n: int) -> dict[str, torch.Tensor]:
@@ -444,7 +451,14 @@ def data_meta(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> dict[st
     return build_data(cfg, data_dir).meta
 
 
-def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed since the run was trained (its vocabulary is built from every file loaded): restore them, or name the data in overrides (e.g. data.tasks=[1]), which reads it with the run's own vocabulary") -> None:
+def run_vocab(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> list[str] | None:
+    """The vocabulary ``run``'s model reads (None for data without one): ``RUN/vocab.json``, or for a run made
+    before the file existed, the vocabulary of its data, rebuilt."""
+    path = Path(run) / VOCAB_FILE
+    return read_run_file(path) if path.is_file() else build_data(cfg, data_dir).meta.get("vocab")
+
+
+def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed since the run was trained (its vocabulary is built from every file loaded): restore them (`overlooked evaluate RUN data.tasks=[...]` reads other data with the run's own vocabulary)") -> None:
     """Refuse data whose vocabulary is not the one ``run`` was trained with (``RUN/vocab.json``, written by
     runs since 2026-12-05): a model reads word indices, so other words at the same indices would be read
     as the training words without any error. Runs without the file, and data without a vocabulary, pass."""
@@ -1103,10 +1117,10 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         cfg = apply_overrides(cfg, data_overrides)
         check_config(cfg)
     check_checkpoint_exists(run, checkpoint)
-    pinned = _pinned_data_kwargs(run, run_config(run), cfg) if data_overrides else {}
+    pinned = _pinned_data_kwargs(run, run_config(run), cfg, data_dir) if data_overrides else {}
     try:
         splits = build_data(cfg, data_dir, pinned=pinned)
-    except DataError as exc:
+    except UnreadableDataError as exc:
         if not pinned:
             raise
         kept = ", ".join(f"{k} ({len(v)} words)" if k == "vocab" else f"{k}={v}" for k, v in pinned.items() if k != "trim_memory")
@@ -1159,18 +1173,20 @@ def ask(
 
     Args:
         run: a run folder of any model trained on bAbI (memory networks, the LSTM, the Transformers).
-        story: the statements, oldest first: one string (sentences end with ``.`` or a line break) or a list.
+        story: the statements, oldest first: one string or a list (sentences end with ``.``, ``!`` or a line
+            break; see :func:`overlooked.data.babi.story_statements`).
         question: the question.
         answer: the expected answer, if known: the result then says whether the prediction is right.
         checkpoint: ``best`` or ``last``.
-        data_dir: the data root, read only for a run made before ``data_meta.json`` existed.
+        data_dir: the data root, read only for a run made before ``vocab.json`` / ``data_meta.json`` existed.
 
     Returns:
         ``story`` (the memories read, oldest first), ``question``, ``predicted``, ``answer``, ``correct`` (None
         without an answer), ``attention`` (``[K][n]`` per hop; None for a model without addressable memory),
-        ``linear_start`` and ``figure``.
+        ``linear_start``, ``figure`` and ``not_read`` (the earlier sentences that did not fit the model's
+        ``memory_size`` slots, dropped as in training).
     """
-    from overlooked.data.babi import encode_question
+    from overlooked.data.babi import encode_question, story_statements
     from overlooked.data.base import ArrayDataset
     from overlooked.memory.explain import explain_example
 
@@ -1179,19 +1195,14 @@ def ask(
     if cfg.data.name != "babi":
         raise ConfigError(f"ask puts a question about a story to a model trained on bAbI; {run} was trained on {cfg.data.name!r}")
     check_checkpoint_exists(run, checkpoint)
-    if (run / VOCAB_FILE).is_file():
-        vocab, meta = read_run_file(run / VOCAB_FILE), data_meta(run, cfg, data_dir)
-    else:  # a run made before vocab.json: its data, rebuilt, give the vocabulary
-        meta = build_data(cfg, data_dir).meta
-        vocab = meta["vocab"]
+    vocab, meta = run_vocab(run, cfg, data_dir), data_meta(run, cfg, data_dir)
     model = build_model(cfg, meta)
     restore_weights(run, checkpoint, model, cfg)
     batch = encode_question(story, question, vocab, meta["memory_size"], meta["sentence_len"], answer)
-    input_keys = tuple(MODELS.tags(cfg.model.name).get("input_keys") or BABI_INPUT_KEYS)
-    digest = hashlib.sha1(json.dumps([checkpoint, batch["story"].tolist(), batch["query"].tolist()]).encode()).hexdigest()[:10]
-    result = explain_example(model, ArrayDataset(batch), input_keys, vocab, 0, _explain_folder(run, out) / f"ask_{digest}.png")
-    given = None if answer is None else vocab[int(batch["answer"][0])]
-    result.update(split=None, row=None, task=None, answer=given, correct=None if given is None else result["predicted"] == given, run=str(run), checkpoint=checkpoint)
+    digest = hashlib.sha1(json.dumps([str(run.resolve()), checkpoint, batch["story"].tolist(), batch["query"].tolist(), batch["answer"].tolist()]).encode()).hexdigest()[:10]
+    result = explain_example(model, ArrayDataset(batch), model_input_keys(cfg) or BABI_INPUT_KEYS, vocab, 0, _explain_folder(run, out) / f"ask_{digest}.png")
+    not_read = max(0, len(story_statements(story)) - meta["memory_size"])
+    result.update(split=None, row=None, task=None, run=str(run), checkpoint=checkpoint, not_read=not_read)
     return result
 
 
@@ -1199,19 +1210,23 @@ def ask(
 PINNED_DATA_FACTS = ("sentence_len", "memory_size")
 
 
-def _pinned_data_kwargs(run: Path, own: ExperimentConfig, cfg: ExperimentConfig) -> dict[str, Any]:
+def _pinned_data_kwargs(run: Path, own: ExperimentConfig, cfg: ExperimentConfig, data_dir: str | None) -> dict[str, Any]:
     """What other data (``cfg``, the run's config ``own`` with data overrides) must be built with for ``run``'s
-    model to read it: the run's vocabulary (``vocab.json``) and the sizes its model was built for
-    (``data_meta.json``: the padded sentence length, the memory slots), for a dataset that takes them (bAbI),
-    unless the overrides changed one themselves. So a model trained jointly reads one task, or your own
-    stories, with its own word indices, encodings and temporal table."""
+    model to read it: the run's vocabulary and the sizes its model was built for (the padded sentence length,
+    the memory slots; :func:`run_vocab`, :func:`data_meta`), for a dataset that takes them (bAbI), unless the
+    overrides set one themselves. So a model trained jointly reads one task, or your own stories, with its own
+    word indices, encodings and temporal table."""
     allowed = set(DATASETS.accepted_kwargs(cfg.data.name) or [])
+    if not allowed & {"vocab", *PINNED_DATA_FACTS}:
+        return {}
     mine, theirs = cfg.data.kwargs, own.data.kwargs if own.data.name == cfg.data.name else {}
-    named = {k for k in {*mine, *theirs} if k not in mine or k not in theirs or mine[k] != theirs[k]}  # what the overrides changed
+    named = {k for k in mine if k not in theirs or mine[k] != theirs[k]}  # what the overrides set (a key they dropped is not)
     pinned: dict[str, Any] = {}
-    if "vocab" in allowed and "vocab" not in named and (run / VOCAB_FILE).is_file():
-        pinned["vocab"] = read_run_file(run / VOCAB_FILE)
-    meta = read_run_file(run / DATA_META_FILE) if (run / DATA_META_FILE).is_file() else {}
+    if "vocab" in allowed and "vocab" not in named:
+        vocab = run_vocab(run, own, data_dir)
+        if vocab is not None:
+            pinned["vocab"] = vocab
+    meta = data_meta(run, own, data_dir)
     pinned.update({k: meta[k] for k in PINNED_DATA_FACTS if k in allowed and k in meta and k not in named})
     if "memory_size" in pinned and "trim_memory" in allowed and "trim_memory" not in named:
         pinned["trim_memory"] = False  # the run's (possibly trimmed) size, as it is

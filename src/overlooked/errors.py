@@ -16,6 +16,11 @@ class DataError(OverlookedError):
     """A data file is missing, corrupt, truncated, of the wrong format, or malformed."""
 
 
+class UnreadableDataError(DataError):
+    """Data a trained model cannot read in its own terms: words outside its vocabulary, sentences longer than
+    the width it was built for."""
+
+
 class ConfigError(OverlookedError, ValueError):
     """A configuration key is unknown, has the wrong type, or a value is out of range."""
 

@@ -222,6 +222,7 @@ def test_split_per_task_is_disjoint_deterministic_and_per_task():
         ({"tasks": True}, "tasks must be"),
         ({"size": "hn"}, "unknown bAbI size 'hn'"),
         ({"memory_size": 0}, "memory_size must be a positive int"),
+        ({"sentence_len": "9"}, "sentence_len must be a positive int, got '9'"),
     ],
     ids=str,
 )
@@ -440,5 +441,7 @@ def test_encode_question_keeps_the_newest_statements_and_names_what_it_cannot_re
     assert babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 5, answer="Garden.")["answer"].tolist() == [2]
     with pytest.raises(DataError, match="a question needs a story of at least one sentence and a question"):
         babi.encode_question(" . ", "Where is Mary?", vocab, 2, 5)
-    with pytest.raises(DataError, match="has 5 words but sentence_len is 4"):
+    with pytest.raises(DataError, match=r"the sentence 'mary moved to the garden' has 5 words; the model was built for sentences of at most 4 \(its sentence_len\): split it"):
         babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 4)
+    with pytest.raises(DataError, match=r"1 word\(s\) are not in the model's vocabulary of 10 words: '<nil>'"):  # the null word is no word of a story
+        babi.encode_question("Mary moved to the <nil>.", "Where is Mary?", vocab, 2, 5)

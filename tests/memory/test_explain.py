@@ -3,6 +3,7 @@ checked against the model's own output and hand values; the CLI on a real bAbI r
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -215,7 +216,7 @@ def test_linear_start_stats_never_pick_an_empty_slot():
 
 @pytest.mark.data
 @pytest.mark.parametrize("config", ["memn2n_babi1k_joint_authors", "memnn_babi1k", "lstm_babi1k_single"])
-def test_ask_reads_a_story_of_your_own_as_the_run_reads_its_test_questions(tmp_path, data_dir, capsys, config):
+def test_ask_reads_a_story_of_your_own_as_the_run_reads_its_test_questions(tmp_path, data_dir, capsys, monkeypatch, config):
     """A test question retyped as plain text gives what explain gives for it: the same memories, prediction
     and (for a memory model) per-hop addressing, hard (MemNN) or soft, with or without linear start; the
     LSTM reader answers without hops. Words the run never saw are refused and named."""
@@ -230,9 +231,21 @@ def test_ask_reads_a_story_of_your_own_as_the_run_reads_its_test_questions(tmp_p
         assert mine["attention"] == ex["attention"] and mine["linear_start"] == ex["linear_start"]
         assert mine["answer"] == ex["answer"] and mine["correct"] == ex["correct"]
         assert (mine["attention"] is None) == (config == "lstm_babi1k_single") and (mine["figure"] is None) == (mine["attention"] is None)
+    unanswered = api.ask(run, story, ex["question"], data_dir=str(data_dir), out=tmp_path / "ask")
+    assert unanswered["answer"] is None and unanswered["correct"] is None and unanswered["predicted"] == mine["predicted"]
+    if mine["figure"] is not None:  # the answer is part of the figure's name (and title): neither overwrites the other
+        assert unanswered["figure"] != mine["figure"] and Path(unanswered["figure"]).is_file() and Path(mine["figure"]).is_file()
     assert main(["ask", str(run), "Mary went to the kitchen.\nJohn went to the garden", "Where is Mary", "--data-dir", str(data_dir), "--out", str(tmp_path / "cli")]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("your question;") and "   1. mary went to the kitchen" in printed and "   2. john went to the garden" in printed
-    assert re.search(r"question: where is mary\?   predicted: \w+\n", printed)
+    assert re.search(r"question: where is mary\?   predicted: \w+\n", printed) and "not read" not in printed
     with pytest.raises(DataError, match=r"2 word\(s\) are not in the model's vocabulary of \d+ words: 'castle', 'zoe'"):
         api.ask(run, "Zoe went to the castle.", "Where is Zoe?", data_dir=str(data_dir))
+    # a story longer than the model's memory: the earlier sentences are dropped, as in training, and said so
+    memory = json.loads((run / "data_meta.json").read_text())["memory_size"]
+    long = [f"{i} Mary went to the {place}!" for i, place in enumerate(["kitchen", "garden"] * memory, start=1)]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(long)))
+    assert main(["ask", str(run), "-", "Where is Mary?", "--answer", "Garden", "--data-dir", str(data_dir), "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert f"({memory} earlier sentence(s) not read: the model's memory holds the last {memory})" in printed
+    assert f"{memory:2d}. mary went to the garden" in printed and re.search(r"answer: garden   predicted: \w+ \((right|wrong)\)", printed)

@@ -171,6 +171,8 @@ def test_a_joint_model_evaluated_on_one_task_scores_what_its_per_task_result_say
     width (pe_length=padded reads it) and trimmed memory (the temporal table's rows): every task's accuracy
     equals the per-task accuracy of the evaluation on the run's own data. Task 1 alone has 20 words, 6-word
     sentences and stories of at most 10 statements, against 46 / 9 / 50 jointly with tasks 2 and 10."""
+    from overlooked.errors import DataError
+
     cfg = api.load("memn2n_babi1k_joint_authors", ["data.tasks=[1, 2, 10]", "train.max_steps=40", "train.progress=false", "train.num_threads=1"])
     run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path)
     meta = json.loads((run / "data_meta.json").read_text())
@@ -180,6 +182,17 @@ def test_a_joint_model_evaluated_on_one_task_scores_what_its_per_task_result_say
         alone = api.evaluate(run, data_dir=str(data_dir), data_overrides=[f"data.tasks=[{task}]"])
         assert alone["examples"] == 1000 and alone["accuracy"] == own[str(task)]
     assert 0 < own["1"] < 1  # not a degenerate model, for which any encoding would score the same
+    # the whole of data.kwargs replaced: what it leaves out (memory_size, trim_memory) is still the run's
+    whole = api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.kwargs={tasks: [1], size: en}"])
+    assert whole["accuracy"] == own["1"]
+    # a run made before vocab.json and data_meta.json: its own data, rebuilt, give the vocabulary and sizes
+    (run / "vocab.json").unlink()
+    (run / "data_meta.json").unlink()
+    assert api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.tasks=[1]"])["accuracy"] == own["1"]
+    # a data error of another kind is not said to come from the run's terms
+    with pytest.raises(DataError) as info:
+        api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.kwargs.val_split=first"])
+    assert "val_split must be 'random' or 'last'" in str(info.value) and "trained with" not in str(info.value)
 
 
 @pytest.mark.data

@@ -406,27 +406,42 @@ def test_restart_selection_discards_earlier_and_current_scores(tmp_path, monkeyp
 
 
 class _Fields(Callback):
+    """Adds its fields, the numbers raised by the validation passes already seen."""
+
     def __init__(self, fields):
-        self.fields, self.calls = fields, 0
+        self.fields, self.passes = fields, 0
+
+    def on_eval_end(self, ctx, metrics):
+        self.passes += 1
 
     def record_fields(self):
-        self.calls += 1
-        return {k: v + self.calls if isinstance(v, int) else v for k, v in self.fields.items()}
+        return {k: v + self.passes if isinstance(v, int) else v for k, v in self.fields.items()}
 
 
-def test_callbacks_add_fields_to_each_record_and_may_not_overwrite_the_trainers(tmp_path, monkeypatch):
+class _Stop(Callback):
+    def on_step_end(self, ctx, loss):
+        raise AssertionError("a clash of record fields must be named before the first step")
+
+
+def test_callbacks_add_fields_to_each_record_and_may_not_overwrite_the_trainers_or_each_others(tmp_path, monkeypatch):
     from overlooked.registry import CALLBACKS
 
     monkeypatch.setitem(CALLBACKS._builders, "test_fields", lambda **fields: _Fields(fields))
     monkeypatch.setitem(CALLBACKS._tags, "test_fields", {})
+    monkeypatch.setitem(CALLBACKS._builders, "test_stop", _Stop)
+    monkeypatch.setitem(CALLBACKS._tags, "test_stop", {})
     raw = json.loads(json.dumps(SMALL))
     raw["callbacks"] = [{"name": "test_fields", "kwargs": {"phase": 10}}]
     path, _ = api.train(ExperimentConfig.from_dict(raw), out=tmp_path)
     records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["phase"] for r in records] == [11, 12, 13] and all("val_loss" in r for r in records)
-    raw["callbacks"] = [{"name": "test_fields", "kwargs": {"val_loss": 0}}]
-    with pytest.raises(ConfigError, match=re.escape("callback _Fields adds record fields ['val_loss'] that the trainer writes itself")):
-        api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "clash")
+    assert [r["phase"] for r in records] == [10, 11, 12] and all("val_loss" in r for r in records)  # written before on_eval_end
+    for fields, message in (
+        ([{"val_loss": 0}], "callback _Fields adds record fields ['val_loss'] that the trainer writes too"),
+        ([{"phase": 0}, {"phase": 1, "x": 2}], "callback _Fields adds record fields ['phase'] that callback _Fields writes too"),
+    ):
+        raw["callbacks"] = [{"name": "test_fields", "kwargs": f} for f in fields] + [{"name": "test_stop"}]
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "clash")
 
 
 def test_sampling_with_replacement_draws_full_batches_per_seed_and_epoch():

@@ -30,7 +30,7 @@ import torch
 from overlooked.checks import is_count
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
-from overlooked.errors import DataError
+from overlooked.errors import DataError, UnreadableDataError
 from overlooked.registry import DATASETS
 
 TASK_NAMES = {
@@ -317,24 +317,25 @@ def encode_question(
     ``sentence_len``): the batch of one that :func:`encode_examples` makes, with no supporting facts.
 
     Args:
-        story: the statements, oldest first: one string whose sentences end with ``.`` or a line break, or a
-            list of sentences. Only the last ``memory_size`` are kept, as in training.
+        story: the statements, oldest first: one string, or a list of strings; sentences end with ``.``, ``!``
+            or a line break, and a leading bAbI line number (``1 Mary went home.``) is dropped. Only the last
+            ``memory_size`` are kept, as in training (:func:`story_statements` tells how many there are).
         question: the question (a ``?`` is optional).
         vocab: the model's vocabulary (``vocab[0]`` the null word), e.g. ``RUN/vocab.json``.
         memory_size, sentence_len: the sizes the model was built for (``RUN/data_meta.json``).
         answer: the expected answer, if you know it (one word of ``vocab``); the null word otherwise.
 
     Raises:
-        DataError: an empty story or question, a word not in ``vocab`` (all of them named), or a sentence longer
-            than ``sentence_len``.
+        DataError: an empty story or question, an answer of more than one word.
+        UnreadableDataError: a word not in ``vocab`` (all of them named; the null word is no word of a story),
+            or a sentence longer than ``sentence_len``.
 
     >>> vocab = ["<nil>", "bathroom", "is", "john", "mary", "moved", "to", "the", "where"]
     >>> batch = encode_question("Mary moved to the bathroom. John moved to the bathroom.", "Where is Mary?", vocab, 4, 5)
     >>> batch["story"].shape, batch["memory_mask"].tolist(), batch["query"].tolist()
     (torch.Size([1, 4, 5]), [[True, True, False, False]], [[8, 2, 4, 0, 0]])
     """
-    sentences = re.split(r"[.\n]", story) if isinstance(story, str) else list(story)
-    statements = tuple(tuple(tokenize(s)) for s in sentences if tokenize(s))
+    statements = story_statements(story)
     if answer is not None:
         if len(tokenize(answer)) != 1:
             raise DataError(f"the answer must be one word, as bAbI's are (comma lists such as 'apple,football' included), got {answer!r}")
@@ -342,15 +343,29 @@ def encode_question(
     asked = tuple(tokenize(question))
     if not statements or not asked:
         raise DataError(f"a question needs a story of at least one sentence and a question; got story {story!r} and question {question!r}")
-    word_index = {w: i for i, w in enumerate(vocab)}
+    word_index = {w: i for i, w in enumerate(vocab) if w != NIL}
     unknown = sorted({w for s in (*statements, asked) for w in s if w not in word_index} | ({answer} if answer is not None and answer not in word_index else set()))
     if unknown:
-        raise DataError(
+        raise UnreadableDataError(
             f"{len(unknown)} word(s) are not in the model's vocabulary of {len(vocab)} words: {', '.join(map(repr, unknown))}. "
             "It reads only the words it was trained with; rephrase with those (the run folder's vocab.json lists them)"
         )
+    long = next((s for s in (*statements, asked) if len(s) > sentence_len), None)
+    if long is not None:
+        raise UnreadableDataError(f"the sentence {' '.join(long)!r} has {len(long)} words; the model was built for sentences of at most {sentence_len} (its sentence_len): split it")
     example = BabiExample(story=statements, question=asked, answer=answer if answer is not None else NIL, supporting=(), line=0)
-    return encode_examples([example], [0], word_index, memory_size, sentence_len, support_len=1)
+    return encode_examples([example], [0], {NIL: 0, **word_index}, memory_size, sentence_len, support_len=1)
+
+
+def story_statements(story: str | Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """The tokenized statements of a story typed by hand (see :func:`encode_question`), oldest first.
+
+    >>> story_statements("1 Mary went home. 2 John went to the garden!\\nSandra left")
+    (('mary', 'went', 'home'), ('john', 'went', 'to', 'the', 'garden'), ('sandra', 'left'))
+    """
+    parts = [story] if isinstance(story, str) else list(story)
+    sentences = [s for part in parts for s in re.split(r"[.!\n]", part)]
+    return tuple(tuple(words) for s in sentences if (words := tokenize(re.sub(r"^\s*\d+\s+", "", s))))
 
 
 def _index(word_index: dict[str, int], word: str) -> int:
@@ -378,7 +393,7 @@ def _given_vocab(vocab: Sequence[str], parsed: dict[tuple[int, str], list[BabiEx
     if missing:
         shown = ", ".join(map(repr, sorted(missing)[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         files = sorted({f for fs in missing.values() for f in fs})
-        raise DataError(
+        raise UnreadableDataError(
             f"{len(missing)} word(s) of {', '.join(files)} are not in the given vocabulary of {len(vocab)} words: {shown}. "
             "A trained model reads only the words it was trained with: use stories written with its words, or train on data that holds these"
         )
@@ -493,6 +508,8 @@ def load_babi(
     if not is_count(memory_size):
         raise DataError(f"memory_size must be a positive int, got {memory_size!r}")
     memory_size = int(memory_size)
+    if sentence_len is not None and not is_count(sentence_len):
+        raise DataError(f"sentence_len must be a positive int, got {sentence_len!r}")
     paths = {(t, split): task_path(t, size, split) for t in task_list for split in SPLITS}
     root = store.ensure("babi", data_dir, download, files=list(paths.values()), verify_checksums=verify)
     parsed = {key: read_babi_file(root / rel) for key, rel in paths.items()}
@@ -509,8 +526,8 @@ def load_babi(
     longest = max(len(s) for s in _unique_sentences(every))
     if sentence_len is None:
         sentence_len = longest
-    elif not is_count(sentence_len) or sentence_len < longest:
-        raise DataError(f"sentence_len={sentence_len!r} is shorter than the longest sentence loaded ({longest} words): a sentence slot must hold every sentence")
+    elif sentence_len < longest:
+        raise UnreadableDataError(f"sentence_len={sentence_len!r} is shorter than the longest sentence loaded ({longest} words): a sentence slot must hold every sentence")
     support_len = max(len(ex.supporting) for ex in every)
     if trim_memory:
         memory_size = min(memory_size, max(len(ex.story) for _, ex in train))

@@ -46,7 +46,7 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
     (``attention`` None and no figure for a model without addressable memory).
 
     Args:
-        model: a memory model whose output has ``attention`` or ``chosen``.
+        model: a bAbI model; its per-hop addressing is shown when its output has ``attention`` or ``chosen``.
         split: a bAbI split (``story``, ``query``, ``memory_mask``, ``answer``, ``supporting``, ``task``).
         input_keys: the batch keys the model takes, in order.
         vocab: word of each index (index 0 is the null word).
@@ -55,9 +55,10 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
         split_name: ``train``, ``val`` or ``test``, recorded for the printed form.
 
     Returns:
-        ``row`` (= ``index``), ``task``, ``story`` (the memories, oldest first), ``question``, ``answer``, ``predicted``,
-        ``correct``, ``attention`` (``[K][n]`` per hop), ``supporting`` (memory numbers of the dataset's
-        supporting facts, oldest = 0; facts older than the memory window are left out) and ``figure``.
+        ``row`` (= ``index``), ``task``, ``story`` (the memories, oldest first), ``question``, ``answer`` (None where
+        the example holds the null word: no answer given), ``predicted``, ``correct`` (None without an answer),
+        ``attention`` (``[K][n]`` per hop; None for a model without hops), ``supporting`` (memory numbers of the
+        dataset's supporting facts, oldest = 0; facts older than the memory window are left out) and ``figure``.
     """
     if not 0 <= index < len(split):
         raise IndexError(f"question {index} does not exist: the split has {len(split)} questions (0..{len(split) - 1})")
@@ -74,18 +75,18 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
         "task": int(batch["task"][0]) if "task" in batch else None,
         "story": [_words(batch["story"][0, i].tolist(), vocab) for i in range(n)],
         "question": _words(batch["query"][0].tolist(), vocab),
-        "answer": vocab[int(batch["answer"][0])],
+        "answer": vocab[int(batch["answer"][0])] if int(batch["answer"][0]) else None,  # the null word: no answer given (api.ask)
         "predicted": vocab[int(logits[0].argmax())],
         "attention": None if weights is None else weights.round(4).tolist(),
         "supporting": support,
         "figure": None,
         "linear_start": isinstance(out, dict) and in_linear_start(model, out),
     }
-    result["correct"] = result["answer"] == result["predicted"]
+    result["correct"] = None if result["answer"] is None else result["answer"] == result["predicted"]
     if path is not None and weights is not None:
         from overlooked.plots.memory import attention_figure
 
-        result["figure"] = str(attention_figure(result["story"], weights, result["question"], result["answer"], result["predicted"], path, supporting=support))
+        result["figure"] = str(attention_figure(result["story"], weights, result["question"], result["answer"] or "(not given)", result["predicted"], path, supporting=support))
     return result
 
 
@@ -105,6 +106,8 @@ def format_example(ex: dict[str, Any], threshold: float = 0.1) -> str:
     lines = ["; ".join(head + ([f"{values} left blank:"] if has_hops else ["the model has no memory hops to show:"]))]
     weights = np.asarray(ex["attention"]) if has_hops else np.zeros((0, len(ex["story"])))
     shown = np.abs(weights) >= threshold if raw else weights >= threshold
+    if ex.get("not_read"):
+        lines.append(f"  ({ex['not_read']} earlier sentence(s) not read: the model's memory holds the last {len(ex['story'])})")
     for i, sentence in enumerate(ex["story"]):
         marks = "  ".join(f"hop{k + 1} {weights[k, i]:.2f}" for k in range(weights.shape[0]) if shown[k, i])
         star = "*" if i in ex["supporting"] else " "

@@ -189,6 +189,25 @@ def group_norm(group: list[torch.Tensor], kind: str = "frobenius") -> torch.Tens
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group)))
 
 
+# The fields the trainer writes into every metrics.jsonl record (the validation pass adds val_loss, val_accuracy, ...).
+RECORD_KEYS = ("step", "epoch", "lr", "train_loss", "train_accuracy", "examples_per_s", "examples_seen", "val_loss", "val_accuracy")
+
+
+def with_record_fields(record: dict[str, Any], callbacks: list[Callback] | tuple[Callback, ...]) -> dict[str, Any]:
+    """``record`` with every callback's :meth:`~overlooked.train.callbacks.Callback.record_fields` added; a field
+    that the trainer or an earlier callback writes is refused (a ConfigError naming both), never overwritten."""
+    owners = dict.fromkeys(record, "the trainer")
+    out = dict(record)
+    for cb in callbacks:
+        extra = cb.record_fields()
+        clash = sorted(k for k in extra if k in owners)
+        if clash:
+            raise ConfigError(f"callback {type(cb).__name__} adds record fields {clash} that {owners[clash[0]]} writes too; rename them in its record_fields()")
+        owners.update(dict.fromkeys(extra, f"callback {type(cb).__name__}"))
+        out.update(extra)
+    return out
+
+
 def train_step(
     net: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -583,6 +602,7 @@ def _fit(
 
     for cb in callbacks:
         cb.on_train_start(ctx)
+    with_record_fields(dict.fromkeys(RECORD_KEYS), callbacks)  # a clash of field names is named now, not after the first validation pass
     model.train()
     window_n, window_loss, window_hits = int(state.window[0]), float(state.window[1]), int(state.window[2])
     window_t = time.perf_counter() - (float(state.window[3]) if len(state.window) > 3 else 0.0)  # time already in the window
@@ -661,12 +681,7 @@ def _fit(
                     "examples_seen": state.examples_seen,
                     **metrics,
                 }
-                for cb in callbacks:  # e.g. linear start: whether this pass was scored without softmaxes
-                    extra = cb.record_fields()
-                    clash = sorted(set(extra) & set(record))
-                    if clash:
-                        raise ConfigError(f"callback {type(cb).__name__} adds record fields {clash} that the trainer writes itself; rename them in its record_fields()")
-                    record.update(extra)
+                record = with_record_fields(record, callbacks)  # e.g. linear start: whether this pass was scored without softmaxes
                 logger.log(record)
                 window_t, window_n, window_loss, window_hits = time.perf_counter(), 0, 0.0, 0
                 for cb in callbacks:
