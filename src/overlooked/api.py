@@ -1254,12 +1254,14 @@ def _explain_folder(run: str | Path, out: str | Path | None) -> Path:
     return folder
 
 
-def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | None) -> tuple[ExperimentConfig, Splits, nn.Module]:
-    """:func:`load_run` for the explain functions: a bAbI run of a model whose output shows its memory reads."""
+def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | None, data_overrides: list[str] | None = None) -> tuple[ExperimentConfig, Splits, nn.Module]:
+    """:func:`load_run` for the explain functions: a bAbI run of a model whose output shows its memory reads
+    (on other data when ``data_overrides`` name it, read in the run's terms)."""
     from overlooked.memory.explain import reads_memory
 
     _check_split(split)
-    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
+    _check_no_resplit(run_config(run), split, data_overrides or [])
+    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir, data_overrides=data_overrides)
     if cfg.data.name != "babi":
         raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
     data = getattr(splits, split)
@@ -1319,20 +1321,29 @@ def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", che
     return record
 
 
-def explain_stats(run: str | Path, *, task: int | None = None, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+def _data_tag(data_overrides: list[str] | None) -> str:
+    """A file-name part for explanations on other data (``data-<digest>_``), so they never replace the run's own."""
+    if not data_overrides:
+        return ""
+    return "data-" + hashlib.sha1(json.dumps(list(data_overrides)).encode()).hexdigest()[:8] + "_"
+
+
+def explain_stats(run: str | Path, *, task: int | None = None, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None, data_overrides: list[str] | None = None) -> dict[str, Any]:
     """How a memory run's hops relate to bAbI's supporting facts, per task (only ``task`` if given)
     (:func:`overlooked.memory.explain.supporting_stats`); also written to ``supporting_<split>.json``
-    (``supporting_<split>_task<T>.json``) in ``out`` (default ``RUN/explain``)."""
+    (``supporting_<split>_task<T>.json``; on other data, ``data_overrides`` as :func:`load_run` takes them,
+    ``supporting_data-<digest>_<split>...``) in ``out`` (default ``RUN/explain``)."""
     from overlooked.memory.explain import supporting_stats
 
-    cfg, splits, model = _memory_run(run, split, checkpoint, data_dir)
+    cfg, splits, model = _memory_run(run, split, checkpoint, data_dir, data_overrides)
     data = getattr(splits, split)
     if task is not None:
         data = data.subset(_task_rows(data, task, split))
     stats = supporting_stats(model, data, splits.input_keys, batch_size=cfg.train.eval_batch_size)
-    stats.update(run=str(run), split=split, checkpoint=checkpoint)
+    stats.update(run=str(run), split=split, checkpoint=checkpoint, data_overrides=list(data_overrides or []))
     folder = _explain_folder(run, out)
-    _write_json(folder / (f"supporting_{split}.json" if task is None else f"supporting_{split}_task{task}.json"), stats)
+    tag = _data_tag(data_overrides)
+    _write_json(folder / (f"supporting_{tag}{split}.json" if task is None else f"supporting_{tag}{split}_task{task}.json"), stats)
     return stats
 
 
@@ -1354,6 +1365,7 @@ def explain(
     checkpoint: str = "best",
     data_dir: str | None = None,
     out: str | Path | None = None,
+    data_overrides: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """What a trained memory network read for some questions: story, per-hop addressing, supporting facts,
     answer and prediction (:mod:`overlooked.memory.explain`), one PNG per question plus ``explain.json``, which
@@ -1366,10 +1378,13 @@ def explain(
         split: ``train``, ``val`` or ``test``.
         checkpoint: ``best`` or ``last``.
         out: folder for the figures and ``explain.json`` (default ``RUN/explain``).
+        data_overrides: ``data.*`` overrides (e.g. ``["data.tasks=[6]"]``) to explain questions of other data, read
+            with the run's vocabulary and sizes as :func:`load_run` does; their figures' names carry
+            ``data-<digest>_``, so they never replace the run's own.
     """
     from overlooked.memory.explain import explain_example
 
-    cfg, splits, model = _memory_run(run, split, checkpoint, data_dir)
+    cfg, splits, model = _memory_run(run, split, checkpoint, data_dir, data_overrides)
     data = getattr(splits, split)
     rows = torch.arange(len(data)) if task is None else _task_rows(data, task, split)
     indices = [0] if not indices else list(indices)
@@ -1378,12 +1393,12 @@ def explain(
         where = f"task {task} of the {split} split" if task is not None else f"the {split} split"
         raise ConfigError(f"question index {bad} out of range: {where} has {len(rows)} questions (0..{len(rows) - 1})")
     folder = _explain_folder(run, out)
-    tag = f"{split}_task{task}_" if task is not None else f"{split}_"
+    tag = _data_tag(data_overrides) + (f"{split}_task{task}_" if task is not None else f"{split}_")
     shown = []
     for i in indices:
         row = int(rows[i])
         example = explain_example(model, data, splits.input_keys, splits.meta["vocab"], row, folder / f"attention_{tag}{i}.png", split_name=split)
-        shown.append({**example, "checkpoint": checkpoint, "task_index": i if task is not None else None})
+        shown.append({**example, "checkpoint": checkpoint, "task_index": i if task is not None else None, "data_overrides": list(data_overrides or [])})
     # explain.json gathers every example explained into this folder (one entry per figure, the newest kept), as
     # the figures themselves stay: a later call adds to it instead of dropping what an earlier one showed
     record = folder / "explain.json"

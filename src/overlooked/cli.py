@@ -202,26 +202,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_or_override(text: str) -> int | str:
+    """A value of explain's --index: a question number, or a key=value override that followed the numbers
+    (``--index 0 3 data.tasks=[6]``; --index takes several values, so argparse hands it those too)."""
+    if "=" in text and not text.startswith("-"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid question number {text!r}: --index takes whole numbers (overrides are key=value)") from None
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from overlooked import api
     from overlooked.memory.explain import format_example, format_stats
 
+    if args.index is not None:  # overrides that followed --index's numbers
+        args.overrides = [*args.overrides, *(i for i in args.index if isinstance(i, str))]
+        args.index = [i for i in args.index if isinstance(i, int)] or None
+
     if api.is_capsule_run(args.run):  # a capsule model: its reconstructions, Figure-4 grid and couplings
-        if args.stats or args.task is not None or (args.index is not None and len(args.index) > 1):
-            raise OverlookedError("for a capsule run, explain takes one --index (the first example shown), --split, --checkpoint and --out; --task and --stats are for memory runs")
+        if args.stats or args.task is not None or (args.index is not None and len(args.index) > 1) or args.overrides:
+            raise OverlookedError("for a capsule run, explain takes one --index (the first example shown), --split, --checkpoint and --out; --task, --stats and data overrides are for memory runs")
         record = api.capsule_figures(args.run, (args.index or [0])[0], split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
         print(f"{args.split} examples {record['rows'][0]}..{record['rows'][-1]}: predicted {record['predicted']}")
         for kind, path in record["figures"].items():
             print(f"{kind}: {path}")
         return 0
     if args.stats:
-        stats = api.explain_stats(args.run, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
+        stats = api.explain_stats(args.run, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out, data_overrides=args.overrides)
         print(f"hops against the supporting facts, {args.split} split:")
         print(format_stats(stats))
         if args.index is None:
             return 0
         print()
-    shown = api.explain(args.run, args.index, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out)
+    shown = api.explain(args.run, args.index, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out, data_overrides=args.overrides)
     for example in shown:
         print(format_example(example))
         print(f"figure: {example['figure']}\n")
@@ -419,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="show what a trained memory network read (attention per hop) or what a CapsNet's capsules hold", description="For bAbI questions of a MemN2N, KV-MemNN or MemNN run: the story, the addressing of every hop over the memories (* marks the dataset's supporting facts), the answer and the prediction, printed and drawn as PNG (default into RUN/explain). For a CapsNet run: reconstructions of 8 examples from --index, the Figure-4 pose perturbations and the coupling coefficients of that example, as PNGs.")
     p.add_argument("run", help="run folder of a memory model on bAbI or of a CapsNet (one seed of a --repeats run: RUN/seedN)")
-    p.add_argument("--index", type=int, nargs="+", default=None, help="questions to show (default 0); with --task, counted within that task")
+    p.add_argument("overrides", nargs="*", help="data.* overrides to explain questions of other data, read with the run's vocabulary and sizes, e.g. data.tasks=[6]")
+    p.add_argument("--index", type=_index_or_override, nargs="+", default=None, help="questions to show (default 0); with --task, counted within that task")
     p.add_argument("--task", type=int, default=None, help="only questions of this bAbI task")
     p.add_argument("--split", **SPLIT_OPTION)
     p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
@@ -525,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(_imports_first(sys.argv[1:] if argv is None else list(argv)))
     if extra:  # `train CONFIG --repeats 3 train.lr=0.1`: overrides may follow options
-        if args.command in ("train", "evaluate", "show") and all("=" in e and not e.startswith("-") for e in extra):
+        if args.command in ("train", "evaluate", "show", "explain") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,6 +183,15 @@ def test_a_joint_model_evaluated_on_one_task_scores_what_its_per_task_result_say
         alone = api.evaluate(run, data_dir=str(data_dir), data_overrides=[f"data.tasks=[{task}]"])
         assert alone["examples"] == 1000 and alone["accuracy"] == own[str(task)]
     assert 0 < own["1"] < 1  # not a degenerate model, for which any encoding would score the same
+    # explain on one task's data shows what explain on the run's own data shows for that task's questions
+    from overlooked.cli import main
+
+    (own_ex,) = api.explain(run, [3], task=10, data_dir=str(data_dir))
+    assert main(["explain", str(run), "--index", "3", "data.tasks=[10]", "--data-dir", str(data_dir)]) == 0  # overrides after --index's numbers
+    doc = json.loads((run / "explain" / "explain.json").read_text())["examples"]
+    alone = next(e for e in doc if e["data_overrides"] == ["data.tasks=[10]"])
+    assert alone["attention"] == own_ex["attention"] and alone["story"] == own_ex["story"] and alone["predicted"] == own_ex["predicted"]
+    assert Path(alone["figure"]).name.startswith("attention_data-") and Path(alone["figure"]).is_file() and Path(own_ex["figure"]).is_file()
     # the whole of data.kwargs replaced: what it leaves out (memory_size, trim_memory) is still the run's
     whole = api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.kwargs={tasks: [1], size: en}"])
     assert whole["accuracy"] == own["1"]
