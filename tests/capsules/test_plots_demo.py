@@ -148,7 +148,9 @@ def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsy
     for kind in ("reconstructions", "perturbations", "couplings"):
         assert imread(record["figures"][kind]).shape[0] > 50, kind
     assert main(["explain", str(run), "--stats", "--data-dir", str(data_dir)]) == 2
-    assert "--task and --stats are for memory runs" in capsys.readouterr().err
+    assert "--task, --stats and data overrides are for memory runs" in capsys.readouterr().err
+    assert main(["explain", str(run), "data.name=mnist", "--data-dir", str(data_dir)]) == 2
+    assert "--task, --stats and data overrides are for memory runs" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="example index 10000 out of range"):
         api.capsule_figures(run, 10000, data_dir=str(data_dir))
     em = api.load("capsule_em_small_mnist", ["train.max_steps=1", "train.eval_limit=10", "train.progress=false", "model.routing_backend=reference"])
