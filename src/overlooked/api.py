@@ -1113,7 +1113,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         keys = {o: parse_override(o)[0] for o in data_overrides}
         bad = [o for o, key in keys.items() if len(key) < 2 or key[0] != "data"]
         if bad:
-            raise ConfigError(f"evaluation takes data.* overrides only (the model must match its checkpoint), got {bad}; train a new run to change anything else")
+            raise ConfigError(f"evaluate and explain take data.* overrides only (the model must match its checkpoint), got {bad}; train a new run to change anything else")
         cfg = apply_overrides(cfg, data_overrides)
         check_config(cfg)
     check_checkpoint_exists(run, checkpoint)
@@ -1321,18 +1321,25 @@ def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", che
     return record
 
 
-def _data_tag(data_overrides: list[str] | None) -> str:
-    """A file-name part for explanations on other data (``data-<digest>_``), so they never replace the run's own."""
-    if not data_overrides:
-        return ""
-    return "data-" + hashlib.sha1(json.dumps(list(data_overrides)).encode()).hexdigest()[:8] + "_"
+def _explain_tag(cfg: ExperimentConfig, checkpoint: str, data_dir: str | None, data_overrides: list[str] | None) -> str:
+    """The file-name part of an explanation that is not of the run's own data and best checkpoint: ``last_`` for
+    the last checkpoint, ``data-<digest>_`` for other data (a digest of the data as resolved, the data folder
+    included, so the same data however spelled gets one name and other data never replaces it)."""
+    from overlooked.data.store import resolve_data_dir
+
+    tag = "" if checkpoint == "best" else f"{checkpoint}_"
+    if data_overrides:
+        data = {"name": cfg.data.name, "kwargs": cfg.data.kwargs, "root": str(resolve_data_dir(data_dir or cfg.data_dir))}
+        tag += "data-" + hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8] + "_"
+    return tag
 
 
 def explain_stats(run: str | Path, *, task: int | None = None, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None, data_overrides: list[str] | None = None) -> dict[str, Any]:
     """How a memory run's hops relate to bAbI's supporting facts, per task (only ``task`` if given)
     (:func:`overlooked.memory.explain.supporting_stats`); also written to ``supporting_<split>.json``
     (``supporting_<split>_task<T>.json``; on other data, ``data_overrides`` as :func:`load_run` takes them,
-    ``supporting_data-<digest>_<split>...``) in ``out`` (default ``RUN/explain``)."""
+    ``supporting_data-<digest>_<split>...``; for the last checkpoint ``supporting_last_...``) in ``out``
+    (default ``RUN/explain``)."""
     from overlooked.memory.explain import supporting_stats
 
     cfg, splits, model = _memory_run(run, split, checkpoint, data_dir, data_overrides)
@@ -1342,7 +1349,7 @@ def explain_stats(run: str | Path, *, task: int | None = None, split: str = "tes
     stats = supporting_stats(model, data, splits.input_keys, batch_size=cfg.train.eval_batch_size)
     stats.update(run=str(run), split=split, checkpoint=checkpoint, data_overrides=list(data_overrides or []))
     folder = _explain_folder(run, out)
-    tag = _data_tag(data_overrides)
+    tag = _explain_tag(cfg, checkpoint, data_dir, data_overrides)
     _write_json(folder / (f"supporting_{tag}{split}.json" if task is None else f"supporting_{tag}{split}_task{task}.json"), stats)
     return stats
 
@@ -1352,7 +1359,7 @@ def _task_rows(data: Any, task: int, split: str) -> torch.Tensor:
     rows = torch.arange(len(data))[data.tensors["task"] == task]
     if len(rows) == 0:
         known = sorted(set(data.tensors["task"].tolist()))
-        raise ConfigError(f"task {task} is not in this run's {split} split (tasks {known}); pick one of those")
+        raise ConfigError(f"task {task} is not in the {split} split read (tasks {known}); pick one of those")
     return rows
 
 
@@ -1380,7 +1387,7 @@ def explain(
         out: folder for the figures and ``explain.json`` (default ``RUN/explain``).
         data_overrides: ``data.*`` overrides (e.g. ``["data.tasks=[6]"]``) to explain questions of other data, read
             with the run's vocabulary and sizes as :func:`load_run` does; their figures' names carry
-            ``data-<digest>_``, so they never replace the run's own.
+            ``data-<digest>_`` (and the last checkpoint's ``last_``), so they never replace the run's own.
     """
     from overlooked.memory.explain import explain_example
 
@@ -1393,7 +1400,7 @@ def explain(
         where = f"task {task} of the {split} split" if task is not None else f"the {split} split"
         raise ConfigError(f"question index {bad} out of range: {where} has {len(rows)} questions (0..{len(rows) - 1})")
     folder = _explain_folder(run, out)
-    tag = _data_tag(data_overrides) + (f"{split}_task{task}_" if task is not None else f"{split}_")
+    tag = _explain_tag(cfg, checkpoint, data_dir, data_overrides) + (f"{split}_task{task}_" if task is not None else f"{split}_")
     shown = []
     for i in indices:
         row = int(rows[i])
@@ -1494,7 +1501,7 @@ def _check_no_resplit(cfg: ExperimentConfig, split: str, data_overrides: list[st
     if changed:
         raise ConfigError(
             f"--split {split} with {', '.join(changed)} changed splits the run's training files another way, so that split "
-            "would hold examples the model trained on; evaluate --split test, or leave the split settings as the run had them"
+            "would hold examples the model trained on; use --split test, or leave the split settings as the run had them"
         )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from overlooked import __version__
-from overlooked.config import integer_range
+from overlooked.config import integer_range, parse_override
 from overlooked.data.store import dataset_names
 from overlooked.errors import OverlookedError
 
@@ -202,10 +202,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_override(text: str) -> bool:
+    """Whether a command-line word is a ``key=value`` override rather than an option or a value."""
+    return "=" in text and not text.startswith("-")
+
+
 def _index_or_override(text: str) -> int | str:
     """A value of explain's --index: a question number, or a key=value override that followed the numbers
     (``--index 0 3 data.tasks=[6]``; --index takes several values, so argparse hands it those too)."""
-    if "=" in text and not text.startswith("-"):
+    if _is_override(text):
         return text
     try:
         return int(text)
@@ -219,7 +224,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     if args.index is not None:  # overrides that followed --index's numbers
         args.overrides = [*args.overrides, *(i for i in args.index if isinstance(i, str))]
-        args.index = [i for i in args.index if isinstance(i, int)] or None
+        args.index = [i for i in args.index if isinstance(i, int)]
+        if not args.index:
+            raise OverlookedError("--index needs at least one question number before any override, e.g. --index 0 3 data.tasks=[6]")
+    keys = [".".join(parse_override(o)[0]) for o in args.overrides]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:  # the words come from three places (before options, after them, after --index), so no order is "last"
+        raise OverlookedError(f"override {', '.join(twice)} given more than once ({' '.join(args.overrides)}); give each key once")
 
     if api.is_capsule_run(args.run):  # a capsule model: its reconstructions, Figure-4 grid and couplings
         if args.stats or args.task is not None or (args.index is not None and len(args.index) > 1) or args.overrides:
@@ -231,7 +242,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 0
     if args.stats:
         stats = api.explain_stats(args.run, task=args.task, split=args.split, checkpoint=args.checkpoint, data_dir=args.data_dir, out=args.out, data_overrides=args.overrides)
-        print(f"hops against the supporting facts, {args.split} split:")
+        on = f" of the data of {' '.join(args.overrides)}" if args.overrides else ""
+        print(f"hops against the supporting facts, {args.split} split{on}:")
         print(format_stats(stats))
         if args.index is None:
             return 0
@@ -541,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(_imports_first(sys.argv[1:] if argv is None else list(argv)))
     if extra:  # `train CONFIG --repeats 3 train.lr=0.1`: overrides may follow options
-        if args.command in ("train", "evaluate", "show", "explain") and all("=" in e and not e.startswith("-") for e in extra):
+        if args.command in ("train", "evaluate", "show", "explain") and all(_is_override(e) for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -152,13 +152,14 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys, mo
     again = json.loads((run / "explain" / "explain.json").read_text())["examples"]
     assert [(e["split"], e["row"]) for e in again] == [("test", 1000), ("test", 1003), ("val", again[2]["row"])]
     assert main(["explain", str(run), "--task", "2", "--index", "3", "--checkpoint", "last", "--data-dir", str(data_dir)]) == 0
-    again = json.loads((run / "explain" / "explain.json").read_text())["examples"]  # the same figure again: its entry replaced
-    assert [(e["row"], e["checkpoint"]) for e in again] == [(1000, "best"), (again[1]["row"], "best"), (1003, "last")]
-    with monkeypatch.context() as m:  # the same run named by a relative path: still one entry per figure
+    again = json.loads((run / "explain" / "explain.json").read_text())["examples"]  # the last checkpoint's figure is one of its own
+    assert [(e["row"], e["checkpoint"]) for e in again] == [(1000, "best"), (1003, "best"), (again[2]["row"], "best"), (1003, "last")]
+    assert Path(again[3]["figure"]).name == "attention_last_test_task2_3.png" and Path(again[1]["figure"]).is_file()
+    with monkeypatch.context() as m:  # the same figure again, the run named by a relative path: its entry replaced
         m.chdir(run.parent)
         api.explain(Path(run.name), [3], task=2, data_dir=str(data_dir))
     again = json.loads((run / "explain" / "explain.json").read_text())["examples"]
-    assert [(e["row"], e["checkpoint"], e["run"]) for e in again][1:] == [(again[1]["row"], "best", str(run)), (1003, "best", run.name)]
+    assert [(e["row"], e["checkpoint"], e["run"]) for e in again][1:] == [(again[1]["row"], "best", str(run)), (1003, "last", str(run)), (1003, "best", run.name)]
     capsys.readouterr()
     assert main(["explain", str(run), "--stats", "--data-dir", str(data_dir)]) == 0
     assert "hop precision" in capsys.readouterr().out
@@ -166,7 +167,7 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys, mo
     assert [stats["tasks"][t]["questions"] for t in ("1", "2")] == [1000, 1000] and 0.0 <= stats["all"]["hop_precision"] <= 1.0
     only = api.explain_stats(run, task=2, data_dir=str(data_dir))
     assert list(only["tasks"]) == [2] and only["tasks"][2] == pytest.approx(stats["tasks"]["2"]) and (run / "explain" / "supporting_test_task2.json").is_file()
-    with pytest.raises(ConfigError, match=r"task 5 is not in this run's test split \(tasks \[1, 2\]\)"):
+    with pytest.raises(ConfigError, match=r"task 5 is not in the test split read \(tasks \[1, 2\]\)"):
         api.explain(run, task=5, data_dir=str(data_dir))
     with pytest.raises(ConfigError, match=r"question index \[1000\] out of range: task 1 of the test split has 1000 questions"):
         api.explain(run, [1000], task=1, data_dir=str(data_dir))

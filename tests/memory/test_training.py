@@ -167,7 +167,7 @@ def test_evaluation_on_other_data_reads_it_with_the_runs_vocabulary_or_refuses_i
 
 
 @pytest.mark.data
-def test_a_joint_model_evaluated_on_one_task_scores_what_its_per_task_result_says(tmp_path, data_dir):
+def test_a_joint_model_evaluated_on_one_task_scores_what_its_per_task_result_says(tmp_path, data_dir, capsys):
     """Evaluating a joint run on one of its tasks builds that task with the run's vocabulary, padded sentence
     width (pe_length=padded reads it) and trimmed memory (the temporal table's rows): every task's accuracy
     equals the per-task accuracy of the evaluation on the run's own data. Task 1 alone has 20 words, 6-word
@@ -192,6 +192,15 @@ def test_a_joint_model_evaluated_on_one_task_scores_what_its_per_task_result_say
     alone = next(e for e in doc if e["data_overrides"] == ["data.tasks=[10]"])
     assert alone["attention"] == own_ex["attention"] and alone["story"] == own_ex["story"] and alone["predicted"] == own_ex["predicted"]
     assert Path(alone["figure"]).name.startswith("attention_data-") and Path(alone["figure"]).is_file() and Path(own_ex["figure"]).is_file()
+    # the same data spelled in another order gets the same name; a key given twice, --index without numbers: refused
+    (again,) = api.explain(run, [3], data_dir=str(data_dir), data_overrides=["data.kwargs.size=en", "data.tasks=[10]"])
+    (first,) = api.explain(run, [3], data_dir=str(data_dir), data_overrides=["data.tasks=[10]", "data.kwargs.size=en"])
+    assert again["figure"] == first["figure"] == alone["figure"]  # size=en is the run's own: the same data as data.tasks=[10] alone
+    assert main(["explain", str(run), "--index", "0", "data.tasks=[10]", "--task", "2", "data.tasks=[2]", "--data-dir", str(data_dir)]) == 2
+    assert main(["explain", str(run), "--index", "data.tasks=[10]", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "override data.tasks given more than once (data.tasks=[10] data.tasks=[2])" in err or "override data.tasks given more than once (data.tasks=[2] data.tasks=[10])" in err
+    assert "--index needs at least one question number before any override" in err
     # the whole of data.kwargs replaced: what it leaves out (memory_size, trim_memory) is still the run's
     whole = api.evaluate(run, data_dir=str(data_dir), data_overrides=["data.kwargs={tasks: [1], size: en}"])
     assert whole["accuracy"] == own["1"]

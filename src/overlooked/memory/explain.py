@@ -99,6 +99,8 @@ def format_example(ex: dict[str, Any], threshold: float = 0.1) -> str:
         where = f"{ex['split']} question {ex['row']}" if ex.get("split") else f"question {ex['row']}"
     if ex.get("task") is not None:
         where += f" (task {ex['task']}" + (f", its question {ex['task_index']})" if ex.get("task_index") is not None else ")")
+    if ex.get("data_overrides"):  # explained on other data than the run's own
+        where += f" of the data of {' '.join(ex['data_overrides'])}"
     raw = bool(ex.get("linear_start"))  # raw scores may be negative: a score far below zero is shown too
     values = f"hop scores (linear start: no softmax, not weights) of size below {threshold:g}" if raw else f"hop weights below {threshold:g}"
     has_hops = ex.get("attention") is not None
