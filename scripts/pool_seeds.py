@@ -33,16 +33,35 @@ import yaml
 
 from overlooked import api
 from overlooked.config import ExperimentConfig, apply_overrides
+from overlooked.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect_each import SMALL_FILES  # noqa: E402
 
 
 def _recipe(config: dict) -> dict:
-    """A per-value config without the keys that may differ between pooled runs."""
-    out = {k: v for k, v in config.items() if k != "name"}
-    out["train"] = {k: v for k, v in config.get("train", {}).items() if k not in ("seed", "repeats")}
+    """A per-value config without the keys that may differ between pooled runs. Keys the config format gained
+    since a run was made read as their defaults (``ExperimentConfig``), and a linear start recorded without
+    ``hold_lr`` reads as ``hold_lr: true`` where the two behaviours cannot differ (:func:`_ls_ends_before_a_step`)."""
+    try:
+        full = ExperimentConfig.from_dict(config).to_dict()
+    except ConfigError:  # a config of a format this code no longer reads: compared as written
+        full = config
+    out = {k: v for k, v in full.items() if k != "name"}
+    out["train"] = {k: v for k, v in full.get("train", {}).items() if k not in ("seed", "repeats")}
+    for cb in out.get("callbacks") or []:
+        if cb.get("name") == "linear_start" and "hold_lr" not in (cb.get("kwargs") or {}) and _ls_ends_before_a_step(cb.get("kwargs") or {}, out["train"]):
+            cb["kwargs"] = {**(cb.get("kwargs") or {}), "hold_lr": True}
     return out
+
+
+def _ls_ends_before_a_step(ls: dict, train: dict) -> bool:
+    """Whether linear start ends before the lr schedule first changes the lr: a step schedule whose first step
+    (``step_epochs``) comes no earlier than LS's cap (``max_epochs``), without warmup. Before commit c980107 the
+    schedule also ran inside LS (``hold_lr`` did not exist); in this case it changed nothing there, so such a
+    run and one with ``hold_lr: true`` trained alike."""
+    cap = ls.get("max_epochs")
+    return train.get("schedule") == "step" and cap is not None and float(cap) <= float(train.get("step_epochs") or 0) and not train.get("warmup_steps")
 
 
 PLAIN = "-"  # KEY for plain --repeats runs: the run folder itself holds the seed* folders

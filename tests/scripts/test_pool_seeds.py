@@ -173,3 +173,28 @@ def test_each_pool_orders_seeds_and_refuses_gaps_and_out_among_the_runs(pool_see
     with pytest.raises(ValueError, match="is one of the runs"):
         pool_seeds.main(str(a), "data.tasks", [str(b), str(a)])
     assert sorted(p.name for p in (a / "tasks=1").glob("seed*")) == ["seed0", "seed1"]  # nothing copied into it
+
+
+def test_a_linear_start_without_hold_lr_pools_with_hold_lr_only_where_they_trained_alike(pool_seeds, tmp_path):
+    """Runs made before c980107 record no hold_lr; their schedule also ran inside linear start. With a step
+    schedule whose first step comes after LS's cap (and no warmup) that changed nothing, so they pool with runs
+    recording hold_lr: true; with a schedule that moves the lr inside LS they are another recipe. Keys the
+    format gained since (train.trials, init_from...) read as their defaults."""
+    def run(name, seed, hold, **train):
+        r = _run(tmp_path, name, {1: {seed: (0.9, 0.9, 0.9)}})
+        for path in (r / "config.yaml", r / "tasks=1" / "config.yaml"):
+            cfg = yaml.safe_load(path.read_text())
+            cfg["train"].update({"schedule": "step", "step_epochs": 25, **train})
+            cfg["callbacks"] = [{"name": "linear_start", "kwargs": {"max_epochs": 20, **({"hold_lr": True} if hold else {})}}]
+            if hold:
+                cfg["train"].update(trials=1, init_from=None, init_checkpoint="best")  # written out by newer code
+            path.write_text(yaml.safe_dump(cfg))
+        return r
+
+    old, new = run("old", 0, hold=False), run("new", 1, hold=True)
+    assert [p.name for _, p, _ in pool_seeds.pool("data.tasks", [old, new])["tasks=1"]] == ["seed0", "seed1"]
+    for name, train in (("cosine", {"schedule": "cosine"}), ("early_step", {"step_epochs": 10}), ("warmup", {"warmup_steps": 100})):
+        other = run(name, 0, hold=False, **train)
+        newer = run(f"{name}_new", 1, hold=True, **train)
+        with pytest.raises(ValueError, match="another recipe"):
+            pool_seeds.pool("data.tasks", [other, newer])
