@@ -451,11 +451,13 @@ def data_meta(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> dict[st
     return build_data(cfg, data_dir).meta
 
 
-def run_vocab(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> list[str] | None:
-    """The vocabulary ``run``'s model reads (None for data without one): ``RUN/vocab.json``, or for a run made
-    before the file existed, the vocabulary of its data, rebuilt."""
-    path = Path(run) / VOCAB_FILE
-    return read_run_file(path) if path.is_file() else build_data(cfg, data_dir).meta.get("vocab")
+def run_terms(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> tuple[list[str] | None, dict[str, Any]]:
+    """The vocabulary ``run``'s model reads (None for data without one) and the dataset facts it was built from:
+    ``RUN/vocab.json`` and ``RUN/data_meta.json``, or for a run made before those files, its data rebuilt (once)."""
+    vocab_file, meta_file = Path(run) / VOCAB_FILE, Path(run) / DATA_META_FILE
+    built = None if vocab_file.is_file() and meta_file.is_file() else build_data(cfg, data_dir).meta
+    vocab = read_run_file(vocab_file) if vocab_file.is_file() else built.get("vocab")
+    return vocab, read_run_file(meta_file) if meta_file.is_file() else built
 
 
 def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed since the run was trained (its vocabulary is built from every file loaded): restore them (`overlooked evaluate RUN data.tasks=[...]` reads other data with the run's own vocabulary)") -> None:
@@ -1108,7 +1110,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     (``data.*`` keys only: the model must stay the one the checkpoint holds) swap the data, e.g. to test a
     model trained on MNIST on the affNIST-style set: ``["data.name=affnist_style"]``."""
     run = Path(run)
-    cfg = run_config(run)
+    own = cfg = run_config(run)
     if data_overrides:
         keys = {o: parse_override(o)[0] for o in data_overrides}
         bad = [o for o, key in keys.items() if len(key) < 2 or key[0] != "data"]
@@ -1117,7 +1119,7 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         cfg = apply_overrides(cfg, data_overrides)
         check_config(cfg)
     check_checkpoint_exists(run, checkpoint)
-    pinned = _pinned_data_kwargs(run, run_config(run), cfg, data_dir) if data_overrides else {}
+    pinned = _pinned_data_kwargs(run, own, cfg, data_dir) if data_overrides else {}
     try:
         splits = build_data(cfg, data_dir, pinned=pinned)
     except UnreadableDataError as exc:
@@ -1195,7 +1197,7 @@ def ask(
     if cfg.data.name != "babi":
         raise ConfigError(f"ask puts a question about a story to a model trained on bAbI; {run} was trained on {cfg.data.name!r}")
     check_checkpoint_exists(run, checkpoint)
-    vocab, meta = run_vocab(run, cfg, data_dir), data_meta(run, cfg, data_dir)
+    vocab, meta = run_terms(run, cfg, data_dir)
     model = build_model(cfg, meta)
     restore_weights(run, checkpoint, model, cfg)
     batch = encode_question(story, question, vocab, meta["memory_size"], meta["sentence_len"], answer)
@@ -1213,7 +1215,7 @@ PINNED_DATA_FACTS = ("sentence_len", "memory_size")
 def _pinned_data_kwargs(run: Path, own: ExperimentConfig, cfg: ExperimentConfig, data_dir: str | None) -> dict[str, Any]:
     """What other data (``cfg``, the run's config ``own`` with data overrides) must be built with for ``run``'s
     model to read it: the run's vocabulary and the sizes its model was built for (the padded sentence length,
-    the memory slots; :func:`run_vocab`, :func:`data_meta`), for a dataset that takes them (bAbI), unless the
+    the memory slots; :func:`run_terms`), for a dataset that takes them (bAbI), unless the
     overrides set one themselves. So a model trained jointly reads one task, or your own stories, with its own
     word indices, encodings and temporal table."""
     allowed = set(DATASETS.accepted_kwargs(cfg.data.name) or [])
@@ -1222,11 +1224,9 @@ def _pinned_data_kwargs(run: Path, own: ExperimentConfig, cfg: ExperimentConfig,
     mine, theirs = cfg.data.kwargs, own.data.kwargs if own.data.name == cfg.data.name else {}
     named = {k for k in mine if k not in theirs or mine[k] != theirs[k]}  # what the overrides set (a key they dropped is not)
     pinned: dict[str, Any] = {}
-    if "vocab" in allowed and "vocab" not in named:
-        vocab = run_vocab(run, own, data_dir)
-        if vocab is not None:
-            pinned["vocab"] = vocab
-    meta = data_meta(run, own, data_dir)
+    vocab, meta = run_terms(run, own, data_dir)
+    if "vocab" in allowed and "vocab" not in named and vocab is not None:
+        pinned["vocab"] = vocab
     pinned.update({k: meta[k] for k in PINNED_DATA_FACTS if k in allowed and k in meta and k not in named})
     if "memory_size" in pinned and "trim_memory" in allowed and "trim_memory" not in named:
         pinned["trim_memory"] = False  # the run's (possibly trimmed) size, as it is
@@ -1794,8 +1794,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
             f"model {cfg.model.name!r} is not a spiking model (it has no to_nir()); export-nir takes a run of a "
             f"spiking model: {', '.join(spiking) or 'none is registered in this version'}"
         )
-    load_weights(run, checkpoint, model, cfg)
-    model.eval()
+    restore_weights(run, checkpoint, model, cfg)
     encoder = {"encoder": cfg.encoder.name, "encoder_kwargs": dict(cfg.encoder.kwargs)} if cfg.encoder is not None and cfg.encoder.name else {}
     if flat_input and not is_spiking_net:
         raise OverlookedError(f"flat_input applies to the SpikingNet models (snn_*), not to {cfg.model.name!r}")

@@ -291,7 +291,7 @@ def encode_examples(
     for sentence, row in rows.items():
         if len(sentence) > sentence_len:
             words = " ".join(sentence)
-            raise DataError(f"sentence {words!r} has {len(sentence)} words but sentence_len is {sentence_len}")
+            raise UnreadableDataError(f"the sentence {words!r} has {len(sentence)} words; the model was built for sentences of at most {sentence_len} (its sentence_len): split it")
         table[row, : len(sentence)] = [_index(word_index, w) for w in sentence]
     mask = np.arange(memory_size)[None, :] < used[:, None]  # [Q, M]
     return {
@@ -350,9 +350,6 @@ def encode_question(
             f"{len(unknown)} word(s) are not in the model's vocabulary of {len(vocab)} words: {', '.join(map(repr, unknown))}. "
             "It reads only the words it was trained with; rephrase with those (the run folder's vocab.json lists them)"
         )
-    long = next((s for s in (*statements, asked) if len(s) > sentence_len), None)
-    if long is not None:
-        raise UnreadableDataError(f"the sentence {' '.join(long)!r} has {len(long)} words; the model was built for sentences of at most {sentence_len} (its sentence_len): split it")
     example = BabiExample(story=statements, question=asked, answer=answer if answer is not None else NIL, supporting=(), line=0)
     return encode_examples([example], [0], {NIL: 0, **word_index}, memory_size, sentence_len, support_len=1)
 
