@@ -291,3 +291,76 @@ def test_the_functional_hops_name_a_wrong_mask_or_shape():
         MF.key_value_hop(u, K, K, m.float(), torch.eye(4))
     o, p = MF.memory_hop(u, K, V, m)  # values may be wider than keys (d' != d)
     assert o.shape == (2, 5) and p.shape == (2, 3)
+
+
+@pytest.mark.parametrize("encoding", ["pe", "bow", "pe_centered"])
+def test_encode_sentences_backward_equals_embedding_bags_under_autograd(encoding):
+    """encode_sentences computes the table's gradient by hand (one embedding bag per weight over the words
+    sorted once); it equals autograd through F.embedding_bag, for repeated words, empty sentences and a
+    word that never occurs, and passes gradcheck."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    V, d, n = 12, 4, 3
+    table = torch.randn(V, n * d, dtype=torch.float64, requires_grad=True)
+    words = torch.tensor([[3, 5, 3, 0, 0], [1, 2, 0, 0, 0], [0, 0, 0, 0, 0], [4, 4, 9, 10, 6], [5, 0, 0, 0, 0]])  # word 7, 8, 11 absent
+    grad = torch.randn(5, n * d, dtype=torch.float64)
+    (fast,) = torch.autograd.grad(MF.encode_sentences(words, table, encoding, d), table, grad)
+    alpha, beta = MF.position_weights(words, encoding, "sentence", d, dtype=torch.float64)
+    real = words != 0
+    lengths = real.sum(-1)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    bag = lambda w: F.embedding_bag(words[real], table, offsets, mode="sum", per_sample_weights=w[real])  # noqa: E731
+    k_over_d = (torch.arange(1, d + 1, dtype=torch.float64) / d).repeat(n)
+    ref_out = bag(alpha) if beta is None else bag(alpha) - k_over_d * bag(beta)
+    (ref,) = torch.autograd.grad(ref_out, table, grad)
+    torch.testing.assert_close(fast, ref)
+    assert torch.equal(fast[[0, 7, 8, 11]], torch.zeros(4, n * d, dtype=torch.float64))
+    assert gradcheck(lambda t: MF.encode_sentences(words, t, encoding, d), (table,))
+
+
+def _adjacent_inputs(softmax_mask):
+    """A packed batch for adjacent_memn2n: 3 stories (4 real, 6 real, none) of M = 6 slots, V = 9, K = 2, d = 3."""
+    torch.manual_seed(1)
+    V, M, K, d = 9, 6, 2, 3
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6, [False] * 6])
+    story = torch.randint(1, V, (3, M, 4)) * mask[..., None]
+    story[..., 3] = 0  # padded words
+    query = torch.randint(1, V, (3, 4))
+    query[:, 2:] = 0
+    slots, owner = MF.pack_memories(mask)
+    words = torch.cat([story.reshape(-1, 4)[slots], query])
+    time = MF.time_index(mask).reshape(-1)[slots]
+    table = torch.randn(V, (K + 1) * d, dtype=torch.float64)
+    table[0] = 0
+    temporal = torch.randn(M, (K + 1) * d, dtype=torch.float64)
+    masks = MF.mask_bias(mask if softmax_mask else torch.ones_like(mask))
+    return table.requires_grad_(), temporal.requires_grad_(), words, time, slots, owner, masks, K, d
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+@pytest.mark.parametrize("softmax_mask", [True, False])
+def test_adjacent_memn2n_gradcheck_and_bad_shapes(softmax, softmax_mask):
+    """The fused MemN2N node: gradcheck of the logits and of the attention for both weight tables, with
+    masked or attended padding, with and without the softmax, a story with no sentence among them; the
+    null word gets no gradient; wrong shapes are named."""
+    from overlooked.errors import InputError
+
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(softmax_mask)
+
+    def run(t, tt):
+        logits, attention = MF.adjacent_memn2n(t, tt, words, time, slots, owner, masks, hops=K, softmax=softmax)
+        return logits, attention
+
+    assert gradcheck(run, (table, temporal))
+    logits, attention = run(table, temporal)
+    assert torch.equal(logits[:, 0], torch.zeros(3, dtype=torch.float64))  # the null word scores 0
+    (g,) = torch.autograd.grad(logits.sum() + attention.sum(), table)
+    assert torch.equal(g[0], torch.zeros((K + 1) * d, dtype=torch.float64))
+    with pytest.raises(InputError, match=r"adjacent MemN2N needs table \[V, \(K\+1\) d\].*Fix: pack the memories"):
+        MF.adjacent_memn2n(table[:, :-1], temporal, words, time, slots, owner, masks, hops=K)
+    with pytest.raises(InputError, match="adjacent MemN2N needs"):
+        MF.adjacent_memn2n(table, temporal, words[:-1], time, slots, owner, masks, hops=K)  # one question short
+    with pytest.raises(RuntimeError):  # differentiable once: a second-order gradient is refused, not wrong
+        (g2,) = torch.autograd.grad(run(table, temporal)[0].square().sum(), table, create_graph=True)
+        torch.autograd.grad(g2.sum(), table)

@@ -362,9 +362,13 @@ def _dense_reference(model, story, query, mask, time):
 @pytest.mark.parametrize("padding", ["mask", "attend"])
 @pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe", "padded"), ("pe_centered", "padded_time")])
 @pytest.mark.parametrize("linear_start", [False, True])
-def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encoding, pe_length, linear_start):
+@pytest.mark.parametrize("fused", [True, False])
+def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encoding, pe_length, linear_start, fused):
+    """Both paths of the module (fused: one node with a hand-written backward; not: autograd through the
+    functional pieces) give the dense reference's logits, attention and every parameter gradient, also
+    for a loss on the attention."""
     torch.manual_seed(3)
-    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=6, hops=3, tying=tying, padding=padding, encoding=encoding, pe_length=pe_length).double()
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=6, hops=3, tying=tying, padding=padding, encoding=encoding, pe_length=pe_length, fused=fused).double()
     model.set_linear_start(linear_start)
     story, query, mask, time = _batch()
     mask[2] = False  # a story with no sentence at all
@@ -374,22 +378,25 @@ def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encodi
     logits, attention = _dense_reference(model, story, query, mask, time)
     torch.testing.assert_close(out["logits"], logits)
     torch.testing.assert_close(out["attention"], attention)
-    grads = torch.autograd.grad(out["logits"].square().sum(), list(model.parameters()))
-    ref = torch.autograd.grad(logits.square().sum(), list(model.parameters()))
-    for g, r in zip(grads, ref):
-        torch.testing.assert_close(g, r)
+    weigh = torch.randn(attention.shape, dtype=attention.dtype)  # a loss on the attention (e.g. supervising the hops)
+    for loss, ref_loss in [(out["logits"].square().sum(), logits.square().sum()), ((out["attention"] * weigh).sum(), (attention * weigh).sum())]:
+        grads = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True, allow_unused=True)
+        ref = torch.autograd.grad(ref_loss, list(model.parameters()), retain_graph=True, allow_unused=True)
+        for g, r, w in zip(grads, ref, model.parameters()):  # None: the loss does not reach it (as zeros, to compare)
+            torch.testing.assert_close(torch.zeros_like(w) if g is None else g, torch.zeros_like(w) if r is None else r)
     empty = (torch.zeros_like(story[:2]), query[:2], torch.zeros_like(mask[:2]), time[:2])  # no sentence in the batch
     torch.testing.assert_close(model(*empty)["logits"], _dense_reference(model, *empty)[0])
 
 
-def test_memn2n_flops_count_the_packed_hops_as_the_dense_products():
-    """The packed hops' dot products run as element-wise ops the FLOP counter does not see;
-    uncounted_flops adds them back, so a story with every slot real counts what the dense reference's
-    matrix products count."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_memn2n_flops_count_the_packed_hops_as_the_dense_products(fused):
+    """The packed hops' dot products run as element-wise ops the FLOP counter does not see (and the fused
+    path skips the null word's constant answer score); uncounted_flops adds them back, so a story with
+    every slot real counts what the dense reference's matrix products count."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=6, hops=3)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=6, hops=3, fused=fused)
     story, query, mask, time = _batch()
     full = (story[1:2], query[1:2], mask[1:2], time[1:2])  # story 1 fills all M slots
     assert bool(full[2].all())
@@ -399,7 +406,8 @@ def test_memn2n_flops_count_the_packed_hops_as_the_dense_products():
     with dense, torch.no_grad():
         _dense_reference(model, *full)
     assert counted.get_total_flops() + model.uncounted_flops(*full) == dense.get_total_flops()
-    assert model.uncounted_flops(*_batch()) == 1440  # 2 products (address, read) x 2 FLOPs x 3 hops x d = 6 x 20 real memories (3 + 10 + 1 + 6)
+    # 2 products (address, read) x 2 FLOPs x 3 hops x d = 6 x 20 real memories (3 + 10 + 1 + 6); fused: + 2 d per question (4)
+    assert model.uncounted_flops(*_batch()) == 1440 + (2 * 6 * 4 if fused else 0)
 
 
 @pytest.mark.parametrize(("name", "linear_start"), [("memn2n", False), ("memn2n", True), ("kvmemnn", False)])

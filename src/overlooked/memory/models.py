@@ -21,9 +21,10 @@ def memn2n(
     init_std: float = 0.1,
     pe_length: Literal["sentence", "padded", "padded_time"] = "sentence",
     padding: Literal["mask", "attend"] = "mask",
+    fused: bool = True,
 ) -> MemN2N:
     """MemN2N; defaults are the paper's independent setting: d = 20, K = 3, PE, temporal, adjacent tying."""
-    return MemN2N(vocab_size, num_classes, memory_size, embed_dim, hops, encoding, temporal, tying, init_std, pe_length, padding)
+    return MemN2N(vocab_size, num_classes, memory_size, embed_dim, hops, encoding, temporal, tying, init_std, pe_length, padding, fused)
 
 
 @MODELS.register("kvmemnn", family="memory", paper="Miller et al. 2016, arXiv 1606.03126")

@@ -52,6 +52,11 @@ class MemN2N(nn.Module):
             where every empty slot holds null words): an empty slot is a zero vector, with no temporal
             encoding, that stays in the softmax with score 0, so the ``M - n`` empty slots of a story with
             ``n`` sentences act as a sink that lets a hop read (almost) nothing.
+        fused: under adjacent tying, run the model as one autograd node with a hand-written backward
+            (:func:`~overlooked.memory.functional.adjacent_memn2n`, about twice the training speed on a 2-core
+            CPU); False runs autograd through the functional pieces (the reference: the same numbers,
+            tested; use it for double backward or hooks on intermediate tensors). Layer-wise tying always
+            runs the reference.
     """
 
     def __init__(
@@ -67,8 +72,10 @@ class MemN2N(nn.Module):
         init_std: float = 0.1,
         pe_length: Literal["sentence", "padded", "padded_time"] = "sentence",
         padding: Literal["mask", "attend"] = "mask",
+        fused: bool = True,
     ):
         super().__init__()
+        self.fused = bool(fused)
         vocab_size, memory_size, embed_dim, hops = check_sizes("memn2n", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         if pe_length not in ("sentence", "padded", "padded_time"):
             raise ValueError(f"pe_length must be 'sentence', 'padded' or 'padded_time', got {pe_length!r}")
@@ -118,8 +125,10 @@ class MemN2N(nn.Module):
 
     def uncounted_flops(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> int:
         """FLOPs of the hops' products that the FLOP counter does not see, because the packed hops do them as
-        element-wise operations: per hop and real memory, ``u . m_i`` and ``p_i c_i`` (2 d each)."""
-        return 4 * self.hops * self.embed_dim * int(memory_mask.sum())
+        element-wise operations: per hop and real memory, ``u . m_i`` and ``p_i c_i`` (2 d each); and, in the
+        fused path, the null word's answer score (2 d per question), a constant 0 it does not compute."""
+        null_logit = 2 * self.embed_dim * query.shape[0] if self.fused and self.tying == "adjacent" else 0
+        return 4 * self.hops * self.embed_dim * int(memory_mask.sum()) + null_logit
 
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, num_classes={self.num_classes}, memory_size={self.memory_size}, embed_dim={self.embed_dim}, "
@@ -151,22 +160,29 @@ class MemN2N(nn.Module):
         # after story; an empty slot is a zero vector that scores 0 (MF.memory_hop_packed).
         slots, owner = MF.pack_memories(memory_mask)  # [R], [R]
         R = slots.numel()
+        packed_time = time.reshape(-1).index_select(0, slots) if self.temporal_table is not None else None  # [R]
+        time_scale = None
+        if self.temporal_table is not None and self.pe_length == "padded_time" and self.encoding != "bow":  # the time word sits at position J = L + 1
+            time_scale = MF.time_word_weight(L, self.encoding, d, dtype=self.temporal_table.dtype).to(self.temporal_table.device).repeat(self.temporal_table.shape[1] // d)  # [n*d]
+        # "attend" (the authors' code): the empty slots stay in the softmax as zero vectors with score 0.
+        masks = MF.mask_bias(memory_mask if self.padding == "mask" else torch.ones_like(memory_mask))  # once for all hops
         if self.tying == "adjacent":  # the query is one more sentence, read with B = E_0: one embedding bag for all
-            sentences = F.pad(story, (0, L - Ls)).reshape(B * M, L).index_select(0, slots)  # [R, L]
-            words = torch.cat([sentences, F.pad(query, (0, L - query.shape[-1]))], 0)  # [R + B, L]
+            sentences = (story if Ls == L else F.pad(story, (0, L - Ls))).reshape(B * M, L).index_select(0, slots)  # [R, L]
+            words = torch.cat([sentences, query if query.shape[-1] == L else F.pad(query, (0, L - query.shape[-1]))], 0)  # [R + B, L]
+            if self.fused:  # the whole model as one autograd node with a hand-written backward (tested = the path below)
+                logits, attention = MF.adjacent_memn2n(
+                    self.memory_table, self.temporal_table, words, packed_time if packed_time is not None else slots, slots, owner, masks,
+                    hops=K, encoding=self.encoding, pe_length=self.pe_length, softmax=self.use_softmax, time_scale=time_scale,
+                )
+                return {"logits": logits, "attention": attention}  # [B, V], [B, K, M]
             mem, q = MF.encode_sentences(words, self.memory_table, self.encoding, d, self.pe_length).split([R, B], 0)  # [R, (K+1)*d], [B, (K+1)*d]
             u = q[:, :d]  # [B, d]
         else:
             mem = MF.encode_sentences(story.reshape(B * M, Ls).index_select(0, slots), self.memory_table, self.encoding, d, self.pe_length)  # [R, 2*d]
             u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
-        if self.temporal_table is not None:
-            temporal = MF.temporal_encoding(time.reshape(-1).index_select(0, slots), self.temporal_table)  # [R, n*d]
-            if self.pe_length == "padded_time" and self.encoding != "bow":  # the time word sits at position J = L + 1
-                scale = MF.time_word_weight(L, self.encoding, d, dtype=temporal.dtype).to(temporal.device).repeat(self.temporal_table.shape[1] // d)  # [n*d]
-                temporal = temporal * scale
-            mem = mem + temporal
-        # "attend" (the authors' code): the empty slots stay in the softmax as zero vectors with score 0.
-        masks = MF.mask_bias(memory_mask if self.padding == "mask" else torch.ones_like(memory_mask))  # once for all hops
+        if packed_time is not None:
+            temporal = MF.temporal_encoding(packed_time, self.temporal_table)  # [R, n*d]
+            mem = mem + (temporal if time_scale is None else temporal * time_scale)
         parts = mem.view(R, mem.shape[1] // d, d).unbind(1)  # n x [R, d] (unbind's backward is one stack; R may be 0)
         attention = []
         for k in range(K):
