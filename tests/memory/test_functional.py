@@ -338,18 +338,24 @@ def _adjacent_inputs(softmax_mask):
     return table.requires_grad_(), temporal.requires_grad_(), words, time, slots, owner, masks, K, d
 
 
+NO_CXX = __import__("overlooked.native", fromlist=["compiler"]).compiler() is None
+
+
+@pytest.mark.parametrize("backend", [pytest.param("cpp", marks=pytest.mark.skipif(NO_CXX, reason="no C++ compiler")), "torch"])
 @pytest.mark.parametrize("softmax", [True, False])
 @pytest.mark.parametrize("softmax_mask", [True, False])
-def test_adjacent_memn2n_gradcheck_and_bad_shapes(softmax, softmax_mask):
-    """The fused MemN2N node: gradcheck of the logits and of the attention for both weight tables, with
-    masked or attended padding, with and without the softmax, a story with no sentence among them; the
-    null word gets no gradient; wrong shapes are named."""
+def test_adjacent_memn2n_gradcheck_and_bad_shapes(softmax, softmax_mask, backend):
+    """The fused MemN2N node, with its hops in C++ or in PyTorch operations: gradcheck of the logits and of
+    the attention for both weight tables, with masked or attended padding, with and without the softmax, a
+    story with no sentence among them; the null word gets no gradient; wrong shapes are named."""
     from overlooked.errors import InputError
+    from overlooked.memory import kernels
 
     table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(softmax_mask)
+    calls = dict(kernels.CALLS)
 
     def run(t, tt):
-        logits, attention = MF.adjacent_memn2n(t, tt, words, time, slots, owner, masks, hops=K, softmax=softmax)
+        logits, attention = MF.adjacent_memn2n(t, tt, words, time, slots, owner, masks, hops=K, softmax=softmax, backend=backend)
         return logits, attention
 
     assert gradcheck(run, (table, temporal))
@@ -364,3 +370,34 @@ def test_adjacent_memn2n_gradcheck_and_bad_shapes(softmax, softmax_mask):
     with pytest.raises(RuntimeError):  # differentiable once: a second-order gradient is refused, not wrong
         (g2,) = torch.autograd.grad(run(table, temporal)[0].square().sum(), table, create_graph=True)
         torch.autograd.grad(g2.sum(), table)
+    ran = kernels.CALLS["forward"] > calls["forward"] and kernels.CALLS["backward"] > calls["backward"]
+    assert ran == (backend == "cpp")  # the C++ hops ran exactly when asked for
+
+
+@pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("softmax", [True, False])
+def test_adjacent_memn2n_cpp_hops_equal_the_torch_hops(dtype, softmax):
+    """The C++ hops and the PyTorch-operation hops give the same logits, attention and gradients of both
+    tables (also from a loss on the attention), in float64 and float32, on a batch whose stories have
+    0-6 real memories; 'auto' picks the C++ kernel on the CPU; a bf16 table is refused by 'cpp' and run by 'auto'."""
+    from overlooked.errors import InputError
+
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(True)
+    table, temporal = table.detach().to(dtype).requires_grad_(), temporal.detach().to(dtype).requires_grad_()
+    weigh = torch.randn(3, K, 6, dtype=dtype)
+    results = []
+    for backend in ("cpp", "torch", "auto"):
+        logits, attention = MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, softmax=softmax, backend=backend)
+        grads = torch.autograd.grad(logits.square().sum() + (attention * weigh).sum(), (table, temporal))
+        results.append((logits, attention, *grads))
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    for a, b, c in zip(*results):
+        torch.testing.assert_close(a, b, **tol)
+        assert torch.equal(a, c)  # auto = cpp here
+    with pytest.raises(InputError, match="backend='cpp' runs float32/float64 CPU tensors"):
+        MF.adjacent_memn2n(table.bfloat16(), temporal.bfloat16(), words, time, slots, owner, masks, hops=K, backend="cpp")
+    logits, _ = MF.adjacent_memn2n(table.bfloat16(), temporal.bfloat16(), words, time, slots, owner, masks, hops=K)
+    assert logits.dtype == torch.bfloat16 and bool(torch.isfinite(logits).all())
+    with pytest.raises(ValueError, match="backend must be 'auto', 'cpp' or 'torch'"):
+        MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="c++")

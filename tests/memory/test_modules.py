@@ -374,7 +374,12 @@ def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encodi
     mask[2] = False  # a story with no sentence at all
     story[2] = 0
     query = F.pad(query, (0, 3))  # a question wider than the sentences: the padded width L decides J
+    from overlooked import native
+    from overlooked.memory import kernels
+
+    before = kernels.CALLS["forward"]
     out = model(story, query, mask, time)
+    assert (kernels.CALLS["forward"] > before) == (fused and tying == "adjacent" and native.compiler() is not None)  # the C++ hops ran
     logits, attention = _dense_reference(model, story, query, mask, time)
     torch.testing.assert_close(out["logits"], logits)
     torch.testing.assert_close(out["attention"], attention)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from overlooked.checks import outside
 from overlooked.errors import InputError
+from overlooked.memory import kernels
 
 
 def position_encoding(sentence_len: int, embed_dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -452,7 +453,7 @@ class _AdjacentMemN2N(torch.autograd.Function):
     """Forward and hand-written backward of :func:`adjacent_memn2n` (one autograd node for the whole model)."""
 
     @staticmethod
-    def forward(ctx, table, temporal_table, layout, time, time_scale, R, slots, owner, bias, gate, softmax, hops):
+    def forward(ctx, table, temporal_table, layout, time, time_scale, R, slots, owner, bias, gate, softmax, hops, cpp):
         index, offsets, bag, a, b, scale = layout
         d = table.shape[1] // (hops + 1)
         enc = _bags(table, index, offsets, a, b, scale)  # [R + B, (K+1) d] memories, then questions
@@ -460,19 +461,23 @@ class _AdjacentMemN2N(torch.autograd.Function):
         if temporal_table is not None:
             t = temporal_table.index_select(0, time)  # [R, (K+1) d]
             mem = mem + (t if time_scale is None else t * time_scale)
-        u, attention, uos, weights, probs = _adjacent_hops(enc[R:, :d], mem, slots, owner, bias, gate, softmax, hops)
+        if cpp:  # all K hops in one C++ call (overlooked.memory.kernels)
+            u_all, q_all, attention, w_all = kernels.hops_forward(enc[R:, :d].contiguous(), mem, slots, owner, bias, gate, softmax, hops)
+            u, saved = u_all[hops], (u_all, q_all, w_all)
+        else:
+            u, attention, uos, weights, probs = _adjacent_hops(enc[R:, :d], mem, slots, owner, bias, gate, softmax, hops)
+            saved = (*uos, *weights, *(probs if softmax else ()))
         W = table[1:, hops * d :]  # W^T = C^K without the null word, whose logit is 0
         logits = F.pad(u @ W.T, (1, 0))  # [B, V]
-        ctx.meta = (R, softmax, hops, temporal_table is not None, temporal_table.shape[0] if temporal_table is not None else 0)
-        ctx.save_for_backward(table, index, bag, a, b, scale, time, time_scale, slots, owner, gate, mem, u, *uos, *weights, *(probs if softmax else ()))
+        ctx.meta = (R, softmax, hops, temporal_table is not None, temporal_table.shape[0] if temporal_table is not None else 0, cpp)
+        ctx.save_for_backward(table, index, bag, a, b, scale, time, time_scale, slots, owner, gate, mem, u, *saved)
         return logits, attention
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logits, grad_attention):
-        R, softmax, K, temporal, M_time = ctx.meta
+        R, softmax, K, temporal, M_time, cpp = ctx.meta
         table, index, bag, a, b, scale, time, time_scale, slots, owner, gate, mem, u, *rest = ctx.saved_tensors
-        uos, weights, probs = rest[:K], rest[K : 2 * K], rest[2 * K :]
         d = table.shape[1] // (K + 1)
         B = u.shape[0]
         genc = mem.new_zeros(R + B, table.shape[1])  # dL/d(encoded sentences): memories, then questions
@@ -482,7 +487,13 @@ class _AdjacentMemN2N(torch.autograd.Function):
             gu = g @ W  # [B, d]
         else:
             g, gu = None, u.new_zeros(u.shape)
-        _adjacent_hops_backward(gu, grad_attention, genc[:R], mem, slots, owner, gate, uos, weights, probs, softmax)
+        if cpp:
+            u_all, q_all, w_all = rest
+            gu = gu.contiguous()
+            kernels.hops_backward(gu, None if grad_attention is None else grad_attention.contiguous(), genc, mem, slots, owner, gate, u_all, q_all, w_all, softmax)
+        else:
+            uos, weights, probs = rest[:K], rest[K : 2 * K], rest[2 * K :]
+            _adjacent_hops_backward(gu, grad_attention, genc[:R], mem, slots, owner, gate, uos, weights, probs, softmax)
         genc[R:, :d] = gu
         grad_temporal = None
         if temporal:
@@ -491,7 +502,7 @@ class _AdjacentMemN2N(torch.autograd.Function):
         grad_table = _bags_backward(genc, index, bag, a, b, scale, table.shape[0])
         if g is not None:
             grad_table[1:, K * d :].addmm_(g.T, u)  # dL/dW = g^T u^{K+1}
-        return (grad_table, grad_temporal) + (None,) * 10
+        return (grad_table, grad_temporal) + (None,) * 11
 
 
 def adjacent_memn2n(
@@ -508,6 +519,7 @@ def adjacent_memn2n(
     pe_length: str = "sentence",
     softmax: bool = True,
     time_scale: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MemN2N under adjacent tying from its weights to its answer scores, as one autograd node with a
     hand-written backward (the fast path of :class:`~overlooked.memory.modules.MemN2N`).
@@ -531,6 +543,10 @@ def adjacent_memn2n(
         encoding, pe_length: as :func:`encode_sentences`.
         softmax: False under linear start.
         time_scale: ``[(K+1) d]`` a factor of the temporal rows (``pe_length="padded_time"``), or None.
+        backend: who runs the K hops. ``"cpp"``: one C++ call forward and one backward
+            (:mod:`overlooked.memory.kernels`; float32/float64 CPU tensors, built by ``g++`` at first use);
+            ``"torch"``: PyTorch operations (any device and dtype); ``"auto"``: ``cpp`` where it runs, else
+            ``torch``. The two are tested equal.
 
     Returns:
         ``(logits, attention)``: ``[B, V]`` and ``[B, K, M]``.
@@ -545,11 +561,16 @@ def adjacent_memn2n(
             f"{_describe(table)}, words {_describe(words)}, time {_describe(time)}, {R} slots, mask {list(bias.shape)}. "
             "Fix: pack the memories with pack_memories and put the questions after them"
         )
+    if backend not in ("auto", "cpp", "torch"):
+        raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {backend!r}")
+    cpp = backend != "torch" and kernels.usable(table)
+    if backend == "cpp" and not cpp:
+        raise InputError(f"backend='cpp' runs float32/float64 CPU tensors with a C++ compiler; got {table.dtype} on {table.device}. Fix: use backend='auto' or 'torch'")
     d = table.shape[1] // (hops + 1)
     layout = _bag_layout(words, table, encoding, d, pe_length)
-    dt = table.dtype
+    slots, owner, dt = slots.long().contiguous(), owner.long().contiguous(), table.dtype
     with torch.autocast(device_type=table.device.type, enabled=False):
-        return _AdjacentMemN2N.apply(table, temporal_table, layout, time, time_scale, R, slots, owner, bias.to(dt), gate.to(dt), bool(softmax), hops)
+        return _AdjacentMemN2N.apply(table, temporal_table, layout, time, time_scale, R, slots, owner, bias.to(dt).contiguous(), gate.to(dt).contiguous(), bool(softmax), hops, cpp)
 
 
 def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor], R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
