@@ -450,59 +450,65 @@ def _adjacent_hops_backward(gu, grad_attention, gmem, mem, slots, owner, gate, u
 
 
 class _AdjacentMemN2N(torch.autograd.Function):
-    """Forward and hand-written backward of :func:`adjacent_memn2n` (one autograd node for the whole model)."""
+    """Forward and hand-written backward of :func:`adjacent_memn2n` (one autograd node for the whole model).
+
+    ``inputs`` holds what is not differentiated: ``("cpp", words, encoding, pe_length, scale)`` for the C++
+    kernel, which encodes the sentences itself, or ``("torch", layout)`` with :func:`_bag_layout`'s tensors."""
 
     @staticmethod
-    def forward(ctx, table, temporal_table, layout, time, time_scale, R, slots, owner, bias, gate, softmax, hops, cpp):
-        index, offsets, bag, a, b, scale = layout
+    def forward(ctx, table, temporal_table, inputs, time, time_scale, R, slots, owner, bias, gate, softmax, hops):
         d = table.shape[1] // (hops + 1)
-        enc = _bags(table, index, offsets, a, b, scale)  # [R + B, (K+1) d] memories, then questions
-        mem = enc[:R]
-        if temporal_table is not None:
-            t = temporal_table.index_select(0, time)  # [R, (K+1) d]
-            mem = mem + (t if time_scale is None else t * time_scale)
-        if cpp:  # all K hops in one C++ call (overlooked.memory.kernels)
-            u_all, q_all, attention, w_all = kernels.hops_forward(enc[R:, :d].contiguous(), mem, slots, owner, bias, gate, softmax, hops)
-            u, saved = u_all[hops], (u_all, q_all, w_all)
+        if inputs[0] == "cpp":  # encoding, temporal rows and all K hops in one C++ call (overlooked.memory.kernels)
+            _, words, encoding, pe_length, scale = inputs
+            mem, u_all, q_all, attention, w_all = kernels.forward(table, temporal_table, words, time, time_scale, scale, slots, owner, bias, gate, softmax, hops, encoding, pe_length)
+            u, saved = u_all[hops], (words, scale, u_all, q_all, w_all)
         else:
+            index, offsets, bag, a, b, scale = layout = inputs[1]
+            enc = _bags(table, index, offsets, a, b, scale)  # [R + B, (K+1) d] memories, then questions
+            mem = enc[:R]
+            if temporal_table is not None:
+                t = temporal_table.index_select(0, time)  # [R, (K+1) d]
+                mem = mem + (t if time_scale is None else t * time_scale)
             u, attention, uos, weights, probs = _adjacent_hops(enc[R:, :d], mem, slots, owner, bias, gate, softmax, hops)
-            saved = (*uos, *weights, *(probs if softmax else ()))
+            saved = (*layout, *uos, *weights, *(probs if softmax else ()))
         W = table[1:, hops * d :]  # W^T = C^K without the null word, whose logit is 0
         logits = F.pad(u @ W.T, (1, 0))  # [B, V]
-        ctx.meta = (R, softmax, hops, temporal_table is not None, temporal_table.shape[0] if temporal_table is not None else 0, cpp)
-        ctx.save_for_backward(table, index, bag, a, b, scale, time, time_scale, slots, owner, gate, mem, u, *saved)
+        ctx.meta = (R, softmax, hops, temporal_table.shape[0] if temporal_table is not None else None, inputs[0] == "cpp", inputs[2:4] if inputs[0] == "cpp" else None)
+        ctx.save_for_backward(table, time, time_scale, slots, owner, gate, mem, u, *saved)
         return logits, attention
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logits, grad_attention):
-        R, softmax, K, temporal, M_time, cpp = ctx.meta
-        table, index, bag, a, b, scale, time, time_scale, slots, owner, gate, mem, u, *rest = ctx.saved_tensors
+        R, softmax, K, temporal_rows, cpp, encoding = ctx.meta
+        table, time, time_scale, slots, owner, gate, mem, u, *rest = ctx.saved_tensors
         d = table.shape[1] // (K + 1)
-        B = u.shape[0]
-        genc = mem.new_zeros(R + B, table.shape[1])  # dL/d(encoded sentences): memories, then questions
         W = table[1:, K * d :]
         if grad_logits is not None:
             g = grad_logits[:, 1:]  # [B, V-1]; the null word's logit is a constant
             gu = g @ W  # [B, d]
         else:
             g, gu = None, u.new_zeros(u.shape)
-        if cpp:
-            u_all, q_all, w_all = rest
-            gu = gu.contiguous()
-            kernels.hops_backward(gu, None if grad_attention is None else grad_attention.contiguous(), genc, mem, slots, owner, gate, u_all, q_all, w_all, softmax)
-        else:
-            uos, weights, probs = rest[:K], rest[K : 2 * K], rest[2 * K :]
-            _adjacent_hops_backward(gu, grad_attention, genc[:R], mem, slots, owner, gate, uos, weights, probs, softmax)
-        genc[R:, :d] = gu
         grad_temporal = None
-        if temporal:
-            gt = genc[:R] if time_scale is None else genc[:R] * time_scale
-            grad_temporal = gt.new_zeros(M_time, gt.shape[1]).index_add_(0, time, gt)
-        grad_table = _bags_backward(genc, index, bag, a, b, scale, table.shape[0])
+        if cpp:
+            words, scale, u_all, q_all, w_all = rest
+            grad_table = table.new_zeros(table.shape)
+            grad_temporal = table.new_zeros(temporal_rows, table.shape[1]) if temporal_rows is not None else None
+            gatt = None if grad_attention is None else grad_attention.contiguous()
+            kernels.backward(gu.contiguous(), gatt, grad_table, grad_temporal, words, time, time_scale, scale, slots, owner, gate, mem, u_all, q_all, w_all, softmax, *encoding)
+        else:
+            index, offsets, bag, a, b, scale, *rest = rest
+            uos, weights, probs = rest[:K], rest[K : 2 * K], rest[2 * K :]
+            genc = mem.new_zeros(R + u.shape[0], table.shape[1])  # dL/d(encoded sentences): memories, then questions
+            _adjacent_hops_backward(gu, grad_attention, genc[:R], mem, slots, owner, gate, uos, weights, probs, softmax)
+            genc[R:, :d] = gu
+            if temporal_rows is not None:
+                gt = genc[:R] if time_scale is None else genc[:R] * time_scale
+                grad_temporal = gt.new_zeros(temporal_rows, gt.shape[1]).index_add_(0, time, gt)
+            grad_table = _bags_backward(genc, index, bag, a, b, scale, table.shape[0])
         if g is not None:
             grad_table[1:, K * d :].addmm_(g.T, u)  # dL/dW = g^T u^{K+1}
-        return (grad_table, grad_temporal) + (None,) * 11
+        return (grad_table, grad_temporal) + (None,) * 10
 
 
 def adjacent_memn2n(
@@ -567,10 +573,18 @@ def adjacent_memn2n(
     if backend == "cpp" and not cpp:
         raise InputError(f"backend='cpp' runs float32/float64 CPU tensors with a C++ compiler; got {table.dtype} on {table.device}. Fix: use backend='auto' or 'torch'")
     d = table.shape[1] // (hops + 1)
-    layout = _bag_layout(words, table, encoding, d, pe_length)
     slots, owner, dt = slots.long().contiguous(), owner.long().contiguous(), table.dtype
+    if cpp:
+        if encoding not in ("pe", "pe_centered", "bow") or pe_length not in ("sentence", "padded", "padded_time"):
+            position_weights(words[:0], encoding, pe_length, d)  # names the unknown setting
+        scale = _minus_k_over_d(d, hops + 1, dt, str(table.device))
+        c = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        inputs = ("cpp", words.long().contiguous(), encoding, pe_length, scale)
+        table, temporal_table, time, time_scale = table.contiguous(), c(temporal_table), time.long().contiguous(), c(time_scale)
+    else:
+        inputs = ("torch", _bag_layout(words, table, encoding, d, pe_length))
     with torch.autocast(device_type=table.device.type, enabled=False):
-        return _AdjacentMemN2N.apply(table, temporal_table, layout, time, time_scale, R, slots, owner, bias.to(dt).contiguous(), gate.to(dt).contiguous(), bool(softmax), hops, cpp)
+        return _AdjacentMemN2N.apply(table, temporal_table, inputs, time, time_scale, R, slots, owner, bias.to(dt).contiguous(), gate.to(dt).contiguous(), bool(softmax), hops)
 
 
 def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor], R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

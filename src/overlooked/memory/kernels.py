@@ -17,6 +17,7 @@ import threading
 import torch
 
 from overlooked import native
+from overlooked.errors import InputError
 
 SOURCE = r"""
 #include <cmath>
@@ -34,11 +35,75 @@ inline T dot(const T* a, const T* b, int64_t n) {
     return s;
 }
 
-// u_all [K+1, B, d] (u_all[0] = u0 on entry), mem [R, ldm] (keys of hop k at column k d, values at (k+1) d),
-// slots/owner [R], bias/gate [B, M]; out: q_all [K, B, M] (softmax output, softmax only), att [B, K, M], w_all [K, R].
+// How the sentences are encoded (functional.position_weights): word j (1-based among the real words) of a
+// sentence of J words weighs l_kj = alpha_j + c_k beta_j, c_k = -k/d, in every one of the n matrices.
+struct Enc {
+    int kind;        // 0 bag of words (alpha = 1, beta = 0), 1 PE, 2 centred PE
+    int fixed_len;   // 0: J = the sentence's real words (at least 1); 1: J = J_fixed
+    double J_fixed;
+    int64_t d;
+};
+
 template <typename T>
-void forward(int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax, const T* mem, int64_t ldm,
-             const int64_t* slots, const int64_t* owner, const T* bias, const T* gate, T* u_all, T* q_all, T* att, T* w_all) {
+inline void weights(const Enc& e, int64_t j1, T J, T& alpha, T& beta) {
+    const T j = T(j1);
+    if (e.kind == 0) { alpha = T(1); beta = T(0); return; }
+    if (e.kind == 1) { alpha = T(1) - j / J; beta = T(1) - (T(2) * j) / J; return; }
+    const T dd = T(e.d);
+    const T g = (j - (J + T(1)) / T(2)) / J;
+    alpha = T(1) - T(2.0 * (double(e.d) + 1.0) / double(e.d)) * g;
+    beta = T(-4) * g;
+    (void)dd;
+}
+
+template <typename T>
+inline T sentence_len(const Enc& e, const int64_t* w, int64_t L) {
+    if (e.fixed_len) return T(e.J_fixed);
+    int64_t n = 0;
+    for (int64_t l = 0; l < L; ++l) n += w[l] != 0;
+    return T(n > 0 ? n : 1);
+}
+
+// out[0:cols] = sum_j alpha_j E[x_j] + c (.) sum_j beta_j E[x_j] over the real words of one sentence.
+template <typename T>
+void encode(const Enc& e, const int64_t* w, int64_t L, const T* table, int64_t nd, int64_t cols, const T* c, T* out, T* acc_b) {
+    const T J = sentence_len<T>(e, w, L);
+    std::fill(out, out + cols, T(0));
+    std::fill(acc_b, acc_b + cols, T(0));
+    int64_t j = 0;
+    for (int64_t l = 0; l < L; ++l) {
+        if (!w[l]) continue;
+        T alpha, beta;
+        weights<T>(e, ++j, J, alpha, beta);
+        const T* row = table + w[l] * nd;
+        for (int64_t i = 0; i < cols; ++i) { out[i] += alpha * row[i]; acc_b[i] += beta * row[i]; }
+    }
+    if (e.kind != 0)
+        for (int64_t i = 0; i < cols; ++i) out[i] += c[i] * acc_b[i];
+}
+
+// grad_table[x_j, 0:cols] += (alpha_j + c beta_j) g for the real words of one sentence.
+template <typename T>
+void encode_backward(const Enc& e, const int64_t* w, int64_t L, int64_t nd, int64_t cols, const T* c, const T* g, T* grad_table) {
+    const T J = sentence_len<T>(e, w, L);
+    int64_t j = 0;
+    for (int64_t l = 0; l < L; ++l) {
+        if (!w[l]) continue;
+        T alpha, beta;
+        weights<T>(e, ++j, J, alpha, beta);
+        T* row = grad_table + w[l] * nd;
+        if (e.kind == 0)
+            for (int64_t i = 0; i < cols; ++i) row[i] += alpha * g[i];
+        else
+            for (int64_t i = 0; i < cols; ++i) row[i] += alpha * g[i] + c[i] * (beta * g[i]);
+    }
+}
+
+// The K hops over mem [R, nd] (keys of hop k at column k d, values at (k+1) d); u_all [K+1, B, d] with
+// u_all[0] = u^1 on entry; out: q_all [K, B, M] (softmax output, softmax only), att [B, K, M], w_all [K, R].
+template <typename T>
+void hops(int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax, const T* mem, int64_t ldm,
+          const int64_t* slots, const int64_t* owner, const T* bias, const T* gate, T* u_all, T* q_all, T* att, T* w_all) {
     std::vector<T> sc(B * M);
     for (int64_t k = 0; k < K; ++k) {
         const T* u = u_all + k * B * d;
@@ -74,9 +139,9 @@ void forward(int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax,
 
 // gu [B, d]: dL/du^{K+1} on entry, dL/du^1 on exit; gmem [R, ldg] accumulated into; gatt [B, K, M] or null.
 template <typename T>
-void backward(int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax, const T* mem, int64_t ldm,
-              const int64_t* slots, const int64_t* owner, const T* gate, const T* u_all, const T* q_all, const T* w_all,
-              const T* gatt, T* gu, T* gmem, int64_t ldg) {
+void hops_backward(int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax, const T* mem, int64_t ldm,
+                   const int64_t* slots, const int64_t* owner, const T* gate, const T* u_all, const T* q_all, const T* w_all,
+                   const T* gatt, T* gu, T* gmem, int64_t ldg) {
     std::vector<T> gp(B * M);
     for (int64_t k = K - 1; k >= 0; --k) {
         std::fill(gp.begin(), gp.end(), T(0));
@@ -112,31 +177,92 @@ void backward(int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax
     }
 }
 
+// 0 when every index lies in range, else 1 (a word outside the table), 2 (a time index), 3 (a slot/owner).
+int check(int64_t N, int64_t L, const int64_t* words, int64_t V, int64_t R, const int64_t* time, int64_t Mt,
+          const int64_t* slots, const int64_t* owner, int64_t B, int64_t M) {
+    for (int64_t i = 0; i < N * L; ++i) if (words[i] < 0 || words[i] >= V) return 1;
+    if (time) for (int64_t r = 0; r < R; ++r) if (time[r] < 0 || time[r] >= Mt) return 2;
+    for (int64_t r = 0; r < R; ++r) if (slots[r] < 0 || slots[r] >= B * M || owner[r] < 0 || owner[r] >= B || slots[r] / M != owner[r]) return 3;
+    return 0;
+}
+
+template <typename T>
+void forward(const Enc& e, int64_t R, int64_t B, int64_t L, const int64_t* words, const T* table, int64_t nd, const T* c,
+             const T* temporal, const int64_t* time, const T* tscale, int64_t M, int64_t K, int softmax,
+             const int64_t* slots, const int64_t* owner, const T* bias, const T* gate, T* mem, T* u_all, T* q_all, T* att, T* w_all) {
+    const int64_t d = e.d;
+    std::vector<T> acc(nd);
+    for (int64_t r = 0; r < R; ++r) {  // memories: all n matrices, plus their temporal rows
+        T* m = mem + r * nd;
+        encode<T>(e, words + r * L, L, table, nd, nd, c, m, acc.data());
+        if (temporal) {
+            const T* t = temporal + time[r] * nd;
+            if (tscale) for (int64_t i = 0; i < nd; ++i) m[i] += t[i] * tscale[i];
+            else for (int64_t i = 0; i < nd; ++i) m[i] += t[i];
+        }
+    }
+    for (int64_t b = 0; b < B; ++b)  // questions: u^1 = B q with B = E_0, the first d columns
+        encode<T>(e, words + (R + b) * L, L, table, nd, d, c, u_all + b * d, acc.data());
+    hops<T>(B, M, R, d, K, softmax, mem, nd, slots, owner, bias, gate, u_all, q_all, att, w_all);
+}
+
+template <typename T>
+void backward(const Enc& e, int64_t R, int64_t B, int64_t L, const int64_t* words, int64_t nd, const T* c,
+              const int64_t* time, const T* tscale, int64_t M, int64_t K, int softmax, const int64_t* slots, const int64_t* owner,
+              const T* gate, const T* mem, const T* u_all, const T* q_all, const T* w_all, const T* gatt, T* gu,
+              T* grad_table, T* grad_temporal) {
+    const int64_t d = e.d;
+    std::vector<T> gmem(R * nd, T(0));
+    hops_backward<T>(B, M, R, d, K, softmax, mem, nd, slots, owner, gate, u_all, q_all, w_all, gatt, gu, gmem.data(), nd);
+    for (int64_t r = 0; r < R; ++r) {
+        const T* g = gmem.data() + r * nd;
+        encode_backward<T>(e, words + r * L, L, nd, nd, c, g, grad_table);
+        if (grad_temporal) {
+            T* t = grad_temporal + time[r] * nd;
+            if (tscale) for (int64_t i = 0; i < nd; ++i) t[i] += g[i] * tscale[i];
+            else for (int64_t i = 0; i < nd; ++i) t[i] += g[i];
+        }
+    }
+    for (int64_t b = 0; b < B; ++b) encode_backward<T>(e, words + (R + b) * L, L, nd, d, c, gu + b * d, grad_table);
+}
+
 }  // namespace
 
 extern "C" {
 
-int ovl_memn2n_hops_forward(int dbl, int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax, const void* mem,
-                            int64_t ldm, const int64_t* slots, const int64_t* owner, const void* bias, const void* gate,
-                            void* u_all, void* q_all, void* att, void* w_all) {
+int ovl_memn2n_forward(int dbl, int kind, int fixed_len, double J_fixed, int64_t d, int64_t R, int64_t B, int64_t L,
+                       const int64_t* words, const void* table, int64_t V, int64_t nd, const void* c, const void* temporal,
+                       const int64_t* time, int64_t Mt, const void* tscale, int64_t M, int64_t K, int softmax,
+                       const int64_t* slots, const int64_t* owner, const void* bias, const void* gate,
+                       void* mem, void* u_all, void* q_all, void* att, void* w_all) {
+    const int bad = check(R + B, L, words, V, R, temporal ? time : nullptr, Mt, slots, owner, B, M);
+    if (bad) return bad;
+    const Enc e{kind, fixed_len, J_fixed, d};
     if (dbl)
-        forward<double>(B, M, R, d, K, softmax, (const double*)mem, ldm, slots, owner, (const double*)bias, (const double*)gate,
-                        (double*)u_all, (double*)q_all, (double*)att, (double*)w_all);
+        forward<double>(e, R, B, L, words, (const double*)table, nd, (const double*)c, (const double*)temporal, time,
+                        (const double*)tscale, M, K, softmax, slots, owner, (const double*)bias, (const double*)gate,
+                        (double*)mem, (double*)u_all, (double*)q_all, (double*)att, (double*)w_all);
     else
-        forward<float>(B, M, R, d, K, softmax, (const float*)mem, ldm, slots, owner, (const float*)bias, (const float*)gate,
-                       (float*)u_all, (float*)q_all, (float*)att, (float*)w_all);
+        forward<float>(e, R, B, L, words, (const float*)table, nd, (const float*)c, (const float*)temporal, time,
+                       (const float*)tscale, M, K, softmax, slots, owner, (const float*)bias, (const float*)gate,
+                       (float*)mem, (float*)u_all, (float*)q_all, (float*)att, (float*)w_all);
     return 0;
 }
 
-int ovl_memn2n_hops_backward(int dbl, int64_t B, int64_t M, int64_t R, int64_t d, int64_t K, int softmax, const void* mem,
-                             int64_t ldm, const int64_t* slots, const int64_t* owner, const void* gate, const void* u_all,
-                             const void* q_all, const void* w_all, const void* gatt, void* gu, void* gmem, int64_t ldg) {
+int ovl_memn2n_backward(int dbl, int kind, int fixed_len, double J_fixed, int64_t d, int64_t R, int64_t B, int64_t L,
+                        const int64_t* words, int64_t nd, const void* c, const int64_t* time, const void* tscale, int64_t M,
+                        int64_t K, int softmax, const int64_t* slots, const int64_t* owner, const void* gate, const void* mem,
+                        const void* u_all, const void* q_all, const void* w_all, const void* gatt, void* gu,
+                        void* grad_table, void* grad_temporal) {
+    const Enc e{kind, fixed_len, J_fixed, d};
     if (dbl)
-        backward<double>(B, M, R, d, K, softmax, (const double*)mem, ldm, slots, owner, (const double*)gate, (const double*)u_all,
-                         (const double*)q_all, (const double*)w_all, (const double*)gatt, (double*)gu, (double*)gmem, ldg);
+        backward<double>(e, R, B, L, words, nd, (const double*)c, time, (const double*)tscale, M, K, softmax, slots, owner,
+                         (const double*)gate, (const double*)mem, (const double*)u_all, (const double*)q_all,
+                         (const double*)w_all, (const double*)gatt, (double*)gu, (double*)grad_table, (double*)grad_temporal);
     else
-        backward<float>(B, M, R, d, K, softmax, (const float*)mem, ldm, slots, owner, (const float*)gate, (const float*)u_all,
-                        (const float*)q_all, (const float*)w_all, (const float*)gatt, (float*)gu, (float*)gmem, ldg);
+        backward<float>(e, R, B, L, words, nd, (const float*)c, time, (const float*)tscale, M, K, softmax, slots, owner,
+                        (const float*)gate, (const float*)mem, (const float*)u_all, (const float*)q_all,
+                        (const float*)w_all, (const float*)gatt, (float*)gu, (float*)grad_table, (float*)grad_temporal);
     return 0;
 }
 
@@ -158,15 +284,16 @@ def load() -> ctypes.CDLL:
         if _error is not None:
             raise native.CompilerUnavailable(_error)
         try:
-            lib = native.build("ovl_memn2n_hops", SOURCE, "C++ MemN2N hops")
+            lib = native.build("ovl_memn2n", SOURCE, "C++ MemN2N kernel")
         except native.CompilerUnavailable as err:
             _error = str(err)
             raise
         vp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        lib.ovl_memn2n_hops_forward.argtypes = [i32, i64, i64, i64, i64, i64, i32, vp, i64, vp, vp, vp, vp, vp, vp, vp, vp]
-        lib.ovl_memn2n_hops_forward.restype = i32
-        lib.ovl_memn2n_hops_backward.argtypes = [i32, i64, i64, i64, i64, i64, i32, vp, i64, vp, vp, vp, vp, vp, vp, vp, vp, vp, i64]
-        lib.ovl_memn2n_hops_backward.restype = i32
+        dbl = ctypes.c_double
+        lib.ovl_memn2n_forward.argtypes = [i32, i32, i32, dbl, i64, i64, i64, i64, vp, vp, i64, i64, vp, vp, vp, i64, vp, i64, i64, i32, vp, vp, vp, vp, vp, vp, vp, vp, vp]
+        lib.ovl_memn2n_forward.restype = i32
+        lib.ovl_memn2n_backward.argtypes = [i32, i32, i32, dbl, i64, i64, i64, i64, vp, i64, vp, vp, vp, i64, i64, i32, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp]
+        lib.ovl_memn2n_backward.restype = i32
         _lib = lib
         return lib
 
@@ -186,31 +313,57 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def hops_forward(u0, mem, slots, owner, bias, gate, softmax, hops):
-    """The kernel's forward: ``(u_all [K+1, B, d], q_all [K, B, M] or empty, attention [B, K, M], w_all [K, R])``.
-    Every tensor must be contiguous (``mem`` rows may be wider than ``(K+1) d``), slots/owner int64."""
+_ENCODINGS = {"bow": 0, "pe": 1, "pe_centered": 2}
+_BAD = {
+    1: "a word index outside the embedding table [0, V)",
+    2: "a temporal index outside the temporal table",
+    3: "a packed slot or owner that does not fit the mask [B, M] (build them with pack_memories)",
+}
+
+
+def _encoding_args(encoding: str, pe_length: str, L: int) -> tuple[int, int, float]:
+    """``(kind, fixed_len, J_fixed)`` of the C++ ``Enc`` for an encoding and ``pe_length`` at padded width ``L``."""
+    fixed = {"sentence": None, "padded": float(L), "padded_time": float(L + 1)}[pe_length]
+    return _ENCODINGS[encoding], int(fixed is not None), fixed or 0.0
+
+
+def forward(table, temporal_table, words, time, time_scale, scale, slots, owner, bias, gate, softmax, hops, encoding, pe_length):
+    """The kernel's forward: encodes the ``R`` packed memories (``words[:R]``, with their temporal rows) and
+    the ``B`` questions (``words[R:]``), and runs the hops. Returns ``(mem [R, (K+1) d], u_all [K+1, B, d],
+    q_all [K, B, M] (empty under linear start), attention [B, K, M], w_all [K, R])``. Every tensor must be
+    contiguous; ``scale`` is the PE's ``-k/d`` ``[(K+1) d]`` (any values for bag of words)."""
     B, M = bias.shape
-    R, d = slots.numel(), u0.shape[1]
-    u_all = u0.new_empty(hops + 1, B, d)
-    u_all[0] = u0
-    q_all = u0.new_empty(hops, B, M) if softmax else u0.new_empty(0)
-    att = u0.new_empty(B, hops, M)
-    w_all = u0.new_empty(hops, R)
+    R, L = slots.numel(), words.shape[1]
+    V, nd = table.shape
+    d = nd // (hops + 1)
+    mem = table.new_empty(R, nd)
+    u_all = table.new_empty(hops + 1, B, d)
+    q_all = table.new_empty(hops, B, M) if softmax else table.new_empty(0)
+    att = table.new_empty(B, hops, M)
+    w_all = table.new_empty(hops, R)
+    kind, fixed, J = _encoding_args(encoding, pe_length, L)
     CALLS["forward"] += 1
-    load().ovl_memn2n_hops_forward(
-        int(u0.dtype == torch.float64), B, M, R, d, hops, int(softmax), _ptr(mem), mem.stride(0), _ptr(slots), _ptr(owner),
-        _ptr(bias), _ptr(gate), _ptr(u_all), _ptr(q_all), _ptr(att), _ptr(w_all),
+    bad = load().ovl_memn2n_forward(
+        int(table.dtype == torch.float64), kind, fixed, J, d, R, B, L, _ptr(words), _ptr(table), V, nd, _ptr(scale),
+        _ptr(temporal_table), _ptr(time), temporal_table.shape[0] if temporal_table is not None else 0, _ptr(time_scale), M, hops,
+        int(softmax), _ptr(slots), _ptr(owner), _ptr(bias), _ptr(gate), _ptr(mem), _ptr(u_all), _ptr(q_all), _ptr(att), _ptr(w_all),
     )
-    return u_all, q_all, att, w_all
+    if bad:
+        raise InputError(f"adjacent MemN2N: {_BAD[bad]}. Fix: check the inputs against the model's vocabulary and memory size (check_memory_inputs names them)")
+    return mem, u_all, q_all, att, w_all
 
 
-def hops_backward(gu, grad_attention, gmem, mem, slots, owner, gate, u_all, q_all, w_all, softmax):
-    """The kernel's backward: ``gu`` ``[B, d]`` (``dL/du^{K+1}``, contiguous) becomes ``dL/du^1`` in place and
-    ``dL/dmem`` is added into ``gmem`` (``[R, >= (K+1) d]``, rows contiguous)."""
+def backward(gu, grad_attention, grad_table, grad_temporal, words, time, time_scale, scale, slots, owner, gate, mem, u_all, q_all, w_all, softmax, encoding, pe_length):
+    """The kernel's backward: ``gu`` ``[B, d]`` (``dL/du^{K+1}``, contiguous) becomes ``dL/du^1`` in place,
+    and the gradients of the embedding and temporal tables are added into ``grad_table`` ``[V, (K+1) d]`` and
+    ``grad_temporal`` (or None), both contiguous."""
     B, M = gate.shape
-    R, d, K = slots.numel(), gu.shape[1], w_all.shape[0]
+    R, L = slots.numel(), words.shape[1]
+    nd, K = grad_table.shape[1], w_all.shape[0]
+    kind, fixed, J = _encoding_args(encoding, pe_length, L)
     CALLS["backward"] += 1
-    load().ovl_memn2n_hops_backward(
-        int(gu.dtype == torch.float64), B, M, R, d, K, int(softmax), _ptr(mem), mem.stride(0), _ptr(slots), _ptr(owner),
-        _ptr(gate), _ptr(u_all), _ptr(q_all), _ptr(w_all), _ptr(grad_attention), _ptr(gu), _ptr(gmem), gmem.stride(0),
+    load().ovl_memn2n_backward(
+        int(gu.dtype == torch.float64), kind, fixed, J, gu.shape[1], R, B, L, _ptr(words), nd, _ptr(scale), _ptr(time),
+        _ptr(time_scale), M, K, int(softmax), _ptr(slots), _ptr(owner), _ptr(gate), _ptr(mem), _ptr(u_all), _ptr(q_all),
+        _ptr(w_all), _ptr(grad_attention), _ptr(gu), _ptr(grad_table), _ptr(grad_temporal),
     )
