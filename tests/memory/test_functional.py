@@ -407,8 +407,8 @@ def test_adjacent_memn2n_cpp_kernel_equals_the_torch_path(dtype, softmax, encodi
     assert logits.dtype == torch.bfloat16 and bool(torch.isfinite(logits).all())
     with pytest.raises(ValueError, match="backend must be 'auto', 'cpp' or 'torch'"):
         MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="c++")
-    bad_words = words.clone()
-    bad_words[0, 0] = table.shape[0]  # one past the vocabulary
-    for bad_words, bad_time, what in [(bad_words, time, "a word index outside"), (words, time + 6, "a temporal index outside")]:
+    past_vocab = words.clone()
+    past_vocab[0, 0] = table.shape[0]  # one past the vocabulary
+    for bad_words, bad_time, what in [(past_vocab, time, "a word index outside"), (words, time + 6, "a temporal index outside")]:
         with pytest.raises(InputError, match=what):
             MF.adjacent_memn2n(table, temporal, bad_words, bad_time, slots, owner, masks, hops=K, backend="cpp")
