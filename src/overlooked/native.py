@@ -17,6 +17,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
@@ -72,16 +74,68 @@ def build(stem: str, source: str, what: str, cxx: str | None = None) -> ctypes.C
     if cxx is None:
         raise CompilerUnavailable(f"no C++ compiler found for the {what} (set $CXX or install g++)")
     path = library_path(stem, source, cxx)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            src = Path(tmp) / f"{stem}.cpp"
-            src.write_text(source)
-            out = Path(tmp) / path.name
-            torch_lib = _torch_lib_dir()
-            cmd = [cxx, *FLAGS, str(src), "-o", str(out), f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise CompilerUnavailable(f"compiling the {what} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
-            os.replace(out, path)  # atomic: concurrent first uses race harmlessly
-    return ctypes.CDLL(str(path))
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                src = Path(tmp) / f"{stem}.cpp"
+                src.write_text(source)
+                out = Path(tmp) / path.name
+                torch_lib = _torch_lib_dir()
+                cmd = [cxx, *FLAGS, str(src), "-o", str(out), f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}"]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise CompilerUnavailable(f"compiling the {what} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+                os.replace(out, path)  # atomic: concurrent first uses race harmlessly
+        return ctypes.CDLL(str(path))
+    except OSError as err:  # an unwritable cache folder, a compiler that cannot start, a library that cannot load
+        raise CompilerUnavailable(
+            f"building or loading the {what} in {path.parent} failed ({err}); set $OVERLOOKED_KERNEL_CACHE to a writable folder"
+        ) from err
+
+
+class Library:
+    """A C++ library built from ``source`` at its first :meth:`load` and kept for the process; a failed build
+    is remembered, so later calls raise the same error at once.
+
+    Args:
+        stem: the cached file's name start.
+        source: the C++ source.
+        what: names the library in error messages.
+        declare: sets the ``argtypes``/``restype`` of the library's functions.
+        hint: appended to a build error (what to use instead).
+    """
+
+    def __init__(self, stem: str, source: str, what: str, declare: Callable[[ctypes.CDLL], None], hint: str = ""):
+        self.stem, self.source, self.what, self.declare, self.hint = stem, source, what, declare, hint
+        self.lib: ctypes.CDLL | None = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self, cxx: str | None = None) -> ctypes.CDLL:
+        """The compiled library (built with ``cxx``, default :func:`compiler`, on the first call).
+
+        Raises:
+            CompilerUnavailable: no compiler, or the build failed.
+        """
+        with self._lock:
+            if self.lib is not None:
+                return self.lib
+            if self.error is not None:
+                raise CompilerUnavailable(self.error)
+            try:
+                lib = build(self.stem, self.source, self.what, cxx)
+            except CompilerUnavailable as err:
+                self.error = f"{err}{self.hint}"
+                raise CompilerUnavailable(self.error) from err
+            self.declare(lib)
+            self.lib = lib
+            return lib
+
+    def available(self) -> bool:
+        """Whether the library is (or can be) built; compiles on the first call."""
+        try:
+            self.load()
+        except CompilerUnavailable:
+            return False
+        return True

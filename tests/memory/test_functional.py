@@ -412,3 +412,66 @@ def test_adjacent_memn2n_cpp_kernel_equals_the_torch_path(dtype, softmax, encodi
     for bad_words, bad_time, what in [(past_vocab, time, "a word index outside"), (words, time + 6, "a temporal index outside")]:
         with pytest.raises(InputError, match=what):
             MF.adjacent_memn2n(table, temporal, bad_words, bad_time, slots, owner, masks, hops=K, backend="cpp")
+
+
+@pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
+@pytest.mark.parametrize("hops", [1, 2])
+def test_adjacent_memn2n_cpp_equals_torch_with_attended_padding_and_one_hop(hops):
+    """Padding kept in the softmax (the authors' code) and a single hop, C++ kernel against the PyTorch path."""
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(False)
+    table = table.detach()[:, : (hops + 1) * d].contiguous().requires_grad_()
+    temporal = temporal.detach()[:, : (hops + 1) * d].contiguous().requires_grad_()
+    out = []
+    for backend in ("cpp", "torch"):
+        logits, attention = MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=hops, backend=backend)
+        out.append((logits, attention, *torch.autograd.grad(logits.square().sum() + attention.sum(), (table, temporal))))
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
+def test_adjacent_memn2n_refuses_tables_that_do_not_fit_and_converts_dtypes():
+    """A temporal table or time scale of another width is named (the kernel would read past it); one of
+    another dtype is converted (the kernel reads the table's); a packed slot outside the mask is refused."""
+    from overlooked.errors import InputError
+
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(True)
+    for bad in (dict(temporal_table=temporal[:, :d]), dict(time_scale=torch.ones(d, dtype=torch.float64))):
+        kwargs = {"temporal_table": temporal, **bad}
+        tt = kwargs.pop("temporal_table")
+        for backend in ("cpp", "torch"):
+            with pytest.raises(InputError, match=r"temporal_table \[M, \(K\+1\) d\] or None, time_scale \[\(K\+1\) d\] or None"):
+                MF.adjacent_memn2n(table, tt, words, time, slots, owner, masks, hops=K, backend=backend, **kwargs)
+    scale = torch.linspace(0.5, 1.5, (K + 1) * d, dtype=torch.float64)
+    ref, _ = MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="torch", time_scale=scale)
+    got, _ = MF.adjacent_memn2n(table, temporal.float(), words, time, slots, owner, masks, hops=K, backend="cpp", time_scale=scale.float())
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)  # float32 tables read as float64, not as raw bytes
+    with pytest.raises(InputError, match="a packed slot or owner that does not fit the mask"):
+        MF.adjacent_memn2n(table, temporal, words, time, slots, owner.flip(0), masks, hops=K, backend="cpp")
+
+
+@pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
+def test_an_unusable_kernel_cache_falls_back_to_pytorch_with_one_warning(monkeypatch, tmp_path):
+    """A cache folder that cannot be made (here: under a file) is not a crash: 'auto' warns once and runs
+    the PyTorch path, with the same numbers; 'cpp' names the problem."""
+    import warnings
+
+    from overlooked.errors import InputError
+    from overlooked.memory import kernels
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("OVERLOOKED_KERNEL_CACHE", str(tmp_path / "file" / "kernels"))
+    monkeypatch.setattr(kernels.LIBRARY, "lib", None)
+    monkeypatch.setattr(kernels.LIBRARY, "error", None)
+    monkeypatch.setattr(kernels, "_warned", False)
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(True)
+    calls = kernels.CALLS["forward"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K)[0]
+        MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K)
+    assert [str(w.message)[:40] for w in caught if issubclass(w.category, RuntimeWarning)] == ["MemN2N's C++ kernel is unavailable, the "]
+    assert "OVERLOOKED_KERNEL_CACHE" in str(caught[0].message) and kernels.CALLS["forward"] == calls
+    torch.testing.assert_close(got, MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="torch")[0])
+    with pytest.raises(InputError, match="backend='cpp': building or loading the C\\+\\+ MemN2N kernel in .* failed .* set \\$OVERLOOKED_KERNEL_CACHE"):
+        MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="cpp")

@@ -466,3 +466,18 @@ def test_pe_length_with_bag_of_words_warns_because_it_changes_nothing(pe_length)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConfigWarning)
         MemN2N(30, memory_size=6, encoding="pe", pe_length=pe_length)  # with PE it changes J: no warning
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_memn2n_trains_after_a_forward_under_inference_mode(fused):
+    """The position encoding's cached -k/d constant is made outside inference mode, so a model that first ran
+    under torch.inference_mode() (evaluation, explain) still trains (a review found the cache broke this)."""
+    from overlooked.memory import functional as MF
+
+    MF._minus_k_over_d.cache_clear()
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=7, hops=2, fused=fused)  # a shape no other test uses
+    story, query, mask, time = _batch()
+    with torch.inference_mode():
+        model(story, query, mask, time)
+    model(story, query, mask, time)["logits"].square().sum().backward()
+    assert model.memory_table.grad is not None and bool(model.memory_table.grad.abs().sum() > 0)

@@ -242,8 +242,8 @@ def test_unsupported_requests_fail_clearly_and_auto_falls_back():
 
 def test_no_compiler_cpp_raises_auto_warns_once_and_runs_reference(monkeypatch):
     monkeypatch.setattr(_build, "compiler", lambda: None)
-    monkeypatch.setattr(_build, "_lib", None)
-    monkeypatch.setattr(_build, "_error", None)
+    monkeypatch.setattr(_build.LIBRARY, "lib", None)
+    monkeypatch.setattr(_build.LIBRARY, "error", None)
     monkeypatch.setattr(kernels, "_warned", set())
     with pytest.raises(kernels.UnsupportedBackend, match="needs a C\\+\\+ compiler"):
         M.LIF(backend="cpp")

@@ -12,6 +12,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from overlooked import native
 from overlooked.checks import outside
 from overlooked.errors import InputError
 from overlooked.memory import kernels
@@ -150,8 +151,10 @@ def _bag_layout(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_d
 @functools.lru_cache(maxsize=32)
 def _minus_k_over_d(embed_dim: int, n: int, dtype: torch.dtype, device: str) -> torch.Tensor:
     """``-k/d`` for ``k = 1..d``, repeated for ``n`` stacked matrices (a constant, made once per shape;
-    never written to)."""
-    return (torch.arange(1, embed_dim + 1, dtype=dtype) / -embed_dim).repeat(n).to(device)  # [n*d]
+    never written to). Made outside inference mode even when first asked for inside it, so that the cached
+    tensor can be saved for a later backward."""
+    with torch.inference_mode(False):
+        return (torch.arange(1, embed_dim + 1, dtype=dtype) / -embed_dim).repeat(n).to(device)  # [n*d]
 
 
 class _WeightedBags(torch.autograd.Function):
@@ -548,7 +551,8 @@ def adjacent_memn2n(
         hops: ``K``.
         encoding, pe_length: as :func:`encode_sentences`.
         softmax: False under linear start.
-        time_scale: ``[(K+1) d]`` a factor of the temporal rows (``pe_length="padded_time"``), or None.
+        time_scale: ``[(K+1) d]`` a factor of the temporal rows (``pe_length="padded_time"``), or None; a
+            constant (it gets no gradient).
         backend: who runs the K hops. ``"cpp"``: one C++ call forward and one backward
             (:mod:`overlooked.memory.kernels`; float32/float64 CPU tensors, built by ``g++`` at first use);
             ``"torch"``: PyTorch operations (any device and dtype); ``"auto"``: ``cpp`` where it runs, else
@@ -561,24 +565,32 @@ def adjacent_memn2n(
     R = slots.numel()
     ok = table.dim() == 2 and hops >= 0 and table.shape[1] % (hops + 1) == 0 and words.dim() == 2 and words.shape[0] >= R
     ok = ok and bias.dim() == 2 and bias.shape == gate.shape and words.shape[0] - R == bias.shape[0] and time.numel() == R == owner.numel()
+    ok = ok and (temporal_table is None or (temporal_table.dim() == 2 and temporal_table.shape[1] == table.shape[1]))
+    ok = ok and (time_scale is None or tuple(time_scale.shape) == (table.shape[1],))
     if not ok:
         raise InputError(
-            f"adjacent MemN2N needs table [V, (K+1) d] (K = {hops}), words [R + B, L], time/slots/owner [R] and a mask [B, M]; got table "
-            f"{_describe(table)}, words {_describe(words)}, time {_describe(time)}, {R} slots, mask {list(bias.shape)}. "
+            f"adjacent MemN2N needs table [V, (K+1) d] (K = {hops}), temporal_table [M, (K+1) d] or None, time_scale [(K+1) d] or None, "
+            f"words [R + B, L], time/slots/owner [R] and a mask [B, M]; got table {_describe(table)}, temporal_table {_describe(temporal_table)}, "
+            f"time_scale {_describe(time_scale)}, words {_describe(words)}, time {_describe(time)}, {R} slots, mask {list(bias.shape)}. "
             "Fix: pack the memories with pack_memories and put the questions after them"
         )
     if backend not in ("auto", "cpp", "torch"):
         raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {backend!r}")
+    if backend == "cpp":
+        if table.device.type != "cpu" or table.dtype not in (torch.float32, torch.float64):
+            raise InputError(f"backend='cpp' runs float32/float64 CPU tensors; got {table.dtype} on {table.device}. Fix: use backend='auto' or 'torch'")
+        try:
+            kernels.load()
+        except native.CompilerUnavailable as err:
+            raise InputError(f"backend='cpp': {err}. Fix: use backend='auto' or 'torch'") from err
     cpp = backend != "torch" and kernels.usable(table)
-    if backend == "cpp" and not cpp:
-        raise InputError(f"backend='cpp' runs float32/float64 CPU tensors with a C++ compiler; got {table.dtype} on {table.device}. Fix: use backend='auto' or 'torch'")
     d = table.shape[1] // (hops + 1)
     slots, owner, dt = slots.long().contiguous(), owner.long().contiguous(), table.dtype
     if cpp:
         if encoding not in ("pe", "pe_centered", "bow") or pe_length not in ("sentence", "padded", "padded_time"):
             position_weights(words[:0], encoding, pe_length, d)  # names the unknown setting
         scale = _minus_k_over_d(d, hops + 1, dt, str(table.device))
-        c = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        c = lambda t: None if t is None else t.to(dt).contiguous()  # noqa: E731  (the kernel reads the table's dtype)
         inputs = ("cpp", words.long().contiguous(), encoding, pe_length, scale)
         table, temporal_table, time, time_scale = table.contiguous(), c(temporal_table), time.long().contiguous(), c(time_scale)
     else:

@@ -12,7 +12,7 @@ float32, and by ``gradcheck`` (``tests/memory/test_functional.py``).
 from __future__ import annotations
 
 import ctypes
-import threading
+import warnings
 
 import torch
 
@@ -22,6 +22,7 @@ from overlooked.errors import InputError
 SOURCE = r"""
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -269,42 +270,37 @@ int ovl_memn2n_backward(int dbl, int kind, int fixed_len, double J_fixed, int64_
 }
 """
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_error: str | None = None
 CALLS = {"forward": 0, "backward": 0}  # kernel calls in this process (tests check that the fast path ran)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    vp, i64, i32, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
+    lib.ovl_memn2n_forward.argtypes = [i32, i32, i32, dbl, i64, i64, i64, i64, vp, vp, i64, i64, vp, vp, vp, i64, vp, i64, i64, i32, vp, vp, vp, vp, vp, vp, vp, vp, vp]
+    lib.ovl_memn2n_forward.restype = i32
+    lib.ovl_memn2n_backward.argtypes = [i32, i32, i32, dbl, i64, i64, i64, i64, vp, i64, vp, vp, vp, i64, i64, i32, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp]
+    lib.ovl_memn2n_backward.restype = i32
+
+
+LIBRARY = native.Library("ovl_memn2n", SOURCE, "C++ MemN2N kernel", _declare, hint="; MemN2N runs its hops in PyTorch operations instead")
+_warned = False
 
 
 def load() -> ctypes.CDLL:
     """The compiled library, building it on the first call; raises :class:`overlooked.native.CompilerUnavailable`."""
-    global _lib, _error
-    with _lock:
-        if _lib is not None:
-            return _lib
-        if _error is not None:
-            raise native.CompilerUnavailable(_error)
-        try:
-            lib = native.build("ovl_memn2n", SOURCE, "C++ MemN2N kernel")
-        except native.CompilerUnavailable as err:
-            _error = str(err)
-            raise
-        vp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        dbl = ctypes.c_double
-        lib.ovl_memn2n_forward.argtypes = [i32, i32, i32, dbl, i64, i64, i64, i64, vp, vp, i64, i64, vp, vp, vp, i64, vp, i64, i64, i32, vp, vp, vp, vp, vp, vp, vp, vp, vp]
-        lib.ovl_memn2n_forward.restype = i32
-        lib.ovl_memn2n_backward.argtypes = [i32, i32, i32, dbl, i64, i64, i64, i64, vp, i64, vp, vp, vp, i64, i64, i32, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp]
-        lib.ovl_memn2n_backward.restype = i32
-        _lib = lib
-        return lib
+    return LIBRARY.load()
 
 
 def usable(x: torch.Tensor) -> bool:
     """Whether the kernel runs ``x``'s tensors: float32/float64 on the CPU, with a compiler (builds on the first call)."""
+    global _warned
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     try:
         load()
-    except native.CompilerUnavailable:
+    except native.CompilerUnavailable as err:
+        if not _warned:  # once per process: the PyTorch path gives the same numbers, only slower
+            _warned = True
+            warnings.warn(f"MemN2N's C++ kernel is unavailable, the PyTorch path runs instead: {err}", RuntimeWarning, stacklevel=3)
         return False
     return True
 
