@@ -30,6 +30,8 @@ class MemN2N(nn.Module):
     ``T_A^{k+1} = T_C^k`` likewise), so the story is embedded for every hop by two ``embedding_bag`` calls.
     Only the real sentences are encoded and read, packed story after story
     (:func:`~overlooked.memory.functional.memory_hop_packed`); the result equals the padded computation.
+    Under adjacent tying the whole model runs as one autograd node with a hand-written backward, in C++ on
+    the CPU (:func:`~overlooked.memory.functional.adjacent_memn2n`; ``fused=False`` for plain autograd).
     Layer-wise tying shares ``A`` and ``C`` across hops, has its own ``B`` and ``W``, and updates
     ``u^{k+1} = H u^k + o^k``. Word 0 is the null word: its embedding is zero and receives no gradient.
 
