@@ -1247,6 +1247,14 @@ def _check_split(split: str) -> None:
         raise ConfigError(f"split must be train, val or test, got {split!r}")
 
 
+def _load_for_split(run: str | Path, split: str, checkpoint: str, data_dir: str | None, data_overrides: list[str] | None) -> tuple[ExperimentConfig, Splits, nn.Module]:
+    """:func:`load_run` for evaluate and explain, after checking the split's name and that ``data_overrides``
+    do not re-split the run's own data (a train or validation split that would then hold other examples)."""
+    _check_split(split)
+    _check_no_resplit(run_config(run), split, data_overrides or [])
+    return load_run(run, checkpoint=checkpoint, data_dir=data_dir, data_overrides=data_overrides)
+
+
 def _explain_folder(run: str | Path, out: str | Path | None) -> Path:
     """Where the explain functions write: ``out``, or ``RUN/explain``; created."""
     folder = Path(out) if out is not None else Path(run) / "explain"
@@ -1259,9 +1267,7 @@ def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | No
     (on other data when ``data_overrides`` name it, read in the run's terms)."""
     from overlooked.memory.explain import reads_memory
 
-    _check_split(split)
-    _check_no_resplit(run_config(run), split, data_overrides or [])
-    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir, data_overrides=data_overrides)
+    cfg, splits, model = _load_for_split(run, split, checkpoint, data_dir, data_overrides)
     if cfg.data.name != "babi":
         raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
     data = getattr(splits, split)
@@ -1429,9 +1435,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     reports, and every example on other data; None: all. ``device``: where to run (default: the run's)."""
     from overlooked.train.evaluate import evaluate as _evaluate
 
-    _check_split(split)
-    _check_no_resplit(run_config(run), split, data_overrides or [])
-    cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir, data_overrides=data_overrides)
+    cfg, splits, model = _load_for_split(run, split, checkpoint, data_dir, data_overrides)
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)
     metric = splits.meta.get("metric", "top1")  # MultiMNIST: both digits correct
