@@ -1,12 +1,15 @@
-"""The CPU kernel of MemN2N's packed hops under adjacent tying: all K hops forward in one C++ call, all of
-their backward in another (built at first use by :mod:`overlooked.native`).
+"""The CPU kernel of MemN2N under adjacent tying: one C++ call encodes the packed memories and the questions
+(bag of words, PE or centred PE, as :func:`overlooked.memory.functional.position_weights`), adds the temporal
+rows and runs all K hops; one call does the whole backward, adding into the gradients of the embedding and
+temporal tables. Built at first use by :mod:`overlooked.native`.
 
 A hop over the packed real memories of a batch is a few hundred dot products of length d: microseconds of
 arithmetic, which PyTorch spreads over about 25 operations per hop (forward and backward), each costing
-more to dispatch than to compute on a 2-core CPU. The loops below do the same sums serially, in the order
-the PyTorch path (:func:`overlooked.memory.functional._adjacent_hops`) adds them, except the dot products
-and the softmax's exponentials, which round differently. Tested equal to that path in float64 and
-float32, and by ``gradcheck`` (``tests/memory/test_functional.py``).
+more to dispatch than to compute on a 2-core CPU; the encoding and its backward took about 40 more. The
+loops below do the same sums serially, in the order the PyTorch path
+(:func:`overlooked.memory.functional._adjacent_hops`) adds them, except the dot products, the bags' sums and
+the softmax's exponentials, which round differently. Tested equal to that path in float64 and float32, and
+by ``gradcheck`` (``tests/memory/test_functional.py``).
 """
 
 from __future__ import annotations
