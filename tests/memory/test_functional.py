@@ -475,3 +475,25 @@ def test_an_unusable_kernel_cache_falls_back_to_pytorch_with_one_warning(monkeyp
     torch.testing.assert_close(got, MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="torch")[0])
     with pytest.raises(InputError, match="backend='cpp': building or loading the C\\+\\+ MemN2N kernel in .* failed .* set \\$OVERLOOKED_KERNEL_CACHE"):
         MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="cpp")
+
+
+@pytest.mark.parametrize("backend", [pytest.param("cpp", marks=pytest.mark.skipif(NO_CXX, reason="no C++ compiler")), "torch"])
+def test_adjacent_memn2n_without_temporal_table_takes_no_time_and_skips_unused_gradients(backend, monkeypatch):
+    """Without a temporal table no time index is needed (None); a loss on the logits alone hands the backward
+    no attention gradient (None, not a zero tensor it would have to read), with the same table gradient."""
+    table, _, words, time, slots, owner, masks, K, d = _adjacent_inputs(True)
+    logits, attention = MF.adjacent_memn2n(table, None, words, None, slots, owner, masks, hops=K, backend=backend)
+    (g,) = torch.autograd.grad(logits.square().sum(), table, retain_graph=True)
+    (g_both,) = torch.autograd.grad(logits.square().sum() + 0 * attention.sum(), table)
+    torch.testing.assert_close(g, g_both)
+    seen = []
+    original = MF._AdjacentMemN2N.backward
+
+    def spy(ctx, grad_logits, grad_attention):
+        seen.append(grad_attention)
+        return original(ctx, grad_logits, grad_attention)
+
+    monkeypatch.setattr(MF._AdjacentMemN2N, "backward", staticmethod(spy))
+    logits, _ = MF.adjacent_memn2n(table, None, words, None, slots, owner, masks, hops=K, backend=backend)
+    logits.sum().backward()
+    assert seen == [None]

@@ -477,6 +477,7 @@ class _AdjacentMemN2N(torch.autograd.Function):
         W = table[1:, hops * d :]  # W^T = C^K without the null word, whose logit is 0
         logits = F.pad(u @ W.T, (1, 0))  # [B, V]
         ctx.meta = (R, softmax, hops, temporal_table.shape[0] if temporal_table is not None else None, inputs[0] == "cpp", inputs[2:4] if inputs[0] == "cpp" else None)
+        ctx.set_materialize_grads(False)  # an output the loss does not use (usually the attention) comes as None, not zeros
         ctx.save_for_backward(table, time, time_scale, slots, owner, gate, mem, u, *saved)
         return logits, attention
 
@@ -518,7 +519,7 @@ def adjacent_memn2n(
     table: torch.Tensor,
     temporal_table: torch.Tensor | None,
     words: torch.Tensor,
-    time: torch.Tensor,
+    time: torch.Tensor | None,
     slots: torch.Tensor,
     owner: torch.Tensor,
     mask: tuple[torch.Tensor, torch.Tensor],
@@ -546,7 +547,7 @@ def adjacent_memn2n(
         table: ``[V, (K+1) d]`` the embedding matrices ``E_0..E_K`` side by side.
         temporal_table: ``[M, (K+1) d]`` the temporal rows ``T_0..T_K``, or None.
         words: ``[R + B, L]`` the real memories packed (:func:`pack_memories`), then the questions.
-        time: ``[R]`` each memory's temporal index.
+        time: ``[R]`` each memory's temporal index (None without a temporal table).
         slots, owner: ``[R]`` from :func:`pack_memories`.
         mask: ``(bias, gate)`` ``[B, M]`` from :func:`mask_bias`.
         hops: ``K``.
@@ -565,13 +566,13 @@ def adjacent_memn2n(
     bias, gate = mask
     R = slots.numel()
     ok = table.dim() == 2 and hops >= 0 and table.shape[1] % (hops + 1) == 0 and words.dim() == 2 and words.shape[0] >= R
-    ok = ok and bias.dim() == 2 and bias.shape == gate.shape and words.shape[0] - R == bias.shape[0] and time.numel() == R == owner.numel()
-    ok = ok and (temporal_table is None or (temporal_table.dim() == 2 and temporal_table.shape[1] == table.shape[1]))
+    ok = ok and bias.dim() == 2 and bias.shape == gate.shape and words.shape[0] - R == bias.shape[0] and owner.numel() == R
+    ok = ok and (temporal_table is None or (temporal_table.dim() == 2 and temporal_table.shape[1] == table.shape[1] and time is not None and time.numel() == R))
     ok = ok and (time_scale is None or tuple(time_scale.shape) == (table.shape[1],))
     if not ok:
         raise InputError(
             f"adjacent MemN2N needs table [V, (K+1) d] (K = {hops}), temporal_table [M, (K+1) d] or None, time_scale [(K+1) d] or None, "
-            f"words [R + B, L], time/slots/owner [R] and a mask [B, M]; got table {_describe(table)}, temporal_table {_describe(temporal_table)}, "
+            f"words [R + B, L], slots/owner [R], time [R] with a temporal table, and a mask [B, M]; got table {_describe(table)}, temporal_table {_describe(temporal_table)}, "
             f"time_scale {_describe(time_scale)}, words {_describe(words)}, time {_describe(time)}, {R} slots, mask {list(bias.shape)}. "
             "Fix: pack the memories with pack_memories and put the questions after them"
         )
@@ -593,7 +594,7 @@ def adjacent_memn2n(
         scale = _minus_k_over_d(d, hops + 1, dt, str(table.device))
         c = lambda t: None if t is None else t.to(dt).contiguous()  # noqa: E731  (the kernel reads the table's dtype)
         inputs = ("cpp", words.long().contiguous(), encoding, pe_length, scale)
-        table, temporal_table, time, time_scale = table.contiguous(), c(temporal_table), time.long().contiguous(), c(time_scale)
+        table, temporal_table, time, time_scale = table.contiguous(), c(temporal_table), None if time is None else time.long().contiguous(), c(time_scale)
     else:
         inputs = ("torch", _bag_layout(words, table, encoding, d, pe_length))
     with torch.autocast(device_type=table.device.type, enabled=False):

@@ -173,7 +173,7 @@ class MemN2N(nn.Module):
             words = torch.cat([sentences, query if query.shape[-1] == L else F.pad(query, (0, L - query.shape[-1]))], 0)  # [R + B, L]
             if self.fused:  # the whole model as one autograd node with a hand-written backward (tested = the path below)
                 logits, attention = MF.adjacent_memn2n(
-                    self.memory_table, self.temporal_table, words, packed_time if packed_time is not None else slots, slots, owner, masks,
+                    self.memory_table, self.temporal_table, words, packed_time, slots, owner, masks,
                     hops=K, encoding=self.encoding, pe_length=self.pe_length, softmax=self.use_softmax, time_scale=time_scale,
                 )
                 return {"logits": logits, "attention": attention}  # [B, V], [B, K, M]
