@@ -497,3 +497,33 @@ def test_adjacent_memn2n_without_temporal_table_takes_no_time_and_skips_unused_g
     logits, _ = MF.adjacent_memn2n(table, None, words, None, slots, owner, masks, hops=K, backend=backend)
     logits.sum().backward()
     assert seen == [None]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("softmax", [True, False])
+def test_adjacent_memn2n_on_cuda_is_the_torch_path_and_passes_gradcheck(softmax):
+    """On CUDA tensors 'auto' runs the PyTorch-operation backend: gradcheck of both tables, the CPU's logits,
+    attention and gradients; 'cpp' refuses CUDA tensors with the fix."""
+    from overlooked.errors import InputError
+    from overlooked.memory import kernels
+
+    cpu = _adjacent_inputs(True)
+    table, temporal = (t.detach().cuda().requires_grad_() for t in cpu[:2])
+    words, time, slots, owner = (t.cuda() for t in cpu[2:6])
+    masks = tuple(m.cuda() for m in cpu[6]) if isinstance(cpu[6], tuple) else cpu[6].cuda()
+    K = cpu[7]
+    calls = dict(kernels.CALLS)
+    run = lambda t, tt: MF.adjacent_memn2n(t, tt, words, time, slots, owner, masks, hops=K, softmax=softmax)  # noqa: E731
+    assert gradcheck(run, (table, temporal))
+    assert kernels.CALLS == calls
+    got = run(table, temporal)
+    ref = MF.adjacent_memn2n(*cpu[:7], hops=K, softmax=softmax, backend="torch")
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a.cpu(), b)
+    g = torch.autograd.grad(got[0].square().sum() + got[1].sum(), (table, temporal))
+    r = torch.autograd.grad(ref[0].square().sum() + ref[1].sum(), cpu[:2])
+    for a, b in zip(g, r):
+        torch.testing.assert_close(a.cpu(), b)
+    with pytest.raises(InputError, match="backend='cpp' runs float32/float64 CPU tensors"):
+        MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="cpp")

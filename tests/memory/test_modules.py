@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -481,3 +483,81 @@ def test_memn2n_trains_after_a_forward_under_inference_mode(fused):
         model(story, query, mask, time)
     model(story, query, mask, time)["logits"].square().sum().backward()
     assert model.memory_table.grad is not None and bool(model.memory_table.grad.abs().sum() > 0)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
+@pytest.mark.parametrize("padding", ["mask", "attend"])
+@pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe_centered", "padded_time")])
+@pytest.mark.parametrize("linear_start", [False, True])
+@pytest.mark.parametrize("fused", [True, False])
+def test_memn2n_on_cuda_equals_the_dense_reference(tying, padding, encoding, pe_length, linear_start, fused):
+    """On a GPU the fused node runs its PyTorch-operation backend (the C++ kernel is the CPU's): in float64 it
+    gives the dense reference's logits, attention and every gradient, as on the CPU, and no C++ call is made."""
+    from overlooked.memory import kernels
+
+    torch.manual_seed(3)
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=6, hops=3, tying=tying, padding=padding, encoding=encoding, pe_length=pe_length, fused=fused)
+    model = model.double().cuda()
+    model.set_linear_start(linear_start)
+    story, query, mask, time = (t.cuda() for t in _batch())
+    mask[2] = False
+    story[2] = 0
+    before = dict(kernels.CALLS)
+    out = model(story, query, mask, time)
+    assert kernels.CALLS == before
+    assert out["logits"].is_cuda and out["attention"].is_cuda
+    logits, attention = _dense_reference(model, story, query, mask, time)
+    torch.testing.assert_close(out["logits"], logits)
+    torch.testing.assert_close(out["attention"], attention)
+    weigh = torch.randn(attention.shape, dtype=attention.dtype, device="cuda")
+    loss, ref_loss = out["logits"].square().sum() + (out["attention"] * weigh).sum(), logits.square().sum() + (attention * weigh).sum()
+    grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    ref = torch.autograd.grad(ref_loss, list(model.parameters()), allow_unused=True)
+    for g, r, w in zip(grads, ref, model.parameters()):
+        torch.testing.assert_close(torch.zeros_like(w) if g is None else g, torch.zeros_like(w) if r is None else r)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_memn2n_trains_alike_on_cuda_and_cpu_and_under_bf16_autocast():
+    """Twenty trainer steps (summed cross-entropy, per-matrix clipping at 40, SGD) of the fused model on the GPU
+    end at the CPU's weights (float32, sums in another order); fused = autograd path on the GPU; under the
+    trainer's bf16 autocast the step runs, its loss stays finite, and the fused node computes in float32."""
+    from overlooked.config import TrainConfig
+    from overlooked.objectives import CrossEntropy
+    from overlooked.train import trainer
+
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, grad_clip=40.0, grad_clip_per_tensor=True)
+    objective = CrossEntropy(target_key="answer", reduction="sum")
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for i in range(20):
+        story, query, mask, time = _batch(seed=i)
+        batches.append({"story": story, "query": query, "mask": mask, "time": time, "answer": torch.randint(1, V, (4,), generator=gen)})
+    keys = ("story", "query", "mask", "time")
+
+    def train(device, fused, bf16=False):
+        torch.manual_seed(0)
+        model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=8, hops=3, fused=fused).to(device)
+        optimizer = trainer.build_optimizer(cfg, model.parameters())
+        step_cfg = dataclasses.replace(cfg, bf16=bf16)
+        losses = [trainer.train_step(model, {k: v.to(device) for k, v in b.items()}, keys, objective, optimizer, step_cfg)[0] for b in batches]
+        return model, losses
+
+    cpu, cpu_losses = train("cpu", True)
+    gpu, gpu_losses = train("cuda", True)
+    gpu_autograd, _ = train("cuda", False)
+    for a, b, c in zip(cpu.parameters(), gpu.parameters(), gpu_autograd.parameters()):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-5)
+    assert gpu_losses == pytest.approx(cpu_losses, rel=1e-4)
+    half, half_losses = train("cuda", True, bf16=True)
+    assert all(torch.isfinite(torch.tensor(half_losses))) and half_losses[0] == pytest.approx(cpu_losses[0], rel=2e-2)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = half(*(batches[0][k].cuda() for k in keys))
+    assert out["logits"].dtype == torch.float32  # the fused node is not autocast: the hops run in the tables' dtype

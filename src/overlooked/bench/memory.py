@@ -19,15 +19,23 @@ from overlooked.registry import BENCHMARKS, MODELS
 from overlooked.train import trainer
 
 
-def memn2n_throughput(splits: Any, *, batch_size: int = 32, embed_dim: int = 50, hops: int = 3, steps: int = 200, repeats: int = 5) -> list[dict[str, Any]]:
-    """Training and inference stories/s of MemN2N over ``steps`` batches drawn from the training split."""
+def memn2n_throughput(
+    splits: Any, *, batch_size: int = 32, embed_dim: int = 50, hops: int = 3, steps: int = 200, repeats: int = 5, device: str = "cpu", bf16: bool = False, **model_kwargs: Any
+) -> list[dict[str, Any]]:
+    """Training and inference stories/s of MemN2N over ``steps`` batches drawn from the training split.
+
+    ``device`` places the model and the batches (moved there before timing, so the figure is the step, not
+    the copy); ``bf16`` runs the step under the trainer's bf16 autocast (``train.bf16``); ``model_kwargs``
+    go to the model (e.g. ``fused=False`` for the autograd path).
+    """
     torch.manual_seed(0)
-    model = MODELS.create("memn2n", vocab_size=splits.meta["vocab_size"], memory_size=splits.meta["memory_size"], embed_dim=embed_dim, hops=hops)
-    cfg = TrainConfig(optimizer="sgd", lr=0.01, grad_clip=40.0, grad_clip_per_tensor=True, batch_size=batch_size)
+    model = MODELS.create("memn2n", vocab_size=splits.meta["vocab_size"], memory_size=splits.meta["memory_size"], embed_dim=embed_dim, hops=hops, **model_kwargs).to(device)
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, grad_clip=40.0, grad_clip_per_tensor=True, batch_size=batch_size, bf16=bf16)
     optimizer = trainer.build_optimizer(cfg, model.parameters())
     objective = CrossEntropy(target_key=splits.target_key, reduction="sum")
     gen = torch.Generator().manual_seed(0)
     batches = [splits.train[torch.randint(0, len(splits.train), (batch_size,), generator=gen)] for _ in range(steps)]
+    batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in batches]
     keys = splits.input_keys
 
     def train_epoch() -> None:
@@ -35,18 +43,19 @@ def memn2n_throughput(splits: Any, *, batch_size: int = 32, embed_dim: int = 50,
             trainer.train_step(model, batch, keys, objective, optimizer, cfg)
 
     def infer_epoch() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             for batch in batches:
                 model(*(batch[k] for k in keys))
 
     model.train()
-    train = time_call(train_epoch, warmup=1, repeats=repeats)
+    train = time_call(train_epoch, warmup=1, repeats=repeats, device=device)
     model.eval()
-    infer = time_call(infer_epoch, warmup=1, repeats=repeats)
+    infer = time_call(infer_epoch, warmup=1, repeats=repeats, device=device)
     n = steps * batch_size
+    where = "" if device == "cpu" and not bf16 else f" {torch.device(device).type}{' bf16' if bf16 else ''}"
     return [
-        {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} train", "value": n / train["median_s"], "unit": "stories/s", **train},
-        {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} infer", "value": n / infer["median_s"], "unit": "stories/s", **infer},
+        {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} train{where}", "value": n / train["median_s"], "unit": "stories/s", **train},
+        {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} infer{where}", "value": n / infer["median_s"], "unit": "stories/s", **infer},
     ]
 
 
