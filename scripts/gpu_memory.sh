@@ -5,7 +5,9 @@
 #  2. host synchronisations per MemN2N training step (torch.cuda.set_sync_debug_mode), with where they come from;
 #  3. `bench memory`'s setting (d=50, K=3, M=50, batch 32, the trainer's own step) on the GPU: fused and
 #     autograd paths, fp32 and bf16 autocast, and the CPU of that machine beside them;
-#  4. the 60-epoch joint 1k run of the speed item, on the GPU (train.max_minutes caps it).
+#  4. the 60-epoch joint 1k run of the speed item, on the GPU (train.max_minutes caps it);
+#  5. throughput against the batch size (32 to 4096), GPU and that machine's CPU at 2 threads.
+# STEPS="1 5" runs only those steps (default: all five).
 # Run from the repo root with bAbI in .gpu_data/babi (git-ignored; carry it):
 #   OUT=/some/folder bash scripts/gpu_memory.sh
 # DEVICE=cpu EPOCHS=1 rehearses the flow without a GPU. Writes $OUT/gpu_memory.tar.gz and $OUT/summary.txt.
@@ -15,20 +17,22 @@ DEVICE=${DEVICE:-cuda}
 EPOCHS=${EPOCHS:-60}
 MINUTES=${MINUTES:-3}
 export PYTHONPATH=src OVERLOOKED_DATA=${OVERLOOKED_DATA:-.gpu_data} PYTHONUNBUFFERED=1 DEVICE
+STEPS=${STEPS:-1 2 3 4 5}
 RUNS=${RUNS:-/tmp/gpu_memory}
+want() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
 rm -rf "$RUNS" && mkdir -p "$RUNS/logs"
 LOG=$RUNS/logs
 { nvidia-smi; python3 -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'; git log -1 --format=%H 2>/dev/null; } > "$LOG/env.txt" 2>&1
 
 # 1. the gpu tests (only these files: the rest of the suite needs packages this machine may lack)
-if [ "$DEVICE" = cuda ]; then
+if [ "$DEVICE" = cuda ] && want 1; then
   timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="--import-mode=importlib" \
     tests/memory/test_modules.py tests/memory/test_functional.py tests/spiking/test_kernels.py > "$LOG/pytest_gpu.txt" 2>&1
   echo "pytest rc $?" >> "$LOG/pytest_gpu.txt"
 fi
 
 # 2 and 3. host syncs per step, and throughput
-timeout 240 python3 - > "$LOG/bench_gpu.json" 2> "$LOG/bench_gpu.err" <<'PY'
+want 2 || want 3 && timeout 240 python3 - > "$LOG/bench_gpu.json" 2> "$LOG/bench_gpu.err" <<'PY'
 import collections, json, os, warnings
 import torch
 from overlooked.bench.memory import memn2n_throughput
@@ -77,14 +81,36 @@ print(json.dumps(result, indent=1))
 PY
 
 # 4. the 60-epoch joint 1k run (the speed item's second figure) on the GPU
-timeout $(( MINUTES * 60 + 90 )) python3 -m overlooked train memn2n_babi1k_joint train.epochs=$EPOCHS callbacks.0.kwargs.max_epochs=null \
+want 4 && timeout $(( MINUTES * 60 + 90 )) python3 -m overlooked train memn2n_babi1k_joint train.epochs=$EPOCHS callbacks.0.kwargs.max_epochs=null \
   train.progress=false train.device=$DEVICE train.max_minutes=$MINUTES name=memn2n_babi1k_joint_60ep_gpu --out "$RUNS" > "$LOG/joint_60ep.log" 2>&1
-echo "train rc $?" >> "$LOG/joint_60ep.log"
+want 4 && echo "train rc $?" >> "$LOG/joint_60ep.log"
+
+# 5. where the GPU overtakes the CPU: stories/s against the batch size
+want 5 && timeout 200 python3 - > "$LOG/batch_sweep.json" 2> "$LOG/batch_sweep.err" <<'PY'
+import json, os
+import torch
+from overlooked.bench.memory import memn2n_throughput
+from overlooked.data.babi import load_babi
+
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.set_num_threads(2)
+splits = load_babi(tasks="all", size="en", memory_size=50)
+rows = []
+for device in dict.fromkeys([os.environ["DEVICE"], "cpu"]):
+    for batch in (32, 128, 512, 4096):
+        steps = max(4, 6400 // batch)
+        for row in memn2n_throughput(splits, batch_size=batch, steps=steps, repeats=3, device=device):
+            rows.append({**row, "device": device, "batch": batch, "cpu_threads": torch.get_num_threads()})
+print(json.dumps(rows, indent=1))
+PY
 
 find "$RUNS" -name checkpoints -type d -prune -exec rm -rf {} +
 tar -czf "$OUT/gpu_memory.tar.gz" -C "$RUNS" .
 { cat "$LOG/env.txt"; tail -n 15 "$LOG/pytest_gpu.txt" 2>/dev/null; python3 -c "
 import json; r = json.load(open('$LOG/bench_gpu.json'))
 print(json.dumps(r.get('host_syncs_per_train_step'), indent=1))
-for row in r['throughput']: print(f\"{row['name']:50s} {row['value']:>10.0f} {row['unit']} {row.get('kwargs')}\")" 2>&1; tail -n 5 "$LOG/bench_gpu.err"; tail -n 6 "$LOG/joint_60ep.log"; } > "$OUT/summary.txt"
+for row in r['throughput']: print(f\"{row['name']:50s} {row['value']:>10.0f} {row['unit']} {row.get('kwargs')}\")" 2>&1;
+  python3 -c "
+import json
+for row in json.load(open('$LOG/batch_sweep.json')): print(f\"{row['device']:5s} batch {row['batch']:5d} {row['name']:45s} {row['value']:>10.0f} {row['unit']}\")" 2>&1; tail -n 5 "$LOG/bench_gpu.err"; tail -n 6 "$LOG/joint_60ep.log"; } > "$OUT/summary.txt"
 cat "$OUT/summary.txt"

@@ -345,7 +345,7 @@ def _dense_reference(model, story, query, mask, time):
     if model.temporal_table is not None:
         temporal = model.temporal_table[time]
         if model.pe_length == "padded_time" and model.encoding != "bow":
-            temporal = temporal * MF.time_word_weight(L, model.encoding, d).repeat(model.temporal_table.shape[1] // d)
+            temporal = temporal * MF.time_word_weight(L, model.encoding, d, dtype=temporal.dtype).to(temporal.device).repeat(model.temporal_table.shape[1] // d)
         mem = mem + temporal
     mem = mem * mask[..., None]
     in_softmax = mask if model.padding == "mask" else torch.ones_like(mask)
