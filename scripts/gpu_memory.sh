@@ -45,7 +45,8 @@ from overlooked.train import trainer
 dev = os.environ["DEVICE"]
 torch.backends.cuda.matmul.allow_tf32 = False
 splits = load_babi(tasks="all", size="en", memory_size=50)
-result = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__}
+from overlooked.train.environment import environment
+result = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__, "environment": environment(dev)}
 
 if dev == "cuda":  # where does a training step wait for the GPU?
     syncs = {}
@@ -101,7 +102,8 @@ for device in dict.fromkeys([os.environ["DEVICE"], "cpu"]):
         steps = max(4, 6400 // batch)
         for row in memn2n_throughput(splits, batch_size=batch, steps=steps, repeats=3, device=device):
             rows.append({**row, "device": device, "batch": batch, "cpu_threads": torch.get_num_threads()})
-print(json.dumps(rows, indent=1))
+from overlooked.train.environment import environment
+print(json.dumps({"environment": environment(os.environ["DEVICE"]), "rows": rows}, indent=1))
 PY
 
 find "$RUNS" -name checkpoints -type d -prune -exec rm -rf {} +
@@ -112,5 +114,5 @@ print(json.dumps(r.get('host_syncs_per_train_step'), indent=1))
 for row in r['throughput']: print(f\"{row['name']:50s} {row['value']:>10.0f} {row['unit']} {row.get('kwargs')}\")" 2>&1;
   python3 -c "
 import json
-for row in json.load(open('$LOG/batch_sweep.json')): print(f\"{row['device']:5s} batch {row['batch']:5d} {row['name']:45s} {row['value']:>10.0f} {row['unit']}\")" 2>&1; tail -n 5 "$LOG/bench_gpu.err"; tail -n 6 "$LOG/joint_60ep.log"; } > "$OUT/summary.txt"
+for row in json.load(open('$LOG/batch_sweep.json'))['rows']: print(f\"{row['device']:5s} batch {row['batch']:5d} {row['name']:45s} {row['value']:>10.0f} {row['unit']}\")" 2>&1; tail -n 5 "$LOG/bench_gpu.err"; tail -n 6 "$LOG/joint_60ep.log"; } > "$OUT/summary.txt"
 cat "$OUT/summary.txt"
