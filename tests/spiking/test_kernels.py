@@ -284,10 +284,13 @@ def test_triton_interpreter_equals_reference_on_cpu():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 @pytest.mark.parametrize("kind", list(NEURONS))
-def test_triton_interpreter_case(kind, reset, dtype):
+def test_triton_interpreter_case(kind, reset, dtype, monkeypatch):
     """One case of the interpreter grid: the cpp test's grid (every neuron kind, each also with all its parameters
     away from their defaults, both resets and dtypes; detach and the five surrogates spread over the cases),
-    comparing spikes, v, i and every gradient."""
+    comparing spikes, v, i and every gradient, for each unrolling of the time loop (T = 10 leaves a tail of 2 steps
+    past the last full block of 4 or 8) and with blocks of 32 neurons (19 neurons in one program, or 2 x 19 in 2)."""
+    from overlooked.spiking.kernels import triton_lif
+
     assert os.environ.get("TRITON_INTERPRET") == "1"
     index = 4 * list(NEURONS).index(kind) + 2 * (reset == "zero") + (dtype == torch.float64)
     detach, surrogate = bool(index % 2), SURROGATES[index % len(SURROGATES)]
@@ -295,17 +298,36 @@ def test_triton_interpreter_case(kind, reset, dtype):
     ref, fast = _pair(kind, "triton", dtype, reset=reset, detach_reset=detach, surrogate=surrogate)
     x = (torch.randn(10, 2, 19, dtype=dtype) * 3 + 1).requires_grad_()
     gz, gv = torch.randn_like(x), torch.randn(2, 19, dtype=dtype)
-    before = kernels.CALLS["triton_backward"]
     z1, s1, g1 = _grads(ref, x, None, gz, gv)
-    z2, s2, g2 = _grads(fast, x, None, gz, gv)
-    assert kernels.CALLS["triton_backward"] == before + 1
     assert 0.02 < z1.mean() < 0.9
-    assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
-    if _base(kind) == "cuba":
-        assert torch.equal(s1.i, s2.i)
-    tol = 1e-4 if dtype == torch.float32 else 1e-10
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()))
+    for unroll, block in [(1, 256), (2, 32), (4, 256), (8, 32)]:
+        monkeypatch.setattr(triton_lif, "UNROLL", unroll)
+        monkeypatch.setattr(triton_lif, "BLOCK", block)
+        before = kernels.CALLS["triton_backward"]
+        z2, s2, g2 = _grads(fast, x, None, gz, gv)
+        assert kernels.CALLS["triton_backward"] == before + 1
+        assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v), (unroll, block)
+        if _base(kind) == "cuba":
+            assert torch.equal(s1.i, s2.i)
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()), msg=lambda m, u=unroll, k=block: f"unroll {u}, block {k}: {m}")
+
+
+def test_triton_launch_config_shrinks_blocks_for_small_layers(monkeypatch):
+    """launch_config: the block shrinks by halves (not below 32) until the grid has MIN_PROGRAMS programs, with
+    a warp per 64 neurons (at least one, at most eight); the unroll is UNROLL."""
+    from overlooked.spiking.kernels import triton_lif
+
+    monkeypatch.setattr(triton_lif, "BLOCK", 256)
+    monkeypatch.setattr(triton_lif, "UNROLL", 8)
+    monkeypatch.setattr(triton_lif, "MIN_PROGRAMS", 0)
+    assert triton_lif.launch_config(8192) == (256, 8, 4)
+    monkeypatch.setattr(triton_lif, "MIN_PROGRAMS", 132)
+    assert triton_lif.launch_config(8192) == (32, 8, 1)  # 256 programs of 32; 64 would give 128 < 132
+    assert triton_lif.launch_config(65536) == (256, 8, 4)  # 256 programs already
+    assert triton_lif.launch_config(20000) == (128, 8, 2)  # 79 programs of 256, 157 of 128
+    assert triton_lif.launch_config(10) == (32, 8, 1)
 
 
 @pytest.mark.skipif(NO_TRITON, reason="triton not installed")

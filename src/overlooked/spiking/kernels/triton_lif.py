@@ -27,7 +27,19 @@ try:
 except ImportError:  # CPU builds of torch ship no triton: the kernels below stay plain, never-called functions
     triton = tl = None
 
-BLOCK = 256
+BLOCK = 256  # neurons per program (at most; see launch_config)
+UNROLL = 8  # time steps per loop iteration, whose loads are issued together (1, 2, 4 or 8)
+MIN_PROGRAMS = 0  # launch_config shrinks the block (down to 32) until the grid has this many programs
+
+
+def launch_config(n: int) -> tuple[int, int, int]:
+    """``(block, unroll, num_warps)`` for ``n`` neurons. The scan walks time in sequence, so a program waits one
+    memory latency per loop iteration: ``UNROLL`` steps per iteration divide the waits, and smaller blocks put more
+    programs (SMs) on a small layer when ``MIN_PROGRAMS`` asks for them."""
+    block = BLOCK
+    while block > 32 and -(-n // block) < MIN_PROGRAMS:
+        block //= 2
+    return block, UNROLL, max(1, min(8, block // 64))
 
 
 def _jit(fn):
@@ -53,7 +65,26 @@ def _surrogate(u, alpha, SURR: tl.constexpr):
 
 
 @_jit
-def _forward(x_ptr, z_ptr, h_ptr, v_ptr, i_ptr, p_ptr, T, N, KIND: tl.constexpr, RESET: tl.constexpr, SAVE: tl.constexpr, BLOCK_N: tl.constexpr):
+def _fstep(v, cur, xt, a, c, r, vl, th, vr, rc, b, w, KIND: tl.constexpr, RESET: tl.constexpr):
+    """One time step of the neuron: the pre-reset membrane h, the spike s, the next v (and current)."""
+    if KIND == 0:
+        h = v + c * xt
+    elif KIND == 1:
+        h = v + a * ((vl - v) + r * xt)
+    else:
+        h = v + a * ((vl - v) + r * cur)
+    s = tl.where((h - th) > 0.0, 1.0, 0.0).to(h.dtype)
+    if RESET == 0:
+        v = h - s * (h - vr)
+    else:
+        v = h - s * rc
+    if KIND == 2:
+        cur = (cur - b * cur) + w * xt
+    return h, s, v, cur
+
+
+@_jit
+def _forward(x_ptr, z_ptr, h_ptr, v_ptr, i_ptr, p_ptr, T, N, KIND: tl.constexpr, RESET: tl.constexpr, SAVE: tl.constexpr, BLOCK_N: tl.constexpr, UNROLL: tl.constexpr):
     offs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = offs < N
     a, c, r, vl = tl.load(p_ptr + 0), tl.load(p_ptr + 1), tl.load(p_ptr + 2), tl.load(p_ptr + 3)
@@ -63,32 +94,102 @@ def _forward(x_ptr, z_ptr, h_ptr, v_ptr, i_ptr, p_ptr, T, N, KIND: tl.constexpr,
     cur = v * 0.0
     if KIND == 2:
         cur = tl.load(i_ptr + offs, mask=mask, other=0.0)
-    for t in range(T):
-        xt = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0)
-        if KIND == 0:
-            h = v + c * xt
-        elif KIND == 1:
-            h = v + a * ((vl - v) + r * xt)
-        else:
-            h = v + a * ((vl - v) + r * cur)
-        s = tl.where((h - th) > 0.0, 1.0, 0.0).to(h.dtype)
-        tl.store(z_ptr + t * N + offs, s, mask=mask)
-        if SAVE:
-            tl.store(h_ptr + t * N + offs, h, mask=mask)
-        if RESET == 0:
-            v = h - s * (h - vr)
-        else:
-            v = h - s * rc
-        if KIND == 2:
-            cur = (cur - b * cur) + w * xt
+    # UNROLL steps per iteration: their UNROLL input loads are issued together, before any of the steps' stores
+    # (which the compiler may not move loads across), so one memory latency is waited for per UNROLL steps.
+    for t0 in range(0, T, UNROLL):
+        tv = offs * 0 + t0  # the step as a vector: a scalar condition does not make a load mask everywhere
+        x0 = tl.load(x_ptr + t0 * N + offs, mask=mask, other=0.0)
+        if UNROLL >= 2:
+            x1 = tl.load(x_ptr + (t0 + 1) * N + offs, mask=mask & (tv + 1 < T), other=0.0)
+        if UNROLL >= 4:
+            x2 = tl.load(x_ptr + (t0 + 2) * N + offs, mask=mask & (tv + 2 < T), other=0.0)
+            x3 = tl.load(x_ptr + (t0 + 3) * N + offs, mask=mask & (tv + 3 < T), other=0.0)
+        if UNROLL >= 8:
+            x4 = tl.load(x_ptr + (t0 + 4) * N + offs, mask=mask & (tv + 4 < T), other=0.0)
+            x5 = tl.load(x_ptr + (t0 + 5) * N + offs, mask=mask & (tv + 5 < T), other=0.0)
+            x6 = tl.load(x_ptr + (t0 + 6) * N + offs, mask=mask & (tv + 6 < T), other=0.0)
+            x7 = tl.load(x_ptr + (t0 + 7) * N + offs, mask=mask & (tv + 7 < T), other=0.0)
+        v, cur = _fwd_one(z_ptr, h_ptr, t0, T, N, offs, mask, v, cur, x0, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
+        if UNROLL >= 2:
+            v, cur = _fwd_one(z_ptr, h_ptr, t0 + 1, T, N, offs, mask, v, cur, x1, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
+        if UNROLL >= 4:
+            v, cur = _fwd_one(z_ptr, h_ptr, t0 + 2, T, N, offs, mask, v, cur, x2, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
+            v, cur = _fwd_one(z_ptr, h_ptr, t0 + 3, T, N, offs, mask, v, cur, x3, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
+        if UNROLL >= 8:
+            v, cur = _fwd_one(z_ptr, h_ptr, t0 + 4, T, N, offs, mask, v, cur, x4, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
+            v, cur = _fwd_one(z_ptr, h_ptr, t0 + 5, T, N, offs, mask, v, cur, x5, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
+            v, cur = _fwd_one(z_ptr, h_ptr, t0 + 6, T, N, offs, mask, v, cur, x6, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
+            v, cur = _fwd_one(z_ptr, h_ptr, t0 + 7, T, N, offs, mask, v, cur, x7, a, c, r, vl, th, vr, rc, b, w, KIND, RESET, SAVE)
     tl.store(v_ptr + offs, v, mask=mask)
     if KIND == 2:
         tl.store(i_ptr + offs, cur, mask=mask)
 
 
 @_jit
+def _fwd_one(z_ptr, h_ptr, t, T, N, offs, mask, v, cur, xt, a, c, r, vl, th, vr, rc, b, w, KIND: tl.constexpr, RESET: tl.constexpr, SAVE: tl.constexpr):
+    """Step t of the forward scan: its spike (and h) stored, the state advanced; a step past T (the tail of the
+    last unrolled block) stores nothing and leaves the state as it was."""
+    h, s, v_new, cur_new = _fstep(v, cur, xt, a, c, r, vl, th, vr, rc, b, w, KIND, RESET)
+    live = (offs * 0 + t) < T  # [BLOCK_N], all one value
+    tl.store(z_ptr + t * N + offs, s, mask=mask & live)
+    if SAVE:
+        tl.store(h_ptr + t * N + offs, h, mask=mask & live)
+    return tl.where(live, v_new, v), tl.where(live, cur_new, cur)
+
+
+@_jit
+def _bstep(gz_t, h, gv, gi, x_t, q, v0, acc, mask, first, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep,
+           KIND: tl.constexpr, RESET: tl.constexpr, SURR: tl.constexpr, LEARN: tl.constexpr):
+    """One step of the backward scan, from step t's pre-reset membrane h and the gradients flowing back into it:
+    returns the input gradient of step t and the gradients carried to step t - 1 (and PLIF's decay gradient)."""
+    u = h - th
+    s = tl.where(u > 0.0, 1.0, 0.0).to(h.dtype)
+    sg = _surrogate(u, alpha, SURR)
+    if RESET == 0:
+        dvdh = (1.0 - s) - detach_keep * (h - vr) * sg
+    else:
+        dvdh = 1.0 - detach_keep * rc * sg
+    gh = gz_t * sg + gv * dvdh
+    if KIND == 0:
+        gx = gh * c
+        gv = gh
+    elif KIND == 1:
+        gx = gh * (a * r)
+        gv = gh * (1.0 - a)
+        if LEARN:
+            sp = tl.where((q - th) > 0.0, 1.0, 0.0).to(h.dtype)
+            if RESET == 0:
+                vp = q - sp * (q - vr)
+            else:
+                vp = q - sp * rc
+            vp = tl.where(first, v0, vp)  # step 0's previous membrane is the initial state
+            acc += tl.where(mask, gh * ((vl - vp) + r * x_t), 0.0)
+    else:
+        gx = gi * w
+        gi = gi * (1.0 - b) + gh * (a * r)
+        gv = gh * (1.0 - a)
+    return gx, gv, gi, acc
+
+
+@_jit
+def _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t, N, offs, mask, gz_t, h, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep,
+             KIND: tl.constexpr, RESET: tl.constexpr, SURR: tl.constexpr, LEARN: tl.constexpr):
+    """Step t of the backward scan (t < 0: the head of the last unrolled block, which changes nothing)."""
+    live = (offs * 0 + t) >= 0  # [BLOCK_N], all one value
+    m = mask & live
+    x_t = h * 0.0
+    q = h * 0.0
+    if LEARN:
+        x_t = tl.load(x_ptr + t * N + offs, mask=m, other=0.0)
+        q = tl.load(h_ptr + (t - 1) * N + offs, mask=m & ((offs * 0 + t) > 0), other=0.0)
+    gx, gv_new, gi_new, acc_new = _bstep(gz_t, h, gv, gi, x_t, q, v0, acc, m, (offs * 0 + t) == 0, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+    tl.store(gx_ptr + t * N + offs, gx, mask=m)
+    return tl.where(live, gv_new, gv), tl.where(live, gi_new, gi), acc_new
+
+
+@_jit
 def _backward(gz_ptr, h_ptr, x_ptr, v0_ptr, gvT_ptr, giT_ptr, gx_ptr, gv0_ptr, gi0_ptr, ga_ptr, p_ptr, T, N, detach_keep,
-              KIND: tl.constexpr, RESET: tl.constexpr, SURR: tl.constexpr, LEARN: tl.constexpr, BLOCK_N: tl.constexpr):
+              KIND: tl.constexpr, RESET: tl.constexpr, SURR: tl.constexpr, LEARN: tl.constexpr, BLOCK_N: tl.constexpr, UNROLL: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = offs < N
@@ -99,40 +200,44 @@ def _backward(gz_ptr, h_ptr, x_ptr, v0_ptr, gvT_ptr, giT_ptr, gx_ptr, gv0_ptr, g
     gi = gv * 0.0
     if KIND == 2:
         gi = tl.load(giT_ptr + offs, mask=mask, other=0.0)
+    v0 = gv * 0.0
+    if LEARN:
+        v0 = tl.load(v0_ptr + offs, mask=mask, other=0.0)
     acc = gv * 0.0
-    for k in range(T):
-        t = T - 1 - k
-        h = tl.load(h_ptr + t * N + offs, mask=mask, other=0.0)
-        u = h - th
-        s = tl.where(u > 0.0, 1.0, 0.0).to(h.dtype)
-        sg = _surrogate(u, alpha, SURR)
-        if RESET == 0:
-            dvdh = (1.0 - s) - detach_keep * (h - vr) * sg
-        else:
-            dvdh = 1.0 - detach_keep * rc * sg
-        gh = tl.load(gz_ptr + t * N + offs, mask=mask, other=0.0) * sg + gv * dvdh
-        if KIND == 0:
-            tl.store(gx_ptr + t * N + offs, gh * c, mask=mask)
-            gv = gh
-        elif KIND == 1:
-            tl.store(gx_ptr + t * N + offs, gh * (a * r), mask=mask)
-            gv = gh * (1.0 - a)
-            if LEARN:
-                if t > 0:
-                    q = tl.load(h_ptr + (t - 1) * N + offs, mask=mask, other=0.0)
-                    sp = tl.where((q - th) > 0.0, 1.0, 0.0).to(h.dtype)
-                    if RESET == 0:
-                        vp = q - sp * (q - vr)
-                    else:
-                        vp = q - sp * rc
-                else:
-                    vp = tl.load(v0_ptr + offs, mask=mask, other=0.0)
-                xt = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0)
-                acc += tl.where(mask, gh * ((vl - vp) + r * xt), 0.0)
-        else:
-            tl.store(gx_ptr + t * N + offs, gi * w, mask=mask)
-            gi = gi * (1.0 - b) + gh * (a * r)
-            gv = gh * (1.0 - a)
+    # Backwards in blocks of UNROLL steps, the block's loads of h and the spike gradient issued first (see _forward).
+    for k0 in range(0, T, UNROLL):
+        t0 = T - 1 - k0
+        tv = offs * 0 + t0  # the step as a vector (see _forward)
+        h0 = tl.load(h_ptr + t0 * N + offs, mask=mask, other=0.0)
+        g0 = tl.load(gz_ptr + t0 * N + offs, mask=mask, other=0.0)
+        if UNROLL >= 2:
+            h1 = tl.load(h_ptr + (t0 - 1) * N + offs, mask=mask & (tv >= 1), other=0.0)
+            g1 = tl.load(gz_ptr + (t0 - 1) * N + offs, mask=mask & (tv >= 1), other=0.0)
+        if UNROLL >= 4:
+            h2 = tl.load(h_ptr + (t0 - 2) * N + offs, mask=mask & (tv >= 2), other=0.0)
+            g2 = tl.load(gz_ptr + (t0 - 2) * N + offs, mask=mask & (tv >= 2), other=0.0)
+            h3 = tl.load(h_ptr + (t0 - 3) * N + offs, mask=mask & (tv >= 3), other=0.0)
+            g3 = tl.load(gz_ptr + (t0 - 3) * N + offs, mask=mask & (tv >= 3), other=0.0)
+        if UNROLL >= 8:
+            h4 = tl.load(h_ptr + (t0 - 4) * N + offs, mask=mask & (tv >= 4), other=0.0)
+            g4 = tl.load(gz_ptr + (t0 - 4) * N + offs, mask=mask & (tv >= 4), other=0.0)
+            h5 = tl.load(h_ptr + (t0 - 5) * N + offs, mask=mask & (tv >= 5), other=0.0)
+            g5 = tl.load(gz_ptr + (t0 - 5) * N + offs, mask=mask & (tv >= 5), other=0.0)
+            h6 = tl.load(h_ptr + (t0 - 6) * N + offs, mask=mask & (tv >= 6), other=0.0)
+            g6 = tl.load(gz_ptr + (t0 - 6) * N + offs, mask=mask & (tv >= 6), other=0.0)
+            h7 = tl.load(h_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
+            g7 = tl.load(gz_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
+        gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0, N, offs, mask, g0, h0, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        if UNROLL >= 2:
+            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 1, N, offs, mask, g1, h1, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        if UNROLL >= 4:
+            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 2, N, offs, mask, g2, h2, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 3, N, offs, mask, g3, h3, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        if UNROLL >= 8:
+            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 4, N, offs, mask, g4, h4, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 5, N, offs, mask, g5, h5, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 6, N, offs, mask, g6, h6, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 7, N, offs, mask, g7, h7, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
     tl.store(gv0_ptr + offs, gv, mask=mask)
     if KIND == 2:
         tl.store(gi0_ptr + offs, gi, mask=mask)
@@ -140,9 +245,9 @@ def _backward(gz_ptr, h_ptr, x_ptr, v0_ptr, gvT_ptr, giT_ptr, gx_ptr, gv0_ptr, g
         tl.store(ga_ptr + pid, tl.sum(acc, axis=0))
 
 
-def _launch_options() -> dict:
+def _launch_options(num_warps: int) -> dict:
     # The interpreter rejects compiler options; on GPU, fp fusion off keeps the reference's rounding.
-    return {} if os.environ.get("TRITON_INTERPRET") == "1" else {"enable_fp_fusion": False}
+    return {} if os.environ.get("TRITON_INTERPRET") == "1" else {"enable_fp_fusion": False, "num_warps": num_warps}
 
 
 def _on_device_of(t: torch.Tensor) -> Any:
@@ -173,9 +278,12 @@ class TritonNeuronScan(torch.autograd.Function):
         v = v0.detach().to(x.dtype).contiguous().clone()
         cuba = spec.kind == KIND_CUBA
         i = i0.detach().to(x.dtype).contiguous().clone() if cuba else x.new_empty(0)
-        grid = (triton.cdiv(n, BLOCK),)
+        block, unroll, warps = launch_config(n)
+        grid = (triton.cdiv(n, block),)
         with _on_device_of(x):  # Triton launches on the current GPU: make it the input's (train.device=cuda:1)
-            _forward[grid](x, z, h, v, i if cuba else v, p, nt, n, KIND=spec.kind, RESET=spec.reset, SAVE=need_grad, BLOCK_N=BLOCK, **_launch_options())
+            _forward[grid](
+                x, z, h, v, i if cuba else v, p, nt, n, KIND=spec.kind, RESET=spec.reset, SAVE=need_grad, BLOCK_N=block, UNROLL=unroll, **_launch_options(warps)
+            )
         CALLS["triton_forward"] += 1
         if need_grad:
             learned = a is not None and ctx.needs_input_grad[3]
@@ -195,14 +303,15 @@ class TritonNeuronScan(torch.autograd.Function):
         gx = torch.empty_like(h)
         gv0 = torch.empty(gv.shape, dtype=h.dtype, device=h.device)
         gi0 = torch.empty_like(gv0) if cuba else gv0
-        grid = (triton.cdiv(n, BLOCK),)
+        block, unroll, warps = launch_config(n)
+        grid = (triton.cdiv(n, block),)
         ga = torch.zeros(grid[0], dtype=h.dtype, device=h.device) if ctx.learned else gv0
         gvT = gv.contiguous()
         with _on_device_of(h):
             _backward[grid](
                 gz.contiguous(), h, x if x is not None else h, v0 if v0 is not None else gvT, gvT, gi.contiguous() if cuba else gvT,
                 gx, gv0, gi0, ga, p, nt, n, 0.0 if spec.detach else 1.0,
-                KIND=spec.kind, RESET=spec.reset, SURR=spec.surrogate, LEARN=ctx.learned, BLOCK_N=BLOCK, **_launch_options(),
+                KIND=spec.kind, RESET=spec.reset, SURR=spec.surrogate, LEARN=ctx.learned, BLOCK_N=block, UNROLL=unroll, **_launch_options(warps),
             )
         CALLS["triton_backward"] += 1
         grad_a = ga.sum().to(ctx.a_dtype) if ctx.learned else None
