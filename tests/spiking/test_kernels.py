@@ -387,3 +387,39 @@ def test_an_explicit_triton_backend_refuses_half_precision_input(monkeypatch):
         with pytest.raises(kernels.UnsupportedBackend, match=rf"backend='triton' runs float32/float64 tensors, got torch.{'bfloat16' if dtype == torch.bfloat16 else 'float16'}; cast"):
             kernels.choose("triton", cell, torch.zeros(3, 2, dtype=dtype))
     assert kernels.choose("triton", cell, torch.zeros(3, 2)) == "triton"
+
+
+@pytest.mark.skipif(NO_TRITON, reason="triton not installed")
+@pytest.mark.parametrize("unroll", [1, 8])
+def test_triton_kernels_compile_for_hopper_with_a_blocks_loads_before_its_stores(unroll):
+    """No GPU is needed to compile: the forward and backward scans build for sm_90 (PTX and cubin, through ptxas), and
+    in the forward's time loop every load of the block's UNROLL inputs is issued before the first store, which is
+    what lets one memory latency cover UNROLL steps (stores may alias the input, so the compiler cannot hoist
+    loads above them itself)."""
+    import re
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from overlooked.spiking.kernels import triton_lif
+
+    fwd = {n: "*fp32" for n in ("x_ptr", "z_ptr", "h_ptr", "v_ptr", "i_ptr", "p_ptr")} | {"T": "i32", "N": "i32"}
+    fwd |= dict.fromkeys(("KIND", "RESET", "SAVE", "BLOCK_N", "UNROLL"), "constexpr")
+    bwd = {n: "*fp32" for n in ("gz_ptr", "h_ptr", "x_ptr", "v0_ptr", "gvT_ptr", "giT_ptr", "gx_ptr", "gv0_ptr", "gi0_ptr", "ga_ptr", "p_ptr")}
+    bwd |= {"T": "i32", "N": "i32", "detach_keep": "fp32"} | dict.fromkeys(("KIND", "RESET", "SURR", "LEARN", "BLOCK_N", "UNROLL"), "constexpr")
+    target, options = GPUTarget("cuda", 90, 32), {"enable_fp_fusion": False, "num_warps": 4}
+    try:
+        k = triton.compile(ASTSource(fn=triton_lif._forward, signature=fwd, constexprs={"KIND": 1, "RESET": 0, "SAVE": True, "BLOCK_N": 256, "UNROLL": unroll}), target=target, options=options)
+    except RuntimeError as exc:  # e.g. a triton build without its bundled ptxas
+        pytest.skip(f"triton cannot compile for sm_90 here: {exc}")
+    consts = {"KIND": 1, "RESET": 1, "SURR": 1, "LEARN": True, "BLOCK_N": 256, "UNROLL": unroll}
+    assert triton.compile(ASTSource(fn=triton_lif._backward, signature=bwd, constexprs=consts), target=target, options=options).asm["cubin"]
+    ptx = k.asm["ptx"]
+    loop = re.search(r"\$L__BB0_\d+:\s+// %\.lr\.ph\n(.*?)bra", ptx, re.S)  # the time loop's body, up to its back branch
+    assert loop is not None, ptx[:2000]
+    body = [line for line in loop.group(1).splitlines() if "ld.global" in line or "st.global" in line]
+    loads = [i for i, line in enumerate(body) if "ld.global" in line]
+    stores = [i for i, line in enumerate(body) if "st.global" in line]
+    assert len(loads) == 2 * unroll and len(stores) == 2 * 2 * unroll  # 2 neurons per thread; z and h per step
+    assert max(loads) < min(stores)
