@@ -346,6 +346,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise OverlookedError(f"{' and '.join(compare_only)} {'belong' if len(compare_only) > 1 else 'belongs'} to `bench compare`; `bench {args.suite and '--suite ' + args.suite or args.family}` would ignore {'them' if len(compare_only) > 1 else 'it'}")
     if args.arena and not args.suite:
         raise OverlookedError("--arena chooses arenas of a --suite; give --suite too (see `overlooked list suites`)")
+    if args.device != "cpu" and (args.suite or args.family == "compare"):
+        raise OverlookedError(f"--device is for a family's benchmark (`bench memory --device {args.device}`); {'a suite trains its arenas on the CPU' if args.suite else '`bench compare` reads finished runs'}")
     if args.suite:
         from overlooked.bench.suites import run_suite
 
@@ -356,7 +358,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise OverlookedError("bench compare needs --runs RUN [RUN ...] and --max-examples N (the shared budget)")
         api.compare(args.runs, args.max_examples)
         return 0
-    api.bench(args.family, out=args.out, data_dir=args.data_dir, quick=args.quick)
+    api.bench(args.family, out=args.out, data_dir=args.data_dir, quick=args.quick, device=args.device)
     return 0
 
 
@@ -490,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arena", action="append", default=None, help="with --suite: only this arena (repeatable)")
     p.add_argument("--runs", nargs="*", default=None, help="with `compare`: finished run folders to put side by side")
     p.add_argument("--max-examples", type=int, default=None, help="with `compare`: the shared budget of training examples seen")
+    p.add_argument("--device", default="cpu", help="where the benchmark runs: cpu, cuda, cuda:1 ... (each family's own benchmark)")
     common(p)
     p.set_defaults(fn=cmd_bench)
 

@@ -436,14 +436,36 @@ def test_a_transforms_own_key_error_is_not_blamed_on_the_data():
         api.check_transforms(cfg, splits, needs_mask, None)
 
 
-def test_a_cpu_only_benchmark_refuses_another_device(tmp_path):
-    """api.bench('memory', device='cuda') timed the CPU while its environment.json named cuda."""
+def test_a_cpu_only_benchmark_refuses_another_device(tmp_path, monkeypatch):
+    """A benchmark without a device argument, asked for cuda, would time the CPU while its environment.json named
+    cuda (api.bench('memory', device='cuda') did, until bench memory took a device): it is refused instead."""
     from overlooked import api
     from overlooked.errors import OverlookedError
+    from overlooked.registry import BENCHMARKS
 
-    with pytest.raises(OverlookedError, match=r"bench memory runs on the CPU only; device='cuda' is for the benchmarks that take one \(.*spiking"):
-        api.bench("memory", device="cuda", out=tmp_path)
+    BENCHMARKS.names()  # the library's benchmarks first, so that the stand-in below is removed after the test
+    monkeypatch.setitem(BENCHMARKS._builders, "cpu_only_probe", lambda quick=False: [])
+    monkeypatch.setitem(BENCHMARKS._tags, "cpu_only_probe", {})
+    with pytest.raises(OverlookedError, match=r"bench cpu_only_probe runs on the CPU only; device='cuda' is for the benchmarks that take one \(.*memory.*spiking"):
+        api.bench("cpu_only_probe", device="cuda", out=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_bench_cli_passes_the_device_and_refuses_it_where_it_means_nothing(monkeypatch, capsys):
+    """`overlooked bench memory --device cuda` reaches api.bench with the device (every family's benchmark takes
+    one); with --suite or `compare` the flag would be ignored, so it is refused."""
+    from overlooked import api
+    from overlooked.registry import BENCHMARKS
+
+    seen = {}
+    monkeypatch.setattr(api, "bench", lambda family, **kw: seen.update(family=family, **kw))
+    assert main(["bench", "memory", "--device", "cuda:1", "--quick"]) == 0
+    assert seen["family"] == "memory" and seen["device"] == "cuda:1" and seen["quick"] is True
+    assert main(["bench", "spiking"]) == 0 and seen["device"] == "cpu"
+    assert all("device" in BENCHMARKS.accepted_kwargs(n) for n in BENCHMARKS.names())
+    for argv in (["bench", "--suite", "quick", "--device", "cuda"], ["bench", "compare", "--runs", "A", "--max-examples", "5", "--device", "cuda"]):
+        assert main(argv) == 2, argv
+        assert "--device is for a family's benchmark" in capsys.readouterr().err, argv
 
 
 @pytest.mark.data

@@ -60,9 +60,15 @@ def memn2n_throughput(
 
 
 @BENCHMARKS.register("memory", datasets={"babi": None})
-def bench_memory(quick: bool = False, data_dir: str | None = None) -> list[dict[str, Any]]:
-    """MemN2N (PE, temporal, adjacent, d=50, K=3, M=50, batch 32) on bAbI 1k, all 20 tasks."""
+def bench_memory(quick: bool = False, data_dir: str | None = None, device: str = "cpu") -> list[dict[str, Any]]:
+    """MemN2N (PE, temporal, adjacent, d=50, K=3, M=50, batch 32) on bAbI 1k, all 20 tasks, on ``device`` (TF32
+    off, so a GPU's figures are of the same float32 arithmetic as the CPU's)."""
     from overlooked.data.babi import load_babi
 
     splits = load_babi(tasks="all", size="en", data_dir=data_dir, memory_size=50)
-    return memn2n_throughput(splits, steps=50 if quick else 200, repeats=3 if quick else 5)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        return memn2n_throughput(splits, steps=50 if quick else 200, repeats=3 if quick else 5, device=device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
