@@ -287,8 +287,10 @@ def test_triton_interpreter_equals_reference_on_cpu():
 def test_triton_interpreter_case(kind, reset, dtype, monkeypatch):
     """One case of the interpreter grid: the cpp test's grid (every neuron kind, each also with all its parameters
     away from their defaults, both resets and dtypes; detach and the five surrogates spread over the cases),
-    comparing spikes, v, i and every gradient, for each unrolling of the time loop (T = 10 leaves a tail of 2 steps
-    past the last full block of 4 or 8) and with blocks of 32 neurons (19 neurons in one program, or 2 x 19 in 2)."""
+    comparing spikes, v, i and every gradient (the initial v and i's too, with a loss on the final v and i), for
+    each unrolling of the time loop at every length T whose last block ends on another of its steps (T = 1..U,
+    so a mask off by one at any step of a block shows) and at T = 10, with 2 x 19 = 38 neurons in one program of
+    256 or in two of 32 (the second with 6)."""
     from overlooked.spiking.kernels import triton_lif
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
@@ -296,22 +298,35 @@ def test_triton_interpreter_case(kind, reset, dtype, monkeypatch):
     detach, surrogate = bool(index % 2), SURROGATES[index % len(SURROGATES)]
     torch.manual_seed(0)
     ref, fast = _pair(kind, "triton", dtype, reset=reset, detach_reset=detach, surrogate=surrogate)
-    x = (torch.randn(10, 2, 19, dtype=dtype) * 3 + 1).requires_grad_()
-    gz, gv = torch.randn_like(x), torch.randn(2, 19, dtype=dtype)
-    z1, s1, g1 = _grads(ref, x, None, gz, gv)
-    assert 0.02 < z1.mean() < 0.9
+    cuba = _base(kind) == "cuba"
+    cases = {}
+    for T in range(1, 11):
+        x = (torch.randn(T, 2, 19, dtype=dtype) * 3 + 1).requires_grad_()
+        state = type(ref.cell.initial_state(x[0]))(*(torch.randn(2, 19, dtype=dtype).requires_grad_() for _ in range(1 + cuba)))
+        cases[T] = (x, state, torch.randn_like(x), torch.randn(2, 19, dtype=dtype), torch.randn(2, 19, dtype=dtype))
+
+    def grads(module, T):
+        x, state, gz, gv, gi = cases[T]
+        z, s = module(x, state)
+        loss = (z * gz).sum() + (s.v * gv).sum() + ((s.i * gi).sum() if cuba else 0)
+        return z, s, torch.autograd.grad(loss, [x, *state, *module.parameters()])
+
+    expected = {T: grads(ref, T) for T in cases}
+    assert 0.02 < expected[10][0].mean() < 0.9
     for unroll, block in [(1, 256), (2, 32), (4, 256), (8, 32)]:
         monkeypatch.setattr(triton_lif, "UNROLL", unroll)
         monkeypatch.setattr(triton_lif, "BLOCK", block)
-        before = kernels.CALLS["triton_backward"]
-        z2, s2, g2 = _grads(fast, x, None, gz, gv)
-        assert kernels.CALLS["triton_backward"] == before + 1
-        assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v), (unroll, block)
-        if _base(kind) == "cuba":
-            assert torch.equal(s1.i, s2.i)
-        tol = 1e-4 if dtype == torch.float32 else 1e-10
-        for a, b in zip(g1, g2):
-            torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()), msg=lambda m, u=unroll, k=block: f"unroll {u}, block {k}: {m}")
+        for T in [*range(1, unroll + 1), 10]:
+            z1, s1, g1 = expected[T]
+            before = kernels.CALLS["triton_backward"]
+            z2, s2, g2 = grads(fast, T)
+            assert kernels.CALLS["triton_backward"] == before + 1
+            assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v), (T, unroll, block)
+            if cuba:
+                assert torch.equal(s1.i, s2.i), (T, unroll, block)
+            tol = 1e-4 if dtype == torch.float32 else 1e-10
+            for a, b in zip(g1, g2):
+                torch.testing.assert_close(b, a, rtol=tol, atol=tol * max(1.0, a.abs().max().item()), msg=lambda m, u=unroll, k=block, t=T: f"T {t}, unroll {u}, block {k}: {m}")
 
 
 def test_triton_launch_config_shrinks_blocks_for_small_layers(monkeypatch):
@@ -323,6 +338,12 @@ def test_triton_launch_config_shrinks_blocks_for_small_layers(monkeypatch):
     monkeypatch.setattr(triton_lif, "UNROLL", 8)
     monkeypatch.setattr(triton_lif, "MIN_PROGRAMS", 0)
     assert triton_lif.launch_config(8192) == (256, 8, 4)
+    for bad in ({"UNROLL": 3}, {"UNROLL": 16}, {"UNROLL": 8, "BLOCK": 100}, {"UNROLL": 8, "BLOCK": 16}):
+        with monkeypatch.context() as m:
+            for key, value in bad.items():
+                m.setattr(triton_lif, key, value)
+            with pytest.raises(ValueError, match="UNROLL must be 1, 2, 4 or 8 and BLOCK a power of two >= 32"):
+                triton_lif.launch_config(8192)
     monkeypatch.setattr(triton_lif, "MIN_PROGRAMS", 132)
     assert triton_lif.launch_config(8192) == (32, 8, 1)  # 256 programs of 32; 64 would give 128 < 132
     assert triton_lif.launch_config(65536) == (256, 8, 4)  # 256 programs already
@@ -339,7 +360,10 @@ def test_the_triton_kernel_refuses_inputs_past_its_32_bit_indexing():
     _, fast = _pair("lif", "triton", torch.float32)
     spec, _ = kernels.scan_spec(fast.cell)
     x = torch.empty(2**16, 2**15, device="meta")  # nothing is allocated
-    with pytest.raises(InputError, match=r"fewer than 2\*\*31 elements per call; this input has T x N = 65536 x 32768"):
+    with pytest.raises(InputError, match=r"\(T \+ 8\) x N must stay below 2\*\*31; this input has T x N = 65536 x 32768"):
+        TritonNeuronScan.apply(x, torch.empty(2**15, device="meta"), None, None, spec)
+    x = torch.empty(2**16 - 1, 2**15, device="meta")  # T x N < 2**31, but the last block's masked lanes reach past it
+    with pytest.raises(InputError, match=r"must stay below 2\*\*31; this input has T x N = 65535 x 32768"):
         TritonNeuronScan.apply(x, torch.empty(2**15, device="meta"), None, None, spec)
 
 
@@ -413,13 +437,18 @@ def test_triton_kernels_compile_for_hopper_with_a_blocks_loads_before_its_stores
         k = triton.compile(ASTSource(fn=triton_lif._forward, signature=fwd, constexprs={"KIND": 1, "RESET": 0, "SAVE": True, "BLOCK_N": 256, "UNROLL": unroll}), target=target, options=options)
     except RuntimeError as exc:  # e.g. a triton build without its bundled ptxas
         pytest.skip(f"triton cannot compile for sm_90 here: {exc}")
-    consts = {"KIND": 1, "RESET": 1, "SURR": 1, "LEARN": True, "BLOCK_N": 256, "UNROLL": unroll}
-    assert triton.compile(ASTSource(fn=triton_lif._backward, signature=bwd, constexprs=consts), target=target, options=options).asm["cubin"]
-    ptx = k.asm["ptx"]
-    loop = re.search(r"\$L__BB0_\d+:\s+// %\.lr\.ph\n(.*?)bra", ptx, re.S)  # the time loop's body, up to its back branch
-    assert loop is not None, ptx[:2000]
-    body = [line for line in loop.group(1).splitlines() if "ld.global" in line or "st.global" in line]
-    loads = [i for i, line in enumerate(body) if "ld.global" in line]
-    stores = [i for i, line in enumerate(body) if "st.global" in line]
+    consts = {"KIND": 1, "RESET": 1, "SURR": 1, "LEARN": True, "BLOCK_N": 256, "UNROLL": unroll}  # PLIF, learned decay
+    kb = triton.compile(ASTSource(fn=triton_lif._backward, signature=bwd, constexprs=consts), target=target, options=options)
+    assert kb.asm["cubin"]
+
+    def loop_order(ptx: str) -> tuple[list[int], list[int]]:
+        loop = re.search(r"\$L__BB0_\d+:\s+// %\.lr\.ph\n(.*?)bra", ptx, re.S)  # the time loop's body, up to its back branch
+        assert loop is not None, ptx[:2000]
+        body = [line for line in loop.group(1).splitlines() if "ld.global" in line or "st.global" in line]
+        return [i for i, line in enumerate(body) if "ld.global" in line], [i for i, line in enumerate(body) if "st.global" in line]
+
+    loads, stores = loop_order(k.asm["ptx"])
     assert len(loads) == 2 * unroll and len(stores) == 2 * 2 * unroll  # 2 neurons per thread; z and h per step
     assert max(loads) < min(stores)
+    loads, stores = loop_order(kb.asm["ptx"])  # h, spike gradient and x per step, and the h before the block
+    assert len(loads) == 2 * (3 * unroll + 1) and len(stores) == 2 * unroll and max(loads) < min(stores)

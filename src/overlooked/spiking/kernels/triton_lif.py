@@ -40,6 +40,8 @@ def launch_config(n: int) -> tuple[int, int, int]:
     """``(block, unroll, num_warps)`` for ``n`` neurons. The scan walks time in sequence, so a program waits one
     memory latency per loop iteration: ``UNROLL`` steps per iteration divide the waits, and smaller blocks put more
     programs (SMs) on a small layer when ``MIN_PROGRAMS`` asks for them."""
+    if UNROLL not in (1, 2, 4, 8) or BLOCK < 32 or BLOCK & (BLOCK - 1):  # the kernels spell out 1, 2, 4 or 8 steps
+        raise ValueError(f"triton_lif: UNROLL must be 1, 2, 4 or 8 and BLOCK a power of two >= 32; got UNROLL={UNROLL}, BLOCK={BLOCK}")
     block = BLOCK
     while block > 32 and -(-n // block) < MIN_PROGRAMS:
         block //= 2
@@ -176,16 +178,12 @@ def _bstep(gz_t, h, gv, gi, x_t, q, v0, acc, mask, first, a, c, r, vl, th, vr, r
 
 
 @_jit
-def _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t, N, offs, mask, gz_t, h, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep,
+def _bwd_one(gx_ptr, t, N, offs, mask, gz_t, h, x_t, q, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep,
              KIND: tl.constexpr, RESET: tl.constexpr, SURR: tl.constexpr, LEARN: tl.constexpr):
-    """Step t of the backward scan (t < 0: the head of the last unrolled block, which changes nothing)."""
+    """Step t of the backward scan from its loaded h, spike gradient and (PLIF's learned decay) input x_t and
+    previous pre-reset membrane q = h[t - 1]; t < 0 (the head of the last unrolled block) changes nothing."""
     live = (offs * 0 + t) >= 0  # [BLOCK_N], all one value
     m = mask & live
-    x_t = h * 0.0
-    q = h * 0.0
-    if LEARN:
-        x_t = tl.load(x_ptr + t * N + offs, mask=m, other=0.0)
-        q = tl.load(h_ptr + (t - 1) * N + offs, mask=m & ((offs * 0 + t) > 0), other=0.0)
     gx, gv_new, gi_new, acc_new = _bstep(gz_t, h, gv, gi, x_t, q, v0, acc, m, (offs * 0 + t) == 0, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
     tl.store(gx_ptr + t * N + offs, gx, mask=m)
     return tl.where(live, gv_new, gv), tl.where(live, gi_new, gi), acc_new
@@ -208,7 +206,9 @@ def _backward(gz_ptr, h_ptr, x_ptr, v0_ptr, gvT_ptr, giT_ptr, gx_ptr, gv0_ptr, g
     if LEARN:
         v0 = tl.load(v0_ptr + offs, mask=mask, other=0.0)
     acc = gv * 0.0
-    # Backwards in blocks of UNROLL steps, the block's loads of h and the spike gradient issued first (see _forward).
+    # Backwards in blocks of UNROLL steps; all the block's loads (h, the spike gradient and, for a learned decay,
+    # the input and the h before the block) are issued before its stores (see _forward). Step t0 - j reads
+    # q = h[t0 - j - 1], which is the next step's h, or hq for the block's last step.
     for k0 in range(0, T, UNROLL):
         t0 = T - 1 - k0
         tv = offs * 0 + t0  # the step as a vector (see _forward)
@@ -231,17 +231,48 @@ def _backward(gz_ptr, h_ptr, x_ptr, v0_ptr, gvT_ptr, giT_ptr, gx_ptr, gv0_ptr, g
             g6 = tl.load(gz_ptr + (t0 - 6) * N + offs, mask=mask & (tv >= 6), other=0.0)
             h7 = tl.load(h_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
             g7 = tl.load(gz_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
-        gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0, N, offs, mask, g0, h0, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        hq = gv * 0.0  # dummies when the decay is not learned
+        x0 = hq
         if UNROLL >= 2:
-            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 1, N, offs, mask, g1, h1, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            x1 = hq
         if UNROLL >= 4:
-            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 2, N, offs, mask, g2, h2, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
-            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 3, N, offs, mask, g3, h3, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            x2 = hq
+            x3 = hq
         if UNROLL >= 8:
-            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 4, N, offs, mask, g4, h4, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
-            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 5, N, offs, mask, g5, h5, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
-            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 6, N, offs, mask, g6, h6, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
-            gv, gi, acc = _bwd_one(gz_ptr, h_ptr, x_ptr, gx_ptr, t0 - 7, N, offs, mask, g7, h7, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            x4 = hq
+            x5 = hq
+            x6 = hq
+            x7 = hq
+        if LEARN:
+            hq = tl.load(h_ptr + (t0 - UNROLL) * N + offs, mask=mask & (tv >= UNROLL), other=0.0)
+            x0 = tl.load(x_ptr + t0 * N + offs, mask=mask, other=0.0)
+            if UNROLL >= 2:
+                x1 = tl.load(x_ptr + (t0 - 1) * N + offs, mask=mask & (tv >= 1), other=0.0)
+            if UNROLL >= 4:
+                x2 = tl.load(x_ptr + (t0 - 2) * N + offs, mask=mask & (tv >= 2), other=0.0)
+                x3 = tl.load(x_ptr + (t0 - 3) * N + offs, mask=mask & (tv >= 3), other=0.0)
+            if UNROLL >= 8:
+                x4 = tl.load(x_ptr + (t0 - 4) * N + offs, mask=mask & (tv >= 4), other=0.0)
+                x5 = tl.load(x_ptr + (t0 - 5) * N + offs, mask=mask & (tv >= 5), other=0.0)
+                x6 = tl.load(x_ptr + (t0 - 6) * N + offs, mask=mask & (tv >= 6), other=0.0)
+                x7 = tl.load(x_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
+        if UNROLL == 1:
+            gv, gi, acc = _bwd_one(gx_ptr, t0, N, offs, mask, g0, h0, x0, hq, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        else:
+            gv, gi, acc = _bwd_one(gx_ptr, t0, N, offs, mask, g0, h0, x0, h1, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        if UNROLL == 2:
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 1, N, offs, mask, g1, h1, x1, hq, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        if UNROLL >= 4:
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 1, N, offs, mask, g1, h1, x1, h2, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 2, N, offs, mask, g2, h2, x2, h3, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        if UNROLL == 4:
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 3, N, offs, mask, g3, h3, x3, hq, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+        if UNROLL >= 8:
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 3, N, offs, mask, g3, h3, x3, h4, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 4, N, offs, mask, g4, h4, x4, h5, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 5, N, offs, mask, g5, h5, x5, h6, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 6, N, offs, mask, g6, h6, x6, h7, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
+            gv, gi, acc = _bwd_one(gx_ptr, t0 - 7, N, offs, mask, g7, h7, x7, hq, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
     tl.store(gv0_ptr + offs, gv, mask=mask)
     if KIND == 2:
         tl.store(gi0_ptr + offs, gi, mask=mask)
@@ -267,9 +298,9 @@ class TritonNeuronScan(torch.autograd.Function):
     def forward(ctx, x, v0, i0, a, spec: ScanSpec):  # type: ignore[override]
         x = x.contiguous()
         nt, n = x.shape[0], v0.numel()
-        if x.numel() >= 2**31:  # the kernels index t * N + offs in 32-bit integers
+        if (nt + 8) * max(n, 1) >= 2**31:  # the kernels index t * N + offs in 32-bit integers, t up to T + 7 (masked lanes of the last block)
             raise InputError(
-                f"the Triton neuron kernel indexes fewer than 2**31 elements per call; this input has T x N = {nt} x {n} = {x.numel():,}. "
+                f"the Triton neuron kernel indexes in 32-bit integers, so (T + 8) x N must stay below 2**31; this input has T x N = {nt} x {n} = {x.numel():,}. "
                 "Fix: split the batch or the time steps, or use backend='reference'"
             )
         params = list(spec.params)
