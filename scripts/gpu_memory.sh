@@ -82,9 +82,11 @@ print(json.dumps(result, indent=1))
 PY
 
 # 4. the 60-epoch joint 1k run (the speed item's second figure) on the GPU
-want 4 && timeout $(( MINUTES * 60 + 90 )) python3 -m overlooked train memn2n_babi1k_joint train.epochs=$EPOCHS callbacks.0.kwargs.max_epochs=null \
+if want 4; then
+  timeout $(( MINUTES * 60 + 90 )) python3 -m overlooked train memn2n_babi1k_joint train.epochs=$EPOCHS callbacks.0.kwargs.max_epochs=null \
   train.progress=false train.device=$DEVICE train.max_minutes=$MINUTES name=memn2n_babi1k_joint_60ep_gpu --out "$RUNS" > "$LOG/joint_60ep.log" 2>&1
-want 4 && echo "train rc $?" >> "$LOG/joint_60ep.log"
+  echo "train rc $?" >> "$LOG/joint_60ep.log"
+fi
 
 # 5. where the GPU overtakes the CPU: stories/s against the batch size
 want 5 && timeout 200 python3 - > "$LOG/batch_sweep.json" 2> "$LOG/batch_sweep.err" <<'PY'
@@ -108,11 +110,11 @@ PY
 
 find "$RUNS" -name checkpoints -type d -prune -exec rm -rf {} +
 tar -czf "$OUT/gpu_memory.tar.gz" -C "$RUNS" .
-{ cat "$LOG/env.txt"; tail -n 15 "$LOG/pytest_gpu.txt" 2>/dev/null; python3 -c "
+{ cat "$LOG/env.txt"; tail -n 15 "$LOG/pytest_gpu.txt" 2>/dev/null; [ -f "$LOG/bench_gpu.json" ] && python3 -c "
 import json; r = json.load(open('$LOG/bench_gpu.json'))
 print(json.dumps(r.get('host_syncs_per_train_step'), indent=1))
 for row in r['throughput']: print(f\"{row['name']:50s} {row['value']:>10.0f} {row['unit']} {row.get('kwargs')}\")" 2>&1;
-  python3 -c "
+  [ -f "$LOG/batch_sweep.json" ] && python3 -c "
 import json
-for row in json.load(open('$LOG/batch_sweep.json'))['rows']: print(f\"{row['device']:5s} batch {row['batch']:5d} {row['name']:45s} {row['value']:>10.0f} {row['unit']}\")" 2>&1; tail -n 5 "$LOG/bench_gpu.err"; tail -n 6 "$LOG/joint_60ep.log"; } > "$OUT/summary.txt"
+for row in json.load(open('$LOG/batch_sweep.json'))['rows']: print(f\"{row['device']:5s} batch {row['batch']:5d} {row['name']:45s} {row['value']:>10.0f} {row['unit']}\")" 2>&1; tail -n 5 "$LOG/bench_gpu.err" 2>/dev/null; tail -n 6 "$LOG/joint_60ep.log" 2>/dev/null; } > "$OUT/summary.txt"
 cat "$OUT/summary.txt"

@@ -53,3 +53,24 @@ def test_the_trainer_loop_runs_the_same_step_function(monkeypatch):
     cfg = TrainConfig(epochs=2, batch_size=8, optimizer="sgd", lr=0.01, progress=False)
     summary = trainer.fit(model, splits, CrossEntropy(target_key="answer", reduction="sum"), cfg)
     assert summary["steps"] == 2 * 5 and len(calls) == summary["steps"]
+
+
+def test_figure_names_say_the_device_precision_and_model_switches(monkeypatch):
+    """The CPU default keeps its names (the committed figures and the report's grouping read them); another
+    device, bf16 or a model switch such as fused=False is named, so two such figures never share a name."""
+    figures = bench_memory.memn2n_throughput(_tiny_babi(), batch_size=8, embed_dim=8, steps=1, repeats=1)
+    assert [f["name"] for f in figures] == ["memn2n d=8 K=3 batch 8 train", "memn2n d=8 K=3 batch 8 infer"]
+    figures = bench_memory.memn2n_throughput(_tiny_babi(), batch_size=8, embed_dim=8, steps=1, repeats=1, bf16=True, fused=False)
+    assert [f["name"] for f in figures] == ["memn2n d=8 K=3 batch 8 train cpu bf16 fused=False", "memn2n d=8 K=3 batch 8 infer cpu bf16 fused=False"]
+
+
+def test_synchronize_waits_for_the_named_gpu_not_the_current_one(monkeypatch):
+    """A benchmark on cuda:1 must wait for cuda:1's queue; torch.cuda.synchronize() alone waits for the current
+    device (cuda:0 by default), so the timer stopped early."""
+    from overlooked.bench import timing
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: seen.append(device))
+    timing.synchronize("cuda:1")
+    timing.synchronize("cpu")
+    assert seen == ["cuda:1"]

@@ -492,7 +492,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @CUDA
 @pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
 @pytest.mark.parametrize("padding", ["mask", "attend"])
-@pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe_centered", "padded_time")])
+@pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe", "padded"), ("pe_centered", "padded_time")])
 @pytest.mark.parametrize("linear_start", [False, True])
 @pytest.mark.parametrize("fused", [True, False])
 def test_memn2n_on_cuda_equals_the_dense_reference(tying, padding, encoding, pe_length, linear_start, fused):

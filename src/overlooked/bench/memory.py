@@ -53,6 +53,7 @@ def memn2n_throughput(
     infer = time_call(infer_epoch, warmup=1, repeats=repeats, device=device)
     n = steps * batch_size
     where = "" if device == "cpu" and not bf16 else f" {torch.device(device).type}{' bf16' if bf16 else ''}"
+    where += "".join(f" {k}={v}" for k, v in sorted(model_kwargs.items()))  # e.g. " fused=False": figures apart by name
     return [
         {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} train{where}", "value": n / train["median_s"], "unit": "stories/s", **train},
         {"name": f"memn2n d={embed_dim} K={hops} batch {batch_size} infer{where}", "value": n / infer["median_s"], "unit": "stories/s", **infer},

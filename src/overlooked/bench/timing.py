@@ -12,7 +12,7 @@ import torch
 def synchronize(device: str | torch.device) -> None:
     """Wait for queued GPU work so a timer measures it (no-op on CPU)."""
     if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)  # that GPU's queue: the current device may be another one
 
 
 def time_call(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10, device: str = "cpu") -> dict[str, float]:
