@@ -190,6 +190,17 @@ def _bwd_one(gx_ptr, t, N, offs, mask, gz_t, h, x_t, q, gv, gi, v0, acc, a, c, r
 
 
 @_jit
+def _bload(h_ptr, gz_ptr, x_ptr, t, N, offs, m, LEARN: tl.constexpr):
+    """Step t's loads for the backward scan: its pre-reset membrane, spike gradient and (learned decay) input."""
+    h = tl.load(h_ptr + t * N + offs, mask=m, other=0.0)
+    g = tl.load(gz_ptr + t * N + offs, mask=m, other=0.0)
+    x = h * 0.0
+    if LEARN:
+        x = tl.load(x_ptr + t * N + offs, mask=m, other=0.0)
+    return h, g, x
+
+
+@_jit
 def _backward(gz_ptr, h_ptr, x_ptr, v0_ptr, gvT_ptr, giT_ptr, gx_ptr, gv0_ptr, gi0_ptr, ga_ptr, p_ptr, T, N, detach_keep,
               KIND: tl.constexpr, RESET: tl.constexpr, SURR: tl.constexpr, LEARN: tl.constexpr, BLOCK_N: tl.constexpr, UNROLL: tl.constexpr):
     pid = tl.program_id(0)
@@ -212,50 +223,20 @@ def _backward(gz_ptr, h_ptr, x_ptr, v0_ptr, gvT_ptr, giT_ptr, gx_ptr, gv0_ptr, g
     for k0 in range(0, T, UNROLL):
         t0 = T - 1 - k0
         tv = offs * 0 + t0  # the step as a vector (see _forward)
-        h0 = tl.load(h_ptr + t0 * N + offs, mask=mask, other=0.0)
-        g0 = tl.load(gz_ptr + t0 * N + offs, mask=mask, other=0.0)
+        h0, g0, x0 = _bload(h_ptr, gz_ptr, x_ptr, t0, N, offs, mask, LEARN)
         if UNROLL >= 2:
-            h1 = tl.load(h_ptr + (t0 - 1) * N + offs, mask=mask & (tv >= 1), other=0.0)
-            g1 = tl.load(gz_ptr + (t0 - 1) * N + offs, mask=mask & (tv >= 1), other=0.0)
+            h1, g1, x1 = _bload(h_ptr, gz_ptr, x_ptr, t0 - 1, N, offs, mask & (tv >= 1), LEARN)
         if UNROLL >= 4:
-            h2 = tl.load(h_ptr + (t0 - 2) * N + offs, mask=mask & (tv >= 2), other=0.0)
-            g2 = tl.load(gz_ptr + (t0 - 2) * N + offs, mask=mask & (tv >= 2), other=0.0)
-            h3 = tl.load(h_ptr + (t0 - 3) * N + offs, mask=mask & (tv >= 3), other=0.0)
-            g3 = tl.load(gz_ptr + (t0 - 3) * N + offs, mask=mask & (tv >= 3), other=0.0)
+            h2, g2, x2 = _bload(h_ptr, gz_ptr, x_ptr, t0 - 2, N, offs, mask & (tv >= 2), LEARN)
+            h3, g3, x3 = _bload(h_ptr, gz_ptr, x_ptr, t0 - 3, N, offs, mask & (tv >= 3), LEARN)
         if UNROLL >= 8:
-            h4 = tl.load(h_ptr + (t0 - 4) * N + offs, mask=mask & (tv >= 4), other=0.0)
-            g4 = tl.load(gz_ptr + (t0 - 4) * N + offs, mask=mask & (tv >= 4), other=0.0)
-            h5 = tl.load(h_ptr + (t0 - 5) * N + offs, mask=mask & (tv >= 5), other=0.0)
-            g5 = tl.load(gz_ptr + (t0 - 5) * N + offs, mask=mask & (tv >= 5), other=0.0)
-            h6 = tl.load(h_ptr + (t0 - 6) * N + offs, mask=mask & (tv >= 6), other=0.0)
-            g6 = tl.load(gz_ptr + (t0 - 6) * N + offs, mask=mask & (tv >= 6), other=0.0)
-            h7 = tl.load(h_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
-            g7 = tl.load(gz_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
-        hq = gv * 0.0  # dummies when the decay is not learned
-        x0 = hq
-        if UNROLL >= 2:
-            x1 = hq
-        if UNROLL >= 4:
-            x2 = hq
-            x3 = hq
-        if UNROLL >= 8:
-            x4 = hq
-            x5 = hq
-            x6 = hq
-            x7 = hq
+            h4, g4, x4 = _bload(h_ptr, gz_ptr, x_ptr, t0 - 4, N, offs, mask & (tv >= 4), LEARN)
+            h5, g5, x5 = _bload(h_ptr, gz_ptr, x_ptr, t0 - 5, N, offs, mask & (tv >= 5), LEARN)
+            h6, g6, x6 = _bload(h_ptr, gz_ptr, x_ptr, t0 - 6, N, offs, mask & (tv >= 6), LEARN)
+            h7, g7, x7 = _bload(h_ptr, gz_ptr, x_ptr, t0 - 7, N, offs, mask & (tv >= 7), LEARN)
+        hq = gv * 0.0  # h before the block (a learned decay's last step reads it)
         if LEARN:
             hq = tl.load(h_ptr + (t0 - UNROLL) * N + offs, mask=mask & (tv >= UNROLL), other=0.0)
-            x0 = tl.load(x_ptr + t0 * N + offs, mask=mask, other=0.0)
-            if UNROLL >= 2:
-                x1 = tl.load(x_ptr + (t0 - 1) * N + offs, mask=mask & (tv >= 1), other=0.0)
-            if UNROLL >= 4:
-                x2 = tl.load(x_ptr + (t0 - 2) * N + offs, mask=mask & (tv >= 2), other=0.0)
-                x3 = tl.load(x_ptr + (t0 - 3) * N + offs, mask=mask & (tv >= 3), other=0.0)
-            if UNROLL >= 8:
-                x4 = tl.load(x_ptr + (t0 - 4) * N + offs, mask=mask & (tv >= 4), other=0.0)
-                x5 = tl.load(x_ptr + (t0 - 5) * N + offs, mask=mask & (tv >= 5), other=0.0)
-                x6 = tl.load(x_ptr + (t0 - 6) * N + offs, mask=mask & (tv >= 6), other=0.0)
-                x7 = tl.load(x_ptr + (t0 - 7) * N + offs, mask=mask & (tv >= 7), other=0.0)
         if UNROLL == 1:
             gv, gi, acc = _bwd_one(gx_ptr, t0, N, offs, mask, g0, h0, x0, hq, gv, gi, v0, acc, a, c, r, vl, th, vr, rc, b, w, alpha, detach_keep, KIND, RESET, SURR, LEARN)
         else:
