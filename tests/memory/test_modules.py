@@ -360,11 +360,21 @@ def _dense_reference(model, story, query, mask, time):
     return u @ W.T, torch.stack(attention, 1)
 
 
-@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
-@pytest.mark.parametrize("padding", ["mask", "attend"])
-@pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe", "padded"), ("pe_centered", "padded_time")])
-@pytest.mark.parametrize("linear_start", [False, True])
-@pytest.mark.parametrize("fused", [True, False])
+def _switch_grid(test):
+    """The module's switches that change its arithmetic: tying, padding, encoding and J, linear start, fused path."""
+    marks = [
+        pytest.mark.parametrize("tying", ["adjacent", "layerwise"]),
+        pytest.mark.parametrize("padding", ["mask", "attend"]),
+        pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe", "padded"), ("pe_centered", "padded_time")]),
+        pytest.mark.parametrize("linear_start", [False, True]),
+        pytest.mark.parametrize("fused", [True, False]),
+    ]
+    for mark in reversed(marks):
+        test = mark(test)
+    return test
+
+
+@_switch_grid
 def test_memn2n_packed_forward_equals_the_dense_reference(tying, padding, encoding, pe_length, linear_start, fused):
     """Both paths of the module (fused: one node with a hand-written backward; not: autograd through the
     functional pieces) give the dense reference's logits, attention and every parameter gradient, also
@@ -490,11 +500,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 @pytest.mark.gpu
 @CUDA
-@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
-@pytest.mark.parametrize("padding", ["mask", "attend"])
-@pytest.mark.parametrize("encoding,pe_length", [("pe", "sentence"), ("bow", "sentence"), ("pe", "padded"), ("pe_centered", "padded_time")])
-@pytest.mark.parametrize("linear_start", [False, True])
-@pytest.mark.parametrize("fused", [True, False])
+@_switch_grid
 def test_memn2n_on_cuda_equals_the_dense_reference(tying, padding, encoding, pe_length, linear_start, fused):
     """On a GPU the fused node runs its PyTorch-operation backend (the C++ kernel is the CPU's): in float64 it
     gives the dense reference's logits, attention and every gradient, as on the CPU, and no C++ call is made."""
