@@ -8,7 +8,7 @@ tensors through Triton's interpreter (how the equivalence tests can run without 
 Status: with Triton 3.9.0 under ``TRITON_INTERPRET=1`` on CPU, all four neuron kinds, both resets, both dtypes
 and all five surrogates equal the reference (spikes exactly, gradients to 1e-4 relative, the initial state's
 included), for every unroll (1, 2, 4, 8) at every length T = 1..unroll and 10, and for blocks of 32 and 256. On 2026-12-06 the one-step loop (the kernels before the
-unrolling) ran on an H100 (Triton 3.6, torch 2.11): the `gpu` tests passed, and the neuron alone was latency
+unrolling) ran on an H100 (Triton 3.6, torch 2.11): the `gpu` tests passed, and the neuron alone looked latency
 bound (370 us for T = 500 over 8,192 neurons, 21x a copy of the same tensor). The unrolled loop, the default
 since, compiles for sm_90 with Triton 3.6 and 3.9 (checked on the CPU, issuing a block's loads before its
 stores), but has not run on a GPU yet: ``SWEEP=1 scripts/gpu_spiking.sh`` checks and times it there.
