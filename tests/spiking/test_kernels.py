@@ -289,8 +289,8 @@ def test_triton_interpreter_case(kind, reset, dtype, monkeypatch):
     away from their defaults, both resets and dtypes; detach and the five surrogates spread over the cases),
     comparing spikes, v, i and every gradient (the initial v and i's too, with a loss on the final v and i), for
     each unrolling of the time loop at every length T whose last block ends on another of its steps (T = 1..U,
-    so a mask off by one at any step of a block shows) and at T = 10, with 2 x 19 = 38 neurons in one program of
-    256 or in two of 32 (the second with 6)."""
+    so a mask off by one at any step of a block shows; float32) and at T = 10, with 2 x 19 = 38 neurons in one
+    program of 256 or in two of 32 (the second with 6)."""
     from overlooked.spiking.kernels import triton_lif
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
@@ -316,7 +316,8 @@ def test_triton_interpreter_case(kind, reset, dtype, monkeypatch):
     for unroll, block in [(1, 256), (2, 32), (4, 256), (8, 32)]:
         monkeypatch.setattr(triton_lif, "UNROLL", unroll)
         monkeypatch.setattr(triton_lif, "BLOCK", block)
-        for T in [*range(1, unroll + 1), 10]:
+        # Every tail in float32; float64 (the same masks and indices) at a short and a long T only, to keep CI short.
+        for T in [*range(1, unroll + 1), 10] if dtype == torch.float32 else [3, 10]:
             z1, s1, g1 = expected[T]
             before = kernels.CALLS["triton_backward"]
             z2, s2, g2 = grads(fast, T)
