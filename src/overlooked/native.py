@@ -131,11 +131,3 @@ class Library:
             self.declare(lib)
             self.lib = lib
             return lib
-
-    def available(self) -> bool:
-        """Whether the library is (or can be) built; compiles on the first call."""
-        try:
-            self.load()
-        except CompilerUnavailable:
-            return False
-        return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from overlooked import catalog
@@ -74,3 +75,24 @@ def test_synchronize_waits_for_the_named_gpu_not_the_current_one(monkeypatch):
     timing.synchronize("cuda:1")
     timing.synchronize("cpu")
     assert seen == ["cuda:1"]
+
+
+def test_full_float32_turns_tf32_off_on_a_gpu_only_and_puts_it_back():
+    """The benchmarks' shared switch: TF32 off for matmuls and cuDNN inside the block on CUDA (also when the
+    block raises), the flags as they were afterwards, and nothing touched for the CPU."""
+    from overlooked.bench import timing
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        with timing.full_float32("cpu"):
+            assert [f.allow_tf32 for f in flags] == [True, True]
+        with pytest.raises(RuntimeError, match="inside"), timing.full_float32("cuda:1"):
+            assert [f.allow_tf32 for f in flags] == [False, False]
+            raise RuntimeError("inside")
+        assert [f.allow_tf32 for f in flags] == [True, True]
+    finally:
+        for f, value in zip(flags, before):
+            f.allow_tf32 = value

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from overlooked import native
 from overlooked.memory import functional as MF
 
 
@@ -338,7 +339,7 @@ def _adjacent_inputs(softmax_mask):
     return table.requires_grad_(), temporal.requires_grad_(), words, time, slots, owner, masks, K, d
 
 
-NO_CXX = __import__("overlooked.native", fromlist=["compiler"]).compiler() is None
+NO_CXX = native.compiler() is None
 
 
 @pytest.mark.parametrize("backend", [pytest.param("cpp", marks=pytest.mark.skipif(NO_CXX, reason="no C++ compiler")), "torch"])

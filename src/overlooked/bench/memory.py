@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from overlooked.bench.timing import time_call
+from overlooked.bench.timing import full_float32, time_call
 from overlooked.config import TrainConfig
 from overlooked.memory import models as _memory_models  # noqa: F401  (registers memn2n)
 from overlooked.objectives import CrossEntropy
@@ -67,9 +67,5 @@ def bench_memory(quick: bool = False, data_dir: str | None = None, device: str =
     from overlooked.data.babi import load_babi
 
     splits = load_babi(tasks="all", size="en", data_dir=data_dir, memory_size=50)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = False
+    with full_float32(device):
         return memn2n_throughput(splits, steps=50 if quick else 200, repeats=3 if quick else 5, device=device)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32

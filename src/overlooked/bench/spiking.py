@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from overlooked.bench.timing import synchronize, time_call
+from overlooked.bench.timing import full_float32, synchronize, time_call
 from overlooked.registry import BENCHMARKS
 from overlooked.spiking import modules as M
 from overlooked.spiking.kernels.cpu import BACKWARD_PASSES, FORWARD_PASSES_WITH_GRAD
@@ -304,14 +304,8 @@ def crossover(rows: list[tuple[float, float, float]]) -> float:
 def bench_spiking(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """Linear+LIF vs the peer libraries at T=500, B=16, n in {512, 4096} (plus T=100, B=16, n=128), the
     neuron alone vs a copy, and the event-driven crossover. ``quick`` skips n=4096 and repeats less."""
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    try:
-        if device.startswith("cuda"):  # full float32 matmuls, as the peers and the CPU compute them; put back after
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+    with full_float32(device):  # full float32 matmuls, as the peers and the CPU compute them
         return _bench_spiking(quick, device)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _bench_spiking(quick: bool, device: str) -> list[dict[str, Any]]:

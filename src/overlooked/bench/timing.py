@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -13,6 +14,21 @@ def synchronize(device: str | torch.device) -> None:
     """Wait for queued GPU work so a timer measures it (no-op on CPU)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)  # that GPU's queue: the current device may be another one
+
+
+@contextlib.contextmanager
+def full_float32(device: str | torch.device) -> Iterator[None]:
+    """On a CUDA ``device``, TF32 off for matmuls and cuDNN while the block runs (then put back as it was), so a
+    GPU figure is of the same float32 arithmetic as the CPU's and the peers'; nothing changes on the CPU."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def time_call(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10, device: str = "cpu") -> dict[str, float]:
