@@ -1561,6 +1561,27 @@ def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bo
     return path, figures
 
 
+def read_summary(run: str | Path) -> dict[str, Any]:
+    """The ``summary.json`` of a finished run folder (what ``overlooked train`` reported), as a dict.
+
+    Raises:
+        OverlookedError: the folder does not exist, has no summary (an unfinished run, or not a run folder),
+            or its summary is not a JSON object (a damaged folder).
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise OverlookedError(f"{run} does not exist; pass finished run folders (the folders `overlooked train` printed)")
+    if not (run / "summary.json").is_file():
+        raise OverlookedError(f"{run} has no summary.json: it is unfinished or not a run folder; pass finished run folders")
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OverlookedError(f"{run / 'summary.json'} is not valid JSON ({exc}); the run folder is damaged") from None
+    if not isinstance(summary, dict):
+        raise OverlookedError(f"{run / 'summary.json'} holds a {type(summary).__name__}, not the object a run writes; the run folder is damaged")
+    return summary
+
+
 def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
     """A same-budget comparison table of finished runs, refused unless it obeys the fair-comparison rule.
 
@@ -1577,14 +1598,7 @@ def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
         raise OverlookedError(f"compare: {', '.join(twice)} named more than once; name each run once")
     rows = []
     for run in map(Path, runs):
-        if not run.is_dir():
-            raise OverlookedError(f"{run} does not exist; pass finished run folders (the folders `overlooked train` printed)")
-        if not (run / "summary.json").is_file():
-            raise OverlookedError(f"{run} has no summary.json: it is unfinished or not a run folder; pass finished run folders")
-        try:
-            s = json.loads((run / "summary.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise OverlookedError(f"{run / 'summary.json'} is not valid JSON ({exc}); the run folder is damaged") from None
+        s = read_summary(run)
         accuracy = s.get("test_accuracy", s.get("test_accuracy_mean"))
         if accuracy is None:
             raise OverlookedError(f"{run / 'summary.json'} reports no test_accuracy (nor test_accuracy_mean); compare needs finished training runs")

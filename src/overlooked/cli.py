@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import select
 import sys
 from pathlib import Path
 from typing import Any
@@ -268,12 +269,55 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print CONFIG with its overrides applied and checked, as a run would write it to config.yaml."""
+    """Print CONFIG with its overrides applied and checked, as a run would write it to config.yaml; or, for a
+    finished run folder, what the run reported."""
+    from pathlib import Path
+
     from overlooked import api
 
+    if Path(args.config).is_dir():
+        if args.overrides:
+            raise OverlookedError(f"{args.config} is a run folder: `show RUN` prints what the run reported and takes no overrides (they apply to configs)")
+        _show_run(Path(args.config))
+        return 0
     cfg = api.load(args.config, list(args.overrides))  # loaded and fully checked
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
+
+
+def _read_json(path: Any) -> dict[str, Any]:
+    """A run's small JSON file as a dict; an empty one when it is missing or damaged (shown as unknown)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _show_run(run: Any) -> None:
+    """What a finished run reported: model, data, budget, where and when it ran, its headline numbers and,
+    for grouped data (bAbI tasks), accuracy and error per group."""
+    from overlooked import api
+
+    summary = api.read_summary(run)
+    env, meta = _read_json(run / "environment.json"), _read_json(run / "data_meta.json")
+    budget = ", ".join(f"{summary[k]:g} {k}" for k in ("steps", "epochs") if isinstance(summary.get(k), (int, float)))
+    trials = f", {summary['trials']} seeds" if isinstance(summary.get("trials"), int) and summary["trials"] > 1 else ""
+    print(f"{summary.get('name', run.name)}: model {summary.get('model', 'unknown')} on {summary.get('dataset', 'unknown')}" + (f", {budget}" if budget else "") + trials)
+    where = env.get("cpu") if env.get("device", "cpu") == "cpu" else env.get("gpu", env.get("device"))
+    print(f"ran {env.get('date', 'at an unknown date')} on {where or 'unknown hardware'}, torch {env.get('torch', 'unknown')}, git {str(env.get('git_commit', 'unknown'))[:12]}")
+    if summary.get("selection"):
+        print(f"reported weights: {summary['selection']}")
+    _print_summary(run, summary)
+    groups = summary.get("test_group_accuracy")
+    if isinstance(groups, dict) and groups:
+        splits = [k for k in ("test", "val", "train") if isinstance(summary.get(f"{k}_group_accuracy"), dict)]
+        name = meta.get("group_key", "group")
+        print(f"{name:>6}  " + "  ".join(f"{k + ' acc':>9}" for k in splits) + f"  {'test err %':>10}")
+        for g, acc in groups.items():
+            row = [summary[f"{k}_group_accuracy"].get(g) for k in splits]
+            print(f"{g:>6}  " + "  ".join(f"{v:>9.4f}" if isinstance(v, (int, float)) else f"{'-':>9}" for v in row) + f"  {100 * (1 - acc):>10.2f}")
+    print(f"config: {run / 'config.yaml'} (`overlooked train {run / 'config.yaml'}` trains it again)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -468,8 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, out=False)
     p.set_defaults(fn=cmd_ask)
 
-    p = sub.add_parser("show", help="print a config with its overrides applied and checked (what a run writes to config.yaml)")
-    p.add_argument("config", help="packaged config name (see `overlooked list configs`) or a YAML file")
+    p = sub.add_parser("show", help="print a config with its overrides applied and checked (what a run writes to config.yaml), or what a finished run reported")
+    p.add_argument("config", help="packaged config name (see `overlooked list configs`), a YAML file, or a run folder")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.kwargs.hops=2")
     p.set_defaults(fn=cmd_show)
 
@@ -580,15 +624,30 @@ def main(argv: list[str] | None = None) -> int:
             print("overlooked: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        try:  # was it our output whose reader went away (`... | head`)? Its unwritten text fails again
-            sys.stdout.flush()
-        except BrokenPipeError:
+        if _stdout_reader_gone():  # our output's reader went away (`... | head`)
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
             return 141  # quietly, as other tools stopped by SIGPIPE
         raise  # another pipe (a plugin's, a subprocess's): a genuine error
     finally:
         _end_distributed()
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output's reader has gone. Buffered output still holds the text that could not be
+    written, so flushing fails again; unbuffered output (``PYTHONUNBUFFERED=1``) holds none, so the pipe itself
+    is asked: polling a pipe whose readers have all closed reports an error (POLLERR; POLLHUP on some
+    systems)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or a stdout with no file behind it
+        return False
 
 
 def _end_distributed() -> None:

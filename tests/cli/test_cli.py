@@ -329,6 +329,40 @@ def test_show_prints_the_resolved_checked_config(capsys):
     assert "unknown key(s) model.kwargs.hopz" in capsys.readouterr().err
 
 
+def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys):
+    """`show RUN`: the run's model, data, budget, machine and headline numbers from its own files; per group
+    (bAbI tasks) accuracy on each split and test error; refusals for overrides, unfinished and damaged folders."""
+    runs = tmp_path / "runs"
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=4", "--out", str(runs)]) == 0
+    (run,) = runs.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    env = json.loads((run / "environment.json").read_text())
+    capsys.readouterr()
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{summary['name']}: model {summary['model']} on {summary['dataset']}, 4 steps")
+    assert f"git {env['git_commit'][:12]}" in out and f"test_accuracy: {summary['test_accuracy']:.4f}" in out
+    assert f"config: {run / 'config.yaml'}" in out and "test err %" not in out  # ungrouped data: no table
+    # A grouped run (as bAbI's per-task accuracies): one row per group, test error = 100 (1 - accuracy)
+    summary.update(test_group_accuracy={"1": 1.0, "2": 0.875}, val_group_accuracy={"1": 0.5, "2": 0.25})
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "data_meta.json").write_text(json.dumps({"group_key": "task"}))
+    assert main(["show", str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "test err %" in line)
+    assert lines[header].split() == ["task", "test", "acc", "val", "acc", "test", "err", "%"]
+    assert [line.split() for line in lines[header + 1 : header + 3]] == [["1", "1.0000", "0.5000", "0.00"], ["2", "0.8750", "0.2500", "12.50"]]
+    assert "groups: mean test error 6.25% over 2, 1 failed (error > 5%)" in lines
+    assert main(["show", str(run), "train.lr=0.1"]) == 2
+    assert "is a run folder" in capsys.readouterr().err
+    (run / "summary.json").write_text("{not json")
+    assert main(["show", str(run)]) == 2
+    assert "summary.json is not valid JSON" in capsys.readouterr().err
+    (run / "summary.json").unlink()
+    assert main(["show", str(run)]) == 2
+    assert "has no summary.json: it is unfinished" in capsys.readouterr().err
+
+
 def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tmp_path, capsys):
     """Found by a bad-input review: each of these was a raw traceback or a silently wrong result."""
     runs = tmp_path / "runs"

@@ -4,6 +4,8 @@ run in a batch job, an interrupted one, output piped into `head`, options in an 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -205,6 +207,20 @@ def test_output_into_a_closed_pipe_ends_quietly_and_another_broken_pipe_does_not
     plugin.write_text("raise BrokenPipeError(32, 'Broken pipe (a subprocess)')\n")
     with pytest.raises(BrokenPipeError, match="a subprocess"):
         main(["--import", str(plugin), "list"])
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_real_pipe_without_a_reader_ends_quietly_buffered_or_not(unbuffered):
+    """The same through a real pipe whose reader has already gone, in a process of its own. With
+    PYTHONUNBUFFERED=1 no text is left to fail a second flush; the pipe itself says its reader is gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader from the start, as after `| head` has quit
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    try:
+        done = subprocess.run([sys.executable, "-m", "overlooked", "list"], stdout=write_end, stderr=subprocess.PIPE, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and "Traceback" not in done.stderr.decode(), done.stderr.decode()
 
 
 def test_the_folder_to_resume_is_the_runs_own_container_and_no_folder_above_it(tmp_path, monkeypatch):
