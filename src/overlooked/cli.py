@@ -317,7 +317,11 @@ def _show_run(run: Any) -> None:
         for g, acc in groups.items():
             row = [summary[f"{k}_group_accuracy"].get(g) for k in splits]
             print(f"{g:>6}  " + "  ".join(f"{v:>9.4f}" if isinstance(v, (int, float)) else f"{'-':>9}" for v in row) + f"  {100 * (1 - acc):>10.2f}")
-    print(f"config: {run / 'config.yaml'} (`overlooked train {run / 'config.yaml'}` trains it again)")
+    print(f"config: {run / 'config.yaml'}")
+    if isinstance(env.get("argv"), list) and env["argv"]:
+        from overlooked.bench.report import command_of
+
+        print(f"command: {command_of(env)}")  # as it was typed, in the folder it ran from
 
 
 def cmd_list(args: argparse.Namespace) -> int:

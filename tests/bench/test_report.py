@@ -206,3 +206,15 @@ def test_the_header_names_run_folders_read_from_elsewhere():
     assert render_results([], source=None).startswith(HEADER)
     text = render_results([], source="`/tmp/runs`")
     assert "from the run summaries under `/tmp/runs`" in text and "committed under" not in text.split("## Runs")[0]
+
+
+def test_command_of_names_our_command_line_and_nothing_else_as_overlooked():
+    from overlooked.bench.report import command_of
+
+    rest = ["train", "cnn_mnist", "train.epochs=2"]
+    for first in ("/x/.venv/bin/overlooked", "-m", "/x/src/overlooked/__main__.py"):
+        assert command_of({"argv": [first, *rest]}) == "overlooked train cnn_mnist train.epochs=2"
+    # another program that trained through the API keeps its own name (pytest's __main__ is not ours)
+    assert command_of({"argv": ["/x/site-packages/pytest/__main__.py", "-q"]}) == "/x/site-packages/pytest/__main__.py -q"
+    assert command_of({"argv": ["python", "scripts/pool_seeds.py"], "overlooked_data_env": "../d"}) == "OVERLOOKED_DATA=../d python scripts/pool_seeds.py"
+    assert command_of({}) == command_of({"argv": []}) == "(unknown)"

@@ -329,11 +329,14 @@ def test_show_prints_the_resolved_checked_config(capsys):
     assert "unknown key(s) model.kwargs.hopz" in capsys.readouterr().err
 
 
-def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys):
-    """`show RUN`: the run's model, data, budget, machine and headline numbers from its own files; per group
-    (bAbI tasks) accuracy on each split and test error; refusals for overrides, unfinished and damaged folders."""
+def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, monkeypatch):
+    """`show RUN`: the run's model, data, budget, machine, command and headline numbers from its own files; per
+    group (bAbI tasks) accuracy on each split and test error; refusals for overrides, unfinished and damaged folders."""
     runs = tmp_path / "runs"
-    assert main(["train", str(_config(tmp_path)), "train.max_steps=4", "--out", str(runs)]) == 0
+    args = ["train", str(_config(tmp_path)), "train.max_steps=4", "--out", str(runs)]
+    monkeypatch.setattr(sys, "argv", ["/somewhere/bin/overlooked", *args])  # the process as the console script starts it
+    monkeypatch.delenv("OVERLOOKED_DATA", raising=False)
+    assert main(args) == 0
     (run,) = runs.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     env = json.loads((run / "environment.json").read_text())
@@ -343,6 +346,7 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys):
     assert out.startswith(f"{summary['name']}: model {summary['model']} on {summary['dataset']}, 4 steps")
     assert f"git {env['git_commit'][:12]}" in out and f"test_accuracy: {summary['test_accuracy']:.4f}" in out
     assert f"config: {run / 'config.yaml'}" in out and "test err %" not in out  # ungrouped data: no table
+    assert f"command: overlooked train {_config(tmp_path)} train.max_steps=4 --out {runs}\n" in out
     # A grouped run (as bAbI's per-task accuracies): one row per group, test error = 100 (1 - accuracy)
     summary.update(test_group_accuracy={"1": 1.0, "2": 0.875}, val_group_accuracy={"1": 0.5, "2": 0.25})
     (run / "summary.json").write_text(json.dumps(summary))

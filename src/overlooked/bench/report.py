@@ -47,12 +47,20 @@ class Run:
 
     @property
     def command(self) -> str:
-        argv = list(self.environment.get("argv", []))
-        if not argv:
-            return "(unknown)"
-        head = "overlooked" if argv[0].endswith(("overlooked", "__main__.py", "-m")) else Path(argv[0]).name
-        data = self.environment.get("overlooked_data_env")
-        return " ".join(([f"OVERLOOKED_DATA={data}"] if data else []) + [head, *argv[1:]])
+        return command_of(self.environment)
+
+
+def command_of(environment: dict[str, Any]) -> str:
+    """The command line that made a run, from its ``environment.json``: ``overlooked ...`` when the process
+    was our command line (its script, ``python -m overlooked``), else the process's own first word (a script,
+    ``python``); ``OVERLOOKED_DATA=...`` in front when it was set. "(unknown)" without a recorded ``argv``."""
+    argv = [str(a) for a in environment.get("argv") or []]
+    if not argv:
+        return "(unknown)"
+    first = Path(argv[0])
+    ours = argv[0] == "-m" or first.name == "overlooked" or (first.name == "__main__.py" and first.parent.name == "overlooked")
+    data = environment.get("overlooked_data_env")
+    return " ".join(([f"OVERLOOKED_DATA={data}"] if data else []) + ["overlooked" if ours else argv[0], *argv[1:]])
 
 
 def collect_runs(roots: list[Path]) -> list[Run]:
