@@ -142,3 +142,81 @@ def test_crossover_interpolates_between_bracketing_rates():
     assert crossover(rows) == pytest.approx((0.5 * 0.1) ** 0.5)
     assert crossover([(0.5, 1.0, 2.0)]) == 0.5
     assert crossover([(0.5, 3.0, 2.0), (0.1, 3.0, 2.0)]) == 0.0
+
+
+def _trained_looking(net: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:
+    """``net`` in float64 eval mode with batch-norm statistics measured on ``x`` (as training leaves them) and
+    affine terms that are not the identity, so that folding them matters and every layer spikes."""
+    g = torch.Generator().manual_seed(seed)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    net.double().train()
+    with torch.no_grad():
+        for m in norms:
+            m.momentum = None  # a cumulative average: the statistics of this one batch
+            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.75)
+            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2 + 0.4)
+        for m in net.modules():
+            if isinstance(m, M.PLIFCell):  # a learned time constant other than the initial one
+                m.w.fill_(0.8 * float(torch.randn((), generator=g)) - 0.3)
+        net(x)
+    return net.eval()
+
+
+def _block_spikes(net: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda m, a, z: seen.append(z)) for b in net.blocks]
+    try:
+        with torch.no_grad():
+            logits = net(x)["logits"]
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, logits
+
+
+@pytest.mark.parametrize("neuron", ["plif", "lif"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_a_trained_spikingnet_runs_event_driven_as_its_own_forward(arch, neuron):
+    """EventNetwork.from_model = the model's own (clock-driven, fused-scan) forward in eval mode: the same
+    spikes in every block and the same logits, for direct encoding and for a spike sequence; and its counts
+    are the SOPs and MACs that synops.energy_report computes from the same run's spike counts."""
+    from overlooked.spiking.encode import rate_encode
+    from overlooked.spiking.models import spiking_cnn, spiking_mlp
+    from overlooked.spiking.synops import energy_report
+
+    torch.manual_seed(0)
+    if arch == "mlp":
+        net = spiking_mlp(input_shape=(1, 6, 6), hidden=(24, 16), steps=5, neuron=neuron)
+    else:
+        net = spiking_cnn(image_size=8, channels=(3, 4), kernel_size=3, hidden=12, steps=4, neuron=neuron)
+    side = 6 if arch == "mlp" else 8
+    image = torch.rand(5, 1, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    net = _trained_looking(net, image, seed=1)
+    events = E.EventNetwork.from_model(net)
+    for x in (image, rate_encode(image, net.steps, generator=torch.Generator().manual_seed(3))):
+        result = events.run(x)
+        spikes, logits = _block_spikes(net, x)
+        assert len(result.spikes) == len(spikes) == len(net.blocks)
+        for got, want in zip(result.spikes, spikes):
+            assert torch.equal(got, want)
+            assert 0 < float(want.mean()) < 1  # every block spikes, and not everywhere
+        torch.testing.assert_close(result.logits, logits, rtol=1e-12, atol=1e-12)
+        report = energy_report(net, x)
+        n = report["examples"]
+        for (updates, _), row in zip(result.per_layer, report["layers"]):
+            assert updates == pytest.approx(row["sops"] * n, rel=1e-12, abs=1e-9)
+        assert result.macs == pytest.approx(report["totals"]["macs"] * n, rel=1e-12)
+        assert (result.macs > 0) == (x.dim() == image.dim())  # MACs only for the real-valued (static) input
+
+
+def test_from_model_refuses_what_it_cannot_step():
+    from overlooked.spiking.models import SpikingBlock, SpikingNet, spiking_mlp
+
+    with pytest.raises(TypeError, match="takes a SpikingNet"):
+        E.EventNetwork.from_model(nn.Sequential(nn.Linear(2, 2)))
+    alif = SpikingNet([SpikingBlock(nn.Linear(4, 3), M.ALIF())], nn.Linear(3, 2), steps=2, input_shape=(4,))
+    with pytest.raises(ValueError, match="block 0: event simulation steps IF, LIF and PLIF neurons, got ALIF"):
+        E.EventNetwork.from_model(alif)
+    net = spiking_mlp(input_shape=(1, 4, 4), hidden=(8,), steps=2).eval()
+    with pytest.raises(ValueError, match=r"static input \[B, 1, 4, 4\] or time-first spikes \[T, B, 1, 4, 4\]; got \[2, 3, 16\]"):
+        E.EventNetwork.from_model(net).run(torch.zeros(2, 3, 16))

@@ -1,8 +1,12 @@
 """Event-driven inference for feed-forward IF/LIF networks: work only for the synapses of neurons that spiked.
 
 A network is a list of modules in which every synapse (``nn.Linear``, ``nn.Conv2d``, or ``nn.AvgPool2d``
-taken as the linear map it is) is followed by a neuron (``IFCell``/``LIFCell`` or the ``IF``/``LIF``
-sequence module); ``nn.Flatten`` may sit anywhere. Time is clock-stepped at the cells' ``dt`` as in
+taken as the linear map it is) is followed by a neuron (``IFCell``/``LIFCell``/``PLIFCell`` or the
+``IF``/``LIF``/``PLIF`` sequence module); ``nn.Flatten`` may sit anywhere. :meth:`EventNetwork.from_model`
+lays out a trained ``SpikingNet`` (``spiking_mlp``, ``spiking_cnn``) the same way, with what those models add:
+batch norm folded into the synapse, average pooling of the synaptic currents before the neuron, a
+real-valued first layer under direct encoding (computed once, densely, as the model does) and the
+non-spiking readout averaged over the steps (the logits). Time is clock-stepped at the cells' ``dt`` as in
 the reference (forward Euler; leak is applied to every neuron every step), but synaptic input is event
 driven: at each step the spikes of the previous layer are listed and each spike's outgoing weights (a
 weight row for a linear layer, a kernel slice per valid offset for a convolution) are scattered into the
@@ -16,6 +20,7 @@ PyTorch op). With float64 state and dyadic weights both sum exactly, so their sp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +30,8 @@ from overlooked.spiking import modules as M
 
 Tensor = torch.Tensor
 SYNAPSES = (nn.Linear, nn.Conv2d, nn.AvgPool2d)
-NEURONS = (M.IFCell, M.LIFCell, M.IF, M.LIF)
+SEQUENCES = (M.IF, M.LIF, M.PLIF)  # sequence modules whose cell steps one time step
+NEURONS = (M.IFCell, M.LIFCell, *SEQUENCES)  # PLIFCell is a LIFCell (the same step, tau from its learned w)
 
 
 @dataclass
@@ -36,13 +42,18 @@ class EventResult:
         spikes: per neuron layer, spikes ``[T, B, ...]``.
         synaptic_updates: weights scattered (one per spike per target), summed over layers, steps, batch.
         dense_updates: what the dense path multiplies-and-adds for the same synapses (all inputs, all steps).
-        per_layer: ``(synaptic_updates, dense_updates)`` per synapse layer.
+        per_layer: ``(synaptic_updates, dense_updates)`` per synapse layer (the readout last, for a model).
+        macs: multiply-accumulates of a real-valued first layer (a model under direct encoding): its
+            connections, once per example, as the input does not change over the steps; 0 otherwise.
+        logits: a model's readout averaged over the steps ``[B, C]`` (None for a plain layer list).
     """
 
     spikes: list[Tensor]
     synaptic_updates: int = 0
     dense_updates: int = 0
     per_layer: list[tuple[int, int]] = field(default_factory=list)
+    macs: int = 0
+    logits: Tensor | None = None
 
 
 def _stages(layers: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module, nn.Module]]:
@@ -60,7 +71,7 @@ def _stages(layers: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module, n
         elif isinstance(layer, NEURONS):
             if synapse is None:
                 raise ValueError(f"neuron {type(layer).__name__} has no synapse before it")
-            stages.append((pending, synapse, layer.cell if isinstance(layer, M.IF | M.LIF) else layer))
+            stages.append((pending, synapse, layer.cell if isinstance(layer, SEQUENCES) else layer))
             pending, synapse = [], None
         else:
             raise ValueError(f"event simulation supports {[c.__name__ for c in (*SYNAPSES, nn.Flatten, *NEURONS)]}, got {type(layer).__name__}")
@@ -165,8 +176,52 @@ class EventNetwork:
     """
 
     def __init__(self, layers: list[nn.Module]):
-        self.stages = _stages(layers)
+        self.stages: list[tuple[list[nn.Module], nn.Module, nn.Module | None, nn.Module]] = [(r, s, None, c) for r, s, c in _stages(layers)]
+        self.readout: nn.Linear | None = None  # a model's non-spiking readout
+        self.steps: int | None = None  # a model's steps (direct encoding runs this many)
+        self.input_shape: tuple[int, ...] | None = None  # a model's input, one example at one step
         self._rows: dict[tuple[int, torch.dtype], tuple[Tensor, tuple[int, int, int, int] | None]] = {}
+
+    @classmethod
+    def from_model(cls, net: nn.Module) -> EventNetwork:
+        """A trained ``SpikingNet`` (:mod:`overlooked.spiking.models`) laid out for event-driven inference.
+
+        Each block's batch norm is folded into its synapse with the running statistics
+        (:func:`~overlooked.spiking.models.fold_batchnorm`, as in eval mode); a block's average pooling is
+        applied to the scattered currents before its neuron (pooling adds are not synaptic updates, as in
+        :mod:`overlooked.spiking.synops`); dropout is left out (inference). :meth:`run` then takes what the
+        model takes: a static image (direct encoding) or a time-first spike sequence, and returns the logits
+        too. The network is copied: later changes to ``net`` do not reach it.
+
+        Raises:
+            TypeError: ``net`` is not a ``SpikingNet``.
+            ValueError: a block or readout this simulator cannot step (named, with what it supports).
+        """
+        from overlooked.spiking.models import SpikingNet, fold_batchnorm
+
+        if not isinstance(net, SpikingNet):
+            raise TypeError(f"EventNetwork.from_model takes a SpikingNet (spiking_mlp, spiking_cnn), got {type(net).__name__}; build a layer list for other networks")
+        self = cls.__new__(cls)
+        self._rows, self.stages = {}, []
+        for i, block in enumerate(net.blocks):
+            folded = fold_batchnorm(block)  # a copy with the running statistics folded into the synapse
+            *reshapes, synapse = list(folded.synapse) if isinstance(folded.synapse, nn.Sequential) else [folded.synapse]
+            if not isinstance(synapse, nn.Linear | nn.Conv2d) or any(not isinstance(r, nn.Flatten) or r.start_dim != 1 or r.end_dim != -1 for r in reshapes):
+                raise ValueError(f"block {i}: event simulation steps a Linear or Conv2d synapse (after nn.Flatten() at most), got {folded.synapse}")
+            if isinstance(synapse, nn.Conv2d):
+                _conv_geometry(synapse, synapse.in_channels)  # refuses what the scatter cannot do
+            if folded.pool is not None and not isinstance(folded.pool, nn.AvgPool2d):
+                raise ValueError(f"block {i}: event simulation pools currents with nn.AvgPool2d only, got {type(folded.pool).__name__}")
+            if not isinstance(folded.neuron, SEQUENCES):
+                raise ValueError(f"block {i}: event simulation steps IF, LIF and PLIF neurons, got {type(folded.neuron).__name__}")
+            self.stages.append((list(reshapes), synapse, folded.pool, folded.neuron.cell))
+        if not isinstance(net.readout, nn.Linear):
+            raise ValueError(f"event simulation reads out through an nn.Linear, got {type(net.readout).__name__}")
+        import copy
+
+        self.readout = copy.deepcopy(net.readout)
+        self.steps, self.input_shape = net.steps, tuple(net.input_shape)
+        return self
 
     def _layout(self, k: int, syn: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype):
         if (k, dtype) not in self._rows:
@@ -175,7 +230,9 @@ class EventNetwork:
 
     @torch.no_grad()
     def run(self, spikes: Tensor) -> EventResult:
-        """Simulate on input spikes ``[T, B, *in_shape]`` (0/1 values).
+        """Simulate on input spikes ``[T, B, *in_shape]`` (0/1 values); a network made by :meth:`from_model`
+        also takes the model's static input ``[B, *input_shape]`` (direct encoding: the first layer's current,
+        computed once, drives its neurons for the model's ``steps``).
 
         The scatters are many tiny ops, so this runs on one intra-op thread: with two OpenMP threads on
         the 2-core dev machine a T=20 run of a 4096x4096 layer at 0.5 % activity took 1.78 s instead of
@@ -184,7 +241,11 @@ class EventNetwork:
         Returns:
             :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
         """
-        if not bool(((spikes == 0) | (spikes == 1)).all()):
+        direct = self.input_shape is not None and spikes.dim() == len(self.input_shape) + 1 and tuple(spikes.shape[1:]) == self.input_shape
+        if self.input_shape is not None and not direct and (spikes.dim() != len(self.input_shape) + 2 or tuple(spikes.shape[2:]) != self.input_shape):
+            dims = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"the model reads a static input [B, {dims}] or time-first spikes [T, B, {dims}]; got {list(spikes.shape)}")
+        if not direct and not bool(((spikes == 0) | (spikes == 1)).all()):
             odd = spikes[(spikes != 0) & (spikes != 1)].flatten()[:3].tolist()
             raise ValueError(
                 f"event-driven simulation takes binary input spikes (0 or 1), got values such as {odd}: each nonzero "
@@ -194,34 +255,56 @@ class EventNetwork:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._run(spikes)
+            return self._run(spikes, direct)
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, spikes: Tensor) -> EventResult:
+    def _run(self, spikes: Tensor, direct: bool = False) -> EventResult:
         result = EventResult(spikes=[])
         s_in = spikes
-        for k, (reshapes, syn, cell) in enumerate(self.stages):
-            for _ in reshapes:
-                s_in = s_in.flatten(2)  # [T, B, features]: Flatten(1) per step
-            in_shape = tuple(s_in.shape[2:])
-            rows, geometry = self._layout(k, syn, in_shape, s_in.dtype)
-            dense = int(fan_out(syn, in_shape).sum()) * s_in.shape[0] * s_in.shape[1]
-            updates, state, out = 0, None, []
-            for t in range(s_in.shape[0]):
-                if isinstance(syn, nn.Linear):
-                    current, n = _scatter_linear(syn, s_in[t], rows)
-                else:
-                    current, n = _scatter_conv(syn, s_in[t], rows, geometry)
-                updates += n
+        for k, (reshapes, syn, pool, cell) in enumerate(self.stages):
+            counted = [0]  # weights scattered by this stage
+            if k == 0 and direct:  # a real-valued input: one dense current per example, the same at every step
+                x = s_in.flatten(1) if reshapes else s_in
+                constant = _as_dtype(syn, x.dtype)(x)
+                constant = pool(constant) if pool is not None else constant
+                result.macs = dense = int(fan_out(syn, tuple(x.shape[1:])).sum()) * x.shape[0]
+                currents: Any = (constant for _ in range(int(self.steps or 0)))  # steps: set by from_model, which alone allows this
+            else:
+                for _ in reshapes:
+                    s_in = s_in.flatten(2)  # [T, B, features]: Flatten(1) per step
+                in_shape = tuple(s_in.shape[2:])
+                dense = int(fan_out(syn, in_shape).sum()) * s_in.shape[0] * s_in.shape[1]
+                currents = (self._scatter(k, syn, in_shape, s_t, pool, counted) for s_t in s_in)
+            state, out = None, []
+            for current in currents:
                 z, state = cell(current, state)
                 out.append(z)
             s_in = torch.stack(out)
             result.spikes.append(s_in)
-            result.per_layer.append((updates, dense))
-            result.synaptic_updates += updates
+            result.per_layer.append((counted[0], dense))
+            result.synaptic_updates += counted[0]
+            result.dense_updates += dense
+        if self.readout is not None:  # the model's non-spiking readout: each step's spikes scattered, averaged over time
+            s_in = s_in.flatten(2)
+            counted, total = [0], None
+            for s_t in s_in:
+                current = self._scatter(len(self.stages), self.readout, tuple(s_in.shape[2:]), s_t, None, counted)
+                total = current if total is None else total + current
+            result.logits = total / s_in.shape[0]
+            dense = self.readout.in_features * self.readout.out_features * s_in.shape[0] * s_in.shape[1]
+            result.per_layer.append((counted[0], dense))
+            result.synaptic_updates += counted[0]
             result.dense_updates += dense
         return result
+
+    def _scatter(self, k: int, syn: nn.Module, in_shape: tuple[int, ...], s: Tensor, pool: nn.Module | None, counted: list[int]) -> Tensor:
+        """One step's synaptic current from the spikes ``s`` ``[B, *in_shape]`` (pooled if the stage pools),
+        adding the weights scattered to ``counted[0]``."""
+        rows, geometry = self._layout(k, syn, in_shape, s.dtype)
+        current, n = _scatter_linear(syn, s, rows) if isinstance(syn, nn.Linear) else _scatter_conv(syn, s, rows, geometry)
+        counted[0] += n
+        return pool(current) if pool is not None else current
 
 
 def run_events(layers: list[nn.Module], spikes: Tensor) -> EventResult:
