@@ -16,7 +16,7 @@ import math
 import re
 import statistics
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -1713,6 +1713,24 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     return [*written, page]
 
 
+def figure_labels(runs: list[Any], tag: Callable[[Any], str] = lambda run: "") -> dict[Path, str]:
+    """A label per run folder for the figures: the run's config name and ``tag(run)`` (e.g. a converted run's
+    norm), or, where two runs share that, the folder's name without its date stamp (e.g.
+    ``snn_mlp_mnist_400steps``), and the whole folder name where even that repeats.
+
+    >>> from types import SimpleNamespace as R
+    >>> runs = [R(folder=Path("a-20261128-034743"), config={"name": "a"}, summary={}), R(folder=Path("a_short-20261206-135409"), config={"name": "a"}, summary={})]
+    >>> sorted(figure_labels(runs).values())
+    ['a', 'a_short']
+    """
+    names = {run.folder: " ".join(filter(None, [run.config.get("name") or run.summary.get("name") or run.folder.name, tag(run)])) for run in runs}
+    stems = {f: re.sub(r"-\d{8}-\d{6}$", "", f.name) for f in names}
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    labels = {f: (stems[f] if n in shared else n) for f, n in names.items()}
+    twice = {v for v in labels.values() if list(labels.values()).count(v) > 1}
+    return {f: (f.name if v in twice else v) for f, v in labels.items()}
+
+
 def paper_scale_figures(runs: list[Any], folder: Path, datasets: tuple[str, ...] = ("mnist",)) -> list[Path]:
     """Accuracy against forward FLOPs per example of every committed (full-budget) run on ``datasets``: the
     arena at the runs' own budgets, one figure per dataset (``docs/figures/runs_<dataset>_accuracy_flops.png``).
@@ -1723,13 +1741,13 @@ def paper_scale_figures(runs: list[Any], folder: Path, datasets: tuple[str, ...]
     written = []
     for dataset in datasets:
         rows = []
-        for run in runs:
+        chosen = [r for r in runs if r.summary.get("dataset") == dataset and r.summary.get("test_accuracy") is not None and r.summary.get("flops_per_example")]
+        names = figure_labels(chosen)
+        for run in chosen:
             s = run.summary
-            if s.get("dataset") != dataset or s.get("test_accuracy") is None or not s.get("flops_per_example"):
-                continue
             family = MODELS.tags(s["model"]).get("family") if s.get("model") in MODELS else None
             gpu = run.environment.get("gpu")
-            label = (run.config.get("name") or s["model"]) + (f" ({gpu.split()[-1]})" if gpu else "")
+            label = names[run.folder] + (f" ({gpu.split()[-1]})" if gpu else "")
             rows.append({"case": label, "role": "family" if family in ("memory", "spiking", "capsules") else "baseline", "test_accuracy": s["test_accuracy"], "flops_per_example": s["flops_per_example"]})
         if len(rows) >= 2:
             title = f"{dataset}: committed runs at their own budgets"
@@ -1743,16 +1761,16 @@ def energy_figure(runs: list[Any], folder: Path) -> list[Path]:
     from overlooked.plots.arena import energy_bars_figure
 
     items = []
-    for run in sorted(runs, key=lambda r: r.folder.name):
-        energy = run.summary.get("energy")
-        if not energy:
-            continue
+    chosen = sorted((r for r in runs if r.summary.get("energy")), key=lambda r: r.folder.name)
+    names = figure_labels(chosen, lambda run: str(run.summary.get("norm") or ""))
+    for run in chosen:
+        energy = run.summary["energy"]
         per_t = {f"T={t}": energy[str(t)] for t in (32, 64) if str(t) in energy} or {"": energy}
         for tag, rep in per_t.items():
             totals = rep.get("totals", {})
             if totals.get("snn_energy_pj") is None:
                 continue
-            label = (run.summary.get("name") or run.folder.name) + (f" {run.summary.get('norm', '')} {tag}" if tag else "")
+            label = names[run.folder] + (f" {tag}" if tag else "")
             items.append((label.strip(), totals["snn_energy_pj"] / 1e6, totals["ann_energy_pj"] / 1e6))
     if not items:
         return []

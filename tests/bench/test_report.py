@@ -51,6 +51,9 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
         check_fair([a, {**b, "test_examples": 10000, "data_fingerprint": "y"}], max_examples=5)
     with pytest.raises(UnfairComparisonError, match=r"b \(runs/b\) saw 6 training examples"):
         check_fair([a, {**b, "test_examples": 10000, "examples_seen": 6}], max_examples=5)
+    # a summary whose counts are null (not absent) is named as not reporting them, never a TypeError
+    with pytest.raises(UnfairComparisonError, match=r"b \(runs/b\) does not report examples_seen"):
+        check_fair([a, {**b, "test_examples": 10000, "examples_seen": None, "trials": None}], max_examples=5)
 
 
 def test_compare_refuses_missing_damaged_and_unfinished_folders(tmp_path):

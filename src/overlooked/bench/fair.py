@@ -38,10 +38,10 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
         before = (row.get("init_from") or {}).get("examples_seen") or 0  # a run started from another run's weights
         if row.get("init_from") and (row["init_from"].get("examples_seen") is None):
             problems.append(f"{name} started from the weights of {row['init_from'].get('run')}, whose examples seen are not recorded")
-        if row.get("examples_seen", 0) + before > max_examples:
+        if (row.get("examples_seen") or 0) + before > max_examples:  # a null count is named above as missing
             counted = f"{row['examples_seen'] + before} training examples ({row['examples_seen']} here, {before} in the run it started from)" if before else f"{row['examples_seen']} training examples"
             problems.append(f"{name} saw {counted}, over the budget of {max_examples}")
-        if row.get("trials", 1) > MAX_TRIALS:
+        if (row.get("trials") or 1) > MAX_TRIALS:
             problems.append(f"{name} used {row['trials']} hyper-parameter trials, more than {MAX_TRIALS}")
     def label(row: dict[str, Any]) -> str:
         return row.get("run") or row.get("model", "?")
