@@ -1716,7 +1716,8 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
 def figure_labels(runs: list[Any], tag: Callable[[Any], str] = lambda run: "") -> dict[Path, str]:
     """A label per run folder for the figures: the run's config name and ``tag(run)`` (e.g. a converted run's
     norm), or, where two runs share that, the folder's name without its date stamp (e.g.
-    ``snn_mlp_mnist_400steps``), and the whole folder name where even that repeats.
+    ``snn_mlp_mnist_400steps``), the whole folder name where even that repeats, and its path where two roots
+    hold folders of one name.
 
     >>> from types import SimpleNamespace as R
     >>> runs = [R(folder=Path("a-20261128-034743"), config={"name": "a"}, summary={}), R(folder=Path("a_short-20261206-135409"), config={"name": "a"}, summary={})]
@@ -1728,7 +1729,9 @@ def figure_labels(runs: list[Any], tag: Callable[[Any], str] = lambda run: "") -
     shared = {n for n in names.values() if list(names.values()).count(n) > 1}
     labels = {f: (stems[f] if n in shared else n) for f, n in names.items()}
     twice = {v for v in labels.values() if list(labels.values()).count(v) > 1}
-    return {f: (f.name if v in twice else v) for f, v in labels.items()}
+    labels = {f: (f.name if v in twice else v) for f, v in labels.items()}
+    twice = {v for v in labels.values() if list(labels.values()).count(v) > 1}  # one folder name under two roots
+    return {f: (str(f) if v in twice else v) for f, v in labels.items()}
 
 
 def paper_scale_figures(runs: list[Any], folder: Path, datasets: tuple[str, ...] = ("mnist",)) -> list[Path]:

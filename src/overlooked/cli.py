@@ -65,8 +65,11 @@ def _group_line(groups: dict[str, float]) -> str:
     """
     from overlooked.bench.report import FAILED_ABOVE, error_percent, failed_count
 
-    errors = [error_percent(a) for a in groups.values()]
-    return f"mean test error {sum(errors) / len(errors):.2f}% over {len(errors)}, {failed_count(errors)} failed (error > {FAILED_ABOVE:g}%)"
+    errors = [error_percent(a) for a in groups.values() if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    unread = f"; {len(groups) - len(errors)} without a number (a damaged summary)" if len(errors) < len(groups) else ""
+    if not errors:
+        return f"no group accuracy to average{unread}"
+    return f"mean test error {sum(errors) / len(errors):.2f}% over {len(errors)}, {failed_count(errors)} failed (error > {FAILED_ABOVE:g}%){unread}"
 
 
 def import_plugins(modules: list[str]) -> None:
@@ -275,7 +278,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     from overlooked import api
 
-    if Path(args.config).is_dir():
+    folder = Path(args.config)
+    if folder.is_dir() and any((folder / f).is_file() for f in ("summary.json", "config.yaml")):  # a run folder, finished or not
         if args.overrides:
             raise OverlookedError(f"{args.config} is a run folder: `show RUN` prints what the run reported and takes no overrides (they apply to configs)")
         _show_run(Path(args.config))
@@ -314,9 +318,13 @@ def _show_run(run: Any) -> None:
         splits = [k for k in ("test", "val", "train") if isinstance(summary.get(f"{k}_group_accuracy"), dict)]
         name = meta.get("group_key", "group")
         print(f"{name:>6}  " + "  ".join(f"{k + ' acc':>9}" for k in splits) + f"  {'test err %':>10}")
+        from overlooked.bench.report import error_percent
+
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731  (a damaged value prints as -)
         for g, acc in groups.items():
             row = [summary[f"{k}_group_accuracy"].get(g) for k in splits]
-            print(f"{g:>6}  " + "  ".join(f"{v:>9.4f}" if isinstance(v, (int, float)) else f"{'-':>9}" for v in row) + f"  {100 * (1 - acc):>10.2f}")
+            error = f"{error_percent(acc):>10.2f}" if number(acc) else f"{'-':>10}"
+            print(f"{g:>6}  " + "  ".join(f"{v:>9.4f}" if number(v) else f"{'-':>9}" for v in row) + f"  {error}")
     print(f"config: {run / 'config.yaml'}")
     if isinstance(env.get("argv"), list) and env["argv"]:
         from overlooked.bench.report import command_of

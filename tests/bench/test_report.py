@@ -54,6 +54,11 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
     # a summary whose counts are null (not absent) is named as not reporting them, never a TypeError
     with pytest.raises(UnfairComparisonError, match=r"b \(runs/b\) does not report examples_seen"):
         check_fair([a, {**b, "test_examples": 10000, "examples_seen": None, "trials": None}], max_examples=5)
+    started = {**b, "test_examples": 10000, "examples_seen": None, "init_from": {"run": "runs/c", "examples_seen": 100}}
+    with pytest.raises(UnfairComparisonError, match=r"does not report examples_seen.*saw 100 training examples \(0 here, 100 in the run"):
+        check_fair([a, started], max_examples=50)
+    c = {**row, "model": "c", "trials": None}  # null trials count as 1: no mismatch with a row of 1
+    check_fair([{**row, "trials": 1}, c], max_examples=5)
 
 
 def test_compare_refuses_missing_damaged_and_unfinished_folders(tmp_path):
@@ -221,3 +226,5 @@ def test_command_of_names_our_command_line_and_nothing_else_as_overlooked():
     assert command_of({"argv": ["/x/site-packages/pytest/__main__.py", "-q"]}) == "/x/site-packages/pytest/__main__.py -q"
     assert command_of({"argv": ["python", "scripts/pool_seeds.py"], "overlooked_data_env": "../d"}) == "OVERLOOKED_DATA=../d python scripts/pool_seeds.py"
     assert command_of({}) == command_of({"argv": []}) == "(unknown)"
+    # quoted as a shell reads it back: brackets and spaces survive a copy-paste
+    assert command_of({"argv": ["/x/src/overlooked/cli.py", "train", "memnn_babi1k", "data.tasks=[1, 2]"]}) == "overlooked train memnn_babi1k 'data.tasks=[1, 2]'"

@@ -357,6 +357,12 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     assert lines[header].split() == ["task", "test", "acc", "val", "acc", "test", "err", "%"]
     assert [line.split() for line in lines[header + 1 : header + 3]] == [["1", "1.0000", "0.5000", "0.00"], ["2", "0.8750", "0.2500", "12.50"]]
     assert "groups: mean test error 6.25% over 2, 1 failed (error > 5%)" in lines
+    summary["test_group_accuracy"]["3"] = None  # a damaged value: shown as -, left out of the mean, no traceback
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "groups: mean test error 6.25% over 2, 1 failed (error > 5%); 1 without a number (a damaged summary)" in out
+    assert [r.split() for r in out.splitlines() if r.split()[:1] == ["3"]] == [["3", "-", "-", "-"]]
     assert main(["show", str(run), "train.lr=0.1"]) == 2
     assert "is a run folder" in capsys.readouterr().err
     (run / "summary.json").write_text("{not json")
@@ -365,6 +371,10 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     (run / "summary.json").unlink()
     assert main(["show", str(run)]) == 2
     assert "has no summary.json: it is unfinished" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "memn2n_babi1k").mkdir()  # a folder that is not a run, named as a packaged config: the config is shown
+    assert main(["show", "memn2n_babi1k"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == "memn2n_babi1k"
 
 
 def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tmp_path, capsys):

@@ -203,20 +203,59 @@ def test_a_trained_spikingnet_runs_event_driven_as_its_own_forward(arch, neuron)
         torch.testing.assert_close(result.logits, logits, rtol=1e-12, atol=1e-12)
         report = energy_report(net, x)
         n = report["examples"]
+        assert len(result.per_layer) == len(report["layers"]) == len(net.blocks) + 1  # the readout last
         for (updates, _), row in zip(result.per_layer, report["layers"]):
             assert updates == pytest.approx(row["sops"] * n, rel=1e-12, abs=1e-9)
+        assert result.synaptic_updates == pytest.approx(report["totals"]["sops"] * n, rel=1e-12)
         assert result.macs == pytest.approx(report["totals"]["macs"] * n, rel=1e-12)
         assert (result.macs > 0) == (x.dim() == image.dim())  # MACs only for the real-valued (static) input
 
 
-def test_from_model_refuses_what_it_cannot_step():
+def test_from_model_refuses_what_it_cannot_step_or_the_model_would_refuse():
+    from overlooked.errors import InputError
     from overlooked.spiking.models import SpikingBlock, SpikingNet, spiking_mlp
 
     with pytest.raises(TypeError, match="takes a SpikingNet"):
         E.EventNetwork.from_model(nn.Sequential(nn.Linear(2, 2)))
-    alif = SpikingNet([SpikingBlock(nn.Linear(4, 3), M.ALIF())], nn.Linear(3, 2), steps=2, input_shape=(4,))
+    alif = SpikingNet([SpikingBlock(nn.Linear(4, 3), M.ALIF())], nn.Linear(3, 2), steps=2, input_shape=(4,)).eval()
     with pytest.raises(ValueError, match="block 0: event simulation steps IF, LIF and PLIF neurons, got ALIF"):
         E.EventNetwork.from_model(alif)
     net = spiking_mlp(input_shape=(1, 4, 4), hidden=(8,), steps=2).eval()
-    with pytest.raises(ValueError, match=r"static input \[B, 1, 4, 4\] or time-first spikes \[T, B, 1, 4, 4\]; got \[2, 3, 16\]"):
-        E.EventNetwork.from_model(net).run(torch.zeros(2, 3, 16))
+    events = E.EventNetwork.from_model(net)
+    for bad in (torch.zeros(2, 3, 16), torch.zeros(3, 5, 1, 4, 4), torch.zeros(0, 5, 1, 4, 4)):  # other layout, T != steps, T = 0
+        with pytest.raises(ValueError, match="takes a static input") as refused:
+            events.run(bad)
+        with pytest.raises(ValueError) as own:
+            net(bad)
+        assert str(refused.value).split(": ", 1)[1] == str(own.value).split(": ", 1)[1]  # the model's own rule and words
+    with pytest.raises(InputError, match="weights are torch.float32 but the input is torch.float64"):
+        events.run(torch.rand(3, 1, 4, 4, dtype=torch.float64))  # as the model refuses it, not silently at float64
+    with pytest.raises(ValueError, match=r"run the model itself \(model\(x\)\) for count-valued input"):
+        events.run(torch.full((2, 3, 1, 4, 4), 2.0))
+    with pytest.warns(UserWarning, match="in training mode"):
+        E.EventNetwork.from_model(net.train())
+
+
+@pytest.mark.parametrize("variant", ["no_affine", "no_running_stats", "if_neuron"])
+def test_from_model_with_other_batch_norms_and_neurons(variant):
+    """Batch norm without affine terms folds as gamma = 1, beta = 0; without running statistics it cannot be
+    folded and is refused, naming the fix; IF neurons step as in the model."""
+    from overlooked.spiking.models import SpikingBlock, SpikingNet
+
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(6, affine=variant != "no_affine", track_running_stats=variant != "no_running_stats", momentum=None)
+    neuron = M.IF(r=500.0, v_threshold=0.5) if variant == "if_neuron" else M.LIF(tau_mem=2e-3, v_threshold=0.3)
+    net = SpikingNet([SpikingBlock(nn.Linear(5, 6), neuron, norm)], nn.Linear(6, 3), steps=4, input_shape=(5,)).double()
+    x = torch.rand(7, 5, dtype=torch.float64) * 3
+    if variant == "no_running_stats":
+        with pytest.raises(ValueError, match="without running statistics .* Train with track_running_stats=True"):
+            E.EventNetwork.from_model(net.eval())
+        return
+    net.train()
+    with torch.no_grad():
+        net(x)  # running statistics: this batch's (momentum None: a cumulative average)
+    net.eval()
+    result = E.EventNetwork.from_model(net).run(x)
+    spikes, logits = _block_spikes(net, x)
+    assert torch.equal(result.spikes[0], spikes[0]) and 0 < float(spikes[0].mean()) < 1
+    torch.testing.assert_close(result.logits, logits, rtol=1e-12, atol=1e-12)

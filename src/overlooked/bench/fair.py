@@ -38,11 +38,12 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
         before = (row.get("init_from") or {}).get("examples_seen") or 0  # a run started from another run's weights
         if row.get("init_from") and (row["init_from"].get("examples_seen") is None):
             problems.append(f"{name} started from the weights of {row['init_from'].get('run')}, whose examples seen are not recorded")
-        if (row.get("examples_seen") or 0) + before > max_examples:  # a null count is named above as missing
-            counted = f"{row['examples_seen'] + before} training examples ({row['examples_seen']} here, {before} in the run it started from)" if before else f"{row['examples_seen']} training examples"
+        seen = row.get("examples_seen") or 0  # absent or null: named above as missing
+        if seen + before > max_examples:
+            counted = f"{seen + before} training examples ({seen} here, {before} in the run it started from)" if before else f"{seen} training examples"
             problems.append(f"{name} saw {counted}, over the budget of {max_examples}")
-        if (row.get("trials") or 1) > MAX_TRIALS:
-            problems.append(f"{name} used {row['trials']} hyper-parameter trials, more than {MAX_TRIALS}")
+        if _trials(row) > MAX_TRIALS:
+            problems.append(f"{name} used {_trials(row)} hyper-parameter trials, more than {MAX_TRIALS}")
     def label(row: dict[str, Any]) -> str:
         return row.get("run") or row.get("model", "?")
 
@@ -53,8 +54,13 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
     if len(tested) > 1:
         each = ", ".join(f"{label(r)}: {r.get('test_examples')}" for r in rows)
         problems.append(f"the rows were scored on different numbers of test examples ({each}; train.eval_limit differs); train them with the same train.eval_limit")
-    if len({row.get("trials", 1) for row in rows}) > 1:
-        each = ", ".join(f"{label(r)}: {r.get('trials', 1)}" for r in rows)
+    if len({_trials(row) for row in rows}) > 1:
+        each = ", ".join(f"{label(r)}: {_trials(r)}" for r in rows)
         problems.append(f"the rows used different numbers of hyper-parameter trials ({each})")
     if problems:
         raise UnfairComparisonError("; ".join(problems))
+
+
+def _trials(row: dict[str, Any]) -> int:
+    """A row's hyper-parameter trials: 1 when its summary does not say (absent or null)."""
+    return row.get("trials") or 1

@@ -8,6 +8,7 @@ per run: what was measured, with the command, hardware, wall time and date that 
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,16 +52,18 @@ class Run:
 
 
 def command_of(environment: dict[str, Any]) -> str:
-    """The command line that made a run, from its ``environment.json``: ``overlooked ...`` when the process
-    was our command line (its script, ``python -m overlooked``), else the process's own first word (a script,
-    ``python``); ``OVERLOOKED_DATA=...`` in front when it was set. "(unknown)" without a recorded ``argv``."""
+    """The command line that made a run, from its ``environment.json``, quoted for a POSIX shell: ``overlooked
+    ...`` when the process was our command line (its script, ``python -m overlooked`` or a module of the
+    package run as a script), else the process's own first word (a script, ``python``); ``OVERLOOKED_DATA=...``
+    in front when it was set. "(unknown)" without a recorded ``argv``."""
     argv = [str(a) for a in environment.get("argv") or []]
     if not argv:
         return "(unknown)"
     first = Path(argv[0])
-    ours = argv[0] == "-m" or first.name == "overlooked" or (first.name == "__main__.py" and first.parent.name == "overlooked")
+    ours = argv[0] == "-m" or first.name == "overlooked" or (first.suffix == ".py" and first.parent.name == "overlooked")
     data = environment.get("overlooked_data_env")
-    return " ".join(([f"OVERLOOKED_DATA={data}"] if data else []) + ["overlooked" if ours else argv[0], *argv[1:]])
+    words = shlex.join(["overlooked" if ours else argv[0], *argv[1:]])
+    return f"OVERLOOKED_DATA={shlex.quote(str(data))} {words}" if data else words
 
 
 def collect_runs(roots: list[Path]) -> list[Run]:

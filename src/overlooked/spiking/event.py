@@ -19,6 +19,7 @@ PyTorch op). With float64 state and dyadic weights both sum exactly, so their sp
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,8 @@ class EventResult:
     Attributes:
         spikes: per neuron layer, spikes ``[T, B, ...]``.
         synaptic_updates: weights scattered (one per spike per target), summed over layers, steps, batch.
-        dense_updates: what the dense path multiplies-and-adds for the same synapses (all inputs, all steps).
+        dense_updates: what the dense path multiplies-and-adds for the same synapses (all inputs, all steps; a
+            direct-encoded first layer's ``macs`` included, the same on either path).
         per_layer: ``(synaptic_updates, dense_updates)`` per synapse layer (the readout last, for a model).
         macs: multiply-accumulates of a real-valued first layer (a model under direct encoding): its
             connections, once per example, as the input does not change over the steps; 0 otherwise.
@@ -201,6 +203,12 @@ class EventNetwork:
 
         if not isinstance(net, SpikingNet):
             raise TypeError(f"EventNetwork.from_model takes a SpikingNet (spiking_mlp, spiking_cnn), got {type(net).__name__}; build a layer list for other networks")
+        if net.training:
+            warnings.warn(
+                "EventNetwork.from_model: the model is in training mode, but the event network runs it as model.eval() does "
+                "(batch norm with its running statistics, no dropout); call model.eval() before comparing the two",
+                stacklevel=2,
+            )
         self = cls.__new__(cls)
         self._rows, self.stages = {}, []
         for i, block in enumerate(net.blocks):
@@ -241,16 +249,19 @@ class EventNetwork:
         Returns:
             :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
         """
-        direct = self.input_shape is not None and spikes.dim() == len(self.input_shape) + 1 and tuple(spikes.shape[1:]) == self.input_shape
-        if self.input_shape is not None and not direct and (spikes.dim() != len(self.input_shape) + 2 or tuple(spikes.shape[2:]) != self.input_shape):
-            dims = ", ".join(map(str, self.input_shape))
-            raise ValueError(f"the model reads a static input [B, {dims}] or time-first spikes [T, B, {dims}]; got {list(spikes.shape)}")
+        direct = False
+        if self.readout is not None:  # a model's layout: the model's own input rules (shape, T = steps, dtype)
+            from overlooked.spiking.models import input_is_static
+
+            direct = input_is_static(spikes, self.input_shape or (), int(self.steps or 0), "the event-driven model")
+            if spikes.is_floating_point():
+                M.check_weight_dtype(self.readout, spikes)
         if not direct and not bool(((spikes == 0) | (spikes == 1)).all()):
             odd = spikes[(spikes != 0) & (spikes != 1)].flatten()[:3].tolist()
+            fix = "run the model itself (model(x)) for count-valued input, or bin the events to 0/1 (time_first(binary=True))" if self.readout is not None else "run analog input with run_clock"
             raise ValueError(
                 f"event-driven simulation takes binary input spikes (0 or 1), got values such as {odd}: each nonzero "
-                "entry would count as one spike. Encode the input as spikes first (overlooked.spiking.encode), or run "
-                "analog input with run_clock"
+                f"entry would count as one spike. Encode the input as spikes first (overlooked.spiking.encode), or {fix}"
             )
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

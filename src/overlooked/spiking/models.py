@@ -97,6 +97,30 @@ class SpikingBlock(nn.Module):
         return z
 
 
+def input_is_static(x: Tensor, input_shape: tuple[int, ...], steps: int, name: str = "SpikingNet") -> bool:
+    """True for a static ``[B, *input_shape]`` input (direct encoding), False for a time-first sequence
+    ``[T=steps, B, *input_shape]``; any other shape raises a ``ValueError`` that names both layouts (shape
+    checks only: no device sync). The rule of :class:`SpikingNet` and of its event-driven layout."""
+    shape, n = tuple(x.shape), len(input_shape)
+    if x.dim() == n + 1 and shape[1:] == input_shape:
+        return True
+    if x.dim() == n + 2 and shape[2:] == input_shape and shape[0] == steps:
+        return False
+    dims = ", ".join(map(str, input_shape))
+    if x.dim() == n + 2 and shape[2:] == input_shape:
+        why = (
+            f"a sequence must be time-first with T = steps = {steps} in dim 0, but dim 0 is {shape[0]}; "
+            f"if the tensor is batch-first [B, T, {dims}], pass x.transpose(0, 1); to run at another T, set model.steps = T"
+        )
+    else:
+        why = f"its trailing dimensions must be input_shape ({dims})"
+    raise ValueError(
+        f"{name} (input_shape=({dims}), steps={steps}) takes a static input [B, {dims}] "
+        f"(direct encoding: fed at each of the {steps} steps) or a time-first sequence [T={steps}, B, {dims}]; "
+        f"got {list(shape)}: {why}"
+    )
+
+
 class SpikingNet(nn.Module):
     """Blocks of spiking layers and a non-spiking readout averaged over time (see the module docstring)."""
 
@@ -111,24 +135,7 @@ class SpikingNet(nn.Module):
     def is_static(self, x: Tensor) -> bool:
         """True for a static ``[B, *input_shape]`` input, False for a ``[T=steps, B, *input_shape]`` sequence;
         any other shape raises a ``ValueError`` that names both layouts (shape checks only: no device sync)."""
-        shape, n = tuple(x.shape), len(self.input_shape)
-        if x.dim() == n + 1 and shape[1:] == self.input_shape:
-            return True
-        if x.dim() == n + 2 and shape[2:] == self.input_shape and shape[0] == self.steps:
-            return False
-        dims = ", ".join(map(str, self.input_shape))
-        if x.dim() == n + 2 and shape[2:] == self.input_shape:
-            why = (
-                f"a sequence must be time-first with T = steps = {self.steps} in dim 0, but dim 0 is {shape[0]}; "
-                f"if the tensor is batch-first [B, T, {dims}], pass x.transpose(0, 1); to run at another T, set model.steps = T"
-            )
-        else:
-            why = f"its trailing dimensions must be input_shape ({dims})"
-        raise ValueError(
-            f"{type(self).__name__} (input_shape=({dims}), steps={self.steps}) takes a static input [B, {dims}] "
-            f"(direct encoding: fed at each of the {self.steps} steps) or a time-first sequence [T={self.steps}, B, {dims}]; "
-            f"got {list(shape)}: {why}"
-        )
+        return input_is_static(x, self.input_shape, self.steps, type(self).__name__)
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, steps={self.steps}"
@@ -220,10 +227,17 @@ def fold_batchnorm(block: SpikingBlock) -> SpikingBlock:
     if block.norm is None:
         return copy.deepcopy(block)
     bn = block.norm
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(
+            f"{type(bn).__name__} without running statistics (track_running_stats=False) normalises every batch by its own "
+            "statistics, which no fixed synapse can do: it cannot be folded. Train with track_running_stats=True"
+        )
     new = copy.deepcopy(block)
     syn = new.synapse[-1] if isinstance(new.synapse, nn.Sequential) else new.synapse
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # [C]
-    shift = bn.bias.detach() - bn.running_mean * scale
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)  # affine=False: 1 and 0
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = gamma / torch.sqrt(bn.running_var + bn.eps)  # [C]
+    shift = beta - bn.running_mean * scale
     with torch.no_grad():
         shape = (-1,) + (1,) * (syn.weight.dim() - 1)
         syn.weight.mul_(scale.view(shape))
