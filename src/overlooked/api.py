@@ -1286,25 +1286,41 @@ def is_capsule_run(run: str | Path) -> bool:
     return MODELS.tags(run_config(run).model.name).get("family") == "capsules"
 
 
-def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None, shown: int = 8) -> dict[str, Any]:
-    """What a trained CapsNet's capsules hold, as ``overlooked demo capsules`` shows it for its own short
-    training, for a run of yours: the reconstructions of ``shown`` examples from ``index`` (Sabour et al. 2017,
-    Figure 3), the Figure-4 grid (each dimension of example ``index``'s predicted capsule moved by -0.25..0.25)
-    and that example's coupling coefficients, as PNGs in ``out`` (default ``RUN/explain``), with their record in
-    ``capsules_<split>_<index>.json``. Models with a decoder only (CapsNet and its MultiMNIST form); a model of
-    several reconstructions shows the one of its top class."""
-    from overlooked.capsules.demo import PERTURBATIONS, perturbation_grid
-    from overlooked.plots.capsules import couplings_figure, perturbation_figure, reconstructions_figure
+VIEWPOINT_ANGLES = (-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0)  # degrees: the rotations explain shows a matrix-capsule run
 
+
+def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", checkpoint: str = "best", data_dir: str | None = None, out: str | Path | None = None, shown: int = 8) -> dict[str, Any]:
+    """What a trained capsule network's capsules hold, for a run of yours, as PNGs in ``out`` (default
+    ``RUN/explain``) with their record in ``capsules_<split>_<index>.json``.
+
+    CapsNet (a decoder; also its MultiMNIST form, drawn with its top class's reconstruction), as ``overlooked
+    demo capsules`` shows its own short training: the reconstructions of ``shown`` examples from ``index``
+    (Sabour et al. 2017, Figure 3), the Figure-4 grid (each dimension of example ``index``'s predicted capsule
+    moved by -0.25..0.25) and that example's coupling coefficients.
+
+    Matrix capsules with EM routing (no decoder; Hinton et al. 2018): the class-capsule activations of the
+    ``shown`` examples, the class layer's routing assignments of example ``index`` (mean over capsule types, per
+    position of the last capsule grid), and a viewpoint sweep: example ``index`` rotated by
+    :data:`VIEWPOINT_ANGLES`, with its predicted class capsule's 16 pose entries and activation at each angle
+    (also in the record), the equivariance of pose and invariance of activation the paper argues for."""
     _check_split(split)
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
-    if not hasattr(model, "decode"):
-        raise ConfigError(f"model {cfg.model.name!r} has no decoder, so its capsules cannot be drawn as images; capsule figures work for runs of capsnet and capsnet_multimnist")
     data = getattr(splits, split)
     if not 0 <= index < len(data):
         raise ConfigError(f"example index {index} out of range: the {split} split of {run} has {len(data)} examples (0..{len(data) - 1})")
     rows = torch.arange(index, min(index + shown, len(data)))
     batch = data[rows]
+    folder = _explain_folder(run, out)
+    tag = f"{split}_{index}"
+    if not hasattr(model, "decode"):
+        with torch.no_grad():
+            res = model(batch["image"])
+        if "assignments" not in res or "poses" not in res:
+            raise ConfigError(f"model {cfg.model.name!r} reports neither a reconstruction nor EM poses and assignments; capsule figures work for runs of capsnet, capsnet_multimnist and the matrix-capsule (EM) models")
+        return _em_figures(run, checkpoint, split, model, batch, res, rows, folder, tag)
+    from overlooked.capsules.demo import PERTURBATIONS, perturbation_grid
+    from overlooked.plots.capsules import couplings_figure, perturbation_figure, reconstructions_figure
+
     with torch.no_grad():
         res = model(batch["image"])
     side, channels = model.image_size, model.in_channels
@@ -1315,14 +1331,45 @@ def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", che
     label = batch.get("labels", batch["label"])
     first_label = int(label[0, 0]) if label.dim() > 1 else int(label[0])
     grid = math.isqrt(res["couplings"].shape[1] // model.primary.channels)  # primary capsule positions per side (6 for MNIST)
-    folder = _explain_folder(run, out)
-    tag = f"{split}_{index}"
     figures = {
         "reconstructions": reconstructions_figure(batch["image"][:, 0].numpy(), recon.view(len(rows), channels, side, side)[:, 0].numpy(), (label[:, 0] if label.dim() > 1 else label).tolist(), predicted.tolist(), folder / f"capsules_reconstructions_{tag}.png"),
         "perturbations": perturbation_figure(perturbation_grid(model, res["poses"][0], int(predicted[0])).numpy(), PERTURBATIONS, folder / f"capsules_perturbations_{tag}.png"),
         "couplings": couplings_figure(res["couplings"][0].numpy(), grid, first_label, folder / f"capsules_couplings_{tag}.png"),
     }
     record = {"run": str(run), "checkpoint": checkpoint, "split": split, "rows": rows.tolist(), "predicted": predicted.tolist(), "figures": {k: str(v) for k, v in figures.items()}}
+    _write_json(folder / f"capsules_{tag}.json", record)
+    return record
+
+
+def _em_figures(run: str | Path, checkpoint: str, split: str, model: nn.Module, batch: dict[str, torch.Tensor], res: dict[str, torch.Tensor], rows: torch.Tensor, folder: Path, tag: str) -> dict[str, Any]:
+    """:func:`capsule_figures` for a matrix-capsule (EM routing) model: activations, assignments, viewpoint sweep."""
+    from overlooked.data.affnist import affine_matrices, apply_affine
+    from overlooked.plots.capsules import activations_figure, couplings_figure, viewpoint_figure
+
+    label = batch.get("labels", batch["label"])
+    label = label[:, 0] if label.dim() > 1 else label
+    predicted = res["logits"].argmax(-1)
+    cls = int(predicted[0])
+    image = batch["image"][:1]  # [1, C, S, S]
+    angles = torch.tensor(VIEWPOINT_ANGLES, dtype=torch.float64)
+    zero = torch.zeros_like(angles)
+    views = apply_affine(image.expand(len(angles), *image.shape[1:]).contiguous(), affine_matrices({"rotation_deg": angles, "shear": zero, "scale_x": zero + 1, "scale_y": zero + 1, "translate_x_px": zero, "translate_y_px": zero}))
+    with torch.no_grad():
+        seen = model(views)
+    poses, activations = seen["poses"][:, cls].double(), seen["logits"][:, cls].double()  # [A, 16], [A]
+    assignments = res["assignments"][0]  # [H*W*C, K] in (row, column, type) order
+    side = math.isqrt(assignments.shape[0] // model.classes.W.shape[0])
+    by_type = assignments.view(side, side, -1, assignments.shape[-1]).permute(2, 0, 1, 3).reshape(assignments.shape)  # (type, row, column)
+    figures = {
+        "activations": activations_figure(res["logits"].double().numpy(), label.tolist(), predicted.tolist(), folder / f"capsules_activations_{tag}.png"),
+        "assignments": couplings_figure(by_type.double().numpy(), side, int(label[0]), folder / f"capsules_assignments_{tag}.png"),
+        "viewpoint": viewpoint_figure(views[:, 0].double().numpy(), VIEWPOINT_ANGLES, poses.numpy(), activations.numpy(), cls, folder / f"capsules_viewpoint_{tag}.png"),
+    }
+    record = {
+        "run": str(run), "checkpoint": checkpoint, "split": split, "rows": rows.tolist(), "predicted": predicted.tolist(),
+        "viewpoint": {"class": cls, "angles_deg": list(VIEWPOINT_ANGLES), "predicted": seen["logits"].argmax(-1).tolist(), "activation": activations.tolist(), "pose": poses.tolist()},
+        "figures": {k: str(v) for k, v in figures.items()},
+    }
     _write_json(folder / f"capsules_{tag}.json", record)
     return record
 

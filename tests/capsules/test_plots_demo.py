@@ -134,7 +134,7 @@ def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsy
 
     from overlooked import api
     from overlooked.cli import main
-    from overlooked.errors import ConfigError, OverlookedError
+    from overlooked.errors import ConfigError
 
     cfg = api.load("capsnet_mnist", ["train.max_steps=2", "train.eval_limit=20", "train.progress=false"])
     run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
@@ -153,7 +153,21 @@ def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsy
     assert "--task, --stats and data overrides are for memory runs" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="example index 10000 out of range"):
         api.capsule_figures(run, 10000, data_dir=str(data_dir))
+    # A matrix-capsule (EM) run has no decoder: its activations, assignments and a viewpoint sweep instead
     em = api.load("capsule_em_small_mnist", ["train.max_steps=1", "train.eval_limit=10", "train.progress=false", "model.routing_backend=reference"])
     em_run, _ = api.train(em, data_dir=str(data_dir), out=tmp_path / "runs")
-    with pytest.raises(OverlookedError, match="has no decoder, so its capsules cannot be drawn"):
-        api.capsule_figures(em_run, data_dir=str(data_dir))
+    assert main(["explain", str(em_run), "--index", "2", "--data-dir", str(data_dir)]) == 0
+    assert "viewpoint: " in capsys.readouterr().out
+    record = json.loads((em_run / "explain" / "capsules_test_2.json").read_text())
+    _, splits, model = api.load_run(em_run, data_dir=str(data_dir))
+    with torch.no_grad():
+        out = model(splits.test[torch.arange(2, 10)]["image"])
+    assert record["predicted"] == out["logits"].argmax(-1).tolist()
+    view = record["viewpoint"]
+    assert view["class"] == record["predicted"][0] and view["angles_deg"] == list(api.VIEWPOINT_ANGLES)
+    unrotated = view["angles_deg"].index(0.0)  # the identity warp is the image itself: the model's own numbers
+    assert view["activation"][unrotated] == pytest.approx(float(out["logits"][0, view["class"]]), abs=1e-5)
+    assert view["pose"][unrotated] == pytest.approx(out["poses"][0, view["class"]].tolist(), abs=1e-5)
+    assert len({tuple(p) for p in view["pose"]}) == len(view["angles_deg"])  # each viewpoint its own pose
+    for kind in ("activations", "assignments", "viewpoint"):
+        assert imread(record["figures"][kind]).shape[0] > 50, kind

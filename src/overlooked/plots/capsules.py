@@ -74,3 +74,57 @@ def couplings_figure(couplings: np.ndarray, grid_side: int, label: int, path: st
         axes[0, j].set_xticks([])
         axes[0, j].set_yticks([])
     return save_figure(fig, path)
+
+
+def activations_figure(activations: np.ndarray, labels: Sequence[int], predicted: Sequence[int], path: str | Path) -> Path:
+    """Class-capsule activations of a few inputs (matrix capsules: the activation is the class score), one
+    row per input, titled with its label and prediction.
+
+    Args:
+        activations: ``[n, K]`` in [0, 1].
+        labels, predicted: true and predicted class per row.
+    """
+    n, k = activations.shape
+    fig, ax = plt.subplots(figsize=(0.45 * k + 1.6, 0.35 * n + 1.0))
+    image = ax.imshow(activations, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(k), labels=[str(c) for c in range(k)], fontsize=7)
+    ax.set_yticks(range(n), labels=[f"{y} -> {p}" for y, p in zip(labels, predicted)], fontsize=7)
+    ax.set_xlabel("class capsule", fontsize=8)
+    ax.set_title("class-capsule activations (label -> predicted)", fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    return save_figure(fig, path)
+
+
+def viewpoint_figure(images: np.ndarray, angles: Sequence[float], poses: np.ndarray, activations: np.ndarray, label: int, path: str | Path) -> Path:
+    """One input seen from several viewpoints (rotated by ``angles``): the images, then the 16 entries of one
+    class capsule's 4x4 pose against the angle, then that capsule's activation. Matrix capsules should move
+    their pose with the viewpoint (equivariance) while the activation holds (invariance; Hinton et al. 2018).
+
+    Args:
+        images: ``[A, S, S]`` the rotated inputs.
+        poses: ``[A, 16]`` the class capsule's pose at each angle.
+        activations: ``[A]`` its activation at each angle.
+        label: the class capsule drawn.
+    """
+    a = len(angles)
+    fig = plt.figure(figsize=(max(6.0, 0.8 * a), 5.2))
+    grid = fig.add_gridspec(3, a, height_ratios=[1.0, 2.2, 1.1])
+    for i in range(a):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{angles[i]:+g}°", fontsize=7)
+    ax = fig.add_subplot(grid[1, :])
+    for e in range(poses.shape[1]):
+        ax.plot(angles, poses[:, e], marker=".", linewidth=1, label=f"({e // 4},{e % 4})")
+    ax.set_ylabel(f"pose of class {label}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=5, ncol=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    ax = fig.add_subplot(grid[2, :])
+    ax.plot(angles, activations, marker="o", color="k")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("rotation of the input (degrees)", fontsize=8)
+    ax.set_ylabel("activation", fontsize=8)
+    ax.tick_params(labelsize=7)
+    return save_figure(fig, path)
