@@ -97,7 +97,8 @@ def activations_figure(activations: np.ndarray, labels: Sequence[int], predicted
 
 def viewpoint_figure(images: np.ndarray, angles: Sequence[float], poses: np.ndarray, activations: np.ndarray, label: int, path: str | Path) -> Path:
     """One input seen from several viewpoints (rotated by ``angles``): the images, then the 16 entries of one
-    class capsule's 4x4 pose against the angle, then that capsule's activation. Matrix capsules should move
+    class capsule's 4x4 pose against the angle, each minus its value at the unrotated view (angle 0, else the
+    middle one), then that capsule's activation. Matrix capsules should move
     their pose with the viewpoint (equivariance) while the activation holds (invariance; Hinton et al. 2018).
 
     Args:
@@ -116,11 +117,14 @@ def viewpoint_figure(images: np.ndarray, angles: Sequence[float], poses: np.ndar
         ax.set_yticks([])
         ax.set_title(f"{angles[i]:+g}°", fontsize=7)
     ax = fig.add_subplot(grid[1, :])
+    base = poses[list(angles).index(0.0)] if 0.0 in list(angles) else poses[len(angles) // 2]  # the unrotated view
+    colours = plt.get_cmap("tab20")
     for e in range(poses.shape[1]):
-        ax.plot(angles, poses[:, e], marker=".", linewidth=1, label=f"({e // 4},{e % 4})")
-    ax.set_ylabel(f"pose of class {label}", fontsize=8)
+        ax.plot(angles, poses[:, e] - base[e], marker=".", linewidth=1, color=colours(e % 20), label=f"({e // 4},{e % 4})")
+    ax.axhline(0.0, color="0.7", linewidth=0.5)
+    ax.set_ylabel(f"class {label} pose\nminus unrotated", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=5, ncol=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    ax.legend(fontsize=5, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5), title="pose entry", title_fontsize=6)
     ax = fig.add_subplot(grid[2, :])
     ax.plot(angles, activations, marker="o", color="k")
     ax.set_ylim(0, 1.05)
