@@ -306,8 +306,10 @@ def _show_run(run: Any) -> None:
     summary = api.read_summary(run)
     env, meta = _read_json(run / "environment.json"), _read_json(run / "data_meta.json")
     budget = ", ".join(f"{summary[k]:g} {k}" for k in ("steps", "epochs") if isinstance(summary.get(k), (int, float)))
-    trials = f", {summary['trials']} seeds" if isinstance(summary.get("trials"), int) and summary["trials"] > 1 else ""
-    print(f"{summary.get('name', run.name)}: model {summary.get('model', 'unknown')} on {summary.get('dataset', 'unknown')}" + (f", {budget}" if budget else "") + trials)
+    seeds = f", {summary['repeats']} seeds" if isinstance(summary.get("repeats"), int) and summary["repeats"] > 1 else ""  # --repeats
+    each = summary.get("each") if isinstance(summary.get("each"), dict) else None
+    per = f", one model per {each.get('key')} in {each.get('values')}" if each else ""  # --each
+    print(f"{summary.get('name', run.name)}: model {summary.get('model', 'unknown')} on {summary.get('dataset', 'unknown')}" + (f", {budget}" if budget else "") + seeds + per)
     where = env.get("cpu") if env.get("device", "cpu") == "cpu" else env.get("gpu", env.get("device"))
     print(f"ran {env.get('date', 'at an unknown date')} on {where or 'unknown hardware'}, torch {env.get('torch', 'unknown')}, git {str(env.get('git_commit', 'unknown'))[:12]}")
     if summary.get("selection"):

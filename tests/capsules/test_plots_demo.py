@@ -127,10 +127,24 @@ def test_demo_runs_on_a_tiny_budget(data_dir, tmp_path, monkeypatch, capsys):
         _pixels(path)
 
 
+def _explained(run, index, data_dir):
+    """`overlooked explain RUN --index I` for a capsule run: its record, and the run's model's own outputs on
+    the 8 test examples from I (loaded afresh, to compare the figures' numbers with)."""
+    import json
+
+    from overlooked import api
+    from overlooked.cli import main
+
+    assert main(["explain", str(run), "--index", str(index), "--data-dir", str(data_dir)]) == 0
+    record = json.loads((run / "explain" / f"capsules_test_{index}.json").read_text())
+    _, splits, model = api.load_run(run, data_dir=str(data_dir))
+    with torch.no_grad():
+        return record, model(splits.test[torch.arange(index, index + 8)]["image"])
+
+
 def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsys):
     """The demo's three figures for a run of yours (`overlooked explain RUN --index I`), from the run's own weights:
     the figures are of that model's outputs, and a model without a decoder, or a memory-only option, is refused."""
-    import json
 
     from overlooked import api
     from overlooked.cli import main
@@ -138,12 +152,8 @@ def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsy
 
     cfg = api.load("capsnet_mnist", ["train.max_steps=2", "train.eval_limit=20", "train.progress=false"])
     run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
-    assert main(["explain", str(run), "--index", "3", "--data-dir", str(data_dir)]) == 0
+    record, out = _explained(run, 3, data_dir)
     assert "test examples 3..10: predicted" in capsys.readouterr().out
-    record = json.loads((run / "explain" / "capsules_test_3.json").read_text())
-    _, splits, model = api.load_run(run, data_dir=str(data_dir))
-    with torch.no_grad():
-        out = model(splits.test[torch.arange(3, 11)]["image"])
     assert record["rows"] == list(range(3, 11)) and record["predicted"] == out["logits"].argmax(-1).tolist()
     for kind in ("reconstructions", "perturbations", "couplings"):
         assert imread(record["figures"][kind]).shape[0] > 50, kind
@@ -156,12 +166,8 @@ def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsy
     # A matrix-capsule (EM) run has no decoder: its activations, assignments and a viewpoint sweep instead
     em = api.load("capsule_em_small_mnist", ["train.max_steps=1", "train.eval_limit=10", "train.progress=false", "model.routing_backend=reference"])
     em_run, _ = api.train(em, data_dir=str(data_dir), out=tmp_path / "runs")
-    assert main(["explain", str(em_run), "--index", "2", "--data-dir", str(data_dir)]) == 0
+    record, out = _explained(em_run, 2, data_dir)
     assert "viewpoint: " in capsys.readouterr().out
-    record = json.loads((em_run / "explain" / "capsules_test_2.json").read_text())
-    _, splits, model = api.load_run(em_run, data_dir=str(data_dir))
-    with torch.no_grad():
-        out = model(splits.test[torch.arange(2, 10)]["image"])
     assert record["predicted"] == out["logits"].argmax(-1).tolist()
     view = record["viewpoint"]
     assert view["class"] == record["predicted"][0] and view["angles_deg"] == list(api.VIEWPOINT_ANGLES)

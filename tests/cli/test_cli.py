@@ -349,10 +349,12 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     assert f"command: overlooked train {_config(tmp_path)} train.max_steps=4 --out {runs}\n" in out
     # A grouped run (as bAbI's per-task accuracies): one row per group, test error = 100 (1 - accuracy)
     summary.update(test_group_accuracy={"1": 1.0, "2": 0.875}, val_group_accuracy={"1": 0.5, "2": 0.25})
+    summary.update(repeats=3, trials=1, each={"key": "data.tasks", "values": [1, 2]})  # as --each ... --repeats 3 writes
     (run / "summary.json").write_text(json.dumps(summary))
     (run / "data_meta.json").write_text(json.dumps({"group_key": "task"}))
     assert main(["show", str(run)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(" epochs, 3 seeds, one model per data.tasks in [1, 2]")
     header = next(i for i, line in enumerate(lines) if "test err %" in line)
     assert lines[header].split() == ["task", "test", "acc", "val", "acc", "test", "err", "%"]
     assert [line.split() for line in lines[header + 1 : header + 3]] == [["1", "1.0000", "0.5000", "0.00"], ["2", "0.8750", "0.2500", "12.50"]]
