@@ -232,6 +232,8 @@ def test_from_model_refuses_what_it_cannot_step_or_the_model_would_refuse():
         events.run(torch.rand(3, 1, 4, 4, dtype=torch.float64))  # as the model refuses it, not silently at float64
     with pytest.raises(ValueError, match=r"run the model itself \(model\(x\)\) for count-valued input"):
         events.run(torch.full((2, 3, 1, 4, 4), 2.0))
+    with pytest.raises(ValueError, match="steps is for a converted network's images"):
+        events.run(torch.rand(3, 1, 4, 4), steps=3)
     with pytest.warns(UserWarning, match="in training mode"):
         E.EventNetwork.from_model(net.train())
 
@@ -259,3 +261,41 @@ def test_from_model_with_other_batch_norms_and_neurons(variant):
     spikes, logits = _block_spikes(net, x)
     assert torch.equal(result.spikes[0], spikes[0]) and 0 < float(spikes[0].mean()) < 1
     torch.testing.assert_close(result.logits, logits, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("side", [8, 9])  # 9: each pooling drops a row and a column, which the folded synapse must skip too
+def test_a_converted_network_runs_event_driven_as_it_simulates(side):
+    """EventNetwork.from_model(ConvertedSNN) = ConvertedSNN.simulate: every stage's spike counts per neuron and
+    the readout, at its own steps and at others; pooling folded into the next synapse (conv and Linear), so a
+    spike's synaptic updates are the SOPs energy_report counts through pooling and synapse composed."""
+    from overlooked.spiking.convert import convert
+    from overlooked.spiking.synops import energy_report
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(6 * (side // 4) ** 2, 10), nn.ReLU(), nn.Linear(10, 3),
+    ).double()
+    gen = torch.Generator().manual_seed(side)
+    snn = convert(ann, torch.rand(64, 1, side, side, dtype=torch.float64, generator=gen), norm="max", steps=12)
+    image = torch.rand(5, 1, side, side, dtype=torch.float64, generator=gen)
+    events = E.EventNetwork.from_model(snn)
+    for steps in (None, 5):
+        result = events.run(image, steps=steps)
+        t = steps or snn.steps
+        sim = snn.simulate(image, t)
+        assert len(result.spikes) == len(sim.rates) == 3
+        for spikes, rate in zip(result.spikes, sim.rates):
+            assert spikes.shape[0] == t and torch.equal(spikes.sum(0), rate * t)
+            assert 0 < float(rate.mean()) < 1
+        torch.testing.assert_close(result.logits, sim.readout[-1] / t, rtol=1e-12, atol=1e-12)
+        report = energy_report(snn, image, steps=t)
+        n = report["examples"]
+        assert len(result.per_layer) == len(report["layers"]) == 4
+        for (updates, _), row in zip(result.per_layer, report["layers"]):
+            assert updates == pytest.approx(row["sops"] * n, rel=1e-12, abs=1e-9)
+        assert result.macs == pytest.approx(report["totals"]["macs"] * n, rel=1e-12)
+    with pytest.raises(ValueError, match="laid out for"):
+        events.run(torch.rand(2, 1, side + 4, side + 4, dtype=torch.float64))  # another image size needs another layout
+    with pytest.raises(ValueError, match="v_init = 0.5: convert with v_init=0"):
+        E.EventNetwork.from_model(convert(ann, image, norm="max", v_init=0.5))

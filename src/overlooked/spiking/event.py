@@ -6,7 +6,8 @@ taken as the linear map it is) is followed by a neuron (``IFCell``/``LIFCell``/`
 lays out a trained ``SpikingNet`` (``spiking_mlp``, ``spiking_cnn``) the same way, with what those models add:
 batch norm folded into the synapse, average pooling of the synaptic currents before the neuron, a
 real-valued first layer under direct encoding (computed once, densely, as the model does) and the
-non-spiking readout averaged over the steps (the logits). Time is clock-stepped at the cells' ``dt`` as in
+non-spiking readout averaged over the steps (the logits); and a ``ConvertedSNN`` (``overlooked convert``),
+whose pooling of spikes it folds into the next synapse. Time is clock-stepped at the cells' ``dt`` as in
 the reference (forward Euler; leak is applied to every neuron every step), but synaptic input is event
 driven: at each step the spikes of the previous layer are listed and each spike's outgoing weights (a
 weight row for a linear layer, a kernel slice per valid offset for a convolution) are scattered into the
@@ -182,11 +183,14 @@ class EventNetwork:
         self.readout: nn.Linear | None = None  # a model's non-spiking readout
         self.steps: int | None = None  # a model's steps (direct encoding runs this many)
         self.input_shape: tuple[int, ...] | None = None  # a model's input, one example at one step
+        self.readout_pre: list[nn.Module] = []  # what the readout's spikes pass through first (Flatten, ...)
+        self.images_only = False  # a converted network: static images only
         self._rows: dict[tuple[int, torch.dtype], tuple[Tensor, tuple[int, int, int, int] | None]] = {}
 
     @classmethod
     def from_model(cls, net: nn.Module) -> EventNetwork:
-        """A trained ``SpikingNet`` (:mod:`overlooked.spiking.models`) laid out for event-driven inference.
+        """A trained ``SpikingNet`` (:mod:`overlooked.spiking.models`) laid out for event-driven inference (a
+        ``ConvertedSNN`` too: see :meth:`_from_converted`).
 
         Each block's batch norm is folded into its synapse with the running statistics
         (:func:`~overlooked.spiking.models.fold_batchnorm`, as in eval mode); a block's average pooling is
@@ -199,10 +203,13 @@ class EventNetwork:
             TypeError: ``net`` is not a ``SpikingNet``.
             ValueError: a block or readout this simulator cannot step (named, with what it supports).
         """
+        from overlooked.spiking.convert import ConvertedSNN
         from overlooked.spiking.models import SpikingNet, fold_batchnorm
 
+        if isinstance(net, ConvertedSNN):
+            return cls._from_converted(net)
         if not isinstance(net, SpikingNet):
-            raise TypeError(f"EventNetwork.from_model takes a SpikingNet (spiking_mlp, spiking_cnn), got {type(net).__name__}; build a layer list for other networks")
+            raise TypeError(f"EventNetwork.from_model takes a SpikingNet (spiking_mlp, spiking_cnn) or a ConvertedSNN, got {type(net).__name__}; build a layer list for other networks")
         if net.training:
             warnings.warn(
                 "EventNetwork.from_model: the model is in training mode, but the event network runs it as model.eval() does "
@@ -210,7 +217,7 @@ class EventNetwork:
                 stacklevel=2,
             )
         self = cls.__new__(cls)
-        self._rows, self.stages = {}, []
+        self._rows, self.stages, self.readout_pre, self.images_only = {}, [], [nn.Flatten()], False
         for i, block in enumerate(net.blocks):
             folded = fold_batchnorm(block)  # a copy with the running statistics folded into the synapse
             *reshapes, synapse = list(folded.synapse) if isinstance(folded.synapse, nn.Sequential) else [folded.synapse]
@@ -231,16 +238,44 @@ class EventNetwork:
         self.steps, self.input_shape = net.steps, tuple(net.input_shape)
         return self
 
+    @classmethod
+    def _from_converted(cls, snn: nn.Module) -> EventNetwork:
+        """:meth:`from_model` for a ``ConvertedSNN`` (``overlooked convert``): IF neurons with reset by
+        subtraction in steps of 1, the first stage dense on the image, the readout an integrator. A stage's
+        average pooling acts on the incoming spikes (kernel = stride p), so it is folded into the synapse: a
+        convolution of kernel p k and stride p s with each weight spread over its p x p inputs as w / p^2 (a
+        Linear likewise over the unpooled positions), after keeping the p floor(S / p) rows and columns the
+        pooling reads. A spike then reaches exactly the targets of pooling and synapse composed."""
+        if float(snn.v_init) != 0.0:
+            raise ValueError(f"event simulation starts every membrane at 0; this converted network starts at v_init = {snn.v_init}: convert with v_init=0")
+        self = cls.__new__(cls)
+        self._rows, self.stages, self.images_only, self.input_shape = {}, [], True, None
+        stages = list(snn.stages)
+        for i, stage in enumerate(stages):
+            pre, syn = list(stage.pre), stage.synapse
+            if i > 0 or not stage.spiking:
+                pre, syn = _fold_pooling(pre, syn, i)
+            if not stage.spiking:
+                if i != len(stages) - 1 or not isinstance(syn, nn.Linear):
+                    raise ValueError(f"stage {i}: event simulation reads out through a final nn.Linear, got {type(stage.synapse).__name__}")
+                self.readout_pre, self.readout = pre, syn
+                break
+            cell = M.IFCell(dt=1.0, r=1.0, v_threshold=1.0, v_reset=0.0, reset="subtract")  # the conversion's neuron (convert.py)
+            self.stages.append((pre, syn, None, cell))
+        self.steps = int(snn.steps)
+        return self
+
     def _layout(self, k: int, syn: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype):
         if (k, dtype) not in self._rows:
             self._rows[(k, dtype)] = _prepare(syn, in_shape, dtype)
         return self._rows[(k, dtype)]
 
     @torch.no_grad()
-    def run(self, spikes: Tensor) -> EventResult:
+    def run(self, spikes: Tensor, steps: int | None = None) -> EventResult:
         """Simulate on input spikes ``[T, B, *in_shape]`` (0/1 values); a network made by :meth:`from_model`
         also takes the model's static input ``[B, *input_shape]`` (direct encoding: the first layer's current,
-        computed once, drives its neurons for the model's ``steps``).
+        computed once, drives its neurons for the model's ``steps``; a converted network's images only, for
+        ``steps`` steps, its own by default, as ``ConvertedSNN(x, steps)``).
 
         The scatters are many tiny ops, so this runs on one intra-op thread: with two OpenMP threads on
         the 2-core dev machine a T=20 run of a 4096x4096 layer at 0.5 % activity took 1.78 s instead of
@@ -250,12 +285,22 @@ class EventNetwork:
             :class:`EventResult` with each neuron layer's spikes ``[T, B, ...]`` and the update counts.
         """
         direct = False
+        if steps is not None and not self.images_only:
+            raise ValueError("steps is for a converted network's images; a SpikingNet runs its own steps (set model.steps before from_model), a spike sequence its own length")
         if self.readout is not None:  # a model's layout: the model's own input rules (shape, T = steps, dtype)
             from overlooked.spiking.models import input_is_static
 
-            direct = input_is_static(spikes, self.input_shape or (), int(self.steps or 0), "the event-driven model")
+            if self.images_only:  # a converted network: static images, as ConvertedSNN.simulate takes
+                direct = True
+                if spikes.dim() < 2 or not spikes.is_floating_point():
+                    raise ValueError(f"a converted network reads a batch of images [B, ...] in its weights' dtype, got {spikes.dtype} {list(spikes.shape)}")
+            else:
+                direct = input_is_static(spikes, self.input_shape or (), int(self.steps or 0), "the event-driven model")
             if spikes.is_floating_point():
                 M.check_weight_dtype(self.readout, spikes)
+        run_steps = int(self.steps or 0) if steps is None else steps
+        if direct and (isinstance(run_steps, bool) or not isinstance(run_steps, int) or run_steps < 1):
+            raise ValueError(f"steps must be a whole number >= 1 (time steps to simulate), got {steps!r}")
         if not direct and not bool(((spikes == 0) | (spikes == 1)).all()):
             odd = spikes[(spikes != 0) & (spikes != 1)].flatten()[:3].tolist()
             fix = "run the model itself (model(x)) for count-valued input, or bin the events to 0/1 (time_first(binary=True))" if self.readout is not None else "run analog input with run_clock"
@@ -266,24 +311,28 @@ class EventNetwork:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._run(spikes, direct)
+            return self._run(spikes, direct, run_steps)
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, spikes: Tensor, direct: bool = False) -> EventResult:
+    def _run(self, spikes: Tensor, direct: bool = False, steps: int = 0) -> EventResult:
         result = EventResult(spikes=[])
         s_in = spikes
         for k, (reshapes, syn, pool, cell) in enumerate(self.stages):
             counted = [0]  # weights scattered by this stage
             if k == 0 and direct:  # a real-valued input: one dense current per example, the same at every step
-                x = s_in.flatten(1) if reshapes else s_in
+                from overlooked.spiking.synops import connections
+
+                x = s_in
+                for r in reshapes:
+                    x = r(x)
                 constant = _as_dtype(syn, x.dtype)(x)
                 constant = pool(constant) if pool is not None else constant
-                result.macs = dense = int(fan_out(syn, tuple(x.shape[1:])).sum()) * x.shape[0]
-                currents: Any = (constant for _ in range(int(self.steps or 0)))  # steps: set by from_model, which alone allows this
+                result.macs = dense = connections([*reshapes, syn], tuple(s_in.shape[1:])) * s_in.shape[0]
+                currents: Any = (constant for _ in range(steps))
             else:
-                for _ in reshapes:
-                    s_in = s_in.flatten(2)  # [T, B, features]: Flatten(1) per step
+                for r in reshapes:
+                    s_in = _per_step(r, s_in)  # e.g. Flatten(1), or the crop of a pooling folded into the synapse
                 in_shape = tuple(s_in.shape[2:])
                 dense = int(fan_out(syn, in_shape).sum()) * s_in.shape[0] * s_in.shape[1]
                 currents = (self._scatter(k, syn, in_shape, s_t, pool, counted) for s_t in s_in)
@@ -297,7 +346,8 @@ class EventNetwork:
             result.synaptic_updates += counted[0]
             result.dense_updates += dense
         if self.readout is not None:  # the model's non-spiking readout: each step's spikes scattered, averaged over time
-            s_in = s_in.flatten(2)
+            for r in self.readout_pre:
+                s_in = _per_step(r, s_in)
             counted, total = [0], None
             for s_t in s_in:
                 current = self._scatter(len(self.stages), self.readout, tuple(s_in.shape[2:]), s_t, None, counted)
@@ -350,3 +400,73 @@ def _as_dtype(syn: nn.Module, dtype: torch.dtype) -> nn.Module:
     if isinstance(syn, nn.Linear):
         return lambda s: F.linear(s, syn.weight.to(dtype), None if syn.bias is None else syn.bias.to(dtype))  # type: ignore[return-value]
     return lambda s: F.conv2d(s, syn.weight.to(dtype), None if syn.bias is None else syn.bias.to(dtype), syn.stride, syn.padding, syn.dilation, syn.groups)  # type: ignore[return-value]
+
+
+def _per_step(module: nn.Module, s: Tensor) -> Tensor:
+    """``module`` (a per-example op: Flatten, a crop) applied to each step of ``[T, B, ...]``."""
+    t, b = s.shape[:2]
+    y = module(s.flatten(0, 1))
+    return y.view(t, b, *y.shape[1:])
+
+
+def _fold_pooling(pre: list[nn.Module], syn: nn.Module, stage: int) -> tuple[list[nn.Module], nn.Module]:
+    """``pre`` ops (at most one AvgPool2d, kernel = stride, then at most a Flatten) and ``syn`` as reshapes and
+    one synapse on the unpooled spikes (see :meth:`EventNetwork._from_converted`)."""
+    pools = [m for m in pre if isinstance(m, nn.AvgPool2d)]
+    flats = [m for m in pre if isinstance(m, nn.Flatten)]
+    if len(pools) + len(flats) != len(pre) or len(pools) > 1 or len(flats) > 1 or (pools and flats and pre.index(flats[0]) < pre.index(pools[0])):
+        raise ValueError(f"stage {stage}: event simulation folds one AvgPool2d (then a Flatten) into the synapse, got {[type(m).__name__ for m in pre]}")
+    if flats and (flats[0].start_dim != 1 or flats[0].end_dim != -1):
+        raise ValueError(f"stage {stage}: event simulation supports nn.Flatten() with start_dim=1, end_dim=-1 only")
+    if not isinstance(syn, nn.Linear | nn.Conv2d) or (isinstance(syn, nn.Conv2d) and flats):
+        raise ValueError(f"stage {stage}: event simulation steps a Conv2d or a Linear after Flatten, got {type(syn).__name__}")
+    if not pools:
+        return list(pre), syn
+    pool = pools[0]
+    p = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
+    stride = pool.stride if isinstance(pool.stride, int) else pool.stride[0]
+    if pool.kernel_size not in (p, (p, p)) or stride != p or pool.padding not in (0, (0, 0)) or pool.ceil_mode or pool.divisor_override is not None:
+        raise ValueError(f"stage {stage}: event simulation folds an AvgPool2d with a square kernel equal to its stride, no padding, ceil_mode False, got {pool}")
+    w = syn.weight.detach()
+    with torch.no_grad():
+        if isinstance(syn, nn.Conv2d):
+            _, s_c, pad, _, k = _conv_geometry(syn, syn.in_channels)  # refuses what the scatter cannot do
+            folded: nn.Module = nn.Conv2d(syn.in_channels, syn.out_channels, p * k, stride=p * s_c, padding=p * pad, groups=syn.groups, bias=syn.bias is not None, dtype=w.dtype, device=w.device)
+            folded.weight.copy_(w.repeat_interleave(p, 2).repeat_interleave(p, 3) / (p * p))
+        else:  # its input width is known once the spikes' side is: _PoolCrop spreads the weights then
+            folded = nn.Linear(syn.in_features, syn.out_features, bias=syn.bias is not None, dtype=w.dtype, device=w.device)
+            folded.weight.copy_(w)
+        if syn.bias is not None:
+            folded.bias.copy_(syn.bias.detach())
+    return [_PoolCrop(p, folded)] + ([nn.Flatten()] if flats else []), folded
+
+
+class _PoolCrop(nn.Module):
+    """The rows and columns a pooling of kernel = stride ``p`` reads (``p floor(S / p)`` of a side ``S``), and,
+    for a folded Linear, its pooled weights spread over them (``w / p^2`` at each of a pooled position's
+    ``p x p`` inputs) on the first call, when the side is known; another side later is refused."""
+
+    def __init__(self, p: int, folded: nn.Module):
+        super().__init__()
+        self.p, self.side = p, None
+        object.__setattr__(self, "_folded", folded)  # not a submodule: the stage holds it as its synapse
+
+    def forward(self, x: Tensor) -> Tensor:
+        c, h, w = x.shape[1:]
+        if h != w:
+            raise ValueError(f"event simulation folds pooling of square maps, got {h} x {w}")
+        if self.side is None:
+            self.side = h
+            keep = h // self.p
+            lin = self._folded
+            if isinstance(lin, nn.Linear):
+                if lin.in_features != c * keep * keep:
+                    raise ValueError(f"the Linear after pooling reads {lin.in_features} inputs, but {c} x {keep} x {keep} pooled positions arrive")
+                with torch.no_grad():
+                    spread = lin.weight.view(-1, c, keep, keep).repeat_interleave(self.p, 2).repeat_interleave(self.p, 3) / (self.p * self.p)
+                    lin.weight = nn.Parameter(spread.reshape(spread.shape[0], -1).contiguous(), requires_grad=False)
+                    lin.in_features = lin.weight.shape[1]
+        elif h != self.side:
+            raise ValueError(f"this event network was laid out for {self.side} x {self.side} maps here, got {h} x {h}; build another for other image sizes")
+        size = self.p * (h // self.p)
+        return x[..., :size, :size]

@@ -158,9 +158,10 @@ def converted_layers(snn: Any, in_shape: tuple[int, ...], position_counts: list[
     layers, shape, counts = [], tuple(in_shape), None
     for k, stage in enumerate(snn.stages):
         seq = [*stage.pre, stage.synapse]
+        dtype = stage.synapse.weight.dtype  # shapes only, but in the network's dtype (a float64 one too)
         with torch.no_grad():
-            pre_shape = tuple(stage.pre(torch.zeros(1, *shape)).shape[1:])
-            out_shape = tuple(stage.synapse(torch.zeros(1, *pre_shape)).shape[1:])
+            pre_shape = tuple(stage.pre(torch.zeros(1, *shape, dtype=dtype)).shape[1:])
+            out_shape = tuple(stage.synapse(torch.zeros(1, *pre_shape, dtype=dtype)).shape[1:])
         ann = connections(stage.synapse, pre_shape)
         if k == 0:  # direct encoding: real-valued static input, current computed once per example
             macs, sops, kind = float(connections(seq, shape)), 0.0, "real"
