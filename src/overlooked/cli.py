@@ -304,6 +304,10 @@ def _show_run(run: Any) -> None:
     from overlooked import api
 
     summary = api.read_summary(run)
+    if not (run / "config.yaml").is_file():  # not a training run (a demo's folder): its summary as it is
+        print(f"{run}: no config.yaml, so not a training run (a demo's folder?); its summary.json:")
+        print(json.dumps(summary, indent=1))
+        return
     env, meta = _read_json(run / "environment.json"), _read_json(run / "data_meta.json")
     budget = ", ".join(f"{summary[k]:g} {k}" for k in ("steps", "epochs") if isinstance(summary.get(k), (int, float)))
     seeds = f", {summary['repeats']} seeds" if isinstance(summary.get("repeats"), int) and summary["repeats"] > 1 else ""  # --repeats

@@ -373,6 +373,12 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     (run / "summary.json").unlink()
     assert main(["show", str(run)]) == 2
     assert "has no summary.json: it is unfinished" in capsys.readouterr().err
+    demo = tmp_path / "demo-1"  # a demo's folder: a summary of its own shape and no config
+    demo.mkdir()
+    (demo / "summary.json").write_text(json.dumps({"spiking": {"test_accuracy": 0.97}}))
+    assert main(["show", str(demo)]) == 0
+    out = capsys.readouterr().out
+    assert "no config.yaml, so not a training run" in out and json.loads(out.split("summary.json:\n", 1)[1]) == {"spiking": {"test_accuracy": 0.97}}
     monkeypatch.chdir(tmp_path)
     (tmp_path / "memn2n_babi1k").mkdir()  # a folder that is not a run, named as a packaged config: the config is shown
     assert main(["show", "memn2n_babi1k"]) == 0
