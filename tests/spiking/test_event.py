@@ -295,7 +295,36 @@ def test_a_converted_network_runs_event_driven_as_it_simulates(side):
         for (updates, _), row in zip(result.per_layer, report["layers"]):
             assert updates == pytest.approx(row["sops"] * n, rel=1e-12, abs=1e-9)
         assert result.macs == pytest.approx(report["totals"]["macs"] * n, rel=1e-12)
+        # the dense work is the network's own synapses' on the pooled maps, not the folded ones' (p^2 more)
+        for (_, dense), row in zip(result.per_layer[1:], report["layers"][1:]):
+            assert dense == row["ann_macs"] * t * n
     with pytest.raises(ValueError, match="laid out for"):
         events.run(torch.rand(2, 1, side + 4, side + 4, dtype=torch.float64))  # another image size needs another layout
     with pytest.raises(ValueError, match="v_init = 0.5: convert with v_init=0"):
         E.EventNetwork.from_model(convert(ann, image, norm="max", v_init=0.5))
+    import numpy as np
+
+    assert torch.equal(events.run(image, steps=np.int64(5)).logits, events.run(image, steps=5).logits)  # as snn(x, steps) takes it
+    before = events.run(image).logits
+    with torch.no_grad():
+        for p in snn.parameters():
+            p.mul_(0.5)  # the event network is a copy: later changes to snn do not reach it
+    assert torch.equal(events.run(image).logits, before)
+
+
+def test_converted_networks_event_simulation_refuses_clearly():
+    from overlooked.spiking.convert import convert
+
+    torch.manual_seed(0)
+    calib = torch.rand(16, 1, 8, 8, dtype=torch.float64)
+    strided = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2, stride=(2, 1)), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(40, 3)).double()
+    with pytest.raises(ValueError, match="square kernel equal to its stride"):
+        E.EventNetwork.from_model(convert(strided, calib, norm="max"))
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).double()
+    with pytest.raises(ValueError, match="readout alone"):
+        E.EventNetwork.from_model(convert(linear, calib, norm="max"))
+    pooled = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).double()
+    events = E.EventNetwork.from_model(convert(pooled, calib, norm="max"))
+    with pytest.raises(ValueError, match="reads 64 inputs, but 4 x 6 x 6 pooled positions arrive"):
+        events.run(torch.rand(2, 1, 12, 12, dtype=torch.float64))
+    assert events.run(calib[:2]).logits.shape == (2, 3)  # a refused size leaves the layout free for the right one

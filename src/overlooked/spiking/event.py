@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from overlooked.checks import is_count
 from overlooked.spiking import modules as M
 
 Tensor = torch.Tensor
@@ -185,6 +186,7 @@ class EventNetwork:
         self.input_shape: tuple[int, ...] | None = None  # a model's input, one example at one step
         self.readout_pre: list[nn.Module] = []  # what the readout's spikes pass through first (Flatten, ...)
         self.images_only = False  # a converted network: static images only
+        self._dense_of: dict[int, tuple[list[nn.Module], nn.Module]] = {}  # stage -> the network's own (pre ops, synapse) where pooling was folded
         self._rows: dict[tuple[int, torch.dtype], tuple[Tensor, tuple[int, int, int, int] | None]] = {}
 
     @classmethod
@@ -217,7 +219,7 @@ class EventNetwork:
                 stacklevel=2,
             )
         self = cls.__new__(cls)
-        self._rows, self.stages, self.readout_pre, self.images_only = {}, [], [nn.Flatten()], False
+        self._rows, self.stages, self.readout_pre, self.images_only, self._dense_of = {}, [], [nn.Flatten()], False, {}
         for i, block in enumerate(net.blocks):
             folded = fold_batchnorm(block)  # a copy with the running statistics folded into the synapse
             *reshapes, synapse = list(folded.synapse) if isinstance(folded.synapse, nn.Sequential) else [folded.synapse]
@@ -248,13 +250,20 @@ class EventNetwork:
         pooling reads. A spike then reaches exactly the targets of pooling and synapse composed."""
         if float(snn.v_init) != 0.0:
             raise ValueError(f"event simulation starts every membrane at 0; this converted network starts at v_init = {snn.v_init}: convert with v_init=0")
-        self = cls.__new__(cls)
-        self._rows, self.stages, self.images_only, self.input_shape = {}, [], True, None
+        import copy
+
         stages = list(snn.stages)
+        if not stages or not stages[0].spiking:
+            raise ValueError("event simulation needs a spiking stage before the readout; this converted network is its readout alone (a linear model): run it as snn(x)")
+        self = cls.__new__(cls)
+        self._rows, self.stages, self.images_only, self.input_shape, self._dense_of = {}, [], True, None, {}
         for i, stage in enumerate(stages):
-            pre, syn = list(stage.pre), stage.synapse
+            pre, syn = copy.deepcopy(list(stage.pre)), copy.deepcopy(stage.synapse)  # later changes to snn do not reach it
             if i > 0 or not stage.spiking:
+                own = (pre, syn)
                 pre, syn = _fold_pooling(pre, syn, i)
+                if syn is not own[1]:  # a pooling was folded: the dense work is the network's own synapse's
+                    self._dense_of[i if stage.spiking else -1] = own
             if not stage.spiking:
                 if i != len(stages) - 1 or not isinstance(syn, nn.Linear):
                     raise ValueError(f"stage {i}: event simulation reads out through a final nn.Linear, got {type(stage.synapse).__name__}")
@@ -299,8 +308,9 @@ class EventNetwork:
             if spikes.is_floating_point():
                 M.check_weight_dtype(self.readout, spikes)
         run_steps = int(self.steps or 0) if steps is None else steps
-        if direct and (isinstance(run_steps, bool) or not isinstance(run_steps, int) or run_steps < 1):
+        if direct and not is_count(run_steps):
             raise ValueError(f"steps must be a whole number >= 1 (time steps to simulate), got {steps!r}")
+        run_steps = int(run_steps)
         if not direct and not bool(((spikes == 0) | (spikes == 1)).all()):
             odd = spikes[(spikes != 0) & (spikes != 1)].flatten()[:3].tolist()
             fix = "run the model itself (model(x)) for count-valued input, or bin the events to 0/1 (time_first(binary=True))" if self.readout is not None else "run analog input with run_clock"
@@ -331,10 +341,11 @@ class EventNetwork:
                 result.macs = dense = connections([*reshapes, syn], tuple(s_in.shape[1:])) * s_in.shape[0]
                 currents: Any = (constant for _ in range(steps))
             else:
+                before = tuple(s_in.shape[2:])
                 for r in reshapes:
                     s_in = _per_step(r, s_in)  # e.g. Flatten(1), or the crop of a pooling folded into the synapse
                 in_shape = tuple(s_in.shape[2:])
-                dense = int(fan_out(syn, in_shape).sum()) * s_in.shape[0] * s_in.shape[1]
+                dense = self._dense(k, syn, before, in_shape) * s_in.shape[0] * s_in.shape[1]
                 currents = (self._scatter(k, syn, in_shape, s_t, pool, counted) for s_t in s_in)
             state, out = None, []
             for current in currents:
@@ -346,6 +357,7 @@ class EventNetwork:
             result.synaptic_updates += counted[0]
             result.dense_updates += dense
         if self.readout is not None:  # the model's non-spiking readout: each step's spikes scattered, averaged over time
+            before = tuple(s_in.shape[2:])
             for r in self.readout_pre:
                 s_in = _per_step(r, s_in)
             counted, total = [0], None
@@ -353,11 +365,24 @@ class EventNetwork:
                 current = self._scatter(len(self.stages), self.readout, tuple(s_in.shape[2:]), s_t, None, counted)
                 total = current if total is None else total + current
             result.logits = total / s_in.shape[0]
-            dense = self.readout.in_features * self.readout.out_features * s_in.shape[0] * s_in.shape[1]
+            dense = self._dense(-1, self.readout, before, tuple(s_in.shape[2:])) * s_in.shape[0] * s_in.shape[1]
             result.per_layer.append((counted[0], dense))
             result.synaptic_updates += counted[0]
             result.dense_updates += dense
         return result
+
+    def _dense(self, k: int, syn: nn.Module, before: tuple[int, ...], in_shape: tuple[int, ...]) -> int:
+        """Multiply-accumulates of stage ``k`` (-1: the readout) run densely for one example at one step: its
+        synapse's connections, or, where a pooling was folded into it, the network's own synapse's on the pooled
+        map (pooling adds are not counted, as in :mod:`overlooked.spiking.synops`)."""
+        if k not in self._dense_of:
+            return int(fan_out(syn, in_shape).sum())
+        from overlooked.spiking.synops import connections
+
+        pre, own = self._dense_of[k]
+        with torch.no_grad():
+            pooled = tuple(nn.Sequential(*pre)(torch.zeros(1, *before, dtype=own.weight.dtype)).shape[1:])
+        return connections(own, pooled)
 
     def _scatter(self, k: int, syn: nn.Module, in_shape: tuple[int, ...], s: Tensor, pool: nn.Module | None, counted: list[int]) -> Tensor:
         """One step's synaptic current from the spikes ``s`` ``[B, *in_shape]`` (pooled if the stage pools),
@@ -423,9 +448,9 @@ def _fold_pooling(pre: list[nn.Module], syn: nn.Module, stage: int) -> tuple[lis
     if not pools:
         return list(pre), syn
     pool = pools[0]
-    p = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
-    stride = pool.stride if isinstance(pool.stride, int) else pool.stride[0]
-    if pool.kernel_size not in (p, (p, p)) or stride != p or pool.padding not in (0, (0, 0)) or pool.ceil_mode or pool.divisor_override is not None:
+    pair = lambda v: tuple(v) if isinstance(v, tuple | list) else (v, v)  # noqa: E731
+    p = pair(pool.kernel_size)[0]
+    if pair(pool.kernel_size) != (p, p) or pair(pool.stride) != (p, p) or pair(pool.padding) != (0, 0) or pool.ceil_mode or pool.divisor_override is not None:
         raise ValueError(f"stage {stage}: event simulation folds an AvgPool2d with a square kernel equal to its stride, no padding, ceil_mode False, got {pool}")
     w = syn.weight.detach()
     with torch.no_grad():
@@ -456,7 +481,6 @@ class _PoolCrop(nn.Module):
         if h != w:
             raise ValueError(f"event simulation folds pooling of square maps, got {h} x {w}")
         if self.side is None:
-            self.side = h
             keep = h // self.p
             lin = self._folded
             if isinstance(lin, nn.Linear):
@@ -466,6 +490,7 @@ class _PoolCrop(nn.Module):
                     spread = lin.weight.view(-1, c, keep, keep).repeat_interleave(self.p, 2).repeat_interleave(self.p, 3) / (self.p * self.p)
                     lin.weight = nn.Parameter(spread.reshape(spread.shape[0], -1).contiguous(), requires_grad=False)
                     lin.in_features = lin.weight.shape[1]
+            self.side = h  # laid out for this side, once the checks above have passed
         elif h != self.side:
             raise ValueError(f"this event network was laid out for {self.side} x {self.side} maps here, got {h} x {h}; build another for other image sizes")
         size = self.p * (h // self.p)
