@@ -309,7 +309,10 @@ def _show_run(run: Any) -> None:
         print(json.dumps(summary, indent=1))
         return
     env, meta = _read_json(run / "environment.json"), _read_json(run / "data_meta.json")
+    conversion = summary.get("kind") == "ann_to_snn_conversion"  # `overlooked convert`: no training, T time steps
     budget = ", ".join(f"{summary[k]:g} {k}" for k in ("steps", "epochs") if isinstance(summary.get(k), (int, float)))
+    if conversion:
+        budget = f"simulated for up to T = {summary.get('steps')} time steps, {summary.get('norm')} norm from {summary.get('calibration')} calibration images, of {summary.get('source_run')}"
     seeds = f", {summary['repeats']} seeds" if isinstance(summary.get("repeats"), int) and summary["repeats"] > 1 else ""  # --repeats
     each = summary.get("each") if isinstance(summary.get("each"), dict) else None
     per = f", one model per {each.get('key')} in {each.get('values')}" if each else ""  # --each
@@ -318,6 +321,11 @@ def _show_run(run: Any) -> None:
     print(f"ran {env.get('date', 'at an unknown date')} on {where or 'unknown hardware'}, torch {env.get('torch', 'unknown')}, git {str(env.get('git_commit', 'unknown'))[:12]}")
     if summary.get("selection"):
         print(f"reported weights: {summary['selection']}")
+    if conversion:
+        curve = summary.get("snn_test_accuracy") if isinstance(summary.get("snn_test_accuracy"), dict) else {}
+        print(f"ann_test_accuracy: {summary.get('ann_test_accuracy')}")
+        for t, acc in sorted(curve.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0):
+            print(f"snn_test_accuracy at T = {t}: {acc}")
     _print_summary(run, summary)
     groups = summary.get("test_group_accuracy")
     if isinstance(groups, dict) and groups:

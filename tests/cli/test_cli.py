@@ -373,6 +373,14 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     (run / "summary.json").unlink()
     assert main(["show", str(run)]) == 2
     assert "has no summary.json: it is unfinished" in capsys.readouterr().err
+    conv = tmp_path / "convert-1"  # an `overlooked convert` record: T time steps and the accuracy at each T, no training
+    conv.mkdir()
+    (conv / "config.yaml").write_text("kind: ann_to_snn_conversion\n")
+    (conv / "summary.json").write_text(json.dumps({"kind": "ann_to_snn_conversion", "name": "c", "model": "m", "dataset": "mnist", "steps": 64, "norm": "max", "calibration": 10, "source_run": "runs/x", "ann_test_accuracy": 0.99, "snn_test_accuracy": {"64": 0.98, "8": 0.5}}))
+    assert main(["show", str(conv)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "c: model m on mnist, simulated for up to T = 64 time steps, max norm from 10 calibration images, of runs/x"
+    assert out[2:5] == ["ann_test_accuracy: 0.99", "snn_test_accuracy at T = 8: 0.5", "snn_test_accuracy at T = 64: 0.98"]
     demo = tmp_path / "demo-1"  # a demo's folder: a summary of its own shape and no config
     demo.mkdir()
     (demo / "summary.json").write_text(json.dumps({"spiking": {"test_accuracy": 0.97}}))
