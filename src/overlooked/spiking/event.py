@@ -20,6 +20,7 @@ PyTorch op). With float64 state and dyadic weights both sum exactly, so their sp
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,7 @@ def _stages(layers: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module, n
     stages, pending, synapse = [], [], None
     for layer in layers:
         if isinstance(layer, nn.Flatten):
-            if layer.start_dim != 1 or layer.end_dim != -1:
+            if not _plain_flatten(layer):
                 raise ValueError("event simulation supports nn.Flatten() with start_dim=1, end_dim=-1 only")
             pending.append(layer)
         elif isinstance(layer, SYNAPSES):
@@ -218,12 +219,12 @@ class EventNetwork:
                 "(batch norm with its running statistics, no dropout); call model.eval() before comparing the two",
                 stacklevel=2,
             )
-        self = cls.__new__(cls)
-        self._rows, self.stages, self.readout_pre, self.images_only, self._dense_of = {}, [], [nn.Flatten()], False, {}
+        self = cls([])  # the defaults of a layer list, filled in below
+        self.readout_pre = [nn.Flatten()]
         for i, block in enumerate(net.blocks):
             folded = fold_batchnorm(block)  # a copy with the running statistics folded into the synapse
             *reshapes, synapse = list(folded.synapse) if isinstance(folded.synapse, nn.Sequential) else [folded.synapse]
-            if not isinstance(synapse, nn.Linear | nn.Conv2d) or any(not isinstance(r, nn.Flatten) or r.start_dim != 1 or r.end_dim != -1 for r in reshapes):
+            if not isinstance(synapse, nn.Linear | nn.Conv2d) or not all(_plain_flatten(r) for r in reshapes):
                 raise ValueError(f"block {i}: event simulation steps a Linear or Conv2d synapse (after nn.Flatten() at most), got {folded.synapse}")
             if isinstance(synapse, nn.Conv2d):
                 _conv_geometry(synapse, synapse.in_channels)  # refuses what the scatter cannot do
@@ -234,8 +235,6 @@ class EventNetwork:
             self.stages.append((list(reshapes), synapse, folded.pool, folded.neuron.cell))
         if not isinstance(net.readout, nn.Linear):
             raise ValueError(f"event simulation reads out through an nn.Linear, got {type(net.readout).__name__}")
-        import copy
-
         self.readout = copy.deepcopy(net.readout)
         self.steps, self.input_shape = net.steps, tuple(net.input_shape)
         return self
@@ -250,13 +249,11 @@ class EventNetwork:
         pooling reads. A spike then reaches exactly the targets of pooling and synapse composed."""
         if float(snn.v_init) != 0.0:
             raise ValueError(f"event simulation starts every membrane at 0; this converted network starts at v_init = {snn.v_init}: convert with v_init=0")
-        import copy
-
         stages = list(snn.stages)
         if not stages or not stages[0].spiking:
             raise ValueError("event simulation needs a spiking stage before the readout; this converted network is its readout alone (a linear model): run it as snn(x)")
-        self = cls.__new__(cls)
-        self._rows, self.stages, self.images_only, self.input_shape, self._dense_of = {}, [], True, None, {}
+        self = cls([])  # the defaults of a layer list, filled in below
+        self.images_only = True
         for i, stage in enumerate(stages):
             pre, syn = copy.deepcopy(list(stage.pre)), copy.deepcopy(stage.synapse)  # later changes to snn do not reach it
             if i > 0 or not stage.spiking:
@@ -427,6 +424,12 @@ def _as_dtype(syn: nn.Module, dtype: torch.dtype) -> nn.Module:
     return lambda s: F.conv2d(s, syn.weight.to(dtype), None if syn.bias is None else syn.bias.to(dtype), syn.stride, syn.padding, syn.dilation, syn.groups)  # type: ignore[return-value]
 
 
+def _plain_flatten(module: nn.Module) -> bool:
+    """An ``nn.Flatten()`` of everything but the batch (``start_dim=1, end_dim=-1``), the one reshape the
+    simulation applies per step."""
+    return isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1
+
+
 def _per_step(module: nn.Module, s: Tensor) -> Tensor:
     """``module`` (a per-example op: Flatten, a crop) applied to each step of ``[T, B, ...]``."""
     t, b = s.shape[:2]
@@ -441,7 +444,7 @@ def _fold_pooling(pre: list[nn.Module], syn: nn.Module, stage: int) -> tuple[lis
     flats = [m for m in pre if isinstance(m, nn.Flatten)]
     if len(pools) + len(flats) != len(pre) or len(pools) > 1 or len(flats) > 1 or (pools and flats and pre.index(flats[0]) < pre.index(pools[0])):
         raise ValueError(f"stage {stage}: event simulation folds one AvgPool2d (then a Flatten) into the synapse, got {[type(m).__name__ for m in pre]}")
-    if flats and (flats[0].start_dim != 1 or flats[0].end_dim != -1):
+    if flats and not _plain_flatten(flats[0]):
         raise ValueError(f"stage {stage}: event simulation supports nn.Flatten() with start_dim=1, end_dim=-1 only")
     if not isinstance(syn, nn.Linear | nn.Conv2d) or (isinstance(syn, nn.Conv2d) and flats):
         raise ValueError(f"stage {stage}: event simulation steps a Conv2d or a Linear after Flatten, got {type(syn).__name__}")
