@@ -65,7 +65,7 @@ def _group_line(groups: dict[str, float]) -> str:
     """
     from overlooked.bench.report import FAILED_ABOVE, error_percent, failed_count
 
-    errors = [error_percent(a) for a in groups.values() if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    errors = [error_percent(a) for a in groups.values() if _is_number(a)]
     unread = f"; {len(groups) - len(errors)} without a number (a damaged summary)" if len(errors) < len(groups) else ""
     if not errors:
         return f"no group accuracy to average{unread}"
@@ -274,15 +274,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Print CONFIG with its overrides applied and checked, as a run would write it to config.yaml; or, for a
     finished run folder, what the run reported."""
-    from pathlib import Path
-
     from overlooked import api
 
     folder = Path(args.config)
     if folder.is_dir() and any((folder / f).is_file() for f in ("summary.json", "config.yaml")):  # a run folder, finished or not
         if args.overrides:
             raise OverlookedError(f"{args.config} is a run folder: `show RUN` prints what the run reported and takes no overrides (they apply to configs)")
-        _show_run(Path(args.config))
+        _show_run(folder)
         return 0
     cfg = api.load(args.config, list(args.overrides))  # loaded and fully checked
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
@@ -290,12 +288,20 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _read_json(path: Any) -> dict[str, Any]:
-    """A run's small JSON file as a dict; an empty one when it is missing or damaged (shown as unknown)."""
+    """A run's small JSON file as a dict (:func:`overlooked.api.read_run_file`); an empty one when it is
+    missing or damaged (shown as unknown)."""
+    from overlooked import api
+
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = api.read_run_file(path) if path.is_file() else {}
+    except (OSError, OverlookedError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float from a summary (not a bool): what a damaged file may not hold."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _show_run(run: Any) -> None:
@@ -334,11 +340,10 @@ def _show_run(run: Any) -> None:
         print(f"{name:>6}  " + "  ".join(f"{k + ' acc':>9}" for k in splits) + f"  {'test err %':>10}")
         from overlooked.bench.report import error_percent
 
-        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731  (a damaged value prints as -)
-        for g, acc in groups.items():
+        for g, acc in groups.items():  # a damaged value prints as -
             row = [summary[f"{k}_group_accuracy"].get(g) for k in splits]
-            error = f"{error_percent(acc):>10.2f}" if number(acc) else f"{'-':>10}"
-            print(f"{g:>6}  " + "  ".join(f"{v:>9.4f}" if number(v) else f"{'-':>9}" for v in row) + f"  {error}")
+            error = f"{error_percent(acc):>10.2f}" if _is_number(acc) else f"{'-':>10}"
+            print(f"{g:>6}  " + "  ".join(f"{v:>9.4f}" if _is_number(v) else f"{'-':>9}" for v in row) + f"  {error}")
     print(f"config: {run / 'config.yaml'}")
     if isinstance(env.get("argv"), list) and env["argv"]:
         from overlooked.bench.report import command_of
