@@ -1771,14 +1771,13 @@ def figure_labels(runs: list[Any], tag: Callable[[Any], str] = lambda run: "") -
     >>> sorted(figure_labels(runs).values())
     ['a', 'a_short']
     """
-    names = {run.folder: " ".join(filter(None, [run.config.get("name") or run.summary.get("name") or run.folder.name, tag(run)])) for run in runs}
-    stems = {f: re.sub(r"-\d{8}-\d{6}$", "", f.name) for f in names}
-    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
-    labels = {f: (stems[f] if n in shared else n) for f, n in names.items()}
-    twice = {v for v in labels.values() if list(labels.values()).count(v) > 1}
-    labels = {f: (f.name if v in twice else v) for f, v in labels.items()}
-    twice = {v for v in labels.values() if list(labels.values()).count(v) > 1}  # one folder name under two roots
-    return {f: (str(f) if v in twice else v) for f, v in labels.items()}
+    from collections import Counter
+
+    labels = {run.folder: " ".join(filter(None, [run.config.get("name") or run.summary.get("name") or run.folder.name, tag(run)])) for run in runs}
+    for fallback in (lambda f: re.sub(r"-\d{8}-\d{6}$", "", f.name), lambda f: f.name, str):  # each only where the last still repeats
+        counts = Counter(labels.values())
+        labels = {f: (fallback(f) if counts[v] > 1 else v) for f, v in labels.items()}
+    return labels
 
 
 def paper_scale_figures(runs: list[Any], folder: Path, datasets: tuple[str, ...] = ("mnist",)) -> list[Path]:
