@@ -12,7 +12,7 @@ the reference (forward Euler; leak is applied to every neuron every step), but s
 driven: at each step the spikes of the previous layer are listed and each spike's outgoing weights (a
 weight row for a linear layer, a kernel slice per valid offset for a convolution) are scattered into the
 targets' currents. The count of those scattered weights is the exact number of synaptic updates, and
-equals the sum over spikes of each neuron's fan-out (:func:`fan_out`).
+equals the sum over spikes of each neuron's fan-out (:func:`overlooked.spiking.synops.fanout`).
 
 :func:`run_clock` is the dense clock-driven simulation of the same network (each synapse as its dense
 PyTorch op). With float64 state and dyadic weights both sum exactly, so their spike times are identical.
@@ -31,6 +31,7 @@ from torch import nn
 
 from overlooked.checks import is_count
 from overlooked.spiking import modules as M
+from overlooked.spiking.synops import connections
 
 Tensor = torch.Tensor
 SYNAPSES = (nn.Linear, nn.Conv2d, nn.AvgPool2d)
@@ -103,28 +104,6 @@ def _conv_geometry(syn: nn.Module, in_channels: int) -> tuple[Tensor, int, int, 
 
 def _out_side(side: int, k: int, s: int, p: int) -> int:
     return (side + 2 * p - k) // s + 1
-
-
-def fan_out(synapse: nn.Module, in_shape: tuple[int, ...]) -> Tensor:
-    """Number of targets of each input neuron (one sample; ``in_shape`` without batch), as int64.
-
-    Linear: ``out_features`` for every input. Conv2d / AvgPool2d: ``(O / groups) * n_y * n_x`` where
-    ``n_y`` counts output rows ``y'`` in ``[0, H_out)`` whose window ``[y' s - p, y' s - p + K)`` holds ``y``
-    (fewer at the borders and where the stride skips a row).
-    """
-    if isinstance(synapse, nn.Linear):
-        return torch.full(in_shape, synapse.out_features, dtype=torch.int64)
-    c, h, w = in_shape
-    weight, s, p, groups, k = _conv_geometry(synapse, c)
-    per_group = weight.shape[0] // groups
-
-    def windows(side: int) -> Tensor:  # [side]: how many output positions cover each input position
-        out = _out_side(side, k, s, p)
-        pos = torch.arange(side)[:, None]
-        starts = torch.arange(out)[None, :] * s - p
-        return ((pos >= starts) & (pos < starts + k)).sum(1)
-
-    return per_group * windows(h)[None, :, None] * windows(w)[None, None, :] * torch.ones(c, 1, 1, dtype=torch.int64)
 
 
 def _scatter_linear(syn: nn.Linear, s: Tensor, weight_rows: Tensor) -> tuple[Tensor, int]:
@@ -328,8 +307,6 @@ class EventNetwork:
         for k, (reshapes, syn, pool, cell) in enumerate(self.stages):
             counted = [0]  # weights scattered by this stage
             if k == 0 and direct:  # a real-valued input: one dense current per example, the same at every step
-                from overlooked.spiking.synops import connections
-
                 x = s_in
                 for r in reshapes:
                     x = r(x)
@@ -373,9 +350,7 @@ class EventNetwork:
         synapse's connections, or, where a pooling was folded into it, the network's own synapse's on the pooled
         map (pooling adds are not counted, as in :mod:`overlooked.spiking.synops`)."""
         if k not in self._dense_of:
-            return int(fan_out(syn, in_shape).sum())
-        from overlooked.spiking.synops import connections
-
+            return connections(syn, in_shape)
         pre, own = self._dense_of[k]
         with torch.no_grad():
             pooled = tuple(nn.Sequential(*pre)(torch.zeros(1, *before, dtype=own.weight.dtype)).shape[1:])
