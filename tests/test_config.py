@@ -168,3 +168,32 @@ def test_a_seed_outside_the_range_the_trainer_derives_streams_from_is_refused(se
     """train.seed=99999999999999 overflowed in the trainer (seed * 1_000_003) after the folder was made."""
     with pytest.raises(ConfigError, match=rf"train.seed must be between 0 and 2\*\*32 - 1, got {seed}"):
         api.load("mlp_mnist", [f"train.seed={seed}"])
+
+
+def test_a_key_written_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second ``train:`` section would replace the first whole
+    (epochs, optimizer, clipping back to their defaults) without a word."""
+    from overlooked.config import load_yaml
+
+    packaged = packaged_configs()["memn2n_babi1k"].read_text()
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(packaged + "train:\n  lr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"key 'train' a second time \(first on line \d+\)"):
+        load_config(str(twice))
+    inner = tmp_path / "inner.yaml"
+    inner.write_text("name: x\ntrain:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' a second time \(first on line 3\)"):
+        load_config(str(inner))
+    with pytest.raises(yaml.YAMLError, match="key 'a' a second time"):
+        load_yaml("{a: 1, a: 2}")
+    # what safe_load allows still loads the same: merge keys (overridden beside them), nested maps, no Python tags
+    text = "base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  x: 3\ne: [1, {f: 2}]\n"
+    assert load_yaml(text) == yaml.safe_load(text) == {"base": {"x": 1, "y": 2}, "d": {"x": 3, "y": 2}, "e": [1, {"f": 2}]}
+    with pytest.raises(yaml.YAMLError):
+        load_yaml("!!python/object/apply:os.system ['true']")
+
+
+def test_a_run_folders_config_with_a_repeated_key_is_named_damaged(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: x\nname: y\n")
+    with pytest.raises(api.OverlookedError, match="config.yaml is damaged.*'name' a second time"):
+        api.read_run_file(tmp_path / "config.yaml")

@@ -34,6 +34,7 @@ from overlooked.config import (
     apply_overrides,
     check_component_kwargs,
     load_config,
+    load_yaml,
     parse_override,
 )
 from overlooked.data.babi import BABI_INPUT_KEYS
@@ -303,9 +304,11 @@ def read_run_file(path: Path) -> Any:
     (cut short, edited, not text) instead of a parser's traceback."""
     try:
         text = path.read_text()
-        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        return load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:  # the problem, not the context's first line
+            first = exc.problem + (f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else "")
         raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {first}); restore it from a copy of the run folder") from None
 
 

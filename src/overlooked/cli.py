@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from overlooked import __version__
-from overlooked.config import integer_range, parse_override
+from overlooked.config import integer_range, load_yaml, parse_override
 from overlooked.data.store import dataset_names
 from overlooked.errors import OverlookedError
 
@@ -143,7 +143,7 @@ def _top_of(run: Path) -> Path:
     ``each.json``); the run folder itself otherwise. Only these two containers are climbed."""
     if re.fullmatch(r"seed\d+", run.name) and (run.parent / "config.yaml").is_file():
         try:
-            repeats = (yaml.safe_load((run.parent / "config.yaml").read_text()) or {}).get("train", {}).get("repeats", 1)
+            repeats = (load_yaml((run.parent / "config.yaml").read_text()) or {}).get("train", {}).get("repeats", 1)
         except (OSError, yaml.YAMLError, AttributeError):
             repeats = 1
         if isinstance(repeats, int) and repeats > 1:

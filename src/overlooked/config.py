@@ -30,6 +30,42 @@ import yaml
 from overlooked.errors import ConfigError
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last silently,
+    so a second ``train:`` section would replace the first one whole)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: keys written beside it override the merged ones
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            repeated = key in seen
+        except TypeError:  # an unhashable key: construct_mapping names it
+            continue
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found the key {key!r} a second time (first on line {seen[key]}); write each key once, "
+                "merging the two entries",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as ``yaml.safe_load`` does (no Python tags), except that a key repeated in one mapping is a
+    ``yaml.YAMLError`` naming both lines instead of a silent last-one-wins."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python tags
+
+
 @dataclass
 class Component:
     """A registry name plus the keyword arguments for its builder."""
@@ -373,7 +409,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Experi
             )
         path = known[name_or_path]
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except UnicodeDecodeError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from overlooked.config import load_yaml
 from overlooked.errors import OverlookedError
 
 HEADER = """# Results
@@ -78,7 +79,7 @@ def collect_runs(roots: list[Path]) -> list[Run]:
                     runs.append(
                         Run(
                             folder=folder,
-                            config=yaml.safe_load((folder / "config.yaml").read_text()),
+                            config=load_yaml((folder / "config.yaml").read_text()),
                             environment=json.loads((folder / "environment.json").read_text()) if (folder / "environment.json").is_file() else {},
                             summary=json.loads((folder / "summary.json").read_text()),
                             notes=(folder / "notes.md").read_text().strip() if (folder / "notes.md").is_file() else "",
@@ -99,7 +100,7 @@ def _int(x: Any) -> str:
 
 def load_references(path: Path) -> dict[str, Any]:
     """Published numbers keyed by config name (``results/references.yaml``), or {} when absent."""
-    return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
+    return load_yaml(path.read_text()) or {} if path.is_file() else {}
 
 
 FAILED_ABOVE = 5.0  # % test error above which a bAbI task counts as failed (the papers' rule)

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from overlooked.config import _build, load_config
+from overlooked.config import _build, load_config, load_yaml
 from overlooked.errors import ConfigError, OverlookedError
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
@@ -76,7 +74,7 @@ def load_suite(name_or_path: str) -> Suite:
         path = SUITES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown suite {name_or_path!r}; packaged suites: {', '.join(suite_names())}")
-    suite = _build(Suite, yaml.safe_load(path.read_text()), "")
+    suite = _build(Suite, load_yaml(path.read_text()), "")
     for arena in suite.arenas:
         seen: list[str] = []
         for case in arena.cases:
