@@ -946,8 +946,8 @@ def test_a_refused_resume_loses_no_records_and_a_finished_run_is_not_resumed(tmp
     run, _ = api.train(_cfg(epochs=2, checkpoint_every=5, eval_every=3), run_dir=tmp_path / "run", callbacks=[Stop()])
     records = (run / "metrics.jsonl").read_text()
     raw = json.loads(json.dumps(SMALL))
-    raw["model"]["kwargs"]["hidden"] = 7
-    raw["train"].update(max_steps=2)
+    raw["model"]["kwargs"]["hidden"] = 7  # another model trained with the same settings
+    raw["train"].update(epochs=2, checkpoint_every=5, eval_every=3)
     foreign, _ = api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "foreign")
     mine = (run / "checkpoints" / "last.safetensors").read_bytes()
     (run / "checkpoints" / "last.safetensors").write_bytes((foreign / "checkpoints" / "last.safetensors").read_bytes())
@@ -961,6 +961,39 @@ def test_a_refused_resume_loses_no_records_and_a_finished_run_is_not_resumed(tmp
     assert summary["stopped_by"] == "epochs" and summary["wall_time_s"] > before and "wall_time_before_s" not in summary
     with pytest.raises(OverlookedError, match=r"has finished \(stopped by epochs.*train.init_from="):
         api.resume(run)
+
+
+def test_a_resume_refuses_a_config_yaml_edited_since_the_checkpoint(tmp_path):
+    """config.yaml is what a resume reads; the checkpoint stores the training settings it was written with.
+    A changed lr, batch size, epochs or optimiser would splice two runs into one folder (an optimiser swap
+    failed inside PyTorch's step with KeyError 'betas'): refused, naming the setting, both values and the way
+    out, with nothing written; where it runs (device) and this process's time limit may change."""
+    import yaml
+
+    from overlooked.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_step_end(self, ctx, loss):
+            ctx.stop = ctx.state.step == 6
+
+    run, _ = api.train(_cfg(epochs=2, checkpoint_every=3, eval_every=3), run_dir=tmp_path / "run", callbacks=[Stop()])
+    text, records = (run / "config.yaml").read_text(), (run / "metrics.jsonl").read_text()
+    for change, said in [
+        ({"lr": 0.5}, r"train.lr=0.5 \(written with 0.01\)"),
+        ({"optimizer": "sgd", "batch_size": 7}, r"train.batch_size=7 \(written with 16\), train.optimizer='sgd' \(written with 'adam'\)"),
+        ({"epochs": 5}, r"train.epochs=5 \(written with 2\)"),
+    ]:
+        edited = yaml.safe_load(text)
+        edited["train"].update(change)
+        (run / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+        with pytest.raises(ConfigError, match="written with other training settings than the run's config.yaml now holds: " + said + r"\. A resume continues the same run.*train.init_from="):
+            api.resume(run)
+        assert (run / "metrics.jsonl").read_text() == records
+    edited = yaml.safe_load(text)
+    edited["train"].update(max_minutes=30.0, eval_batch_size=32, progress=False)
+    (run / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    _, summary = api.resume(run, device="cpu")
+    assert summary["stopped_by"] == "epochs"
 
 
 def test_init_from_counts_a_chain_and_survives_repeats_and_each(tmp_path):

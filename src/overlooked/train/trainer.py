@@ -35,7 +35,7 @@ from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError
 from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint, save_checkpoint
+from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint
 from overlooked.train.distributed import DistInfo, init_distributed, rank_device
 from overlooked.train.evaluate import Transform, evaluate, forward, to_device
 from overlooked.train.schedules import lr_factor
@@ -439,6 +439,29 @@ def process_settings(cfg: TrainConfig) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+# Training settings a resume may change: where and how it runs, and how long this process may take; every
+# other one shapes the run (its batches, its updates, what it reports), so a change would splice two runs.
+RESUME_MAY_CHANGE = frozenset({"device", "progress", "num_threads", "max_minutes", "eval_batch_size"})
+
+
+def check_resumed_config(resume: Path, stored: Any, cfg: TrainConfig) -> None:
+    """Refuse to resume from ``resume`` when ``cfg`` (the run folder's config.yaml, as it reads now) sets a
+    training value other than the one the checkpoint was written with (``stored``, its ``info["train"]``),
+    apart from :data:`RESUME_MAY_CHANGE`. Settings one of the two does not know (another version) are not
+    compared; a checkpoint that stores none (written elsewhere) is left to the checks that read its tensors."""
+    if not isinstance(stored, dict):
+        return
+    now = json.loads(json.dumps(asdict(cfg)))  # as the checkpoint stored it: tuples as lists
+    changed = [k for k in now if k in stored and k not in RESUME_MAY_CHANGE and now[k] != stored[k]]
+    if changed:
+        said = ", ".join(f"train.{k}={now[k]!r} (written with {stored[k]!r})" for k in changed)
+        raise ConfigError(
+            f"{resume} was written with other training settings than the run's config.yaml now holds: {said}. A resume "
+            "continues the same run: restore those values in config.yaml, or start a new run from these weights with "
+            "train.init_from=<run folder> train.init_checkpoint=last (a fresh optimiser and schedule)"
+        )
+
+
 def _fit(
     model: nn.Module,
     splits: Splits,
@@ -476,6 +499,7 @@ def _fit(
 
     fit_start = time.perf_counter()
     if resume is not None:
+        check_resumed_config(resume, read_checkpoint_doc(resume).get("info", {}).get("train"), cfg)
         rng, info = load_checkpoint(resume, model, optimizer, ema)
         own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
         try:  # a damaged document, RNG or callback state, or one a newer version wrote, is named before anything is cut
