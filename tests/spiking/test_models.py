@@ -165,6 +165,25 @@ def test_a_membrane_time_constant_at_or_below_dt_is_refused_when_built(name, neu
         MODELS.create(name, **kwargs)
 
 
+@pytest.mark.parametrize("name", SPIKING)
+def test_steps_below_one_and_integer_input_are_refused(name):
+    """Before: steps=0 built and gave NaN logits (the trainer then blamed the learning rate); uint8 pixels
+    failed inside nn.Linear with a dtype mismatch."""
+    from overlooked.errors import InputError
+
+    for steps in (0, -1, 2.0, True):
+        with pytest.raises(InputError, match=rf"steps is the number of time steps T, a whole number >= 1; got {steps!r}"):
+            MODELS.create(name, **{**SMALL.get(name, {}), "steps": steps})
+    net = MODELS.create(name, **{**SMALL.get(name, {}), "steps": 2})
+    with pytest.raises(InputError, match="steps is the number of time steps T"):
+        net.steps = 0
+    assert net.steps == 2
+    net.steps = 3  # another T is allowed, and used
+    assert net(torch.rand(3, 2, 1, 28, 28))["logits"].shape == (2, 10)
+    with pytest.raises(InputError, match=r"floating-point input .* got dtype torch.uint8: convert with x.float\(\)"):
+        net((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8))
+
+
 def test_every_packaged_spiking_config_builds_its_model():
     from overlooked.config import load_config, packaged_configs
 

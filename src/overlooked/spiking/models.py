@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from overlooked.checks import autocast_enabled
+from overlooked.checks import autocast_enabled, is_count
+from overlooked.errors import InputError
 from overlooked.objectives import CrossEntropy
 from overlooked.registry import MODELS, OBJECTIVES
 from overlooked.spiking import modules as M
@@ -132,6 +133,17 @@ class SpikingNet(nn.Module):
         self.steps = steps
         self.input_shape = tuple(int(d) for d in input_shape)  # one example at one step, e.g. (1, 28, 28)
 
+    @property
+    def steps(self) -> int:
+        """Time steps ``T`` per example (a positive whole number; settable to run at another ``T``)."""
+        return self._steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        if not is_count(value):
+            raise InputError(f"{type(self).__name__}.steps is the number of time steps T, a whole number >= 1; got {value!r}")
+        self._steps = int(value)
+
     def is_static(self, x: Tensor) -> bool:
         """True for a static ``[B, *input_shape]`` input, False for a ``[T=steps, B, *input_shape]`` sequence;
         any other shape raises a ``ValueError`` that names both layouts (shape checks only: no device sync)."""
@@ -143,7 +155,12 @@ class SpikingNet(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """``x``: image ``[B, *input_shape]`` (direct encoding) or spikes ``[T=steps, B, *input_shape]`` -> dict
         with ``logits`` ``[B, C]`` (see the module docstring for the rule)."""
-        if isinstance(x, Tensor) and x.is_floating_point() and not autocast_enabled(x):
+        if isinstance(x, Tensor) and not x.is_floating_point():
+            raise InputError(
+                f"{type(self).__name__} takes floating-point input (images, or spikes as 0.0 / 1.0); got dtype {x.dtype}: "
+                "convert with x.float() (and scale 8-bit pixels, / 255)"
+            )
+        if isinstance(x, Tensor) and not autocast_enabled(x):
             M.check_weight_dtype(self, x)
         static = self.is_static(x)
         counts, sizes = [], []
