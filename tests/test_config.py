@@ -197,3 +197,17 @@ def test_a_run_folders_config_with_a_repeated_key_is_named_damaged(tmp_path):
     (tmp_path / "config.yaml").write_text("name: x\nname: y\n")
     with pytest.raises(api.OverlookedError, match="config.yaml is damaged.*'name' a second time"):
         api.read_run_file(tmp_path / "config.yaml")
+
+
+def test_overrides_that_set_one_setting_twice_are_refused():
+    """Applied in order, the later silently replaced the earlier (also through the kwargs shorthand, or a whole
+    section and a key inside it)."""
+    for twice, said in [
+        (["train.lr=0.1", "train.lr=0.2"], "'train.lr=0.1' and 'train.lr=0.2' both set train.lr"),
+        (["model.hidden=64", "model.kwargs.hidden=32"], "both set model.kwargs.hidden"),
+        (["model.kwargs={hidden: 8}", "model.hidden=64"], "both set model.kwargs:"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            load_config("cnn_mnist", twice)
+    cfg = load_config("cnn_mnist", ["model.hidden=64", "model.name=small_cnn", "train.lr=0.1"])  # distinct: fine
+    assert cfg.model.kwargs["hidden"] == 64 and cfg.train.lr == 0.1

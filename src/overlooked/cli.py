@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from overlooked import __version__
-from overlooked.config import integer_range, load_yaml, parse_override
+from overlooked.config import check_distinct_overrides, integer_range, load_yaml, parse_override
 from overlooked.data.store import dataset_names
 from overlooked.errors import OverlookedError
 
@@ -166,23 +166,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.config:
         raise OverlookedError("train needs a CONFIG (a packaged name such as cnn_mnist, or a YAML path) or --resume RUN")
     overrides = list(args.overrides)
-    for flag, key in ((args.device, "train.device"), (args.repeats, "train.repeats"), (args.seed, "train.seed")):
+    names = [repr(o) for o in overrides]  # how the messages call each setting: as the user gave it
+    for flag, key, option in ((args.device, "train.device", "--device"), (args.repeats, "train.repeats", "--repeats"), (args.seed, "train.seed", "--seed")):
         if flag is not None:
             overrides.append(f"{key}={flag}")
+            names.append(f"{option} {flag}")
     if args.bf16:
         overrides.append("train.bf16=true")
+        names.append("--bf16")
+    if args.each:
+        if len(args.each) > 1:
+            raise OverlookedError(f"--each given {len(args.each)} times ({', '.join(args.each)}); one --each KEY=V1,V2,... per run; the values of another setting are another run")
+        key, _, values = args.each[0].partition("=")
+        if not key or not values:
+            raise OverlookedError(f"--each takes KEY=V1,V2,... (e.g. data.tasks=1,2,3), got {args.each[0]!r}")
+        check_distinct_overrides([*overrides, f"{key}=null"], [*names, f"--each {args.each[0]}"])
+    check_distinct_overrides(overrides, names)
     cfg = api.load(args.config, overrides)
     if args.each:
-        key, _, values = args.each.partition("=")
-        if not key or not values:
-            raise OverlookedError(f"--each takes KEY=V1,V2,... (e.g. data.tasks=1,2,3), got {args.each!r}")
         parsed: list[Any] = []
-        for item in _top_level_items(values, args.each):  # 1..20, 1,2,4..20 (inclusive integer ranges), [1,2],[3]
+        for item in _top_level_items(values, args.each[0]):  # 1..20, 1,2,4..20 (inclusive integer ranges), [1,2],[3]
             ranged = integer_range(item)
             try:
-                parsed += ranged if ranged is not None else [yaml.safe_load(item)]
+                parsed += ranged if ranged is not None else [load_yaml(item)]
             except yaml.YAMLError:
-                raise OverlookedError(f"--each {args.each!r}: {item!r} is not a YAML value (a number, a word, or a [list])") from None
+                raise OverlookedError(f"--each {args.each[0]!r}: {item!r} is not a YAML value (a number, a word, or a [list])") from None
         path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out, callbacks=[_announcer(args)])
         _print_summary(path, summary)
         return 0
@@ -506,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="train.seed (with --repeats, the first seed; the others follow it)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN exactly from its last checkpoint")
-    p.add_argument("--each", default=None, metavar="KEY=V1,V2", help="one independent run per value, in one folder, e.g. data.tasks=1..20 (bAbI independent training), data.tasks=1,2,4..20 (ranges inclusive) or data.seed=1,2")
+    p.add_argument("--each", action="append", default=None, metavar="KEY=V1,V2", help="one independent run per value, in one folder, e.g. data.tasks=1..20 (bAbI independent training), data.tasks=1,2,4..20 (ranges inclusive) or data.seed=1,2")
     common(p)
     p.set_defaults(fn=cmd_train)
 

@@ -338,7 +338,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if ranged is not None:
         return key.split("."), ranged
     try:
-        parsed = yaml.safe_load(val) if val != "" else ""
+        parsed = load_yaml(val) if val != "" else ""
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
         raise ConfigError(f"override {text!r}: the value {val!r} is not valid YAML ({problem}); e.g. data.tasks=[1,2] or data.tasks=1") from None
@@ -351,6 +351,30 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
+def override_path(path: list[str]) -> list[str]:
+    """The key path an override sets, with the ``kwargs`` a shorthand skips put back:
+    ``['model', 'hidden']`` -> ``['model', 'kwargs', 'hidden']``."""
+    if path[0] in SHORTHAND_SECTIONS and len(path) >= 2 and path[1] not in ("name", "kwargs"):
+        return [path[0], "kwargs", *path[1:]]
+    return list(path)
+
+
+def check_distinct_overrides(overrides: list[str], names: list[str] | None = None) -> None:
+    """Refuse two overrides that set the same setting, or one inside the other (``model.kwargs={...}`` and
+    ``model.hidden=3``): applied in order, the later would silently replace the earlier. ``names`` are
+    what to call each in the message (default: the overrides themselves)."""
+    paths = [override_path(parse_override(text)[0]) for text in overrides]
+    names = names or [repr(text) for text in overrides]
+    for j, later in enumerate(paths):
+        for i in range(j):
+            shorter = min(paths[i], later, key=len)
+            if paths[i][: len(shorter)] == later[: len(shorter)]:
+                raise ConfigError(
+                    f"{names[i]} and {names[j]} both set {'.'.join(shorter)}: one would silently replace the other; "
+                    "give each setting once"
+                )
+
+
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
     """Apply dotted ``key=value`` overrides and re-check the whole config.
 
@@ -360,11 +384,11 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     if isinstance(overrides, str):
         raise ConfigError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}; wrap it in a list: [{overrides!r}]")
     raw = cfg.to_dict()
+    check_distinct_overrides(overrides)
     for text in overrides:
         path, value = parse_override(text)
+        path = override_path(path)
         if path[0] in SHORTHAND_SECTIONS and len(path) >= 2:
-            if path[1] not in ("name", "kwargs"):
-                path = [path[0], "kwargs", *path[1:]]
             if raw.get(path[0]) is None:
                 raw[path[0]] = {"name": "", "kwargs": {}}
         node: Any = raw

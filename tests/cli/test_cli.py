@@ -96,6 +96,27 @@ def test_resume_of_a_non_run_is_clear(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["train.lr=0.1", "train.lr=0.2"], "'train.lr=0.1' and 'train.lr=0.2' both set train.lr"),
+        (["model.hidden=[8]", "model.kwargs.hidden=[4]"], "'model.hidden=[8]' and 'model.kwargs.hidden=[4]' both set model.kwargs.hidden"),
+        (["train.seed=3", "--seed", "5"], "'train.seed=3' and --seed 5 both set train.seed"),
+        (["--each", "train.lr=0.1,0.2", "train.lr=0.3"], "'train.lr=0.3' and --each train.lr=0.1,0.2 both set train.lr"),
+        (["--each", "train.seed=1,2", "--each", "train.lr=0.1"], "--each given 2 times (train.seed=1,2, train.lr=0.1); one --each"),
+    ],
+)
+def test_a_setting_given_twice_on_the_command_line_is_refused_before_anything_runs(tmp_path, capsys, args, said):
+    """Before: the last one won without a word (a second --each replaced the first, an override beside --each
+    was dropped for the --each values)."""
+    assert main(["train", str(_config(tmp_path)), *args, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert not (tmp_path / "runs").exists()
+    assert main(["show", str(_config(tmp_path)), "train.epochs=2", "train.epochs=3"]) == 2
+    assert "both set train.epochs" in capsys.readouterr().err
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_train_cnn_on_mnist_through_cli(tmp_path, data_dir, capsys):
