@@ -142,6 +142,10 @@ class TrainConfig:
             for k in keys
             if isinstance(getattr(self, k), (int, float)) and refused(getattr(self, k))
         ]
+        if isinstance(self.momentum, (int, float)) and self.momentum >= 1:  # heavy-ball momentum >= 1 never forgets a gradient
+            bad.append(f"train.momentum must be in [0, 1), got {self.momentum!r}")
+        if isinstance(self.betas, tuple) and not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            bad.append(f"train.betas must be two numbers in [0, 1) (Adam's moment decays), got {list(self.betas)!r}")
         if isinstance(self.seed, int) and not 0 <= self.seed < 2**32:  # the trainer derives its streams' seeds from it (seed * 1_000_003 + rank)
             bad.append(f"train.seed must be between 0 and 2**32 - 1, got {self.seed}")
         bad += [  # NaN and inf pass every comparison above

@@ -63,6 +63,10 @@ def test_random_time_only_rewrites_time():
     assert not torch.equal(out["time"], batch["time"])  # 64 stories at ratio 0.5: some get empty memories
     assert out["story"] is batch["story"] and out["memory_mask"] is batch["memory_mask"]
     assert batch["time"].equal(time_index(mask))  # the input batch is not modified in place
+    for ratio in (-1.0, float("nan"), float("inf"), "0.1", True):  # -1 and NaN turned the noise off without a word
+        with pytest.raises(ValueError, match=r"ratio is the fraction of empty memories inserted, a finite number >= 0"):
+            RandomTime(ratio)
+    assert RandomTime(0).ratio == 0  # no noise: allowed
 
 
 @pytest.mark.data

@@ -339,6 +339,8 @@ def test_max_minutes_must_be_positive(tmp_path):
         ({"lr": -1.0}, "train.lr must be >= 0"),
         ({"grad_clip": 0.0}, "train.grad_clip must be > 0 or null"),
         ({"max_steps": 0}, "train.max_steps must be >= 1 or null"),
+        ({"momentum": 2.0, "optimizer": "sgd"}, r"train.momentum must be in \[0, 1\), got 2.0"),  # trained to inf, blamed on the lr
+        ({"betas": [2, 0.9]}, r"train.betas must be two numbers in \[0, 1\) .* got \[2.0, 0.9\]"),  # PyTorch's own error mid-build
     ],
     ids=str,
 )

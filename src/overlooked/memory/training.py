@@ -101,6 +101,8 @@ class RandomTime:
     """Random noise: insert ``ratio`` empty memories into each story's time line (training only)."""
 
     def __init__(self, ratio: float = 0.1):
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < float("inf"):
+            raise ValueError(f"babi_random_time ratio is the fraction of empty memories inserted, a finite number >= 0 (0.1 in the paper); got {ratio!r}")
         self.ratio = ratio
 
     def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
