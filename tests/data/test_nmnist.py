@@ -27,6 +27,20 @@ def test_truncated_and_off_sensor_files_are_refused(tmp_path):
     bad.write_text("#sample #class\n1\t12\n")
     with pytest.raises(DataError, match="line 2"):
         read_list(bad)
+    # read with verify=false these raised PyTorch's "stack expects a non-empty TensorList", a UnicodeDecodeError
+    # or an IsADirectoryError naming no file, or loaded an empty file as a recording with no events
+    bad.write_text("#sample #class\n")
+    with pytest.raises(DataError, match=r"list\.txt names no samples; re-fetch"):
+        read_list(bad)
+    bad.write_bytes(b"#sample #class\n1\t\xe9\n")
+    with pytest.raises(DataError, match=r"cannot read the N-MNIST list .*list\.txt as ASCII text"):
+        read_list(bad)
+    (tmp_path / "dir.bs2").mkdir()
+    with pytest.raises(DataError, match=r"cannot read the N-MNIST sample .*dir\.bs2 \(Is a directory\)"):
+        read_bs2(tmp_path / "dir.bs2")
+    (tmp_path / "empty.bs2").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.bs2 is empty \(0 bytes, no events\)"):
+        read_bs2(tmp_path / "empty.bs2")
 
 
 @pytest.mark.data

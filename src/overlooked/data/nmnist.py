@@ -58,9 +58,14 @@ def read_bs2(path: str | os.PathLike[str]) -> Events:
     """Read one ``.bs2`` file (see :func:`parse_bs2`)."""
     path = Path(path)
     try:
-        return parse_bs2(path.read_bytes(), str(path))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"missing N-MNIST sample {path}; {_FIX}") from None
+    except OSError as exc:  # a folder in its place, no permission, ...
+        raise DataError(f"cannot read the N-MNIST sample {path} ({exc.strerror or type(exc).__name__}); {_FIX}") from None
+    if not data:  # every recording of a digit holds thousands of events: an empty file was cut short
+        raise DataError(f"{path} is empty (0 bytes, no events); {_FIX}")
+    return parse_bs2(data, str(path))
 
 
 def to_frames(events: Events, bins: int, duration_us: int = 300_000) -> torch.Tensor:
@@ -76,14 +81,20 @@ def read_list(path: Path) -> list[tuple[int, int]]:
     """``(sample id, class)`` pairs of a ``train1K.txt`` / ``test100.txt`` list."""
     if not path.is_file():
         raise DataError(f"missing N-MNIST list {path}; {_FIX}")
+    try:
+        text = path.read_text(encoding="ascii")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read the N-MNIST list {path} as ASCII text ({exc}); {_FIX}") from None
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split()
         if len(parts) != 2 or not all(q.isdigit() for q in parts) or int(parts[1]) > 9:
             raise DataError(f"{path}, line {lineno}: expected '<sample id>\\t<class 0-9>', found {line!r}; {_FIX}")
         rows.append((int(parts[0]), int(parts[1])))
+    if not rows:
+        raise DataError(f"the N-MNIST list {path} names no samples; {_FIX}")
     return rows
 
 
