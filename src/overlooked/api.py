@@ -299,17 +299,22 @@ def new_run_dir(out: str | Path, name: str) -> Path:
     return claim_run_dir(out, name)[0]
 
 
-def read_run_file(path: Path) -> Any:
+def read_run_file(path: Path, holds: Callable[[Any], bool] | None = None, what: str = "") -> Any:
     """A run folder's JSON or YAML file (by its suffix), or an :class:`OverlookedError` naming a damaged one
-    (cut short, edited, not text) instead of a parser's traceback."""
+    (cut short, edited, not text) instead of a parser's traceback. ``holds``, when given, checks what it
+    parsed to (``what`` says what it should be), so an edited file that still parses is named too."""
     try:
         text = path.read_text()
-        return load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        data = load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:  # the problem, not the context's first line
             first = exc.problem + (f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else "")
         raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {first}); restore it from a copy of the run folder") from None
+    if holds is not None and not holds(data):
+        shown = json.dumps(data)[:80]
+        raise OverlookedError(f"{path} is damaged: it should hold {what}, but holds {shown}; restore it from a copy of the run folder")
+    return data
 
 
 def write_config(path: Path, cfg: ExperimentConfig) -> None:
@@ -450,8 +455,17 @@ def data_meta(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> dict[st
     from the data itself (runs from before the file existed)."""
     path = run / DATA_META_FILE
     if path.is_file():
-        return read_run_file(path)
+        return read_run_file(path, _is_mapping, "the dataset's facts, a mapping")
     return build_data(cfg, data_dir).meta
+
+
+def _is_mapping(data: Any) -> bool:
+    return isinstance(data, dict)
+
+
+def _read_vocab(path: Path) -> list[str]:
+    """A run's ``vocab.json``: the word of each index, checked to be a list of words."""
+    return read_run_file(path, lambda d: isinstance(d, list) and all(isinstance(w, str) for w in d), "the training vocabulary, a list of words")
 
 
 def run_terms(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> tuple[list[str] | None, dict[str, Any]]:
@@ -459,8 +473,8 @@ def run_terms(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> tuple[l
     ``RUN/vocab.json`` and ``RUN/data_meta.json``, or for a run made before those files, its data rebuilt (once)."""
     vocab_file, meta_file = Path(run) / VOCAB_FILE, Path(run) / DATA_META_FILE
     built = None if vocab_file.is_file() and meta_file.is_file() else build_data(cfg, data_dir).meta
-    vocab = read_run_file(vocab_file) if vocab_file.is_file() else built.get("vocab")
-    return vocab, read_run_file(meta_file) if meta_file.is_file() else built
+    vocab = _read_vocab(vocab_file) if vocab_file.is_file() else built.get("vocab")
+    return vocab, data_meta(run, cfg, data_dir) if meta_file.is_file() else built
 
 
 def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed since the run was trained (its vocabulary is built from every file loaded): restore them (`overlooked evaluate RUN data.tasks=[...]` reads other data with the run's own vocabulary)") -> None:
@@ -471,7 +485,7 @@ def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed si
     vocab = splits.meta.get("vocab")
     if vocab is None or not path.is_file():
         return
-    trained = read_run_file(path)
+    trained = _read_vocab(path)
     if list(trained) == list(vocab):
         return
     diff = next((i for i, (a, b) in enumerate(zip(trained, vocab)) if a != b), min(len(trained), len(vocab)))
@@ -595,7 +609,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         _write_json(run_dir / "environment.json", environment(device, cfg.train.num_threads))
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
         env_path = run_dir / "environment.json"
-        env = read_run_file(env_path) if env_path.is_file() else {}
+        env = read_run_file(env_path, _is_mapping, "the run's environment, a mapping") if env_path.is_file() else {}
         env.setdefault("resumes", []).append(environment(device, cfg.train.num_threads))
         _write_json(env_path, env)
     # the word of each index, which evaluation on other data is checked against (a resume writes it for runs
@@ -1008,7 +1022,11 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     if (run / EACH_FILE).is_file():  # an --each folder: finish its values
         if (run / "summary.json").is_file():
             raise OverlookedError(f"{run} has finished (every value of its --each and the merged summary are written); --resume a value's own folder under it to continue one stopped by max_minutes")
-        each = read_run_file(run / EACH_FILE)
+        each = read_run_file(
+            run / EACH_FILE,
+            lambda d: isinstance(d, dict) and isinstance(d.get("key"), str) and isinstance(d.get("values"), list) and bool(d["values"]),
+            'the --each setting and its values, {"key": "data.tasks", "values": [1, 2, ...]}',
+        )
         cfg = run_config(run)
         check_device(device or cfg.train.device)
         return run, _each_runs(cfg, run, each["key"], each["values"], data_dir, resuming=True, device=device, callbacks=callbacks)
@@ -1083,7 +1101,7 @@ def init_record(train: Any) -> dict[str, Any]:
     weights had seen (its own, plus those of the run it started from in turn), which the fair-comparison rule
     adds to this run's own."""
     path = Path(train.init_from) / "summary.json"
-    before = read_run_file(path) if path.is_file() else {}
+    before = read_run_file(path, _is_mapping, "the run's summary, a mapping") if path.is_file() else {}
     seen, earlier = before.get("examples_seen"), before.get("init_from")
     if seen is not None and earlier:  # that run started from another one's weights: those examples count too
         seen = None if earlier.get("examples_seen") is None else seen + earlier["examples_seen"]
@@ -1152,10 +1170,16 @@ def restore_weights(run: Path, checkpoint: str, model: nn.Module, cfg: Experimen
     info = load_weights(run, checkpoint, model, cfg)
     # A callback may have changed how the model computes when the checkpoint was written (linear start);
     # its saved state puts the model back in that mode, so evaluate scores what training reported.
-    saved = info.get("state", {}).get("callbacks", [])
-    for cb, cb_state in zip(build_callbacks(cfg), saved):
-        cb.load_state_dict(cb_state)
-        cb.restore_model(model)
+    try:
+        saved = info.get("state", {}).get("callbacks", [])
+        for cb, cb_state in zip(build_callbacks(cfg), saved):
+            cb.load_state_dict(cb_state)
+            cb.restore_model(model)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"the callbacks' state saved in {run}'s {checkpoint} checkpoint cannot be restored ({type(exc).__name__}: {exc}); "
+            "the file is damaged or was written by another version of overlooked (the run's environment.json names its git commit)"
+        ) from None
     model.eval()
 
 

@@ -563,3 +563,49 @@ def test_a_text_model_smaller_than_the_datas_vocabulary_is_refused_before_the_ru
         assert main(argv) == 2
         assert f"model '{model}' has vocab_size=10 but the data's vocabulary holds" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_run_files_that_parse_but_hold_the_wrong_thing_are_named_damaged(tmp_path):
+    """each.json, vocab.json, data_meta.json edited into other JSON, and a checkpoint whose callbacks' state or
+    info is not what a run writes: KeyError / TypeError / AttributeError tracebacks before."""
+    from types import SimpleNamespace
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from overlooked import api
+    from overlooked.errors import CheckpointError, OverlookedError
+
+    each = tmp_path / "each"
+    each.mkdir()
+    for text in ("{}", "[1, 2]", '{"key": "data.tasks", "values": 3}', '{"key": "data.tasks", "values": []}'):
+        (each / "each.json").write_text(text)
+        with pytest.raises(OverlookedError, match=r"each.json is damaged: it should hold the --each setting and its values"):
+            api.resume(each)
+    splits = SimpleNamespace(meta={"vocab": ["<null>", "a"]})
+    for text in ('{"a": 1}', "5", '["<null>", 3]'):
+        (each / "vocab.json").write_text(text)
+        with pytest.raises(OverlookedError, match=r"vocab.json is damaged: it should hold the training vocabulary, a list of words, but holds"):
+            api.check_vocab(each, splits)
+    (each / "vocab.json").write_text('["<null>", "a"]')
+    api.check_vocab(each, splits)  # the run's own vocabulary passes
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    (run / "data_meta.json").write_text("[1]")
+    with pytest.raises(OverlookedError, match=r"data_meta.json is damaged: it should hold the dataset's facts, a mapping"):
+        api.data_meta(run, api.run_config(run), None)
+    (run / "data_meta.json").unlink()
+    best = run / "checkpoints" / "best.safetensors"
+    with safe_open(str(best), framework="pt") as fh:
+        tensors, meta = {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()
+    doc = json.loads(meta["overlooked"])
+    for info in ({"state": "x"}, {"state": {"callbacks": [{}]}}, None):
+        edited = {k: v for k, v in doc.items() if k != "info"} if info is None else {**doc, "info": info}
+        save_file(tensors, str(best), metadata={"overlooked": json.dumps(edited)})
+        if info is None:  # no info at all: the weights still load, with nothing to restore
+            api.load_run(run)
+            continue
+        cfg = api.run_config(run)
+        cfg.callbacks = [api.Component("linear_start")] if info["state"] != "x" else cfg.callbacks
+        with pytest.raises(CheckpointError, match=r"the callbacks' state saved in .* best checkpoint cannot be restored"):
+            api.restore_weights(run, "best", api.load_run(run)[2], cfg)

@@ -240,4 +240,4 @@ def load_checkpoint(
             raise CheckpointError(f"{path} holds no weight average; it was written without train.ema_decay, so resume without it")
         ema.load_state_dict(averaged)
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
-    return rng, doc["info"]
+    return rng, doc.get("info", {})
