@@ -285,13 +285,22 @@ def test_the_functional_hops_name_a_wrong_mask_or_shape():
     for bad in (m.long(), m.double(), m[0]):
         with pytest.raises(InputError, match=r"mask must be a bool tensor \[B, M\].*Fix: pass mask.bool\(\)"):
             MF.memory_hop(u, K, V, bad)
-    for args in ((u[:, :3], K, V, m), (u, K, V[:, :2], m), (u, K, V, m[:, :2]), (u[:1], K, V, m), (u, K[0], V, m)):
-        with pytest.raises(InputError, match=r"memory hop needs u \[B, d\], keys \[B, M, d\], values \[B, M, d'\] and a mask \[B, M\]"):
+    bad_args = [(u[:, :3], K, V, m), (u, K, V[:, :2], m), (u, K, V, m[:, :2]), (u[:1], K, V, m), (u, K[0], V, m)]
+    bad_args += [(u.long(), K, V, m), (u.double(), K, V, m), (u, K.int(), V, m)]  # dtypes: a raw "expected scalar type" before
+    for args in bad_args:
+        with pytest.raises(InputError, match=r"memory hop needs u \[B, d\], keys \[B, M, d\], values \[B, M, d'\] of one float dtype and a mask \[B, M\]"):
             MF.memory_hop(*args)
     with pytest.raises(InputError, match="mask must be a bool tensor"):
         MF.key_value_hop(u, K, K, m.float(), torch.eye(4))
+    for R in (torch.randn(4), torch.randn(3, 4)):  # R [d]: q_next came back [B], silently
+        with pytest.raises(InputError, match=r"key_value_hop needs R \[d, d\] with d = 4"):
+            MF.key_value_hop(u, K, K, m, R)
+    with pytest.raises(InputError, match=r"masked_address needs float scores of the mask's shape \[B, M\] = \[2, 3\]"):
+        MF.masked_address(torch.randn(3), m)  # broadcast over the batch before
     o, p = MF.memory_hop(u, K, V, m)  # values may be wider than keys (d' != d)
     assert o.shape == (2, 5) and p.shape == (2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes and casts at the matmul
+        assert MF.memory_hop(u.bfloat16(), K, V, m)[0].shape == (2, 5)
 
 
 @pytest.mark.parametrize("encoding", ["pe", "bow", "pe_centered"])

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from overlooked import native
-from overlooked.checks import outside
+from overlooked.checks import autocast_enabled, outside
 from overlooked.errors import InputError
 from overlooked.memory import kernels
 
@@ -279,7 +279,10 @@ def masked_address(scores: torch.Tensor, mask: torch.Tensor, softmax: bool = Tru
     >>> masked_address(torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[True, True, False]])).tolist()
     [[0.5, 0.5, 0.0]]
     """
-    return address_with_bias(scores, *mask_bias(mask), softmax)
+    bias, gate = mask_bias(mask)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != tuple(mask.shape) or not scores.is_floating_point():
+        raise InputError(f"masked_address needs float scores of the mask's shape [B, M] = {list(mask.shape)}; got scores {_describe(scores)}. Fix: one score per memory slot, u^T m_i")
+    return address_with_bias(scores, bias, gate, softmax)
 
 
 def temporal_encoding(time: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -346,13 +349,20 @@ def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: 
     return read_memory(p, values), p
 
 
+def _one_float_dtype(*tensors: torch.Tensor) -> bool:
+    """Floating tensors of one dtype, or of several under autocast (which casts them at the matmul)."""
+    if not all(t.is_floating_point() for t in tensors):
+        return False
+    return len({t.dtype for t in tensors}) == 1 or autocast_enabled(tensors[0])
+
+
 def _check_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> None:
     """Shapes of one padded hop: ``u`` ``[B, d]``, ``keys`` ``[B, M, d]``, ``values`` ``[B, M, d']``, mask ``[B, M]``
     (a handful of attribute reads; a mismatch would otherwise fail inside ``bmm`` or broadcast)."""
     ok = u.dim() == 2 and keys.dim() == 3 and values.dim() == 3 and tuple(keys.shape[:2]) == tuple(values.shape[:2]) == tuple(bias.shape)
-    if not ok or u.shape[0] != keys.shape[0] or u.shape[1] != keys.shape[2]:
+    if not ok or u.shape[0] != keys.shape[0] or u.shape[1] != keys.shape[2] or not _one_float_dtype(u, keys, values):
         raise InputError(
-            f"memory hop needs u [B, d], keys [B, M, d], values [B, M, d'] and a mask [B, M]; got u {_describe(u)}, "
+            f"memory hop needs u [B, d], keys [B, M, d], values [B, M, d'] of one float dtype and a mask [B, M]; got u {_describe(u)}, "
             f"keys {_describe(keys)}, values {_describe(values)}, mask {list(bias.shape)}. Fix: embed each story to [B, M, d] and the question to [B, d]"
         )
 
@@ -616,6 +626,8 @@ def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
         ``(q_next, p)``: ``[B, d]`` and the addressing weights ``[B, M]``.
     """
     o, p = memory_hop(q, keys, values, mask, softmax=True)
+    if not isinstance(R, torch.Tensor) or tuple(R.shape) != (q.shape[1], values.shape[2]) or q.shape[1] != values.shape[2]:
+        raise InputError(f"key_value_hop needs R [d, d] with d = {q.shape[1]} (the query's width) and values [B, M, d]; got R {_describe(R)}, values {_describe(values)}")
     return (q + o) @ R.T, p
 
 
