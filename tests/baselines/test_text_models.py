@@ -120,6 +120,13 @@ def test_inputs_that_do_not_fit_are_refused_as_the_memory_models_refuse_them(nam
         model(story, query, mask[:, :5], time)
     with pytest.raises(InputError, match=re.escape(f"{name}: story must be an int64 (or int32) tensor [B, M, L]") + r".*Fix: story.long\(\)"):
         model(story.float(), query, mask, time)
+    # a word id past the vocabulary: an IndexError from the embedding, or, at V (the readers' separator or
+    # [CLS]), read silently as that token
+    for words in (V, V + 5):
+        far = query.clone()
+        far[0, 0] = words
+        with pytest.raises(InputError, match=re.escape(f"{name}: query holds word id {words}, outside the model's vocabulary 0..{V - 1}")):
+            model(story, far, mask, time)
 
 
 def test_time_defaults_to_the_mask_recency():

@@ -207,6 +207,9 @@ def test_float_class_indices_and_wrong_shapes_are_refused_clearly():
         CF.spread_loss(lengths, torch.ones(2, 3, dtype=torch.long), 0.5)
     with pytest.raises(ValueError, match=r"spread_loss takes class indices \[B\] \(B=2\); got shape \[1\]"):  # would broadcast
         CF.spread_loss(lengths, torch.tensor([0]), 0.5)
+    for target in ([0, 7], [-1, 0]):  # an IndexError from gather before, as margin_loss words it now
+        with pytest.raises(ValueError, match=rf"spread_loss got class index {min(target) if min(target) < 0 else max(target)} but has 3 classes \(0..2\)"):
+            CF.spread_loss(lengths, torch.tensor(target), 0.5)
     torch.testing.assert_close(CF.margin_loss(lengths, torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.int32)), CF.margin_loss(lengths, torch.tensor([[1.0, 0, 1], [0, 1, 0]])))  # a multi-hot of any dtype
 
 

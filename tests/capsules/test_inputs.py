@@ -115,3 +115,16 @@ def test_flops_count_the_model_not_the_fft_path():
     counts = flops_per_example(fused, splits), flops_per_example(reference, splits)
     assert counts[0] == counts[1] and fused.primary.fft  # restored after counting
     assert counts[0] > 2 * 81 * 256 * 256 * 36 and counts[0] < 2 * (2 * 81 * 256 * 256 * 36)
+
+
+def test_primary_caps_called_directly_names_its_input():
+    """A single example [C, H, W] ran the conv unbatched and failed unpacking its output ("not enough values
+    to unpack"); wrong channels failed inside conv2d."""
+    from overlooked.capsules.modules import PrimaryCaps
+    from overlooked.errors import InputError
+
+    caps = PrimaryCaps(in_channels=4, channels=2, dim=3, kernel_size=3, stride=2)
+    for bad in (torch.rand(4, 9, 9), torch.rand(1, 5, 9, 9)):
+        with pytest.raises(InputError, match=r"PrimaryCaps takes feature maps \[B, C=4, H, W\]; got \[.*\] \(a single example: x.unsqueeze\(0\)\)"):
+            caps(bad)
+    assert caps(torch.rand(2, 4, 9, 9)).shape == (2, 2 * 4 * 4, 3)

@@ -104,7 +104,7 @@ class LSTMReader(nn.Module):
             InputError: (a ``ValueError``) when the shapes or dtypes do not fit together
                 (:func:`~overlooked.memory.functional.check_memory_inputs`, the memory models' check).
         """
-        check_memory_inputs(story, query, memory_mask, time, name="lstm_reader")
+        check_memory_inputs(story, query, memory_mask, time, vocab_size=self.vocab_size, name="lstm_reader")
         recency = torch.zeros_like(memory_mask, dtype=torch.long) if time is None else time
         tokens, _, lengths = read_order(story, query, memory_mask, recency, self.vocab_size, 0)  # [B, T], [B]
         x = self.drop(self.embed(tokens))  # [B, T, d]

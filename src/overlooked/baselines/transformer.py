@@ -156,7 +156,7 @@ class TransformerReader(nn.Module):
             InputError: (a ``ValueError``) when the shapes or dtypes do not fit together
                 (:func:`~overlooked.memory.functional.check_memory_inputs`, the memory models' check).
         """
-        check_memory_inputs(story, query, memory_mask, time, name="transformer_reader")
+        check_memory_inputs(story, query, memory_mask, time, vocab_size=self.vocab_size, name="transformer_reader")
         if time is None:
             time = time_index(memory_mask)
         time = time.clamp(max=self.memory_size - 1)
@@ -310,7 +310,7 @@ class FactTransformer(nn.Module):
                 (:func:`~overlooked.memory.functional.check_memory_inputs`, the memory models' check), or
                 sentences are longer than the positional masks.
         """
-        check_memory_inputs(story, query, memory_mask, time, name="transformer_facts")
+        check_memory_inputs(story, query, memory_mask, time, vocab_size=self.embed.num_embeddings, name="transformer_facts")
         B, M, L = story.shape
         if L > self.sentence_len or query.shape[-1] > self.sentence_len:
             raise ValueError(

@@ -39,16 +39,21 @@ def class_indices(target: torch.Tensor, what: str, want: str = "class indices [B
     return target.long()
 
 
+def check_class_range(indices: torch.Tensor, num_classes: int, what: str) -> None:
+    """An ``InputError`` naming ``what`` when a class index lies outside ``0..num_classes - 1``."""
+    found = outside(indices, 0, num_classes - 1)
+    if found is not None:
+        bad = found[0] if found[0] < 0 else found[1]
+        raise InputError(f"{what} got class index {bad} but has {num_classes} classes (0..{num_classes - 1}): the model's num_classes must cover the data's labels")
+
+
 def one_hot_targets(target: torch.Tensor, num_classes: int, batch: int, dtype: torch.dtype, what: str) -> torch.Tensor:
     """``[B, K]`` targets in ``dtype`` from class indices ``[B]`` (any integer dtype) or a multi-hot ``[B, K]``
     (any dtype); a ``ValueError`` naming ``what``, the accepted shapes and the one given otherwise."""
     want = f"class indices [B] (B={batch}) or a multi-hot [B, K] (K={num_classes})"
     if target.dim() == 1 and target.shape[0] == batch:
         indices = class_indices(target, what, want)
-        found = outside(indices, 0, num_classes - 1)
-        if found is not None:
-            bad = found[0] if found[0] < 0 else found[1]
-            raise InputError(f"{what} got class index {bad} but has {num_classes} classes (0..{num_classes - 1}): the model's num_classes must cover the data's labels")
+        check_class_range(indices, num_classes, what)
         return F.one_hot(indices, num_classes).to(dtype)
     if target.dim() == 2 and tuple(target.shape) == (batch, num_classes):
         return target.to(dtype)
@@ -257,6 +262,7 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
     target = class_indices(target, "spread_loss")
     if target.shape != activations.shape[:1]:
         raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}")
+    check_class_range(target, activations.shape[1], "spread_loss")
     if isinstance(margin, torch.Tensor) and margin.dim() == 1 and margin.numel() > 1:
         if margin.shape[0] != activations.shape[0]:
             raise InputError(f"spread_loss takes one margin per example ([B], B={activations.shape[0]}) or one for all; got shape {list(margin.shape)}")

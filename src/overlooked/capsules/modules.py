@@ -69,6 +69,8 @@ class PrimaryCaps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> capsules ``[B, channels * H' * W', dim]``."""
+        if x.dim() != 4 or x.shape[1] != self.conv.in_channels:
+            raise InputError(f"PrimaryCaps takes feature maps [B, C={self.conv.in_channels}, H, W]; got {list(x.shape)} (a single example: x.unsqueeze(0))")
         if self.fft and not autocast_enabled(x):
             y = fft_conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride[0])  # [B, channels*dim, H', W']
         else:
