@@ -169,3 +169,24 @@ def test_networks_name_an_input_of_another_dtype():
         with pytest.raises(TypeError, match=r"takes a floating-point input current, got torch\.bool"):
             model(x > 0.5)
         model(x)  # float32 runs
+
+
+def test_the_reference_step_names_a_state_of_another_kind_or_shape():
+    """The cpp backend refused a misshapen state by name; the reference one failed inside the step
+    (a broadcast error, "'str' object has no attribute 'v'", ALIF given a VState: "no attribute 'a'")."""
+    x = _x()
+    for module, state, said in [
+        (M.LIF(), N.VState(torch.zeros(3, 4, dtype=torch.float64)), r"LIFCell: state\.v has shape \(3, 4\), which does not broadcast to the input's shape \(2, 4\)"),
+        (M.LIF(), "v", r"LIFCell takes its state as VState\(v\); got str"),
+        (M.ALIF(), N.VState(torch.zeros(2, 4, dtype=torch.float64)), r"ALIFCell takes its state as ALIFState\(v, a\); got VState"),
+        (M.CubaLIF(), N.CubaState(torch.zeros(2, 4, dtype=torch.float64), None), r"state\.i has NoneType"),
+    ]:
+        with pytest.raises(ValueError, match=said + ".*pass the state the previous call returned, or None to start from rest"):
+            module(x, state)
+    for v0 in (torch.tensor(0.5, dtype=torch.float64), torch.full((1, 4), 0.5, dtype=torch.float64)):  # broadcast states still run
+        assert M.LIF()(x, N.VState(v0))[1].v.shape == (2, 4)
+    for bad in (float("nan"), float("inf")):  # v_threshold=nan built a neuron that never spikes
+        with pytest.raises(ValueError, match=r"v_threshold = (nan|inf) is not a finite number"):
+            M.LIF(v_threshold=bad)
+    with pytest.raises(ValueError, match=r"v_reset = nan is not a finite number"):
+        M.IF(v_reset=torch.tensor([0.0, float("nan")]))

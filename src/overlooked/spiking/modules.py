@@ -71,6 +71,29 @@ def check_current(module: nn.Module, x: Any) -> None:
         raise TypeError(f"{type(module).__name__} takes a floating-point input current, got {got}; cast it first (e.g. x.float())")
 
 
+def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
+    """A state handed to one step is the cell's own record (``VState``, ``CubaState``, ``ALIFState``) whose
+    tensors broadcast to the step's input ``x``; anything else is an ``InputError`` naming it (it failed as
+    ``'str' object has no attribute 'v'`` or a broadcast error inside the step). Shapes equal to ``x``'s, the
+    loop's case after its first step, cost one tuple comparison each."""
+    kind = cell.state_cls
+    if kind is None:
+        return
+    rest = "pass the state the previous call returned, or None to start from rest"
+    if not isinstance(state, kind):
+        raise InputError(f"{type(cell).__name__} takes its state as {kind.__name__}({', '.join(kind._fields)}); got {type(state).__name__}: {rest}")
+    for name, value in zip(kind._fields, state):
+        if isinstance(value, torch.Tensor) and value.shape == x.shape:
+            continue
+        try:
+            fits = isinstance(value, torch.Tensor) and torch.broadcast_shapes(value.shape, x.shape) == x.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InputError(f"{type(cell).__name__}: state.{name} has {got}, which does not broadcast to the input's shape {tuple(x.shape)}; {rest}")
+
+
 def _check_loaded_time_constants(cell: _Cell, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """``load_state_dict`` pre-hook: refuse loaded time constants the constructor would refuse."""
     loaded = {k: state_dict[prefix + k] for k in cell._tensor_fields if isinstance(state_dict.get(prefix + k), torch.Tensor)}
@@ -104,6 +127,7 @@ class _Cell(nn.Module):
 
     step_fn: Any = None
     params_cls: Any = None
+    state_cls: Any = N.VState  # what initial_state returns and the step takes back (None: not checked)
     learned: tuple[str, ...] = ()  # fields params() supplies from learned weights: not arguments
 
     def __init__(self, *args: Any, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, **params: Any):
@@ -137,8 +161,12 @@ class _Cell(nn.Module):
             )
 
     def _check_time_constants(self, record: Any) -> None:
-        """Refuse a ``tau_*`` that forward Euler at ``dt`` cannot run (:func:`neurons.euler_step_error`)."""
+        """Refuse a ``tau_*`` that forward Euler at ``dt`` cannot run (:func:`neurons.euler_step_error`), and a
+        NaN or infinite voltage or gain (``v_threshold=nan`` built a neuron that never spikes)."""
         for field in record._fields:
+            bounds = _bounds(getattr(record, field)) if not field.startswith("tau_") and field not in self.learned else None
+            if bounds is not None and not all(math.isfinite(b) for b in bounds):
+                raise ValueError(f"{type(self).__name__}: {field} = {bounds[0] if math.isnan(bounds[0]) else getattr(record, field)!r} is not a finite number; give {field} a finite value")
             bounds = _bounds(getattr(record, field)) if field.startswith("tau_") and field not in self.learned else None
             tau = None if bounds is None else bounds[0]
             if field == "tau_mem" and bounds is not None and bounds[1] == math.inf:
@@ -163,6 +191,8 @@ class _Cell(nn.Module):
         check_current(self, x)
         if state is None:
             state = self.initial_state(x)
+        else:
+            check_state(self, state, x)
         return type(self).step_fn(x, state, self.params(), self.dt, self.spike_fn)
 
     def extra_repr(self) -> str:
@@ -238,6 +268,7 @@ class CubaLIFCell(_Cell):
 
     step_fn = staticmethod(N.cuba_lif_step)
     params_cls = N.CubaLIFParameters
+    state_cls = N.CubaState
 
     def initial_state(self, x: torch.Tensor) -> N.CubaState:
         return N.CubaState(torch.zeros_like(x), torch.zeros_like(x))
@@ -248,6 +279,7 @@ class ALIFCell(_Cell):
 
     step_fn = staticmethod(N.alif_step)
     params_cls = N.ALIFParameters
+    state_cls = N.ALIFState
 
     def initial_state(self, x: torch.Tensor) -> N.ALIFState:
         return N.ALIFState(torch.zeros_like(x), torch.zeros_like(x))
