@@ -1082,9 +1082,6 @@ def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
         check_checkpoint_exists(run, train.init_checkpoint)
         check_vocab(run, splits, fix="train on data built from the same tasks as the run you start from (the vocabulary is built from every task loaded)")
         load_weights(run, train.init_checkpoint, model, run_config(run))
-        broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-        if broken:
-            raise CheckpointError(f"its weights hold NaN or inf ({', '.join(broken[:3])}): that run diverged; start from another run or checkpoint")
 
 
 @contextlib.contextmanager
@@ -1113,12 +1110,14 @@ def check_checkpoint_exists(run: Path, checkpoint: str) -> None:
     sub-runs of a --repeats/--each folder, another checkpoint (``--checkpoint last``), or none at all."""
     if (run / "checkpoints" / f"{checkpoint}.safetensors").is_file():
         return
+    if (run / "checkpoints" / f"{checkpoint}.safetensors").exists():
+        raise CheckpointError(f"{run / 'checkpoints' / f'{checkpoint}.safetensors'} is not a file (a folder in its place?); restore it from a copy of the run folder")
     if not run.is_dir():
         raise CheckpointError(f"{run} {'is a file' if run.exists() else 'does not exist'}: pass a run folder (the one `overlooked train` printed as 'run folder')")
     subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
     if subs:  # a folder of --repeats or --each: its models live in the sub-runs
         raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
-    have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors"))
+    have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors") if p.is_file())
     other = f"; it has {', '.join(have)}: pass --checkpoint {have[0]}" if have else (
         "; it has no checkpoint at all (stopped before its first one, or its checkpoints were not kept: committed "
         "run summaries under results/runs hold none), so train it again"
@@ -1265,7 +1264,11 @@ def load_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentCo
     reported; ``last`` of a run with ``train.ema_decay`` holds the raw weights and their average, and the
     average is what the run validates and reports, so that is what is loaded."""
     averaged = checkpoint == "last" and cfg.train.ema_decay is not None
-    _, info = load_checkpoint(Path(run) / "checkpoints" / f"{checkpoint}.safetensors", model, weights_from="ema.module" if averaged else "model")
+    path = Path(run) / "checkpoints" / f"{checkpoint}.safetensors"
+    _, info = load_checkpoint(path, model, weights_from="ema.module" if averaged else "model")
+    broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # scored, they give chance-level numbers that read as a result; started from, a dead run
+        raise CheckpointError(f"{path}: its weights hold NaN or inf ({', '.join(broken[:3])}): that run diverged or the file is damaged; use another run or checkpoint")
     return info
 
 

@@ -328,6 +328,13 @@ def test_cli_fetch_takes_mirrors_and_verify_names_the_fix(tmp_path, data_dir, ca
     assert main(["data", "fetch", "mnist", "--data-dir", str(root), "--mirror", dead, "--mirror", good]) == 0
     assert store.verify("mnist", root).complete
     assert main(["data", "verify", "mnist", "--data-dir", str(root)]) == 0
+    # --force against a mirror with one bad file keeps the verified copy, and says so (it was "present but
+    # failed its checksum", while `data verify` called every file OK)
+    (www / "mirror2" / MNIST_LABELS.split("/")[-1]).write_bytes(b"not gzip")
+    assert main(["data", "fetch", "mnist", "--data-dir", str(root), "--mirror", good, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert f"{MNIST_LABELS}: the verified copy already there is kept; no mirror provided a verified copy" in err
+    assert "present but failed its checksum" not in err and store.verify("mnist", root).complete
 
 
 def test_fetched_files_get_the_usual_mode(server, tmp_path, data_dir):

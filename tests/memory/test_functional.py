@@ -22,6 +22,11 @@ def test_position_encoding_matches_hand_computed_values():
     )
     torch.testing.assert_close(pe, expected)
     torch.testing.assert_close(pe, torch.tensor([[0.5, 1 / 3], [0.5, 2 / 3], [0.5, 1.0]]))
+    from overlooked.errors import InputError
+
+    for args in ((-1, 4), (3, 0), (2.5, 4)):  # an arange error, an empty or a fractional matrix before
+        with pytest.raises(InputError, match=r"position_encoding: (sentence_len|embed_dim) must be a whole number >= 1"):
+            MF.position_encoding(*args)
 
 
 def test_encode_sentences_fast_path_equals_explicit_sum():

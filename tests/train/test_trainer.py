@@ -932,6 +932,12 @@ def test_init_from_refuses_another_model_and_leaves_no_folder(tmp_path):
     with pytest.raises(CheckpointError, match=r"its weights hold NaN or inf \(classifier.1.weight\): that run diverged"):
         api.train(_cfg(epochs=1, init_from=str(source)), out=tmp_path / "b")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    with pytest.raises(CheckpointError, match=r"best.safetensors: its weights hold NaN or inf \(classifier.1.weight\)"):
+        api.evaluate(source)  # scored, NaN weights gave a chance-level accuracy that read as a result
+    best.unlink()
+    best.mkdir()  # a folder where the file should be: "has no best checkpoint ... it has best" before
+    with pytest.raises(CheckpointError, match=r"best.safetensors is not a file \(a folder in its place\?\); restore it"):
+        api.evaluate(source)
 
 
 def test_a_refused_resume_loses_no_records_and_a_finished_run_is_not_resumed(tmp_path):

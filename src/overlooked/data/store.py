@@ -762,8 +762,14 @@ def fetch(
         failed, log = _fetch_archive(name, root, todo, urls, source, timeout, progress)
     if failed:
         lines = [f"fetching dataset {name!r} into {root} left {len(failed)} file(s) missing or unverified:"]
+        by_path = {c.path: c for c in checks}
         for path, attempts in list(failed.items())[:_MAX_LISTED]:
-            state = "present but failed its checksum" if (root / path).exists() else "missing"
+            if not (root / path).exists():
+                state = "missing"
+            elif path in by_path and check_file(root / path, by_path[path]) is None:  # --force over a good file
+                state = "the verified copy already there is kept"
+            else:
+                state = "present but failed its checksum"
             lines.append(f"  {path}: {state}; no mirror provided a verified copy")
             lines += [f"    {a}" for a in attempts]
         if len(failed) > _MAX_LISTED:

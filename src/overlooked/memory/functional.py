@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from overlooked import native
-from overlooked.checks import autocast_enabled, outside
+from overlooked.checks import autocast_enabled, is_count, outside
 from overlooked.errors import InputError
 from overlooked.memory import kernels
 
@@ -30,6 +30,9 @@ def position_encoding(sentence_len: int, embed_dim: int, dtype: torch.dtype = to
     >>> position_encoding(2, 2).tolist()
     [[0.5, 0.5], [0.5, 1.0]]
     """
+    for name, value in (("sentence_len", sentence_len), ("embed_dim", embed_dim)):
+        if not is_count(value):
+            raise InputError(f"position_encoding: {name} must be a whole number >= 1, got {value!r}")
     j = torch.arange(1, sentence_len + 1, dtype=torch.float64)[:, None]  # [J, 1]
     k = torch.arange(1, embed_dim + 1, dtype=torch.float64)[None, :]  # [1, d]
     J, d = float(sentence_len), float(embed_dim)
