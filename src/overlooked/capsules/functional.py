@@ -200,6 +200,16 @@ def em_routing(
     if votes.dim() != 4:
         raise InputError(f"em_routing takes votes [N, I, J, H] (batch, child capsules, parent capsules, pose size 16); got {list(votes.shape)}")
     N, I, J, H = votes.shape
+    if not votes.is_floating_point() or not activations.is_floating_point():
+        raise InputError(f"em_routing takes floating-point votes and activations; got {votes.dtype} and {activations.dtype}: convert with .float()")
+    for name, beta in (("beta_u", beta_u), ("beta_a", beta_a)):
+        try:
+            fits = isinstance(beta, torch.Tensor) and torch.broadcast_shapes(beta.shape, (N, J)) == (N, J)
+        except RuntimeError:
+            fits = False
+        if not fits:
+            got = list(beta.shape) if isinstance(beta, torch.Tensor) else type(beta).__name__
+            raise InputError(f"em_routing takes {name} [J] = [{J}] (one per parent capsule type; anything that broadcasts to [N, J] = {[N, J]}); got {got}")
     if tuple(activations.shape) != (N, I):
         raise InputError(f"em_routing takes child activations [N, I] = {[N, I]} (batch and child capsules of the votes {list(votes.shape)}); got {list(activations.shape)}")
     found = outside(activations, 0.0, 1.0)  # NaN passes: the trainer names a non-finite loss
