@@ -543,27 +543,30 @@ def check_time_steps(meta: dict[str, Any], model: nn.Module, encoder: Any) -> No
             raise ConfigError(f"{what} = {t} but model.kwargs.steps = {steps}: the model would run {t} steps, not {steps}; set both to the same T")
 
 
-def parse_device(device: str) -> torch.device:
-    """``train.device`` as a torch device the trainer runs on (cpu, cuda, cuda:N or mps), on any machine: a
-    config is checked for it wherever it is loaded, before it meets the machine (:func:`check_device`)."""
+def parse_device(device: str, name: str = "train.device") -> torch.device:
+    """``train.device`` (or the setting ``name``) as a torch device the trainer runs on (cpu, cuda, cuda:N or
+    mps), on any machine: a config is checked for it wherever it is loaded, before it meets the machine
+    (:func:`check_device`)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"train.device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+        raise ConfigError(f"{name} {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"train.device {device!r}: the trainer runs on cpu, cuda, cuda:N or mps, not on {dev.type!r}")
+        raise ConfigError(f"{name} {device!r}: the trainer runs on cpu, cuda, cuda:N or mps, not on {dev.type!r}")
     return dev
 
 
-def check_device(device: str) -> None:
-    """Refuse a ``train.device`` this machine cannot run, with the fix, before anything is built or written."""
-    dev = parse_device(device)
+def check_device(device: str, name: str = "train.device") -> None:
+    """Refuse a ``train.device`` (or the setting ``name``) this machine cannot run, with the fix, before
+    anything is built or written."""
+    dev = parse_device(device, name)
+    cpu = "--device cpu (train.device=cpu)" if name == "train.device" else "--device cpu"
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {device!r} but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu (train.device=cpu)")
+        raise ConfigError(f"{name} is {device!r} but this torch ({torch.__version__}) sees no CUDA GPU; use {cpu}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        raise ConfigError(f"{name} is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"train.device is {device!r} but MPS is not available here; use --device cpu")
+        raise ConfigError(f"{name} is {device!r} but MPS is not available here; use {cpu}")
 
 
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
@@ -1623,6 +1626,7 @@ def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bo
     kwargs: dict[str, Any] = {"quick": quick}
     accepted = BENCHMARKS.accepted_kwargs(family) or []
     if "device" in accepted:
+        check_device(device, "--device")  # before a benchmark builds anything there (a raw CUDA assertion before)
         kwargs["device"] = device
     elif device != "cpu":  # it would time the CPU while environment.json named the device
         raise OverlookedError(f"bench {family} runs on the CPU only; device={device!r} is for the benchmarks that take one ({', '.join(n for n in BENCHMARKS.names() if 'device' in (BENCHMARKS.accepted_kwargs(n) or []))})")

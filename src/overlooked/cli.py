@@ -569,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("bench", help="speed benchmarks (one line per figure, JSON in the run folder)")
-    p.add_argument("family", nargs="?", default="baselines", help="which benchmark (baselines, memory, spiking, capsules), or `compare` for a same-budget table of runs")
+    p.add_argument("family", nargs="?", default="baselines", help="which benchmark (baselines, memory, spiking, capsules; default baselines), or `compare` for a same-budget table of runs")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--suite", default=None, help="run an arena suite instead (quick, full: see `overlooked list`)")
     p.add_argument("--arena", action="append", default=None, help="with --suite: only this arena (repeatable)")

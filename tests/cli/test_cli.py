@@ -554,6 +554,23 @@ def test_bench_cli_passes_the_device_and_refuses_it_where_it_means_nothing(monke
         assert "--device is for a family's benchmark" in capsys.readouterr().err, argv
 
 
+def test_bench_names_a_device_this_machine_lacks_and_an_arena_the_suite_lacks(tmp_path, monkeypatch, capsys):
+    """`bench memory --device cuda` on a CPU-only torch ended in a raw "Torch not compiled with CUDA enabled"
+    traceback; `--suite quick --arena babi` (it is babi1k) ran nothing and exited 0. Both are refused before
+    any folder is made."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "runs"
+    assert main(["bench", "memory", "--device", "cuda", "--quick", "--out", str(out)]) == 2
+    assert "--device is 'cuda' but this torch" in capsys.readouterr().err
+    assert main(["bench", "memory", "--device", "gpu", "--quick", "--out", str(out)]) == 2
+    assert "--device 'gpu' is not a torch device" in capsys.readouterr().err
+    assert main(["bench", "--suite", "quick", "--arena", "babi", "--out", str(out)]) == 2
+    assert "suite 'quick' has no arena 'babi'; its arenas: babi1k, " in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.data
 def test_a_text_model_smaller_than_the_datas_vocabulary_is_refused_before_the_run(tmp_path, capsys, data_dir):
     """model.kwargs.vocab_size below the data's: on CPU the first step named it, on a GPU it would be a device-side

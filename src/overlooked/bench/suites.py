@@ -160,6 +160,9 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
     from overlooked.train.environment import environment
 
     suite = load_suite(name)
+    unknown = sorted(set(arenas or []) - {a.name for a in suite.arenas})
+    if unknown:  # before any folder: a misspelt arena ran nothing and exited 0
+        raise ConfigError(f"suite {suite.name!r} has no arena {', '.join(map(repr, unknown))}; its arenas: {', '.join(a.name for a in suite.arenas)}")
     started = time.perf_counter()
     folder = api.new_run_dir(out, f"suite-{suite.name}")
     rows: list[dict[str, Any]] = []
