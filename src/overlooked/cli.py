@@ -44,7 +44,11 @@ def _print_summary(path: Any, summary: dict[str, Any]) -> None:
     for key in keys:
         if key in summary and summary[key] is not None:
             value = summary[key]
-            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+            split = key.split("_")[0]
+            part = ""
+            if key.endswith("_accuracy") and _is_number(summary.get(f"{split}_examples_available")):  # train.eval_limit
+                part = f" (on the first {summary.get(f'{split}_examples')} of {summary[f'{split}_examples_available']:,} {split} examples: train.eval_limit)"
+            print((f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}") + part)
     if summary.get("test_group_accuracy"):
         print(f"groups: {_group_line(summary['test_group_accuracy'])}")
     for rule in ("best_by_val", "best_by_train"):
@@ -334,7 +338,8 @@ def _show_run(run: Any) -> None:
     where = env.get("cpu") if env.get("device", "cpu") == "cpu" else env.get("gpu", env.get("device"))
     print(f"ran {env.get('date', 'at an unknown date')} on {where or 'unknown hardware'}, torch {env.get('torch', 'unknown')}, git {str(env.get('git_commit', 'unknown'))[:12]}")
     if summary.get("selection"):
-        print(f"reported weights: {summary['selection']}")
+        averaged = summary.get("weights") not in (None, "as trained")  # train.ema_decay: the average is what was scored
+        print(f"reported weights: {summary['selection']}" + (f"; {summary['weights']}" if averaged else ""))
     if conversion:
         curve = summary.get("snn_test_accuracy") if isinstance(summary.get("snn_test_accuracy"), dict) else {}
         print(f"ann_test_accuracy: {summary.get('ann_test_accuracy')}")
@@ -348,7 +353,9 @@ def _show_run(run: Any) -> None:
         print(f"{name:>6}  " + "  ".join(f"{k + ' acc':>9}" for k in splits) + f"  {'test err %':>10}")
         from overlooked.bench.report import error_percent
 
-        for g, acc in groups.items():  # a damaged value prints as -
+        order = sorted(groups, key=lambda g: (0, int(g), "") if str(g).isdigit() else (1, 0, str(g)))  # bAbI tasks 1..20, not 1, 10, 11, ...
+        for g in order:  # a damaged value prints as -
+            acc = groups[g]
             row = [summary[f"{k}_group_accuracy"].get(g) for k in splits]
             error = f"{error_percent(acc):>10.2f}" if _is_number(acc) else f"{'-':>10}"
             print(f"{g:>6}  " + "  ".join(f"{v:>9.4f}" if _is_number(v) else f"{'-':>9}" for v in row) + f"  {error}")

@@ -414,6 +414,27 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     assert yaml.safe_load(capsys.readouterr().out)["name"] == "memn2n_babi1k"
 
 
+def test_show_orders_tasks_by_number_and_names_partial_scores_and_averaged_weights(tmp_path, capsys):
+    """Found by a walkthrough: a joint bAbI run's tasks printed as 1, 10, 11, ..., 2, 20 (the summary's sorted
+    keys); a score on train.eval_limit's first examples read as the whole test split; an EMA run said only which
+    checkpoint it reported."""
+    runs = tmp_path / "runs"
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=4", "train.eval_limit=25", "train.ema_decay=0.9", "--out", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "test_accuracy: " in out and "(on the first 25 of 40 test examples: train.eval_limit)" in out
+    (run,) = runs.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_examples"] == 25 and summary["test_examples_available"] == 40
+    summary["test_group_accuracy"] = {str(t): 1.0 for t in (1, 10, 11, 2, 20, 3)}  # as json.dumps(sort_keys=True) orders them
+    (run / "summary.json").write_text(json.dumps(summary, sort_keys=True))
+    assert main(["show", str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "test err %" in line)
+    assert [line.split()[0] for line in lines[header + 1 : header + 7]] == ["1", "2", "3", "10", "11", "20"]
+    assert any(line.startswith("reported weights: ") and line.endswith("; exponential moving average of the weights, decay 0.9") for line in lines)
+    assert any(line.endswith("(on the first 25 of 40 test examples: train.eval_limit)") for line in lines)
+
+
 def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tmp_path, capsys):
     """Found by a bad-input review: each of these was a raw traceback or a silently wrong result."""
     runs = tmp_path / "runs"

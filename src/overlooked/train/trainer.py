@@ -754,6 +754,8 @@ def _fit(
     for split_name in ("train", "val", "test") if cfg.report_train else ("val", "test"):
         data = limited(getattr(splits, split_name))
         summary[f"{split_name}_examples"] = len(data)
+        if len(data) < len(getattr(splits, split_name)):  # train.eval_limit: scored on the first examples only
+            summary[f"{split_name}_examples_available"] = len(getattr(splits, split_name))
         res = evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed, metric)
         summary[f"{split_name}_loss"] = res["loss"]
         summary[f"{split_name}_accuracy"] = res["accuracy"]
