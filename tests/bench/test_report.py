@@ -214,6 +214,16 @@ def test_the_header_names_run_folders_read_from_elsewhere():
     assert render_results([], source=None).startswith(HEADER)
     text = render_results([], source="`/tmp/runs`")
     assert "from the run summaries under `/tmp/runs`" in text and "committed under" not in text.split("## Runs")[0]
+    # the project's remarks on its own folder (a test regenerates it, ../shared/data) are not a user's report's
+    assert "a test regenerates" not in text and "shared/data" not in text and "2026-12-05" not in text
+
+
+def test_a_run_scored_on_the_first_test_examples_says_so_in_its_row(tmp_path):
+    from overlooked.bench.report import Run, render_results
+
+    summary = {"model": "mlp", "dataset": "mnist", "test_accuracy": 0.71, "test_examples": 500, "test_examples_available": 10000, "wall_time_s": 6.0}
+    row = next(line for line in render_results([Run(tmp_path, {"name": "x"}, {}, summary)], source="runs").splitlines() if line.startswith(f"| `{tmp_path.name}`"))
+    assert "| 71.00 (first 500 of 10,000) | 29.00 |" in row
 
 
 def test_command_of_names_our_command_line_and_nothing_else_as_overlooked():

@@ -375,7 +375,12 @@ def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_ro
     """The Markdown of ``docs/results.md``; ``source`` names the run folders read when they are not the
     committed ``results/runs/`` (the header then says so)."""
     refs = refs or {}
-    header = HEADER if source is None else HEADER.replace("the run summaries committed under `results/runs/`", f"the run summaries under {source}")
+    header = HEADER
+    if source is not None:  # a user's own runs: the project's remarks on its committed folder do not apply
+        header = header.replace("the run summaries committed under `results/runs/`", f"the run summaries under {source}")
+        header = header.replace("; do not edit by\nhand (a test regenerates this file and fails on any difference)", "")
+        header = header.replace(" Unless a\ncommand names `--data-dir` or `OVERLOOKED_DATA`, the data folder was `OVERLOOKED_DATA=../shared/data` (the\nstaged copies described in its MANIFEST.md).", "")
+        header = header.replace(" The CPU attention kernel\nis counted since 2026-12-05 (`api.flop_counter`); the Transformer rows recorded before leave out their\nattention products (about 1.3M of the fact-level Transformer's 11.4M at 51 positions).", "")
     lines = [header, "## Runs", ""]
     if not runs:
         lines.append("No committed runs yet.")
@@ -388,8 +393,10 @@ def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_ro
         s, env = run.summary, run.environment
         test = s.get("test_accuracy", s.get("test_accuracy_mean"))
         minutes = s.get("wall_time_s", 0.0) / 60
+        part = s.get("test_examples_available")  # train.eval_limit: scored on the first test examples only
+        partial = f" (first {_int(s.get('test_examples'))} of {_int(part)})" if isinstance(part, int) else ""
         lines.append(
-            f"| `{run.folder.name}` | {s.get('model', '?')} | {s.get('dataset', '?')} | {_pct(test)} | "
+            f"| `{run.folder.name}` | {s.get('model', '?')} | {s.get('dataset', '?')} | {_pct(test)}{partial} | "
             f"{'—' if test is None else f'{100 * (1 - test):.2f}'} | {_pct(s.get('val_accuracy'))} | {_int(s.get('params'))} | "
             f"{_int(s.get('flops_per_example'))} | {_int(s.get('examples_seen'))} | {minutes:.1f} min | "
             f"{_hardware(env, run.config)} | {env.get('date', '?')[:10]} |"
