@@ -87,6 +87,10 @@ def test_non_finite_numbers_are_refused_and_settings_without_effect_warn():
     for key, value in (("max_minutes", float("nan")), ("grad_clip", float("nan")), ("lr", float("inf"))):
         with pytest.raises(ConfigError, match=rf"train.{key} must be a finite number"):
             TrainConfig(**{key: value})
+    for text in ("nan", "inf", "-inf", "NaN", ".nan"):  # typed on the command line: "expected float, got str 'nan'" before
+        with pytest.raises(ConfigError, match=r"train.lr must be a finite number"):
+            load_config("cnn_mnist", [f"train.lr={text}"])
+    assert load_config("cnn_mnist", ["name=inference"]).name == "inference"  # words are not numbers
     cases = {
         "train.momentum=0.9 (only sgd uses it": {"optimizer": "adam", "momentum": 0.9},
         "train.betas=[0.1, 0.2] (sgd uses train.momentum)": {"optimizer": "sgd", "betas": (0.1, 0.2)},

@@ -169,6 +169,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise OverlookedError("train needs a CONFIG (a packaged name such as cnn_mnist, or a YAML path) or --resume RUN")
+    if Path(args.config).is_dir() and (Path(args.config) / "config.yaml").is_file():  # a run folder given as CONFIG
+        run = args.config
+        raise OverlookedError(
+            f"{run} is a run folder, not a config. To continue it where it stopped: overlooked train --resume {run}; "
+            f"to train a new run from its weights: overlooked train {Path(run) / 'config.yaml'} train.init_from={run}; "
+            f"to run its config again: overlooked train {Path(run) / 'config.yaml'}"
+        )
     overrides = list(args.overrides)
     names = [repr(o) for o in overrides]  # how the messages call each setting: as the user gave it
     for flag, key, option in ((args.device, "train.device", "--device"), (args.repeats, "train.repeats", "--repeats"), (args.seed, "train.seed", "--seed")):
@@ -649,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("train", "evaluate", "show", "explain") and all(_is_override(e) for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parser.error(f"unrecognized arguments: {' '.join(extra)}{_setting_hint(extra, args.command)}")
     try:
         import_plugins(args.imports)
         status = int(args.fn(args) or 0)
@@ -677,6 +684,19 @@ def main(argv: list[str] | None = None) -> int:
         raise  # another pipe (a plugin's, a subprocess's): a genuine error
     finally:
         _end_distributed()
+
+
+def _setting_hint(extra: list[str], command: str) -> str:
+    """For ``--epochs 2`` (a training script's habit): the override that sets it, ``train.epochs=2``."""
+    from overlooked.config import TrainConfig
+
+    fields = {f.replace("_", "-"): f for f in TrainConfig.__dataclass_fields__}
+    for i, word in enumerate(extra):
+        name, _, value = word.removeprefix("--").partition("=")
+        if word.startswith("--") and name in fields and command in ("train", "show"):
+            value = value or (extra[i + 1] if i + 1 < len(extra) and not extra[i + 1].startswith("-") else "...")
+            return f" (settings are key=value overrides: for {word.partition('=')[0]} write train.{fields[name]}={value})"
+    return ""
 
 
 def _stdout_reader_gone() -> bool:

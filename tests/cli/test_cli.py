@@ -414,6 +414,22 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     assert yaml.safe_load(capsys.readouterr().out)["name"] == "memn2n_babi1k"
 
 
+def test_a_run_folder_given_as_config_and_a_flag_for_a_setting_get_the_form_that_works(tmp_path, capsys):
+    """`train RUN` said only "no config file ... and no packaged config"; `--epochs 2` only "unrecognized"."""
+    runs = tmp_path / "runs"
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "--out", str(runs)]) == 0
+    (run,) = runs.iterdir()
+    capsys.readouterr()
+    assert main(["train", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"is a run folder, not a config. To continue it where it stopped: overlooked train --resume {run}; " in err
+    assert f"overlooked train {run / 'config.yaml'} train.init_from={run}" in err
+    for argv, hint in ((["--epochs", "2"], "for --epochs write train.epochs=2"), (["--batch-size=5"], "for --batch-size write train.batch_size=5")):
+        with pytest.raises(SystemExit):
+            main(["train", str(_config(tmp_path)), *argv])
+        assert f"unrecognized arguments: {' '.join(argv)} (settings are key=value overrides: {hint})" in capsys.readouterr().err
+
+
 def test_show_orders_tasks_by_number_and_names_partial_scores_and_averaged_weights(tmp_path, capsys):
     """Found by a walkthrough: a joint bAbI run's tasks printed as 1, 10, 11, ..., 2, 20 (the summary's sorted
     keys); a score on train.eval_limit's first examples read as the whole test split; an EMA run said only which
