@@ -404,8 +404,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action != "fetch" and (args.mirror or args.force):
         raise OverlookedError(f"--mirror and --force are options of `overlooked data fetch`; `data {args.action}` downloads nothing")
     if args.action == "fetch":
+        present = not args.force and store.verify(args.name, args.data_dir).complete  # nothing to download
         path = store.fetch(args.name, args.data_dir, mirrors=args.mirror, force=args.force, progress=print)
-        print(f"{args.name}: fetched and verified under {path}")
+        print(f"{args.name}: {'already present and verified' if present else 'fetched and verified'} under {path}")
         return 0
     report = store.verify(args.name, args.data_dir)
     print(report)

@@ -327,7 +327,10 @@ def test_cli_fetch_takes_mirrors_and_verify_names_the_fix(tmp_path, data_dir, ca
     dead, good = (www / "dead").as_uri() + "/", (www / "mirror2").as_uri() + "/"
     assert main(["data", "fetch", "mnist", "--data-dir", str(root), "--mirror", dead, "--mirror", good]) == 0
     assert store.verify("mnist", root).complete
+    assert "mnist: fetched and verified under" in capsys.readouterr().out
     assert main(["data", "verify", "mnist", "--data-dir", str(root)]) == 0
+    assert main(["data", "fetch", "mnist", "--data-dir", str(root)]) == 0  # nothing to fetch: said so
+    assert "mnist: already present and verified under" in capsys.readouterr().out
     # --force against a mirror with one bad file keeps the verified copy, and says so (it was "present but
     # failed its checksum", while `data verify` called every file OK)
     (www / "mirror2" / MNIST_LABELS.split("/")[-1]).write_bytes(b"not gzip")

@@ -87,7 +87,7 @@ def _root_origin(explicit: str | os.PathLike[str] | None) -> str:
 
 def _fix_hint(name: str) -> str:
     return (
-        f"Fix: run `overlooked data fetch {name}` (or pass download=True), or set {ENV_VAR} / --data-dir "
+        f"Fix: run `overlooked data fetch {name}` (or set data.kwargs.download=true; download=True in Python), or set {ENV_VAR} / --data-dir "
         f"to a folder that holds these files at these paths (`overlooked data verify {name}` lists them)."
     )
 
