@@ -370,7 +370,7 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     assert f"command: overlooked train {_config(tmp_path)} train.max_steps=4 --out {runs}\n" in out
     # A grouped run (as bAbI's per-task accuracies): one row per group, test error = 100 (1 - accuracy)
     summary.update(test_group_accuracy={"1": 1.0, "2": 0.875}, val_group_accuracy={"1": 0.5, "2": 0.25})
-    summary.update(repeats=3, trials=1, each={"key": "data.tasks", "values": [1, 2]})  # as --each ... --repeats 3 writes
+    summary.update(repeats=3, trials=1, each={"key": "data.tasks", "values": [1, 2]}, dataset="babi")  # as --each ... --repeats 3 writes
     (run / "summary.json").write_text(json.dumps(summary))
     (run / "data_meta.json").write_text(json.dumps({"group_key": "task"}))
     assert main(["show", str(run)]) == 0
@@ -386,6 +386,10 @@ def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, mon
     out = capsys.readouterr().out
     assert "groups: mean test error 6.25% over 2, 1 failed (error > 5%); 1 without a number (a damaged summary)" in out
     assert [r.split() for r in out.splitlines() if r.split()[:1] == ["3"]] == [["3", "-", "-", "-"]]
+    summary["dataset"] = "uci_gas_sensor_drift"  # sensor batches: the mean, without bAbI's failed tasks
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["show", str(run)]) == 0
+    assert "groups: mean test error 6.25% over 2; 1 without a number (a damaged summary)" in capsys.readouterr().out
     assert main(["show", str(run), "train.lr=0.1"]) == 2
     assert "is a run folder" in capsys.readouterr().err
     (run / "summary.json").write_text("{not json")
