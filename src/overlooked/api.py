@@ -1003,9 +1003,11 @@ def run_config(run: str | Path, *, conversion_refusal: str | None = None) -> Exp
     ``conversion_refusal`` says why in the caller's terms (default: it holds no trained model)."""
     run = Path(run)
     if not (run / "config.yaml").is_file():
+        inside = sorted(p.parent.name for p in run.glob("*/config.yaml")) if run.is_dir() else []
         raise OverlookedError(
-            f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed "
-            "(an `overlooked demo` folder holds no config: train a packaged config, e.g. `overlooked train memn2n_babi1k`, to get a run to evaluate)"
+            f"{run} is not a run folder (no config.yaml); pass the folder `overlooked train` printed"
+            + (f", or one of the runs inside it: {', '.join(str(run / n) for n in inside[:3])}" if inside else
+               " (an `overlooked demo` folder holds no model of its own: train a packaged config, e.g. `overlooked train memn2n_babi1k`, to get a run to evaluate)")
         )
     raw = read_run_file(run / "config.yaml")
     if isinstance(raw, dict) and raw.get("kind") == "ann_to_snn_conversion":

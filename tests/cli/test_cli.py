@@ -94,6 +94,11 @@ def test_export_nir_refuses_non_spiking_model(tmp_path, capsys):
 def test_resume_of_a_non_run_is_clear(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    demo = tmp_path / "demo-1"  # as `overlooked demo memory` writes: its run one folder down, which is named
+    (demo / "memn2n_babi_1_2").mkdir(parents=True)
+    (demo / "memn2n_babi_1_2" / "config.yaml").write_text("name: x\n")
+    assert main(["evaluate", str(demo)]) == 2
+    assert f"is not a run folder (no config.yaml); pass the folder `overlooked train` printed, or one of the runs inside it: {demo / 'memn2n_babi_1_2'}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,8 @@ def demo_capsules(run_dir: Path, data_dir: str | None = None, steps: int = 120, 
         couplings_figure(out["couplings"][0].numpy(), 6, int(test["label"][0]), run_dir / "capsnet_couplings.png"),
     ]
     print(f"CapsNet after {steps} steps of {batch_size}: {accuracy:.2%} on the first {test_examples} MNIST test digits")
+    for figure in figures:
+        print(f"figure: {figure}")
     return {
         "what": f"CapsNet, {steps} steps x {batch_size}, {test_examples} test digits",
         "test_accuracy": accuracy,
