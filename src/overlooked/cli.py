@@ -207,6 +207,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 parsed += ranged if ranged is not None else [load_yaml(item)]
             except yaml.YAMLError:
                 raise OverlookedError(f"--each {args.each[0]!r}: {item!r} is not a YAML value (a number, a word, or a [list])") from None
+        if len(parsed) == 1 and isinstance(parsed[0], list) and len(parsed[0]) > 1:  # `data.tasks=[1,2]`: one joint run
+            inner = ",".join(map(str, parsed[0]))
+            print(f"overlooked: note: --each {args.each[0]} is one value, the list {parsed[0]}, so one run on all of it; for one run per item write --each {key}={inner}", file=sys.stderr)
         path, summary = api.train_each(cfg, key, parsed, data_dir=args.data_dir, out=args.out, callbacks=[_announcer(args)])
         _print_summary(path, summary)
         return 0

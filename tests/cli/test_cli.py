@@ -211,6 +211,9 @@ def test_each_takes_grouped_values_and_overrides_take_ranges(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["hidden=[6]", "hidden=[8, 4]"]
     assert main(["train", str(path), "--each", "model.hidden=[8,4],[6", "--out", str(tmp_path / "other")]) == 2
     assert "its brackets do not balance; write grouped values as [1,2],[3]" in capsys.readouterr().err
+    # one bracketed list is one value: one run on all of it, which a user meaning one run per item is told
+    assert main(["train", str(path), "train.max_steps=1", "--each", "model.hidden=[8,4]", "--out", str(tmp_path / "one")]) == 0
+    assert "note: --each model.hidden=[8,4] is one value, the list [8, 4], so one run on all of it; for one run per item write --each model.hidden=8,4" in capsys.readouterr().err
     from overlooked.config import ConfigError, parse_override
 
     assert parse_override("data.tasks=2..4") == (["data", "tasks"], [2, 3, 4])
