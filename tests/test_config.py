@@ -209,9 +209,10 @@ def test_overrides_that_set_one_setting_twice_are_refused():
     for twice, said in [
         (["train.lr=0.1", "train.lr=0.2"], "'train.lr=0.1' and 'train.lr=0.2' both set train.lr"),
         (["model.hidden=64", "model.kwargs.hidden=32"], "both set model.kwargs.hidden"),
-        (["model.kwargs={hidden: 8}", "model.hidden=64"], "both set model.kwargs:"),
+        (["model.hidden=64", "model.kwargs={hidden: 8}"], "both set model.kwargs.hidden: the second would silently replace the first"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(said)):
             load_config("cnn_mnist", twice)
+    assert load_config("cnn_mnist", ["model.kwargs={hidden: 8}", "model.hidden=64"]).model.kwargs == {"hidden": 64}  # a section, then a key in it: composes
     cfg = load_config("cnn_mnist", ["model.hidden=64", "model.name=small_cnn", "train.lr=0.1"])  # distinct: fine
     assert cfg.model.kwargs["hidden"] == 64 and cfg.train.lr == 0.1

@@ -43,10 +43,17 @@ from overlooked.errors import CheckpointError, ConfigError, DataError, InputErro
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint
+from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc
 from overlooked.train.distributed import init_distributed, rank_device
 from overlooked.train.environment import environment
-from overlooked.train.trainer import cublas_for_determinism, fit, process_settings
+from overlooked.train.trainer import (
+    RESUME_MAY_CHANGE,
+    changed_settings,
+    check_resumed_config,
+    cublas_for_determinism,
+    fit,
+    process_settings,
+)
 
 
 def registries() -> dict[str, list[str]]:
@@ -569,6 +576,33 @@ def check_device(device: str, name: str = "train.device") -> None:
         raise ConfigError(f"{name} is {device!r} but MPS is not available here; use {cpu}")
 
 
+# Settings a resume may change besides the trainer's (RESUME_MAY_CHANGE): where runs are written and data read
+# from, and the notes.
+RESUME_MAY_CHANGE_TOP = frozenset({"out", "data_dir", "notes"})
+
+
+def check_resumed_run(run_dir: Path, resume: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to resume ``run_dir`` from ``resume`` when ``cfg`` (its config.yaml as it reads now) differs from
+    the config the run started with: the whole config as its ``environment.json`` recorded it at the start, and
+    the training settings the checkpoint stores (runs from before the environment held the config). Where it
+    runs (device, threads, progress, this process's time limit, the evaluation batch), where it writes and reads
+    data, and the notes may change; anything else would splice two runs into one folder."""
+    check_resumed_config(resume, read_checkpoint_doc(resume).get("info", {}).get("train"), cfg.train)
+    env_path = run_dir / "environment.json"
+    started = read_run_file(env_path, _is_mapping, "the run's environment, a mapping").get("config") if env_path.is_file() else None
+    if not isinstance(started, dict):
+        return
+    allowed = RESUME_MAY_CHANGE_TOP | {f"train.{k}" for k in RESUME_MAY_CHANGE}
+    changed = changed_settings(cfg.to_dict(), started, "", allowed)
+    if changed:
+        said = ", ".join(f"{k}={a!r} (started with {b!r})" for k, a, b in changed)
+        raise ConfigError(
+            f"{run_dir / 'config.yaml'} differs from the config the run started with (its environment.json keeps it): {said}. "
+            "A resume continues the same run: restore those values in config.yaml, or start a new run (from these weights: "
+            f"train.init_from={run_dir} train.init_checkpoint=last)"
+        )
+
+
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
     """One training run (or its resume from ``resume``); :func:`train` and :func:`resume` have checked the device."""
     dist = init_distributed(cfg.train.device)
@@ -576,6 +610,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
     write = run_dir is not None and dist.is_main
     made = _make_dirs(run_dir) if write else []  # the name is taken at once; the files come after the build
     torch.manual_seed(cfg.train.seed)
+    if resume is not None and run_dir is not None:  # before anything is built or any record of the run is touched
+        check_resumed_run(run_dir, resume, cfg)
     try:  # every component is built before anything is written: a bad setting leaves no half-made folder
         with _building("data", cfg.data.name):
             splits = build_data(cfg, data_dir)
@@ -609,7 +645,8 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         raise
     if write and resume is None:
         write_config(run_dir, cfg)
-        _write_json(run_dir / "environment.json", environment(device, cfg.train.num_threads))
+        # with the config as it started, which a resume holds config.yaml to (check_resumed_run)
+        _write_json(run_dir / "environment.json", {**environment(device, cfg.train.num_threads), "config": cfg.to_dict()})
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
         env_path = run_dir / "environment.json"
         env = read_run_file(env_path, _is_mapping, "the run's environment, a mapping") if env_path.is_file() else {}
@@ -981,7 +1018,9 @@ def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], d
     :func:`resume`, and trains again one that stopped before its first checkpoint (its partial folder set aside)."""
     subs: dict[str, dict[str, Any]] = {}
     for value in values:
-        sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"] + ([f"train.device={device}"] if device else []))
+        sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
+        if device:  # a resume's --device, over the value's own (an --each over train.device included)
+            sub_cfg = apply_overrides(sub_cfg, [f"train.device={device}"])
         sub_dir = path / f"{key.split('.')[-1]}={value}"
         if resuming and sub_dir.exists():
             finished = _summary_of(sub_dir)

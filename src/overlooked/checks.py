@@ -70,6 +70,19 @@ def outside(t: torch.Tensor, lo: float, hi: float) -> tuple[float, float] | None
     return mn, mx
 
 
+def broadcast_shape(*shapes: tuple[int, ...] | torch.Size) -> tuple[int, ...] | None:
+    """The shape ``shapes`` broadcast to, or None where they do not broadcast (``torch.broadcast_shapes``
+    without its exception).
+
+    >>> broadcast_shape((1, 4), (2, 4)), broadcast_shape((3,), (2, 4))
+    ((2, 4), None)
+    """
+    try:
+        return tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        return None
+
+
 def autocast_enabled(t: torch.Tensor) -> bool:
     """Whether autocast is on for ``t``'s device type; False on a device type that has none (the meta device,
     where ``torch.is_autocast_enabled`` raises)."""

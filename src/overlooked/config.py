@@ -365,17 +365,17 @@ def override_path(path: list[str]) -> list[str]:
 
 
 def check_distinct_overrides(overrides: list[str], names: list[str] | None = None) -> None:
-    """Refuse two overrides that set the same setting, or one inside the other (``model.kwargs={...}`` and
-    ``model.hidden=3``): applied in order, the later would silently replace the earlier. ``names`` are
-    what to call each in the message (default: the overrides themselves)."""
+    """Refuse two overrides that set the same setting, or a setting and then the section holding it
+    (``model.hidden=3`` and then ``model.kwargs={...}``): applied in order, the later would silently replace
+    the earlier. A section and then a setting inside it compose (the setting is written into the new section).
+    ``names`` are what to call each in the message (default: the overrides themselves)."""
     paths = [override_path(parse_override(text)[0]) for text in overrides]
     names = names or [repr(text) for text in overrides]
     for j, later in enumerate(paths):
         for i in range(j):
-            shorter = min(paths[i], later, key=len)
-            if paths[i][: len(shorter)] == later[: len(shorter)]:
+            if paths[i][: len(later)] == later:  # the same setting, or the earlier one inside the later's section
                 raise ConfigError(
-                    f"{names[i]} and {names[j]} both set {'.'.join(shorter)}: one would silently replace the other; "
+                    f"{names[i]} and {names[j]} both set {'.'.join(paths[i])}: the second would silently replace the first; "
                     "give each setting once"
                 )
 

@@ -302,8 +302,9 @@ def test_em_routing_names_the_expected_shapes():
     # betas of another size, and integer votes, failed inside the M-step's broadcast or bmm
     with pytest.raises(ValueError, match=r"em_routing takes beta_u \[J\] = \[3\] .*; got \[4\]$"):
         CF.em_routing(votes, act, torch.zeros(4), beta)
-    with pytest.raises(ValueError, match=r"em_routing takes beta_a \[J\] = \[3\] .*; got float$"):
-        CF.em_routing(votes, act, beta, 0.5)
+    with pytest.raises(ValueError, match=r"em_routing takes beta_a \[J\] = \[3\] .*; got str$"):
+        CF.em_routing(votes, act, beta, "0.5")
+    torch.testing.assert_close(CF.em_routing(votes, act, 0.5, 0.5)[1], CF.em_routing(votes, act, torch.full((3,), 0.5), torch.full((3,), 0.5))[1])  # a number: every parent
     with pytest.raises(ValueError, match=r"em_routing takes floating-point votes and activations; got torch.int64"):
         CF.em_routing(votes.long(), act, beta, beta)
     assert CF.em_routing(votes, act, beta, torch.zeros(2, 3))[1].shape == (2, 3)  # [N, J] betas broadcast: allowed

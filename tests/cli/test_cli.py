@@ -108,6 +108,7 @@ def test_resume_of_a_non_run_is_clear(tmp_path, capsys):
         (["model.hidden=[8]", "model.kwargs.hidden=[4]"], "'model.hidden=[8]' and 'model.kwargs.hidden=[4]' both set model.kwargs.hidden"),
         (["train.seed=3", "--seed", "5"], "'train.seed=3' and --seed 5 both set train.seed"),
         (["--each", "train.lr=0.1,0.2", "train.lr=0.3"], "'train.lr=0.3' and --each train.lr=0.1,0.2 both set train.lr"),
+        (["--each", "model.kwargs={hidden: [8]}", "model.hidden=[4]"], "'model.hidden=[4]' and --each model.kwargs={hidden: [8]} both set model.kwargs.hidden"),
         (["--each", "train.seed=1,2", "--each", "train.lr=0.1"], "--each given 2 times (train.seed=1,2, train.lr=0.1); one --each"),
     ],
 )

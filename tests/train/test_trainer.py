@@ -985,7 +985,7 @@ def test_a_resume_refuses_a_config_yaml_edited_since_the_checkpoint(tmp_path):
             ctx.stop = ctx.state.step == 6
 
     run, _ = api.train(_cfg(epochs=2, checkpoint_every=3, eval_every=3), run_dir=tmp_path / "run", callbacks=[Stop()])
-    text, records = (run / "config.yaml").read_text(), (run / "metrics.jsonl").read_text()
+    text, records, env = (run / "config.yaml").read_text(), (run / "metrics.jsonl").read_text(), (run / "environment.json").read_text()
     for change, said in [
         ({"lr": 0.5}, r"train.lr=0.5 \(written with 0.01\)"),
         ({"optimizer": "sgd", "batch_size": 7}, r"train.batch_size=7 \(written with 16\), train.optimizer='sgd' \(written with 'adam'\)"),
@@ -997,6 +997,18 @@ def test_a_resume_refuses_a_config_yaml_edited_since_the_checkpoint(tmp_path):
         with pytest.raises(ConfigError, match="written with other training settings than the run's config.yaml now holds: " + said + r"\. A resume continues the same run.*train.init_from="):
             api.resume(run)
         assert (run / "metrics.jsonl").read_text() == records
+        assert (run / "environment.json").read_text() == env  # no `resumes` entry for a resume that never ran
+    for section, change, said in [  # the rest of the config, against the one environment.json kept at the start
+        ("data", {"n_train": 150}, r"data.kwargs.n_train=150 \(started with 200\)"),
+        ("model", {"dropout": 0.0}, r"model.kwargs.dropout=0.0 \(started with 0.3\)"),
+        ("augment", {"max_shift": 2}, r"augment.kwargs.max_shift=2 \(started with 1\)"),
+    ]:
+        edited = yaml.safe_load(text)
+        edited[section]["kwargs"].update(change)
+        (run / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+        with pytest.raises(ConfigError, match=r"config.yaml differs from the config the run started with \(its environment.json keeps it\): " + said):
+            api.resume(run)
+        assert (run / "environment.json").read_text() == env and (run / "metrics.jsonl").read_text() == records
     edited = yaml.safe_load(text)
     edited["train"].update(max_minutes=30.0, eval_batch_size=32, progress=False)
     (run / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))

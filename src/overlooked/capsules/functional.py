@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from overlooked.checks import is_count, outside
+from overlooked.checks import broadcast_shape, is_count, outside
 from overlooked.errors import InputError
 
 SQUASH_EPS = 1e-8  # inside the square root of squash: keeps the gradient finite at s = 0
@@ -202,14 +202,15 @@ def em_routing(
     N, I, J, H = votes.shape
     if not votes.is_floating_point() or not activations.is_floating_point():
         raise InputError(f"em_routing takes floating-point votes and activations; got {votes.dtype} and {activations.dtype}: convert with .float()")
+    betas = []
     for name, beta in (("beta_u", beta_u), ("beta_a", beta_a)):
-        try:
-            fits = isinstance(beta, torch.Tensor) and torch.broadcast_shapes(beta.shape, (N, J)) == (N, J)
-        except RuntimeError:
-            fits = False
-        if not fits:
+        if isinstance(beta, (int, float)) and not isinstance(beta, bool):  # one value for every parent type
+            beta = torch.tensor(float(beta), dtype=votes.dtype, device=votes.device)
+        if not isinstance(beta, torch.Tensor) or broadcast_shape(beta.shape, (N, J)) != (N, J):
             got = list(beta.shape) if isinstance(beta, torch.Tensor) else type(beta).__name__
-            raise InputError(f"em_routing takes {name} [J] = [{J}] (one per parent capsule type; anything that broadcasts to [N, J] = {[N, J]}); got {got}")
+            raise InputError(f"em_routing takes {name} [J] = [{J}] (one per parent capsule type; a number, or anything that broadcasts to [N, J] = {[N, J]}); got {got}")
+        betas.append(beta)
+    beta_u, beta_a = betas
     if tuple(activations.shape) != (N, I):
         raise InputError(f"em_routing takes child activations [N, I] = {[N, I]} (batch and child capsules of the votes {list(votes.shape)}); got {list(activations.shape)}")
     found = outside(activations, 0.0, 1.0)  # NaN passes: the trainer names a non-finite loss

@@ -168,6 +168,7 @@ class EventNetwork:
         self.images_only = False  # a converted network: static images only
         self._dense_of: dict[int, tuple[list[nn.Module], nn.Module]] = {}  # stage -> the network's own (pre ops, synapse) where pooling was folded
         self._rows: dict[tuple[int, torch.dtype], tuple[Tensor, tuple[int, int, int, int] | None]] = {}
+        self._dense_count: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}  # _dense's counts: the shapes fix them
 
     @classmethod
     def from_model(cls, net: nn.Module) -> EventNetwork:
@@ -349,12 +350,17 @@ class EventNetwork:
         """Multiply-accumulates of stage ``k`` (-1: the readout) run densely for one example at one step: its
         synapse's connections, or, where a pooling was folded into it, the network's own synapse's on the pooled
         map (pooling adds are not counted, as in :mod:`overlooked.spiking.synops`)."""
-        if k not in self._dense_of:
-            return connections(syn, in_shape)
-        pre, own = self._dense_of[k]
-        with torch.no_grad():
-            pooled = tuple(nn.Sequential(*pre)(torch.zeros(1, *before, dtype=own.weight.dtype)).shape[1:])
-        return connections(own, pooled)
+        key = (k, before, in_shape)
+        if key not in self._dense_count:  # counted once per shape: autograd over all-ones layers is not free (a 4096^2 Linear: ~0.1 s)
+            if k not in self._dense_of:
+                count = syn.in_features * syn.out_features if isinstance(syn, nn.Linear) and in_shape == (syn.in_features,) else connections(syn, in_shape)
+            else:
+                pre, own = self._dense_of[k]
+                with torch.no_grad():
+                    pooled = tuple(nn.Sequential(*pre)(torch.zeros(1, *before, dtype=own.weight.dtype)).shape[1:])
+                count = connections(own, pooled)
+            self._dense_count[key] = count
+        return self._dense_count[key]
 
     def _scatter(self, k: int, syn: nn.Module, in_shape: tuple[int, ...], s: Tensor, pool: nn.Module | None, counted: list[int]) -> Tensor:
         """One step's synaptic current from the spikes ``s`` ``[B, *in_shape]`` (pooled if the stage pools),

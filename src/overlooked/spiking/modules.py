@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from overlooked.checks import broadcast_shape
 from overlooked.errors import InputError
 from overlooked.registry import SURROGATES
 from overlooked.spiking import kernels
@@ -73,9 +74,9 @@ def check_current(module: nn.Module, x: Any) -> None:
 
 def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
     """A state handed to one step is the cell's own record (``VState``, ``CubaState``, ``ALIFState``) whose
-    tensors broadcast to the step's input ``x``; anything else is an ``InputError`` naming it (it failed as
-    ``'str' object has no attribute 'v'`` or a broadcast error inside the step). Shapes equal to ``x``'s, the
-    loop's case after its first step, cost one tuple comparison each."""
+    tensors broadcast with the step's input ``x`` (as the step's arithmetic broadcasts them); anything else is
+    an ``InputError`` naming it (it failed as ``'str' object has no attribute 'v'`` or a broadcast error inside
+    the step). Shapes equal to ``x``'s, the loop's case after its first step, cost one tuple comparison each."""
     kind = cell.state_cls
     if kind is None:
         return
@@ -83,15 +84,10 @@ def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
     if not isinstance(state, kind):
         raise InputError(f"{type(cell).__name__} takes its state as {kind.__name__}({', '.join(kind._fields)}); got {type(state).__name__}: {rest}")
     for name, value in zip(kind._fields, state):
-        if isinstance(value, torch.Tensor) and value.shape == x.shape:
+        if isinstance(value, torch.Tensor) and (value.shape == x.shape or broadcast_shape(value.shape, x.shape) is not None):
             continue
-        try:
-            fits = isinstance(value, torch.Tensor) and torch.broadcast_shapes(value.shape, x.shape) == x.shape
-        except RuntimeError:
-            fits = False
-        if not fits:
-            got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-            raise InputError(f"{type(cell).__name__}: state.{name} has {got}, which does not broadcast to the input's shape {tuple(x.shape)}; {rest}")
+        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise InputError(f"{type(cell).__name__}: state.{name} has {got}, which does not broadcast with the input's shape {tuple(x.shape)}; {rest}")
 
 
 def _check_loaded_time_constants(cell: _Cell, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -164,10 +160,11 @@ class _Cell(nn.Module):
         """Refuse a ``tau_*`` that forward Euler at ``dt`` cannot run (:func:`neurons.euler_step_error`), and a
         NaN or infinite voltage or gain (``v_threshold=nan`` built a neuron that never spikes)."""
         for field in record._fields:
-            bounds = _bounds(getattr(record, field)) if not field.startswith("tau_") and field not in self.learned else None
-            if bounds is not None and not all(math.isfinite(b) for b in bounds):
-                raise ValueError(f"{type(self).__name__}: {field} = {bounds[0] if math.isnan(bounds[0]) else getattr(record, field)!r} is not a finite number; give {field} a finite value")
-            bounds = _bounds(getattr(record, field)) if field.startswith("tau_") and field not in self.learned else None
+            bounds = _bounds(getattr(record, field)) if field not in self.learned else None  # one CPU read per field
+            if not field.startswith("tau_"):
+                if bounds is not None and not all(math.isfinite(b) for b in bounds):
+                    raise ValueError(f"{type(self).__name__}: {field} = {bounds[0] if math.isnan(bounds[0]) else getattr(record, field)!r} is not a finite number; give {field} a finite value")
+                continue
             tau = None if bounds is None else bounds[0]
             if field == "tau_mem" and bounds is not None and bounds[1] == math.inf:
                 tau = math.inf  # one neuron that never charges is refused as all of them would be

@@ -444,6 +444,30 @@ def process_settings(cfg: TrainConfig) -> Iterator[None]:
 RESUME_MAY_CHANGE = frozenset({"device", "progress", "num_threads", "max_minutes", "eval_batch_size"})
 
 
+def changed_settings(now: dict[str, Any], then: dict[str, Any], prefix: str = "", allowed: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, now, then)`` for every setting whose value differs (nested mappings compared key by key),
+    except the dotted keys in ``allowed``. A field only one of them holds is another version's and not
+    compared, except inside a ``kwargs`` mapping, where every key is the user's (one added or removed is a
+    change; ``"(unset)"`` stands for the missing side).
+
+    >>> changed_settings({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 5}, "e": 0})
+    [('b.c', 2, 5)]
+    >>> changed_settings({"m": {"kwargs": {"h": 2}}}, {"m": {"kwargs": {}}})
+    [('m.kwargs.h', 2, '(unset)')]
+    """
+    out = []
+    users = prefix.endswith("kwargs.")
+    for key in [*now, *(k for k in then if k not in now)]:
+        if f"{prefix}{key}" in allowed or (not users and (key not in now or key not in then)):
+            continue
+        a, b = now.get(key, "(unset)"), then.get(key, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{key}.", allowed)
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
 def check_resumed_config(resume: Path, stored: Any, cfg: TrainConfig) -> None:
     """Refuse to resume from ``resume`` when ``cfg`` (the run folder's config.yaml, as it reads now) sets a
     training value other than the one the checkpoint was written with (``stored``, its ``info["train"]``),
@@ -452,9 +476,9 @@ def check_resumed_config(resume: Path, stored: Any, cfg: TrainConfig) -> None:
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(asdict(cfg)))  # as the checkpoint stored it: tuples as lists
-    changed = [k for k in now if k in stored and k not in RESUME_MAY_CHANGE and now[k] != stored[k]]
+    changed = changed_settings(now, stored, "train.", {f"train.{k}" for k in RESUME_MAY_CHANGE})
     if changed:
-        said = ", ".join(f"train.{k}={now[k]!r} (written with {stored[k]!r})" for k in changed)
+        said = ", ".join(f"{k}={a!r} (written with {b!r})" for k, a, b in changed)
         raise ConfigError(
             f"{resume} was written with other training settings than the run's config.yaml now holds: {said}. A resume "
             "continues the same run: restore those values in config.yaml, or start a new run from these weights with "

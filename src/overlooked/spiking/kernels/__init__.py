@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from overlooked.checks import broadcast_shape
 from overlooked.errors import InputError
 from overlooked.spiking import neurons as N
 from overlooked.spiking.kernels import _build
@@ -169,11 +170,7 @@ def _state_like(value: Any, x: torch.Tensor, name: str) -> torch.Tensor:
         raise TypeError(f"state.{name} must be a tensor of the input's per-step shape {step}, got {type(value).__name__}")
     if value.device != x.device:
         raise InputError(f"state.{name} is on {value.device} but the input on {x.device}; move the state to the input's device")
-    try:
-        shape = torch.broadcast_shapes(value.shape, step)
-    except RuntimeError:
-        shape = None
-    if shape != step:
+    if broadcast_shape(value.shape, step) != step:
         raise InputError(
             f"state.{name} has shape {tuple(value.shape)}, which does not broadcast to the input's per-step shape {step} "
             f"(input [T, ...] = {tuple(x.shape)}); pass the state the previous call returned, or None to start from rest"
