@@ -91,6 +91,7 @@ def test_non_finite_numbers_are_refused_and_settings_without_effect_warn():
         with pytest.raises(ConfigError, match=r"train.lr must be a finite number"):
             load_config("cnn_mnist", [f"train.lr={text}"])
     assert load_config("cnn_mnist", ["name=inference"]).name == "inference"  # words are not numbers
+    assert load_config("cnn_mnist", ["name=nan"]).name == "nan"  # nor is nan, where a setting takes a word
     cases = {
         "train.momentum=0.9 (only sgd uses it": {"optimizer": "adam", "momentum": 0.9},
         "train.betas=[0.1, 0.2] (sgd uses train.momentum)": {"optimizer": "sgd", "betas": (0.1, 0.2)},

@@ -784,7 +784,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         out["mean_group_error_over_runs"] = {"mean": statistics.fmean(run_means), "std": statistics.stdev(run_means) if len(run_means) > 1 else 0.0}
     for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "device"):
         out[key] = summaries[0].get(key)
-    for key in ("trials", "test_examples", "init_from"):  # the fair-comparison rule reads them (same for every seed)
+    for key in ("trials", "test_examples", "test_examples_available", "init_from"):  # the fair-comparison rule reads them (same for every seed); the last but one marks train.eval_limit
         if key in summaries[0]:
             out[key] = summaries[0][key]
     out["wall_time_s"] = sum(s["wall_time_s"] for s in summaries)
@@ -933,6 +933,8 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
         merged["init_from"] = {**starts[0], "examples_seen": None if None in seen else sum(seen)}
     if all(s.get("test_examples") is not None for s in subs.values()):
         merged["test_examples"] = sum(s["test_examples"] for s in subs.values())
+    if any(s.get("test_examples_available") is not None for s in subs.values()):  # some value scored under train.eval_limit
+        merged["test_examples_available"] = sum(s.get("test_examples_available", s.get("test_examples") or 0) for s in subs.values())
     # Per-group results merge into one table only when no group is in two values (data.tasks=1,2,...): a sweep
     # of another setting over the same tasks would overwrite one value's task with another's, so it keeps them
     # per value (``<field>_by_value``), beside the headline mean over the values.
@@ -1213,9 +1215,10 @@ def restore_weights(run: Path, checkpoint: str, model: nn.Module, cfg: Experimen
     info = load_weights(run, checkpoint, model, cfg)
     # A callback may have changed how the model computes when the checkpoint was written (linear start);
     # its saved state puts the model back in that mode, so evaluate scores what training reported.
+    callbacks = build_callbacks(cfg)  # a config's error stays a config error; only the file's state is read below
     try:
         saved = info.get("state", {}).get("callbacks", [])
-        for cb, cb_state in zip(build_callbacks(cfg), saved):
+        for cb, cb_state in zip(callbacks, saved):
             cb.load_state_dict(cb_state)
             cb.restore_model(model)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:

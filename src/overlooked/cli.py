@@ -412,9 +412,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action != "fetch" and (args.mirror or args.force):
         raise OverlookedError(f"--mirror and --force are options of `overlooked data fetch`; `data {args.action}` downloads nothing")
     if args.action == "fetch":
-        present = not args.force and store.verify(args.name, args.data_dir).complete  # nothing to download
-        path = store.fetch(args.name, args.data_dir, mirrors=args.mirror, force=args.force, progress=print)
-        print(f"{args.name}: {'already present and verified' if present else 'fetched and verified'} under {path}")
+        said: list[str] = []  # fetch reports each download it starts; none means every file was there and verified
+        path = store.fetch(args.name, args.data_dir, mirrors=args.mirror, force=args.force, progress=lambda line: (said.append(line), print(line)))
+        print(f"{args.name}: {'fetched and verified' if said else 'already present and verified'} under {path}")
         return 0
     report = store.verify(args.name, args.data_dir)
     print(report)
@@ -699,7 +699,7 @@ def _setting_hint(extra: list[str], command: str) -> str:
     """For ``--epochs 2`` (a training script's habit): the override that sets it, ``train.epochs=2``."""
     from overlooked.config import TrainConfig
 
-    fields = {f.replace("_", "-"): f for f in TrainConfig.__dataclass_fields__}
+    fields = {form: f for f in TrainConfig.__dataclass_fields__ for form in (f, f.replace("_", "-"))}  # --batch-size, --batch_size
     for i, word in enumerate(extra):
         name, _, value = word.removeprefix("--").partition("=")
         if word.startswith("--") and name in fields and command in ("train", "show"):

@@ -304,7 +304,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return check_type(value, tp, where)
 
 
-_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # plain decimal or scientific notation
+# plain decimal or scientific notation, and nan / inf as YAML 1.1 leaves them (a string; it reads .nan, .inf), so
+# that a NaN or infinite setting meets the finite-number check that names it rather than a type error
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(?i:nan|inf|infinity)")
 SHORTHAND_SECTIONS = ("model", "data", "objective", "encoder", "augment")  # overrides may skip their "kwargs"
 _RANGE = re.compile(r"(\d+)\.\.(\d+)")
 
@@ -346,11 +348,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
         raise ConfigError(f"override {text!r}: the value {val!r} is not valid YAML ({problem}); e.g. data.tasks=[1,2] or data.tasks=1") from None
-    if isinstance(parsed, str) and not val.lstrip().startswith(("'", '"')):  # a quoted value stays a string
-        # YAML 1.1 leaves '1e-3' as a string, and 'nan' / 'inf' (it reads only .nan / .inf): accept them as numbers
-        # (so a NaN or infinite setting meets the finite-number check that names it, not a type error)
+    if isinstance(parsed, str):
+        # YAML 1.1 leaves '1e-3' as a string; accept plain scientific notation as a number ('nan' and 'inf' stay
+        # words here: a float setting takes them in check_type, a word setting keeps them)
         try:
-            parsed = float(parsed) if any(c in parsed for c in "eE.") or parsed.lower().lstrip("+-") in ("nan", "inf", "infinity") else parsed
+            parsed = float(parsed) if any(c in parsed for c in "eE.") else parsed
         except ValueError:
             pass
     return key.split("."), parsed

@@ -462,6 +462,14 @@ def test_show_orders_tasks_by_number_and_names_partial_scores_and_averaged_weigh
     assert [line.split()[0] for line in lines[header + 1 : header + 7]] == ["1", "2", "3", "10", "11", "20"]
     assert any(line.startswith("reported weights: ") and line.endswith("; exponential moving average of the weights, decay 0.9") for line in lines)
     assert any(line.endswith("(on the first 25 of 40 test examples: train.eval_limit)") for line in lines)
+    # a --repeats folder's aggregate keeps the mark, and so does an --each folder's merge
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "train.eval_limit=25", "--repeats", "2", "--out", str(tmp_path / "rep")]) == 0
+    (rep,) = (tmp_path / "rep").iterdir()
+    assert json.loads((rep / "summary.json").read_text())["test_examples_available"] == 40
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "train.eval_limit=25", "--each", "train.lr=0.1,0.2", "--out", str(tmp_path / "each")]) == 0
+    (each,) = (tmp_path / "each").iterdir()
+    merged = json.loads((each / "summary.json").read_text())
+    assert merged["test_examples"] == 50 and merged["test_examples_available"] == 80
 
 
 def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tmp_path, capsys):
