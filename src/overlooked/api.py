@@ -588,6 +588,13 @@ def check_resumed_run(run_dir: Path, resume: Path, cfg: ExperimentConfig) -> Non
     runs (device, threads, progress, this process's time limit, the evaluation batch), where it writes and reads
     data, and the notes may change; anything else would splice two runs into one folder."""
     check_resumed_config(resume, read_checkpoint_doc(resume).get("info", {}).get("train"), cfg.train)
+    check_started_config(run_dir, cfg)
+
+
+def check_started_config(run_dir: Path, cfg: ExperimentConfig, source: Path | None = None) -> None:
+    """Refuse ``cfg`` for ``run_dir`` when it differs from the config the run started with, which its
+    ``environment.json`` keeps (runs from before it did pass), apart from what a resume may change.
+    ``source`` names the config.yaml ``cfg`` was read from (the run's own, or its --repeats / --each folder's)."""
     env_path = run_dir / "environment.json"
     started = read_run_file(env_path, _is_mapping, "the run's environment, a mapping").get("config") if env_path.is_file() else None
     if not isinstance(started, dict):
@@ -597,7 +604,7 @@ def check_resumed_run(run_dir: Path, resume: Path, cfg: ExperimentConfig) -> Non
     if changed:
         said = ", ".join(f"{k}={a!r} (started with {b!r})" for k, a, b in changed)
         raise ConfigError(
-            f"{run_dir / 'config.yaml'} differs from the config the run started with (its environment.json keeps it): {said}. "
+            f"{source or run_dir / 'config.yaml'} differs from the config {run_dir} started with (its environment.json keeps it): {said}. "
             "A resume continues the same run: restore those values in config.yaml, or start a new run (from these weights: "
             f"train.init_from={run_dir} train.init_checkpoint=last)"
         )
@@ -887,6 +894,16 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
     max_minutes too, so every seed keeps the same budget; ``--resume RUN/seedN`` continues one), continues a seed
     from its last checkpoint, and trains a seed that never started."""
     summaries = []
+    if resuming:  # before any seed trains: the folder's config.yaml must still be the one its seeds started from
+        named = {folder for folder, _ in repeat_runs(cfg)}
+        stray = [p.name for p in seed_folders(path) if p.name not in named]
+        if stray:
+            raise ConfigError(
+                f"{path / 'config.yaml'} (train.seed={cfg.train.seed}, train.repeats={cfg.train.repeats}) no longer names the seed folders "
+                f"{', '.join(stray)} this run holds; restore train.seed and train.repeats to resume it"
+            )
+        for folder, sub in repeat_runs(cfg):
+            check_started_config(path / folder, sub, path / "config.yaml")
     for folder, sub in repeat_runs(cfg):
         sub_dir = path / folder
         finished = _summary_of(sub_dir) if resuming else None
@@ -1019,11 +1036,18 @@ def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], d
     Resuming keeps each value whose summary is written, continues one with a checkpoint (or a --repeats folder) by
     :func:`resume`, and trains again one that stopped before its first checkpoint (its partial folder set aside)."""
     subs: dict[str, dict[str, Any]] = {}
+    runs = []
     for value in values:
         sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
         if device:  # a resume's --device, over the value's own (an --each over train.device included)
             sub_cfg = apply_overrides(sub_cfg, [f"train.device={device}"])
         sub_dir = path / f"{key.split('.')[-1]}={value}"
+        runs.append((value, sub_cfg, sub_dir))
+        if resuming:  # before any value trains: the folder's config.yaml must still be the one its values started from
+            started = [(sub_dir / folder, seed_cfg) for folder, seed_cfg in repeat_runs(sub_cfg)] or [(sub_dir, sub_cfg)]  # its seeds, or itself
+            for run_dir, run_cfg in started:
+                check_started_config(run_dir, run_cfg, path / "config.yaml")
+    for value, sub_cfg, sub_dir in runs:
         if resuming and sub_dir.exists():
             finished = _summary_of(sub_dir)
             if finished is not None:

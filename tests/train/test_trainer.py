@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from overlooked import api
 from overlooked.config import ExperimentConfig
@@ -630,7 +631,8 @@ def test_resume_keeps_the_first_environment_and_records_its_own(tmp_path):
     _, summary = api.resume(run)
     env = json.loads((run / "environment.json").read_text())
     assert {k: v for k, v in env.items() if k != "resumes"} == first
-    assert len(env["resumes"]) == 1 and set(env["resumes"][0]) == set(first)
+    assert len(env["resumes"]) == 1 and set(env["resumes"][0]) == set(first) - {"config"}  # the config only at the start
+    assert first["config"] == yaml.safe_load((run / "config.yaml").read_text())  # as config.yaml was written
     assert summary["resumed_from_step"] == 10 and summary["steps"] == 2 * 12
 
 
@@ -1006,7 +1008,7 @@ def test_a_resume_refuses_a_config_yaml_edited_since_the_checkpoint(tmp_path):
         edited = yaml.safe_load(text)
         edited[section]["kwargs"].update(change)
         (run / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
-        with pytest.raises(ConfigError, match=r"config.yaml differs from the config the run started with \(its environment.json keeps it\): " + said):
+        with pytest.raises(ConfigError, match=r"config.yaml differs from the config .*run started with \(its environment.json keeps it\): " + said):
             api.resume(run)
         assert (run / "environment.json").read_text() == env and (run / "metrics.jsonl").read_text() == records
     edited = yaml.safe_load(text)
@@ -1098,6 +1100,53 @@ def test_an_interrupted_repeats_run_resumes_as_a_whole(tmp_path, kill_at):
     raw["train"].update(seed=0, repeats=3)
     (cut / "config.yaml").write_text(yaml.safe_dump(raw))
     assert api.resume(cut)[1]["test_accuracy_mean"] == whole["test_accuracy_mean"]
+
+
+def test_an_edited_repeats_or_each_config_is_refused_before_any_seed_or_value_trains(tmp_path):
+    """The seeds not yet started would have trained from the edited folder config.yaml beside seeds trained on the
+    old one, and an edited train.seed named other seed folders, orphaning the finished ones: both refused, with
+    nothing trained; restored, the run finishes."""
+    import yaml
+
+    from overlooked.train.callbacks import Callback
+
+    class Kill(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.cfg.seed == 1 and ctx.state.step == 7:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train(_cfg(epochs=1, checkpoint_every=5, repeats=3), run_dir=tmp_path / "cut", callbacks=[Kill()])
+    cut = tmp_path / "cut"
+    text = (cut / "config.yaml").read_text()
+    edited = yaml.safe_load(text)
+    edited["data"]["kwargs"]["n_train"] = 150
+    (cut / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"cut/config.yaml differs from the config .*cut/seed0 started with .*data.kwargs.n_train=150 \(started with 200\)"):
+        api.resume(cut)
+    edited = yaml.safe_load(text)
+    edited["train"]["seed"] = 5
+    (cut / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"no longer names the seed folders seed0, seed1 this run holds; restore train.seed and train.repeats"):
+        api.resume(cut)
+    assert not (cut / "seed2").exists() and not (cut / "seed5").exists()
+    (cut / "config.yaml").write_text(text)
+    assert api.resume(cut)[1]["repeats"] == 3
+    # an --each folder: a value already started holds the folder's config to the one it started with
+    class KillSecond(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.cfg.lr == 0.02 and ctx.state.step == 7:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train_each(_cfg(epochs=1, checkpoint_every=5), "train.lr", [0.01, 0.02, 0.03], out=tmp_path / "e", callbacks=[KillSecond()])
+    (each,) = (tmp_path / "e").iterdir()
+    edited = yaml.safe_load((each / "config.yaml").read_text())
+    edited["model"]["kwargs"]["hidden"] = 8
+    (each / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"model.kwargs.hidden=8 \(started with 16\)"):
+        api.resume(each)
+    assert not (each / "lr=0.03").exists()
 
 
 @pytest.mark.slow
