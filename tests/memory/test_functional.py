@@ -113,6 +113,48 @@ def test_gradcheck_addressing_and_hops():
     assert gradcheck(lambda t: MF.encode_sentences(words, t, "pe", 5), (table,))
 
 
+def test_a_double_backward_through_memn2n_is_right_or_refused():
+    """The sentence encoder's backward was marked once-differentiable, so a gradient penalty through MemN2N
+    (fused=False, which the docs named for it) or KV-MemNN came out wrong without an error (the helper's probe:
+    0.000193 against the finite difference 0.000147). Now gradgradcheck passes for the encoder and the penalty
+    matches finite differences; the fused node, whose backward is hand-written, refuses create_graph by name."""
+    import torch.nn.functional as F
+    from torch.autograd import gradgradcheck
+
+    from overlooked.memory.models import KVMemNN, MemN2N
+
+    table = torch.randn(8, 10, dtype=torch.float64, requires_grad=True)
+    words = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    for encoding in ("pe", "bow"):
+        assert gradgradcheck(lambda t, e=encoding: MF.encode_sentences(words, t, e, 5), (table,))
+    gen = torch.Generator().manual_seed(0)
+    story, query = torch.randint(1, 12, (2, 4, 3), generator=gen), torch.randint(1, 12, (2, 3), generator=gen)
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    target = torch.tensor([1, 2])
+    for model in (MemN2N(12, memory_size=4, embed_dim=4, hops=2, fused=False), MemN2N(12, memory_size=4, embed_dim=4, hops=2, tying="layerwise"), KVMemNN(12, memory_size=4, embed_dim=4, hops=2)):
+        torch.manual_seed(0)
+        model = model.double()
+        weight = next(model.parameters())
+
+        def penalty(create):
+            loss = F.cross_entropy(model(story, query, mask)["logits"], target)
+            return sum((g**2).sum() for g in torch.autograd.grad(loss, list(model.parameters()), create_graph=create))
+
+        analytic = torch.autograd.grad(penalty(True), weight)[0]
+        i = tuple(int(v) for v in (analytic.abs() == analytic.abs().max()).nonzero()[0])
+        values = []
+        for step in (1e-6, -2e-6, 1e-6):  # central difference, the weight restored at the end
+            with torch.no_grad():
+                weight[i] += step
+            values.append(float(penalty(False)))
+        up, down = values[:2]
+        assert abs(float(analytic[i]) - (up - down) / 2e-6) <= 1e-6 * max(1.0, abs(float(analytic[i]))), type(model).__name__
+    fused = MemN2N(12, memory_size=4, embed_dim=4, hops=2, fused=True).double()
+    loss = F.cross_entropy(fused(story, query, mask)["logits"], target)
+    with pytest.raises(RuntimeError, match="fused node .* cannot itself be differentiated: .* build the model with fused=False"):
+        torch.autograd.grad(loss, list(fused.parameters()), create_graph=True)
+
+
 def test_time_index_and_random_noise():
     mask = torch.tensor([[True] * 5 + [False] * 3, [True] * 8, [False] * 8])
     assert MF.time_index(mask).tolist()[0] == [4, 3, 2, 1, 0, 0, 0, 0]

@@ -167,7 +167,10 @@ class _WeightedBags(torch.autograd.Function):
     once and makes one ``embedding_bag`` per weight over the output gradient. That replaces PyTorch's
     ``embedding_bag`` backward (a sort and a dense accumulation per call), which took most of a MemN2N
     step's sentence encoding on a 2-core CPU. Tested equal to ``F.embedding_bag`` under autograd, and with
-    ``gradcheck``. The weights ``a``, ``b`` come from the words and get no gradient. Differentiable once."""
+    ``gradcheck`` and ``gradgradcheck``. The weights ``a``, ``b`` come from the words and get no gradient. The
+    backward is made of differentiable operations (an ``embedding_bag`` over the output gradient), so a
+    double backward (a gradient penalty) differentiates through it; without ``create_graph`` it runs with
+    autograd off, as any backward does."""
 
     @staticmethod
     def forward(ctx, table, index, offsets, bag, a, b, scale):
@@ -177,7 +180,6 @@ class _WeightedBags(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         index, bag, a, b, scale = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
@@ -495,8 +497,13 @@ class _AdjacentMemN2N(torch.autograd.Function):
         return logits, attention
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logits, grad_attention):
+        if torch.is_grad_enabled():  # create_graph=True: the engine runs a backward with grad mode on only then
+            # (once_differentiable would return gradients that silently drop their dependence on the weights)
+            raise RuntimeError(
+                "MemN2N's fused node (fused=True) has a hand-written backward that cannot itself be differentiated: "
+                "for a double backward (create_graph=True, e.g. a gradient penalty) build the model with fused=False"
+            )
         R, softmax, K, temporal_rows, cpp, encoding = ctx.meta
         table, time, time_scale, slots, owner, gate, mem, u, *rest = ctx.saved_tensors
         d = table.shape[1] // (K + 1)

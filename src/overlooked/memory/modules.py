@@ -57,8 +57,9 @@ class MemN2N(nn.Module):
         fused: under adjacent tying, run the model as one autograd node with a hand-written backward
             (:func:`~overlooked.memory.functional.adjacent_memn2n`, about twice the training speed on a 2-core
             CPU); False runs autograd through the functional pieces (the reference: the same numbers,
-            tested; use it for double backward or hooks on intermediate tensors). Layer-wise tying always
-            runs the reference.
+            tested; use it for double backward, e.g. a gradient penalty, checked against finite differences, or
+            hooks on intermediate tensors; the fused node refuses ``create_graph`` by name). Layer-wise tying
+            always runs the reference.
     """
 
     def __init__(
