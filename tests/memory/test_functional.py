@@ -136,7 +136,7 @@ def test_a_double_backward_through_memn2n_is_right_or_refused():
         model = model.double()
         weight = next(model.parameters())
 
-        def penalty(create):
+        def penalty(create, model=model):
             loss = F.cross_entropy(model(story, query, mask)["logits"], target)
             return sum((g**2).sum() for g in torch.autograd.grad(loss, list(model.parameters()), create_graph=create))
 
