@@ -192,3 +192,35 @@ def test_the_reference_step_names_a_state_of_another_kind_or_shape():
             M.LIF(v_threshold=bad)
     with pytest.raises(ValueError, match=r"v_reset = nan is not a finite number"):
         M.IF(v_reset=torch.tensor([0.0, float("nan")]))
+
+
+def test_torch_func_transforms_run_through_the_neurons():
+    """torch.func.grad / vmap failed on every neuron ("must override the setup_context staticmethod"): the spike
+    function now supports them, backend='auto' runs the reference loop inside a transform, and an explicit
+    fused backend says it cannot. Per-sample gradients of a spiking MLP equal a loop over the examples."""
+    from torch.func import functional_call, grad, vmap
+
+    from overlooked import create_model
+    from overlooked.spiking.kernels import UnsupportedBackend
+
+    x = _x()
+    for backend in ("auto", "reference"):
+        leaf = x.clone().requires_grad_()
+        M.LIF(tau_mem=4e-3, backend=backend)(leaf)[0].sum().backward()
+        torch.testing.assert_close(grad(lambda v, b=backend: M.LIF(tau_mem=4e-3, backend=b)(v)[0].sum())(x), leaf.grad)
+    if _build.compiler() is not None:
+        with pytest.raises(UnsupportedBackend, match=r"backend='cpp' cannot run inside a torch.func transform"):
+            grad(lambda v: M.LIF(tau_mem=4e-3, backend="cpp")(v)[0].sum())(x)
+    torch.manual_seed(0)
+    net = create_model("spiking_mlp", hidden=(8,), steps=2, batch_norm=False).double().eval()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    images, labels = torch.rand(3, 1, 28, 28, dtype=torch.float64), torch.tensor([1, 2, 3])
+
+    def loss(p, image, label):
+        return torch.nn.functional.cross_entropy(functional_call(net, p, (image[None],))["logits"], label[None])
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, images, labels)
+    for i in range(3):
+        one = torch.autograd.grad(loss({k: v.requires_grad_() for k, v in net.named_parameters()}, images[i], labels[i]), list(net.parameters()))
+        for (name, _), g in zip(net.named_parameters(), one):
+            torch.testing.assert_close(per_sample[name][i], g)

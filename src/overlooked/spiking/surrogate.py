@@ -47,11 +47,22 @@ class Surrogate:
 
 
 class _SpikeFn(torch.autograd.Function):
+    """Heaviside forward (or the surrogate's primitive, ``smooth``), the surrogate's derivative backward.
+    Written with ``setup_context`` and ``generate_vmap_rule`` so that ``torch.func`` transforms (``grad``,
+    ``vmap``, per-sample gradients) run through it; its backward is made of PyTorch operations, so it can
+    be differentiated again."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, surrogate: Surrogate, smooth: bool) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor, surrogate: Surrogate, smooth: bool) -> torch.Tensor:  # type: ignore[override]
+        return surrogate.primitive(x) if smooth else (x > 0).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        x, surrogate, _ = inputs
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
-        return surrogate.primitive(x) if smooth else (x > 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]

@@ -114,9 +114,22 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def _under_torch_func(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a tensor inside a ``torch.func`` transform (``grad``, ``vmap``, ...), which the fused
+    kernels (C++ and Triton calls on raw memory) cannot run under; the reference loop's PyTorch operations can."""
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
+    except AttributeError:  # a PyTorch without this query: assume not
+        return False
+
+
 def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
     """The backend that will run ``cell`` on ``x`` (compiles the C++ library on first use)."""
     if backend == "reference":
+        return "reference"
+    if _under_torch_func(x):
+        if backend != "auto":
+            raise UnsupportedBackend(f"backend={backend!r} cannot run inside a torch.func transform (grad, vmap, ...); use backend='reference' or 'auto' (which runs the reference loop there)")
         return "reference"
     cpu_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
     if backend == "cpp":
