@@ -128,3 +128,14 @@ def test_primary_caps_called_directly_names_its_input():
         with pytest.raises(InputError, match=r"PrimaryCaps takes feature maps \[B, C=4, H, W\]; got \[.*\] \(a single example: x.unsqueeze\(0\)\)"):
             caps(bad)
     assert caps(torch.rand(2, 4, 9, 9)).shape == (2, 2 * 4 * 4, 3)
+
+
+def test_an_empty_batch_runs_through_the_fft_convolution():
+    """MKL's FFT refused a batch of 0 ("Inconsistent configuration parameters"), so the fused CapsNet failed
+    where every other model returns [0, C]."""
+    from overlooked.capsules.fftconv import fft_conv2d
+
+    model = MODELS.create("capsnet", image_size=17, backend="fused")
+    assert model(torch.rand(0, 1, 17, 17))["logits"].shape == (0, 10)
+    w, b = torch.randn(4, 3, 5, 5), torch.randn(4)
+    assert fft_conv2d(torch.randn(0, 3, 10, 10), w, b, 2).shape == torch.nn.functional.conv2d(torch.randn(0, 3, 10, 10), w, b, stride=2).shape

@@ -224,3 +224,18 @@ def test_torch_func_transforms_run_through_the_neurons():
         one = torch.autograd.grad(loss({k: v.requires_grad_() for k, v in net.named_parameters()}, images[i], labels[i]), list(net.parameters()))
         for (name, _), g in zip(net.named_parameters(), one):
             torch.testing.assert_close(per_sample[name][i], g)
+
+
+def test_plif_and_the_default_spiking_models_build_on_the_meta_device():
+    """PLIF's initial w was read with .item(), which the meta device refuses, so the meta-init -> to_empty ->
+    load_state_dict route (accelerate's init_empty_weights) failed for the default spiking_mlp / spiking_cnn."""
+    from overlooked import create_model
+
+    real = create_model("spiking_mlp", hidden=(8,), steps=2)
+    with torch.device("meta"):
+        empty = create_model("spiking_mlp", hidden=(8,), steps=2)
+    assert all(p.is_meta for p in empty.parameters())
+    empty.to_empty(device="cpu").load_state_dict(real.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(empty.eval()(x)["logits"], real.eval()(x)["logits"], rtol=0, atol=0)
+    assert torch.equal(M.PLIF(init_tau=3.7).cell.w.detach(), torch.tensor(-torch.log(torch.tensor(2.7)).item()))  # the same initial bits

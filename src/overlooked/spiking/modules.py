@@ -303,7 +303,8 @@ class PLIFCell(LIFCell):
                 "PLIF learns dt / tau_mem = sigmoid(w) in (0, 1) from w = -log(init_tau - 1), which is infinite at init_tau = 1 "
                 "and undefined below. Give init_tau > 1, i.e. tau_mem > dt (e.g. init_tau=2)"
             )
-        self.w = nn.Parameter(torch.tensor(-torch.log(torch.tensor(tau0 - 1.0)).item()))  # sigmoid(w) = 1 / init_tau
+        # sigmoid(w) = 1 / init_tau; computed in float32 as before (same bits), without .item(), so it builds on the meta device too
+        self.w = nn.Parameter(-torch.log(torch.tensor(tau0 - 1.0)))
 
     def params(self) -> N.LIFParameters:
         return super().params()._replace(tau_mem=self.dt / torch.sigmoid(self.w))
