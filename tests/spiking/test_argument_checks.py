@@ -239,3 +239,14 @@ def test_plif_and_the_default_spiking_models_build_on_the_meta_device():
     x = torch.rand(3, 1, 28, 28)
     torch.testing.assert_close(empty.eval()(x)["logits"], real.eval()(x)["logits"], rtol=0, atol=0)
     assert torch.equal(M.PLIF(init_tau=3.7).cell.w.detach(), torch.tensor(-torch.log(torch.tensor(2.7)).item()))  # the same initial bits
+
+
+def test_cells_point_to_their_arguments_and_recurrent_lif_names_a_dtype_mismatch():
+    """help(LIFCell) listed no arguments (*args, **params); RecurrentLIF given float64 input with float32
+    weights failed inside its matmul."""
+    for seq in (M.IF, M.LIF, M.CubaLIF, M.ALIF, M.PLIF, M.RecurrentLIF):
+        assert f"One step of :class:`{seq.__name__}`, with the same keyword arguments but ``backend`` (``help({seq.__name__})``" in seq.cell_cls.__doc__
+        assert seq.cell_cls.__doc__.count(f"help({seq.__name__})") == 1
+    with pytest.raises(ValueError, match=r"RecurrentLIFCell's weights are torch.float32 but the input is torch.float64; cast one to the other"):
+        M.RecurrentLIF(4)(_x())
+    assert M.RecurrentLIF(4).double()(_x())[0].shape == (12, 2, 4)

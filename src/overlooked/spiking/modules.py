@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from overlooked.checks import broadcast_shape
+from overlooked.checks import autocast_enabled, broadcast_shape
 from overlooked.errors import InputError
 from overlooked.registry import SURROGATES
 from overlooked.spiking import kernels
@@ -216,6 +216,13 @@ class _Sequence(nn.Module):
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         cls.__doc__ = _sequence_doc(cls)  # its own summary, then every argument with the code's default
+        cell = cls.cell_cls  # and its one-step cell points there (its help() listed no arguments: *args, **params)
+        if cell is not None and cell.__dict__.get("__doc__") and f"help({cls.__name__})" not in cell.__doc__:
+            cell.__doc__ = inspect.cleandoc(cell.__doc__) + (
+                f"\n\nOne step of :class:`{cls.__name__}`, with the same keyword arguments but ``backend`` (``help({cls.__name__})`` "
+                "lists them with their units and defaults). Call with ``x``, one step's input current ``[B, ...]``, and "
+                "``state`` (None: start from rest) -> ``(spikes [B, ...], state)``."
+            )
 
     def __init__(self, *args: Any, backend: str = "reference", **kwargs: Any):
         super().__init__()
@@ -326,6 +333,8 @@ class RecurrentLIFCell(LIFCell):
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         check_current(self, x)
+        if not autocast_enabled(x):  # its recurrent weights meet the spikes in a matmul (a raw dtype error before)
+            check_weight_dtype(self, x)
         size = self.recurrent.in_features
         if x.shape[-1:] != (size,):
             raise InputError(f"{type(self).__name__} has {size} neurons, so the input's last dimension must be {size}; got shape {tuple(x.shape)}")
