@@ -353,7 +353,7 @@ class EventNetwork:
         key = (k, before, in_shape)
         if key not in self._dense_count:  # counted once per shape: autograd over all-ones layers is not free (a 4096^2 Linear: ~0.1 s)
             if k not in self._dense_of:
-                count = syn.in_features * syn.out_features if isinstance(syn, nn.Linear) and in_shape == (syn.in_features,) else connections(syn, in_shape)
+                count = connections(syn, in_shape)
             else:
                 pre, own = self._dense_of[k]
                 with torch.no_grad():

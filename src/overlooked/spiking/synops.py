@@ -24,6 +24,7 @@ resident are left out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,8 @@ def fanout(modules: list[nn.Module] | nn.Module, in_shape: tuple[int, ...]) -> T
 
 def connections(modules: list[nn.Module] | nn.Module, in_shape: tuple[int, ...]) -> int:
     """Total synapses (= MACs for one dense real-valued input) of the layers at input shape ``in_shape``."""
+    if isinstance(modules, nn.Linear) and in_shape and in_shape[-1] == modules.in_features:
+        return math.prod(in_shape) * modules.out_features  # every input reaches every output: no autograd over an all-ones copy
     return int(round(float(fanout(modules, in_shape).double().sum())))
 
 
