@@ -43,7 +43,7 @@ from overlooked.errors import CheckpointError, ConfigError, DataError, InputErro
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc
+from overlooked.train.checkpoint import load_checkpoint
 from overlooked.train.distributed import init_distributed, rank_device
 from overlooked.train.environment import environment
 from overlooked.train.trainer import (
@@ -470,6 +470,13 @@ def _is_mapping(data: Any) -> bool:
     return isinstance(data, dict)
 
 
+def _environment_of(run_dir: Path) -> dict[str, Any]:
+    """A run's ``environment.json`` (where and how it ran, and since 2026-12-06 the config it started with),
+    checked to be a mapping; {} for a run without one."""
+    path = run_dir / "environment.json"
+    return read_run_file(path, _is_mapping, "the run's environment, a mapping") if path.is_file() else {}
+
+
 def _read_vocab(path: Path) -> list[str]:
     """A run's ``vocab.json``: the word of each index, checked to be a list of words."""
     return read_run_file(path, lambda d: isinstance(d, list) and all(isinstance(w, str) for w in d), "the training vocabulary, a list of words")
@@ -587,7 +594,7 @@ def check_resumed_run(run_dir: Path, resume: Path, cfg: ExperimentConfig) -> Non
     the training settings the checkpoint stores (runs from before the environment held the config). Where it
     runs (device, threads, progress, this process's time limit, the evaluation batch), where it writes and reads
     data, and the notes may change; anything else would splice two runs into one folder."""
-    check_resumed_config(resume, read_checkpoint_doc(resume).get("info", {}).get("train"), cfg.train)
+    check_resumed_config(resume, cfg.train)
     check_started_config(run_dir, cfg)
 
 
@@ -595,8 +602,7 @@ def check_started_config(run_dir: Path, cfg: ExperimentConfig, source: Path | No
     """Refuse ``cfg`` for ``run_dir`` when it differs from the config the run started with, which its
     ``environment.json`` keeps (runs from before it did pass), apart from what a resume may change.
     ``source`` names the config.yaml ``cfg`` was read from (the run's own, or its --repeats / --each folder's)."""
-    env_path = run_dir / "environment.json"
-    started = read_run_file(env_path, _is_mapping, "the run's environment, a mapping").get("config") if env_path.is_file() else None
+    started = _environment_of(run_dir).get("config")
     if not isinstance(started, dict):
         return
     allowed = RESUME_MAY_CHANGE_TOP | {f"train.{k}" for k in RESUME_MAY_CHANGE}
@@ -655,10 +661,9 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
         # with the config as it started, which a resume holds config.yaml to (check_resumed_run)
         _write_json(run_dir / "environment.json", {**environment(device, cfg.train.num_threads), "config": cfg.to_dict()})
     elif write:  # a resume keeps the run's first environment (its command, date, commit) and adds its own
-        env_path = run_dir / "environment.json"
-        env = read_run_file(env_path, _is_mapping, "the run's environment, a mapping") if env_path.is_file() else {}
+        env = _environment_of(run_dir)
         env.setdefault("resumes", []).append(environment(device, cfg.train.num_threads))
-        _write_json(env_path, env)
+        _write_json(run_dir / "environment.json", env)
     # the word of each index, which evaluation on other data is checked against (a resume writes it for runs
     # from before the file existed)
     if write and "vocab" in splits.meta and (resume is None or not (run_dir / VOCAB_FILE).is_file()):

@@ -468,11 +468,13 @@ def changed_settings(now: dict[str, Any], then: dict[str, Any], prefix: str = ""
     return out
 
 
-def check_resumed_config(resume: Path, stored: Any, cfg: TrainConfig) -> None:
+def check_resumed_config(resume: Path, cfg: TrainConfig) -> None:
     """Refuse to resume from ``resume`` when ``cfg`` (the run folder's config.yaml, as it reads now) sets a
-    training value other than the one the checkpoint was written with (``stored``, its ``info["train"]``),
-    apart from :data:`RESUME_MAY_CHANGE`. Settings one of the two does not know (another version) are not
-    compared; a checkpoint that stores none (written elsewhere) is left to the checks that read its tensors."""
+    training value other than the one the checkpoint was written with (its ``info["train"]``, read from the
+    file's header), apart from :data:`RESUME_MAY_CHANGE`. Settings one of the two does not know (another
+    version) are not compared; a checkpoint that stores none (written elsewhere) is left to the checks that
+    read its tensors."""
+    stored = read_checkpoint_doc(resume).get("info", {}).get("train")
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(asdict(cfg)))  # as the checkpoint stored it: tuples as lists
@@ -523,7 +525,7 @@ def _fit(
 
     fit_start = time.perf_counter()
     if resume is not None:
-        check_resumed_config(resume, read_checkpoint_doc(resume).get("info", {}).get("train"), cfg)
+        check_resumed_config(resume, cfg)  # also for fit(resume=...) called directly, not through api.resume
         rng, info = load_checkpoint(resume, model, optimizer, ema)
         own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
         try:  # a damaged document, RNG or callback state, or one a newer version wrote, is named before anything is cut
