@@ -371,8 +371,11 @@ def check_distinct_overrides(overrides: list[str], names: list[str] | None = Non
     (``model.hidden=3`` and then ``model.kwargs={...}``): applied in order, the later would silently replace
     the earlier. A section and then a setting inside it compose (the setting is written into the new section).
     ``names`` are what to call each in the message (default: the overrides themselves)."""
-    paths = [override_path(parse_override(text)[0]) for text in overrides]
-    names = names or [repr(text) for text in overrides]
+    _refuse_repeated([override_path(parse_override(text)[0]) for text in overrides], names or [repr(text) for text in overrides])
+
+
+def _refuse_repeated(paths: list[list[str]], names: list[str]) -> None:
+    """:func:`check_distinct_overrides` on the overrides' key paths (``kwargs`` put back)."""
     for j, later in enumerate(paths):
         for i in range(j):
             if paths[i][: len(later)] == later:  # the same setting, or the earlier one inside the later's section
@@ -391,10 +394,12 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     if isinstance(overrides, str):
         raise ConfigError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}; wrap it in a list: [{overrides!r}]")
     raw = cfg.to_dict()
-    check_distinct_overrides(overrides)
+    parsed = []  # each override parsed once: for the repeated-setting check, then to apply
     for text in overrides:
         path, value = parse_override(text)
-        path = override_path(path)
+        parsed.append((text, override_path(path), value))
+    _refuse_repeated([path for _, path, _ in parsed], [repr(text) for text in overrides])
+    for text, path, value in parsed:
         if path[0] in SHORTHAND_SECTIONS and len(path) >= 2:
             if raw.get(path[0]) is None:
                 raw[path[0]] = {"name": "", "kwargs": {}}
