@@ -7,6 +7,7 @@ import torch
 from torch.autograd import gradcheck
 
 from overlooked import native
+from overlooked.errors import InputError
 from overlooked.memory import functional as MF
 
 
@@ -22,7 +23,6 @@ def test_position_encoding_matches_hand_computed_values():
     )
     torch.testing.assert_close(pe, expected)
     torch.testing.assert_close(pe, torch.tensor([[0.5, 1 / 3], [0.5, 2 / 3], [0.5, 1.0]]))
-    from overlooked.errors import InputError
 
     for args in ((-1, 4), (3, 0), (2.5, 4)):  # an arange error, an empty or a fractional matrix before
         with pytest.raises(InputError, match=r"position_encoding: (sentence_len|embed_dim) must be a whole number >= 1"):
@@ -218,6 +218,19 @@ def test_memory_hop_equals_the_papers_sums_and_temporal_encoding_equals_embeddin
     (ref_grad,) = torch.autograd.grad(ref, table, grad)
     assert torch.equal(fast, ref) and torch.equal(fast_grad, ref_grad)
     assert gradcheck(lambda t: MF.temporal_encoding(time, t), (table,))
+
+
+def test_temporal_encoding_refuses_indices_outside_its_table_and_non_integer_time():
+    """An age past the table's last row (or below 0) is named with the table's size, where index_select
+    said only 'index out of range in self'; float time is named before index_select's dtype error."""
+    table = torch.randn(5, 3)
+    with pytest.raises(InputError, match=r"time holds index 7, outside the table's rows 0\.\.4"):
+        MF.temporal_encoding(torch.tensor([[0, 1, 7]]), table)
+    with pytest.raises(InputError, match=r"time holds index -1"):
+        MF.temporal_encoding(torch.tensor([[-1, 0]]), table)
+    with pytest.raises(InputError, match=r"integer time indices.*time\.long\(\)"):
+        MF.temporal_encoding(torch.tensor([[0.0, 1.0]]), table)
+    assert MF.temporal_encoding(torch.tensor([[4, 0]]), table).shape == (1, 2, 3)
 
 
 def test_packed_hop_equals_the_padded_hop_and_passes_gradcheck():

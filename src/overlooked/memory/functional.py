@@ -300,7 +300,22 @@ def temporal_encoding(time: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, M, D]``. The same rows as ``F.embedding(time, table)``, read with ``index_select``, whose
         backward (an ``index_add``) runs about twice as fast on CPU as embedding's dense backward.
+
+    Raises:
+        InputError: ``time`` not an integer tensor, ``table`` not a float matrix, or (on the CPU) an index
+            outside ``0..M_max-1``.
     """
+    if not (isinstance(time, torch.Tensor) and time.dtype in _INDEX_DTYPES) or not (isinstance(table, torch.Tensor) and table.is_floating_point() and table.dim() == 2):
+        raise InputError(
+            f"temporal_encoding needs integer time indices [B, M] and a float table [M_max, D]; got time {_describe(time)}, table {_describe(table)}. "
+            "Fix: time.long() (0 = newest slot), and the learned table as a 2-d float tensor"
+        )
+    found = outside(time, 0, table.shape[0] - 1)
+    if found is not None:
+        raise InputError(
+            f"temporal_encoding: time holds index {found[0] if found[0] < 0 else found[1]}, outside the table's rows 0..{table.shape[0] - 1}. "
+            f"Fix: give each memory's age, 0 for the newest, below {table.shape[0]} (keep the last {table.shape[0]} sentences), or use a larger table"
+        )
     return table.index_select(0, time.reshape(-1)).view(*time.shape, table.shape[-1])
 
 
