@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from overlooked.errors import InputError
 from overlooked.spiking import modules as M
 from overlooked.spiking import neurons as N
 from overlooked.spiking.convert import ConversionError, convert
@@ -101,7 +102,7 @@ def test_a_loaded_time_constant_is_held_to_the_constructor_rule():
 def test_non_float_input_is_refused():
     spikes = torch.rand(3, 2, 4) > 0.5
     for module in (M.LIF(), M.LIFCell(), M.RecurrentLIF(4)):
-        with pytest.raises(TypeError, match=r"takes a floating-point input current, got torch\.bool; cast it first"):
+        with pytest.raises(InputError, match=r"takes a floating-point input current, got torch\.bool; cast it first"):
             module(spikes if not isinstance(module, M._Cell) else spikes[0])
     with pytest.raises(ValueError, match="RecurrentLIFCell has 4 neurons, so the input's last dimension must be 4; got shape"):
         M.RecurrentLIF(4)(torch.rand(3, 2, 5))
@@ -166,7 +167,7 @@ def test_networks_name_an_input_of_another_dtype():
     for model, x in ((snn, torch.rand(2, 4)), (net, torch.rand(5, 2, 3))):
         with pytest.raises(ValueError, match=r"weights are torch\.float32 but the input is torch\.float64; cast one to the other"):
             model(x.double())
-        with pytest.raises(TypeError, match=r"takes a floating-point input current, got torch\.bool"):
+        with pytest.raises(InputError, match=r"takes a floating-point input current, got torch\.bool"):
             model(x > 0.5)
         model(x)  # float32 runs
 

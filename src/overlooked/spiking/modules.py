@@ -66,10 +66,11 @@ def _keywords_only(cls: type, args: tuple[Any, ...]) -> None:
 
 
 def check_current(module: nn.Module, x: Any) -> None:
-    """A neuron's input is a floating-point current; bool or integer spikes must be cast first."""
+    """A neuron's input is a floating-point current; bool or integer spikes must be cast first (an
+    ``InputError``, as every model's dtype check in the package raises)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{type(module).__name__} takes a floating-point input current, got {got}; cast it first (e.g. x.float())")
+        raise InputError(f"{type(module).__name__} takes a floating-point input current, got {got}; cast it first (e.g. x.float())")
 
 
 def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
