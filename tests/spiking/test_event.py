@@ -135,6 +135,9 @@ def test_invalid_networks_fail_clearly():
         E.run_events([nn.Linear(3, 3)], torch.zeros(2, 1, 3))
     with pytest.raises(ValueError, match="supports"):
         E.run_events([nn.Linear(3, 3), nn.ReLU()], torch.zeros(2, 1, 3))
+    for recurrent in (M.RecurrentLIFCell(3), M.RecurrentLIF(3)):  # a LIFCell subclass, whose recurrent synapses it would not count
+        with pytest.raises(ValueError, match=r"recurrent weights would run dense inside the cell and go uncounted.*RecurrentLIF over"):
+            E.run_events([nn.Linear(3, 3), recurrent], torch.zeros(2, 1, 3))
 
 
 def test_crossover_interpolates_between_bracketing_rates():

@@ -329,6 +329,48 @@ def test_a_bias_that_does_not_fit_the_weight_is_refused_on_import_by_name(tmp_pa
         assert y.shape == (2, 1, 4) and torch.allclose(y, want.expand(2, 1, 4))
 
 
+def test_a_neuron_node_whose_size_disagrees_is_refused_on_import_by_name():
+    """Built with type_check=False, such a graph imported and then failed at its first step with torch's
+    "The size of tensor a (3) must match the size of tensor b (4)"."""
+    def graph(lif: nir.LIF) -> nir.NIRGraph:
+        nodes = {"input": nir.Input(input_type=np.array([5])), "fc": nir.Affine(weight=np.ones((4, 5), np.float32), bias=np.zeros(4, np.float32)), "lif": lif, "output": nir.Output(output_type=np.array([4]))}
+        return nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")], type_check=False)
+
+    def lif(n: int) -> nir.LIF:  # nir itself keeps every parameter of a node one shape
+        return nir.LIF(tau=np.full(n, 5e-3, np.float32), r=np.ones(n, np.float32), v_leak=np.zeros(n, np.float32), v_threshold=np.ones(n, np.float32), v_reset=np.zeros(n, np.float32))
+
+    with pytest.raises(NIRImportError, match=r"'lif' \(LIF\) has 3 neurons .* but node 'fc' \(Affine, weight \[4, 5\]\) feeds it 4 outputs"):
+        from_nir(graph(lif(3)), DT)
+    for n in (4, 1):  # one value per neuron, or one for all, still runs
+        assert from_nir(graph(lif(n)), DT)(torch.ones(3, 2, 5))[0].shape == (3, 2, 4)
+
+
+def test_a_pool_with_a_divisor_override_exports_as_what_it_computes_or_is_refused(tmp_path):
+    """AvgPool2d(divisor_override=1) was written as nir.AvgPool2d, which divides by the window: a different
+    network (639 spikes against 295 in the audit's case). Now divisor 1 is a SumPool2d, the window size an
+    AvgPool2d (padding counted, as that divisor means), any other divisor refused."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 2, 1, 8, 8)
+    for pool, node, scale in ((nn.AvgPool2d(2, divisor_override=1), "SumPool2d", 1.0), (nn.AvgPool2d(3, 1, 1, count_include_pad=False, divisor_override=9), "AvgPool2d", 3.0)):
+        layers = [nn.Conv2d(1, 2, 3, padding=1, bias=False), pool, M.LIF(dt=DT, tau_mem=2e-3)]
+        with torch.no_grad():
+            layers[0].weight.abs_()
+            graph = export_layers(layers, (1, 8, 8), DT)
+            assert type(graph.nodes["1_avgpool2d"]).__name__ == node
+            ref = _reference(layers, x * scale)
+            y = from_nir(_roundtrip(graph, tmp_path), dt=DT)(x * scale)[0]
+        assert 0 < ref.mean() < 1 and torch.equal(y, ref)
+    with pytest.raises(NIRExportError, match=r"AvgPool2d\(divisor_override=3\) divides each window's sum by 3, which no NIR node expresses"):
+        export_layers([nn.Conv2d(1, 2, 3), nn.AvgPool2d(2, divisor_override=3), M.LIF(dt=DT)], (1, 8, 8), DT)
+    with pytest.raises(NIRExportError, match="padding and count_include_pad=False"):
+        export_layers([nn.Conv2d(1, 2, 3), nn.AvgPool2d(3, 1, 1, count_include_pad=False), M.LIF(dt=DT)], (1, 8, 8), DT)
+
+
+def test_an_input_shape_the_first_layer_cannot_take_is_named_on_export():
+    with pytest.raises(NIRExportError, match=r"layer 0 \(Linear\(in_features=4.*cannot take one example of shape \[5\].*Fix: pass the input_shape"):
+        export_layers([nn.Linear(4, 3), M.LIF(dt=DT)], (5,), DT)
+
+
 def test_an_edge_into_the_input_is_refused_by_name():
     """It was dropped without a word: the Input passes the external signal on and ignored its predecessors."""
     graph = _affine_graph(np.ones((3, 3), np.float32), np.zeros(3, np.float32), [("fc", "input")])

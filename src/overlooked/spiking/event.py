@@ -74,6 +74,11 @@ def _stages(layers: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module, n
             if synapse is not None:
                 raise ValueError(f"{type(synapse).__name__} must be followed by an IF/LIF neuron before {type(layer).__name__}")
             synapse = layer
+        elif isinstance(layer, (M.RecurrentLIFCell, M.RecurrentLIF)):  # a LIFCell subclass: refused before NEURONS matches it
+            raise ValueError(
+                f"event simulation runs feed-forward layers; {type(layer).__name__}'s recurrent weights would run dense inside the cell "
+                "and go uncounted in synaptic_updates. Simulate a recurrent network clock-driven, with the modules themselves (RecurrentLIF over [T, B, N])"
+            )
         elif isinstance(layer, NEURONS):
             if synapse is None:
                 raise ValueError(f"neuron {type(layer).__name__} has no synapse before it")

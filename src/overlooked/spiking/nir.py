@@ -22,7 +22,8 @@ reset. ``detach_reset`` only changes gradients, so it is dropped. The spike cond
 is strict in NIR and here.
 
 **What maps.** ``nn.Linear`` -> ``nir.Affine`` (``nir.Linear`` without bias), ``nn.Conv2d`` -> ``nir.Conv2d``
-(with its input shape), ``nn.AvgPool2d`` -> ``nir.AvgPool2d``, ``nn.Flatten`` -> ``nir.Flatten`` (with its
+(with its input shape), ``nn.AvgPool2d`` -> ``nir.AvgPool2d`` (``divisor_override=1``: ``nir.SumPool2d``; another
+divisor is refused), ``nn.Flatten`` -> ``nir.Flatten`` (with its
 input shape; dimensions exclude the batch), IF / LIF / PLIF (its learned tau frozen) / CubaLIF ->
 ``nir.IF`` / ``nir.LIF`` / ``nir.CubaLIF``, RecurrentLIF -> ``nir.LIF`` plus a ``nir.Linear`` edge back into
 it (a graph cycle, which :func:`from_nir` runs with a one-step delay, as :class:`RecurrentLIFCell` does).
@@ -154,8 +155,19 @@ def _synapse_node(module: nn.Module, shape: tuple[int, ...]) -> nir.NIRNode:
         k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
         s = module.stride if isinstance(module.stride, tuple) else (module.stride,) * 2
         pad = module.padding if isinstance(module.padding, tuple) else (module.padding,) * 2
-        if module.ceil_mode or (any(pad) and not module.count_include_pad):
-            raise NIRExportError("AvgPool2d with ceil_mode or count_include_pad=False has no NIR equivalent")
+        if module.ceil_mode:
+            raise NIRExportError("AvgPool2d with ceil_mode=True has no NIR equivalent; use ceil_mode=False (pad the input instead)")
+        divisor = module.divisor_override  # every window divided by it, padded or not
+        if divisor is not None and divisor not in (1, k[0] * k[1]):
+            raise NIRExportError(
+                f"AvgPool2d(divisor_override={divisor}) divides each window's sum by {divisor}, which no NIR node expresses "
+                f"(nir.AvgPool2d divides by the window size {k[0] * k[1]}, nir.SumPool2d by 1); use divisor_override=None or 1, "
+                "or fold the factor into the next layer's weights"
+            )
+        if divisor == 1:
+            return nir.SumPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(pad))
+        if divisor is None and any(pad) and not module.count_include_pad:
+            raise NIRExportError("AvgPool2d with padding and count_include_pad=False has no NIR equivalent (its border windows divide by fewer cells); use count_include_pad=True")
         return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(pad))
     if isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:
@@ -206,7 +218,13 @@ def export_layers(layers: list[nn.Module], input_shape: tuple[int, ...], dt: flo
             name = f"{i}_{type(layer).__name__.lower()}"
             nodes[name] = _synapse_node(layer, shape)
             edges.append((prev, name))
-            shape = tuple(layer(torch.zeros(1, *shape)).shape[1:])
+            try:
+                shape = tuple(layer(torch.zeros(1, *shape)).shape[1:])
+            except RuntimeError as err:  # the layer does not take what the chain gives it
+                raise NIRExportError(
+                    f"layer {i} ({layer}) cannot take one example of shape {list(shape)} (what input_shape={tuple(input_shape)} gives it there): {err}. "
+                    "Fix: pass the input_shape of one example, without the batch, that the first layer takes"
+                ) from None
         prev = name
     nodes["output"] = nir.Output(output_type=np.array(shape))
     edges.append((prev, "output"))
@@ -488,6 +506,32 @@ def check_weights(graph: nir.NIRGraph) -> None:
             )
 
 
+_NEURON_FIELDS = {
+    nir.IF: ("r", "v_threshold", "v_reset"),
+    nir.LIF: ("tau", "r", "v_leak", "v_threshold", "v_reset"),
+    nir.CubaLIF: ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in"),
+}
+
+
+def check_neuron_sizes(graph: nir.NIRGraph) -> None:
+    """Refuse an ``IF``, ``LIF`` or ``CubaLIF`` node whose neuron count (the size of its parameters, which nir
+    keeps all of one shape) differs from the outputs of an ``Affine`` or ``Linear`` node feeding it; one value for
+    all neurons always fits. Such a file (written with ``type_check=False``) imported, and then failed at the
+    first step with a broadcast error naming neither node. Shapes only: no parameter value is read."""
+    for name, node in graph.nodes.items():
+        fields = _NEURON_FIELDS.get(type(node))
+        n = int(np.size(getattr(node, fields[0]))) if fields else 1
+        if n == 1:
+            continue
+        for src_name, dst in graph.edges:
+            src = graph.nodes.get(src_name)
+            if dst == name and isinstance(src, (nir.Affine, nir.Linear)) and int(np.shape(src.weight)[0]) != n:
+                raise NIRImportError(
+                    f"NIR node {name!r} ({type(node).__name__}) has {n} neurons (its parameters hold {n} values each), but node {src_name!r} "
+                    f"({type(src).__name__}, weight {list(np.shape(src.weight))}) feeds it {int(np.shape(src.weight)[0])} outputs. Fix one of the two so they agree"
+                )
+
+
 def _schedule(nodes: list[str], edges: list[tuple[str, str]], inputs: list[str]) -> tuple[list[str], set[tuple[str, str]]]:
     """A topological order of the graph with its back edges (cycles) removed, and those back edges."""
     succ: dict[str, list[str]] = {n: [] for n in nodes}
@@ -535,7 +579,9 @@ class NIRNetwork(nn.Module):
 
     The constructor checks ``dt`` (see :func:`check_dt`, :func:`check_euler_steps`), warns with
     :class:`NIRDtWarning` when the graph's metadata records another ``dt``, and refuses a graph with a
-    disconnected or unused node, an edge into its Input, or a weight and bias that do not fit (:func:`check_weights`).
+    disconnected or unused node, an edge into its Input, a weight and bias that do not fit (:func:`check_weights`),
+    or a neuron node whose size disagrees with itself or with the Affine / Linear node feeding it
+    (:func:`check_neuron_sizes`).
     """
 
     def __init__(self, graph: nir.NIRGraph, dt: float):
@@ -543,6 +589,7 @@ class NIRNetwork(nn.Module):
         dt = check_dt(dt)
         input_name, output_name = _check_structure(graph)
         check_weights(graph)
+        check_neuron_sizes(graph)
         check_euler_steps(graph, dt)
         exported = exported_dt(graph)
         if exported is not None and not math.isclose(exported, dt, rel_tol=N.EULER_RTOL):  # a float32 copy of dt is dt
