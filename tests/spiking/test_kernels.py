@@ -10,10 +10,12 @@ import warnings
 import pytest
 import torch
 
+from overlooked.registry import SURROGATES as SURROGATE_REGISTRY
 from overlooked.spiking import kernels
 from overlooked.spiking import modules as M
 from overlooked.spiking.kernels import _build, cpu
 from overlooked.spiking.kernels.cpu import CppNeuronScan
+from overlooked.spiking.surrogate import FastSigmoid
 
 pytestmark = pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler: the cpp backend cannot be built here")
 
@@ -238,6 +240,38 @@ def test_unsupported_requests_fail_clearly_and_auto_falls_back():
     assert M.LIF(backend="auto", v_threshold=torch.ones(4)).resolved_backend == "reference"
     with pytest.raises(kernels.UnsupportedBackend, match="float32/float64 CPU"):
         M.LIF(backend="cpp")(torch.rand(3, 2, 4, dtype=torch.bfloat16))
+
+
+class _ScaledFastSigmoid(FastSigmoid):
+    """A user's surrogate: the library's class, its derivative five times larger (name inherited)."""
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return 5.0 * super().derivative(x)
+
+
+@SURROGATE_REGISTRY.register("test_scaled_fast_sigmoid")
+def _scaled_fast_sigmoid(alpha: float = 10.0) -> _ScaledFastSigmoid:
+    return _ScaledFastSigmoid(alpha)
+
+
+def test_a_subclass_of_a_library_surrogate_runs_its_own_derivative():
+    """It inherits the name ``fast_sigmoid``, which the kernels looked up: auto then ran the library's
+    derivative on the C++ path, silently (gradient norm 0.44 against the subclass's 1.31 in the audit)."""
+    with pytest.raises(kernels.UnsupportedBackend, match=r"_ScaledFastSigmoid\) has no fused backward.*not subclasses"):
+        M.LIF(surrogate="test_scaled_fast_sigmoid", backend="cpp")
+    x = torch.rand(8, 2, 5) * 3
+    grads = {}
+    for backend in ("reference", "auto"):
+        xb = x.clone().requires_grad_()
+        lif = M.LIF(surrogate="test_scaled_fast_sigmoid", backend=backend)
+        z, _ = lif(xb)
+        z.sum().backward()
+        assert lif.resolved_backend == "reference"
+        grads[backend] = xb.grad
+    assert torch.equal(grads["auto"], grads["reference"]) and grads["reference"].abs().sum() > 0
+    own = M.LIF(surrogate="fast_sigmoid", backend="auto")
+    own(x)
+    assert own.resolved_backend == "cpp"  # the library's own class keeps its kernel
 
 
 def test_no_compiler_cpp_raises_auto_warns_once_and_runs_reference(monkeypatch):

@@ -59,8 +59,11 @@ def scan_spec(cell: nn.Module) -> tuple[ScanSpec, torch.Tensor | None] | str:
     if kind is None:
         return f"no fused kernel for {type(cell).__name__} (IF, LIF, PLIF and CubaLIF have one)"
     surrogate = getattr(type(cell.spike_fn), "name", None)
-    if surrogate not in SURROGATE_IDS:
-        return f"surrogate {cell.spike_fn!r} has no fused backward (supported: {', '.join(SURROGATE_IDS)})"
+    if surrogate not in SURROGATE_IDS or _fused_surrogates().get(surrogate) is not type(cell.spike_fn):  # a subclass may change the derivative
+        return (
+            f"surrogate {cell.spike_fn!r} ({type(cell.spike_fn).__module__}.{type(cell.spike_fn).__qualname__}) has no fused backward: the kernels "
+            f"compute the library's own {', '.join(SURROGATE_IDS)} classes exactly, not subclasses of them (whose derivative may differ)"
+        )
     p, dt = cell.params(), cell.dt
     if p.reset not in RESET_IDS:
         return f"reset must be one of {tuple(RESET_IDS)}, got {p.reset!r}"
@@ -82,6 +85,13 @@ def scan_spec(cell: nn.Module) -> tuple[ScanSpec, torch.Tensor | None] | str:
     v_leak = getattr(p, "v_leak", 0.0)
     params = (float(a), float(c), float(p.r), float(v_leak), float(p.v_threshold), float(p.v_reset), float(p.v_threshold - p.v_reset), float(b), float(w_in), float(cell.spike_fn.alpha))
     return ScanSpec(kind, RESET_IDS[p.reset], SURROGATE_IDS[surrogate], bool(p.detach_reset), params), decay
+
+
+def _fused_surrogates() -> dict[str, type]:
+    """The surrogate classes the kernels compute, by their ``name``: these classes exactly, not subclasses."""
+    from overlooked.spiking import surrogate as S
+
+    return {cls.name: cls for cls in (S.FastSigmoid, S.ATan, S.Sigmoid, S.Triangle, S.Rectangle)}
 
 
 def _triton_installed() -> bool:
