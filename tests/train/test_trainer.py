@@ -1390,3 +1390,30 @@ def test_ddp_names_a_parameter_that_never_reaches_the_loss(tmp_path):
     proc = subprocess.run([*torchrun, "-m", "overlooked", "--import", str(tmp_path / "spare.py"), "train", str(cfg_path), "--out", str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "overlooked: error: under DDP every parameter must reach the loss" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_an_objective_with_trainable_parameters_is_refused_by_name(tmp_path):
+    """Its parameters were left out of the optimiser and the checkpoint: a learned temperature stayed at its
+    initial value with a gradient of -13.6 (the extension audit), without a word."""
+    from overlooked import catalog
+    from overlooked.api import build_data, build_model
+    from overlooked.train import trainer
+
+    class Tempered(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_t = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, out, batch):
+            logits = out["logits"] if isinstance(out, dict) else out
+            return torch.nn.functional.cross_entropy(logits / self.log_t.exp(), batch["label"])
+
+    catalog.load_all()
+    cfg = _cfg(max_steps=2)
+    splits = build_data(cfg)
+    model, objective = build_model(cfg, splits.meta), Tempered()
+    with pytest.raises(ConfigError, match=r"objective Tempered has trainable parameters \(log_t\).*hold them in the model"):
+        trainer.fit(model, splits, objective, cfg.train, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+    objective.log_t.requires_grad_(False)  # a frozen one is a constant: it trains
+    assert trainer.fit(model, splits, objective, cfg.train, None)["steps"] == 2

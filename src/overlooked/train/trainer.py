@@ -506,7 +506,17 @@ def _fit(
     if cfg.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world_size}")
     torch.manual_seed(cfg.seed)
+    trained = [name for name, p in objective.named_parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
+    if trained:
+        name = getattr(objective, "__name__", type(objective).__name__)
+        raise ConfigError(
+            f"objective {name} has trainable parameters ({', '.join(trained)}); the trainer optimises, checkpoints and averages the "
+            "model's parameters only, so they would stay at their initial values. Fix: hold them in the model (and hand them to the "
+            "objective through the model's output dict), or freeze them with requires_grad_(False)"
+        )
     model.to(device)
+    if isinstance(objective, nn.Module):
+        objective.to(device)  # its buffers (class weights, a margin) meet the outputs on their device
     net: nn.Module = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
