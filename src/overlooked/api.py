@@ -6,6 +6,7 @@ Each function takes typed arguments and returns plain data; the CLI only parses 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime as _dt
 import functools
@@ -893,6 +894,20 @@ def train(
         raise
 
 
+def _callback_restarts(callbacks: list[Callback]) -> Callable[[], None]:
+    """What puts the caller's callback objects back to their state now (``state_dict``), before each seed of
+    ``--repeats`` or each value of ``--each``: every run starts from the same callbacks, as the config's own do
+    (built afresh per run). The objects themselves are shared, so what a callback collects outside its
+    ``state_dict`` (a list of every run's records) stays with it."""
+    snapshot = [copy.deepcopy(cb.state_dict()) for cb in callbacks]
+
+    def restart() -> None:
+        for cb, state in zip(callbacks, snapshot):
+            cb.load_state_dict(copy.deepcopy(state))
+
+    return restart
+
+
 def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks: list[Callback], dist: Any, resuming: bool, record: ExperimentConfig | None = None) -> dict[str, Any]:
     """Train (or, ``resuming``, finish) the seeds of a ``--repeats`` run in ``path/seed<N>`` and write the
     aggregate (with the config as ``record`` has it). Resuming keeps every finished seed's summary (one stopped by
@@ -909,6 +924,7 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
             )
         for folder, sub in repeat_runs(cfg):
             check_started_config(path / folder, sub, path / "config.yaml")
+    restart = _callback_restarts(callbacks)
     for folder, sub in repeat_runs(cfg):
         sub_dir = path / folder
         finished = _summary_of(sub_dir) if resuming else None
@@ -920,6 +936,7 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
             for name in RUN_FILES[:3]:  # its partial records kept aside (an earlier interruption's too), not mixed into the new ones
                 if (sub_dir / name).is_file():
                     _set_aside(sub_dir / name, f"{name}.interrupted")
+        restart()
         with own_rng(rank_device(cfg.train.device, dist)):
             summaries.append(_single_run(sub, sub_dir, data_dir, last if resuming and last.is_file() else None, callbacks))
     agg = aggregate(summaries)
@@ -1052,7 +1069,9 @@ def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], d
             started = [(sub_dir / folder, seed_cfg) for folder, seed_cfg in repeat_runs(sub_cfg)] or [(sub_dir, sub_cfg)]  # its seeds, or itself
             for run_dir, run_cfg in started:
                 check_started_config(run_dir, run_cfg, path / "config.yaml")
+    restart = _callback_restarts(callbacks or [])
     for value, sub_cfg, sub_dir in runs:
+        restart()
         if resuming and sub_dir.exists():
             finished = _summary_of(sub_dir)
             if finished is not None:

@@ -77,6 +77,40 @@ def test_repeats_report_both_selection_rules(tmp_path):
     assert (path / "summary.json").exists()
 
 
+class _StopAfter(Callback):
+    """Stops its run after ``n`` steps; the count is its state (saved and restored by --resume)."""
+
+    def __init__(self, n: int):
+        self.n, self.count, self.runs = n, 0, []
+
+    def on_train_start(self, ctx):
+        self.runs.append(self.count)  # what each run found: collected outside the state, kept across runs
+
+    def on_step_end(self, ctx, loss):
+        self.count += 1
+        if self.count >= self.n:
+            ctx.stop = True
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def test_a_callback_passed_from_python_starts_each_seed_and_each_value_afresh(tmp_path):
+    """It kept its state from one seed to the next: the extension audit's step counter let seed 0 train 4
+    steps and seeds 1 and 2 one each, reported as equal repeats. Each seed now starts from the state the
+    callback had when the run began; what it collects outside state_dict stays."""
+    cb = _StopAfter(3)
+    path, summary = api.train(_cfg(epochs=1, repeats=3), out=tmp_path, callbacks=[cb])
+    assert [json.loads((path / f"seed{s}" / "summary.json").read_text())["steps"] for s in (0, 1, 2)] == [3, 3, 3]
+    assert cb.runs == [0, 0, 0]
+    cb = _StopAfter(2)
+    path, _ = api.train_each(_cfg(epochs=1), "train.lr", [0.01, 0.02], out=tmp_path, callbacks=[cb])
+    assert [json.loads((path / f"lr={v}" / "summary.json").read_text())["steps"] for v in (0.01, 0.02)] == [2, 2]
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
