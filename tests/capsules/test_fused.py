@@ -193,3 +193,20 @@ def test_routing_inputs_name_the_expected_layout():
         layer = RoutingCaps(in_caps=6, in_dim=3, out_caps=4, out_dim=2, backend=backend)
         with pytest.raises(ValueError, match=r"takes child capsules u \[B, I, K\].*got u \[6, 3\].*u.unsqueeze\(0\)"):
             layer(u)
+
+
+def test_a_subclass_overriding_predictions_is_refused_by_the_fused_backend_and_routed_by_the_reference():
+    """The fused backend computes W u itself: a subclass's predictions() was ignored without a word
+    (capsule lengths 0.995 on the reference path against 0.0056 fused in the extension audit)."""
+
+    class Scaled(RoutingCaps):
+        def predictions(self, u):
+            return 50 * super().predictions(u)
+
+    with pytest.raises(ValueError, match=r"Scaled overrides predictions\(\), which the fused backend never calls.*backend='reference'"):
+        Scaled(in_caps=6, in_dim=4, out_caps=3, out_dim=5, backend="fused")
+    torch.manual_seed(0)
+    scaled, plain = Scaled(in_caps=6, in_dim=4, out_caps=3, out_dim=5), RoutingCaps(in_caps=6, in_dim=4, out_caps=3, out_dim=5)
+    plain.load_state_dict(scaled.state_dict())
+    u = torch.randn(2, 6, 4)
+    torch.testing.assert_close(scaled(u)[0], CF.dynamic_routing(50 * plain.predictions(u), 3, False)[0])

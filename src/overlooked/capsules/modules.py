@@ -98,6 +98,8 @@ class RoutingCaps(nn.Module):
             float32, bf16 and fp16 inputs or weights, also under autocast; float64 for a float64 model). Tests
             prove the two equal, gradients included.
         chunk: examples routed at a time by the fused backend (speed only).
+
+    A subclass that overrides :meth:`predictions` runs on the reference backend (the fused one refuses it).
     """
 
     def __init__(self, in_caps: int = 1152, in_dim: int = 8, out_caps: int = 10, out_dim: int = 16, iterations: int = 3, detach_intermediate: bool = False, init_std: float = 0.01, backend: str = "reference", chunk: int = DEFAULT_CHUNK):
@@ -106,6 +108,11 @@ class RoutingCaps(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if backend == "fused" and type(self).predictions is not RoutingCaps.predictions:
+            raise ValueError(
+                f"{type(self).__name__} overrides predictions(), which the fused backend never calls (it computes W u inside its "
+                "own autograd function); use backend='reference', which routes whatever predictions() returns"
+            )
         self.iterations, self.detach_intermediate, self.backend, self.chunk = iterations, detach_intermediate, backend, check_chunk(chunk)
         self.W = nn.Parameter(init_std * torch.randn(in_caps, in_dim, out_caps * out_dim))  # W_ij stacked over j
         self.out_caps, self.out_dim = out_caps, out_dim
