@@ -167,6 +167,25 @@ def test_a_builder_taking_kwargs_gets_the_facts_it_names_and_a_warning_for_the_r
     assert got == {"num_classes": 3, "input_shape": [4]}
 
 
+def test_a_fact_the_data_does_not_give_and_the_config_does_not_set_is_named_with_the_default_used(monkeypatch):
+    """A 3-class dataset whose meta lacked num_classes trained a 10-way model without a word (the extension
+    audit); the builder's default is still used, with a ConfigWarning naming it and both fixes."""
+    from overlooked.config import Component, ConfigWarning, ExperimentConfig
+
+    reg = Registry("models")
+    got = {}
+    reg.register("net")(lambda num_classes=10, input_shape=(784,), hidden=8: got.update(num_classes=num_classes, input_shape=input_shape))
+    monkeypatch.setattr(api, "MODELS", reg)
+    with pytest.warns(ConfigWarning, match=r"model 'net' takes num_classes, which the dataset's meta does not give .* default \(num_classes=10\) is used.*model.kwargs.num_classes"):
+        api.build_model(ExperimentConfig(model=Component("net")), {"input_shape": (4,)})
+    assert got == {"num_classes": 10, "input_shape": (4,)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        api.build_model(ExperimentConfig(model=Component("net", {"num_classes": 3})), {"input_shape": (4,)})  # set in the config
+        api.build_model(ExperimentConfig(model=Component("net")), {"input_shape": (4,), "num_classes": 3})  # given by the data
+    assert got == {"num_classes": 3, "input_shape": (4,)}
+
+
 def test_reprs_name_each_models_key_settings():
     """A timm user reads a model's settings off its repr: MemN2N, MemNN and KVMemNN printed as one bare word,
     the routing layers and SpikingNet without iterations, backend or steps, PLIF's learned tau as a tensor

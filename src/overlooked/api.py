@@ -152,7 +152,27 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
                 ConfigWarning,
                 stacklevel=2,
             )
+    defaults = _builder_defaults(registry.get(comp.name))
+    unset = {k: defaults[k] for k in allowed if k in _MODEL_FACTS and k in defaults and k not in facts and k not in comp.kwargs}
+    if unset:  # e.g. a 3-class dataset without num_classes in its meta would train a 10-way model
+        listed = ", ".join(f"{k}={v!r}" for k, v in unset.items())
+        warnings.warn(
+            f"model {comp.name!r} takes {', '.join(unset)}, which the dataset's meta does not give and the config does not set, so "
+            f"the builder's default ({listed}) is used. Fix: put {', '.join(unset)} in the dataset's Splits.meta, or set "
+            f"{', '.join(f'model.kwargs.{k}' for k in unset)}",
+            ConfigWarning,
+            stacklevel=3,
+        )
     return {k: facts[k] for k in allowed if k in facts and k not in comp.kwargs}
+
+
+def _builder_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """A builder's keyword defaults (a class's ``__init__``'s), by name."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def build_data(cfg: ExperimentConfig, data_dir: str | None = None, *, pinned: dict[str, Any] | None = None) -> Splits:
