@@ -5,9 +5,10 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 
 from overlooked import api
-from overlooked.errors import RegistryError
+from overlooked.errors import ConfigError, RegistryError
 from overlooked.registry import ALL, MODELS, Registry
 
 
@@ -94,7 +95,7 @@ def test_a_name_of_your_own_that_the_library_uses_is_refused_at_registration_and
     import sys
 
     code = """
-from overlooked.errors import RegistryError
+from overlooked.errors import ConfigError, RegistryError
 from overlooked.registry import DATASETS, MODELS
 try:
     @MODELS.register("small_cnn")
@@ -184,6 +185,25 @@ def test_a_fact_the_data_does_not_give_and_the_config_does_not_set_is_named_with
         api.build_model(ExperimentConfig(model=Component("net", {"num_classes": 3})), {"input_shape": (4,)})  # set in the config
         api.build_model(ExperimentConfig(model=Component("net")), {"input_shape": (4,), "num_classes": 3})  # given by the data
     assert got == {"num_classes": 3, "input_shape": (4,)}
+
+
+def test_a_model_registered_as_a_class_has_its_settings_checked_against_its_constructor(monkeypatch):
+    """get_type_hints of the class read its attributes: nn.Module's ``training: bool`` refused a constructor
+    argument ``training: str``, and ``hidden: int`` went unchecked."""
+    from overlooked.config import Component, ExperimentConfig, check_component_kwargs
+
+    reg = Registry("models")
+
+    @reg.register("cls_net")
+    class ClsNet(torch.nn.Module):
+        def __init__(self, num_classes: int = 10, hidden: int = 8, training: str = "x"):
+            super().__init__()
+
+    with pytest.raises(ConfigError, match=r"model.kwargs.hidden: expected int, got str 'abc'"):
+        check_component_kwargs(reg, Component("cls_net", {"hidden": "abc"}), "model")
+    comp = Component("cls_net", {"training": "abc", "hidden": 3})
+    check_component_kwargs(reg, comp, "model")  # the constructor's str, not nn.Module's bool attribute
+    assert comp.kwargs == {"training": "abc", "hidden": 3} and ExperimentConfig(model=comp).model.name == "cls_net"
 
 
 def test_reprs_name_each_models_key_settings():

@@ -472,7 +472,7 @@ def check_component_kwargs(registry: Any, comp: Component, where: str) -> None:
     if nonfinite:
         raise ConfigError(f"{', '.join(nonfinite)}: NaN and infinite numbers are refused (a setting must be a finite number)")
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)  # a class: its constructor's, not its attributes'
     except Exception:  # unresolvable annotations: names were checked, types cannot be
         hints = {}
     sig = inspect.signature(fn)
