@@ -1277,6 +1277,19 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
     return cfg, splits, model
 
 
+def load_model(run: str | Path, *, checkpoint: str = "best", data_dir: str | None = None) -> tuple[ExperimentConfig, nn.Module]:
+    """A run's trained model without its data: ``(config, model)``, the model built from the dataset facts the
+    run recorded (``RUN/data_meta.json``; a run from before that file reads its data once) and loaded from its
+    ``best`` (or ``last``) checkpoint in the mode :func:`load_run` gives it (eval, callbacks' state restored).
+    For the data as well, its vocabulary included, use :func:`load_run`."""
+    run = Path(run)
+    cfg = run_config(run)
+    check_checkpoint_exists(run, checkpoint)
+    model = build_model(cfg, data_meta(run, cfg, data_dir))
+    restore_weights(run, checkpoint, model, cfg)
+    return cfg, model
+
+
 def restore_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentConfig) -> None:
     """Load the checkpoint's weights into ``model`` (:func:`load_weights`), put it in the mode its callbacks'
     saved state implies, and switch it to eval mode: the function training reported."""

@@ -598,8 +598,8 @@ def test_retime_refuses_a_node_whose_time_it_does_not_rescale():
         retime(graph, 0.03)
 
 
-def test_export_nir_needs_only_the_run_folder(tmp_path, monkeypatch):
-    """An engineer given a run folder, without the dataset, can export it: the run records the data's facts
+def test_export_nir_and_load_model_need_only_the_run_folder(tmp_path, monkeypatch):
+    """An engineer given a run folder, without the dataset, can export it (and load the model, api.load_model): the run records the data's facts
     the model was built from (data_meta.json); the graph equals the one exported with the data."""
     from overlooked import api
 
@@ -611,11 +611,16 @@ def test_export_nir_needs_only_the_run_folder(tmp_path, monkeypatch):
     (run / "data_meta.json").rename(tmp_path / "kept.json")  # a run from before the file: the data is read instead
     assert nir.read(str(api.export_nir(run, tmp_path / "b.nir"))).nodes.keys() == with_data.nodes.keys()
     (tmp_path / "kept.json").rename(run / "data_meta.json")
+    _, splits, with_data_model = api.load_run(run)
 
     def no_data(*args, **kwargs):
         raise AssertionError("export-nir read the dataset")
 
     monkeypatch.setattr(api, "build_data", no_data)
+    _, model = api.load_model(run)  # the same model in Python, without the data either
+    x = splits.test.tensors["image"]
+    with torch.no_grad():
+        assert not model.training and torch.equal(model(x)["logits"], with_data_model(x)["logits"])
     graph = nir.read(str(api.export_nir(run, tmp_path / "c.nir")))
     assert graph.nodes.keys() == with_data.nodes.keys()
     for name, node in graph.nodes.items():
