@@ -2113,14 +2113,17 @@ def convert(
         raise ConfigError("convert: " + "; ".join(bad))
     cfg = run_config(run)
     family = MODELS.tags(cfg.model.name).get("family") if cfg.model.name in MODELS.names() else None
-    if family != "baseline" or MODELS.tags(cfg.model.name).get("text"):
+    if family in ("memory", "spiking", "capsules") or MODELS.tags(cfg.model.name).get("text"):  # a model of your own: C.convert judges its layers
         anns = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "baseline" and not MODELS.tags(n).get("text")]
         raise C.ConversionError(f"convert takes a run of a ReLU/average-pooling ANN ({', '.join(anns)}); {run} trained {cfg.model.name!r}" + (f", a {family} model" if family else ""))
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
-    images, labels = splits.test.tensors["image"], splits.test.tensors["label"]
+    if len(splits.input_keys) != 1:
+        raise C.ConversionError(f"convert takes a model of one input tensor; {run}'s model reads {list(splits.input_keys)}")
+    key, target = splits.input_keys[0], splits.target_key
+    images, labels = splits.test.tensors[key], splits.test.tensors[target]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    calib = C.calibration_images(splits.train.tensors["image"], calibration, seed=cfg.train.seed)
+    calib = C.calibration_images(splits.train.tensors[key], calibration, seed=cfg.train.seed)
     snn = C.convert(model, calib, norm=norm, steps=steps, backend="inplace")  # type: ignore[arg-type]  # bit-identical fast path; refuses what is not a ReLU/AvgPool network
     with torch.no_grad():
         ann_correct = sum(int((model(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum()) for i in range(0, len(images), batch_size))

@@ -88,6 +88,33 @@ def test_convert_refuses_a_spiking_run_before_any_work(tmp_path):
     assert not (tmp_path / "conv").exists()
 
 
+def _keyed_xy(n_train: int = 64, n_test: int = 16):
+    """The synthetic images under other batch keys, ``x`` and ``y``."""
+    from overlooked.data.base import ArrayDataset, Splits
+    from overlooked.data.synthetic import synthetic
+
+    s = synthetic(n_train=n_train, n_test=n_test, image_shape=(1, 8, 8))
+    rekey = lambda d: ArrayDataset({"x": d.tensors["image"], "y": d.tensors["label"]})  # noqa: E731
+    return Splits(rekey(s.train), rekey(s.val), rekey(s.test), ("x",), "y", s.meta)
+
+
+def _relu_mlp_of_mine(num_classes: int = 4, input_shape: tuple[int, ...] = (1, 8, 8)):
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, num_classes))
+
+
+def test_convert_takes_a_users_relu_network_on_data_with_its_own_batch_keys(tmp_path):
+    """A ReLU MLP registered under a family of its own was refused by its tag, and one tagged "baseline" on data
+    keyed x / y died with KeyError: 'image'; C.convert judges the layers, and the data's own keys are read."""
+    from overlooked.registry import DATASETS, MODELS
+
+    DATASETS.register("test_keyed_xy")(_keyed_xy)
+    MODELS.register("test_relu_mlp_of_mine", family="mine")(_relu_mlp_of_mine)
+    cfg = api.load("mlp_mnist", [*SMALL, "data.name=test_keyed_xy", "data.kwargs={}", "model.name=test_relu_mlp_of_mine", "model.kwargs={}", "train.max_steps=2"])
+    run, _ = api.train(cfg, out=tmp_path / "runs")
+    _, summary = api.convert(run, out=tmp_path / "conv", steps=4, calibration=16, limit=8)
+    assert summary["test_examples"] == 8 and 0 <= summary["ann_test_accuracy"] <= 1
+
+
 def test_evaluation_on_data_the_model_cannot_read_says_why(tmp_path):
     cfg = api.load("mlp_mnist", [*SMALL, "data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.max_steps=1"])
     run, _ = api.train(cfg, out=tmp_path)
