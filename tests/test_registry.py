@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -226,3 +227,25 @@ def test_reprs_name_each_models_key_settings():
     plif = repr(PLIF(backend="auto"))
     assert "backend='auto'" in plif and "tau_mem=0.002" in plif and "grad_fn" not in plif
     assert "PLIFCell(" in repr(PLIF(backend="auto").to("meta"))  # a learned value on meta has no number to print
+
+
+def test_a_library_class_registered_by_user_code_under_a_library_name_is_refused_at_once():
+    """It was taken for the catalog's own registration (judged by the class's file), accepted before any
+    lookup, and every later lookup then failed blaming the library's builder. In a fresh interpreter, so the
+    catalog has not loaded yet."""
+    import subprocess
+    import sys
+
+    code = (
+        "from overlooked.registry import MODELS\n"
+        "from overlooked.capsules.modules import RoutingCaps\n"
+        "try:\n"
+        "    MODELS.register('mlp')(RoutingCaps)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+        "print(MODELS.get('mlp').__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"RegistryError models 'mlp' is already registered \(by overlooked\.baselines\.\S+\); register overlooked\.capsules\.modules\.RoutingCaps under another name", out.stdout), out.stdout
+    assert out.stdout.strip().endswith("overlooked.baselines.mlp")  # the library's builder still answers

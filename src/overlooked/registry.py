@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +60,8 @@ class Registry:
         notebook cell) replaces the old one."""
 
         def deco(fn: F) -> F:
-            if not _is_library(fn):
+            caller = sys._getframe(1).f_code.co_filename  # who registers: the catalog, or your code (a library class included)
+            if not (_is_library(fn) and str(Path(caller).resolve()).startswith(_PACKAGE_DIR + os.sep)):
                 self._complete()  # a name of your own is checked against the library's names now, not at a later lookup
             old = self._builders.get(name)
             if old is not None and old is not fn and _origin(old) != _origin(fn):
