@@ -481,6 +481,22 @@ def test_callbacks_add_fields_to_each_record_and_may_not_overwrite_the_trainers_
             api.train(ExperimentConfig.from_dict(raw), out=tmp_path / "clash")
 
 
+def test_record_fields_take_one_element_tensors_as_numbers_and_name_what_json_cannot_hold():
+    """A callback returning {"grad_norm": tensor(0.5)} failed inside json after the epoch, leaving a run
+    without its summary (the extension audit)."""
+    import numpy as np
+
+    from overlooked.train.trainer import with_record_fields
+
+    out = with_record_fields({"step": 1}, [_Fields({"t": torch.tensor(0.5), "n": np.float32(2.0), "v": torch.tensor([3])})])
+    assert out == {"step": 1, "t": 0.5, "n": 2.0, "v": 3} and all(type(out[k]) in (int, float) for k in out)
+    json.dumps(out)
+    with pytest.raises(ConfigError, match=r"callback _Fields's record field 'w' is Tensor .* cannot hold; return numbers"):
+        with_record_fields({"step": 1}, [_Fields({"w": torch.ones(2)})])
+    with pytest.raises(ConfigError, match=r"callback _Fields's record field 'o' is object"):
+        with_record_fields({"step": 1}, [_Fields({"o": object()})])
+
+
 def test_sampling_with_replacement_draws_full_batches_per_seed_and_epoch():
     """train.sampling=replacement: n // B full batches per epoch, drawn with replacement (the MemN2N authors'
     train.m), fixed by (seed, epoch), and split over DDP ranks without changing the global batches."""

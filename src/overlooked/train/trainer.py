@@ -204,8 +204,26 @@ def with_record_fields(record: dict[str, Any], callbacks: list[Callback] | tuple
         if clash:
             raise ConfigError(f"callback {type(cb).__name__} adds record fields {clash} that {owners[clash[0]]} writes too; rename them in its record_fields()")
         owners.update(dict.fromkeys(extra, f"callback {type(cb).__name__}"))
-        out.update(extra)
+        out.update({k: _record_value(cb, k, v) for k, v in extra.items()})
     return out
+
+
+def _record_value(cb: Callback, key: str, value: Any) -> Any:
+    """A callback's record field as metrics.jsonl holds it: a one-element tensor or a NumPy scalar as its
+    number; anything JSON cannot write is a ConfigError naming the callback and the field (it failed after the
+    epoch, inside json, leaving a run without its summary)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    elif hasattr(value, "item") and getattr(value, "shape", None) == ():  # a NumPy scalar
+        value = value.item()
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"callback {type(cb).__name__}'s record field {key!r} is {type(value).__name__} ({exc}), which metrics.jsonl cannot hold; "
+            "return numbers, strings, lists or dicts of them from record_fields() (a one-element tensor is read with .item())"
+        ) from None
+    return value
 
 
 def train_step(
