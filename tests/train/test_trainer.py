@@ -1467,3 +1467,28 @@ def test_an_objective_with_trainable_parameters_is_refused_by_name(tmp_path):
     assert not any(tmp_path.iterdir())  # refused before anything was written
     objective.log_t.requires_grad_(False)  # a frozen one is a constant: it trains
     assert trainer.fit(model, splits, objective, cfg.train, None)["steps"] == 2
+
+
+def test_the_weight_average_follows_the_scheduled_spread_margin_instead_of_averaging_it():
+    """AveragedModel(use_buffers=True) averaged MatrixCapsNet's spread_margin buffer like a weight: validation
+    under train.ema_decay scored the spread loss at 0.24 while the schedule stood at 0.90 (the capsule audit)."""
+    from overlooked.config import TrainConfig
+    from overlooked.registry import MODELS
+    from overlooked.train.trainer import averaged_weights, build_ema, follow_settings, setting_buffers
+
+    torch.manual_seed(0)
+    m = MODELS.create("matcaps_em_small", iterations=1)
+    assert setting_buffers(m) == ["spread_margin"]
+    ema = build_ema(m, TrainConfig(ema_decay=0.999))
+    for s in range(1, 101):
+        with torch.no_grad():
+            m.classes.beta_a.add_(0.01)  # a weight that moves, so the average is not the model
+        m.set_spread_margin(0.2 + 0.007 * s)
+        ema.update_parameters(m)
+        follow_settings(m, ema)
+    m.set_spread_margin(0.95)  # set by a callback after the last update
+    with averaged_weights(m, ema):
+        assert m.spread_margin.item() == pytest.approx(0.95)
+        averaged_beta = m.classes.beta_a.clone()
+    assert ema.module.spread_margin.item() == pytest.approx(0.95) and m.spread_margin.item() == pytest.approx(0.95)
+    assert not torch.allclose(averaged_beta, m.classes.beta_a)  # the weights themselves were averaged

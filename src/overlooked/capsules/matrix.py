@@ -254,7 +254,10 @@ class MatrixCapsNet(nn.Module):
     28x28 MNIST: 28 -> 12 -> 12 -> 5 -> 3. ``routing_backend`` (``"reference"`` / ``"compiled"``) is passed to
     every routing layer. The spread loss margin is a buffer a callback sets through
     :meth:`set_spread_margin`, and the forward pass reports it, so the objective reads it from the output.
+    A setting, not a weight: ``ema_follows`` names it so that ``train.ema_decay``'s average copies it.
     """
+
+    ema_follows = ("spread_margin",)
 
     def __init__(self, A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True, routing_backend: str = "reference"):
         super().__init__()

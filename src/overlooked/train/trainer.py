@@ -289,6 +289,23 @@ def build_ema(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
 
 
+def setting_buffers(model: nn.Module) -> list[str]:
+    """State-dict names of the buffers ``model`` declares settings rather than learned state (a module's
+    ``ema_follows`` names, e.g. the spread-loss margin a callback schedules): the weight average copies them
+    from the model instead of averaging them."""
+    return [f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules() for name in getattr(module, "ema_follows", ())]
+
+
+@torch.no_grad()
+def follow_settings(model: nn.Module, ema: AveragedModel) -> None:
+    """Copy ``model``'s setting buffers (:func:`setting_buffers`) into the average, which averaged them with
+    the weights: validation would score the average at a lagging margin (0.24 where the schedule had reached
+    0.90), and its checkpoint would hold it."""
+    ours, theirs = model.state_dict(keep_vars=True), ema.module.state_dict(keep_vars=True)
+    for name in setting_buffers(model):
+        theirs[name].copy_(ours[name])
+
+
 def _plain_ema(decay: float) -> Any:
     """``AveragedModel``'s ``multi_avg_fn`` for a fixed decay; integer buffers (batch-norm step counters,
     which the average cannot take) follow the model, as under warm-up."""
@@ -342,6 +359,7 @@ def averaged_weights(model: nn.Module, ema: AveragedModel | None) -> Iterator[No
         yield
         return
     trained = state_copy(model)
+    follow_settings(model, ema)  # a callback may have set one since the last update
     model.load_state_dict(ema.module.state_dict())
     try:
         yield
@@ -716,6 +734,7 @@ def _fit(
                 raise
             if ema is not None:
                 ema.update_parameters(model)
+                follow_settings(model, ema)
             b = int(batch[splits.target_key].shape[0])
             state.step += 1
             state.batch_in_epoch = i + 1
