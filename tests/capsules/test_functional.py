@@ -22,6 +22,16 @@ def test_squash_norm_below_one_and_monotone():
     torch.testing.assert_close(v, torch.tensor([0.5, 0.0]))
 
 
+def test_squash_of_a_long_fp16_vector_is_a_unit_vector_not_nan():
+    """|s|^2 overflowed fp16 from |s| = 256 on and squash returned NaN (inf / inf; the capsule audit: |s| = 283)."""
+    s = torch.full((2, 8), 100.0, dtype=torch.float16)
+    v = CF.squash(s)
+    assert v.dtype == torch.float16 and torch.isfinite(v).all()
+    torch.testing.assert_close(v.float().norm(dim=-1), torch.ones(2), atol=1e-3, rtol=0)
+    small = torch.tensor([[3.0, 4.0]], dtype=torch.float16)  # within range: the float32 result, rounded
+    assert torch.equal(CF.squash(small), CF.squash(small.float()).half())
+
+
 def test_couplings_of_each_child_sum_to_one_over_its_parents():
     torch.manual_seed(0)
     u_hat = torch.randn(2, 7, 5, 4)  # [B, I, J, D]

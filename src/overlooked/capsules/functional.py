@@ -69,8 +69,10 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = SQUASH_EPS) -> torch.Ten
     >>> round(float(v.norm()), 6)  # |s| = 5: 25 / 26
     0.961538
     """
+    if s.dtype == torch.float16:  # |s|^2 overflows fp16 from |s| = 256 on (inf / inf: NaN); bf16 has float32's range
+        return squash(s.float(), dim, eps).to(s.dtype)
     n2 = (s * s).sum(dim=dim, keepdim=True)
-    eps = max(eps, torch.finfo(s.dtype).tiny) if s.is_floating_point() else eps  # 1e-8 is 0 in fp16
+    eps = max(eps, torch.finfo(s.dtype).tiny) if s.is_floating_point() else eps
     return s * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps)
 
 
