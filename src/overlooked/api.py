@@ -1271,7 +1271,9 @@ def load_run(run: str | Path, *, checkpoint: str = "best", data_dir: str | None 
         raise CheckpointError(
             f"{exc}\nThe model was rebuilt for the data of {data_overrides}, which changes sizes the model takes from "
             f"its data (e.g. the image side); this model cannot read that data as it is (dataset meta now: "
-            f"{ {k: v for k, v in splits.meta.items() if k.endswith(('_shape', '_size')) or k == 'num_classes'} })"
+            f"{ {k: v for k, v in splits.meta.items() if k.endswith(('_shape', '_size')) or k == 'num_classes'} }). Fix: give the "
+            "data overrides that keep the shape the model was trained on, or train a run on data of the new shape (for affNIST's "
+            "40x40 digits, the capsnet_affnist / capsule_em_affnist configs train on MNIST placed on a 40x40 canvas)"
         ) from None
     check_time_steps(splits.meta, model, build_encoder(cfg))  # data overrides may change the event bins
     return cfg, splits, model

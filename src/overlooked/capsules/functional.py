@@ -272,9 +272,11 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
     >>> round(float(spread_loss(torch.tensor([[0.9, 0.5, 0.1]]), torch.tensor([0]), 0.5)), 6)  # (0.5-0.4)^2 + 0
     0.01
     """
+    if isinstance(target, torch.Tensor) and target.dim() == 2 and tuple(target.shape) == tuple(activations.shape):  # one-hot, any dtype
+        raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}: a one-hot [B, K] target becomes its indices with target.argmax(1)")
     target = class_indices(target, "spread_loss")
     if target.shape != activations.shape[:1]:
-        raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}")
+        raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}: one class index per example")
     check_class_range(target, activations.shape[1], "spread_loss")
     if isinstance(margin, torch.Tensor) and margin.dim() == 1 and margin.numel() > 1:
         if margin.shape[0] != activations.shape[0]:
