@@ -548,6 +548,16 @@ def check_transforms(cfg: ExperimentConfig, splits: Splits, augment: Any, encode
                 raise  # a key the data has: the transform's own error
             name = getattr(cfg, kind).name
             raise ConfigError(f"{kind} {name!r} reads batch key {exc} that dataset {cfg.data.name!r} does not provide (its keys: {', '.join(probe)}); choose an {kind} made for this data, or none ({kind}=null)") from exc
+    want, stored = splits.meta.get("image_shape"), splits.meta.get("train_image_shape")
+    if stored is not None and tuple(stored) != tuple(want):  # training images kept larger for a random crop to cut
+        image = first_examples(splits.train, 2)
+        got = tuple((augment(dict(image), torch.Generator().manual_seed(0)) if augment is not None else image)["image"].shape[1:])
+        if got != tuple(want):
+            raise ConfigError(
+                f"dataset {cfg.data.name!r} keeps its training images at {list(stored)} for a random crop, and the model reads "
+                f"{list(want)} (its validation and test images); after {'augment ' + repr(cfg.augment.name) if augment is not None else 'no augmentation'} "
+                f"they are {list(got)}. Fix: augment={{name: random_crop, kwargs: {{size: {want[-1]}}}}}"
+            )
 
 
 def check_vocab_fits(cfg: ExperimentConfig, meta: dict[str, Any], model: nn.Module) -> None:

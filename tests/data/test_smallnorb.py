@@ -11,7 +11,7 @@ import torch
 
 from overlooked.data import smallnorb as N
 from overlooked.data import store
-from overlooked.errors import DataError
+from overlooked.errors import ConfigError, DataError
 
 
 def _write(path, array, magic):
@@ -51,7 +51,7 @@ def test_read_norb_matrix_roundtrip_and_bad_files(tmp_path):
 def test_smallnorb_splits_downsample_both_views(tmp_path):
     _fake_split(tmp_path, "train", 10, 1)
     _fake_split(tmp_path, "test", 5, 2)
-    splits = N.smallnorb(data_dir=tmp_path, image_size=48, val_fraction=0.2)
+    splits = N.smallnorb(data_dir=tmp_path, image_size=48, val_fraction=0.2, normalize=False)
     assert len(splits.train) == 8 and len(splits.val) == 2 and len(splits.test) == 5
     batch = splits.test[torch.arange(5)]
     assert batch["image"].shape == (5, 2, 48, 48) and 0 <= batch["image"].min() and batch["image"].max() <= 1
@@ -117,3 +117,47 @@ def test_the_three_files_of_a_split_are_checked_against_each_other(tmp_path):
     bad.write_bytes(gzip.compress(b"x" * 100)[:12] + b"\xff" * 30)  # a broken deflate stream
     with pytest.raises(DataError, match="not a readable gzip file"):
         N.read_norb_matrix(bad)
+
+
+def test_smallnorb_as_the_em_paper_feeds_it_normalised_views_and_centre_crops(tmp_path):
+    """Hinton et al. 2018, section 5: "We downsample smallNORB to 48 x 48 pixels and normalize each image to
+    have zero mean and unit variance. During training, we randomly crop 32 x 32 patches ... During test, we crop
+    a 32 x 32 patch from the center." Each view of each pair is one image here."""
+    _fake_split(tmp_path, "train", 10, 1)
+    _fake_split(tmp_path, "test", 5, 2)
+    raw = N.smallnorb(data_dir=tmp_path, val_fraction=0.2, normalize=False)
+    splits = N.smallnorb(data_dir=tmp_path, val_fraction=0.2)  # normalize is the default
+    x = splits.train.tensors["image"]
+    torch.testing.assert_close(x.mean(dim=(2, 3)), torch.zeros(8, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(dim=(2, 3), unbiased=False), torch.ones(8, 2), atol=1e-4, rtol=0)
+    r = raw.train.tensors["image"]  # the same images, standardised view by view
+    torch.testing.assert_close(x, (r - r.mean(dim=(2, 3), keepdim=True)) / r.std(dim=(2, 3), keepdim=True, unbiased=False))
+
+    cropped = N.smallnorb(data_dir=tmp_path, val_fraction=0.2, crop=32)
+    assert cropped.meta["image_shape"] == (2, 32, 32) and cropped.meta["train_image_shape"] == (2, 48, 48)
+    assert cropped.train.tensors["image"].shape[1:] == (2, 48, 48)  # cut by the random_crop augmentation
+    assert cropped.val.tensors["image"].shape[1:] == cropped.test.tensors["image"].shape[1:] == (2, 32, 32)
+    assert torch.equal(cropped.test.tensors["image"], splits.test.tensors["image"][..., 8:40, 8:40])  # the centre
+    assert torch.equal(cropped.val.tensors["label"], splits.val.tensors["label"])
+    for bad in (0, 49, 2.5):
+        with pytest.raises(ConfigError, match=r"smallnorb: crop=.* must be a whole number of pixels from 1 to image_size=48"):
+            N.smallnorb(data_dir=tmp_path, crop=bad)
+
+
+def test_a_cropped_smallnorb_run_needs_the_random_crop_augmentation(tmp_path, monkeypatch):
+    """Training images stay 48x48 for the crop; without random_crop the first step would feed them to a model
+    built for 32x32. Named before the run starts, with the fix; with the augmentation the checks pass."""
+    from overlooked import api
+
+    _fake_split(tmp_path, "train", 10, 1)
+    _fake_split(tmp_path, "test", 5, 2)
+    cfg = api.load("capsule_em_smallnorb", ["augment=null", "train.progress=false"])
+    splits = api.build_data(cfg, str(tmp_path))
+    with pytest.raises(ConfigError, match=r"keeps its training images at \[2, 48, 48\] .* reads \[2, 32, 32\].*after no augmentation they are \[2, 48, 48\].*random_crop, kwargs: \{size: 32\}"):
+        api.check_transforms(cfg, splits, None, None)
+    cfg = api.load("capsule_em_smallnorb", ["model.routing_backend=reference"])
+    aug = api.AUGMENTATIONS.create(cfg.augment.name, **cfg.augment.kwargs)
+    api.check_transforms(cfg, splits, aug, None)
+    model = api.build_model(cfg, splits.meta)
+    out = model(aug(splits.train[torch.arange(2)], torch.Generator().manual_seed(0))["image"])
+    assert out["logits"].shape == (2, 5)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
-from overlooked.errors import DataError
+from overlooked.errors import ConfigError, DataError
 from overlooked.registry import DATASETS
 
 MAGIC_DTYPES = {0x1E3D4C55: np.uint8, 0x1E3D4C54: np.int32, 0x1E3D4C51: np.float32, 0x1E3D4C53: np.float64}
@@ -87,25 +87,68 @@ def load_smallnorb_split(split: str, data_dir: str | os.PathLike[str] | None = N
     return images, labels, info
 
 
-def _prepare(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 ``[N, 2, 96, 96]`` -> float ``[N, 2, size, size]`` in [0, 1] (area downsampling)."""
-    chunks = [F.interpolate(c.float() / 255.0, size=(size, size), mode="area") for c in images.split(2048)]  # bounded memory
-    return torch.cat(chunks)
+def _prepare(images: torch.Tensor, size: int, normalize: bool = False) -> torch.Tensor:
+    """uint8 ``[N, 2, 96, 96]`` -> float ``[N, 2, size, size]`` in [0, 1] (area downsampling); with
+    ``normalize``, each view of each pair (each camera's image) to zero mean and unit variance, as Hinton et al.
+    (2018, section 5) normalise each image."""
+    out = torch.cat([F.interpolate(c.float() / 255.0, size=(size, size), mode="area") for c in images.split(2048)])  # bounded memory
+    if normalize:
+        mean = out.mean(dim=(2, 3), keepdim=True)
+        std = out.std(dim=(2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)  # a blank view stays zero, not NaN
+        out = (out - mean) / std
+    return out
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` patch of ``[N, C, H, W]`` images (the EM paper's test-time crop).
+
+    >>> center_crop(torch.arange(16.0).view(1, 1, 4, 4), 2)[0, 0].tolist()
+    [[5.0, 6.0], [9.0, 10.0]]
+    """
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size].contiguous()
 
 
 @DATASETS.register("smallnorb", downloads=("smallnorb",))
-def smallnorb(data_dir: str | os.PathLike[str] | None = None, image_size: int = 48, val_fraction: float = 0.1, seed: int = 0, download: bool = False, verify: bool = True) -> Splits:
-    """smallNORB downsampled to ``image_size`` (48 in Hinton et al. 2018, who then crop 32x32 patches), both
-    stereo images as two channels; a seeded validation split of the training set."""
+def smallnorb(
+    data_dir: str | os.PathLike[str] | None = None,
+    image_size: int = 48,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+    verify: bool = True,
+    normalize: bool = True,
+    crop: int | None = None,
+) -> Splits:
+    """smallNORB as Hinton et al. (2018, section 5) feed it: both stereo views as two channels, downsampled to
+    ``image_size`` (48), each view normalised to zero mean and unit variance (``normalize``; False keeps [0, 1]);
+    a seeded validation split of the training set.
+
+    ``crop`` (32 in the paper): validation and test images are their central ``crop`` x ``crop`` patch and the
+    data's ``image_shape`` is ``(2, crop, crop)``, the model's input; training images stay ``image_size`` for the
+    ``random_crop`` augmentation (``augment: {name: random_crop, kwargs: {size: 32}}``) to cut a random patch
+    from each (with its random brightness and contrast). A run with ``crop`` and no such augmentation is refused
+    before it starts (:func:`overlooked.api.check_transforms`).
+    """
+    if crop is not None and not (isinstance(crop, int) and not isinstance(crop, bool) and 1 <= crop <= image_size):
+        raise ConfigError(f"smallnorb: crop={crop!r} must be a whole number of pixels from 1 to image_size={image_size} (32 in the paper), or None for whole images")
     train_images, train_labels, _ = load_smallnorb_split("train", data_dir, download, verify)
     test_images, test_labels, _ = load_smallnorb_split("test", data_dir, download, verify)
-    full = ArrayDataset({"image": _prepare(train_images, image_size), "label": train_labels})
+    full = ArrayDataset({"image": _prepare(train_images, image_size, normalize), "label": train_labels})
     tr, va = split_train_val(len(full), val_fraction, seed)
+    test = _prepare(test_images, image_size, normalize)
+    val = full.subset(va)
+    meta: dict[str, object] = {"num_classes": NUM_CLASSES, "image_shape": (2, image_size, image_size), "name": "smallnorb"}
+    if crop is not None:
+        val = ArrayDataset({"image": center_crop(val.tensors["image"], crop), "label": val.tensors["label"]})
+        test = center_crop(test, crop)
+        meta.update(image_shape=(2, crop, crop), train_image_shape=(2, image_size, image_size))
     return Splits(
         train=full.subset(tr),
-        val=full.subset(va),
-        test=ArrayDataset({"image": _prepare(test_images, image_size), "label": test_labels}),
+        val=val,
+        test=ArrayDataset({"image": test, "label": test_labels}),
         input_keys=("image",),
         target_key="label",
-        meta={"num_classes": NUM_CLASSES, "image_shape": (2, image_size, image_size), "name": "smallnorb"},
+        meta=meta,
     )
