@@ -195,3 +195,16 @@ def test_every_packaged_spiking_config_builds_its_model():
             assert not any(k.endswith(("tau_mem", "tau_syn", "v_threshold")) for k in model.state_dict())  # scalar params: old checkpoints load
             built += 1
     assert built >= 4
+
+
+def test_the_spiking_models_take_the_surrogates_sharpness_from_the_config():
+    """surrogate_alpha reached the neuron modules but not the model builders, so a config could not set it."""
+    from overlooked import api
+
+    for name, extra in (("snn_mlp_mnist", ["model.hidden=[8]"]), ("snn_conv_mnist", ["model.channels=[2,2]", "model.hidden=8"])):
+        cfg = api.load(name, [*extra, "model.surrogate=fast_sigmoid", "model.surrogate_alpha=3.5"])
+        model = api.build_model(cfg, {"num_classes": 10, "image_shape": (1, 28, 28)})
+        fns = [m.cell.spike_fn for m in model.modules() if hasattr(m, "cell")]
+        assert fns and all(type(f).__name__ == "FastSigmoid" and f.alpha == 3.5 for f in fns)
+        default = api.build_model(api.load(name, extra), {"num_classes": 10, "image_shape": (1, 28, 28)})
+        assert {type(m.cell.spike_fn).__name__ for m in default.modules() if hasattr(m, "cell")} == {"ATan"}

@@ -42,13 +42,13 @@ from overlooked.spiking import modules as M
 Tensor = torch.Tensor
 
 
-def _neuron(kind: str, dt: float, tau_mem: float, surrogate: str, detach_reset: bool, backend: str) -> nn.Module:
+def _neuron(kind: str, dt: float, tau_mem: float, surrogate: str, detach_reset: bool, backend: str, surrogate_alpha: float | None = None) -> nn.Module:
     """A sequence neuron layer over ``[T, B, ...]`` (``kind``: "lif" or "plif", PLIF learning its tau)."""
     extra: dict[str, Any] = {"backend": backend} if backend != "reference" else {}
     if kind == "plif":
-        return M.PLIF(dt=dt, surrogate=surrogate, init_tau=tau_mem / dt, detach_reset=detach_reset, **extra)
+        return M.PLIF(dt=dt, surrogate=surrogate, surrogate_alpha=surrogate_alpha, init_tau=tau_mem / dt, detach_reset=detach_reset, **extra)
     if kind == "lif":
-        return M.LIF(dt=dt, surrogate=surrogate, tau_mem=tau_mem, detach_reset=detach_reset, **extra)
+        return M.LIF(dt=dt, surrogate=surrogate, surrogate_alpha=surrogate_alpha, tau_mem=tau_mem, detach_reset=detach_reset, **extra)
     raise ValueError(f"neuron must be 'lif' or 'plif', got {kind!r}")
 
 
@@ -177,7 +177,7 @@ class SpikingNet(nn.Module):
 
 
 @MODELS.register("spiking_mlp", family="spiking", paper="surrogate-gradient SNN (Neftci et al. 2019)")
-def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, ...] = (800, 800), num_classes: int = 10, steps: int = 8, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, batch_norm: bool = True, dropout: float = 0.0, backend: str = "auto") -> SpikingNet:
+def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, ...] = (800, 800), num_classes: int = 10, steps: int = 8, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, batch_norm: bool = True, dropout: float = 0.0, backend: str = "auto", surrogate_alpha: float | None = None) -> SpikingNet:
     """Spiking MLP: ``Flatten -> [Linear -> BN -> LIF] x len(hidden) -> Linear readout`` (mean over ``steps``).
 
     >>> net = spiking_mlp(hidden=(16,), steps=2)
@@ -187,13 +187,13 @@ def spiking_mlp(input_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, .
     blocks, width = [], math.prod(input_shape)
     for h in hidden:
         synapse = nn.Sequential(nn.Flatten(), nn.Linear(width, h)) if not blocks else nn.Linear(width, h)
-        blocks.append(SpikingBlock(synapse, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm1d(h) if batch_norm else None))
+        blocks.append(SpikingBlock(synapse, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend, surrogate_alpha), nn.BatchNorm1d(h) if batch_norm else None))
         width = h
     return SpikingNet(blocks, nn.Linear(width, num_classes), steps, tuple(input_shape), dropout)
 
 
 @MODELS.register("spiking_cnn", family="spiking", paper="surrogate-gradient conv SNN (PLIF, Fang et al. 2021, style)")
-def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int, ...] = (32, 64), kernel_size: int = 5, hidden: int = 256, num_classes: int = 10, steps: int = 4, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, dropout: float = 0.25, backend: str = "auto") -> SpikingNet:
+def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int, ...] = (32, 64), kernel_size: int = 5, hidden: int = 256, num_classes: int = 10, steps: int = 4, neuron: str = "plif", tau_mem: float = 2e-3, dt: float = 1e-3, surrogate: str = "atan", detach_reset: bool = True, dropout: float = 0.25, backend: str = "auto", surrogate_alpha: float | None = None) -> SpikingNet:
     """Spiking conv net: ``[Conv k x k -> AvgPool 2 -> BN -> LIF] x len(channels) -> Linear(hidden) -> BN ->
     LIF -> Dropout -> Linear readout``, averaged over ``steps``. With the defaults it mirrors the
     foundation's ``small_cnn`` layer for layer (the ANN it is compared with).
@@ -206,9 +206,9 @@ def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int,
     blocks, c_in, side = [], in_channels, image_size
     for c in channels:
         conv = nn.Conv2d(c_in, c, kernel_size, padding=kernel_size // 2, bias=False)  # BN holds the bias
-        blocks.append(SpikingBlock(conv, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm2d(c), nn.AvgPool2d(2)))
+        blocks.append(SpikingBlock(conv, _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend, surrogate_alpha), nn.BatchNorm2d(c), nn.AvgPool2d(2)))
         c_in, side = c, side // 2
-    blocks.append(SpikingBlock(nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden, bias=False)), _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend), nn.BatchNorm1d(hidden)))
+    blocks.append(SpikingBlock(nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden, bias=False)), _neuron(neuron, dt, tau_mem, surrogate, detach_reset, backend, surrogate_alpha), nn.BatchNorm1d(hidden)))
     return SpikingNet(blocks, nn.Linear(hidden, num_classes), steps, (in_channels, image_size, image_size), dropout)
 
 
