@@ -211,10 +211,14 @@ def build_model(cfg: ExperimentConfig, meta: dict[str, Any]) -> nn.Module:
 
 
 def build_objective(cfg: ExperimentConfig, splits: Splits) -> nn.Module:
-    """The objective, told which batch key holds the target."""
+    """The objective, told which batch key holds the target (``target_key``) and, for one that reads the input
+    too (``image_key``: CapsNet's reconstruction), which holds the model's input."""
     kwargs = dict(cfg.objective.kwargs)
-    if "target_key" in (OBJECTIVES.accepted_kwargs(cfg.objective.name) or []):
+    accepted = OBJECTIVES.accepted_kwargs(cfg.objective.name) or []
+    if "target_key" in accepted:
         kwargs.setdefault("target_key", splits.target_key)
+    if "image_key" in accepted and len(splits.input_keys) == 1:
+        kwargs.setdefault("image_key", splits.input_keys[0])
     return OBJECTIVES.create(cfg.objective.name, **kwargs)
 
 

@@ -187,3 +187,11 @@ def test_event_frames_without_a_time_first_encoder_are_refused(tmp_path, data_di
         api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
     with pytest.raises(ConfigError, match=r"the data's time bins \(frame_shape\[0\]\) = 5 but model.kwargs.steps = 10"):
         api.train(api.load("snn_nmnist_small", [*SMALL, "train.max_steps=1", "data.bins=5"]), data_dir=str(data_dir), out=tmp_path / "runs")
+
+
+def test_the_capsule_objective_reads_the_datas_own_input_key():
+    """capsule_margin's image_key stayed "image" on data keyed x / y; build_objective now names it from the data
+    (a model of one's own whose input is x; the packaged CapsNet reads image and label by name)."""
+    cfg = api.load("capsnet_mnist", SMALL)
+    objective = api.build_objective(cfg, _keyed_xy(16, 8))
+    assert objective.image_key == "x" and objective.target_key == "y"
