@@ -1492,3 +1492,24 @@ def test_the_weight_average_follows_the_scheduled_spread_margin_instead_of_avera
         averaged_beta = m.classes.beta_a.clone()
     assert ema.module.spread_margin.item() == pytest.approx(0.95) and m.spread_margin.item() == pytest.approx(0.95)
     assert not torch.allclose(averaged_beta, m.classes.beta_a)  # the weights themselves were averaged
+
+
+def test_callbacks_see_the_objective_and_hear_the_end_of_training_with_the_summary(tmp_path):
+    """Context had no objective (a margin schedule had to go through the model) and no hook followed the final
+    report; both now exist."""
+
+    class Watch(Callback):
+        def __init__(self):
+            self.objective, self.ended = None, None
+
+        def on_train_start(self, ctx):
+            self.objective = ctx.objective
+
+        def on_train_end(self, ctx, summary):
+            self.ended = (ctx.state.step, dict(summary))
+
+    watch = Watch()
+    path, summary = api.train(_cfg(max_steps=3), out=tmp_path, callbacks=[watch])
+    assert type(watch.objective).__name__ == "CrossEntropy"
+    step, seen = watch.ended
+    assert step == 3 and seen["test_accuracy"] == summary["test_accuracy"] and seen["steps"] == 3

@@ -39,6 +39,10 @@ class Callback:
         default; MemN2N's linear start adds ``linear_start``."""
         return {}
 
+    def on_train_end(self, ctx: Context, summary: dict[str, Any]) -> None:
+        """Called once after the final report, with the run's summary as the trainer made it (the reported
+        weights are in ``ctx.model``; the run's folder writes the summary after this returns)."""
+
     def on_epoch_end(self, ctx: Context) -> None:
         """Called after the last step of each full pass over the training split, before that step's
         validation pass and checkpoint (so both include what the callback changes)."""

@@ -61,7 +61,7 @@ class TrainState:
 
 @dataclass
 class Context:
-    """What callbacks see: the (unwrapped) model, the optimiser, the state and the config."""
+    """What callbacks see: the (unwrapped) model, the optimiser, the objective, the state and the config."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -69,6 +69,7 @@ class Context:
     cfg: TrainConfig
     dist: DistInfo
     run_dir: Path | None = None  # the run's folder (None: none; under DDP every rank sees it, rank 0 writes it)
+    objective: nn.Module | None = None  # the loss the trainer minimises (read it; the trainer does not train its parameters)
     stop: bool = False  # a callback may set this to end training early
     lr_scale: float = 1.0  # a callback may scale the scheduled lr (MemN2N linear start uses 0.005 / 0.01)
     lr_hold: float | None = None  # a callback may hold the lr at this value whatever the schedule (linear start)
@@ -564,7 +565,7 @@ def _fit(
     scored = model if ema is None else ema.module  # the weights validation, selection and the final report score
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + dist.rank)
     state = TrainState()
-    ctx = Context(model=model, optimizer=optimizer, state=state, cfg=cfg, dist=dist, run_dir=run_dir)
+    ctx = Context(model=model, optimizer=optimizer, state=state, cfg=cfg, dist=dist, run_dir=run_dir, objective=objective)
     write = run_dir is not None and dist.is_main
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     logger = JsonlLogger(run_dir / "metrics.jsonl" if write else None)
@@ -835,4 +836,6 @@ def _fit(
         summary[f"{split_name}_error"] = 100.0 * (1.0 - res["accuracy"])
         if "group_accuracy" in res:
             summary[f"{split_name}_group_accuracy"] = res["group_accuracy"]
+    for cb in callbacks:
+        cb.on_train_end(ctx, summary)
     return summary
