@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.registry import OBJECTIVES
+from overlooked.registry import METRICS, OBJECTIVES
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -36,23 +36,26 @@ def both_correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (top2 == labels.sort(1).values).all(1)
 
 
-METRICS = ("top1", "both_correct")
+@METRICS.register("top1")
+def top1(scores: torch.Tensor, batch: dict[str, torch.Tensor], target_key: str) -> torch.Tensor:
+    """The arg-max class equals ``batch[target_key]`` ``[B]``."""
+    return scores.argmax(-1) == batch[target_key]
+
+
+@METRICS.register("both_correct")
+def both_correct_metric(scores: torch.Tensor, batch: dict[str, torch.Tensor], target_key: str) -> torch.Tensor:
+    """The two highest scores are the two classes in ``batch["labels"]`` ``[B, 2]`` (MultiMNIST)."""
+    if "labels" not in batch:
+        raise KeyError("metric 'both_correct' needs the two class indices under batch['labels'] [B, 2]; this dataset's batches hold " + ", ".join(sorted(batch)))
+    return both_correct(scores, batch["labels"])
 
 
 def hits_of(output: Any, batch: dict[str, torch.Tensor], target_key: str, metric: str = "top1") -> torch.Tensor:
-    """Per-example correctness ``[B]`` (bool) under a dataset's metric (its ``meta["metric"]``):
-
-    - ``"top1"``: the arg-max class equals ``batch[target_key]`` ``[B]``;
-    - ``"both_correct"``: the two highest scores are the two classes in ``batch["labels"]`` ``[B, 2]``.
-    """
-    scores = logits_of(output)
-    if metric == "top1":
-        return scores.argmax(-1) == batch[target_key]
-    if metric == "both_correct":
-        if "labels" not in batch:
-            raise KeyError("metric 'both_correct' needs the two class indices under batch['labels'] [B, 2]; this dataset's batches hold " + ", ".join(sorted(batch)))
-        return both_correct(scores, batch["labels"])
-    raise ValueError(f"unknown metric {metric!r}: the dataset's meta['metric'] must be one of {METRICS}")
+    """Per-example correctness ``[B]`` (bool) under a dataset's metric (its ``meta["metric"]``), a name in the
+    ``METRICS`` registry: ``fn(scores [B, C], batch, target_key) -> bool [B]``. The library's: ``"top1"`` (the
+    arg-max class equals ``batch[target_key]``) and ``"both_correct"`` (MultiMNIST: the two highest scores are
+    the two classes in ``batch["labels"]`` ``[B, 2]``); register your own with ``@METRICS.register("name")``."""
+    return METRICS.get(metric)(logits_of(output), batch, target_key)
 
 
 def sums_over_batch(objective: Any) -> bool:

@@ -153,6 +153,7 @@ OBJECTIVES = Registry("objectives", catalogued=True)
 SURROGATES = Registry("surrogates", catalogued=True)
 AUGMENTATIONS = Registry("augmentations", catalogued=True)
 CALLBACKS = Registry("callbacks", catalogued=True)
+METRICS = Registry("metrics", catalogued=True)
 BENCHMARKS = Registry("benchmarks", catalogued=True)
 DEMOS = Registry("demos", catalogued=True)
 
@@ -164,6 +165,7 @@ ALL = {
     "surrogates": SURROGATES,
     "augmentations": AUGMENTATIONS,
     "callbacks": CALLBACKS,
+    "metrics": METRICS,
     "benchmarks": BENCHMARKS,
     "demos": DEMOS,
 }

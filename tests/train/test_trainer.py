@@ -1513,3 +1513,34 @@ def test_callbacks_see_the_objective_and_hear_the_end_of_training_with_the_summa
     assert type(watch.objective).__name__ == "CrossEntropy"
     step, seen = watch.ended
     assert step == 3 and seen["test_accuracy"] == summary["test_accuracy"] and seen["steps"] == 3
+
+
+def test_a_metric_of_ones_own_is_registered_by_name_and_an_unknown_one_is_named_before_the_first_step(tmp_path):
+    """metric was an if-chain of 'top1' / 'both_correct': a dataset's own meta['metric'] failed after the run
+    started. METRICS is a registry now."""
+    from overlooked import catalog
+    from overlooked.api import build_data, build_model, build_objective
+    from overlooked.errors import RegistryError
+    from overlooked.registry import METRICS
+    from overlooked.train import trainer
+
+    @METRICS.register("test_top2")
+    def top2(scores, batch, target_key):
+        return (scores.topk(2, dim=-1).indices == batch[target_key][:, None]).any(-1)
+
+    catalog.load_all()
+    cfg = _cfg(max_steps=2)
+    splits = build_data(cfg)
+    model, objective = build_model(cfg, splits.meta), build_objective(cfg, splits)
+    splits.meta["metric"] = "test_top2"
+    summary = trainer.fit(model, splits, objective, cfg.train, None)  # the reported weights stay in model
+    model.eval()
+    with torch.no_grad():
+        scores = model(splits.test.tensors["image"])
+    labels = splits.test.tensors["label"]
+    want = (scores.topk(2, dim=-1).indices == labels[:, None]).any(-1).double().mean().item()
+    assert summary["metric"] == "test_top2" and summary["test_accuracy"] == pytest.approx(want)
+    assert want > (scores.argmax(-1) == labels).double().mean().item()  # not top-1 under another name
+    splits.meta["metric"] = "top_two"
+    with pytest.raises(RegistryError, match=r"unknown metrics 'top_two'.*Known metrics: both_correct, test_top2, top1"):
+        trainer.fit(build_model(cfg, splits.meta), splits, objective, cfg.train, None)

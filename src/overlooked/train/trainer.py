@@ -34,6 +34,7 @@ from overlooked.config import TrainConfig
 from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError
 from overlooked.objectives import hits_of, sums_over_batch
+from overlooked.registry import METRICS
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint
 from overlooked.train.distributed import DistInfo, init_distributed, rank_device
@@ -608,6 +609,7 @@ def _fit(
     ckpt_every = cfg.checkpoint_every or eval_every
     summed = sums_over_batch(objective)
     metric = splits.meta.get("metric", "top1")  # MultiMNIST: both of the two digits correct
+    METRICS.get(metric)  # a name the METRICS registry does not know is named, with the known ones, before the first step
     if cfg.max_minutes is not None and cfg.max_minutes <= 0:
         raise ConfigError(f"train.max_minutes must be positive (minutes of training), got {cfg.max_minutes}")
     deadline = None if cfg.max_minutes is None else time.perf_counter() + 60.0 * cfg.max_minutes
