@@ -33,7 +33,10 @@ class MemN2N(nn.Module):
     Under adjacent tying the whole model runs as one autograd node with a hand-written backward, in C++ on
     the CPU (:func:`~overlooked.memory.functional.adjacent_memn2n`; ``fused=False`` for plain autograd).
     Layer-wise tying shares ``A`` and ``C`` across hops, has its own ``B`` and ``W``, and updates
-    ``u^{k+1} = H u^k + o^k``. Word 0 is the null word: its embedding is zero and receives no gradient.
+    ``u^{k+1} = H u^k + o^k`` at every hop, the last included, so the answer is ``W u^{K+1} = W(H u^K + o^K)``
+    (the paper writes ``a = W(o^K + u^K)`` for adjacent tying and gives H only "between hops"; we read the
+    update as applying at each of the K hops). Word 0 is the null word: its embedding is zero and receives no
+    gradient.
 
     Args:
         vocab_size: ``V`` words (index 0 = null word).
@@ -135,7 +138,8 @@ class MemN2N(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, num_classes={self.num_classes}, memory_size={self.memory_size}, embed_dim={self.embed_dim}, "
-                f"hops={self.hops}, encoding={self.encoding!r}, temporal={self.temporal}, tying={self.tying!r}, linear_start={not self.use_softmax}")
+                f"hops={self.hops}, encoding={self.encoding!r}, temporal={self.temporal}, tying={self.tying!r}, pe_length={self.pe_length!r}, "
+                f"padding={self.padding!r}, fused={self.fused}, linear_start={not self.use_softmax}")
 
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Answer ``query`` from ``story``.
