@@ -48,3 +48,17 @@ def _assert_every_parameter_learns(model) -> None:
 def every_parameter_learns():
     """The shared registry-matrix check, as a function: ``every_parameter_learns(model)``."""
     return _assert_every_parameter_learns
+
+
+@pytest.fixture
+def register_for_test(monkeypatch):
+    """``register_for_test(REGISTRY, name, builder, **tags)``: a name registered for this test only (the
+    registries are process-wide; a test's own name left behind would enter every later registry-wide check)."""
+
+    def register(registry, name, builder, **tags):
+        registry.names()  # the library's names first, as a registration from user code does
+        monkeypatch.setitem(registry._builders, name, builder)
+        monkeypatch.setitem(registry._tags, name, dict(tags))
+        return builder
+
+    return register

@@ -102,13 +102,13 @@ def _relu_mlp_of_mine(num_classes: int = 4, input_shape: tuple[int, ...] = (1, 8
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, num_classes))
 
 
-def test_convert_takes_a_users_relu_network_on_data_with_its_own_batch_keys(tmp_path):
+def test_convert_takes_a_users_relu_network_on_data_with_its_own_batch_keys(tmp_path, register_for_test):
     """A ReLU MLP registered under a family of its own was refused by its tag, and one tagged "baseline" on data
     keyed x / y died with KeyError: 'image'; C.convert judges the layers, and the data's own keys are read."""
     from overlooked.registry import DATASETS, MODELS
 
-    DATASETS.register("test_keyed_xy")(_keyed_xy)
-    MODELS.register("test_relu_mlp_of_mine", family="mine")(_relu_mlp_of_mine)
+    register_for_test(DATASETS, "test_keyed_xy", _keyed_xy)
+    register_for_test(MODELS, "test_relu_mlp_of_mine", _relu_mlp_of_mine, family="mine")
     cfg = api.load("mlp_mnist", [*SMALL, "data.name=test_keyed_xy", "data.kwargs={}", "model.name=test_relu_mlp_of_mine", "model.kwargs={}", "train.max_steps=2"])
     run, _ = api.train(cfg, out=tmp_path / "runs")
     _, summary = api.convert(run, out=tmp_path / "conv", steps=4, calibration=16, limit=8)

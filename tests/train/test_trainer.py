@@ -1515,7 +1515,7 @@ def test_callbacks_see_the_objective_and_hear_the_end_of_training_with_the_summa
     assert step == 3 and seen["test_accuracy"] == summary["test_accuracy"] and seen["steps"] == 3
 
 
-def test_a_metric_of_ones_own_is_registered_by_name_and_an_unknown_one_is_named_before_the_first_step(tmp_path):
+def test_a_metric_of_ones_own_is_registered_by_name_and_an_unknown_one_is_named_before_the_first_step(tmp_path, register_for_test):
     """metric was an if-chain of 'top1' / 'both_correct': a dataset's own meta['metric'] failed after the run
     started. METRICS is a registry now."""
     from overlooked import catalog
@@ -1524,9 +1524,10 @@ def test_a_metric_of_ones_own_is_registered_by_name_and_an_unknown_one_is_named_
     from overlooked.registry import METRICS
     from overlooked.train import trainer
 
-    @METRICS.register("test_top2")
     def top2(scores, batch, target_key):
         return (scores.topk(2, dim=-1).indices == batch[target_key][:, None]).any(-1)
+
+    register_for_test(METRICS, "test_top2", top2)
 
     catalog.load_all()
     cfg = _cfg(max_steps=2)
