@@ -771,7 +771,7 @@ def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, exampl
     from overlooked.spiking.synops import energy_report
 
     device = next(model.parameters()).device
-    data = getattr(splits, split)
+    data = splits.scored(split)
     probe = first_examples(data, 1)
     probe = encoder(probe, torch.Generator().manual_seed(0)) if encoder is not None else probe
     was = model.training
@@ -1444,7 +1444,7 @@ def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | No
     cfg, splits, model = _load_for_split(run, split, checkpoint, data_dir, data_overrides)
     if cfg.data.name != "babi":
         raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
-    data = getattr(splits, split)
+    data = splits.scored(split)
     if len(data) == 0:
         raise ConfigError(f"the {split} split of {run} is empty (data.kwargs.val_fraction may be 0); pick another --split")
     with torch.no_grad():
@@ -1479,7 +1479,7 @@ def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", che
     (also in the record), the equivariance of pose and invariance of activation the paper argues for."""
     _check_split(split)
     cfg, splits, model = load_run(run, checkpoint=checkpoint, data_dir=data_dir)
-    data = getattr(splits, split)
+    data = splits.scored(split)
     if not 0 <= index < len(data):
         raise ConfigError(f"example index {index} out of range: the {split} split of {run} has {len(data)} examples (0..{len(data) - 1})")
     rows = torch.arange(index, min(index + shown, len(data)))
@@ -1570,7 +1570,7 @@ def explain_stats(run: str | Path, *, task: int | None = None, split: str = "tes
     from overlooked.memory.explain import supporting_stats
 
     cfg, splits, model = _memory_run(run, split, checkpoint, data_dir, data_overrides)
-    data = getattr(splits, split)
+    data = splits.scored(split)
     if task is not None:
         data = data.subset(_task_rows(data, task, split))
     stats = supporting_stats(model, data, splits.input_keys, batch_size=cfg.train.eval_batch_size)
@@ -1619,7 +1619,7 @@ def explain(
     from overlooked.memory.explain import explain_example
 
     cfg, splits, model = _memory_run(run, split, checkpoint, data_dir, data_overrides)
-    data = getattr(splits, split)
+    data = splits.scored(split)
     rows = torch.arange(len(data)) if task is None else _task_rows(data, task, split)
     indices = [0] if not indices else list(indices)
     bad = [i for i in indices if not 0 <= i < len(rows)]
@@ -1660,7 +1660,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
     objective = build_objective(cfg, splits)
     encoder = build_encoder(cfg)
     metric = splits.meta.get("metric", "top1")  # MultiMNIST: both digits correct
-    data = getattr(splits, split)
+    data = splits.scored(split)
     if limit == -1:
         limit = None if data_overrides else cfg.train.eval_limit
     if limit is not None:
@@ -2139,7 +2139,7 @@ def convert(
     images, labels = splits.test.tensors[key], splits.test.tensors[target]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    calib = C.calibration_images(splits.train.tensors[key], calibration, seed=cfg.train.seed)
+    calib = C.calibration_images(splits.scored("train").tensors[key], calibration, seed=cfg.train.seed)
     snn = C.convert(model, calib, norm=norm, steps=steps, backend="inplace")  # type: ignore[arg-type]  # bit-identical fast path; refuses what is not a ReLU/AvgPool network
     with torch.no_grad():
         ann_correct = sum(int((model(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum()) for i in range(0, len(images), batch_size))

@@ -161,3 +161,31 @@ def test_a_cropped_smallnorb_run_needs_the_random_crop_augmentation(tmp_path, mo
     model = api.build_model(cfg, splits.meta)
     out = model(aug(splits.train[torch.arange(2)], torch.Generator().manual_seed(0))["image"])
     assert out["logits"].shape == (2, 5)
+
+
+def test_a_cropped_smallnorb_train_split_is_scored_on_its_centre_patch(tmp_path):
+    """The training images stay 48x48 for random_crop; the final report and evaluate scored them whole (a
+    MatrixCapsNet takes any size, so nothing failed). Splits.scored gives them as the model reads them."""
+    _fake_split(tmp_path, "train", 10, 1)
+    _fake_split(tmp_path, "test", 5, 2)
+    cropped = N.smallnorb(data_dir=tmp_path, val_fraction=0.2, crop=32)
+    scored = cropped.scored("train")
+    assert scored.tensors["image"].shape[1:] == (2, 32, 32) and torch.equal(scored.tensors["label"], cropped.train.tensors["label"])
+    assert torch.equal(scored.tensors["image"], cropped.train.tensors["image"][..., 8:40, 8:40])
+    assert cropped.scored("test") is cropped.test and cropped.scored("val") is cropped.val
+    whole = N.smallnorb(data_dir=tmp_path, val_fraction=0.2)
+    assert whole.scored("train") is whole.train  # nothing kept larger: the split itself
+
+
+def test_a_cropped_smallnorb_run_reports_its_train_split_on_32x32_inputs(tmp_path, monkeypatch):
+    from overlooked import api
+    from overlooked.capsules.matrix import MatrixCapsNet
+
+    _fake_split(tmp_path, "train", 10, 1)
+    _fake_split(tmp_path, "test", 5, 2)
+    seen = []
+    forward = MatrixCapsNet.forward
+    monkeypatch.setattr(MatrixCapsNet, "forward", lambda self, image: (seen.append(tuple(image.shape[1:])), forward(self, image))[1])
+    cfg = api.load("capsule_em_smallnorb", ["model.routing_backend=reference", "model.A=4", "model.B=2", "model.C=2", "model.D=2", "train.max_steps=1", "train.batch_size=4", "train.progress=false", "train.num_threads=1"])
+    _, summary = api.train(cfg, data_dir=str(tmp_path), out=tmp_path / "runs")
+    assert set(seen) == {(2, 32, 32)} and summary["train_examples"] == 9

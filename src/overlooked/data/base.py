@@ -65,6 +65,28 @@ class Splits:
     target_key: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def scored(self, split: str) -> ArrayDataset:
+        """The split as a model is scored on it. The same as ``getattr(self, split)``, except for training
+        images kept larger than the model's input for a random crop (``meta["train_image_shape"]``, e.g.
+        ``smallnorb(crop=32)``): scored on their centre patch, as validation and test images are."""
+        data = getattr(self, split)
+        stored, want = self.meta.get("train_image_shape"), self.meta.get("image_shape")
+        if split != "train" or stored is None or tuple(stored) == tuple(want):
+            return data
+        key = self.input_keys[0]
+        return ArrayDataset({**data.tensors, key: center_crop(data.tensors[key], int(want[-1]))})
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` patch of ``[N, C, H, W]`` images (the EM paper's test-time crop).
+
+    >>> center_crop(torch.arange(16.0).view(1, 1, 4, 4), 2)[0, 0].tolist()
+    [[5.0, 6.0], [9.0, 10.0]]
+    """
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size].contiguous()
+
 
 def split_train_val(
     n: int, val_fraction: float, seed: int

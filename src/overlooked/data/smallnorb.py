@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from overlooked.data import store
-from overlooked.data.base import ArrayDataset, Splits, split_train_val
+from overlooked.data.base import ArrayDataset, Splits, center_crop, split_train_val
 from overlooked.errors import ConfigError, DataError
 from overlooked.registry import DATASETS
 
@@ -97,17 +97,6 @@ def _prepare(images: torch.Tensor, size: int, normalize: bool = False) -> torch.
         std = out.std(dim=(2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)  # a blank view stays zero, not NaN
         out = (out - mean) / std
     return out
-
-
-def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size`` x ``size`` patch of ``[N, C, H, W]`` images (the EM paper's test-time crop).
-
-    >>> center_crop(torch.arange(16.0).view(1, 1, 4, 4), 2)[0, 0].tolist()
-    [[5.0, 6.0], [9.0, 10.0]]
-    """
-    h, w = images.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[..., top : top + size, left : left + size].contiguous()
 
 
 @DATASETS.register("smallnorb", downloads=("smallnorb",))

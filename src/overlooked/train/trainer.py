@@ -828,7 +828,7 @@ def _fit(
     }
     group_key = splits.meta.get("group_key")
     for split_name in ("train", "val", "test") if cfg.report_train else ("val", "test"):
-        data = limited(getattr(splits, split_name))
+        data = limited(splits.scored(split_name))
         summary[f"{split_name}_examples"] = len(data)
         if len(data) < len(getattr(splits, split_name)):  # train.eval_limit: scored on the first examples only
             summary[f"{split_name}_examples_available"] = len(getattr(splits, split_name))
