@@ -1298,12 +1298,18 @@ def load_model(run: str | Path, *, checkpoint: str = "best", data_dir: str | Non
     run recorded (``RUN/data_meta.json``; a run from before that file reads its data once) and loaded from its
     ``best`` (or ``last``) checkpoint in the mode :func:`load_run` gives it (eval, callbacks' state restored).
     For the data as well, its vocabulary included, use :func:`load_run`."""
-    run = Path(run)
+    cfg, _, model = _model_of_run(Path(run), checkpoint, data_dir)
+    return cfg, model
+
+
+def _model_of_run(run: Path, checkpoint: str, data_dir: str | None) -> tuple[ExperimentConfig, dict[str, Any], nn.Module]:
+    """:func:`load_model`'s work, with the dataset facts the model was built from (export-nir reads them too)."""
     cfg = run_config(run)
     check_checkpoint_exists(run, checkpoint)
-    model = build_model(cfg, data_meta(run, cfg, data_dir))
+    meta = data_meta(run, cfg, data_dir)
+    model = build_model(cfg, meta)
     restore_weights(run, checkpoint, model, cfg)
-    return cfg, model
+    return cfg, meta, model
 
 
 def restore_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentConfig) -> None:
@@ -2044,9 +2050,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
         "CubaLIF reset to v_reset), so converted networks are not exported; export a spiking run trained with reset to "
         "zero (the snn_* configs)",
     )
-    check_checkpoint_exists(run, checkpoint)
-    meta = data_meta(run, cfg, data_dir)  # the run's own record: no data needed to export
-    model = build_model(cfg, meta)
+    _, meta, model = _model_of_run(run, checkpoint, data_dir)  # the run's own record: no data needed to export
     is_spiking_net = hasattr(model, "blocks") and hasattr(model, "readout")
     if not is_spiking_net and not hasattr(model, "to_nir"):
         spiking = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "spiking"]
@@ -2054,7 +2058,6 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
             f"model {cfg.model.name!r} is not a spiking model (it has no to_nir()); export-nir takes a run of a "
             f"spiking model: {', '.join(spiking) or 'none is registered in this version'}"
         )
-    restore_weights(run, checkpoint, model, cfg)
     encoder = {"encoder": cfg.encoder.name, "encoder_kwargs": dict(cfg.encoder.kwargs)} if cfg.encoder is not None and cfg.encoder.name else {}
     if flat_input and not is_spiking_net:
         raise OverlookedError(f"flat_input applies to the SpikingNet models (snn_*), not to {cfg.model.name!r}")

@@ -343,6 +343,14 @@ def test_a_neuron_node_whose_size_disagrees_is_refused_on_import_by_name():
         from_nir(graph(lif(3)), DT)
     for n in (4, 1):  # one value per neuron, or one for all, still runs
         assert from_nir(graph(lif(n)), DT)(torch.ones(3, 2, 5))[0].shape == (3, 2, 4)
+    edited = lif(4)
+    edited.v_threshold = np.ones(5, np.float32)  # a node changed after nir built it: 4 values, v_threshold 5
+    with pytest.raises(NIRImportError, match=r"'lif' \(LIF\) has parameters of different sizes \(tau 4, r 4, v_leak 4, v_threshold 5, v_reset 4\)"):
+        from_nir(graph(edited), DT)
+    edited = lif(1)
+    edited.v_threshold = np.ones(5, np.float32)  # one value for all beside 5: sized by the 5, which the Affine does not feed
+    with pytest.raises(NIRImportError, match=r"'lif' \(LIF\) has 5 neurons .* feeds it 4 outputs"):
+        from_nir(graph(edited), DT)
 
 
 def test_a_pool_with_a_divisor_override_exports_as_what_it_computes_or_is_refused(tmp_path):
@@ -369,6 +377,9 @@ def test_a_pool_with_a_divisor_override_exports_as_what_it_computes_or_is_refuse
 def test_an_input_shape_the_first_layer_cannot_take_is_named_on_export():
     with pytest.raises(NIRExportError, match=r"layer 0 \(Linear\(in_features=4.*cannot take one example of shape \[5\].*Fix: pass the input_shape"):
         export_layers([nn.Linear(4, 3), M.LIF(dt=DT)], (5,), DT)
+    # the shape probe runs in the layers' own dtype: a float64 chain exports (it was refused as a shape error)
+    graph = export_layers([nn.Linear(4, 3).double(), M.LIF(dt=DT), nn.Linear(3, 2).double()], (4,), DT)
+    assert list(graph.nodes["output"].output_type["output"]) == [2]
 
 
 def test_an_edge_into_the_input_is_refused_by_name():

@@ -218,8 +218,11 @@ def export_layers(layers: list[nn.Module], input_shape: tuple[int, ...], dt: flo
             name = f"{i}_{type(layer).__name__.lower()}"
             nodes[name] = _synapse_node(layer, shape)
             edges.append((prev, name))
+            weight = next(iter(layer.parameters()), None)  # the probe in the layer's own dtype and device
+            probe = torch.zeros(1, *shape) if weight is None else torch.zeros(1, *shape, dtype=weight.dtype, device=weight.device)
             try:
-                shape = tuple(layer(torch.zeros(1, *shape)).shape[1:])
+                with torch.no_grad():
+                    shape = tuple(layer(probe).shape[1:])
             except RuntimeError as err:  # the layer does not take what the chain gives it
                 raise NIRExportError(
                     f"layer {i} ({layer}) cannot take one example of shape {list(shape)} (what input_shape={tuple(input_shape)} gives it there): {err}. "
@@ -514,13 +517,18 @@ _NEURON_FIELDS = {
 
 
 def check_neuron_sizes(graph: nir.NIRGraph) -> None:
-    """Refuse an ``IF``, ``LIF`` or ``CubaLIF`` node whose neuron count (the size of its parameters, which nir
-    keeps all of one shape) differs from the outputs of an ``Affine`` or ``Linear`` node feeding it; one value for
-    all neurons always fits. Such a file (written with ``type_check=False``) imported, and then failed at the
-    first step with a broadcast error naming neither node. Shapes only: no parameter value is read."""
+    """Refuse an ``IF``, ``LIF`` or ``CubaLIF`` node whose parameters hold different numbers of values (one per
+    neuron, or one for all; nir's constructor keeps them one shape, a node edited afterwards may not), or whose
+    neuron count differs from the outputs of an ``Affine`` or ``Linear`` node feeding it. Such a graph (a file
+    written with ``type_check=False``) imported, and then failed at the first step with a broadcast error naming
+    neither node. Shapes only: no parameter value is read."""
     for name, node in graph.nodes.items():
-        fields = _NEURON_FIELDS.get(type(node))
-        n = int(np.size(getattr(node, fields[0]))) if fields else 1
+        fields = _NEURON_FIELDS.get(type(node), ())
+        sizes = {f: int(np.size(getattr(node, f))) for f in fields if getattr(node, f, None) is not None}
+        n = max(sizes.values(), default=1)
+        uneven = {f: k for f, k in sizes.items() if k not in (1, n)}
+        if uneven:  # nir's constructor keeps them one shape; a node edited after it was built may not be
+            raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) has parameters of different sizes ({', '.join(f'{f} {k}' for f, k in sizes.items())}): each holds one value per neuron, or one for all. Fix that node's parameters so they agree")
         if n == 1:
             continue
         for src_name, dst in graph.edges:
