@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from overlooked import api
-from overlooked.config import ExperimentConfig
+from overlooked.config import ExperimentConfig, apply_overrides
 from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError, RegistryError
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import read_checkpoint
@@ -1469,29 +1469,69 @@ def test_an_objective_with_trainable_parameters_is_refused_by_name(tmp_path):
     assert trainer.fit(model, splits, objective, cfg.train, None)["steps"] == 2
 
 
-def test_the_weight_average_follows_the_scheduled_spread_margin_instead_of_averaging_it():
+def test_the_weight_average_follows_the_scheduled_spread_margin_instead_of_averaging_it(tmp_path):
     """AveragedModel(use_buffers=True) averaged MatrixCapsNet's spread_margin buffer like a weight: validation
-    under train.ema_decay scored the spread loss at 0.24 while the schedule stood at 0.90 (the capsule audit)."""
+    under train.ema_decay scored the spread loss at 0.24 while the schedule stood at 0.90 (the capsule audit).
+    Through the trainer: the checkpoint's average holds the margin the schedule set, the weights averaged."""
     from overlooked.config import TrainConfig
     from overlooked.registry import MODELS
     from overlooked.train.trainer import averaged_weights, build_ema, follow_settings, setting_buffers
 
     torch.manual_seed(0)
     m = MODELS.create("matcaps_em_small", iterations=1)
-    assert setting_buffers(m) == ["spread_margin"]
+    assert setting_buffers(m) == ["spread_margin"] and setting_buffers(torch.nn.Linear(2, 2)) == []
     ema = build_ema(m, TrainConfig(ema_decay=0.999))
     for s in range(1, 101):
         with torch.no_grad():
             m.classes.beta_a.add_(0.01)  # a weight that moves, so the average is not the model
         m.set_spread_margin(0.2 + 0.007 * s)
         ema.update_parameters(m)
-        follow_settings(m, ema)
-    m.set_spread_margin(0.95)  # set by a callback after the last update
+    assert ema.module.spread_margin.item() < 0.5  # averaged like a weight, lagging the schedule
     with averaged_weights(m, ema):
-        assert m.spread_margin.item() == pytest.approx(0.95)
+        assert m.spread_margin.item() == pytest.approx(0.9)
         averaged_beta = m.classes.beta_a.clone()
-    assert ema.module.spread_margin.item() == pytest.approx(0.95) and m.spread_margin.item() == pytest.approx(0.95)
+    assert ema.module.spread_margin.item() == pytest.approx(0.9) and m.spread_margin.item() == pytest.approx(0.9)
     assert not torch.allclose(averaged_beta, m.classes.beta_a)  # the weights themselves were averaged
+
+    class Declared(torch.nn.Module):  # a non-persistent buffer follows too; a name that is no buffer is named
+        ema_follows = ("margin",)
+
+        def __init__(self, kind="buffer"):
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+            if kind == "buffer":
+                self.register_buffer("margin", torch.tensor(0.2), persistent=False)
+            else:
+                self.margin = 0.2
+
+    net = Declared()
+    ema = build_ema(net, TrainConfig(ema_decay=0.9))
+    ema.update_parameters(net)
+    net.margin.fill_(0.7)
+    follow_settings(net, ema)
+    assert ema.module.margin.item() == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match=r"Declared.ema_follows names 'margin', which is not one of its buffers"):
+        build_ema(Declared("attribute"), TrainConfig(ema_decay=0.9))
+
+    cfg = api.load("capsule_em_small_mnist", [
+        "data.name=synthetic", "data.kwargs={n_train: 32, n_test: 8, image_shape: [1, 20, 20], num_classes: 10}", "model.routing_backend=reference",
+        "model.A=4", "model.B=2", "model.C=2", "model.D=2", "train.max_steps=3", "train.batch_size=8", "train.ema_decay=0.9",
+        "train.progress=false", "train.num_threads=1", "callbacks=[{name: spread_margin, kwargs: {ramp_steps: 3}}]",
+    ])
+
+    class ReadStepTwo(Callback):  # at step 3, the checkpoint written at step 2, where no validation ran
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == 3:
+                tensors, _ = read_checkpoint(ctx.run_dir / "checkpoints" / "last.safetensors")
+                self.margins = (tensors["model.spread_margin"].item(), tensors["ema.module.spread_margin"].item())
+
+    reader = ReadStepTwo()
+    path, _ = api.train(apply_overrides(cfg, ["train.checkpoint_every=2", "train.eval_every=3"]), out=tmp_path, callbacks=[reader])
+    live, average = reader.margins
+    assert live > 0.2 and average == pytest.approx(live)  # averaged, it would trail the ramp
+    tensors, _ = read_checkpoint(path / "checkpoints" / "last.safetensors")
+    assert tensors["model.spread_margin"].item() == pytest.approx(0.9) == tensors["ema.module.spread_margin"].item()
+
 
 
 def test_callbacks_see_the_objective_and_hear_the_end_of_training_with_the_summary(tmp_path):

@@ -282,30 +282,39 @@ def train_step(
 def build_ema(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
     """The exponential moving average of ``model``'s weights (and buffers) that ``train.ema_decay`` asks for:
     after every optimiser step ``w_ema <- decay * w_ema + (1 - decay) * w`` (the first step copies ``w``), by
-    PyTorch's own :class:`~torch.optim.swa_utils.AveragedModel`. None when the setting is off."""
+    PyTorch's own :class:`~torch.optim.swa_utils.AveragedModel`. None when the setting is off. Buffers a
+    module declares settings (:func:`setting_buffers`) are copied from the model wherever the average is read
+    (:func:`follow_settings`)."""
     if cfg.ema_decay is None:
         return None
     if not 0.0 < cfg.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must lie strictly between 0 and 1 (e.g. 0.999), got {cfg.ema_decay}; leave it unset for no averaging")
     avg = _warmed_ema(cfg.ema_decay) if cfg.ema_warmup else _plain_ema(cfg.ema_decay)
-    return AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
+    ema = AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
+    ema.follows = setting_buffers(model)  # resolved once: reading the average costs nothing where none is declared
+    return ema
 
 
 def setting_buffers(model: nn.Module) -> list[str]:
-    """State-dict names of the buffers ``model`` declares settings rather than learned state (a module's
-    ``ema_follows`` names, e.g. the spread-loss margin a callback schedules): the weight average copies them
-    from the model instead of averaging them."""
-    return [f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules() for name in getattr(module, "ema_follows", ())]
+    """Names (as ``get_buffer`` takes them) of the buffers ``model`` declares settings rather than learned state:
+    a module's ``ema_follows`` names, e.g. the spread-loss margin a callback schedules. A declared name that is
+    not a buffer of its module is a ConfigError."""
+    names = []
+    for prefix, module in model.named_modules():
+        for name in getattr(module, "ema_follows", ()):
+            if name not in dict(module.named_buffers(recurse=False)):
+                raise ConfigError(f"{type(module).__name__}.ema_follows names {name!r}, which is not one of its buffers; register it with register_buffer, or drop it from ema_follows")
+            names.append(f"{prefix}.{name}" if prefix else name)
+    return names
 
 
 @torch.no_grad()
 def follow_settings(model: nn.Module, ema: AveragedModel) -> None:
-    """Copy ``model``'s setting buffers (:func:`setting_buffers`) into the average, which averaged them with
-    the weights: validation would score the average at a lagging margin (0.24 where the schedule had reached
-    0.90), and its checkpoint would hold it."""
-    ours, theirs = model.state_dict(keep_vars=True), ema.module.state_dict(keep_vars=True)
-    for name in setting_buffers(model):
-        theirs[name].copy_(ours[name])
+    """Copy ``model``'s setting buffers into the average, which averages them with the weights: read as
+    averaged, validation scored the spread loss at a lagging margin (0.24 where the schedule had reached
+    0.90). Called where the average is read: validation, the checkpoints, the final report."""
+    for name in getattr(ema, "follows", ()):
+        ema.module.get_buffer(name).copy_(model.get_buffer(name))
 
 
 def _plain_ema(decay: float) -> Any:
@@ -668,6 +677,8 @@ def _fit(
 
     def checkpoint(name: str, with_optimizer: bool) -> None:
         nonlocal best_weights
+        if ema is not None:
+            follow_settings(model, ema)  # the average is kept and written as validation reads it
         if name == "best":  # every rank keeps the best weights, so the final report needs no file
             best_weights = state_copy(scored)
         rng = None
@@ -737,7 +748,6 @@ def _fit(
                 raise
             if ema is not None:
                 ema.update_parameters(model)
-                follow_settings(model, ema)
             b = int(batch[splits.target_key].shape[0])
             state.step += 1
             state.batch_in_epoch = i + 1
@@ -810,6 +820,7 @@ def _fit(
         model.load_state_dict(best_weights)
     else:
         if ema is not None:  # no validation pass chose weights: report the average, as validation would have
+            follow_settings(model, ema)
             model.load_state_dict(ema.module.state_dict())
         # and write them as ``best`` too, so evaluate / explain find the reported weights (with the
         # callbacks' state of now: e.g. linear start ended at the last pass, the softmaxes in)
