@@ -1810,14 +1810,17 @@ def read_summary(run: str | Path) -> dict[str, Any]:
     return summary
 
 
-def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
+def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int] | None = None, unfair: bool = False) -> list[dict[str, Any]]:
     """A same-budget comparison table of finished runs, refused unless it obeys the fair-comparison rule.
 
     Each row reports accuracy, parameters, FLOPs per example, examples seen and wall time from the run's
     ``summary.json``; :func:`overlooked.bench.fair.check_fair` raises when the rows differ in data split or
     number of trials, a row saw more than ``max_examples`` training examples, or lacks a required field.
+    ``trials`` (run folder -> count) states the hyper-parameter trials of runs whose summary does not record
+    them, or records fewer than were tried on the split (settings run in other folders first); the table says
+    where it restates a recorded count. ``unfair``: print the table with the broken conditions named beneath it instead of refusing it.
     """
-    from overlooked.bench.fair import check_fair
+    from overlooked.bench.fair import UnfairComparisonError, check_fair
 
     if not is_count(max_examples):
         raise OverlookedError(f"max_examples (--max-examples) is the shared budget of training examples, a number >= 1; got {max_examples!r}")
@@ -1831,11 +1834,33 @@ def compare(runs: list[str | Path], max_examples: int) -> list[dict[str, Any]]:
         if accuracy is None:
             raise OverlookedError(f"{run / 'summary.json'} reports no test_accuracy (nor test_accuracy_mean); compare needs finished training runs")
         rows.append({**s, "run": str(run), "test_accuracy": accuracy})
-    check_fair(rows, max_examples)
+    stated = {str(Path(k)): v for k, v in (trials or {}).items()}
+    unknown = sorted(set(stated) - {row["run"] for row in rows})
+    if unknown:
+        raise OverlookedError(f"compare: --trials names {', '.join(unknown)}, which --runs does not list; name each as in --runs")
+    restated = []
+    for row in rows:
+        if row["run"] in stated:
+            if not is_count(stated[row["run"]]):
+                raise OverlookedError(f"compare: --trials {row['run']}={stated[row['run']]!r} must be a whole number >= 1")
+            if row.get("trials") is not None and row["trials"] != stated[row["run"]]:  # e.g. settings tried in earlier folders
+                restated.append(f"{row['run']}: its summary records trials={row['trials']}, --trials states {stated[row['run']]}")
+            row["trials"] = stated[row["run"]]
+    breaches = None
+    try:
+        check_fair(rows, max_examples)
+    except UnfairComparisonError as exc:
+        if not unfair:
+            raise
+        breaches = str(exc)
     print(f"{'model':<20} {'test acc':>8} {'params':>11} {'FLOPs/ex':>12} {'examples':>10} {'seeds':>5} {'wall s':>8}  run  (examples: per seed; wall s: all seeds)")
     for r in rows:
         flops = "unknown" if r.get("flops_per_example") is None else f"{round(r['flops_per_example']):,}"
         print(f"{r['model']:<20} {r['test_accuracy']:>8.4f} {r['params']:>11,} {flops:>12} {r['examples_seen']:>10,} {r.get('repeats', 1):>5} {r['wall_time_s']:>8.0f}  {r['run']}")
+    for note in restated:
+        print(f"trials restated: {note}")
+    if breaches:
+        print(f"NOT a fair comparison (docs/fair_comparison.md): {breaches}")
     return rows
 
 

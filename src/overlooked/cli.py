@@ -39,6 +39,19 @@ def _top_level_items(values: str, each: str) -> list[str]:
     return [*items, values[start:]]
 
 
+def _trial_counts(items: list[str] | None) -> dict[str, int] | None:
+    """``--trials RUN=N ...`` as ``{RUN: N}``."""
+    if items is None:
+        return None
+    counts = {}
+    for item in items:
+        run, sep, n = item.rpartition("=")
+        if not sep or not run or not n.isdigit():
+            raise OverlookedError(f"--trials takes RUN=N (a run folder and its number of hyper-parameter trials), got {item!r}")
+        counts[run] = int(n)
+    return counts
+
+
 def _print_summary(path: Any, summary: dict[str, Any]) -> None:
     keys = ("test_accuracy", "val_accuracy", "train_accuracy", "test_accuracy_mean", "test_accuracy_std", "params", "flops_per_example", "examples_seen", "wall_time_s")
     for key in keys:
@@ -447,7 +460,7 @@ def _download_name(name: str) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    compare_only = [flag for flag, given in (("--runs", args.runs is not None), ("--max-examples", args.max_examples is not None)) if given]
+    compare_only = [flag for flag, given in (("--runs", args.runs is not None), ("--max-examples", args.max_examples is not None), ("--trials", args.trials is not None), ("--unfair", args.unfair)) if given]
     if compare_only and (args.suite or args.family != "compare"):
         raise OverlookedError(f"{' and '.join(compare_only)} {'belong' if len(compare_only) > 1 else 'belongs'} to `bench compare`; `bench {args.suite and '--suite ' + args.suite or args.family}` would ignore {'them' if len(compare_only) > 1 else 'it'}")
     if args.arena and not args.suite:
@@ -462,7 +475,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.family == "compare":
         if not args.runs or args.max_examples is None:
             raise OverlookedError("bench compare needs --runs RUN [RUN ...] and --max-examples N (the shared budget)")
-        api.compare(args.runs, args.max_examples)
+        api.compare(args.runs, args.max_examples, trials=_trial_counts(args.trials), unfair=args.unfair)
         return 0
     api.bench(args.family, out=args.out, data_dir=args.data_dir, quick=args.quick, device=args.device)
     return 0
@@ -598,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arena", action="append", default=None, help="with --suite: only this arena (repeatable)")
     p.add_argument("--runs", nargs="*", default=None, help="with `compare`: finished run folders to put side by side")
     p.add_argument("--max-examples", type=int, default=None, help="with `compare`: the shared budget of training examples seen")
+    p.add_argument("--trials", nargs="*", default=None, metavar="RUN=N", help="with `compare`: the hyper-parameter trials of runs whose summary does not record them (or records fewer than were tried on the split)")
+    p.add_argument("--unfair", action="store_true", help="with `compare`: print the table with the broken fair-comparison conditions named, instead of refusing it")
     p.add_argument("--device", default="cpu", help="where the benchmark runs: cpu, cuda, cuda:1 ... (each family's own benchmark)")
     common(p)
     p.set_defaults(fn=cmd_bench)

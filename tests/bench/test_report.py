@@ -57,8 +57,11 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
     started = {**b, "test_examples": 10000, "examples_seen": None, "init_from": {"run": "runs/c", "examples_seen": 100}}
     with pytest.raises(UnfairComparisonError, match=r"does not report examples_seen.*saw 100 training examples \(0 here, 100 in the run"):
         check_fair([a, started], max_examples=50)
-    c = {**row, "model": "c", "trials": None}  # null trials count as 1: no mismatch with a row of 1
-    check_fair([{**row, "trials": 1}, c], max_examples=5)
+    # unrecorded trials (absent or null) are named, never taken as 1: a recipe tuned over a dozen runs on the
+    # split passed as one trial beside baselines that had one (the baselines audit)
+    for c in ({**row, "model": "c", "trials": None}, {k: v for k, v in row.items() if k != "trials"} | {"model": "c"}):
+        with pytest.raises(UnfairComparisonError, match=r"c does not record its hyper-parameter trials .* --trials RUN=N"):
+            check_fair([{**row, "trials": 1}, c], max_examples=5)
 
 
 def test_compare_refuses_missing_damaged_and_unfinished_folders(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -183,6 +184,25 @@ def test_bench_compare_enforces_the_fair_rule(tmp_path, capsys):
     assert "params" in out and out.count("mlp") == 2
     assert main(["bench", "compare", "--runs", *runs, "--max-examples", "20"]) == 2  # each saw 30 examples
     assert "over the budget of 20" in capsys.readouterr().err
+    # a run from before `trials` was recorded: named, never taken as 1; --trials states it; --unfair prints the
+    # table with the breach named beneath it (exit 0)
+    summary_path = Path(runs[1]) / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    del summary["trials"]
+    summary_path.write_text(json.dumps(summary))
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30"]) == 2
+    assert "does not record its hyper-parameter trials" in capsys.readouterr().err
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", f"{runs[1]}=1"]) == 0
+    capsys.readouterr()
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", f"{runs[1]}=12"]) == 2
+    assert "used 12 hyper-parameter trials, more than 6" in capsys.readouterr().err
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", f"{runs[1]}=12", "--unfair"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nmlp ") == 2 and "NOT a fair comparison (docs/fair_comparison.md):" in out and "different numbers of hyper-parameter trials" in out
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", f"{runs[0]}=3", f"{runs[1]}=3"]) == 0  # more than recorded
+    assert f"trials restated: {runs[0]}: its summary records trials=1, --trials states 3" in capsys.readouterr().out
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", "elsewhere=3"]) == 2
+    assert "--trials names elsewhere, which --runs does not list" in capsys.readouterr().err
 
 
 def test_each_with_repeats_prints_the_paper_rule_summary(tmp_path, capsys):

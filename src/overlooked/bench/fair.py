@@ -18,11 +18,11 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
     """Raise :class:`UnfairComparisonError` unless ``rows`` (run summaries) obey the rule.
 
     Args:
-        rows: one summary per compared model, each with the keys in ``REQUIRED`` and ``trials``
-            (hyper-parameter trials run, default 1) and ``model``.
+        rows: one summary per compared model, each with the keys in ``REQUIRED``, ``trials``
+            (hyper-parameter trials run; a row without it is refused) and ``model``.
         max_examples: the budget: most training examples any row may have seen.
 
-    >>> a = {"model": "a", "params": 1, "flops_per_example": 2, "wall_time_s": 1.0, "examples_seen": 10, "data_fingerprint": "x"}
+    >>> a = {"model": "a", "params": 1, "flops_per_example": 2, "wall_time_s": 1.0, "examples_seen": 10, "data_fingerprint": "x", "trials": 1}
     >>> check_fair([a, {**a, "model": "b"}], max_examples=10)
     >>> check_fair([a, {**a, "model": "b", "examples_seen": 11}], max_examples=10)
     Traceback (most recent call last):
@@ -42,7 +42,12 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
         if seen + before > max_examples:
             counted = f"{seen + before} training examples ({seen} here, {before} in the run it started from)" if before else f"{seen} training examples"
             problems.append(f"{name} saw {counted}, over the budget of {max_examples}")
-        if _trials(row) > MAX_TRIALS:
+        if _trials(row) is None:
+            problems.append(
+                f"{name} does not record its hyper-parameter trials (a run from before they were recorded): state how many "
+                "settings were tried on this split for it, `bench compare --trials RUN=N`"
+            )
+        elif _trials(row) > MAX_TRIALS:
             problems.append(f"{name} used {_trials(row)} hyper-parameter trials, more than {MAX_TRIALS}")
     def label(row: dict[str, Any]) -> str:
         return row.get("run") or row.get("model", "?")
@@ -54,13 +59,14 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
     if len(tested) > 1:
         each = ", ".join(f"{label(r)}: {r.get('test_examples')}" for r in rows)
         problems.append(f"the rows were scored on different numbers of test examples ({each}; train.eval_limit differs); train them with the same train.eval_limit")
-    if len({_trials(row) for row in rows}) > 1:
+    if len({_trials(row) for row in rows if _trials(row) is not None}) > 1:
         each = ", ".join(f"{label(r)}: {_trials(r)}" for r in rows)
         problems.append(f"the rows used different numbers of hyper-parameter trials ({each})")
     if problems:
         raise UnfairComparisonError("; ".join(problems))
 
 
-def _trials(row: dict[str, Any]) -> int:
-    """A row's hyper-parameter trials: 1 when its summary does not say (absent or null)."""
-    return row.get("trials") or 1
+def _trials(row: dict[str, Any]) -> int | None:
+    """A row's hyper-parameter trials, None when its summary does not say (a run from before ``trials`` was
+    recorded): never taken as 1, which would let a recipe tuned over many runs pass as one trial."""
+    return row.get("trials")
