@@ -69,7 +69,12 @@ class CubaLIFParameters(NamedTuple):
 
 class ALIFParameters(NamedTuple):
     """Adaptive LIF (Bellec et al. 2018): the threshold rises by ``beta_adapt`` per recent spike,
-    ``v_threshold + beta_adapt a`` with ``tau_adapt da/dt = -a`` and ``a += 1`` per spike."""
+    ``v_threshold + beta_adapt a`` with ``tau_adapt da/dt = -a`` and ``a += 1`` per spike.
+
+    The LSNN papers write the trace as ``b <- rho b + (1 - rho) z`` (``rho = exp(-dt / tau_adapt)``) with the
+    threshold ``b0 + beta b``; here a spike adds 1, not ``1 - rho``, so ``beta_adapt = beta * (1 - rho)``, about
+    ``beta * dt / tau_adapt``: their beta = 1.6 at dt = 1 ms and tau_adapt = 200 ms is ``beta_adapt = 0.008``,
+    where 1.6 copied in adapts about 200 times as strongly."""
 
     tau_mem: Scalar = 20e-3
     tau_adapt: Scalar = 200e-3
