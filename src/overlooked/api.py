@@ -305,6 +305,17 @@ def data_fingerprint(splits: Splits) -> str:
     return h.hexdigest()[:16]
 
 
+def test_fingerprint(splits: Splits) -> str:
+    """Hash of the test split the final report scores: rows of one comparison are scored on the same test
+    examples, not only on as many (the fair-comparison rule; recorded since 2026-12-06)."""
+    h = hashlib.sha256()
+    tensors = splits.test.source_tensors() if hasattr(splits.test, "source_tensors") else splits.test.tensors
+    for key in sorted(tensors):
+        h.update(key.encode())
+        h.update(tensors[key].contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def claim_run_dir(out: str | Path, name: str) -> tuple[Path, list[Path]]:
     """A fresh folder ``out/name-YYYYmmdd-HHMMSS[-k]``, made now, and the folders this call made (deepest
     first, for :func:`_remove_empty`). The name is claimed by a ``mkdir`` that fails if the folder exists, so
@@ -722,6 +733,7 @@ def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | Non
             "params": count_parameters(model),
             "flops_per_example": flops_per_example(model, splits, encoder),
             "data_fingerprint": data_fingerprint(splits),
+            "test_fingerprint": test_fingerprint(splits),
             "trials": cfg.train.trials,
             "device": device,
             "world_size": dist.world_size,
@@ -829,7 +841,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         out["group_error_std"] = {g: (statistics.stdev(e) if len(e) > 1 else 0.0) for g, e in errors.items()}
         run_means = [statistics.fmean(100.0 * (1 - s["test_group_accuracy"][g]) for g in groups) for s in summaries]
         out["mean_group_error_over_runs"] = {"mean": statistics.fmean(run_means), "std": statistics.stdev(run_means) if len(run_means) > 1 else 0.0}
-    for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "device"):
+    for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "test_fingerprint", "device"):
         out[key] = summaries[0].get(key)
     for key in ("trials", "test_examples", "test_examples_available", "init_from"):  # the fair-comparison rule reads them (same for every seed); the last but one marks train.eval_limit
         if key in summaries[0]:
@@ -995,10 +1007,14 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     fingerprints = {str(v): subs[str(v)].get("data_fingerprint") for v in values}
     if all(fingerprints.values()):
         merged["data_fingerprint"] = hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()[:16]
+    tests = {str(v): subs[str(v)].get("test_fingerprint") for v in values}
+    if all(tests.values()):
+        merged["test_fingerprint"] = hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:16]
     flops = [s.get("flops_per_example") for s in subs.values()]
     merged["flops_per_example"] = statistics.fmean(flops) if all(f is not None for f in flops) else None
-    merged["trials"] = max(s.get("trials") or 1 for s in subs.values())
-    if not data_key and key != "train.seed":  # values of a model/train/... setting are hyper-parameter trials (seeds are not)
+    recorded = [s.get("trials") for s in subs.values()]
+    merged["trials"] = max(recorded) if all(t is not None for t in recorded) else None  # unrecorded stays unrecorded, never 1
+    if merged["trials"] is not None and not data_key and key != "train.seed":  # values of a model/train/... setting are hyper-parameter trials (seeds are not)
         merged["trials"] *= len(values)
     starts = [s["init_from"] for s in subs.values() if s.get("init_from")]
     if starts:  # each value's model started from those weights: their examples count once per model

@@ -57,6 +57,9 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
     started = {**b, "test_examples": 10000, "examples_seen": None, "init_from": {"run": "runs/c", "examples_seen": 100}}
     with pytest.raises(UnfairComparisonError, match=r"does not report examples_seen.*saw 100 training examples \(0 here, 100 in the run"):
         check_fair([a, started], max_examples=50)
+    with pytest.raises(UnfairComparisonError, match=r"scored on different test examples \(test_fingerprint: runs/a: t1, runs/b: t2\)"):
+        check_fair([{**a, "test_fingerprint": "t1"}, {**b, "test_examples": 10000, "test_fingerprint": "t2"}], max_examples=5)
+    check_fair([{**a, "test_fingerprint": "t1"}, {**b, "test_examples": 10000, "test_fingerprint": "t1"}], max_examples=5)
     # unrecorded trials (absent or null) are named, never taken as 1: a recipe tuned over a dozen runs on the
     # split passed as one trial beside baselines that had one (the baselines audit)
     for c in ({**row, "model": "c", "trials": None}, {k: v for k, v in row.items() if k != "trials"} | {"model": "c"}):

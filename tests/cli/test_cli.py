@@ -145,7 +145,8 @@ def test_each_runs_one_model_per_value_and_merges_groups(tmp_path, capsys):
     assert merged["test_accuracy"] == pytest.approx((subs[0]["test_accuracy"] + subs[1]["test_accuracy"]) / 2)
     assert merged["each"] == {"key": "data.seed", "values": [1, 2]}
     assert merged["flops_per_example"] == pytest.approx((subs[0]["flops_per_example"] + subs[1]["flops_per_example"]) / 2)
-    assert merged["trials"] == 1 and len(merged["data_fingerprint"]) == 16
+    assert merged["trials"] == 1 and len(merged["data_fingerprint"]) == 16 and len(merged["test_fingerprint"]) == 16
+    assert all(len(sub["test_fingerprint"]) == 16 for sub in subs) and subs[0]["test_fingerprint"] != subs[1]["test_fingerprint"]  # data.seed draws other test data here
 
 
 def test_bench_compare_takes_each_runs_and_refuses_other_splits(tmp_path, capsys):

@@ -55,6 +55,10 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
     if len({row.get("data_fingerprint") for row in rows}) > 1:
         each = ", ".join(f"{label(r)}: {r.get('data_fingerprint')}" for r in rows)
         problems.append(f"the rows were trained on different data splits (data_fingerprint: {each}); train them on the same data.* settings")
+    scored = {row.get("test_fingerprint") for row in rows if row.get("test_fingerprint") is not None}
+    if len(scored) > 1:  # recorded since 2026-12-06; older rows are held to the count of test examples only
+        each = ", ".join(f"{label(r)}: {r.get('test_fingerprint')}" for r in rows)
+        problems.append(f"the rows were scored on different test examples (test_fingerprint: {each}); score them on the same test split")
     tested = {row.get("test_examples") for row in rows if row.get("test_examples") is not None}
     if len(tested) > 1:
         each = ", ".join(f"{label(r)}: {r.get('test_examples')}" for r in rows)
