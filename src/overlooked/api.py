@@ -1870,9 +1870,11 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
             raise
         breaches = str(exc)
     print(f"{'model':<20} {'test acc':>8} {'params':>11} {'FLOPs/ex':>12} {'examples':>10} {'seeds':>5} {'wall s':>8}  run  (examples: per seed; wall s: all seeds)")
+    def count(value: Any) -> str:  # under --unfair a row may lack a field check_fair named
+        return "unknown" if value is None else f"{round(value):,}"
+
     for r in rows:
-        flops = "unknown" if r.get("flops_per_example") is None else f"{round(r['flops_per_example']):,}"
-        print(f"{r['model']:<20} {r['test_accuracy']:>8.4f} {r['params']:>11,} {flops:>12} {r['examples_seen']:>10,} {r.get('repeats', 1):>5} {r['wall_time_s']:>8.0f}  {r['run']}")
+        print(f"{r.get('model', '?'):<20} {r['test_accuracy']:>8.4f} {count(r.get('params')):>11} {count(r.get('flops_per_example')):>12} {count(r.get('examples_seen')):>10} {r.get('repeats', 1):>5} {count(r.get('wall_time_s')):>8}  {r['run']}")
     for note in restated:
         print(f"trials restated: {note}")
     if breaches:
