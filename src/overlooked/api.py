@@ -297,22 +297,22 @@ def data_fingerprint(splits: Splits) -> str:
     """Hash identifying the train/validation split: same fingerprint, same data (fair-comparison rule)."""
     h = hashlib.sha256()
     h.update(json.dumps({"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)}).encode())
-    for ds in (splits.val, splits.train):
-        tensors = ds.source_tensors() if hasattr(ds, "source_tensors") else ds.tensors  # generated data: what generates it
-        for key in sorted(tensors):
-            h.update(key.encode())
-            h.update(tensors[key].contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return _hash_datasets(h, splits.val, splits.train)
 
 
 def test_fingerprint(splits: Splits) -> str:
     """Hash of the test split the final report scores: rows of one comparison are scored on the same test
     examples, not only on as many (the fair-comparison rule; recorded since 2026-12-06)."""
-    h = hashlib.sha256()
-    tensors = splits.test.source_tensors() if hasattr(splits.test, "source_tensors") else splits.test.tensors
-    for key in sorted(tensors):
-        h.update(key.encode())
-        h.update(tensors[key].contiguous().numpy().tobytes())
+    return _hash_datasets(hashlib.sha256(), splits.test)
+
+
+def _hash_datasets(h: Any, *datasets: Any) -> str:
+    """``h`` fed every tensor of ``datasets`` by key (a generated dataset: what generates it), as 16 hex digits."""
+    for ds in datasets:
+        tensors = ds.source_tensors() if hasattr(ds, "source_tensors") else ds.tensors
+        for key in sorted(tensors):
+            h.update(key.encode())
+            h.update(tensors[key].contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -550,14 +550,16 @@ def check_transforms(cfg: ExperimentConfig, splits: Splits, augment: Any, encode
     """Apply the augmentation and the encoder to two training examples (their own generator; the run's are not
     touched), so that one made for other data (``babi_random_time`` on MNIST: no ``memory_mask``) is named before
     the run starts rather than a KeyError at its first step."""
-    probe = None
+    probe = augmented = None
     for kind, transform in (("augment", augment), ("encoder", encoder)):
         if transform is None:
             continue
         if probe is None:
             probe = first_examples(splits.train, 2)
         try:
-            transform(dict(probe), torch.Generator().manual_seed(0))
+            out = transform(dict(probe), torch.Generator().manual_seed(0))
+            if kind == "augment":
+                augmented = out  # what the model's first training batch looks like (read below)
         except KeyError as exc:
             if exc.args and exc.args[0] in probe:
                 raise  # a key the data has: the transform's own error
@@ -565,8 +567,8 @@ def check_transforms(cfg: ExperimentConfig, splits: Splits, augment: Any, encode
             raise ConfigError(f"{kind} {name!r} reads batch key {exc} that dataset {cfg.data.name!r} does not provide (its keys: {', '.join(probe)}); choose an {kind} made for this data, or none ({kind}=null)") from exc
     want, stored = splits.meta.get("image_shape"), splits.meta.get("train_image_shape")
     if stored is not None and tuple(stored) != tuple(want):  # training images kept larger for a random crop to cut
-        image = first_examples(splits.train, 2)
-        got = tuple((augment(dict(image), torch.Generator().manual_seed(0)) if augment is not None else image)["image"].shape[1:])
+        batch = augmented if augmented is not None else first_examples(splits.train, 2)  # no augmentation: as stored
+        got = tuple(batch[splits.input_keys[0]].shape[1:])
         if got != tuple(want):
             raise ConfigError(
                 f"dataset {cfg.data.name!r} keeps its training images at {list(stored)} for a random crop, and the model reads "
@@ -1314,18 +1316,20 @@ def load_model(run: str | Path, *, checkpoint: str = "best", data_dir: str | Non
     run recorded (``RUN/data_meta.json``; a run from before that file reads its data once) and loaded from its
     ``best`` (or ``last``) checkpoint in the mode :func:`load_run` gives it (eval, callbacks' state restored).
     For the data as well, its vocabulary included, use :func:`load_run`."""
-    cfg, _, model = _model_of_run(Path(run), checkpoint, data_dir)
+    run = Path(run)
+    cfg = run_config(run)
+    _, model = _model_of_run(run, cfg, checkpoint, data_dir)
     return cfg, model
 
 
-def _model_of_run(run: Path, checkpoint: str, data_dir: str | None) -> tuple[ExperimentConfig, dict[str, Any], nn.Module]:
-    """:func:`load_model`'s work, with the dataset facts the model was built from (export-nir reads them too)."""
-    cfg = run_config(run)
+def _model_of_run(run: Path, cfg: ExperimentConfig, checkpoint: str, data_dir: str | None) -> tuple[dict[str, Any], nn.Module]:
+    """:func:`load_model`'s work on the run's config ``cfg``, with the dataset facts the model was built from
+    (export-nir reads them too)."""
     check_checkpoint_exists(run, checkpoint)
     meta = data_meta(run, cfg, data_dir)
     model = build_model(cfg, meta)
     restore_weights(run, checkpoint, model, cfg)
-    return cfg, meta, model
+    return meta, model
 
 
 def restore_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentConfig) -> None:
@@ -2093,7 +2097,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
         "CubaLIF reset to v_reset), so converted networks are not exported; export a spiking run trained with reset to "
         "zero (the snn_* configs)",
     )
-    _, meta, model = _model_of_run(run, checkpoint, data_dir)  # the run's own record: no data needed to export
+    meta, model = _model_of_run(run, cfg, checkpoint, data_dir)  # the run's own record: no data needed to export
     is_spiking_net = hasattr(model, "blocks") and hasattr(model, "readout")
     if not is_spiking_net and not hasattr(model, "to_nir"):
         spiking = [n for n in MODELS.names() if MODELS.tags(n).get("family") == "spiking"]

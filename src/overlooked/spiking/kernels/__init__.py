@@ -19,6 +19,7 @@ Backends:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import numbers
 import warnings
@@ -87,6 +88,7 @@ def scan_spec(cell: nn.Module) -> tuple[ScanSpec, torch.Tensor | None] | str:
     return ScanSpec(kind, RESET_IDS[p.reset], SURROGATE_IDS[surrogate], bool(p.detach_reset), params), decay
 
 
+@functools.cache  # scan_spec asks on every fused forward
 def _fused_surrogates() -> dict[str, type]:
     """The surrogate classes the kernels compute, by their ``name``: these classes exactly, not subclasses."""
     from overlooked.spiking import surrogate as S
