@@ -1830,6 +1830,37 @@ def read_summary(run: str | Path) -> dict[str, Any]:
     return summary
 
 
+def _chosen_trial(group: list[str], max_examples: int) -> tuple[dict[str, Any], str]:
+    """The summary of the trial with the highest validation accuracy among ``group`` (run folders of one
+    model's hyper-parameter trials; ties go to the first listed), with ``trials`` = the group's size and
+    ``candidates`` = every trial's validation accuracy. Test accuracy never enters the choice.
+
+    Raises:
+        OverlookedError: a trial records no single validation accuracy (a ``--repeats`` or ``--each`` run:
+            list one run per setting), was trained on another split or on more examples than ``max_examples``
+            (the choice would not be among comparable trials), or records more trials than the group holds.
+    """
+    summaries = {run: read_summary(run) for run in group}
+    for run, s in summaries.items():
+        if not isinstance(s.get("val_accuracy"), (int, float)):
+            raise OverlookedError(f"compare: trial {run} records no single val_accuracy (a --repeats or --each run, or no validation split); "
+                                  "the trials of a row (A,B,...) are chosen on validation: list one single run per setting")
+        if (s.get("examples_seen") or 0) > max_examples:
+            raise OverlookedError(f"compare: trial {run} saw {s.get('examples_seen'):,} training examples, over the budget of {max_examples:,}; "
+                                  "a row's trials must each keep to the budget")
+    prints = {s.get("data_fingerprint") for s in summaries.values()}
+    if len(prints) > 1 or None in prints:
+        raise OverlookedError(f"compare: the trials {', '.join(group)} were not all trained on one recorded data split (fingerprints: "
+                              f"{', '.join(str(s.get('data_fingerprint')) for s in summaries.values())}); a row's trials must share its split")
+    over = {run: s["trials"] for run, s in summaries.items() if isinstance(s.get("trials"), int) and s["trials"] > len(group)}
+    if over:
+        raise OverlookedError(f"compare: {', '.join(f'{r} records trials={t}' for r, t in over.items())}, more than the {len(group)} listed; "
+                              "list every trial of the row, or state the count with --trials A,B,...=N")
+    best = max(range(len(group)), key=lambda i: (summaries[group[i]]["val_accuracy"], -i))
+    run = group[best]
+    return {**summaries[run], "trials": len(group), "candidates": {r: float(s["val_accuracy"]) for r, s in summaries.items()}}, run
+
+
 def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int] | None = None, unfair: bool = False) -> list[dict[str, Any]]:
     """A same-budget comparison table of finished runs, refused unless it obeys the fair-comparison rule.
 
@@ -1839,33 +1870,42 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
     ``trials`` (run folder -> count) states the hyper-parameter trials of runs whose summary does not record
     them, or records fewer than were tried on the split (settings run in other folders first); the table says
     where it restates a recorded count. ``unfair``: print the table with the broken conditions named beneath it instead of refusing it.
+    A ``runs`` item ``"A,B,C"`` is one row's hyper-parameter trials: the row is the trial with the highest
+    validation accuracy, counted as that many trials (``--trials`` may name the item as written).
     """
     from overlooked.bench.fair import UnfairComparisonError, check_fair
 
     if not is_count(max_examples):
         raise OverlookedError(f"max_examples (--max-examples) is the shared budget of training examples, a number >= 1; got {max_examples!r}")
-    twice = sorted({str(r) for r in runs if [str(x) for x in runs].count(str(r)) > 1})
+    groups = [[str(Path(m)) for m in str(r).split(",")] for r in runs]  # "A,B,C": the trials of one row
+    members = [m for g in groups for m in g]
+    twice = sorted({m for m in members if members.count(m) > 1})
     if twice:
         raise OverlookedError(f"compare: {', '.join(twice)} named more than once; name each run once")
-    rows = []
-    for run in map(Path, runs):
-        s = read_summary(run)
+    rows, chosen_lines = [], []
+    for group in groups:
+        s, run = _chosen_trial(group, max_examples) if len(group) > 1 else (read_summary(group[0]), group[0])
         accuracy = s.get("test_accuracy", s.get("test_accuracy_mean"))
         if accuracy is None:
-            raise OverlookedError(f"{run / 'summary.json'} reports no test_accuracy (nor test_accuracy_mean); compare needs finished training runs")
-        rows.append({**s, "run": str(run), "test_accuracy": accuracy})
-    stated = {str(Path(k)): v for k, v in (trials or {}).items()}
-    unknown = sorted(set(stated) - {row["run"] for row in rows})
+            raise OverlookedError(f"{Path(run) / 'summary.json'} reports no test_accuracy (nor test_accuracy_mean); compare needs finished training runs")
+        row = {**s, "run": run, "test_accuracy": accuracy, "group": ",".join(group)}
+        if len(group) > 1:
+            row["candidates"] = s["candidates"]
+            chosen_lines.append(f"chosen on validation among {len(group)} trials: " + "; ".join(f"{r} val {v:.4f}{' <- chosen' if r == run else ''}" for r, v in s["candidates"].items()))
+        rows.append(row)
+    stated = {str(Path(k)) if "," not in k else ",".join(str(Path(m)) for m in k.split(",")): v for k, v in (trials or {}).items()}
+    unknown = sorted(set(stated) - {row["run"] for row in rows} - {row["group"] for row in rows})
     if unknown:
         raise OverlookedError(f"compare: --trials names {', '.join(unknown)}, which --runs does not list; name each as in --runs")
     restated = []
     for row in rows:
-        if row["run"] in stated:
-            if not is_count(stated[row["run"]]):
-                raise OverlookedError(f"compare: --trials {row['run']}={stated[row['run']]!r} must be a whole number >= 1")
-            if row.get("trials") is not None and row["trials"] != stated[row["run"]]:  # e.g. settings tried in earlier folders
-                restated.append(f"{row['run']}: its summary records trials={row['trials']}, --trials states {stated[row['run']]}")
-            row["trials"] = stated[row["run"]]
+        key = row["group"] if row["group"] in stated else row["run"]
+        if key in stated:
+            if not is_count(stated[key]):
+                raise OverlookedError(f"compare: --trials {key}={stated[key]!r} must be a whole number >= 1")
+            if row.get("trials") is not None and row["trials"] != stated[key]:  # e.g. settings tried in earlier folders
+                restated.append(f"{key}: {'its trials count' if ',' in key else 'its summary records'} trials={row['trials']}, --trials states {stated[key]}")
+            row["trials"] = stated[key]
     breaches = None
     try:
         check_fair(rows, max_examples)
@@ -1879,6 +1919,8 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
 
     for r in rows:
         print(f"{r.get('model', '?'):<20} {r['test_accuracy']:>8.4f} {count(r.get('params')):>11} {count(r.get('flops_per_example')):>12} {count(r.get('examples_seen')):>10} {r.get('repeats', 1):>5} {count(r.get('wall_time_s')):>8}  {r['run']}")
+    for line in chosen_lines:
+        print(line)
     for note in restated:
         print(f"trials restated: {note}")
     if breaches:

@@ -609,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--suite", default=None, help="run an arena suite instead (quick, full: see `overlooked list`)")
     p.add_argument("--arena", action="append", default=None, help="with --suite: only this arena (repeatable)")
-    p.add_argument("--runs", nargs="*", default=None, help="with `compare`: finished run folders to put side by side")
+    p.add_argument("--runs", nargs="*", default=None, help="with `compare`: finished run folders to put side by side; A,B,C names one row's hyper-parameter trials (the row is the trial with the best validation accuracy, counted as that many trials)")
     p.add_argument("--max-examples", type=int, default=None, help="with `compare`: the shared budget of training examples seen")
     p.add_argument("--trials", nargs="*", default=None, metavar="RUN=N", help="with `compare`: the hyper-parameter trials of runs whose summary does not record them (or records fewer than were tried on the split)")
     p.add_argument("--unfair", action="store_true", help="with `compare`: print the table with the broken fair-comparison conditions named, instead of refusing it")

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from overlooked import api
 from overlooked.cli import build_parser, main
+from overlooked.errors import OverlookedError
 
 TINY = {
     "name": "tiny",
@@ -204,6 +206,50 @@ def test_bench_compare_enforces_the_fair_rule(tmp_path, capsys):
     assert f"trials restated: {runs[0]}: its summary records trials=1, --trials states 3" in capsys.readouterr().out
     assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", "elsewhere=3"]) == 2
     assert "--trials names elsewhere, which --runs does not list" in capsys.readouterr().err
+
+
+def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
+    """`--runs A,B,C` is one row's trials: the row is the trial with the best validation accuracy (never test),
+    counted as len(group) trials for the fair rule; ties go to the first listed; trials from another split, over
+    the budget, without a single validation accuracy, or recording more trials than listed are refused."""
+    for name, hidden in (("a", [8]), ("b", [16]), ("c", [4]), ("d", [12])):
+        cfg = dict(TINY, name=name, model={"name": "mlp", "kwargs": {"hidden": hidden}})
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["train", str(tmp_path / f"{name}.yaml"), "train.max_steps=3", "--out", str(tmp_path / "runs" / name)]) == 0
+    a, b, c, d = (str(next((tmp_path / "runs" / n).iterdir())) for n in "abcd")
+
+    def edit(run, **values):
+        path = Path(run) / "summary.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+    edit(a, val_accuracy=0.50, test_accuracy=0.90)  # best on test, worst on validation
+    edit(b, val_accuracy=0.70, test_accuracy=0.60)
+    edit(c, val_accuracy=0.70, test_accuracy=0.10)  # ties with b, listed after it
+    edit(d, trials=3)
+    capsys.readouterr()
+    rows = api.compare([f"{a},{b},{c}", d], 30)
+    assert [r["run"] for r in rows] == [b, d] and rows[0]["trials"] == 3 and rows[0]["test_accuracy"] == 0.60
+    assert rows[0]["candidates"] == {a: 0.5, b: 0.7, c: 0.7}
+    assert f"chosen on validation among 3 trials: {a} val 0.5000; {b} val 0.7000 <- chosen; {c} val 0.7000" in capsys.readouterr().out
+    # the same trials listed one per row: unequal counts (1 each against d's 3) break rule 3
+    assert main(["bench", "compare", "--runs", a, d, "--max-examples", "30"]) == 2
+    # --trials may restate the group as written
+    assert main(["bench", "compare", "--runs", f"{a},{b},{c}", d, "--max-examples", "30", "--trials", f"{a},{b},{c}=3"]) == 0
+    assert main(["bench", "compare", "--runs", f"{a},{b},{c}", d, "--max-examples", "30", "--trials", f"{a},{b},{c}=5", f"{d}=5"]) == 0
+    assert f"trials restated: {a},{b},{c}: its trials count trials=3, --trials states 5" in capsys.readouterr().out
+    with pytest.raises(OverlookedError, match="named more than once"):
+        api.compare([f"{a},{b}", f"{b},{c}"], 30)
+    with pytest.raises(OverlookedError, match="over the budget of 20"):
+        api.compare([f"{a},{b}", d], 20)
+    edit(d, trials=5)
+    with pytest.raises(OverlookedError, match="records trials=5, more than the 2 listed"):
+        api.compare([f"{c},{d}", a], 30)
+    edit(c, data_fingerprint="0123456789abcdef")
+    with pytest.raises(OverlookedError, match="not all trained on one recorded data split"):
+        api.compare([f"{b},{c}", a], 30)
+    edit(b, val_accuracy=None)
+    with pytest.raises(OverlookedError, match="records no single val_accuracy"):
+        api.compare([f"{a},{b}", d], 30)
 
 
 def test_each_with_repeats_prints_the_paper_rule_summary(tmp_path, capsys):
