@@ -45,8 +45,9 @@ def test_figure_index_and_arena_tables(tmp_path):
         {"arena": "mnist", "case": "cnn", "role": "baseline", "status": "measured", "test_accuracy": 0.99, "params": 10, "flops_per_example": 100, "train_time_s": 5.0, "latency_ms": 0.1},
         {"arena": "mnist", "case": "snn", "role": "family", "status": "not run", "test_accuracy": None, "expected_hours": 2.0},
     ]
-    (suites / "quick.json").write_text(__import__("json").dumps({"suite": "quick", "budgets": {"mnist": 64}, "wall_time_s": 754.0, "environment": {"cpu": "x"}, "annotations": {"suite": ["one run"]}, "rows": rows}))
+    (suites / "quick.json").write_text(__import__("json").dumps({"suite": "quick", "budgets": {"mnist": 64}, "wall_time_s": 754.0, "environment": {"cpu": "x"}, "annotations": {"suite": ["one run"]}, "fairness": {"mnist": "met"}, "rows": rows}))
     text = "\n".join(render_arenas(suites, tmp_path / "figures"))
+    assert "- Fair-comparison rule (docs/fair_comparison.md), judged when the suite ran: met" in text
     assert "the whole suite took 12.6 min." in text and "- Note: one run" in text
     assert "| cnn | baseline | measured | 99.00 | 10 | 100 | 5 | 0.100 | — | — |" in text
     assert "| snn | family | not run (expected 2.0 h) | — |" in text

@@ -65,6 +65,7 @@ def test_tiny_suite_runs_on_budget(tmp_path, data_dir):
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["params"] > 0 and r["latency_ms"] > 0
     saved = json.loads((folder / "suite.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
+    assert saved["fairness"] == {"mnist": "met"}  # same split, budget, one declared trial each
     assert saved["wall_time_s"] >= sum(r["train_time_s"] for r in rows)  # the whole suite, training included
 
 
@@ -85,3 +86,11 @@ def test_cli_suite_loads_the_catalog_itself():
     code = "from overlooked.bench.suites import load_suite; print(len(load_suite('quick').arenas))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(out) >= 2
+
+
+def test_fair_verdict_names_the_broken_condition():
+    row = {"model": "a", "params": 1, "flops_per_example": 2, "wall_time_s": 1.0, "examples_seen": 10, "data_fingerprint": "x", "trials": 1, "run": "a"}
+    assert S.fair_verdict([row, {**row, "run": "b"}], 10) == "met"
+    verdict = S.fair_verdict([row, {**row, "run": "b", "data_fingerprint": "y"}], 10)
+    assert verdict.startswith("NOT met: ") and "different data splits" in verdict
+    assert "over the budget of 5" in S.fair_verdict([row], 5)

@@ -49,6 +49,8 @@ def render_arenas(folder: Path, figures: Path | None = None) -> list[str]:
                     f"{_fmt(r.get('train_time_s'), '.0f')} | {_fmt(r.get('latency_ms'), '.3f')} | {_fmt(r.get('synops_per_example'), ',.0f')} | {_fmt(r.get('energy_uj_per_example'), '.2f')} |"
                 )
             lines.append("")
+            if arena in data.get("fairness", {}):  # judged by run_suite on the trained cases (suites run before 2026-12-06 lack it)
+                lines += [f"- Fair-comparison rule (docs/fair_comparison.md), judged when the suite ran: {data['fairness'][arena]}", ""]
             for note in data.get("annotations", {}).get(arena, []):  # written by hand beside the measured rows
                 lines += [f"- Note: {note}", ""]
             if figures is not None and any(r.get("test_accuracy") is not None for r in rows):

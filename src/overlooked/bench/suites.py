@@ -154,6 +154,18 @@ def _row(case: Case, arena: Arena, run: Path | None, summary: dict[str, Any] | N
     }
 
 
+def fair_verdict(summaries: list[dict[str, Any]], budget: int) -> str:
+    """``"met"`` when the trained cases of one arena obey the fair-comparison rule
+    (:func:`overlooked.bench.fair.check_fair`), else the broken conditions as the rule names them."""
+    from overlooked.bench.fair import UnfairComparisonError, check_fair
+
+    try:
+        check_fair(summaries, budget)
+    except UnfairComparisonError as exc:
+        return f"NOT met: {exc}"
+    return "met"
+
+
 def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = None, arenas: list[str] | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """Run (or, for ``estimate_only`` suites, estimate) every case of suite ``name``; return the folder and rows."""
     from overlooked import api
@@ -166,10 +178,12 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
     started = time.perf_counter()
     folder = api.new_run_dir(out, f"suite-{suite.name}")
     rows: list[dict[str, Any]] = []
+    fairness: dict[str, str] = {}
     for arena in suite.arenas:
         if arenas and arena.name not in arenas:
             continue
         runs: dict[str, Path] = {}
+        trained: list[dict[str, Any]] = []  # the summaries the fair-comparison rule judges (conversions train nothing)
         for case in arena.cases:
             if suite.estimate_only:
                 rows.append(_estimate_row(case, arena, data_dir))
@@ -183,9 +197,13 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
                 cfg = case_config(case, arena, data_dir)
                 run, summary = api.train(cfg, data_dir=data_dir, out=folder / "cases")
                 summary = {**summary, "latency_ms": inference_latency_ms(run, data_dir)}
+                trained.append({**summary, "run": case.name})
             runs[case.name] = run
             rows.append(_row(case, arena, run, summary, "measured"))
             print(_format_row(rows[-1]), flush=True)
+        if trained:
+            fairness[arena.name] = fair_verdict(trained, arena.budget_examples)
+            print(f"{arena.name}: fair-comparison rule: {fairness[arena.name]}", flush=True)
     env = environment("cpu")
     record = {
         "suite": suite.name,
@@ -196,6 +214,7 @@ def run_suite(name: str, *, out: str | Path = "runs", data_dir: str | None = Non
         "date": env["date"][:10],
         "wall_time_s": round(time.perf_counter() - started, 1),  # the whole suite, data loading included
         "environment": {"cpu": env["cpu"], "threads": env["torch_threads"], "torch": env["torch"], "git_commit": env["git_commit"], "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
+        "fairness": fairness,  # per arena: "met", or the broken conditions (recorded, never a reason to lose the suite's runs)
         "rows": rows,
     }
     (folder / "suite.json").write_text(json.dumps(record, indent=2) + "\n")
