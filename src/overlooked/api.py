@@ -565,8 +565,8 @@ def check_transforms(cfg: ExperimentConfig, splits: Splits, augment: Any, encode
                 raise  # a key the data has: the transform's own error
             name = getattr(cfg, kind).name
             raise ConfigError(f"{kind} {name!r} reads batch key {exc} that dataset {cfg.data.name!r} does not provide (its keys: {', '.join(probe)}); choose an {kind} made for this data, or none ({kind}=null)") from exc
-    want, stored = splits.meta.get("image_shape"), splits.meta.get("train_image_shape")
-    if stored is not None and tuple(stored) != tuple(want):  # training images kept larger for a random crop to cut
+    if splits.crops_train:  # training images kept larger for a random crop to cut
+        want, stored = splits.meta["image_shape"], splits.meta["train_image_shape"]
         batch = augmented if augmented is not None else first_examples(splits.train, 2)  # no augmentation: as stored
         got = tuple(batch[splits.input_keys[0]].shape[1:])
         if got != tuple(want):

@@ -65,16 +65,22 @@ class Splits:
     target_key: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def crops_train(self) -> bool:
+        """Training images are kept larger than the model's input (``meta["train_image_shape"]`` differs from
+        ``meta["image_shape"]``), for a random crop to cut (e.g. ``smallnorb(crop=32)``)."""
+        stored, want = self.meta.get("train_image_shape"), self.meta.get("image_shape")
+        return stored is not None and tuple(stored) != tuple(want)
+
     def scored(self, split: str) -> ArrayDataset:
         """The split as a model is scored on it. The same as ``getattr(self, split)``, except for training
         images kept larger than the model's input for a random crop (``meta["train_image_shape"]``, e.g.
         ``smallnorb(crop=32)``): scored on their centre patch, as validation and test images are."""
         data = getattr(self, split)
-        stored, want = self.meta.get("train_image_shape"), self.meta.get("image_shape")
-        if split != "train" or stored is None or tuple(stored) == tuple(want):
+        if split != "train" or not self.crops_train:
             return data
         key = self.input_keys[0]
-        return ArrayDataset({**data.tensors, key: center_crop(data.tensors[key], int(want[-1]))})
+        return ArrayDataset({**data.tensors, key: center_crop(data.tensors[key], int(self.meta["image_shape"][-1]))})
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
