@@ -99,6 +99,7 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
+    weight_decay_1d: bool = True  # with weight_decay: decay one-dimensional tensors too (biases, norm gains), as torch.optim does; false leaves them out, as timm does
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: Literal["constant", "step", "cosine", "exponential"] = "constant"
     step_epochs: float = 25.0  # 'step': multiply the lr by gamma every step_epochs epochs
@@ -161,6 +162,7 @@ class TrainConfig:
             (self.ema_warmup and self.ema_decay is None, "train.ema_warmup (it needs train.ema_decay)"),
             ((self.grad_clip_groups or self.grad_clip_norm != "frobenius") and not self.grad_clip_per_tensor, "train.grad_clip_groups / train.grad_clip_norm (they need train.grad_clip_per_tensor=true)"),
             (self.init_checkpoint != "best" and self.init_from is None, "train.init_checkpoint (it needs train.init_from)"),
+            (not self.weight_decay_1d and self.weight_decay == 0, "train.weight_decay_1d=false (it needs train.weight_decay > 0)"),
         ])
 
 

@@ -1585,3 +1585,30 @@ def test_a_metric_of_ones_own_is_registered_by_name_and_an_unknown_one_is_named_
     splits.meta["metric"] = "top_two"
     with pytest.raises(RegistryError, match=r"unknown metrics 'top_two'.*Known metrics: both_correct, test_top2, top1"):
         trainer.fit(build_model(cfg, splits.meta), splits, objective, cfg.train, None)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_weight_decay_1d_false_leaves_biases_and_norm_gains_undecayed(optimizer):
+    """With zero gradients a step moves a tensor only through weight decay: with train.weight_decay_1d=false the
+    matrices shrink and the biases / LayerNorm gains stay; with the default every tensor shrinks."""
+    from overlooked.config import TrainConfig
+    from overlooked.train.trainer import build_optimizer
+
+    for decay_1d in (True, False):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+        with torch.no_grad():
+            for p in model.parameters():  # nonzero everywhere (LayerNorm's bias starts at 0, which decay leaves at 0)
+                p.uniform_(0.5, 1.5)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = build_optimizer(TrainConfig(optimizer=optimizer, lr=0.1, weight_decay=0.5, weight_decay_1d=decay_1d), model.parameters())
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        for n, p in model.named_parameters():
+            moved = not torch.equal(p.detach(), before[n])
+            assert moved == (decay_1d or p.ndim > 1), (n, decay_1d)
+    from overlooked.config import ConfigWarning
+
+    with pytest.warns(ConfigWarning, match="weight_decay_1d=false"):
+        TrainConfig(weight_decay_1d=False)

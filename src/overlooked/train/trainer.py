@@ -82,7 +82,11 @@ class Context:
 
 
 def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    """The optimiser the config names."""
+    """The optimiser the config names. With ``weight_decay_1d=false`` the tensors of at most one dimension
+    (biases, norm gains, scalars) form a second parameter group without weight decay, as timm groups them."""
+    if not cfg.weight_decay_1d and cfg.weight_decay > 0:
+        params = list(params)
+        params = [{"params": [p for p in params if p.ndim > 1]}, {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
