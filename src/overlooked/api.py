@@ -1878,6 +1878,9 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
     if not is_count(max_examples):
         raise OverlookedError(f"max_examples (--max-examples) is the shared budget of training examples, a number >= 1; got {max_examples!r}")
     groups = [[str(Path(m)) for m in str(r).split(",")] for r in runs]  # "A,B,C": the trials of one row
+    empty = [str(r) for r in runs if "" in str(r).split(",")]
+    if empty:
+        raise OverlookedError(f"compare: {', '.join(map(repr, empty))} has an empty name between commas; write a row's trials as A,B,C")
     members = [m for g in groups for m in g]
     twice = sorted({m for m in members if members.count(m) > 1})
     if twice:

@@ -239,6 +239,8 @@ def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
     assert f"trials restated: {a},{b},{c}: its trials count trials=3, --trials states 5" in capsys.readouterr().out
     with pytest.raises(OverlookedError, match="named more than once"):
         api.compare([f"{a},{b}", f"{b},{c}"], 30)
+    with pytest.raises(OverlookedError, match="empty name between commas"):
+        api.compare([f"{a},", d], 30)
     with pytest.raises(OverlookedError, match="over the budget of 20"):
         api.compare([f"{a},{b}", d], 20)
     edit(d, trials=5)
