@@ -1830,6 +1830,28 @@ def read_summary(run: str | Path) -> dict[str, Any]:
     return summary
 
 
+def _recipe_differences(rows: list[dict[str, Any]]) -> list[str]:
+    """Lines naming where compared rows differ in augmentation or weight averaging (``augment``,
+    ``train.ema_decay`` in each run's config.yaml): parts of a row's recipe the fair-comparison rule leaves to the
+    table's prose, printed so that the prose cannot miss them. A row without a config.yaml reads "unknown"."""
+    recipes: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        path = Path(row["run"]) / "config.yaml"
+        raw = read_run_file(path) if path.is_file() else None
+        if not isinstance(raw, dict):
+            recipes[row["run"]] = ("unknown", "unknown")
+            continue
+        aug = raw.get("augment")
+        aug_text = "none" if not aug else (f"{aug.get('name')} {json.dumps(aug.get('kwargs') or {}, sort_keys=True)}" if isinstance(aug, dict) else str(aug))
+        ema = (raw.get("train") or {}).get("ema_decay")
+        recipes[row["run"]] = (aug_text, "none" if ema is None else str(ema))
+    lines = []
+    for i, what in enumerate(("augmentation (augment)", "weight averaging (train.ema_decay)")):
+        if len({r[i] for r in recipes.values()}) > 1:
+            lines.append(f"recipes differ in {what}, which the rule leaves to the table's prose: " + "; ".join(f"{run}: {r[i]}" for run, r in recipes.items()))
+    return lines
+
+
 def _chosen_trial(group: list[str], max_examples: int) -> tuple[dict[str, Any], str]:
     """The summary of the trial with the highest validation accuracy among ``group`` (run folders of one
     model's hyper-parameter trials; ties go to the first listed), with ``trials`` = the group's size and
@@ -1923,6 +1945,8 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
     for r in rows:
         print(f"{r.get('model', '?'):<20} {r['test_accuracy']:>8.4f} {count(r.get('params')):>11} {count(r.get('flops_per_example')):>12} {count(r.get('examples_seen')):>10} {r.get('repeats', 1):>5} {count(r.get('wall_time_s')):>8}  {r['run']}")
     for line in chosen_lines:
+        print(line)
+    for line in _recipe_differences(rows):
         print(line)
     for note in restated:
         print(f"trials restated: {note}")

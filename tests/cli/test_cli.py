@@ -231,6 +231,13 @@ def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
     assert [r["run"] for r in rows] == [b, d] and rows[0]["trials"] == 3 and rows[0]["test_accuracy"] == 0.60
     assert rows[0]["candidates"] == {a: 0.5, b: 0.7, c: 0.7}
     assert f"chosen on validation among 3 trials: {a} val 0.5000; {b} val 0.7000 <- chosen; {c} val 0.7000" in capsys.readouterr().out
+    # a recipe difference the rule does not judge is named under the table
+    raw = yaml.safe_load((Path(d) / "config.yaml").read_text())
+    (Path(d) / "config.yaml").write_text(yaml.safe_dump({**raw, "augment": {"name": "random_shift", "kwargs": {"max_shift": 2}}, "train": {**raw["train"], "ema_decay": 0.999}}))
+    api.compare([f"{a},{b},{c}", d], 30)
+    out = capsys.readouterr().out
+    assert f'recipes differ in augmentation (augment), which the rule leaves to the table\'s prose: {b}: none; {d}: random_shift {{"max_shift": 2}}' in out
+    assert f"recipes differ in weight averaging (train.ema_decay), which the rule leaves to the table's prose: {b}: none; {d}: 0.999" in out
     # the same trials listed one per row: unequal counts (1 each against d's 3) break rule 3
     assert main(["bench", "compare", "--runs", a, d, "--max-examples", "30"]) == 2
     # --trials may restate the group as written
