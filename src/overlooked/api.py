@@ -1833,18 +1833,17 @@ def read_summary(run: str | Path) -> dict[str, Any]:
 def _recipe_differences(rows: list[dict[str, Any]]) -> list[str]:
     """Lines naming where compared rows differ in augmentation or weight averaging (``augment``,
     ``train.ema_decay`` in each run's config.yaml): parts of a row's recipe the fair-comparison rule leaves to the
-    table's prose, printed so that the prose cannot miss them. A row without a config.yaml reads "unknown"."""
+    table's prose, printed so that the prose cannot miss them. A row whose config.yaml is missing, damaged or a
+    conversion record reads "unknown" (a note under the table never stops it)."""
     recipes: dict[str, tuple[str, str]] = {}
     for row in rows:
-        path = Path(row["run"]) / "config.yaml"
-        raw = read_run_file(path) if path.is_file() else None
-        if not isinstance(raw, dict):
+        try:
+            cfg = run_config(row["run"])
+        except (OverlookedError, ConfigError):
             recipes[row["run"]] = ("unknown", "unknown")
             continue
-        aug = raw.get("augment")
-        aug_text = "none" if not aug else (f"{aug.get('name')} {json.dumps(aug.get('kwargs') or {}, sort_keys=True)}" if isinstance(aug, dict) else str(aug))
-        ema = (raw.get("train") or {}).get("ema_decay")
-        recipes[row["run"]] = (aug_text, "none" if ema is None else str(ema))
+        aug = "none" if cfg.augment is None else f"{cfg.augment.name} {json.dumps(cfg.augment.kwargs, sort_keys=True)}"
+        recipes[row["run"]] = (aug, "none" if cfg.train.ema_decay is None else str(cfg.train.ema_decay))
     lines = []
     for i, what in enumerate(("augmentation (augment)", "weight averaging (train.ema_decay)")):
         if len({r[i] for r in recipes.values()}) > 1:
@@ -1852,35 +1851,58 @@ def _recipe_differences(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _chosen_trial(group: list[str], max_examples: int) -> tuple[dict[str, Any], str]:
+def _trial_groups(runs: list[str | Path]) -> list[list[str]]:
+    """``--runs`` items as rows: ``"A,B,C"`` is one row's trials; an item that is an existing folder is one run
+    even when its name holds a comma."""
+    groups = []
+    for item in map(str, runs):
+        if Path(item).is_dir() or "," not in item:
+            groups.append([str(Path(item))])
+            continue
+        members = item.split(",")
+        if "" in members:
+            raise OverlookedError(f"compare: {item!r} has an empty name between commas; write a row's trials as A,B,C")
+        groups.append([str(Path(m)) for m in members])
+    return groups
+
+
+def _chosen_trial(group: list[str], max_examples: int) -> tuple[dict[str, Any], str, list[str]]:
     """The summary of the trial with the highest validation accuracy among ``group`` (run folders of one
     model's hyper-parameter trials; ties go to the first listed), with ``trials`` = the group's size and
-    ``candidates`` = every trial's validation accuracy. Test accuracy never enters the choice.
+    ``candidates`` = every trial's validation accuracy; its run folder; and the ways the group breaks the
+    fair-comparison rule (a trial over the budget, counted as :func:`check_fair` counts it; trials on other
+    splits or scored on other numbers of validation examples), which ``compare`` refuses or, under
+    ``--unfair``, names. Test accuracy never enters the choice.
 
     Raises:
-        OverlookedError: a trial records no single validation accuracy (a ``--repeats`` or ``--each`` run:
-            list one run per setting), was trained on another split or on more examples than ``max_examples``
-            (the choice would not be among comparable trials), or records more trials than the group holds.
+        OverlookedError: a trial records no single finite validation accuracy (a ``--repeats`` run: list one
+            run per setting), the trials are of different models, or one records more trials than listed.
     """
+    import math
+
+    from overlooked.bench.fair import examples_counted
+
     summaries = {run: read_summary(run) for run in group}
     for run, s in summaries.items():
-        if not isinstance(s.get("val_accuracy"), (int, float)):
-            raise OverlookedError(f"compare: trial {run} records no single val_accuracy (a --repeats or --each run, or no validation split); "
-                                  "the trials of a row (A,B,...) are chosen on validation: list one single run per setting")
-        if (s.get("examples_seen") or 0) > max_examples:
-            raise OverlookedError(f"compare: trial {run} saw {s.get('examples_seen'):,} training examples, over the budget of {max_examples:,}; "
-                                  "a row's trials must each keep to the budget")
-    prints = {s.get("data_fingerprint") for s in summaries.values()}
-    if len(prints) > 1 or None in prints:
-        raise OverlookedError(f"compare: the trials {', '.join(group)} were not all trained on one recorded data split (fingerprints: "
-                              f"{', '.join(str(s.get('data_fingerprint')) for s in summaries.values())}); a row's trials must share its split")
+        val = s.get("val_accuracy")
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+            raise OverlookedError(f"compare: trial {run} records no single finite val_accuracy (got {val!r}: a --repeats run, no validation split, "
+                                  "or a damaged summary); the trials of a row (A,B,...) are chosen on validation: list one single run per setting")
+    models = {run: s.get("model") for run, s in summaries.items()}
+    if len(set(models.values())) > 1:
+        raise OverlookedError(f"compare: the trials {', '.join(group)} are of different models ({', '.join(f'{r}: {m}' for r, m in models.items())}); "
+                              "a row's trials are settings of one model: give each model its own row")
     over = {run: s["trials"] for run, s in summaries.items() if isinstance(s.get("trials"), int) and s["trials"] > len(group)}
     if over:
         raise OverlookedError(f"compare: {', '.join(f'{r} records trials={t}' for r, t in over.items())}, more than the {len(group)} listed; "
                               "list every trial of the row, or state the count with --trials A,B,...=N")
+    problems = [f"trial {run} saw {examples_counted(s):,} training examples, over the budget of {max_examples:,}" for run, s in summaries.items() if examples_counted(s) > max_examples]
+    for field, what in (("data_fingerprint", "data splits"), ("val_examples", "numbers of validation examples (train.eval_limit differs)")):
+        if len({s.get(field) for s in summaries.values()}) > 1:
+            problems.append(f"the trials of one row differ in {what} ({', '.join(f'{r}: {s.get(field)}' for r, s in summaries.items())})")
     best = max(range(len(group)), key=lambda i: (summaries[group[i]]["val_accuracy"], -i))
     run = group[best]
-    return {**summaries[run], "trials": len(group), "candidates": {r: float(s["val_accuracy"]) for r, s in summaries.items()}}, run
+    return {**summaries[run], "trials": len(group), "candidates": {r: float(s["val_accuracy"]) for r, s in summaries.items()}}, run, problems
 
 
 def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int] | None = None, unfair: bool = False) -> list[dict[str, Any]]:
@@ -1899,17 +1921,15 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
 
     if not is_count(max_examples):
         raise OverlookedError(f"max_examples (--max-examples) is the shared budget of training examples, a number >= 1; got {max_examples!r}")
-    groups = [[str(Path(m)) for m in str(r).split(",")] for r in runs]  # "A,B,C": the trials of one row
-    empty = [str(r) for r in runs if "" in str(r).split(",")]
-    if empty:
-        raise OverlookedError(f"compare: {', '.join(map(repr, empty))} has an empty name between commas; write a row's trials as A,B,C")
+    groups = _trial_groups(runs)
     members = [m for g in groups for m in g]
     twice = sorted({m for m in members if members.count(m) > 1})
     if twice:
         raise OverlookedError(f"compare: {', '.join(twice)} named more than once; name each run once")
-    rows, chosen_lines = [], []
+    rows, chosen_lines, group_breaches = [], [], []
     for group in groups:
-        s, run = _chosen_trial(group, max_examples) if len(group) > 1 else (read_summary(group[0]), group[0])
+        s, run, problems = _chosen_trial(group, max_examples) if len(group) > 1 else (read_summary(group[0]), group[0], [])
+        group_breaches += problems
         accuracy = s.get("test_accuracy", s.get("test_accuracy_mean"))
         if accuracy is None:
             raise OverlookedError(f"{Path(run) / 'summary.json'} reports no test_accuracy (nor test_accuracy_mean); compare needs finished training runs")
@@ -1918,7 +1938,11 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
             row["candidates"] = s["candidates"]
             chosen_lines.append(f"chosen on validation among {len(group)} trials: " + "; ".join(f"{r} val {v:.4f}{' <- chosen' if r == run else ''}" for r, v in s["candidates"].items()))
         rows.append(row)
-    stated = {str(Path(k)) if "," not in k else ",".join(str(Path(m)) for m in k.split(",")): v for k, v in (trials or {}).items()}
+    stated = {str(Path(k)) if "," not in k or Path(k).is_dir() else ",".join(str(Path(m)) for m in k.split(",")): v for k, v in (trials or {}).items()}
+    grouped = {m: row["group"] for row in rows if "," in row["group"] and not Path(row["group"]).is_dir() for m in row["group"].split(",")}
+    inside = sorted(k for k in stated if k in grouped)
+    if inside:
+        raise OverlookedError(f"compare: --trials names {', '.join(inside)}, a trial of the row {grouped[inside[0]]}; name the row as written: --trials {grouped[inside[0]]}=N")
     unknown = sorted(set(stated) - {row["run"] for row in rows} - {row["group"] for row in rows})
     if unknown:
         raise OverlookedError(f"compare: --trials names {', '.join(unknown)}, which --runs does not list; name each as in --runs")
@@ -1931,13 +1955,14 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
             if row.get("trials") is not None and row["trials"] != stated[key]:  # e.g. settings tried in earlier folders
                 restated.append(f"{key}: {'its trials count' if ',' in key else 'its summary records'} trials={row['trials']}, --trials states {stated[key]}")
             row["trials"] = stated[key]
-    breaches = None
+    found = list(group_breaches)
     try:
         check_fair(rows, max_examples)
     except UnfairComparisonError as exc:
-        if not unfair:
-            raise
-        breaches = str(exc)
+        found.append(str(exc))
+    if found and not unfair:
+        raise UnfairComparisonError("; ".join(found))
+    breaches = "; ".join(found) or None
     print(f"{'model':<20} {'test acc':>8} {'params':>11} {'FLOPs/ex':>12} {'examples':>10} {'seeds':>5} {'wall s':>8}  run  (examples: per seed; wall s: all seeds)")
     def count(value: Any) -> str:  # under --unfair a row may lack a field check_fair named
         return "unknown" if value is None else f"{round(value):,}"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from overlooked import api
+from overlooked.bench.fair import UnfairComparisonError
 from overlooked.cli import build_parser, main
 from overlooked.errors import OverlookedError
 
@@ -210,8 +211,10 @@ def test_bench_compare_enforces_the_fair_rule(tmp_path, capsys):
 
 def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
     """`--runs A,B,C` is one row's trials: the row is the trial with the best validation accuracy (never test),
-    counted as len(group) trials for the fair rule; ties go to the first listed; trials from another split, over
-    the budget, without a single validation accuracy, or recording more trials than listed are refused."""
+    counted as len(group) trials for the fair rule; ties go to the first listed. A group's breaches (a trial over
+    the budget, init_from counted; other splits; other validation sizes) are refused, or named under --unfair;
+    malformed groups (other models, no finite validation accuracy, more trials recorded than listed, --trials
+    naming a member) are errors."""
     for name, hidden in (("a", [8]), ("b", [16]), ("c", [4]), ("d", [12])):
         cfg = dict(TINY, name=name, model={"name": "mlp", "kwargs": {"hidden": hidden}})
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
@@ -222,15 +225,22 @@ def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
         path = Path(run) / "summary.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
 
+    def restore():
+        for r, text in originals.items():
+            (Path(r) / "summary.json").write_text(text)
+
     edit(a, val_accuracy=0.50, test_accuracy=0.90)  # best on test, worst on validation
     edit(b, val_accuracy=0.70, test_accuracy=0.60)
     edit(c, val_accuracy=0.70, test_accuracy=0.10)  # ties with b, listed after it
     edit(d, trials=3)
+    originals = {r: (Path(r) / "summary.json").read_text() for r in (a, b, c, d)}
     capsys.readouterr()
     rows = api.compare([f"{a},{b},{c}", d], 30)
     assert [r["run"] for r in rows] == [b, d] and rows[0]["trials"] == 3 and rows[0]["test_accuracy"] == 0.60
     assert rows[0]["candidates"] == {a: 0.5, b: 0.7, c: 0.7}
-    assert f"chosen on validation among 3 trials: {a} val 0.5000; {b} val 0.7000 <- chosen; {c} val 0.7000" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"chosen on validation among 3 trials: {a} val 0.5000; {b} val 0.7000 <- chosen; {c} val 0.7000" in out
+    assert "recipes differ" not in out
     # a recipe difference the rule does not judge is named under the table
     raw = yaml.safe_load((Path(d) / "config.yaml").read_text())
     (Path(d) / "config.yaml").write_text(yaml.safe_dump({**raw, "augment": {"name": "random_shift", "kwargs": {"max_shift": 2}}, "train": {**raw["train"], "ema_decay": 0.999}}))
@@ -238,27 +248,58 @@ def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f'recipes differ in augmentation (augment), which the rule leaves to the table\'s prose: {b}: none; {d}: random_shift {{"max_shift": 2}}' in out
     assert f"recipes differ in weight averaging (train.ema_decay), which the rule leaves to the table's prose: {b}: none; {d}: 0.999" in out
+    (Path(d) / "config.yaml").write_text("{damaged")
+    api.compare([f"{a},{b},{c}", d], 30)  # a damaged config only makes the note read "unknown"
+    assert f"{d}: unknown" in capsys.readouterr().out
+    (Path(d) / "config.yaml").write_text(yaml.safe_dump(raw))
     # the same trials listed one per row: unequal counts (1 each against d's 3) break rule 3
     assert main(["bench", "compare", "--runs", a, d, "--max-examples", "30"]) == 2
-    # --trials may restate the group as written
+    # --trials may restate the group as written, never one of its members
     assert main(["bench", "compare", "--runs", f"{a},{b},{c}", d, "--max-examples", "30", "--trials", f"{a},{b},{c}=3"]) == 0
     assert main(["bench", "compare", "--runs", f"{a},{b},{c}", d, "--max-examples", "30", "--trials", f"{a},{b},{c}=5", f"{d}=5"]) == 0
     assert f"trials restated: {a},{b},{c}: its trials count trials=3, --trials states 5" in capsys.readouterr().out
+    for member in (a, b):  # not chosen, chosen: both refused the same way
+        with pytest.raises(OverlookedError, match=f"a trial of the row {a},{b},{c}; name the row as written"):
+            api.compare([f"{a},{b},{c}", d], 30, trials={member: 3})
     with pytest.raises(OverlookedError, match="named more than once"):
         api.compare([f"{a},{b}", f"{b},{c}"], 30)
     with pytest.raises(OverlookedError, match="empty name between commas"):
         api.compare([f"{a},", d], 30)
-    with pytest.raises(OverlookedError, match="over the budget of 20"):
-        api.compare([f"{a},{b}", d], 20)
+    # breaches of the rule inside a group: refused, or named under --unfair
+    edit(a, examples_seen=10, init_from={"run": "x", "examples_seen": 25})  # 35 counted, not chosen
+    with pytest.raises(UnfairComparisonError, match=f"trial {a} saw 35 training examples, over the budget of 30"):
+        api.compare([f"{a},{b},{c}", d], 30)
+    rows = api.compare([f"{a},{b},{c}", d], 30, unfair=True)
+    assert [r["run"] for r in rows] == [b, d]
+    assert "NOT a fair comparison (docs/fair_comparison.md): trial" in capsys.readouterr().out
+    restore()
+    edit(c, data_fingerprint="0123456789abcdef")
+    with pytest.raises(UnfairComparisonError, match="the trials of one row differ in data splits"):
+        api.compare([f"{b},{c}", a], 30)
+    restore()
+    edit(c, val_examples=7)
+    with pytest.raises(UnfairComparisonError, match="differ in numbers of validation examples"):
+        api.compare([f"{b},{c}", a], 30)
+    restore()
+    # malformed groups
+    edit(c, model="transformer")
+    with pytest.raises(OverlookedError, match="are of different models"):
+        api.compare([f"{b},{c}", a], 30)
+    restore()
     edit(d, trials=5)
     with pytest.raises(OverlookedError, match="records trials=5, more than the 2 listed"):
         api.compare([f"{c},{d}", a], 30)
-    edit(c, data_fingerprint="0123456789abcdef")
-    with pytest.raises(OverlookedError, match="not all trained on one recorded data split"):
-        api.compare([f"{b},{c}", a], 30)
-    edit(b, val_accuracy=None)
-    with pytest.raises(OverlookedError, match="records no single val_accuracy"):
-        api.compare([f"{a},{b}", d], 30)
+    restore()
+    for bad in (None, True, float("nan")):
+        edit(b, val_accuracy=bad)
+        with pytest.raises(OverlookedError, match="records no single finite val_accuracy"):
+            api.compare([f"{a},{b}", d], 30)
+    restore()
+    # a run folder whose name holds a comma is one run, not a group
+    comma = Path(a).parent / "x,y"
+    Path(a).rename(comma)
+    rows = api.compare([str(comma), b], 30)
+    assert [r["run"] for r in rows] == [str(comma), b]
 
 
 def test_each_with_repeats_prints_the_paper_rule_summary(tmp_path, capsys):

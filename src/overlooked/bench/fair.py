@@ -39,7 +39,7 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
         if row.get("init_from") and (row["init_from"].get("examples_seen") is None):
             problems.append(f"{name} started from the weights of {row['init_from'].get('run')}, whose examples seen are not recorded")
         seen = row.get("examples_seen") or 0  # absent or null: named above as missing
-        if seen + before > max_examples:
+        if examples_counted(row) > max_examples:
             counted = f"{seen + before} training examples ({seen} here, {before} in the run it started from)" if before else f"{seen} training examples"
             problems.append(f"{name} saw {counted}, over the budget of {max_examples}")
         if _trials(row) is None:
@@ -68,6 +68,12 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
         problems.append(f"the rows used different numbers of hyper-parameter trials ({each})")
     if problems:
         raise UnfairComparisonError("; ".join(problems))
+
+
+def examples_counted(row: dict[str, Any]) -> int:
+    """The training examples the budget counts for a run summary: its own ``examples_seen`` plus those of the
+    run it started from (``init_from``), absent values as 0 (``check_fair`` names them as missing)."""
+    return (row.get("examples_seen") or 0) + ((row.get("init_from") or {}).get("examples_seen") or 0)
 
 
 def _trials(row: dict[str, Any]) -> int | None:
