@@ -1898,7 +1898,8 @@ def _chosen_trial(group: list[str], max_examples: int) -> tuple[dict[str, Any], 
                               "list every trial of the row, or state the count with --trials A,B,...=N")
     problems = [f"trial {run} saw {examples_counted(s):,} training examples, over the budget of {max_examples:,}" for run, s in summaries.items() if examples_counted(s) > max_examples]
     for field, what in (("data_fingerprint", "data splits"), ("val_examples", "numbers of validation examples (train.eval_limit differs)")):
-        if len({s.get(field) for s in summaries.values()}) > 1:
+        recorded = {s.get(field) for s in summaries.values() if field == "data_fingerprint" or s.get(field) is not None}  # older summaries lack val_examples
+        if len(recorded) > 1:
             problems.append(f"the trials of one row differ in {what} ({', '.join(f'{r}: {s.get(field)}' for r, s in summaries.items())})")
     best = max(range(len(group)), key=lambda i: (summaries[group[i]]["val_accuracy"], -i))
     run = group[best]
