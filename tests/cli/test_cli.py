@@ -273,23 +273,16 @@ def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
     assert [r["run"] for r in rows] == [b, d]
     assert "NOT a fair comparison (docs/fair_comparison.md): trial" in capsys.readouterr().out
     restore()
-    edit(c, data_fingerprint="0123456789abcdef")
-    with pytest.raises(UnfairComparisonError, match="the trials of one row differ in data splits"):
-        api.compare([f"{b},{c}", a], 30)
-    restore()
-    edit(c, val_examples=7)
-    with pytest.raises(UnfairComparisonError, match="differ in numbers of validation examples"):
-        api.compare([f"{b},{c}", a], 30)
-    restore()
-    # malformed groups
-    edit(c, model="transformer")
-    with pytest.raises(OverlookedError, match="are of different models"):
-        api.compare([f"{b},{c}", a], 30)
-    restore()
-    edit(d, trials=5)
-    with pytest.raises(OverlookedError, match="records trials=5, more than the 2 listed"):
-        api.compare([f"{c},{d}", a], 30)
-    restore()
+    for run, change, runs, error, match in (
+        (c, {"data_fingerprint": "0123456789abcdef"}, [f"{b},{c}", a], UnfairComparisonError, "the trials of one row differ in data splits"),
+        (c, {"val_examples": 7}, [f"{b},{c}", a], UnfairComparisonError, "differ in numbers of validation examples"),
+        (c, {"model": "transformer"}, [f"{b},{c}", a], OverlookedError, "are of different models"),  # malformed groups from here
+        (d, {"trials": 5}, [f"{c},{d}", a], OverlookedError, "records trials=5, more than the 2 listed"),
+    ):
+        edit(run, **change)
+        with pytest.raises(error, match=match):
+            api.compare(runs, 30)
+        restore()
     for bad in (None, True, float("nan")):
         edit(b, val_accuracy=bad)
         with pytest.raises(OverlookedError, match="records no single finite val_accuracy"):
