@@ -1895,7 +1895,7 @@ def _chosen_trial(group: list[str], max_examples: int) -> tuple[dict[str, Any], 
     over = {run: s["trials"] for run, s in summaries.items() if isinstance(s.get("trials"), int) and s["trials"] > len(group)}
     if over:
         raise OverlookedError(f"compare: {', '.join(f'{r} records trials={t}' for r, t in over.items())}, more than the {len(group)} listed; "
-                              "list every trial of the row, or state the count with --trials A,B,...=N")
+                              "list every trial of the row (the choice must be made among all of them)")
     problems = [f"trial {run} saw {examples_counted(s):,} training examples, over the budget of {max_examples:,}" for run, s in summaries.items() if examples_counted(s) > max_examples]
     for field, what in (("data_fingerprint", "data splits"), ("val_examples", "numbers of validation examples (train.eval_limit differs)")):
         recorded = {s.get(field) for s in summaries.values() if field == "data_fingerprint" or s.get(field) is not None}  # older summaries lack val_examples
