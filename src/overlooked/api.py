@@ -1878,8 +1878,6 @@ def _chosen_trial(group: list[str], max_examples: int) -> tuple[dict[str, Any], 
         OverlookedError: a trial records no single finite validation accuracy (a ``--repeats`` run: list one
             run per setting), the trials are of different models, or one records more trials than listed.
     """
-    import math
-
     from overlooked.bench.fair import examples_counted
 
     summaries = {run: read_summary(run) for run in group}
@@ -1936,11 +1934,10 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
             raise OverlookedError(f"{Path(run) / 'summary.json'} reports no test_accuracy (nor test_accuracy_mean); compare needs finished training runs")
         row = {**s, "run": run, "test_accuracy": accuracy, "group": ",".join(group)}
         if len(group) > 1:
-            row["candidates"] = s["candidates"]
             chosen_lines.append(f"chosen on validation among {len(group)} trials: " + "; ".join(f"{r} val {v:.4f}{' <- chosen' if r == run else ''}" for r, v in s["candidates"].items()))
         rows.append(row)
-    stated = {str(Path(k)) if "," not in k or Path(k).is_dir() else ",".join(str(Path(m)) for m in k.split(",")): v for k, v in (trials or {}).items()}
-    grouped = {m: row["group"] for row in rows if "," in row["group"] and not Path(row["group"]).is_dir() for m in row["group"].split(",")}
+    stated = {",".join(_trial_groups([k])[0]): v for k, v in (trials or {}).items()}  # read as --runs reads its items
+    grouped = {m: ",".join(g) for g in groups if len(g) > 1 for m in g}
     inside = sorted(k for k in stated if k in grouped)
     if inside:
         raise OverlookedError(f"compare: --trials names {', '.join(inside)}, a trial of the row {grouped[inside[0]]}; name the row as written: --trials {grouped[inside[0]]}=N")
@@ -1954,7 +1951,7 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
             if not is_count(stated[key]):
                 raise OverlookedError(f"compare: --trials {key}={stated[key]!r} must be a whole number >= 1")
             if row.get("trials") is not None and row["trials"] != stated[key]:  # e.g. settings tried in earlier folders
-                restated.append(f"{key}: {'its trials count' if ',' in key else 'its summary records'} trials={row['trials']}, --trials states {stated[key]}")
+                restated.append(f"{key}: {'its trials count' if key in grouped.values() else 'its summary records'} trials={row['trials']}, --trials states {stated[key]}")
             row["trials"] = stated[key]
     found = list(group_breaches)
     try:
