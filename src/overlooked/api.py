@@ -140,8 +140,8 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
         facts.setdefault("in_channels", shape[0])
         facts.setdefault("image_size", shape[-1])
     allowed = registry.accepted_kwargs(comp.name)
+    params = _builder_params(registry.get(comp.name))
     if allowed is None:  # a builder taking **kwargs: fill only the arguments it names, and say what it was not given
-        params = inspect.signature(registry.get(comp.name)).parameters.values()
         allowed = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         left = sorted(k for k in facts if k not in allowed and k not in comp.kwargs and k in _MODEL_FACTS)
         if left:
@@ -152,7 +152,7 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
                 ConfigWarning,
                 stacklevel=2,
             )
-    defaults = _builder_defaults(registry.get(comp.name))
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     unset = {k: defaults[k] for k in allowed if k in _MODEL_FACTS and k in defaults and k not in facts and k not in comp.kwargs}
     if unset:  # e.g. a 3-class dataset without num_classes in its meta would train a 10-way model
         listed = ", ".join(f"{k}={v!r}" for k, v in unset.items())
@@ -166,13 +166,12 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
     return {k: facts[k] for k in allowed if k in facts and k not in comp.kwargs}
 
 
-def _builder_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
-    """A builder's keyword defaults (a class's ``__init__``'s), by name."""
+def _builder_params(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    """A builder's parameters (a class's ``__init__``'s); none when Python cannot read its signature."""
     try:
-        params = inspect.signature(fn).parameters.values()
+        return list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        return []
 
 
 def build_data(cfg: ExperimentConfig, data_dir: str | None = None, *, pinned: dict[str, Any] | None = None) -> Splits:
