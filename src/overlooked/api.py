@@ -41,7 +41,7 @@ from overlooked.config import (
 from overlooked.data.babi import BABI_INPUT_KEYS
 from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, DataError, InputError, OverlookedError, UnreadableDataError
-from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES
+from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES, keyword_names, takes_var_kwargs
 from overlooked.stats import accuracy_interval
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint
@@ -139,10 +139,9 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
         facts.setdefault("input_shape", shape)
         facts.setdefault("in_channels", shape[0])
         facts.setdefault("image_size", shape[-1])
-    allowed = registry.accepted_kwargs(comp.name)
-    params = _builder_params(registry.get(comp.name))
-    if allowed is None:  # a builder taking **kwargs: fill only the arguments it names, and say what it was not given
-        allowed = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    params = registry.parameters(comp.name)  # its signature, read once
+    allowed = keyword_names(params)
+    if takes_var_kwargs(params):  # a builder taking **kwargs: fill only the arguments it names, and say what it was not given
         left = sorted(k for k in facts if k not in allowed and k not in comp.kwargs and k in _MODEL_FACTS)
         if left:
             warnings.warn(
@@ -164,14 +163,6 @@ def _meta_kwargs(registry: Any, comp: Component, meta: dict[str, Any]) -> dict[s
             stacklevel=3,
         )
     return {k: facts[k] for k in allowed if k in facts and k not in comp.kwargs}
-
-
-def _builder_params(fn: Callable[..., Any]) -> list[inspect.Parameter]:
-    """A builder's parameters (a class's ``__init__``'s); none when Python cannot read its signature."""
-    try:
-        return list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return []
 
 
 def build_data(cfg: ExperimentConfig, data_dir: str | None = None, *, pinned: dict[str, Any] | None = None) -> Splits:

@@ -99,12 +99,14 @@ class Registry:
                 f"unknown {self.kind} {name!r}.{hint} Known {self.kind}: {', '.join(self.names()) or '(none)'}.{own}"
             ) from None
 
+    def parameters(self, name: str) -> list[inspect.Parameter]:
+        """The builder's parameters (a class's ``__init__``'s), read from its signature."""
+        return list(inspect.signature(self.get(name)).parameters.values())
+
     def accepted_kwargs(self, name: str) -> list[str] | None:
         """Keyword arguments the builder accepts, or None when it takes ``**kwargs``."""
-        sig = inspect.signature(self.get(name))
-        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            return None
-        return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        params = self.parameters(name)
+        return None if takes_var_kwargs(params) else keyword_names(params)
 
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build ``name`` with ``kwargs``; unknown keyword arguments raise, listing the allowed ones."""
@@ -118,6 +120,16 @@ class Registry:
                     f"allowed: {', '.join(allowed) or '(none)'}"
                 )
         return fn(**kwargs)
+
+
+def keyword_names(params: list[inspect.Parameter]) -> list[str]:
+    """The names of the parameters a builder takes by keyword."""
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def takes_var_kwargs(params: list[inspect.Parameter]) -> bool:
+    """Whether the parameters include ``**kwargs``."""
+    return any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _origin(fn: Callable[..., Any]) -> str:
