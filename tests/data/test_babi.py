@@ -108,6 +108,8 @@ MALFORMED = [
     ("1 .\n", 1, "at least one word"),
     ("1 Where is Mary?\n", 1, "a question followed by"),
     ("1 Mary went home.\n2 Where is Mary?  home 1\n", 2, "a question followed by"),  # its tabs became spaces
+    ("1 Mary went home\n", 1, "a statement ending in '.'"),
+    ("1 Mary went home.\n2 Where is Mary home 1\n", 2, "a statement ending in '.'"),  # lost tabs and '?'
     ("1 Mary went home.\n2 Where is Mary?\thome\n", 2, "not 1 tab(s)"),
     ("1 Mary went home.\n2 Where is Mary?\thome\t1\tx\n", 2, "not 3 tab(s)"),
     ("1 Mary went home.\n2 Where is Mary\thome\t1\n", 2, "ending in '?'"),

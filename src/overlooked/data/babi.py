@@ -1,7 +1,7 @@
 """bAbI QA tasks v1.2 (Weston et al. 2015, arXiv:1502.05698): a strict parser and the tensors MemN2N reads.
 
 A task file holds stories. Every line is ``<id> <text>``; id 1 starts a new story and ids then increase by
-one. A statement line holds one sentence; a question line holds three tab-separated fields::
+one. A statement line holds one sentence, ending in ``.``; a question line holds three tab-separated fields::
 
     1 Mary moved to the bathroom.
     2 John went to the hallway.
@@ -155,6 +155,11 @@ def parse_babi(text: str, source: str = "<string>") -> list[BabiExample]:
             sentence = tuple(tokenize(body))
             if not sentence:
                 raise _line_error(source, lineno, raw, "a statement with at least one word")
+            # Every bAbI statement ends in '.'; without this check a question that lost its tabs and its '?'
+            # ("Where is Mary bathroom 1") would be read as one more statement.
+            if not body.rstrip().endswith("."):
+                expected = "a statement ending in '.', or a question followed by '\\t<answer>\\t<supporting ids>'"
+                raise _line_error(source, lineno, raw, expected)
             slot_of_id[line_id] = len(statements)
             statements.append(sentence)
         elif len(fields) == 3:
