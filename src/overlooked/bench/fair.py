@@ -38,10 +38,11 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
         before = (row.get("init_from") or {}).get("examples_seen") or 0  # a run started from another run's weights
         if row.get("init_from") and (row["init_from"].get("examples_seen") is None):
             problems.append(f"{name} started from the weights of {row['init_from'].get('run')}, whose examples seen are not recorded")
-        seen = row.get("examples_seen") or 0  # absent or null: named above as missing
-        if examples_counted(row) > max_examples:
-            counted = f"{seen + before} training examples ({seen} here, {before} in the run it started from)" if before else f"{seen} training examples"
-            problems.append(f"{name} saw {counted}, over the budget of {max_examples}")
+        counted = examples_counted(row)
+        if counted > max_examples:
+            seen = counted - before  # its own examples; absent or null counts 0 and is named above as missing
+            split = f" ({seen} here, {before} in the run it started from)" if before else ""
+            problems.append(f"{name} saw {counted} training examples{split}, over the budget of {max_examples}")
         if _trials(row) is None:
             problems.append(
                 f"{name} does not record its hyper-parameter trials (a run from before they were recorded): state how many "
