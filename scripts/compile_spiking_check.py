@@ -1,0 +1,55 @@
+"""Whole-model ``torch.compile`` training of ``spiking_cnn`` against eager: outputs and every gradient.
+
+Trains two copies of one small ``spiking_cnn`` (PLIF neurons, the default ``backend="auto"``, which takes the
+C++ scan on CPU; dropout off so both copies see the same function) for a few SGD steps at two batch sizes,
+one eager and one under ``torch.compile(model, dynamic=...)``, and prints the largest differences. A check
+to run by hand (compiling takes minutes on a small CPU), not a test.
+
+    python scripts/compile_spiking_check.py            # dynamic=False: compiles once per batch size
+    python scripts/compile_spiking_check.py --dynamic  # dynamic shapes: fails in torch 2.13's Inductor
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+from overlooked.spiking.kernels import resolved_backends
+from overlooked.spiking.models import spiking_cnn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dynamic", action="store_true", help="compile with dynamic shapes (torch.compile's dynamic=None)")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    eager = spiking_cnn(channels=(4, 8), hidden=16, steps=2, image_size=12, dropout=0.0)
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, dynamic=None if args.dynamic else False)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (eager, compiled_model)]
+    start = time.perf_counter()
+    worst_out = worst_grad = worst_param = 0.0
+    for step in range(args.steps):
+        batch = 3 if step % 2 == 0 else 5
+        x, y = torch.rand(batch, 1, 12, 12), torch.randint(0, 10, (batch,))
+        outs = []
+        for model, opt, run in ((eager, opts[0], eager), (compiled_model, opts[1], compiled)):
+            opt.zero_grad()
+            logits = run(x)["logits"]
+            torch.nn.functional.cross_entropy(logits, y).backward()
+            outs.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+            opt.step()
+        worst_out = max(worst_out, (outs[0][0] - outs[1][0]).abs().max().item())
+        worst_grad = max(worst_grad, max((a - b).abs().max().item() for a, b in zip(outs[0][1], outs[1][1])))
+        worst_param = max(worst_param, max((a - b).abs().max().item() for a, b in zip(eager.parameters(), compiled_model.parameters())))
+    print(f"torch {torch.__version__}, dynamic={'None' if args.dynamic else 'False'}, neuron backends {sorted(set(resolved_backends(eager).values()))}")
+    print(f"{args.steps} SGD steps at batch 3 and 5 in {time.perf_counter() - start:.0f} s: max |logits diff| {worst_out:.2e}, "
+          f"max |grad diff| {worst_grad:.2e}, max |param diff| after the steps {worst_param:.2e}")
+
+
+if __name__ == "__main__":
+    main()
