@@ -6,7 +6,7 @@ one eager and one under ``torch.compile(model, dynamic=...)``, and prints the la
 to run by hand (compiling takes minutes on a small CPU), not a test.
 
     python scripts/compile_spiking_check.py            # dynamic=False: compiles once per batch size
-    python scripts/compile_spiking_check.py --dynamic  # dynamic shapes: fails in torch 2.13's Inductor
+    python scripts/compile_spiking_check.py --dynamic  # dynamic shapes: failed in torch 2.13's Inductor
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from overlooked.spiking.kernels import resolved_backends
 from overlooked.spiking.models import spiking_cnn
 
 
+def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(((x.double() - y.double()).abs().max().item() for x, y in zip(a, b) if x.numel()), default=0.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dynamic", action="store_true", help="compile with dynamic shapes (torch.compile's dynamic=None)")
@@ -31,8 +35,8 @@ def main() -> None:
     compiled_model = copy.deepcopy(eager)
     compiled = torch.compile(compiled_model, dynamic=None if args.dynamic else False)
     opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (eager, compiled_model)]
+    print(f"torch {torch.__version__}, dynamic={'None' if args.dynamic else 'False'}")
     start = time.perf_counter()
-    worst_out = worst_grad = worst_param = 0.0
     for step in range(args.steps):
         batch = 3 if step % 2 == 0 else 5
         x, y = torch.rand(batch, 1, 12, 12), torch.randint(0, 10, (batch,))
@@ -43,12 +47,18 @@ def main() -> None:
             torch.nn.functional.cross_entropy(logits, y).backward()
             outs.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
             opt.step()
-        worst_out = max(worst_out, (outs[0][0] - outs[1][0]).abs().max().item())
-        worst_grad = max(worst_grad, max((a - b).abs().max().item() for a, b in zip(outs[0][1], outs[1][1])))
-        worst_param = max(worst_param, max((a - b).abs().max().item() for a, b in zip(eager.parameters(), compiled_model.parameters())))
-    print(f"torch {torch.__version__}, dynamic={'None' if args.dynamic else 'False'}, neuron backends {sorted(set(resolved_backends(eager).values()))}")
-    print(f"{args.steps} SGD steps at batch 3 and 5 in {time.perf_counter() - start:.0f} s: max |logits diff| {worst_out:.2e}, "
-          f"max |grad diff| {worst_grad:.2e}, max |param diff| after the steps {worst_param:.2e}")
+        print(f"step {step} (batch {batch}, {time.perf_counter() - start:.0f} s): max |logits diff| "
+              f"{_max_diff([outs[0][0]], [outs[1][0]]):.2e}, max |grad diff| {_max_diff(outs[0][1], outs[1][1]):.2e}, "
+              f"after the step max |param diff| {_max_diff(list(eager.parameters()), list(compiled_model.parameters())):.2e}, "
+              f"max |buffer diff| (BatchNorm statistics) {_max_diff(list(eager.buffers()), list(compiled_model.buffers())):.2e}")
+    eager.eval(), compiled_model.eval()
+    with torch.no_grad():
+        x = torch.rand(4, 1, 12, 12)
+        print(f"eval forward after training: max |logits diff| {_max_diff([eager(x)['logits']], [compiled(x)['logits']]):.2e}")
+    print(f"neuron backends: eager {sorted(set(resolved_backends(eager).values()))}, compiled {sorted(set(resolved_backends(compiled_model).values()))}")
+    counters = torch._dynamo.utils.counters
+    print(f"dynamo: {counters['stats'].get('unique_graphs', 0)} graphs, {sum(counters['graph_break'].values())} graph breaks "
+          f"({len(counters['graph_break'])} kinds)")
 
 
 if __name__ == "__main__":
