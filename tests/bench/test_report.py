@@ -55,7 +55,7 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
     with pytest.raises(UnfairComparisonError, match=r"b \(runs/b\) does not report examples_seen"):
         check_fair([a, {**b, "test_examples": 10000, "examples_seen": None, "trials": None}], max_examples=5)
     started = {**b, "test_examples": 10000, "examples_seen": None, "init_from": {"run": "runs/c", "examples_seen": 100}}
-    with pytest.raises(UnfairComparisonError, match=r"does not report examples_seen.*saw 100 training examples \(0 here, 100 in the run"):
+    with pytest.raises(UnfairComparisonError, match=r"does not report examples_seen.*saw 100 training examples \(none recorded here, 100 in the run"):
         check_fair([a, started], max_examples=50)
     with pytest.raises(UnfairComparisonError, match=r"scored on different test examples \(test_fingerprint: runs/a: t1, runs/b: t2\)"):
         check_fair([{**a, "test_fingerprint": "t1"}, {**b, "test_examples": 10000, "test_fingerprint": "t2"}], max_examples=5)
@@ -244,3 +244,11 @@ def test_command_of_names_our_command_line_and_nothing_else_as_overlooked():
     assert command_of({}) == command_of({"argv": []}) == "(unknown)"
     # quoted as a shell reads it back: brackets and spaces survive a copy-paste
     assert command_of({"argv": ["/x/src/overlooked/cli.py", "train", "memnn_babi1k", "data.tasks=[1, 2]"]}) == "overlooked train memnn_babi1k 'data.tasks=[1, 2]'"
+
+
+def test_fair_rule_counts_the_run_it_started_from():
+    row = {"model": "a", "params": 1, "flops_per_example": 1, "wall_time_s": 1.0, "examples_seen": 5, "data_fingerprint": "x", "trials": 1,
+           "init_from": {"run": "runs/first", "examples_seen": 15}}
+    check_fair([row], max_examples=20)
+    with pytest.raises(UnfairComparisonError, match=r"a saw 20 training examples \(5 here, 15 in the run it started from\), over the budget of 19"):
+        check_fair([row], max_examples=19)

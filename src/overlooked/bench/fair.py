@@ -40,8 +40,8 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
             problems.append(f"{name} started from the weights of {row['init_from'].get('run')}, whose examples seen are not recorded")
         counted = examples_counted(row)
         if counted > max_examples:
-            seen = counted - before  # its own examples; absent or null counts 0 and is named above as missing
-            split = f" ({seen} here, {before} in the run it started from)" if before else ""
+            here = "none recorded" if row.get("examples_seen") is None else counted - before  # absent: named above
+            split = f" ({here} here, {before} in the run it started from)" if before else ""
             problems.append(f"{name} saw {counted} training examples{split}, over the budget of {max_examples}")
         if _trials(row) is None:
             problems.append(
