@@ -40,7 +40,7 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
             problems.append(f"{name} started from the weights of {row['init_from'].get('run')}, whose examples seen are not recorded")
         counted = examples_counted(row)
         if counted > max_examples:
-            here = "none recorded" if row.get("examples_seen") is None else counted - before  # absent: named above
+            here = "none recorded" if row.get("examples_seen") is None else row["examples_seen"]  # absent: named above
             split = f" ({here} here, {before} in the run it started from)" if before else ""
             problems.append(f"{name} saw {counted} training examples{split}, over the budget of {max_examples}")
         if _trials(row) is None:

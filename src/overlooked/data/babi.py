@@ -149,17 +149,14 @@ def parse_babi(text: str, source: str = "<string>") -> list[BabiExample]:
         last_id = line_id
         fields = body.split("\t")
         if len(fields) == 1:
-            if "?" in body:  # a question whose tabs were lost (no bAbI statement holds a '?')
-                expected = "a statement, or a question followed by '\\t<answer>\\t<supporting ids>'"
+            # A question whose tabs were lost: no bAbI statement holds a '?', and every one ends in '.', so one
+            # that also lost its '?' ("Where is Mary bathroom 1") is not read as one more statement either.
+            if "?" in body or not body.rstrip().endswith("."):
+                expected = "a statement ending in '.', or a question followed by '\\t<answer>\\t<supporting ids>'"
                 raise _line_error(source, lineno, raw, expected)
             sentence = tuple(tokenize(body))
             if not sentence:
                 raise _line_error(source, lineno, raw, "a statement with at least one word")
-            # Every bAbI statement ends in '.'; without this check a question that lost its tabs and its '?'
-            # ("Where is Mary bathroom 1") would be read as one more statement.
-            if not body.rstrip().endswith("."):
-                expected = "a statement ending in '.', or a question followed by '\\t<answer>\\t<supporting ids>'"
-                raise _line_error(source, lineno, raw, expected)
             slot_of_id[line_id] = len(statements)
             statements.append(sentence)
         elif len(fields) == 3:
