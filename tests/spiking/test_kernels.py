@@ -120,7 +120,7 @@ def test_cpp_chunked_path_with_two_threads_equals_reference(kind, dtype, monkeyp
     one partial sum per chunk that the Python side must add up."""
     sizes = []
 
-    def sixteen(n: int, threads: int) -> int:  # looked up as cpu.chunk_size at every forward call
+    def sixteen(n: int, threads: int) -> int:  # looked up as cpu.chunk_size at every forward and backward call
         sizes.append((n, threads))
         return 16
 
@@ -135,7 +135,7 @@ def test_cpp_chunked_path_with_two_threads_equals_reference(kind, dtype, monkeyp
     before = kernels.CALLS["cpp_backward"]
     z1, s1, g1 = _grads(ref, x, state, gz, gv)
     z2, s2, g2 = _grads(fast, x, state, gz, gv)
-    assert sizes == [(123, 2)] and kernels.CALLS["cpp_backward"] == before + 1  # the chunked kernel really ran
+    assert sizes == [(123, 2), (123, 2)] and kernels.CALLS["cpp_backward"] == before + 1  # the chunked kernels really ran
     assert 0.02 < z1.mean() < 0.9 and z1[:, 2, 30:].sum() > 0  # the ragged last chunk (flat 112..122) spikes too
     assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
     if _base(kind) == "cuba":
@@ -294,6 +294,61 @@ def test_no_compiler_cpp_raises_auto_warns_once_and_runs_reference(monkeypatch):
     assert len(fallback) == 1, [str(w.message) for w in caught]
     assert torch.equal(z, M.LIF()(x)[0]) and torch.equal(z2, z) and kernels.CALLS["cpp_forward"] == before
     assert lif.resolved_backend == "reference"
+
+
+OPCHECK_CASES = {  # (kind, reset, surrogate, learned decay, synaptic current)
+    "if": (cpu.KIND_IF, 1, 3, False, False),
+    "lif": (cpu.KIND_LIF, 0, 0, False, False),
+    "plif": (cpu.KIND_LIF, 1, 1, True, False),
+    "cuba": (cpu.KIND_CUBA, 0, 2, False, True),
+}
+
+
+@pytest.mark.parametrize("case", list(OPCHECK_CASES))
+def test_the_cpp_scan_is_a_well_formed_custom_operator(case):
+    """``torch.library.opcheck``: the schema, the autograd registration, the fake (meta) implementation's
+    shapes, strides and dtypes against the real kernel, and the AOTAutograd trace with dynamic shapes, which
+    ``torch.compile`` relies on to run the kernel inside its graph."""
+    kind, reset, surrogate, learned, cuba = OPCHECK_CASES[case]
+    torch.manual_seed(3)
+    x = (torch.randn(7, 2, 5, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    v0 = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    i0 = torch.randn(2, 5, dtype=torch.float64, requires_grad=True) if cuba else None
+    a = torch.tensor(0.3, dtype=torch.float64, requires_grad=True) if learned else None
+    params = [0.0 if learned else 0.2, 0.25, 1.0, 0.05, 0.9, -0.1, 1.0, 0.3, 0.7, 2.0]
+    result = torch.library.opcheck(cpu.neuron_scan_forward, (x, v0, i0, a, kind, reset, surrogate, False, params, True))
+    assert set(result.values()) == {"SUCCESS"}, result
+    no_grad = (x.detach(), v0.detach(), None if i0 is None else i0.detach(), None if a is None else a.detach(), kind, reset, surrogate, True, params, False)
+    result = torch.library.opcheck(cpu.neuron_scan_forward, no_grad)  # no membrane trace kept: an empty h
+    assert set(result.values()) == {"SUCCESS"}, result
+    assert cpu.neuron_scan_forward(*no_grad)[3].numel() == 0
+
+
+@pytest.mark.parametrize("kind", ["lif_p", "plif_p", "cuba_p", "if_p"])
+def test_compiled_layer_runs_the_cpp_kernel_in_one_graph_with_dynamic_shapes(kind):
+    """``torch.compile(fullgraph=True, dynamic=True)`` of a fused layer: no graph break (``fullgraph`` would
+    raise), the C++ kernel runs forward and backward, spikes, state and every gradient equal eager at two
+    batch sizes and two lengths with one compiled graph. ``aot_eager`` traces as Inductor does (Dynamo, then
+    AOTAutograd through the operator's fake implementation) without generating code."""
+    torch.manual_seed(5)
+    ref, fast = _pair(kind, "cpp", torch.float64, reset="subtract" if _base(kind) == "if" else "zero")
+    _build.load()  # loaded before the trace (one that finds it unloaded is traced again once it is)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(fast, backend="aot_eager", fullgraph=True, dynamic=True)
+    for steps, batch in ((9, 3), (6, 4)):
+        x = (torch.randn(steps, batch, 11, dtype=torch.float64) * 3 + 1).requires_grad_()
+        gz, gv = torch.randn_like(x), torch.randn(batch, 11, dtype=torch.float64)
+        before = dict(kernels.CALLS)
+        z1, s1, g1 = _grads(ref, x, None, gz, gv)
+        z2, s2, g2 = _grads(compiled, x, None, gz, gv)
+        assert kernels.CALLS["cpp_forward"] == before.get("cpp_forward", 0) + 1
+        assert kernels.CALLS["cpp_backward"] == before.get("cpp_backward", 0) + 1
+        assert 0.02 < z1.mean() < 0.9 and torch.equal(z1, z2)
+        torch.testing.assert_close(s2.v, s1.v, rtol=1e-12, atol=1e-12)
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
 
 NO_TRITON = importlib.util.find_spec("triton") is None

@@ -19,7 +19,6 @@ Backends:
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import numbers
 import warnings
@@ -88,12 +87,17 @@ def scan_spec(cell: nn.Module) -> tuple[ScanSpec, torch.Tensor | None] | str:
     return ScanSpec(kind, RESET_IDS[p.reset], SURROGATE_IDS[surrogate], bool(p.detach_reset), params), decay
 
 
-@functools.cache  # scan_spec asks on every fused forward
-def _fused_surrogates() -> dict[str, type]:
-    """The surrogate classes the kernels compute, by their ``name``: these classes exactly, not subclasses."""
-    from overlooked.spiking import surrogate as S
+_FUSED_SURROGATES: dict[str, type] = {}  # filled at first use (a module-level import would be circular)
 
-    return {cls.name: cls for cls in (S.FastSigmoid, S.ATan, S.Sigmoid, S.Triangle, S.Rectangle)}
+
+def _fused_surrogates() -> dict[str, type]:
+    """The surrogate classes the kernels compute, by their ``name``: these classes exactly, not subclasses.
+    Kept in a dict rather than behind ``functools.cache``, which ``torch.compile`` warns about at every trace."""
+    if not _FUSED_SURROGATES:
+        from overlooked.spiking import surrogate as S
+
+        _FUSED_SURROGATES.update({cls.name: cls for cls in (S.FastSigmoid, S.ATan, S.Sigmoid, S.Triangle, S.Rectangle)})
+    return _FUSED_SURROGATES
 
 
 def _triton_installed() -> bool:
@@ -128,11 +132,28 @@ def _warn_once(key: str, message: str) -> None:
 
 def _under_torch_func(x: torch.Tensor) -> bool:
     """Whether ``x`` is a tensor inside a ``torch.func`` transform (``grad``, ``vmap``, ...), which the fused
-    kernels (C++ and Triton calls on raw memory) cannot run under; the reference loop's PyTorch operations can."""
+    kernels (C++ and Triton calls on raw memory) cannot run under; the reference loop's PyTorch operations can.
+    Not asked while ``torch.compile`` traces (the query would break its graph; it sees fake tensors)."""
+    if torch.compiler.is_compiling():
+        return False
     try:
         return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
     except AttributeError:  # a PyTorch without this query: assume not
         return False
+
+
+def _load_cpp() -> None:
+    """Load the C++ library (building it at first use; raises ``CompilerUnavailable``). Once loaded, nothing more
+    is asked: no compiler or file lookups, which ``torch.compile`` would break its graph on at every call. While
+    it traces, a library not yet loaded is left to the operator, which loads it when the compiled code runs
+    (and raises there if it cannot be built; a build that already failed is reported here)."""
+    if _build.LIBRARY.lib is not None:
+        return
+    if torch.compiler.is_compiling():
+        if _build.LIBRARY.error is not None:
+            raise _build.CompilerUnavailable(_build.LIBRARY.error)
+        return
+    _build.load()
 
 
 def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
@@ -148,7 +169,7 @@ def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
         if not cpu_ok:
             raise UnsupportedBackend(f"backend='cpp' runs float32/float64 CPU tensors, got {x.dtype} on {x.device}")
         try:
-            _build.load()
+            _load_cpp()
         except _build.CompilerUnavailable as err:
             raise UnsupportedBackend(f"backend='cpp': {err}") from err
         return "cpp"
@@ -163,7 +184,7 @@ def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
         return "reference"
     if cpu_ok:
         try:
-            _build.load()
+            _load_cpp()
             return "cpp"
         except _build.CompilerUnavailable as err:
             _warn_once("cpp", f"backend='auto' falls back to 'reference': {err}")

@@ -52,68 +52,136 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-class CppNeuronScan(torch.autograd.Function):
+def _lib_params(params: list[float], a: torch.Tensor | None) -> ctypes.Array:
+    """The packed constants for the C++ ``P`` record; a learned decay (PLIF) replaces ``a = dt/tau_mem``."""
+    values = list(params)
+    if a is not None:
+        values[0] = float(a.detach())
+    return (ctypes.c_double * 10)(*values)
+
+
+# The scan is a PyTorch custom operator (``torch.library``), not a bare ``autograd.Function``: its ``register_fake``
+# shapes let ``torch.compile`` trace through it without a graph break and with dynamic shapes, and a forward on
+# meta tensors works. The ten constants travel as a list of floats, the spec's small integers as ints.
+@torch.library.custom_op("overlooked::neuron_scan_cpu", mutates_args=())
+def neuron_scan_forward(
+    x: torch.Tensor, v0: torch.Tensor, i0: torch.Tensor | None, a: torch.Tensor | None,
+    kind: int, reset: int, surrogate: int, detach: bool, params: list[float], keep_h: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x [T, *S]``, ``v0 [*S]`` -> ``(z [T, *S], v_T [*S], i_T [*S] or empty, h [T, *S] or empty)``.
+
+    ``h`` is the pre-reset membrane the backward reads, kept only when ``keep_h``. ``surrogate`` and ``detach``
+    are unused here; they are arguments so that the backward receives them."""
+    lib = _build.load()
+    x = x.contiguous()
+    nt, n = x.shape[0], x[0].numel() if x.shape[0] else v0.numel()
+    z = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    h = torch.empty(x.shape, dtype=x.dtype, device=x.device) if keep_h else x.new_empty(0)
+    v = v0.detach().to(x.dtype).contiguous().clone()
+    cuba = kind == KIND_CUBA
+    i = i0.detach().to(x.dtype).contiguous().clone() if cuba and i0 is not None else x.new_empty(0)
+    threads = torch.get_num_threads()
+    rc = lib.ovl_neuron_forward(DTYPE_IDS[x.dtype], kind, reset, _ptr(x), _ptr(z), _ptr(h) if keep_h else None, _ptr(v), _ptr(i) if cuba else None, nt, n, chunk_size(n, threads), _lib_params(params, a), threads)
+    if rc != 0:
+        raise RuntimeError(f"C++ neuron forward rejected kind={kind} reset={reset} dtype={x.dtype}")
+    CALLS["cpp_forward"] += 1
+    return z, v, i, h
+
+
+@neuron_scan_forward.register_fake
+def _forward_fake(x, v0, i0, a, kind, reset, surrogate, detach, params, keep_h):
+    z = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    v = torch.empty(v0.shape, dtype=x.dtype, device=x.device)
+    i = torch.empty(v0.shape, dtype=x.dtype, device=x.device) if kind == KIND_CUBA and i0 is not None else x.new_empty(0)
+    h = torch.empty(x.shape, dtype=x.dtype, device=x.device) if keep_h else x.new_empty(0)
+    return z, v, i, h
+
+
+@torch.library.custom_op("overlooked::neuron_scan_cpu_backward", mutates_args=())
+def neuron_scan_backward(
+    gz: torch.Tensor, gv: torch.Tensor, gi: torch.Tensor | None, h: torch.Tensor, x: torch.Tensor | None,
+    v0: torch.Tensor | None, a: torch.Tensor | None, kind: int, reset: int, surrogate: int, detach: bool, params: list[float],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The BPTT of :func:`neuron_scan_forward` -> ``(grad_x, grad_v0, grad_i0 or empty, grad_a float64 0-dim)``.
+
+    ``x`` and ``v0`` are read only for a learned decay (``a`` given), whose gradient is reduced in float64."""
+    lib = _build.load()
+    nt, n = h.shape[0], gv.numel()
+    # The C++ code reads raw pointers: every tensor it reads must stay referenced until the call returns
+    # (``_ptr(g.contiguous())`` would hand it the address of a copy freed at once; the gradient of
+    # ``v.sum()`` is an expanded, non-contiguous tensor).
+    gz, gv, h = gz.contiguous(), gv.contiguous(), h.contiguous()
+    cuba = kind == KIND_CUBA
+    gi = gi.to(h.dtype).contiguous() if cuba and gi is not None else (torch.zeros(gv.shape, dtype=h.dtype) if cuba else None)
+    learned = a is not None
+    x = x.to(h.dtype).contiguous() if learned and x is not None else None
+    v0 = v0.detach().to(h.dtype).contiguous() if learned and v0 is not None else None
+    gx = torch.empty(h.shape, dtype=h.dtype)
+    gv0 = torch.empty(gv.shape, dtype=h.dtype)
+    gi0 = torch.empty(gv.shape, dtype=h.dtype) if cuba else h.new_empty(0)
+    threads = torch.get_num_threads()
+    ch = chunk_size(n, threads)
+    ga = torch.zeros(-(-n // ch), dtype=torch.float64) if learned else None
+    ga_ptr = ctypes.cast(ga.data_ptr(), ctypes.POINTER(ctypes.c_double)) if ga is not None else None
+    rc = lib.ovl_neuron_backward(
+        DTYPE_IDS[h.dtype], kind, reset, surrogate, _ptr(gz), _ptr(h), _ptr(x), _ptr(v0),
+        _ptr(gv), _ptr(gi), _ptr(gx), _ptr(gv0), _ptr(gi0) if cuba else None, ga_ptr,
+        nt, n, ch, _lib_params(params, a), int(detach), threads,
+    )
+    if rc != 0:
+        raise RuntimeError(f"C++ neuron backward rejected kind={kind} reset={reset} surrogate={surrogate}")
+    CALLS["cpp_backward"] += 1
+    return gx, gv0, gi0, ga.sum() if ga is not None else torch.zeros((), dtype=torch.float64)
+
+
+@neuron_scan_backward.register_fake
+def _backward_fake(gz, gv, gi, h, x, v0, a, kind, reset, surrogate, detach, params):
+    gx = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    gv0 = torch.empty(gv.shape, dtype=h.dtype, device=h.device)
+    gi0 = torch.empty(gv.shape, dtype=h.dtype, device=h.device) if kind == KIND_CUBA else h.new_empty(0)
+    return gx, gv0, gi0, torch.empty((), dtype=torch.float64, device=h.device)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, v0, i0, a, kind, reset, surrogate, detach, params, keep_h = inputs
+    z, v, i, h = output
+    learned = a is not None
+    ctx.save_for_backward(h, x if learned else None, v0 if learned else None, a if learned else None)
+    ctx.args = (kind, reset, surrogate, detach, list(params))
+    ctx.keep_h, ctx.has_i0, ctx.a_dtype = keep_h, i0 is not None, a.dtype if learned else None
+    ctx.mark_non_differentiable(h)
+    if kind != KIND_CUBA:
+        ctx.mark_non_differentiable(i)
+
+
+def _backward(ctx, gz, gv, gi, gh):
+    if not ctx.keep_h:
+        raise RuntimeError("the C++ neuron scan ran without keeping its membrane trace (keep_h=False) and cannot be differentiated; call it through run_fused or CppNeuronScan.apply, which keep it whenever a gradient is needed")
+    h, x, v0, a = ctx.saved_tensors
+    kind = ctx.args[0]
+    step = h.shape[1:]
+    gz = gz if gz is not None else torch.zeros_like(h)
+    gv = gv if gv is not None else h.new_zeros(step)
+    gi = gi if kind == KIND_CUBA else None
+    gx, gv0, gi0, ga = neuron_scan_backward(gz, gv, gi, h, x, v0, a, *ctx.args)
+    grad_a = ga.to(ctx.a_dtype) if a is not None else None
+    return gx, gv0, gi0 if kind == KIND_CUBA and ctx.has_i0 else None, grad_a, None, None, None, None, None, None
+
+
+neuron_scan_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+class CppNeuronScan:
     """``(x [T, *S], v0 [*S], i0 [*S] | None, a 0-dim | None, spec) -> (z [T, *S], v_T [*S], i_T [*S])``.
 
     ``i`` is the synaptic current of CubaLIF (an empty tensor for IF/LIF). ``a`` is given as a tensor only
-    when the decay ``dt / tau_mem`` is learned (PLIF); its gradient is then reduced in float64.
+    when the decay ``dt / tau_mem`` is learned (PLIF); its gradient is then reduced in float64. The call
+    of the custom operator :func:`neuron_scan_forward`, keeping the membrane trace only when a gradient can
+    be asked for (the ``apply`` name is kept from when this was an ``autograd.Function``).
     """
 
     @staticmethod
-    def forward(ctx, x, v0, i0, a, spec: ScanSpec):  # type: ignore[override]
-        lib = _build.load()
-        x = x.contiguous()
-        nt, n = x.shape[0], x[0].numel() if x.shape[0] else v0.numel()
-        params = list(spec.params)
-        if a is not None:
-            params[0] = float(a.detach())
-        pp = (ctypes.c_double * 10)(*params)
-        need_grad = any(ctx.needs_input_grad[:4])
-        z = torch.empty_like(x)
-        h = torch.empty_like(x) if need_grad else None
-        v = v0.detach().to(x.dtype).contiguous().clone()
-        i = i0.detach().to(x.dtype).contiguous().clone() if spec.kind == KIND_CUBA else x.new_empty(0)
-        threads = torch.get_num_threads()
-        ch = chunk_size(n, threads)
-        rc = lib.ovl_neuron_forward(DTYPE_IDS[x.dtype], spec.kind, spec.reset, _ptr(x), _ptr(z), _ptr(h), _ptr(v), _ptr(i) if spec.kind == KIND_CUBA else None, nt, n, ch, pp, threads)
-        if rc != 0:
-            raise RuntimeError(f"C++ neuron forward rejected kind={spec.kind} reset={spec.reset} dtype={x.dtype}")
-        CALLS["cpp_forward"] += 1
-        if need_grad:
-            learned = a is not None and ctx.needs_input_grad[3]
-            ctx.save_for_backward(h, x if learned else None, v0.detach().to(x.dtype).contiguous() if learned else None)
-            ctx.spec, ctx.params, ctx.ch, ctx.learned = spec, params, ch, learned
-            ctx.a_dtype = a.dtype if a is not None else None
-        if spec.kind != KIND_CUBA:
-            ctx.mark_non_differentiable(i)
+    def apply(x: torch.Tensor, v0: torch.Tensor, i0: torch.Tensor | None, a: torch.Tensor | None, spec: ScanSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        keep_h = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, v0, i0, a))
+        z, v, i, _ = neuron_scan_forward(x, v0, i0 if spec.kind == KIND_CUBA else None, a, spec.kind, spec.reset, spec.surrogate, spec.detach, list(spec.params), keep_h)
         return z, v, i
-
-    @staticmethod
-    def backward(ctx, gz, gv, gi):  # type: ignore[override]
-        lib = _build.load()
-        h, x, v0 = ctx.saved_tensors
-        spec: ScanSpec = ctx.spec
-        nt, n = h.shape[0], gv.numel()
-        # The C++ code reads raw pointers: every tensor it reads must stay referenced until the call returns
-        # (``_ptr(g.contiguous())`` would hand it the address of a copy freed at once; the gradient of
-        # ``v.sum()`` is an expanded, non-contiguous tensor).
-        gz, gv = gz.contiguous(), gv.contiguous()
-        gi = gi.contiguous() if spec.kind == KIND_CUBA else None
-        gx = torch.empty_like(h)
-        gv0 = torch.empty(gv.shape, dtype=h.dtype)
-        cuba = spec.kind == KIND_CUBA
-        gi0 = torch.empty(gv.shape, dtype=h.dtype) if cuba else None
-        nchunks = -(-n // ctx.ch)
-        ga = torch.zeros(nchunks, dtype=torch.float64) if ctx.learned else None
-        ga_ptr = ctypes.cast(ga.data_ptr(), ctypes.POINTER(ctypes.c_double)) if ga is not None else None
-        pp = (ctypes.c_double * 10)(*ctx.params)
-        rc = lib.ovl_neuron_backward(
-            DTYPE_IDS[h.dtype], spec.kind, spec.reset, spec.surrogate, _ptr(gz), _ptr(h), _ptr(x), _ptr(v0),
-            _ptr(gv), _ptr(gi), _ptr(gx), _ptr(gv0), _ptr(gi0), ga_ptr,
-            nt, n, ctx.ch, pp, int(spec.detach), torch.get_num_threads(),
-        )
-        if rc != 0:
-            raise RuntimeError(f"C++ neuron backward rejected kind={spec.kind} reset={spec.reset} surrogate={spec.surrogate}")
-        CALLS["cpp_backward"] += 1
-        grad_a = ga.sum().to(ctx.a_dtype) if ga is not None else None
-        return gx, gv0 if ctx.needs_input_grad[1] else None, gi0 if ctx.needs_input_grad[2] else None, grad_a, None
