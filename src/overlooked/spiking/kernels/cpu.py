@@ -150,6 +150,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.args = (kind, reset, surrogate, detach, list(params))
     ctx.keep_h, ctx.has_i0, ctx.a_dtype = keep_h, i0 is not None, a.dtype if learned else None
     ctx.mark_non_differentiable(h)
+    ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for h, never used; None is handled below
     if kind != KIND_CUBA:
         ctx.mark_non_differentiable(i)
 
