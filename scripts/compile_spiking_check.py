@@ -6,7 +6,11 @@ one eager and one under ``torch.compile(model, dynamic=...)``, and prints the la
 to run by hand (compiling takes minutes on a small CPU), not a test.
 
     python scripts/compile_spiking_check.py            # dynamic=False: compiles once per batch size
-    python scripts/compile_spiking_check.py --dynamic  # dynamic shapes: failed in torch 2.13's Inductor
+    python scripts/compile_spiking_check.py --dynamic  # torch.compile's default (dynamic=None): a second batch
+                                                       # size recompiles once with dynamic shapes
+
+Until 2026-12-07 the C++ scan was an ``autograd.Function`` around a ctypes call: Dynamo broke the graph at every
+neuron layer and Inductor failed with dynamic shapes. As a ``torch.library`` custom operator it stays in one graph.
 """
 
 from __future__ import annotations
