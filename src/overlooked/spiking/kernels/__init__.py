@@ -6,7 +6,9 @@ Backends:
 - ``"cpp"``: :mod:`overlooked.spiking.kernels.cpu`: one C++ call for all T steps forward and one for the
   whole BPTT backward, OpenMP over neurons, compiled with the system C++ compiler at first use. IF, LIF,
   PLIF and CubaLIF; float32 and float64 CPU tensors; every registered surrogate; both reset rules;
-  ``detach_reset`` on and off. Spikes equal the reference's bit for bit.
+  ``detach_reset`` on and off. Spikes equal the reference's bit for bit. Called as the custom operator
+  ``torch.ops.overlooked.neuron_scan_cpu`` (and ``neuron_scan_cpu_backward``), so ``torch.compile`` keeps it in
+  its graph, with dynamic shapes.
 - ``"triton"``: :mod:`overlooked.spiking.kernels.triton_lif`: the same scans for CUDA tensors (or CPU
   tensors under ``TRITON_INTERPRET=1``).
 - ``"auto"``: ``"cpp"`` for supported CPU inputs (chosen over ``torch.compile`` of the reference loop, which
