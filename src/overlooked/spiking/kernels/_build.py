@@ -27,7 +27,11 @@ def library_path(cxx: str) -> Path:
 
 
 def load() -> ctypes.CDLL:
-    """The compiled library, building it on the first call; raises :class:`CompilerUnavailable`."""
+    """The compiled library, building it on the first call; raises :class:`CompilerUnavailable`. Once loaded it
+    returns at once: the kernels call this at every forward and backward, and the compiler lookup (a PATH search)
+    cost about as much as a small layer's scan."""
+    if LIBRARY.lib is not None:
+        return LIBRARY.lib
     cxx = compiler()  # looked up here, so that a test can take the compiler away
     if cxx is None and LIBRARY.lib is None:
         raise CompilerUnavailable("no C++ compiler found (set $CXX or install g++); backend='reference' needs none")
