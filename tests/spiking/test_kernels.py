@@ -15,6 +15,7 @@ from overlooked.spiking import kernels
 from overlooked.spiking import modules as M
 from overlooked.spiking.kernels import _build, cpu
 from overlooked.spiking.kernels.cpu import CppNeuronScan
+from overlooked.spiking.neurons import VState
 from overlooked.spiking.surrogate import FastSigmoid
 
 pytestmark = pytest.mark.skipif(_build.compiler() is None, reason="no C++ compiler: the cpp backend cannot be built here")
@@ -349,6 +350,121 @@ def test_compiled_layer_runs_the_cpp_kernel_in_one_graph_with_dynamic_shapes(kin
         for a, b in zip(g1, g2):
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_a_tensor_tau_mem_held_as_a_buffer_is_a_value_not_a_learned_decay():
+    """A one-element tensor tau_mem (a buffer) reaches the kernel as a tensor decay; its gradient is not asked for,
+    so CubaLIF (whose kernel has no decay gradient) trains, and LIF keeps no copy of its input for it. A CubaLIF
+    decay that does require a gradient goes to the reference loop (auto) or is refused (cpp): the Triton
+    kernel's backward would have returned zero for it."""
+    torch.manual_seed(0)
+    for cls, kw in ((M.CubaLIF, {"w_in": 0.7}), (M.LIF, {})):
+        ref, fast = (cls(tau_mem=torch.tensor(5e-3), **kw, backend=b).double() for b in ("reference", "cpp"))
+        x = (torch.randn(20, 3, 7, dtype=torch.float64) * 3 + 1).requires_grad_()
+        gz, gv = torch.randn_like(x), torch.randn(3, 7, dtype=torch.float64)
+        z1, s1, g1 = _grads(ref, x, None, gz, gv)
+        before = kernels.CALLS["cpp_backward"]
+        z2, s2, g2 = _grads(fast, x, None, gz, gv)
+        assert kernels.CALLS["cpp_backward"] == before + 1 and torch.equal(z1, z2)
+        torch.testing.assert_close(g2, g1, rtol=1e-10, atol=1e-10)
+    cuba = M.CubaLIF(tau_mem=torch.tensor(5e-3), backend="auto")
+    cuba.cell.tau_mem.requires_grad_()
+    assert "learned tau_mem of CubaLIF" in kernels.scan_spec(cuba.cell)
+    x = torch.rand(6, 2, 4) * 3
+    z, _ = cuba(x)
+    assert cuba.resolved_backend == "reference"
+    with pytest.raises(kernels.UnsupportedBackend, match="learned tau_mem of CubaLIF"):
+        kernels.run_fused("cpp", cuba.cell, x, None)
+
+
+@pytest.mark.parametrize("bad", ["cuba_without_i0", "v0_shape", "i0_shape", "kind", "surrogate", "params", "a_shape", "dtype", "gradient_shape"])
+def test_a_direct_call_of_the_operator_with_bad_arguments_is_refused_not_run(bad):
+    """The operator hands raw pointers to C++: a wrong shape or constant must raise before the call (an
+    unchecked CubaLIF call without i0 or a short v0 crashed the process), and the fake implementation refuses
+    the same, so a traced call fails at trace time."""
+    x, v0 = torch.rand(5, 4, 3), torch.zeros(4, 3)
+    args = dict(x=x, v0=v0, i0=None, a=None, kind=cpu.KIND_LIF, reset=0, surrogate=0, detach=False, params=[0.2] * 10, keep_h=False)
+    args.update({
+        "cuba_without_i0": {"kind": cpu.KIND_CUBA},
+        "v0_shape": {"v0": torch.zeros(3)},
+        "i0_shape": {"kind": cpu.KIND_CUBA, "i0": torch.zeros(4, 2)},
+        "kind": {"kind": 7},
+        "surrogate": {"surrogate": 9},
+        "params": {"params": [0.2] * 3},
+        "a_shape": {"a": torch.ones(2)},
+        "dtype": {"x": x.half(), "v0": v0.half()},
+    }.get(bad, {}))
+    if bad == "gradient_shape":
+        h = torch.rand(5, 4, 3)
+        with pytest.raises(ValueError, match="do not match h"):
+            cpu.neuron_scan_backward(torch.rand(5, 4, 3), torch.rand(4), None, h, None, None, None, False, cpu.KIND_LIF, 0, 0, False, [0.2] * 10)
+        return
+    with pytest.raises(ValueError, match="overlooked::neuron_scan_cpu: "):
+        cpu.neuron_scan_forward(**args)
+    fake = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+    with pytest.raises(ValueError, match="overlooked::neuron_scan_cpu: "):
+        cpu.neuron_scan_forward(**fake)
+
+
+def test_the_operator_runs_on_meta_tensors_with_the_real_kernels_shapes():
+    x, v0, i0 = torch.rand(5, 4, 3), torch.zeros(4, 3), torch.zeros(4, 3)
+    real = cpu.neuron_scan_forward(x, v0, i0, None, cpu.KIND_CUBA, 0, 0, False, [0.2] * 10, True)
+    meta = cpu.neuron_scan_forward(x.to("meta"), v0.to("meta"), i0.to("meta"), None, cpu.KIND_CUBA, 0, 0, False, [0.2] * 10, True)
+    assert [(t.shape, t.stride(), t.dtype) for t in meta] == [(t.shape, t.stride(), t.dtype) for t in real]
+    assert all(t.is_meta for t in meta)
+
+
+def test_second_derivatives_through_the_cpp_scan_fail_with_a_message():
+    """A double backward (a gradient penalty) has no C++ formula: it raises and names the way out, where the
+    autograd.Function version silently dropped the second-order term."""
+    layer = M.PLIF(backend="cpp").double()
+    x = (torch.randn(8, 2, 5, dtype=torch.float64) * 3 + 1).requires_grad_()
+    z, _ = layer(x)
+    (gx,) = torch.autograd.grad(z.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="backend='reference'"):
+        gx.pow(2).sum().backward()
+
+
+def test_forward_mode_ad_is_not_sent_to_the_fused_kernels():
+    """The kernels have no forward-mode rule and PyTorch would drop the tangent without a word: under a
+    forward-AD level (or torch.func.jvp) an explicit fused backend refuses, ``auto`` takes the reference loop."""
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.rand(6, 2, 5, dtype=torch.float64) * 3
+    v0 = torch.randn(2, 5, dtype=torch.float64)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(v0, torch.ones_like(v0))
+        with pytest.raises(kernels.UnsupportedBackend, match="forward-mode AD"):
+            M.LIF(tau_mem=5e-3, backend="cpp").double()(x, VState(dual))
+        auto = M.LIF(tau_mem=5e-3, backend="auto").double()
+        try:
+            auto(x, VState(dual))
+        except NotImplementedError:  # the reference surrogate spike has no forward-mode formula either: it says so
+            pass
+        assert auto.resolved_backend == "reference"
+
+
+def test_compiled_layers_without_a_compiler_or_inside_torch_func_take_the_reference_loop(monkeypatch):
+    """Under torch.compile the backend choice asks its questions without breaking the graph; its answers must
+    stay right: without a C++ compiler ``auto`` falls back to the reference loop (it raised inside the compiled
+    operator), and inside a compiled ``torch.func.grad`` it takes the reference loop as in eager."""
+    x = torch.rand(5, 2, 3, dtype=torch.float64) * 3
+    eager = M.LIF(tau_mem=4e-3).double()(x)[0]
+    expected = torch.func.grad(lambda v: M.LIF(tau_mem=4e-3).double()(v)[0].sum())(x)
+    layer = M.LIF(tau_mem=4e-3, backend="auto").double()
+    torch._dynamo.reset()
+    got = torch.compile(torch.func.grad(lambda v: layer(v)[0].sum()), backend="aot_eager")(x)
+    assert layer.resolved_backend == "reference"
+    torch.testing.assert_close(got, expected)
+    monkeypatch.setattr(_build, "compiler", lambda: None)
+    monkeypatch.setattr(_build.LIBRARY, "lib", None)
+    monkeypatch.setattr(_build.LIBRARY, "error", None)
+    monkeypatch.setattr(kernels, "_warned", set())
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        z, _ = torch.compile(layer, backend="aot_eager")(x)
+    assert layer.resolved_backend == "reference" and torch.equal(z, eager)
 
 
 NO_TRITON = importlib.util.find_spec("triton") is None

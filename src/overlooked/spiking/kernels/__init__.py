@@ -75,6 +75,8 @@ def scan_spec(cell: nn.Module) -> tuple[ScanSpec, torch.Tensor | None] | str:
         if p.tau_mem.numel() != 1:
             return "tau_mem must be a number or a one-element tensor for the fused kernel"
         decay = (dt / p.tau_mem).reshape(())  # the reference's own expression, so float32 rounding matches
+        if kind == KIND_CUBA and decay.requires_grad:
+            return "a learned tau_mem of CubaLIF has no fused gradient (the C++ and Triton kernels learn the decay of IF/LIF/PLIF only)"
         fields.pop("tau_mem")
     bad = [k for k, v in fields.items() if not _number(v)]
     if bad:
@@ -132,29 +134,39 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _under_torch_func(x: torch.Tensor) -> bool:
-    """Whether ``x`` is a tensor inside a ``torch.func`` transform (``grad``, ``vmap``, ...), which the fused
-    kernels (C++ and Triton calls on raw memory) cannot run under; the reference loop's PyTorch operations can.
-    Not asked while ``torch.compile`` traces (the query would break its graph; it sees fake tensors)."""
-    if torch.compiler.is_compiling():
-        return False
+def _under_transform() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``, ...) or a forward-mode AD level
+    (``torch.autograd.forward_ad.dual_level``) is active. The fused kernels (C++ and Triton calls on raw memory)
+    have a backward but no batching or forward-mode rule, so they cannot run there, whichever tensor the
+    transform wraps (the input, the state or a parameter); the reference loop's PyTorch operations can. Both
+    queries trace in ``torch.compile`` without a graph break."""
     try:
-        return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
-    except AttributeError:  # a PyTorch without this query: assume not
+        level = torch._C._functorch.maybe_current_level()
+    except AttributeError:  # a PyTorch without this query: assume none
+        level = None
+    return level is not None or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+
+
+@torch.compiler.assume_constant_result
+def _cpp_loads() -> bool:
+    """Whether the C++ library loads (building it at first use). Called by ``torch.compile`` at trace time and its
+    answer kept as a constant, so that neither the compiler lookup nor the build breaks the graph."""
+    try:
+        _build.load()
+    except _build.CompilerUnavailable:
         return False
+    return True
 
 
 def _load_cpp() -> None:
     """Load the C++ library (building it at first use; raises ``CompilerUnavailable``). Once loaded, nothing more
-    is asked: no compiler or file lookups, which ``torch.compile`` would break its graph on at every call. While
-    it traces, a library not yet loaded is left to the operator, which loads it when the compiled code runs
-    (and raises there if it cannot be built; a build that already failed is reported here)."""
+    is asked: no compiler or file lookups, which ``torch.compile`` would break its graph on at every call."""
     if _build.LIBRARY.lib is not None:
         return
     if torch.compiler.is_compiling():
-        if _build.LIBRARY.error is not None:
-            raise _build.CompilerUnavailable(_build.LIBRARY.error)
-        return
+        if _cpp_loads():
+            return
+        raise _build.CompilerUnavailable(_build.LIBRARY.error or _build.NO_COMPILER)
     _build.load()
 
 
@@ -162,9 +174,9 @@ def choose(backend: str, cell: nn.Module, x: torch.Tensor) -> str:
     """The backend that will run ``cell`` on ``x`` (compiles the C++ library on first use)."""
     if backend == "reference":
         return "reference"
-    if _under_torch_func(x):
+    if _under_transform():
         if backend != "auto":
-            raise UnsupportedBackend(f"backend={backend!r} cannot run inside a torch.func transform (grad, vmap, ...); use backend='reference' or 'auto' (which runs the reference loop there)")
+            raise UnsupportedBackend(f"backend={backend!r} cannot run inside a torch.func transform (grad, vmap, jvp, ...) or under forward-mode AD; use backend='reference' or 'auto' (which runs the reference loop there)")
         return "reference"
     cpu_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
     if backend == "cpp":

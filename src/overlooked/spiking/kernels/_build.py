@@ -19,6 +19,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ovl_neuron_backward.restype = i32
 
 
+NO_COMPILER = "no C++ compiler found (set $CXX or install g++); backend='reference' needs none"
 LIBRARY = native.Library("ovl_neuron_scan", SOURCE, "C++ neuron kernels", _declare, hint="; backend='reference' needs none")
 
 
@@ -34,7 +35,7 @@ def load() -> ctypes.CDLL:
         return LIBRARY.lib
     cxx = compiler()  # looked up here, so that a test can take the compiler away
     if cxx is None and LIBRARY.lib is None:
-        raise CompilerUnavailable("no C++ compiler found (set $CXX or install g++); backend='reference' needs none")
+        raise CompilerUnavailable(NO_COMPILER)
     return LIBRARY.load(cxx)
 
 
