@@ -333,7 +333,6 @@ def test_compiled_layer_runs_the_cpp_kernel_in_one_graph_with_dynamic_shapes(kin
     AOTAutograd through the operator's fake implementation) without generating code."""
     torch.manual_seed(5)
     ref, fast = _pair(kind, "cpp", torch.float64, reset="subtract" if _base(kind) == "if" else "zero")
-    _build.load()  # loaded before the trace (one that finds it unloaded is traced again once it is)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = torch.compile(fast, backend="aot_eager", fullgraph=True, dynamic=True)

@@ -159,10 +159,9 @@ def _cpp_loads() -> bool:
 
 
 def _load_cpp() -> None:
-    """Load the C++ library (building it at first use; raises ``CompilerUnavailable``). Once loaded, nothing more
-    is asked: no compiler or file lookups, which ``torch.compile`` would break its graph on at every call."""
-    if _build.LIBRARY.lib is not None:
-        return
+    """Load the C++ library (building it at first use; raises ``CompilerUnavailable``). While ``torch.compile``
+    traces, the question goes through :func:`_cpp_loads`, answered once at trace time: no compiler or file lookup
+    in the graph, and no guard on whether the library was loaded before (which re-traced once it was)."""
     if torch.compiler.is_compiling():
         if _cpp_loads():
             return

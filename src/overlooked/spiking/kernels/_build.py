@@ -34,7 +34,7 @@ def load() -> ctypes.CDLL:
     if LIBRARY.lib is not None:
         return LIBRARY.lib
     cxx = compiler()  # looked up here, so that a test can take the compiler away
-    if cxx is None and LIBRARY.lib is None:
+    if cxx is None:
         raise CompilerUnavailable(NO_COMPILER)
     return LIBRARY.load(cxx)
 
