@@ -48,6 +48,23 @@ def test_gradcheck_of_the_custom_backward(name):
     assert gradcheck(sg.smooth, (x,))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_mode_uses_the_same_surrogate_derivative(name):
+    """jvp, jacfwd and forward-AD dual numbers see the Jacobian the backward sees: diag(derivative(x))."""
+    import torch.autograd.forward_ad as fwAD
+
+    sg = SURROGATES.create(name)
+    x = torch.linspace(-1.5, 1.5, 31, dtype=torch.float64)
+    t = torch.randn(31, dtype=torch.float64)
+    out, tangent = torch.func.jvp(sg, (x,), (t,))
+    assert torch.equal(out, sg(x))
+    torch.testing.assert_close(tangent, t * sg.derivative(x), rtol=0, atol=0)
+    torch.testing.assert_close(torch.func.jacfwd(sg)(x), torch.func.jacrev(sg)(x), rtol=0, atol=0)
+    with fwAD.dual_level():
+        dual_out = sg(fwAD.make_dual(x, t))
+        torch.testing.assert_close(fwAD.unpack_dual(dual_out).tangent, t * sg.derivative(x), rtol=0, atol=0)
+
+
 def test_unknown_surrogate_lists_known():
     with pytest.raises(KeyError, match="atan"):
         SURROGATES.create("arctangent")

@@ -52,7 +52,9 @@ class _SpikeFn(torch.autograd.Function):
     """Heaviside forward (or the surrogate's primitive, ``smooth``), the surrogate's derivative backward.
     Written with ``setup_context`` and ``generate_vmap_rule`` so that ``torch.func`` transforms (``grad``,
     ``vmap``, per-sample gradients) run through it; its backward is made of PyTorch operations, so it can
-    be differentiated again."""
+    be differentiated again. Forward mode (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) uses
+    the same surrogate derivative: the spike's Jacobian is the diagonal ``derivative(x)`` in both modes, so
+    ``jacfwd`` equals ``jacrev``."""
 
     generate_vmap_rule = True
 
@@ -64,12 +66,18 @@ class _SpikeFn(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
         x, surrogate, _ = inputs
         ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
         ctx.surrogate = surrogate
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
         return grad * ctx.surrogate.derivative(x), None, None
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor, _surrogate, _smooth) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return tangent * ctx.surrogate.derivative(x)
 
 
 class FastSigmoid(Surrogate):
