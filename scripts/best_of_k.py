@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 from overlooked import api
-from overlooked.bench.report import FAILED_ABOVE, error_percent
+from overlooked.bench.report import FAILED_ABOVE
+from overlooked.stats import error_percent
 
 RULES = ("best_by_train", "best_by_val")
 

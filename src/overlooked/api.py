@@ -42,7 +42,7 @@ from overlooked.data.babi import BABI_INPUT_KEYS
 from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, DataError, InputError, OverlookedError, UnreadableDataError
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES, keyword_names, takes_var_kwargs
-from overlooked.stats import accuracy_interval
+from overlooked.stats import accuracy_interval, error_percent
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint
 from overlooked.train.distributed import init_distributed, rank_device
@@ -1074,16 +1074,17 @@ def train_each(
     if twice:
         raise ConfigError(f"--each {key}= names {', '.join(twice)} more than once; each value is one run folder, so name each once")
     check_device(cfg.train.device)
-    problems = []
+    problems: dict[str, list[str]] = {}  # message -> the values that gave it (a misspelt key fails every value alike)
     for value in values:
         try:
             sub_cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
             check_config(sub_cfg)
             build_data(sub_cfg, data_dir)
         except OverlookedError as exc:
-            problems.append(f"{key}={value}: {exc}")
+            problems.setdefault(str(exc), []).append(str(value))
     if problems:
-        raise ConfigError(f"--each: {len(problems)} of {len(values)} value(s) cannot run, so none was started:\n" + "\n".join(problems))
+        failed = sum(map(len, problems.values()))
+        raise ConfigError(f"--each: {failed} of {len(values)} value(s) cannot run, so none was started:\n" + "\n".join(f"{key}={','.join(vals)}: {message}" for message, vals in problems.items()))
     path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
     # The folder's config and its values are written first, so that an interrupted --each can be resumed as a
     # whole (--resume FOLDER): finished values kept, the interrupted one continued, the others trained.
@@ -1164,7 +1165,7 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
             'the --each setting and its values, {"key": "data.tasks", "values": [1, 2, ...]}',
         )
         cfg = run_config(run)
-        check_device(device or cfg.train.device)
+        check_device(device or cfg.train.device, "--device" if device else "the run's train.device")
         return run, _each_runs(cfg, run, each["key"], each["values"], data_dir, resuming=True, device=device, callbacks=callbacks)
     if not (run / "config.yaml").is_file() and seed_folders(run):
         first = seed_folders(run)[0]
@@ -1191,7 +1192,7 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
                 f"{run} has finished (stopped by {done}: its summary.json is written), so there is nothing to resume; to train it "
                 f"further, start a new run from its weights with train.init_from={run} (train.init_checkpoint=last for its final weights)"
             )
-    check_device(cfg.train.device)
+    check_device(cfg.train.device, "--device" if device else "the run's train.device")
     cublas_for_determinism(cfg.train)  # before anything starts CUDA
     dist = init_distributed(cfg.train.device)  # sets each rank's GPU before own_rng reads the current one
     if repeats:
@@ -1459,7 +1460,11 @@ def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | No
 
     cfg, splits, model = _load_for_split(run, split, checkpoint, data_dir, data_overrides)
     if cfg.data.name != "babi":
-        raise ConfigError(f"explain shows what a memory network read from a bAbI story; {run} was trained on {cfg.data.name!r}")
+        raise ConfigError(
+            f"explain shows what a memory network read from a bAbI story (runs of memn2n, kvmemnn, memnn, memnn_am_ng_nl) "
+            f"or what a capsule network's capsules hold (runs of capsnet, capsnet_multimnist, matcaps_em, matcaps_em_small); {run} is a {cfg.model.name!r} run on "
+            f"{cfg.data.name!r}, neither. `overlooked evaluate {run}` scores it; `overlooked show {run}` prints what it reported"
+        )
     data = splits.scored(split)
     if len(data) == 0:
         raise ConfigError(f"the {split} split of {run} is empty (data.kwargs.val_fraction may be 0); pick another --split")
@@ -1683,18 +1688,19 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
         if limit < 1:
             raise ConfigError(f"limit must be a positive number of examples or None (all), got {limit}")
         data = data.subset(torch.arange(min(limit, len(data))))
+    given = device is not None
     device = device or cfg.train.device
     try:
-        check_device(device)
+        check_device(device, "--device" if given else "the run's train.device")
     except ConfigError as exc:
-        raise ConfigError(f"{exc} (the run was trained on {cfg.train.device!r}; evaluate it elsewhere with --device cpu / device='cpu')") from None
+        raise ConfigError(f"{exc}" + ("" if given else " (device='cpu' in Python)")) from None
     model = model.to(device)  # load_run builds it on the CPU; the batches go to `device`
     run_on = functools.partial(_evaluate, model, input_keys=splits.input_keys, target_key=splits.target_key, objective=objective, batch_size=cfg.train.eval_batch_size, device=device, encoder=encoder, group_key=splits.meta.get("group_key"), bf16=cfg.train.bf16, seed=cfg.train.seed, metric=metric)
     if data_overrides and len(data):
         _probe_other_data(run, cfg, data_overrides, lambda: run_on(data.subset(torch.arange(min(2, len(data))))))
     res = run_on(data)
     weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
-    return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": 100.0 * (1 - res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
+    return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": error_percent(res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
 
 
 def _probe_other_data(run: str | Path, cfg: ExperimentConfig, data_overrides: list[str], probe: Any) -> None:

@@ -7,19 +7,21 @@ of the same name in :mod:`overlooked.api`. Errors the user can fix are printed w
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import re
 import select
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from overlooked import __version__
-from overlooked.config import check_distinct_overrides, integer_range, load_yaml, parse_override
+from overlooked.config import check_distinct_overrides, integer_range, load_yaml, packaged_configs, parse_override
 from overlooked.data.store import dataset_names
 from overlooked.errors import OverlookedError
 
@@ -84,7 +86,8 @@ def _group_line(groups: dict[str, float], failed: bool = True) -> str:
     >>> _group_line({"1": 1.0, "2": 0.9}, failed=False)
     'mean test error 5.00% over 2'
     """
-    from overlooked.bench.report import FAILED_ABOVE, error_percent, failed_count
+    from overlooked.bench.report import FAILED_ABOVE, failed_count
+    from overlooked.stats import error_percent
 
     errors = [error_percent(a) for a in groups.values() if _is_number(a)]
     unread = f"; {len(groups) - len(errors)} without a number (a damaged summary)" if len(errors) < len(groups) else ""
@@ -181,7 +184,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         given = [a for a in (args.config, *args.overrides) if a] + [f"--{n}" for n in ("each", "repeats", "seed", "out") if getattr(args, n) is not None] + (["--bf16"] if args.bf16 else [])
         if given:
-            raise OverlookedError(f"--resume continues {args.resume} exactly as it was configured, so it takes no CONFIG, overrides or run options other than --device and --data-dir (got {' '.join(given)}); to train with other settings, start a new run")
+            raise OverlookedError(
+                f"--resume continues {args.resume} exactly as it was configured, so it takes no CONFIG, overrides or run options other than --device and --data-dir (got {' '.join(given)}). "
+                f"What may change on a resume, train.num_threads, progress, max_minutes and eval_batch_size, is edited in {Path(args.resume) / 'config.yaml'} "
+                "(the resume checks that nothing else changed); to train with other settings, start a new run"
+            )
         path, summary = api.resume(args.resume, data_dir=args.data_dir, device=args.device, callbacks=[_announcer(args)])
         _print_summary(path, summary)
         return 0
@@ -322,6 +329,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise OverlookedError(f"{args.config} is a run folder: `show RUN` prints what the run reported and takes no overrides (they apply to configs)")
         _show_run(folder)
         return 0
+    packaged = args.config in packaged_configs()  # a packaged name wins over a folder of that name in the current directory
+    if not packaged and (folder.is_dir() or (not folder.exists() and ("/" in args.config or os.sep in args.config) and folder.suffix not in (".yaml", ".yml"))):
+        what = "is a folder but not a run folder (no config.yaml or summary.json)" if folder.is_dir() else "does not exist"
+        raise OverlookedError(f"{args.config} {what}; show takes a run folder (the one `overlooked train` printed), a packaged config name (`overlooked list configs`) or a YAML file")
     cfg = api.load(args.config, list(args.overrides))  # loaded and fully checked
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
@@ -379,7 +390,7 @@ def _show_run(run: Any) -> None:
         splits = [k for k in ("test", "val", "train") if isinstance(summary.get(f"{k}_group_accuracy"), dict)]
         name = meta.get("group_key", "group")
         print(f"{name:>6}  " + "  ".join(f"{k + ' acc':>9}" for k in splits) + f"  {'test err %':>10}")
-        from overlooked.bench.report import error_percent
+        from overlooked.stats import error_percent
 
         order = sorted(groups, key=lambda g: (0, int(g), "") if str(g).isdigit() else (1, 0, str(g)))  # bAbI tasks 1..20, not 1, 10, 11, ...
         for g in order:  # a damaged value prints as -
@@ -681,6 +692,30 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}{_setting_hint(extra, args.command)}")
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = functools.partial(_format_warning, formatwarning)
+    try:
+        return _run(args)
+    finally:  # Python's format again when main returns (tests and notebooks call main in-process)
+        warnings.formatwarning = formatwarning
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _format_warning(fallback: Any, message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """The command prints the library's own warnings (ConfigWarning, NIRDtWarning, a kernel's fallback) as
+    one line, ``overlooked: warning: ... (ConfigWarning)``, without the source file and code line Python
+    shows, which name the library's internals rather than anything the user wrote; other warnings keep
+    ``fallback``'s format (Python's, or whatever was installed before). Only the printed text changes: filters and ``pytest.warns`` / ``catch_warnings(record=True)``
+    see the same warnings."""
+    if category.__module__.split(".")[0] == "overlooked" or str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+        return f"overlooked: warning: {message} ({category.__name__})\n"
+    return fallback(message, category, filename, lineno, line)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; a user's error is one line on stderr, never a traceback."""
     try:
         import_plugins(args.imports)
         status = int(args.fn(args) or 0)

@@ -106,3 +106,12 @@ def accuracy_interval(accuracy: float, n: int, confidence: float = 0.95, method:
         raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
     low, high = methods[method](k, n, confidence)
     return {"k": k, "n": n, "accuracy": k / n, "low": low, "high": high, "confidence": confidence, "method": method}
+
+
+def error_percent(accuracy: float) -> float:
+    """Test error in %, rounded to 1e-6 so that 95.0% accuracy is exactly 5.0 (not failed), not 5.000000000000004.
+
+    >>> error_percent(0.95), error_percent(0.9499)
+    (5.0, 5.01)
+    """
+    return round(100.0 * (1.0 - accuracy), 6)

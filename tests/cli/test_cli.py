@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from overlooked import api
 from overlooked.bench.fair import UnfairComparisonError
 from overlooked.cli import build_parser, main
+from overlooked.config import ConfigWarning
 from overlooked.errors import OverlookedError
 
 TINY = {
@@ -794,3 +796,34 @@ def test_run_files_that_parse_but_hold_the_wrong_thing_are_named_damaged(tmp_pat
         cfg.callbacks = [api.Component("linear_start")] if info["state"] != "x" else cfg.callbacks
         with pytest.raises(CheckpointError, match=r"the callbacks' state saved in .* best checkpoint cannot be restored"):
             api.restore_weights(run, "best", api.load_run(run)[2], cfg)
+
+
+def test_review_findings_of_2026_12_07_messages(tmp_path, capsys, monkeypatch):
+    """A walkthrough's findings: `show` of a mistyped run folder listed the 34 packaged configs; a misspelt
+    `--each` key repeated one message per value; `--resume` with a thread or time-limit change did not say
+    where those are changed; the library's warnings printed an internal file and code line."""
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "runs/nope"]) == 2
+    err = capsys.readouterr().err
+    assert "runs/nope does not exist; show takes a run folder" in err and "packaged configs:" not in err
+    (tmp_path / "not_a_run").mkdir()
+    assert main(["show", "not_a_run"]) == 2
+    assert "not_a_run is a folder but not a run folder (no config.yaml or summary.json)" in capsys.readouterr().err
+    assert main(["train", "memn2n_babi1k", "--each", "data.task=1..3", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "3 of 3 value(s) cannot run" in err and err.count("unknown key(s) data.kwargs.task") == 1
+    assert "\ndata.task=1,2,3: unknown key(s)" in err
+    assert main(["train", "--resume", str(tmp_path / "r"), "train.max_minutes=5"]) == 2
+    assert f"is edited in {tmp_path / 'r' / 'config.yaml'}" in capsys.readouterr().err
+    before = warnings.formatwarning
+    with pytest.warns(ConfigWarning, match="train.momentum=0.9"):  # recorded as before: only the printed text changed
+        assert main(["show", "cnn_mnist", "train.momentum=0.9"]) == 0
+    assert warnings.formatwarning is before  # Python's format again after main
+    # printed (pytest records warnings instead of printing them, so in a process of its own)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run([sys.executable, "-m", "overlooked", "show", "cnn_mnist", "train.momentum=0.9"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("overlooked: warning: train.momentum=0.9 (only sgd uses it") and done.stderr.rstrip().endswith("(ConfigWarning)")
+    assert done.stderr.count("\n") == 1 and ".py:" not in done.stderr and "<string>" not in done.stderr

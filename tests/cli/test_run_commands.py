@@ -153,8 +153,10 @@ def test_a_gpu_run_can_be_resumed_and_evaluated_on_cpu(tmp_path, monkeypatch, ca
     assert main(["train", "--resume", str(run), "--device", "cpu"]) == 0
     env = json.loads((run / "environment.json").read_text())
     assert env["resumes"][-1]["device"] == "cpu"
-    with pytest.raises(ConfigError, match="trained on 'cuda'; evaluate it elsewhere with --device cpu"):
+    with pytest.raises(ConfigError, match=r"the run's train.device is 'cuda' but .* use --device cpu \(device='cpu' in Python\)"):
         api.evaluate(run)
+    with pytest.raises(ConfigError, match=r"^--device is 'cuda' but .*; use --device cpu$"):  # no train.device=cpu: evaluate takes no such override
+        api.evaluate(run, device="cuda")
     assert main(["evaluate", str(run), "--device", "cpu"]) == 0
     assert main(["evaluate", str(run), "--limit", "-3", "--device", "cpu"]) == 2
     assert "--limit takes a number of examples N >= 1, or 0" in capsys.readouterr().err

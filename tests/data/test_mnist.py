@@ -84,6 +84,25 @@ def test_load_mnist_missing_file_names_path_folder_and_fix(tmp_path):
     assert "overlooked data fetch mnist" in message and "OVERLOOKED_DATA" in message
 
 
+@pytest.mark.parametrize("name, kwargs, files", [
+    ("mnist", {}, 4),
+    ("multimnist", {}, 4),
+    ("affnist_style", {}, 4),
+    ("affnist_style", {"test_set": "affnist"}, None),  # the affNIST test file is checked first, then MNIST's training files
+])
+def test_every_missing_mnist_file_is_named_at_once(tmp_path, name, kwargs, files):
+    """A walkthrough found the error named only the training files; a user who copied those two failed again on
+    the test files. Each MNIST-built dataset now checks every file it reads before it reads any."""
+    with pytest.raises(DataError) as info:
+        DATASETS.create(name, data_dir=tmp_path, **kwargs)
+    message = str(info.value)
+    wanted = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    if files is None:  # the real affNIST test set is missing too: that file is named, as before
+        assert str(tmp_path / "affnist" / "test.mat.zip") in message
+    else:
+        assert [w for w in wanted if str(tmp_path / "mnist" / w) in message] == wanted
+
+
 def test_load_mnist_rejects_unknown_split(tmp_path):
     with pytest.raises(DataError, match="unknown MNIST split 'val'"):
         mnist.load_mnist("val", data_dir=tmp_path)

@@ -106,17 +106,8 @@ def load_references(path: Path) -> dict[str, Any]:
 FAILED_ABOVE = 5.0  # % test error above which a bAbI task counts as failed (the papers' rule)
 
 
-def error_percent(accuracy: float) -> float:
-    """Test error in %, rounded to 1e-6 so that 95.0% accuracy is exactly 5.0 (not failed), not 5.000000000000004.
-
-    >>> error_percent(0.95), error_percent(0.9499)
-    (5.0, 5.01)
-    """
-    return round(100.0 * (1.0 - accuracy), 6)
-
-
 def failed_count(errors) -> int:
-    """Tasks failed: test error (%) strictly above :data:`FAILED_ABOVE`, compared at 1e-6 as :func:`error_percent`.
+    """Tasks failed: test error (%) strictly above :data:`FAILED_ABOVE`, compared at 1e-6 as :func:`overlooked.stats.error_percent`.
 
     >>> failed_count([100 * (1 - 0.95), 5.01, 0.0])
     1

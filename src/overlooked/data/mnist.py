@@ -148,6 +148,12 @@ def _load_checked(root: Path, relpath: str, magic: int, verify: bool) -> torch.T
     return tensor
 
 
+def ensure_mnist(data_dir: str | Path | None, download: bool, verify: bool, splits: tuple[str, ...] = ("train", "test")) -> None:
+    """Check (or, with ``download``, fetch) the files of every split a dataset reads before it reads any, so
+    that a missing-file error names all of them, not only the first split's."""
+    store.ensure("mnist", data_dir, download, files=[f for split in splits for f in FILES[split]], verify_checksums=download and verify)
+
+
 def load_mnist(
     split: str = "train",
     data_dir: str | os.PathLike[str] | None = None,
@@ -208,6 +214,7 @@ def mnist(
     Returns:
         Splits whose batches hold ``"image"`` float32 ``[B, 1, 28, 28]`` in [0, 1] and ``"label"`` int64 ``[B]``.
     """
+    ensure_mnist(data_dir, download, verify)
     train_images, train_labels = load_mnist("train", data_dir, download, verify)  # [60000, 28, 28], [60000]
     test_images, test_labels = load_mnist("test", data_dir, download, verify)  # [10000, 28, 28], [10000]
     full_train = ArrayDataset({"image": _to_unit_float(train_images), "label": train_labels})

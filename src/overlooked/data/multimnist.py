@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
-from overlooked.data.mnist import load_mnist
+from overlooked.data.mnist import ensure_mnist, load_mnist
 from overlooked.errors import DataError
 from overlooked.objectives import both_correct  # noqa: F401  (the metric lives beside the losses; re-exported)
 from overlooked.registry import DATASETS
@@ -130,6 +130,7 @@ def multimnist(
     """MultiMNIST splits generated on the fly (see the module docstring). ``seed`` fixes the validation split
     of the MNIST digits and every pair; the three splits use different hash seeds. ``verify``: check the
     MNIST files' checksums at every load (the default)."""
+    ensure_mnist(data_dir, download, verify)
     train_images, train_labels = load_mnist("train", data_dir, download, verify)
     test_images, test_labels = load_mnist("test", data_dir, download, verify)
     train_images, test_images = train_images.float() / 255.0, test_images.float() / 255.0

@@ -401,8 +401,10 @@ def _sequence_doc(seq: type[_Sequence]) -> str:
         "Args:\n" + "\n".join(lines) + "\n\n"
         "Raises:\n"
         "    TypeError: a positional neuron parameter (they are keywords), or an unknown keyword argument (the message "
-        "lists the allowed ones); at call time, an input that is not a floating-point tensor.\n"
+        "lists the allowed ones).\n"
         f"    ValueError: {value_error}.\n"
+        "    overlooked.errors.InputError (a ValueError): at call time, an input that is not a floating-point tensor, "
+        "or a state that does not fit it.\n"
     )
 
 

@@ -35,6 +35,7 @@ from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError
 from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.registry import METRICS
+from overlooked.stats import error_percent
 from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint
 from overlooked.train.distributed import DistInfo, init_distributed, rank_device
@@ -850,7 +851,7 @@ def _fit(
         res = evaluate(model, data, splits.input_keys, splits.target_key, objective, cfg.eval_batch_size, device, encoder, group_key, cfg.bf16, cfg.seed, metric)
         summary[f"{split_name}_loss"] = res["loss"]
         summary[f"{split_name}_accuracy"] = res["accuracy"]
-        summary[f"{split_name}_error"] = 100.0 * (1.0 - res["accuracy"])
+        summary[f"{split_name}_error"] = error_percent(res["accuracy"])
         if "group_accuracy" in res:
             summary[f"{split_name}_group_accuracy"] = res["group_accuracy"]
     for cb in callbacks:
