@@ -18,6 +18,7 @@ import yaml
 
 from overlooked.config import load_yaml
 from overlooked.errors import OverlookedError
+from overlooked.stats import error_percent  # noqa: F401  (its home before 2026-12-07: kept importable from here)
 
 HEADER = """# Results
 
