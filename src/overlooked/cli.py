@@ -693,14 +693,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}{_setting_hint(extra, args.command)}")
     formatwarning = warnings.formatwarning
-    warnings.formatwarning = functools.partial(_format_warning, formatwarning)
+    ours = warnings.formatwarning = functools.partial(_format_warning, formatwarning)
     try:
         return _run(args)
-    finally:  # Python's format again when main returns (tests and notebooks call main in-process)
-        warnings.formatwarning = formatwarning
+    finally:  # Python's format again when main returns (tests and notebooks call main in-process), unless a plugin installed its own meanwhile
+        if warnings.formatwarning is ours:
+            warnings.formatwarning = formatwarning
 
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _format_warning(fallback: Any, message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
@@ -709,7 +710,7 @@ def _format_warning(fallback: Any, message: Warning | str, category: type[Warnin
     shows, which name the library's internals rather than anything the user wrote; other warnings keep
     ``fallback``'s format (Python's, or whatever was installed before). Only the printed text changes: filters and ``pytest.warns`` / ``catch_warnings(record=True)``
     see the same warnings."""
-    if category.__module__.split(".")[0] == "overlooked" or str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+    if category.__module__.split(".")[0] == "overlooked" or Path(filename).resolve().is_relative_to(_PACKAGE_DIR):
         return f"overlooked: warning: {message} ({category.__name__})\n"
     return fallback(message, category, filename, lineno, line)
 

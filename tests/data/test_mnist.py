@@ -92,7 +92,8 @@ def test_load_mnist_missing_file_names_path_folder_and_fix(tmp_path):
 ])
 def test_every_missing_mnist_file_is_named_at_once(tmp_path, name, kwargs, files):
     """A walkthrough found the error named only the training files; a user who copied those two failed again on
-    the test files. Each MNIST-built dataset now checks every file it reads before it reads any."""
+    the test files. Each MNIST-built dataset now checks every MNIST file it reads before it reads any (the real
+    affNIST test file, another dataset's, is still checked first and on its own)."""
     with pytest.raises(DataError) as info:
         DATASETS.create(name, data_dir=tmp_path, **kwargs)
     message = str(info.value)

@@ -65,6 +65,22 @@ def test_forward_mode_uses_the_same_surrogate_derivative(name):
         torch.testing.assert_close(fwAD.unpack_dual(dual_out).tangent, t * sg.derivative(x), rtol=0, atol=0)
 
 
+def test_second_order_is_exact_or_refused():
+    """hessian (jacfwd over jacrev) and jacrev over jacrev agree, with the surrogate's own second derivative in
+    them; jacfwd over jacfwd would drop it (a review found it returned zeros), so it raises."""
+    sg = SURROGATES.create("atan")
+    x = torch.linspace(-1.5, 1.5, 7, dtype=torch.float64)
+    f = lambda v: (sg(v) ** 2 + sg(v)).sum()  # noqa: E731
+    by_hessian, by_reverse = torch.func.hessian(f)(x), torch.func.jacrev(torch.func.jacrev(f))(x)
+    torch.testing.assert_close(by_hessian, by_reverse)
+    x2 = x.clone().requires_grad_(True)
+    (slope,) = torch.autograd.grad(sg.derivative(x2).sum(), x2)  # the surrogate's second derivative, d'(x)
+    torch.testing.assert_close(torch.func.hessian(lambda v: sg(v).sum())(x).diagonal(), slope)
+    assert slope.abs().max() > 0.1
+    with pytest.raises(NotImplementedError, match="jacfwd of jacfwd"):
+        torch.func.jacfwd(torch.func.jacfwd(sg))(x)
+
+
 def test_unknown_surrogate_lists_known():
     with pytest.raises(KeyError, match="atan"):
         SURROGATES.create("arctangent")

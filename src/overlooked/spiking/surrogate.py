@@ -54,7 +54,8 @@ class _SpikeFn(torch.autograd.Function):
     ``vmap``, per-sample gradients) run through it; its backward is made of PyTorch operations, so it can
     be differentiated again. Forward mode (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) uses
     the same surrogate derivative: the spike's Jacobian is the diagonal ``derivative(x)`` in both modes, so
-    ``jacfwd`` equals ``jacrev``."""
+    ``jacfwd`` equals ``jacrev``. Second order: ``torch.func.hessian`` (jacfwd over jacrev) and jacrev over jacrev
+    are exact; jacfwd over jacfwd raises (it would silently drop the surrogate's own second derivative)."""
 
     generate_vmap_rule = True
 
@@ -76,8 +77,22 @@ class _SpikeFn(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, tangent: torch.Tensor, _surrogate, _smooth) -> torch.Tensor:  # type: ignore[override]
+        if _forward_levels() > 1:
+            raise NotImplementedError(
+                "forward mode over forward mode (jacfwd of jacfwd) through the surrogate spike is not supported: the "
+                "outer level would not see that the surrogate's derivative depends on the input and would drop its "
+                "second derivative; use torch.func.hessian (jacfwd over jacrev) or jacrev over jacrev, which are exact"
+            )
         (x,) = ctx.saved_tensors
         return tangent * ctx.surrogate.derivative(x)
+
+
+def _forward_levels() -> int:
+    """How many torch.func forward-mode (jvp) levels are active: the jvp rule runs at its own level, so more than
+    one means forward over forward. 0 where this PyTorch does not expose its transform stack."""
+    stack = getattr(torch._C._functorch, "get_interpreter_stack", lambda: None)() or []
+    jvp = getattr(getattr(torch._C._functorch, "TransformType", None), "Jvp", None)
+    return sum(level.key() == jvp for level in stack) if jvp is not None else 0
 
 
 class FastSigmoid(Surrogate):
