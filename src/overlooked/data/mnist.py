@@ -148,10 +148,10 @@ def _load_checked(root: Path, relpath: str, magic: int, verify: bool) -> torch.T
     return tensor
 
 
-def ensure_mnist(data_dir: str | Path | None, download: bool, verify: bool, splits: tuple[str, ...] = ("train", "test")) -> None:
-    """Check (or, with ``download``, fetch) the files of every split a dataset reads before it reads any, so
-    that a missing-file error names all of them, not only the first split's."""
-    store.ensure("mnist", data_dir, download, files=[f for split in splits for f in FILES[split]], verify_checksums=download and verify)
+def ensure_mnist(data_dir: str | Path | None, download: bool, verify: bool) -> None:
+    """Check (or, with ``download``, fetch) the files of both splits before a dataset reads either, so that a
+    missing-file error names all of them, not only the training split's."""
+    store.ensure("mnist", data_dir, download, files=[*FILES["train"], *FILES["test"]], verify_checksums=download and verify)
 
 
 def load_mnist(
