@@ -1759,6 +1759,27 @@ def load(name_or_path: str, overrides: list[str] | None = None) -> ExperimentCon
     return cfg
 
 
+def model_warnings(cfg: ExperimentConfig) -> list[warnings.WarningMessage]:
+    """The :class:`ConfigWarning` s building ``cfg``'s model gives (a setting with no effect, e.g. MemN2N's
+    ``pe_length`` under ``encoding='bow'``), without the data: the model is built on the meta device (nothing
+    allocated) from the config's own arguments, the dataset's facts left at the builder's defaults. A model
+    that cannot be built that way gives none here (training builds it with the data and says what is wrong);
+    warnings of other kinds are dropped, as they may come from the defaults standing in for the data.
+
+    >>> cfg = load("memn2n_babi1k", ["model.kwargs.encoding=bow", "model.kwargs.pe_length=padded"])
+    >>> [str(w.message).split(" (")[0] for w in model_warnings(cfg)]
+    ["MemN2N pe_length='padded'"]
+    """
+    catalog.load_all()
+    with warnings.catch_warnings(record=True) as caught, torch.device("meta"):
+        warnings.simplefilter("always")
+        try:
+            MODELS.create(cfg.model.name, **cfg.model.kwargs)
+        except Exception:  # noqa: BLE001 - a builder that needs the data's facts: training checks it with them
+            return []
+    return [w for w in caught if issubclass(w.category, ConfigWarning)]
+
+
 def steps_budget(cfg: ExperimentConfig, n_train: int) -> int:
     """Optimiser steps the config will take on ``n_train`` examples."""
     per_epoch = math.ceil(n_train / cfg.train.batch_size)

@@ -334,6 +334,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         what = "is a folder but not a run folder (no config.yaml or summary.json)" if folder.is_dir() else "does not exist"
         raise OverlookedError(f"{args.config} {what}; show takes a run folder (the one `overlooked train` printed), a packaged config name (`overlooked list configs`) or a YAML file")
     cfg = api.load(args.config, list(args.overrides))  # loaded and fully checked
+    for caught in api.model_warnings(cfg):  # what building the model would warn of, said before a run
+        warnings.warn(caught.message, caught.category, stacklevel=1)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from overlooked.bench.fair import UnfairComparisonError
 from overlooked.cli import build_parser, main
 from overlooked.config import ConfigWarning
 from overlooked.errors import OverlookedError
+from overlooked.registry import MODELS
 
 TINY = {
     "name": "tiny",
@@ -471,6 +473,25 @@ def test_show_prints_the_resolved_checked_config(capsys):
     assert "unknown key(s) model.kwargs.hopz" in capsys.readouterr().err
 
 
+def test_show_says_which_settings_the_model_would_warn_have_no_effect(capsys):
+    """`show` builds the model on the meta device (no data, nothing allocated), so a setting that building it
+    would call ineffective is said before a run, once, as the command's one-line warning; a config without one
+    prints none, and a model that needs the data's facts to build is left to training."""
+    with pytest.warns(ConfigWarning) as caught:  # pytest records them; the printed line is the formatter's (tested below)
+        assert main(["show", "memn2n_babi1k", "model.kwargs.encoding=bow", "model.kwargs.pe_length=padded"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["kwargs"]["pe_length"] == "padded"
+    assert [str(w.message).split(" (")[0] for w in caught] == ["MemN2N pe_length='padded'"]
+    with warnings.catch_warnings(record=True) as none:
+        warnings.simplefilter("always")
+        assert main(["show", "memn2n_babi1k"]) == 0
+    assert [w for w in none if issubclass(w.category, ConfigWarning)] == []
+    unbuildable = api.load("memn2n_babi1k")
+    unbuildable.model.kwargs["hops"] = -1
+    with pytest.raises(ValueError, match="hops must be an int"):  # the builder refuses it ...
+        MODELS.create("memn2n", **unbuildable.model.kwargs)
+    assert api.model_warnings(unbuildable) == []  # ... and the preview leaves that to training
+
+
 def test_show_of_a_run_folder_prints_what_the_run_reported(tmp_path, capsys, monkeypatch):
     """`show RUN`: the run's model, data, budget, machine, command and headline numbers from its own files; per
     group (bAbI tasks) accuracy on each split and test error; refusals for overrides, unfinished and damaged folders."""
@@ -802,7 +823,6 @@ def test_review_findings_of_2026_12_07_messages(tmp_path, capsys, monkeypatch):
     """A walkthrough's findings: `show` of a mistyped run folder listed the 34 packaged configs; a misspelt
     `--each` key repeated one message per value; `--resume` with a thread or time-limit change did not say
     where those are changed; the library's warnings printed an internal file and code line."""
-    import warnings
 
     monkeypatch.chdir(tmp_path)
     assert main(["show", "runs/nope"]) == 2
