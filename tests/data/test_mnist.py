@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +184,39 @@ def test_every_mnist_based_dataset_checks_the_files_and_passes_verify_through(tm
         DATASETS.create(name, data_dir=tmp_path, **small)
     splits = DATASETS.create(name, data_dir=tmp_path, verify=False, **small)
     assert len(splits.train) > 0
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["mnist", "multimnist", "affnist_style"])
+def test_download_re_fetches_a_corrupt_file_and_hashes_each_file_once(tmp_path, data_dir, monkeypatch, name):
+    """With ``download=True`` the store checks every md5 before reading (a corrupt file is fetched again), and
+    the reads that follow do not hash the same bytes again: four files, four md5s (there were twelve)."""
+    import hashlib
+
+    import overlooked.data.affnist  # noqa: F401  (registers the builders)
+    import overlooked.data.multimnist  # noqa: F401
+    from overlooked.data import store
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for f in (data_dir / "mnist").glob("*-ubyte.gz"):
+        shutil.copy(f, folder)
+    payload = bytearray(gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    payload[8 + 5] = (payload[8 + 5] + 1) % 10  # corrupt: only the checksum can tell
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(payload)))
+    fetched = []
+
+    def fake_fetch(dataset, root, mirrors=None, files=None, **kwargs):  # the canonical file, as a download would bring it
+        fetched.extend(f for f in files if (Path(root) / f).read_bytes() != (data_dir / f).read_bytes())
+        for f in fetched:
+            shutil.copy(data_dir / f, Path(root) / f)
+        return Path(root)
+
+    real_md5, hashed = hashlib.md5, []
+    monkeypatch.setattr(store, "fetch", fake_fetch)
+    monkeypatch.setattr(hashlib, "md5", lambda *a, **k: hashed.append(1) or real_md5(*a, **k))
+    small = {"n_train": 8, "n_val": 8, "n_test": 8} if name == "multimnist" else {}
+    splits = DATASETS.create(name, data_dir=tmp_path, download=True, **small)
+    assert fetched == ["mnist/t10k-labels-idx1-ubyte.gz"] and len(splits.train) > 0
+    assert len(hashed) == 4  # the four files once each
+    assert (folder / "t10k-labels-idx1-ubyte.gz").read_bytes() == (data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()

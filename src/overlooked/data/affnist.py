@@ -113,11 +113,12 @@ def affnist_style(
         raise DataError(f"affnist_style: unknown test_set {test_set!r}; use one of {', '.join(TEST_SETS)}")
     if test_set == "affnist":  # first: a missing affNIST file fails before MNIST is read
         test_images, test_labels = load_affnist_test(data_dir, download, verify)
+        train_images, train_labels = load_mnist("train", data_dir, download, verify)
     else:
-        ensure_mnist(data_dir, download, verify)  # both MNIST splits named at once when missing
-        digits, test_labels = load_mnist("test", data_dir, download, verify)
+        check = ensure_mnist(data_dir, download, verify)  # both MNIST splits named at once when missing
+        digits, test_labels = load_mnist("test", data_dir, False, check)
         test_images = affnist_style_test(digits.float() / 255.0, seed + 2)
-    train_images, train_labels = load_mnist("train", data_dir, download, verify)
+        train_images, train_labels = load_mnist("train", data_dir, False, check)
     train_images = train_images.float() / 255.0
     tr, va = split_train_val(len(train_labels), val_fraction, seed)
     val = translate(on_canvas(train_images[va]), torch.Generator().manual_seed(seed + 1))

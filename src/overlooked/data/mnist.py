@@ -148,10 +148,17 @@ def _load_checked(root: Path, relpath: str, magic: int, verify: bool) -> torch.T
     return tensor
 
 
-def ensure_mnist(data_dir: str | Path | None, download: bool, verify: bool) -> None:
+def ensure_mnist(data_dir: str | Path | None, download: bool, verify: bool) -> bool:
     """Check (or, with ``download``, fetch) the files of both splits before a dataset reads either, so that a
-    missing-file error names all of them, not only the training split's."""
+    missing-file error names all of them, not only the training split's.
+
+    Returns:
+        The ``verify`` to load them with (``download`` is done): False when this call has just checked every
+        checksum (``download`` and ``verify``: a corrupt file is re-fetched, which needs the check), so
+        that the loads read each file without hashing it again.
+    """
     store.ensure("mnist", data_dir, download, files=[*FILES["train"], *FILES["test"]], verify_checksums=download and verify)
+    return verify and not download
 
 
 def load_mnist(
@@ -177,10 +184,11 @@ def load_mnist(
     if split not in FILES:
         raise DataError(f"unknown MNIST split {split!r}; expected one of {', '.join(map(repr, FILES))}")
     images_rel, labels_rel = FILES[split]
-    # With download=True a corrupt file is re-fetched here; otherwise the md5 check below reports it.
+    # With download=True the md5s are checked here (a corrupt file is re-fetched); otherwise when read below.
     root = store.ensure("mnist", data_dir, download, files=FILES[split], verify_checksums=download and verify)
-    images = _load_checked(root, images_rel, IMAGES_MAGIC, verify)  # [N, 28, 28]
-    labels = _load_checked(root, labels_rel, LABELS_MAGIC, verify)  # [N]
+    recheck = verify and not download  # each file hashed once either way
+    images = _load_checked(root, images_rel, IMAGES_MAGIC, recheck)  # [N, 28, 28]
+    labels = _load_checked(root, labels_rel, LABELS_MAGIC, recheck)  # [N]
     if tuple(images.shape[1:]) != IMAGE_SHAPE:
         found = list(images.shape)
         raise DataError(f"{root / images_rel}: expected images of shape [N, 28, 28], found {found}. {_FIX}")
@@ -214,9 +222,9 @@ def mnist(
     Returns:
         Splits whose batches hold ``"image"`` float32 ``[B, 1, 28, 28]`` in [0, 1] and ``"label"`` int64 ``[B]``.
     """
-    ensure_mnist(data_dir, download, verify)
-    train_images, train_labels = load_mnist("train", data_dir, download, verify)  # [60000, 28, 28], [60000]
-    test_images, test_labels = load_mnist("test", data_dir, download, verify)  # [10000, 28, 28], [10000]
+    check = ensure_mnist(data_dir, download, verify)
+    train_images, train_labels = load_mnist("train", data_dir, False, check)  # [60000, 28, 28], [60000]
+    test_images, test_labels = load_mnist("test", data_dir, False, check)  # [10000, 28, 28], [10000]
     full_train = ArrayDataset({"image": _to_unit_float(train_images), "label": train_labels})
     train_idx, val_idx = split_train_val(len(full_train), val_fraction, seed)
     return Splits(

@@ -130,9 +130,9 @@ def multimnist(
     """MultiMNIST splits generated on the fly (see the module docstring). ``seed`` fixes the validation split
     of the MNIST digits and every pair; the three splits use different hash seeds. ``verify``: check the
     MNIST files' checksums at every load (the default)."""
-    ensure_mnist(data_dir, download, verify)
-    train_images, train_labels = load_mnist("train", data_dir, download, verify)
-    test_images, test_labels = load_mnist("test", data_dir, download, verify)
+    check = ensure_mnist(data_dir, download, verify)
+    train_images, train_labels = load_mnist("train", data_dir, False, check)
+    test_images, test_labels = load_mnist("test", data_dir, False, check)
     train_images, test_images = train_images.float() / 255.0, test_images.float() / 255.0
     tr, va = split_train_val(len(train_labels), val_fraction, seed)
     return Splits(
