@@ -43,21 +43,33 @@ def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: 
     return save_figure(fig, path)
 
 
-def task_error_figure(errors: dict[int, Sequence[float]], paper: dict[int, float] | None, path: str | Path, title: str = "") -> Path:
-    """Per-task test error: mean and spread over runs, beside the paper's value per task.
+def task_error_figure(
+    errors: dict[int, Sequence[float]], paper: dict[int, float] | None, path: str | Path, title: str = "", chosen: dict[int, float] | None = None
+) -> Path:
+    """Per-task test error: the mean over runs with bars from the lowest to the highest run, beside the
+    paper's value per task.
 
     Args:
         errors: task -> errors in % over repeated runs.
         paper: task -> the paper's error in %, or None.
         path: PNG to write.
+        chosen: task -> the error in % of the run a rule picked among the repeats (the MemN2N paper reports
+            the run with the lowest training error), drawn as a marker on each bar: what compares with a
+            paper's best-of-N column.
     """
     tasks = sorted(errors)
     mean = np.array([np.mean(errors[t]) for t in tasks])
-    std = np.array([np.std(errors[t]) for t in tasks])
+    # the range over runs, not +- std: errors are bounded at 0 and often bimodal (a task fails in some seeds)
+    low = mean - np.array([np.min(errors[t]) for t in tasks])
+    high = np.array([np.max(errors[t]) for t in tasks]) - mean
+    runs = [len(errors[t]) for t in tasks]
     x = np.arange(len(tasks))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(tasks) + 2), 3.6))
     width = 0.4 if paper else 0.7
-    ax.bar(x - (width / 2 if paper else 0), mean, width, yerr=std, capsize=2, label="overlooked (mean ± std)")
+    spread = any(n > 1 for n in runs)  # one run has no spread to draw
+    ax.bar(x - (width / 2 if paper else 0), mean, width, yerr=np.stack([low, high]) if spread else None, capsize=2, label=spread_label(runs))
+    if chosen:
+        ax.scatter(x - (width / 2 if paper else 0), [chosen.get(t, np.nan) for t in tasks], marker="D", s=14, color="black", zorder=3, label="reported run (best by training error)")
     if paper:
         ax.bar(x + width / 2, [paper.get(t, np.nan) for t in tasks], width, label="paper")
     ax.axhline(5.0, color="grey", lw=0.8, ls="--", label="5% (failed above)")
@@ -67,3 +79,16 @@ def task_error_figure(errors: dict[int, Sequence[float]], paper: dict[int, float
     ax.set_title(title)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def spread_label(runs: Sequence[int]) -> str:
+    """The legend of :func:`task_error_figure`'s bars, for ``runs`` runs per task: one run has no spread, so
+    it is said, and the count of runs the bars average is named.
+
+    >>> spread_label([1, 1]), spread_label([10, 10]), spread_label([3, 1])
+    ('overlooked (one run)', 'overlooked (mean; bars: min-max over 10 runs)', 'overlooked (mean; bars: min-max over 1-3 runs)')
+    """
+    low, high = (min(runs), max(runs)) if runs else (1, 1)
+    if high <= 1:
+        return "overlooked (one run)"
+    return f"overlooked (mean; bars: min-max over {high if low == high else f'{low}-{high}'} runs)"
