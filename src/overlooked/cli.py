@@ -445,7 +445,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     report = store.verify(args.name, args.data_dir)
     print(report)
     if not report.complete:
-        print(f"Fix: `overlooked data fetch {args.name}` downloads and verifies what is missing or corrupt (exit status 1: incomplete)")
+        print(f"Fix: `overlooked data fetch {args.name}` downloads and verifies what is missing or corrupt, keeping a file that fails its checksum as NAME.replaced (exit status 1: incomplete)")
     return 0 if report.complete else 1
 
 

@@ -43,3 +43,8 @@ class RegistryError(OverlookedError, KeyError):
 
 class NonFiniteLossError(OverlookedError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+class DataWarning(UserWarning):
+    """Something done to the data folder the user should know of (a damaged or edited file replaced by a
+    verified download, its old copy kept beside it)."""

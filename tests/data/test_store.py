@@ -8,6 +8,7 @@ import shutil
 import socket
 import tarfile
 import threading
+import warnings
 import zipfile
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -407,3 +408,38 @@ def test_a_transient_failure_is_retried_on_the_same_mirror_and_a_missing_file_is
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@pytest.mark.data
+def test_fetch_keeps_an_edited_or_damaged_file_it_replaces(server, tmp_path, data_dir):
+    """`overlooked data fetch` over a file that fails its checksum (edited by hand, or damaged) installs the
+    verified download and keeps the old copy as NAME.replaced (then .replaced.1, ...), with a DataWarning:
+    the fix the checksum message offers loses nothing. A verified file replaced with --force is not kept
+    (the download is the same bytes). Per-file (MNIST) and archive (bAbI) downloads alike."""
+    from overlooked.errors import DataWarning
+
+    base, www, _ = server
+    shutil.copytree(data_dir / "mnist", www / "m")
+    _babi_tarball(data_dir, www / "tasks_1-20_v1-2.tar.gz")
+    root = tmp_path / "root"
+    qa1 = "babi/tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt"
+    for rel in (MNIST_LABELS, qa1):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"my edits\n")
+    with pytest.warns(DataWarning, match=r"failed its checksum and is replaced by a verified download; the old copy is kept as .*\.replaced"):
+        store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
+    with pytest.warns(DataWarning, match="qa1_single-supporting-fact_train.txt.replaced"):
+        store.fetch("babi", root, mirrors=[f"{base}/tasks_1-20_v1-2.tar.gz"], files=[qa1])
+    for rel in (MNIST_LABELS, qa1):
+        assert (root / rel).read_bytes() == (data_dir / rel).read_bytes()
+        assert (root / (rel + ".replaced")).read_bytes() == b"my edits\n"
+    (root / MNIST_LABELS).write_bytes(b"edited again\n")  # a second time: the first copy stays, the new one is numbered
+    with pytest.warns(DataWarning, match=r"\.replaced\.1"):
+        store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
+    assert (root / (MNIST_LABELS + ".replaced")).read_bytes() == b"my edits\n"
+    assert (root / (MNIST_LABELS + ".replaced.1")).read_bytes() == b"edited again\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS], force=True)  # verified: nothing kept
+    assert not (root / (MNIST_LABELS + ".replaced.2")).exists()
+    assert store.verify("mnist", root, files=[MNIST_LABELS]).complete

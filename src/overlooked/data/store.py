@@ -39,6 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -47,7 +48,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from overlooked.errors import DataError
+from overlooked.errors import DataError, DataWarning
 
 ENV_VAR = "OVERLOOKED_DATA"
 ALGORITHMS = ("sha256", "gunzip-md5", "git-blob-sha1")
@@ -524,14 +525,25 @@ def _download(url: str, dest: Path, timeout: float) -> None:
 
 
 def _install(tmp: Path, root: Path, check: FileCheck) -> str | None:
-    """Verify ``tmp`` against ``check`` and rename it to its final path; a failing file is deleted instead.
+    """Verify ``tmp`` against ``check`` and rename it to its final path; a failing file is deleted instead. A
+    file already at the final path that fails its checksum (damaged, or edited by hand) is never lost: it is
+    renamed to ``NAME.replaced`` (``NAME.replaced.1``, ... when taken) first, with a :class:`DataWarning`.
 
     Returns:
         None on success, else why the file failed its checksum.
     """
     problem = check_file(tmp, check)
     if problem is None:
-        os.replace(tmp, root / check.path)
+        dest = root / check.path
+        if dest.is_file() and check_file(dest, check) is not None:
+            aside = dest.with_name(dest.name + ".replaced")
+            n = 0
+            while aside.exists():
+                n += 1
+                aside = dest.with_name(f"{dest.name}.replaced.{n}")
+            os.replace(dest, aside)
+            warnings.warn(f"{dest} failed its checksum and is replaced by a verified download; the old copy is kept as {aside}", DataWarning, stacklevel=2)
+        os.replace(tmp, dest)
     else:
         tmp.unlink(missing_ok=True)
     return problem
