@@ -1070,6 +1070,12 @@ def train_each(
     if key == "train.repeats":
         raise ConfigError("--each train.repeats=...: the seeds of a run are --repeats N (train.repeats), one setting per folder; run each count on its own")
     folders = [str(v) for v in values]  # each value's folder is named by its text
+    unsafe = [f for f in folders if any(c in f for c in "/\\\0") or len(f"{key.split('.')[-1]}={f}".encode()) > 255]
+    if unsafe:  # a '/' or '..' would put a value's run outside the --each folder, over another run
+        raise ConfigError(
+            f"--each {key}= values name their run folders ({key.split('.')[-1]}=VALUE), so each must be a plain file name: "
+            f"{', '.join(map(repr, unsafe))} hold(s) '/', '\\' or NUL, or are too long; use plain values (a word, a number, a short list)"
+        )
     twice = sorted({f for f in folders if folders.count(f) > 1})
     if twice:
         raise ConfigError(f"--each {key}= names {', '.join(twice)} more than once; each value is one run folder, so name each once")
@@ -1084,13 +1090,25 @@ def train_each(
             problems.setdefault(str(exc), []).append(str(value))
     if problems:
         failed = sum(map(len, problems.values()))
-        raise ConfigError(f"--each: {failed} of {len(values)} value(s) cannot run, so none was started:\n" + "\n".join(f"{key}={','.join(vals)}: {message}" for message, vals in problems.items()))
+        listed = [f"{key}={_few(vals)}: {message}" for message, vals in list(problems.items())[:10]]
+        if len(problems) > 10:
+            listed.append(f"... and {len(problems) - 10} more message(s) like these")
+        raise ConfigError(f"--each: {failed} of {len(values)} value(s) cannot run, so none was started:\n" + "\n".join(listed))
     path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
     # The folder's config and its values are written first, so that an interrupted --each can be resumed as a
     # whole (--resume FOLDER): finished values kept, the interrupted one continued, the others trained.
     write_config(path, cfg)
     _write_json(path / EACH_FILE, {"key": key, "values": values})
     return path, _each_runs(cfg, path, key, values, data_dir, resuming=False, callbacks=callbacks)
+
+
+def _few(values: list[str], shown: int = 20) -> str:
+    """``values`` joined by commas, the first ``shown`` of them and a count of the rest.
+
+    >>> _few(["1", "2"]), _few([str(i) for i in range(30)], 3)
+    ('1,2', '0,1,2,... (27 more)')
+    """
+    return ",".join(values) if len(values) <= shown else ",".join(values[:shown]) + f",... ({len(values) - shown} more)"
 
 
 EACH_FILE = "each.json"  # an --each folder's key and values, written before its first run

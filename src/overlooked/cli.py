@@ -221,7 +221,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = api.load(args.config, overrides)
     if args.each:
         parsed: list[Any] = []
-        for item in _top_level_items(values, args.each[0]):  # 1..20, 1,2,4..20 (inclusive integer ranges), [1,2],[3]
+        for i, item in enumerate(_top_level_items(values, args.each[0]), 1):  # 1..20, 1,2,4..20 (inclusive integer ranges), [1,2],[3]
+            if not item.strip():
+                raise OverlookedError(f"--each {args.each[0]!r}: item {i} is empty (two commas in a row, or one at an end); write KEY=V1,V2,...")
             ranged = integer_range(item)
             try:
                 parsed += ranged if ranged is not None else [load_yaml(item)]

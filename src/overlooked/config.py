@@ -311,6 +311,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(?i:nan|inf|infinity)")
 SHORTHAND_SECTIONS = ("model", "data", "objective", "encoder", "augment")  # overrides may skip their "kwargs"
 _RANGE = re.compile(r"(\d+)\.\.(\d+)")
+MAX_RANGE = 10_000  # values an a..b range may list
 
 
 def integer_range(text: str) -> list[int] | None:
@@ -325,6 +326,8 @@ def integer_range(text: str) -> list[int] | None:
     lo, hi = int(match.group(1)), int(match.group(2))
     if hi < lo:
         raise ConfigError(f"the range {text!r} is empty ({hi} < {lo}); write it low..high, e.g. 1..20")
+    if hi - lo + 1 > MAX_RANGE:  # a typo's extra digits would fill the memory before any check could name it
+        raise ConfigError(f"the range {text!r} has {hi - lo + 1:,} values; a..b lists a few values (task numbers, seeds), at most {MAX_RANGE:,}")
     return list(range(lo, hi + 1))
 
 

@@ -336,6 +336,35 @@ def test_each_takes_grouped_values_and_overrides_take_ranges(tmp_path, capsys):
         parse_override("data.tasks=4..2")
 
 
+def test_each_values_cannot_leave_the_folder_be_empty_or_run_away(tmp_path, capsys):
+    """Found by an adversarial review: a value's text names its run folder, so a '/' or '..' put a run over
+    another run (a finished one was overwritten); an empty item crashed; a typo'd range filled the memory
+    before any check; thousands of bad values printed thousands of lines."""
+    path = _each_config(tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "summary.json").write_text('{"kept": true}')
+    out = tmp_path / "runs" / "a"
+    assert main(["train", str(path), "train.max_steps=1", "--each", "notes=../../../victim,x", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "values name their run folders (notes=VALUE), so each must be a plain file name: '../../../victim'" in err
+    assert (victim / "summary.json").read_text() == '{"kept": true}' and not out.exists()  # nothing started
+    assert main(["train", str(path), "--each", "data.seed=1,,2", "--out", str(out)]) == 2
+    assert "item 2 is empty" in capsys.readouterr().err
+    assert main(["train", str(path), "--each", "data.seed=1,", "--out", str(out)]) == 2
+    assert "item 2 is empty" in capsys.readouterr().err
+    assert main(["show", "memn2n_babi1k", "data.tasks=1..1000000000"]) == 2
+    assert "the range '1..1000000000' has 1,000,000,000 values" in capsys.readouterr().err
+    assert main(["train", "memn2n_babi1k", "--each", "data.tasks=1..2000", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1980 of 2000 value(s) cannot run" in err and "... and 1970 more message(s)" in err and err.count("\n") <= 13
+    assert main(["train", "memn2n_babi1k", "data.tasks=1..5000", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "got 5,000 values, 21, 22, 23, 24, 25, ... among them" in err and len(err) < 400
+    assert main(["train", "memn2n_babi1k", "data.kwargs.tasks=null", "--out", str(out)]) == 2
+    assert "tasks must be 'all', an int 1..20 or a list of them; got None" in capsys.readouterr().err
+
+
 def test_a_yaml_file_names_where_component_arguments_go(tmp_path, capsys):
     cfg = dict(TINY, data={"name": "synthetic", "n_train": 60})
     path = tmp_path / "flat.yaml"

@@ -439,10 +439,13 @@ def split_per_task(task: torch.Tensor, val_fraction: float, seed: int, mode: str
 def _task_list(tasks: int | str | Iterable[int]) -> list[int]:
     if tasks == "all":
         return list(TASK_NAMES)
+    if tasks is None or isinstance(tasks, (float, bool, dict)):
+        raise DataError(f"tasks must be 'all', an int 1..20 or a list of them; got {tasks!r}")
     items = [tasks] if isinstance(tasks, int) or isinstance(tasks, str) else list(tasks)
     bad = [t for t in items if isinstance(t, bool) or not isinstance(t, int) or t not in TASK_NAMES]
     if bad or not items:
-        raise DataError(f"tasks must be 'all', an int 1..20 or a list of them; got {tasks!r}")
+        shown = repr(tasks) if len(items) <= 25 else f"{len(items):,} values, {', '.join(map(repr, bad[:5]))}{', ...' if len(bad) > 5 else ''} among them"
+        raise DataError(f"tasks must be 'all', an int 1..20 or a list of them; got {shown}")
     return sorted(set(items))
 
 
