@@ -514,7 +514,22 @@ def run_terms(run: Path, cfg: ExperimentConfig, data_dir: str | None) -> tuple[l
     vocab_file, meta_file = Path(run) / VOCAB_FILE, Path(run) / DATA_META_FILE
     built = None if vocab_file.is_file() and meta_file.is_file() else build_data(cfg, data_dir).meta
     vocab = _read_vocab(vocab_file) if vocab_file.is_file() else built.get("vocab")
-    return vocab, data_meta(run, cfg, data_dir) if meta_file.is_file() else built
+    meta = data_meta(run, cfg, data_dir) if meta_file.is_file() else built
+    if vocab_file.is_file() and meta_file.is_file():
+        _check_vocab_size(Path(run), vocab, meta)
+    return vocab, meta
+
+
+def _check_vocab_size(run: Path, vocab: list[str], meta: dict[str, Any]) -> None:
+    """Refuse a run whose ``vocab.json`` and ``data_meta.json`` disagree on the vocabulary's size (one word
+    removed by hand would shift every word after it, with no other error)."""
+    size = meta.get("vocab_size")
+    if isinstance(size, int) and len(vocab) != size:
+        raise CheckpointError(
+            f"{run / VOCAB_FILE} holds {len(vocab)} words but {run / DATA_META_FILE} says the model reads {size}: one of the "
+            "run's files was edited or damaged, and every word after the difference would be read as another. Fix: restore "
+            "the run folder from a copy (or train it again)"
+        )
 
 
 def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed since the run was trained (its vocabulary is built from every file loaded): restore them (`overlooked evaluate RUN data.tasks=[...]` reads other data with the run's own vocabulary)") -> None:
@@ -526,6 +541,8 @@ def check_vocab(run: Path, splits: Splits, fix: str = "the data files changed si
     if vocab is None or not path.is_file():
         return
     trained = _read_vocab(path)
+    if (Path(run) / DATA_META_FILE).is_file():  # the run's own files first: a damaged vocab.json is not the data's fault
+        _check_vocab_size(Path(run), trained, read_run_file(Path(run) / DATA_META_FILE, _is_mapping, "the dataset's facts, a mapping"))
     if list(trained) == list(vocab):
         return
     diff = next((i for i, (a, b) in enumerate(zip(trained, vocab)) if a != b), min(len(trained), len(vocab)))
@@ -1467,7 +1484,7 @@ def _load_for_split(run: str | Path, split: str, checkpoint: str, data_dir: str 
 def _explain_folder(run: str | Path, out: str | Path | None) -> Path:
     """Where the explain functions write: ``out``, or ``RUN/explain``; created."""
     folder = Path(out) if out is not None else Path(run) / "explain"
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_dirs(folder)  # a file in the way is said, naming --out
     return folder
 
 
@@ -2107,7 +2124,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
     if extra:
         text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"
-    output.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(output.parent)
     output.write_text(text)
     written = [output, *written]
     page = output.with_suffix(".html")  # the single self-contained page: docs/results.html
@@ -2254,7 +2271,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
             NIRDtWarning,
             stacklevel=2,
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(output.parent)
     nir.write(str(output), graph)
     return output
 

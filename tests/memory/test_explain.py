@@ -181,6 +181,13 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys, mo
     with pytest.raises(ConfigError, match="model 'lstm_reader' reads no addressable memory"):
         api.explain(lstm_run, data_dir=str(data_dir))
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "memn2n"
+    a_file = tmp_path / "a_file"  # --out naming a file: said, nothing written (it was a FileExistsError)
+    a_file.write_text("mine")
+    capsys.readouterr()
+    assert main(["explain", str(run), "--out", str(a_file), "--data-dir", str(data_dir)]) == 2
+    assert main(["ask", str(run), "Mary moved to the bathroom.", "Where is Mary?", "--out", str(a_file), "--data-dir", str(data_dir)]) == 2
+    assert capsys.readouterr().err.count(f"{a_file} is a file, not a folder; give --out (out) a folder") == 2
+    assert a_file.read_text() == "mine"
 
 
 def test_supporting_stats_of_a_linear_start_checkpoint_count_every_hop_and_give_no_weight():
@@ -250,3 +257,18 @@ def test_ask_reads_a_story_of_your_own_as_the_run_reads_its_test_questions(tmp_p
     printed = capsys.readouterr().out
     assert f"({memory} earlier sentence(s) not read: the model's memory holds the last {memory})" in printed
     assert f"{memory:2d}. mary went to the garden" in printed and re.search(r"answer: garden   predicted: \w+ \((right|wrong)\)", printed)
+
+
+def test_a_run_whose_vocab_json_lost_a_word_is_refused_not_read_shifted(tmp_path, data_dir, capsys):
+    """Found by an adversarial review: vocab.json one word short (edited by hand) was read as it was, so every
+    word after the gap meant the next one (a wrong answer, no error), and evaluate blamed the data files. Its
+    size is checked against data_meta.json by ask, explain and evaluate."""
+    cfg = api.load("memn2n_babi1k", ["data.tasks=[1]", "train.max_steps=1", "train.progress=false"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    vocab = json.loads((run / "vocab.json").read_text())
+    (run / "vocab.json").write_text(json.dumps([w for w in vocab if w != "garden"]))
+    capsys.readouterr()
+    for argv in (["ask", str(run), "Mary moved to the bathroom.", "Where is Mary?"], ["evaluate", str(run)], ["explain", str(run)]):
+        assert main([*argv, "--data-dir", str(data_dir)]) == 2
+        err = capsys.readouterr().err
+        assert f"{run / 'vocab.json'} holds {len(vocab) - 1} words but {run / 'data_meta.json'} says the model reads {len(vocab)}" in err, argv
