@@ -146,9 +146,26 @@ def test_long_line_is_truncated_in_the_message():
 
 def test_read_babi_file_reports_non_utf8_byte_offset(tmp_path):
     path = tmp_path / "qa1_bad_train.txt"
-    path.write_bytes(b"1 Mary \xff went home.\n")
-    with pytest.raises(DataError, match=r"qa1_bad_train\.txt: expected UTF-8 text, found byte 0xff at byte offset 7"):
+    path.write_bytes(b"1 Mary went home.\n2 Mary \xff went home.\n")
+    with pytest.raises(DataError, match=r"qa1_bad_train\.txt, line 2: expected UTF-8 text, found byte 0xff at byte offset 25.* must be saved as UTF-8"):
         babi.read_babi_file(path)
+
+
+def test_read_babi_file_skips_a_bom_and_names_empty_files_and_folders(tmp_path):
+    """Found by an adversarial review: a byte-order mark read as part of the first line's number; an empty
+    file was reported as an empty split with a val_fraction hint; a folder in a file's place as missing."""
+    good = "1 Mary went home.\n2 Where is Mary?\thome\t1\n"
+    bom = tmp_path / "qa1_bom_train.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + good.encode())
+    assert babi.read_babi_file(bom) == parse_babi(good, str(bom))
+    for name, text, why in (("empty", "", "empty"), ("blank", " \n\n", "empty"), ("statements", "1 Mary went home.\n", "no line of the form N question")):
+        path = tmp_path / f"qa1_{name}_train.txt"
+        path.write_text(text)
+        with pytest.raises(DataError, match=rf"qa1_{name}_train\.txt holds no question \({why}"):
+            babi.read_babi_file(path)
+    (tmp_path / "qa1_dir_train.txt").mkdir()
+    with pytest.raises(DataError, match=r"qa1_dir_train\.txt is a folder, not a file"):
+        babi.read_babi_file(tmp_path / "qa1_dir_train.txt")
 
 
 @settings(max_examples=300, deadline=None)

@@ -210,23 +210,36 @@ def _parse_question(
 
 
 def read_babi_file(path: str | os.PathLike[str]) -> list[BabiExample]:
-    """Read and parse one task file (see :func:`parse_babi`).
+    """Read and parse one task file (see :func:`parse_babi`). A UTF-8 byte-order mark at its start (an
+    editor's) is skipped.
 
     Raises:
-        DataError: the file is missing, is not UTF-8 (with the byte offset), or has a malformed line.
+        DataError: the file is missing, is not UTF-8 (with the byte offset), has a malformed line, or holds no
+            question.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"bAbI file {path} is a folder, not a file. Fix: remove the folder and run `overlooked data fetch babi`.")
     try:
         data = path.read_bytes()
     except OSError as err:
         raise DataError(f"cannot read bAbI file {path} ({err}). Fix: run `overlooked data fetch babi`.") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
         raise DataError(
-            f"{path}: expected UTF-8 text, found byte {data[err.start]:#04x} at byte offset {err.start}. {_FIX}"
+            f"{path}, line {line}: expected UTF-8 text, found byte {data[err.start]:#04x} at byte offset {err.start}. An "
+            "official file with it is corrupt: re-fetch it with `overlooked data fetch babi`; a file of your own (read "
+            "with data.kwargs.verify=false) must be saved as UTF-8."
         ) from None
-    return parse_babi(text, str(path))
+    examples = parse_babi(text, str(path))
+    if not examples:
+        raise DataError(
+            f"{path} holds no question ({'empty' if not text.strip() else 'no line of the form N question?<TAB>answer<TAB>supporting ids'}). "
+            "An official file is corrupt: re-fetch it with `overlooked data fetch babi`; a file of your own needs its questions."
+        )
+    return examples
 
 
 def build_vocab(examples: Iterable[BabiExample]) -> list[str]:
