@@ -352,6 +352,17 @@ def test_the_functional_hops_name_a_wrong_mask_or_shape():
             MF.memory_hop(*args)
     with pytest.raises(InputError, match="mask must be a bool tensor"):
         MF.key_value_hop(u, K, K, m.float(), torch.eye(4))
+    # the (bias, gate) pair: a pair of bool masks added True to the scores (attention summing to 0.68, no error)
+    m2 = torch.tensor([[True, True, False], [True, False, False]])
+    slots, owner = MF.pack_memories(m2)
+    for bad in ((m2, m2), (m2.float(),), (m2.float(), m2.float()[:, :2]), [m2.float()[0], m2.float()[0]]):
+        with pytest.raises(InputError, match=r"or the \(bias, gate\) pair mask_bias\(mask\) returns, two float \[B, M\] tensors"):
+            MF.memory_hop(u, K, V, bad)
+        with pytest.raises(InputError, match=r"the \(bias, gate\) pair"):
+            MF.memory_hop_packed(u, K.reshape(-1, 4)[slots], V.reshape(-1, 5)[slots], slots, owner, bad)
+    o_pair, p_pair = MF.memory_hop(u, K, V, MF.mask_bias(m2))
+    o_mask, p_mask = MF.memory_hop(u, K, V, m2)
+    assert torch.equal(p_pair, p_mask) and torch.allclose(p_pair.sum(-1), torch.ones(2))
     for R in (torch.randn(4), torch.randn(3, 4)):  # R [d]: q_next came back [B], silently
         with pytest.raises(InputError, match=r"key_value_hop needs R \[d, d\] with d = 4"):
             MF.key_value_hop(u, K, K, m, R)

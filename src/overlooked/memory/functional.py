@@ -335,6 +335,27 @@ def mask_bias(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return bias, mask.float()
 
 
+def mask_pair(mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(bias, gate)`` the hops read: :func:`mask_bias` of a bool mask, or a pair it returned, checked
+    (a pair of bool masks would add ``True`` to the scores: no error, wrong weights).
+
+    >>> bias, gate = mask_pair(torch.tensor([[True, False]]))
+    >>> bias.tolist(), gate.tolist()
+    ([[0.0, -inf]], [[1.0, 0.0]])
+    """
+    if isinstance(mask, torch.Tensor):
+        return mask_bias(mask)
+    pair = tuple(mask) if isinstance(mask, (tuple, list)) else ()
+    ok = len(pair) == 2 and all(isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 2 for t in pair) and pair[0].shape == pair[1].shape
+    if not ok:
+        got = _describe(mask) if isinstance(mask, torch.Tensor) or not pair else ", ".join(_describe(t) for t in pair)
+        raise InputError(
+            f"mask must be a bool tensor [B, M] (True on real memories) or the (bias, gate) pair mask_bias(mask) returns, two "
+            f"float [B, M] tensors; got {got}. Fix: pass the bool mask itself, or mask_bias(mask) computed once for all hops"
+        )
+    return pair[0], pair[1]
+
+
 def address_with_bias(scores: torch.Tensor, bias: torch.Tensor, gate: torch.Tensor, softmax: bool = True) -> torch.Tensor:
     """:func:`masked_address` with the mask pre-digested by :func:`mask_bias`."""
     if not softmax:
@@ -360,7 +381,7 @@ def memory_hop(u: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: 
         mask: ``[B, M]`` bool, or the ``(bias, gate)`` pair of :func:`mask_bias` computed once for all hops.
         softmax: False under linear start.
     """
-    bias, gate = mask_bias(mask) if isinstance(mask, torch.Tensor) else mask
+    bias, gate = mask_pair(mask)
     _check_hop(u, keys, values, bias)
     # u^T K^T rather than K u: the same numbers, but a [1, d] x [d, M] product per story runs about 4x
     # faster on CPU than a matrix-vector [M, d] x [d, 1] one (about 10% of a MemN2N training step).
@@ -424,7 +445,7 @@ def memory_hop_packed(
     Returns:
         ``(o, p)``: ``[B, d]`` and the addressing weights ``[B, M]``.
     """
-    bias, gate = mask
+    bias, gate = mask_pair(mask)
     B, M = bias.shape
     s = (keys * u.index_select(0, owner)).sum(-1)  # [R] u . m_i
     scores = s.new_zeros(B * M).index_copy(0, slots, s).view(B, M)  # [B, M], 0 on empty slots
@@ -598,7 +619,7 @@ def adjacent_memn2n(
     Returns:
         ``(logits, attention)``: ``[B, V]`` and ``[B, K, M]``.
     """
-    bias, gate = mask
+    bias, gate = mask_pair(mask)
     R = slots.numel()
     ok = table.dim() == 2 and hops >= 0 and table.shape[1] % (hops + 1) == 0 and words.dim() == 2 and words.shape[0] >= R
     ok = ok and bias.dim() == 2 and bias.shape == gate.shape and words.shape[0] - R == bias.shape[0] and owner.numel() == R
