@@ -464,3 +464,12 @@ def test_encode_question_keeps_the_newest_statements_and_names_what_it_cannot_re
         babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 4)
     with pytest.raises(DataError, match=r"1 word\(s\) are not in the model's vocabulary of 10 words: '<nil>'"):  # the null word is no word of a story
         babi.encode_question("Mary moved to the <nil>.", "Where is Mary?", vocab, 2, 5)
+
+
+@pytest.mark.data
+def test_a_memory_size_no_story_fills_by_the_gigabyte_is_refused_before_allocating(data_dir):
+    """Found by an adversarial review: memory_size=100000000 ended in numpy's allocation error (745 GiB); it is
+    named with the longest story and the fix. A memory larger than every story but cheap is still allowed."""
+    with pytest.raises(DataError, match=r"memory_size=100,000,000 pads each of the 2,000 questions loaded .* the longest story has 10 statements\. Fix: memory_size <= 10 .*trim_memory=true"):
+        babi.load_babi(tasks=1, data_dir=data_dir, memory_size=10**8)
+    assert babi.load_babi(tasks=1, data_dir=data_dir, memory_size=1000).meta["memory_size"] == 1000

@@ -64,6 +64,8 @@ _FIX = (
     "An official file with this line is corrupt: re-fetch it with `overlooked data fetch babi`; a file of your own "
     "(read with data.kwargs.verify=false) needs this line fixed."
 )
+_BYTES_PER_SLOT = 24  # a padded memory slot's share of the encoded arrays (int64 rows and time, the mask, copies)
+_MAX_PADDED_BYTES = 4 * 2**30  # padding no story fills, beyond which a memory_size is refused
 _LINE = re.compile(r"([0-9]{1,9}) (.*)", re.DOTALL)  # at most 9 digits: no huge-int conversion
 _ID = re.compile(r"[0-9]{1,9}")
 
@@ -546,6 +548,14 @@ def load_babi(
     support_len = max(len(ex.supporting) for ex in every)
     if trim_memory:
         memory_size = min(memory_size, max(len(ex.story) for _, ex in train))
+    longest_story = max((len(ex.story) for ex in every), default=0)
+    padded = len(every) * memory_size * _BYTES_PER_SLOT
+    if memory_size > longest_story and padded > _MAX_PADDED_BYTES:  # slots no story fills, by the gigabyte
+        raise DataError(
+            f"memory_size={memory_size:,} pads each of the {len(every):,} questions loaded to that many slots (about "
+            f"{padded / 2**30:,.0f} GiB), while the longest story has {longest_story} statements. Fix: memory_size <= "
+            f"{longest_story} (the papers use 50), or data.kwargs.trim_memory=true"
+        )
 
     def encode(pairs: list[tuple[int, BabiExample]]) -> ArrayDataset:
         examples = [ex for _, ex in pairs]
