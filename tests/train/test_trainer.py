@@ -1336,8 +1336,17 @@ def test_an_interrupted_each_run_resumes_as_a_whole(tmp_path, monkeypatch, kill_
         ("short_rng", r"its training state cannot be restored \(RuntimeError"),
         ("no_state", r"its training state cannot be restored \(KeyError: 'state'\)"),
         ("new_field", r"its training state cannot be restored \(TypeError: .*new_field.*another version of overlooked"),
-        ("step_text", r"its training state cannot be restored \(TypeError: state.step is '10'\)"),
+        ("step_text", r"its training state cannot be restored \(TypeError: state.step is '10', not a whole number >= 0\)"),
         ("callback", r"its training state cannot be restored \(KeyError: 'count'\)"),
+        # an adversarial review's: each of these was a raw TypeError / ValueError, or accepted
+        ("epoch_text", r"\(TypeError: state.epoch is 'x', not a whole number >= 0\)"),
+        ("step_negative", r"\(TypeError: state.step is -7, not a whole number >= 0\)"),
+        ("best_step_text", r"\(TypeError: state.best_step is '3', not a step \(or -1\)\)"),
+        ("best_metric_text", r"\(TypeError: state.best_metric is 'x', not a number \(or null\)\)"),
+        ("window_text", r"\(TypeError: state.window is 'abc', not four numbers\)"),
+        ("ema_shape", r"does not fit this run's weight average \(ema\.\*\): .*shape mismatch \['module.features.0.weight'\]"),
+        ("ema_extra", r"does not fit this run's weight average \(ema\.\*\): .*unexpected \['extra'\]"),
+        ("ema_int", r"does not fit this run's weight average \(ema\.\*\): .*dtype mismatch \[.module.features.0.weight \(torch.int64"),
     ],
 )
 def test_a_damaged_training_state_is_named_and_loses_nothing(tmp_path, edit, says):
@@ -1353,7 +1362,8 @@ def test_a_damaged_training_state_is_named_and_loses_nothing(tmp_path, edit, say
         def on_step_end(self, ctx, loss):
             ctx.stop = ctx.state.step == 10
 
-    run, _ = api.train(_cfg(epochs=2, checkpoint_every=5, eval_every=3), run_dir=tmp_path / "run", callbacks=[Stop()])
+    ema = {"ema_decay": 0.9} if edit.startswith("ema") else {}
+    run, _ = api.train(_cfg(epochs=2, checkpoint_every=5, eval_every=3, **ema), run_dir=tmp_path / "run", callbacks=[Stop()])
     (run / "summary.json").unlink()
     last = run / "checkpoints" / "last.safetensors"
     tensors = dict(read_checkpoint(last)[0])
@@ -1369,6 +1379,15 @@ def test_a_damaged_training_state_is_named_and_loses_nothing(tmp_path, edit, say
         doc["info"]["state"]["new_field"] = 1
     elif edit == "step_text":
         doc["info"]["state"]["step"] = "10"
+    elif edit in ("epoch_text", "step_negative", "best_step_text", "best_metric_text", "window_text"):
+        field, value = {"epoch_text": ("epoch", "x"), "step_negative": ("step", -7), "best_step_text": ("best_step", "3"), "best_metric_text": ("best_metric", "x"), "window_text": ("window", "abc")}[edit]
+        doc["info"]["state"][field] = value
+    elif edit == "ema_shape":
+        tensors["ema.module.features.0.weight"] = tensors["ema.module.features.0.weight"][:2].clone()
+    elif edit == "ema_extra":
+        tensors["ema.extra"] = torch.zeros(1)
+    elif edit == "ema_int":
+        tensors["ema.module.features.0.weight"] = tensors["ema.module.features.0.weight"].long()
     else:
         doc["info"]["state"]["callbacks"] = [{"other": 1}]  # another callback's state
 

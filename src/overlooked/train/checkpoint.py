@@ -200,6 +200,20 @@ def _read(path: Path, *, with_tensors: bool) -> tuple[dict[str, torch.Tensor], d
     return tensors, doc
 
 
+def _check_fits(path: Path | str, own: dict[str, torch.Tensor], given: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse ``given`` tensors that are not a state dict of ``own``'s keys, shapes and kinds of dtype."""
+    missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
+    bad = [k for k in own if k in given and own[k].shape != given[k].shape]
+    # float32 <-> float64 is a cast load_state_dict makes; integers where the model holds floats (or the other
+    # way round) are another file's tensors
+    kinds = [f"{k} ({given[k].dtype}, the model's {own[k].dtype})" for k in own if k in given and k not in bad and _kind(own[k]) != _kind(given[k])]
+    if missing or extra or bad or kinds:
+        raise CheckpointError(
+            f"{path} does not fit {what}: missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"shape mismatch {bad[:5]}{f', dtype mismatch {kinds[:5]}' if kinds else ''}; was it written for another model or config?"
+        )
+
+
 def load_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
@@ -218,17 +232,7 @@ def load_checkpoint(
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not weights and weights_from != "model":
         raise CheckpointError(f"{path} holds no {weights_from}.* weights; it was written without train.ema_decay")
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    bad = [k for k in own if k in weights and own[k].shape != weights[k].shape]
-    # float32 <-> float64 is a cast load_state_dict makes; integers where the model holds floats (or the other
-    # way round) are another file's tensors
-    kinds = [f"{k} ({weights[k].dtype}, the model's {own[k].dtype})" for k in own if k in weights and k not in bad and _kind(own[k]) != _kind(weights[k])]
-    if missing or extra or bad or kinds:
-        raise CheckpointError(
-            f"{path} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}, "
-            f"shape mismatch {bad[:5]}{f', dtype mismatch {kinds[:5]}' if kinds else ''}; was it written for another model or config?"
-        )
+    _check_fits(path, model.state_dict(), weights, "this model")
     model.load_state_dict(weights)
     if optimizer is not None:
         if "optimizer" not in doc:
@@ -238,6 +242,7 @@ def load_checkpoint(
         averaged = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
         if not averaged:
             raise CheckpointError(f"{path} holds no weight average; it was written without train.ema_decay, so resume without it")
+        _check_fits(path, ema.state_dict(), averaged, "this run's weight average (ema.*)")
         ema.load_state_dict(averaged)
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return rng, doc.get("info", {})

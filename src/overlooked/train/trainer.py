@@ -61,6 +61,38 @@ class TrainState:
     window: list[float] = field(default_factory=lambda: [0, 0.0, 0, 0.0])  # + its wall seconds (examples_per_s)
 
 
+def checked_state(state: TrainState) -> TrainState:
+    """``state`` as read from a checkpoint, each field checked to be what the trainer writes (counts, times,
+    the best metric, the window of four numbers, callback states); TypeError or ValueError naming the first
+    field that is not, so that a damaged file fails as such before anything is restored.
+
+    >>> checked_state(TrainState(step=3)).step
+    3
+    >>> checked_state(TrainState(epoch="x"))
+    Traceback (most recent call last):
+    TypeError: state.epoch is 'x', not a whole number >= 0
+    """
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    for name in ("step", "epoch", "batch_in_epoch", "examples_seen"):
+        value = getattr(state, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise TypeError(f"state.{name} is {value!r}, not a whole number >= 0")
+    if not isinstance(state.best_step, int) or isinstance(state.best_step, bool) or state.best_step < -1:
+        raise TypeError(f"state.best_step is {state.best_step!r}, not a step (or -1)")
+    if state.best_metric is not None and (not isinstance(state.best_metric, (int, float)) or isinstance(state.best_metric, bool)):
+        raise TypeError(f"state.best_metric is {state.best_metric!r}, not a number (or null)")
+    for name in ("train_time_s", "wall_time_s"):
+        if not number(getattr(state, name)) or getattr(state, name) < 0:
+            raise TypeError(f"state.{name} is {getattr(state, name)!r}, not seconds >= 0")
+    if not isinstance(state.window, list) or len(state.window) != 4 or not all(number(x) for x in state.window):
+        raise TypeError(f"state.window is {state.window!r}, not four numbers")
+    if not isinstance(state.callbacks, list) or not all(isinstance(c, dict) for c in state.callbacks):
+        raise TypeError(f"state.callbacks is {state.callbacks!r}, not a list of mappings")
+    return state
+
+
 @dataclass
 class Context:
     """What callbacks see: the (unwrapped) model, the optimiser, the objective, the state and the config."""
@@ -591,9 +623,7 @@ def _fit(
         rng, info = load_checkpoint(resume, model, optimizer, ema)
         own = lambda key: rng.get(f"{key}.{dist.rank}", rng.get(key))  # noqa: E731  (DDP: this rank's own stream)
         try:  # a damaged document, RNG or callback state, or one a newer version wrote, is named before anything is cut
-            loaded = TrainState(**info["state"])
-            if not isinstance(loaded.step, int) or isinstance(loaded.step, bool):
-                raise TypeError(f"state.step is {loaded.step!r}")
+            loaded = checked_state(TrainState(**info["state"]))
             torch.Generator().set_state(own("augment"))
             torch.Generator().set_state(own("torch"))
             if "cuda" in rng and torch.cuda.is_available() and own("cuda").numel() != torch.cuda.get_rng_state().numel():
