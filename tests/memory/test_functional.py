@@ -364,8 +364,27 @@ def test_the_functional_hops_name_a_wrong_mask_or_shape():
     o_mask, p_mask = MF.memory_hop(u, K, V, m2)
     assert torch.equal(p_pair, p_mask) and torch.allclose(p_pair.sum(-1), torch.ones(2))
     for R in (torch.randn(4), torch.randn(3, 4)):  # R [d]: q_next came back [B], silently
-        with pytest.raises(InputError, match=r"key_value_hop needs R \[d, d\] with d = 4"):
+        with pytest.raises(InputError, match=r"key_value_hop needs R \[d, d\] of the query's dtype with d = 4"):
             MF.key_value_hop(u, K, K, m, R)
+    with pytest.raises(InputError, match=r"key_value_hop needs R \[d, d\] of the query's dtype"):
+        MF.key_value_hop(u, K, K, m, torch.eye(4, dtype=torch.long))  # an int R: a raw matmul dtype error before
+    # the other public functions, called directly (an adversarial review's list): raw torch errors before
+    words, table = torch.randint(1, 5, (3, 4)), torch.randn(5, 6)
+    for args in ((words.float(), table, 3), (words, table.long(), 3), (words, table, 0), (words, table, 4), (words, table[0], 3)):
+        with pytest.raises(InputError, match=r"encode_sentences needs int64 \(or int32\) words \[\.\.\., L\], a float table \[V, n \* d\]"):
+            MF.encode_sentences(args[0], args[1], "pe", args[2])
+    for fn in (MF.time_index, MF.pack_memories, lambda mk: MF.random_time_index(mk, 0.1, 5, torch.Generator())):
+        for bad in (m.long(), m[0]):
+            with pytest.raises(InputError, match=r"needs a bool memory mask \[B, M\], True on real memories"):
+                fn(bad)
+    with pytest.raises(InputError, match=r"read_memory needs weights p \[B, M\] and values \[B, M, d\] of one float dtype"):
+        MF.read_memory(torch.rand(2, 2), V)
+    slots, owner = MF.pack_memories(m)
+    pair = MF.mask_bias(m)
+    packed_k, packed_v = K.reshape(-1, 4)[slots], V.reshape(-1, 5)[slots]
+    for args in ((u[:, :3], packed_k, packed_v, slots, owner), (u, packed_k[:-1], packed_v, slots, owner), (u, packed_k, packed_v, slots.float(), owner), (u[:1], packed_k, packed_v, slots, owner)):
+        with pytest.raises(InputError, match=r"memory_hop_packed needs u \[B, d\], keys \[R, d\], values \[R, d'\]"):
+            MF.memory_hop_packed(*args, pair)
     with pytest.raises(InputError, match=r"masked_address needs float scores of the mask's shape \[B, M\] = \[2, 3\]"):
         MF.masked_address(torch.randn(3), m)  # broadcast over the batch before
     o, p = MF.memory_hop(u, K, V, m)  # values may be wider than keys (d' != d)

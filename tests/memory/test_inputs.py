@@ -304,3 +304,19 @@ def test_a_model_cast_to_bfloat16_runs_in_bfloat16(name):
         half = model.to(torch.bfloat16)(**inputs)["logits"]
     assert half.dtype == torch.bfloat16
     assert (half.float() - full).abs().max() < 0.05 * max(1.0, full.abs().max().item())
+
+
+def test_sentences_of_no_word_slot_are_named_on_every_path():
+    """L = 0 (story[:, :, :0]): the fused MemN2N ran, the other paths failed in a reshape (an adversarial
+    review's); every memory model now names it with the fix."""
+    from overlooked import catalog
+    from overlooked.errors import InputError
+    from overlooked.registry import MODELS
+
+    catalog.load_all()
+    story, query, mask = torch.ones(2, 3, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+    for name, kwargs in (("memn2n", {}), ("memn2n", {"fused": False}), ("memn2n", {"tying": "layerwise"}), ("kvmemnn", {}), ("memnn", {})):
+        model = MODELS.create(name, vocab_size=10, memory_size=5, **kwargs)
+        for s, q in ((story[:, :, :0], query), (story, query[:, :0])):
+            with pytest.raises(InputError, match=rf"{name}: sentences need at least one word slot.*Fix: pad each sentence and the question to L >= 1"):
+                model(s, q, mask)

@@ -124,6 +124,13 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     Returns:
         ``[..., n * d]``: ``sum_j l_j * E x_j`` for each of the ``n`` matrices.
     """
+    ok = isinstance(words, torch.Tensor) and words.dim() >= 1 and words.dtype in _INDEX_DTYPES and isinstance(table, torch.Tensor) and table.dim() == 2
+    ok = ok and table.is_floating_point() and isinstance(embed_dim, int) and embed_dim >= 1 and table.shape[1] % embed_dim == 0 and table.shape[1] > 0
+    if not ok:
+        raise InputError(
+            f"encode_sentences needs int64 (or int32) words [..., L], a float table [V, n * d] and d = embed_dim >= 1 dividing "
+            f"its width; got words {_describe(words)}, table {_describe(table)}, embed_dim={embed_dim!r}"
+        )
     lead = words.shape[:-1]
     out = _WeightedBags.apply(table, *_bag_layout(words, table, encoding, embed_dim, pe_length))
     return out.reshape(*lead, table.shape[1])  # [..., n*d]
@@ -222,6 +229,7 @@ def time_index(memory_mask: torch.Tensor) -> torch.Tensor:
     >>> time_index(torch.tensor([[False, True, False, True]])).tolist()
     [[0, 1, 0, 0]]
     """
+    _check_mask(memory_mask, "time_index")
     later = memory_mask.flip(-1).cumsum(-1).flip(-1) - 1  # [B, M] real slots after each slot (for real ones)
     return torch.where(memory_mask, later, torch.zeros_like(later)).long()
 
@@ -246,6 +254,7 @@ def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, g
         indices drawn above ``max_index`` are clamped to it, so the oldest
         sentences of a long story may share it.
     """
+    _check_mask(memory_mask, "random_time_index")
     B, M = memory_mask.shape
     device = memory_mask.device
     mask = memory_mask.cpu()  # the draws are made on the CPU generator
@@ -366,6 +375,8 @@ def address_with_bias(scores: torch.Tensor, bias: torch.Tensor, gate: torch.Tens
 def read_memory(p: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Weighted sum of memory vectors: ``o = sum_i p_i c_i`` (MemN2N eq. 2). ``p`` ``[B, M]``, ``values``
     ``[B, M, d]`` -> ``[B, d]``."""
+    if not (isinstance(p, torch.Tensor) and isinstance(values, torch.Tensor) and p.dim() == 2 and values.dim() == 3 and tuple(p.shape) == tuple(values.shape[:2]) and _one_float_dtype(p, values)):
+        raise InputError(f"read_memory needs weights p [B, M] and values [B, M, d] of one float dtype; got p {_describe(p)}, values {_describe(values)}")
     return torch.bmm(p.unsqueeze(1), values).squeeze(1)  # [B, d]
 
 
@@ -415,6 +426,7 @@ def pack_memories(memory_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     >>> pack_memories(torch.tensor([[True, True, False], [True, False, False]]))
     (tensor([0, 1, 3]), tensor([0, 0, 1]))
     """
+    _check_mask(memory_mask, "pack_memories")
     slots = memory_mask.reshape(-1).nonzero().squeeze(1)  # [R]
     return slots, torch.div(slots, memory_mask.shape[1], rounding_mode="floor")
 
@@ -447,6 +459,16 @@ def memory_hop_packed(
     """
     bias, gate = mask_pair(mask)
     B, M = bias.shape
+    R = slots.numel() if isinstance(slots, torch.Tensor) else -1
+    ok = isinstance(u, torch.Tensor) and isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and isinstance(owner, torch.Tensor)
+    ok = ok and u.dim() == 2 and u.shape[0] == B and keys.dim() == 2 and values.dim() == 2 and keys.shape == (R, u.shape[1]) and values.shape[0] == R
+    ok = ok and slots.dim() == 1 and owner.shape == slots.shape and slots.dtype in _INDEX_DTYPES and owner.dtype in _INDEX_DTYPES and _one_float_dtype(u, keys, values)
+    if not ok:
+        raise InputError(
+            f"memory_hop_packed needs u [B, d], keys [R, d], values [R, d'] of one float dtype and int64 slots, owner [R] "
+            f"(pack_memories(mask)) for a mask [B, M] = {list(bias.shape)}; got u {_describe(u)}, keys {_describe(keys)}, "
+            f"values {_describe(values)}, slots {_describe(slots)}, owner {_describe(owner)}"
+        )
     s = (keys * u.index_select(0, owner)).sum(-1)  # [R] u . m_i
     scores = s.new_zeros(B * M).index_copy(0, slots, s).view(B, M)  # [B, M], 0 on empty slots
     p = address_with_bias(scores, bias, gate, softmax)  # [B, M]
@@ -672,8 +694,8 @@ def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
         ``(q_next, p)``: ``[B, d]`` and the addressing weights ``[B, M]``.
     """
     o, p = memory_hop(q, keys, values, mask, softmax=True)
-    if not isinstance(R, torch.Tensor) or tuple(R.shape) != (q.shape[1], values.shape[2]) or q.shape[1] != values.shape[2]:
-        raise InputError(f"key_value_hop needs R [d, d] with d = {q.shape[1]} (the query's width) and values [B, M, d]; got R {_describe(R)}, values {_describe(values)}")
+    if not isinstance(R, torch.Tensor) or tuple(R.shape) != (q.shape[1], values.shape[2]) or q.shape[1] != values.shape[2] or R.dtype != q.dtype:
+        raise InputError(f"key_value_hop needs R [d, d] of the query's dtype with d = {q.shape[1]} (the query's width) and values [B, M, d]; got R {_describe(R)}, q {_describe(q)}, values {_describe(values)}")
     return (q + o) @ R.T, p
 
 
@@ -686,6 +708,12 @@ def _describe(x: object) -> str:
     if isinstance(x, torch.Tensor):
         return f"{str(x.dtype).removeprefix('torch.')} {list(x.shape)}"
     return type(x).__name__
+
+
+def _check_mask(mask: object, where: str) -> None:
+    """A ``[B, M]`` bool memory mask, or an InputError naming ``where`` it was passed and the fix."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        raise InputError(f"{where} needs a bool memory mask [B, M], True on real memories; got {_describe(mask)}. Fix: pass mask.bool() (or mask > 0) of shape [B, M]")
 
 
 def check_memory_inputs(
@@ -751,6 +779,8 @@ def check_memory_inputs(
         if is_tensor(query, 1):
             raise fail(what, "add the batch dimension (query[None] for a single question)")
         raise fail(what, "pass one question of word indices per story, row b answering story b")
+    if story.shape[-1] == 0 or query.shape[-1] == 0:
+        raise fail(f"sentences need at least one word slot; got story {_describe(story)}, query {_describe(query)}", "pad each sentence and the question to L >= 1 words with the null word 0")
     if not (isinstance(memory_mask, torch.Tensor) and memory_mask.dtype == torch.bool and memory_mask.shape == (B, M)):
         what = f"memory_mask must be a bool tensor [B, M] = {[B, M]} matching {against}; got {_describe(memory_mask)}"
         if isinstance(memory_mask, torch.Tensor) and memory_mask.shape == (B, M):
