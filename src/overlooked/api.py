@@ -1169,6 +1169,8 @@ def run_config(run: str | Path, *, conversion_refusal: str | None = None) -> Exp
     """The checked config of a run folder written by `overlooked train`. A conversion record is refused;
     ``conversion_refusal`` says why in the caller's terms (default: it holds no trained model)."""
     run = Path(run)
+    if run.is_file() and (run.parent / "config.yaml").is_file():  # RUN/config.yaml or RUN/summary.json given
+        raise OverlookedError(f"{run} is a file of the run folder {run.parent}; pass the folder itself: {run.parent}")
     if not (run / "config.yaml").is_file():
         inside = sorted(p.parent.name for p in run.glob("*/config.yaml")) if run.is_dir() else []
         raise OverlookedError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -38,6 +39,23 @@ def check_sizes(name: str, **sizes: int | None) -> tuple[int | None, ...]:
     if bad:
         raise ValueError(f"{name}: " + "; ".join(bad))
     return tuple(None if v is None else int(v) for v in sizes.values())
+
+
+def check_std(name: str, init_std: object) -> float:
+    """A weight initialisation's standard deviation: a finite number >= 0 (``init_std=-1`` drew nothing
+    sensible and was accepted), as a float.
+
+    >>> check_std("memn2n", 0.1)
+    0.1
+    >>> check_std("memn2n", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: memn2n: init_std must be a finite number >= 0 (the weights' standard deviation), got -1
+    """
+    ok = isinstance(init_std, (int, float)) and not isinstance(init_std, bool) and math.isfinite(init_std) and init_std >= 0
+    if not ok:
+        raise ValueError(f"{name}: init_std must be a finite number >= 0 (the weights' standard deviation), got {init_std!r}")
+    return float(init_std)
 
 
 def reads_values(t: torch.Tensor) -> bool:

@@ -265,7 +265,10 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of {cls.__name__} fields, got {raw!r}")
+        where = prefix.rstrip(".") or "config"
+        fields = ", ".join(f.name for f in dataclasses.fields(cls))
+        example = " (or a name alone: model: memn2n)" if {f.name for f in dataclasses.fields(cls)} == {"name", "kwargs"} else ""
+        raise ConfigError(f"{where}: expected a mapping with the keys {fields}{example}, got {type(raw).__name__} {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(map(str, set(raw) - set(names)))

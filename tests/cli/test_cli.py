@@ -365,6 +365,20 @@ def test_each_values_cannot_leave_the_folder_be_empty_or_run_away(tmp_path, caps
     assert "tasks must be 'all', an int 1..20 or a list of them; got None" in capsys.readouterr().err
 
 
+def test_a_run_file_for_its_folder_and_a_section_of_the_wrong_type_are_named(tmp_path, capsys):
+    """An adversarial review's: RUN/config.yaml given for RUN said "not a run folder (no config.yaml)"; a
+    section given a scalar said "model.: expected a mapping of Component fields" (a trailing dot, a class name)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: x\n")
+    (run / "summary.json").write_text("{}")
+    for given in (run / "config.yaml", run / "summary.json"):
+        with pytest.raises(OverlookedError, match=rf"{given} is a file of the run folder {run}; pass the folder itself"):
+            api.run_config(given)
+    assert main(["show", "memn2n_babi1k", "model=3"]) == 2
+    assert "model: expected a mapping with the keys name, kwargs (or a name alone: model: memn2n), got int 3" in capsys.readouterr().err
+
+
 def test_a_yaml_file_names_where_component_arguments_go(tmp_path, capsys):
     cfg = dict(TINY, data={"name": "synthetic", "n_train": 60})
     path = tmp_path / "flat.yaml"

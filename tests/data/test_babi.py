@@ -473,3 +473,17 @@ def test_a_memory_size_no_story_fills_by_the_gigabyte_is_refused_before_allocati
     with pytest.raises(DataError, match=r"memory_size=100,000,000 pads each of the 2,000 questions loaded .* the longest story has 10 statements\. Fix: memory_size <= 10 .*trim_memory=true"):
         babi.load_babi(tasks=1, data_dir=data_dir, memory_size=10**8)
     assert babi.load_babi(tasks=1, data_dir=data_dir, memory_size=1000).meta["memory_size"] == 1000
+
+
+def test_a_question_of_your_own_drops_a_pasted_line_number_and_a_story_holding_a_question_is_refused():
+    """An adversarial review's: a pasted bAbI question line ('2 Where is Mary?') failed on '2' not being a
+    word, though the story drops line numbers; a '?' inside the story merged that question with the next
+    sentence into one long statement."""
+    vocab = ["<nil>", "bathroom", "is", "john", "mary", "moved", "to", "the", "where", "hallway", "went"]
+    plain = babi.encode_question("Mary moved to the bathroom.", "Where is Mary?", vocab, 4, 5)
+    pasted = babi.encode_question("1 Mary moved to the bathroom.", "2 Where is Mary?", vocab, 4, 5)
+    assert all(torch.equal(plain[k], pasted[k]) for k in plain)
+    with pytest.raises(DataError, match=r"the story holds a '\?': a story is statements only .*ask them one at a time"):
+        babi.encode_question("Mary moved to the bathroom. Where is Mary? John went to the hallway.", "Where is John?", vocab, 4, 5)
+    with pytest.raises(DataError, match=r"the story holds a '\?'"):
+        babi.encode_question(["Mary moved to the bathroom.", "Where is Mary?"], "Where is John?", vocab, 4, 5)

@@ -320,3 +320,15 @@ def test_sentences_of_no_word_slot_are_named_on_every_path():
         for s, q in ((story[:, :, :0], query), (story, query[:, :0])):
             with pytest.raises(InputError, match=rf"{name}: sentences need at least one word slot.*Fix: pad each sentence and the question to L >= 1"):
                 model(s, q, mask)
+
+
+def test_a_negative_or_non_finite_init_std_is_refused_when_the_model_is_built():
+    from overlooked import catalog
+    from overlooked.registry import MODELS
+
+    catalog.load_all()
+    for name in ("memn2n", "kvmemnn", "memnn", "memnn_am_ng_nl"):
+        for bad in (-1, float("nan"), "0.1", True):
+            with pytest.raises(ValueError, match=r"init_std must be a finite number >= 0 \(the weights' standard deviation\)"):
+                MODELS.create(name, vocab_size=10, init_std=bad)
+        assert MODELS.create(name, vocab_size=10, init_std=0) is not None  # zero weights are a choice, not an error

@@ -337,13 +337,14 @@ def encode_question(
         story: the statements, oldest first: one string, or a list of strings; sentences end with ``.``, ``!``
             or a line break, and a leading bAbI line number (``1 Mary went home.``) is dropped. Only the last
             ``memory_size`` are kept, as in training (:func:`story_statements` tells how many there are).
-        question: the question (a ``?`` is optional).
+        question: the question (a ``?`` is optional; a leading bAbI line number is dropped, as in the story).
         vocab: the model's vocabulary (``vocab[0]`` the null word), e.g. ``RUN/vocab.json``.
         memory_size, sentence_len: the sizes the model was built for (``RUN/data_meta.json``).
         answer: the expected answer, if you know it (one word of ``vocab``); the null word otherwise.
 
     Raises:
-        DataError: an empty story or question, an answer of more than one word.
+        DataError: an empty story or question, a story holding a ``?`` (a question is no statement), an answer
+            of more than one word.
         UnreadableDataError: a word not in ``vocab`` (all of them named; the null word is no word of a story),
             or a sentence longer than ``sentence_len``.
 
@@ -352,12 +353,17 @@ def encode_question(
     >>> batch["story"].shape, batch["memory_mask"].tolist(), batch["query"].tolist()
     (torch.Size([1, 4, 5]), [[True, True, False, False]], [[8, 2, 4, 0, 0]])
     """
+    if any("?" in part for part in ([story] if isinstance(story, str) else list(story))):
+        raise DataError(
+            f"the story holds a '?': a story is statements only (a question in it would be read as one, and merged with "
+            f"the next sentence). Fix: drop the question lines from the story and ask them one at a time; got {str(story)[:80]!r}"
+        )
     statements = story_statements(story)
     if answer is not None:
         if len(tokenize(answer)) != 1:
             raise DataError(f"the answer must be one word, as bAbI's are (comma lists such as 'apple,football' included), got {answer!r}")
         answer = tokenize(answer)[0]
-    asked = tuple(tokenize(question))
+    asked = tuple(tokenize(re.sub(r"^\s*\d+\s+", "", question)))  # a pasted bAbI line's number dropped
     if not statements or not asked:
         raise DataError(f"a question needs a story of at least one sentence and a question; got story {story!r} and question {question!r}")
     word_index = {w: i for i, w in enumerate(vocab) if w != NIL}

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.checks import autocast_enabled, check_sizes, reads_values
+from overlooked.checks import autocast_enabled, check_sizes, check_std, reads_values
 from overlooked.errors import InputError
 from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
@@ -406,6 +406,7 @@ class MemNN(nn.Module):
             raise ValueError(f"facts must be 'first' or 'last', got {facts!r}")
         self.r_features, self.facts = r_features, facts
         vocab_size, memory_size, embed_dim, hops = check_sizes("memnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        init_std = check_std("memnn", init_std)
         self.vocab_size, self.memory_size, self.embed_dim, self.hops = vocab_size, memory_size, embed_dim, hops
         self.adaptive, self.ngrams, self.nonlinear, self.time_features = adaptive, ngrams, nonlinear, time_features
         self.ngram_buckets = ngram_buckets if ngrams else 0

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.checks import check_sizes
+from overlooked.checks import check_sizes, check_std
 from overlooked.config import warn_no_effect
 from overlooked.memory import functional as MF
 
@@ -83,6 +83,7 @@ class MemN2N(nn.Module):
         super().__init__()
         self.fused = bool(fused)
         vocab_size, memory_size, embed_dim, hops = check_sizes("memn2n", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        init_std = check_std("memn2n", init_std)
         if pe_length not in ("sentence", "padded", "padded_time"):
             raise ValueError(f"pe_length must be 'sentence', 'padded' or 'padded_time', got {pe_length!r}")
         if padding not in ("mask", "attend"):
@@ -244,6 +245,7 @@ class KVMemNN(nn.Module):
     ):
         super().__init__()
         vocab_size, memory_size, embed_dim, hops = check_sizes("kvmemnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
+        init_std = check_std("kvmemnn", init_std)
         for which, enc in (("key_encoding", key_encoding), ("value_encoding", value_encoding)):
             if enc not in ("pe", "bow"):
                 raise ValueError(f"kvmemnn: {which} must be 'pe' or 'bow', got {enc!r}")
