@@ -180,6 +180,15 @@ def build_data(cfg: ExperimentConfig, data_dir: str | None = None, *, pinned: di
         if missing:
             raise ConfigError(f"model {cfg.model.name!r} reads batch keys {missing} that dataset {cfg.data.name!r} does not provide")
         splits = replace(splits, input_keys=tuple(wanted))
+        dropped = splits.meta.get("supporting_dropped") or 0
+        if "supporting" in wanted and dropped:
+            warnings.warn(
+                f"{dropped} training question(s) have a supporting fact older than the memory's last "
+                f"{splits.meta.get('memory_size')} statements: it is dropped from their supporting slots, so model "
+                f"{cfg.model.name!r} is not trained to retrieve it. Fix: a larger data.kwargs.memory_size",
+                ConfigWarning,
+                stacklevel=2,
+            )
     return splits
 
 

@@ -4,6 +4,7 @@ the registry matrix through the margin objective, and a short bAbI task 1 run.""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -474,3 +475,19 @@ def test_negatives_drawn_with_a_cpu_generator_for_memories_on_another_device():
     assert sample_negatives(candidates.to("meta"), 2, torch.Generator().manual_seed(0)).device.type == "meta"
     assert torch.equal(here, sample_negatives(candidates, 2, torch.Generator().manual_seed(0))) and (here.sum(-1) <= 2).all()
     assert not (here & ~candidates).any()
+
+
+@pytest.mark.data
+def test_supporting_facts_the_memory_cannot_hold_are_counted_and_a_supervised_model_is_warned(data_dir):
+    """An adversarial review's: with a memory shorter than the stories, a supporting fact older than it became
+    -1 and MemNN silently lost that supervision. The loader counts such training questions; a model that
+    reads the supporting facts is warned (nothing is said to MemN2N, which does not read them)."""
+    from overlooked.config import ConfigWarning
+    from overlooked.data import babi
+
+    assert babi.load_babi(tasks=3, data_dir=data_dir, memory_size=50).meta["supporting_dropped"] == 0
+    with pytest.warns(ConfigWarning, match=r"22 training question\(s\) have a supporting fact older than the memory's last 20 statements.*model 'memnn'"):
+        api.build_data(api.load("memnn_babi1k", ["data.tasks=3", "data.kwargs.memory_size=20"]), str(data_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        api.build_data(api.load("memn2n_babi1k", ["data.tasks=3", "data.kwargs.memory_size=20"]), str(data_dir))
