@@ -550,6 +550,25 @@ def test_adjacent_memn2n_refuses_tables_that_do_not_fit_and_converts_dtypes():
         MF.adjacent_memn2n(table, temporal, words, time, slots, owner.flip(0), masks, hops=K, backend="cpp")
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cpp", marks=pytest.mark.skipif(NO_CXX, reason="no C++ compiler"))])
+def test_adjacent_memn2n_names_indices_out_of_range_on_both_backends(backend):
+    """The C++ kernel checked word, time, slot and owner ranges as it read them; the PyTorch path failed with
+    raw index errors (or read a wrong owner silently). Both now raise the same InputError."""
+    from overlooked.errors import InputError
+
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(True)
+    cases = [
+        ("a word index outside the embedding table", dict(words=words.clone().index_fill_(1, torch.tensor([0]), table.shape[0]))),
+        ("a word index outside the embedding table", dict(words=words - 1 - words.max())),
+        ("a temporal index outside the temporal table", dict(time=time + temporal.shape[0])),
+        ("a packed slot or owner that does not fit the mask", dict(owner=owner.flip(0))),
+    ]
+    for says, change in cases:
+        args = {"words": words, "time": time, "owner": owner, **change}
+        with pytest.raises(InputError, match=f"adjacent MemN2N: {says}"):
+            MF.adjacent_memn2n(table, temporal, args["words"], args["time"], slots, args["owner"], masks, hops=K, backend=backend)
+
+
 @pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
 def test_an_unusable_kernel_cache_falls_back_to_pytorch_with_one_warning(monkeypatch, tmp_path):
     """A cache folder that cannot be made (here: under a file) is not a crash: 'auto' warns once and runs

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from overlooked import native
-from overlooked.checks import autocast_enabled, is_count, outside
+from overlooked.checks import autocast_enabled, is_count, outside, reads_values
 from overlooked.errors import InputError
 from overlooked.memory import kernels
 
@@ -674,6 +674,15 @@ def adjacent_memn2n(
         inputs = ("cpp", words.long().contiguous(), encoding, pe_length, scale)
         table, temporal_table, time, time_scale = table.contiguous(), c(temporal_table), None if time is None else time.long().contiguous(), c(time_scale)
     else:
+        if reads_values(words):  # the ranges the C++ kernel checks as it reads (raw index errors here before)
+            B, M = bias.shape
+            bad = 1 if words.numel() and (int(words.min()) < 0 or int(words.max()) >= table.shape[0]) else 0
+            if not bad and time is not None and R and temporal_table is not None and (int(time.min()) < 0 or int(time.max()) >= temporal_table.shape[0]):
+                bad = 2
+            if not bad and R and (int(slots.min()) < 0 or int(slots.max()) >= B * M or not torch.equal(owner, torch.div(slots, max(M, 1), rounding_mode="floor"))):
+                bad = 3
+            if bad:
+                raise InputError(f"adjacent MemN2N: {kernels.BAD_INPUT[bad]}. Fix: check the inputs against the model's vocabulary and memory size (check_memory_inputs names them)")
         inputs = ("torch", _bag_layout(words, table, encoding, d, pe_length))
     with torch.autocast(device_type=table.device.type, enabled=False):
         return _AdjacentMemN2N.apply(table, temporal_table, inputs, time, time_scale, R, slots, owner, bias.to(dt).contiguous(), gate.to(dt).contiguous(), bool(softmax), hops)

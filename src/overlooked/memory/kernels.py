@@ -313,7 +313,7 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 _ENCODINGS = {"bow": 0, "pe": 1, "pe_centered": 2}
-_BAD = {
+BAD_INPUT = {  # the kernel's input error codes (the PyTorch path checks the same ranges)
     1: "a word index outside the embedding table [0, V)",
     2: "a temporal index outside the temporal table",
     3: "a packed slot or owner that does not fit the mask [B, M] (build them with pack_memories)",
@@ -348,7 +348,7 @@ def forward(table, temporal_table, words, time, time_scale, scale, slots, owner,
         int(softmax), _ptr(slots), _ptr(owner), _ptr(bias), _ptr(gate), _ptr(mem), _ptr(u_all), _ptr(q_all), _ptr(att), _ptr(w_all),
     )
     if bad:
-        raise InputError(f"adjacent MemN2N: {_BAD[bad]}. Fix: check the inputs against the model's vocabulary and memory size (check_memory_inputs names them)")
+        raise InputError(f"adjacent MemN2N: {BAD_INPUT[bad]}. Fix: check the inputs against the model's vocabulary and memory size (check_memory_inputs names them)")
     return mem, u_all, q_all, att, w_all
 
 
