@@ -443,3 +443,16 @@ def test_fetch_keeps_an_edited_or_damaged_file_it_replaces(server, tmp_path, dat
         store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS], force=True)  # verified: nothing kept
     assert not (root / (MNIST_LABELS + ".replaced.2")).exists()
     assert store.verify("mnist", root, files=[MNIST_LABELS]).complete
+
+
+def test_a_data_root_that_is_a_file_is_named(tmp_path, monkeypatch):
+    """An adversarial review's: --data-dir FILE made every dataset file 'fail its checksum ... Not a directory'."""
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("")
+    with pytest.raises(DataError, match=rf"the data root {a_file} \(given as data_dir / --data-dir\) is a file, not a folder"):
+        store.resolve_data_dir(a_file)
+    monkeypatch.setenv("OVERLOOKED_DATA", str(a_file))
+    with pytest.raises(DataError, match=r"is a file, not a folder.*Fix: point it at the folder that holds the datasets"):
+        store.verify("babi")
+    assert store.resolve_data_dir(tmp_path) == tmp_path  # a folder, or a path not made yet, is taken as before
+    assert store.resolve_data_dir(tmp_path / "new") == tmp_path / "new"

@@ -69,12 +69,11 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     >>> resolve_data_dir("/srv/data")
     PosixPath('/srv/data')
     """
-    if explicit is not None:
-        return Path(explicit).expanduser().absolute()
     env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser().absolute()
-    return (Path.home() / ".cache" / "overlooked").absolute()
+    root = Path(explicit if explicit is not None else env if env else Path.home() / ".cache" / "overlooked").expanduser().absolute()
+    if root.is_file():  # every file under it would be "missing" or fail its checksum with "Not a directory"
+        raise DataError(f"the data root {root} ({_root_origin(explicit)}) is a file, not a folder. Fix: point it at the folder that holds the datasets (laid out like shared/data)")
+    return root
 
 
 def _root_origin(explicit: str | os.PathLike[str] | None) -> str:
