@@ -220,9 +220,13 @@ def test_ensure_with_download_replaces_a_corrupt_file(server, tmp_path, data_dir
     (root / MNIST_LABELS).write_bytes(gzip.compress(b"damaged"))
     with pytest.raises(DataError, match="failed its checksum"):
         store.ensure("mnist", root, files=[MNIST_LABELS], verify_checksums=True)
-    store.ensure("mnist", root, download=True, files=[MNIST_LABELS], verify_checksums=True, mirrors=[f"{base}/mnist/"])
+    from overlooked.errors import DataWarning
+
+    with pytest.warns(DataWarning, match="the old copy is kept as"):
+        store.ensure("mnist", root, download=True, files=[MNIST_LABELS], verify_checksums=True, mirrors=[f"{base}/mnist/"])
     assert requested == ["/mnist/train-labels-idx1-ubyte.gz"]
     assert (root / MNIST_LABELS).read_bytes() == (data_dir / MNIST_LABELS).read_bytes()
+    assert (root / (MNIST_LABELS + ".replaced")).read_bytes() == gzip.compress(b"damaged")
 
 
 def test_fetch_lists_every_mirror_and_its_error(server, tmp_path):
@@ -456,3 +460,18 @@ def test_a_data_root_that_is_a_file_is_named(tmp_path, monkeypatch):
         store.verify("babi")
     assert store.resolve_data_dir(tmp_path) == tmp_path  # a folder, or a path not made yet, is taken as before
     assert store.resolve_data_dir(tmp_path / "new") == tmp_path / "new"
+
+
+@pytest.mark.data
+def test_a_folder_where_a_data_file_should_be_is_named_by_verify_and_fetch(server, tmp_path, data_dir):
+    """An adversarial review's: a folder in a file's place was "missing" or "cannot compute the sha256
+    ([Errno 21] Is a directory)"; fetch would fail to rename onto it."""
+    base, www, _ = server
+    shutil.copytree(data_dir / "mnist", www / "m")
+    root = tmp_path / "root"
+    (root / MNIST_LABELS).mkdir(parents=True)
+    report = store.verify("mnist", root, files=[MNIST_LABELS])
+    assert report.mismatched == {MNIST_LABELS: "is a folder where the file should be (remove the folder)"}
+    with pytest.raises(DataError, match=rf"{root / MNIST_LABELS} is a folder where the file should be"):
+        store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
+    assert (root / MNIST_LABELS).is_dir() and _leftovers(root) == []

@@ -312,8 +312,11 @@ def check_file(path: Path, check: FileCheck) -> str | None:
     """Why ``path`` fails ``check``, or None when it passes.
 
     Returns:
-        None, ``"missing"``, or a sentence starting ``"failed its checksum: ..."`` with expected and found values.
+        None, ``"missing"``, ``"is a folder ..."``, or a sentence starting ``"failed its checksum: ..."`` with
+        expected and found values.
     """
+    if path.is_dir():
+        return "is a folder where the file should be (remove the folder)"
     try:
         found = file_digest(path, check.algorithm)
     except FileNotFoundError:
@@ -439,7 +442,8 @@ def ensure(
         return fetch(name, root, mirrors=mirrors, files=[c.path for c in checks])
     lines = [f"dataset {name!r}: data root {root} ({_root_origin(data_dir)})"]
     for path in report.missing:
-        lines.append(f"  missing file {root / path} (looked in folder {(root / path).parent})")
+        where = root / path
+        lines.append(f"  {where} is a folder where the file should be (remove the folder)" if where.is_dir() else f"  missing file {where} (looked in folder {where.parent})")
     for path, why in report.mismatched.items():
         lines.append(f"  file {root / path} {why}")
     edited = " Files edited on purpose (your own copy) load with verify=False (`data.kwargs.verify=false`)." if report.mismatched else ""
@@ -529,11 +533,14 @@ def _install(tmp: Path, root: Path, check: FileCheck) -> str | None:
     renamed to ``NAME.replaced`` (``NAME.replaced.1``, ... when taken) first, with a :class:`DataWarning`.
 
     Returns:
-        None on success, else why the file failed its checksum.
+        None on success, else why the file failed its checksum or cannot take its place (a folder there).
     """
     problem = check_file(tmp, check)
+    dest = root / check.path
+    if problem is None and dest.is_dir():
+        tmp.unlink(missing_ok=True)
+        return f"downloaded and verified, but {dest} is a folder where the file should be (remove the folder)"
     if problem is None:
-        dest = root / check.path
         if dest.is_file() and check_file(dest, check) is not None:
             aside = dest.with_name(dest.name + ".replaced")
             n = 0
