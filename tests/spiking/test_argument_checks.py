@@ -177,7 +177,7 @@ def test_the_reference_step_names_a_state_of_another_kind_or_shape():
     (a broadcast error, "'str' object has no attribute 'v'", ALIF given a VState: "no attribute 'a'")."""
     x = _x()
     for module, state, said in [
-        (M.LIF(), N.VState(torch.zeros(3, 4, dtype=torch.float64)), r"LIFCell: state\.v has shape \(3, 4\), which does not broadcast with the input's shape \(2, 4\)"),
+        (M.LIF(), N.VState(torch.zeros(3, 4, dtype=torch.float64)), r"LIFCell: state\.v has shape \(3, 4\), which does not broadcast to the input's shape \(2, 4\)"),
         (M.LIF(), "v", r"LIFCell takes its state as VState\(v\); got str"),
         (M.ALIF(), N.VState(torch.zeros(2, 4, dtype=torch.float64)), r"ALIFCell takes its state as ALIFState\(v, a\); got VState"),
         (M.CubaLIF(), N.CubaState(torch.zeros(2, 4, dtype=torch.float64), None), r"state\.i has NoneType"),
@@ -186,8 +186,14 @@ def test_the_reference_step_names_a_state_of_another_kind_or_shape():
             module(x, state)
     for v0 in (torch.tensor(0.5, dtype=torch.float64), torch.full((1, 4), 0.5, dtype=torch.float64)):  # broadcast states still run
         assert M.LIF()(x, N.VState(v0))[1].v.shape == (2, 4)
-    # and a state the input broadcasts with, as the step's arithmetic allows: [4] neurons per step, two states
-    assert M.LIF(tau_mem=2e-3)(torch.rand(3, 4, dtype=torch.float64), N.VState(torch.rand(2, 4, dtype=torch.float64)))[1].v.shape == (2, 4)
+    # but not a state wider than the input (an adversarial review's): a batch-1 input with a batch-3 state came
+    # out as a batch of 3, silently, on the reference backend (the cpp backend refused it)
+    _, s3 = M.LIF()(torch.rand(5, 3, 4))
+    for backend in ("reference", "auto"):
+        with pytest.raises(InputError, match=r"state\.v has shape \(3, 4\), which does not broadcast to the input's (per-step )?shape \(1, 4\)"):
+            M.LIF(backend=backend)(torch.rand(5, 1, 4), s3)
+    with pytest.raises(InputError, match=r"does not broadcast to the input's shape \(4,\)"):
+        M.LIF(tau_mem=2e-3)(torch.rand(3, 4, dtype=torch.float64), N.VState(torch.rand(2, 4, dtype=torch.float64)))
     for bad in (float("nan"), float("inf")):  # v_threshold=nan built a neuron that never spikes
         with pytest.raises(ValueError, match=r"v_threshold = (nan|inf) is not a finite number"):
             M.LIF(v_threshold=bad)

@@ -75,7 +75,8 @@ def check_current(module: nn.Module, x: Any) -> None:
 
 def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
     """A state handed to one step is the cell's own record (``VState``, ``CubaState``, ``ALIFState``) whose
-    tensors broadcast with the step's input ``x`` (as the step's arithmetic broadcasts them); anything else is
+    tensors broadcast to the step's input ``x``'s shape (never beyond it: a state of a larger batch would
+    silently widen the output); anything else is
     an ``InputError`` naming it (it failed as ``'str' object has no attribute 'v'`` or a broadcast error inside
     the step). Shapes equal to ``x``'s, the loop's case after its first step, cost one tuple comparison each."""
     kind = cell.state_cls
@@ -85,10 +86,13 @@ def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
     if not isinstance(state, kind):
         raise InputError(f"{type(cell).__name__} takes its state as {kind.__name__}({', '.join(kind._fields)}); got {type(state).__name__}: {rest}")
     for name, value in zip(kind._fields, state):
-        if isinstance(value, torch.Tensor) and (value.shape == x.shape or broadcast_shape(value.shape, x.shape) is not None):
+        if isinstance(value, torch.Tensor) and (value.shape == x.shape or broadcast_shape(value.shape, x.shape) == tuple(x.shape)):
             continue
         got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-        raise InputError(f"{type(cell).__name__}: state.{name} has {got}, which does not broadcast with the input's shape {tuple(x.shape)}; {rest}")
+        raise InputError(
+            f"{type(cell).__name__}: state.{name} has {got}, which does not broadcast to the input's shape {tuple(x.shape)} "
+            f"(a state from another batch would change the output's shape); {rest}"
+        )
 
 
 def _check_loaded_time_constants(cell: _Cell, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
