@@ -34,3 +34,39 @@ def test_energy_constants_and_formula():
     assert (HOROWITZ_45NM["int8"].mac_pj, HOROWITZ_45NM["int8"].ac_pj) == (0.23, 0.03)
     assert snn_energy_pj(10, 100, "fp16") == 1.5 * 10 + 0.4 * 100
     assert ann_energy_pj(10, "int8") == 0.23 * 10
+
+
+def test_encoders_refuse_what_they_would_saturate_or_cannot_read():
+    """An adversarial review's: an 8-bit image (0..255) or floats in 0..255 were clamped to [0, 1], so every
+    lit pixel spiked at every step, silently; max_rate=-1 trained on all-zero input; steps=-1 gave a raw
+    'expanded size' error; T=0 in delta_encode an IndexError; a missing batch key a KeyError."""
+    import pytest
+
+    from overlooked.errors import InputError
+    from overlooked.registry import ENCODERS
+
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 4)
+    for bad, says in (((img * 255).to(torch.uint8), r"takes float intensities in \[0, 1\]; got a torch.uint8 tensor\. Fix: x.float\(\) / 255"),
+                      (img * 255, r"got values in \[.*\]\. Fix: x / 255 for an image in 0\.\.255"),
+                      (img - 0.5, r"takes intensities in \[0, 1\]"), (torch.full((2,), float("nan")), r"takes intensities in \[0, 1\]")):
+        with pytest.raises(InputError, match=says):
+            rate_encode(bad, 4, gen)
+        with pytest.raises(InputError, match=says.replace("rate", "latency")):
+            latency_encode(bad, 4)
+    for steps in (-1, 0, 2.5, True):
+        with pytest.raises(InputError, match=r"steps \(time steps of the code\) must be a whole number >= 1"):
+            rate_encode(img, steps, gen)
+        with pytest.raises(InputError, match=r"steps \(time steps of the code\) must be a whole number >= 1"):
+            ENCODERS.create("rate", steps=steps)
+    for max_rate in (-1, 0, 5, float("nan")):
+        with pytest.raises(InputError, match=r"max_rate .* must be in \(0, 1\]"):
+            ENCODERS.create("rate", max_rate=max_rate)
+    with pytest.raises(InputError, match=r"delta_encode takes a float signal \[T, \.\.\.\] with T >= 1"):
+        delta_encode(torch.zeros(0, 3), 0.1)
+    for name in ("rate", "time_first"):
+        with pytest.raises(InputError, match=rf"the {name} encoder reads the batch key 'x', which this dataset's batches do not have \(image, label\)"):
+            ENCODERS.create(name, key="x")({"image": img, "label": torch.zeros(2)}, gen)
+    with pytest.raises(InputError, match=r"the time_first encoder takes 'frames' as \[B, T, \.\.\.\]"):
+        ENCODERS.create("time_first")({"frames": torch.zeros(3)}, gen)
+    assert rate_encode(img.clamp(max=1 - 1e-3) + 1e-7, 3, gen).shape == (3, 2, 4)  # a rounding past 1 is clamped, as before

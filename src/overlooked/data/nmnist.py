@@ -18,7 +18,7 @@ import torch
 from overlooked.checks import is_count
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
-from overlooked.errors import DataError
+from overlooked.errors import DataError, InputError
 from overlooked.registry import DATASETS, ENCODERS
 
 SENSOR = (34, 34)
@@ -114,7 +114,12 @@ class TimeFirst:
         self.key, self.binary = key, binary
 
     def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        x = batch[self.key].transpose(0, 1)  # [T, B, ...]
+        from overlooked.spiking.encode import batch_value
+
+        x = batch_value(batch, self.key, "time_first")
+        if x.dim() < 2:
+            raise InputError(f"the time_first encoder takes {self.key!r} as [B, T, ...] (examples, then time bins); got shape {list(x.shape)}")
+        x = x.transpose(0, 1)  # [T, B, ...]
         if self.binary:
             x = (x > 0).to(x.dtype)
         return {**batch, self.key: x.contiguous()}
