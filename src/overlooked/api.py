@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 import statistics
 import warnings
@@ -442,19 +443,20 @@ def own_rng(device: str) -> Iterator[None]:
         yield
 
 
-def _make_dirs(path: Path) -> list[Path]:
+def _make_dirs(path: Path, option: str = "--out (out)") -> list[Path]:
     """Create ``path`` and its missing parents now (so a concurrent run cannot take the name); return the
-    folders this call created, deepest first, for :func:`_remove_empty`."""
+    folders this call created, deepest first, for :func:`_remove_empty`. ``option``: what the user set that
+    names the folder, for the message."""
     made, p = [], path
     while not p.exists():
         made.append(p)
         p = p.parent
     if not p.is_dir():
-        raise OverlookedError(f"cannot make the folder {path}: {p} is a file, not a folder; give --out (out) a folder")
+        raise OverlookedError(f"cannot make the folder {path}: {p} is a file, not a folder; give {option} a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OverlookedError(f"cannot make the folder {path} ({exc.strerror}); give --out (out) a folder you can write to") from None
+        raise OverlookedError(f"cannot make the folder {path} ({exc.strerror}); give {option} a folder you can write to") from None
     return made
 
 
@@ -1476,6 +1478,9 @@ def load_weights(run: Path, checkpoint: str, model: nn.Module, cfg: ExperimentCo
     broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if broken:  # scored, they give chance-level numbers that read as a result; started from, a dead run
         raise CheckpointError(f"{path}: its weights hold NaN or inf ({', '.join(broken[:3])}): that run diverged or the file is damaged; use another run or checkpoint")
+    negative = [name for name, t in model.state_dict().items() if name.endswith("running_var") and bool((t < 0).any())]
+    if negative:  # a variance below zero: normalisation by its square root gives NaN (an evaluation at chance, a NaN export)
+        raise CheckpointError(f"{path}: its normalisation statistics hold a negative variance ({', '.join(negative[:3])}); no training writes one, so the file is damaged; use another run or checkpoint")
     return info
 
 
@@ -2246,6 +2251,10 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
     from overlooked.spiking.nir import NIRDtWarning, export_nir_graph, retime
 
     run, output = Path(run), Path(output)
+    if output.is_dir():
+        raise OverlookedError(f"{output} is a folder; name a file for the graph, e.g. {output / 'model.nir'}")
+    if output.exists() and output.suffix != ".nir" and output.resolve().is_relative_to(run.resolve()):
+        raise OverlookedError(f"{output} is a file of the run {run}, not a graph; --force never overwrites a run's own files: name a .nir file, e.g. {run / 'model.nir'}")
     if output.exists() and not force:
         raise OverlookedError(f"{output} exists; pass --force (force=True) to overwrite it, or name another file")
     cfg = run_config(
@@ -2282,9 +2291,32 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
             NIRDtWarning,
             stacklevel=2,
         )
-    _make_dirs(output.parent)
-    nir.write(str(output), graph)
+    _check_finite_graph(graph, run)
+    _make_dirs(output.parent, "the output path")
+    partial = output.with_name(f".{output.name}.partial")  # written whole, then renamed: an interrupted write leaves no half graph
+    try:
+        nir.write(str(partial), graph)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
     return output
+
+
+def _check_finite_graph(graph: Any, run: Path) -> None:
+    """Refuse to write a NIR graph holding NaN or inf (folded from damaged weights, or a time constant that
+    became infinite): a chip or simulator would read it without a word."""
+    import numpy as np
+
+    for name, node in graph.nodes.items():
+        if hasattr(node, "nodes"):  # a subgraph
+            _check_finite_graph(node, run)
+            continue
+        for attr, value in vars(node).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise OverlookedError(
+                    f"the graph of {run} holds NaN or inf in node {name!r} ({type(node).__name__}.{attr}); its checkpoint is "
+                    "damaged or its model diverged (a time constant grew without bound), so nothing was written: export another run or checkpoint"
+                )
 
 
 def per_step_input_shape(meta: dict[str, Any]) -> tuple[int, ...]:

@@ -189,6 +189,44 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
     assert api.export_nir(run, tmp_path / "n.nir", checkpoint="last").is_file()
 
 
+@pytest.mark.data
+def test_export_nir_never_writes_over_a_folder_or_the_runs_own_files_nor_a_non_finite_graph(tmp_path, data_dir):
+    """An adversarial review's: --force onto a folder was h5py's IsADirectoryError; onto RUN/config.yaml it
+    overwrote the run's config with HDF5 (the run destroyed); a damaged checkpoint (a negative BatchNorm
+    variance, a PLIF w of -1000: tau = inf) was exported as a graph of NaN / inf with "wrote"; a parent that is
+    a file named --out, which export-nir does not have."""
+    from safetensors.torch import save_file
+
+    from overlooked import api
+    from overlooked.errors import CheckpointError, OverlookedError
+    from overlooked.train.checkpoint import read_checkpoint
+
+    cfg = api.load("snn_mlp_mnist", ["train.max_steps=2", "train.progress=false"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(OverlookedError, match=r"folder is a folder; name a file for the graph, e\.g\. .*folder/model\.nir"):
+        api.export_nir(run, tmp_path / "folder", force=True)
+    before = (run / "config.yaml").read_bytes()
+    with pytest.raises(OverlookedError, match=r"config\.yaml is a file of the run .*--force never overwrites a run's own files"):
+        api.export_nir(run, run / "config.yaml", force=True)
+    assert (run / "config.yaml").read_bytes() == before
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OverlookedError, match=r"a_file is a file, not a folder; give the output path a folder"):
+        api.export_nir(run, tmp_path / "a_file" / "m.nir")
+    assert api.export_nir(run, run / "model.nir").is_file() and not list(run.glob(".*.partial"))  # inside the run, a .nir is fine
+    ckpt = run / "checkpoints" / "best.safetensors"
+    tensors, doc = read_checkpoint(ckpt)
+    import json
+
+    for key, value, says in (("model.blocks.0.norm.running_var", -1.0, r"negative variance \(blocks\.0\.norm\.running_var\)"),
+                             ("model.blocks.0.neuron.cell.w", -1000.0, r"holds NaN or inf in node .*nothing was written")):
+        edited = {**tensors, key: torch.full_like(tensors[key], value)}
+        save_file(edited, str(ckpt), metadata={"overlooked": json.dumps(doc)})
+        with pytest.raises((CheckpointError, OverlookedError), match=says):
+            api.export_nir(run, tmp_path / "bad.nir")
+        assert not (tmp_path / "bad.nir").exists()
+
+
 def test_metadata_carries_steps_and_input_through_a_file(tmp_path):
     """T and the input encoding travel in the graph's metadata beside dt and the readout (nir.write / nir.read)."""
     torch.manual_seed(0)
