@@ -731,7 +731,7 @@ def test_bench_and_convert_options_out_of_place_or_out_of_range_are_refused(tmp_
 def test_an_augmentation_or_encoder_made_for_other_data_is_named_before_the_run(tmp_path, capsys):
     """babi_random_time on image data, time_first on a dataset without event frames: KeyErrors at the first
     step before; now named with the dataset's keys, and no run folder is left."""
-    for override, says in (("augment={name: babi_random_time}", "augment 'babi_random_time' reads batch key 'memory_mask' that dataset 'synthetic' does not provide (its keys: "), ("encoder={name: time_first}", "encoder 'time_first' reads batch key 'frames'")):
+    for override, says in (("augment={name: babi_random_time}", "augment 'babi_random_time' reads batch key 'memory_mask' that dataset 'synthetic' does not provide (its keys: "), ("encoder={name: time_first}", "the time_first encoder reads the batch key 'frames', which this dataset's batches do not have")):
         assert main(["train", str(_config(tmp_path)), override, "--out", str(tmp_path / "runs")]) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
