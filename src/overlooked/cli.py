@@ -506,7 +506,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    written = api.report(runs=args.runs, output=args.output)
+    written = api.report(runs=args.runs, output=args.output, force=args.force)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -640,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="generate docs/results.md from committed run summaries")
     p.add_argument("--runs", nargs="*", default=None, help="folders of run summaries (default results/runs)")
     p.add_argument("--output", default="docs/results.md", help="the Markdown file; results.html and figures/ are written beside it")
+    p.add_argument("--force", action="store_true", help="overwrite a .md / .html there that `overlooked report` did not write")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("export-nir", help="export a trained spiking model to NIR")

@@ -184,6 +184,42 @@ def test_report_refuses_a_runs_folder_it_cannot_use(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_report_never_overwrites_a_file_it_did_not_write(tmp_path):
+    """An adversarial review's: --output RUN/summary.json replaced a run's summary with Markdown (exit 0);
+    --output x.html wrote the Markdown there, then the HTML over it; a hand-written results.md was replaced;
+    a folder was an IsADirectoryError; --runs R R listed every run twice; an empty folder gave "No committed
+    runs yet." with exit 0."""
+    import shutil
+
+    from overlooked import api
+    from overlooked.errors import OverlookedError
+
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    src = REPO / "results" / "runs" / "kvmemnn_babi10k_joint_valpe-20261207-101916"
+    shutil.copytree(src, runs / src.name)
+    summary = (runs / src.name / "summary.json").read_bytes()
+    for output, says in ((runs / src.name / "summary.json", r"name a Markdown file \(\.md\)"), (tmp_path / "page.html", r"name a Markdown file"),
+                         (tmp_path, r"name a Markdown file")):
+        with pytest.raises(OverlookedError, match=says):
+            api.report([str(runs)], output=output)
+    assert (runs / src.name / "summary.json").read_bytes() == summary
+    mine = tmp_path / "docs" / "results.md"
+    mine.parent.mkdir()
+    mine.write_text("# my notes\n")
+    with pytest.raises(OverlookedError, match=r"results\.md exists and was not written by `overlooked report`; refusing to overwrite it"):
+        api.report([str(runs)], output=mine)
+    assert mine.read_text() == "# my notes\n"
+    written = api.report([str(runs)], output=mine, force=True)
+    assert written[0] == mine and mine.with_suffix(".html").is_file()
+    assert api.report([str(runs)], output=mine)[0] == mine  # its own page: regenerated without --force
+    with pytest.raises(OverlookedError, match=r"--runs names .* more than once"):
+        api.report([str(runs), str(runs) + "/"], output=mine)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OverlookedError, match=r"no run folders \(folders with a summary\.json\) inside; nothing to report"):
+        api.report([str(tmp_path / "empty")], output=mine)
+
+
 def test_a_damaged_run_folder_is_named(tmp_path):
     from overlooked.bench.report import collect_runs
     from overlooked.errors import OverlookedError
