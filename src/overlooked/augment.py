@@ -4,10 +4,18 @@ training split only. The generator is passed in by the trainer, so resuming rest
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 
+from overlooked.errors import InputError
 from overlooked.registry import AUGMENTATIONS
+
+
+def _pixels(v: object) -> bool:
+    """A whole number of pixels >= 0 (any integral type, not a bool)."""
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 0
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -26,6 +34,8 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     1.0
     """
     b, _, h, w = images.shape
+    if not _pixels(max_shift) or max_shift >= min(h, w):  # a shift of the whole side moves the digit out of frame
+        raise InputError(f"random_shift: max_shift must be a whole number of pixels, 0 <= max_shift < {min(h, w)} (the image side); got {max_shift!r}")
     if max_shift == 0:
         return images
     offsets = torch.randint(-max_shift, max_shift + 1, (b, 2), generator=generator)  # [B, 2] (dy, dx)
@@ -41,7 +51,9 @@ class RandomShift:
     """Batch augmentation wrapper around :func:`random_shift` for the key ``key``."""
 
     def __init__(self, max_shift: int = 2, key: str = "image"):
-        self.max_shift = max_shift
+        if not _pixels(max_shift):
+            raise InputError(f"random_shift: max_shift must be a whole number of pixels >= 0, got {max_shift!r}")
+        self.max_shift = int(max_shift)
         self.key = key
 
     def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -141,3 +141,44 @@ def test_images_on_another_device_than_the_weights_are_named():
         model = create_model(name).eval()
         with pytest.raises(InputError, match=r"weights are on cpu; got images on meta: move them with image.to\('cpu'\)"):
             model(torch.rand(2, 1, 28, 28, device="meta"))
+
+
+def test_capsule_losses_schedules_sizes_and_shifts_out_of_range_are_refused():
+    """An adversarial review's: lam=-1 (validation loss -1.59), recon_weight=-1 (rewarding bad
+    reconstructions), m_plus < m_minus, a spread-margin ramp of -5 steps or a negative end margin (the loss
+    exactly 0) all trained without a word; matrix capsules with A=0 failed in conv2d; recon_keys naming one
+    image for two reconstructions was an index error; random_shift of -3 a torch error and of 100 on a
+    28-pixel image moved 92% of the digits out of frame, silently."""
+    from overlooked.errors import InputError
+    from overlooked.registry import AUGMENTATIONS, CALLBACKS, MODELS, OBJECTIVES
+
+    for bad in ({"lam": -1}, {"recon_weight": -1}, {"m_plus": 0.1, "m_minus": 0.9}, {"m_plus": 1.5}, {"lam": float("nan")}):
+        with pytest.raises(ValueError, match=r"capsule_margin needs 0 <= m_minus < m_plus <= 1, lam >= 0 and recon_weight >= 0"):
+            OBJECTIVES.create("capsule_margin", **bad)
+    for bad in ({"ramp_steps": -5}, {"ramp_steps": 0}, {"end": -1.0}, {"start": float("nan")}):
+        with pytest.raises(ValueError, match=r"spread_margin needs ramp_steps a whole number >= 1 and margins start, end >= 0"):
+            CALLBACKS.create("spread_margin", **bad)
+    for size in ("A", "B", "C", "D"):
+        with pytest.raises(ValueError, match=rf"matrix capsules: {size} must be an int >= 1, got 0"):
+            MODELS.create("matcaps_em_small", **{size: 0})
+    loss = OBJECTIVES.create("capsule_margin", recon_keys=["image_a"])
+    output = {"logits": torch.rand(2, 10), "reconstruction": torch.rand(2, 2, 16), "reconstruction_classes": torch.zeros(2, 2, dtype=torch.long)}
+    batch = {"label": torch.zeros(2, 10), "image_a": torch.rand(2, 1, 4, 4), "image_b": torch.rand(2, 1, 4, 4), "labels": torch.zeros(2, 2, dtype=torch.long)}
+    with pytest.raises(InputError, match=r"recon_keys=\['image_a'\] names 1 image\(s\) but the model reconstructs 2 per example"):
+        loss(output, batch)
+    with pytest.raises(InputError, match=r"max_shift must be a whole number of pixels >= 0, got -3"):
+        AUGMENTATIONS.create("random_shift", max_shift=-3)
+    shift = AUGMENTATIONS.create("random_shift", max_shift=28)
+    with pytest.raises(InputError, match=r"0 <= max_shift < 28 \(the image side\); got 28"):
+        shift({"image": torch.rand(2, 1, 28, 28)}, torch.Generator())
+    assert AUGMENTATIONS.create("random_shift", max_shift=27)({"image": torch.rand(2, 1, 28, 28)}, torch.Generator())["image"].shape == (2, 1, 28, 28)
+
+
+@pytest.mark.data
+def test_multimnist_pair_counts_must_be_whole_numbers(data_dir):
+    from overlooked.errors import DataError
+    from overlooked.registry import DATASETS
+
+    for bad in ({"n_test": -1}, {"n_train": 0}, {"n_val": 2.5}):
+        with pytest.raises(DataError, match=r"multimnist: n_\w+=.*: the number of generated pairs per split must be a whole number >= 1"):
+            DATASETS.create("multimnist", data_dir=data_dir, **bad)

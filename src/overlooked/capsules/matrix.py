@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fused import autocast_off
 from overlooked.capsules.modules import check_image
-from overlooked.checks import is_count
+from overlooked.checks import check_sizes, is_count
 from overlooked.errors import InputError
 
 POSE = 16  # 4x4 pose matrix, flattened
@@ -261,6 +261,7 @@ class MatrixCapsNet(nn.Module):
 
     def __init__(self, A: int = 64, B: int = 8, C: int = 16, D: int = 16, num_classes: int = 10, iterations: int = 3, in_channels: int = 1, coordinate_addition: bool = True, routing_backend: str = "reference"):
         super().__init__()
+        A, B, C, D, num_classes, in_channels = check_sizes("matrix capsules", A=A, B=B, C=C, D=D, num_classes=num_classes, in_channels=in_channels)
         self.in_channels = in_channels
         self.conv1 = nn.Conv2d(in_channels, A, 5, stride=2)
         self.primary = PrimaryMatCaps(A, B)

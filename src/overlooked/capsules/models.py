@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from overlooked.capsules import baselines as _baselines  # noqa: F401  (register
 from overlooked.capsules import functional as CF
 from overlooked.capsules.matrix import MatrixCapsNet
 from overlooked.capsules.modules import CapsNet
+from overlooked.checks import is_count
 from overlooked.errors import InputError
 from overlooked.registry import CALLBACKS, MODELS, OBJECTIVES
 from overlooked.train.callbacks import Callback
@@ -54,6 +56,9 @@ class CapsuleLoss(nn.Module):
         super().__init__()
         self.target_key, self.image_key, self.recon_keys, self.labels_key = target_key, image_key, tuple(recon_keys), labels_key
         self.m_plus, self.m_minus, self.lam, self.recon_weight, self.reduction = m_plus, m_minus, lam, recon_weight, check_reduction(reduction)
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (m_plus, m_minus, lam, recon_weight))
+        if not ok or lam < 0 or recon_weight < 0 or not 0 <= m_minus < m_plus <= 1:  # lam=-1 rewarded absent-class lengths; recon_weight=-1 bad reconstructions
+            raise ValueError(f"capsule_margin needs 0 <= m_minus < m_plus <= 1, lam >= 0 and recon_weight >= 0 (the defaults: 0.1, 0.9, 0.5, 0.0005); got m_minus={m_minus!r}, m_plus={m_plus!r}, lam={lam!r}, recon_weight={recon_weight!r}")
 
     def recon_targets(self, output: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         """The image each reconstruction is scored against: ``[B, P]``, or ``[B, R, P]`` for several."""
@@ -64,6 +69,8 @@ class CapsuleLoss(nn.Module):
             return batch[self.image_key].flatten(1)
         if not self.recon_keys:
             raise InputError("the model returns several reconstructions per example: set the objective's recon_keys to the batch keys of the single-object images (MultiMNIST: [image_a, image_b])")
+        if len(self.recon_keys) != recon.shape[1]:
+            raise InputError(f"recon_keys={list(self.recon_keys)} names {len(self.recon_keys)} image(s) but the model reconstructs {recon.shape[1]} per example: name one batch key per reconstructed object (MultiMNIST: [image_a, image_b])")
         targets = torch.stack([batch[k].flatten(1) for k in self.recon_keys], 1)  # [B, R, P]
         classes = output["reconstruction_classes"]  # [B, R]
         match = classes[:, :, None] == batch[self.labels_key][:, None, :]  # [B, R, R]
@@ -140,7 +147,10 @@ class SpreadMarginSchedule(Callback):
     through the model's public :meth:`~overlooked.capsules.matrix.MatrixCapsNet.set_spread_margin`."""
 
     def __init__(self, ramp_steps: int, start: float = CF.SPREAD_MARGIN_START, end: float = CF.SPREAD_MARGIN_END):
-        self.ramp_steps, self.start, self.end = ramp_steps, start, end
+        margins_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in (start, end))
+        if not is_count(ramp_steps) or not margins_ok:  # a negative margin makes the spread loss 0; ramp_steps=-5 jumped to the end
+            raise ValueError(f"spread_margin needs ramp_steps a whole number >= 1 and margins start, end >= 0; got ramp_steps={ramp_steps!r}, start={start!r}, end={end!r}")
+        self.ramp_steps, self.start, self.end = int(ramp_steps), float(start), float(end)
 
     def on_train_start(self, ctx: Any) -> None:
         ctx.model.set_spread_margin(CF.spread_margin(ctx.state.step, self.ramp_steps, self.start, self.end))

@@ -19,6 +19,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from overlooked.checks import is_count
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.data.mnist import ensure_mnist, load_mnist
 from overlooked.errors import DataError
@@ -130,6 +131,9 @@ def multimnist(
     """MultiMNIST splits generated on the fly (see the module docstring). ``seed`` fixes the validation split
     of the MNIST digits and every pair; the three splits use different hash seeds. ``verify``: check the
     MNIST files' checksums at every load (the default)."""
+    bad = [f"{k}={v!r}" for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)) if not is_count(v)]
+    if bad:
+        raise DataError(f"multimnist: {', '.join(bad)}: the number of generated pairs per split must be a whole number >= 1")
     check = ensure_mnist(data_dir, download, verify)
     train_images, train_labels = load_mnist("train", data_dir, False, check)
     test_images, test_labels = load_mnist("test", data_dir, False, check)
