@@ -922,7 +922,7 @@ def train(
     check_device(cfg.train.device)
     if cfg.train.init_from:  # before the data are built: a mistyped path is named at once
         with _naming_init_from(cfg.train):
-            check_checkpoint_exists(Path(cfg.train.init_from), cfg.train.init_checkpoint)
+            check_checkpoint_exists(Path(cfg.train.init_from), cfg.train.init_checkpoint, "train.init_checkpoint=")
     if run_dir is not None:  # the folder, and each seed's folder under it
         check_fresh_run_dir(Path(run_dir))
         for folder, _ in repeat_runs(cfg):
@@ -1264,7 +1264,7 @@ def init_weights(model: nn.Module, train: Any, splits: Splits) -> None:
     vocabulary; the run's optimiser and callbacks' state are not carried over."""
     run = Path(train.init_from)
     with _naming_init_from(train):
-        check_checkpoint_exists(run, train.init_checkpoint)
+        check_checkpoint_exists(run, train.init_checkpoint, "train.init_checkpoint=")
         check_vocab(run, splits, fix="train on data built from the same tasks as the run you start from (the vocabulary is built from every task loaded)")
         load_weights(run, train.init_checkpoint, model, run_config(run))
 
@@ -1290,9 +1290,10 @@ def init_record(train: Any) -> dict[str, Any]:
     return {"run": str(train.init_from), "checkpoint": train.init_checkpoint, "examples_seen": seen}
 
 
-def check_checkpoint_exists(run: Path, checkpoint: str) -> None:
+def check_checkpoint_exists(run: Path, checkpoint: str, option: str = "--checkpoint") -> None:
     """Refuse a run folder without ``checkpoints/<checkpoint>.safetensors``, naming what it has instead: the
-    sub-runs of a --repeats/--each folder, another checkpoint (``--checkpoint last``), or none at all."""
+    sub-runs of a --repeats/--each folder, another checkpoint (``option``: ``--checkpoint last``, or for a
+    run started from it ``train.init_checkpoint=``), or none at all."""
     if (run / "checkpoints" / f"{checkpoint}.safetensors").is_file():
         return
     if (run / "checkpoints" / f"{checkpoint}.safetensors").exists():
@@ -1303,7 +1304,7 @@ def check_checkpoint_exists(run: Path, checkpoint: str) -> None:
     if subs:  # a folder of --repeats or --each: its models live in the sub-runs
         raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
     have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors") if p.is_file())
-    other = f"; it has {', '.join(have)}: pass --checkpoint {have[0]}" if have else (
+    other = f"; it has {', '.join(have)}: pass {option}{'' if option.endswith('=') else ' '}{have[0]}" if have else (
         "; it has no checkpoint at all (stopped before its first one, or its checkpoints were not kept: committed "
         "run summaries under results/runs hold none), so train it again"
     )
@@ -2398,6 +2399,9 @@ def convert(
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     calib = C.calibration_images(splits.scored("train").tensors[key], calibration, seed=cfg.train.seed)
+    if len(calib) < calibration:  # the record says how many were used, not how many were asked for
+        warnings.warn(f"--calibration {calibration} asks for more training images than the split holds; all {len(calib)} are used", ConfigWarning, stacklevel=2)
+        calibration = len(calib)
     snn = C.convert(model, calib, norm=norm, steps=steps, backend="inplace")  # type: ignore[arg-type]  # bit-identical fast path; refuses what is not a ReLU/AvgPool network
     with torch.no_grad():
         ann_correct = sum(int((model(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum()) for i in range(0, len(images), batch_size))

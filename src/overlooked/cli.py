@@ -50,6 +50,8 @@ def _trial_counts(items: list[str] | None) -> dict[str, int] | None:
         run, sep, n = item.rpartition("=")
         if not sep or not run or not n.isdigit():
             raise OverlookedError(f"--trials takes RUN=N (a run folder and its number of hyper-parameter trials), got {item!r}")
+        if run in counts and counts[run] != int(n):  # the last one won, silently
+            raise OverlookedError(f"--trials gives {run} two counts ({counts[run]} and {n}); give each run one")
         counts[run] = int(n)
     return counts
 

@@ -890,3 +890,21 @@ def test_review_findings_of_2026_12_07_messages(tmp_path, capsys, monkeypatch):
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("overlooked: warning: train.momentum=0.9 (only sgd uses it") and done.stderr.rstrip().endswith("(ConfigWarning)")
     assert done.stderr.count("\n") == 1 and ".py:" not in done.stderr and "<string>" not in done.stderr
+
+
+def test_trials_given_twice_and_an_init_checkpoint_the_run_lacks_are_named(tmp_path):
+    """An adversarial review's: --trials R=1 R=2 kept the last count silently; train.init_checkpoint=last on a
+    run with only best suggested `--checkpoint best`, a flag of evaluate, not of train."""
+    from overlooked.cli import _trial_counts
+    from overlooked.errors import CheckpointError
+
+    with pytest.raises(OverlookedError, match=r"--trials gives runs/a two counts \(1 and 2\); give each run one"):
+        _trial_counts(["runs/a=1", "runs/a=2"])
+    assert _trial_counts(["runs/a=3", "runs/a=3", "runs/b=1"]) == {"runs/a": 3, "runs/b": 1}
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"has no last checkpoint .*it has best: pass train\.init_checkpoint=best$"):
+        api.check_checkpoint_exists(run, "last", "train.init_checkpoint=")
+    with pytest.raises(CheckpointError, match=r"it has best: pass --checkpoint best$"):
+        api.check_checkpoint_exists(run, "last")

@@ -113,6 +113,13 @@ def test_convert_takes_a_users_relu_network_on_data_with_its_own_batch_keys(tmp_
     run, _ = api.train(cfg, out=tmp_path / "runs")
     _, summary = api.convert(run, out=tmp_path / "conv", steps=4, calibration=16, limit=8)
     assert summary["test_examples"] == 8 and 0 <= summary["ann_test_accuracy"] <= 1
+    # more calibration images than the training split holds: the record names the number used (an
+    # adversarial review's: it recorded 99999), with a warning
+    from overlooked.config import ConfigWarning
+
+    with pytest.warns(ConfigWarning, match=r"--calibration 99999 asks for more training images than the split holds; all \d+ are used"):
+        _, summary = api.convert(run, out=tmp_path / "conv2", steps=4, calibration=99999, limit=8)
+    assert summary["calibration"] < 99999 and summary["calibration"] == len(api.load_run(run)[1].train)
 
 
 def test_evaluation_on_data_the_model_cannot_read_says_why(tmp_path):
