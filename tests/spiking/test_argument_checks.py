@@ -257,3 +257,21 @@ def test_cells_point_to_their_arguments_and_recurrent_lif_names_a_dtype_mismatch
     with pytest.raises(ValueError, match=r"RecurrentLIFCell's weights are torch.float32 but the input is torch.float64; cast one to the other"):
         M.RecurrentLIF(4)(_x())
     assert M.RecurrentLIF(4).double()(_x())[0].shape == (12, 2, 4)
+
+
+def test_neuron_arguments_of_the_wrong_type_and_nan_input_are_named():
+    """An adversarial review's: LIF(tau_mem=None / "0.01"), v_threshold="1" built and failed at the first step
+    ("unsupported operand"); detach_reset="no" was read as True; a NaN image gave finite logits from the
+    readout's bias alone (no neuron spikes on NaN)."""
+    from overlooked.spiking.models import spiking_mlp
+
+    for kwargs, says in ((dict(tau_mem=None), r"tau_mem must be a number or a float tensor, got NoneType None"), (dict(tau_mem="0.01"), r"tau_mem must be a number or a float tensor, got str"),
+                         (dict(v_threshold="1"), r"v_threshold must be a number or a float tensor"), (dict(v_threshold=torch.tensor([1, 2])), r"v_threshold must be a number or a float tensor"),
+                         (dict(detach_reset="no"), r"detach_reset must be True or False, got 'no'")):
+        with pytest.raises(ValueError, match=says):
+            M.LIF(**kwargs)
+    M.LIF(v_threshold=torch.tensor([1.0, 2.0]), tau_mem=2e-2, detach_reset=True)  # numbers, float tensors and bools build
+    net = spiking_mlp(hidden=(16,), steps=4)
+    with pytest.raises(InputError, match=r"the input holds NaN or inf; no neuron would spike"):
+        net(torch.full((2, 1, 28, 28), float("nan")))
+    assert torch.isfinite(net(torch.rand(2, 1, 28, 28))["logits"]).all()

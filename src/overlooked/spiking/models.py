@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from overlooked.checks import autocast_enabled, is_count
+from overlooked.checks import autocast_enabled, is_count, reads_values
 from overlooked.errors import InputError
 from overlooked.objectives import CrossEntropy
 from overlooked.registry import MODELS, OBJECTIVES
@@ -162,6 +162,9 @@ class SpikingNet(nn.Module):
             )
         if isinstance(x, Tensor) and not autocast_enabled(x):
             M.check_weight_dtype(self, x)
+        if isinstance(x, Tensor) and reads_values(x) and x.numel() and not bool(torch.isfinite(x).all()):
+            # a neuron compares v > v_threshold, which NaN never passes: the logits came from the readout's bias alone
+            raise InputError(f"{type(self).__name__}: the input holds NaN or inf; no neuron would spike and the logits would be the readout's bias alone. Fix: clean the data (or its normalisation)")
         static = self.is_static(x)
         counts, sizes = [], []
         z = x

@@ -165,7 +165,15 @@ class _Cell(nn.Module):
         """Refuse a ``tau_*`` that forward Euler at ``dt`` cannot run (:func:`neurons.euler_step_error`), and a
         NaN or infinite voltage or gain (``v_threshold=nan`` built a neuron that never spikes)."""
         for field in record._fields:
-            bounds = _bounds(getattr(record, field)) if field not in self.learned else None  # one CPU read per field
+            value = getattr(record, field)
+            if field == "detach_reset" and not isinstance(value, bool):  # "no" was read as True
+                raise ValueError(f"{type(self).__name__}: detach_reset must be True or False, got {value!r}")
+            if field in ("reset", "detach_reset") or field in self.learned:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)) or (isinstance(value, torch.Tensor) and not value.is_floating_point()):
+                # None or "0.01" built a neuron that failed at its first step ("unsupported operand")
+                raise ValueError(f"{type(self).__name__}: {field} must be a number or a float tensor, got {type(value).__name__} {value!r}")
+            bounds = _bounds(value)  # one CPU read per field
             if not field.startswith("tau_"):
                 if bounds is not None and not all(math.isfinite(b) for b in bounds):
                     raise ValueError(f"{type(self).__name__}: {field} = {bounds[0] if math.isnan(bounds[0]) else getattr(record, field)!r} is not a finite number; give {field} a finite value")
