@@ -60,9 +60,11 @@ def check_std(name: str, init_std: object) -> float:
 
 def reads_values(t: torch.Tensor) -> bool:
     """Whether an input check may read ``t``'s values: on the CPU, where that costs microseconds, and not while
-    ``torch.compile`` traces (a data-dependent branch would break the graph). On a GPU it would stall every
+    ``torch.compile`` traces (a data-dependent branch would break the graph) nor inside a ``torch.func``
+    transform. On a GPU it would stall every
     step, and an index out of range stops the kernel there anyway."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+    # inside torch.func transforms (vmap, grad, jacrev) a value read is a data-dependent branch they refuse
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 def outside(t: torch.Tensor, lo: float, hi: float) -> tuple[float, float] | None:
