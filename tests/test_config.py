@@ -217,3 +217,26 @@ def test_overrides_that_set_one_setting_twice_are_refused():
     assert load_config("cnn_mnist", ["model.kwargs={hidden: 8}", "model.hidden=64"]).model.kwargs == {"hidden": 64}  # a section, then a key in it: composes
     cfg = load_config("cnn_mnist", ["model.hidden=64", "model.name=small_cnn", "train.lr=0.1"])  # distinct: fine
     assert cfg.model.kwargs["hidden"] == 64 and cfg.train.lr == 0.1
+
+
+def test_settings_that_run_but_do_not_train_as_they_read_are_warned(tmp_path):
+    """An adversarial review's: lr=0, gamma > 1 (a growing learning rate), step_epochs / gamma under a schedule
+    that ignores them, more threads than cores, a warm-up longer than the run: all ran without a word."""
+    import os
+
+    import pytest
+
+    from overlooked import api
+    from overlooked.config import ConfigWarning
+
+    for overrides, says in ((["train.lr=0"], r"train\.lr=0: no step changes a weight"),
+                            (["train.schedule=exponential", "train.gamma=10"], r"train\.gamma=10\.0 > 1 makes the learning rate grow every epoch"),
+                            (["train.schedule=step", "train.gamma=1.5"], r"grow every step_epochs epochs"),
+                            (["train.step_epochs=5"], r"train\.step_epochs=5\.0 \(only schedule=step uses it\) has no effect"),
+                            (["train.schedule=cosine", "train.gamma=0.1"], r"train\.gamma=0\.1 \(only schedule=step and exponential use it\)"),
+                            ([f"train.num_threads={(os.cpu_count() or 1) + 1}"], r"more than this machine's \d+ cores")):
+        with pytest.warns(ConfigWarning, match=says):
+            api.load("mlp_mnist", overrides)
+    cfg = api.load("mlp_mnist", ["data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.max_steps=2", "train.warmup_steps=1000", "train.progress=false"])
+    with pytest.warns(ConfigWarning, match=r"train\.warmup_steps=1000 is longer than the run's 2 steps: the learning rate never reaches train\.lr"):
+        api.train(cfg, out=tmp_path)

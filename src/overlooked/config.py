@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -163,7 +164,18 @@ class TrainConfig:
             ((self.grad_clip_groups or self.grad_clip_norm != "frobenius") and not self.grad_clip_per_tensor, "train.grad_clip_groups / train.grad_clip_norm (they need train.grad_clip_per_tensor=true)"),
             (self.init_checkpoint != "best" and self.init_from is None, "train.init_checkpoint (it needs train.init_from)"),
             (not self.weight_decay_1d and self.weight_decay == 0, "train.weight_decay_1d=false (it needs train.weight_decay > 0)"),
+            (self.schedule not in ("step",) and self.step_epochs != 25.0, f"train.step_epochs={self.step_epochs} (only schedule=step uses it)"),
+            (self.schedule not in ("step", "exponential") and self.gamma != 0.5, f"train.gamma={self.gamma} (only schedule=step and exponential use it)"),
         ])
+        # settings that run but do not train as they read (each was accepted silently before)
+        odd = [
+            (self.lr == 0, "train.lr=0: no step changes a weight"),
+            (self.schedule in ("step", "exponential") and self.gamma > 1, f"train.gamma={self.gamma} > 1 makes the learning rate grow every {'step_epochs epochs' if self.schedule == 'step' else 'epoch'}"),
+            (isinstance(self.num_threads, int) and self.num_threads > (os.cpu_count() or 1), f"train.num_threads={self.num_threads} is more than this machine's {os.cpu_count()} cores: threads then wait on each other (slower, not faster)"),
+        ]
+        for is_odd, what in odd:
+            if is_odd:
+                warnings.warn(what, ConfigWarning, stacklevel=3)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 
-from overlooked.config import TrainConfig
+from overlooked.config import ConfigWarning, TrainConfig
 from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError
 from overlooked.objectives import hits_of, sums_over_batch
@@ -649,6 +649,8 @@ def _fit(
     sequence = _Sequence(n_train, cfg.seed, dist, cfg.sampling, cfg.batch_size)
     steps_per_epoch = sequence.steps_per_epoch()
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    if cfg.warmup_steps > total_steps and resume is None:  # the learning rate never reaches train.lr
+        warnings.warn(f"train.warmup_steps={cfg.warmup_steps} is longer than the run's {total_steps} steps: the learning rate never reaches train.lr (it ends at {total_steps / cfg.warmup_steps:.2g} of it)", ConfigWarning, stacklevel=2)
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
     summed = sums_over_batch(objective)
