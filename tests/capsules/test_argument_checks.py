@@ -182,3 +182,22 @@ def test_multimnist_pair_counts_must_be_whole_numbers(data_dir):
     for bad in ({"n_test": -1}, {"n_train": 0}, {"n_val": 2.5}):
         with pytest.raises(DataError, match=r"multimnist: n_\w+=.*: the number of generated pairs per split must be a whole number >= 1"):
             DATASETS.create("multimnist", data_dir=data_dir, **bad)
+
+
+def test_margin_targets_of_other_values_and_inverse_temperatures_out_of_range_are_refused():
+    """An adversarial review's: a multi-hot target holding 2 or NaN made the absent-class term negative
+    (silently); em_routing with a float for its lambdas was a TypeError, NaN or negative lambdas gave NaN
+    poses, em_inverse_temperatures(-2) returned []."""
+    lengths = torch.rand(2, 10)
+    for bad in (torch.full((2, 10), 2.0), torch.full((2, 10), float("nan"))):
+        with pytest.raises(InputError, match=r"margin_loss takes a multi-hot \[B, K\] of 0s and 1s"):
+            CF.margin_loss(lengths, bad)
+    two = torch.zeros(2, 10)
+    two[:, [1, 3]] = 1
+    assert CF.margin_loss(lengths, two).shape == (2,)
+    votes, acts = torch.randn(2, 4, 3, 16), torch.rand(2, 4)
+    for lambdas, says in ((0.01, r"inverse_temperatures is a list with one lambda per iteration"), ([0.01, float("nan"), 0.01], r"finite numbers > 0"), ([0.01, -1.0, 0.01], r"finite numbers > 0")):
+        with pytest.raises(ValueError, match=says):
+            CF.em_routing(votes, acts, torch.zeros(3), torch.zeros(3), iterations=3, inverse_temperatures=lambdas)
+    with pytest.raises(ValueError, match=r"em_inverse_temperatures needs iterations a whole number >= 1"):
+        CF.em_inverse_temperatures(-2)

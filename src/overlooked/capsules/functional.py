@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from overlooked.checks import broadcast_shape, is_count, outside
+from overlooked.checks import broadcast_shape, is_count, outside, reads_values
 from overlooked.errors import InputError
 
 SQUASH_EPS = 1e-8  # inside the square root of squash: keeps the gradient finite at s = 0
@@ -56,6 +56,9 @@ def one_hot_targets(target: torch.Tensor, num_classes: int, batch: int, dtype: t
         check_class_range(indices, num_classes, what)
         return F.one_hot(indices, num_classes).to(dtype)
     if target.dim() == 2 and tuple(target.shape) == (batch, num_classes):
+        if reads_values(target) and target.numel() and not bool(((target == 0) | (target == 1)).all()):
+            # a 2 or a NaN made the absent-class term negative: the loss rewarded long capsules, silently
+            raise InputError(f"{what} takes a multi-hot [B, K] of 0s and 1s (present classes); got values other than 0 and 1 (e.g. {target[(target != 0) & (target != 1)][:3].tolist()})")
         return target.to(dtype)
     raise InputError(f"{what} takes {want}; got shape {list(target.shape)} (dtype {target.dtype})")
 
@@ -159,6 +162,8 @@ def em_inverse_temperatures(iterations: int, final: float = EM_FINAL_INVERSE_TEM
     >>> [round(x, 5) for x in em_inverse_temperatures(2, 1.0)]
     [0.05, 0.0975]
     """
+    if not is_count(iterations) or not (isinstance(final, (int, float)) and not isinstance(final, bool) and math.isfinite(final) and final > 0):
+        raise ValueError(f"em_inverse_temperatures needs iterations a whole number >= 1 and final > 0, got iterations={iterations!r}, final={final!r}")
     return [final * (1.0 - 0.95 ** (t + 1)) for t in range(iterations)]
 
 
@@ -196,9 +201,13 @@ def em_routing(
     """
     if not is_count(iterations):
         raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
+    if inverse_temperatures is not None and not isinstance(inverse_temperatures, (list, tuple)):
+        raise ValueError(f"inverse_temperatures is a list with one lambda per iteration ({iterations}), e.g. [{inverse_temperatures!r}] * {iterations}; got {inverse_temperatures!r}")
     lambdas = em_inverse_temperatures(iterations) if inverse_temperatures is None else list(inverse_temperatures)
     if len(lambdas) != iterations:
         raise ValueError(f"need one inverse temperature per iteration: {iterations}, got {len(lambdas)}")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in lambdas):  # NaN gave NaN poses
+        raise ValueError(f"inverse temperatures must be finite numbers > 0, got {lambdas}")
     if votes.dim() != 4:
         raise InputError(f"em_routing takes votes [N, I, J, H] (batch, child capsules, parent capsules, pose size 16); got {list(votes.shape)}")
     N, I, J, H = votes.shape
