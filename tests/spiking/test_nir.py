@@ -718,3 +718,35 @@ def test_norse_runs_a_flat_input_mlp_export(tmp_path):
             out, state = peer(flat, state)
             outs.append(out)
     assert torch.allclose(torch.stack(outs), mine, atol=1e-5)
+
+
+def test_malformed_graphs_are_named_by_node_at_import():
+    """An adversarial review's: a layer size that does not chain, Conv2d groups=0, an AvgPool2d kernel of 0, NaN
+    weights or neuron parameters failed in torch (some at the first forward, NaN weights not at all), naming
+    neither NIR nor the node; T = 0 and a state of the wrong type were raw errors."""
+    import warnings
+
+    from overlooked.spiking.nir import NIRImportError
+
+    def graph(middle, shape_in, shape_out):
+        return nir.NIRGraph(nodes={"input": nir.Input(np.array(shape_in)), "x": middle, "output": nir.Output(np.array(shape_out))}, edges=[("input", "x"), ("x", "output")], type_check=False)
+
+    f32 = np.float32
+    cases = [
+        (graph(nir.Affine(np.ones((2, 3), dtype=f32), np.zeros(2, dtype=f32)), [4], [2]), r"layers do not fit together for its Input shape \[4\]"),
+        (graph(nir.Affine(np.full((2, 3), np.nan, dtype=f32), np.zeros(2, dtype=f32)), [3], [2]), r"node 'x' \(Affine\) has NaN or inf in its weight"),
+        (graph(nir.Conv2d(input_shape=(8, 8), weight=np.ones((4, 2, 3, 3), dtype=f32), stride=1, padding=1, dilation=1, groups=0, bias=np.zeros(4, dtype=f32)), [2, 8, 8], [4, 8, 8]), r"node 'x' \(Conv2d\) cannot be built: groups must be a positive integer"),
+        (graph(nir.AvgPool2d(kernel_size=np.array([0, 0]), stride=np.array([1, 1]), padding=np.array([0, 0])), [2, 8, 8], [2, 8, 8]), r"layers do not fit together"),
+        (graph(nir.LIF(tau=np.full(3, 0.01), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, np.nan)), [3], [3]), r"node 'x' \(LIF\) cannot be built: LIFCell: v_threshold = nan"),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for g, says in cases:
+            with pytest.raises(NIRImportError, match=says):
+                from_nir(g, dt=1e-3)
+        net = from_nir(graph(nir.Affine(np.ones((2, 3), dtype=f32), np.zeros(2, dtype=f32)), [3], [2]), dt=1e-3)
+    with pytest.raises(ValueError, match=r"takes T >= 1 time steps; got T = 0"):
+        net(torch.zeros(0, 1, 3))
+    with pytest.raises(ValueError, match=r"takes the state as the dict a previous call returned"):
+        net(torch.zeros(2, 1, 3), state=[1, 2])
+    assert net(torch.ones(2, 1, 3))[0].shape == (2, 1, 2)

@@ -324,6 +324,24 @@ def _pair(x: Any) -> tuple[int, int]:
     return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
 
 
+def _node_module_named(name: str, node: nir.NIRNode, dt: float) -> nn.Module:
+    """:func:`node_module`, its failures on a malformed node (groups=0, stride=0, a NaN weight or neuron
+    parameter, start_dim > end_dim) named with the node, as :class:`NIRImportError`."""
+    for attr in ("weight", "bias"):
+        value = getattr(node, attr, None)
+        if value is not None and np.asarray(value).dtype.kind == "f" and not np.isfinite(np.asarray(value)).all():
+            raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) has NaN or inf in its {attr}; the graph is damaged: re-export it")
+    try:
+        module = node_module(node, dt)
+    except NIRImportError:
+        raise
+    except (ValueError, RuntimeError, OverflowError, TypeError, ZeroDivisionError) as err:
+        raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) cannot be built: {err}. Fix that node's parameters") from None
+    if isinstance(module, nn.Flatten) and module.start_dim >= 0 and module.end_dim >= 0 and module.start_dim > module.end_dim:
+        raise NIRImportError(f"NIR node {name!r} (Flatten) has start_dim {int(node.start_dim)} > end_dim {int(node.end_dim)}; fix that node")
+    return module
+
+
 def node_module(node: nir.NIRNode, dt: float) -> nn.Module:
     """Our torch module for one NIR node (neurons as one-step cells running at ``dt``)."""
     if isinstance(node, (nir.Input, nir.Output)):
@@ -611,7 +629,7 @@ class NIRNetwork(nn.Module):
         self.dt = dt
         names = list(graph.nodes)
         self.node_names = names
-        self.layers = nn.ModuleDict({n.replace(".", "_"): node_module(graph.nodes[n], dt) for n in names})
+        self.layers = nn.ModuleDict({n.replace(".", "_"): _node_module_named(n, graph.nodes[n], dt) for n in names})
         self.inputs, self.outputs = [input_name], [output_name]
         in_type = getattr(graph.nodes[input_name], "input_type", None) or {}
         shape = np.asarray(in_type.get("input", []) if isinstance(in_type, dict) else [])
@@ -619,6 +637,12 @@ class NIRNetwork(nn.Module):
         self.edges = [tuple(e) for e in graph.edges]
         self.order, self.back = _schedule(names, self.edges, self.inputs)
         self.preds = {n: [a for a, b in self.edges if b == n] for n in names}
+        if self.input_shape is not None:  # one step of one zero example: layer sizes that do not chain are named now, not at the first forward
+            try:
+                with torch.no_grad():
+                    self.step(torch.zeros(1, *self.input_shape), {})
+            except RuntimeError as err:
+                raise NIRImportError(f"the NIR graph's layers do not fit together for its Input shape {list(self.input_shape)} ({str(err).splitlines()[0]}); fix the node whose input size disagrees with what feeds it") from None
 
     def _layer(self, name: str) -> nn.Module:
         return self.layers[name.replace(".", "_")]
@@ -667,6 +691,10 @@ class NIRNetwork(nn.Module):
     def forward(self, x: Tensor, state: dict[str, Any] | None = None, record: bool = False) -> Any:
         self.check_input(x)
         M.check_input_dtype(self, x)
+        if x.shape[0] == 0:
+            raise ValueError("NIRNetwork takes T >= 1 time steps; got T = 0")
+        if state is not None and not isinstance(state, dict):
+            raise ValueError(f"NIRNetwork takes the state as the dict a previous call returned (or None to start from rest); got {type(state).__name__}")
         state = state or {}
         outs, trace = [], []
         for t in range(x.shape[0]):
