@@ -201,3 +201,18 @@ def test_margin_targets_of_other_values_and_inverse_temperatures_out_of_range_ar
             CF.em_routing(votes, acts, torch.zeros(3), torch.zeros(3), iterations=3, inverse_temperatures=lambdas)
     with pytest.raises(ValueError, match=r"em_inverse_temperatures needs iterations a whole number >= 1"):
         CF.em_inverse_temperatures(-2)
+
+
+def test_capsule_layers_and_routing_name_odd_arguments_and_squash_survives_overflow():
+    """An adversarial review's: RoutingCaps(iterations=2.5) passed its check and failed in the fused kernel;
+    ConvCaps(kernel_size=0) was accepted and stride=0 a raw error; dynamic_routing on integer predictions
+    raised softmax's NotImplementedError; squash of a vector longer than ~1.8e19 returned NaN."""
+    with pytest.raises(ValueError, match=r"iterations must be a whole number >= 1, got 2\.5"):
+        RoutingCaps(10, 8, 3, 4, iterations=2.5)
+    for kwargs in ({"kernel_size": 0}, {"stride": 0}):
+        with pytest.raises(ValueError, match=rf"ConvCaps: {next(iter(kwargs))} must be an int >= 1, got 0"):
+            ConvCaps(2, 2, **kwargs)
+    with pytest.raises(InputError, match=r"dynamic_routing takes floating-point predictions u_hat; got torch\.int64"):
+        CF.dynamic_routing(torch.ones(1, 3, 2, 4, dtype=torch.long))
+    v = CF.squash(torch.tensor([[3e19, 4e19], [3.0, 4.0], [0.0, 0.0]]))
+    assert torch.allclose(v[0], torch.tensor([0.6, 0.8])) and torch.allclose(v[1], torch.tensor([3.0, 4.0]) * 25 / 26 / 5) and torch.equal(v[2], torch.zeros(2))

@@ -76,6 +76,10 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = SQUASH_EPS) -> torch.Ten
         return squash(s.float(), dim, eps).to(s.dtype)
     n2 = (s * s).sum(dim=dim, keepdim=True)
     eps = max(eps, torch.finfo(s.dtype).tiny) if s.is_floating_point() else eps
+    if s.is_floating_point() and reads_values(s) and bool(torch.isinf(n2).any()) and bool(torch.isfinite(s).all()):
+        # |s|^2 overflowed (|s| above ~1.8e19 in float32; NaN before): such a vector squashes to its unit direction
+        t = s / s.abs().amax(dim=dim, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+        return torch.where(torch.isinf(n2), t / t.norm(dim=dim, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny), s * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps))
     return s * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps)
 
 
@@ -100,6 +104,8 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int = 3, detach_intermediat
     if u_hat.dim() != 4:
         fix = ": add the batch dimension with u_hat.unsqueeze(0)" if u_hat.dim() == 3 else ""
         raise InputError(f"dynamic_routing takes predictions u_hat [B, I, J, D] (batch, child capsules, parent capsules, parent dimension); got {list(u_hat.shape)}{fix}")
+    if not u_hat.is_floating_point():  # softmax of the logits failed on an integer dtype
+        raise InputError(f"dynamic_routing takes floating-point predictions u_hat; got {u_hat.dtype}: convert with .float()")
     B, I, J, _ = u_hat.shape
     b = torch.zeros(B, I, J, dtype=u_hat.dtype, device=u_hat.device)  # [B, I, J]
     for r in range(iterations):

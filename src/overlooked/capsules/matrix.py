@@ -186,6 +186,7 @@ class ConvCaps(nn.Module):
 
     def __init__(self, in_types: int, out_types: int, kernel_size: int = 3, stride: int = 1, iterations: int = 3, inverse_temperatures: list[float] | None = None, routing_backend: str = "reference"):
         super().__init__()
+        kernel_size, stride, in_types, out_types = check_sizes("ConvCaps", kernel_size=kernel_size, stride=stride, in_types=in_types, out_types=out_types)
         self.kernel_size, self.stride, self.iterations, self.inverse_temperatures = kernel_size, stride, _check_iterations(iterations, inverse_temperatures), inverse_temperatures
         self.routing_backend = _check_backend(routing_backend)
         self.W = nn.Parameter(torch.randn(kernel_size * kernel_size * in_types, out_types, 4, 4))  # N(0, 1), ours

@@ -8,7 +8,7 @@ from torch import nn
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fftconv import fft_conv2d
 from overlooked.capsules.fused import DEFAULT_CHUNK, autocast_off, check_chunk, check_routing_inputs, fused_routing
-from overlooked.checks import autocast_enabled
+from overlooked.checks import autocast_enabled, is_count
 from overlooked.errors import InputError
 
 BACKENDS = ("reference", "fused")  # see RoutingCaps
@@ -106,8 +106,8 @@ class RoutingCaps(nn.Module):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if not is_count(iterations):  # 2.5 passed this check and failed inside the fused kernel
+            raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
         if backend == "fused" and type(self).predictions is not RoutingCaps.predictions:
             raise ValueError(
                 f"{type(self).__name__} overrides predictions(), which the fused backend never calls (it computes W u inside its "
