@@ -275,3 +275,20 @@ def test_neuron_arguments_of_the_wrong_type_and_nan_input_are_named():
     with pytest.raises(InputError, match=r"the input holds NaN or inf; no neuron would spike"):
         net(torch.full((2, 1, 28, 28), float("nan")))
     assert torch.isfinite(net(torch.rand(2, 1, 28, 28))["logits"]).all()
+
+
+def test_recurrent_lif_sizes_and_states_and_a_0d_sequence_are_named():
+    """An adversarial review's: RecurrentLIF(-1 / 4.5 / "4") were nn.Linear's raw errors; a state that was not
+    the (VState, z) pair, or a z of another batch, failed in unpacking or a matmul; LIF()(tensor(1.)) an IndexError."""
+    for size in (-1, 4.5, "4"):
+        with pytest.raises(ValueError, match=r"RecurrentLIFCell: size must be an int >= 1"):
+            M.RecurrentLIF(size)
+    rec = M.RecurrentLIF(4, backend="reference")
+    _, state = rec(torch.rand(3, 2, 4))
+    for bad, says in (([1, 2], r"takes its state as \(VState\(v\), z\), the pair a previous call returned; got list"), ((state[0],), r"got tuple"),
+                      ((state[0], torch.zeros(5, 4)), r"the state's spikes z have shape \(5, 4\), which does not broadcast to the input's shape \(2, 4\)")):
+        with pytest.raises(InputError, match=says):
+            rec(torch.rand(3, 2, 4), bad)
+    assert rec(torch.rand(3, 2, 4), state)[0].shape == (3, 2, 4)
+    with pytest.raises(InputError, match=r"LIF takes a sequence x \[T, \.\.\.\] with time first; got a 0-D tensor"):
+        M.LIF()(torch.tensor(1.0))

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from overlooked.checks import autocast_enabled, broadcast_shape
+from overlooked.checks import autocast_enabled, broadcast_shape, check_sizes
 from overlooked.errors import InputError
 from overlooked.registry import SURROGATES
 from overlooked.spiking import kernels
@@ -253,6 +253,8 @@ class _Sequence(nn.Module):
         unbatched layer), never as one step of a batch. For one step of ``[B, N]`` (snnTorch's ``Leaky``
         habit), call the cell (``LIFCell``, ...) or pass ``x[None]``."""
         check_current(self, x)
+        if x.dim() == 0:  # a sequence needs a time axis (an IndexError before)
+            raise InputError(f"{type(self).__name__} takes a sequence x [T, ...] with time first; got a 0-D tensor. Fix: x.reshape(1, 1) for one step of one neuron, or call the cell ({type(self.cell).__name__}) for one step")
         backend = kernels.choose(self.backend, self.cell, x)
         self.resolved_backend = backend  # a record of what ran, never read back by the computation
         if backend != "reference":
@@ -339,6 +341,7 @@ class RecurrentLIFCell(LIFCell):
 
     def __init__(self, size: int, *args: Any, dt: float = 1e-3, surrogate: str = "atan", surrogate_alpha: float | None = None, **params: Any):
         super().__init__(*args, dt=dt, surrogate=surrogate, surrogate_alpha=surrogate_alpha, **params)
+        (size,) = check_sizes(type(self).__name__, size=size)  # -1, 4.5, "4" were raw errors of nn.Linear
         self.recurrent = nn.Linear(size, size, bias=False)
 
     def initial_state(self, x: torch.Tensor) -> tuple[N.VState, torch.Tensor]:
@@ -353,6 +356,12 @@ class RecurrentLIFCell(LIFCell):
             raise InputError(f"{type(self).__name__} has {size} neurons, so the input's last dimension must be {size}; got shape {tuple(x.shape)}")
         if state is None:
             state = self.initial_state(x)
+        elif not (isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], torch.Tensor)):
+            raise InputError(f"{type(self).__name__} takes its state as (VState(v), z), the pair a previous call returned; got {type(state).__name__}: pass that pair, or None to start from rest")
+        else:
+            check_state(self, state[0], x)
+            if broadcast_shape(state[1].shape, x.shape) != tuple(x.shape):
+                raise InputError(f"{type(self).__name__}: the state's spikes z have shape {tuple(state[1].shape)}, which does not broadcast to the input's shape {tuple(x.shape)}; pass the state the previous call returned, or None to start from rest")
         vstate, z_prev = state
         z, vstate = N.lif_step(x + self.recurrent(z_prev), vstate, self.params(), self.dt, self.spike_fn)
         return z, (vstate, z)
