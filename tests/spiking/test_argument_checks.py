@@ -292,3 +292,11 @@ def test_recurrent_lif_sizes_and_states_and_a_0d_sequence_are_named():
     assert rec(torch.rand(3, 2, 4), state)[0].shape == (3, 2, 4)
     with pytest.raises(InputError, match=r"LIF takes a sequence x \[T, \.\.\.\] with time first; got a 0-D tensor"):
         M.LIF()(torch.tensor(1.0))
+
+
+def test_a_spiking_cnn_image_too_small_for_its_pooling_is_refused_when_built():
+    from overlooked.spiking.models import spiking_cnn
+
+    with pytest.raises(ValueError, match=r"spiking_cnn: image_size=3 is too small for 2 pooling blocks .*image_size >= 4"):
+        spiking_cnn(image_size=3)
+    assert spiking_cnn(image_size=4, channels=(4, 4), hidden=8)(torch.rand(2, 1, 4, 4))["logits"].shape == (2, 10)

@@ -206,6 +206,9 @@ def spiking_cnn(in_channels: int = 1, image_size: int = 28, channels: tuple[int,
     >>> out["logits"].shape, out["spike_counts"].shape
     (torch.Size([3, 10]), torch.Size([3]))
     """
+    if isinstance(image_size, int) and not isinstance(image_size, bool) and isinstance(channels, (list, tuple)) and image_size < 2 ** len(channels):
+        # each block halves the side: fewer pixels than that failed at the first forward ("Output size is too small")
+        raise ValueError(f"spiking_cnn: image_size={image_size} is too small for {len(channels)} pooling blocks (each halves the side); give image_size >= {2 ** len(channels)} or fewer channels")
     blocks, c_in, side = [], in_channels, image_size
     for c in channels:
         conv = nn.Conv2d(c_in, c, kernel_size, padding=kernel_size // 2, bias=False)  # BN holds the bias
