@@ -146,3 +146,15 @@ def test_blank_lines_are_accepted_at_the_end_only(tmp_path):
     path.write_text(first + "\n" + second)
     with pytest.raises(DataError, match=r"line 2.*empty line"):
         read_batch(path)
+
+
+def test_a_batch_named_twice_is_refused():
+    """An adversarial review's: train_batches=[1, 1] / test_batches=[2, 2] were read once but recorded twice."""
+    import pytest
+
+    from overlooked.data.gas import _batch_numbers
+    from overlooked.errors import DataError
+
+    with pytest.raises(DataError, match=r"test_batches names batch\(es\) \[2\] more than once"):
+        _batch_numbers([2, 2, 3], "test_batches")
+    assert _batch_numbers([2, 3], "test_batches") == (2, 3)

@@ -79,3 +79,21 @@ def test_bins_must_be_a_positive_whole_number(tmp_path):
     for bins in (0, -1, 2.5):
         with pytest.raises(DataError, match="bins .* must be a whole number >= 1"):
             nmnist_small(data_dir=str(tmp_path), bins=bins)
+
+
+def test_lists_naming_a_recording_twice_or_in_both_splits_are_refused(tmp_path, data_dir):
+    """An adversarial review's: with verify=false, a list line repeated, or a test id added to train1K.txt, put
+    one recording twice in training (or in train, validation and test alike) without a word."""
+    import shutil
+
+    shutil.copytree(data_dir / "nmnist_small", tmp_path / "nmnist_small")
+    listing = tmp_path / "nmnist_small" / "train1K.txt"
+    original = listing.read_text()
+    first = next(line for line in original.splitlines() if line.strip() and not line.startswith("#"))
+    listing.write_text(original + first + "\n")
+    with pytest.raises(DataError, match=r"train1K\.txt names sample\(s\) \[\d+\] more than once"):
+        nmnist_small(data_dir=str(tmp_path), verify=False)
+    test_line = next(line for line in (tmp_path / "nmnist_small" / "test100.txt").read_text().splitlines() if line.strip() and not line.startswith("#"))
+    listing.write_text(original + test_line + "\n")
+    with pytest.raises(DataError, match=r"train1K\.txt and test100\.txt in .* both name sample\(s\)"):
+        nmnist_small(data_dir=str(tmp_path), verify=False)

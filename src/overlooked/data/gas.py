@@ -154,7 +154,11 @@ def _batch_numbers(batches: Any, what: str) -> tuple[int, ...]:
     bad = [b for b in items if isinstance(b, bool) or not isinstance(b, numbers.Integral)]
     if bad or isinstance(batches, (str, bytes)):
         raise DataError(f"{what} must be a list of whole batch numbers 1..{NUM_BATCHES}, e.g. [1] or [2, 3]; got {batches!r}")
-    return tuple(int(b) for b in items)
+    numbers_ = tuple(int(b) for b in items)
+    twice = sorted({b for b in numbers_ if numbers_.count(b) > 1})
+    if twice:  # read once but recorded twice in the run's meta
+        raise DataError(f"{what} names batch(es) {twice} more than once; name each batch once")
+    return numbers_
 
 
 @DATASETS.register("gas_drift", downloads=("uci_gas_sensor_drift",))

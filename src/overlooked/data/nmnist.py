@@ -95,6 +95,10 @@ def read_list(path: Path) -> list[tuple[int, int]]:
         rows.append((int(parts[0]), int(parts[1])))
     if not rows:
         raise DataError(f"the N-MNIST list {path} names no samples; {_FIX}")
+    ids = [i for i, _ in rows]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # one recording counted twice (and, after the split, possibly in train and validation)
+        raise DataError(f"the N-MNIST list {path} names sample(s) {twice[:5]} more than once; {_FIX}")
     return rows
 
 
@@ -148,6 +152,9 @@ def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: floa
         frames = torch.stack([to_frames(read_bs2(folder / "samples" / f"{i}.bs2"), bins) for i, _ in rows])  # [N, T, 2, 34, 34]
         return ArrayDataset({"frames": frames, "label": torch.tensor([c for _, c in rows], dtype=torch.int64)})
 
+    shared = sorted({i for i, _ in read_list(folder / "train1K.txt")} & {i for i, _ in read_list(folder / "test100.txt")})
+    if shared:  # a recording in both would be trained on and tested on
+        raise DataError(f"the N-MNIST lists train1K.txt and test100.txt in {folder} both name sample(s) {shared[:5]}; {_FIX}")
     full, test = load("train1K.txt"), load("test100.txt")
     tr, va = split_train_val(len(full), val_fraction, seed)
     return Splits(full.subset(tr), full.subset(va), test, ("frames",), "label", {"num_classes": 10, "frame_shape": (bins, 2, *SENSOR), "name": "nmnist_small", "step_duration_s": 0.3 / bins})
