@@ -2079,11 +2079,15 @@ def demo(family: str = "all", *, out: str | Path | None = None, data_dir: str | 
         for dataset, files in DEMOS.tags(name).get("datasets", {}).items():
             needed[dataset] = None if files is None or needed.get(dataset, []) is None else sorted({*needed.get(dataset, []), *files})
     root = ensure_data(needed, data_dir)
-    path = new_run_dir(out or "runs", "demo")
+    path, made = claim_run_dir(out or "runs", "demo")
     results = {}
-    for name in names:
-        print(f"== demo {name}: {DEMOS.get(name).__doc__.strip().splitlines()[0]}")
-        results[name] = DEMOS.create(name, run_dir=path, data_dir=root)
+    try:
+        for name in names:
+            print(f"== demo {name}: {DEMOS.get(name).__doc__.strip().splitlines()[0]}")
+            results[name] = DEMOS.create(name, run_dir=path, data_dir=root)
+    except BaseException:
+        _remove_empty(made)  # a demo that failed before writing anything (a corrupt data file) leaves no empty folder
+        raise
     _write_json(path / "summary.json", results)
     print("\nsummary")
     print(f"{'demo':<14} {'what':<48} {'test acc':>8} {'time s':>7}")

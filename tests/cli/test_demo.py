@@ -40,3 +40,19 @@ def test_demo_runs_on_real_data(tmp_path, data_dir, capsys):
     path, results = api.demo("baselines", out=tmp_path, data_dir=str(data_dir))
     assert results["baselines"]["test_accuracy"] > 0.9
     assert (path / "summary.json").is_file() and "run folder:" in capsys.readouterr().out
+
+
+@pytest.mark.data
+def test_a_demo_that_fails_on_its_data_leaves_no_empty_folder(tmp_path, data_dir):
+    """An adversarial review's: a corrupt MNIST file failed the capsules demo clearly, but left an empty
+    demo-<date>/ folder behind (train removes its folder in the same case)."""
+    import shutil
+
+    shutil.copytree(data_dir / "mnist", tmp_path / "data" / "mnist")
+    bad = tmp_path / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt gzip data"):
+        api.demo("capsules", out=tmp_path / "out", data_dir=str(tmp_path / "data"))
+    assert not (tmp_path / "out").exists()
