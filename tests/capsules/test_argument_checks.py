@@ -216,3 +216,16 @@ def test_capsule_layers_and_routing_name_odd_arguments_and_squash_survives_overf
         CF.dynamic_routing(torch.ones(1, 3, 2, 4, dtype=torch.long))
     v = CF.squash(torch.tensor([[3e19, 4e19], [3.0, 4.0], [0.0, 0.0]]))
     assert torch.allclose(v[0], torch.tensor([0.6, 0.8])) and torch.allclose(v[1], torch.tensor([3.0, 4.0]) * 25 / 26 / 5) and torch.equal(v[2], torch.zeros(2))
+
+
+def test_spread_loss_names_a_multi_label_target_and_a_margin_of_the_wrong_shape():
+    """An adversarial review's: a two-digit target (MultiMNIST on a matrix-capsule config) was told to take
+    target.argmax(1), which would drop a digit silently; a margin [1, B] was a raw broadcast error."""
+    acts, index = torch.rand(4, 10), torch.zeros(4, dtype=torch.long)
+    two = torch.zeros(4, 10)
+    two[:, [1, 2]] = 1
+    with pytest.raises(InputError, match=r"take one class per example; for two digits at once \(MultiMNIST\) use capsnet_multimnist"):
+        CF.spread_loss(acts, two, 0.2)
+    with pytest.raises(InputError, match=r"spread_loss takes one margin per example \(\[B\] or \[B, 1\], B=4\) or one for all; got shape \[1, 4\]"):
+        CF.spread_loss(acts, index, torch.rand(1, 4))
+    assert CF.spread_loss(acts, index, torch.full((4, 1), 0.2)).shape == (4,)

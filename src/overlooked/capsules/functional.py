@@ -288,7 +288,11 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
     0.01
     """
     if isinstance(target, torch.Tensor) and target.dim() == 2 and tuple(target.shape) == tuple(activations.shape):  # one-hot, any dtype
-        raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}: a one-hot [B, K] target becomes its indices with target.argmax(1)")
+        two_d = target.dim() == 2 and target.shape[0] == activations.shape[0]
+        several = two_d and reads_values(target) and bool((target.sum(-1) > 1).any())
+        hint = (": the spread loss (and EM routing's matrix capsules) take one class per example; for two digits at once (MultiMNIST) use capsnet_multimnist with the margin loss"
+                if several else ": a one-hot [B, K] target becomes its indices with target.argmax(1)" if two_d else "")
+        raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}{hint}")
     target = class_indices(target, "spread_loss")
     if target.shape != activations.shape[:1]:
         raise InputError(f"spread_loss takes class indices [B] (B={activations.shape[0]}); got shape {list(target.shape)}: one class index per example")
@@ -297,6 +301,8 @@ def spread_loss(activations: torch.Tensor, target: torch.Tensor, margin: float |
         if margin.shape[0] != activations.shape[0]:
             raise InputError(f"spread_loss takes one margin per example ([B], B={activations.shape[0]}) or one for all; got shape {list(margin.shape)}")
         margin = margin[:, None]  # [B, 1]: each example's margin against its K activations
+    if isinstance(margin, torch.Tensor) and broadcast_shape(tuple(margin.shape), (activations.shape[0], 1)) != (activations.shape[0], 1):
+        raise InputError(f"spread_loss takes one margin per example ([B] or [B, 1], B={activations.shape[0]}) or one for all; got shape {list(margin.shape)}")
     a_t = activations.gather(1, target.unsqueeze(1))  # [B, 1]
     gaps = F.relu(margin - (a_t - activations)) ** 2  # [B, K]; the target's own term is m^2
     return gaps.sum(1) - F.one_hot(target, activations.shape[1]).to(gaps.dtype).mul(gaps).sum(1)
