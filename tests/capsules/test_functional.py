@@ -213,9 +213,11 @@ def test_float_class_indices_and_wrong_shapes_are_refused_clearly():
         CF.margin_loss(lengths, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=r"spread_loss takes class indices \[B\]; got dtype torch.float32"):
         CF.spread_loss(lengths, torch.tensor([0.0, 1.0]), 0.5)
-    for one_hot in (torch.ones(2, 3, dtype=torch.long), torch.eye(3)[:2]):  # integer or float: named, with the fix
+    for one_hot in (torch.eye(3, dtype=torch.long)[:2], torch.eye(3)[:2]):  # integer or float: named, with the fix
         with pytest.raises(ValueError, match=r"spread_loss takes class indices \[B\] \(B=2\); got shape \[2, 3\]: a one-hot \[B, K\] target becomes its indices with target.argmax\(1\)"):
             CF.spread_loss(lengths, one_hot, 0.5)
+    with pytest.raises(ValueError, match=r"got shape \[2, 3\]: the spread loss .* take one class per example"):  # several classes: argmax would drop some
+        CF.spread_loss(lengths, torch.ones(2, 3, dtype=torch.long), 0.5)
     with pytest.raises(ValueError, match=r"spread_loss takes class indices \[B\] \(B=2\); got shape \[1\]"):  # would broadcast
         CF.spread_loss(lengths, torch.tensor([0]), 0.5)
     for target in ([0, 7], [-1, 0]):  # an IndexError from gather before, as margin_loss words it now
