@@ -750,3 +750,13 @@ def test_malformed_graphs_are_named_by_node_at_import():
     with pytest.raises(ValueError, match=r"takes the state as the dict a previous call returned"):
         net(torch.zeros(2, 1, 3), state=[1, 2])
     assert net(torch.ones(2, 1, 3))[0].shape == (2, 1, 2)
+
+
+def test_grouped_or_non_square_convolutions_are_refused_at_export_with_the_reason():
+    """An adversarial review's: nir's own 'Type inference error' came out raw. nir 1.0.8's Conv2d infers its
+    shapes from weight.shape[1] and kernel_size[0] alone, so such a file would not even pass nir.read."""
+    from overlooked.spiking.nir import NIRExportError
+
+    for conv, says in ((nn.Conv2d(2, 4, 3, groups=2, padding=1), "groups=2"), (nn.Conv2d(2, 4, (3, 1), padding=(1, 0)), "a 3x1 kernel")):
+        with pytest.raises(NIRExportError, match=rf"Conv2d with {says} cannot be exported: nir .* use groups=1 and a square kernel"):
+            export_layers([conv, M.LIF(tau_mem=5e-3)], (2, 8, 8), DT)

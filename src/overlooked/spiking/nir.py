@@ -149,6 +149,12 @@ def _synapse_node(module: nn.Module, shape: tuple[int, ...]) -> nir.NIRNode:
     if isinstance(module, nn.Conv2d):
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
             raise NIRExportError("only zero padding given as numbers exports to nir.Conv2d")
+        k = module.kernel_size
+        if module.groups != 1 or k[0] != k[1]:
+            # nir's Conv2d infers its shapes from weight.shape[1] as the input channels and kernel_size[0] for both
+            # sides: a file with such a layer fails nir's own type check on nir.read (its error was raised raw)
+            what = f"groups={module.groups}" if module.groups != 1 else f"a {k[0]}x{k[1]} kernel"
+            raise NIRExportError(f"Conv2d with {what} cannot be exported: nir {getattr(nir, '__version__', '')} infers a Conv2d's shapes as if ungrouped and square, so nir.read would refuse the file; use groups=1 and a square kernel")
         bias = module.bias if module.bias is not None else torch.zeros(module.out_channels)
         return nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(module.weight), stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups, bias=_np(bias))
     if isinstance(module, nn.AvgPool2d):
