@@ -220,3 +220,11 @@ def test_download_re_fetches_a_corrupt_file_and_hashes_each_file_once(tmp_path, 
     assert fetched == ["mnist/t10k-labels-idx1-ubyte.gz"] and len(splits.train) > 0
     assert len(hashed) == 4  # the four files once each
     assert (folder / "t10k-labels-idx1-ubyte.gz").read_bytes() == (data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
+
+
+def test_a_seed_outside_the_generators_range_is_named():
+    """An adversarial review's: data.seed=2**70 on multimnist was torch's "Overflow when unpacking long long"."""
+    for seed in (2**70, -1, 1.5, True):
+        with pytest.raises(DataError, match=r"data\.kwargs\.seed must be a whole number in \[0, 2\*\*63\)"):
+            split_train_val(10, 0.1, seed)
+    assert len(split_train_val(10, 0.1, 2**63 - 1)[1]) == 1

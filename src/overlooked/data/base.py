@@ -9,6 +9,7 @@ the target.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,18 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size].contiguous()
 
 
+def check_seed(seed: object, what: str = "data.kwargs.seed") -> int:
+    """A dataset's seed: a whole number in ``[0, 2**63)`` (the range torch's generators take; ``2**70`` was
+    "Overflow when unpacking long long"), as an int.
+
+    >>> check_seed(7)
+    7
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise DataError(f"{what} must be a whole number in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
 def split_train_val(
     n: int, val_fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +126,7 @@ def split_train_val(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    check_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=gen)
     n_val = int(round(n * val_fraction))
