@@ -1994,6 +1994,14 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
     twice = sorted({m for m in members if members.count(m) > 1})
     if twice:
         raise OverlookedError(f"compare: {', '.join(twice)} named more than once; name each run once")
+    digests: dict[str, str] = {}  # a run copied under another name would be a second, identical row
+    for m in members:
+        summary = Path(m) / "summary.json"
+        if summary.is_file():
+            digest = hashlib.sha256(summary.read_bytes()).hexdigest()
+            if digest in digests:
+                raise OverlookedError(f"compare: {digests[digest]} and {m} hold the same summary.json byte for byte (one is a copy of the other); name the run once")
+            digests[digest] = m
     rows, chosen_lines, group_breaches = [], [], []
     for group in groups:
         s, run, problems = _chosen_trial(group, max_examples) if len(group) > 1 else (read_summary(group[0]), group[0], [])

@@ -82,6 +82,14 @@ def test_compare_refuses_missing_damaged_and_unfinished_folders(tmp_path):
     (tmp_path / "half" / "summary.json").write_text('{"model": "m"}')
     with pytest.raises(OverlookedError, match="reports no test_accuracy"):
         api.compare([tmp_path / "half"], 10)
+    # a run copied under another name (an adversarial review's: two identical rows)
+    src = REPO / "results" / "runs" / "kvmemnn_babi10k_joint_valpe-20261207-101916"
+    import shutil
+
+    shutil.copytree(src, tmp_path / "a")
+    shutil.copytree(src, tmp_path / "b")
+    with pytest.raises(OverlookedError, match=r"a and .*b hold the same summary\.json byte for byte \(one is a copy of the other\)"):
+        api.compare([tmp_path / "a", tmp_path / "b"], 10**7)
 
 
 def test_trials_are_recorded_and_checked(tmp_path):
