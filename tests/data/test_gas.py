@@ -150,11 +150,22 @@ def test_blank_lines_are_accepted_at_the_end_only(tmp_path):
 
 def test_a_batch_named_twice_is_refused():
     """An adversarial review's: train_batches=[1, 1] / test_batches=[2, 2] were read once but recorded twice."""
-    import pytest
-
     from overlooked.data.gas import _batch_numbers
     from overlooked.errors import DataError
 
     with pytest.raises(DataError, match=r"test_batches names batch\(es\) \[2\] more than once"):
         _batch_numbers([2, 2, 3], "test_batches")
     assert _batch_numbers([2, 3], "test_batches") == (2, 3)
+
+
+@pytest.mark.data
+def test_a_val_fraction_leaving_no_training_measurement_is_named_before_any_warning(data_dir):
+    import warnings
+
+    from overlooked.data.gas import gas_drift
+    from overlooked.errors import DataError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "degrees of freedom" warning came first
+        with pytest.raises(DataError, match=r"val_fraction=0\.9999 leaves no training measurement of the \d+ in batches \[1\]"):
+            gas_drift(data_dir=data_dir, val_fraction=0.9999)

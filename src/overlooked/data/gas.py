@@ -214,6 +214,8 @@ def gas_drift(
     train_parts = {b: read_batch(root / batch_path(b)) for b in train_batches}
     full = _dataset(train_parts, torch.zeros(NUM_FEATURES, dtype=torch.float64), torch.ones(NUM_FEATURES, dtype=torch.float64))
     tr, va = split_train_val(len(full), val_fraction, seed)
+    if len(tr) == 0:  # before the scaling statistics, whose std of nothing warned from torch first
+        raise DataError(f"val_fraction={val_fraction} leaves no training measurement of the {len(full)} in batches {list(train_batches)}; lower val_fraction (0.1 by default)")
     raw = torch.cat([p["features"] for p in train_parts.values()])  # [N, 128] float64, unscaled
     mean, std = fit_standardizer(raw[tr])  # training part only: validation and test never inform the scaling
     full = _dataset(train_parts, mean, std)
