@@ -233,10 +233,18 @@ def test_settings_that_run_but_do_not_train_as_they_read_are_warned(tmp_path):
                             (["train.schedule=exponential", "train.gamma=10"], r"train\.gamma=10\.0 > 1 makes the learning rate grow every epoch"),
                             (["train.schedule=step", "train.gamma=1.5"], r"grow every step_epochs epochs"),
                             (["train.step_epochs=5"], r"train\.step_epochs=5\.0 \(only schedule=step uses it\) has no effect"),
-                            (["train.schedule=cosine", "train.gamma=0.1"], r"train\.gamma=0\.1 \(only schedule=step and exponential use it\)"),
-                            ([f"train.num_threads={(os.cpu_count() or 1) + 1}"], r"more than this machine's \d+ cores")):
+                            (["train.schedule=cosine", "train.gamma=0.1"], r"train\.gamma=0\.1 \(only schedule=step and exponential use it\)")):
         with pytest.warns(ConfigWarning, match=says):
             api.load("mlp_mnist", overrides)
     cfg = api.load("mlp_mnist", ["data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.max_steps=2", "train.warmup_steps=1000", "train.progress=false"])
     with pytest.warns(ConfigWarning, match=r"train\.warmup_steps=1000 is longer than the run's 2 steps: the learning rate never reaches train\.lr"):
         api.train(cfg, out=tmp_path)
+    # more threads than cores: said when the run trains, not whenever a saved config is read (evaluate, show)
+    many = (os.cpu_count() or 1) + 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        api.load("mlp_mnist", [f"train.num_threads={many}"])
+    with pytest.warns(ConfigWarning, match=rf"train\.num_threads={many} is more than this machine's \d+ cores"):
+        api.train(api.load("mlp_mnist", ["data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.max_steps=1", "train.progress=false", f"train.num_threads={many}"]), out=tmp_path / "t")

@@ -1098,11 +1098,16 @@ def train_each(
     if key == "train.repeats":
         raise ConfigError("--each train.repeats=...: the seeds of a run are --repeats N (train.repeats), one setting per folder; run each count on its own")
     folders = [str(v) for v in values]  # each value's folder is named by its text
-    unsafe = [f for f in folders if any(c in f for c in "/\\\0") or len(f"{key.split('.')[-1]}={f}".encode()) > 255]
-    if unsafe:  # a '/' or '..' would put a value's run outside the --each folder, over another run
+    def escapes(text: str) -> bool:  # a '..' part or an absolute path would put a value's run outside the --each folder
+        parts = text.replace("\\", "/").split("/")
+        return "\0" in text or ".." in parts or text.startswith(("/", "\\")) or any(len(p.encode()) > 200 for p in parts)
+
+    unsafe = [f for f in folders if escapes(f)]
+    if unsafe:  # notes=../../victim wrote its run over another run
         raise ConfigError(
-            f"--each {key}= values name their run folders ({key.split('.')[-1]}=VALUE), so each must be a plain file name: "
-            f"{', '.join(map(repr, unsafe))} hold(s) '/', '\\' or NUL, or are too long; use plain values (a word, a number, a short list)"
+            f"--each {key}= values name their run folders ({key.split('.')[-1]}=VALUE, inside the --each folder), so none may "
+            f"climb out of it: {', '.join(map(repr, unsafe))} hold(s) a '..' part, start at the root, hold NUL or are too long; use "
+            "plain values (a word, a number, a short list, a relative path without '..')"
         )
     twice = sorted({f for f in folders if folders.count(f) > 1})
     if twice:
@@ -2131,6 +2136,9 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     output = Path(output)
     if output.suffix != ".md" or output.is_dir():
         raise OverlookedError(f"--output {output}: name a Markdown file (.md), e.g. docs/results.md; the HTML page (.html) and figures/ are written beside it")
+    existing = next(p for p in (output.parent, *output.parent.parents) if p.exists())  # figures/ is written first
+    if not existing.is_dir():
+        raise OverlookedError(f"cannot make the folder {output.parent}: {existing} is a file, not a folder; give --output a folder")
     for target in (output, output.with_suffix(".html")):
         if target.is_file() and not force and not _written_by_report(target):
             raise OverlookedError(f"{target} exists and was not written by `overlooked report`; refusing to overwrite it: name another --output, or pass --force")
@@ -2165,7 +2173,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
     if extra:
         text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"
-    _make_dirs(output.parent)
+    _make_dirs(output.parent, "--output")
     output.write_text(text)
     written = [output, *written]
     page = output.with_suffix(".html")  # the single self-contained page: docs/results.html

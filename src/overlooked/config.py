@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import types
 import typing
@@ -171,7 +170,6 @@ class TrainConfig:
         odd = [
             (self.lr == 0, "train.lr=0: no step changes a weight"),
             (self.schedule in ("step", "exponential") and self.gamma > 1, f"train.gamma={self.gamma} > 1 makes the learning rate grow every {'step_epochs epochs' if self.schedule == 'step' else 'epoch'}"),
-            (isinstance(self.num_threads, int) and self.num_threads > (os.cpu_count() or 1), f"train.num_threads={self.num_threads} is more than this machine's {os.cpu_count()} cores: threads then wait on each other (slower, not faster)"),
         ]
         for is_odd, what in odd:
             if is_odd:

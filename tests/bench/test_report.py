@@ -226,6 +226,9 @@ def test_report_never_overwrites_a_file_it_did_not_write(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(OverlookedError, match=r"no run folders \(folders with a summary\.json\) inside; nothing to report"):
         api.report([str(tmp_path / "empty")], output=mine)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OverlookedError, match=r"a_file is a file, not a folder; give --output a folder"):
+        api.report([str(runs)], output=tmp_path / "a_file" / "results.md")
 
 
 def test_a_damaged_run_folder_is_named(tmp_path):

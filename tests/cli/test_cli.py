@@ -347,8 +347,16 @@ def test_each_values_cannot_leave_the_folder_be_empty_or_run_away(tmp_path, caps
     out = tmp_path / "runs" / "a"
     assert main(["train", str(path), "train.max_steps=1", "--each", "notes=../../../victim,x", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "values name their run folders (notes=VALUE), so each must be a plain file name: '../../../victim'" in err
+    assert "values name their run folders (notes=VALUE, inside the --each folder), so none may climb out of it: '../../../victim'" in err
     assert (victim / "summary.json").read_text() == '{"kept": true}' and not out.exists()  # nothing started
+    for bad in ("/abs/path", "a/../../b"):
+        assert main(["train", str(path), "--each", f"notes={bad},x", "--out", str(out)]) == 2
+        assert "so none may climb out of it" in capsys.readouterr().err
+    # a relative path without '..' (e.g. train.init_from=runs/a,runs/b) still names nested folders inside it
+    assert main(["train", str(path), "train.max_steps=1", "--each", "notes=sub/a,sub/b", "--out", str(tmp_path / "nested")]) == 0
+    (nested,) = (tmp_path / "nested").iterdir()
+    assert (nested / "notes=sub" / "a" / "summary.json").is_file() and (nested / "notes=sub" / "b" / "summary.json").is_file()
+    capsys.readouterr()
     assert main(["train", str(path), "--each", "data.seed=1,,2", "--out", str(out)]) == 2
     assert "item 2 is empty" in capsys.readouterr().err
     assert main(["train", str(path), "--each", "data.seed=1,", "--out", str(out)]) == 2

@@ -224,7 +224,8 @@ def test_download_re_fetches_a_corrupt_file_and_hashes_each_file_once(tmp_path, 
 
 def test_a_seed_outside_the_generators_range_is_named():
     """An adversarial review's: data.seed=2**70 on multimnist was torch's "Overflow when unpacking long long"."""
-    for seed in (2**70, -1, 1.5, True):
-        with pytest.raises(DataError, match=r"data\.kwargs\.seed must be a whole number in \[0, 2\*\*63\)"):
+    for seed in (2**70, 2**64, -(2**63) - 1, 1.5, True):
+        with pytest.raises(DataError, match=r"data\.kwargs\.seed must be a whole number in \[-2\*\*63, 2\*\*64\)"):
             split_train_val(10, 0.1, seed)
-    assert len(split_train_val(10, 0.1, 2**63 - 1)[1]) == 1
+    for seed in (-1, 2**64 - 1, -(2**63)):  # what torch's generators take, as before
+        assert len(split_train_val(10, 0.1, seed)[1]) == 1

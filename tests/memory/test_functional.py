@@ -364,9 +364,9 @@ def test_the_functional_hops_name_a_wrong_mask_or_shape():
     o_mask, p_mask = MF.memory_hop(u, K, V, m2)
     assert torch.equal(p_pair, p_mask) and torch.allclose(p_pair.sum(-1), torch.ones(2))
     for R in (torch.randn(4), torch.randn(3, 4)):  # R [d]: q_next came back [B], silently
-        with pytest.raises(InputError, match=r"key_value_hop needs R \[d, d\] of the query's dtype with d = 4"):
+        with pytest.raises(InputError, match=r"key_value_hop needs a float R \[d, d\] with d = 4"):
             MF.key_value_hop(u, K, K, m, R)
-    with pytest.raises(InputError, match=r"key_value_hop needs R \[d, d\] of the query's dtype"):
+    with pytest.raises(InputError, match=r"key_value_hop needs a float R \[d, d\]"):
         MF.key_value_hop(u, K, K, m, torch.eye(4, dtype=torch.long))  # an int R: a raw matmul dtype error before
     # the other public functions, called directly (an adversarial review's list): raw torch errors before
     words, table = torch.randint(1, 5, (3, 4)), torch.randn(5, 6)
@@ -646,3 +646,15 @@ def test_adjacent_memn2n_on_cuda_is_the_torch_path_and_passes_gradcheck(softmax)
         torch.testing.assert_close(a.cpu(), b)
     with pytest.raises(InputError, match="backend='cpp' runs float32/float64 CPU tensors"):
         MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend="cpp")
+
+
+def test_kvmemnn_runs_under_bf16_autocast():
+    """A review's catch: a check that R has the query's dtype stopped KV-MemNN at its second hop under
+    train.bf16 (autocast makes q bfloat16 while R stays a float32 parameter)."""
+    from overlooked.memory.modules import KVMemNN
+
+    model = KVMemNN(vocab_size=12, memory_size=5, embed_dim=8, hops=3)
+    story, query = torch.randint(1, 12, (2, 5, 4)), torch.randint(1, 12, (2, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(story, query, torch.ones(2, 5, dtype=torch.bool))
+    assert torch.isfinite(out["logits"].float()).all()

@@ -265,12 +265,15 @@ def test_neuron_arguments_of_the_wrong_type_and_nan_input_are_named():
     readout's bias alone (no neuron spikes on NaN)."""
     from overlooked.spiking.models import spiking_mlp
 
-    for kwargs, says in ((dict(tau_mem=None), r"tau_mem must be a number or a float tensor, got NoneType None"), (dict(tau_mem="0.01"), r"tau_mem must be a number or a float tensor, got str"),
-                         (dict(v_threshold="1"), r"v_threshold must be a number or a float tensor"), (dict(v_threshold=torch.tensor([1, 2])), r"v_threshold must be a number or a float tensor"),
+    for kwargs, says in ((dict(tau_mem=None), r"tau_mem must be a number or a numeric tensor / array, got NoneType None"), (dict(tau_mem="0.01"), r"tau_mem must be a number or a numeric tensor / array, got str"),
+                         (dict(v_threshold="1"), r"v_threshold must be a number or a numeric tensor / array"), (dict(v_threshold=torch.tensor([True, False])), r"v_threshold must be a number or a numeric tensor / array"),
                          (dict(detach_reset="no"), r"detach_reset must be True or False, got 'no'")):
         with pytest.raises(ValueError, match=says):
             M.LIF(**kwargs)
     M.LIF(v_threshold=torch.tensor([1.0, 2.0]), tau_mem=2e-2, detach_reset=True)  # numbers, float tensors and bools build
+    import numpy as np
+
+    M.LIF(v_threshold=torch.tensor(1), tau_mem=np.array([0.01, 0.02]))  # and integer tensors and numpy arrays, as before
     net = spiking_mlp(hidden=(16,), steps=4)
     with pytest.raises(InputError, match=r"the input holds NaN or inf; no neuron would spike"):
         net(torch.full((2, 1, 28, 28), float("nan")))

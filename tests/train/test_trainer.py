@@ -1343,7 +1343,7 @@ def test_an_interrupted_each_run_resumes_as_a_whole(tmp_path, monkeypatch, kill_
         ("step_negative", r"\(TypeError: state.step is -7, not a whole number >= 0\)"),
         ("best_step_text", r"\(TypeError: state.best_step is '3', not a step \(or -1\)\)"),
         ("best_metric_text", r"\(TypeError: state.best_metric is 'x', not a number \(or null\)\)"),
-        ("window_text", r"\(TypeError: state.window is 'abc', not four numbers\)"),
+        ("window_text", r"\(TypeError: state.window is 'abc', not three or four numbers\)"),
         ("ema_shape", r"does not fit this run's weight average \(ema\.\*\): .*shape mismatch \['module.features.0.weight'\]"),
         ("ema_extra", r"does not fit this run's weight average \(ema\.\*\): .*unexpected \['extra'\]"),
         ("ema_int", r"does not fit this run's weight average \(ema\.\*\): .*dtype mismatch \[.module.features.0.weight \(torch.int64"),

@@ -96,14 +96,14 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def check_seed(seed: object, what: str = "data.kwargs.seed") -> int:
-    """A dataset's seed: a whole number in ``[0, 2**63)`` (the range torch's generators take; ``2**70`` was
-    "Overflow when unpacking long long"), as an int.
+    """A dataset's seed: a whole number in ``[-2**63, 2**64)``, the range ``torch.Generator.manual_seed`` takes
+    (``2**70`` was "Overflow when unpacking long long"), as an int.
 
     >>> check_seed(7)
     7
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
-        raise DataError(f"{what} must be a whole number in [0, 2**63), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -(2**63) <= seed < 2**64:
+        raise DataError(f"{what} must be a whole number in [-2**63, 2**64) (what torch's generators take), got {seed!r}")
     return int(seed)
 
 

@@ -703,8 +703,8 @@ def key_value_hop(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
         ``(q_next, p)``: ``[B, d]`` and the addressing weights ``[B, M]``.
     """
     o, p = memory_hop(q, keys, values, mask, softmax=True)
-    if not isinstance(R, torch.Tensor) or tuple(R.shape) != (q.shape[1], values.shape[2]) or q.shape[1] != values.shape[2] or R.dtype != q.dtype:
-        raise InputError(f"key_value_hop needs R [d, d] of the query's dtype with d = {q.shape[1]} (the query's width) and values [B, M, d]; got R {_describe(R)}, q {_describe(q)}, values {_describe(values)}")
+    if not isinstance(R, torch.Tensor) or tuple(R.shape) != (q.shape[1], values.shape[2]) or q.shape[1] != values.shape[2] or not R.is_floating_point():
+        raise InputError(f"key_value_hop needs a float R [d, d] with d = {q.shape[1]} (the query's width) and values [B, M, d]; got R {_describe(R)}, q {_describe(q)}, values {_describe(values)}")
     return (q + o) @ R.T, p
 
 

@@ -9,6 +9,7 @@ import math
 import numbers
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +27,17 @@ def _check_dt(dt: Any) -> float:
     if why is not None:
         raise ValueError(why)
     return float(dt)
+
+
+def _numeric(value: Any) -> bool:
+    """A neuron parameter's value: a real number, or a tensor / array of real numbers (not a bool)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.dtype != torch.bool and not value.dtype.is_complex
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "iuf"
+    return isinstance(value, numbers.Real)
 
 
 def _bounds(value: Any) -> tuple[float, float] | None:
@@ -170,9 +182,9 @@ class _Cell(nn.Module):
                 raise ValueError(f"{type(self).__name__}: detach_reset must be True or False, got {value!r}")
             if field in ("reset", "detach_reset") or field in self.learned:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)) or (isinstance(value, torch.Tensor) and not value.is_floating_point()):
+            if not _numeric(value):
                 # None or "0.01" built a neuron that failed at its first step ("unsupported operand")
-                raise ValueError(f"{type(self).__name__}: {field} must be a number or a float tensor, got {type(value).__name__} {value!r}")
+                raise ValueError(f"{type(self).__name__}: {field} must be a number or a numeric tensor / array, got {type(value).__name__} {value!r}")
             bounds = _bounds(value)  # one CPU read per field
             if not field.startswith("tau_"):
                 if bounds is not None and not all(math.isfinite(b) for b in bounds):
@@ -360,7 +372,7 @@ class RecurrentLIFCell(LIFCell):
             raise InputError(f"{type(self).__name__} takes its state as (VState(v), z), the pair a previous call returned; got {type(state).__name__}: pass that pair, or None to start from rest")
         else:
             check_state(self, state[0], x)
-            if broadcast_shape(state[1].shape, x.shape) != tuple(x.shape):
+            if state[1].shape != x.shape and broadcast_shape(state[1].shape, x.shape) != tuple(x.shape):  # equal shapes: the loop's case, one comparison
                 raise InputError(f"{type(self).__name__}: the state's spikes z have shape {tuple(state[1].shape)}, which does not broadcast to the input's shape {tuple(x.shape)}; pass the state the previous call returned, or None to start from rest")
         vstate, z_prev = state
         z, vstate = N.lif_step(x + self.recurrent(z_prev), vstate, self.params(), self.dt, self.spike_fn)

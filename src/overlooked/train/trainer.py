@@ -86,8 +86,8 @@ def checked_state(state: TrainState) -> TrainState:
     for name in ("train_time_s", "wall_time_s"):
         if not number(getattr(state, name)) or getattr(state, name) < 0:
             raise TypeError(f"state.{name} is {getattr(state, name)!r}, not seconds >= 0")
-    if not isinstance(state.window, list) or len(state.window) != 4 or not all(number(x) for x in state.window):
-        raise TypeError(f"state.window is {state.window!r}, not four numbers")
+    if not isinstance(state.window, list) or len(state.window) not in (3, 4) or not all(number(x) for x in state.window):  # 3: before 2026-12-05
+        raise TypeError(f"state.window is {state.window!r}, not three or four numbers")
     if not isinstance(state.callbacks, list) or not all(isinstance(c, dict) for c in state.callbacks):
         raise TypeError(f"state.callbacks is {state.callbacks!r}, not a list of mappings")
     return state
@@ -649,6 +649,8 @@ def _fit(
     sequence = _Sequence(n_train, cfg.seed, dist, cfg.sampling, cfg.batch_size)
     steps_per_epoch = sequence.steps_per_epoch()
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    if isinstance(cfg.num_threads, int) and cfg.num_threads > (os.cpu_count() or 1):  # said where it runs, not when a saved config is read
+        warnings.warn(f"train.num_threads={cfg.num_threads} is more than this machine's {os.cpu_count()} cores: threads then wait on each other (slower, not faster)", ConfigWarning, stacklevel=2)
     if cfg.warmup_steps > total_steps and resume is None:  # the learning rate never reaches train.lr
         warnings.warn(f"train.warmup_steps={cfg.warmup_steps} is longer than the run's {total_steps} steps: the learning rate never reaches train.lr (it ends at {total_steps / cfg.warmup_steps:.2g} of it)", ConfigWarning, stacklevel=2)
     eval_every = cfg.eval_every or steps_per_epoch
