@@ -465,13 +465,14 @@ def test_a_data_root_that_is_a_file_is_named(tmp_path, monkeypatch):
 @pytest.mark.data
 def test_a_folder_where_a_data_file_should_be_is_named_by_verify_and_fetch(server, tmp_path, data_dir):
     """An adversarial review's: a folder in a file's place was "missing" or "cannot compute the sha256
-    ([Errno 21] Is a directory)"; fetch would fail to rename onto it."""
-    base, www, _ = server
+    ([Errno 21] Is a directory)"; fetch would fail to rename onto it (and downloaded it from every mirror)."""
+    base, www, requested = server
     shutil.copytree(data_dir / "mnist", www / "m")
     root = tmp_path / "root"
     (root / MNIST_LABELS).mkdir(parents=True)
     report = store.verify("mnist", root, files=[MNIST_LABELS])
     assert report.mismatched == {MNIST_LABELS: "is a folder where the file should be (remove the folder)"}
-    with pytest.raises(DataError, match=rf"{root / MNIST_LABELS} is a folder where the file should be"):
+    requested.clear()
+    with pytest.raises(DataError, match=rf"{root / MNIST_LABELS} is a folder where the file should be; remove it and fetch again"):
         store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
-    assert (root / MNIST_LABELS).is_dir() and _leftovers(root) == []
+    assert (root / MNIST_LABELS).is_dir() and _leftovers(root) == [] and requested == []  # said before any download

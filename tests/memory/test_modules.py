@@ -177,6 +177,7 @@ def test_kvmemnn_equals_the_papers_equations_story_by_story():
         torch.testing.assert_close(out["logits"][b], B_ @ q)
 
 
+@pytest.mark.filterwarnings("ignore:train.lr=0")  # lr=0 on purpose: the weights must not move
 def test_per_matrix_clipping_clips_each_stacked_matrix_with_its_time_columns():
     """grad_clip_groups: each of E_0..E_K (word and temporal columns together) is clipped on its own; the
     plain per-tensor rule clips the whole stacked table as one tensor."""
@@ -205,6 +206,7 @@ def test_per_matrix_clipping_clips_each_stacked_matrix_with_its_time_columns():
     assert len(clip_groups(model, params, False)) == len(params)  # off: one group per parameter, as before
 
 
+@pytest.mark.filterwarnings("ignore:train.lr=0")  # lr=0 on purpose: the weights must not move
 def test_spectral_clipping_measures_the_largest_singular_value():
     """grad_clip_norm=spectral: a gradient whose spectral norm is under the bound is left alone even when its
     Frobenius norm is over it; one over the bound is scaled to it."""

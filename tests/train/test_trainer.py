@@ -271,6 +271,7 @@ def test_bf16_autocast_trains_and_stays_finite(tmp_path):
     assert any(not torch.equal(weights[k], fp32_w[k]) for k in weights)
 
 
+@pytest.mark.filterwarnings("ignore:train.lr=0")  # one case sets lr=0 on purpose
 def test_lr_schedule_and_clipping_follow_the_config(tmp_path):
     """The step schedule halves the lr on time; per-tensor clipping bounds each gradient norm."""
     from overlooked.train.schedules import lr_factor
@@ -944,6 +945,7 @@ def test_each_refuses_values_that_name_the_same_folder(tmp_path):
         api.train_each(_cfg(max_steps=2), "train.seed", [1, "1"], out=tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:train.lr=0")  # lr=0 on purpose: the weights must not move
 def test_init_from_starts_from_a_runs_weights_and_counts_its_examples(tmp_path):
     """train.init_from loads the run's reported weights (best, or last) before the first step; the summary
     records the run and the examples it saw, which the fair-comparison rule adds to this run's own."""

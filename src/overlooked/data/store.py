@@ -773,6 +773,9 @@ def fetch(
     todo = [c for c in checks if force or check_file(root / c.path, c) is not None]
     if not todo:
         return root
+    blocked = [str(root / c.path) for c in todo if (root / c.path).is_dir()]
+    if blocked:  # said before any download (each mirror was tried, and every download thrown away)
+        raise DataError(f"fetching dataset {name!r}: {', '.join(blocked[:5])} {'is a folder' if len(blocked) == 1 else 'are folders'} where the file should be; remove {'it' if len(blocked) == 1 else 'them'} and fetch again")
     log: list[str] = []
     if source.archive is None:
         failed = _fetch_each(root, todo, urls, source, timeout, progress)
