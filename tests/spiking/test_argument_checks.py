@@ -303,3 +303,12 @@ def test_a_spiking_cnn_image_too_small_for_its_pooling_is_refused_when_built():
     with pytest.raises(ValueError, match=r"spiking_cnn: image_size=3 is too small for 2 pooling blocks .*image_size >= 4"):
         spiking_cnn(image_size=3)
     assert spiking_cnn(image_size=4, channels=(4, 4), hidden=8)(torch.rand(2, 1, 4, 4))["logits"].shape == (2, 10)
+
+
+def test_a_parameter_wider_than_one_input_step_is_named_by_the_sequence():
+    """A review's: v_threshold [1, N] with an unbatched [T, N] sequence widened the state at step 1 and was then
+    refused at step 2 with a message about state.v, which the user never passed."""
+    neuron = M.LIF(v_threshold=torch.ones(1, 4), backend="reference")
+    with pytest.raises(InputError, match=r"LIF: the neuron's parameters v_threshold \(1, 4\) broadcast one step of the input \(4,\) to \(1, 4\)"):
+        neuron(torch.rand(3, 4))
+    assert neuron(torch.rand(3, 2, 4))[0].shape == (3, 2, 4)

@@ -276,6 +276,12 @@ class _Sequence(nn.Module):
         out = []
         for t in range(x.shape[0]):
             z, state = self.cell(x[t], state)
+            if t == 0 and z.shape != x.shape[1:]:  # a parameter wider than one step of the input widened the state
+                wide = [f"{k} {tuple(getattr(self.cell, k).shape)}" for k in getattr(self.cell, "_tensor_fields", ()) if broadcast_shape(tuple(getattr(self.cell, k).shape), tuple(x.shape[1:])) != tuple(x.shape[1:])]
+                raise InputError(
+                    f"{type(self).__name__}: the neuron's {'parameters ' + ', '.join(wide) if wide else 'state'} broadcast one step of the input {tuple(x.shape[1:])} "
+                    f"to {tuple(z.shape)}; give parameters of the input's per-step shape (or a batch axis to the input: x[:, None] for one sequence)"
+                )
             out.append(z)
         return torch.stack(out), state
 
