@@ -1582,13 +1582,21 @@ def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", che
     predicted = res["logits"].argmax(-1)
     label = batch.get("labels", batch["label"])
     first_label = int(label[0, 0]) if label.dim() > 1 else int(label[0])
+    if label.dim() > 1:  # MultiMNIST: both digits against the two longest capsules (one label against the top class read a right second digit as an error)
+        pairs = res["logits"].topk(label.shape[1], -1).indices.sort(-1).values
+        shown_labels = ["+".join(map(str, sorted(r))) for r in label.tolist()]
+        shown_predicted = ["+".join(map(str, r)) for r in pairs.tolist()]
+    else:
+        shown_labels, shown_predicted = label.tolist(), predicted.tolist()
     grid = math.isqrt(res["couplings"].shape[1] // model.primary.channels)  # primary capsule positions per side (6 for MNIST)
     figures = {
-        "reconstructions": reconstructions_figure(batch["image"][:, 0].numpy(), recon.view(len(rows), channels, side, side)[:, 0].numpy(), (label[:, 0] if label.dim() > 1 else label).tolist(), predicted.tolist(), folder / f"capsules_reconstructions_{tag}.png"),
+        "reconstructions": reconstructions_figure(batch["image"][:, 0].numpy(), recon.view(len(rows), channels, side, side)[:, 0].numpy(), shown_labels, shown_predicted, folder / f"capsules_reconstructions_{tag}.png"),
         "perturbations": perturbation_figure(perturbation_grid(model, res["poses"][0], int(predicted[0])).numpy(), PERTURBATIONS, folder / f"capsules_perturbations_{tag}.png"),
         "couplings": couplings_figure(res["couplings"][0].numpy(), grid, first_label, folder / f"capsules_couplings_{tag}.png"),
     }
     record = {"run": str(run), "checkpoint": checkpoint, "split": split, "rows": rows.tolist(), "predicted": predicted.tolist(), "figures": {k: str(v) for k, v in figures.items()}}
+    if label.dim() > 1:
+        record["predicted_digits"], record["labels"] = shown_predicted, shown_labels
     _write_json(folder / f"capsules_{tag}.json", record)
     return record
 

@@ -177,3 +177,20 @@ def test_explain_draws_a_trained_capsnet_runs_capsules(data_dir, tmp_path, capsy
     assert len({tuple(p) for p in view["pose"]}) == len(view["angles_deg"])  # each viewpoint its own pose
     for kind in ("activations", "assignments", "viewpoint"):
         assert imread(record["figures"][kind]).shape[0] > 50, kind
+
+
+def test_explain_of_a_multimnist_run_shows_both_digits(data_dir, tmp_path):
+    """An adversarial review's: explain on a capsnet_multimnist run titled each example with its first label
+    against the top class alone, so a right second digit read as an error; both are shown and recorded."""
+    from overlooked import api
+
+    cfg = api.load("capsnet_multimnist", ["data.n_train=8", "data.n_val=8", "data.n_test=8", "train.max_steps=1", "train.progress=false"])
+    run, _ = api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
+    record = api.capsule_figures(run, 0, data_dir=str(data_dir))
+    _, splits, model = api.load_run(run, data_dir=str(data_dir))
+    batch = splits.test[torch.arange(0, 8)]
+    with torch.no_grad():
+        top2 = model(batch["image"])["logits"].topk(2, -1).indices.sort(-1).values
+    assert record["predicted_digits"] == ["+".join(map(str, r)) for r in top2.tolist()]
+    assert record["labels"] == ["+".join(map(str, sorted(r))) for r in batch["labels"].tolist()]
+    assert imread(record["figures"]["reconstructions"]).shape[0] > 50
