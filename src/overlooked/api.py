@@ -28,7 +28,7 @@ import yaml
 from torch import nn
 
 from overlooked import catalog
-from overlooked.checks import is_count
+from overlooked.checks import is_count, repeated
 from overlooked.config import (
     Component,
     ConfigWarning,
@@ -443,16 +443,24 @@ def own_rng(device: str) -> Iterator[None]:
         yield
 
 
-def _make_dirs(path: Path, option: str = "--out (out)") -> list[Path]:
-    """Create ``path`` and its missing parents now (so a concurrent run cannot take the name); return the
-    folders this call created, deepest first, for :func:`_remove_empty`. ``option``: what the user set that
-    names the folder, for the message."""
+def _missing_dirs(path: Path, option: str = "--out (out)") -> list[Path]:
+    """The folders :func:`_make_dirs` would create for ``path``, deepest first, after checking (creating
+    nothing) that the nearest one that exists is a folder. ``option``: what the user set that names the
+    folder, for the message."""
     made, p = [], path
     while not p.exists():
         made.append(p)
         p = p.parent
     if not p.is_dir():
         raise OverlookedError(f"cannot make the folder {path}: {p} is a file, not a folder; give {option} a folder")
+    return made
+
+
+def _make_dirs(path: Path, option: str = "--out (out)") -> list[Path]:
+    """Create ``path`` and its missing parents now (so a concurrent run cannot take the name); return the
+    folders this call created, deepest first, for :func:`_remove_empty`. ``option``: what the user set that
+    names the folder, for the message."""
+    made = _missing_dirs(path, option)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -1109,7 +1117,7 @@ def train_each(
             f"climb out of it: {', '.join(map(repr, unsafe))} hold(s) a '..' part, start at the root, hold NUL or are too long; use "
             "plain values (a word, a number, a short list, a relative path without '..')"
         )
-    twice = sorted({f for f in folders if folders.count(f) > 1})
+    twice = repeated(folders)
     if twice:
         raise ConfigError(f"--each {key}= names {', '.join(twice)} more than once; each value is one run folder, so name each once")
     check_device(cfg.train.device)
@@ -2004,7 +2012,7 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
         raise OverlookedError(f"max_examples (--max-examples) is the shared budget of training examples, a number >= 1; got {max_examples!r}")
     groups = _trial_groups(runs)
     members = [m for g in groups for m in g]
-    twice = sorted({m for m in members if members.count(m) > 1})
+    twice = repeated(members)
     if twice:
         raise OverlookedError(f"compare: {', '.join(twice)} named more than once; name each run once")
     digests: dict[str, str] = {}  # a run copied under another name would be a second, identical row
@@ -2144,14 +2152,14 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     output = Path(output)
     if output.suffix != ".md" or output.is_dir():
         raise OverlookedError(f"--output {output}: name a Markdown file (.md), e.g. docs/results.md; the HTML page (.html) and figures/ are written beside it")
-    existing = next(p for p in (output.parent, *output.parent.parents) if p.exists())  # figures/ is written first
-    if not existing.is_dir():
-        raise OverlookedError(f"cannot make the folder {output.parent}: {existing} is a file, not a folder; give --output a folder")
+    _missing_dirs(output.parent, "--output")  # a file in the way, said before figures/ is written beside it
     for target in (output, output.with_suffix(".html")):
         if target.is_file() and not force and not _written_by_report(target):
             raise OverlookedError(f"{target} exists and was not written by `overlooked report`; refusing to overwrite it: name another --output, or pass --force")
     roots = [Path(r) for r in (runs or ["results/runs"])]
-    twice = sorted({str(r) for r in roots if [q.resolve() for q in roots].count(r.resolve()) > 1})
+    resolved = [r.resolve() for r in roots]
+    same = set(repeated(resolved))
+    twice = sorted({str(r) for r, q in zip(roots, resolved) if q in same})
     if twice:
         raise OverlookedError(f"--runs names {', '.join(twice)} more than once (as the same folder); name each folder once")
     for root in roots:
@@ -2353,18 +2361,15 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
 def _check_finite_graph(graph: Any, run: Path) -> None:
     """Refuse to write a NIR graph holding NaN or inf (folded from damaged weights, or a time constant that
     became infinite): a chip or simulator would read it without a word."""
-    import numpy as np
+    from overlooked.spiking.nir import first_nonfinite
 
-    for name, node in graph.nodes.items():
-        if hasattr(node, "nodes"):  # a subgraph
-            _check_finite_graph(node, run)
-            continue
-        for attr, value in vars(node).items():
-            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
-                raise OverlookedError(
-                    f"the graph of {run} holds NaN or inf in node {name!r} ({type(node).__name__}.{attr}); its checkpoint is "
-                    "damaged or its model diverged (a time constant grew without bound), so nothing was written: export another run or checkpoint"
-                )
+    damaged = first_nonfinite(graph)
+    if damaged is not None:
+        name, node, attr = damaged
+        raise OverlookedError(
+            f"the graph of {run} holds NaN or inf in node {name!r} ({type(node).__name__}.{attr}); its checkpoint is "
+            "damaged or its model diverged (a time constant grew without bound), so nothing was written: export another run or checkpoint"
+        )
 
 
 def per_step_input_shape(meta: dict[str, Any]) -> tuple[int, ...]:

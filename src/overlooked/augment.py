@@ -4,18 +4,12 @@ training split only. The generator is passed in by the trainer, so resuming rest
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 
+from overlooked.checks import is_count
 from overlooked.errors import InputError
 from overlooked.registry import AUGMENTATIONS
-
-
-def _pixels(v: object) -> bool:
-    """A whole number of pixels >= 0 (any integral type, not a bool)."""
-    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 0
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -34,7 +28,7 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     1.0
     """
     b, _, h, w = images.shape
-    if not _pixels(max_shift) or max_shift >= min(h, w):  # a shift of the whole side moves the digit out of frame
+    if not is_count(max_shift, least=0) or max_shift >= min(h, w):  # a shift of the whole side moves the digit out of frame
         raise InputError(f"random_shift: max_shift must be a whole number of pixels, 0 <= max_shift < {min(h, w)} (the image side); got {max_shift!r}")
     if max_shift == 0:
         return images
@@ -51,7 +45,7 @@ class RandomShift:
     """Batch augmentation wrapper around :func:`random_shift` for the key ``key``."""
 
     def __init__(self, max_shift: int = 2, key: str = "image"):
-        if not _pixels(max_shift):
+        if not is_count(max_shift, least=0):
             raise InputError(f"random_shift: max_shift must be a whole number of pixels >= 0, got {max_shift!r}")
         self.max_shift = int(max_shift)
         self.key = key

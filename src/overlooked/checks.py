@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import Counter
 
 import torch
 
 
-def is_count(v: object) -> bool:
-    """Whether ``v`` is a whole number >= 1 of any integral type (``numpy.int64`` too), not a bool or float.
+def is_count(v: object, least: int = 1) -> bool:
+    """Whether ``v`` is a whole number >= ``least`` of any integral type (``numpy.int64`` too), not a bool or float.
 
-    >>> is_count(3), is_count(0), is_count(2.0), is_count(True)
+    >>> is_count(3), is_count(0), is_count(2.0), is_count(True), is_count(0, least=0)
+    (True, False, False, False, True)
+    """
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= least
+
+
+def is_real(v: object) -> bool:
+    """Whether ``v`` is a finite int or float, not a bool (NaN and inf pass every comparison a range check makes).
+
+    >>> is_real(0.5), is_real(float("nan")), is_real(True), is_real("1")
     (True, False, False, False)
     """
-    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def repeated(items: list) -> list:
+    """The items that occur more than once, sorted (hashable items).
+
+    >>> repeated([3, 1, 3, 2, 1])
+    [1, 3]
+    """
+    return sorted(item for item, n in Counter(items).items() if n > 1)
 
 
 def check_sizes(name: str, **sizes: int | None) -> tuple[int | None, ...]:
@@ -52,8 +71,7 @@ def check_std(name: str, init_std: object) -> float:
     ...
     ValueError: memn2n: init_std must be a finite number >= 0 (the weights' standard deviation), got -1
     """
-    ok = isinstance(init_std, (int, float)) and not isinstance(init_std, bool) and math.isfinite(init_std) and init_std >= 0
-    if not ok:
+    if not (is_real(init_std) and init_std >= 0):
         raise ValueError(f"{name}: init_std must be a finite number >= 0 (the weights' standard deviation), got {init_std!r}")
     return float(init_std)
 

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from overlooked.checks import broadcast_shape, is_count, outside, reads_values
+from overlooked.checks import broadcast_shape, is_count, is_real, outside, reads_values
 from overlooked.errors import InputError
 
 SQUASH_EPS = 1e-8  # inside the square root of squash: keeps the gradient finite at s = 0
@@ -168,7 +168,7 @@ def em_inverse_temperatures(iterations: int, final: float = EM_FINAL_INVERSE_TEM
     >>> [round(x, 5) for x in em_inverse_temperatures(2, 1.0)]
     [0.05, 0.0975]
     """
-    if not is_count(iterations) or not (isinstance(final, (int, float)) and not isinstance(final, bool) and math.isfinite(final) and final > 0):
+    if not is_count(iterations) or not (is_real(final) and final > 0):
         raise ValueError(f"em_inverse_temperatures needs iterations a whole number >= 1 and final > 0, got iterations={iterations!r}, final={final!r}")
     return [final * (1.0 - 0.95 ** (t + 1)) for t in range(iterations)]
 
@@ -212,7 +212,7 @@ def em_routing(
     lambdas = em_inverse_temperatures(iterations) if inverse_temperatures is None else list(inverse_temperatures)
     if len(lambdas) != iterations:
         raise ValueError(f"need one inverse temperature per iteration: {iterations}, got {len(lambdas)}")
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in lambdas):  # NaN gave NaN poses
+    if not all(is_real(x) and x > 0 for x in lambdas):  # NaN gave NaN poses
         raise ValueError(f"inverse temperatures must be finite numbers > 0, got {lambdas}")
     if votes.dim() != 4:
         raise InputError(f"em_routing takes votes [N, I, J, H] (batch, child capsules, parent capsules, pose size 16); got {list(votes.shape)}")

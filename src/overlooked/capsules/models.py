@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -12,7 +11,7 @@ from overlooked.capsules import baselines as _baselines  # noqa: F401  (register
 from overlooked.capsules import functional as CF
 from overlooked.capsules.matrix import MatrixCapsNet
 from overlooked.capsules.modules import CapsNet
-from overlooked.checks import is_count
+from overlooked.checks import is_count, is_real
 from overlooked.errors import InputError
 from overlooked.registry import CALLBACKS, MODELS, OBJECTIVES
 from overlooked.train.callbacks import Callback
@@ -56,7 +55,7 @@ class CapsuleLoss(nn.Module):
         super().__init__()
         self.target_key, self.image_key, self.recon_keys, self.labels_key = target_key, image_key, tuple(recon_keys), labels_key
         self.m_plus, self.m_minus, self.lam, self.recon_weight, self.reduction = m_plus, m_minus, lam, recon_weight, check_reduction(reduction)
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (m_plus, m_minus, lam, recon_weight))
+        ok = all(is_real(v) for v in (m_plus, m_minus, lam, recon_weight))
         if not ok or lam < 0 or recon_weight < 0 or not 0 <= m_minus < m_plus <= 1:  # lam=-1 rewarded absent-class lengths; recon_weight=-1 bad reconstructions
             raise ValueError(f"capsule_margin needs 0 <= m_minus < m_plus <= 1, lam >= 0 and recon_weight >= 0 (the defaults: 0.1, 0.9, 0.5, 0.0005); got m_minus={m_minus!r}, m_plus={m_plus!r}, lam={lam!r}, recon_weight={recon_weight!r}")
 
@@ -147,7 +146,7 @@ class SpreadMarginSchedule(Callback):
     through the model's public :meth:`~overlooked.capsules.matrix.MatrixCapsNet.set_spread_margin`."""
 
     def __init__(self, ramp_steps: int, start: float = CF.SPREAD_MARGIN_START, end: float = CF.SPREAD_MARGIN_END):
-        margins_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in (start, end))
+        margins_ok = all(is_real(v) and v >= 0 for v in (start, end))
         if not is_count(ramp_steps) or not margins_ok:  # a negative margin makes the spread loss 0; ramp_steps=-5 jumped to the end
             raise ValueError(f"spread_margin needs ramp_steps a whole number >= 1 and margins start, end >= 0; got ramp_steps={ramp_steps!r}, start={start!r}, end={end!r}")
         self.ramp_steps, self.start, self.end = int(ramp_steps), float(start), float(end)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from overlooked.checks import repeated
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.errors import DataError
@@ -155,7 +156,7 @@ def _batch_numbers(batches: Any, what: str) -> tuple[int, ...]:
     if bad or isinstance(batches, (str, bytes)):
         raise DataError(f"{what} must be a list of whole batch numbers 1..{NUM_BATCHES}, e.g. [1] or [2, 3]; got {batches!r}")
     numbers_ = tuple(int(b) for b in items)
-    twice = sorted({b for b in numbers_ if numbers_.count(b) > 1})
+    twice = repeated(list(numbers_))
     if twice:  # read once but recorded twice in the run's meta
         raise DataError(f"{what} names batch(es) {twice} more than once; name each batch once")
     return numbers_

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from overlooked.checks import is_count
+from overlooked.checks import is_count, repeated
 from overlooked.data import store
 from overlooked.data.base import ArrayDataset, Splits, split_train_val
 from overlooked.errors import DataError, InputError
@@ -95,8 +95,7 @@ def read_list(path: Path) -> list[tuple[int, int]]:
         rows.append((int(parts[0]), int(parts[1])))
     if not rows:
         raise DataError(f"the N-MNIST list {path} names no samples; {_FIX}")
-    ids = [i for i, _ in rows]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = repeated([i for i, _ in rows])
     if twice:  # one recording counted twice (and, after the split, possibly in train and validation)
         raise DataError(f"the N-MNIST list {path} names sample(s) {twice[:5]} more than once; {_FIX}")
     return rows
@@ -147,14 +146,14 @@ def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: floa
     root = store.ensure("nmnist_small", data_dir, download, files=None if verify else ["nmnist_small/train1K.txt", "nmnist_small/test100.txt"], verify_checksums=verify)
     folder = root / "nmnist_small"
 
-    def load(listing: str) -> ArrayDataset:
-        rows = read_list(folder / listing)
+    def load(rows: list[tuple[int, int]]) -> ArrayDataset:
         frames = torch.stack([to_frames(read_bs2(folder / "samples" / f"{i}.bs2"), bins) for i, _ in rows])  # [N, T, 2, 34, 34]
         return ArrayDataset({"frames": frames, "label": torch.tensor([c for _, c in rows], dtype=torch.int64)})
 
-    shared = sorted({i for i, _ in read_list(folder / "train1K.txt")} & {i for i, _ in read_list(folder / "test100.txt")})
+    train_rows, test_rows = read_list(folder / "train1K.txt"), read_list(folder / "test100.txt")
+    shared = sorted({i for i, _ in train_rows} & {i for i, _ in test_rows})
     if shared:  # a recording in both would be trained on and tested on
         raise DataError(f"the N-MNIST lists train1K.txt and test100.txt in {folder} both name sample(s) {shared[:5]}; {_FIX}")
-    full, test = load("train1K.txt"), load("test100.txt")
+    full, test = load(train_rows), load(test_rows)
     tr, va = split_train_val(len(full), val_fraction, seed)
     return Splits(full.subset(tr), full.subset(va), test, ("frames",), "label", {"num_classes": 10, "frame_shape": (bins, 2, *SENSOR), "name": "nmnist_small", "step_duration_s": 0.3 / bins})

@@ -51,6 +51,7 @@ from typing import IO
 from overlooked.errors import DataError, DataWarning
 
 ENV_VAR = "OVERLOOKED_DATA"
+FOLDER_IN_PLACE = "is a folder where the file should be (remove the folder)"  # what verify and ensure say of one
 ALGORITHMS = ("sha256", "gunzip-md5", "git-blob-sha1")
 _CHUNK = 1 << 20  # bytes read at a time while hashing and copying
 _MAX_LISTED = 20  # files listed one by one in an error message before "... and N more"
@@ -316,7 +317,7 @@ def check_file(path: Path, check: FileCheck) -> str | None:
         expected and found values.
     """
     if path.is_dir():
-        return "is a folder where the file should be (remove the folder)"
+        return FOLDER_IN_PLACE
     try:
         found = file_digest(path, check.algorithm)
     except FileNotFoundError:
@@ -443,7 +444,7 @@ def ensure(
     lines = [f"dataset {name!r}: data root {root} ({_root_origin(data_dir)})"]
     for path in report.missing:
         where = root / path
-        lines.append(f"  {where} is a folder where the file should be (remove the folder)" if where.is_dir() else f"  missing file {where} (looked in folder {where.parent})")
+        lines.append(f"  {where} {FOLDER_IN_PLACE}" if where.is_dir() else f"  missing file {where} (looked in folder {where.parent})")
     for path, why in report.mismatched.items():
         lines.append(f"  file {root / path} {why}")
     edited = " Files edited on purpose (your own copy) load with verify=False (`data.kwargs.verify=false`)." if report.mismatched else ""
@@ -533,13 +534,10 @@ def _install(tmp: Path, root: Path, check: FileCheck) -> str | None:
     renamed to ``NAME.replaced`` (``NAME.replaced.1``, ... when taken) first, with a :class:`DataWarning`.
 
     Returns:
-        None on success, else why the file failed its checksum or cannot take its place (a folder there).
+        None on success, else why the file failed its checksum.
     """
     problem = check_file(tmp, check)
-    dest = root / check.path
-    if problem is None and dest.is_dir():
-        tmp.unlink(missing_ok=True)
-        return f"downloaded and verified, but {dest} is a folder where the file should be (remove the folder)"
+    dest = root / check.path  # never a folder: fetch refuses one before downloading
     if problem is None:
         if dest.is_file() and check_file(dest, check) is not None:
             aside = dest.with_name(dest.name + ".replaced")

@@ -336,8 +336,7 @@ def mask_bias(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         an all-padding row, which keeps its softmax finite); ``gate`` ``[B, M]`` float is the mask itself,
         zeroing padding (and all-padding rows) after the softmax.
     """
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
-        raise InputError(f"mask must be a bool tensor [B, M], True on real memories; got {_describe(mask)}. Fix: pass mask.bool() (or mask > 0) of shape [B, M]")
+    _check_mask(mask, None)
     any_real = mask.any(-1, keepdim=True)  # [B, 1]
     keep = mask | ~any_real
     bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~keep, float("-inf"))
@@ -719,10 +718,12 @@ def _describe(x: object) -> str:
     return type(x).__name__
 
 
-def _check_mask(mask: object, where: str) -> None:
-    """A ``[B, M]`` bool memory mask, or an InputError naming ``where`` it was passed and the fix."""
+def _check_mask(mask: object, where: str | None) -> None:
+    """A ``[B, M]`` bool memory mask, or an InputError naming ``where`` it was passed (the function's name;
+    None: the mask argument of the addressing functions) and the fix."""
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
-        raise InputError(f"{where} needs a bool memory mask [B, M], True on real memories; got {_describe(mask)}. Fix: pass mask.bool() (or mask > 0) of shape [B, M]")
+        what = "mask must be a bool tensor" if where is None else f"{where} needs a bool memory mask"
+        raise InputError(f"{what} [B, M], True on real memories; got {_describe(mask)}. Fix: pass mask.bool() (or mask > 0) of shape [B, M]")
 
 
 def check_memory_inputs(

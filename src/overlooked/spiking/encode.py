@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from overlooked.checks import is_count, reads_values
+from overlooked.checks import is_count, is_real, reads_values
 from overlooked.errors import InputError
 from overlooked.registry import ENCODERS
 
@@ -98,8 +98,7 @@ class RateEncoder:
 
 
 def _check_max_rate(max_rate: object) -> float:
-    ok = isinstance(max_rate, (int, float)) and not isinstance(max_rate, bool) and 0 < max_rate <= 1
-    if not ok:
+    if not (is_real(max_rate) and 0 < max_rate <= 1):
         raise InputError(f"max_rate (the spike probability per step of an intensity of 1) must be in (0, 1], got {max_rate!r}")
     return float(max_rate)
 

@@ -330,13 +330,38 @@ def _pair(x: Any) -> tuple[int, int]:
     return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
 
 
+def first_nonfinite(graph: nir.NIRGraph, attrs: tuple[str, ...] | None = None, recurse: bool = True) -> tuple[str, nir.NIRNode, str] | None:
+    """``(node name, node, attribute)`` of the first float array of ``graph`` holding NaN or inf (only the
+    ``attrs`` named, when given; nested graphs too with ``recurse``), or None: what export refuses to write and
+    import refuses to build.
+
+    >>> g = nir.NIRGraph(nodes={"a": nir.Affine(np.array([[np.nan]]), np.zeros(1))}, edges=[], type_check=False)
+    >>> first_nonfinite(g)[0::2]
+    ('a', 'weight')
+    """
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            found = first_nonfinite(node, attrs, recurse) if recurse else None
+            if found is not None:
+                return found
+            continue
+        for attr, value in vars(node).items():
+            if attrs is not None and attr not in attrs:
+                continue
+            if isinstance(value, np.ndarray):
+                array = value
+            elif attrs is not None:  # a named attribute, whatever array-like holds it
+                array = np.asarray(value)
+            else:
+                continue
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                return name, node, attr
+    return None
+
+
 def _node_module_named(name: str, node: nir.NIRNode, dt: float) -> nn.Module:
-    """:func:`node_module`, its failures on a malformed node (groups=0, stride=0, a NaN weight or neuron
-    parameter, start_dim > end_dim) named with the node, as :class:`NIRImportError`."""
-    for attr in ("weight", "bias"):
-        value = getattr(node, attr, None)
-        if value is not None and np.asarray(value).dtype.kind == "f" and not np.isfinite(np.asarray(value)).all():
-            raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) has NaN or inf in its {attr}; the graph is damaged: re-export it")
+    """:func:`node_module`, its failures on a malformed node (groups=0, stride=0, a NaN neuron parameter,
+    start_dim > end_dim) named with the node, as :class:`NIRImportError`."""
     try:
         module = node_module(node, dt)
     except NIRImportError:
@@ -635,6 +660,10 @@ class NIRNetwork(nn.Module):
         self.dt = dt
         names = list(graph.nodes)
         self.node_names = names
+        damaged = first_nonfinite(graph, ("weight", "bias"), recurse=False)
+        if damaged is not None:
+            name, node, attr = damaged
+            raise NIRImportError(f"NIR node {name!r} ({type(node).__name__}) has NaN or inf in its {attr}; the graph is damaged: re-export it")
         self.layers = nn.ModuleDict({n.replace(".", "_"): _node_module_named(n, graph.nodes[n], dt) for n in names})
         self.inputs, self.outputs = [input_name], [output_name]
         in_type = getattr(graph.nodes[input_name], "input_type", None) or {}

@@ -30,6 +30,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 
+from overlooked.checks import is_real
 from overlooked.config import ConfigWarning, TrainConfig
 from overlooked.data.base import Splits
 from overlooked.errors import CheckpointError, ConfigError, NonFiniteLossError, OverlookedError
@@ -72,9 +73,6 @@ def checked_state(state: TrainState) -> TrainState:
     Traceback (most recent call last):
     TypeError: state.epoch is 'x', not a whole number >= 0
     """
-    def number(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
     for name in ("step", "epoch", "batch_in_epoch", "examples_seen"):
         value = getattr(state, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -84,9 +82,9 @@ def checked_state(state: TrainState) -> TrainState:
     if state.best_metric is not None and (not isinstance(state.best_metric, (int, float)) or isinstance(state.best_metric, bool)):
         raise TypeError(f"state.best_metric is {state.best_metric!r}, not a number (or null)")
     for name in ("train_time_s", "wall_time_s"):
-        if not number(getattr(state, name)) or getattr(state, name) < 0:
+        if not is_real(getattr(state, name)) or getattr(state, name) < 0:
             raise TypeError(f"state.{name} is {getattr(state, name)!r}, not seconds >= 0")
-    if not isinstance(state.window, list) or len(state.window) not in (3, 4) or not all(number(x) for x in state.window):  # 3: before 2026-12-05
+    if not isinstance(state.window, list) or len(state.window) not in (3, 4) or not all(is_real(x) for x in state.window):  # 3: before 2026-12-05
         raise TypeError(f"state.window is {state.window!r}, not three or four numbers")
     if not isinstance(state.callbacks, list) or not all(isinstance(c, dict) for c in state.callbacks):
         raise TypeError(f"state.callbacks is {state.callbacks!r}, not a list of mappings")
