@@ -1536,7 +1536,7 @@ def _memory_run(run: str | Path, split: str, checkpoint: str, data_dir: str | No
     with torch.no_grad():
         probe = model(*(data[torch.arange(1)][k] for k in splits.input_keys))
     if not reads_memory(probe):
-        raise ConfigError(f"model {cfg.model.name!r} reads no addressable memory; explain works for runs of memn2n, kvmemnn, memnn and memnn_am_ng_nl")
+        raise ConfigError(f"model {cfg.model.name!r} reads no addressable memory; explain works for models whose output dict holds per-hop 'attention' (or MemNN's 'chosen'): memn2n, kvmemnn, memnn, memnn_am_ng_nl, or a model of your own that returns one")
     return cfg, splits, model
 
 

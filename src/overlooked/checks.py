@@ -82,7 +82,13 @@ def reads_values(t: torch.Tensor) -> bool:
     transform. On a GPU it would stall every
     step, and an index out of range stops the kernel there anyway."""
     # inside torch.func transforms (vmap, grad, jacrev) a value read is a data-dependent branch they refuse
-    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not in_torch_func(t)
+
+
+def in_torch_func(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a ``torch.func`` transform's tensor (the parameters under ``grad`` / ``jacrev`` of a
+    ``functional_call``, the inputs under ``vmap``)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 def outside(t: torch.Tensor, lo: float, hi: float) -> tuple[float, float] | None:

@@ -82,3 +82,17 @@ def test_computes_in_the_widest_dtype_of_its_inputs():
     assert y.dtype == torch.float64
     torch.testing.assert_close(y, F.conv2d(x.double(), w, b, stride=2), atol=1e-12, rtol=1e-12)
     assert fft_conv2d(x.bfloat16(), w.bfloat16(), b.bfloat16(), 2).dtype == torch.float32
+
+
+def test_fft_conv2d_backward_under_autocast():
+    """The backward runs under the caller's autocast: it computes in the forward's dtype (a bf16 bmm into a
+    float32 output was a RuntimeError) and gives the gradients of the same call outside autocast."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 3, 12, 12, requires_grad=True), torch.randn(5, 3, 3, 3, requires_grad=True), torch.randn(5, requires_grad=True)
+
+    def grads(autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return torch.autograd.grad(fft_conv2d(x, w, b).square().sum(), (x, w, b))
+
+    for want, got in zip(grads(False), grads(True)):
+        assert got.dtype == torch.float32 and torch.equal(got, want)

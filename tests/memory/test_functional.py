@@ -658,3 +658,84 @@ def test_kvmemnn_runs_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(story, query, torch.ones(2, 5, dtype=torch.bool))
     assert torch.isfinite(out["logits"].float()).all()
+
+
+@pytest.mark.parametrize("backend", [pytest.param("cpp", marks=pytest.mark.skipif(NO_CXX, reason="no C++ compiler")), "torch"])
+def test_adjacent_memn2n_backward_under_autocast_equals_float32(backend):
+    """The fused node's backward runs in the caller's thread, under the autocast the loss was computed in: it
+    computes in float32 there as its forward does (a bf16 ``g @ W`` was written by the float kernel into a
+    buffer half its size, corrupting the heap; the PyTorch path failed in index_copy_). Same gradients as
+    outside autocast."""
+    table, temporal, words, time, slots, owner, masks, K, _ = _adjacent_inputs(True)
+    table, temporal = table.detach().float().requires_grad_(), temporal.detach().float().requires_grad_()
+    masks = tuple(m.float() for m in masks)
+
+    def grads(autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits, attention = MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend=backend)
+            loss = logits.logsumexp(-1).sum() + (attention * torch.arange(attention.shape[-1])).sum()
+            return torch.autograd.grad(loss, (table, temporal))
+
+    for want, got in zip(grads(False), grads(True)):
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+@pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
+def test_kernel_refuses_buffers_of_another_dtype():
+    """The C++ kernel reads raw pointers: a buffer of another dtype (or not contiguous) is named, never read or
+    written as the table's dtype."""
+    from overlooked.memory import kernels
+
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(True)
+    table, temporal = table.detach(), temporal.detach()
+    bias, gate = masks[0].double(), masks[1].double()
+    scale = MF._minus_k_over_d(d, K + 1, table.dtype, "cpu")
+    args = (words, time, None, scale, slots, owner, bias, gate, True, K, "pe", "sentence")
+    mem, u_all, q_all, _, w_all = kernels.forward(table, temporal, *args)
+    B = gate.shape[0]
+    with pytest.raises(InputError, match="got the answer gradient as bfloat16 on cpu.*contiguous CPU float64"):
+        kernels.backward(torch.zeros(B, d, dtype=torch.bfloat16), None, torch.zeros_like(table), torch.zeros_like(temporal), words, time, None, scale,
+                         slots, owner, gate, mem, u_all, q_all, w_all, True, "pe", "sentence")
+    with pytest.raises(InputError, match="got temporal_table as float32"):
+        kernels.forward(table, temporal.float(), *args)
+    with pytest.raises(InputError, match="got table as float64 on cpu, not contiguous"):
+        kernels.forward(table.t().contiguous().t(), temporal, *args)
+
+
+def test_functional_core_under_torch_func():
+    """torch.func runs the functional core: grad of encode_sentences equals autograd (the bag node has a separate
+    setup_context), vmap of the hops equals a loop (mask_bias no longer fills a tensor in place), and the
+    cached -k/d constant made inside a transform is not kept (outside it, it has no storage). The fused
+    adjacent_memn2n is refused by name under a transform."""
+    from torch.func import grad, vmap
+
+    torch.manual_seed(0)
+    words = torch.tensor([[1, 2, 3, 0], [4, 1, 0, 0], [0, 0, 0, 0]])
+    table = torch.randn(5, 2 * 7, dtype=torch.float64)
+    MF._SCALES.clear()
+    for encoding in ("pe", "bow"):
+        g = grad(lambda t, enc=encoding: MF.encode_sentences(words, t, enc, 7).square().sum())(table)
+        t = table.clone().requires_grad_()
+        MF.encode_sentences(words, t, encoding, 7).square().sum().backward()
+        assert torch.allclose(g, t.grad, rtol=0, atol=1e-12)
+    assert not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in MF._SCALES.values())  # no transform's tensor kept
+    assert MF.encode_sentences(words, table, "pe", 7).shape == (3, 14)  # and the plain call after it runs
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    u, keys, values = torch.randn(4, 2, 5), torch.randn(4, 2, 3, 5), torch.randn(4, 2, 3, 5)
+    R = torch.randn(5, 5)
+    for fn in (lambda u, k, v: MF.memory_hop(u, k, v, mask)[0], lambda u, k, v: MF.key_value_hop(u, k, v, mask, R)[0]):
+        assert torch.allclose(vmap(fn)(u, keys, values), torch.stack([fn(u[i], keys[i], values[i]) for i in range(4)]), rtol=0, atol=1e-6)
+    table, temporal, words, time, slots, owner, masks, K, _ = _adjacent_inputs(True)
+    with pytest.raises(InputError, match="torch.func transforms .* cannot run.*fused=False"):
+        grad(lambda t: MF.adjacent_memn2n(t, temporal, words, time, slots, owner, masks, hops=K)[0].sum())(table.detach())
+
+
+def test_encode_sentences_and_time_word_weight_name_bad_arguments():
+    """A word outside the table, and a time-word weight asked for without a position encoding, are named."""
+    table = torch.randn(5, 6)
+    with pytest.raises(InputError, match=r"words hold index 5, outside the table's rows 0..4"):
+        MF.encode_sentences(torch.tensor([[1, 5]]), table, "pe", 3)
+    with pytest.raises(InputError, match="words hold index -1"):
+        MF.encode_sentences(torch.tensor([[-1, 2]]), table, "bow", 3)
+    with pytest.raises(InputError, match="encoding must be 'pe' or 'pe_centered', got 'bow'"):
+        MF.time_word_weight(5, "bow", 7)

@@ -488,7 +488,7 @@ def test_memn2n_trains_after_a_forward_under_inference_mode(fused):
     under torch.inference_mode() (evaluation, explain) still trains (a review found the cache broke this)."""
     from overlooked.memory import functional as MF
 
-    MF._minus_k_over_d.cache_clear()
+    MF._SCALES.clear()
     model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=7, hops=2, fused=fused)  # a shape no other test uses
     story, query, mask, time = _batch()
     with torch.inference_mode():
@@ -569,3 +569,47 @@ def test_memn2n_trains_alike_on_cuda_and_cpu_and_under_bf16_autocast():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = half(*(batches[0][k].cuda() for k in keys))
     assert out["logits"].dtype == torch.float32  # the fused node is not autocast: the hops run in the tables' dtype
+
+
+@pytest.mark.parametrize("name", ["memn2n", "memn2n_layerwise", "memn2n_unfused", "kvmemnn"])
+def test_memory_models_under_torch_func_grad(name):
+    """torch.func.grad of a functional_call gives autograd's gradients: the fused MemN2N reads through its
+    unfused path under a transform (a transform cannot run its hand-written node), and a plain call after
+    the transform still runs the fused node (the -k/d constant made inside is not cached)."""
+    from torch.func import functional_call, grad
+
+    kwargs = {"memn2n_layerwise": {"tying": "layerwise"}, "memn2n_unfused": {"fused": False}}.get(name, {})
+    model = MODELS.create(name.split("_")[0], vocab_size=V, memory_size=M, embed_dim=9, hops=2, **kwargs).double()
+    story, query, mask, time = _batch()
+    from overlooked.memory import functional as MF
+
+    MF._SCALES.clear()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    got = grad(lambda p: functional_call(model, p, (story, query, mask, time))["logits"].logsumexp(-1).sum())(params)
+    model(story, query, mask, time)["logits"].logsumexp(-1).sum().backward()
+    for k, p in model.named_parameters():
+        assert p.grad is not None and torch.allclose(got[k], p.grad, rtol=0, atol=1e-12), k
+
+
+@pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
+@pytest.mark.parametrize("pe_length", ["sentence", "padded", "padded_time"])
+def test_memn2n_question_and_story_of_other_widths(tying, pe_length):
+    """A question wider than the story's sentences (own tensors; bAbI gives both one width) reads as both
+    padded to the wider width: padding the story to it changes nothing, under both tyings (layer-wise
+    encoded the story at its own width while the time word's weight took the wider one). With J = each
+    sentence's length, wider padding of both changes nothing either; with a padded J it is another J."""
+    model = MODELS.create("memn2n", vocab_size=V, memory_size=M, embed_dim=8, hops=2, tying=tying, pe_length=pe_length).double()
+    story, _, mask, time = _batch()
+    query = torch.randint(1, V, (story.shape[0], L + 2))
+    want = model(story, query, mask, time)["logits"]
+    assert torch.allclose(model(F.pad(story, (0, 2)), query, mask, time)["logits"], want, rtol=0, atol=1e-12)
+    wider = model(F.pad(story, (0, 4)), F.pad(query, (0, 2)), mask, time)["logits"]
+    assert torch.allclose(wider, want, rtol=0, atol=1e-12) == (pe_length == "sentence")
+
+
+@pytest.mark.parametrize("name", ["memn2n", "kvmemnn", "lstm_reader", "transformer_reader", "transformer_facts"])
+def test_text_models_refuse_zero_classes(name):
+    """num_classes=0 is refused (it silently became the vocabulary's size); None still means the vocabulary."""
+    with pytest.raises(ValueError, match=f"{name}: num_classes must be an int >= 1, got 0"):
+        MODELS.create(name, vocab_size=V, num_classes=0)
+    assert MODELS.create(name, vocab_size=V, num_classes=None).num_classes == V

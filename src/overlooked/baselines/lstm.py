@@ -116,5 +116,5 @@ class LSTMReader(nn.Module):
 @MODELS.register("lstm_reader", family="baseline", text="babi", paper="Weston et al. 2015, arXiv 1502.05698 (LSTM baseline)")
 def lstm_reader(vocab_size: int = 200, num_classes: int | None = None, embed_dim: int = 50, hidden: int = 100, dropout: float = 0.0) -> LSTMReader:
     """The bAbI LSTM baseline; d = 50 and one layer of 100 units are our defaults, not sizes from the paper (the vocabulary is filled in from the data)."""
-    check_sizes("lstm_reader", vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden)
+    check_sizes("lstm_reader", vocab_size=vocab_size, num_classes=num_classes, embed_dim=embed_dim, hidden=hidden)
     return LSTMReader(int(vocab_size), None if num_classes is None else int(num_classes), int(embed_dim), int(hidden), dropout)  # nn.LSTM takes Python ints only

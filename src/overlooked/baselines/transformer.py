@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overlooked.baselines.lstm import read_order
+from overlooked.checks import check_sizes
 from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
 
@@ -225,6 +226,7 @@ def transformer_reader(
     group_tokens: int | None = None,
 ) -> TransformerReader:
     """A small pre-LN Transformer reader: 2 layers, d_model 64, 4 heads, GELU feed-forward of 256, [CLS] readout."""
+    check_sizes("transformer_reader", num_classes=num_classes)  # None: the vocabulary
     return TransformerReader(vocab_size, num_classes, memory_size, d_model, layers, heads, ff_dim, dropout, readout, group_tokens)
 
 
@@ -291,7 +293,8 @@ class FactTransformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = encoder_blocks(d_model, heads, layers, ff_dim, dropout)
         self.norm = nn.LayerNorm(d_model)
-        self.classifier = nn.Linear(d_model, num_classes or vocab_size)
+        self.num_classes = num_classes or vocab_size
+        self.classifier = nn.Linear(d_model, self.num_classes)
 
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
         """Answer ``query`` from ``story``.
@@ -345,4 +348,5 @@ def transformer_facts(
     dropout: float = 0.1,
 ) -> FactTransformer:
     """The UT paper's bAbI Transformer input: one token per fact (learned positional masks), mean readout."""
+    check_sizes("transformer_facts", num_classes=num_classes)  # None: the vocabulary
     return FactTransformer(vocab_size, num_classes, sentence_len, d_model, layers, heads, ff_dim, dropout)

@@ -99,6 +99,11 @@ class FFTConv2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        with autocast_off(ctx.saved_tensors[0]):  # the engine runs this under the caller's autocast (bf16 bmm into a float32 out)
+            return FFTConv2d._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         X, G = ctx.saved_tensors
         B, C, H, W, O, k, stride, Ho, Wo = ctx.dims
         dtype = X.dtype

@@ -101,6 +101,12 @@ class FusedRouting(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_v, g_c):
+        # the engine runs this under the caller's autocast: routing's backward, like its forward, stays float32
+        with autocast_off(ctx.saved_tensors[0]):
+            return FusedRouting._backward(ctx, g_v, g_c)
+
+    @staticmethod
+    def _backward(ctx, g_v, g_c):
         if torch.is_grad_enabled():  # create_graph=True: the hand-written backward has no derivative of its own
             raise RuntimeError(
                 "the fused capsule routing has no second derivative (its backward is hand-written); for a gradient "

@@ -7,13 +7,11 @@ vocabulary. Word index 0 is the null word: its embedding is zero, so padded word
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
 from overlooked import native
-from overlooked.checks import autocast_enabled, is_count, outside, reads_values
+from overlooked.checks import autocast_enabled, in_torch_func, is_count, outside, reads_values
 from overlooked.errors import InputError
 from overlooked.memory import kernels
 
@@ -106,6 +104,8 @@ def time_word_weight(sentence_len: int, encoding: str, embed_dim: int, dtype: to
     >>> time_word_weight(1, "pe_centered", 2).tolist()  # J = 2: 1 + 4 (k - 3/2)(2 - 3/2) / 4
     [0.75, 1.25]
     """
+    if encoding not in ("pe", "pe_centered"):
+        raise InputError(f"time_word_weight weighs the time word by a position encoding: encoding must be 'pe' or 'pe_centered', got {encoding!r} (under 'bow' every word, the time word too, weighs 1)")
     words = torch.ones(1, sentence_len + 1, dtype=torch.long)  # a full sentence of J = L + 1 words
     alpha, beta = position_weights(words, encoding, "padded", embed_dim, dtype=dtype)  # [1, J]
     k_over_d = torch.arange(1, embed_dim + 1, dtype=dtype) / embed_dim  # [d]
@@ -118,8 +118,11 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     Args:
         words: ``[..., L]`` word indices (0 = null word).
         table: ``[V, n * d]``: ``n`` embedding matrices side by side (e.g. A^1..A^K and C^K for MemN2N).
-        encoding: ``"pe"`` (position encoding, §4.1) or ``"bow"`` (bag of words).
+        encoding: ``"pe"`` (position encoding, §4.1), ``"pe_centered"`` (the authors' code's centred form,
+            :func:`position_weights`) or ``"bow"`` (bag of words).
         embed_dim: ``d``; the dimension index ``k`` of the encoding restarts at 1 in each matrix.
+        pe_length: ``J`` of the encoding: ``"sentence"`` (each sentence's word count, the paper),
+            ``"padded"`` (the padded width ``L``) or ``"padded_time"`` (``L + 1``), as :func:`position_weights`.
 
     Returns:
         ``[..., n * d]``: ``sum_j l_j * E x_j`` for each of the ``n`` matrices.
@@ -131,6 +134,9 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
             f"encode_sentences needs int64 (or int32) words [..., L], a float table [V, n * d] and d = embed_dim >= 1 dividing "
             f"its width; got words {_describe(words)}, table {_describe(table)}, embed_dim={embed_dim!r}"
         )
+    found = outside(words, 0, table.shape[0] - 1)
+    if found is not None:
+        raise InputError(f"encode_sentences: words hold index {found[0] if found[0] < 0 else found[1]}, outside the table's rows 0..{table.shape[0] - 1}. Fix: map the words with the vocabulary the table was built for (0 = null word)")
     lead = words.shape[:-1]
     out = _WeightedBags.apply(table, *_bag_layout(words, table, encoding, embed_dim, pe_length))
     return out.reshape(*lead, table.shape[1])  # [..., n*d]
@@ -158,13 +164,24 @@ def _bag_layout(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_d
     return index, offsets, bag, a, beta.view(-1).index_select(0, where), scale
 
 
-@functools.lru_cache(maxsize=32)
+_SCALES: dict[tuple, torch.Tensor] = {}
+
+
 def _minus_k_over_d(embed_dim: int, n: int, dtype: torch.dtype, device: str) -> torch.Tensor:
     """``-k/d`` for ``k = 1..d``, repeated for ``n`` stacked matrices (a constant, made once per shape;
     never written to). Made outside inference mode even when first asked for inside it, so that the cached
-    tensor can be saved for a later backward."""
-    with torch.inference_mode(False):
-        return (torch.arange(1, embed_dim + 1, dtype=dtype) / -embed_dim).repeat(n).to(device)  # [n*d]
+    tensor can be saved for a later backward; one made inside a ``torch.func`` transform is that transform's
+    tensor, and is not kept (outside it, it has no storage)."""
+    key = (embed_dim, n, dtype, device)
+    scale = _SCALES.get(key)
+    if scale is None:
+        with torch.inference_mode(False):
+            scale = (torch.arange(1, embed_dim + 1, dtype=dtype) / -embed_dim).repeat(n).to(device)  # [n*d]
+        if not in_torch_func(scale):
+            if len(_SCALES) >= 32:
+                _SCALES.pop(next(iter(_SCALES)))
+            _SCALES[key] = scale
+    return scale
 
 
 class _WeightedBags(torch.autograd.Function):
@@ -180,18 +197,22 @@ class _WeightedBags(torch.autograd.Function):
     autograd off, as any backward does."""
 
     @staticmethod
-    def forward(ctx, table, index, offsets, bag, a, b, scale):
-        out = _bags(table, index, offsets, a, b, scale)
-        ctx.vocab = table.shape[0]
+    def forward(table, index, offsets, bag, a, b, scale):
+        return _bags(table, index, offsets, a, b, scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # a separate setup_context lets torch.func.grad / jacrev run it
+        table, index, offsets, bag, a, b, scale = inputs
+        ctx.vocab, ctx.device_type = table.shape[0], table.device.type
         ctx.save_for_backward(index, bag, a, b, scale)
-        return out
 
     @staticmethod
     def backward(ctx, grad):
         index, bag, a, b, scale = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return (None,) * 7
-        return _bags_backward(grad, index, bag, a, b, scale, ctx.vocab), None, None, None, None, None, None
+        with torch.autocast(device_type=ctx.device_type, enabled=False):  # the backward runs in the caller's autocast
+            return _bags_backward(grad, index, bag, a, b, scale, ctx.vocab), None, None, None, None, None, None
 
 
 def _bags(table, index, offsets, a, b, scale):
@@ -339,7 +360,7 @@ def mask_bias(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     _check_mask(mask, None)
     any_real = mask.any(-1, keepdim=True)  # [B, 1]
     keep = mask | ~any_real
-    bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~keep, float("-inf"))
+    bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~keep, float("-inf"))  # not in place: vmap
     return bias, mask.float()
 
 
@@ -561,8 +582,18 @@ class _AdjacentMemN2N(torch.autograd.Function):
                 "MemN2N's fused node (fused=True) has a hand-written backward that cannot itself be differentiated: "
                 "for a double backward (create_graph=True, e.g. a gradient penalty) build the model with fused=False"
             )
+        table = ctx.saved_tensors[0]
+        # The engine runs this in the caller's thread, under the autocast the loss was computed in: a bf16
+        # ``g @ W`` here was written by the float kernel into a buffer half its size (heap corruption).
+        with torch.autocast(device_type=table.device.type, enabled=False):
+            return _AdjacentMemN2N._backward(ctx, grad_logits, grad_attention)
+
+    @staticmethod
+    def _backward(ctx, grad_logits, grad_attention):
         R, softmax, K, temporal_rows, cpp, encoding = ctx.meta
         table, time, time_scale, slots, owner, gate, mem, u, *rest = ctx.saved_tensors
+        grad_logits = None if grad_logits is None else grad_logits.to(table.dtype)
+        grad_attention = None if grad_attention is None else grad_attention.to(table.dtype)
         d = table.shape[1] // (K + 1)
         W = table[1:, K * d :]
         if grad_logits is not None:
@@ -655,6 +686,11 @@ def adjacent_memn2n(
         )
     if backend not in ("auto", "cpp", "torch"):
         raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {backend!r}")
+    if any(in_torch_func(t) for t in (table, temporal_table, words, time_scale) if t is not None):
+        raise InputError(
+            "adjacent_memn2n is one autograd node with a hand-written backward that torch.func transforms (grad, jacrev, vmap) "
+            "cannot run. Fix: build MemN2N as usual (it reads through the unfused path under a transform) or with fused=False"
+        )
     if backend == "cpp":
         if table.device.type != "cpu" or table.dtype not in (torch.float32, torch.float64):
             raise InputError(f"backend='cpp' runs float32/float64 CPU tensors; got {table.dtype} on {table.device}. Fix: use backend='auto' or 'torch'")

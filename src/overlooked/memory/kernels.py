@@ -312,6 +312,20 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _check_buffers(dtype: torch.dtype, floats: dict[str, torch.Tensor | None], ints: dict[str, torch.Tensor | None]) -> None:
+    """The kernel reads raw pointers, so a buffer of another dtype, layout or device would be read or
+    written as the wrong bytes (a bf16 gradient made under autocast corrupted the heap): refuse it, naming
+    the buffer. ``floats`` must have ``dtype``, ``ints`` int64; all contiguous CPU tensors (or None)."""
+    for want, group in ((dtype, floats), (torch.int64, ints)):
+        for name, t in group.items():
+            if t is not None and (t.dtype != want or t.device.type != "cpu" or not t.is_contiguous()):
+                raise InputError(
+                    f"MemN2N's C++ kernel got {name} as {str(t.dtype).removeprefix('torch.')} on {t.device}"
+                    f"{'' if t.is_contiguous() else ', not contiguous'}; it reads contiguous CPU {str(want).removeprefix('torch.')} buffers. "
+                    "Fix: call it through adjacent_memn2n (which converts its inputs), or use backend='torch'"
+                )
+
+
 _ENCODINGS = {"bow": 0, "pe": 1, "pe_centered": 2}
 BAD_INPUT = {  # the kernel's input error codes (the PyTorch path checks the same ranges)
     1: "a word index outside the embedding table [0, V)",
@@ -341,6 +355,8 @@ def forward(table, temporal_table, words, time, time_scale, scale, slots, owner,
     att = table.new_empty(B, hops, M)
     w_all = table.new_empty(hops, R)
     kind, fixed, J = _encoding_args(encoding, pe_length, L)
+    _check_buffers(table.dtype, {"table": table, "temporal_table": temporal_table, "time_scale": time_scale, "scale": scale, "bias": bias, "gate": gate},
+                   {"words": words, "time": time, "slots": slots, "owner": owner})
     CALLS["forward"] += 1
     bad = load().ovl_memn2n_forward(
         int(table.dtype == torch.float64), kind, fixed, J, d, R, B, L, _ptr(words), _ptr(table), V, nd, _ptr(scale),
@@ -360,6 +376,9 @@ def backward(gu, grad_attention, grad_table, grad_temporal, words, time, time_sc
     R, L = slots.numel(), words.shape[1]
     nd, K = grad_table.shape[1], w_all.shape[0]
     kind, fixed, J = _encoding_args(encoding, pe_length, L)
+    _check_buffers(grad_table.dtype, {"the answer gradient": gu, "the attention gradient": grad_attention, "grad_table": grad_table, "grad_temporal": grad_temporal,
+                                      "time_scale": time_scale, "scale": scale, "gate": gate, "mem": mem, "u_all": u_all, "q_all": q_all, "w_all": w_all},
+                   {"words": words, "time": time, "slots": slots, "owner": owner})
     CALLS["backward"] += 1
     load().ovl_memn2n_backward(
         int(gu.dtype == torch.float64), kind, fixed, J, gu.shape[1], R, B, L, _ptr(words), nd, _ptr(scale), _ptr(time),

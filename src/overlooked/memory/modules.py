@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.checks import check_sizes, check_std
+from overlooked.checks import check_sizes, check_std, in_torch_func
 from overlooked.config import warn_no_effect
 from overlooked.memory import functional as MF
 
@@ -44,7 +44,7 @@ class MemN2N(nn.Module):
         memory_size: ``M`` slots (temporal encoding has one row per slot).
         embed_dim: ``d`` (20 independent, 50 joint in the paper).
         hops: ``K``.
-        encoding: ``"pe"`` or ``"bow"``.
+        encoding: ``"pe"`` (position encoding, §4.1), ``"pe_centered"`` (the authors' code's centred form) or ``"bow"``.
         temporal: add learned temporal encodings ``T_A``, ``T_C``.
         tying: ``"adjacent"`` or ``"layerwise"``.
         init_std: weights drawn from N(0, init_std) (0.1 in the paper).
@@ -94,6 +94,7 @@ class MemN2N(nn.Module):
             raise ValueError(f"tying must be 'adjacent' or 'layerwise', got {tying!r}")
         if encoding not in ("pe", "pe_centered", "bow"):
             raise ValueError(f"encoding must be 'pe', 'pe_centered' or 'bow', got {encoding!r}")
+        (num_classes,) = check_sizes("memn2n", num_classes=num_classes)  # None: the vocabulary
         num_classes = num_classes or vocab_size
         if tying == "adjacent" and num_classes != vocab_size:
             raise ValueError("adjacent tying sets W^T = C^K, so num_classes must equal vocab_size")
@@ -177,7 +178,9 @@ class MemN2N(nn.Module):
         if self.tying == "adjacent":  # the query is one more sentence, read with B = E_0: one embedding bag for all
             sentences = (story if Ls == L else F.pad(story, (0, L - Ls))).reshape(B * M, L).index_select(0, slots)  # [R, L]
             words = torch.cat([sentences, query if query.shape[-1] == L else F.pad(query, (0, L - query.shape[-1]))], 0)  # [R + B, L]
-            if self.fused:  # the whole model as one autograd node with a hand-written backward (tested = the path below)
+            # the whole model as one autograd node with a hand-written backward (tested = the path below); under a
+            # torch.func transform (grad of a functional_call) the path below, which the transforms can run
+            if self.fused and not in_torch_func(self.memory_table):
                 logits, attention = MF.adjacent_memn2n(
                     self.memory_table, self.temporal_table, words, packed_time, slots, owner, masks,
                     hops=K, encoding=self.encoding, pe_length=self.pe_length, softmax=self.use_softmax, time_scale=time_scale,
@@ -185,9 +188,10 @@ class MemN2N(nn.Module):
                 return {"logits": logits, "attention": attention}  # [B, V], [B, K, M]
             mem, q = MF.encode_sentences(words, self.memory_table, self.encoding, d, self.pe_length).split([R, B], 0)  # [R, (K+1)*d], [B, (K+1)*d]
             u = q[:, :d]  # [B, d]
-        else:
-            mem = MF.encode_sentences(story.reshape(B * M, Ls).index_select(0, slots), self.memory_table, self.encoding, d, self.pe_length)  # [R, 2*d]
-            u = MF.encode_sentences(query, self.query_table, self.encoding, d, self.pe_length)  # [B, d]
+        else:  # story and question padded to one width L, as above: pe_length='padded' weighs both with J = L
+            padded = story if Ls == L else F.pad(story, (0, L - Ls))
+            mem = MF.encode_sentences(padded.reshape(B * M, L).index_select(0, slots), self.memory_table, self.encoding, d, self.pe_length)  # [R, 2*d]
+            u = MF.encode_sentences(query if query.shape[-1] == L else F.pad(query, (0, L - query.shape[-1])), self.query_table, self.encoding, d, self.pe_length)  # [B, d]
         if packed_time is not None:
             temporal = MF.temporal_encoding(packed_time, self.temporal_table)  # [R, n*d]
             mem = mem + (temporal if time_scale is None else temporal * time_scale)
@@ -225,7 +229,7 @@ class KVMemNN(nn.Module):
         num_classes: answer classes (the vocabulary by default).
         memory_size: ``M`` (rows of the temporal feature).
         embed_dim: ``d``.
-        hops: ``H`` query updates (3 in our bAbI configs, the depth of MemN2N).
+        hops: ``H`` query updates (default 2; our bAbI configs set 3, the depth of MemN2N).
         key_encoding, value_encoding: ``"pe"`` or ``"bow"`` for ``Phi_K`` and ``Phi_V``.
         temporal: add the temporal feature to the keys.
         init_std: weights from N(0, init_std); ``R_j`` start at the identity plus that noise.
@@ -249,8 +253,9 @@ class KVMemNN(nn.Module):
         for which, enc in (("key_encoding", key_encoding), ("value_encoding", value_encoding)):
             if enc not in ("pe", "bow"):
                 raise ValueError(f"kvmemnn: {which} must be 'pe' or 'bow', got {enc!r}")
+        (num_classes,) = check_sizes("kvmemnn", num_classes=num_classes)  # None: the vocabulary
         num_classes = num_classes or vocab_size
-        self.vocab_size, self.memory_size, self.embed_dim, self.hops = vocab_size, memory_size, embed_dim, hops
+        self.vocab_size, self.num_classes, self.memory_size, self.embed_dim, self.hops = vocab_size, num_classes, memory_size, embed_dim, hops
         self.key_encoding, self.value_encoding = key_encoding, value_encoding
         self.A = _normal(vocab_size, embed_dim, std=init_std)
         self.temporal_table = _normal(memory_size, embed_dim, std=init_std) if temporal else None
