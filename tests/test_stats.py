@@ -50,3 +50,12 @@ def test_accuracy_interval_and_bad_input():
         wilson_interval(1, 10, confidence=1.0)
     with pytest.raises(ValueError, match="method must be"):
         accuracy_interval(0.5, 10, method="wald")
+
+
+def test_clopper_pearson_on_a_large_test_set():
+    """n = 10,000 (MNIST's test set): math.comb as a float overflowed from n = 1030. The ends equal the beta
+    quantiles Beta(k, n - k + 1).ppf(0.025) and Beta(k + 1, n - k).ppf(0.975) (scipy.stats.beta, computed once:
+    0.8939531000964005, 0.9058127882662164; 0.9934133735709201, 0.9962866938204445)."""
+    assert clopper_pearson_interval(9000, 10000) == (pytest.approx(0.8939531000964005, abs=1e-10), pytest.approx(0.9058127882662164, abs=1e-10))
+    assert accuracy_interval(0.995, 10000, method="clopper_pearson")["low"] == pytest.approx(0.9934133735709201, abs=1e-10)
+    assert clopper_pearson_interval(9950, 10000)[1] == pytest.approx(0.9962866938204445, abs=1e-10)

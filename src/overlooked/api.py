@@ -2048,6 +2048,12 @@ def compare(runs: list[str | Path], max_examples: int, *, trials: dict[str, int]
         if key in stated:
             if not is_count(stated[key]):
                 raise OverlookedError(f"compare: --trials {key}={stated[key]!r} must be a whole number >= 1")
+            if isinstance(row.get("trials"), int) and stated[key] < row["trials"]:  # --trials adds settings tried elsewhere, never removes
+                raise OverlookedError(
+                    f"compare: --trials {key}={stated[key]} is fewer than the {row['trials']} trials "
+                    f"{'the row chose among' if key in grouped.values() else 'its summary records'}; --trials can only add settings tried "
+                    f"elsewhere on this split (state {row['trials']} or more)"
+                )
             if row.get("trials") is not None and row["trials"] != stated[key]:  # e.g. settings tried in earlier folders
                 restated.append(f"{key}: {'its trials count' if key in grouped.values() else 'its summary records'} trials={row['trials']}, --trials states {stated[key]}")
             row["trials"] = stated[key]
@@ -2186,7 +2192,10 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     default = [Path("results/runs")]
     source = None if [r.resolve() for r in roots] == [d.resolve() for d in default] else ", ".join(f"`{r}`" for r in roots)
     text = render_results(collected, refs, benches, source)
-    extra = render_arenas(roots[0].parent / "suites", figures) + render_figure_index(figures, output.parent)
+    arena_figures: list[Path] = []
+    extra = render_arenas(roots[0].parent / "suites", figures, arena_figures)
+    written += arena_figures
+    extra += render_figure_index(figures, output.parent, written)
     if extra:
         text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"
     _make_dirs(output.parent, "--output")

@@ -52,6 +52,16 @@ def test_figure_index_and_arena_tables(tmp_path):
     assert "| cnn | baseline | measured | 99.00 | 10 | 100 | 5 | 0.100 | — | — |" in text
     assert "| snn | family | not run (expected 2.0 h) | — |" in text
     assert (tmp_path / "figures" / "arena_quick_mnist.png").is_file()
+    # a second file of the same suite (a rerun kept beside) draws its own figure, not over the first's
+    (suites / "quick_later.json").write_text(__import__("json").dumps({"suite": "quick", "budgets": {"mnist": 64}, "rows": rows}))
+    made: list = []
+    text = "\n".join(render_arenas(suites, tmp_path / "figures", made))
+    assert "figures/arena_quick_mnist.png" in text and "figures/arena_quick_later_mnist.png" in text
+    assert sorted(p.name for p in made) == ["arena_quick_later_mnist.png", "arena_quick_mnist.png"]
+    # the index says which figures this report made and which it found
+    index = "\n".join(render_figure_index(tmp_path / "figures", tmp_path, made))
+    assert "### arena quick mnist\n\n*Regenerated* by `overlooked report`." in index
+    assert "### b plot\n\nNot written by this report" in index
 
 
 def _chromium() -> str | None:

@@ -60,6 +60,11 @@ def test_fair_rule_rejects_mixed_splits_and_trials():
     with pytest.raises(UnfairComparisonError, match=r"scored on different test examples \(test_fingerprint: runs/a: t1, runs/b: t2\)"):
         check_fair([{**a, "test_fingerprint": "t1"}, {**b, "test_examples": 10000, "test_fingerprint": "t2"}], max_examples=5)
     check_fair([{**a, "test_fingerprint": "t1"}, {**b, "test_examples": 10000, "test_fingerprint": "t1"}], max_examples=5)
+    # a row scored on 500 of 10,000 test examples beside one that does not record its count (a review: accepted)
+    limited = {**a, "test_examples": 500, "test_examples_available": 10000}
+    with pytest.raises(UnfairComparisonError, match=r"runs/a was scored on part of the test split \(train.eval_limit\) and runs/b does not record"):
+        check_fair([limited, {**b, "test_examples": None}], max_examples=5)
+    check_fair([{**a, "test_examples_available": 10000}, {**b, "test_examples": None}], max_examples=5)  # a whole split beside an old row
     # unrecorded trials (absent or null) are named, never taken as 1: a recipe tuned over a dozen runs on the
     # split passed as one trial beside baselines that had one (the baselines audit)
     for c in ({**row, "model": "c", "trials": None}, {k: v for k, v in row.items() if k != "trials"} | {"model": "c"}):
@@ -176,6 +181,16 @@ def test_babi_table_counts_exactly_five_percent_as_passed_and_fills_every_column
     table = [line for line in lines if line.startswith("|")]
     assert len({line.count("|") for line in table}) == 1  # header, rule, rows and footer: same number of cells
     assert table[-1] == "| mean (failed > 5%) | **3.34** (1 failed) | **3.34** (1 failed) | 5.00 |"
+
+
+def test_babi_table_of_a_one_seed_each_run(tmp_path):
+    """An --each run of one seed records ``repeats: 1`` beside its per-task accuracies and no best-of choice:
+    it still gets its per-task table (it was dropped for 44 committed runs)."""
+    from overlooked.bench.report import Run, render_babi
+
+    summary = {"repeats": 1, "test_group_accuracy": {"1": 1.0, "2": 0.9}}
+    table = [line for line in render_babi(Run(tmp_path, {"name": "x"}, {}, summary), {}) if line.startswith("|")]
+    assert table[0] == "| task | ours |" and table[2:4] == ["| 1 | 0.0 |", "| 2 | 10.0 |"]
 
 
 def test_report_refuses_a_runs_folder_it_cannot_use(tmp_path):
@@ -299,3 +314,17 @@ def test_fair_rule_counts_the_run_it_started_from():
     check_fair([row], max_examples=20)
     with pytest.raises(UnfairComparisonError, match=r"a saw 20 training examples \(5 here, 15 in the run it started from\), over the budget of 19"):
         check_fair([row], max_examples=19)
+
+
+def test_conversion_curves_keep_two_conversions_with_one_norm(tmp_path):
+    """Two conversions of one source run with the same norm (other calibration or steps) are both drawn, not
+    the later over the earlier under one label (an adversarial review)."""
+    from overlooked.bench.report import CONVERSION, Run, conversion_curves
+
+    def run(name, curve):
+        summary = {"kind": CONVERSION, "source_run": "runs/mlp_mnist-1", "ann_test_accuracy": 0.98, "norm": "p99.9", "accuracy_curve": curve}
+        return Run(tmp_path / name, {"name": "convert"}, {}, summary)
+
+    runs = [run("convert-a", [0.5, 0.9]), run("convert-b", [0.6, 0.95])]
+    curves, ann = conversion_curves(runs)["mlp_mnist-1"]
+    assert ann == 0.98 and curves == {"SNN, p99.9 norm": [0.5, 0.9], "SNN, p99.9 norm (convert-b)": [0.6, 0.95]}

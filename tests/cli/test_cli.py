@@ -209,6 +209,9 @@ def test_bench_compare_enforces_the_fair_rule(tmp_path, capsys):
     assert out.count("\nmlp ") == 2 and "NOT a fair comparison (docs/fair_comparison.md):" in out and "different numbers of hyper-parameter trials" in out
     assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", f"{runs[0]}=3", f"{runs[1]}=3"]) == 0  # more than recorded
     assert f"trials restated: {runs[0]}: its summary records trials=1, --trials states 3" in capsys.readouterr().out
+    summary_path.write_text(json.dumps({**summary, "trials": 4}))  # --trials never lowers a recorded count (a review: 4 passed as 1)
+    assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", f"{runs[0]}=1", f"{runs[1]}=1"]) == 2
+    assert f"--trials {runs[1]}=1 is fewer than the 4 trials its summary records" in capsys.readouterr().err
     assert main(["bench", "compare", "--runs", *runs, "--max-examples", "30", "--trials", "elsewhere=3"]) == 2
     assert "--trials names elsewhere, which --runs does not list" in capsys.readouterr().err
 
@@ -262,6 +265,8 @@ def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
     assert main(["bench", "compare", "--runs", f"{a},{b},{c}", d, "--max-examples", "30", "--trials", f"{a},{b},{c}=3"]) == 0
     assert main(["bench", "compare", "--runs", f"{a},{b},{c}", d, "--max-examples", "30", "--trials", f"{a},{b},{c}=5", f"{d}=5"]) == 0
     assert f"trials restated: {a},{b},{c}: its trials count trials=3, --trials states 5" in capsys.readouterr().out
+    with pytest.raises(OverlookedError, match=f"--trials {a},{b},{c}=1 is fewer than the 3 trials the row chose among"):
+        api.compare([f"{a},{b},{c}", d], 30, trials={f"{a},{b},{c}": 1})
     for member in (a, b):  # not chosen, chosen: both refused the same way
         with pytest.raises(OverlookedError, match=f"a trial of the row {a},{b},{c}; name the row as written"):
             api.compare([f"{a},{b},{c}", d], 30, trials={member: 3})

@@ -338,9 +338,10 @@ def _dense_reference(model, story, query, mask, time):
 
     d, K = model.embed_dim, model.hops
     L = max(story.shape[-1], query.shape[-1])
+    story, query = F.pad(story, (0, L - story.shape[-1])), F.pad(query, (0, L - query.shape[-1]))  # one width L: J of a padded encoding
     if model.tying == "adjacent":
-        mem = MF.encode_sentences(F.pad(story, (0, L - story.shape[-1])), model.memory_table, model.encoding, d, model.pe_length)
-        u = MF.encode_sentences(F.pad(query, (0, L - query.shape[-1])), model.memory_table, model.encoding, d, model.pe_length)[:, :d]
+        mem = MF.encode_sentences(story, model.memory_table, model.encoding, d, model.pe_length)
+        u = MF.encode_sentences(query, model.memory_table, model.encoding, d, model.pe_length)[:, :d]
     else:
         mem = MF.encode_sentences(story, model.memory_table, model.encoding, d, model.pe_length)
         u = MF.encode_sentences(query, model.query_table, model.encoding, d, model.pe_length)

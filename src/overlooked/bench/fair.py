@@ -64,6 +64,14 @@ def check_fair(rows: list[dict[str, Any]], max_examples: int) -> None:
     if len(tested) > 1:
         each = ", ".join(f"{label(r)}: {r.get('test_examples')}" for r in rows)
         problems.append(f"the rows were scored on different numbers of test examples ({each}; train.eval_limit differs); train them with the same train.eval_limit")
+    limited = [label(r) for r in rows if isinstance(r.get("test_examples_available"), int) and isinstance(r.get("test_examples"), int) and r["test_examples"] < r["test_examples_available"]]
+    unknown = [label(r) for r in rows if r.get("test_examples") is None]
+    if limited and unknown:  # a row scored on part of its test split beside one whose count is not recorded
+        problems.append(
+            f"{', '.join(limited)} {'was' if len(limited) == 1 else 'were'} scored on part of the test split (train.eval_limit) and "
+            f"{', '.join(unknown)} {'does' if len(unknown) == 1 else 'do'} not record how many test examples scored {'it' if len(unknown) == 1 else 'them'} "
+            "(a summary from before test_examples was recorded): score every row on the whole test split"
+        )
     if len({_trials(row) for row in rows if _trials(row) is not None}) > 1:
         each = ", ".join(f"{label(r)}: {_trials(r)}" for r in rows)
         problems.append(f"the rows used different numbers of hyper-parameter trials ({each})")

@@ -125,11 +125,10 @@ def render_babi(run: Run, refs: dict[str, Any]) -> list[str]:
     s = run.summary
     ref = refs.get(run.config.get("name", ""), {})
     columns: list[tuple[str, dict[int, float]]] = []
-    if "repeats" in s:
-        for rule in ("best_by_train", "best_by_val"):
-            if "test_group_accuracy" in s.get(rule, {}):
-                columns.append((f"{rule.replace('_', ' ')} (seed {s[rule]['seed']})", _task_errors(s[rule]["test_group_accuracy"])))
-    elif "test_group_accuracy" in s:
+    for rule in ("best_by_train", "best_by_val"):  # repeated runs (an --each of one seed also records repeats: 1)
+        if isinstance(s.get(rule), dict) and "test_group_accuracy" in s[rule]:
+            columns.append((f"{rule.replace('_', ' ')} (seed {s[rule]['seed']})", _task_errors(s[rule]["test_group_accuracy"])))
+    if not columns and "test_group_accuracy" in s:
         columns.append(("ours", _task_errors(s["test_group_accuracy"])))
     if not columns:
         return []
@@ -349,7 +348,12 @@ def conversion_curves(runs: list[Run]) -> dict[str, tuple[dict[str, list[float]]
     for run in (r for r in runs if _is_conversion(r)):
         source = Path(run.summary.get("source_run", "?")).name
         curves, _ = out.setdefault(source, ({}, run.summary["ann_test_accuracy"]))
-        curves[f"SNN, {run.summary.get('norm')} norm"] = run.summary["accuracy_curve"]
+        label = f"SNN, {run.summary.get('norm')} norm"
+        if label in curves:  # two conversions of one source with one norm (other calibration or steps): both drawn
+            label = f"{label} ({run.folder.name})"
+            if label in curves:
+                label = f"{label} [{run.folder.parent.name}]"
+        curves[label] = run.summary["accuracy_curve"]
     return out
 
 
