@@ -1,6 +1,6 @@
 """Gather independently launched runs (one per value of a config key) into one `--each`-style folder.
 
-    python scripts/collect_each.py OUT_DIR data.tasks RUN [RUN ...]
+    python scripts/collect_each.py [--force] OUT_DIR data.tasks RUN [RUN ...]
 
 Copies each run's small files (config, environment, metrics, summary; never checkpoints) into
 OUT_DIR/<key>=<value>/ and writes the merged summary exactly as `overlooked train --each` does.
@@ -21,10 +21,16 @@ from overlooked.config import ExperimentConfig, apply_overrides
 SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "notes.md")
 
 
-def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, summary_extra: dict | None = None) -> None:
+def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, summary_extra: dict | None = None, force: bool = False) -> None:
     """Gather ``runs`` into ``out``. ``argv``: the command recorded in environment.json (default: the first
-    run's); ``summary_extra``: keys that replace or join the merged summary's (e.g. a gathered run's name)."""
+    run's); ``summary_extra``: keys that replace or join the merged summary's (e.g. a gathered run's name).
+    An ``out`` that exists and holds anything is refused unless ``force`` (its run files would be replaced)."""
     out_dir = Path(out)
+    inputs = {Path(r).resolve() for r in runs}
+    if out_dir.resolve() in inputs or any(out_dir.resolve() in p.parents for p in inputs):
+        raise SystemExit(f"{out_dir} is one of the runs gathered (or holds one): name a new folder")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise SystemExit(f"{out_dir} exists and is not empty: its run files would be replaced. Name a new folder, or pass --force")
     subs, values, cfg = {}, [], None
     for run in map(Path, runs):
         run_cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
@@ -53,4 +59,6 @@ def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, sum
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    args = sys.argv[1:]
+    force = bool(args) and args[0] == "--force"
+    main(args[1 if force else 0], args[2 if force else 1], args[3 if force else 2 :], force=force)

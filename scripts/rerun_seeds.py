@@ -15,7 +15,9 @@ runs it would redo.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,10 +31,36 @@ SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json
 SAME = ("epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "examples_seen")
 
 
+FIX = "bf489ee5"  # the trainer's restart of checkpoint selection when linear start ends
+
+
+def made_after_fix(seed_dir: Path) -> bool:
+    """Whether the run's recorded commit (environment.json) contains :data:`FIX`: such a run reports the best
+    pass after linear start, legitimately below a linear-start pass (its metrics.jsonl may predate the
+    ``linear_start`` field). False when the commit or git is not available."""
+    env = seed_dir / "environment.json"
+    commit = str(json.loads(env.read_text()).get("git_commit") or "")[:40] if env.is_file() else ""
+    if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
+        return False
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", FIX, commit], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
 def mismatched(seed_dir: Path) -> bool:
-    """The reported validation accuracy differs from the best one the run recorded."""
+    """The reported validation accuracy differs from the best one the run could choose: the best of its
+    validation passes, leaving out those scored during a linear start that ended later (``"linear_start":
+    true``, recorded since 2026-12; before it, a run made at a commit with the fix is never a mismatch)."""
+    if made_after_fix(seed_dir):
+        return False
     summary = json.loads((seed_dir / "summary.json").read_text())
-    vals = [json.loads(line)["val_accuracy"] for line in (seed_dir / "metrics.jsonl").read_text().splitlines() if '"val_accuracy"' in line]
+    records = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines() if '"val_accuracy"' in line]
+    flags = {r.get("linear_start") for r in records}
+    ended = True in flags and False in flags  # linear start ended: the passes scored during it can no longer be chosen
+    vals = [r["val_accuracy"] for r in records if not (ended and r.get("linear_start") is True)]
     return bool(vals) and abs(max(vals) - summary["val_accuracy"]) > 1e-9
 
 
@@ -55,7 +83,7 @@ def main(protocol: str, check_only: bool) -> None:
     print(f"{len(todo)} seed runs to redo under {root}")
     for d in todo:
         print(f"  {d.relative_to(root)}")
-    if check_only:
+    if check_only or not todo:  # nothing redone: the protocol's summary (pooled seeds and all) is left as it is
         return
     for d in todo:
         rerun(d)

@@ -4,6 +4,9 @@ scripts/rerun_seeds.py redoes the seed runs whose summary does not report their 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +48,12 @@ def test_rerun_seeds_redoes_only_misreported_seeds(load_script, tmp_path, data_d
     good = json.loads((seed / "summary.json").read_text())
     bad = {**good, "val_accuracy": good["val_accuracy"] - 0.25, "test_accuracy": 0.0}  # as if reported from another pass
     (seed / "summary.json").write_text(json.dumps(bad))
+    env = json.loads((seed / "environment.json").read_text())
+    fix = subprocess.run(["git", "rev-parse", rerun_seeds.FIX], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip() if shutil.which("git") else ""
+    if fix:  # a run made at the fix reports the best pass after linear start: never redone (a clone without history skips this)
+        (seed / "environment.json").write_text(json.dumps({**env, "git_commit": fix}))
+        assert not rerun_seeds.mismatched(seed)
+    (seed / "environment.json").write_text(json.dumps({**env, "git_commit": "0" * 40}))  # a commit git does not know: the metrics decide
     (root / "summary.json").write_text(json.dumps({**protocol, "test_accuracy_mean": 0.0, "best_by_train": {}}))  # aggregated from it
     assert [rerun_seeds.mismatched(d) for d in (root / "tasks=1" / "seed0", seed)] == [False, True]
     with pytest.MonkeyPatch.context() as mp:
@@ -53,6 +62,13 @@ def test_rerun_seeds_redoes_only_misreported_seeds(load_script, tmp_path, data_d
     redone = json.loads((seed / "summary.json").read_text())
     assert redone["test_accuracy"] == good["test_accuracy"] and not rerun_seeds.mismatched(seed)
     assert _strip(json.loads((root / "summary.json").read_text())) == _strip(protocol)  # re-aggregated as train_each wrote it
+    pooled = {**json.loads((root / "summary.json").read_text()), "pooled_seeds": "by hand"}
+    (root / "summary.json").write_text(json.dumps(pooled))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OVERLOOKED_DATA", str(data_dir))
+        rerun_seeds.main(str(root), check_only=False)  # nothing to redo: the protocol's summary is left as it is
+    assert json.loads((root / "summary.json").read_text()) == pooled
+    (seed / "environment.json").write_text(json.dumps({**env, "git_commit": "0" * 40}))
     # a run whose training cannot be reproduced is refused, not replaced
     metrics = (seed / "metrics.jsonl").read_text().splitlines()
     first = json.loads(metrics[0])
