@@ -1917,6 +1917,11 @@ def read_summary(run: str | Path) -> dict[str, Any]:
         raise OverlookedError(f"{run / 'summary.json'} is not valid JSON ({exc}); the run folder is damaged") from None
     if not isinstance(summary, dict):
         raise OverlookedError(f"{run / 'summary.json'} holds a {type(summary).__name__}, not the object a run writes; the run folder is damaged")
+    from overlooked.bench.report import summary_problems
+
+    problems = summary_problems(summary)
+    if problems:
+        raise OverlookedError(f"{run / 'summary.json'} is damaged or edited: {'; '.join(problems)}; restore it from git or re-run")
     return summary
 
 
@@ -2199,10 +2204,14 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     if extra:
         text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"
     _make_dirs(output.parent, "--output")
+    try:
+        html_text = render_html(text, output.parent)  # before either page is written: a broken image leaves both as they were
+    except FileNotFoundError as exc:
+        raise OverlookedError(f"report: {exc}; neither {output} nor its .html was written") from None
     output.write_text(text)
     written = [output, *written]
     page = output.with_suffix(".html")  # the single self-contained page: docs/results.html
-    page.write_text(render_html(text, output.parent))
+    page.write_text(html_text)
     return [*written, page]
 
 
@@ -2281,6 +2290,7 @@ def energy_figure(runs: list[Any], folder: Path) -> list[Path]:
 
 def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Path]:
     """Per-task test error of every bAbI run (spread over its seeds) beside the paper's, as PNGs."""
+    from overlooked.bench.report import _mapping, read_json
     from overlooked.plots.memory import task_error_figure
 
     written = []
@@ -2288,7 +2298,7 @@ def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Pa
         if run.summary.get("dataset") != "babi":
             continue
         seeds = sorted(run.folder.glob("seed*/summary.json")) + sorted(run.folder.glob("*/seed*/summary.json"))
-        per_run = [json.loads(p.read_text()).get("test_group_accuracy", {}) for p in seeds]
+        per_run = [_mapping(p.parent, p.name, read_json(p)).get("test_group_accuracy", {}) for p in seeds]
         if not per_run:
             per_run = [run.summary.get("test_group_accuracy") or run.summary.get("best_by_train", {}).get("test_group_accuracy", {})]
         errors: dict[int, list[float]] = {}

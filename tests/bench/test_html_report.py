@@ -86,3 +86,17 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     img = mpimg.imread(shot)[..., :3]  # [H, W, 3] floats in [0, 1]
     red = (img[..., 0] > 0.8) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)
     assert red.mean() > 0.2, "the embedded figure did not render"
+
+
+def test_images_outside_the_page_folder_or_not_images_are_refused(tmp_path):
+    """A note's link may not embed a file outside the report's folder (../../etc/hostname was base64'd into the
+    page, tagged image/png); a JPEG is embedded with its own type; a text file is refused."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "secret.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="lies outside"):
+        render_html("![x](../secret.txt)\n", tmp_path / "docs")
+    (tmp_path / "docs" / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    assert 'src="data:image/jpeg;base64,' in render_html("![a](a.jpg)\n", tmp_path / "docs")
+    (tmp_path / "docs" / "b.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="not an image the page can embed"):
+        render_html("![b](b.txt)\n", tmp_path / "docs")

@@ -328,3 +328,58 @@ def test_conversion_curves_keep_two_conversions_with_one_norm(tmp_path):
     runs = [run("convert-a", [0.5, 0.9]), run("convert-b", [0.6, 0.95])]
     curves, ann = conversion_curves(runs)["mlp_mnist-1"]
     assert ann == 0.98 and curves == {"SNN, p99.9 norm": [0.5, 0.9], "SNN, p99.9 norm (convert-b)": [0.6, 0.95]}
+
+
+def test_report_and_compare_name_damaged_or_edited_files(tmp_path):
+    """Damaged or edited files are named with the fix, never a raw AttributeError / TypeError, nor a "nan" row
+    (an adversarial review): a summary holding a list, a summary's fields of the wrong type or range, a
+    damaged bench.json or suite file, a references.yaml that is not a mapping of mappings, a note linking an
+    image that does not exist (neither page written)."""
+    import shutil
+
+    from overlooked import api
+    from overlooked.errors import OverlookedError
+
+    src = REPO / "results" / "runs" / "kvmemnn_babi10k_joint_valpe-20261207-101916"
+    runs = tmp_path / "results" / "runs"
+    run = runs / src.name
+    shutil.copytree(src, run)
+    out = tmp_path / "docs" / "results.md"
+    original = (run / "summary.json").read_text()
+    for bad, message in (
+        ("[1, 2]", "has a damaged summary.json: it holds a list"),
+        (json.dumps({**json.loads(original), "test_accuracy": "0.9"}), r"test_accuracy is '0.9', not a fraction in \[0, 1\]"),
+        (json.dumps({**json.loads(original), "trials": 0, "wall_time_s": float("nan")}), r"trials is 0, not a whole number >= 1; wall_time_s is nan"),
+    ):
+        (run / "summary.json").write_text(bad)
+        with pytest.raises(OverlookedError, match=message):
+            api.report([str(runs)], output=out)
+        if bad != "[1, 2]":
+            with pytest.raises(OverlookedError, match=message):
+                api.compare([run], 10**8)
+    (run / "summary.json").write_text(json.dumps({**json.loads(original), "wall_time_s": None}))
+    assert api.report([str(runs)], output=out)[0] == out  # an unrecorded wall time is a dash, not a TypeError
+    (run / "summary.json").write_text(original)
+    (tmp_path / "results" / "references.yaml").write_text("- a list\n")
+    with pytest.raises(OverlookedError, match="references.yaml must map each config name"):
+        api.report([str(runs)], output=out)
+    (tmp_path / "results" / "references.yaml").unlink()
+    bench = tmp_path / "results" / "bench" / "bench-x"
+    bench.mkdir(parents=True)
+    (bench / "bench.json").write_text("{damaged")
+    with pytest.raises(OverlookedError, match=r"bench.json is damaged \(JSONDecodeError"):
+        api.report([str(runs)], output=out)
+    (bench / "bench.json").write_text('{"family": "memory"}')
+    with pytest.raises(OverlookedError, match="holds no list of figures"):
+        api.report([str(runs)], output=out)
+    shutil.rmtree(bench.parent)
+    (tmp_path / "results" / "suites").mkdir()
+    (tmp_path / "results" / "suites" / "s.json").write_text('{"rows": []}')
+    with pytest.raises(OverlookedError, match="s.json is not a suite result"):
+        api.report([str(runs)], output=out)
+    shutil.rmtree(tmp_path / "results" / "suites")
+    before = out.read_text()
+    (run / "notes.md").write_text("See ![gone](figures/gone.png).\n")
+    with pytest.raises(OverlookedError, match=r"'figures/gone.png' not found .*notes.md may link it.*neither .*results.md nor its .html was written"):
+        api.report([str(runs)], output=out)
+    assert out.read_text() == before

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from overlooked.bench.report import read_json
+from overlooked.errors import OverlookedError
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -22,7 +24,9 @@ def render_arenas(folder: Path, figures: Path | None = None, made: list[Path] | 
         return []
     lines = ["## Arena: each family beside what won (same data, same budget)", ""]
     for path in files:
-        data = json.loads(path.read_text())
+        data = read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("suite"), str) or not isinstance(data.get("rows"), list):
+            raise OverlookedError(f"{path} is not a suite result (`overlooked bench --suite NAME` writes one with suite and rows); restore it from git or remove it")
         env = data.get("environment", {})
         lines += [f"### Suite `{data['suite']}` ({path.name})", "", data.get("description", ""), ""]
         if env:

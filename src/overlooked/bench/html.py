@@ -23,6 +23,9 @@ pre { background: #f6f6f6; padding: 0.5rem; overflow-x: auto; }
 _IMG = re.compile(r'<img([^>]*?)src="([^"]+)"')
 
 
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml", ".webp": "image/webp"}
+
+
 def embed_images(body: str, base: Path) -> tuple[str, list[Path]]:
     """Replace each ``<img src="relative.png">`` by a base64 data URI of the file under ``base``.
 
@@ -36,11 +39,19 @@ def embed_images(body: str, base: Path) -> tuple[str, list[Path]]:
         if src.startswith(("data:", "http://", "https://")):
             return m.group(0)
         path = (base / src).resolve()
+        if base.resolve() not in path.parents:  # a note's link may not pull other files into the page
+            raise FileNotFoundError(f"report image {src!r} lies outside {base}; link images inside it (e.g. figures/NAME.png)")
         if not path.is_file():
-            raise FileNotFoundError(f"report figure {src!r} not found under {base}: regenerate it with `overlooked report`")
+            raise FileNotFoundError(
+                f"report image {src!r} not found under {base}: a figure the report did not write (a run's notes.md may link it); "
+                "fix the link or put the file there"
+            )
+        mime = _MIME.get(path.suffix.lower())
+        if mime is None:
+            raise FileNotFoundError(f"report image {src!r} is not an image the page can embed ({', '.join(sorted(_MIME))})")
         embedded.append(path)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        return f'<img{m.group(1)}src="data:image/png;base64,{data}"'
+        return f'<img{m.group(1)}src="data:{mime};base64,{data}"'
 
     return _IMG.sub(sub, body), embedded
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from overlooked.checks import is_count, is_real
 from overlooked.config import load_yaml
 from overlooked.errors import OverlookedError
 from overlooked.stats import error_percent  # noqa: F401  (its home before 2026-12-07: kept importable from here)
@@ -68,6 +69,43 @@ def command_of(environment: dict[str, Any]) -> str:
     return f"OVERLOOKED_DATA={shlex.quote(str(data))} {words}" if data else words
 
 
+# Summary fields the report and `bench compare` format or compare, with what a run writes there (None
+# allowed: an older run may not record one).
+_FRACTIONS = ("test_accuracy", "test_accuracy_mean", "val_accuracy", "train_accuracy")
+_COUNTS = ("examples_seen", "params", "test_examples", "test_examples_available", "trials")
+_AMOUNTS = {"wall_time_s": "a number of seconds", "train_time_s": "a number of seconds", "flops_per_example": "a FLOP count (a mean over an --each run's values)"}
+
+
+def summary_problems(summary: dict[str, Any]) -> list[str]:
+    """What in a run's ``summary.json`` is not what a run writes there: an accuracy outside [0, 1] or not a
+    finite number, a count that is not a whole number >= 0 (trials >= 1), a time or FLOP count that is not a
+    finite number >= 0. An edited or damaged summary is named, never formatted as "nan" or compared as a string.
+
+    >>> summary_problems({"test_accuracy": 63.0, "trials": 0, "wall_time_s": None})
+    ['test_accuracy is 63.0, not a fraction in [0, 1]', 'trials is 0, not a whole number >= 1']
+    """
+    problems = []
+    for key in _FRACTIONS:
+        v = summary.get(key)
+        if v is not None and not (is_real(v) and 0.0 <= v <= 1.0):
+            problems.append(f"{key} is {v!r}, not a fraction in [0, 1]")
+    for key in _COUNTS:
+        v = summary.get(key)
+        if v is not None and not is_count(v, least=1 if key == "trials" else 0):
+            problems.append(f"{key} is {v!r}, not a whole number >= {1 if key == 'trials' else 0}")
+    for key, what in _AMOUNTS.items():
+        v = summary.get(key)
+        if v is not None and not (is_real(v) and v >= 0):
+            problems.append(f"{key} is {v!r}, not {what} >= 0")
+    return problems
+
+
+def _mapping(folder: Path, name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise OverlookedError(f"run folder {folder} has a damaged {name}: it holds a {type(value).__name__}, not the mapping a run writes; restore it from git or remove the folder")
+    return value
+
+
 def collect_runs(roots: list[Path]) -> list[Run]:
     """Every run folder (one holding ``summary.json`` and ``config.yaml``) directly under ``roots``, sorted."""
     runs = []
@@ -77,17 +115,19 @@ def collect_runs(roots: list[Path]) -> list[Run]:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             if (folder / "summary.json").is_file() and (folder / "config.yaml").is_file():
                 try:
-                    runs.append(
-                        Run(
-                            folder=folder,
-                            config=load_yaml((folder / "config.yaml").read_text()),
-                            environment=json.loads((folder / "environment.json").read_text()) if (folder / "environment.json").is_file() else {},
-                            summary=json.loads((folder / "summary.json").read_text()),
-                            notes=(folder / "notes.md").read_text().strip() if (folder / "notes.md").is_file() else "",
-                        )
+                    run = Run(
+                        folder=folder,
+                        config=_mapping(folder, "config.yaml", load_yaml((folder / "config.yaml").read_text())),
+                        environment=_mapping(folder, "environment.json", json.loads((folder / "environment.json").read_text())) if (folder / "environment.json").is_file() else {},
+                        summary=_mapping(folder, "summary.json", json.loads((folder / "summary.json").read_text())),
+                        notes=(folder / "notes.md").read_text().strip() if (folder / "notes.md").is_file() else "",
                     )
                 except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError is a ValueError
                     raise OverlookedError(f"run folder {folder} has a damaged file ({type(exc).__name__}: {exc}); restore it from git or remove the folder") from None
+                problems = summary_problems(run.summary)
+                if problems:
+                    raise OverlookedError(f"{folder / 'summary.json'} is damaged or edited: {'; '.join(problems)}; restore it from git or remove the folder")
+                runs.append(run)
     return runs
 
 
@@ -99,9 +139,31 @@ def _int(x: Any) -> str:
     return "—" if x is None else f"{int(x):,}"
 
 
+def _minutes(summary: dict[str, Any]) -> str:
+    """A run's wall time in minutes, "—" where it is not recorded."""
+    t = summary.get("wall_time_s")
+    return "—" if t is None else f"{t / 60:.1f} min"
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file the report reads (a run's, a benchmark's or a suite's), named with the fix when damaged."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {exc}); restore it from git or remove it") from None
+
+
 def load_references(path: Path) -> dict[str, Any]:
     """Published numbers keyed by config name (``results/references.yaml``), or {} when absent."""
-    return load_yaml(path.read_text()) or {} if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        refs = load_yaml(path.read_text()) or {}
+    except (ValueError, yaml.YAMLError) as exc:
+        raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {exc}); restore it from git") from None
+    if not isinstance(refs, dict) or not all(isinstance(v, dict) for v in refs.values()):
+        raise OverlookedError(f"{path} must map each config name to its published numbers (a mapping of mappings); restore it from git")
+    return refs
 
 
 FAILED_ABOVE = 5.0  # % test error above which a bAbI task counts as failed (the papers' rule)
@@ -181,10 +243,13 @@ def render_benches(roots: list[Path], repeated_at: int = 3) -> list[str]:
     rows, groups = [], {}
     for root in roots:
         for folder in sorted(p for p in root.iterdir() if (p / "bench.json").is_file()):
-            data = json.loads((folder / "bench.json").read_text())
-            env = json.loads((folder / "environment.json").read_text()) if (folder / "environment.json").is_file() else {}
+            data = read_json(folder / "bench.json")
+            env = _mapping(folder, "environment.json", read_json(folder / "environment.json")) if (folder / "environment.json").is_file() else {}
             command, hardware, date = Run(folder, {}, env, {}).command, _bench_hardware(env), env.get("date", "?")[:10]
-            for fig in data["figures"]:
+            figures = data.get("figures") if isinstance(data, dict) else None
+            if not isinstance(figures, list) or not all(isinstance(f, dict) and {"name", "value", "unit"} <= f.keys() and is_real(f["value"]) for f in figures):
+                raise OverlookedError(f"{folder / 'bench.json'} holds no list of figures (name, value, unit) as `overlooked bench` writes it; restore it from git or remove the folder")
+            for fig in figures:
                 rows.append(f"| `{folder.name}` | {fig['name']} | {fig['value']:,.0f} {fig['unit']} | {hardware} | {date} | `{command}` |")
                 key = (fig["name"], fig["unit"], str(env.get("git_commit", "?"))[:7], hardware)
                 groups.setdefault(key, []).append((float(fig["value"]), date))
@@ -243,7 +308,7 @@ def render_capsules(runs: list[Run], refs: dict[str, Any]) -> list[str]:
         budget = f"{_int(s.get('examples_seen'))} examples, {s.get('epochs', 0):.1f} epochs, stopped by {s.get('stopped_by', 'not recorded')}"
         rows.append(
             f"| `{run.folder.name}` | {ref['label']} | {ours} | {theirs} | {_pct(s.get('val_accuracy'))} | {budget} | "
-            f"{s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env, run.config)} | {ref['source']} |"
+            f"{_minutes(s)} | {_hardware(env, run.config)} | {ref['source']} |"
         )
     if not rows:
         return []
@@ -290,7 +355,7 @@ def render_conversion(runs: list[Run], refs: dict[str, Any]) -> list[str]:
         lines.append(
             f"| `{run.folder.name}` | `{Path(s.get('source_run', '?')).name}` | {s.get('norm')} | {_int(s.get('calibration'))} | {_int(s.get('test_examples'))} | "
             f"{_pct(s.get('ann_test_accuracy'))} | {_pct(acc.get('32'))} | {_pct(acc.get('64'))} | {_pct(acc.get('256'))} | "
-            f"{'—' if gap is None else f'{gap:.2f}'} | {s.get('wall_time_s', 0.0) / 60:.1f} min | {_hardware(env, run.config)} | {env.get('date', '?')[:10]} |"
+            f"{'—' if gap is None else f'{gap:.2f}'} | {_minutes(s)} | {_hardware(env, run.config)} | {env.get('date', '?')[:10]} |"
         )
     for source in sorted({Path(r.summary.get("source_run", "?")).name for r in conv}):
         lines += ["", f"![accuracy against T, {source}](figures/{_convert_figure_name(source)})"]
@@ -388,13 +453,14 @@ def render_results(runs: list[Run], refs: dict[str, Any] | None = None, bench_ro
     for run in (r for r in runs if not _is_conversion(r)):  # conversions have their own table below
         s, env = run.summary, run.environment
         test = s.get("test_accuracy", s.get("test_accuracy_mean"))
-        minutes = s.get("wall_time_s", 0.0) / 60
         part = s.get("test_examples_available")  # train.eval_limit: scored on the first test examples only
         partial = f" (first {_int(s.get('test_examples'))} of {_int(part)})" if isinstance(part, int) else ""
+        if s.get("test_accuracy") is None and test is not None and s.get("repeats") not in (None, 1):
+            partial += f" (mean of {s['repeats']} seeds)"  # a --repeats run: its best-of choices are in the per-task tables
         lines.append(
             f"| `{run.folder.name}` | {s.get('model', '?')} | {s.get('dataset', '?')} | {_pct(test)}{partial} | "
             f"{'—' if test is None else f'{100 * (1 - test):.2f}'} | {_pct(s.get('val_accuracy'))} | {_int(s.get('params'))} | "
-            f"{_int(s.get('flops_per_example'))} | {_int(s.get('examples_seen'))} | {minutes:.1f} min | "
+            f"{_int(s.get('flops_per_example'))} | {_int(s.get('examples_seen'))} | {_minutes(s)} | "
             f"{_hardware(env, run.config)} | {env.get('date', '?')[:10]} |"
         )
     babi = [line for run in runs if run.summary.get("dataset") == "babi" for line in render_babi(run, refs)]
