@@ -294,7 +294,7 @@ def test_bench_compare_chooses_a_rows_trials_on_validation(tmp_path, capsys):
         restore()
     for bad in (None, True, float("nan")):
         edit(b, val_accuracy=bad)
-        with pytest.raises(OverlookedError, match="records no single finite val_accuracy"):
+        with pytest.raises(OverlookedError, match="records no single finite val_accuracy" if bad is None else "is damaged or edited: val_accuracy is"):
             api.compare([f"{a},{b}", d], 30)
     restore()
     # a run folder whose name holds a comma is one run, not a group

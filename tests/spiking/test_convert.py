@@ -220,3 +220,12 @@ def test_report_renders_conversion_and_energy_rows(tmp_path):
     # per example: MACs 100 / 2 = 50, SOPs 60, E_SNN = 4.6 * 50 + 0.9 * 60 = 284 pJ; ANN 4.6 * 130 = 598 pJ; rate 40 / (2 * 4 * 10)
     assert "| 64 | 0.500 | 60 | 50 | 130 | 0.00 | 0.00 | 0.47 |" in text
     assert conversion_curves([run]) == {"cnn-x": ({"SNN, max norm": [0.5, 0.99]}, 0.99)}
+
+
+def test_convert_names_calibration_of_another_dtype():
+    """A float64 network with float32 calibration images was a raw 'Input type (float) and bias type (double)'."""
+    from torch import nn
+
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    with pytest.raises(ConversionError, match=r"calibration images are float32 but Sequential's weights float64; cast one to the other"):
+        convert(ann, torch.rand(10, 1, 2, 2))

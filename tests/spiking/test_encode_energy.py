@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from overlooked.spiking.encode import delta_encode, latency_encode, rate_encode
@@ -70,3 +71,16 @@ def test_encoders_refuse_what_they_would_saturate_or_cannot_read():
     with pytest.raises(InputError, match=r"the time_first encoder takes 'frames' as \[B, T, \.\.\.\]"):
         ENCODERS.create("time_first")({"frames": torch.zeros(3)}, gen)
     assert rate_encode(img.clamp(max=1 - 1e-3) + 1e-7, 3, gen).shape == (3, 2, 4)  # a rounding past 1 is clamped, as before
+
+
+def test_latency_and_delta_thresholds_are_checked():
+    """A negative threshold spiked at every step, NaN never, a string was a raw TypeError."""
+    from overlooked.errors import InputError
+
+    for bad in (-0.1, float("nan"), "0.1"):
+        with pytest.raises(InputError, match="delta_encode: threshold .* must be a finite number"):
+            delta_encode(torch.zeros(3, 2), bad)
+        with pytest.raises(InputError, match="latency_encode: threshold .* must be a finite number"):
+            latency_encode(torch.zeros(2), 4, threshold=bad)
+    with pytest.raises(InputError, match="latency_encode: threshold"):
+        latency_encode(torch.zeros(2), 4, threshold=1.0)  # nothing could ever spike

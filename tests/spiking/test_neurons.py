@@ -278,3 +278,43 @@ def test_a_users_sequence_over_their_own_cell_gets_a_docstring_too():
     assert GainLIF.__doc__.startswith("A LIF with a gain.") and "gain (default 2.0): see :class:`GainCell`." in GainLIF.__doc__
     z, _ = GainLIF(tau_mem=5e-3)(torch.ones(3, 2, 4))
     assert z.shape == (3, 2, 4)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_state_records_broadcast_shapes_and_dtypes_alike_on_both_backends(backend):
+    """A CubaLIF state that broadcasts to the input (a [1, N] row) gives spikes of the input's shape (the cell
+    gave [1, N] spikes, the loop blamed the parameters); the fused backend checks the state's kind as the
+    loop does (a tuple or bare tensor was an AttributeError, another neuron's record was accepted); a float64
+    state with float32 input runs in float64 on both backends."""
+    from overlooked.errors import InputError
+    from overlooked.spiking.modules import CubaLIF, CubaLIFCell
+    from overlooked.spiking.neurons import CubaState, VState
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 4, 5) * 3
+    row = CubaState(torch.zeros(1, 5), torch.full((1, 5), 2.0))
+    z, state = CubaLIF(backend=backend)(x, row)
+    full = CubaState(torch.zeros(4, 5), torch.full((4, 5), 2.0))
+    z_full, state_full = CubaLIF(backend=backend)(x, full)
+    assert z.shape == x.shape and torch.equal(z, z_full) and torch.equal(state.v, state_full.v)
+    zc, sc = CubaLIFCell()(x[0], row)
+    assert zc.shape == x[0].shape and sc.v.shape == x[0].shape
+    for bad, name in (((torch.zeros(4, 5),), "tuple"), (torch.zeros(4, 5), "Tensor"), (full, "CubaState")):
+        with pytest.raises(InputError, match=f"LIFCell takes its state as VState\\(v\\); got {name}"):
+            M.LIF(backend=backend)(x, bad)
+    z64, s64 = M.LIF(backend=backend)(x, VState(torch.zeros(4, 5, dtype=torch.float64)))
+    assert z64.dtype == s64.v.dtype == torch.float64
+
+
+def test_a_parameter_given_as_nn_parameter_is_learned():
+    """v_threshold=nn.Parameter(...) is registered as a parameter (an optimiser updates it); a plain tensor
+    stays a buffer (it had a gradient no optimiser ever saw)."""
+    from torch import nn
+
+    learned = M.LIF(v_threshold=nn.Parameter(torch.ones(5)))
+    assert [n for n, _ in learned.named_parameters()] == ["cell.v_threshold"] and not list(learned.named_buffers())
+    z, _ = learned(torch.rand(4, 3, 5) * 2)
+    z.sum().backward()
+    assert learned.cell.v_threshold.grad is not None and bool(learned.cell.v_threshold.grad.abs().sum() > 0)
+    fixed = M.LIF(v_threshold=torch.ones(5))
+    assert not list(fixed.parameters()) and [n for n, _ in fixed.named_buffers()] == ["cell.v_threshold"]

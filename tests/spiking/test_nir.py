@@ -134,7 +134,7 @@ def test_what_nir_cannot_express_is_refused():
     net = spiking_mlp(hidden=(4,), steps=2)
     with pytest.raises(NIRExportError, match=r"input_shape=\(1, 32, 32\) but the model was built for input_shape=\(1, 28, 28\)"):
         export_nir_graph(net, input_shape=(1, 32, 32))
-    assert list(export_nir_graph(net).nodes["input"].input_type["input"]) == [1, 28, 28]  # the model's own shape
+    assert list(export_nir_graph(net.eval()).nodes["input"].input_type["input"]) == [1, 28, 28]  # the model's own shape
     del net.input_shape  # a SpikingNet-like model that does not know its input
     with pytest.raises(NIRExportError, match="input_shape"):
         export_nir_graph(net)
@@ -760,3 +760,40 @@ def test_grouped_or_non_square_convolutions_are_refused_at_export_with_the_reaso
     for conv, says in ((nn.Conv2d(2, 4, 3, groups=2, padding=1), "groups=2"), (nn.Conv2d(2, 4, (3, 1), padding=(1, 0)), "a 3x1 kernel")):
         with pytest.raises(NIRExportError, match=rf"Conv2d with {says} cannot be exported: nir .* use groups=1 and a square kernel"):
             export_layers([conv, M.LIF(tau_mem=5e-3)], (2, 8, 8), DT)
+
+
+def test_export_refuses_a_subclassed_neuron_with_its_own_dynamics():
+    """A user's neuron built on LIFCell with its own step function was written as a plain nir.LIF (41 spikes in
+    torch, 33 read back): it is refused, naming what it overrides; a subclass keeping the library's step
+    exports as before."""
+    from overlooked.spiking import neurons as N
+
+    class SoftLIFCell(M.LIFCell):
+        step_fn = staticmethod(lambda x, state, p, dt, spike_fn: N.lif_step(x, state, p, dt, spike_fn))
+
+    class SoftLIF(M.LIF):
+        cell_cls = SoftLIFCell
+
+    with pytest.raises(NIRExportError, match="SoftLIFCell subclasses LIFCell but defines its own step_fn.*nir.LIF node would not spike"):
+        export_layers([nn.Linear(3, 2), SoftLIF(dt=DT, tau_mem=2e-3)], (3,), DT)
+
+    class NamedLIFCell(M.LIFCell):  # the library's dynamics under another name
+        pass
+
+    class NamedLIF(M.LIF):
+        cell_cls = NamedLIFCell
+
+    graph = export_layers([nn.Linear(3, 2), NamedLIF(dt=DT, tau_mem=2e-3)], (3,), DT)
+    assert any(isinstance(node, nir.LIF) for node in graph.nodes.values())
+
+
+def test_export_of_a_model_in_training_mode_warns():
+    """As EventNetwork.from_model: the graph is the network as eval() runs it."""
+    model = spiking_mlp(input_shape=(1, 2, 2), num_classes=2, hidden=[3], steps=2)
+    with pytest.warns(UserWarning, match="export_nir_graph: the model is in training mode"):
+        export_nir_graph(model.train())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export_nir_graph(model.eval())

@@ -318,6 +318,13 @@ def convert(model: nn.Module, calibration: Tensor, norm: Norm = "p99.9", steps: 
             f"{exc} (the layers were read from {type(model).__name__}'s registered children in order; if its forward "
             "applies functions such as torch.relu, pass an nn.Sequential of modules)"
         ) from None
+    weight = next(ann.parameters(), None)
+    if weight is not None and isinstance(calibration, Tensor) and calibration.is_floating_point() and calibration.dtype != weight.dtype:
+        raise ConversionError(
+            f"the calibration images are {str(calibration.dtype).removeprefix('torch.')} but {type(model).__name__}'s weights "
+            f"{str(weight.dtype).removeprefix('torch.')}; cast one to the other (calibration.to({str(weight.dtype).removeprefix('torch.')}) "
+            "or the model)"
+        )
     with torch.no_grad():
         probe = calibration[:8]
         if not torch.allclose(nn.Sequential(*layers)(probe), ann(probe), atol=1e-5, rtol=1e-4):

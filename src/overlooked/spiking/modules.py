@@ -85,6 +85,17 @@ def check_current(module: nn.Module, x: Any) -> None:
         raise InputError(f"{type(module).__name__} takes a floating-point input current, got {got}; cast it first (e.g. x.float())")
 
 
+def check_state_kind(cell: _Cell, state: Any) -> None:
+    """A state handed to a neuron is the cell's own record (``VState``, ``CubaState``, ``ALIFState``): a tuple,
+    a bare tensor or another neuron's record is named (the fused backends read ``state.v`` / ``state.i``)."""
+    kind = cell.state_cls
+    if kind is not None and not isinstance(state, kind):
+        raise InputError(
+            f"{type(cell).__name__} takes its state as {kind.__name__}({', '.join(kind._fields)}); got {type(state).__name__}: "
+            "pass the state the previous call returned, or None to start from rest"
+        )
+
+
 def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
     """A state handed to one step is the cell's own record (``VState``, ``CubaState``, ``ALIFState``) whose
     tensors broadcast to the step's input ``x``'s shape (never beyond it: a state of a larger batch would
@@ -94,9 +105,8 @@ def check_state(cell: _Cell, state: Any, x: torch.Tensor) -> None:
     kind = cell.state_cls
     if kind is None:
         return
+    check_state_kind(cell, state)
     rest = "pass the state the previous call returned, or None to start from rest"
-    if not isinstance(state, kind):
-        raise InputError(f"{type(cell).__name__} takes its state as {kind.__name__}({', '.join(kind._fields)}); got {type(state).__name__}: {rest}")
     for name, value in zip(kind._fields, state):
         if isinstance(value, torch.Tensor) and (value.shape == x.shape or broadcast_shape(value.shape, x.shape) == tuple(x.shape)):
             continue
@@ -135,7 +145,8 @@ class _Cell(nn.Module):
     """One step of a neuron: ``step(x, state, params, dt, spike_fn)``.
 
     Tensor-valued parameters are registered as buffers (so they follow ``.to()`` and are in the
-    ``state_dict``); numbers stay plain attributes. :meth:`params` rebuilds the record from both.
+    ``state_dict``), an ``nn.Parameter`` as a parameter (learned, e.g. a threshold); numbers stay plain
+    attributes. :meth:`params` rebuilds the record from both.
     """
 
     step_fn: Any = None
@@ -156,7 +167,11 @@ class _Cell(nn.Module):
         self._check_time_constants(record)
         self._tensor_fields = tuple(k for k, v in record._asdict().items() if isinstance(v, torch.Tensor))
         for k in self._tensor_fields:
-            self.register_buffer(k, getattr(record, k))
+            value = getattr(record, k)
+            if isinstance(value, nn.Parameter):  # learned: the optimiser sees it (a buffer got a gradient no step used)
+                self.register_parameter(k, value)
+            else:
+                self.register_buffer(k, value)
         self._fixed = record._replace(**dict.fromkeys(self._tensor_fields))  # the numbers; tensors live in buffers
         # Loaded buffers are held to the same rule as the constructor's arguments, before they replace them.
         self.register_load_state_dict_pre_hook(_check_loaded_time_constants)
@@ -435,8 +450,8 @@ def _sequence_doc(seq: type[_Sequence]) -> str:
         "Call with ``x``, input current ``[T, B, ...]`` (time first), and ``state`` (None: start from rest, all "
         f"zeros) -> ``(spikes [T, B, ...], state)``: spikes 0/1 and the ``{seq.state_doc}`` after the last step "
         "(each ``[B, ...]``). A numeric neuron parameter is a number or a tensor broadcastable to ``[B, ...]`` "
-        "(a tensor is a buffer: it follows ``.to()`` and is in the ``state_dict``; the fused backends take "
-        "numbers). Voltages share one arbitrary unit, that of ``v_threshold``.\n\n"
+        "(a tensor is a buffer: it follows ``.to()`` and is in the ``state_dict``; an ``nn.Parameter`` is learned, "
+        "an optimiser updates it; the fused backends take numbers). Voltages share one arbitrary unit, that of ``v_threshold``.\n\n"
         "Args:\n" + "\n".join(lines) + "\n\n"
         "Raises:\n"
         "    TypeError: a positional neuron parameter (they are keywords), or an unknown keyword argument (the message "

@@ -203,6 +203,8 @@ def cuba_lif_step(x: Tensor, state: CubaState, p: CubaLIFParameters, dt: float, 
     ``v_leak`` Norse also leaks the current towards it, so they differ by more than a shift).
     """
     v = leaky_charge(state.v, state.i, p.tau_mem, p.v_leak, p.r, dt)
+    if v.shape != x.shape:  # a state that broadcasts to the input (a scalar, a [1, N] row): spikes take the input's shape
+        v = v.expand(torch.broadcast_shapes(v.shape, x.shape))
     z = fire(v, p.v_threshold, spike_fn)
     v = reset(v, z, p.v_threshold, p.v_reset, p.reset, p.detach_reset)
     i = state.i - (dt / p.tau_syn) * state.i + p.w_in * x

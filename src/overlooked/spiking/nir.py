@@ -113,11 +113,32 @@ def _check_reset(p: Any, kind: str) -> None:
         )
 
 
+def _check_library_dynamics(cell: nn.Module) -> None:
+    """A neuron of the user's own built on a library cell (``class MyLIF(LIFCell)``) is exported as that cell
+    only if it keeps the library's step and forward: one with its own dynamics would be written as a plain
+    ``nir.LIF`` / ``nir.IF`` whose spikes differ from the trained network's."""
+    bases = (M.RecurrentLIFCell, M.PLIFCell, M.CubaLIFCell, M.ALIFCell, M.IFCell, M.LIFCell)
+    kind = type(cell)
+    if kind in bases:
+        return
+    base = next((b for b in bases if isinstance(cell, b)), None)
+    if base is None:
+        return  # not a library cell: refused below as having no mapping
+    own = [name for name in ("step_fn", "forward", "params") if getattr(kind, name) is not getattr(base, name)]
+    if own:
+        raise NIRExportError(
+            f"{kind.__name__} subclasses {base.__name__} but defines its own {', '.join(own)}: its dynamics are not "
+            f"{base.__name__.removesuffix('Cell')}'s, so a nir.{base.__name__.removesuffix('Cell').removeprefix('Recurrent').removeprefix('P')} node would not spike as it does. "
+            f"Export a library neuron, or write the NIR node for it yourself"
+        )
+
+
 def neuron_nodes(cell: nn.Module, shape: tuple[int, ...], dt: float) -> dict[str, nir.NIRNode]:
     """NIR node(s) for one neuron layer of ``shape`` (``{"": neuron}``, plus ``"rec"`` for a recurrent LIF)."""
     if abs(cell.dt - dt) > 1e-12 * max(1.0, abs(dt)):
         raise NIRExportError(f"the neuron layer runs at dt={cell.dt} but the export was asked for dt={dt}; time constants are only meaningful at the model's own dt")
     p = cell.params()
+    _check_library_dynamics(cell)
     if isinstance(cell, M.ALIFCell):
         raise NIRExportError("ALIF (adaptive threshold) has no NIR node in nir 1.0.8; it cannot be exported")
     if isinstance(cell, M.IFCell):
@@ -303,7 +324,14 @@ def export_nir_graph(model: nn.Module, dt: float | None = None, input_shape: tup
         args = ", ".join(f"{k}={v!r}" for k, v in sorted((encoder_kwargs or {}).items()))
         feed = f"encoder {encoder!r}({args}): its spikes, one [{dims}] frame per step for T={steps} steps, are the input at each step"
     meta = {"steps": steps, "input": feed, "readout": f"mean over the T={steps} steps of the output (the logits)"}
-    return export_layers(layers, tuple(input_shape), dt, meta)
+    graph = export_layers(layers, tuple(input_shape), dt, meta)
+    if model.training:  # as EventNetwork.from_model says it (after the checks: a refused export gives no warning)
+        warnings.warn(
+            "export_nir_graph: the model is in training mode, but the graph is the network as model.eval() runs it "
+            "(batch norm with its running statistics folded in, no dropout); call model.eval() before comparing the two",
+            stacklevel=2,
+        )
+    return graph
 
 
 # ---- import --------------------------------------------------------------------------------------------

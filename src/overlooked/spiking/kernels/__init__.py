@@ -245,6 +245,13 @@ def run_fused(backend: str, cell: nn.Module, x: torch.Tensor, state: Any) -> tup
     spec, decay = spec_decay
     if state is None:
         state = cell.initial_state(x[0] if x.shape[0] else x.new_zeros(x.shape[1:]))
+    else:
+        from overlooked.spiking.modules import check_state_kind
+
+        check_state_kind(cell, state)  # as the reference loop checks it (a tuple was an AttributeError here)
+        wider = torch.promote_types(x.dtype, state.v.dtype) if isinstance(state.v, torch.Tensor) and state.v.is_floating_point() else x.dtype
+        if wider != x.dtype:  # a float64 state with float32 input runs in float64, as the reference loop promotes
+            x = x.to(wider)
     v0 = _state_like(state.v, x, "v")
     i0 = _state_like(state.i, x, "i") if spec.kind == KIND_CUBA else None
     if backend == "cpp":
