@@ -657,9 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a trained ReLU/AvgPool CNN run to a spiking (IF) network and measure it", description="ANN-to-SNN conversion (Diehl 2015, Rueckauer 2017): accuracy after every step up to --steps, energy estimate, in a new run folder.")
     p.add_argument("run", help="run folder of a trained ReLU/average-pooling network (e.g. small_cnn)")
-    p.add_argument("--norm", default="p99.9", choices=["max", "p99.9"], help="layer-wise normalisation statistic of the activations on calibration data")
-    p.add_argument("--steps", type=int, default=256, help="simulation steps; accuracy is recorded after every step")
-    p.add_argument("--calibration", type=int, default=1000, help="training images used for the activation statistics")
+    p.add_argument("--norm", default="p99.9", choices=["max", "p99.9"], help="layer-wise normalisation statistic of the activations on calibration data (default p99.9)")
+    p.add_argument("--steps", type=int, default=256, help="simulation steps; accuracy is recorded after every step (default 256)")
+    p.add_argument("--calibration", type=int, default=1000, help="training images used for the activation statistics (default 1000)")
     p.add_argument("--limit", type=int, default=None, help="only the first N test images (default, or 0: all)")
     p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
     common(p)
