@@ -247,6 +247,28 @@ def test_routing_backend_compiled_equals_reference_values_and_gradients():
     assert matrix._compiled_route is not None and counters["stats"]["unique_graphs"] > graphs_before  # compiled graphs ran
 
 
+def test_routing_backend_compiled_runs_eagerly_on_meta_tensors_and_inside_torch_func():
+    """Meta tensors and torch.func transforms do not compile: the compiled backend runs the same maths eagerly
+    there (a meta forward blamed a missing C++ compiler; grad of a functional_call was a raw Dynamo error)."""
+    from torch.func import functional_call, grad
+
+    kwargs = dict(A=8, B=4, C=4, D=3, num_classes=5, iterations=2)
+    with torch.device("meta"):
+        meta = matcaps_em_small(**kwargs, routing_backend="compiled")
+    assert meta(torch.empty(2, 1, 20, 20, device="meta"))["logits"].shape == (2, 5)
+    torch.manual_seed(0)
+    model = matcaps_em_small(**kwargs, routing_backend="compiled").double()
+    x = torch.randn(2, 1, 20, 20, dtype=torch.float64)
+
+    def loss(params):
+        return functional_call(model, params, (x,))["logits"].square().sum()
+
+    got = grad(loss)(dict(model.named_parameters()))
+    loss(dict(model.named_parameters())).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-8, atol=1e-11, msg=name)
+
+
 def test_routing_backend_compiled_failure_names_the_fix(monkeypatch):
     """A machine where torch.compile cannot build (no C++ compiler, no Triton) gets an error naming the cause
     and the fallback, not inductor's traceback alone."""

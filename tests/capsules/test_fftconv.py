@@ -96,3 +96,20 @@ def test_fft_conv2d_backward_under_autocast():
 
     for want, got in zip(grads(False), grads(True)):
         assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_fft_conv2d_checks_its_inputs_and_refuses_a_second_derivative():
+    """Shapes conv2d would refuse are named (raw reshape / bound errors before), bias=None is a zero bias as in
+    conv2d, and create_graph=True names the fix (a raw 'out=... don't support automatic differentiation')."""
+    from overlooked.errors import InputError
+
+    x, w, b = torch.randn(2, 3, 10, 10), torch.randn(4, 3, 5, 5), torch.randn(4)
+    for args in ((x, torch.randn(4, 3, 3, 5), b, 1), (x, torch.randn(4, 2, 5, 5), b, 1), (x, torch.randn(4, 3, 11, 11), b, 1), (x, w, b, (2, 2)), (x, w, torch.randn(3), 1)):
+        with pytest.raises(InputError, match="fft_conv2d needs x .* Fix: use torch.nn.functional.conv2d"):
+            fft_conv2d(*args)
+    assert torch.allclose(fft_conv2d(x, w, None, 2), F.conv2d(x, w, None, stride=2), atol=1e-4)
+    w = w.requires_grad_()
+    with pytest.raises(RuntimeError, match="no second derivative.*torch.nn.functional.conv2d"):
+        torch.autograd.grad(fft_conv2d(x, w, b).square().sum(), w, create_graph=True)
+    (g,) = torch.autograd.grad(fft_conv2d(x, w, b).square().sum(), w)  # a first derivative as before
+    assert torch.allclose(g, torch.autograd.grad(F.conv2d(x, w, b).square().sum(), w)[0], rtol=1e-3, atol=1e-3)

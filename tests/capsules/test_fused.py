@@ -225,3 +225,25 @@ def test_fused_routing_backward_under_autocast_stays_float32():
 
     for want, got in zip(grads(False), grads(True)):
         assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_torch_func_grad_runs_through_the_fused_capsnet_and_fractional_iterations_are_named():
+    """Inside a torch.func transform the fused CapsNet reads through the reference maths (its routing and FFT
+    nodes have no setup_context, PyTorch's generic error before): the same gradients as autograd. An
+    iteration count of 2.5 is named (a TypeError inside new_empty before)."""
+    from torch.func import functional_call, grad
+
+    torch.manual_seed(0)
+    model = capsnet(backend="fused").double()
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+
+    def loss(params):
+        out = functional_call(model, params, (x,))
+        return out["logits"].sum() + out["reconstruction"].mean()
+
+    got = grad(loss)(dict(model.named_parameters()))
+    loss(dict(model.named_parameters())).backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(got[name], p.grad, rtol=0, atol=1e-10), name
+    with pytest.raises(ValueError, match="iterations must be a whole number >= 1, got 2.5"):
+        fused.fused_routing(torch.randn(2, 4, 3), torch.randn(4, 3, 2 * 5), 2, iterations=2.5)

@@ -21,6 +21,8 @@ import torch
 
 from overlooked.capsules.functional import compute_dtype
 from overlooked.capsules.fused import autocast_off
+from overlooked.checks import in_torch_func, is_count
+from overlooked.errors import InputError
 
 
 def _theta(H: int, W: int, rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -104,6 +106,11 @@ class FFTConv2d(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, gy):
+        if torch.is_grad_enabled():  # create_graph=True: the hand-written backward has no derivative of its own
+            raise RuntimeError(
+                "fft_conv2d's backward is hand-written and has no second derivative; for a gradient penalty or any "
+                "create_graph=True use torch.nn.functional.conv2d (CapsNet: backend='reference')"
+            )
         X, G = ctx.saved_tensors
         B, C, H, W, O, k, stride, Ho, Wo = ctx.dims
         dtype = X.dtype
@@ -136,8 +143,25 @@ def fft_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
     >>> torch.allclose(fft_conv2d(x, w, b, 2), torch.nn.functional.conv2d(x, w, b, stride=2), atol=1e-4)
     True
     """
+    ok = isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and x.dim() == 4 and weight.dim() == 4
+    ok = ok and weight.shape[1] == x.shape[1] and weight.shape[2] == weight.shape[3] and weight.shape[2] <= min(x.shape[2:])
+    ok = ok and (bias is None or (isinstance(bias, torch.Tensor) and tuple(bias.shape) == (weight.shape[0],)))
+    if not ok or not is_count(stride):
+        raise InputError(
+            f"fft_conv2d needs x [B, C, H, W], a square kernel weight [O, C, k, k] with k <= H, W, bias [O] or None and an int "
+            f"stride >= 1; got x {_shape(x)}, weight {_shape(weight)}, bias {_shape(bias)}, stride={stride!r}. "
+            "Fix: use torch.nn.functional.conv2d for other shapes"
+        )
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    if any(in_torch_func(t) for t in (x, weight, bias)):  # a torch.func transform: the same conv
+        return torch.nn.functional.conv2d(x, weight, bias, stride=stride)  # by autograd (the FFT node has no setup_context)
     dtype = compute_dtype(x, weight, bias)
     with autocast_off(x):
         if x.shape[0] == 0:  # no examples: MKL's FFT refuses an empty batch, and there is nothing to transform
             return torch.nn.functional.conv2d(x.to(dtype), weight.to(dtype), bias.to(dtype), stride=stride)
         return FFTConv2d.apply(x.to(dtype), weight.to(dtype), bias.to(dtype), stride)
+
+
+def _shape(t: object) -> str:
+    return f"{list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__

@@ -189,8 +189,8 @@ def fused_routing(u: torch.Tensor, W: torch.Tensor, out_caps: int, iterations: i
         ``(v, c)``: parents ``[B, J, D]`` and final couplings ``[B, I, J]``, at least float32 (routing runs
         in float32 also under autocast).
     """
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not is_count(iterations):
+        raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
     check_chunk(chunk)
     check_routing_inputs(u, W, out_caps)
     with autocast_off(u):

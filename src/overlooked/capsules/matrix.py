@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fused import autocast_off
 from overlooked.capsules.modules import check_image
-from overlooked.checks import check_sizes, is_count
+from overlooked.checks import check_sizes, in_torch_func, is_count
 from overlooked.errors import InputError
 
 POSE = 16  # 4x4 pose matrix, flattened
@@ -97,8 +97,11 @@ def _compiled() -> Any:
         compiled = torch.compile(votes_and_route, dynamic=False, fullgraph=True)  # a graph break is an error, never a silent eager fallback
 
         def run(*args, **kwargs):
-            if _get_current_dispatch_mode() is not None:  # e.g. FlopCounterMode: it sees only eager ops, so run
-                return votes_and_route(*args, **kwargs)  # the same maths eagerly and let it count them
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if _get_current_dispatch_mode() is not None or any(t.is_meta or in_torch_func(t) for t in tensors):
+                # FlopCounterMode sees only eager ops; meta tensors and torch.func transforms do not compile: the same
+                # maths eagerly
+                return votes_and_route(*args, **kwargs)
             try:
                 # one static graph per layer, input shape and grad mode (three layers, train / last / eval batches,
                 # with and without gradients pass the default limit of 8); each takes seconds to compile

@@ -8,7 +8,7 @@ from torch import nn
 from overlooked.capsules import functional as CF
 from overlooked.capsules.fftconv import fft_conv2d
 from overlooked.capsules.fused import DEFAULT_CHUNK, autocast_off, check_chunk, check_routing_inputs, fused_routing
-from overlooked.checks import autocast_enabled, is_count
+from overlooked.checks import autocast_enabled, in_torch_func, is_count
 from overlooked.errors import InputError
 
 BACKENDS = ("reference", "fused")  # see RoutingCaps
@@ -131,7 +131,7 @@ class RoutingCaps(nn.Module):
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``u`` ``[B, I, in_dim]`` -> parents ``[B, J, D]`` and couplings ``[B, I, J]``."""
-        if self.backend == "fused":
+        if self.backend == "fused" and not (in_torch_func(u) or in_torch_func(self.W)):  # a torch.func transform: the reference maths below
             return fused_routing(u, self.W, self.out_caps, self.iterations, self.detach_intermediate, self.chunk)
         with autocast_off(u):  # routing in float32 or wider on both backends, also under bf16 autocast
             return CF.dynamic_routing(self.predictions(u), self.iterations, self.detach_intermediate)
