@@ -248,3 +248,14 @@ def test_settings_that_run_but_do_not_train_as_they_read_are_warned(tmp_path):
         api.load("mlp_mnist", [f"train.num_threads={many}"])
     with pytest.warns(ConfigWarning, match=rf"train\.num_threads={many} is more than this machine's \d+ cores"):
         api.train(api.load("mlp_mnist", ["data.name=synthetic", "data.kwargs={n_train: 64, n_test: 16, image_shape: [1, 8, 8]}", "model.hidden=[8]", "train.max_steps=1", "train.progress=false", f"train.num_threads={many}"]), out=tmp_path / "t")
+
+
+def test_yaml_reads_floats_without_a_dot_as_numbers_and_hints_at_booleans():
+    """PyYAML (YAML 1.1) read 1e-3 as the string '1e-3', which reached a builder argument without a type
+    annotation as text; YAML 1.2 and other tools read a number. A boolean where text is expected (notes: yes)
+    says YAML read it so and to quote it."""
+    from overlooked.config import check_type, load_yaml
+
+    assert load_yaml("a: 1e-3\nb: 5E-4\nc: -2e+2\nd: '1e-3'\ne: 1e\nf: 10") == {"a": 0.001, "b": 0.0005, "c": -200.0, "d": "1e-3", "e": "1e", "f": 10}
+    with pytest.raises(ConfigError, match=r"notes: expected str, got bool True \(YAML reads yes/no/on/off/true/false as booleans: quote the text"):
+        check_type(True, str, "notes")

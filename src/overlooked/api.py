@@ -45,7 +45,7 @@ from overlooked.errors import CheckpointError, ConfigError, DataError, InputErro
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES, keyword_names, takes_var_kwargs
 from overlooked.stats import accuracy_interval, error_percent
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint
+from overlooked.train.checkpoint import load_checkpoint, write_text_atomic
 from overlooked.train.distributed import init_distributed, rank_device
 from overlooked.train.environment import environment
 from overlooked.train.trainer import (
@@ -362,7 +362,7 @@ def read_run_file(path: Path, holds: Callable[[Any], bool] | None = None, what: 
 
 def write_config(path: Path, cfg: ExperimentConfig) -> None:
     """``path/config.yaml``: the resolved config, as :func:`run_config` reads it back."""
-    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text_atomic(path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def _finite(value: Any) -> Any:
@@ -391,8 +391,7 @@ def _set_aside(path: Path, name: str) -> Path:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")  # never half written (a full disk)
 
 
 def write_run_files(path: Path, cfg: ExperimentConfig, summary: dict[str, Any], **env_extra: Any) -> None:
@@ -1032,12 +1031,15 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     # What `bench compare` needs to hold a merged run to the fair-comparison rule: one fingerprint of every
     # value's split (same values, same splits -> same fingerprint), FLOPs per example as the mean over the
     # values (each value's test set weighs the same in the merged accuracy), and the most trials any value used.
+    # A sweep of another setting (train.lr=...) trains every value on one split: when the values' fingerprints
+    # agree, that split's own fingerprint (a single run on the same data compares with it), else one over all.
     fingerprints = {str(v): subs[str(v)].get("data_fingerprint") for v in values}
+    same_split = not data_key and len(set(fingerprints.values())) == 1
     if all(fingerprints.values()):
-        merged["data_fingerprint"] = hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()[:16]
+        merged["data_fingerprint"] = next(iter(fingerprints.values())) if same_split else hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()[:16]
     tests = {str(v): subs[str(v)].get("test_fingerprint") for v in values}
     if all(tests.values()):
-        merged["test_fingerprint"] = hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:16]
+        merged["test_fingerprint"] = next(iter(tests.values())) if same_split and len(set(tests.values())) == 1 else hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:16]
     flops = [s.get("flops_per_example") for s in subs.values()]
     merged["flops_per_example"] = statistics.fmean(flops) if all(f is not None for f in flops) else None
     recorded = [s.get("trials") for s in subs.values()]
@@ -1048,10 +1050,13 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     if starts:  # each value's model started from those weights: their examples count once per model
         seen = [st.get("examples_seen") for st in starts]
         merged["init_from"] = {**starts[0], "examples_seen": None if None in seen else sum(seen)}
+    # the examples the merged accuracy is scored on: every value's own test set, or, for a sweep on one split,
+    # that one set (scored once per value, not a larger set)
+    combine = (lambda xs: xs[0] if len(set(xs)) == 1 else sum(xs)) if same_split else sum
     if all(s.get("test_examples") is not None for s in subs.values()):
-        merged["test_examples"] = sum(s["test_examples"] for s in subs.values())
+        merged["test_examples"] = combine([s["test_examples"] for s in subs.values()])
     if any(s.get("test_examples_available") is not None for s in subs.values()):  # some value scored under train.eval_limit
-        merged["test_examples_available"] = sum(s.get("test_examples_available", s.get("test_examples") or 0) for s in subs.values())
+        merged["test_examples_available"] = combine([s.get("test_examples_available", s.get("test_examples") or 0) for s in subs.values()])
     # Per-group results merge into one table only when no group is in two values (data.tasks=1,2,...): a sweep
     # of another setting over the same tasks would overwrite one value's task with another's, so it keeps them
     # per value (``<field>_by_value``), beside the headline mean over the values.
@@ -2460,7 +2465,7 @@ def convert(
     path = new_run_dir(out or "runs", f"convert-{cfg.name}-{norm}")
     settings = {"norm": norm, "steps": steps, "calibration": calibration, "calibration_split": "train", "calibration_seed": cfg.train.seed, "v_init": snn.v_init, "reported_steps": list(REPORTED_STEPS), "test_examples": len(images), "checkpoint": checkpoint, "backend": snn.backend}
     conf = {"name": f"convert_{cfg.name}", "kind": "ann_to_snn_conversion", "source_run": str(run), "conversion": settings, "source_config": cfg.to_dict(), "notes": ""}
-    (path / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    write_text_atomic(path / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
     _write_json(path / "environment.json", environment("cpu"))
 
     def progress(done: int, correct: torch.Tensor) -> None:

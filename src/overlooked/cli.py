@@ -7,6 +7,7 @@ of the same name in :mod:`overlooked.api`. Errors the user can fix are printed w
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import math
@@ -722,6 +723,9 @@ def _format_warning(fallback: Any, message: Warning | str, category: type[Warnin
     return fallback(message, category, filename, lineno, line)
 
 
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
 def _run(args: argparse.Namespace) -> int:
     """Run the parsed command; a user's error is one line on stderr, never a traceback."""
     try:
@@ -731,6 +735,13 @@ def _run(args: argparse.Namespace) -> int:
         return status
     except OverlookedError as exc:
         print(f"overlooked: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise  # not a full or read-only disk: a genuine error, with its traceback
+        print(f"overlooked: error: {exc}. Checkpoints and run files are written to a temporary file and renamed, so those "
+              "written before are whole (a metrics line cut short is dropped on resume); free space or fix the permissions, "
+              "then rerun (a train run: `overlooked train --resume RUN`)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         run = getattr(args, "run_folder", None)

@@ -35,6 +35,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     so a second ``train:`` section would replace the first one whole)."""
 
 
+# YAML 1.1 (PyYAML) reads a float without a dot, 1e-3 or 5E-4, as a string; YAML 1.2 and every other tool read
+# a number. So does this loader, for every value: an argument without a type annotation got the string '1e-3'.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
@@ -270,7 +277,8 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
             return value
     else:
         return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    hint = " (YAML reads yes/no/on/off/true/false as booleans: quote the text, e.g. 'yes')" if isinstance(value, bool) and tp is str else ""
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:

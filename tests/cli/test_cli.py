@@ -921,3 +921,27 @@ def test_trials_given_twice_and_an_init_checkpoint_the_run_lacks_are_named(tmp_p
         api.check_checkpoint_exists(run, "last", "train.init_checkpoint=")
     with pytest.raises(CheckpointError, match=r"it has best: pass --checkpoint best$"):
         api.check_checkpoint_exists(run, "last")
+
+
+def test_a_full_disk_is_one_line_and_other_os_errors_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError, which came out as a raw traceback: it is an
+    OSError (ENOSPC) like every other write's, and the command says it in one line with the fix."""
+    from safetensors import SafetensorError
+
+    from overlooked.train import checkpoint
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=6", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "\noverlooked: error: [Errno 28] could not write " in err and "StorageFull" in err and "--resume RUN" in err and "Traceback" not in err
+    assert not list((tmp_path / "runs").rglob("*.tmp"))  # no temporary file left behind
+
+    def lost(*args, **kwargs):
+        raise FileNotFoundError(2, "gone")  # not a storage error: a bug's traceback is kept
+
+    monkeypatch.setattr(checkpoint, "save_file", lost)
+    with pytest.raises(FileNotFoundError):
+        main(["train", str(_config(tmp_path)), "train.max_steps=6", "--out", str(tmp_path / "runs2")])

@@ -172,3 +172,30 @@ def test_checkpoint_contents_that_do_not_fit_are_named_before_anything_loads(tmp
     m = _model().double()  # float32 -> float64 is a cast, not another file's tensors
     load_checkpoint(_edited(tmp_path, "ok.safetensors"), m)
     assert m[0].weight.dtype == torch.float64
+
+
+def test_run_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A full disk while a run's small file is rewritten (a resume's environment.json, a summary) left it cut at
+    4096 bytes and the run could no longer be resumed: now the old file stays whole and no temporary file is
+    left. Also for config.yaml and for metrics.jsonl when a resume drops records."""
+    import errno
+    from pathlib import Path
+
+    from overlooked import api
+    from overlooked.train.checkpoint import write_text_atomic
+
+    target = tmp_path / "environment.json"
+    target.write_text('{"old": true}\n')
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)  # part of it lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        api._write_json(target, {"new": "x" * 10000})
+    with pytest.raises(OSError, match="No space left"):
+        write_text_atomic(tmp_path / "config.yaml", "a: 1\n")
+    monkeypatch.setattr(Path, "write_text", real)
+    assert target.read_text() == '{"old": true}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["environment.json"]

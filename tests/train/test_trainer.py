@@ -1633,3 +1633,42 @@ def test_weight_decay_1d_false_leaves_biases_and_norm_gains_undecayed(optimizer)
 
     with pytest.warns(ConfigWarning, match="weight_decay_1d=false"):
         TrainConfig(weight_decay_1d=False)
+
+
+def test_lr_steering_a_callback_set_is_restored_on_resume(tmp_path):
+    """ctx.lr_scale / lr_hold / schedule_start set once by a stateless callback are part of the checkpoint: a
+    resumed run continues with them (it went back to the full lr, silently: test accuracy 0.484 against 0.344
+    in a review's run) and ends with the same weights and lr records as the uninterrupted run."""
+
+    class HalveOnce(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == 5:
+                ctx.lr_scale, ctx.schedule_start = 0.5, 5
+
+    class Interrupt(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == 13:
+                raise KeyboardInterrupt
+
+    cfg = _cfg(epochs=2, checkpoint_every=5, eval_every=4, optimizer="sgd", lr=0.05)
+    api.train(cfg, run_dir=tmp_path / "whole", callbacks=[HalveOnce()])
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, run_dir=tmp_path / "cut", callbacks=[HalveOnce(), Interrupt()])
+    state = read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.safetensors")[1]["info"]["state"]
+    assert state["step"] == 10 and state["lr_control"] == [0.5, None, 5]
+    api.resume(tmp_path / "cut", callbacks=[HalveOnce()])
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lrs = [[json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("whole", "cut")]
+    assert lrs[0] == lrs[1] and lrs[0][-1] == pytest.approx(0.025)
+
+
+def test_a_sweep_of_a_setting_keeps_its_one_split(tmp_path):
+    """--each over a setting that is not data (train.lr=...) trains every value on one split: the merged summary
+    carries that split's fingerprint (a single run on the same data compares with it) and the size of its
+    test set, not the sum over values (128 for one 64-example set scored twice, in a review)."""
+    cfg = _cfg(epochs=1, eval_limit=16)
+    _, single = api.train(cfg, run_dir=tmp_path / "single")
+    _, swept = api.train_each(cfg, "train.lr", [0.01, 0.02], out=tmp_path / "sweep")
+    assert swept["data_fingerprint"] == single["data_fingerprint"] and swept["test_fingerprint"] == single["test_fingerprint"]
+    assert swept["test_examples"] == single["test_examples"] == 16 and swept["trials"] == 2

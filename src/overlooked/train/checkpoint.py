@@ -11,6 +11,7 @@ the JSON is written beside it as ``<name>.json``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -40,7 +41,11 @@ def _atomic_write(path: Path, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except SafetensorError as err:  # its I/O errors come as its own type: an OSError, as every other write's
+            full = "StorageFull" in str(err) or "code: 28" in str(err)
+            raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write {path}: {err}") from err
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); a checkpoint gets the usual mode
@@ -49,6 +54,12 @@ def _atomic_write(path: Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a run's small file (summary.json, environment.json, config.yaml, metrics.jsonl when cut) as the
+    checkpoints are written: a full disk or a kill leaves the old file whole, never a truncated one."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def _fsync_dir(folder: Path) -> None:

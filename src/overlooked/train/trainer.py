@@ -38,7 +38,7 @@ from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.registry import METRICS
 from overlooked.stats import error_percent
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint
+from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint, write_text_atomic
 from overlooked.train.distributed import DistInfo, init_distributed, rank_device
 from overlooked.train.evaluate import Transform, evaluate, forward, to_device
 from overlooked.train.schedules import lr_factor
@@ -60,6 +60,9 @@ class TrainState:
     # the training examples, loss sum and hits since the last validation pass (the next metrics record's
     # train_loss / train_accuracy), so a resume between passes logs the same record as an uninterrupted run
     window: list[float] = field(default_factory=lambda: [0, 0.0, 0, 0.0])  # + its wall seconds (examples_per_s)
+    # what callbacks set on the Context to steer the lr (lr_scale, lr_hold, schedule_start), so a resume
+    # continues with it (a callback that set it once would otherwise find it back at its default)
+    lr_control: list[Any] = field(default_factory=lambda: [1.0, None, 0])
 
 
 def checked_state(state: TrainState) -> TrainState:
@@ -88,6 +91,10 @@ def checked_state(state: TrainState) -> TrainState:
         raise TypeError(f"state.window is {state.window!r}, not three or four numbers")
     if not isinstance(state.callbacks, list) or not all(isinstance(c, dict) for c in state.callbacks):
         raise TypeError(f"state.callbacks is {state.callbacks!r}, not a list of mappings")
+    control = state.lr_control
+    if not (isinstance(control, list) and len(control) == 3 and is_real(control[0]) and (control[1] is None or is_real(control[1]))
+            and isinstance(control[2], int) and not isinstance(control[2], bool) and control[2] >= 0):
+        raise TypeError(f"state.lr_control is {control!r}, not [lr_scale, lr_hold or null, schedule_start]")
     return state
 
 
@@ -179,9 +186,7 @@ def drop_records_after(path: Path, step: int) -> None:
         if record_step <= step:
             kept.append(line)
     if cut or len(kept) != sum(1 for line in lines if line):
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))  # a full disk leaves the records whole
 
 
 class JsonlLogger:
@@ -634,6 +639,7 @@ def _fit(
                 "written by another version of overlooked (the run's environment.json names its git commit)"
             ) from None
         state.__dict__.update(loaded.__dict__)
+        ctx.lr_scale, ctx.lr_hold, ctx.schedule_start = state.lr_control  # before on_train_start, which may set them again
         if write:  # the checkpoint fits: now drop the records the interrupted process wrote after it
             drop_records_after(run_dir / "metrics.jsonl", state.step)
         torch.set_rng_state(own("torch"))
@@ -731,6 +737,7 @@ def _fit(
             return
         state.callbacks = [cb.state_dict() for cb in callbacks]
         state.window = [window_n, window_loss, window_hits, time.perf_counter() - window_t]
+        state.lr_control = [float(ctx.lr_scale), None if ctx.lr_hold is None else float(ctx.lr_hold), int(ctx.schedule_start)]
         state.wall_time_s = wall_before + time.perf_counter() - fit_start
         save_checkpoint(
             ckpt_dir / f"{name}.safetensors",
