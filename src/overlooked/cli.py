@@ -736,13 +736,6 @@ def _run(args: argparse.Namespace) -> int:
     except OverlookedError as exc:
         print(f"overlooked: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.errno not in _STORAGE_ERRORS:
-            raise  # not a full or read-only disk: a genuine error, with its traceback
-        print(f"overlooked: error: {exc}. Checkpoints and run files are written to a temporary file and renamed, so those "
-              "written before are whole (a metrics line cut short is dropped on resume); free space or fix the permissions, "
-              "then rerun (a train run: `overlooked train --resume RUN`)", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         run = getattr(args, "run_folder", None)
         if run is not None and args.command == "train":
@@ -760,6 +753,13 @@ def _run(args: argparse.Namespace) -> int:
             os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
             return 141  # quietly, as other tools stopped by SIGPIPE
         raise  # another pipe (a plugin's, a subprocess's): a genuine error
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise  # not a full or read-only disk: a genuine error, with its traceback
+        print(f"overlooked: error: {exc}. Checkpoints and run files are written to a temporary file and renamed, so those "
+              "written before are whole (a metrics line cut short is dropped on resume); free space or fix the permissions, "
+              "then rerun (a train run: `overlooked train --resume RUN`)", file=sys.stderr)
+        return 2
     finally:
         _end_distributed()
 

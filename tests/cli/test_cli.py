@@ -658,7 +658,7 @@ def test_show_orders_tasks_by_number_and_names_partial_scores_and_averaged_weigh
     assert main(["train", str(_config(tmp_path)), "train.max_steps=2", "train.eval_limit=25", "--each", "train.lr=0.1,0.2", "--out", str(tmp_path / "each")]) == 0
     (each,) = (tmp_path / "each").iterdir()
     merged = json.loads((each / "summary.json").read_text())
-    assert merged["test_examples"] == 50 and merged["test_examples_available"] == 80
+    assert merged["test_examples"] == 25 and merged["test_examples_available"] == 40  # a sweep of lr: one split's test set, scored per value
 
 
 def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tmp_path, capsys):
