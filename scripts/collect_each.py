@@ -60,5 +60,6 @@ def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, sum
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    force = bool(args) and args[0] == "--force"
-    main(args[1 if force else 0], args[2 if force else 1], args[3 if force else 2 :], force=force)
+    force = "--force" in args  # anywhere on the line
+    args = [a for a in args if a != "--force"]
+    main(args[0], args[1], args[2:], force=force)

@@ -79,6 +79,9 @@ def rerun(seed_dir: Path) -> None:
 
 def main(protocol: str, check_only: bool) -> None:
     root = Path(protocol)
+    summary = json.loads((root / "summary.json").read_text()) if (root / "summary.json").is_file() else {}
+    if summary.get("pooled_seeds") or not isinstance(summary.get("repeats", 1), int):  # re-aggregating would drop the pooling
+        raise SystemExit(f"{root} pools seeds from several folders (scripts/pool_seeds.py wrote its summary): rerun the seeds in the folders it pooled, then pool them again")
     todo = [d for d in sorted(root.glob("*=*/seed*")) if mismatched(d)]
     print(f"{len(todo)} seed runs to redo under {root}")
     for d in todo:

@@ -87,11 +87,14 @@ def main(out: str, key: str, runs: list[str], force: bool = False) -> None:
         },
     )
     record = {value: {"candidates": c["candidates"], "chosen": c["chosen"]} for value, c in chosen.items()}
-    (Path(out) / "selection.json").write_text(json.dumps({"rule": "highest validation accuracy per value, first listed on ties", "runs": [Path(r).name for r in runs], "values": record}, indent=2) + "\n")
+    names = [Path(r).name for r in runs]
+    labels = [Path(r).name if names.count(Path(r).name) == 1 else str(r) for r in runs]  # as the candidates are keyed
+    (Path(out) / "selection.json").write_text(json.dumps({"rule": "highest validation accuracy per value, first listed on ties", "runs": labels, "values": record}, indent=2) + "\n")
 
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    force = bool(args) and args[0] == "--force"
-    main(args[1 if force else 0], args[2 if force else 1], args[3 if force else 2 :], force=force)
+    force = "--force" in args  # anywhere on the line
+    args = [a for a in args if a != "--force"]
+    main(args[0], args[1], args[2:], force=force)

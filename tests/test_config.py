@@ -259,3 +259,5 @@ def test_yaml_reads_floats_without_a_dot_as_numbers_and_hints_at_booleans():
     assert load_yaml("a: 1e-3\nb: 5E-4\nc: -2e+2\nd: '1e-3'\ne: 1e\nf: 10") == {"a": 0.001, "b": 0.0005, "c": -200.0, "d": "1e-3", "e": "1e", "f": 10}
     with pytest.raises(ConfigError, match=r"notes: expected str, got bool True \(YAML reads yes/no/on/off/true/false as booleans: quote the text"):
         check_type(True, str, "notes")
+    with pytest.raises(ConfigError, match=r"name: expected str, got float 100000.0 \(YAML reads unquoted 1e5, 0x1F or 10 as a number: quote"):
+        check_type(load_yaml("name: 1e5")["name"], str, "name")

@@ -277,7 +277,11 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
             return value
     else:
         return value
-    hint = " (YAML reads yes/no/on/off/true/false as booleans: quote the text, e.g. 'yes')" if isinstance(value, bool) and tp is str else ""
+    hint = ""
+    if tp is str and isinstance(value, bool):
+        hint = " (YAML reads yes/no/on/off/true/false as booleans: quote the text, e.g. 'yes')"
+    elif tp is str and isinstance(value, (int, float)):
+        hint = " (YAML reads unquoted 1e5, 0x1F or 10 as a number: quote the text, e.g. '1e5')"
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
 
 

@@ -583,13 +583,21 @@ def test_memory_models_under_torch_func_grad(name):
     model = MODELS.create(name.split("_")[0], vocab_size=V, memory_size=M, embed_dim=9, hops=2, **kwargs).double()
     story, query, mask, time = _batch()
     from overlooked.memory import functional as MF
+    from overlooked.memory import kernels
 
     MF._SCALES.clear()
     params = {k: v.detach() for k, v in model.named_parameters()}
     got = grad(lambda p: functional_call(model, p, (story, query, mask, time))["logits"].logsumexp(-1).sum())(params)
+    before = dict(kernels.CALLS)
     model(story, query, mask, time)["logits"].logsumexp(-1).sum().backward()
     for k, p in model.named_parameters():
         assert p.grad is not None and torch.allclose(got[k], p.grad, rtol=0, atol=1e-12), k
+    if name == "memn2n" and kernels.usable(model.memory_table):  # the plain call after the transform ran the fused C++ node
+        assert kernels.CALLS["forward"] > before["forward"] and kernels.CALLS["backward"] > before["backward"]
+    if name == "memn2n":  # a transform of the temporal table alone reads through the unfused path too
+        only = {"temporal_table": model.temporal_table.detach()}
+        g = grad(lambda p: functional_call(model, p, (story, query, mask, time))["logits"].logsumexp(-1).sum())(only)
+        assert torch.allclose(g["temporal_table"], model.temporal_table.grad, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("tying", ["adjacent", "layerwise"])

@@ -62,7 +62,7 @@ def test_rerun_seeds_redoes_only_misreported_seeds(load_script, tmp_path, data_d
     redone = json.loads((seed / "summary.json").read_text())
     assert redone["test_accuracy"] == good["test_accuracy"] and not rerun_seeds.mismatched(seed)
     assert _strip(json.loads((root / "summary.json").read_text())) == _strip(protocol)  # re-aggregated as train_each wrote it
-    pooled = {**json.loads((root / "summary.json").read_text()), "pooled_seeds": "by hand"}
+    pooled = {**json.loads((root / "summary.json").read_text()), "added_by_hand": "kept"}
     (root / "summary.json").write_text(json.dumps(pooled))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OVERLOOKED_DATA", str(data_dir))
@@ -78,3 +78,11 @@ def test_rerun_seeds_redoes_only_misreported_seeds(load_script, tmp_path, data_d
         mp.setenv("OVERLOOKED_DATA", str(data_dir))
         rerun_seeds.main(str(root), check_only=False)
     assert json.loads((seed / "summary.json").read_text()) == bad
+
+
+def test_rerun_seeds_refuses_a_pooled_folder(load_script, tmp_path):
+    """Re-aggregating a folder that pool_seeds.py wrote would drop its pooling (pooled_seeds, "3 to 10" repeats):
+    it is refused before anything is redone."""
+    (tmp_path / "summary.json").write_text(json.dumps({"repeats": "3 to 10", "pooled_seeds": {"tasks=1": ["a", "b"]}}))
+    with pytest.raises(SystemExit, match="pools seeds from several folders"):
+        load_script("rerun_seeds").main(str(tmp_path), check_only=True)

@@ -75,12 +75,18 @@ def test_encoders_refuse_what_they_would_saturate_or_cannot_read():
 
 def test_latency_and_delta_thresholds_are_checked():
     """A negative threshold spiked at every step, NaN never, a string was a raw TypeError."""
+    import numpy as np
+
     from overlooked.errors import InputError
 
-    for bad in (-0.1, float("nan"), "0.1"):
-        with pytest.raises(InputError, match="delta_encode: threshold .* must be a finite number"):
+    for bad in (-0.1, float("nan"), "0.1", torch.tensor([0.1, -0.2])):
+        with pytest.raises(InputError, match=r"delta_encode: threshold .* must be a finite number >= 0"):
             delta_encode(torch.zeros(3, 2), bad)
-        with pytest.raises(InputError, match="latency_encode: threshold .* must be a finite number"):
+        with pytest.raises(InputError, match=r"latency_encode: threshold .* must be a finite number in \[0, 1\)"):
             latency_encode(torch.zeros(2), 4, threshold=bad)
     with pytest.raises(InputError, match="latency_encode: threshold"):
         latency_encode(torch.zeros(2), 4, threshold=1.0)  # nothing could ever spike
+    signal = torch.tensor([[0.0, 0.0], [0.15, 0.15], [0.3, 0.3]])
+    for fine in (np.float32(0.1), torch.tensor(0.1), torch.tensor([0.1, 0.2])):  # any real number, or one per feature
+        assert delta_encode(signal, fine).shape == signal.shape
+    assert delta_encode(signal, torch.tensor([0.1, 0.2]))[:, 1].tolist() == [0.0, 0.0, 1.0]

@@ -154,9 +154,10 @@ def fft_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
         )
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
-    if any(in_torch_func(t) for t in (x, weight, bias)):  # a torch.func transform: the same conv
-        return torch.nn.functional.conv2d(x, weight, bias, stride=stride)  # by autograd (the FFT node has no setup_context)
     dtype = compute_dtype(x, weight, bias)
+    if any(in_torch_func(t) for t in (x, weight, bias)):  # a torch.func transform: the same conv by autograd, in the
+        with autocast_off(x):  # same dtype (the FFT node has no setup_context)
+            return torch.nn.functional.conv2d(x.to(dtype), weight.to(dtype), bias.to(dtype), stride=stride)
     with autocast_off(x):
         if x.shape[0] == 0:  # no examples: MKL's FFT refuses an empty batch, and there is nothing to transform
             return torch.nn.functional.conv2d(x.to(dtype), weight.to(dtype), bias.to(dtype), stride=stride)

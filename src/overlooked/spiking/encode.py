@@ -7,6 +7,7 @@ float tensor of 0/1 spikes. The generator is passed in, so the same seed gives t
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -62,7 +63,7 @@ def latency_encode(x: torch.Tensor, steps: int, threshold: float = 0.01) -> torc
     [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
     """
     steps = _check_steps(steps, "latency_encode")
-    _check_threshold(threshold, "latency_encode", "an intensity at or below it never spikes; in [0, 1)", upper=1.0)
+    _check_threshold(threshold, "latency_encode", "an intensity at or below it never spikes", upper=1.0)
     _check_intensities(x, "latency_encode")
     t_fire = torch.round((1 - x.clamp(0, 1)) * (steps - 1)).long()  # [B, ...]
     t = torch.arange(steps, device=x.device).view(steps, *([1] * x.dim()))
@@ -79,7 +80,7 @@ def delta_encode(signal: torch.Tensor, threshold: float) -> torch.Tensor:
     if not isinstance(signal, torch.Tensor) or not signal.is_floating_point() or signal.dim() < 1 or signal.shape[0] == 0:
         got = f"{signal.dtype} {list(signal.shape)}" if isinstance(signal, torch.Tensor) else type(signal).__name__
         raise InputError(f"delta_encode takes a float signal [T, ...] with T >= 1 steps, time first; got {got}")
-    _check_threshold(threshold, "delta_encode", "the change that makes a spike; >= 0")
+    _check_threshold(threshold, "delta_encode", "the change that makes a spike")
     ref = signal[0].clone()
     out = torch.zeros_like(signal)
     for t in range(1, signal.shape[0]):
@@ -100,9 +101,16 @@ class RateEncoder:
 
 
 def _check_threshold(threshold: object, name: str, meaning: str, upper: float | None = None) -> None:
-    """A finite threshold >= 0 (and below ``upper``): a negative one spikes at every step, NaN never."""
-    if not (is_real(threshold) and threshold >= 0 and (upper is None or threshold < upper)):
-        raise InputError(f"{name}: threshold ({meaning}) must be a finite number, got {threshold!r}")
+    """A threshold of finite numbers >= 0 (and below ``upper``): a number of any real type, or a tensor (one
+    per feature); a negative one spikes at every step, NaN never."""
+    rule = ">= 0" if upper is None else f"in [0, {upper:g})"
+    if isinstance(threshold, torch.Tensor) and threshold.is_floating_point():
+        values = threshold.detach()
+        ok = bool(torch.isfinite(values).all()) and (values.numel() == 0 or (float(values.min()) >= 0 and (upper is None or float(values.max()) < upper)))
+    else:
+        ok = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and math.isfinite(threshold) and threshold >= 0 and (upper is None or threshold < upper)
+    if not ok:
+        raise InputError(f"{name}: threshold ({meaning}) must be a finite number {rule} (or a float tensor of them), got {threshold!r}")
 
 
 def _check_max_rate(max_rate: object) -> float:

@@ -249,7 +249,10 @@ def run_fused(backend: str, cell: nn.Module, x: torch.Tensor, state: Any) -> tup
         from overlooked.spiking.modules import check_state_kind
 
         check_state_kind(cell, state)  # as the reference loop checks it (a tuple was an AttributeError here)
-        wider = torch.promote_types(x.dtype, state.v.dtype) if isinstance(state.v, torch.Tensor) and state.v.is_floating_point() else x.dtype
+        wider = x.dtype
+        for value in state:  # every field, as the reference loop's arithmetic promotes with each
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                wider = torch.promote_types(wider, value.dtype)
         if wider != x.dtype:  # a float64 state with float32 input runs in float64, as the reference loop promotes
             x = x.to(wider)
     v0 = _state_like(state.v, x, "v")
