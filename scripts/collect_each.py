@@ -13,10 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from overlooked import api
-from overlooked.config import ExperimentConfig, apply_overrides
+from overlooked.config import ExperimentConfig, apply_overrides, load_yaml
 
 SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json", "notes.md")
 
@@ -33,7 +31,7 @@ def main(out: str, key: str, runs: list[str], argv: list[str] | None = None, sum
         raise SystemExit(f"{out_dir} exists and is not empty: its run files would be replaced. Name a new folder, or pass --force")
     subs, values, cfg = {}, [], None
     for run in map(Path, runs):
-        run_cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        run_cfg = ExperimentConfig.from_dict(load_yaml((run / "config.yaml").read_text()))
         node = run_cfg.to_dict()
         for part in key.split(".")[:-1]:
             node = node[part] if part in node else node["kwargs"]

@@ -29,10 +29,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from overlooked import api
-from overlooked.config import ExperimentConfig, apply_overrides
+from overlooked.config import ExperimentConfig, apply_overrides, dump_yaml, load_yaml
 from overlooked.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,7 +95,7 @@ def pool(key: str, runs: list[str | Path]) -> dict[str, list[tuple[str, Path, di
         label = names[str(run)]
         for sub in _subs(run, key):
             group = "" if key == PLAIN else sub.name
-            recipe = _recipe(yaml.safe_load((sub / "config.yaml").read_text()))
+            recipe = _recipe(load_yaml((sub / "config.yaml").read_text()))
             first = recipes.setdefault(group, (label, recipe))
             if first[1] != recipe:
                 raise ValueError(f"{sub} was trained with another recipe than {'/'.join(filter(None, (first[0], group)))} (configs differ beyond name, train.seed, train.repeats): pool only seeds of one recipe")
@@ -154,7 +152,7 @@ def main_plain(out: str, runs: list[str]) -> None:
     out_dir = Path(out)
     seeds = _pooled(PLAIN, out, runs)[""]
     _copy_seeds(seeds, out_dir)
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((Path(runs[0]) / "config.yaml").read_text()))  # the first run's name
+    cfg = ExperimentConfig.from_dict(load_yaml((Path(runs[0]) / "config.yaml").read_text()))  # the first run's name
     cfg = apply_overrides(cfg, [f"train.seed={seeds[0][2]['seed']}", f"train.repeats={len(seeds)}"])
     api.write_run_files(out_dir, cfg, _aggregate(seeds), argv=["python", "scripts/pool_seeds.py", out, PLAIN, *runs], pooled_from=list(_labels(runs).values()))
     print(f"wrote {out_dir}")
@@ -170,17 +168,17 @@ def main(out: str, key: str, runs: list[str]) -> None:
         target = out_dir / value_dir
         _copy_seeds(seeds, target)
         source = next(Path(r) / value_dir for r in runs if (Path(r) / value_dir).is_dir())
-        sub_cfg = yaml.safe_load((source / "config.yaml").read_text())
+        sub_cfg = load_yaml((source / "config.yaml").read_text())
         sub_cfg["train"]["seed"], sub_cfg["train"]["repeats"] = seeds[0][2]["seed"], len(seeds)
         target.mkdir(parents=True, exist_ok=True)
-        (target / "config.yaml").write_text(yaml.safe_dump(sub_cfg, sort_keys=False))
+        (target / "config.yaml").write_text(dump_yaml(sub_cfg))
         agg = _aggregate(seeds)
         (target / "summary.json").write_text(json.dumps(agg, indent=2, sort_keys=True, default=str) + "\n")
         value = json.loads(value_dir.split("=", 1)[1])
         values.append(value)
         subs[str(value)] = agg
     values.sort()
-    cfg = ExperimentConfig.from_dict({**yaml.safe_load((Path(runs[0]) / "config.yaml").read_text()), "name": out_dir.name.split("-each-")[0]})
+    cfg = ExperimentConfig.from_dict({**load_yaml((Path(runs[0]) / "config.yaml").read_text()), "name": out_dir.name.split("-each-")[0]})
     counts = sorted({len(found[f"{name}={v}"]) for v in values})
     cfg = apply_overrides(cfg, [f"{key}={json.dumps(values)}", f"train.repeats={counts[-1]}"])
     merged = api.merge_each({str(v): subs[str(v)] for v in values}, cfg, key, values)

@@ -15,10 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
 from overlooked import api, catalog
-from overlooked.config import ExperimentConfig
+from overlooked.config import ExperimentConfig, load_yaml
 
 catalog.load_all()
 cache: dict[str, int | None] = {}
@@ -26,7 +24,7 @@ cache: dict[str, int | None] = {}
 
 def flops_for(folder: Path) -> int | None:
     """The FLOP count of the run in ``folder`` (one validation example), built from its config."""
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    cfg = ExperimentConfig.from_dict(load_yaml((folder / "config.yaml").read_text()))
     d = cfg.to_dict()
     key = json.dumps([d["data"], d["model"], d.get("encoder")], sort_keys=True, default=str)
     if key not in cache:

@@ -15,10 +15,8 @@ import math
 import sys
 from pathlib import Path
 
-import yaml
-
 from overlooked import api
-from overlooked.config import ExperimentConfig
+from overlooked.config import ExperimentConfig, load_yaml
 
 
 def _same(a, b) -> bool:
@@ -34,7 +32,7 @@ def remerge(run: Path) -> list[str]:
     old = json.loads((run / "summary.json").read_text())
     if "each" not in old:
         raise SystemExit(f"{run} is not an --each run folder (its summary has no 'each')")
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = ExperimentConfig.from_dict(load_yaml((run / "config.yaml").read_text()))
     key, values = old["each"]["key"], old["each"]["values"]
     field = key.split(".")[-1]
     subs = {str(v): json.loads((run / f"{field}={v}" / "summary.json").read_text()) for v in values}

@@ -22,10 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from overlooked import api
-from overlooked.config import ExperimentConfig
+from overlooked.config import ExperimentConfig, load_yaml
 
 SMALL_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "summary.json")
 SAME = ("epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "examples_seen")
@@ -65,7 +63,7 @@ def mismatched(seed_dir: Path) -> bool:
 
 
 def rerun(seed_dir: Path) -> None:
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((seed_dir / "config.yaml").read_text()))
+    cfg = ExperimentConfig.from_dict(load_yaml((seed_dir / "config.yaml").read_text()))
     old = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
@@ -79,19 +77,19 @@ def rerun(seed_dir: Path) -> None:
 
 def main(protocol: str, check_only: bool) -> None:
     root = Path(protocol)
-    summary = json.loads((root / "summary.json").read_text()) if (root / "summary.json").is_file() else {}
-    if summary.get("pooled_seeds") or not isinstance(summary.get("repeats", 1), int):  # re-aggregating would drop the pooling
-        raise SystemExit(f"{root} pools seeds from several folders (scripts/pool_seeds.py wrote its summary): rerun the seeds in the folders it pooled, then pool them again")
     todo = [d for d in sorted(root.glob("*=*/seed*")) if mismatched(d)]
     print(f"{len(todo)} seed runs to redo under {root}")
     for d in todo:
         print(f"  {d.relative_to(root)}")
     if check_only or not todo:  # nothing redone: the protocol's summary (pooled seeds and all) is left as it is
         return
+    summary = json.loads((root / "summary.json").read_text()) if (root / "summary.json").is_file() else {}
+    if summary.get("pooled_seeds") or not isinstance(summary.get("repeats", 1), int):  # re-aggregating would drop the pooling
+        raise SystemExit(f"{root} pools seeds from several folders (scripts/pool_seeds.py wrote its summary): rerun the seeds in the folders it pooled, then pool them again")
     for d in todo:
         rerun(d)
         print(f"redone {d.relative_to(root)}", flush=True)
-    cfg = ExperimentConfig.from_dict(yaml.safe_load((root / "config.yaml").read_text()))
+    cfg = ExperimentConfig.from_dict(load_yaml((root / "config.yaml").read_text()))
     each = json.loads((root / "summary.json").read_text())["each"]
     key, values = each["key"], each["values"]
     subs = {value_dir.name.split("=", 1)[1]: api.reaggregate(value_dir) for value_dir in sorted(root.glob("*=*"))}

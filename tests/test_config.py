@@ -261,3 +261,17 @@ def test_yaml_reads_floats_without_a_dot_as_numbers_and_hints_at_booleans():
         check_type(True, str, "notes")
     with pytest.raises(ConfigError, match=r"name: expected str, got float 100000.0 \(YAML reads unquoted 1e5, 0x1F or 10 as a number: quote"):
         check_type(load_yaml("name: 1e5")["name"], str, "name")
+
+
+def test_text_that_reads_as_a_number_round_trips_through_a_run_folder(tmp_path):
+    """dump_yaml quotes text that load_yaml reads as a number ('1e3'), so a run named 1e3 is read back as
+    written (its config.yaml would otherwise have held name: 1e3, read back as 1000.0 and refused)."""
+    from overlooked import api
+    from overlooked.config import dump_yaml, load_yaml
+
+    data = {"name": "1e3", "notes": "5E-4", "lr": 1e-05, "x": 0.001}
+    assert load_yaml(dump_yaml(data)) == data
+    cfg = api.load("mlp_mnist", ["name='1e3'"])
+    assert cfg.name == "1e3"
+    api.write_config(tmp_path, cfg)
+    assert api.run_config(tmp_path).name == "1e3"

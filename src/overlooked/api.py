@@ -35,6 +35,7 @@ from overlooked.config import (
     ExperimentConfig,
     apply_overrides,
     check_component_kwargs,
+    dump_yaml,
     load_config,
     load_yaml,
     parse_override,
@@ -362,7 +363,7 @@ def read_run_file(path: Path, holds: Callable[[Any], bool] | None = None, what: 
 
 def write_config(path: Path, cfg: ExperimentConfig) -> None:
     """``path/config.yaml``: the resolved config, as :func:`run_config` reads it back."""
-    write_text_atomic(path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text_atomic(path / "config.yaml", dump_yaml(cfg.to_dict()))
 
 
 def _finite(value: Any) -> Any:
@@ -1034,7 +1035,7 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
     # A sweep of another setting (train.lr=...) trains every value on one split: when the values' fingerprints
     # agree, that split's own fingerprint (a single run on the same data compares with it), else one over all.
     fingerprints = {str(v): subs[str(v)].get("data_fingerprint") for v in values}
-    same_split = not data_key and len(set(fingerprints.values())) == 1
+    same_split = not data_key and all(fingerprints.values()) and len(set(fingerprints.values())) == 1
     if all(fingerprints.values()):
         merged["data_fingerprint"] = next(iter(fingerprints.values())) if same_split else hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()[:16]
     tests = {str(v): subs[str(v)].get("test_fingerprint") for v in values}
@@ -1052,7 +1053,7 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
         merged["init_from"] = {**starts[0], "examples_seen": None if None in seen else sum(seen)}
     # the examples the merged accuracy is scored on: every value's own test set, or, for a sweep on one split,
     # that one set (scored once per value, not a larger set)
-    combine = (lambda xs: xs[0] if len(set(xs)) == 1 else sum(xs)) if same_split else sum
+    combine = max if same_split else sum  # one split: the largest part of it any value scored (train.eval_limit may differ)
     if all(s.get("test_examples") is not None for s in subs.values()):
         merged["test_examples"] = combine([s["test_examples"] for s in subs.values()])
     if any(s.get("test_examples_available") is not None for s in subs.values()):  # some value scored under train.eval_limit
@@ -2465,7 +2466,7 @@ def convert(
     path = new_run_dir(out or "runs", f"convert-{cfg.name}-{norm}")
     settings = {"norm": norm, "steps": steps, "calibration": calibration, "calibration_split": "train", "calibration_seed": cfg.train.seed, "v_init": snn.v_init, "reported_steps": list(REPORTED_STEPS), "test_examples": len(images), "checkpoint": checkpoint, "backend": snn.backend}
     conf = {"name": f"convert_{cfg.name}", "kind": "ann_to_snn_conversion", "source_run": str(run), "conversion": settings, "source_config": cfg.to_dict(), "notes": ""}
-    write_text_atomic(path / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
+    write_text_atomic(path / "config.yaml", dump_yaml(conf))
     _write_json(path / "environment.json", environment("cpu"))
 
     def progress(done: int, correct: torch.Tensor) -> None:

@@ -7,7 +7,6 @@ of the same name in :mod:`overlooked.api`. Errors the user can fix are printed w
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import json
 import math
@@ -22,9 +21,9 @@ from typing import Any
 import yaml
 
 from overlooked import __version__
-from overlooked.config import check_distinct_overrides, integer_range, load_yaml, packaged_configs, parse_override
+from overlooked.config import check_distinct_overrides, dump_yaml, integer_range, load_yaml, packaged_configs, parse_override
 from overlooked.data.store import dataset_names
-from overlooked.errors import OverlookedError
+from overlooked.errors import OverlookedError, StorageError
 
 
 def _top_level_items(values: str, each: str) -> list[str]:
@@ -341,7 +340,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     cfg = api.load(args.config, list(args.overrides))  # loaded and fully checked
     for caught in api.model_warnings(cfg):  # what building the model would warn of, said before a run
         warnings.warn(caught.message, caught.category, stacklevel=1)
-    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print(dump_yaml(cfg.to_dict()), end="")
     return 0
 
 
@@ -723,9 +722,6 @@ def _format_warning(fallback: Any, message: Warning | str, category: type[Warnin
     return fallback(message, category, filename, lineno, line)
 
 
-_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
-
-
 def _run(args: argparse.Namespace) -> int:
     """Run the parsed command; a user's error is one line on stderr, never a traceback."""
     try:
@@ -753,9 +749,7 @@ def _run(args: argparse.Namespace) -> int:
             os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
             return 141  # quietly, as other tools stopped by SIGPIPE
         raise  # another pipe (a plugin's, a subprocess's): a genuine error
-    except OSError as exc:
-        if exc.errno not in _STORAGE_ERRORS:
-            raise  # not a full or read-only disk: a genuine error, with its traceback
+    except StorageError as exc:  # a run's own write failed (full or read-only disk); other OSErrors keep their traceback
         print(f"overlooked: error: {exc}. Checkpoints and run files are written to a temporary file and renamed, so those "
               "written before are whole (a metrics line cut short is dropped on resume); free space or fix the permissions, "
               "then rerun (a train run: `overlooked train --resume RUN`)", file=sys.stderr)

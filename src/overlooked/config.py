@@ -37,9 +37,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 # YAML 1.1 (PyYAML) reads a float without a dot, 1e-3 or 5E-4, as a string; YAML 1.2 and every other tool read
 # a number. So does this loader, for every value: an argument without a type annotation got the string '1e-3'.
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
+# The dumper knows the same rule, so a text that reads as such a number ('1e3') is written quoted and reads back
+# as text (what this package writes, it reads back unchanged).
+_FLOAT_NO_DOT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_NO_DOT, list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes text :func:`load_yaml` would read as a number."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_NO_DOT, list("-+0123456789"))
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML for ``data`` (keys in their order) that :func:`load_yaml` reads back equal: configs and run folders."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -69,7 +82,8 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def load_yaml(text: str) -> Any:
     """Parse YAML as ``yaml.safe_load`` does (no Python tags), except that a key repeated in one mapping is a
-    ``yaml.YAMLError`` naming both lines instead of a silent last-one-wins."""
+    ``yaml.YAMLError`` naming both lines instead of a silent last-one-wins, and that a float without a dot
+    (``1e-3``) is a number, as in YAML 1.2 (PyYAML reads it as text); :func:`dump_yaml` writes for it."""
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python tags
 
 
@@ -241,7 +255,7 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
                 return check_type(value, arm, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {type(value).__name__} {value!r}{_quote_hint(value, str in args)}")
     if origin is Literal:
         if value in args:
             return value
@@ -277,12 +291,18 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
             return value
     else:
         return value
-    hint = ""
-    if tp is str and isinstance(value, bool):
-        hint = " (YAML reads yes/no/on/off/true/false as booleans: quote the text, e.g. 'yes')"
-    elif tp is str and isinstance(value, (int, float)):
-        hint = " (YAML reads unquoted 1e5, 0x1F or 10 as a number: quote the text, e.g. '1e5')"
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}{_quote_hint(value, tp is str)}")
+
+
+def _quote_hint(value: Any, text_expected: bool) -> str:
+    """Where text was expected and YAML read a boolean or a number, say so and to quote it."""
+    if not text_expected:
+        return ""
+    if isinstance(value, bool):
+        return " (YAML reads yes/no/on/off/true/false as booleans: quote the text, e.g. 'yes')"
+    if isinstance(value, (int, float)):
+        return " (YAML reads unquoted 1e5, 0x1F or 10 as a number: quote the text, e.g. '1e5')"
+    return ""
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -378,7 +398,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
         raise ConfigError(f"override {text!r}: the value {val!r} is not valid YAML ({problem}); e.g. data.tasks=[1,2] or data.tasks=1") from None
-    if isinstance(parsed, str):
+    if isinstance(parsed, str) and not val.strip().startswith(("'", '"')):  # quoted text stays text (name='1e3')
         # YAML 1.1 leaves '1e-3' as a string; accept plain scientific notation as a number ('nan' and 'inf' stay
         # words here: a float setting takes them in check_type, a word setting keeps them)
         try:

@@ -48,3 +48,8 @@ class NonFiniteLossError(OverlookedError, FloatingPointError):
 class DataWarning(UserWarning):
     """Something done to the data folder the user should know of (a damaged or edited file replaced by a
     verified download, its old copy kept beside it)."""
+
+
+class StorageError(OSError):
+    """A file of a run could not be written (a full or read-only disk, no permission): the old file, if any, is
+    whole (every run file is written to a temporary file, then renamed). The command line says it in one line."""

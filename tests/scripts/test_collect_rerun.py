@@ -84,5 +84,12 @@ def test_rerun_seeds_refuses_a_pooled_folder(load_script, tmp_path):
     """Re-aggregating a folder that pool_seeds.py wrote would drop its pooling (pooled_seeds, "3 to 10" repeats):
     it is refused before anything is redone."""
     (tmp_path / "summary.json").write_text(json.dumps({"repeats": "3 to 10", "pooled_seeds": {"tasks=1": ["a", "b"]}}))
+    seed = tmp_path / "tasks=1" / "seed0"  # a seed to redo: it reports 0.5, its records reached 0.9
+    seed.mkdir(parents=True)
+    (seed / "summary.json").write_text(json.dumps({"val_accuracy": 0.5}))
+    (seed / "metrics.jsonl").write_text(json.dumps({"step": 1, "val_accuracy": 0.9}) + "\n")
+    (seed / "environment.json").write_text(json.dumps({"git_commit": "0" * 40}))
+    rerun_seeds = load_script("rerun_seeds")
+    rerun_seeds.main(str(tmp_path), check_only=True)  # listing what it would redo is harmless
     with pytest.raises(SystemExit, match="pools seeds from several folders"):
-        load_script("rerun_seeds").main(str(tmp_path), check_only=True)
+        rerun_seeds.main(str(tmp_path), check_only=False)

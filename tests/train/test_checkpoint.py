@@ -199,3 +199,22 @@ def test_run_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
         write_text_atomic(tmp_path / "config.yaml", "a: 1\n")
     monkeypatch.setattr(Path, "write_text", real)
     assert target.read_text() == '{"old": true}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["environment.json"]
+
+
+def test_an_atomic_write_keeps_the_files_mode_and_writes_through_a_symlink(tmp_path):
+    """The file replaced keeps its permissions (a 0600 summary came back 0644), and a symlinked run file is
+    written at its target, the link kept (the link was replaced by a plain file, the target left stale)."""
+    from overlooked.train.checkpoint import write_text_atomic
+
+    private = tmp_path / "summary.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    write_text_atomic(private, '{"a": 1}')
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() == '{"a": 1}'
+    target = tmp_path / "elsewhere" / "config.yaml"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "config.yaml"
+    link.symlink_to(target)
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"

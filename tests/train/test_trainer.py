@@ -1663,6 +1663,43 @@ def test_lr_steering_a_callback_set_is_restored_on_resume(tmp_path):
     assert lrs[0] == lrs[1] and lrs[0][-1] == pytest.approx(0.025)
 
 
+def test_lr_control_is_restored_after_on_train_start_and_old_checkpoints_resume_as_before(tmp_path):
+    """A callback that scales the lr relatively in on_train_start does not compound on resume (the saved value is
+    put back after it); a checkpoint written before lr_control was saved resumes bit for bit as before."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    class HalveAtStart(Callback):
+        def on_train_start(self, ctx):
+            ctx.lr_scale *= 0.5
+
+    class Interrupt(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == 13:
+                raise KeyboardInterrupt
+
+    cfg = _cfg(epochs=2, checkpoint_every=5, eval_every=4, optimizer="sgd", lr=0.05)
+    api.train(cfg, run_dir=tmp_path / "whole", callbacks=[HalveAtStart()])
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, run_dir=tmp_path / "cut", callbacks=[HalveAtStart(), Interrupt()])
+    api.resume(tmp_path / "cut", callbacks=[HalveAtStart()])
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # an old checkpoint: no lr_control in its state (no lr callback): the resume is exact as before
+    api.train(cfg, run_dir=tmp_path / "plain")
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, run_dir=tmp_path / "old", callbacks=[Interrupt()])
+    last = tmp_path / "old" / "checkpoints" / "last.safetensors"
+    tensors = dict(read_checkpoint(last)[0])
+    with safe_open(str(last), framework="pt") as fh:
+        doc = json.loads(fh.metadata()["overlooked"])
+    del doc["info"]["state"]["lr_control"]
+    save_file(tensors, str(last), metadata={"overlooked": json.dumps(doc)})
+    api.resume(tmp_path / "old")
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "old")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_sweep_of_a_setting_keeps_its_one_split(tmp_path):
     """--each over a setting that is not data (train.lr=...) trains every value on one split: the merged summary
     carries that split's fingerprint (a single run on the same data compares with it) and the size of its

@@ -106,6 +106,8 @@ def _check_threshold(threshold: object, name: str, meaning: str, upper: float | 
     rule = ">= 0" if upper is None else f"in [0, {upper:g})"
     if isinstance(threshold, torch.Tensor) and threshold.is_floating_point():
         values = threshold.detach()
+        if not reads_values(values):  # meta tensors, a GPU's, a torch.func transform's: not read here
+            return
         ok = bool(torch.isfinite(values).all()) and (values.numel() == 0 or (float(values.min()) >= 0 and (upper is None or float(values.max()) < upper)))
     else:
         ok = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and math.isfinite(threshold) and threshold >= 0 and (upper is None or threshold < upper)

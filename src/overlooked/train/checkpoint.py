@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from overlooked.errors import CheckpointError
+from overlooked.errors import CheckpointError, StorageError
 
 
 def _read_umask() -> int:
@@ -37,22 +39,29 @@ VERSION = 1
 
 
 def _atomic_write(path: Path, write: Any) -> None:
+    path = Path(os.path.realpath(path))  # through a symlink: the file it names is replaced, the link kept
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_UMASK  # an existing file keeps its mode
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         try:
             write(tmp)
-        except SafetensorError as err:  # its I/O errors come as its own type: an OSError, as every other write's
-            full = "StorageFull" in str(err) or "code: 28" in str(err)
-            raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write {path}: {err}") from err
+        except SafetensorError as err:  # its I/O errors come as its own type, "... Os { code: N, ... }"
+            code = re.search(r"\bcode: (\d+)\b", str(err))
+            raise OSError(int(code.group(1)) if code else errno.EIO, str(err)) from err
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); a checkpoint gets the usual mode
+        os.chmod(tmp, mode)  # mkstemp makes the file private (0600)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as err:
+        if isinstance(err, StorageError) or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
+            raise
+        raise StorageError(err.errno, f"could not write {path}: {err.strerror or err}") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -62,7 +62,7 @@ class TrainState:
     window: list[float] = field(default_factory=lambda: [0, 0.0, 0, 0.0])  # + its wall seconds (examples_per_s)
     # what callbacks set on the Context to steer the lr (lr_scale, lr_hold, schedule_start), so a resume
     # continues with it (a callback that set it once would otherwise find it back at its default)
-    lr_control: list[Any] = field(default_factory=lambda: [1.0, None, 0])
+    lr_control: list[Any] = field(default_factory=lambda: [1.0, None, 0])  # restored after the callbacks' on_train_start
 
 
 def checked_state(state: TrainState) -> TrainState:
@@ -93,7 +93,7 @@ def checked_state(state: TrainState) -> TrainState:
         raise TypeError(f"state.callbacks is {state.callbacks!r}, not a list of mappings")
     control = state.lr_control
     if not (isinstance(control, list) and len(control) == 3 and is_real(control[0]) and (control[1] is None or is_real(control[1]))
-            and isinstance(control[2], int) and not isinstance(control[2], bool) and control[2] >= 0):
+            and isinstance(control[2], int) and not isinstance(control[2], bool)):
         raise TypeError(f"state.lr_control is {control!r}, not [lr_scale, lr_hold or null, schedule_start]")
     return state
 
@@ -639,13 +639,15 @@ def _fit(
                 "written by another version of overlooked (the run's environment.json names its git commit)"
             ) from None
         state.__dict__.update(loaded.__dict__)
-        ctx.lr_scale, ctx.lr_hold, ctx.schedule_start = state.lr_control  # before on_train_start, which may set them again
+        restored_lr = "lr_control" in info["state"]  # a checkpoint written before 2026-12-07 has none: callbacks set it again
         if write:  # the checkpoint fits: now drop the records the interrupted process wrote after it
             drop_records_after(run_dir / "metrics.jsonl", state.step)
         torch.set_rng_state(own("torch"))
         aug_gen.set_state(own("augment"))
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(own("cuda"))
+    else:
+        restored_lr = False
     resumed_from = state.step  # the step this process starts from (0 for a fresh run)
     wall_before = state.wall_time_s  # earlier processes' wall time, up to the checkpoint this one resumed from
 
@@ -756,6 +758,8 @@ def _fit(
 
     for cb in callbacks:
         cb.on_train_start(ctx)
+    if restored_lr:  # after on_train_start: a callback there that scales the lr relatively does not compound per resume
+        ctx.lr_scale, ctx.lr_hold, ctx.schedule_start = state.lr_control
     with_record_fields(dict.fromkeys(RECORD_KEYS), callbacks)  # a clash of field names is named now, not after the first validation pass
     model.train()
     window_n, window_loss, window_hits = int(state.window[0]), float(state.window[1]), int(state.window[2])
