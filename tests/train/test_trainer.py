@@ -10,6 +10,7 @@ import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -1635,6 +1636,28 @@ def test_weight_decay_1d_false_leaves_biases_and_norm_gains_undecayed(optimizer)
         TrainConfig(weight_decay_1d=False)
 
 
+class _InterruptAt13(Callback):
+    def on_step_end(self, ctx, loss):
+        if ctx.state.step == 13:
+            raise KeyboardInterrupt
+
+
+def _interrupted_and_resumed(tmp_path: Path, cfg: ExperimentConfig, make: Any, whole: str, cut: str) -> None:
+    """Train ``whole`` uninterrupted and ``cut`` interrupted at step 13 (last checkpoint at 10), each with the
+    callbacks ``make()`` gives, then resume ``cut`` with them."""
+    api.train(cfg, run_dir=tmp_path / whole, callbacks=make())
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, run_dir=tmp_path / cut, callbacks=[*make(), _InterruptAt13()])
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+LR_CFG = {"epochs": 2, "checkpoint_every": 5, "eval_every": 4, "optimizer": "sgd", "lr": 0.05}
+
+
 def test_lr_steering_a_callback_set_is_restored_on_resume(tmp_path):
     """ctx.lr_scale / lr_hold / schedule_start set once by a stateless callback are part of the checkpoint: a
     resumed run continues with them (it went back to the full lr, silently: test accuracy 0.484 against 0.344
@@ -1645,20 +1668,11 @@ def test_lr_steering_a_callback_set_is_restored_on_resume(tmp_path):
             if ctx.state.step == 5:
                 ctx.lr_scale, ctx.schedule_start = 0.5, 5
 
-    class Interrupt(Callback):
-        def on_step_end(self, ctx, loss):
-            if ctx.state.step == 13:
-                raise KeyboardInterrupt
-
-    cfg = _cfg(epochs=2, checkpoint_every=5, eval_every=4, optimizer="sgd", lr=0.05)
-    api.train(cfg, run_dir=tmp_path / "whole", callbacks=[HalveOnce()])
-    with pytest.raises(KeyboardInterrupt):
-        api.train(cfg, run_dir=tmp_path / "cut", callbacks=[HalveOnce(), Interrupt()])
+    _interrupted_and_resumed(tmp_path, _cfg(**LR_CFG), lambda: [HalveOnce()], "whole", "cut")
     state = read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.safetensors")[1]["info"]["state"]
     assert state["step"] == 10 and state["lr_control"] == [0.5, None, 5]
     api.resume(tmp_path / "cut", callbacks=[HalveOnce()])
-    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_weights(tmp_path / "whole", tmp_path / "cut")
     lrs = [[json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("whole", "cut")]
     assert lrs[0] == lrs[1] and lrs[0][-1] == pytest.approx(0.025)
 
@@ -1673,22 +1687,11 @@ def test_lr_control_is_restored_after_on_train_start_and_old_checkpoints_resume_
         def on_train_start(self, ctx):
             ctx.lr_scale *= 0.5
 
-    class Interrupt(Callback):
-        def on_step_end(self, ctx, loss):
-            if ctx.state.step == 13:
-                raise KeyboardInterrupt
-
-    cfg = _cfg(epochs=2, checkpoint_every=5, eval_every=4, optimizer="sgd", lr=0.05)
-    api.train(cfg, run_dir=tmp_path / "whole", callbacks=[HalveAtStart()])
-    with pytest.raises(KeyboardInterrupt):
-        api.train(cfg, run_dir=tmp_path / "cut", callbacks=[HalveAtStart(), Interrupt()])
+    _interrupted_and_resumed(tmp_path, _cfg(**LR_CFG), lambda: [HalveAtStart()], "whole", "cut")
     api.resume(tmp_path / "cut", callbacks=[HalveAtStart()])
-    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_weights(tmp_path / "whole", tmp_path / "cut")
     # an old checkpoint: no lr_control in its state (no lr callback): the resume is exact as before
-    api.train(cfg, run_dir=tmp_path / "plain")
-    with pytest.raises(KeyboardInterrupt):
-        api.train(cfg, run_dir=tmp_path / "old", callbacks=[Interrupt()])
+    _interrupted_and_resumed(tmp_path, _cfg(**LR_CFG), list, "plain", "old")
     last = tmp_path / "old" / "checkpoints" / "last.safetensors"
     tensors = dict(read_checkpoint(last)[0])
     with safe_open(str(last), framework="pt") as fh:
@@ -1696,8 +1699,7 @@ def test_lr_control_is_restored_after_on_train_start_and_old_checkpoints_resume_
     del doc["info"]["state"]["lr_control"]
     save_file(tensors, str(last), metadata={"overlooked": json.dumps(doc)})
     api.resume(tmp_path / "old")
-    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "old")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_weights(tmp_path / "plain", tmp_path / "old")
 
 
 def test_a_sweep_of_a_setting_keeps_its_one_split(tmp_path):
