@@ -97,3 +97,19 @@ def test_lists_naming_a_recording_twice_or_in_both_splits_are_refused(tmp_path, 
     listing.write_text(original + test_line + "\n")
     with pytest.raises(DataError, match=r"train1K\.txt and test100\.txt in .* both name sample\(s\)"):
         nmnist_small(data_dir=str(tmp_path), verify=False)
+
+
+def test_events_after_the_window_go_to_the_last_bin_or_are_dropped():
+    """Recordings run to ~336 ms, past the 300 ms window: by default (every committed run) those events are
+    counted in the last bin; late_events='drop' leaves them out so every bin has one length."""
+    import numpy as np
+
+    from overlooked.data.nmnist import Events
+
+    t = np.array([0, 29_999, 30_000, 299_999, 300_000, 336_000])
+    ev = Events(x=np.zeros(6, dtype=np.int64), y=np.zeros(6, dtype=np.int64), p=np.zeros(6, dtype=np.int64), t=t)
+    last = to_frames(ev, 10)[:, 0, 0, 0].tolist()
+    dropped = to_frames(ev, 10, late_events="drop")[:, 0, 0, 0].tolist()
+    assert last == [2.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 3.0] and dropped == [2.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 1.0]
+    with pytest.raises(DataError, match="late_events must be one of"):
+        to_frames(ev, 10, late_events="clip")

@@ -507,8 +507,9 @@ def load_babi(
             holds out; see :func:`split_per_task`).
         verify: check each file against the official release's checksum (the default). ``False`` reads the
             files at the same paths as they are, for an edited copy or your own bAbI-format tasks; the run's
-            ``data_fingerprint`` then tells its data from the official one, and a malformed line is reported
-            with its file and line number.
+            ``data_fingerprint`` then tells its data from the official one (it hashes the encoded tensors: a word
+            renamed everywhere encodes alike and keeps the fingerprint; the run's ``vocab.json`` tells them apart),
+            and a malformed line is reported with its file and line number.
         vocab: encode with this vocabulary (``vocab[0]`` the null word) instead of one built from the
             loaded files: a trained model's (``RUN/vocab.json``), to read other tasks or your own stories with
             it. A word it lacks is refused, named with the file it occurs in.

@@ -68,12 +68,24 @@ def read_bs2(path: str | os.PathLike[str]) -> Events:
     return parse_bs2(data, str(path))
 
 
-def to_frames(events: Events, bins: int, duration_us: int = 300_000) -> torch.Tensor:
-    """Event counts in ``bins`` equal time bins over ``duration_us``: ``[T, 2, 34, 34]`` float (later
-    events fall into the last bin)."""
+LATE_EVENTS = ("last_bin", "drop")
+
+
+def to_frames(events: Events, bins: int, duration_us: int = 300_000, late_events: str = "last_bin") -> torch.Tensor:
+    """Event counts in ``bins`` equal time bins over ``duration_us``: ``[T, 2, 34, 34]`` float.
+
+    The recordings run to about 336 ms, past the 300 ms window: ``late_events="last_bin"`` (the default, which
+    every committed run used) counts those events (about 0.2%, 9 per recording) in the last bin, which then
+    spans to the recording's end; ``"drop"`` leaves them out, so every bin spans ``duration_us / bins``."""
+    if late_events not in LATE_EVENTS:
+        raise DataError(f"late_events must be one of {LATE_EVENTS}, got {late_events!r}")
     frames = np.zeros((bins, 2, *SENSOR), dtype=np.float32)
-    b = np.minimum(events.t * bins // duration_us, bins - 1)
-    np.add.at(frames, (b, events.p, events.y, events.x), 1.0)
+    b = events.t * bins // duration_us
+    if late_events == "drop":
+        keep = b < bins
+        np.add.at(frames, (b[keep], events.p[keep], events.y[keep], events.x[keep]), 1.0)
+    else:
+        np.add.at(frames, (np.minimum(b, bins - 1), events.p, events.y, events.x), 1.0)
     return torch.from_numpy(frames)
 
 
@@ -135,11 +147,16 @@ def time_first(key: str = "frames", binary: bool = False) -> TimeFirst:
 
 
 @DATASETS.register("nmnist_small", downloads=("nmnist_small",))
-def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: float = 0.1, seed: int = 0, download: bool = False, verify: bool = True) -> Splits:
-    """The SLAYER N-MNIST subset (1000 train, 100 test) as event-count frames ``"frames"`` ``[N, T, 2, 34, 34]``.
+def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: float = 0.1, seed: int = 0, download: bool = False, verify: bool = True, late_events: str = "last_bin") -> Splits:
+    """The SLAYER N-MNIST subset (1000 train, 100 test) as event-count frames ``"frames"`` ``[N, T, 2, 34, 34]``
+    over the first 300 ms of each recording, in ``bins`` equal bins.
 
     ``verify`` (default) checks every file against the published sha256 first (about 0.05 s); ``False`` reads
-    the files as they are (an edited copy)."""
+    the files as they are (an edited copy). ``late_events``: the events after 300 ms (recordings run to about
+    336 ms) are counted in the last bin (``"last_bin"``, the default, as every committed run) or left out
+    (``"drop"``, every bin then 300 ms / bins long); :func:`to_frames`."""
+    if late_events not in LATE_EVENTS:
+        raise DataError(f"late_events must be one of {LATE_EVENTS}, got {late_events!r}")
     if not is_count(bins):
         raise DataError(f"bins (time bins per recording) must be a whole number >= 1, got {bins!r}")
     bins = int(bins)
@@ -147,7 +164,7 @@ def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: floa
     folder = root / "nmnist_small"
 
     def load(rows: list[tuple[int, int]]) -> ArrayDataset:
-        frames = torch.stack([to_frames(read_bs2(folder / "samples" / f"{i}.bs2"), bins) for i, _ in rows])  # [N, T, 2, 34, 34]
+        frames = torch.stack([to_frames(read_bs2(folder / "samples" / f"{i}.bs2"), bins, late_events=late_events) for i, _ in rows])  # [N, T, 2, 34, 34]
         return ArrayDataset({"frames": frames, "label": torch.tensor([c for _, c in rows], dtype=torch.int64)})
 
     train_rows, test_rows = read_list(folder / "train1K.txt"), read_list(folder / "test100.txt")
@@ -156,4 +173,4 @@ def nmnist_small(data_dir: str | None = None, bins: int = 10, val_fraction: floa
         raise DataError(f"the N-MNIST lists train1K.txt and test100.txt in {folder} both name sample(s) {shared[:5]}; {_FIX}")
     full, test = load(train_rows), load(test_rows)
     tr, va = split_train_val(len(full), val_fraction, seed)
-    return Splits(full.subset(tr), full.subset(va), test, ("frames",), "label", {"num_classes": 10, "frame_shape": (bins, 2, *SENSOR), "name": "nmnist_small", "step_duration_s": 0.3 / bins})
+    return Splits(full.subset(tr), full.subset(va), test, ("frames",), "label", {"num_classes": 10, "frame_shape": (bins, 2, *SENSOR), "name": "nmnist_small", "step_duration_s": 0.3 / bins, "late_events": late_events})
