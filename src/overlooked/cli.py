@@ -480,6 +480,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     compare_only = [flag for flag, given in (("--runs", args.runs is not None), ("--max-examples", args.max_examples is not None), ("--trials", args.trials is not None), ("--unfair", args.unfair)) if given]
     if compare_only and (args.suite or args.family != "compare"):
         raise OverlookedError(f"{' and '.join(compare_only)} {'belong' if len(compare_only) > 1 else 'belongs'} to `bench compare`; `bench {args.suite and '--suite ' + args.suite or args.family}` would ignore {'them' if len(compare_only) > 1 else 'it'}")
+    if args.quick and (args.suite or args.family == "compare"):  # it would be ignored: a suite's size is its own
+        raise OverlookedError(f"--quick is for a family's benchmark (`bench memory --quick`); {'a suite runs its arenas at their own sizes (the quick suite: --suite quick)' if args.suite else '`bench compare` reads finished runs'}")
     if args.arena and not args.suite:
         raise OverlookedError("--arena chooses arenas of a --suite; give --suite too (see `overlooked list suites`)")
     if args.device != "cpu" and (args.suite or args.family == "compare"):

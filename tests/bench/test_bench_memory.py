@@ -96,3 +96,26 @@ def test_full_float32_turns_tf32_off_on_a_gpu_only_and_puts_it_back():
     finally:
         for f, value in zip(flags, before):
             f.allow_tf32 = value
+
+
+def test_mps_is_synchronised_and_the_capsule_and_baseline_benches_run_without_tf32(monkeypatch):
+    """Apple GPUs queue work as CUDA does (the timer stopped before it ran); the capsule and baseline benches
+    turn TF32 off on a GPU as memory's and spiking's do (their "fp32" GPU figures used TF32 convolutions)."""
+    from overlooked.bench import baselines, capsules, timing
+
+    seen = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: seen.append("mps"))
+    timing.synchronize("mps")
+    assert seen == ["mps"]
+    flags = []
+    monkeypatch.setattr(capsules, "capsnet_throughput", lambda **kw: flags.append(torch.backends.cudnn.allow_tf32) or [])
+    monkeypatch.setattr(capsules, "em_throughput", lambda **kw: flags.append(torch.backends.cudnn.allow_tf32) or [])
+    monkeypatch.setattr(baselines, "step_throughput", lambda *a, **kw: flags.append(torch.backends.cuda.matmul.allow_tf32) or [])
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        capsules.bench_capsules(quick=True, device="cuda")
+        baselines.bench_baselines(quick=True, device="cuda")
+        assert flags and not any(flags) and torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -67,3 +67,16 @@ def test_the_spiking_bench_puts_tf32_back(monkeypatch):
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # back after
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_round_robin_takes_the_median_of_an_even_count_and_figures_name_peer_versions(monkeypatch):
+    """An even number of repeats gives the mean of the middle two (it took the upper one); every figure of the
+    bench names the peer libraries' versions (None where not installed)."""
+    from overlooked.bench import spiking as bench
+
+    clock = iter([0.0, 1.0, 0.0, 3.0, 0.0, 2.0, 0.0, 4.0])  # durations 1, 3, 2, 4
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    out = bench.round_robin({"f": lambda: None}, warmup=0, repeats=4, device="cpu")["f"]
+    assert out["median_s"] == 2.5 and out["min_s"] == 1.0 and out["mean_s"] == 2.5 and out["repeats"] == 4
+    versions = bench.peer_versions()
+    assert set(versions) == set(bench.PEERS)

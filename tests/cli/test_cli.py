@@ -730,6 +730,8 @@ def test_bench_and_convert_options_out_of_place_or_out_of_range_are_refused(tmp_
         (["bench", "--runs", "A", "--max-examples", "10"], "--runs and --max-examples belong to `bench compare`; `bench baselines` would ignore them"),
         (["bench", "memory", "--runs", "A"], "--runs belongs to `bench compare`; `bench memory` would ignore it"),
         (["bench", "--arena", "memory"], "--arena chooses arenas of a --suite"),
+        (["bench", "--suite", "full", "--quick"], "--quick is for a family's benchmark (`bench memory --quick`); a suite runs its arenas at their own sizes"),
+        (["bench", "compare", "--quick", "--runs", "A", "--max-examples", "5"], "--quick is for a family's benchmark"),
         (["bench", "compare", "--runs", "A", "A", "--max-examples", "5"], "A named more than once"),
         (["bench", "compare", "--runs", "A", "--max-examples", "-5"], "a number >= 1; got -5"),
         (["convert", "RUN", "--limit", "-1", "--out", str(tmp_path / "c")], "--limit takes a number of test images N >= 1, or 0 for all of them; got -1"),

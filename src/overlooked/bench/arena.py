@@ -44,7 +44,7 @@ def render_arenas(folder: Path, figures: Path | None = None, made: list[Path] | 
                 + (f"; accuracy on the first {data['eval_limits'][arena]} test examples" if data.get("eval_limits", {}).get(arena) else "; full test set")
                 + ")",
                 "",
-                "| case | role | status | test acc % | params | FLOPs/example | train s | latency ms/example | SynOps/example | energy µJ/example (est.) |",
+                "| case | role | status | test acc % | params | FLOPs/example | train s (loop) | ms/example (batch 256, best of 3) | SynOps/example | energy µJ/example (est.) |",
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for r in rows:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from overlooked.bench.timing import time_call
+from overlooked.bench.timing import full_float32, time_call
 from overlooked.config import TrainConfig
 from overlooked.objectives import CrossEntropy
 from overlooked.registry import BENCHMARKS, MODELS
@@ -45,6 +45,7 @@ def bench_baselines(quick: bool = False, device: str = "cpu") -> list[dict[str, 
     """MLP and small CNN, batch 128, fp32: one training step = forward, loss, backward, Adam update."""
     repeats = 5 if quick else 20
     figures: list[dict[str, Any]] = []
-    for name in ("mlp", "small_cnn"):
-        figures += step_throughput(name, 128, repeats=repeats, device=device)
+    with full_float32(device):  # TF32 off on a GPU: float32 arithmetic, as the CPU's
+        for name in ("mlp", "small_cnn"):
+            figures += step_throughput(name, 128, repeats=repeats, device=device)
     return figures

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from overlooked.bench.timing import time_call
+from overlooked.bench.timing import full_float32, time_call
 from overlooked.capsules.models import CapsuleLoss, SpreadLoss, capsnet, matcaps_em, matcaps_em_small
 from overlooked.config import TrainConfig
 from overlooked.registry import BENCHMARKS
@@ -109,8 +109,9 @@ def bench_capsules(quick: bool = False, device: str = "cpu") -> list[dict[str, A
     (A=64, B=8, C=D=16, 2 iterations, batch 128, fp32) with compiled and reference routing."""
     repeats = 2 if quick else 5
     figures: list[dict[str, Any]] = []
-    for backend, bf16 in (("fused", False), ("fused", True), ("reference", False)):
-        figures += capsnet_throughput(backend=backend, bf16=bf16, repeats=repeats, device=device)
-    for routing_backend in ("compiled", "reference"):
-        figures += em_throughput(routing_backend=routing_backend, repeats=repeats, device=device)
+    with full_float32(device):  # TF32 off on a GPU: its "fp32" figures are float32 arithmetic, as the CPU's
+        for backend, bf16 in (("fused", False), ("fused", True), ("reference", False)):
+            figures += capsnet_throughput(backend=backend, bf16=bf16, repeats=repeats, device=device)
+        for routing_backend in ("compiled", "reference"):
+            figures += em_throughput(routing_backend=routing_backend, repeats=repeats, device=device)
     return figures

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import math
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,20 @@ def reuse_freed_memory() -> str:
 
 def peers_installed() -> dict[str, bool]:
     return {name: importlib.util.find_spec(name) is not None for name in PEERS}
+
+
+def peer_versions() -> dict[str, str | None]:
+    """The installed version of each peer library (None: not installed), recorded on every figure so that a
+    comparison names what it compared against."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in PEERS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def ours_lif(backend: str) -> nn.Module:
@@ -159,7 +174,7 @@ def round_robin(fns: dict[str, Callable[[], object]], *, warmup: int, repeats: i
             synchronize(device)
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
-    return {k: {"median_s": sorted(v)[len(v) // 2], "min_s": min(v), "repeats": len(v)} for k, v in times.items()}
+    return {k: {"median_s": statistics.median(v), "min_s": min(v), "mean_s": statistics.fmean(v), "repeats": len(v)} for k, v in times.items()}
 
 
 def _fig(name: str, value: float, unit: str, **extra: Any) -> dict[str, Any]:
@@ -319,13 +334,16 @@ def _bench_spiking(quick: bool, device: str) -> list[dict[str, Any]]:
     figures += linear_lif_figures(500, 16, 512, device=device, repeats=repeats)
     figures += neuron_only_figures(500, 16, 512, device=device, repeats=10 if quick else 20)
     if not quick:
-        # One timed round: each call takes seconds to minutes here, and the spike-agreement pass has
-        # already run every forward once.
-        figures += linear_lif_figures(500, 16, 4096, device=device, warmup=0, repeats=1, with_reference=False)
+        # On the CPU one timed round: each call takes seconds to minutes there, and the spike-agreement pass
+        # has already run every forward once. On a GPU a call takes milliseconds: warm up and repeat, as above.
+        once = device == "cpu"
+        figures += linear_lif_figures(500, 16, 4096, device=device, warmup=0 if once else 1, repeats=1 if once else repeats, with_reference=False)
         figures += neuron_only_figures(500, 16, 4096, device=device, repeats=10)
     if device == "cpu":
         figures += event_crossover_figures(repeats=repeats)
+    versions = peer_versions()
     for fig in figures:
         fig["allocator"] = allocator
         fig["peers_missing"] = missing
+        fig["peer_versions"] = versions
     return figures

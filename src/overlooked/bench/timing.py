@@ -12,8 +12,11 @@ import torch
 
 def synchronize(device: str | torch.device) -> None:
     """Wait for queued GPU work so a timer measures it (no-op on CPU)."""
-    if torch.device(device).type == "cuda":
+    kind = torch.device(device).type
+    if kind == "cuda":
         torch.cuda.synchronize(device)  # that GPU's queue: the current device may be another one
+    elif kind == "mps":  # Apple GPUs queue work too
+        torch.mps.synchronize()
 
 
 @contextlib.contextmanager
