@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from overlooked import catalog
 from overlooked.bench import capsules as bench_capsules
@@ -26,7 +27,12 @@ def _count_train_steps(monkeypatch) -> list:
 @pytest.mark.parametrize("backend, bf16", [("fused", False), ("reference", True)])
 def test_bench_calls_the_trainer_step_and_states_the_setting(monkeypatch, backend, bf16):
     calls = _count_train_steps(monkeypatch)
-    figures = bench_capsules.capsnet_throughput(backend=backend, bf16=bf16, batch_size=2, repeats=1, clock="cpu" if bf16 else "wall")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # clock="cpu" counts one core's seconds
+    try:
+        figures = bench_capsules.capsnet_throughput(backend=backend, bf16=bf16, batch_size=2, repeats=1, clock="cpu" if bf16 else "wall")
+    finally:
+        torch.set_num_threads(threads)
     assert len(calls) == 2  # warm-up plus one timed step, all through trainer.train_step
     assert sum(p.numel() for p in calls[0].parameters()) == 8_215_568  # the exact CapsNet, decoder on
     assert [f["unit"] for f in figures] == ["images/s", "images/s"] and all(f["value"] > 0 for f in figures)
@@ -51,3 +57,17 @@ def test_bench_is_registered():
     catalog.load_all()
     assert "capsules" in BENCHMARKS.names()
     assert {"quick", "device"} <= set(BENCHMARKS.accepted_kwargs("capsules"))
+
+
+def test_cpu_seconds_are_one_threads_and_the_cpus_only():
+    """clock='cpu' sums every thread's CPU seconds and does not see a GPU's work: it is refused with more
+    than one thread, and off the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="clock='cpu' counts one core's seconds: run with one thread"):
+            bench_capsules.time_cpu(lambda: None)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="clock='cpu' times the CPU's work"):
+        bench_capsules.capsnet_throughput(batch_size=2, repeats=1, clock="cpu", device="cuda")

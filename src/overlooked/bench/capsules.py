@@ -27,7 +27,10 @@ from overlooked.train import trainer
 def time_cpu(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5) -> dict[str, float]:
     """Like :func:`~overlooked.bench.timing.time_call`, but in CPU seconds of this process
     (``time.process_time``): with one thread, the time the step held a core, which stays meaningful on a
-    machine shared with other jobs (wall-clock time there measures the queue)."""
+    machine shared with other jobs (wall-clock time there measures the queue). CPU work on one thread only:
+    with more threads the seconds of every thread add up, and a GPU's work is not the process's CPU time."""
+    if torch.get_num_threads() != 1:
+        raise ValueError(f"clock='cpu' counts one core's seconds: run with one thread (torch.set_num_threads(1)), not {torch.get_num_threads()}")
     for _ in range(warmup):
         fn()
     times = []
@@ -50,6 +53,8 @@ def capsnet_throughput(
         Two figures (train, infer), each with ``value`` in images/s, the timing record of
         :func:`~overlooked.bench.timing.time_call`, and the setting (backend, precision, threads, detach).
     """
+    if clock == "cpu" and torch.device(device).type != "cpu":
+        raise ValueError(f"clock='cpu' times the CPU's work, not a {device} device's queued kernels: use clock='wall' there")
     torch.manual_seed(0)
     model = capsnet(iterations=iterations, detach_intermediate=detach_intermediate, backend=backend).to(device)
     setting = {"backend": backend, "precision": "bf16" if bf16 else "fp32", "batch_size": batch_size, "iterations": iterations, "decoder": True, "detach_intermediate": detach_intermediate}

@@ -130,7 +130,9 @@ class _Norse(nn.Module):
         super().__init__()
         from norse.torch import LIFBoxCell, LIFBoxParameters
 
-        # Norse's LIFBox: v + dt/tau (i - v): beta v + (1 - beta) i, so the synapse is scaled by 1 / (1 - beta)
+        # Norse's LIFBox: v + dt/tau (i - v): beta v + (1 - beta) i, so the synapse is scaled by 1 / (1 - beta).
+        # Its surrogate is left at Norse's default (LIFBoxParameters.method), not the ATan the others use: the
+        # forward spikes are the same, the backward's derivative shape differs (its cost hardly does).
         self.linear = nn.Linear(linear.in_features, linear.out_features, device=linear.weight.device)
         with torch.no_grad():
             self.linear.weight.copy_(linear.weight / (1 - BETA))
