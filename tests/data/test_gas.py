@@ -63,7 +63,8 @@ def test_missing_and_empty_files(tmp_path):
 def test_protocol_scaling_from_training_rows_only_and_missing_batches(tmp_path):
     # batch 1: 10 rows, feature value = row index 0..9, gas alternating 1/2; batch 2: two rows; batch 3 absent.
     root = _write_root(tmp_path, {1: [(1 + r % 2, float(r)) for r in range(10)], 2: [(3, 100.0), (1, 0.0)], 4: [(6, 4.5)]})
-    s = gas_drift(data_dir=str(root), val_fraction=0.2, seed=0, verify=False)  # hand-made files: no official checksum
+    with pytest.warns(DataWarning, match=r"batch\(es\) \[3, 5, 6, 7, 8, 9, 10\] are not in"):
+        s = gas_drift(data_dir=str(root), val_fraction=0.2, seed=0, verify=False)  # hand-made files: no official checksum
     assert (len(s.train), len(s.val), len(s.test)) == (8, 2, 3)
     assert s.meta["test_batches"] == (2, 4) and s.meta["missing_batches"] == [3, 5, 6, 7, 8, 9, 10]
     assert s.meta["group_key"] == "batch" and s.test.tensors["batch"].tolist() == [2, 2, 4]
@@ -83,7 +84,8 @@ def test_protocol_scaling_from_training_rows_only_and_missing_batches(tmp_path):
 
 def test_group_accuracy_per_batch(tmp_path):
     root = _write_root(tmp_path, {1: [(1 + r % 2, float(r)) for r in range(10)], 2: [(1, 0.0), (2, 0.0)], 3: [(1, 0.0)]})
-    s = gas_drift(data_dir=str(root), val_fraction=0.2, verify=False)
+    with pytest.warns(DataWarning, match="the test covers batches"):
+        s = gas_drift(data_dir=str(root), val_fraction=0.2, verify=False)
 
     class AlwaysEthanol(nn.Module):
         def forward(self, x):
