@@ -1053,7 +1053,7 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
         merged["init_from"] = {**starts[0], "examples_seen": None if None in seen else sum(seen)}
     # the examples the merged accuracy is scored on: every value's own test set, or, for a sweep on one split,
     # that one set (scored once per value, not a larger set)
-    combine = max if same_split else sum  # one split: the largest part of it any value scored (train.eval_limit may differ)
+    combine = sum if data_key else max  # a sweep of a setting scores one split: the largest part any value scored (eval_limit may differ)
     if all(s.get("test_examples") is not None for s in subs.values()):
         merged["test_examples"] = combine([s["test_examples"] for s in subs.values()])
     if any(s.get("test_examples_available") is not None for s in subs.values()):  # some value scored under train.eval_limit

@@ -947,3 +947,22 @@ def test_a_full_disk_is_one_line_and_other_os_errors_keep_their_traceback(tmp_pa
     monkeypatch.setattr(checkpoint, "save_file", lost)
     with pytest.raises(FileNotFoundError):
         main(["train", str(_config(tmp_path)), "train.max_steps=6", "--out", str(tmp_path / "runs2")])
+
+
+def test_a_full_disk_while_appending_metrics_is_one_line(tmp_path, capsys, monkeypatch):
+    """metrics.jsonl is appended to, not renamed into place: a full disk there was a traceback; it is the same
+    one line (a line cut short is dropped on resume)."""
+    import builtins
+    import errno
+
+    from overlooked.train import trainer
+
+    def full(path, mode="r", *args, **kwargs):
+        if mode == "a":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "open", full, raising=False)
+    assert main(["train", str(_config(tmp_path)), "train.max_steps=6", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "overlooked: error: [Errno 28] could not write " in err and "metrics.jsonl: No space left on device" in err and "Traceback" not in err

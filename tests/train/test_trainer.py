@@ -1711,3 +1711,12 @@ def test_a_sweep_of_a_setting_keeps_its_one_split(tmp_path):
     _, swept = api.train_each(cfg, "train.lr", [0.01, 0.02], out=tmp_path / "sweep")
     assert swept["data_fingerprint"] == single["data_fingerprint"] and swept["test_fingerprint"] == single["test_fingerprint"]
     assert swept["test_examples"] == single["test_examples"] == 16 and swept["trials"] == 2
+
+
+def test_a_sweep_without_recorded_fingerprints_does_not_count_its_test_set_twice():
+    """A sweep of a setting over summaries that record no data fingerprint (older runs, a plugin dataset) still
+    scores one split: its test-set size is the largest part any value scored, not the sum (64 + 64 = 128)."""
+    cfg = _cfg(epochs=1)
+    subs = {str(v): {"test_examples": 64, "test_accuracy": 0.5, "val_accuracy": 0.5, "train_accuracy": 0.5, "trials": 1} for v in (0.1, 0.01)}
+    merged = api.merge_each(subs, cfg, "train.lr", [0.1, 0.01])
+    assert merged["test_examples"] == 64 and "data_fingerprint" not in merged

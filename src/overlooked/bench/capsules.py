@@ -53,8 +53,7 @@ def capsnet_throughput(
         Two figures (train, infer), each with ``value`` in images/s, the timing record of
         :func:`~overlooked.bench.timing.time_call`, and the setting (backend, precision, threads, detach).
     """
-    if clock == "cpu" and torch.device(device).type != "cpu":
-        raise ValueError(f"clock='cpu' times the CPU's work, not a {device} device's queued kernels: use clock='wall' there")
+    _check_clock(clock, device)
     torch.manual_seed(0)
     model = capsnet(iterations=iterations, detach_intermediate=detach_intermediate, backend=backend).to(device)
     setting = {"backend": backend, "precision": "bf16" if bf16 else "fp32", "batch_size": batch_size, "iterations": iterations, "decoder": True, "detach_intermediate": detach_intermediate}
@@ -72,6 +71,7 @@ def em_throughput(
     builders = {"matcaps_em_small": matcaps_em_small, "matcaps_em": matcaps_em}
     if model_name not in builders:
         raise ValueError(f"model_name must be one of {sorted(builders)}, got {model_name!r}")
+    _check_clock(clock, device)
     torch.manual_seed(0)
     model = builders[model_name](iterations=iterations, routing_backend=routing_backend).to(device)
     setting = {"backend": routing_backend, "precision": "fp32", "batch_size": batch_size, "iterations": iterations, "model": model_name}
@@ -79,10 +79,19 @@ def em_throughput(
     return _throughput(model, SpreadLoss(), ("image",), batch_size, False, repeats, device, clock, setting, tag)
 
 
-def _throughput(model: torch.nn.Module, objective: torch.nn.Module, keys: tuple[str, ...], batch_size: int, bf16: bool, repeats: int, device: str, clock: str, setting: dict[str, Any], tag: str) -> list[dict[str, Any]]:
-    """Time ``trainer.train_step`` and a no-grad forward on seeded noise; two figures (train, infer) in images/s."""
+def _check_clock(clock: str, device: str) -> None:
+    """Before any model is built: clock='cpu' counts one CPU thread's seconds, so it runs on the CPU with one thread."""
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu" and torch.device(device).type != "cpu":
+        raise ValueError(f"clock='cpu' times the CPU's work, not a {device} device's queued kernels: use clock='wall' there")
+    if clock == "cpu" and torch.get_num_threads() != 1:
+        raise ValueError(f"clock='cpu' counts one core's seconds: run with one thread (torch.set_num_threads(1)), not {torch.get_num_threads()}")
+
+
+def _throughput(model: torch.nn.Module, objective: torch.nn.Module, keys: tuple[str, ...], batch_size: int, bf16: bool, repeats: int, device: str, clock: str, setting: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    """Time ``trainer.train_step`` and a no-grad forward on seeded noise; two figures (train, infer) in images/s."""
+    _check_clock(clock, device)
     cfg = TrainConfig(optimizer="adam", lr=1e-3, bf16=bf16, device=device)
     optimizer = trainer.build_optimizer(cfg, model.parameters())
     gen = torch.Generator().manual_seed(0)

@@ -38,12 +38,23 @@ FORMAT = "overlooked-checkpoint"
 VERSION = 1
 
 
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def storage_error(err: OSError, path: Path | str) -> OSError:
+    """``err`` as a :class:`StorageError` naming ``path`` when it says the disk is full or read-only or the file
+    may not be written (the command line then says it in one line); any other error as it is."""
+    if isinstance(err, StorageError) or err.errno not in _STORAGE_ERRNOS:
+        return err
+    return StorageError(err.errno, f"could not write {path}: {err.strerror or err}")
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     path = Path(os.path.realpath(path))  # through a symlink: the file it names is replaced, the link kept
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_UMASK  # an existing file keeps its mode
     tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_UMASK  # an existing file keeps its mode
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
@@ -57,9 +68,10 @@ def _atomic_write(path: Path, write: Any) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as err:
-        if isinstance(err, StorageError) or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
+        converted = storage_error(err, path)
+        if converted is err:
             raise
-        raise StorageError(err.errno, f"could not write {path}: {err.strerror or err}") from err
+        raise converted from err
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -167,8 +179,9 @@ def save_checkpoint(
     for name, state in (rng or {}).items():
         tensors[f"rng.{name}"] = state.detach().cpu().contiguous()
     text = json.dumps(doc, sort_keys=True)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"overlooked": text}))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(doc["info"], indent=2, sort_keys=True)))
+    real = Path(os.path.realpath(path))  # a symlinked checkpoint: its readable sidecar goes beside the file it names
+    _atomic_write(real, lambda tmp: save_file(tensors, tmp, metadata={"overlooked": text}))
+    _atomic_write(real.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(doc["info"], indent=2, sort_keys=True)))
     return path
 
 
