@@ -1605,8 +1605,9 @@ def capsule_figures(run: str | Path, index: int = 0, *, split: str = "test", che
     grid = math.isqrt(res["couplings"].shape[1] // model.primary.channels)  # primary capsule positions per side (6 for MNIST)
     figures = {
         "reconstructions": reconstructions_figure(batch["image"][:, 0].numpy(), recon.view(len(rows), channels, side, side)[:, 0].numpy(), shown_labels, shown_predicted, folder / f"capsules_reconstructions_{tag}.png"),
-        "perturbations": perturbation_figure(perturbation_grid(model, res["poses"][0], int(predicted[0])).numpy(), PERTURBATIONS, folder / f"capsules_perturbations_{tag}.png"),
-        "couplings": couplings_figure(res["couplings"][0].numpy(), grid, first_label, folder / f"capsules_couplings_{tag}.png"),
+        "perturbations": perturbation_figure(perturbation_grid(model, res["poses"][0], int(predicted[0])).numpy(), PERTURBATIONS, folder / f"capsules_perturbations_{tag}.png",
+                                             title=f"{split} example {int(rows[0])}, capsule of class {int(predicted[0])} (predicted): rows pose dimension 0-15, columns offset added"),
+        "couplings": couplings_figure(res["couplings"][0].numpy(), grid, first_label, folder / f"capsules_couplings_{tag}.png", predicted=int(predicted[0])),
     }
     record = {"run": str(run), "checkpoint": checkpoint, "split": split, "rows": rows.tolist(), "predicted": predicted.tolist(), "figures": {k: str(v) for k, v in figures.items()}}
     if label.dim() > 1:
@@ -1636,7 +1637,7 @@ def _em_figures(run: str | Path, checkpoint: str, split: str, model: nn.Module, 
     by_type = assignments.view(side, side, -1, assignments.shape[-1]).permute(2, 0, 1, 3).reshape(assignments.shape)  # (type, row, column)
     figures = {
         "activations": activations_figure(res["logits"].double().numpy(), label.tolist(), predicted.tolist(), folder / f"capsules_activations_{tag}.png"),
-        "assignments": couplings_figure(by_type.double().numpy(), side, int(label[0]), folder / f"capsules_assignments_{tag}.png"),
+        "assignments": couplings_figure(by_type.double().numpy(), side, int(label[0]), folder / f"capsules_assignments_{tag}.png", predicted=int(predicted[0]), what="assignment"),
         "viewpoint": viewpoint_figure(views[:, 0].double().numpy(), VIEWPOINT_ANGLES, poses.numpy(), activations.numpy(), cls, folder / f"capsules_viewpoint_{tag}.png"),
     }
     record = {
@@ -1732,7 +1733,7 @@ def explain(
     for i in indices:
         row = int(rows[i])
         example = explain_example(model, data, splits.input_keys, splits.meta["vocab"], row, folder / f"attention_{tag}{i}.png", split_name=split)
-        shown.append({**example, "checkpoint": checkpoint, "task_index": i if task is not None else None, "data_overrides": list(data_overrides or [])})
+        shown.append({**example, "checkpoint": checkpoint, "task_index": i if task is not None else example.get("task_index"), "data_overrides": list(data_overrides or [])})
     # explain.json gathers every example explained into this folder (one entry per figure, the newest kept), as
     # the figures themselves stay: a later call adds to it instead of dropping what an earlier one showed
     record = folder / "explain.json"

@@ -451,9 +451,9 @@ def test_encode_question_keeps_the_newest_statements_and_names_what_it_cannot_re
     assert batch["supporting"].tolist() == [[-1]] and batch["task"].tolist() == [0]
     one_string = babi.encode_question("Mary moved to the garden.\nJohn moved to the garden. Mary moved to the bathroom", "Where is Mary?", vocab, 2, 5)
     assert torch.equal(one_string["story"], batch["story"]) and one_string["answer"].tolist() == [0]  # no answer: the null word
-    with pytest.raises(DataError, match=r"3 word\(s\) are not in the model's vocabulary of 10 words: 'kitchen', 'there', 'who'\."):
+    with pytest.raises(DataError, match=r"3 word\(s\) are not in the model's vocabulary of 9 words: 'kitchen', 'there', 'who'\."):
         babi.encode_question("Mary moved to the kitchen.", "Who is there?", vocab, 2, 5, answer="mary")
-    with pytest.raises(DataError, match=r"not in the model's vocabulary of 10 words: 'office'"):
+    with pytest.raises(DataError, match=r"not in the model's vocabulary of 9 words: 'office'"):
         babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 5, answer="office")
     with pytest.raises(DataError, match="the answer must be one word, as bAbI's are"):
         babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 5, answer="the garden")
@@ -462,8 +462,14 @@ def test_encode_question_keeps_the_newest_statements_and_names_what_it_cannot_re
         babi.encode_question(" . ", "Where is Mary?", vocab, 2, 5)
     with pytest.raises(DataError, match=r"the sentence 'mary moved to the garden' has 5 words; the model was built for sentences of at most 4 \(its sentence_len\): split it"):
         babi.encode_question("Mary moved to the garden.", "Where is Mary?", vocab, 2, 4)
-    with pytest.raises(DataError, match=r"1 word\(s\) are not in the model's vocabulary of 10 words: '<nil>'"):  # the null word is no word of a story
+    with pytest.raises(DataError, match=r"1 word\(s\) are not in the model's vocabulary of 9 words: '<nil>'"):  # the null word is no word of a story
         babi.encode_question("Mary moved to the <nil>.", "Where is Mary?", vocab, 2, 5)
+    # punctuation bAbI's sentences never hold reads as a space (it named 'garden,' and 'mary!' as unknown words);
+    # two questions in one are refused (they were read as one: "where is mary where is john")
+    commas = babi.encode_question("John moved to the garden. Mary moved, to the bathroom!", "Where is: Mary!", vocab, 2, 5)
+    assert commas["story"][0, 1].tolist() == [5, 6, 7, 8, 1] and commas["query"][0].tolist()[:3] == [9, 3, 5]
+    with pytest.raises(DataError, match="the question holds 2 question marks: ask one question at a time"):
+        babi.encode_question("Mary moved to the garden.", "Where is Mary? Where is John?", vocab, 2, 5)
 
 
 @pytest.mark.data

@@ -188,6 +188,9 @@ def test_cli_explain_on_a_real_run_and_its_errors(tmp_path, data_dir, capsys, mo
     assert main(["ask", str(run), "Mary moved to the bathroom.", "Where is Mary?", "--out", str(a_file), "--data-dir", str(data_dir)]) == 2
     assert capsys.readouterr().err.count(f"{a_file} is a file, not a folder; give --out (out) a folder") == 2
     assert a_file.read_text() == "mine"
+    # without --task (as the memory demo shows its question 1005) the task's own count is printed too
+    assert main(["explain", str(run), "--index", "1005", "--data-dir", str(data_dir)]) == 0
+    assert "test question 1005 (task 2, its question 5)" in capsys.readouterr().out
 
 
 def test_supporting_stats_of_a_linear_start_checkpoint_count_every_hop_and_give_no_weight():

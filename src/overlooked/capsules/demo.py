@@ -66,8 +66,9 @@ def demo_capsules(run_dir: Path, data_dir: str | None = None, steps: int = 120, 
     side = model.image_size
     figures = [
         reconstructions_figure(test["image"][show, 0].numpy(), out["reconstruction"][show].view(-1, side, side).numpy(), test["label"][show].tolist(), predicted[show].tolist(), run_dir / "capsnet_reconstructions.png"),
-        perturbation_figure(perturbation_grid(model, out["poses"][0], int(predicted[0])).numpy(), PERTURBATIONS, run_dir / "capsnet_perturbations.png"),
-        couplings_figure(out["couplings"][0].numpy(), 6, int(test["label"][0]), run_dir / "capsnet_couplings.png"),
+        perturbation_figure(perturbation_grid(model, out["poses"][0], int(predicted[0])).numpy(), PERTURBATIONS, run_dir / "capsnet_perturbations.png",
+                            title=f"test digit 0, capsule of class {int(predicted[0])} (predicted): rows pose dimension 0-15, columns offset added"),
+        couplings_figure(out["couplings"][0].numpy(), 6, int(test["label"][0]), run_dir / "capsnet_couplings.png", predicted=int(predicted[0])),
     ]
     print(f"CapsNet after {steps} steps of {batch_size}: {accuracy:.2%} on the first {test_examples} MNIST test digits")
     for figure in figures:

@@ -363,14 +363,16 @@ def encode_question(
         if len(tokenize(answer)) != 1:
             raise DataError(f"the answer must be one word, as bAbI's are (comma lists such as 'apple,football' included), got {answer!r}")
         answer = tokenize(answer)[0]
-    asked = tuple(tokenize(re.sub(r"^\s*\d+\s+", "", question)))  # a pasted bAbI line's number dropped
+    if question.count("?") > 1:  # two questions would be read as one ("where is mary where is john")
+        raise DataError(f"the question holds {question.count('?')} question marks: ask one question at a time; got {question!r}")
+    asked = tuple(tokenize(_typed(re.sub(r"^\s*\d+\s+", "", question))))  # a pasted bAbI line's number dropped
     if not statements or not asked:
         raise DataError(f"a question needs a story of at least one sentence and a question; got story {story!r} and question {question!r}")
     word_index = {w: i for i, w in enumerate(vocab) if w != NIL}
     unknown = sorted({w for s in (*statements, asked) for w in s if w not in word_index} | ({answer} if answer is not None and answer not in word_index else set()))
     if unknown:
         raise UnreadableDataError(
-            f"{len(unknown)} word(s) are not in the model's vocabulary of {len(vocab)} words: {', '.join(map(repr, unknown))}. "
+            f"{len(unknown)} word(s) are not in the model's vocabulary of {len(word_index)} words: {', '.join(map(repr, unknown))}. "
             "It reads only the words it was trained with; rephrase with those (the run folder's vocab.json lists them)"
         )
     example = BabiExample(story=statements, question=asked, answer=answer if answer is not None else NIL, supporting=(), line=0)
@@ -385,7 +387,13 @@ def story_statements(story: str | Sequence[str]) -> tuple[tuple[str, ...], ...]:
     """
     parts = [story] if isinstance(story, str) else list(story)
     sentences = [s for part in parts for s in re.split(r"[.!\n]", part)]
-    return tuple(tuple(words) for s in sentences if (words := tokenize(re.sub(r"^\s*\d+\s+", "", s))))
+    return tuple(tuple(words) for s in sentences if (words := tokenize(_typed(re.sub(r"^\s*\d+\s+", "", s)))))
+
+
+def _typed(text: str) -> str:
+    """Text typed by hand with the punctuation bAbI's sentences never hold (``,;:!``) read as spaces, so that
+    "the office, then" reads the known word ``office`` (bAbI's own files keep their commas: list answers)."""
+    return re.sub(r"[,;:!]", " ", text)
 
 
 def _index(word_index: dict[str, int], word: str) -> int:

@@ -73,6 +73,8 @@ def explain_example(model: torch.nn.Module, split: ArrayDataset, input_keys: tup
         "split": split_name,
         "row": index,
         "task": int(batch["task"][0]) if "task" in batch else None,
+        # which question of its task this row is (explain --task T --index I shows the same one)
+        "task_index": _task_index(split, index) if "task" in batch else None,
         "story": [_words(batch["story"][0, i].tolist(), vocab) for i in range(n)],
         "question": _words(batch["query"][0].tolist(), vocab),
         "answer": vocab[int(batch["answer"][0])] if int(batch["answer"][0]) else None,  # the null word: no answer given (api.ask)
@@ -219,3 +221,11 @@ def format_stats(stats: dict[str, Any]) -> str:
         n = stats["all"]["skipped"]
         lines.append(f"({n} question{'s' if n != 1 else ''} left out: {'their' if n != 1 else 'its'} supporting facts are older than the memory window)")
     return "\n".join(lines)
+
+
+def _task_index(split: ArrayDataset, index: int) -> int | None:
+    """The position of row ``index`` among the rows of its task (0-based), as ``explain --task`` counts them."""
+    tasks = split.tensors.get("task") if hasattr(split, "tensors") else None
+    if tasks is None:
+        return None
+    return int((tasks[:index] == tasks[index]).sum())

@@ -32,10 +32,11 @@ def reconstructions_figure(inputs: np.ndarray, reconstructions: np.ndarray, labe
         axes[0, i].set_title(f"{labels[i]} -> {predicted[i]}", fontsize=8)
     axes[0, 0].set_ylabel("input", fontsize=8)
     axes[1, 0].set_ylabel("recon.", fontsize=8)
+    fig.suptitle("true -> predicted class; reconstruction from the predicted class's capsule", fontsize=8)
     return save_figure(fig, path)
 
 
-def perturbation_figure(grid: np.ndarray, offsets: Sequence[float], path: str | Path) -> Path:
+def perturbation_figure(grid: np.ndarray, offsets: Sequence[float], path: str | Path, title: str | None = None) -> Path:
     """Figure 4 of Sabour et al. 2017: row ``d`` shows the reconstruction as capsule dimension ``d`` is moved
     by each of ``offsets``.
 
@@ -53,26 +54,40 @@ def perturbation_figure(grid: np.ndarray, offsets: Sequence[float], path: str | 
         axes[d, 0].set_ylabel(str(d), fontsize=6, rotation=0, labelpad=8)
     for k in range(K):
         axes[0, k].set_title(f"{offsets[k]:+.2f}", fontsize=6)
+    fig.suptitle(title or "rows: pose dimension 0.. of the capsule; columns: offset added to it", fontsize=7)
     return save_figure(fig, path)
 
 
-def couplings_figure(couplings: np.ndarray, grid_side: int, label: int, path: str | Path) -> Path:
+def couplings_figure(couplings: np.ndarray, grid_side: int, label: int, path: str | Path, predicted: int | None = None, what: str = "coupling") -> Path:
     """Coupling coefficients of one input: for each parent capsule, the mean over the primary capsule types of
     each child position's coupling to it, as a ``grid_side x grid_side`` map.
 
+    The colours share one scale stretched to the maps' own range (which the colour bar and the title state: a
+    barely trained model's couplings all sit near the uniform ``1/J``, and the stretch would otherwise read as
+    structure).
+
     Args:
         couplings: ``[I, J]`` with ``I = types * grid_side^2`` children in (type, row, column) order.
-        label: the input's class, marked in the titles.
+        label: the input's class, marked ``*`` in the titles; ``predicted`` (if given) marked ``>``.
+        what: the quantity's name for the colour bar ("coupling", or EM's "assignment").
     """
     I, J = couplings.shape
     maps = couplings.reshape(I // (grid_side * grid_side), grid_side, grid_side, J).mean(0)  # [side, side, J]
-    fig, axes = plt.subplots(1, J, figsize=(1.3 * J, 1.6), squeeze=False)
+    fig, axes = plt.subplots(1, J + 1, figsize=(1.3 * J + 0.9, 1.9), squeeze=False, gridspec_kw={"width_ratios": [1.0] * J + [0.08]})
     vmin, vmax = float(maps.min()), float(maps.max())  # one shared scale, so parents compare
+    image = None
     for j in range(J):
-        axes[0, j].imshow(maps[..., j], cmap="viridis", vmin=vmin, vmax=max(vmax, vmin + 1e-6))
-        axes[0, j].set_title(f"{j}{' *' if j == label else ''}", fontsize=8)
+        image = axes[0, j].imshow(maps[..., j], cmap="viridis", vmin=vmin, vmax=max(vmax, vmin + 1e-6))
+        marks = ("*" if j == label else "") + (">" if predicted is not None and j == predicted else "")
+        axes[0, j].set_title(f"{j} {marks}".strip(), fontsize=8)
         axes[0, j].set_xticks([])
         axes[0, j].set_yticks([])
+    if image is not None:  # in its own narrow column, so the layout keeps it beside the maps
+        bar = fig.colorbar(image, cax=axes[0, J])
+        bar.set_label(f"mean {what}", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    fig.suptitle(f"mean {what} to each class capsule per position (* true class" + (", > predicted" if predicted is not None else "")
+                 + f"); range {vmin:.4f}..{vmax:.4f}, uniform 1/{J} = {1 / J:.4f}", fontsize=7)
     return save_figure(fig, path)
 
 

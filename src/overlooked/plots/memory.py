@@ -27,8 +27,12 @@ def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: 
         raise ValueError(f"attention must be [hops, {n}] for {n} sentences, got shape {tuple(attention.shape)}")
     K = attention.shape[0]
     support = set(supporting)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * K, 0.9 + 0.32 * n))
-    im = ax.imshow(attention.T, aspect="auto", cmap="Blues", vmin=0.0, vmax=max(1e-6, float(attention.max())))
+    title = f"Q: {question}?  A: {answer}  (predicted: {predicted})"
+    longest = max((len(s) for s in sentences), default=0)
+    # wide enough for the title as well as the sentences and hops (tight_layout cannot shrink a title)
+    width = max(2.2 + 1.1 * K + 0.06 * longest, 0.075 * len(title) + 1.0)
+    fig, ax = plt.subplots(figsize=(width, 0.9 + 0.32 * n))
+    im = ax.imshow(attention.T, aspect="auto", cmap="Blues", vmin=0.0, vmax=1.0)  # weights in [0, 1]: one scale for every figure
     ax.set_yticks(range(n), labels=[f"* {s}" if i in support else s for i, s in enumerate(sentences)], fontsize=8)
     for i, label in enumerate(ax.get_yticklabels()):
         if i in support:
@@ -38,8 +42,8 @@ def attention_figure(sentences: Sequence[str], attention: np.ndarray, question: 
         for i in range(n):
             if attention[k, i] >= 0.05:
                 ax.text(k, i, f"{attention[k, i]:.2f}", ha="center", va="center", fontsize=7, color="white" if attention[k, i] > 0.5 else "black")
-    ax.set_title(f"Q: {question}?  A: {answer}  (predicted: {predicted})", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04).set_label("attention weight", fontsize=8)
     return save_figure(fig, path)
 
 
