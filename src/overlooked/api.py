@@ -14,7 +14,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import re
 import statistics
 import warnings
@@ -46,7 +45,7 @@ from overlooked.errors import CheckpointError, ConfigError, DataError, InputErro
 from overlooked.registry import ALL, AUGMENTATIONS, CALLBACKS, DATASETS, ENCODERS, MODELS, OBJECTIVES, keyword_names, takes_var_kwargs
 from overlooked.stats import accuracy_interval, error_percent
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint, write_text_atomic
+from overlooked.train.checkpoint import load_checkpoint, write_atomic, write_text_atomic
 from overlooked.train.distributed import init_distributed, rank_device
 from overlooked.train.environment import environment
 from overlooked.train.trainer import (
@@ -2375,12 +2374,7 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
         )
     _check_finite_graph(graph, run)
     _make_dirs(output.parent, "the output path")
-    partial = output.with_name(f".{output.name}.partial")  # written whole, then renamed: an interrupted write leaves no half graph
-    try:
-        nir.write(str(partial), graph)
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_atomic(output, lambda tmp: nir.write(str(tmp), graph))  # written whole, then renamed: an interrupted write leaves no half graph
     return output
 
 

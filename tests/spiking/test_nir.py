@@ -213,7 +213,7 @@ def test_export_nir_never_writes_over_a_folder_or_the_runs_own_files_nor_a_non_f
     (tmp_path / "a_file").write_text("")
     with pytest.raises(OverlookedError, match=r"a_file is a file, not a folder; give the output path a folder"):
         api.export_nir(run, tmp_path / "a_file" / "m.nir")
-    assert api.export_nir(run, run / "model.nir").is_file() and not list(run.glob(".*.partial"))  # inside the run, a .nir is fine
+    assert api.export_nir(run, run / "model.nir").is_file() and not list(run.glob(".*.partial")) and not list(run.glob(".*.tmp"))  # inside the run, a .nir is fine
     ckpt = run / "checkpoints" / "best.safetensors"
     tensors, doc = read_checkpoint(ckpt)
     import json

@@ -29,8 +29,7 @@ def time_cpu(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5) -> 
     (``time.process_time``): with one thread, the time the step held a core, which stays meaningful on a
     machine shared with other jobs (wall-clock time there measures the queue). CPU work on one thread only:
     with more threads the seconds of every thread add up, and a GPU's work is not the process's CPU time."""
-    if torch.get_num_threads() != 1:
-        raise ValueError(f"clock='cpu' counts one core's seconds: run with one thread (torch.set_num_threads(1)), not {torch.get_num_threads()}")
+    _check_one_thread()
     for _ in range(warmup):
         fn()
     times = []
@@ -85,7 +84,13 @@ def _check_clock(clock: str, device: str) -> None:
         raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if clock == "cpu" and torch.device(device).type != "cpu":
         raise ValueError(f"clock='cpu' times the CPU's work, not a {device} device's queued kernels: use clock='wall' there")
-    if clock == "cpu" and torch.get_num_threads() != 1:
+    if clock == "cpu":
+        _check_one_thread()
+
+
+def _check_one_thread() -> None:
+    """CPU seconds count one core's time only with one thread (more threads add their seconds up)."""
+    if torch.get_num_threads() != 1:
         raise ValueError(f"clock='cpu' counts one core's seconds: run with one thread (torch.set_num_threads(1)), not {torch.get_num_threads()}")
 
 

@@ -11,12 +11,14 @@ the JSON is written beside it as ``<name>.json``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,37 +43,41 @@ VERSION = 1
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
-def storage_error(err: OSError, path: Path | str) -> OSError:
-    """``err`` as a :class:`StorageError` naming ``path`` when it says the disk is full or read-only or the file
-    may not be written (the command line then says it in one line); any other error as it is."""
-    if isinstance(err, StorageError) or err.errno not in _STORAGE_ERRNOS:
-        return err
-    return StorageError(err.errno, f"could not write {path}: {err.strerror or err}")
+@contextlib.contextmanager
+def storage_errors(path: Path | str) -> Iterator[None]:
+    """Inside the block, an OSError saying the disk is full or read-only or the file may not be written becomes a
+    :class:`StorageError` naming ``path`` (the command line then says it in one line); any other error passes
+    as it is."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, StorageError) or err.errno not in _STORAGE_ERRNOS:
+            raise
+        raise StorageError(err.errno, f"could not write {path}: {err.strerror or err}") from err
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def write_atomic(path: Path, write: Any) -> None:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file in the same folder, which is
+    fsynced, given the old file's mode (or the usual one) and renamed over ``path``; the folder is fsynced after.
+    A symlink's target is replaced, the link kept. A full or read-only disk is a :class:`StorageError`."""
     path = Path(os.path.realpath(path))  # through a symlink: the file it names is replaced, the link kept
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_UMASK  # an existing file keeps its mode
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            write(tmp)
-        except SafetensorError as err:  # its I/O errors come as its own type, "... Os { code: N, ... }"
-            code = re.search(r"\bcode: (\d+)\b", str(err))
-            raise OSError(int(code.group(1)) if code else errno.EIO, str(err)) from err
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes the file private (0600)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as err:
-        converted = storage_error(err, path)
-        if converted is err:
-            raise
-        raise converted from err
+        with storage_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_UMASK  # an existing file keeps its mode
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            try:
+                write(tmp)
+            except SafetensorError as err:  # its I/O errors come as its own type, "... Os { code: N, ... }"
+                code = re.search(r"\bcode: (\d+)\b", str(err))
+                raise OSError(int(code.group(1)) if code else errno.EIO, str(err)) from err
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode)  # mkstemp makes the file private (0600)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -80,7 +86,7 @@ def _atomic_write(path: Path, write: Any) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a run's small file (summary.json, environment.json, config.yaml, metrics.jsonl when cut) as the
     checkpoints are written: a full disk or a kill leaves the old file whole, never a truncated one."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    write_atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -180,8 +186,8 @@ def save_checkpoint(
         tensors[f"rng.{name}"] = state.detach().cpu().contiguous()
     text = json.dumps(doc, sort_keys=True)
     real = Path(os.path.realpath(path))  # a symlinked checkpoint: its readable sidecar goes beside the file it names
-    _atomic_write(real, lambda tmp: save_file(tensors, tmp, metadata={"overlooked": text}))
-    _atomic_write(real.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(doc["info"], indent=2, sort_keys=True)))
+    write_atomic(real, lambda tmp: save_file(tensors, tmp, metadata={"overlooked": text}))
+    write_atomic(real.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(doc["info"], indent=2, sort_keys=True)))
     return path
 
 

@@ -38,7 +38,7 @@ from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.registry import METRICS
 from overlooked.stats import error_percent
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint, storage_error, write_text_atomic
+from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint, storage_errors, write_text_atomic
 from overlooked.train.distributed import DistInfo, init_distributed, rank_device
 from overlooked.train.evaluate import Transform, evaluate, forward, to_device
 from overlooked.train.schedules import lr_factor
@@ -198,15 +198,10 @@ class JsonlLogger:
     def log(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
-        try:
+        with storage_errors(self.path):  # a full disk: one line from the command (a line cut short is dropped on resume)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(record, sort_keys=True) + "\n")
-        except OSError as err:  # a full disk: one line from the command (a line cut short is dropped on resume)
-            converted = storage_error(err, self.path)
-            if converted is err:
-                raise
-            raise converted from err
 
 
 def clip_groups(net: nn.Module, params: list[torch.Tensor], use_model_groups: bool) -> list[list[torch.Tensor]]:
