@@ -2160,8 +2160,9 @@ def crossover_figure(bench_roots: list[Path], figures: Path) -> list[Path]:
 
 def report(runs: list[str] | None = None, output: str | Path = "docs/results.md", force: bool = False) -> list[Path]:
     """Regenerate ``docs/results.md`` (``output``, a ``.md`` file) and ``results.html`` beside it from committed
-    run summaries (default ``results/runs``). A file there that this command did not write is kept unless
-    ``force``."""
+    run summaries (default ``results/runs``). A page there that this command did not write, or a PNG in
+    ``figures/`` beside it that no overlooked command wrote and a figure of the report would replace, is kept
+    (and the report refused) unless ``force``."""
     from overlooked.bench.arena import render_arenas, render_figure_index
     from overlooked.bench.html import render_html
     from overlooked.bench.report import collect_runs, convert_figures, load_references, render_results
@@ -2193,6 +2194,11 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     refs = load_references(beside / "references.yaml")
     benches = [b for b in [beside / "bench"] if b.is_dir()]
     figures = output.parent / "figures"
+    from overlooked.plots.common import written_by_overlooked
+
+    # PNGs in figures/ that no overlooked command wrote (a user's own, or copied from elsewhere): kept as
+    # they are; if a figure of this report has the same name, the file is put back and the report refused.
+    foreign = {} if force or not figures.is_dir() else {p.resolve(): p.read_bytes() for p in figures.glob("*.png") if not written_by_overlooked(p)}
     collected = collect_runs(roots)  # read every summary once
     if not collected:
         raise OverlookedError(f"--runs {', '.join(map(str, roots))}: no run folders (folders with a summary.json) inside; nothing to report")
@@ -2206,6 +2212,14 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     arena_figures: list[Path] = []
     extra = render_arenas(roots[0].parent / "suites", figures, arena_figures)
     written += arena_figures
+    clashes = sorted({p for p in written if p.resolve() in foreign})
+    if clashes:
+        for path in clashes:
+            path.write_bytes(foreign[path.resolve()])
+        names = ", ".join(str(p) for p in clashes[:3]) + (f" and {len(clashes) - 3} more PNGs there" if len(clashes) > 3 else "")
+        raise OverlookedError(f"report: {names} existed and {'was' if len(clashes) == 1 else 'were'} not written by overlooked (no 'Software: overlooked' "
+                              f"text in the PNG); kept as {'it was' if len(clashes) == 1 else 'they were'}, and {output} not written: move "
+                              f"{'it' if len(clashes) == 1 else 'them'} away, name another --output, or pass --force to overwrite")
     extra += render_figure_index(figures, output.parent, written)
     if extra:
         text = text.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"

@@ -644,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="generate docs/results.md from committed run summaries")
     p.add_argument("--runs", nargs="*", default=None, help="folders of run summaries (default results/runs)")
     p.add_argument("--output", default="docs/results.md", help="the Markdown file; results.html and figures/ are written beside it")
-    p.add_argument("--force", action="store_true", help="overwrite a .md / .html there that `overlooked report` did not write")
+    p.add_argument("--force", action="store_true", help="overwrite a .md / .html there that `overlooked report` did not write, and PNGs in figures/ beside it that no overlooked command wrote")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("export-nir", help="export a trained spiking model to NIR")

@@ -216,6 +216,7 @@ def test_report_never_overwrites_a_file_it_did_not_write(tmp_path):
 
     from overlooked import api
     from overlooked.errors import OverlookedError
+    from overlooked.plots.common import written_by_overlooked
 
     runs = tmp_path / "results" / "runs"
     runs.mkdir(parents=True)
@@ -236,6 +237,23 @@ def test_report_never_overwrites_a_file_it_did_not_write(tmp_path):
     written = api.report([str(runs)], output=mine, force=True)
     assert written[0] == mine and mine.with_suffix(".html").is_file()
     assert api.report([str(runs)], output=mine)[0] == mine  # its own page: regenerated without --force
+    # A PNG of the report's figure name that no overlooked command wrote: put back, the report refused.
+    figure = mine.parent / "figures" / f"{src.name}_tasks.png"
+    assert written_by_overlooked(figure)  # the report's own figure carries the mark
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(1, 1))
+    fig.savefig(figure)  # a user's PNG: matplotlib's own "Software" text
+    plt.close(fig)
+    theirs, page = figure.read_bytes(), mine.read_text()
+    mine.write_text(page.replace("# ", "# (old) ", 1))
+    with pytest.raises(OverlookedError, match=r"_tasks\.png existed and was not written by overlooked .*kept as it was, and .*results\.md not written: "
+                                              r"move it away, name another --output, or pass --force"):
+        api.report([str(runs)], output=mine)
+    assert figure.read_bytes() == theirs and mine.read_text().startswith("# (old) ")
+    (mine.parent / "figures" / "notes.png").write_bytes(b"not a png")  # another name: kept, shown, not a clash
+    assert api.report([str(runs)], output=mine, force=True)[0] == mine
+    assert written_by_overlooked(figure) and (mine.parent / "figures" / "notes.png").read_bytes() == b"not a png"
     with pytest.raises(OverlookedError, match=r"--runs names .* more than once"):
         api.report([str(runs), str(runs) + "/"], output=mine)
     (tmp_path / "empty").mkdir()
