@@ -215,7 +215,7 @@ def test_reprs_name_each_models_key_settings():
 
     expected = {
         ("memn2n", "vocab_size=30"): "MemN2N(vocab_size=30, num_classes=30, memory_size=50, embed_dim=20, hops=3, encoding='pe', temporal=True, tying='adjacent', pe_length='sentence', padding='mask', fused=True, linear_start=False)",
-        ("kvmemnn", "vocab_size=30"): "KVMemNN(vocab_size=30, memory_size=50, embed_dim=50, hops=2, key_encoding='pe', value_encoding='bow')",
+        ("kvmemnn", "vocab_size=30"): "KVMemNN(vocab_size=30, memory_size=50, embed_dim=50, hops=2, key_encoding='pe', value_encoding='bow', query_encoding='pe')",
         ("memnn", "vocab_size=30"): "MemNN(vocab_size=30, memory_size=50, embed_dim=100, hops=2, adaptive=False, ngrams=False, nonlinear=False, time_features=True, r_features='shared')",
         ("capsnet", ""): "(digits): RoutingCaps(in_caps=1152, in_dim=8, out_caps=10, out_dim=16, iterations=3, backend=",
         ("matcaps_em_small", ""): "ConvCaps(kernel_size=3, stride=2, out_types=16, iterations=3, routing_backend=",

@@ -135,6 +135,12 @@ def test_attention_rows_sum_to_one_over_real_memories():
     assert torch.equal(att[~mask[:, None, :].expand_as(att)], torch.zeros(int((~mask).sum()) * 3))
 
 
+@pytest.mark.parametrize("which", ["key_encoding", "value_encoding", "query_encoding"])
+def test_kvmemnn_names_an_unknown_encoding(which):
+    with pytest.raises(ValueError, match=rf"kvmemnn: {which} must be 'pe' or 'bow', got 'position'"):
+        MODELS.create("kvmemnn", vocab_size=V, **{which: "position"})
+
+
 def test_kvmemnn_ignores_padding_and_batch_mates():
     torch.manual_seed(2)
     model = MODELS.create("kvmemnn", vocab_size=V, memory_size=M, hops=2)
@@ -145,30 +151,35 @@ def test_kvmemnn_ignores_padding_and_batch_mates():
     torch.testing.assert_close(model(wide[0], wide[1], mask, time)["logits"], full)
 
 
-def test_kvmemnn_equals_the_papers_equations_story_by_story():
-    """Miller et al. 2016 §3, written out per story in float64: q = A Phi_X(x) (position-encoded), keys
-    A Phi_K(k_h) + T(h) (PE), values A Phi_V(v_h) (bag of words), p_h = softmax_h(q . key_h) over the real
-    memories, o = sum_h p_h value_h, q <- R_j (q + o) for each hop, logits = B q. Padded slots hold junk
-    words and junk time indices, which must not matter."""
+@pytest.mark.parametrize(("keys_as", "values_as", "query_as"), [("pe", "bow", "pe"), ("bow", "pe", "bow"), ("pe", "pe", "bow")])
+def test_kvmemnn_equals_the_papers_equations_story_by_story(keys_as, values_as, query_as):
+    """Miller et al. 2016 §3, written out per story in float64: q = A Phi_X(x), keys A Phi_K(k_h) + T(h),
+    values A Phi_V(v_h) (each Phi position-encoded or a bag of words as the switches say; the defaults PE,
+    bag of words, PE), p_h = softmax_h(q . key_h) over the real memories, o = sum_h p_h value_h,
+    q <- R_j (q + o) for each hop, logits = B q. Padded slots hold junk words and junk time indices, which
+    must not matter."""
     from overlooked.memory.functional import position_encoding
 
     torch.manual_seed(3)
-    model = MODELS.create("kvmemnn", vocab_size=V, memory_size=M, hops=3).double()
+    switches = {"key_encoding": keys_as, "value_encoding": values_as, "query_encoding": query_as}
+    model = MODELS.create("kvmemnn", vocab_size=V, memory_size=M, hops=3, **switches).double()
     story, query, mask, time = _batch()
     junk_story = torch.where(mask[..., None], story, torch.randint(1, V, story.shape))
     junk_time = torch.where(mask, time, torch.randint(0, M, time.shape))
     out = model(junk_story, query, mask, junk_time)
     A, T, B_, R = model.A.detach(), model.temporal_table.detach(), model.B.detach(), model.R.detach()
 
-    def pe(words):
+    def encode(words, how):
         words = words[words > 0]
+        if how == "bow":
+            return A[words].sum(0)
         return (position_encoding(len(words), A.shape[1]).double() * A[words]).sum(0)
 
     for b in range(story.shape[0]):
         n = int(mask[b].sum())
-        q = pe(query[b])
-        keys = torch.stack([pe(story[b, i]) + T[time[b, i]] for i in range(n)])
-        values = torch.stack([A[story[b, i][story[b, i] > 0]].sum(0) for i in range(n)])
+        q = encode(query[b], query_as)
+        keys = torch.stack([encode(story[b, i], keys_as) + T[time[b, i]] for i in range(n)])
+        values = torch.stack([encode(story[b, i], values_as) for i in range(n)])
         for j in range(R.shape[0]):
             p = torch.softmax(keys @ q, 0)
             torch.testing.assert_close(out["attention"][b, j, :n], p)

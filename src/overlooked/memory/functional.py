@@ -256,7 +256,7 @@ def time_index(memory_mask: torch.Tensor) -> torch.Tensor:
 
 
 def random_time_index(memory_mask: torch.Tensor, ratio: float, max_index: int, generator: torch.Generator) -> torch.Tensor:
-    """Temporal indices with random empty memories inserted ("random noise", MemN2N §4.2).
+    """Temporal indices with random empty memories inserted ("random noise", MemN2N §4.1).
 
     For a story of ``n`` sentences, ``e ~ U{0..ceil(ratio * n)}`` empty memories are inserted at random
     places: the real sentences keep their order but take a random sorted subset of ``n`` of the

@@ -38,6 +38,8 @@ def kvmemnn(
     value_encoding: Literal["pe", "bow"] = "bow",
     temporal: bool = True,
     init_std: float = 0.1,
+    query_encoding: Literal["pe", "bow"] = "pe",
 ) -> KVMemNN:
-    """KV-MemNN with sentence-level keys (PE + time) and values (bag of words); the paper has no bAbI setting, so the key/value split and H are ours."""
-    return KVMemNN(vocab_size, num_classes, memory_size, embed_dim, hops, key_encoding, value_encoding, temporal, init_std)
+    """KV-MemNN with sentence-level keys (PE + time) and values (bag of words), the question position-encoded;
+    the paper has no bAbI setting, so the key/value split and H are ours."""
+    return KVMemNN(vocab_size, num_classes, memory_size, embed_dim, hops, key_encoding, value_encoding, temporal, init_std, query_encoding)

@@ -23,7 +23,7 @@ class MemN2N(nn.Module):
 
     Every switch of the paper: ``hops`` K, ``encoding`` BoW or PE (§4.1), ``temporal`` encoding (§4.1),
     ``tying`` adjacent or layer-wise (§2.2), linear start (§4.2, via :meth:`set_linear_start`). Random noise
-    (§4.2) is a training-time augmentation of the time indices (``babi_random_time``).
+    (§4.1) is a training-time augmentation of the time indices (``babi_random_time``).
 
     Adjacent tying stores ``K + 1`` embedding matrices ``E_0..E_K`` side by side in one ``[V, (K+1) d]``
     table: ``B = A^1 = E_0``, ``A^{k+1} = C^k = E_k``, ``W^T = C^K = E_K`` (and the temporal matrices
@@ -220,9 +220,12 @@ class KVMemNN(nn.Module):
     Key/value split used on bAbI (the paper has no bAbI experiment; this is our choice, "sentence level"):
     the key of memory ``h`` is its sentence with position encoding plus a learned temporal feature
     (so keys carry word order and recency, what addressing needs), the value is the same sentence as a
-    plain bag of words (what the answer is read from). The question is always position-encoded, whatever
-    ``key_encoding`` says (it is compared with the keys; ``Phi_X`` is not a switch here). Word 0 is the null
-    word (zero embedding).
+    plain bag of words (what the answer is read from). The question is position-encoded by default
+    (``query_encoding``; the paper keeps ``Phi_X`` a bag of words, ``query_encoding="bow"``), so with
+    ``key_encoding="bow"`` set ``query_encoding="bow"`` too for a plain bag-of-words ablation. Every stored
+    sentence is a memory (at most ``memory_size``): the paper's key hashing (pre-selecting memories that share
+    a word with the question) has nothing to prune in a bAbI story. Word 0 is the null word (zero embedding
+    in ``A``; its answer row in ``B`` is learned like any other, and no answer is the null word).
 
     Args:
         vocab_size: ``V``.
@@ -230,9 +233,10 @@ class KVMemNN(nn.Module):
         memory_size: ``M`` (rows of the temporal feature).
         embed_dim: ``d``.
         hops: ``H`` query updates (default 2; our bAbI configs set 3, the depth of MemN2N).
-        key_encoding, value_encoding: ``"pe"`` or ``"bow"`` for ``Phi_K`` and ``Phi_V``.
+        key_encoding, value_encoding, query_encoding: ``"pe"`` or ``"bow"`` for ``Phi_K``, ``Phi_V`` and ``Phi_X``.
         temporal: add the temporal feature to the keys.
-        init_std: weights from N(0, init_std); ``R_j`` start at the identity plus that noise.
+        init_std: weights from N(0, init_std); ``R_j`` start at the identity plus that noise (the paper gives
+            no initialisation for them; the identity makes the first updates ``q + o`` plus noise).
     """
 
     def __init__(
@@ -246,17 +250,18 @@ class KVMemNN(nn.Module):
         value_encoding: Literal["pe", "bow"] = "bow",
         temporal: bool = True,
         init_std: float = 0.1,
+        query_encoding: Literal["pe", "bow"] = "pe",
     ):
         super().__init__()
         vocab_size, memory_size, embed_dim, hops = check_sizes("kvmemnn", vocab_size=vocab_size, memory_size=memory_size, embed_dim=embed_dim, hops=hops)
         init_std = check_std("kvmemnn", init_std)
-        for which, enc in (("key_encoding", key_encoding), ("value_encoding", value_encoding)):
+        for which, enc in (("key_encoding", key_encoding), ("value_encoding", value_encoding), ("query_encoding", query_encoding)):
             if enc not in ("pe", "bow"):
                 raise ValueError(f"kvmemnn: {which} must be 'pe' or 'bow', got {enc!r}")
         (num_classes,) = check_sizes("kvmemnn", num_classes=num_classes)  # None: the vocabulary
         num_classes = num_classes or vocab_size
         self.vocab_size, self.num_classes, self.memory_size, self.embed_dim, self.hops = vocab_size, num_classes, memory_size, embed_dim, hops
-        self.key_encoding, self.value_encoding = key_encoding, value_encoding
+        self.key_encoding, self.value_encoding, self.query_encoding = key_encoding, value_encoding, query_encoding
         self.A = _normal(vocab_size, embed_dim, std=init_std)
         self.temporal_table = _normal(memory_size, embed_dim, std=init_std) if temporal else None
         self.R = nn.Parameter(torch.eye(embed_dim).repeat(hops, 1, 1) + init_std * torch.randn(hops, embed_dim, embed_dim))
@@ -266,7 +271,7 @@ class KVMemNN(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, memory_size={self.memory_size}, embed_dim={self.embed_dim}, hops={self.hops}, "
-                f"key_encoding={self.key_encoding!r}, value_encoding={self.value_encoding!r}")
+                f"key_encoding={self.key_encoding!r}, value_encoding={self.value_encoding!r}, query_encoding={self.query_encoding!r}")
 
     def forward(self, story: torch.Tensor, query: torch.Tensor, memory_mask: torch.Tensor, time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``story`` ``[B, M, L]``, ``query`` ``[B, L]``, ``memory_mask`` ``[B, M]``, ``time`` ``[B, M]`` ->
@@ -280,7 +285,7 @@ class KVMemNN(nn.Module):
         d = self.embed_dim
         if time is None:
             time = MF.time_index(memory_mask)
-        q = MF.encode_sentences(query, self.A, "pe", d)  # [B, d]
+        q = MF.encode_sentences(query, self.A, self.query_encoding, d)  # [B, d]
         keys = MF.encode_sentences(story, self.A, self.key_encoding, d)  # [B, M, d]
         if self.temporal_table is not None:
             keys = keys + MF.temporal_encoding(time, self.temporal_table)

@@ -3,7 +3,7 @@
 - ``linear_start`` (callback): the softmaxes of the memory layers are removed and the lr is 0.005 until
   the validation loss stops falling, then the softmaxes are re-inserted (Sukhbaatar et al. 2015, §4.2).
 - ``babi_random_time`` (augmentation): "random noise", 10% empty memories inserted into each training
-  story's time line (§4.2).
+  story's time line (§4.1).
 """
 
 from __future__ import annotations
@@ -112,5 +112,5 @@ class RandomTime:
 
 @AUGMENTATIONS.register("babi_random_time", family="memory")
 def babi_random_time(ratio: float = 0.1) -> RandomTime:
-    """MemN2N random noise (RN): 10% empty memories (§4.2)."""
+    """MemN2N random noise (RN): 10% empty memories (§4.1)."""
     return RandomTime(ratio=ratio)
