@@ -173,6 +173,34 @@ def test_time_index_and_random_noise():
     assert torch.equal(MF.random_time_index(mask, 0.0, 7, torch.Generator().manual_seed(3)), MF.time_index(mask))
 
 
+def test_random_noise_draws_as_the_authors_code():
+    """Random noise's distribution, by hand (the authors' ``randomize_time``): a story of n = 5 sentences
+    gets e ~ U{0..ceil(0.1 * 5)} = U{0, 1} empty memories, and its sentences take a uniform 5-subset of the
+    5 + e time slots. So the indices are 0..4 with probability 1/2 + 1/2 * 1/6 = 7/12 (no blank, or the
+    blank in the oldest slot), and 0..5 without k with probability 1/12 for each k in 0..4; never beyond 5.
+    5,000 stories a case: each frequency within 4.5 standard errors (fixed seeds)."""
+    n, rows = 5, 5000
+    mask = torch.tensor([[True] * n + [False] * 3]).repeat(rows, 1)
+    times = MF.random_time_index(mask, 0.1, 7, torch.Generator().manual_seed(0))
+    assert (times[:, n:] == 0).all()
+    real = times[:, :n]
+    assert (real[:, :-1] > real[:, 1:]).all() and int(real.max()) == 5  # order kept, the blank reaches slot 5
+    counts = {k: 0 for k in range(-1, n)}  # -1: indices 0..4; k: the blank took slot k
+    for row in real.tolist():
+        missing = sorted(set(range(n + 1)) - set(row))
+        assert len(missing) == 1  # five distinct indices out of 0..5
+        counts[-1 if missing[0] == n else missing[0]] += 1
+    for k, p in [(-1, 7 / 12)] + [(k, 1 / 12) for k in range(n)]:
+        se = (p * (1 - p) / rows) ** 0.5
+        assert abs(counts[k] / rows - p) < 4.5 * se, (k, counts[k] / rows, p)
+    # n = 12: e ~ U{0, 1, 2} (ceil(1.2) = 2); the oldest sentence gets index 13 when e = 2 and slot 13 is
+    # among the 12 of 14 drawn: 1/3 * 12/14 = 2/7; never beyond 13.
+    oldest = MF.random_time_index(torch.ones(rows, 12, dtype=torch.bool), 0.1, 20, torch.Generator().manual_seed(1))[:, 0]
+    assert int(oldest.max()) == 13 and int(oldest.min()) >= 11
+    p = 2 / 7
+    assert abs(float((oldest == 13).float().mean()) - p) < 4.5 * (p * (1 - p) / rows) ** 0.5
+
+
 def test_padded_pe_length_uses_the_padded_width():
     words = torch.tensor([[3, 4, 0, 0]])
     a_s, b_s = MF.position_weights(words, "pe", "sentence")  # J = 2
@@ -515,6 +543,24 @@ def test_adjacent_memn2n_cpp_kernel_equals_the_torch_path(dtype, softmax, encodi
 
 
 @pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
+def test_adjacent_memn2n_cpp_softmax_is_stable_at_large_scores():
+    """Scores far past float32's exp range (tables x 30: hop scores in the hundreds): the C++ kernel's
+    softmax subtracts each story's largest score, as torch.softmax does, so its logits, attention and
+    gradients stay finite and equal the PyTorch path's."""
+    table, temporal, words, time, slots, owner, masks, K, d = _adjacent_inputs(True)
+    table, temporal = (30 * table).detach().float().requires_grad_(), (30 * temporal).detach().float().requires_grad_()
+    results = []
+    for backend in ("cpp", "torch"):
+        logits, attention = MF.adjacent_memn2n(table, temporal, words, time, slots, owner, masks, hops=K, backend=backend)
+        grads = torch.autograd.grad(logits.sum() / 1e4, (table, temporal))
+        results.append((logits, attention, *grads))
+    assert float(attention.detach().max()) > 0.999  # some hop is near one-hot: its scores were far apart
+    for a, b in zip(*results):
+        assert bool(torch.isfinite(a).all())
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
 @pytest.mark.parametrize("hops", [1, 2])
 def test_adjacent_memn2n_cpp_equals_torch_with_attended_padding_and_one_hop(hops):
     """Padding kept in the softmax (the authors' code) and a single hop, C++ kernel against the PyTorch path."""
@@ -653,11 +699,14 @@ def test_kvmemnn_runs_under_bf16_autocast():
     train.bf16 (autocast makes q bfloat16 while R stays a float32 parameter)."""
     from overlooked.memory.modules import KVMemNN
 
+    torch.manual_seed(0)
     model = KVMemNN(vocab_size=12, memory_size=5, embed_dim=8, hops=3)
-    story, query = torch.randint(1, 12, (2, 5, 4)), torch.randint(1, 12, (2, 4))
+    story, query, mask = torch.randint(1, 12, (2, 5, 4)), torch.randint(1, 12, (2, 4)), torch.ones(2, 5, dtype=torch.bool)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(story, query, torch.ones(2, 5, dtype=torch.bool))
-    assert torch.isfinite(out["logits"].float()).all()
+        out = model(story, query, mask)
+    full = model(story, query, mask)  # float32: the same numbers to bf16's precision (8 bits of mantissa)
+    torch.testing.assert_close(out["logits"].float(), full["logits"], rtol=0.02, atol=0.01)  # logits up to 0.34
+    torch.testing.assert_close(out["attention"].float(), full["attention"], rtol=0.02, atol=0.004)  # weights 0.17-0.25
 
 
 @pytest.mark.parametrize("backend", [pytest.param("cpp", marks=pytest.mark.skipif(NO_CXX, reason="no C++ compiler")), "torch"])
