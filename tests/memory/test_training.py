@@ -49,6 +49,21 @@ def test_linear_start_removes_softmax_until_val_loss_stops_falling():
     assert ctx2.model.use_softmax and ctx2.schedule_start == 30 and ctx2.lr_hold is None
 
 
+def test_linear_start_ends_when_the_validation_loss_only_holds_and_waits_its_patience():
+    """'Stopped decreasing': an equal validation loss is no decrease; with patience 2 the second
+    non-decrease in a row ends LS, and a new best in between resets the count."""
+    ctx, ls = _ctx(), LinearStart(patience=1)
+    ls.on_train_start(ctx)
+    ls.on_eval_end(ctx, {"val_loss": 2.0})
+    ls.on_eval_end(ctx, {"val_loss": 2.0})
+    assert not ls.active and ctx.model.use_softmax
+    ctx, ls = _ctx(), LinearStart(patience=2)
+    ls.on_train_start(ctx)
+    for loss, active in [(2.0, True), (2.1, True), (1.9, True), (1.95, True), (1.9, False)]:
+        ls.on_eval_end(ctx, {"val_loss": loss})
+        assert ls.active is active and ctx.model.use_softmax is not active, loss
+
+
 def test_random_time_only_rewrites_time():
     """The augmentation replaces ``time`` by :func:`random_time_index` of the trainer's generator (ratio,
     largest index M - 1) and leaves every other entry of the batch as it was."""
