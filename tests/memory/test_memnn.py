@@ -159,6 +159,185 @@ def test_ranking_loss_function_hand_value_and_sampling():
     assert (kept <= cands).all() and (kept.sum(-1) == cands.sum(-1).clamp(max=2)).all()
 
 
+def _three_memory_time_model(**kw):
+    """d = 2, V = 5, write-time features; m_0 = "w1", m_1 = "w2", m_2 = "w3" (times 2, 1, 0), x = "w4"."""
+    model = MN.MemNN(vocab_size=5, embed_dim=2, init_std=0.0, time_features=True, **{"straight_through": False, **kw})
+    with torch.no_grad():
+        # query_table: [U_O question | U_R question]; only the question word w4 has rows
+        model.query_table.copy_(torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1.0, 0, 0, 0]]))
+        # story_table: [U_O memory-in-input | U_O candidate | U_R memory-in-input]
+        model.story_table.copy_(
+            torch.tensor([[0, 0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0, 0], [0, 1.0, 2.0, 0, 0, 1.0], [0, 0, 2.0, 1.0, 1.0, 0], [0, 0, 0, 0, 0, 0]])
+        )
+        model.answer_table.copy_(torch.tensor([[0, 0], [1.0, 0], [0, 1.0], [1.0, 1.0], [-1.0, 0]]))
+        # U_t rows: "x older than y", "x older than y'", "y older than y'"
+        model.time_table.copy_(torch.tensor([[1.0, 0], [0, 2.0], [0.5, -1.0]]))
+    story = torch.tensor([[[1, 0], [2, 0], [3, 0]]])
+    return model, story, torch.tensor([[4, 0]]), torch.tensor([[True, True, True]]), torch.tensor([[2, 1, 0]])
+
+
+def test_two_hop_write_time_choice_and_margin_loss_match_hand_values():
+    """[W14] §3.4 over two hops: at hop 2 the input list [x, m_o1] has the time of m_o1 (module choice 1), both
+    in the inference loop and in the ranking loss, and each (true, wrong) pair is scored with the older in y."""
+    model, story, query, mask, time = _three_memory_time_model()
+    out = model(story, query, mask, time, supporting=torch.tensor([[1, 2]]))
+    # s_Ot(x, y, y') = s_O(x, y) - s_O(x, y') + c0 [x older than y] + c1 [x older than y'] + c2 [y older than y'],
+    # c_k = e_x . U_t[k]. Hop 1: e_x = (1, 0): s_O = (1, 2, 2), c = (1, 0, 0.5), x = the question (no memory
+    # newer). Loop: m_1 vs m_0: s_Ot(x, m_0, m_1) = 1 - 2 + 0.5 = -0.5 < 0 -> m_1; m_2 vs m_1: s_Ot(x, m_1, m_2)
+    # = 2 - 2 + 0.5 = 0.5 > 0 -> m_1 stays.
+    # Hop 2: e_x = (1, 0) + (0, 1) = (1, 1): s_O = (1, 2, 3), c = (1, 2, -0.5); x has m_1's time 1, so x is older
+    # than m_2 only. m_1 vs m_0: 2 - 1 + 0.5 (m_0 in y: -(1 - 2 - 0.5)) > 0 -> m_1; m_2 vs m_1: s_Ot(x, m_1, m_2)
+    # = 2 - 3 + 2 * 1 - 0.5 = 0.5 > 0 -> m_1 stays (with x at the question's time it would be -1.5: m_2).
+    assert out["chosen"].tolist() == [[1, 1]]
+    # R on its picks [x, m_1, m_1]: U_R^T Phi_x = (0, 0) + 2 * (0, 1) = (0, 2); word scores (0, 0, 2, 2, 0)
+    torch.testing.assert_close(out["logits"][0], torch.tensor([0.0, 0.0, 2.0, 2.0, 0.0]))
+    # Ranking, hop 1 (true m_1, x = question): over m_0 (older, in y): -s_Ot(x, m_0, m_1) = -(1 - 2 + 0.5) = 0.5;
+    # over m_2 (m_1 in y): s_Ot(x, m_1, m_2) = 2 - 2 + 0.5 = 0.5.
+    # Hop 2 (true m_2, x = [x, m_1] at time 1, older than m_2): over m_0: -s_Ot(x, m_0, m_2) = -(1 - 3 + 0 + 2 * 1
+    # - 0.5) = 0.5; over m_1: -s_Ot(x, m_1, m_2) = -(2 - 3 + 0 + 2 * 1 - 0.5) = -0.5.
+    assert out["o_negative"][0].tolist() == [[True, False, True], [True, True, False]]
+    torch.testing.assert_close(out["o_margin"][0][out["o_negative"][0]], torch.tensor([0.5, 0.5, 0.5, -0.5]))  # the true one's own entry is unused
+    # R on the true facts [x, m_1, m_2]: (0, 0) + (0, 1) + (1, 0) = (1, 1): word scores (0, 1, 1, 2, -1)
+    torch.testing.assert_close(out["r_true"][0], torch.tensor([0.0, 1.0, 1.0, 2.0, -1.0]))
+    # gamma = 0.1, answer w1 (score 1): O hop 1: 0 + 0; hop 2: 0 + (0.1 + 0.5); R: w0 0, w2 0.1 - 1 + 1 = 0.1,
+    # w3 0.1 - 1 + 2 = 1.1, w4 0
+    loss = OBJECTIVES.create("memnn_margin", margin=0.1)(out, {"answer": torch.tensor([1])})
+    assert math.isclose(loss.item(), 0.6 + 0.1 + 1.1, rel_tol=1e-6)
+
+
+def test_margin_loss_uses_the_configured_margin():
+    """The scene of test_margin_loss_on_two_memories_matches_hand_computed_value with gamma = 1.0 ([W14] §3.1)."""
+    model = _tiny_model(time_features=False)
+    story, query, mask = torch.tensor([[[1, 0, 0], [2, 0, 0]]]), torch.tensor([[3, 0, 0]]), torch.tensor([[True, True]])
+    objective = OBJECTIVES.create("memnn_margin", margin=1.0)
+    # true m_1 at both hops: O margins 1 and 2, hinges max(0, 1 - 1) = 0 and 0; word scores (0, 2, 0, 2), answer w2
+    # (score 0): nil 1 - 0 + 0 = 1, w1 1 + 2 = 3, w3 1 + 2 = 3
+    out = model(story, query, mask, supporting=torch.tensor([[1]]))
+    assert math.isclose(objective(out, {"answer": torch.tensor([2])}).item(), 7.0, rel_tol=1e-6)
+    # true m_0 at both hops: hop 1 1 - (1 - 2) = 2, hop 2 1 - (1.5 - 2) = 1.5; words (0, 0, 2, 2), answer w1
+    # (score 0): nil 1, w2 3, w3 3
+    out0 = model(story, query, mask, supporting=torch.tensor([[0]]))
+    assert math.isclose(objective(out0, {"answer": torch.tensor([1])}).item(), 2 + 1.5 + 1 + 3 + 3, rel_tol=1e-6)
+
+
+def test_nonlinear_embedding_is_tanh_of_W_times_tanh():
+    """[W15] A.2.2 eq. 6: E(x) = tanh(W tanh(U^T Phi(x))), W applied as a matrix to the column tanh(e)."""
+    e = torch.tensor([[0.5, -1.0], [2.0, 0.25]], dtype=torch.float64)
+    W = torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=torch.float64)
+    th = math.tanh
+    expected = [[th(1.0 * th(a) + 2.0 * th(b)), th(-1.0 * th(b))] for a, b in ((0.5, -1.0), (2.0, 0.25))]
+    torch.testing.assert_close(MN.nonlinear_embedding(e, W), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    assert MN.nonlinear_embedding(e, None) is e  # the linear model of [W14]
+
+
+def test_am_ng_nl_margins_and_answer_scores_match_hand_tanh_values():
+    """memnn_am_ng_nl with W_O = W_R = I: every embedding (input list, memories, m_STOP, answer words) is
+    tanh(tanh(.)) ([W15] eq. 6 on both sides of both scores)."""
+    model = MODELS.create("memnn_am_ng_nl", vocab_size=4, embed_dim=2, max_hops=3, ngram_buckets=4, time_features=False, init_std=0.0, straight_through=False)
+    with torch.no_grad():
+        model.query_table[3] = torch.tensor([1.0, 0, 0, 0])  # x = "w3": U_O (1, 0), U_R (0, 0)
+        model.story_table[1] = torch.tensor([0, 0, 1.0, 0, 1.0, 0])  # m_0 = "w1": input (0, 0), candidate (1, 0), U_R (1, 0)
+        model.story_table[2] = torch.tensor([0, 1.0, 2.0, 0, 0, 1.0])  # m_1 = "w2": input (0, 1), candidate (2, 0), U_R (0, 1)
+        model.stop.copy_(torch.tensor([0, 1.5]))
+        model.answer_table.copy_(torch.tensor([[0, 0], [1.0, 0], [0, 1.0], [1.0, 1.0]]))
+        model.nl_O.copy_(torch.eye(2))
+        model.nl_R.copy_(torch.eye(2))
+    story, query, mask = torch.tensor([[[1, 0, 0], [2, 0, 0]]]), torch.tensor([[3, 0, 0]]), torch.tensor([[True, True]])  # one word each: no n-grams
+    out = model(story, query, mask, supporting=torch.tensor([[1, -1]]))  # targets m_1, then m_STOP, then none
+    tt = lambda z: math.tanh(math.tanh(z))  # noqa: E731
+    a, b, s = tt(1.0), tt(2.0), tt(1.5)  # E(m_0) = (a, 0), E(m_1) = (b, 0), E(m_STOP) = (0, s)
+    # hop 1: E(x) = (a, 0): scores (a a, a b, 0); hop 2: E([x, m_1]) = E((1, 1)) = (a, a): (a a, a b, a s)
+    expected_margin = [[a * b - a * a, 0.0, a * b], [a * s - a * a, a * s - a * b, 0.0], [0.0, a * a - a * b, a * a - a * s]]
+    torch.testing.assert_close(out["o_margin"][0].double(), torch.tensor(expected_margin, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    assert out["o_target"][0].tolist() == [1, 2, -1]
+    # own hops: m_1 (a b > a a and > 0), m_1 again (b > s), then at e_x = (1, 2), E = (a, b): m_1 scores a b, m_STOP
+    # b s > a b: stop. R on [x, m_1, m_1]: E((0, 2)) = (0, b); answer words E = (0, 0), (a, 0), (0, a), (a, a)
+    assert out["chosen"][0].tolist() == [1, 1, -1]
+    torch.testing.assert_close(out["logits"][0].double(), torch.tensor([0.0, 0.0, a * b, a * b], dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    # R on the true facts [x, m_1]: E((0, 1)) = (0, a)
+    torch.testing.assert_close(out["r_true"][0].double(), torch.tensor([0.0, 0.0, a * a, a * a], dtype=torch.float64), rtol=1e-6, atol=1e-6)
+
+
+def test_adaptive_hops_after_m_stop_add_no_negatives_to_the_loss():
+    """[W15] A.2.1 with one fact: the O terms are hop 1 (the fact) and hop 2 (m_STOP); the later hops have no
+    target and contribute nothing."""
+    model = MN.MemNN(vocab_size=4, embed_dim=2, hops=4, adaptive=True, time_features=False, init_std=0.0, straight_through=False)
+    with torch.no_grad():
+        model.query_table[3] = torch.tensor([1.0, 0, 0, 0])  # x = "w3": U_O (1, 0)
+        model.story_table[1] = torch.tensor([0, 0, 1.0, 0, 1.0, 0])  # m_0 = "w1": input (0, 0), candidate (1, 0), U_R (1, 0)
+        model.story_table[2] = torch.tensor([0, 1.0, 2.0, 0, 0, 1.0])  # m_1 = "w2": input (0, 1), candidate (2, 0), U_R (0, 1)
+        model.stop.copy_(torch.tensor([0, 1.5]))
+        model.answer_table.copy_(torch.tensor([[0, 0], [1.0, 0], [0, 1.0], [1.0, 1.0]]))
+    story, query, mask = torch.tensor([[[1], [2]]]), torch.tensor([[3]]), torch.tensor([[True, True]])
+    out = model(story, query, mask, supporting=torch.tensor([[1, -1, -1]]))
+    assert out["o_target"][0].tolist() == [1, 2, -1, -1]
+    assert out["o_negative"][0].tolist() == [[True, False, True], [True, True, False], [False] * 3, [False] * 3]
+    # hop 1: e_x = (1, 0), scores (m_0, m_1, m_STOP) = (1, 2, 0): true m_1 leads by 1 and 2, hinges 0.
+    # hop 2: e_x = (1, 1), scores (1, 2, 1.5): true m_STOP leads m_0 by 0.5 (hinge 0), trails m_1 by 0.5 (0.6).
+    torch.testing.assert_close(out["o_margin"][0, :2], torch.tensor([[1.0, 0.0, 2.0], [0.5, -0.5, 0.0]]))
+    # R on [x, m_1]: (0, 0) + (0, 1): word scores (0, 0, 1, 1); answer w2: w0 0, w1 0, w3 0.1 - 1 + 1 = 0.1
+    loss = OBJECTIVES.create("memnn_margin", margin=0.1)(out, {"answer": torch.tensor([2])})
+    assert math.isclose(loss.item(), 0.6 + 0.1, rel_tol=1e-6)
+
+
+def test_sampled_negatives_limit_the_loss_to_the_kept_terms():
+    """[W14] §3.1 samples f, f', r' rather than summing over all: with one negative per hop and for R, the loss
+    has one O term per hop and one R term. Every wrong choice here has the same hinge, so any draw gives it."""
+    margin = torch.tensor([[[0.0, -0.5, -0.5, -0.5], [-0.2, 0.0, 0.0, 0.0]]])  # hop 1: three wrong (hinge 0.6 each); hop 2: one (0.3)
+    neg = torch.tensor([[[False, True, True, True], [True, False, False, False]]])
+    r = torch.tensor([[0.95, 1.0, 0.95, 0.95]])  # answer w1: three wrong words, hinge 0.1 - 0.05 = 0.05 each
+    answer = torch.tensor([1])
+    assert math.isclose(memnn_ranking_loss(margin, neg, r, answer, gamma=0.1).item(), 3 * 0.6 + 0.3 + 3 * 0.05, rel_tol=1e-6)
+    for seed in range(3):
+        got = memnn_ranking_loss(margin, neg, r, answer, gamma=0.1, negatives=1, generator=torch.Generator().manual_seed(seed))
+        assert math.isclose(got.item(), 0.6 + 0.3 + 0.05, rel_tol=1e-6)
+    two = memnn_ranking_loss(margin, neg, r, answer, gamma=0.1, negatives=2, generator=torch.Generator().manual_seed(0))
+    assert math.isclose(two.item(), 2 * 0.6 + 0.3 + 2 * 0.05, rel_tol=1e-6)
+    # the objective passes its `negatives` on
+    out = {"o_margin": margin, "o_negative": neg, "r_true": r}
+    assert math.isclose(OBJECTIVES.create("memnn_margin", negatives=1)(out, {"answer": answer}).item(), 0.95, rel_tol=1e-6)
+
+
+def test_surrogate_scores_are_mean_preferences_over_the_other_candidates():
+    """The straight-through stand-in for the loop: candidate i scores the mean of s_Ot-preferences of i over
+    every other valid candidate (m_STOP, no write time, always in y)."""
+    A = torch.tensor([[1.0, 2.0, 4.0, 3.0]])  # m_0, m_1, m_2 (times 2, 1, 0), m_STOP
+    c = torch.tensor([[0.5, 1.0, 0.25]])
+    t, has = torch.tensor([[2, 1, 0, 0]]), torch.tensor([[True, True, True, False]])
+    t_x = torch.tensor([1])  # the input list has m_1's time: x is older than m_2 only
+    # pref(i, j) = s_Ot(x, i, j) with i older, -s_Ot(x, j, i) with j older; c0 never counts (no older memory
+    # in y is newer than x), c1 only when m_2 is in y'; m_STOP in y: s_O(stop) - s_O(j) + c1 [x older than j]
+    p01, p02, p12 = 1 - 2 + 0.25, 1 - 4 + 1.0 + 0.25, 2 - 4 + 1.0 + 0.25  # -0.75, -1.75, -0.75
+    p30, p31, p32 = 3 - 1, 3 - 2, 3 - 4 + 1.0  # 2, 1, 0
+    expected = [(p01 + p02 - p30) / 3, (-p01 + p12 - p31) / 3, (-p02 - p12 - p32) / 3, (p30 + p31 + p32) / 3]
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    torch.testing.assert_close(MN.surrogate_scores(A, c, t_x, t, has, valid), torch.tensor([expected]))
+    # m_2 padded: the others average over the two remaining valid candidates
+    valid[0, 2] = False
+    got = MN.surrogate_scores(A, c, t_x, t, has, valid)[0, [0, 1, 3]]
+    torch.testing.assert_close(got, torch.tensor([(p01 - p30) / 2, (-p01 - p31) / 2, (p30 + p31) / 2]))
+
+
+def test_straight_through_gradient_of_logits_matches_the_softmax_of_mean_preferences():
+    """One hop of the scene of the two-hop write-time test with straight_through: the logits' gradient reaches
+    the "y older than y'" row of U_t only through softmax(surrogate_scores)."""
+    model, story, query, mask, time = _three_memory_time_model(hops=1, straight_through=True)
+    out = model(story, query, mask, time)
+    assert out["chosen"].tolist() == [[1]]
+    out["logits"][0, 1].backward()  # L = s_R(w1) = e_R . (1, 0) = sum_m w_m U_R(m) . (1, 0): g = (0, 0, 1) per memory
+    # hop 1: e_x = (1, 0), s_O = (1, 2, 2), c = (1, 0, 0.5), no memory newer than x: pref(i, j) = s_O(i) - s_O(j)
+    # + 0.5 if i is older else - 0.5. Surrogates (means over the two others): m_0 (-0.5 - 0.5) / 2 = -0.5, m_1
+    # (0.5 + 0.5) / 2 = 0.5, m_2 (0.5 - 0.5) / 2 = 0.
+    z = [math.exp(-0.5), math.exp(0.5), 1.0]
+    p = [v / sum(z) for v in z]
+    g = [0.0, 0.0, 1.0]
+    delta = [p[i] * (g[i] - sum(pj * gj for pj, gj in zip(p, g))) for i in range(3)]  # dL/d surrogate_i (softmax)
+    # d surrogate_i / d c2 = mean over j of +1 (i older) or -1: (1, 0, -1); c2 = e_x . U_t[2], e_x = (1, 0)
+    dc2 = delta[0] - delta[2]
+    expected = torch.tensor([[0.0, 0.0], [0.0, 0.0], [dc2, 0.0]])  # the "x older" indicators are all 0 at hop 1
+    torch.testing.assert_close(model.time_table.grad, expected)
+
+
 def test_ngram_features_hand_values():
     words = torch.tensor([[5, 6, 7, 0]])
     ids = MN.ngram_features(words, vocab_size=10, buckets=1000)[0].tolist()
@@ -252,6 +431,31 @@ def test_select_memory_equals_the_loop_and_never_picks_padding():
         plain = MN.select_memory(A, None, t_x, t, valid)
         assert plain[0] == -1 and all(valid[b, plain[b]] for b in range(1, B) if plain[b] >= 0)
         assert torch.equal(plain[1:], A.masked_fill(~valid, float("-inf")).argmax(-1)[1:])
+
+
+def test_select_memory_exact_tie_keeps_the_incumbent():
+    """s_Ot = 0 exactly: the earlier (incumbent) memory stays, as the docstring and argmax say."""
+    A = torch.tensor([[1.0, 1.5], [2.0, 2.0], [1.0, 1.75]])
+    c = torch.tensor([[0.0, 0.0, 0.5], [1.0, 1.0, 1.0], [0.0, 0.0, 0.5]])
+    t = torch.tensor([[1, 0], [3, 3], [1, 0]])  # row 1: equal write times (the incumbent in y, no "y older")
+    t_x = torch.full((3,), MN.QUESTION_TIME)
+    # row 0: s_Ot(x, m_0, m_1) = 1 - 1.5 + 0.5 = 0; row 1: 2 - 2 = 0; row 2: 1 - 1.75 + 0.5 = -0.25 < 0: m_1
+    assert MN.select_memory(A, c, t_x, t, torch.ones(3, 2, dtype=torch.bool)).tolist() == [0, 0, 1]
+
+
+def test_adaptive_tie_between_m_stop_and_a_memory_continues():
+    """[W15] A.2.1: hopping stops when m_STOP *wins*; an exact tie with the best memory takes the memory."""
+    model = MN.MemNN(vocab_size=3, embed_dim=2, hops=2, adaptive=True, time_features=False, init_std=0.0, straight_through=False)
+    with torch.no_grad():
+        model.query_table[1] = torch.tensor([1.0, 1, 0, 0])  # x = "w1": U_O (1, 1)
+        model.story_table[2] = torch.tensor([0, 1.0, 1, 0, 0, 0])  # m_0 = "w2": input (0, 1), candidate (1, 0)
+    story, query, mask = torch.tensor([[[2]]]), torch.tensor([[1]]), torch.tensor([[True]])
+    for stop, chosen in (((0.0, 1.0), [0, -1]), ((0.0, 1.25), [-1, -1])):
+        with torch.no_grad():
+            model.stop.copy_(torch.tensor(stop))
+        # hop 1: e_x = (1, 1): s_O(m_0) = 1, s_O(m_STOP) = stop[1] (1: a tie, 1.25: m_STOP wins); hop 2: e_x = (1, 2),
+        # s_O(m_STOP) = 2 > 1
+        assert model(story, query, mask)["chosen"].tolist() == [chosen]
 
 
 @pytest.mark.parametrize("name", MEMNN_MODELS)
@@ -360,6 +564,25 @@ def test_forward_backward_through_the_objective_reaches_every_parameter(name, r_
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, f"{pname} got no gradient from the margin loss"
+
+
+@pytest.mark.parametrize("name", MEMNN_MODELS)
+def test_feature_zero_is_padding_with_no_value_and_no_gradient(name):
+    """Feature 0 (padding, padded n-grams) is skipped by U^T Phi: its rows get exactly zero gradient from the
+    margin loss and from the logits, and whatever they hold changes nothing."""
+    torch.manual_seed(0)
+    model = MODELS.create(name, vocab_size=V, memory_size=M)
+    story, query, mask, time, sup, answer = _batch()  # every sentence and question ends in padding
+    out = model(story, query, mask, time, sup)
+    (OBJECTIVES.create("memnn_margin")(out, {"answer": answer}) + out["logits"].logsumexp(-1).sum()).backward()
+    for table in (model.query_table, model.story_table):
+        assert torch.count_nonzero(table.grad[0]) == 0 and torch.count_nonzero(table.grad[1:]) > 0
+    with torch.no_grad():
+        model.query_table[0] = 5.0
+        model.story_table[0] = -3.0
+    again = model(story, query, mask, time, sup)
+    for key in ("logits", "o_margin", "r_true", "chosen"):
+        assert torch.equal(again[key], out[key]), key
 
 
 @pytest.mark.parametrize("name", MEMNN_MODELS)

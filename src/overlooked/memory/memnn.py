@@ -258,7 +258,8 @@ def surrogate_scores(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor,
         A: ``[B, C]``; c: ``[B, 3]`` or None; t_x: ``[B]``; t, has_t, valid: ``[B, C]``.
 
     Returns:
-        ``[B, C]``, finite; invalid candidates get 0 (the caller masks them).
+        ``[B, C]``, finite; with time features an invalid candidate gets its mean preference over the
+        valid ones, a value with no meaning (the caller masks it, :func:`masked_softmax`).
     """
     if c is None:
         return A
@@ -456,7 +457,9 @@ class MemNN(nn.Module):
             ``logits`` ``[B, V]``: ``s_R`` of every word given the model's own hops; ``chosen`` ``[B, H]``:
             the slot of each hop (-1 = no memory: nothing valid, or stopped); ``hops`` ``[B]`` memories used.
             With ``supporting``: ``o_margin`` ``[B, Ht, C]`` the preference (:func:`preference`) of the true
-            candidate over each candidate at each hop, the input list holding the *true* earlier facts;
+            candidate over each candidate at each hop, the input list holding the *true* earlier facts
+            (meaningful where ``o_negative`` is True: the true candidate's own entry is not 0 with write-time
+            features, its time indicators against itself, and is never used);
             ``o_negative`` ``[B, Ht, C]`` bool, the wrong real candidates of hops with a target; ``r_true``
             ``[B, V]`` ``s_R`` given the true facts; ``o_target`` ``[B, Ht]`` the true candidate of each hop
             (:func:`true_hop_targets`). ``C = M (+1 for m_STOP)``.
