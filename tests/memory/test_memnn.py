@@ -205,6 +205,23 @@ def test_two_hop_write_time_choice_and_margin_loss_match_hand_values():
     assert math.isclose(loss.item(), 0.6 + 0.1 + 1.1, rel_tol=1e-6)
 
 
+def test_nonlinear_write_time_scores_read_the_time_columns_after_the_nonlinearity():
+    """Module choice 4: with nonlinear scoring, s_Ot = E(x) . (E(y) - E(y') + U_t Phi_t) with E(x) = tanh(W tanh(e_x))
+    ([W15] eq. 6): the indicator scores c = E(x) U_t^T use the nonlinear E(x), not e_x. The scene of
+    _three_memory_time_model, one hop, W_O = 2 I, true fact m_1."""
+    model, story, query, mask, time = _three_memory_time_model(nonlinear=True, hops=1)
+    with torch.no_grad():
+        model.nl_O.copy_(2 * torch.eye(2))
+    out = model(story, query, mask, time, supporting=torch.tensor([[1]]))
+    E = lambda z: math.tanh(2 * math.tanh(z))  # noqa: E731
+    al, be = E(1.0), E(2.0)  # E(x) = (al, 0); E(m_0) = (al, 0), E(m_1) = (be, 0), E(m_2) = (be, al)
+    s = [al * al, al * be, al * be]  # s_O(x, m_i) = E(x) . E(m_i)
+    c = [al * 1.0, 0.0, al * 0.5]  # E(x) . U_t[k]; the question is newer than every memory: c0, c1 never count
+    # m_1 over m_0 (m_0 older, in y): -s_Ot(x, m_0, m_1) = -(s0 - s1 + c2); m_1 over m_2 (m_1 in y): s1 - s2 + c2
+    torch.testing.assert_close(out["o_margin"][0, 0, [0, 2]].double(), torch.tensor([-(s[0] - s[1] + c[2]), s[1] - s[2] + c[2]], dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    assert out["chosen"].tolist() == [[0]]  # s0 - s1 + c2 > 0: m_0 beats m_1, then m_2 (the same pair score)
+
+
 def test_margin_loss_uses_the_configured_margin():
     """The scene of test_margin_loss_on_two_memories_matches_hand_computed_value with gamma = 1.0 ([W14] §3.1)."""
     model = _tiny_model(time_features=False)
