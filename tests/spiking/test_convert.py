@@ -50,6 +50,59 @@ def test_constant_current_spikes_by_subtraction_hand_computed():
     assert sim.readout[-1].item() == pytest.approx(4 * 0.25)
 
 
+def _constant_quarter_snn(**kwargs):
+    """The one-neuron net of the hand case above, its current set back to 0.25 per step after normalisation."""
+    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].bias.fill_(0.25)
+        net[2].weight.fill_(1.0)
+        net[2].bias.zero_()
+    snn = convert(net, torch.zeros(4, 1), norm="max", **kwargs)
+    with torch.no_grad():
+        snn.stages[0].synapse.bias.fill_(0.25)
+    return snn
+
+
+def _spike_steps(snn, steps: int = 17) -> list[int]:
+    sim = snn.simulate(torch.zeros(1, 1), steps=steps)
+    return torch.nonzero(sim.spikes[0]).flatten().add(1).tolist()  # 1-based steps with a spike
+
+
+def test_inplace_backend_does_not_spike_when_v_lands_exactly_on_the_threshold():
+    """In-place IF path, constant 0.25: v reaches exactly 1.0 at step 4 (no spike, strict >), spikes at 5, 9, 13, 17."""
+    snn = _constant_quarter_snn(backend="inplace")
+    assert _spike_steps(snn) == [5, 9, 13, 17] and snn.fast_steps == 17
+
+
+@pytest.mark.parametrize("backend", ["reference", "inplace"])
+def test_v_init_shifts_the_hand_computed_spike_times(backend):
+    """v_init 0.5, constant 0.25: v = 0.75, 1.0 (no spike), 1.25 -> spike at step 3, then every 4 steps: 3, 7, 11, 15."""
+    snn = _constant_quarter_snn(v_init=0.5, backend=backend)
+    assert snn.v_init == 0.5
+    assert _spike_steps(snn) == [3, 7, 11, 15]
+
+
+@pytest.mark.parametrize("norm", ["max", "p99.9"])
+def test_a_silent_layer_keeps_scale_one_and_its_weights_unchanged(norm):
+    """A hidden layer whose ReLU output is all zero on the calibration set: lambda = 1, every weight finite and as given."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[-1.0, 0.5], [0.25, -2.0], [-0.5, -0.5]]))
+        net[0].bias.fill_(-5.0)  # inputs in [0, 1): every pre-activation is below -2.5
+        net[2].weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.25, -1.0]]))
+        net[2].bias.copy_(torch.tensor([0.1, -0.2]))
+    calib = torch.rand(16, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float(torch.relu(net[0](calib)).max()) == 0.0
+    snn = convert(net, calib, norm=norm)
+    assert [s.scale for s in snn.stages] == [1.0, 1.0]
+    for stage, layer in zip(snn.stages, (net[0], net[2])):
+        assert torch.equal(stage.synapse.weight, layer.weight) and torch.equal(stage.synapse.bias, layer.bias)
+    out = snn(calib, steps=4)["logits"]
+    assert torch.isfinite(out).all() and torch.allclose(out, net[2].bias.expand(16, 2))  # no spikes: the readout is its bias
+
+
 def test_conversion_never_mutates_the_input_network():
     net = _small_net()
     before = copy.deepcopy(net.state_dict())

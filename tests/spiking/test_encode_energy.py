@@ -17,6 +17,31 @@ def test_rate_code_is_seeded_and_matches_probability():
     assert abs(a.mean().item() - 0.3) < 0.01
 
 
+def test_rate_code_spike_probability_is_max_rate_times_intensity():
+    """All-ones input at max_rate 0.5 spikes half the time (within 5 standard errors), directly and via the registry."""
+    from overlooked.registry import ENCODERS
+
+    x = torch.ones(2000)
+    n = 100 * 2000
+    tolerance = 5 * (0.5 * 0.5 / n) ** 0.5  # about 0.0056
+    direct = rate_encode(x, 100, torch.Generator().manual_seed(2), max_rate=0.5)
+    assert abs(direct.mean().item() - 0.5) < tolerance
+    encoded = ENCODERS.create("rate", steps=100, max_rate=0.5)({"image": x, "label": torch.zeros(1)}, torch.Generator().manual_seed(3))["image"]
+    assert encoded.shape == (100, 2000) and abs(encoded.mean().item() - 0.5) < tolerance
+
+
+def test_latency_first_spike_step_is_rounded_and_the_threshold_itself_is_silent():
+    """Spike at round((1 - x)(steps - 1)); x at or below the threshold never spikes (by hand, steps 5)."""
+    # (1 - x) * 4: 1.0 -> 0; 0.8 -> 0.8 -> 1; 0.6 -> 1.6 -> 2; 0.3 -> 2.8 -> 3 (floor would give 0, 1, 2);
+    # 0.25 = threshold: silent; 0.1 below it: silent
+    x = torch.tensor([1.0, 0.8, 0.6, 0.3, 0.25, 0.1])
+    z = latency_encode(x, 5, threshold=0.25)
+    assert z.sum(0).tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    assert z.argmax(0)[:4].tolist() == [0, 1, 2, 3]
+    # default threshold 0.01: 0.05 -> 3.8 -> the last step, 4
+    assert latency_encode(torch.tensor([0.05]), 5)[:, 0].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]
+
+
 def test_latency_one_spike_brighter_earlier():
     x = torch.tensor([0.9, 0.2, 0.6])
     z = latency_encode(x, 10)

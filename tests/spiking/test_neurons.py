@@ -320,3 +320,89 @@ def test_a_parameter_given_as_nn_parameter_is_learned():
     assert learned.cell.v_threshold.grad is not None and bool(learned.cell.v_threshold.grad.abs().sum() > 0)
     fixed = M.LIF(v_threshold=torch.ones(5))
     assert not list(fixed.parameters()) and [n for n, _ in fixed.named_buffers()] == ["cell.v_threshold"]
+
+
+def _alif_run(reset: str, steps: int = 5) -> tuple[list[int], list[float], list[float]]:
+    """Five steps of alif_step at tau_mem 2 ms, tau_adapt 4 ms, beta_adapt 0.5, dt 1 ms, constant x = 4."""
+    p = N.ALIFParameters(tau_mem=2e-3, tau_adapt=4e-3, beta_adapt=0.5, v_threshold=1.0, reset=reset)
+    state, zs, vs, as_ = N.ALIFState(torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)), [], [], []
+    for _ in range(steps):
+        z, state = N.alif_step(torch.tensor([4.0], dtype=torch.float64), state, p, 1e-3, ATan(2.0))
+        zs.append(int(z))
+        vs.append(float(state.v))
+        as_.append(float(state.a))
+    return zs, vs, as_
+
+
+def test_alif_trajectory_with_zero_reset_by_hand():
+    """ALIF, zero reset: threshold 1 + 0.5 a, a <- 0.75 a + z, by hand (every value a dyadic fraction, exact)."""
+    # dt / tau_mem = 0.5: v <- 0.5 v + 0.5 * 4 = 0.5 v + 2; dt / tau_adapt = 0.25: a <- 0.75 a + z
+    # t0: v 2 > 1 + 0.5*0 = 1        spike, v 0, a 1
+    # t1: v 2 > 1 + 0.5*1 = 1.5      spike, v 0, a 0.75 + 1 = 1.75
+    # t2: v 2 > 1 + 0.875 = 1.875    spike, v 0, a 1.3125 + 1 = 2.3125
+    # t3: v 2 <= 1 + 1.15625         silent, v 2, a 1.734375
+    # t4: v 1 + 2 = 3 > 1 + 0.8671875 spike, v 0, a 1.30078125 + 1 = 2.30078125
+    zs, vs, as_ = _alif_run("zero")
+    assert zs == [1, 1, 1, 0, 1]
+    assert vs == [0.0, 0.0, 0.0, 2.0, 0.0]
+    assert as_ == [1.0, 1.75, 2.3125, 1.734375, 2.30078125]
+
+
+def test_alif_subtract_reset_subtracts_the_adapted_threshold_by_hand():
+    """ALIF, subtract reset: a spike removes the adapted threshold 1 + 0.5 a (not the base 1), by hand."""
+    # t0: v 2     > 1        spike, v 2 - 1 = 1,            a 1
+    # t1: v 2.5   > 1.5      spike, v 2.5 - 1.5 = 1,        a 1.75
+    # t2: v 2.5   > 1.875    spike, v 2.5 - 1.875 = 0.625,  a 2.3125
+    # t3: v 2.3125 > 2.15625 spike, v 0.15625,              a 1.734375 + 1 = 2.734375
+    # t4: v 2.078125 <= 2.3671875 silent, v 2.078125,       a 2.05078125
+    zs, vs, as_ = _alif_run("subtract")
+    assert zs == [1, 1, 1, 1, 0]
+    assert vs == [1.0, 1.0, 0.625, 0.15625, 2.078125]
+    assert as_ == [1.0, 1.75, 2.3125, 2.734375, 2.05078125]
+    # the sequence module runs the same step: its spikes and final state are these
+    z, state = M.ALIF(dt=1e-3, tau_mem=2e-3, tau_adapt=4e-3, beta_adapt=0.5, reset="subtract")(torch.full((5, 1, 1), 4.0, dtype=torch.float64))
+    assert z.flatten().tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert (float(state.v), float(state.a)) == (2.078125, 2.05078125)
+
+
+def test_recurrent_lif_spike_of_neuron_1_drives_neuron_0_one_step_later_by_hand():
+    """W_rec = [[0, 3], [0, 0]]: neuron 1's spike at t adds 3 to neuron 0's current at t + 1 (row = target)."""
+    mod = M.RecurrentLIF(2, dt=1e-3, tau_mem=2e-3).double()
+    with torch.no_grad():
+        mod.cell.recurrent.weight.copy_(torch.tensor([[0.0, 3.0], [0.0, 0.0]]))
+    x = torch.tensor([[0.5, 3.0], [0.5, 0.0], [0.5, 0.0], [0.5, 3.0], [0.5, 0.0], [0.5, 0.0]], dtype=torch.float64)[:, None]  # [T, 1, 2]
+    z, (vstate, z_last) = mod(x)
+    # v <- 0.5 v + 0.5 (x + W z_prev), spike when v > 1, reset to 0.
+    # neuron 1 (x 3, 0, 0, 3, 0, 0; no recurrent input): v 1.5 spike, 0, 0, 1.5 spike, 0, 0
+    # neuron 0 (x 0.5, plus 3 z1[t-1]): v 0.25; 0.125 + 0.25 + 1.5 = 1.875 spike -> 0; 0.25; 0.375;
+    #   0.1875 + 0.25 + 1.5 = 1.9375 spike -> 0; 0.25
+    assert z[:, 0, 1].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert z[:, 0, 0].tolist() == [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    assert vstate.v[0].tolist() == [0.25, 0.0] and z_last[0].tolist() == [0.0, 0.0]
+
+
+def test_recurrent_lif_gradient_flows_back_through_the_recurrent_spikes():
+    """BPTT through W_rec z_{t-1}: the input gradient equals a hand-unrolled loop's, and reaches neuron 0 from x_1."""
+    torch.manual_seed(0)
+    mod = M.RecurrentLIF(2, dt=1e-3, tau_mem=2e-3).double()
+    w = torch.tensor([[0.0, 3.0], [0.0, 0.0]], dtype=torch.float64)
+    with torch.no_grad():
+        mod.cell.recurrent.weight.copy_(w)
+    x = torch.tensor([[0.5, 3.0], [0.5, 0.0], [0.5, 0.0], [0.5, 3.0], [0.5, 0.0], [0.5, 0.0]], dtype=torch.float64)[:, None]
+    weights = torch.rand(6, 1, 2, dtype=torch.float64)  # a loss that reads every spike
+    x1 = x.clone().requires_grad_(True)
+    (mod(x1)[0] * weights).sum().backward()
+    # the same network unrolled by hand: v <- v + 0.5 (-v + x + W z_prev), z = spike(v - 1), v <- v - z v
+    x2 = x.clone().requires_grad_(True)
+    v, z, zs = torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64), []
+    for t in range(6):
+        v = v + 0.5 * (-v + x2[t] + z @ w.T)
+        z = mod.cell.spike_fn(v - 1.0)
+        v = v - z * v
+        zs.append(z)
+    (torch.stack(zs) * weights).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    # neuron 0 sees x_1 only through the recurrence: d z0[4] / d x1[3] is nonzero only if the spikes are not detached
+    x3 = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(mod(x3)[0][4, 0, 0], x3)
+    assert g[3, 0, 1] != 0 and g[:, 0, 1].abs().sum() > 0

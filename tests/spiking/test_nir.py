@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import nir
@@ -99,10 +100,13 @@ def test_chain_of_every_supported_layer_roundtrips(tmp_path):
             if isinstance(layer, nn.Linear):
                 layer.weight.mul_(4)
         layers[6].weight.mul_(4)
-        layers[7].cell.recurrent.weight.normal_(0, 1.0)
+        layers[7].cell.recurrent.weight.normal_(0, 8.0)  # strong enough that the recurrence changes the output
     x = torch.rand(12, 5, 2, 6, 6) * 2  # [T, B, C, H, W]
     with torch.no_grad():
         ref = _reference(layers, x)
+        without = copy.deepcopy(layers)
+        without[7].cell.recurrent.weight.zero_()
+        assert (_reference(without, x) - ref).abs().max() > 0.1, "the recurrence must matter for its round trip to be checked"
         graph = export_layers(layers, (2, 6, 6), DT)
         assert {type(n).__name__ for n in graph.nodes.values()} >= {"Conv2d", "IF", "AvgPool2d", "Flatten", "Affine", "CubaLIF", "Linear", "LIF"}
         assert ("7_recurrentlif_rec", "7_recurrentlif") in graph.edges  # the recurrence is a graph cycle
@@ -797,3 +801,55 @@ def test_export_of_a_model_in_training_mode_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         export_nir_graph(model.eval())
+
+
+def test_a_recurrent_lif_round_trip_keeps_the_back_edge_spike_for_spike_by_hand(tmp_path):
+    """RecurrentLIF with W_rec = [[0, 3], [0, 0]] through a file: neuron 0 fires one step after neuron 1, by hand."""
+    synapse = nn.Linear(2, 2, bias=False)
+    neuron = M.RecurrentLIF(2, dt=DT, tau_mem=2e-3)
+    with torch.no_grad():
+        synapse.weight.copy_(torch.eye(2))
+        neuron.cell.recurrent.weight.copy_(torch.tensor([[0.0, 3.0], [0.0, 0.0]]))
+    graph = export_layers([synapse, neuron], (2,), DT)
+    assert ("1_recurrentlif_rec", "1_recurrentlif") in graph.edges
+    x = torch.tensor([[0.5, 3.0], [0.5, 0.0], [0.5, 0.0], [0.5, 3.0], [0.5, 0.0], [0.5, 0.0]])[:, None]  # [T, 1, 2]
+    with torch.no_grad():
+        y, _ = from_nir(_roundtrip(graph, tmp_path), dt=DT)(x)
+    # v <- 0.5 v + 0.5 (x + W z_prev), spike when v > 1, reset to 0. Neuron 1: 1.5 (spike), 0, 0, 1.5 (spike), 0, 0.
+    # Neuron 0 (0.5 plus 3 z1[t-1]): 0.25; 1.875 spike; 0.25; 0.375; 1.9375 spike; 0.25.
+    assert y[:, 0, 1].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert y[:, 0, 0].tolist() == [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_v_leak_and_v_reset_away_from_their_defaults_are_exported_and_imported(tmp_path):
+    """LIF v_leak 0.3 and v_reset -0.3, IF v_reset -0.3: written to the NIR fields as given, and the imported
+    network spikes as the original (each field changes the spikes, so a dropped one would show)."""
+
+    def chain(lif_leak: float = 0.3, lif_reset: float = -0.3, if_reset: float = -0.3) -> list[nn.Module]:
+        torch.manual_seed(4)
+        return [nn.Linear(3, 4), M.LIF(dt=DT, tau_mem=3e-3, v_leak=lif_leak, v_reset=lif_reset), nn.Linear(4, 4), M.IF(dt=DT, r=1000.0, v_reset=if_reset, reset="zero")]
+
+    layers = chain()
+    with torch.no_grad():
+        layers[2].weight.copy_(torch.eye(4) * 0.6)
+        layers[2].bias.fill_(0.3)
+    graph = export_layers(layers, (3,), DT)
+    lif, if_ = graph.nodes["1_lif"], graph.nodes["3_if"]
+    assert np.allclose(lif.v_leak, 0.3) and np.allclose(lif.v_reset, -0.3) and np.allclose(if_.v_reset, -0.3)
+    assert lif.v_leak.shape == lif.v_reset.shape == if_.v_reset.shape == (4,)
+    x = torch.rand(20, 6, 3, generator=torch.Generator().manual_seed(5)) * 1.5
+    with torch.no_grad():
+        _, _, trace = from_nir(_roundtrip(graph, tmp_path), dt=DT)(x, record=True)
+        lif_ref, _ = layers[1](layers[0](x))
+        if_ref, _ = layers[3](layers[2](lif_ref))
+    assert torch.equal(trace["1_lif"], lif_ref) and torch.equal(trace["3_if"], if_ref)
+    assert 0 < lif_ref.mean() < 1 and 0 < if_ref.mean() < 1
+    # each value matters: the default in its place changes the spikes
+    with torch.no_grad():
+        for kwargs in ({"lif_leak": 0.0}, {"lif_reset": 0.3}, {"if_reset": 0.0}):
+            other = chain(**kwargs)
+            other[2].weight.copy_(torch.eye(4) * 0.6)
+            other[2].bias.fill_(0.3)
+            z_lif, _ = other[1](other[0](x))
+            z_if, _ = other[3](other[2](z_lif))
+            assert not (torch.equal(z_lif, lif_ref) and torch.equal(z_if, if_ref)), kwargs

@@ -200,3 +200,27 @@ def test_a_real_valued_input_sequence_is_counted_as_multiply_accumulates_not_spi
     counted = energy_report(m, events)["layers"][0]
     assert counted["input"] == "spikes" and counted["macs"] == 0.0
     assert counted["sops"] == pytest.approx(float(events.sum()) * 32 / 16)  # per example, fan-out 32
+
+
+def test_a_non_negative_non_integer_input_sequence_is_counted_as_multiply_accumulates():
+    """Values in [0, 1) that are not whole numbers (torch.rand) are real-valued input, not events: MACs at every step."""
+    torch.manual_seed(0)
+    m = spiking_mlp(input_shape=(20,), hidden=(32,), num_classes=3, steps=4).eval()
+    x = torch.rand(4, 16, 20)
+    assert bool((x >= 0).all()) and not bool((x == x.round()).all())
+    row = energy_report(m, x)["layers"][0]
+    assert row["input"] == "real" and row["sops"] == 0.0 and row["macs"] == 20 * 32 * 4  # per example, every step
+
+
+def test_mean_firing_rate_is_spikes_over_steps_times_neurons_by_hand():
+    """Totals: 30 spikes per example (20 + 10) over 4 steps of 15 neurons (10 + 5) is a mean rate of 30 / 60 = 0.5."""
+    from overlooked.spiking.synops import LayerOps, summarise
+
+    # summed over 2 examples: layer 0 40 spikes of 10 neurons, layer 1 20 spikes of 5 neurons, the readout none
+    layers = [LayerOps("0", "real", 200.0, 0.0, 100, 10, 40.0), LayerOps("1", "spikes", 0.0, 80.0, 50, 5, 20.0), LayerOps("2 (readout)", "spikes", 0.0, 60.0, 15, 0, 0.0)]
+    rep = summarise(layers, examples=2, steps=4)
+    tot = rep["totals"]
+    assert tot["spikes"] == 30.0  # per example
+    assert tot["mean_firing_rate"] == 0.5  # 30 / (4 steps x 15 neurons)
+    assert [r["firing_rate"] for r in rep["layers"]] == [0.5, 0.5, None]  # 40 / (2 x 4 x 10), 20 / (2 x 4 x 5)
+    assert tot["neuron_updates"] == 15 * 4
