@@ -40,6 +40,23 @@ def test_perturbation_grid_moves_one_dimension_per_row():
         assert masked[d, :, 3, others].abs().sum() == 0
 
 
+def test_perturbation_grid_adds_the_offset_to_the_pose_not_replaces_it():
+    """Sabour et al. 2017, Figure 4: dimension d of capsule k becomes v_kd + offset, every other entry stays v."""
+    torch.manual_seed(0)
+    model = capsnet(iterations=1).eval()
+    poses = torch.randn(10, 16)  # non-zero entries everywhere
+    calls = []
+    real = model.decoder.forward
+    model.decoder.forward = lambda x: calls.append(x.clone()) or real(x)
+    perturbation_grid(model, poses, k=3, offsets=[-0.25, 0.1])
+    masked = calls[0].view(16, 2, 10, 16)  # [dimension moved, offset, capsule, dimension]
+    for d in range(16):
+        for o, delta in enumerate([-0.25, 0.1]):
+            expected = poses[3].clone()
+            expected[d] = poses[3, d] + delta
+            torch.testing.assert_close(masked[d, o, 3], expected)
+
+
 def test_perturbation_grid_stays_on_the_poses_device():
     """The offsets, indices and mask were built on the CPU whatever the device of the model and poses.
     Checked without a GPU on the ``meta`` device: PyTorch lets some ops mix a CPU tensor into meta ones (CUDA
