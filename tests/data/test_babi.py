@@ -493,3 +493,65 @@ def test_a_question_of_your_own_drops_a_pasted_line_number_and_a_story_holding_a
         babi.encode_question("Mary moved to the bathroom. Where is Mary? John went to the hallway.", "Where is John?", vocab, 4, 5)
     with pytest.raises(DataError, match=r"the story holds a '\?'"):
         babi.encode_question(["Mary moved to the bathroom.", "Where is Mary?"], "Where is John?", vocab, 4, 5)
+
+
+def test_all_means_the_twenty_tasks():
+    """tasks='all' is tasks 1-20, in order (a joint run's mean error is over all twenty)."""
+    assert babi._task_list("all") == list(range(1, 21))
+
+
+def test_supporting_facts_keep_the_order_the_file_gives():
+    """The file lists supporting facts in reasoning order (not sorted): MemNN supervises hop k with the k-th."""
+    text = "1 Mary went to the garden.\n2 Mary got the football.\n3 Mary went to the office.\n4 Where is the football?\toffice\t2 3\n5 Where was Mary?\tgarden\t3 1\n"
+    _, second = parse_babi(text)
+    assert second.supporting == (2, 0)
+
+
+def test_last_split_holds_out_the_fraction_without_float_error():
+    """'last': floor((1 - f) Q) rows kept, exact even where (1 - f) Q falls just below a whole number in floats."""
+    for q, f, held in [(90, 0.3, 27), (1000, 0.1, 100), (10000, 0.1, 1000), (7, 0.5, 4)]:
+        _, val = babi.split_per_task(torch.zeros(q, dtype=torch.int64), f, seed=0, mode="last")
+        assert len(val) == held, (q, f)
+
+
+def test_every_task_is_split_with_the_same_seed():
+    """The random per-task split permutes each task's rows with the one seed given (split_train_val's)."""
+    from overlooked.data.base import split_train_val
+
+    task = torch.tensor([1] * 40 + [2] * 40)
+    _, val = babi.split_per_task(task, 0.1, seed=3)
+    _, alone = split_train_val(40, 0.1, 3)
+    assert val.tolist() == alone.tolist() + (alone + 40).tolist()
+
+
+@pytest.mark.data
+def test_supporting_facts_of_a_real_question_map_to_their_slots_in_file_order(data_dir):
+    """qa2 train line 14, 'Where is the football? garden 12 6': line 12 is slot 10 (line 7 is a question), line 6 slot 5."""
+    parsed = babi.read_babi_file(data_dir / babi.task_path(2, "en", "train"))
+    assert parsed[1].question == ("where", "is", "the", "football") and parsed[1].answer == "garden"
+    assert parsed[1].supporting == (10, 5)
+    splits = babi.load_babi(tasks=2, data_dir=data_dir, val_fraction=0.0)
+    assert splits.train.tensors["supporting"][1].tolist() == [10, 5]
+
+
+@pytest.mark.data
+def test_all_loads_the_twenty_tasks_and_holds_out_a_hundred_of_each(data_dir):
+    splits = babi.load_babi(tasks="all", data_dir=data_dir, memory_size=10)
+    assert splits.meta["tasks"] == list(range(1, 21))
+    assert torch.bincount(splits.val.tensors["task"], minlength=21).tolist() == [0] + [100] * 20
+
+
+@pytest.mark.data
+def test_trim_memory_reads_the_training_stories_only(data_dir):
+    """Task 8: the longest training story has 46 statements, the longest test story 58: memory is 46."""
+    longest = {split: max(len(ex.story) for ex in babi.read_babi_file(data_dir / babi.task_path(8, "en", split))) for split in ("train", "test")}
+    assert longest == {"train": 46, "test": 58}
+    assert babi.load_babi(tasks=8, data_dir=data_dir, trim_memory=True).meta["memory_size"] == 46
+
+
+@pytest.mark.data
+def test_supporting_dropped_counts_training_questions_whose_fact_fell_out_of_memory(data_dir):
+    parsed = babi.read_babi_file(data_dir / babi.task_path(2, "en", "train"))
+    expected = sum(1 for ex in parsed if any(i < len(ex.story) - 3 for i in ex.supporting))
+    assert expected > 0
+    assert babi.load_babi(tasks=2, data_dir=data_dir, memory_size=3).meta["supporting_dropped"] == expected

@@ -229,3 +229,10 @@ def test_a_seed_outside_the_generators_range_is_named():
             split_train_val(10, 0.1, seed)
     for seed in (-1, 2**64 - 1, -(2**63)):  # what torch's generators take, as before
         assert len(split_train_val(10, 0.1, seed)[1]) == 1
+
+
+def test_validation_count_rounds_to_nearest():
+    """n_val = round(f n): 44.5 -> 44 (half to even), 4.6 -> 5; gas batch 1 has 445 rows."""
+    from overlooked.data.base import split_train_val
+
+    assert [len(split_train_val(n, f, 0)[1]) for n, f in [(445, 0.1), (46, 0.1), (10, 0.2)]] == [44, 5, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from overlooked.data.nmnist import nmnist_small, parse_bs2, read_bs2, read_list, to_frames
 from overlooked.errors import DataError
@@ -59,6 +60,10 @@ def test_registered_dataset_shapes(data_dir):
     assert tuple(s.test.tensors["frames"].shape) == (100, 5, 2, 34, 34)
     # MANIFEST: test class counts 0:8 1:14 2:8 3:11 4:14 5:7 6:10 7:15 8:2 9:11
     assert s.test.tensors["label"].bincount(minlength=10).tolist() == [8, 14, 8, 11, 14, 7, 10, 15, 2, 11]
+    # the seed chooses the validation recordings: seed 1 holds out others than seed 0, and the split covers train
+    other = nmnist_small(data_dir=str(data_dir), bins=5, seed=1)
+    assert not (other.val.tensors["label"] == s.val.tensors["label"]).all()
+    assert torch.equal(torch.cat([s.train.tensors["label"], s.val.tensors["label"]]).bincount(minlength=10), torch.cat([other.train.tensors["label"], other.val.tensors["label"]]).bincount(minlength=10))
 
 
 @pytest.mark.data
@@ -113,3 +118,15 @@ def test_events_after_the_window_go_to_the_last_bin_or_are_dropped():
     assert last == [2.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 3.0] and dropped == [2.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 1.0]
     with pytest.raises(DataError, match="late_events must be one of"):
         to_frames(ev, 10, late_events="clip")
+
+
+@pytest.mark.parametrize("late_events", ["last_bin", "drop"])
+def test_an_event_lands_at_its_polarity_row_and_column(late_events):
+    """Frames are [T, polarity, y, x]: an ON event at x = 3, y = 5, 40 ms goes to bin 1 of 10, [1, 1, 5, 3]."""
+    import numpy as np
+
+    from overlooked.data.nmnist import Events
+
+    ev = Events(x=np.array([3]), y=np.array([5]), p=np.array([1]), t=np.array([40_000]))
+    frames = to_frames(ev, 10, late_events=late_events)
+    assert frames.sum() == 1 and frames[1, 1, 5, 3] == 1

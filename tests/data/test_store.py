@@ -476,3 +476,30 @@ def test_a_folder_where_a_data_file_should_be_is_named_by_verify_and_fetch(serve
     with pytest.raises(DataError, match=rf"{root / MNIST_LABELS} is a folder where the file should be; remove it and fetch again"):
         store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
     assert (root / MNIST_LABELS).is_dir() and _leftovers(root) == [] and requested == []  # said before any download
+
+
+@pytest.mark.data
+def test_the_digests_of_files_missing_here_are_the_ones_the_manifest_records(data_dir):
+    """The files the shared copy lacks (gas batch7/batch10, bAbI 10k qa3 train) are checked only on a real
+    download: their digests must be MANIFEST.md's, which records them from the official archives."""
+    manifest = (data_dir / "MANIFEST.md").read_text()
+    absent = [c for name in store.dataset_names() for c in store.dataset_files(name) if not (data_dir / c.path).is_file()]
+    named = {c.path: c.digest for c in absent if c.path.startswith(("uci_gas_sensor_drift/", "babi/"))}
+    assert set(named) >= {"uci_gas_sensor_drift/batch7.dat", "uci_gas_sensor_drift/batch10.dat", "babi/tasks_1-20_v1-2/en-10k/qa3_three-supporting-facts_train.txt"}
+    for path, digest in named.items():
+        assert digest in manifest, path
+
+
+def test_download_sources_are_pinned():
+    """Each dataset's first download address, pinned (a typo would show only on a user's download): the
+    official source, or for MNIST PyTorch's mirror of it (yann.lecun.com, the original, is a fallback)."""
+    first = {name: store.SOURCES[name].mirrors[0] for name in ("babi", "mnist", "nmnist_small", "affnist", "smallnorb", "uci_gas_sensor_drift")}
+    assert first == {
+        "babi": "https://dl.fbaipublicfiles.com/babi/tasks_1-20_v1-2.tar.gz",
+        "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "nmnist_small": "https://raw.githubusercontent.com/bamsumit/slayerPytorch/master/test/test_files/NMNISTsmall/",
+        "affnist": "https://www.cs.toronto.edu/~tijmen/affNIST/32x/transformed/",
+        "smallnorb": "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",
+        "uci_gas_sensor_drift": "https://archive.ics.uci.edu/static/public/270/gas+sensor+array+drift+dataset+at+different+concentrations.zip",
+    }
+    assert "http://yann.lecun.com/exdb/mnist/" in store.SOURCES["mnist"].mirrors

@@ -456,7 +456,9 @@ def split_per_task(task: torch.Tensor, val_fraction: float, seed: int, mode: str
     for t in task.unique(sorted=True).tolist():
         rows = (task == t).nonzero().squeeze(1)  # [Q_t]
         if mode == "last":
-            cut = math.floor((1 - val_fraction) * len(rows))
+            # floor((1 - f) Q) as the authors' code, without the float error of (1 - f) Q (0.7 * 90 = 62.99...: 62,
+            # holding out 28 where split_train_val holds out round(0.3 * 90) = 27)
+            cut = math.floor((1 - val_fraction) * len(rows) + 1e-9)
             train_idx, val_idx = torch.arange(cut), torch.arange(cut, len(rows))
         else:
             train_idx, val_idx = split_train_val(len(rows), val_fraction, seed)
