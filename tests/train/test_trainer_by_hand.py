@@ -1,0 +1,292 @@
+"""The trainer, its schedules and evaluation, and the repeats / --each aggregation, against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from overlooked import api
+from overlooked.config import ExperimentConfig, TrainConfig
+from overlooked.data.base import ArrayDataset, Splits
+from overlooked.objectives import CrossEntropy
+from overlooked.train import trainer
+from overlooked.train.callbacks import Callback
+from overlooked.train.evaluate import evaluate
+from overlooked.train.schedules import lr_factor
+
+pytestmark = pytest.mark.filterwarnings("ignore:train.lr=0")  # most runs here train at lr 0 on purpose
+
+LN3 = math.log(3.0)
+# the validation split of the selection tests: 5 examples of class 0, 3 of class 1, 2 of class 2
+VAL_LABELS = [0] * 5 + [1] * 3 + [2] * 2
+
+
+def _data(labels: list[int]) -> ArrayDataset:
+    return ArrayDataset({"x": torch.ones(len(labels), 2), "label": torch.tensor(labels)})
+
+
+def _splits(n_train: int, val_labels: list[int] = VAL_LABELS) -> Splits:
+    """``n_train`` training examples (labels 0, 1, 2, 0, ...), and the given validation (and test) labels."""
+    return Splits(_data([i % 3 for i in range(n_train)]), _data(val_labels), _data(val_labels), ("x",), "label", {"num_classes": 3})
+
+
+def _cfg(**train) -> TrainConfig:
+    return TrainConfig(**{"epochs": 1, "batch_size": 1, "optimizer": "sgd", "lr": 0.0, "progress": False, **train})
+
+
+def _zero_linear() -> nn.Linear:
+    model = nn.Linear(2, 3)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    return model
+
+
+class _Const(nn.Module):
+    """Logits ``theta`` for every example, whatever the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        return self.theta.unsqueeze(0).expand(x.shape[0], 3)
+
+
+class _Steer(Callback):
+    """Sets the logits after each step from a list, may restart the selection at one pass, and keeps what it saw."""
+
+    def __init__(self, thetas: list[list[float]], restart_at: int = 0):
+        self.thetas, self.restart_at = thetas, restart_at
+        self.records: list[dict] = []
+        self.best_metric = "unset"
+
+    def on_step_end(self, ctx, loss):
+        with torch.no_grad():
+            ctx.model.theta.copy_(torch.tensor(self.thetas[ctx.state.step - 1]))
+
+    def on_eval_end(self, ctx, metrics):
+        self.records.append(dict(metrics))
+        if len(self.records) == self.restart_at:
+            ctx.restart_selection = True
+
+    def on_train_end(self, ctx, summary):
+        self.best_metric = ctx.state.best_metric
+
+
+def _val_ce(theta: list[float]) -> float:
+    """Cross-entropy of the constant logits ``theta`` on VAL_LABELS, by hand: -(0.5 ln p0 + 0.3 ln p1 + 0.2 ln p2)."""
+    z = sum(math.exp(t) for t in theta)
+    return -sum(w * (t - math.log(z)) for w, t in zip((0.5, 0.3, 0.2), theta))
+
+
+# validation accuracy / loss after each step: the accuracy peaks at step 2, the loss bottoms at step 3
+THETAS = [
+    [0.0, 5.0, 0.0],  # 1: predicts 1 -> 0.3, loss 3.51
+    [5.0, 0.0, 0.0],  # 2: predicts 0 -> 0.5 (the best accuracy), loss 2.51
+    [math.log(0.40), math.log(0.42), math.log(0.18)],  # 3: predicts 1 -> 0.3, loss 1.06 (the lowest)
+    [0.0, 0.0, 5.0],  # 4: predicts 2 -> 0.2 (the worst accuracy), loss 4.01 (the highest)
+    [0.0, 2.0, 0.0],  # 5: predicts 1 -> 0.3, loss 1.64
+    [0.0, 0.0, 2.0],  # 6: predicts 2 -> 0.2, loss 1.84
+]
+
+
+def _fit_steered(select_metric: str, n_steps: int, restart_at: int = 0, thetas: list[list[float]] = THETAS) -> tuple[dict, _Steer]:
+    steer = _Steer(thetas, restart_at)
+    cfg = _cfg(eval_every=1, select_metric=select_metric)
+    summary = trainer.fit(_Const(), _splits(n_steps), CrossEntropy(), cfg, None, callbacks=[steer])
+    return summary, steer
+
+
+def test_max_minutes_are_minutes_on_a_clock_that_moves_ten_seconds_a_step(monkeypatch):
+    """A fake clock gaining 10 s a step: max_minutes m stops after ceil(60 m / 10) steps; a budget past the run ends by epochs."""
+    clock = [1000.0]
+
+    class Tick(Callback):
+        def on_step_end(self, ctx, loss):
+            clock[0] += 10.0
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    got = {}
+    for minutes in (0.25, 0.5, 2.0):  # 15 s: after step 2; 30 s: after step 3 (exactly on the deadline); 120 s: never
+        summary = trainer.fit(_zero_linear(), _splits(6), CrossEntropy(), _cfg(max_minutes=minutes), None, callbacks=[Tick()])
+        got[minutes] = (summary["steps"], summary["stopped_by"], summary["best_step"])
+    assert got == {0.25: (2, "max_minutes", 2), 0.5: (3, "max_minutes", 3), 2.0: (6, "epochs", 6)}
+
+
+def test_val_accuracy_selection_keeps_the_highest_accuracy():
+    """select_metric=val_accuracy keeps step 2 (0.5), not the lowest (step 4), the lowest loss (step 3) nor the later tie (step 5)."""
+    summary, steer = _fit_steered("val_accuracy", 5, thetas=[*THETAS[:4], [3.0, 0.0, 0.0]])  # step 5: 0.5 again, loss 1.60
+    assert [r["val_accuracy"] for r in steer.records] == pytest.approx([0.3, 0.5, 0.3, 0.2, 0.5])
+    assert summary["best_step"] == 2 == steer.records[1]["step"]
+    assert summary["val_accuracy"] == pytest.approx(0.5) and summary["val_loss"] == pytest.approx(steer.records[1]["val_loss"])
+    assert summary["val_loss"] == pytest.approx(_val_ce(THETAS[1]))
+    assert steer.best_metric == pytest.approx(0.5)
+
+
+def test_val_loss_selection_keeps_the_lowest_loss_and_stores_it():
+    """select_metric=val_loss keeps step 3 (loss H(0.4, 0.42, 0.18) by hand), not the highest loss (step 4) nor the best accuracy (step 2)."""
+    summary, steer = _fit_steered("val_loss", 4)
+    losses = [_val_ce(t) for t in THETAS[:4]]
+    assert [r["val_loss"] for r in steer.records] == pytest.approx(losses, rel=1e-5)
+    want = -(0.5 * math.log(0.40) + 0.3 * math.log(0.42) + 0.2 * math.log(0.18))
+    assert summary["best_step"] == 3 == steer.records[2]["step"]
+    assert summary["val_loss"] == pytest.approx(want, rel=1e-5) and summary["val_accuracy"] == pytest.approx(0.3)
+    assert steer.best_metric == pytest.approx(want, rel=1e-5)  # the loss, not the accuracy of that pass
+
+
+def test_restart_selection_forgets_the_old_best_loss():
+    """A restart at pass 4 (after step 3's loss 1.06 was kept) chooses among passes 5-6 only: step 5 (1.64 > the forgotten 1.06)."""
+    summary, steer = _fit_steered("val_loss", 6, restart_at=4)
+    assert summary["best_step"] == 5 == steer.records[4]["step"]
+    assert steer.best_metric == pytest.approx(_val_ce(THETAS[4]), rel=1e-5) and steer.best_metric > _val_ce(THETAS[2])
+    assert summary["val_loss"] == pytest.approx(steer.records[4]["val_loss"]) and summary["val_accuracy"] == pytest.approx(0.3)
+
+
+def test_lr_factor_cosine_exponential_and_warmup_by_hand():
+    """Cosine 1, 0.5, 0 at the start, middle and end; exponential halves at each epoch boundary; a 4-step warm-up gives 0.25 then 1."""
+    cos = TrainConfig(schedule="cosine")
+    assert [lr_factor(cos, s, 5, 10) for s in (0, 5, 10)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-12)
+    assert lr_factor(cos, 2, 5, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.2)))
+    exp = TrainConfig(schedule="exponential", gamma=0.5)
+    assert [lr_factor(exp, s, 10, 100) for s in (0, 9, 10, 19, 20)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    warm = TrainConfig(warmup_steps=4)
+    assert [lr_factor(warm, s, 10, 100) for s in (0, 1, 3, 4, 50)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_a_schedule_restart_shortens_the_cosine_horizon_to_the_steps_left():
+    """Cosine over 8 steps restarted after step 4: steps 4-7 anneal over 4 steps (1, 0.854, 0.5, 0.146), not 8."""
+
+    class Restart(Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_step_end(self, ctx, loss):
+            self.lrs.append(ctx.optimizer.param_groups[0]["lr"])
+            if ctx.state.step == 4:
+                ctx.schedule_start = 4
+
+    cb = Restart()
+    trainer.fit(_zero_linear(), _splits(8), CrossEntropy(), _cfg(lr=2.0, schedule="cosine"), None, callbacks=[cb])
+    want = [2.0 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(4)] + [2.0 * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)]
+    assert cb.lrs == pytest.approx(want)
+    assert cb.lrs[6] == pytest.approx(1.0)  # half of lr=2, where an 8-step horizon would give 1.71
+
+
+def _step_once(grad_clip: float | None, per_tensor: bool = False, norm: str = "frobenius") -> nn.Linear:
+    """One SGD step, lr 1, of a zero Linear(2, 3) on x = (3, 4), label 0: the gradient of the logits is (-2/3, 1/3, 1/3)."""
+    model = _zero_linear()
+    cfg = TrainConfig(optimizer="sgd", lr=1.0, grad_clip=grad_clip, grad_clip_per_tensor=per_tensor, grad_clip_norm=norm)
+    opt = trainer.build_optimizer(cfg, model.parameters())
+    trainer.train_step(model, {"x": torch.tensor([[3.0, 4.0]]), "label": torch.tensor([0])}, ("x",), CrossEntropy(), opt, cfg)
+    return model
+
+
+G = torch.tensor([-2 / 3, 1 / 3, 1 / 3])
+GRAD_W, GRAD_B = G[:, None] * torch.tensor([3.0, 4.0]), G  # |dW| = 5 |g| = 4.08, |db| = 0.816, together 4.16
+
+
+def test_clipping_bounds_the_update_itself():
+    """Clipped before the step: with lr 1 from zero weights, the change has norm grad_clip (jointly, or per tensor)."""
+    model = _step_once(1.0)
+    change = torch.cat([model.weight.detach().flatten(), model.bias.detach()])
+    assert float(change.norm()) == pytest.approx(1.0, rel=1e-5)
+    torch.testing.assert_close(change, -torch.cat([GRAD_W.flatten(), GRAD_B]) / math.sqrt(26 * 6 / 9), rtol=1e-5, atol=1e-7)
+    for norm in ("frobenius", "spectral"):
+        model = _step_once(0.5, per_tensor=True, norm=norm)
+        assert float(model.weight.detach().norm()) == pytest.approx(0.5, rel=1e-5)
+        assert float(model.bias.detach().norm()) == pytest.approx(0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("per_tensor, norm", [(False, "frobenius"), (True, "frobenius"), (True, "spectral")])
+def test_a_large_clip_leaves_the_gradient_as_it_is(per_tensor, norm):
+    """A clip far above the gradient's norm scales nothing, up or down: the gradient is the hand-computed one."""
+    model = _step_once(100.0, per_tensor, norm)
+    torch.testing.assert_close(model.weight.grad, GRAD_W)
+    torch.testing.assert_close(model.bias.grad, GRAD_B)
+    torch.testing.assert_close(model.weight.detach(), -GRAD_W)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_evaluate_weighs_every_example_once(reduction):
+    """Zero logits over 3 classes cost ln 3 per example: 10 examples in batches of 4, 4, 2 average to ln 3, mean or summed cost."""
+    res = evaluate(_zero_linear(), _data([i % 3 for i in range(10)]), ("x",), "label", CrossEntropy(reduction=reduction), batch_size=4)
+    assert res["n"] == 10 and res["loss"] == pytest.approx(LN3)
+    assert res["accuracy"] == pytest.approx(0.4)  # arg-max of equal logits is class 0, the label of 4 of the 10
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_the_logged_training_loss_is_per_example(reduction):
+    """lr 0, zero weights: the epoch's record (batches 4, 4, 2) has train_loss ln 3 and train_accuracy 4/10."""
+
+    class Keep(Callback):
+        def __init__(self):
+            self.records = []
+
+        def on_eval_end(self, ctx, metrics):
+            self.records.append(dict(metrics))
+
+    keep = Keep()
+    trainer.fit(_zero_linear(), _splits(10), CrossEntropy(reduction=reduction), _cfg(batch_size=4), None, callbacks=[keep])
+    (record,) = keep.records
+    assert record["step"] == 3 and record["train_loss"] == pytest.approx(LN3) and record["train_accuracy"] == pytest.approx(0.4)
+
+
+def test_summary_epochs_keep_the_fraction_of_an_epoch():
+    """max_steps=3 with 13 steps per epoch: the summary (and the record) count 3/13 epochs, not 0."""
+    summary = trainer.fit(_zero_linear(), _splits(13), CrossEntropy(), _cfg(max_steps=3), None)
+    assert summary["steps"] == 3 and summary["epochs"] == pytest.approx(3 / 13) and summary["stopped_by"] == "max_steps"
+
+
+def _seed(seed: int, train: float, val: float, test: float, groups: dict[str, float] | None = None) -> dict:
+    s = {"seed": seed, "train_accuracy": train, "val_accuracy": val, "test_accuracy": test, "wall_time_s": 1.0}
+    if groups is not None:
+        s["test_group_accuracy"] = groups
+    return s
+
+
+def test_aggregate_picks_each_rules_seed_and_takes_the_sample_std():
+    """Train 1.0/0.9, val 0.8/0.9: best_by_train is seed 0 (test 0.5), best_by_val seed 1 (0.7); mean 0.6, std sqrt(0.02) (ddof 1)."""
+    agg = api.aggregate([_seed(0, 1.0, 0.8, 0.5), _seed(1, 0.9, 0.9, 0.7)])
+    assert (agg["best_by_train"]["seed"], agg["best_by_train"]["test_accuracy"]) == (0, 0.5)
+    assert (agg["best_by_val"]["seed"], agg["best_by_val"]["test_accuracy"]) == (1, 0.7)
+    assert agg["test_accuracy_mean"] == pytest.approx(0.6) and agg["test_accuracy_std"] == pytest.approx(0.141421, abs=1e-6)
+    assert "tied_seeds" not in agg["best_by_train"] and "tied_seeds" not in agg["best_by_val"]
+
+
+def test_tied_seeds_are_named_only_under_the_rule_that_tied():
+    """Train 1.0/1.0 ties (the first seed wins, both named); val 0.8/0.9 does not."""
+    agg = api.aggregate([_seed(0, 1.0, 0.8, 0.5), _seed(1, 1.0, 0.9, 0.7)])
+    assert agg["best_by_train"]["seed"] == 0 and agg["best_by_train"]["tied_seeds"] == [0, 1]
+    assert agg["best_by_val"]["seed"] == 1 and "tied_seeds" not in agg["best_by_val"]
+
+
+def test_group_errors_are_mean_and_sample_std_over_seeds():
+    """Task accuracies 0.9, 0.8, 0.4 are errors 10, 20, 60: mean 30, sample std sqrt(700) = 26.458; test 0.2, 0.3, 0.7: mean 0.4."""
+    seeds = [_seed(i, 1.0 - i / 10, 0.5, t, {"1": a, "2": 1.0}) for i, (a, t) in enumerate(((0.9, 0.2), (0.8, 0.3), (0.4, 0.7)))]
+    agg = api.aggregate(seeds)
+    assert agg["test_accuracy_mean"] == pytest.approx(0.4) and agg["test_accuracy_std"] == pytest.approx(math.sqrt(0.07))  # not the median 0.3
+    assert agg["group_error_mean"] == pytest.approx({"1": 30.0, "2": 0.0})
+    assert agg["group_error_std"] == pytest.approx({"1": math.sqrt(700), "2": 0.0})
+    assert agg["group_error_std"]["1"] == pytest.approx(26.458, abs=1e-3)
+    assert agg["mean_group_error_over_runs"] == pytest.approx({"mean": 15.0, "std": math.sqrt(175)})  # run means 5, 10, 30
+
+
+def test_merge_each_averages_each_values_chosen_runs():
+    """Two values whose seeds rank differently on train and val: merged best_by_train 0.35, best_by_val 0.8, mean 0.575."""
+    a = api.aggregate([_seed(0, 1.0, 0.8, 0.5, {"1": 0.9}), _seed(1, 0.9, 0.9, 0.7, {"1": 0.8})])
+    b = api.aggregate([_seed(0, 0.7, 0.95, 0.9, {"2": 0.5}), _seed(1, 0.8, 0.6, 0.2, {"2": 0.7})])
+    cfg = ExperimentConfig.from_dict({"name": "each", "data": {"name": "synthetic", "kwargs": {}}, "model": {"name": "mlp"}, "train": {"repeats": 2}})
+    merged = api.merge_each({"1": a, "2": b}, cfg, "data.tasks", [1, 2])
+    assert merged["best_by_train"]["test_accuracy"] == pytest.approx(statistics.fmean([0.5, 0.2]))
+    assert merged["best_by_val"]["test_accuracy"] == pytest.approx(statistics.fmean([0.7, 0.9]))
+    assert merged["test_accuracy_mean"] == pytest.approx(0.575)
+    assert merged["best_by_train"]["seed_per_value"] == {"1": 0, "2": 1} and merged["best_by_val"]["seed_per_value"] == {"1": 1, "2": 0}
+    assert merged["best_by_train"]["test_group_accuracy"] == {"1": 0.9, "2": 0.7}
+    assert merged["best_by_val"]["test_group_accuracy"] == {"1": 0.8, "2": 0.5}
+    assert merged["group_error_mean"] == pytest.approx({"1": 15.0, "2": 40.0})
+    assert merged["group_error_std"] == pytest.approx({"1": math.sqrt(50), "2": math.sqrt(200)})
