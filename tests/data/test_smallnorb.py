@@ -83,6 +83,17 @@ def test_smallnorb_download_entries_cover_every_file_with_a_sha256():
     assert sorted(c.path for c in checks) == sorted(f"smallnorb/{N.FILES[s].format(k)}.gz" for s in N.FILES for k in ("dat", "cat", "info"))
     assert all(c.algorithm == "sha256" and len(c.digest) == 64 and int(c.digest, 16) >= 0 for c in checks)
     assert store.SOURCES["smallnorb"].remote_name(checks[0].path) == checks[0].path.split("/")[-1]
+    # the digests TensorFlow Datasets lists for the official files (tensorflow_datasets/url_checksums/smallnorb.txt):
+    # only a download exercises them, so a changed character would show on a user's machine first
+    tfds = {
+        "5x01235x9x18x6x2x96x96-testing-cat": "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff",
+        "5x01235x9x18x6x2x96x96-testing-dat": "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474",
+        "5x01235x9x18x6x2x96x96-testing-info": "16adf314226327ee006d1a44db8cfef52773c06c829951d5653a9f6f310248a2",
+        "5x46789x9x18x6x2x96x96-training-cat": "2784e542c1922060691090952b6cd6278879a216c90f81476f0f00256d42cdaa",
+        "5x46789x9x18x6x2x96x96-training-dat": "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
+        "5x46789x9x18x6x2x96x96-training-info": "de7eb932ebe7a4ee16217fead60660d0eb3d23632c2f4d1c51f88c501c17bf32",
+    }
+    assert {c.path: c.digest for c in checks} == {f"smallnorb/smallnorb-{name}.mat.gz": digest for name, digest in tfds.items()}
 
 
 def test_smallnorb_fetch_rejects_a_file_that_is_not_the_official_one(tmp_path, monkeypatch):
