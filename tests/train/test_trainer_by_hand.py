@@ -139,6 +139,13 @@ def test_val_loss_selection_keeps_the_lowest_loss_and_stores_it():
     assert steer.best_metric == pytest.approx(want, rel=1e-5)  # the loss, not the accuracy of that pass
 
 
+def test_val_loss_selection_keeps_the_first_of_a_tie():
+    """Step 5 repeats step 3's logits, so its loss ties the best exactly: the earlier pass (step 3) stays chosen."""
+    summary, steer = _fit_steered("val_loss", 5, thetas=[*THETAS[:4], THETAS[2]])
+    assert steer.records[4]["val_loss"] == steer.records[2]["val_loss"]
+    assert summary["best_step"] == 3
+
+
 def test_restart_selection_forgets_the_old_best_loss():
     """A restart at pass 4 (after step 3's loss 1.06 was kept) chooses among passes 5-6 only: step 5 (1.64 > the forgotten 1.06)."""
     summary, steer = _fit_steered("val_loss", 6, restart_at=4)
