@@ -156,3 +156,10 @@ def test_cpp_kernel_surrogates_equal_hand_computed_derivatives(name):
         (grad,) = torch.autograd.grad(z.sum(), inp)
         expected = [e for a, _, e in rows if a == alpha]
         assert grad.flatten().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_rectangle_derivative_is_alpha_inside_the_open_window_and_zero_on_its_edges():
+    """Rectangle, alpha = 2: d = 2 on |x| < 1/4, 0 at |x| = 1/4 (the primitive's kinks) and beyond."""
+    sg = SURROGATES.create("rectangle", alpha=2.0)
+    x = torch.tensor([-0.3, -0.25, -0.2499, 0.0, 0.2499, 0.25, 0.3], dtype=torch.float64)
+    assert sg.derivative(x).tolist() == [0.0, 0.0, 2.0, 2.0, 2.0, 0.0, 0.0]
