@@ -30,28 +30,8 @@ def _calibration(n: int = 48) -> torch.Tensor:
     return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
 
 
-def test_constant_current_spikes_by_subtraction_hand_computed():
-    # One IF neuron fed a constant 0.25 (the Linear's bias; weight 0): v = .25, .5, .75, 1.0 (not > 1), 1.25 -> spike,
-    # subtract 1 -> .25, ...: spikes at steps 5, 9, 13, 17 (strict threshold, reset by subtraction).
-    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
-    with torch.no_grad():
-        net[0].weight.zero_()
-        net[0].bias.fill_(0.25)
-        net[2].weight.fill_(1.0)
-        net[2].bias.zero_()
-    snn = convert(net, torch.zeros(4, 1), norm="max")  # lambda_1 = max activation = 0.25: rescaled to 1 per step
-    assert snn.stages[0].scale == 0.25
-    with torch.no_grad():
-        snn.stages[0].synapse.bias.fill_(0.25)  # undo the scaling to test the hand-computed trajectory
-    sim = snn.simulate(torch.zeros(1, 1), steps=17)
-    spikes = torch.tensor([float(s) for s in sim.spikes[0]])
-    assert torch.nonzero(spikes).flatten().add(1).tolist() == [5, 9, 13, 17]
-    # the readout integrates W s_t (weight 1 x lambda_1 0.25): 4 spikes -> 1.0
-    assert sim.readout[-1].item() == pytest.approx(4 * 0.25)
-
-
 def _constant_quarter_snn(**kwargs):
-    """The one-neuron net of the hand case above, its current set back to 0.25 per step after normalisation."""
+    """The one-neuron net of the hand case below, its current set back to 0.25 per step after normalisation."""
     net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
     with torch.no_grad():
         net[0].weight.zero_()
@@ -67,6 +47,18 @@ def _constant_quarter_snn(**kwargs):
 def _spike_steps(snn, steps: int = 17) -> list[int]:
     sim = snn.simulate(torch.zeros(1, 1), steps=steps)
     return torch.nonzero(sim.spikes[0]).flatten().add(1).tolist()  # 1-based steps with a spike
+
+
+def test_constant_current_spikes_by_subtraction_hand_computed():
+    # One IF neuron fed a constant 0.25 (the Linear's bias; weight 0): v = .25, .5, .75, 1.0 (not > 1), 1.25 -> spike,
+    # subtract 1 -> .25, ...: spikes at steps 5, 9, 13, 17 (strict threshold, reset by subtraction).
+    snn = _constant_quarter_snn()
+    assert snn.stages[0].scale == 0.25  # lambda_1 = max activation = 0.25: rescaled to 1 per step, then set back
+    sim = snn.simulate(torch.zeros(1, 1), steps=17)
+    spikes = torch.tensor([float(s) for s in sim.spikes[0]])
+    assert torch.nonzero(spikes).flatten().add(1).tolist() == [5, 9, 13, 17]
+    # the readout integrates W s_t (weight 1 x lambda_1 0.25): 4 spikes -> 1.0
+    assert sim.readout[-1].item() == pytest.approx(4 * 0.25)
 
 
 def test_inplace_backend_does_not_spike_when_v_lands_exactly_on_the_threshold():
