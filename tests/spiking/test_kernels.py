@@ -660,3 +660,19 @@ def test_triton_kernels_compile_for_hopper_with_a_blocks_loads_before_its_stores
     assert max(loads) < min(stores)
     loads, stores = loop_order(kb.asm["ptx"])  # h, spike gradient and x per step, and the h before the block
     assert len(loads) == 2 * (3 * unroll + 1) and len(stores) == 2 * unroll and max(loads) < min(stores)
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+def test_learned_decay_gradient_with_an_initial_state_above_threshold(reset):
+    """A given v_0 above the threshold is not reset at t = 0 (no spike precedes it): the C++ kernel's PLIF decay
+    gradient equals the reference's when every v_0 is 1.5 against a threshold of 0.8."""
+    torch.manual_seed(6)
+    ref, fast = _pair("plif_p", "cpp", torch.float64, reset=reset)
+    x = (torch.randn(7, 2, 5, dtype=torch.float64) * 3 + 1).requires_grad_()
+    state = type(ref.cell.initial_state(x[0]))(torch.full((2, 5), 1.5, dtype=torch.float64, requires_grad=True))
+    gz, gv = torch.randn_like(x), torch.randn(2, 5, dtype=torch.float64)
+    z1, s1, g1 = _grads(ref, x, state, gz, gv)
+    z2, s2, g2 = _grads(fast, x, state, gz, gv)
+    assert torch.equal(z1, z2) and len(g1) == len(g2) == 3  # x, v_0, PLIF's decay parameter
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
