@@ -2166,6 +2166,7 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     from overlooked.bench.arena import render_arenas, render_figure_index
     from overlooked.bench.html import render_html
     from overlooked.bench.report import collect_runs, convert_figures, load_references, render_results
+    from overlooked.plots.common import written_by_overlooked
 
     output = Path(output)
     if output.suffix != ".md" or output.is_dir():
@@ -2194,8 +2195,6 @@ def report(runs: list[str] | None = None, output: str | Path = "docs/results.md"
     refs = load_references(beside / "references.yaml")
     benches = [b for b in [beside / "bench"] if b.is_dir()]
     figures = output.parent / "figures"
-    from overlooked.plots.common import written_by_overlooked
-
     # PNGs in figures/ that no overlooked command wrote (a user's own, or copied from elsewhere): kept as
     # they are; if a figure of this report has the same name, the file is put back and the report refused.
     foreign = {} if force or not figures.is_dir() else {p.resolve(): p.read_bytes() for p in figures.glob("*.png") if not written_by_overlooked(p)}

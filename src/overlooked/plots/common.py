@@ -26,10 +26,10 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
 def written_by_overlooked(path: str | Path) -> bool:
     """Whether ``path`` is a PNG that :func:`save_figure` wrote (its "Software" text starts with
     ``overlooked``); False for any other file, an unreadable one included."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
             return image.format == "PNG" and str(image.info.get("Software", "")).startswith(SOFTWARE)
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, ValueError):  # PIL's UnidentifiedImageError is an OSError
         return False
