@@ -342,10 +342,10 @@ def new_run_dir(out: str | Path, name: str) -> Path:
     return claim_run_dir(out, name)[0]
 
 
-def read_run_file(path: Path, holds: Callable[[Any], bool] | None = None, what: str = "") -> Any:
+def read_run_file(path: Path, holds: Callable[[Any], bool] | None = None, what: str = "", fix: str = "restore it from a copy of the run folder") -> Any:
     """A run folder's JSON or YAML file (by its suffix), or an :class:`OverlookedError` naming a damaged one
-    (cut short, edited, not text) instead of a parser's traceback. ``holds``, when given, checks what it
-    parsed to (``what`` says what it should be), so an edited file that still parses is named too."""
+    (cut short, edited, not text) and ``fix`` instead of a parser's traceback. ``holds``, when given, checks
+    what it parsed to (``what`` says what it should be), so an edited file that still parses is named too."""
     try:
         text = path.read_text()
         data = load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
@@ -353,10 +353,10 @@ def read_run_file(path: Path, holds: Callable[[Any], bool] | None = None, what: 
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:  # the problem, not the context's first line
             first = exc.problem + (f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else "")
-        raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {first}); restore it from a copy of the run folder") from None
+        raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {first}); {fix}") from None
     if holds is not None and not holds(data):
         shown = json.dumps(data)[:80]
-        raise OverlookedError(f"{path} is damaged: it should hold {what}, but holds {shown}; restore it from a copy of the run folder")
+        raise OverlookedError(f"{path} is damaged: it should hold {what}, but holds {shown}; {fix}")
     return data
 
 

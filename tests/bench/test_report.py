@@ -272,7 +272,11 @@ def test_a_damaged_run_folder_is_named(tmp_path):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("name: r1\n")
     (run / "summary.json").write_text('{"test_accuracy": 0.9, "trunc')
-    with pytest.raises(OverlookedError, match=r"run folder .*r1 has a damaged file \(JSONDecodeError"):
+    with pytest.raises(OverlookedError, match=r"r1/summary\.json is damaged \(JSONDecodeError: .*\); restore it from git or remove the folder$"):
+        collect_runs([tmp_path / "runs"])
+    (run / "summary.json").write_text('{"test_accuracy": 0.9}')
+    (run / "config.yaml").write_text("name: [r1\n")  # an edit that no longer parses
+    with pytest.raises(OverlookedError, match=r"r1/config\.yaml is damaged \(ParserError: .*\(line \d+\)\); restore it from git or remove the folder$"):
         collect_runs([tmp_path / "runs"])
 
 
@@ -401,3 +405,21 @@ def test_report_and_compare_name_damaged_or_edited_files(tmp_path):
     with pytest.raises(OverlookedError, match=r"'figures/gone.png' not found .*notes.md may link it.*neither .*results.md nor its .html was written"):
         api.report([str(runs)], output=out)
     assert out.read_text() == before
+
+
+def test_read_json_names_a_damaged_or_unreadable_file_with_the_fix_for_a_committed_one(tmp_path):
+    from overlooked.bench.report import read_json
+    from overlooked.errors import OverlookedError
+
+    path = tmp_path / "bench.json"
+    path.write_text('{"rows": [1, 2]}')
+    assert read_json(path) == {"rows": [1, 2]}
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(OverlookedError, match=r"bench\.json is damaged \(UnicodeDecodeError: .*\); restore it from git or remove it$"):
+        read_json(path)
+    path.unlink()
+    with pytest.raises(OverlookedError, match=r"bench\.json cannot be read \(FileNotFoundError: .*\); restore it from git or remove it$"):
+        read_json(path)
+    path.mkdir()
+    with pytest.raises(OverlookedError, match=r"bench\.json cannot be read \(IsADirectoryError: .*\); restore it from git or remove it$"):
+        read_json(path)

@@ -7,7 +7,6 @@ per run: what was measured, with the command, hardware, wall time and date that 
 
 from __future__ import annotations
 
-import json
 import shlex
 import statistics
 from dataclasses import dataclass
@@ -106,6 +105,13 @@ def _mapping(folder: Path, name: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _committed(path: Path) -> Any:
+    """A committed run folder's config.yaml or JSON file, named with the fix when damaged."""
+    from overlooked.api import read_run_file
+
+    return read_run_file(path, fix="restore it from git or remove the folder")
+
+
 def collect_runs(roots: list[Path]) -> list[Run]:
     """Every run folder (one holding ``summary.json`` and ``config.yaml``) directly under ``roots``, sorted."""
     runs = []
@@ -114,16 +120,13 @@ def collect_runs(roots: list[Path]) -> list[Run]:
             continue
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             if (folder / "summary.json").is_file() and (folder / "config.yaml").is_file():
-                try:
-                    run = Run(
-                        folder=folder,
-                        config=_mapping(folder, "config.yaml", load_yaml((folder / "config.yaml").read_text())),
-                        environment=_mapping(folder, "environment.json", json.loads((folder / "environment.json").read_text())) if (folder / "environment.json").is_file() else {},
-                        summary=_mapping(folder, "summary.json", json.loads((folder / "summary.json").read_text())),
-                        notes=(folder / "notes.md").read_text().strip() if (folder / "notes.md").is_file() else "",
-                    )
-                except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError is a ValueError
-                    raise OverlookedError(f"run folder {folder} has a damaged file ({type(exc).__name__}: {exc}); restore it from git or remove the folder") from None
+                run = Run(
+                    folder=folder,
+                    config=_mapping(folder, "config.yaml", _committed(folder / "config.yaml")),
+                    environment=_mapping(folder, "environment.json", _committed(folder / "environment.json")) if (folder / "environment.json").is_file() else {},
+                    summary=_mapping(folder, "summary.json", _committed(folder / "summary.json")),
+                    notes=(folder / "notes.md").read_text().strip() if (folder / "notes.md").is_file() else "",
+                )
                 problems = summary_problems(run.summary)
                 if problems:
                     raise OverlookedError(f"{folder / 'summary.json'} is damaged or edited: {'; '.join(problems)}; restore it from git or remove the folder")
@@ -146,11 +149,15 @@ def _minutes(summary: dict[str, Any]) -> str:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file the report reads (a run's, a benchmark's or a suite's), named with the fix when damaged."""
+    """A JSON file the report reads (a run's, a benchmark's or a suite's): :func:`overlooked.api.read_run_file`
+    with the fix for a committed file, which also names one that cannot be read (missing, a folder)."""
+    from overlooked.api import read_run_file
+
+    fix = "restore it from git or remove it"
     try:
-        return json.loads(path.read_text())
-    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise OverlookedError(f"{path} is damaged ({type(exc).__name__}: {exc}); restore it from git or remove it") from None
+        return read_run_file(path, fix=fix)
+    except OSError as exc:
+        raise OverlookedError(f"{path} cannot be read ({type(exc).__name__}: {exc}); {fix}") from None
 
 
 def load_references(path: Path) -> dict[str, Any]:
