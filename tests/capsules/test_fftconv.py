@@ -82,6 +82,9 @@ def test_computes_in_the_widest_dtype_of_its_inputs():
     assert y.dtype == torch.float64
     torch.testing.assert_close(y, F.conv2d(x.double(), w, b, stride=2), atol=1e-12, rtol=1e-12)
     assert fft_conv2d(x.bfloat16(), w.bfloat16(), b.bfloat16(), 2).dtype == torch.float32
+    y = fft_conv2d(x, w.float(), b, 2)  # the bias alone in float64: it counts among the three
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, F.conv2d(x.double(), w.float().double(), b, stride=2), atol=1e-12, rtol=1e-12)
 
 
 def test_fft_conv2d_backward_under_autocast():

@@ -39,6 +39,19 @@ def test_fused_equals_reference_values_and_gradients(iterations, detach):
         torch.testing.assert_close(got, ref)
 
 
+def test_fused_weight_gradient_when_only_the_weights_ask_for_one():
+    """Routing on frozen features (a frozen conv and PrimaryCaps before it): u asks for no gradient, W does,
+    and W's gradient equals the reference's (each is computed only when its own input asks for it)."""
+    torch.manual_seed(4)
+    u = torch.randn(3, 5, 2, dtype=torch.float64)
+    W = torch.randn(5, 2, 4 * 3, dtype=torch.float64, requires_grad=True)
+    got, want = (torch.autograd.grad(fn(u, W, 4, 3, False)[0].pow(2).sum(), W)[0] for fn in (lambda *a: fused.fused_routing(*a, chunk=2), _reference))
+    assert want.abs().sum() > 0
+    torch.testing.assert_close(got, want)
+    (g_u,) = torch.autograd.grad(fused.fused_routing(u.requires_grad_(), W.detach(), 4, 3, chunk=2)[0].pow(2).sum(), u)
+    torch.testing.assert_close(g_u, torch.autograd.grad(_reference(u, W.detach(), 4, 3, False)[0].pow(2).sum(), u)[0])
+
+
 def test_fused_gradcheck_float64():
     gen = torch.Generator().manual_seed(0)
     u = torch.randn(3, 5, 2, dtype=torch.float64, generator=gen, requires_grad=True)

@@ -543,6 +543,23 @@ def test_adjacent_memn2n_cpp_kernel_equals_the_torch_path(dtype, softmax, encodi
 
 
 @pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
+@pytest.mark.parametrize("softmax", [True, False])
+def test_adjacent_memn2n_cpp_kernel_equals_the_torch_path_with_a_soft_gate(softmax):
+    """mask_pair accepts any float (bias, gate) pair, not only mask_bias's 0/1 gate: with a hand-made gate
+    of 1, 0.5 and 0.25 on real slots, the C++ kernel's gradients (through the gated attention into the read)
+    still equal the PyTorch path's."""
+    table, temporal, words, time, slots, owner, (bias, gate), K, d = _adjacent_inputs(True)
+    gate = gate * torch.tensor([1.0, 0.5, 1.0, 0.25, 1.0, 1.0])
+    weigh = torch.randn(3, K, 6, dtype=torch.float64)
+    results = []
+    for backend in ("cpp", "torch"):
+        logits, attention = MF.adjacent_memn2n(table, temporal, words, time, slots, owner, (bias, gate), hops=K, softmax=softmax, backend=backend)
+        results.append((logits, attention, *torch.autograd.grad(logits.square().sum() + (attention * weigh).sum(), (table, temporal))))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.skipif(NO_CXX, reason="no C++ compiler")
 def test_adjacent_memn2n_cpp_softmax_is_stable_at_large_scores():
     """Scores far past float32's exp range (tables x 30: hop scores in the hundreds): the C++ kernel's
     softmax subtracts each story's largest score, as torch.softmax does, so its logits, attention and

@@ -121,8 +121,12 @@ def test_sparse_input_counts_far_below_dense():
     x = torch.zeros(20, 4, 200, dtype=torch.float64)
     x[torch.rand(20, 4, 200) < 0.02] = 1.0
     threads = torch.get_num_threads()
-    result = E.run_events(layers, x)
-    assert torch.get_num_threads() == threads  # the one-thread section restores the caller's setting
+    try:
+        torch.set_num_threads(2)  # not 1, which a one-thread CI (OMP_NUM_THREADS=1) would leave unchanged
+        result = E.run_events(layers, x)
+        assert torch.get_num_threads() == 2  # the one-thread section restores the caller's setting
+    finally:
+        torch.set_num_threads(threads)
     assert result.synaptic_updates == int(x.sum()) * 50
     assert result.synaptic_updates < 0.05 * result.dense_updates
     assert torch.equal(result.spikes[0], E.run_clock(layers, x)[0])
@@ -138,6 +142,13 @@ def test_invalid_networks_fail_clearly():
     for recurrent in (M.RecurrentLIFCell(3), M.RecurrentLIF(3)):  # a LIFCell subclass, whose recurrent synapses it would not count
         with pytest.raises(ValueError, match=r"recurrent weights would run dense inside the cell and go uncounted.*RecurrentLIF over"):
             E.run_events([nn.Linear(3, 3), recurrent], torch.zeros(2, 1, 3))
+    x = torch.zeros(2, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="event Conv2d needs square kernels, strides and paddings"):  # padding (1, 0): one side only
+        E.run_events([nn.Conv2d(1, 2, 3, padding=(1, 0)), M.IF()], x)
+    for pool in (nn.AvgPool2d((2, 3)), nn.AvgPool2d(2, stride=(2, 1))):  # once simulated as square, silently
+        with pytest.raises(ValueError, match=r"event AvgPool2d needs a square kernel and stride, got kernel_size=(\(2, 3\) stride=\(2, 3\)|2 stride=\(2, 1\))$"):
+            E.run_events([pool, M.IF()], x)
+    assert E.run_events([nn.AvgPool2d([2, 2], stride=[2, 2]), M.IF()], x).spikes[0].shape == (2, 1, 1, 3, 3)  # given as lists
 
 
 def test_crossover_interpolates_between_bracketing_rates():

@@ -676,3 +676,46 @@ def test_learned_decay_gradient_with_an_initial_state_above_threshold(reset):
     assert torch.equal(z1, z2) and len(g1) == len(g2) == 3  # x, v_0, PLIF's decay parameter
     for a, b in zip(g1, g2):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["plif", "plif_p"])
+def test_learned_decay_gradient_when_the_input_asks_for_none(kind):
+    """Raw data or a frozen layer before a PLIF: only the decay parameter asks for a gradient, so the C++ scan
+    must still keep its membrane trace (it once kept it only when x, v_0 or i_0 asked), and the decay
+    gradient equals the reference's."""
+    torch.manual_seed(7)
+    ref, fast = _pair(kind, "cpp", torch.float64)
+    x = torch.randn(10, 2, 6, dtype=torch.float64) * 3 + 1  # no requires_grad
+    grads = []
+    for layer in (ref, fast):
+        z, s = layer(x)
+        (z.sum() + s.v.sum()).backward()
+        grads.append(layer.cell.w.grad)
+    assert grads[0] is not None and grads[0].abs() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_a_membrane_exactly_at_the_threshold_does_not_spike(backend):
+    """The rule is h - threshold > 0, strictly: IF with dt r = 0.25 and input 4 reaches h = 1.0, the
+    threshold, at t = 0 (no spike), then h = 2.0 at t = 1 (spike, subtract reset to 1.0) and again at t = 2."""
+    layer = M.IF(r=250.0, reset="subtract", backend=backend).double()
+    z, s = layer(torch.full((3, 1, 1), 4.0, dtype=torch.float64))
+    assert z.flatten().tolist() == [0.0, 1.0, 1.0] and s.v.item() == 1.0
+    torch.manual_seed(8)  # dyadic inputs make exact hits common; both backends agree bit for bit on them
+    x = torch.randint(-8, 9, (40, 3, 7)).double() / 4
+    ref, fast = _pair("if", "cpp", torch.float64, reset="subtract")
+    (z1, s1), (z2, s2) = ref(x), fast(x)
+    assert torch.equal(z1, z2) and torch.equal(s1.v, s2.v)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_the_rectangle_surrogate_is_zero_on_its_edge(backend):
+    """Rectangle with alpha = 1 is 1 on |h - threshold| < 1/2 and 0 outside, its edge included: IF with
+    dt r = 0.25 and input 6 has h - threshold = 0.5 exactly, so the input's gradient is 0 (0.25 inside)."""
+    for value, expected in ((6.0, 0.0), (5.9, 0.25)):
+        layer = M.IF(r=250.0, surrogate="rectangle", surrogate_alpha=1.0, backend=backend).double()
+        x = torch.full((1, 1, 1), value, dtype=torch.float64, requires_grad=True)
+        z, _ = layer(x)
+        z.sum().backward()
+        assert x.grad.item() == pytest.approx(expected, abs=1e-15)

@@ -100,10 +100,11 @@ def _conv_geometry(syn: nn.Module, in_channels: int) -> tuple[Tensor, int, int, 
         if k != k2 or s != s2 or p != p2:
             raise ValueError("event Conv2d needs square kernels, strides and paddings")
         return syn.weight, s, p, syn.groups, k
-    k = syn.kernel_size if isinstance(syn.kernel_size, int) else syn.kernel_size[0]
-    s = syn.stride if isinstance(syn.stride, int) else syn.stride[0]
+    (k, k2), (s, s2) = (v if isinstance(v, tuple | list) else (v, v) for v in (syn.kernel_size, syn.stride))
     if syn.padding not in (0, (0, 0)) or syn.ceil_mode or syn.divisor_override is not None:
         raise ValueError("event AvgPool2d needs padding 0, ceil_mode False, no divisor_override")
+    if k != k2 or s != s2:
+        raise ValueError(f"event AvgPool2d needs a square kernel and stride, got kernel_size={syn.kernel_size} stride={syn.stride}")
     return torch.full((in_channels, 1, k, k), 1.0 / (k * k)), s, 0, in_channels, k
 
 

@@ -48,7 +48,7 @@ def _structural(module: nn.Module, x: Tensor) -> Tensor:
     if isinstance(module, nn.Linear):
         return F.linear(x, torch.ones(module.weight.shape, dtype=x.dtype, device=x.device))
     if isinstance(module, nn.AvgPool2d):
-        k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size, module.kernel_size)
+        k = module.kernel_size if isinstance(module.kernel_size, tuple | list) else (module.kernel_size, module.kernel_size)
         return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, module.ceil_mode, count_include_pad=True) * (k[0] * k[1])
     if isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout)):
         return module(x)
