@@ -67,7 +67,7 @@ def test_random_crop_brightness_and_contrast_stay_in_their_ranges():
     bright = random_crop(images, 5, torch.Generator().manual_seed(3), brightness=0.5)
     delta = bright - plain  # the same offsets (drawn first), then one shift per image
     assert torch.allclose(delta, delta[:, :1, :1, :1].expand_as(delta))
-    assert delta[:, 0, 0, 0].abs().max() <= 0.5 and delta[:, 0, 0, 0].abs().max() > 0.45
+    assert delta[:, 0, 0, 0].abs().max() <= 0.5 and delta[:, 0, 0, 0].max() > 0.45 and delta[:, 0, 0, 0].min() < -0.45  # both ways
     contr = random_crop(images, 5, torch.Generator().manual_seed(3), contrast=0.3)
     mean = plain.mean(dim=(2, 3), keepdim=True)
     factor = (contr - mean) / (plain - mean)
@@ -75,6 +75,17 @@ def test_random_crop_brightness_and_contrast_stay_in_their_ranges():
     assert torch.allclose(factor, f[:, None, None, None].expand_as(factor))  # one factor per image, both channels
     assert torch.allclose(contr.mean(dim=(2, 3)), plain.mean(dim=(2, 3)))  # the mean stays
     assert f.min() >= 0.7 - 1e-9 and f.max() <= 1.3 + 1e-9 and f.min() < 0.75 and f.max() > 1.25
+    wide = random_crop(images, 5, torch.Generator().manual_seed(3), contrast=2.0)  # c > 1: factors in [0, 1 + c], never negative
+    f = ((wide - mean) / (plain - mean))[:, 0, 0, 0]
+    assert f.min() >= -1e-9 and f.max() <= 3.0 + 1e-9 and f.min() < 0.1 and f.max() > 2.9
     for bad in ({"size": 0}, {"brightness": -1}, {"contrast": float("nan")}):
         with pytest.raises(ValueError, match="random_crop: "):
             RandomCrop(**bad)
+
+
+def test_a_shift_of_the_whole_side_is_refused():
+    from overlooked.errors import InputError
+
+    with pytest.raises(InputError, match=r"0 <= max_shift < 4"):
+        random_shift(torch.zeros(2, 1, 4, 4), 4, torch.Generator().manual_seed(0))
+    assert random_shift(torch.zeros(2, 1, 4, 4), 3, torch.Generator().manual_seed(0)).shape == (2, 1, 4, 4)  # one less is fine

@@ -59,3 +59,19 @@ def test_clopper_pearson_on_a_large_test_set():
     assert clopper_pearson_interval(9000, 10000) == (pytest.approx(0.8939531000964005, abs=1e-10), pytest.approx(0.9058127882662164, abs=1e-10))
     assert accuracy_interval(0.995, 10000, method="clopper_pearson")["low"] == pytest.approx(0.9934133735709201, abs=1e-10)
     assert clopper_pearson_interval(9950, 10000)[1] == pytest.approx(0.9962866938204445, abs=1e-10)
+
+
+def test_wilson_lower_end_at_one_success_by_hand():
+    """k = 1 of n = 10 (only k = 0 has a lower end of exactly 0): ((p + z^2/2n) - z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)."""
+    low = ((0.1 + Z95**2 / 20) - Z95 * math.sqrt(0.009 + Z95**2 / 400)) / (1 + Z95**2 / 10)
+    assert wilson_interval(1, 10)[0] == pytest.approx(low, abs=1e-12) and round(low, 4) == 0.0179
+
+
+def test_no_trials_is_a_value_error_and_an_accuracy_rounds_to_its_count():
+    with pytest.raises(ValueError, match="n > 0"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="n > 0"):
+        accuracy_interval(0.0, 0)
+    assert 0.29 * 100 < 29  # 28.999999999999996: the count is rounded, not truncated
+    r = accuracy_interval(0.29, 100)
+    assert r["k"] == 29 and r["low"] == wilson_interval(29, 100)[0]

@@ -423,3 +423,18 @@ def test_read_json_names_a_damaged_or_unreadable_file_with_the_fix_for_a_committ
     path.mkdir()
     with pytest.raises(OverlookedError, match=r"bench\.json cannot be read \(IsADirectoryError: .*\); restore it from git or remove it$"):
         read_json(path)
+
+
+def test_the_papers_mean_is_quoted_over_all_tasks_and_recomputed_over_a_runs_subset(tmp_path):
+    """A run on all 20 tasks sits beside the paper's own quoted mean (1.4 here, not the 1.3 its per-task
+    figures average to); a run on tasks 1 and 2 beside the paper's numbers on those two tasks (1.30 and 10.10:
+    5.70, 1 failed), not beside its mean over 20."""
+    from overlooked.bench.report import Run, render_babi
+
+    refs = {"x": {"label": "X", "source": "S", "per_task_error": [1.3, 10.1] + [1.3] * 18, "mean_error": 1.4, "failed": 1}}
+    every = Run(tmp_path, {"name": "x"}, {}, {"test_group_accuracy": {str(t): 1.0 for t in range(1, 21)}})
+    (foot,) = [line for line in render_babi(every, refs) if line.startswith("| mean")]
+    assert foot == "| mean (failed > 5%) | **0.00** (0 failed) | **1.4** (1 failed) |"
+    two = Run(tmp_path, {"name": "x"}, {}, {"test_group_accuracy": {"1": 1.0, "2": 0.8}})
+    (foot,) = [line for line in render_babi(two, refs) if line.startswith("| mean")]
+    assert foot == "| mean (failed > 5%) | **10.00** (1 failed) | **5.70** (1 failed; its 2 tasks of 20) |"

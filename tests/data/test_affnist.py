@@ -77,6 +77,40 @@ def test_read_affnist_mat_roundtrip(tmp_path):
         A.read_affnist_mat(tmp_path / "missing.mat")
 
 
+def test_read_affnist_mat_of_one_example_and_labels_outside_the_digits(tmp_path):
+    """scipy's squeeze_me turns a one-example file's image into [1600] and its label into a scalar (an
+    AttributeError once); labels outside 0..9 are named before they reach a loss."""
+    image = np.arange(1600, dtype=np.int64).reshape(1, 40, 40) % 256
+    _write_affnist_mat(tmp_path / "one.mat", image.astype(np.uint8), np.array([3], dtype=np.uint8))
+    got_images, got_labels = A.read_affnist_mat(tmp_path / "one.mat")
+    assert got_labels.tolist() == [3] and torch.equal(got_images, torch.from_numpy(image).float().unsqueeze(1) / 255.0)
+    scipy_io = pytest.importorskip("scipy.io")
+    scipy_io.savemat(tmp_path / "ten.mat", {"affNISTdata": {"image": np.zeros((1600, 2), np.uint8), "label_int": np.array([3, 10], np.uint8)}})
+    with pytest.raises(DataError, match=r"label_int must hold digits 0\.\.9, found 3\.\.10"):
+        A.read_affnist_mat(tmp_path / "ten.mat")
+
+
+def test_a_zip_made_on_a_mac_is_read_past_its_resource_fork(tmp_path):
+    rng = np.random.default_rng(2)
+    images, labels = rng.integers(0, 256, size=(2, 40, 40), dtype=np.uint8), np.array([1, 2], dtype=np.uint8)
+    _write_affnist_mat(tmp_path / "t.mat", images, labels)
+    with zipfile.ZipFile(tmp_path / "test.mat.zip", "w") as zf:
+        zf.write(tmp_path / "t.mat", "test.mat")
+        zf.writestr("__MACOSX/._test.mat", b"\x00\x05\x16\x07resource fork")
+    got_images, got_labels = A.read_affnist_mat(tmp_path / "test.mat.zip")
+    assert got_labels.tolist() == [1, 2] and torch.equal(got_images, torch.from_numpy(images).float().unsqueeze(1) / 255.0)
+
+
+def test_the_style_test_set_follows_the_seed(monkeypatch):
+    """affnist_style's own test set is the MNIST test digits warped with seed + 2 (no data needed: MNIST is faked)."""
+    digits = torch.randint(0, 256, (6, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    monkeypatch.setattr(A, "ensure_mnist", lambda *a, **k: False)
+    monkeypatch.setattr(A, "load_mnist", lambda split, *a, **k: (digits, torch.arange(6)))
+    s0, s1 = (A.affnist_style(None, seed=seed, val_fraction=0.5) for seed in (0, 1))
+    assert torch.equal(s0.test.tensors["image"], A.affnist_style_test(digits.float() / 255.0, 2))
+    assert torch.equal(s1.test.tensors["image"], A.affnist_style_test(digits.float() / 255.0, 3))
+
+
 def test_read_affnist_zip_as_served_equals_the_mat_inside(tmp_path):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(4, 40, 40), dtype=np.uint8)

@@ -39,6 +39,9 @@ def test_parse_line_hand_values():
         ("7;10.0 " + " ".join(f"{i}:1" for i in range(1, 129)), "expected '<gas 1-6>;<concentration>'"),
         ("1:10.0 " + " ".join(f"{i}:1" for i in range(1, 129)), "expected '<gas 1-6>;<concentration>'"),
         ("1;ten " + " ".join(f"{i}:1" for i in range(1, 129)), "concentration 'ten' is not a number"),
+        ("0;10 " + " ".join(f"{i}:1" for i in range(1, 129)), "expected '<gas 1-6>;<concentration>' first, found '0;10'"),
+        ("1;-5 " + " ".join(f"{i}:1" for i in range(1, 129)), "concentration '-5' is not a finite non-negative number"),
+        ("1;inf " + " ".join(f"{i}:1" for i in range(1, 129)), "concentration 'inf' is not a finite non-negative number"),
         ("1;10 " + " ".join(f"{i}:1" for i in range(1, 128)), "expected 128 'index:value' features, found 127"),
         ("1;10 " + " ".join(f"{i if i != 7 else 8}:1" for i in range(1, 129)), "feature 7: expected '7:<value>', found '8:1'"),
         ("1;10 " + " ".join(f"{i}:{'x' if i == 3 else 1}" for i in range(1, 129)), "feature 3: value 'x' is not a number"),
@@ -148,6 +151,9 @@ def test_blank_lines_are_accepted_at_the_end_only(tmp_path):
     first, second = text.splitlines(keepends=True)
     path.write_text(first + "\n" + second)
     with pytest.raises(DataError, match=r"line 2.*empty line"):
+        read_batch(path)
+    path.write_text(first + "\n\n" + second)  # two blank lines: the first is named
+    with pytest.raises(DataError, match=r"batch1\.dat, line 2: empty line"):
         read_batch(path)
 
 

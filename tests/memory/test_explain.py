@@ -118,6 +118,7 @@ def test_supporting_stats_against_hand_counts():
     assert one["all_retrieved"] == 1.0 and one["accuracy"] == 0.5
     assert stats["tasks"][2]["questions"] == 0 and stats["tasks"][2]["skipped"] == 1 and stats["all"]["skipped"] == 1
     assert stats["tasks"][2]["hop_precision"] is None and stats["all"]["questions"] == 2
+    assert stats["all"]["accuracy"] == 0.5  # 1 right of the 2 counted: task 2's skipped question (right) is left out of both counts
     hard = _Fixed(logits=logits, chosen=torch.tensor([[0, -1], [1, 1], [0, 0]]))  # question 0 stops after one hop
     stats = EX.supporting_stats(hard, _stats_split(), ("story",))["tasks"][1]
     assert stats["hop_precision"] == 1.0 and stats["weight_on_supporting"] == 1.0  # three hops read, all on a supporting fact

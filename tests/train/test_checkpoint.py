@@ -218,3 +218,46 @@ def test_an_atomic_write_keeps_the_files_mode_and_writes_through_a_symlink(tmp_p
     link.symlink_to(target)
     write_text_atomic(link, "new")
     assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_an_older_unversioned_or_foreign_format_document_is_refused(tmp_path):
+    """Only this version's own document loads: an older (v0) or unversioned one, and a document whose format
+    names another program, are refused with the fix, not read as if they were this format."""
+    for name, edit in (("v0", lambda d: {**d, "version": 0}), ("none", lambda d: {k: v for k, v in d.items() if k != "version"})):
+        with pytest.raises(CheckpointError, match=r"is not v1, .*written by another version"):
+            load_checkpoint(_edited(tmp_path, f"{name}.safetensors", edit_doc=edit), _model())
+    other = _edited(tmp_path, "other.safetensors", edit_doc=lambda d: {**d, "format": "someone-elses-checkpoint"})
+    with pytest.raises(CheckpointError, match="metadata is not an 'overlooked-checkpoint' document"):
+        load_checkpoint(other, _model())
+
+
+def test_an_optimiser_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    """A transposed Adam moment ([3, 4] for a [4, 3] weight: the same count) and another grouping of the
+    parameters are named as a CheckpointError before anything loads, not left to fail inside torch."""
+    def transpose(t):
+        t["optim.0.exp_avg"] = t["optim.0.exp_avg"].T.contiguous()
+
+    model = _model()
+    with pytest.raises(CheckpointError, match=r"optim.0.exp_avg \[3, 4\] for a parameter of shape \[4, 3\]"):
+        load_checkpoint(_edited(tmp_path, "t.safetensors", edit_tensors=transpose), model, torch.optim.Adam(model.parameters(), lr=0.1))
+    grouped = torch.optim.Adam([{"params": list(model[0].parameters())}, {"params": list(model[2].parameters())}], lr=0.1)
+    with pytest.raises(CheckpointError, match="its parameter groups differ from this optimiser's"):
+        load_checkpoint(tmp_path / "good.safetensors", model, grouped)  # one group of four tensors, written by _edited
+
+
+def test_a_full_disk_is_a_storage_error_naming_the_file(tmp_path):
+    import errno
+
+    from overlooked.errors import StorageError
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(StorageError, match=r"could not write .*summary\.json: No space left on device"):
+        ckpt.write_atomic(tmp_path / "summary.json", full)
+
+
+def test_average_weights_asked_of_a_checkpoint_without_them_say_so(tmp_path):
+    path = save_checkpoint(tmp_path / "c.safetensors", _model())
+    with pytest.raises(CheckpointError, match=r"holds no ema\.module\.\* weights; it was written without train\.ema_decay"):
+        load_checkpoint(path, _model(), weights_from="ema.module")

@@ -225,7 +225,10 @@ def render_babi(run: Run, refs: dict[str, Any]) -> list[str]:
     elif "group_error_mean" in s:  # one model per task (--each --repeats): the mean of the task means; no spread over runs
         task_means = [s["group_error_mean"][str(t)] for t in tasks]
         foot.append(f"{sum(task_means) / len(task_means):.2f}")
-    if paper:
+    if paper and len(tasks) < len(paper):  # a run on some tasks: the paper's numbers on the same tasks, not its mean over all
+        same = [paper[t - 1] for t in tasks]
+        foot.append(f"**{sum(same) / len(same):.2f}** ({failed_count(same)} failed; its {len(same)} tasks of {len(paper)})")
+    elif paper:
         ref_mean = ref.get("mean_error", sum(paper) / len(paper))
         foot.append(f"**{ref_mean}** ({ref.get('failed', failed_count(paper))} failed)")
     lines.append("| " + " | ".join(foot) + " |")

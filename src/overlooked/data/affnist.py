@@ -166,8 +166,12 @@ def read_affnist_mat(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.
     if "affNISTdata" not in mat:
         raise DataError(f"{path}: expected a struct 'affNISTdata', found {sorted(k for k in mat if not k.startswith('__'))}")
     data = mat["affNISTdata"]
-    images = torch.as_tensor(data["image"].item().T.copy())  # [N, 1600]
-    labels = torch.as_tensor(data["label_int"].item().reshape(-1).astype("int64"))
+    import numpy as np  # scipy's own dependency
+
+    image = np.asarray(data["image"].item())
+    image = image.reshape(-1, 1) if image.ndim == 1 else image  # squeeze_me drops N = 1 (one example) to [1600]
+    images = torch.as_tensor(image.T.copy())  # [N, 1600]
+    labels = torch.as_tensor(np.asarray(data["label_int"].item()).reshape(-1).astype("int64"))  # N = 1: a scalar
     if images.ndim != 2 or images.shape[1] != CANVAS * CANVAS or len(labels) != len(images):
         raise DataError(f"{path}: expected images 1600 x N and N labels, found images {tuple(images.shape[::-1])} and {len(labels)} labels")
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
