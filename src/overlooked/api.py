@@ -1779,7 +1779,7 @@ def evaluate(run: str | Path, *, split: str = "test", checkpoint: str = "best", 
         _probe_other_data(run, cfg, data_overrides, lambda: run_on(data.subset(torch.arange(min(2, len(data))))))
     res = run_on(data)
     weights = "as trained" if cfg.train.ema_decay is None else f"exponential moving average of the weights, decay {cfg.train.ema_decay}"
-    return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": error_percent(res["accuracy"]), **spiking_energy(model, splits, encoder, split=split)}
+    return {"run": str(run), "split": split, "checkpoint": checkpoint, "weights": weights, "examples": len(data), "data": {"name": cfg.data.name, "kwargs": cfg.data.kwargs}, "data_overrides": list(data_overrides or []), **res, "error": error_percent(res["accuracy"]), **spiking_energy(model, splits, encoder, examples=min(ENERGY_EXAMPLES, len(data)), split=split)}
 
 
 def _probe_other_data(run: str | Path, cfg: ExperimentConfig, data_overrides: list[str], probe: Any) -> None:
@@ -1809,21 +1809,17 @@ def _check_no_resplit(cfg: ExperimentConfig, split: str, data_overrides: list[st
     ``seed``/``val_fraction``/``val_split`` moves training examples into "val" (a review counted 5,380 of 6,000)."""
     if split == "test":
         return
-    pairs = []
-    for k, v in map(parse_override, data_overrides):
-        if k == ["data", "kwargs"] and isinstance(v, dict):  # data.kwargs={seed: 3, ...}: each key counts
-            pairs += [(["data", "kwargs", str(key)], value) for key, value in v.items()]
-        else:
-            pairs.append((k, v))
-    if any(k[:2] == ["data", "name"] and v != cfg.data.name for k, v in pairs):
+    new = apply_overrides(cfg, data_overrides)  # as resolved: a whole data.kwargs={...} or data={...} replaces the kwargs
+    if new.data.name != cfg.data.name:
         return  # another dataset: its splits are not the run's
     params = inspect.signature(DATASETS.get(cfg.data.name)).parameters
-    had = {key: cfg.data.kwargs.get(key, params[key].default) for key in RESPLIT_KEYS if key in params}  # the builder's default when unset
-    given = {k[-1]: v for k, v in pairs if k}
+    defaults = {key: params[key].default for key in RESPLIT_KEYS if key in params}  # the builder's default when unset
+    had = {key: cfg.data.kwargs.get(key, default) for key, default in defaults.items()}
+    now = {key: new.data.kwargs.get(key, default) for key, default in defaults.items()}
     deciding = set(had)
-    if DATASETS.tags(cfg.data.name).get("seed_regenerates") or given.get("val_split", had.get("val_split")) == "last":
+    if DATASETS.tags(cfg.data.name).get("seed_regenerates") or now.get("val_split") == "last":
         deciding.discard("seed")  # the seed draws the whole dataset, or does not choose the held-out part at all
-    changed = [".".join(k) for k, v in pairs if k and k[-1] in deciding and had[k[-1]] != v]
+    changed = [f"data.kwargs.{key}" for key in RESPLIT_KEYS if key in deciding and had[key] != now[key]]
     if changed:
         raise ConfigError(
             f"--split {split} with {', '.join(changed)} changed splits the run's training files another way, so that split "

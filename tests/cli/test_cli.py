@@ -444,7 +444,10 @@ def test_data_verify_refuses_the_fetch_options(tmp_path, capsys):
 
 def test_a_spiking_runs_energy_report_keeps_within_eval_limit(tmp_path):
     """train.eval_limit=N scores the first N examples of each split; the energy report scored 2,000 test examples
-    whatever the limit said (the slowest part of a quick suite's spiking run). It now takes the first N too."""
+    whatever the limit said (the slowest part of a quick suite's spiking run). It now takes the first N too, and
+    `evaluate` (the run's own limit, or --limit) measures energy on the examples it scores, as the summary did."""
+    from overlooked import api
+
     cfg = tmp_path / "snn.yaml"
     cfg.write_text(
         "name: snn_tiny\ndata: {name: synthetic, kwargs: {n_train: 64, n_test: 40}}\n"
@@ -457,6 +460,9 @@ def test_a_spiking_runs_energy_report_keeps_within_eval_limit(tmp_path):
         (run,) = out.iterdir()
         summary = json.loads((run / "summary.json").read_text())
         assert summary["energy"]["first_examples"] == expected
+        again = api.evaluate(run)  # the same examples, so the same energy totals
+        assert again["examples"] == again["energy"]["first_examples"] == expected and again["energy"] == summary["energy"]
+        assert api.evaluate(run, limit=5)["energy"]["first_examples"] == 5
 
 
 PLUGIN = '''
@@ -685,6 +691,11 @@ def test_damaged_run_files_bad_names_devices_and_resplit_evaluation_are_named(tm
         (babi, ["data.kwargs.val_split=last", "data.kwargs.seed=7"], True),
         (api.load("memn2n_babi1k", ["data.kwargs.val_split=last"]), ["data.kwargs.seed=7"], False),  # last 10%: the seed chooses nothing
         (babi, ["data.kwargs.tasks=[2]"], False),
+        (api.load("mlp_mnist", ["data.kwargs.val_fraction=0.05"]), ["data.kwargs={seed: 0}"], True),  # replaces the kwargs: val_fraction back to 0.1
+        (api.load("mlp_mnist", ["data.kwargs.val_fraction=0.05"]), ["data={name: mnist, kwargs: {val_fraction: 0.05}}"], False),
+        (api.load("mlp_mnist", ["data.kwargs.val_fraction=0.05"]), ["data={name: mnist}"], True),
+        (mnist, ["data.seed=5"], True),  # a path that skips kwargs
+        (mnist, ["data.name=synthetic", "data.kwargs.seed=5"], False),  # another dataset: not the run's splits
     ):
         if refused:
             with pytest.raises(ConfigError, match="changed splits the run's training files another way"):
