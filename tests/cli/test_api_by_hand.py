@@ -349,3 +349,23 @@ def test_a_text_model_one_word_short_is_refused_before_any_folder(tmp_path, data
     with pytest.raises(ConfigError, match=r"has vocab_size=19 but the data's vocabulary holds 20 words"):
         api.train(cfg, data_dir=str(data_dir), out=tmp_path / "runs")
     assert not any(tmp_path.rglob("config.yaml"))
+
+
+def test_evaluate_and_load_run_read_the_best_checkpoint_by_default(mlp_run, tmp_path):
+    """Without last.safetensors the defaults still work (they read best); without best.safetensors they are
+    refused, and checkpoint='last' is what reads the other file. The weights each loads are the file's own."""
+    run = _copy(mlp_run, tmp_path)
+    best, last = run / "checkpoints" / "best.safetensors", run / "checkpoints" / "last.safetensors"
+    assert best.is_file() and last.is_file()
+    moved = tmp_path / "last.safetensors"
+    last.rename(moved)
+    assert api.evaluate(run)["checkpoint"] == "best"
+    weights = read_checkpoint(best)[0]["model.net.1.weight"]
+    assert torch.equal(api.load_run(run)[2].net[1].weight.detach(), weights)
+    moved.rename(last)
+    best.unlink()
+    for call in (lambda: api.evaluate(run), lambda: api.load_run(run)):
+        with pytest.raises(CheckpointError, match="best"):
+            call()
+    assert api.evaluate(run, checkpoint="last")["checkpoint"] == "last"
+    assert torch.equal(api.load_run(run, checkpoint="last")[2].net[1].weight.detach(), read_checkpoint(last)[0]["model.net.1.weight"])
