@@ -481,10 +481,49 @@ def test_triton_interpreter_equals_reference_on_cpu():
 
     env = {**os.environ, "TRITON_INTERPRET": "1", "OVERLOOKED_TRITON_CHILD": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_triton_interpreter_case"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_triton_interpreter_case", f"{__file__}::test_triton_interpreter_tie"],
         env=env, capture_output=True, text=True, timeout=600,
     )
-    assert done.returncode == 0 and f"{4 * len(NEURONS)} passed" in done.stdout, done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0 and f"{4 * len(NEURONS) + len(TIES)} passed" in done.stdout, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+# A membrane exactly on the threshold (h = 1.0) does not spike (the rule is h - threshold > 0): IF with dt r = 0.25
+# and x = [4, 0, 4] from v_0 = 0 reaches 1.0 at t = 0 (spikes [0, 0, 1]); PLIF with a = sigmoid(0) = 0.5 and
+# x = [2, 0.5, 1] reaches 1.0 at t = 0, the previous membrane its decay gradient rebuilds at t = 1. Random inputs
+# never tie, so a kernel firing on >= passed every other test.
+TIES = {
+    "if_zero": ("if", "zero", [4.0, 0.0, 4.0]), "if_subtract": ("if", "subtract", [4.0, 0.0, 4.0]),
+    "plif_zero": ("plif", "zero", [2.0, 0.5, 1.0]), "plif_subtract": ("plif", "subtract", [2.0, 0.5, 1.0]),
+}
+
+
+def _tie_check(case: str, backend: str) -> None:
+    kind, reset, xs = TIES[case]
+    ref, fast = _pair(kind, backend, torch.float32, reset=reset, surrogate="atan")
+    results = []
+    for module in (ref, fast):
+        x = torch.tensor(xs).view(3, 1).requires_grad_()
+        v0 = torch.zeros(1, requires_grad=True)
+        z, s = module(x, VState(v0))
+        loss = (z.flatten() * torch.tensor([1.0, 2.0, 3.0])).sum() + 3 * s.v.sum()
+        results.append((z.detach(), s.v.detach(), torch.autograd.grad(loss, [x, v0, *module.parameters()])))
+    (z1, v1, g1), (z2, v2, g2) = results
+    assert z1.flatten().tolist() == ([0.0, 0.0, 1.0] if kind == "if" else [0.0, 0.0, 0.0])  # no spike at h = 1.0
+    assert torch.equal(z1, z2) and torch.equal(v1, v2) and len(g1) == len(g2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", list(TIES))
+def test_cpp_kernel_at_an_exact_threshold_tie_equals_the_reference(case):
+    _tie_check(case, "cpp")
+
+
+@pytest.mark.skipif(os.environ.get("OVERLOOKED_TRITON_CHILD") != "1", reason="run by test_triton_interpreter_equals_reference_on_cpu in a process of its own")
+@pytest.mark.parametrize("case", list(TIES))
+def test_triton_interpreter_tie(case):
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    _tie_check(case, "triton")
 
 
 @pytest.mark.skipif(os.environ.get("OVERLOOKED_TRITON_CHILD") != "1", reason="run by test_triton_interpreter_equals_reference_on_cpu in a process of its own")
