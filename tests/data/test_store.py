@@ -376,8 +376,8 @@ def test_a_transient_failure_is_retried_on_the_same_mirror_and_a_missing_file_is
         def do_GET(self):
             requested.append(self.path)
             failure = plan["failures"].pop(0) if plan["failures"] else None
-            if failure == "503":
-                self.send_error(503, "busy")
+            if failure in ("503", "429"):  # busy, or rate limited (Too Many Requests): both transient
+                self.send_error(int(failure), "busy")
             elif failure == "short":  # announces the whole file, sends half
                 body = (www / self.path.lstrip("/")).read_bytes()
                 self.send_response(200)
@@ -397,6 +397,11 @@ def test_a_transient_failure_is_retried_on_the_same_mirror_and_a_missing_file_is
         root = tmp_path / "root"
         store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
         assert requested == ["/m/train-labels-idx1-ubyte.gz"] * 3 and store.verify("mnist", root, files=[MNIST_LABELS]).complete
+        requested.clear()
+        plan["failures"] = ["429"]
+        root = tmp_path / "root429"
+        store.fetch("mnist", root, mirrors=[f"{base}/m/"], files=[MNIST_LABELS])
+        assert requested == ["/m/train-labels-idx1-ubyte.gz"] * 2 and store.verify("mnist", root, files=[MNIST_LABELS]).complete
         requested.clear()
         plan["failures"] = ["503"] * store.RETRIES
         two = [MNIST_LABELS, "mnist/t10k-labels-idx1-ubyte.gz"]
@@ -503,3 +508,54 @@ def test_download_sources_are_pinned():
         "uci_gas_sensor_drift": "https://archive.ics.uci.edu/static/public/270/gas+sensor+array+drift+dataset+at+different+concentrations.zip",
     }
     assert "http://yann.lecun.com/exdb/mnist/" in store.SOURCES["mnist"].mirrors
+
+
+BABI_QA1 = "babi/tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt"
+
+
+def _one_member_tarball(dest: Path, body: bytes) -> Path:
+    """A bAbI-layout .tar.gz holding only task 1's training file, with ``body`` as its bytes."""
+    with tarfile.open(dest, "w:gz") as tar:
+        info = tarfile.TarInfo("tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    return dest
+
+
+def test_an_archive_member_that_fails_its_checksum_leaves_nothing_behind(tmp_path):
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match="failed its checksum"):
+        store.fetch("babi", root, mirrors=[str(_one_member_tarball(tmp_path / "a.tar.gz", b"not the real file\n"))], files=[BABI_QA1])
+    assert _leftovers(root) == [] and not (root / BABI_QA1).exists()  # no hidden .part, no final file
+
+
+@pytest.mark.data
+def test_an_archive_mirror_after_one_that_installed_every_file_is_not_read(tmp_path, data_dir):
+    """The good archive installs the file; the bad one after it is never opened (reading it once raised a KeyError)."""
+    good = _one_member_tarball(tmp_path / "good.tar.gz", (data_dir / BABI_QA1).read_bytes())
+    bad = _one_member_tarball(tmp_path / "bad.tar.gz", b"wrong\n")
+    root = tmp_path / "root"
+    store.fetch("babi", root, mirrors=[str(good), str(bad)], files=[BABI_QA1])
+    assert store.verify("babi", root, files=[BABI_QA1]).complete
+
+
+@pytest.mark.data
+def test_a_local_mirror_missing_one_file_is_still_used_for_the_next(tmp_path, data_dir):
+    mirror = tmp_path / "m"
+    mirror.mkdir()
+    shutil.copy(data_dir / MNIST_LABELS, mirror / "train-labels-idx1-ubyte.gz")
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match=r"1 file\(s\) missing or unverified"):
+        store.fetch("mnist", root, mirrors=[str(mirror)], files=["mnist/t10k-labels-idx1-ubyte.gz", MNIST_LABELS])
+    assert store.verify("mnist", root, files=[MNIST_LABELS]).complete
+
+
+def test_ensure_without_checksums_refuses_a_folder_in_a_files_place(tmp_path):
+    (tmp_path / MNIST_LABELS).mkdir(parents=True)
+    with pytest.raises(DataError, match="is a folder"):
+        store.ensure("mnist", tmp_path, files=[MNIST_LABELS])
+
+
+def test_an_empty_data_dir_given_is_named_as_given(monkeypatch):
+    monkeypatch.setenv("OVERLOOKED_DATA", "/somewhere")
+    assert store._root_origin("") == "given as data_dir / --data-dir"

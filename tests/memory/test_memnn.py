@@ -731,3 +731,10 @@ def test_supporting_facts_the_memory_cannot_hold_are_counted_and_a_supervised_mo
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConfigWarning)
         api.build_data(api.load("memn2n_babi1k", ["data.tasks=3", "data.kwargs.memory_size=20"]), str(data_dir))
+
+
+def test_sample_negatives_keeps_exactly_count_when_one_fewer_than_every_entry_is_asked():
+    """Rows of 3 candidates, count 2 (one fewer than the row): 2 kept per row, not all 3."""
+    keep = sample_negatives(torch.ones(4, 3, dtype=torch.bool), 2, torch.Generator().manual_seed(0))
+    assert keep.sum(-1).tolist() == [2, 2, 2, 2]
+    assert sample_negatives(torch.ones(4, 3, dtype=torch.bool), 3, torch.Generator().manual_seed(0)).all()
