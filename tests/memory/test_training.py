@@ -64,6 +64,19 @@ def test_linear_start_ends_when_the_validation_loss_only_holds_and_waits_its_pat
         assert ls.active is active and ctx.model.use_softmax is not active, loss
 
 
+def test_linear_start_max_epochs_counts_the_epochs_trained_at_a_validation_inside_an_epoch():
+    """max_epochs=2 with validation every half epoch (the loss still falling): LS is active after 1.5 epochs
+    (a partly trained second epoch once counted as a whole one) and ends at 2.0; max_epochs=1.5 ends at 1.5."""
+    for cap, epochs, ends_at in ((2, [0.5, 1.0, 1.5, 2.0], 2.0), (1.5, [0.5, 1.0, 1.5], 1.5)):
+        ctx, ls = _ctx(), LinearStart(patience=1000, max_epochs=cap)
+        ls.on_train_start(ctx)
+        for i, epoch in enumerate(epochs):
+            ctx.state.epoch, ctx.state.batch_in_epoch, ctx.state.step = int(epoch), 5 if epoch % 1 else 0, 10 * (i + 1)
+            ls.on_eval_end(ctx, {"val_loss": 2.0 - i / 10, "epoch": epoch})
+            assert ls.active is (epoch < ends_at), (cap, epoch)
+        assert ls.ended_at_step == 10 * len(epochs) and ctx.model.use_softmax
+
+
 def test_random_time_only_rewrites_time():
     """The augmentation replaces ``time`` by :func:`random_time_index` of the trainer's generator (ratio,
     largest index M - 1) and leaves every other entry of the batch as it was."""

@@ -24,7 +24,8 @@ class LinearStart(Callback):
     Args:
         lr: the learning rate during LS (0.005 in the paper).
         patience: validation passes without a new lowest loss before the softmaxes return.
-        max_epochs: end LS after this many epochs even if the loss still falls (None: no cap).
+        max_epochs: end LS at the first validation after this many epochs (fractional ones count as
+            trained: 1.5 after half of the second epoch) even if the loss still falls (None: no cap).
         restart_schedule: when LS ends, restart the lr schedule from its first step ("training
             recommenced", §4.2; the authors' Matlab code restarts it too).
         hold_lr: keep the lr at ``lr`` for the whole of LS (the paper's LS learning rate; the authors'
@@ -69,7 +70,9 @@ class LinearStart(Callback):
             self.best, self.bad = loss, 0
         else:
             self.bad += 1
-        epochs = ctx.state.epoch + (ctx.state.batch_in_epoch > 0)
+        # Epochs trained, as the trainer's record counts them (fractional at a validation inside an epoch, which
+        # once counted as a whole epoch and ended LS up to an epoch early).
+        epochs = metrics.get("epoch", ctx.state.epoch)
         if self.bad >= self.patience or (self.max_epochs is not None and epochs >= self.max_epochs):
             self.active = False
             self.ended_at_step = ctx.state.step
