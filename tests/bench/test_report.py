@@ -438,3 +438,25 @@ def test_the_papers_mean_is_quoted_over_all_tasks_and_recomputed_over_a_runs_sub
     two = Run(tmp_path, {"name": "x"}, {}, {"test_group_accuracy": {"1": 1.0, "2": 0.8}})
     (foot,) = [line for line in render_babi(two, refs) if line.startswith("| mean")]
     assert foot == "| mean (failed > 5%) | **10.00** (1 failed) | **5.70** (1 failed; its 2 tasks of 20) |"
+
+
+def test_a_repeated_babi_table_by_hand():
+    """Three tasks (1, 2, 4) of a run repeated over seeds, no reference: one column per selection rule (the
+    training-error rule first), the mean over the run's own tasks (not over 20), the per-task mean +- std, and
+    the mean over runs to two decimals."""
+    from pathlib import Path
+
+    from overlooked.bench.report import Run, render_babi
+
+    s = {
+        "best_by_train": {"seed": 2, "test_group_accuracy": {"1": 1.0, "2": 0.9, "4": 0.97}},  # errors 0, 10, 3
+        "best_by_val": {"seed": 0, "test_group_accuracy": {"1": 0.99, "2": 0.8, "4": 1.0}},  # errors 1, 20, 0
+        "repeats": 3,
+        "group_error_mean": {"1": 0.5, "2": 15.0, "4": 2.0},
+        "group_error_std": {"1": 0.5, "2": 5.0, "4": 1.0},
+        "mean_group_error_over_runs": {"mean": 6.123, "std": 1.456},
+    }
+    table = [line for line in render_babi(Run(Path("r"), {"name": "x"}, {}, s), {}) if line.startswith("|")]
+    assert table[0] == "| task | best by train (seed 2) | best by val (seed 0) | mean ± std over 3 runs |"
+    assert table[2] == "| 1 | 0.0 | 1.0 | 0.5 ± 0.5 |" and table[4] == "| 4 | 3.0 | 0.0 | 2.0 ± 1.0 |"
+    assert table[-1] == "| mean (failed > 5%) | **4.33** (1 failed) | **7.00** (1 failed) | 6.12 ± 1.46 |"
