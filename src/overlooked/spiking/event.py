@@ -31,7 +31,7 @@ from torch import nn
 
 from overlooked.checks import is_count
 from overlooked.spiking import modules as M
-from overlooked.spiking.synops import connections
+from overlooked.spiking.synops import as_pair, connections
 
 Tensor = torch.Tensor
 SYNAPSES = (nn.Linear, nn.Conv2d, nn.AvgPool2d)
@@ -100,7 +100,7 @@ def _conv_geometry(syn: nn.Module, in_channels: int) -> tuple[Tensor, int, int, 
         if k != k2 or s != s2 or p != p2:
             raise ValueError("event Conv2d needs square kernels, strides and paddings")
         return syn.weight, s, p, syn.groups, k
-    (k, k2), (s, s2) = (v if isinstance(v, tuple | list) else (v, v) for v in (syn.kernel_size, syn.stride))
+    (k, k2), (s, s2) = as_pair(syn.kernel_size), as_pair(syn.stride)
     if syn.padding not in (0, (0, 0)) or syn.ceil_mode or syn.divisor_override is not None:
         raise ValueError("event AvgPool2d needs padding 0, ceil_mode False, no divisor_override")
     if k != k2 or s != s2:

@@ -61,6 +61,7 @@ from torch import nn
 from overlooked.errors import OverlookedError
 from overlooked.spiking import modules as M
 from overlooked.spiking import neurons as N
+from overlooked.spiking.synops import as_pair
 
 Tensor = torch.Tensor
 
@@ -179,9 +180,7 @@ def _synapse_node(module: nn.Module, shape: tuple[int, ...]) -> nir.NIRNode:
         bias = module.bias if module.bias is not None else torch.zeros(module.out_channels)
         return nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(module.weight), stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups, bias=_np(bias))
     if isinstance(module, nn.AvgPool2d):
-        k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
-        s = module.stride if isinstance(module.stride, tuple) else (module.stride,) * 2
-        pad = module.padding if isinstance(module.padding, tuple) else (module.padding,) * 2
+        k, s, pad = as_pair(module.kernel_size), as_pair(module.stride), as_pair(module.padding)
         if module.ceil_mode:
             raise NIRExportError("AvgPool2d with ceil_mode=True has no NIR equivalent; use ceil_mode=False (pad the input instead)")
         divisor = module.divisor_override  # every window divided by it, padded or not

@@ -39,6 +39,16 @@ Tensor = torch.Tensor
 LABEL = "compute-only estimate (Horowitz 2014, 45 nm): E_SNN = E_MAC*MACs + E_AC*SOPs, E_ANN = E_MAC*MACs; memory traffic, addressing and state are left out"
 
 
+def as_pair(value: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
+    """A pooling layer's ``kernel_size``, ``stride`` or ``padding`` (an int, or a tuple or list of two, as
+    ``nn.AvgPool2d`` keeps what it was given) as a pair.
+
+    >>> as_pair(2), as_pair([2, 3])
+    ((2, 2), (2, 3))
+    """
+    return (value[0], value[1]) if isinstance(value, tuple | list) else (value, value)
+
+
 def _structural(module: nn.Module, x: Tensor) -> Tensor:
     """``module`` with every weight set to 1 and no bias; average pooling becomes sum pooling. Only the weights'
     shape is read, so the layer may sit on any device (a GPU run's): the ones are made where ``x`` is."""
@@ -48,7 +58,7 @@ def _structural(module: nn.Module, x: Tensor) -> Tensor:
     if isinstance(module, nn.Linear):
         return F.linear(x, torch.ones(module.weight.shape, dtype=x.dtype, device=x.device))
     if isinstance(module, nn.AvgPool2d):
-        k = module.kernel_size if isinstance(module.kernel_size, tuple | list) else (module.kernel_size, module.kernel_size)
+        k = as_pair(module.kernel_size)
         return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, module.ceil_mode, count_include_pad=True) * (k[0] * k[1])
     if isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout)):
         return module(x)
