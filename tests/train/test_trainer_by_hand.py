@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import types
@@ -297,3 +298,68 @@ def test_merge_each_averages_each_values_chosen_runs():
     assert merged["best_by_val"]["test_group_accuracy"] == {"1": 0.8, "2": 0.5}
     assert merged["group_error_mean"] == pytest.approx({"1": 15.0, "2": 40.0})
     assert merged["group_error_std"] == pytest.approx({"1": math.sqrt(50), "2": math.sqrt(200)})
+
+
+class _CountPasses(Callback):
+    """A callback with state: the validation passes it has seen (a resume restores the count from the checkpoint)."""
+
+    def __init__(self):
+        self.passes = 0
+
+    def on_eval_end(self, ctx, metrics):
+        self.passes += 1
+
+    def state_dict(self):
+        return {"passes": self.passes}
+
+    def load_state_dict(self, state):
+        self.passes = state["passes"]
+
+
+@pytest.mark.parametrize("stop_after", [3, 5])
+def test_a_max_minutes_stop_between_passes_resumes_as_a_run_never_stopped(tmp_path, monkeypatch, stop_after):
+    """Validation every 2 steps, selection on the lowest validation loss. Unstopped, the passes at steps 2, 4
+    and 6 score losses 2.51, 4.01, 4.01 (THETAS' steps 2 and 4): step 2 is the best. Stopped by a clock after
+    step 3 (loss 1.06, the lowest of all) or 5 (1.64), the extra pass chooses that step, as the stopped run
+    reports; resumed, the run drops that pass (its record, its choice, the callbacks' sight of it, and the
+    training-loss window it closed) and ends as the unstopped one: the same records, best step 2 with step 2's
+    logits in best.safetensors, the same callback state."""
+    from overlooked.train.checkpoint import read_checkpoint
+
+    thetas = [*THETAS[:5], THETAS[3]]
+    clock = [1000.0]
+
+    class Tick(Callback):
+        def on_step_end(self, ctx, loss):
+            clock[0] += 10.0
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    cfg = _cfg(eval_every=2, select_metric="val_loss")
+
+    def run(run_dir, cfg, resume=None):
+        model, count = _Const(), _CountPasses()
+        summary = trainer.fit(model, _splits(6), CrossEntropy(), cfg, run_dir, callbacks=[Tick(), _Steer(thetas), count], resume=resume)
+        return summary, count
+
+    ref, (ref_summary, ref_count) = tmp_path / "ref", run(tmp_path / "ref", cfg)
+    cut = tmp_path / "cut"
+    stopped, _ = run(cut, _cfg(eval_every=2, select_metric="val_loss", max_minutes=stop_after * 10 / 60))
+    assert stopped["stopped_by"] == "max_minutes" and stopped["steps"] == stop_after and stopped["best_step"] == stop_after
+    stop_record = json.loads((cut / "metrics.jsonl").read_text().splitlines()[-1])
+    assert stop_record["step"] == stop_after and stop_record["val_loss"] == pytest.approx(_val_ce(thetas[stop_after - 1]))
+    last_state = read_checkpoint(cut / "checkpoints" / "last.safetensors")[1]["info"]["state"]
+    assert last_state["stop_pass"] is True and last_state["best_step"] == 2 and last_state["callbacks"][2] == {"passes": stop_after // 2}
+    assert read_checkpoint(cut / "checkpoints" / "best.safetensors")[1]["info"]["state"]["best_step"] == stop_after
+    assert read_checkpoint(cut / "checkpoints" / "best_before_stop.safetensors")[1]["info"]["state"]["best_step"] == 2
+
+    resumed, count = run(cut, cfg, resume=cut / "checkpoints" / "last.safetensors")
+    read = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    keys = ("step", "epoch", "lr", "train_loss", "train_accuracy", "examples_seen", "val_loss", "val_accuracy")
+    assert [[r[k] for k in keys] for r in read(cut)] == [[r[k] for k in keys] for r in read(ref)]
+    assert [r["step"] for r in read(ref)] == [2, 4, 6]
+    for key in ("best_step", "val_loss", "test_loss", "test_accuracy", "steps", "examples_seen"):
+        assert resumed[key] == ref_summary[key], key
+    assert ref_summary["best_step"] == 2 and count.passes == ref_count.passes == 3
+    tensors, doc = read_checkpoint(cut / "checkpoints" / "best.safetensors")
+    assert doc["info"]["state"]["best_step"] == 2 and torch.equal(tensors["model.theta"], torch.tensor(thetas[1]))
+    assert not (cut / "checkpoints" / "best_before_stop.safetensors").exists()

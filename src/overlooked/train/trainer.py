@@ -63,6 +63,10 @@ class TrainState:
     # what callbacks set on the Context to steer the lr (lr_scale, lr_hold, schedule_start), so a resume
     # continues with it (a callback that set it once would otherwise find it back at its default)
     lr_control: list[Any] = field(default_factory=lambda: [1.0, None, 0])  # restored after the callbacks' on_train_start
+    # True in the `last` checkpoint a train.max_minutes stop writes between two validation passes: written
+    # before the extra pass that stop makes, so a resume drops that pass's record and goes on as a run never
+    # stopped (the best weights before the pass are kept as best_before_stop.safetensors when it chose others)
+    stop_pass: bool = False
 
 
 def checked_state(state: TrainState) -> TrainState:
@@ -89,6 +93,8 @@ def checked_state(state: TrainState) -> TrainState:
             raise TypeError(f"state.{name} is {getattr(state, name)!r}, not seconds >= 0")
     if not isinstance(state.window, list) or len(state.window) not in (3, 4) or not all(is_real(x) for x in state.window):  # 3: before 2026-12-05
         raise TypeError(f"state.window is {state.window!r}, not three or four numbers")
+    if not isinstance(state.stop_pass, bool):
+        raise TypeError(f"state.stop_pass is {state.stop_pass!r}, not true or false")
     if not isinstance(state.callbacks, list) or not all(isinstance(c, dict) for c in state.callbacks):
         raise TypeError(f"state.callbacks is {state.callbacks!r}, not a list of mappings")
     control = state.lr_control
@@ -642,7 +648,8 @@ def _fit(
         state.__dict__.update(loaded.__dict__)
         restored_lr = "lr_control" in info["state"]  # a checkpoint written before 2026-12-07 has none: callbacks set it again
         if write:  # the checkpoint fits: now drop the records the interrupted process wrote after it
-            drop_records_after(run_dir / "metrics.jsonl", state.step)
+            # (and the extra validation pass of a max_minutes stop, at the checkpoint's own step)
+            drop_records_after(run_dir / "metrics.jsonl", state.step - 1 if state.stop_pass else state.step)
         torch.set_rng_state(own("torch"))
         aug_gen.set_state(own("augment"))
         if "cuda" in rng and torch.cuda.is_available():
@@ -711,15 +718,22 @@ def _fit(
     # because no pass chose is not a choice, and the resumed run must not report it as one.
     # ... and only the best the resumed state names: one written after the resume point (best every 5
     # steps, last every 10) belongs to the abandoned continuation, which the replay may not repeat.
-    best_file = Path(resume).parent / "best.safetensors" if resume is not None else None
-    if best_file is not None and state.best_step >= 0 and best_file.exists():
+    # After a max_minutes stop, the best before its extra pass may sit in best_before_stop.safetensors.
+    best_files = [Path(resume).parent / f"{name}.safetensors" for name in ("best", "best_before_stop")] if resume is not None else []
+    best_files = [f for f in best_files if f.exists()] if state.best_step >= 0 else []
+    if best_files:
         resumed_weights = state_copy(model)
-        _, best_info = load_checkpoint(best_file, model)
-        if best_info.get("state", {}).get("best_step") == state.best_step:
-            best_weights = state_copy(model)
+        for best_file in best_files:
+            _, best_info = load_checkpoint(best_file, model)
+            if best_info.get("state", {}).get("best_step") == state.best_step:
+                best_weights = state_copy(model)
+                if best_file.name != "best.safetensors" and write:  # the run's best file is the resumed run's choice again
+                    os.replace(best_file, best_file.with_name("best.safetensors"))
+                break
         else:  # its weights are gone: the resumed run chooses afresh
             state.best_metric, state.best_step = None, -1
         model.load_state_dict(resumed_weights)  # back to the weights training continues from
+    state.stop_pass = False
 
     def checkpoint(name: str, with_optimizer: bool) -> None:
         nonlocal best_weights
@@ -750,6 +764,12 @@ def _fit(
             {"state": asdict(state), "train": asdict(cfg)},
             ema if with_optimizer else None,
         )
+
+    def set_aside_best() -> None:
+        """Keep the best file a max_minutes stop's extra pass replaces, for a resume of the run (a rename: a
+        kill at any point leaves one of the two files whole)."""
+        if write and ckpt_dir is not None and (ckpt_dir / "best.safetensors").exists():
+            os.replace(ckpt_dir / "best.safetensors", ckpt_dir / "best_before_stop.safetensors")
 
     progress = None
     if cfg.progress and dist.is_main:
@@ -825,9 +845,18 @@ def _fit(
             ctx.stop, out_of_time = agreed(ctx.stop, out_of_time)
             if out_of_time:  # train.max_minutes: validate now, keep the best, stop
                 ctx.stop, stopped_by = True, "max_minutes"
+            regular_pass = state.step % eval_every == 0 or state.step == total_steps
+            extra_pass = out_of_time and not regular_pass
+            if extra_pass:
+                # A pass a run never stopped would not make: `last` is written before it, as that run would be
+                # here (loss window, best so far, RNG, callbacks before they see the pass), and flagged so that
+                # a resume drops the pass's record; a best file the pass replaces is kept for that resume.
+                state.stop_pass = True
+                checkpoint("last", with_optimizer=True)
+                state.stop_pass = False
             # A stop (max_minutes, or a callback after this step) validates now and writes `last`, so the
             # report and the checkpoint describe the weights training ended with.
-            if state.step % eval_every == 0 or state.step == total_steps or out_of_time or ctx.stop:
+            if regular_pass or out_of_time or ctx.stop:
                 elapsed = max(time.perf_counter() - window_t, 1e-9)
                 metrics = run_eval()
                 record = {
@@ -849,13 +878,17 @@ def _fit(
                 if ctx.restart_selection:  # the model changed (e.g. linear start ended): earlier scores no longer apply
                     ctx.restart_selection = False
                     state.best_metric, state.best_step, best_weights = None, -1, None
-                    if write and ckpt_dir is not None:
+                    if extra_pass:
+                        set_aside_best()
+                    elif write and ckpt_dir is not None:
                         (ckpt_dir / "best.safetensors").unlink(missing_ok=True)
                 elif is_better(metrics):
                     state.best_metric = float(metrics["val_accuracy" if cfg.select_metric == "last" else cfg.select_metric])
                     state.best_step = state.step
+                    if extra_pass:
+                        set_aside_best()
                     checkpoint("best", with_optimizer=False)
-            if state.step % ckpt_every == 0 or state.step == total_steps or out_of_time or ctx.stop:
+            if (state.step % ckpt_every == 0 or state.step == total_steps or out_of_time or ctx.stop) and not extra_pass:
                 checkpoint("last", with_optimizer=True)
         else:
             continue
