@@ -2330,15 +2330,21 @@ def babi_figures(runs: list[Any], refs: dict[str, Any], folder: Path) -> list[Pa
     return written
 
 
-def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, force: bool = False, dt: float | None = None, flat_input: bool = False) -> Path:
+def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best", data_dir: str | None = None, force: bool = False, dt: float | None = None, flat_input: bool = False, discretisation: str = "euler") -> Path:
     """Export a trained spiking model to a NIR graph file (models that implement ``to_nir()``); an existing
     ``output`` is kept unless ``force``, missing parent folders are made. ``dt``: write the graph for a reader
     stepping at ``dt`` instead of the training dt, the same network (:func:`overlooked.spiking.nir.retime`;
     e.g. an N-MNIST model's 30 ms event bins, ``dt=0.03``, for a chip fed events in real time). ``flat_input``:
-    an MLP's graph without its Flatten node, fed flat examples (see :func:`overlooked.spiking.nir.export_nir_graph`)."""
+    an MLP's graph without its Flatten node, fed flat examples (see :func:`overlooked.spiking.nir.export_nir_graph`).
+    ``discretisation``: ``"euler"`` (the network as trained: forward Euler at the graph's dt) or ``"exact"``, the
+    same network for a reader that integrates the leak exactly (:func:`overlooked.spiking.nir.to_exact_decay`:
+    LIF time constants rewritten; a CubaLIF is refused)."""
     import nir
 
-    from overlooked.spiking.nir import NIRDtWarning, export_nir_graph, retime
+    from overlooked.spiking.nir import NIRDtWarning, export_nir_graph, retime, to_exact_decay
+
+    if discretisation not in ("euler", "exact"):
+        raise OverlookedError(f"discretisation must be 'euler' (the network as trained) or 'exact' (for a reader that integrates the leak exactly), got {discretisation!r}")
 
     run, output = Path(run), Path(output)
     if output.is_dir():
@@ -2381,6 +2387,8 @@ def export_nir(run: str | Path, output: str | Path, *, checkpoint: str = "best",
             NIRDtWarning,
             stacklevel=2,
         )
+    if discretisation == "exact":
+        graph = to_exact_decay(graph)
     _check_finite_graph(graph, run)
     _make_dirs(output.parent, "the output path")
     write_atomic(output, lambda tmp: nir.write(str(tmp), graph))  # written whole, then renamed: an interrupted write leaves no half graph

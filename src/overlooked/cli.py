@@ -519,7 +519,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export_nir(args: argparse.Namespace) -> int:
     from overlooked import api
 
-    path = api.export_nir(args.run, args.output, checkpoint=args.checkpoint, data_dir=args.data_dir, force=args.force, dt=args.dt, flat_input=args.flat_input)
+    path = api.export_nir(args.run, args.output, checkpoint=args.checkpoint, data_dir=args.data_dir, force=args.force, dt=args.dt, flat_input=args.flat_input, discretisation=args.discretisation)
     print(f"wrote {path}")
     return 0
 
@@ -653,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", **CHECKPOINT_OPTION)
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--dt", type=float, default=None, help="write the same network for a reader stepping at DT seconds (time constants rescaled; e.g. 0.03 for N-MNIST's 30 ms bins in real time)")
+    p.add_argument("--discretisation", choices=["euler", "exact"], default="euler", help="euler (default): the network as trained, for a reader stepping NIR's equations with forward Euler at the graph's dt; exact: the same network for a reader that integrates the leak exactly (LIF taus rewritten; CubaLIF refused)")
     p.add_argument("--flat-input", action="store_true", help="an MLP without its Flatten node, fed flat examples (Input [784] for MNIST): what Norse's and snnTorch's NIR importers load")
     common(p, out=False)
     p.set_defaults(fn=cmd_export_nir)

@@ -184,6 +184,14 @@ def test_cli_export_nir_on_a_tiny_trained_spiking_run(tmp_path):
     with torch.no_grad():
         y, _ = from_nir(graph, dt=DT)(x.unsqueeze(0).expand(3, *x.shape))
         assert torch.allclose(y.mean(0), model(x)["logits"], atol=1e-5)
+    # --discretisation exact: the same network for an exact-decay reader (smaller taus), which import maps back
+    assert main(["export-nir", str(run), str(tmp_path / "exact.nir"), "--discretisation", "exact"]) == 0
+    exact = nir.read(str(tmp_path / "exact.nir"))
+    assert exact.metadata["discretisation"] == "exact decay (zero-order hold)" and exact.metadata["steps"] == 3
+    assert (np.asarray(exact.nodes["2_plif"].tau) < np.asarray(graph.nodes["2_plif"].tau)).all()
+    with torch.no_grad():
+        y_exact, _ = from_nir(exact, dt=DT)(x.unsqueeze(0).expand(3, *x.shape))
+        assert torch.allclose(y_exact, y, atol=1e-6)
     # without its best checkpoint, export-nir names the one the folder has (it said "pass a run folder")
     from overlooked.errors import CheckpointError
 
@@ -853,3 +861,126 @@ def test_v_leak_and_v_reset_away_from_their_defaults_are_exported_and_imported(t
             z_lif, _ = other[1](other[0](x))
             z_if, _ = other[3](other[2](z_lif))
             assert not (torch.equal(z_lif, lif_ref) and torch.equal(z_if, if_ref)), kwargs
+
+
+def _exact_decay_reader(graph: nir.NIRGraph, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """An independent reader of a chain graph (Input -> ... -> Output) that integrates the leak exactly, in
+    float64, with each step's input current held over the step (zero-order hold), as many chips and event
+    simulators do: LIF ``v <- v_leak + r I + (v - v_leak - r I) exp(-dt / tau)``, IF ``v <- v + dt r I``; a spike
+    where ``v > v_threshold``, then ``v <- v_reset``. ``x`` is ``[T, B, n]``; returns the output and each
+    neuron node's spikes ``[T, B, n]``."""
+    dt = float(graph.metadata["dt"])
+    nxt = {a: b for a, b in graph.edges}
+    chain, name = [], next(n for n, node in graph.nodes.items() if isinstance(node, nir.Input))
+    while name in nxt:
+        name = nxt[name]
+        chain.append(name)
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    v = {n: None for n in chain}
+    spikes: dict[str, list[np.ndarray]] = {n: [] for n in chain if isinstance(graph.nodes[n], (nir.LIF, nir.IF))}
+    out = []
+    for t in range(x.shape[0]):
+        h = f64(x[t])
+        for n in chain:
+            node = graph.nodes[n]
+            if isinstance(node, nir.Affine):
+                h = h @ f64(node.weight).T + f64(node.bias)
+            elif isinstance(node, nir.Linear):
+                h = h @ f64(node.weight).T
+            elif isinstance(node, (nir.LIF, nir.IF)):
+                state = np.zeros_like(h) if v[n] is None else v[n]
+                if isinstance(node, nir.LIF):
+                    target = f64(node.v_leak) + f64(node.r) * h
+                    state = target + (state - target) * np.exp(-dt / f64(node.tau))
+                else:
+                    state = state + dt * f64(node.r) * h
+                z = (state > f64(node.v_threshold)).astype(np.float64)
+                v[n] = np.where(z > 0, f64(node.v_reset), state)
+                spikes[n].append(z)
+                h = z
+        out.append(h)
+    return np.stack(out), {n: np.stack(s) for n, s in spikes.items()}
+
+
+def test_exact_decay_time_constant_by_hand():
+    """dt / tau = 0.5: the exact reader's tau' = dt / ln 2 = 1.4427 ms, so its factor exp(-dt / tau') is 0.5,
+    Euler's 1 - dt / tau; IF and the nodes without time are left as they are; from_exact_decay maps back."""
+    from overlooked.spiking.nir import EXACT_DECAY, from_exact_decay, to_exact_decay
+
+    graph = export_layers([nn.Linear(3, 2), M.LIF(dt=DT, tau_mem=2e-3, v_leak=0.1), nn.Linear(2, 2), M.IF(dt=DT, r=200.0, reset="zero")], (3,), DT)
+    exact = to_exact_decay(graph)
+    (lif,) = [n for n in exact.nodes.values() if isinstance(n, nir.LIF)]
+    tau = np.float64(np.float32(2e-3))  # the exported (float32) tau
+    assert np.allclose(lif.tau, DT / np.log(2.0), rtol=1e-6, atol=0) and np.allclose(np.exp(-DT / lif.tau), 1 - DT / tau, rtol=1e-14, atol=0)
+    assert np.array_equal(lif.v_leak, np.full(2, 0.1, dtype=np.float32))
+    (if_node,) = [n for n in exact.nodes.values() if isinstance(n, nir.IF)]
+    assert np.array_equal(if_node.r, np.full(2, 200.0, dtype=np.float32))
+    assert exact.metadata["discretisation"] == EXACT_DECAY and "exp(-dt / tau)" in exact.metadata["equations"]
+    assert graph.metadata["discretisation"] == "forward Euler"  # a copy: the original is unchanged
+    back = from_exact_decay(exact)
+    (lif_back,) = [n for n in back.nodes.values() if isinstance(n, nir.LIF)]
+    assert np.allclose(lif_back.tau, tau, rtol=1e-12, atol=0) and back.metadata["discretisation"] == "forward Euler" and "equations" not in back.metadata
+
+
+def test_an_exact_decay_reader_runs_the_exported_network_spike_for_spike(tmp_path):
+    """A LIF layer (v_leak away from 0) and an IF layer: an independent exact-decay reader running the graph
+    to_exact_decay wrote gives the trained network's spikes and outputs (our forward-Euler import of the
+    export), step for step; the same reader on the forward-Euler graph does not (the rewrite matters). Through a
+    file, with its metadata, from_nir maps the exact graph back: the same outputs again."""
+    from overlooked.spiking.nir import to_exact_decay
+
+    torch.manual_seed(5)
+    layers = [nn.Linear(5, 7), M.LIF(dt=DT, tau_mem=2.5e-3, v_leak=0.2), nn.Linear(7, 6), M.IF(dt=DT, r=400.0, reset="zero"), nn.Linear(6, 3)]
+    with torch.no_grad():
+        layers[0].weight.mul_(4.0)
+        layers[2].weight.mul_(3.0)
+    graph = export_layers(layers, (5,), DT)
+    exact = to_exact_decay(graph)
+    x = torch.rand(16, 4, 5) * 2
+    euler_net = from_nir(graph, dt=DT).double()
+    recorded = _record_spikes(euler_net)
+    with torch.no_grad():
+        y, _ = euler_net(x.double())
+    ours = {name: torch.stack(s).numpy() for name, s in recorded.items()}
+    y_exact, spikes_exact = _exact_decay_reader(exact, x.numpy())
+    assert sorted(spikes_exact) == sorted(ours) and len(ours) == 2
+    for name in ours:
+        assert set(np.unique(ours[name])) == {0.0, 1.0}, "spikes, some and not all"
+        assert np.array_equal(spikes_exact[name], ours[name]), name
+    np.testing.assert_allclose(y_exact, y.numpy(), rtol=1e-9, atol=1e-9)
+    _, spikes_unconverted = _exact_decay_reader(graph, x.numpy())
+    lif_name = next(n for n, node in graph.nodes.items() if isinstance(node, nir.LIF))
+    assert not np.array_equal(spikes_unconverted[lif_name], ours[lif_name])  # the Euler graph read exactly is another network
+
+    path = tmp_path / "exact.nir"
+    nir.write(str(path), exact)
+    with torch.no_grad():
+        y_back, _ = from_nir(path, dt=DT)(x)
+        y_euler, _ = from_nir(graph, dt=DT)(x)
+    assert torch.equal(y_back, y_euler)
+
+
+def test_exact_decay_refuses_what_it_cannot_rewrite_by_name():
+    from overlooked.spiking.nir import from_exact_decay, to_exact_decay
+
+    with pytest.raises(NIRExportError, match="'1_cubalif' is a CubaLIF: integrated exactly, its synaptic current decays inside the step"):
+        to_exact_decay(_lif_graph(tau_syn=2e-3, keep_dt=True))
+    at_dt = _lif_graph(keep_dt=True)
+    at_dt.nodes["1_lif"].tau = np.array([5e-3, DT])  # Euler's factor 1 - dt/tau is 0: no exp(-dt/tau') is
+    with pytest.raises(NIRExportError, match=r"'1_lif' \(LIF\) has tau = 0.001 s, not above dt = 0.001 s"):
+        to_exact_decay(at_dt)
+    exact = to_exact_decay(_lif_graph(keep_dt=True))
+    with pytest.raises(NIRExportError, match=r"this one says 'exact decay \(zero-order hold\)'"):
+        to_exact_decay(exact)  # twice would rewrite the rewritten taus
+    with pytest.raises(NIRExportError, match="this one says None"):
+        to_exact_decay(_lif_graph())  # no metadata: neither the discretisation nor the dt is known
+    exact.metadata.pop("dt")
+    with pytest.raises(NIRImportError, match="records no dt"):
+        from_exact_decay(exact)
+    with pytest.raises(NIRImportError, match="records no dt"):
+        from_nir(exact, dt=DT)
+    from overlooked import api
+    from overlooked.errors import OverlookedError
+
+    with pytest.raises(OverlookedError, match="discretisation must be 'euler' .* or 'exact' .*, got 'rk4'"):
+        api.export_nir("no-such-run", "out.nir", discretisation="rk4")

@@ -6,8 +6,10 @@ IF is ``dv/dt = r I``, CubaLIF adds ``tau_syn dI/dt = -I + w_in S``. Our neurons
 ``v_threshold`` and ``v_reset``, and a reader that integrates NIR with forward Euler at the same ``dt``
 reproduces it. One scaling is needed: our CubaLIF adds ``w_in x`` to the synaptic current per step, where
 forward Euler of NIR's equation adds ``(dt / tau_syn) w_in x``; so NIR's ``w_in`` is ours times
-``tau_syn / dt`` (and back on import). ``dt`` is written to the graph's metadata as information only:
-:func:`from_nir` reads standard fields alone and takes ``dt`` as an argument. It checks that argument: ``dt``
+``tau_syn / dt`` (and back on import). For a reader that integrates the leak exactly instead,
+:func:`to_exact_decay` rewrites LIF time constants so that it computes the same network. ``dt`` is written to
+the graph's metadata as information only: :func:`from_nir` reads standard fields (and one metadata field,
+``discretisation``, to map a graph :func:`to_exact_decay` wrote back) and takes ``dt`` as an argument. It checks that argument: ``dt``
 must be a positive finite number; a graph whose metadata records another ``dt`` (ours do) still runs, since
 its neurons are continuous-time, but with a :class:`NIRDtWarning` (a different discretisation gives other
 outputs than the exported model); and a neuron whose ``tau`` (LIF ``tau``, CubaLIF ``tau_mem`` and
@@ -257,7 +259,7 @@ def export_layers(layers: list[nn.Module], input_shape: tuple[int, ...], dt: flo
         prev = name
     nodes["output"] = nir.Output(output_type=np.array(shape))
     edges.append((prev, "output"))
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "discretisation": "forward Euler", "exporter": "overlooked", **(metadata or {})})
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "discretisation": EULER, "exporter": "overlooked", **(metadata or {})})
 
 
 def _model_dt(model: nn.Module) -> float:
@@ -471,6 +473,75 @@ def retime(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata={**graph.metadata, "dt": dt})
 
 
+EULER = "forward Euler"  # the metadata's `discretisation` of the graphs export writes
+EXACT_DECAY = "exact decay (zero-order hold)"  # ... and of those to_exact_decay rewrites for an exact-decay reader
+EXACT_DECAY_EQUATIONS = (
+    "per step of dt, with the step's input current I held over the step: LIF v <- v_leak + r I + (v - v_leak - r I) "
+    "exp(-dt / tau), IF v <- v + dt r I; then a spike where v > v_threshold, and v <- v_reset"
+)
+
+
+def to_exact_decay(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """The same network for a reader that integrates the leak exactly at the graph's dt (its metadata's).
+
+    Our neurons step NIR's equations with forward Euler, whose LIF leak factor per step is ``1 - dt / tau``. A
+    reader that solves the equation exactly over each step with the step's input held (zero-order hold:
+    ``v <- v_leak + r I + (v - v_leak - r I) exp(-dt / tau)``, common on hardware and in event simulators) has the
+    factor ``exp(-dt / tau)``, and both the leak and the input term match Euler's when its ``tau`` is
+    ``tau' = -dt / ln(1 - dt / tau)``: every LIF ``tau`` is replaced by that (``tau' < tau``; the rest unchanged),
+    IF is the same under both (no leak), and the metadata's ``discretisation`` becomes
+    :data:`EXACT_DECAY` with the equations beside it. :func:`from_nir` maps such a graph back, so export then
+    import still gives the trained network. A CubaLIF is refused: exactly integrated, its decaying synaptic
+    current feeds the membrane inside the step, which no choice of time constants turns into our step. Run the
+    graph at its dt; for a reader at another dt, :func:`retime` first.
+    """
+    if not isinstance(graph.metadata, dict) or graph.metadata.get("discretisation") != EULER:
+        said = graph.metadata.get("discretisation") if isinstance(graph.metadata, dict) else None
+        raise NIRExportError(f"to_exact_decay rewrites a graph for forward Euler (metadata discretisation {EULER!r}, as overlooked exports it); this one says {said!r}")
+    dt = exported_dt(graph)
+    if dt is None:
+        raise NIRExportError("the graph's metadata records no dt, and exact decay depends on it; pass the graph overlooked exported")
+    nodes: dict[str, nir.NIRNode] = {}
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.LIF):
+            tau = np.asarray(node.tau, dtype=np.float64)
+            if not (tau > dt).all():
+                bad = float(tau[~(tau > dt)].flat[0])
+                raise NIRExportError(f"NIR node {name!r} (LIF) has tau = {bad:g} s, not above dt = {dt:g} s: its Euler leak factor 1 - dt/tau is not in (0, 1), so no exact decay equals it")
+            tau_exact = -dt / np.log1p(-dt / tau)  # float64: the reader's exp(-dt/tau') then equals 1 - dt/tau to its own precision
+            node = nir.LIF(tau=tau_exact, r=node.r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
+        elif isinstance(node, nir.CubaLIF):
+            raise NIRExportError(
+                f"NIR node {name!r} is a CubaLIF: integrated exactly, its synaptic current decays inside the step while it charges "
+                "the membrane, which no choice of time constants turns into our forward-Euler step; export it for forward Euler "
+                "(the default) and run it at the graph's dt"
+            )
+        elif not isinstance(node, (nir.IF, *_TIMELESS)):
+            raise NIRExportError(f"NIR node {name!r} ({type(node).__name__}) is not one to_exact_decay rewrites (LIF, IF, and nodes without time)")
+        nodes[name] = node
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata={**graph.metadata, "discretisation": EXACT_DECAY, "equations": EXACT_DECAY_EQUATIONS})
+
+
+def from_exact_decay(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """The inverse of :func:`to_exact_decay`: each LIF ``tau'`` back to the forward-Euler ``tau = dt / (1 - exp(-dt / tau'))``
+    at the graph's dt, the metadata's ``discretisation`` back to :data:`EULER`."""
+    dt = exported_dt(graph)
+    if dt is None:
+        raise NIRImportError(f"the graph's metadata says {EXACT_DECAY!r} but records no dt, which its time constants depend on; add metadata dt (seconds)")
+    nodes: dict[str, nir.NIRNode] = {}
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.LIF):
+            tau = np.asarray(node.tau, dtype=np.float64)
+            if not (tau > 0).all():
+                raise NIRImportError(f"NIR node {name!r} (LIF) has tau = {float(tau[~(tau > 0)].flat[0])!r}, not a positive time constant")
+            node = nir.LIF(tau=dt / -np.expm1(-dt / tau), r=node.r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
+        elif isinstance(node, nir.CubaLIF):
+            raise NIRImportError(f"NIR node {name!r} is a CubaLIF in a graph marked {EXACT_DECAY!r}, which overlooked never writes; it has no forward-Euler equivalent")
+        nodes[name] = node
+    meta = {k: v for k, v in graph.metadata.items() if k != "equations"}
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata={**meta, "discretisation": EULER})
+
+
 def exported_dt(graph: nir.NIRGraph) -> float | None:
     """The dt the graph's metadata says it was exported at (ours write it; other exporters may not), or None."""
     value = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
@@ -671,6 +742,8 @@ class NIRNetwork(nn.Module):
     def __init__(self, graph: nir.NIRGraph, dt: float):
         super().__init__()
         dt = check_dt(dt)
+        if isinstance(graph.metadata, dict) and graph.metadata.get("discretisation") == EXACT_DECAY:
+            graph = from_exact_decay(graph)  # written for an exact-decay reader: its forward-Euler twin at its dt
         input_name, output_name = _check_structure(graph)
         check_weights(graph)
         check_neuron_sizes(graph)
@@ -814,7 +887,7 @@ def _unreadable_because(path: Path) -> str | None:
 
 
 def from_nir(graph: nir.NIRGraph | str | Path, dt: float) -> NIRNetwork:
-    """A runnable torch module from a NIR graph (or a ``.nir`` file), reading only standard NIR fields.
+    """A runnable torch module from a NIR graph (or a ``.nir`` file), reading standard NIR fields (a graph whose metadata says it was written for an exact-decay reader, by :func:`to_exact_decay`, is mapped back first).
 
     Args:
         graph: the graph, or a path to read it from (:func:`read_nir`).
