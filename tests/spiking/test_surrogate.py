@@ -81,6 +81,24 @@ def test_second_order_is_exact_or_refused():
         torch.func.jacfwd(torch.func.jacfwd(sg))(x)
 
 
+@pytest.mark.parametrize("name", SURROGATES.names())
+def test_reverse_over_forward_equals_reverse_over_reverse(name):
+    """jacrev over jacfwd (the gradient by forward mode, differentiated in reverse) is the same Hessian as
+    jacrev over jacrev, with the surrogate's second derivative on the diagonal, for every surrogate."""
+    sg = SURROGATES.create(name)
+    x = torch.linspace(-1.5, 1.5, 7, dtype=torch.float64)
+    w = torch.linspace(0.5, 2.0, 7, dtype=torch.float64)
+    f = lambda v: (w * sg(v) + sg(v) ** 2).sum()  # noqa: E731
+    by_reverse = torch.func.jacrev(torch.func.jacrev(f))(x)
+    torch.testing.assert_close(torch.func.jacrev(torch.func.jacfwd(f))(x), by_reverse, rtol=1e-12, atol=1e-12)
+    x2 = x.clone().requires_grad_(True)
+    d = (w * sg.derivative(x2)).sum()
+    # w d'(x): the linear term's Hessian diagonal (the rectangle's d is piecewise constant: no graph, d' = 0)
+    slope = torch.autograd.grad(d, x2)[0] if d.requires_grad else torch.zeros_like(x)
+    assert d.requires_grad == (name != "rectangle")
+    torch.testing.assert_close(torch.func.jacrev(torch.func.jacfwd(lambda v: (w * sg(v)).sum()))(x), torch.diag(slope), rtol=1e-12, atol=1e-12)
+
+
 def test_unknown_surrogate_lists_known():
     with pytest.raises(KeyError, match="atan"):
         SURROGATES.create("arctangent")

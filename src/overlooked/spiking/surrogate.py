@@ -54,8 +54,8 @@ class _SpikeFn(torch.autograd.Function):
     ``vmap``, per-sample gradients) run through it; its backward is made of PyTorch operations, so it can
     be differentiated again. Forward mode (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) uses
     the same surrogate derivative: the spike's Jacobian is the diagonal ``derivative(x)`` in both modes, so
-    ``jacfwd`` equals ``jacrev``. Second order: ``torch.func.hessian`` (jacfwd over jacrev) and jacrev over jacrev
-    are exact; jacfwd over jacfwd raises (it would silently drop the surrogate's own second derivative)."""
+    ``jacfwd`` equals ``jacrev``. Second order: ``torch.func.hessian`` (jacfwd over jacrev), jacrev over jacrev and
+    jacrev over jacfwd are exact; jacfwd over jacfwd raises (it would silently drop the surrogate's own second derivative)."""
 
     generate_vmap_rule = True
 
