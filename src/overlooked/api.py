@@ -1321,7 +1321,7 @@ def check_checkpoint_exists(run: Path, checkpoint: str, option: str = "--checkpo
     subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
     if subs:  # a folder of --repeats or --each: its models live in the sub-runs
         raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
-    have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors") if p.is_file())
+    have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors") if p.is_file() and p.stem in ("best", "last"))  # not a best set aside by a stop
     other = f"; it has {', '.join(have)}: pass {option}{'' if option.endswith('=') else ' '}{have[0]}" if have else (
         "; it has no checkpoint at all (stopped before its first one, or its checkpoints were not kept: committed "
         "run summaries under results/runs hold none), so train it again"

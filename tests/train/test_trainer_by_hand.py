@@ -362,4 +362,71 @@ def test_a_max_minutes_stop_between_passes_resumes_as_a_run_never_stopped(tmp_pa
     assert ref_summary["best_step"] == 2 and count.passes == ref_count.passes == 3
     tensors, doc = read_checkpoint(cut / "checkpoints" / "best.safetensors")
     assert doc["info"]["state"]["best_step"] == 2 and torch.equal(tensors["model.theta"], torch.tensor(thetas[1]))
-    assert not (cut / "checkpoints" / "best_before_stop.safetensors").exists()
+    assert not (cut / "checkpoints" / "best_before_stop.safetensors").exists() and not (cut / "checkpoints" / "best_before_stop.json").exists()
+    assert json.loads((cut / "checkpoints" / "best.json").read_text())["state"]["best_step"] == 2  # the readable sidecar moved with it
+
+
+def test_a_callback_stop_at_the_step_the_clock_runs_out_is_the_callbacks(tmp_path, monkeypatch):
+    """A callback stops training after step 3, the step the clock also runs out (validation every 2 steps): the
+    run ends as it would without a clock (its pass at step 3 is its last regular one, not an extra pass a resume
+    would drop), says it was stopped by the callback, and a resume continues it as it continues the clock-free run."""
+    clock = [1000.0]
+
+    class Tick(Callback):
+        def on_step_end(self, ctx, loss):
+            clock[0] += 10.0
+
+    class StopAfter(Callback):
+        def on_step_end(self, ctx, loss):
+            if ctx.state.step == 3:
+                ctx.stop = True
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def run(run_dir, cfg, resume=None):
+        return trainer.fit(_Const(), _splits(6), CrossEntropy(), cfg, run_dir, callbacks=[Tick(), _Steer(THETAS), StopAfter()], resume=resume)
+
+    from overlooked.train.checkpoint import read_checkpoint
+
+    read = lambda d: [(r["step"], r["val_loss"], r["train_loss"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]  # noqa: E731
+    cfg = _cfg(eval_every=2, select_metric="val_loss")
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    alone = run(ref, cfg)
+    both = run(cut, _cfg(eval_every=2, select_metric="val_loss", max_minutes=0.5))
+    assert alone["stopped_by"] == both["stopped_by"] == "callback" and alone["steps"] == both["steps"] == 3
+    assert read(cut) == read(ref) and [r[0] for r in read(ref)] == [2, 3]
+    assert read_checkpoint(cut / "checkpoints" / "last.safetensors")[1]["info"]["state"]["stop_pass"] is False
+    run(ref, cfg, resume=ref / "checkpoints" / "last.safetensors")
+    run(cut, cfg, resume=cut / "checkpoints" / "last.safetensors")
+    assert read(cut) == read(ref) and [r[0] for r in read(ref)] == [2, 3, 4, 6]  # the pass at 3 kept in both
+
+
+def test_a_best_set_aside_by_a_stop_that_no_resume_chooses_is_removed(tmp_path, monkeypatch):
+    """Validation every 4 steps, stops by the clock after steps 1 and 3, before any regular pass: the second
+    stop sets aside the first stop's best, which the resumed state (no pass chosen yet) never names, so the
+    resume removes it (files and sidecar); until then commands name only best and last."""
+    from overlooked import api
+    from overlooked.errors import CheckpointError
+
+    clock = [1000.0]
+
+    class Tick(Callback):
+        def on_step_end(self, ctx, loss):
+            clock[0] += 10.0
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    run_dir, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
+
+    def run(cfg, resume=None):
+        return trainer.fit(_Const(), _splits(6), CrossEntropy(), cfg, run_dir, callbacks=[Tick(), _Steer(THETAS)], resume=resume)
+
+    assert run(_cfg(eval_every=4, max_minutes=10 / 60))["steps"] == 1
+    assert run(_cfg(eval_every=4, max_minutes=20 / 60), resume=ckpts / "last.safetensors")["steps"] == 3
+    assert (ckpts / "best_before_stop.safetensors").exists() and (ckpts / "best_before_stop.json").exists()
+    (ckpts / "best.safetensors").rename(tmp_path / "best.safetensors")  # as if killed before the pass wrote its best
+    with pytest.raises(CheckpointError, match=r"it has last: pass --checkpoint last$"):
+        api.check_checkpoint_exists(run_dir, "best")
+    (tmp_path / "best.safetensors").rename(ckpts / "best.safetensors")
+    summary = run(_cfg(eval_every=4), resume=ckpts / "last.safetensors")
+    assert summary["steps"] == 6 and summary["best_step"] in (4, 6)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.json", "best.safetensors", "last.json", "last.safetensors"]

@@ -887,7 +887,10 @@ def _unreadable_because(path: Path) -> str | None:
 
 
 def from_nir(graph: nir.NIRGraph | str | Path, dt: float) -> NIRNetwork:
-    """A runnable torch module from a NIR graph (or a ``.nir`` file), reading standard NIR fields (a graph whose metadata says it was written for an exact-decay reader, by :func:`to_exact_decay`, is mapped back first).
+    """A runnable torch module from a NIR graph (or a ``.nir`` file), reading standard NIR fields. A graph whose
+    metadata says :func:`to_exact_decay` wrote it for an exact-decay reader is mapped back first, at the dt its
+    metadata records: the trained network, which a ``dt`` other than that one then runs as any graph (with a
+    :class:`NIRDtWarning`).
 
     Args:
         graph: the graph, or a path to read it from (:func:`read_nir`).

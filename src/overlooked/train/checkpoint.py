@@ -191,6 +191,16 @@ def save_checkpoint(
     return path
 
 
+def move_checkpoint(src: Path, dst: Path) -> None:
+    """Rename a checkpoint and its readable ``.json`` sidecar (where it has one) to ``dst`` (each a rename: a
+    kill leaves every file whole; the tensors move first, and the file names the step it holds)."""
+    os.replace(src, dst)
+    if src.with_suffix(".json").exists():
+        os.replace(src.with_suffix(".json"), dst.with_suffix(".json"))
+    else:
+        dst.with_suffix(".json").unlink(missing_ok=True)
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`; anything else raises :class:`CheckpointError`.
 

@@ -38,7 +38,14 @@ from overlooked.objectives import hits_of, sums_over_batch
 from overlooked.registry import METRICS
 from overlooked.stats import error_percent
 from overlooked.train.callbacks import Callback
-from overlooked.train.checkpoint import load_checkpoint, read_checkpoint_doc, save_checkpoint, storage_errors, write_text_atomic
+from overlooked.train.checkpoint import (
+    load_checkpoint,
+    move_checkpoint,
+    read_checkpoint_doc,
+    save_checkpoint,
+    storage_errors,
+    write_text_atomic,
+)
 from overlooked.train.distributed import DistInfo, init_distributed, rank_device
 from overlooked.train.evaluate import Transform, evaluate, forward, to_device
 from overlooked.train.schedules import lr_factor
@@ -719,20 +726,28 @@ def _fit(
     # ... and only the best the resumed state names: one written after the resume point (best every 5
     # steps, last every 10) belongs to the abandoned continuation, which the replay may not repeat.
     # After a max_minutes stop, the best before its extra pass may sit in best_before_stop.safetensors.
-    best_files = [Path(resume).parent / f"{name}.safetensors" for name in ("best", "best_before_stop")] if resume is not None else []
-    best_files = [f for f in best_files if f.exists()] if state.best_step >= 0 else []
+    set_aside = Path(resume).parent / "best_before_stop.safetensors" if resume is not None else None
+    best_files = [f for f in (Path(resume).parent / "best.safetensors", set_aside) if f.exists()] if resume is not None and state.best_step >= 0 else []
+    chosen_file = None
     if best_files:
         resumed_weights = state_copy(model)
         for best_file in best_files:
             _, best_info = load_checkpoint(best_file, model)
             if best_info.get("state", {}).get("best_step") == state.best_step:
-                best_weights = state_copy(model)
-                if best_file.name != "best.safetensors" and write:  # the run's best file is the resumed run's choice again
-                    os.replace(best_file, best_file.with_name("best.safetensors"))
+                best_weights, chosen_file = state_copy(model), best_file
                 break
         else:  # its weights are gone: the resumed run chooses afresh
             state.best_metric, state.best_step = None, -1
         model.load_state_dict(resumed_weights)  # back to the weights training continues from
+    if set_aside is not None and set_aside.exists():
+        if dist.enabled:  # every rank has read the files before rank 0 moves them
+            torch.distributed.barrier()
+        if write:  # the set-aside best is the run's best again, or was not chosen (kept no longer)
+            if chosen_file == set_aside:
+                move_checkpoint(set_aside, set_aside.with_name("best.safetensors"))
+            else:
+                set_aside.unlink()
+                set_aside.with_suffix(".json").unlink(missing_ok=True)
     state.stop_pass = False
 
     def checkpoint(name: str, with_optimizer: bool) -> None:
@@ -769,7 +784,7 @@ def _fit(
         """Keep the best file a max_minutes stop's extra pass replaces, for a resume of the run (a rename: a
         kill at any point leaves one of the two files whole)."""
         if write and ckpt_dir is not None and (ckpt_dir / "best.safetensors").exists():
-            os.replace(ckpt_dir / "best.safetensors", ckpt_dir / "best_before_stop.safetensors")
+            move_checkpoint(ckpt_dir / "best.safetensors", ckpt_dir / "best_before_stop.safetensors")
 
     progress = None
     if cfg.progress and dist.is_main:
@@ -842,11 +857,13 @@ def _fit(
             out_of_time = deadline is not None and state.step < total_steps and time.perf_counter() >= deadline
             # Callbacks only set ctx.stop (none reads it), so one agreement per step, after all of them, is
             # enough; every rank must stop at the same step, or DDP hangs.
-            ctx.stop, out_of_time = agreed(ctx.stop, out_of_time)
-            if out_of_time:  # train.max_minutes: validate now, keep the best, stop
-                ctx.stop, stopped_by = True, "max_minutes"
+            callback_stop, out_of_time = agreed(ctx.stop, out_of_time)
+            ctx.stop = callback_stop or out_of_time
+            if out_of_time and not callback_stop:  # train.max_minutes: validate now, keep the best, stop
+                stopped_by = "max_minutes"
             regular_pass = state.step % eval_every == 0 or state.step == total_steps
-            extra_pass = out_of_time and not regular_pass
+            # (a callback's stop at this step ends the run with its pass as a run without a clock would)
+            extra_pass = out_of_time and not regular_pass and not callback_stop
             if extra_pass:
                 # A pass a run never stopped would not make: `last` is written before it, as that run would be
                 # here (loss window, best so far, RNG, callbacks before they see the pass), and flagged so that
