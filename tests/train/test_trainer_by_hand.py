@@ -103,8 +103,8 @@ def _fit_steered(select_metric: str, n_steps: int, restart_at: int = 0, thetas: 
     return summary, steer
 
 
-def test_max_minutes_are_minutes_on_a_clock_that_moves_ten_seconds_a_step(monkeypatch):
-    """A fake clock gaining 10 s a step: max_minutes m stops after ceil(60 m / 10) steps; a budget past the run ends by epochs."""
+def _ticking_clock(monkeypatch) -> type[Callback]:
+    """Give the trainer a fake clock, and return the callback class that moves it 10 s at each step's end."""
     clock = [1000.0]
 
     class Tick(Callback):
@@ -112,6 +112,12 @@ def test_max_minutes_are_minutes_on_a_clock_that_moves_ten_seconds_a_step(monkey
             clock[0] += 10.0
 
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    return Tick
+
+
+def test_max_minutes_are_minutes_on_a_clock_that_moves_ten_seconds_a_step(monkeypatch):
+    """A fake clock gaining 10 s a step: max_minutes m stops after ceil(60 m / 10) steps; a budget past the run ends by epochs."""
+    Tick = _ticking_clock(monkeypatch)
     got = {}
     for minutes in (0.25, 0.5, 2.0):  # 15 s: after step 2; 30 s: after step 3 (exactly on the deadline); 120 s: never
         summary = trainer.fit(_zero_linear(), _splits(6), CrossEntropy(), _cfg(max_minutes=minutes), None, callbacks=[Tick()])
@@ -327,13 +333,7 @@ def test_a_max_minutes_stop_between_passes_resumes_as_a_run_never_stopped(tmp_pa
     from overlooked.train.checkpoint import read_checkpoint
 
     thetas = [*THETAS[:5], THETAS[3]]
-    clock = [1000.0]
-
-    class Tick(Callback):
-        def on_step_end(self, ctx, loss):
-            clock[0] += 10.0
-
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    Tick = _ticking_clock(monkeypatch)
     cfg = _cfg(eval_every=2, select_metric="val_loss")
 
     def run(run_dir, cfg, resume=None):
@@ -370,18 +370,13 @@ def test_a_callback_stop_at_the_step_the_clock_runs_out_is_the_callbacks(tmp_pat
     """A callback stops training after step 3, the step the clock also runs out (validation every 2 steps): the
     run ends as it would without a clock (its pass at step 3 is its last regular one, not an extra pass a resume
     would drop), says it was stopped by the callback, and a resume continues it as it continues the clock-free run."""
-    clock = [1000.0]
-
-    class Tick(Callback):
-        def on_step_end(self, ctx, loss):
-            clock[0] += 10.0
+    Tick = _ticking_clock(monkeypatch)
 
     class StopAfter(Callback):
         def on_step_end(self, ctx, loss):
             if ctx.state.step == 3:
                 ctx.stop = True
 
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def run(run_dir, cfg, resume=None):
         return trainer.fit(_Const(), _splits(6), CrossEntropy(), cfg, run_dir, callbacks=[Tick(), _Steer(THETAS), StopAfter()], resume=resume)
@@ -408,13 +403,7 @@ def test_a_best_set_aside_by_a_stop_that_no_resume_chooses_is_removed(tmp_path, 
     from overlooked import api
     from overlooked.errors import CheckpointError
 
-    clock = [1000.0]
-
-    class Tick(Callback):
-        def on_step_end(self, ctx, loss):
-            clock[0] += 10.0
-
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    Tick = _ticking_clock(monkeypatch)
     run_dir, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
 
     def run(cfg, resume=None):
