@@ -1901,6 +1901,64 @@ def bench(family: str = "baselines", *, out: str | Path | None = None, quick: bo
     return path, figures
 
 
+def run_progress(run: str | Path) -> dict[str, Any]:
+    """How far an unfinished run has come, from its folder alone (config.yaml, metrics.jsonl and the readable
+    ``checkpoints/last.json``; no data, no model): ``step`` / ``total_steps``, ``epoch`` / ``epochs``,
+    ``examples_seen`` / ``total_examples``, the ``last`` validation record, the ``best_step`` and
+    ``best_metric`` so far (``select_metric``), ``checkpoint_step`` (where ``--resume`` would continue),
+    ``stopped_by_clock`` (its last checkpoint was written by a ``train.max_minutes`` stop), ``minutes_left`` at
+    the last record's speed, ``updated`` (when metrics.jsonl was last written, UTC) and ``finished``.
+    A --repeats or --each folder gives ``runs``: each seed's or value's folder with its own progress."""
+    import datetime
+
+    run = Path(run)
+    cfg = run_config(run)
+    out: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name, "finished": (run / "summary.json").is_file()}
+    subs = sorted((p for p in run.iterdir() if p.is_dir() and (p / "config.yaml").is_file()), key=lambda p: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", p.name)])
+    if subs and not (run / "metrics.jsonl").exists():  # a --repeats / --each folder: its runs are inside
+        out["runs"] = {p.name: run_progress(p) for p in subs}
+        return out
+    records = []
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: the next resume drops it
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        out["updated"] = datetime.datetime.fromtimestamp(metrics.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    last_doc = run / "checkpoints" / "last.json"
+    state = {}
+    if last_doc.is_file():
+        doc = read_run_file(last_doc, lambda d: isinstance(d, dict), "a checkpoint's readable record")
+        state = doc.get("state", {}) if isinstance(doc.get("state"), dict) else {}
+    last = records[-1] if records else {}
+    step = max(int(last.get("step", 0)), int(state.get("step", 0) or 0))
+    seen = max(int(last.get("examples_seen", 0) or 0), int(state.get("examples_seen", 0) or 0))
+    # a record's epoch is epochs done plus the share of the current one trained, so step / epoch is the epoch's length
+    timed = [r for r in records if isinstance(r.get("epoch"), (int, float)) and r["epoch"] > 0]
+    steps_per_epoch = round(timed[-1]["step"] / timed[-1]["epoch"]) if timed else None
+    total = None
+    if steps_per_epoch:
+        total = round(cfg.train.epochs * steps_per_epoch)
+        if cfg.train.max_steps is not None:
+            total = min(total, cfg.train.max_steps)
+    per_step = seen / step if step else None
+    out.update(
+        step=step, total_steps=total, epochs=cfg.train.epochs, examples_seen=seen,
+        epoch=last.get("epoch", state.get("epoch")), last=last, select_metric=cfg.train.select_metric,
+        total_examples=round(total * per_step) if total and per_step else None,
+        best_step=state.get("best_step"), best_metric=state.get("best_metric"),
+        checkpoint_step=state.get("step"), stopped_by_clock=bool(state.get("stop_pass")),
+    )
+    speed = last.get("examples_per_s")
+    if total and per_step and isinstance(speed, (int, float)) and speed > 0:
+        out["minutes_left"] = (total - step) * per_step / speed / 60.0
+    return out
+
+
 def read_summary(run: str | Path) -> dict[str, Any]:
     """The ``summary.json`` of a finished run folder (what ``overlooked train`` reported), as a dict.
 

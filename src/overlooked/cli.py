@@ -331,7 +331,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if folder.is_dir() and any((folder / f).is_file() for f in ("summary.json", "config.yaml")):  # a run folder, finished or not
         if args.overrides:
             raise OverlookedError(f"{args.config} is a run folder: `show RUN` prints what the run reported and takes no overrides (they apply to configs)")
-        _show_run(folder)
+        if (folder / "summary.json").is_file():
+            _show_run(folder)
+        else:
+            _show_progress(folder)
         return 0
     packaged = args.config in packaged_configs()  # a packaged name wins over a folder of that name in the current directory
     if not packaged and (folder.is_dir() or (not folder.exists() and ("/" in args.config or os.sep in args.config) and folder.suffix not in (".yaml", ".yml"))):
@@ -359,6 +362,51 @@ def _read_json(path: Any) -> dict[str, Any]:
 def _is_number(value: Any) -> bool:
     """An int or float from a summary (not a bool): what a damaged file may not hold."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _progress_lines(progress: dict[str, Any], run: Path) -> list[str]:
+    """The lines `show` prints for an unfinished run (see :func:`overlooked.api.run_progress`)."""
+    if progress["finished"]:
+        return [f"{run}: finished (overlooked show {run})"]
+    lines = []
+    total, seen, total_ex = progress["total_steps"], progress["examples_seen"], progress["total_examples"]
+    if progress["step"] == 0:
+        return [f"{run}: unfinished, no step recorded yet (started, or killed before its first validation pass)"]
+    of_steps = f" of {total:,}" if total else ""
+    epoch = progress.get("epoch")
+    epochs = f" (epoch {epoch:.2f} of {progress['epochs']})" if _is_number(epoch) else ""
+    share = f" of {total_ex:,} examples ({100.0 * seen / total_ex:.1f}%)" if total_ex else " examples"
+    lines.append(f"progress: step {progress['step']:,}{of_steps}{epochs}, {seen:,}{share}")
+    last = progress["last"]
+    if last:
+        scores = ", ".join(f"{k} {last[k]:.4f}" for k in ("val_accuracy", "val_loss", "train_accuracy") if _is_number(last.get(k)))
+        lines.append(f"last validation pass: step {last['step']:,}: {scores} (metrics.jsonl written {progress.get('updated', 'at an unknown time')})")
+    if _is_number(progress.get("best_metric")) and _is_number(progress.get("best_step")) and progress["best_step"] >= 0:
+        metric = "val_accuracy" if progress["select_metric"] == "last" else progress["select_metric"]
+        lines.append(f"best so far ({metric}): {progress['best_metric']:.4f} at step {progress['best_step']:,}")
+    if _is_number(progress.get("minutes_left")) and _is_number(last.get("examples_per_s")):
+        lines.append(f"speed: {last['examples_per_s']:,.0f} examples/s at the last pass: about {progress['minutes_left']:.0f} min of training left at that speed")
+    if _is_number(progress.get("checkpoint_step")):
+        how = "stopped by train.max_minutes (a resume drops the extra validation pass of that stop)" if progress["stopped_by_clock"] else "the last checkpoint"
+        lines.append(f"resumable from step {progress['checkpoint_step']:,} ({how}), if no process is training it now: overlooked train --resume {run}")
+    return lines
+
+
+def _show_progress(run: Path) -> None:
+    """An unfinished run: how far it has come, its last and best validation scores, and how to continue it."""
+    from overlooked import api
+
+    progress = api.run_progress(run)
+    print(f"{progress['name']}: model {progress['model']} on {progress['dataset']}, unfinished")
+    if "runs" in progress:  # --repeats / --each
+        for name, sub in progress["runs"].items():
+            print(f"{name}:")
+            for line in _progress_lines(sub, run / name):
+                print(f"  {line}")
+    else:
+        for line in _progress_lines(progress, run):
+            print(line)
+    print(f"config: {run / 'config.yaml'}")
 
 
 def _show_run(run: Any) -> None:
@@ -391,6 +439,8 @@ def _show_run(run: Any) -> None:
         for t, acc in sorted(curve.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0):
             print(f"snn_test_accuracy at T = {t}: {acc}")
     _print_summary(run, summary)
+    if summary.get("stopped_by") == "max_minutes":
+        print(f"stopped by train.max_minutes after {summary.get('epochs', 0):.2f} epochs; to train it on: overlooked train --resume {run} (after raising or removing train.max_minutes in its config.yaml)")
     groups = summary.get("test_group_accuracy")
     if isinstance(groups, dict) and groups:
         splits = [k for k in ("test", "val", "train") if isinstance(summary.get(f"{k}_group_accuracy"), dict)]

@@ -1,0 +1,70 @@
+"""`overlooked show RUN` on an unfinished run: how far it came, from the folder alone (api.run_progress)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from overlooked import api
+from overlooked.cli import main
+
+# synthetic data: 100 images, 10 held out for validation -> 90 training examples, batch 30 -> 3 steps an epoch
+TINY = [
+    "train.progress=false", "train.num_threads=1", "data.name=synthetic", "data.kwargs={n_train: 100, n_test: 40, image_shape: [1, 8, 8]}",
+    "model.input_shape=[1,8,8]", "model.hidden=[8]", "train.batch_size=30", "train.epochs=4",
+]
+
+
+def test_an_unfinished_run_shows_its_progress_best_and_how_to_resume(tmp_path, capsys):
+    """A run of 4 epochs x 3 steps, as if killed after its last checkpoint (summary.json removed): step 12 of 12,
+    360 of 360 examples, the last record's scores, the best step the checkpoint names, and the resume command."""
+    run, summary = api.train(api.load("mlp_mnist", TINY), out=tmp_path)
+    assert summary["steps"] == 12 and summary["examples_seen"] == 360
+    (run / "summary.json").unlink()
+    progress = api.run_progress(run)
+    assert progress["finished"] is False and progress["step"] == progress["total_steps"] == 12
+    assert progress["examples_seen"] == progress["total_examples"] == 360 and progress["epoch"] == 4
+    assert progress["best_step"] == summary["best_step"] and progress["checkpoint_step"] == 12 and not progress["stopped_by_clock"]
+    assert progress["minutes_left"] == 0.0
+    last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert progress["last"] == last
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{summary['name']}: model mlp on synthetic, unfinished"
+    assert out[1] == "progress: step 12 of 12 (epoch 4.00 of 4), 360 of 360 examples (100.0%)"
+    assert out[2].startswith(f"last validation pass: step 12: val_accuracy {last['val_accuracy']:.4f}, val_loss {last['val_loss']:.4f}")
+    assert out[3] == f"best so far (val_accuracy): {progress['best_metric']:.4f} at step {summary['best_step']}"
+    assert out[-2] == f"resumable from step 12 (the last checkpoint), if no process is training it now: overlooked train --resume {run}"
+
+
+def test_a_run_stopped_by_the_clock_says_so_before_and_after_its_summary(tmp_path, capsys):
+    """max_minutes ends the run after its first step, between validation passes: its summary says how to train
+    it on; without the summary (killed during the final report) the progress names the stop, step 1 of 12."""
+    run, summary = api.train(api.load("mlp_mnist", [*TINY, "train.max_minutes=1e-9"]), out=tmp_path)
+    assert summary["stopped_by"] == "max_minutes" and summary["steps"] == 1
+    assert main(["show", str(run)]) == 0
+    assert f"stopped by train.max_minutes after 0.33 epochs; to train it on: overlooked train --resume {run}" in capsys.readouterr().out
+    (run / "summary.json").unlink()
+    progress = api.run_progress(run)
+    assert progress["step"] == 1 and progress["stopped_by_clock"] and progress["checkpoint_step"] == 1
+    assert progress["total_steps"] == 12 and progress["total_examples"] == 360  # the record's epoch, 1/3, gives the epoch's length
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "progress: step 1 of 12 (epoch 0.33 of 4), 30 of 360 examples (8.3%)" in out
+    assert "resumable from step 1 (stopped by train.max_minutes (a resume drops the extra validation pass of that stop)" in out
+
+
+def test_a_repeats_folder_shows_each_seed(tmp_path, capsys):
+    """--repeats 2 with seed 1 unfinished: seed 0 is named finished, seed 1 gets its progress."""
+    cfg = api.load("mlp_mnist", [*TINY, "train.repeats=2"])
+    run, _ = api.train(cfg, out=tmp_path)
+    (run / "summary.json").unlink()
+    (run / "seed1" / "summary.json").unlink()
+    progress = api.run_progress(run)
+    assert sorted(progress["runs"]) == ["seed0", "seed1"] and progress["runs"]["seed0"]["finished"] and not progress["runs"]["seed1"]["finished"]
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:3] == ["seed0:", f"  {run / 'seed0'}: finished (overlooked show {run / 'seed0'})"]
+    assert out[3] == "seed1:" and out[4] == "  progress: step 12 of 12 (epoch 4.00 of 4), 360 of 360 examples (100.0%)"
+    shutil.rmtree(run / "seed1" / "checkpoints")
+    assert api.run_progress(run)["runs"]["seed1"]["checkpoint_step"] is None  # no checkpoint: nothing to resume from
