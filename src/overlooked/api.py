@@ -1219,8 +1219,17 @@ def run_config(run: str | Path, *, conversion_refusal: str | None = None) -> Exp
 def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Callback] | None = None, device: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Continue an interrupted run exactly from its ``checkpoints/last.safetensors``. ``device`` continues it
     on another device than it was configured for (e.g. a GPU run on a CPU-only machine; bit-identity with an
-    uninterrupted run then holds no longer); environment.json's ``resumes`` record says where it ran."""
-    run = Path(run)
+    uninterrupted run then holds no longer); environment.json's ``resumes`` record says where it ran. A folder
+    another process is training now is refused before anything in it changes
+    (:class:`overlooked.train.runlock.RunBusyError`)."""
+    from overlooked.train.runlock import training_lock
+
+    with training_lock(run):
+        return _resume(Path(run), data_dir=data_dir, callbacks=callbacks, device=device)
+
+
+def _resume(run: Path, *, data_dir: str | None, callbacks: list[Callback] | None, device: str | None) -> tuple[Path, dict[str, Any]]:
+    """:func:`resume`'s body, run while this process holds the folder's training lock."""
     last = run / "checkpoints" / "last.safetensors"
     if (run / EACH_FILE).is_file():  # an --each folder: finish its values
         if (run / "summary.json").is_file():
@@ -1907,13 +1916,17 @@ def run_progress(run: str | Path) -> dict[str, Any]:
     ``examples_seen`` / ``total_examples``, the ``last`` validation record, the ``best_step`` and
     ``best_metric`` so far (``select_metric``), ``checkpoint_step`` (where ``--resume`` would continue),
     ``stopped_by_clock`` (its last checkpoint was written by a ``train.max_minutes`` stop), ``minutes_left`` at
-    the last record's speed, ``updated`` (when metrics.jsonl was last written, UTC) and ``finished``.
+    the last record's speed, ``updated`` (when metrics.jsonl was last written, UTC), ``finished`` and
+    ``training_now`` (a process holds the folder's training lock; None where that cannot be known).
     A --repeats or --each folder gives ``runs``: each seed's or value's folder with its own progress."""
     import datetime
+
+    from overlooked.train.runlock import is_training
 
     run = Path(run)
     cfg = run_config(run)
     out: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name, "finished": (run / "summary.json").is_file()}
+    out["training_now"] = is_training(run)  # a process holds its training lock (None: unknown on this system)
     subs = sorted((p for p in run.iterdir() if p.is_dir() and (p / "config.yaml").is_file()), key=lambda p: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", p.name)])
     if subs and not (run / "metrics.jsonl").exists():  # a --repeats / --each folder: its runs are inside
         out["runs"] = {p.name: run_progress(p) for p in subs}

@@ -386,9 +386,12 @@ def _progress_lines(progress: dict[str, Any], run: Path) -> list[str]:
         lines.append(f"best so far ({metric}): {progress['best_metric']:.4f} at step {progress['best_step']:,}")
     if _is_number(progress.get("minutes_left")) and _is_number(last.get("examples_per_s")):
         lines.append(f"speed: {last['examples_per_s']:,.0f} examples/s at the last pass: about {progress['minutes_left']:.0f} min of training left at that speed")
-    if _is_number(progress.get("checkpoint_step")):
+    if progress.get("training_now"):
+        lines.append("being trained now by a process that holds the folder's lock (a resume would be refused until it ends)")
+    elif _is_number(progress.get("checkpoint_step")):
         how = "stopped by train.max_minutes (a resume drops the extra validation pass of that stop)" if progress["stopped_by_clock"] else "the last checkpoint"
-        lines.append(f"resumable from step {progress['checkpoint_step']:,} ({how}), if no process is training it now: overlooked train --resume {run}")
+        now = "no process is training it now" if progress.get("training_now") is False else "if no process is training it now"
+        lines.append(f"resumable from step {progress['checkpoint_step']:,} ({how}; {now}): overlooked train --resume {run}")
     return lines
 
 

@@ -34,7 +34,7 @@ def test_an_unfinished_run_shows_its_progress_best_and_how_to_resume(tmp_path, c
     assert out[1] == "progress: step 12 of 12 (epoch 4.00 of 4), 360 of 360 examples (100.0%)"
     assert out[2].startswith(f"last validation pass: step 12: val_accuracy {last['val_accuracy']:.4f}, val_loss {last['val_loss']:.4f}")
     assert out[3] == f"best so far (val_accuracy): {progress['best_metric']:.4f} at step {summary['best_step']}"
-    assert out[-2] == f"resumable from step 12 (the last checkpoint), if no process is training it now: overlooked train --resume {run}"
+    assert out[-2] == f"resumable from step 12 (the last checkpoint; no process is training it now): overlooked train --resume {run}"
 
 
 def test_a_run_stopped_by_the_clock_says_so_before_and_after_its_summary(tmp_path, capsys):
@@ -51,7 +51,7 @@ def test_a_run_stopped_by_the_clock_says_so_before_and_after_its_summary(tmp_pat
     assert main(["show", str(run)]) == 0
     out = capsys.readouterr().out
     assert "progress: step 1 of 12 (epoch 0.33 of 4), 30 of 360 examples (8.3%)" in out
-    assert "resumable from step 1 (stopped by train.max_minutes (a resume drops the extra validation pass of that stop)" in out
+    assert "resumable from step 1 (stopped by train.max_minutes (a resume drops the extra validation pass of that stop); no process" in out
 
 
 def test_a_repeats_folder_shows_each_seed(tmp_path, capsys):
@@ -68,3 +68,39 @@ def test_a_repeats_folder_shows_each_seed(tmp_path, capsys):
     assert out[3] == "seed1:" and out[4] == "  progress: step 12 of 12 (epoch 4.00 of 4), 360 of 360 examples (100.0%)"
     shutil.rmtree(run / "seed1" / "checkpoints")
     assert api.run_progress(run)["runs"]["seed1"]["checkpoint_step"] is None  # no checkpoint: nothing to resume from
+
+
+def test_a_folder_another_process_trains_is_refused_and_shown_as_training(tmp_path, capsys):
+    """Another holder of the folder's lock (here a second open file description, as another process would
+    have): resume is refused by name before environment.json or metrics.jsonl change, and show says the run
+    is being trained; once the holder lets go, the resume runs."""
+    import fcntl
+    import os
+
+    from overlooked.train.runlock import RunBusyError
+
+    run, _ = api.train(api.load("mlp_mnist", [*TINY, "train.max_minutes=1e-9"]), out=tmp_path)
+    before = {name: (run / name).read_bytes() for name in ("environment.json", "metrics.jsonl", "summary.json")}
+    fd = os.open(run, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        try:
+            api.resume(run)
+        except RunBusyError as exc:
+            assert "is being trained by another process now" in str(exc) and f"overlooked show {run}" in str(exc)
+        else:
+            raise AssertionError("a resume of a folder another process trains was not refused")
+        assert {name: (run / name).read_bytes() for name in before} == before
+        (run / "summary.json").unlink()
+        assert api.run_progress(run)["training_now"] is True
+        assert main(["show", str(run)]) == 0
+        out = capsys.readouterr().out
+        assert "being trained now by a process that holds the folder's lock" in out and "overlooked train --resume" not in out
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert api.run_progress(run)["training_now"] is False
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("max_minutes: 1.0e-09", "max_minutes: null"))
+    _, summary = api.resume(run)
+    assert summary["steps"] == 12 and summary["stopped_by"] == "epochs"

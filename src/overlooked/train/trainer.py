@@ -48,6 +48,7 @@ from overlooked.train.checkpoint import (
 )
 from overlooked.train.distributed import DistInfo, init_distributed, rank_device
 from overlooked.train.evaluate import Transform, evaluate, forward, to_device
+from overlooked.train.runlock import training_lock
 from overlooked.train.schedules import lr_factor
 
 
@@ -491,7 +492,7 @@ def fit(
         Final metrics: train/val/test loss and accuracy of the best-on-validation weights, steps, examples
         seen, training wall time, the selection rule.
     """
-    with process_settings(cfg):
+    with training_lock(run_dir), process_settings(cfg):  # one process writes a run folder at a time
         return _fit(model, splits, objective, cfg, run_dir, augment=augment, encoder=encoder, callbacks=callbacks, resume=resume)
 
 
