@@ -48,6 +48,7 @@ from overlooked.train.callbacks import Callback
 from overlooked.train.checkpoint import load_checkpoint, write_atomic, write_text_atomic
 from overlooked.train.distributed import init_distributed, rank_device
 from overlooked.train.environment import environment
+from overlooked.train.runlock import training_lock
 from overlooked.train.trainer import (
     RESUME_MAY_CHANGE,
     changed_settings,
@@ -690,11 +691,19 @@ def check_started_config(run_dir: Path, cfg: ExperimentConfig, source: Path | No
 
 
 def _single_run(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback]) -> dict[str, Any]:
-    """One training run (or its resume from ``resume``); :func:`train` and :func:`resume` have checked the device."""
+    """One training run (or its resume from ``resume``); :func:`train` and :func:`resume` have checked the device.
+    The process holds the folder's training lock from the moment the folder is taken until its summary is written."""
     dist = init_distributed(cfg.train.device)
-    device = rank_device(cfg.train.device, dist)  # under torchrun, rank 0's GPU: the one its records describe
     write = run_dir is not None and dist.is_main
     made = _make_dirs(run_dir) if write else []  # the name is taken at once; the files come after the build
+    with training_lock(run_dir if write else None):
+        return _single_run_locked(cfg, run_dir, data_dir, resume, extra_callbacks, dist, made)
+
+
+def _single_run_locked(cfg: ExperimentConfig, run_dir: Path | None, data_dir: str | None, resume: Path | None, extra_callbacks: list[Callback], dist: Any, made: list[Path]) -> dict[str, Any]:
+    """:func:`_single_run`'s body, with the run folder taken (``made``: the folders it made) and locked."""
+    device = rank_device(cfg.train.device, dist)  # under torchrun, rank 0's GPU: the one its records describe
+    write = run_dir is not None and dist.is_main
     torch.manual_seed(cfg.train.seed)
     if resume is not None and run_dir is not None:  # before anything is built or any record of the run is touched
         check_resumed_run(run_dir, resume, cfg)
@@ -956,7 +965,8 @@ def train(
             made = _make_dirs(path)
             write_config(path, cfg)
         try:
-            return path, _repeats(cfg, path, data_dir, callbacks or [], dist, resuming=False)
+            with training_lock(path if dist.is_main else None):  # the folder, until its aggregate is written
+                return path, _repeats(cfg, path, data_dir, callbacks or [], dist, resuming=False)
         except BaseException:
             if dist.is_main and not seed_folders(path):  # no seed started (e.g. a setting refused): leave no folder
                 (path / "config.yaml").unlink(missing_ok=True)
@@ -1000,18 +1010,20 @@ def _repeats(cfg: ExperimentConfig, path: Path, data_dir: str | None, callbacks:
     restart = _callback_restarts(callbacks)
     for folder, sub in repeat_runs(cfg):
         sub_dir = path / folder
-        finished = _summary_of(sub_dir) if resuming else None
-        if finished is not None:
-            summaries.append(finished)
-            continue
-        last = sub_dir / "checkpoints" / "last.safetensors"
-        if resuming and not last.is_file() and dist.is_main:  # killed before its first checkpoint: it starts again,
-            for name in RUN_FILES[:3]:  # its partial records kept aside (an earlier interruption's too), not mixed into the new ones
-                if (sub_dir / name).is_file():
-                    _set_aside(sub_dir / name, f"{name}.interrupted")
-        restart()
-        with own_rng(rank_device(cfg.train.device, dist)):
-            summaries.append(_single_run(sub, sub_dir, data_dir, last if resuming and last.is_file() else None, callbacks))
+        # a seed folder another process trains (`--resume RUN/seedN`) is refused before anything in it is read or moved
+        with training_lock(sub_dir if dist.is_main and sub_dir.is_dir() else None):
+            finished = _summary_of(sub_dir) if resuming else None
+            if finished is not None:
+                summaries.append(finished)
+                continue
+            last = sub_dir / "checkpoints" / "last.safetensors"
+            if resuming and not last.is_file() and dist.is_main:  # killed before its first checkpoint: it starts again,
+                for name in RUN_FILES[:3]:  # its partial records kept aside (an earlier interruption's too), not mixed into the new ones
+                    if (sub_dir / name).is_file():
+                        _set_aside(sub_dir / name, f"{name}.interrupted")
+            restart()
+            with own_rng(rank_device(cfg.train.device, dist)):
+                summaries.append(_single_run(sub, sub_dir, data_dir, last if resuming and last.is_file() else None, callbacks))
     agg = aggregate(summaries)
     if dist.is_main:
         write_run_files(path, record or cfg, agg)
@@ -1143,9 +1155,10 @@ def train_each(
     path = new_run_dir(out or cfg.out, f"{cfg.name}-each")
     # The folder's config and its values are written first, so that an interrupted --each can be resumed as a
     # whole (--resume FOLDER): finished values kept, the interrupted one continued, the others trained.
-    write_config(path, cfg)
-    _write_json(path / EACH_FILE, {"key": key, "values": values})
-    return path, _each_runs(cfg, path, key, values, data_dir, resuming=False, callbacks=callbacks)
+    with training_lock(path):  # the folder, until its merged summary is written
+        write_config(path, cfg)
+        _write_json(path / EACH_FILE, {"key": key, "values": values})
+        return path, _each_runs(cfg, path, key, values, data_dir, resuming=False, callbacks=callbacks)
 
 
 def _few(values: list[str], shown: int = 20) -> str:
@@ -1180,15 +1193,17 @@ def _each_runs(cfg: ExperimentConfig, path: Path, key: str, values: list[Any], d
     for value, sub_cfg, sub_dir in runs:
         restart()
         if resuming and sub_dir.exists():
-            finished = _summary_of(sub_dir)
-            if finished is not None:
-                subs[str(value)] = finished
-                continue
-            if (sub_dir / "config.yaml").is_file() and (sub_cfg.train.repeats > 1 or (sub_dir / "checkpoints" / "last.safetensors").is_file()):
-                _, subs[str(value)] = resume(sub_dir, data_dir=data_dir, device=device, callbacks=callbacks)
-                continue
-            _set_aside(sub_dir, f".{sub_dir.name}.interrupted")  # nothing to continue from: trained again (hidden: scripts globbing key=* skip it)
-        _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=sub_dir, callbacks=callbacks)
+            # a value's folder another process trains (`--resume` of it) is refused before it is read or moved
+            with training_lock(sub_dir):
+                finished = _summary_of(sub_dir)
+                if finished is not None:
+                    subs[str(value)] = finished
+                    continue
+                if (sub_dir / "config.yaml").is_file() and (sub_cfg.train.repeats > 1 or (sub_dir / "checkpoints" / "last.safetensors").is_file()):
+                    _, subs[str(value)] = resume(sub_dir, data_dir=data_dir, device=device, callbacks=callbacks)
+                    continue
+                _set_aside(sub_dir, f".{sub_dir.name}.interrupted")  # nothing to continue from: trained again (hidden: scripts globbing key=* skip it)
+        _, subs[str(value)] = train(sub_cfg, data_dir=data_dir, run_dir=sub_dir, callbacks=callbacks)  # (the new folder: locked by its run)
     merged = merge_each(subs, cfg, key, values)
     write_run_files(path, cfg, merged)
     return merged
@@ -1222,8 +1237,6 @@ def resume(run: str | Path, *, data_dir: str | None = None, callbacks: list[Call
     uninterrupted run then holds no longer); environment.json's ``resumes`` record says where it ran. A folder
     another process is training now is refused before anything in it changes
     (:class:`overlooked.train.runlock.RunBusyError`)."""
-    from overlooked.train.runlock import training_lock
-
     with training_lock(run):
         return _resume(Path(run), data_dir=data_dir, callbacks=callbacks, device=device)
 
@@ -1927,7 +1940,7 @@ def run_progress(run: str | Path) -> dict[str, Any]:
     cfg = run_config(run)
     out: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name, "finished": (run / "summary.json").is_file()}
     out["training_now"] = is_training(run)  # a process holds its training lock (None: unknown on this system)
-    subs = sorted((p for p in run.iterdir() if p.is_dir() and (p / "config.yaml").is_file()), key=lambda p: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", p.name)])
+    subs = sorted((p for p in run.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.yaml").is_file()), key=lambda p: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", p.name)])
     if subs and not (run / "metrics.jsonl").exists():  # a --repeats / --each folder: its runs are inside
         out["runs"] = {p.name: run_progress(p) for p in subs}
         return out
@@ -1943,13 +1956,18 @@ def run_progress(run: str | Path) -> dict[str, Any]:
                 records.append(record)
         out["updated"] = datetime.datetime.fromtimestamp(metrics.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     last_doc = run / "checkpoints" / "last.json"
-    state = {}
+    state: dict[str, Any] = {}
     if last_doc.is_file():
-        doc = read_run_file(last_doc, lambda d: isinstance(d, dict), "a checkpoint's readable record")
-        state = doc.get("state", {}) if isinstance(doc.get("state"), dict) else {}
+        try:
+            doc = read_run_file(last_doc, lambda d: isinstance(d, dict), "a checkpoint's readable record")
+            state = doc.get("state", {}) if isinstance(doc.get("state"), dict) else {}
+        except OverlookedError as exc:  # progress from the records alone; the checkpoint itself is checked by a resume
+            out["checkpoint_problem"] = str(exc)
+    number = lambda x: x if isinstance(x, int) and not isinstance(x, bool) else 0  # noqa: E731  (a damaged field counts as none)
+    state = {k: v for k, v in state.items() if k not in ("step", "examples_seen", "best_step") or number(v) == v}
     last = records[-1] if records else {}
-    step = max(int(last.get("step", 0)), int(state.get("step", 0) or 0))
-    seen = max(int(last.get("examples_seen", 0) or 0), int(state.get("examples_seen", 0) or 0))
+    step = max(number(last.get("step")), number(state.get("step")))
+    seen = max(number(last.get("examples_seen")), number(state.get("examples_seen")))
     # a record's epoch is epochs done plus the share of the current one trained, so step / epoch is the epoch's length
     timed = [r for r in records if isinstance(r.get("epoch"), (int, float)) and r["epoch"] > 0]
     steps_per_epoch = round(timed[-1]["step"] / timed[-1]["epoch"]) if timed else None

@@ -368,10 +368,13 @@ def _progress_lines(progress: dict[str, Any], run: Path) -> list[str]:
     """The lines `show` prints for an unfinished run (see :func:`overlooked.api.run_progress`)."""
     if progress["finished"]:
         return [f"{run}: finished (overlooked show {run})"]
+    if "runs" in progress:  # a --repeats / --each folder (a --repeats folder inside an --each one too)
+        return [line for name, sub in progress["runs"].items() for line in [f"{name}:", *("  " + x for x in _progress_lines(sub, run / name))]]
     lines = []
     total, seen, total_ex = progress["total_steps"], progress["examples_seen"], progress["total_examples"]
     if progress["step"] == 0:
-        return [f"{run}: unfinished, no step recorded yet (started, or killed before its first validation pass)"]
+        now = "being trained now" if progress.get("training_now") else "started, or killed before its first validation pass"
+        return [f"{run}: unfinished, no step recorded yet ({now})"]
     of_steps = f" of {total:,}" if total else ""
     epoch = progress.get("epoch")
     epochs = f" (epoch {epoch:.2f} of {progress['epochs']})" if _is_number(epoch) else ""
@@ -386,6 +389,8 @@ def _progress_lines(progress: dict[str, Any], run: Path) -> list[str]:
         lines.append(f"best so far ({metric}): {progress['best_metric']:.4f} at step {progress['best_step']:,}")
     if _is_number(progress.get("minutes_left")) and _is_number(last.get("examples_per_s")):
         lines.append(f"speed: {last['examples_per_s']:,.0f} examples/s at the last pass: about {progress['minutes_left']:.0f} min of training left at that speed")
+    if progress.get("checkpoint_problem"):
+        lines.append(f"its checkpoint's record cannot be read: {progress['checkpoint_problem']}")
     if progress.get("training_now"):
         lines.append("being trained now by a process that holds the folder's lock (a resume would be refused until it ends)")
     elif _is_number(progress.get("checkpoint_step")):
@@ -401,14 +406,8 @@ def _show_progress(run: Path) -> None:
 
     progress = api.run_progress(run)
     print(f"{progress['name']}: model {progress['model']} on {progress['dataset']}, unfinished")
-    if "runs" in progress:  # --repeats / --each
-        for name, sub in progress["runs"].items():
-            print(f"{name}:")
-            for line in _progress_lines(sub, run / name):
-                print(f"  {line}")
-    else:
-        for line in _progress_lines(progress, run):
-            print(line)
+    for line in _progress_lines(progress, run):  # a --repeats / --each folder: each seed's or value's, indented
+        print(line)
     print(f"config: {run / 'config.yaml'}")
 
 

@@ -104,3 +104,129 @@ def test_a_folder_another_process_trains_is_refused_and_shown_as_training(tmp_pa
     config.write_text(config.read_text().replace("max_minutes: 1.0e-09", "max_minutes: null"))
     _, summary = api.resume(run)
     assert summary["steps"] == 12 and summary["stopped_by"] == "epochs"
+
+
+class _Holder:
+    """Another process's hold on a folder's training lock, as a second open file description gives it."""
+
+    def __init__(self, folder, shared: bool = False):
+        import fcntl
+        import os
+
+        self.fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+
+    def release(self):
+        import fcntl
+        import os
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_repeats_or_each_folder_refuses_a_seed_or_value_another_process_trains(tmp_path, monkeypatch):
+    """A --repeats folder with seed 1 unstarted (killed before its first checkpoint) and held by another process
+    (`--resume RUN/seed1` there): resuming the parent is refused at seed 1 before its files are set aside. An
+    --each folder whose value folder is held: refused before the folder is read or renamed."""
+    from overlooked.train import runlock
+    from overlooked.train.runlock import RunBusyError
+
+    monkeypatch.setattr(runlock, "WAIT_S", 0.05)
+    run, _ = api.train(api.load("mlp_mnist", [*TINY, "train.repeats=2"]), out=tmp_path / "r")
+    (run / "summary.json").unlink()
+    (run / "seed1" / "summary.json").unlink()
+    shutil.rmtree(run / "seed1" / "checkpoints")
+    before = _files(run / "seed1")
+    holder = _Holder(run / "seed1")
+    try:
+        try:
+            api.resume(run)
+        except RunBusyError as exc:
+            assert str(run / "seed1") in str(exc)
+        else:
+            raise AssertionError("the held seed folder was not refused")
+        assert _files(run / "seed1") == before and not (run / "summary.json").exists()
+    finally:
+        holder.release()
+
+    cfg = api.load("mlp_mnist", TINY)
+    each, _ = api.train_each(cfg, "train.lr", [0.01, 0.02], out=tmp_path / "e")
+    (each / "summary.json").unlink()
+    (each / "lr=0.02" / "summary.json").unlink()
+    shutil.rmtree(each / "lr=0.02" / "checkpoints")  # nothing to continue from: a resume would set it aside
+    holder = _Holder(each / "lr=0.02")
+    try:
+        try:
+            api.resume(each)
+        except RunBusyError:
+            pass
+        else:
+            raise AssertionError("the held value folder was not refused")
+        assert sorted(p.name for p in each.iterdir() if p.is_dir()) == ["lr=0.01", "lr=0.02"]  # nothing set aside
+    finally:
+        holder.release()
+    _, merged = api.resume(each)
+    assert sorted(p.name for p in each.iterdir() if p.is_dir()) == [".lr=0.02.interrupted", "lr=0.01", "lr=0.02"] and merged["each"]["values"] == [0.01, 0.02]
+
+
+def test_a_run_is_held_until_its_summary_is_written(tmp_path, monkeypatch):
+    """The lock covers the final report (FLOPs, summary), not only training: a probe from inside the FLOP count
+    sees the run as training."""
+    from overlooked.train.runlock import is_training
+
+    seen = []
+    real = api.flops_per_example
+
+    def probing(*args, **kwargs):
+        seen.append(is_training(tmp_path / "run"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "flops_per_example", probing)
+    api.train(api.load("mlp_mnist", TINY), run_dir=tmp_path / "run")
+    assert seen == [True] and (tmp_path / "run" / "summary.json").is_file() and is_training(tmp_path / "run") is False
+
+
+def test_a_filesystem_that_refuses_the_lock_trains_unlocked_with_one_warning(tmp_path, monkeypatch):
+    """flock on a folder fails with EBADF on NFS: the run trains, warned once; show calls the state unknown.
+    A probe takes a shared lock, which another probe's shared lock does not block."""
+    import errno
+
+    import pytest
+
+    from overlooked.train import runlock
+
+    held = _Holder(tmp_path, shared=True)  # another `overlooked show` probing at the same moment
+    try:
+        assert runlock.is_training(tmp_path) is False
+    finally:
+        held.release()
+
+    def refuse(fd, op):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(runlock.fcntl, "flock", refuse)
+    monkeypatch.setattr(runlock, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="cannot be locked here"):
+        run, summary = api.train(api.load("mlp_mnist", TINY), run_dir=tmp_path / "run")
+    assert summary["steps"] == 12 and runlock.is_training(run) is None
+
+
+def test_show_of_an_each_of_repeats_and_a_damaged_checkpoint_record(tmp_path, capsys):
+    """--each over two values with 2 seeds each, one value unfinished: its seeds are listed under it; a last.json
+    that cannot be read is named, and the progress comes from the records."""
+    cfg = api.load("mlp_mnist", [*TINY, "train.repeats=2"])
+    each, _ = api.train_each(cfg, "train.lr", [0.01, 0.02], out=tmp_path)
+    (each / "summary.json").unlink()
+    (each / "lr=0.02" / "summary.json").unlink()
+    (each / "lr=0.02" / "seed1" / "summary.json").unlink()
+    (each / "lr=0.02" / "seed1" / "checkpoints" / "last.json").write_text("{cut")
+    assert main(["show", str(each)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "lr=0.01:" and out[2].startswith("  ") and out[2].endswith("finished (overlooked show " + str(each / "lr=0.01") + ")")
+    assert out[3:5] == ["lr=0.02:", "  seed0:"] and out[6] == "  seed1:"
+    assert out[7] == "    progress: step 12 of 12 (epoch 4.00 of 4), 360 of 360 examples (100.0%)"
+    assert any(line.startswith("    its checkpoint's record cannot be read: ") for line in out)
