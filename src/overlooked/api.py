@@ -1938,8 +1938,10 @@ def run_progress(run: str | Path) -> dict[str, Any]:
 
     run = Path(run)
     cfg = run_config(run)
-    out: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name, "finished": (run / "summary.json").is_file()}
+    out: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name}
     out["training_now"] = is_training(run)  # a process holds its training lock (None: unknown on this system)
+    # a summary with a process training the folder is a stopped run's, being resumed: not finished
+    out["finished"] = (run / "summary.json").is_file() and not out["training_now"]
     subs = sorted((p for p in run.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.yaml").is_file()), key=lambda p: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", p.name)])
     if subs and not (run / "metrics.jsonl").exists():  # a --repeats / --each folder: its runs are inside
         out["runs"] = {p.name: run_progress(p) for p in subs}
@@ -1977,10 +1979,19 @@ def run_progress(run: str | Path) -> dict[str, Any]:
         if cfg.train.max_steps is not None:
             total = min(total, cfg.train.max_steps)
     per_step = seen / step if step else None
+    whole = [r for r in records if isinstance(r.get("epoch"), int) and r["epoch"] > 0 and isinstance(r.get("examples_seen"), int)]
+    per_epoch = whole[-1]["examples_seen"] / whole[-1]["epoch"] if whole else None  # exact: an epoch's last batch may be short
+    if per_epoch and cfg.train.max_steps is None:
+        total_examples = round(cfg.train.epochs * per_epoch)
+    else:
+        total_examples = round(total * per_step) if total and per_step else None
+    epoch = last.get("epoch", state.get("epoch"))
+    if number(state.get("step")) > number(last.get("step")) and steps_per_epoch and isinstance(state.get("epoch"), int):
+        epoch = state["epoch"] + number(state.get("batch_in_epoch")) / steps_per_epoch  # the checkpoint is newer than the last record
     out.update(
         step=step, total_steps=total, epochs=cfg.train.epochs, examples_seen=seen,
-        epoch=last.get("epoch", state.get("epoch")), last=last, select_metric=cfg.train.select_metric,
-        total_examples=round(total * per_step) if total and per_step else None,
+        epoch=epoch, last=last, select_metric=cfg.train.select_metric,
+        total_examples=total_examples,
         best_step=state.get("best_step"), best_metric=state.get("best_metric"),
         checkpoint_step=state.get("step"), stopped_by_clock=bool(state.get("stop_pass")),
     )

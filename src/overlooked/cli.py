@@ -331,9 +331,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if folder.is_dir() and any((folder / f).is_file() for f in ("summary.json", "config.yaml")):  # a run folder, finished or not
         if args.overrides:
             raise OverlookedError(f"{args.config} is a run folder: `show RUN` prints what the run reported and takes no overrides (they apply to configs)")
-        if (folder / "summary.json").is_file():
+        from overlooked.train.runlock import is_training
+
+        if (folder / "summary.json").is_file() and not is_training(folder):
             _show_run(folder)
-        else:
+        else:  # unfinished, or a stopped run a process is resuming now (its summary is the stop's)
             _show_progress(folder)
         return 0
     packaged = args.config in packaged_configs()  # a packaged name wins over a folder of that name in the current directory

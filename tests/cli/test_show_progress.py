@@ -230,3 +230,33 @@ def test_show_of_an_each_of_repeats_and_a_damaged_checkpoint_record(tmp_path, ca
     assert out[3:5] == ["lr=0.02:", "  seed0:"] and out[6] == "  seed1:"
     assert out[7] == "    progress: step 12 of 12 (epoch 4.00 of 4), 360 of 360 examples (100.0%)"
     assert any(line.startswith("    its checkpoint's record cannot be read: ") for line in out)
+
+
+def test_a_stopped_run_being_resumed_shows_its_progress_not_the_stops_summary(tmp_path, capsys):
+    """A run stopped by max_minutes has a summary; while a process resumes it (holds its lock), show gives the
+    progress and says it is being trained, not the stopped run's summary."""
+    run, _ = api.train(api.load("mlp_mnist", [*TINY, "train.max_minutes=1e-9"]), out=tmp_path)
+    holder = _Holder(run)
+    try:
+        assert api.run_progress(run)["finished"] is False
+        assert main(["show", str(run)]) == 0
+        out = capsys.readouterr().out
+        assert ", unfinished\nprogress: step 1 of 12" in out and "being trained now" in out and "test_accuracy" not in out
+    finally:
+        holder.release()
+    assert main(["show", str(run)]) == 0
+    assert "test_accuracy: " in capsys.readouterr().out
+
+
+def test_progress_takes_the_epoch_from_a_checkpoint_newer_than_the_last_record(tmp_path):
+    """Validation every 7 steps (3 steps an epoch), a checkpoint every step: with its last record (step 12)
+    dropped, as a kill between the checkpoint and the record leaves it, the progress is the checkpoint's step 12
+    at epoch 4.00, and the total comes from the record at step 7 (epoch 7/3: 3 steps, 90 examples an epoch)."""
+    run, _ = api.train(api.load("mlp_mnist", [*TINY, "train.eval_every=7", "train.checkpoint_every=1"]), out=tmp_path)
+    (run / "summary.json").unlink()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [7, 12]
+    (run / "metrics.jsonl").write_text(lines[0] + "\n")
+    progress = api.run_progress(run)
+    assert progress["step"] == 12 and progress["epoch"] == 4.0 and progress["total_steps"] == 12
+    assert progress["total_examples"] == 360 and progress["last"]["step"] == 7
