@@ -1330,6 +1330,15 @@ def init_record(train: Any) -> dict[str, Any]:
     return {"run": str(train.init_from), "checkpoint": train.init_checkpoint, "examples_seen": seen}
 
 
+def natural_key(name: str) -> list[Any]:
+    """Sort key putting numbers in names in numeric order (seed2 before seed10).
+
+    >>> sorted(["seed10", "seed2", "data.tasks=1"], key=natural_key)
+    ['data.tasks=1', 'seed2', 'seed10']
+    """
+    return [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", name)]
+
+
 def check_checkpoint_exists(run: Path, checkpoint: str, option: str = "--checkpoint") -> None:
     """Refuse a run folder without ``checkpoints/<checkpoint>.safetensors``, naming what it has instead: the
     sub-runs of a --repeats/--each folder, another checkpoint (``option``: ``--checkpoint last``, or for a
@@ -1340,7 +1349,7 @@ def check_checkpoint_exists(run: Path, checkpoint: str, option: str = "--checkpo
         raise CheckpointError(f"{run / 'checkpoints' / f'{checkpoint}.safetensors'} is not a file (a folder in its place?); restore it from a copy of the run folder")
     if not run.is_dir():
         raise CheckpointError(f"{run} {'is a file' if run.exists() else 'does not exist'}: pass a run folder (the one `overlooked train` printed as 'run folder')")
-    subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=lambda s: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", s)])
+    subs = sorted({str(p.parent.parent.relative_to(run)) for p in run.glob("*/**/checkpoints/*.safetensors")}, key=natural_key)
     if subs:  # a folder of --repeats or --each: its models live in the sub-runs
         raise CheckpointError(f"{run} holds several runs ({', '.join(subs[:4])}{', ...' if len(subs) > 4 else ''}) and no model of its own: pass one of them, e.g. {run / subs[0]}")
     have = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors") if p.is_file() and p.stem in ("best", "last"))  # not a best set aside by a stop
@@ -1942,7 +1951,7 @@ def run_progress(run: str | Path) -> dict[str, Any]:
     out["training_now"] = is_training(run)  # a process holds its training lock (None: unknown on this system)
     # a summary with a process training the folder is a stopped run's, being resumed: not finished
     out["finished"] = (run / "summary.json").is_file() and not out["training_now"]
-    subs = sorted((p for p in run.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.yaml").is_file()), key=lambda p: [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", p.name)])
+    subs = sorted((p for p in run.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.yaml").is_file()), key=lambda p: natural_key(p.name))
     if subs and not (run / "metrics.jsonl").exists():  # a --repeats / --each folder: its runs are inside
         out["runs"] = {p.name: run_progress(p) for p in subs}
         return out
