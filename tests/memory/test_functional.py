@@ -769,8 +769,8 @@ def test_kernel_refuses_buffers_of_another_dtype():
 
 
 def test_functional_core_under_torch_func():
-    """torch.func runs the functional core: grad of encode_sentences equals autograd (the bag node has a separate
-    setup_context), vmap of the hops equals a loop (mask_bias no longer fills a tensor in place), and the
+    """torch.func runs the functional core: grad of encode_sentences (a dense weighted sum inside a transform)
+    equals autograd through the bags, vmap of the hops equals a loop (mask_bias no longer fills a tensor in place), and the
     cached -k/d constant made inside a transform is not kept (outside it, it has no storage). The fused
     adjacent_memn2n is refused by name under a transform."""
     from torch.func import grad, vmap

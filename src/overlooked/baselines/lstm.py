@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overlooked.checks import check_sizes
+from overlooked.checks import check_sizes, in_torch_func
 from overlooked.memory.functional import check_memory_inputs
 from overlooked.registry import MODELS
 
@@ -39,7 +39,7 @@ def read_order(
     Returns:
         ``(tokens, recency, lengths)``: ``[B, T]`` word indices left-aligned and zero padded, ``[B, T]`` the
         sentence recency of each token (``question_index`` on the separator and question, 0 on padding) and
-        ``[B]`` the number of real tokens; ``T`` is the longest sample's length (1 for an empty batch, ``B = 0``).
+        ``[B]`` the number of real tokens; ``T`` is the longest sample's length (1 for an empty batch, ``B = 0``; the full width ``M*L + 1 + Lq`` under a ``vmap`` over the inputs).
 
     >>> story = torch.tensor([[[4, 5, 0], [6, 0, 0], [9, 9, 9]]])
     >>> tokens, recency, lengths = read_order(story, torch.tensor([[7, 0]]), torch.tensor([[True, True, False]]),
@@ -56,7 +56,8 @@ def read_order(
     real = seq != 0  # [B, M*L+1+Lq]
     order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real tokens first, in reading order
     lengths = real.sum(1)  # [B]
-    T = int(lengths.max()) if B else 1  # every sample holds at least the separator
+    # every sample holds at least the separator; under a vmap over stories the lengths cannot be read: full width
+    T = seq.shape[1] if in_torch_func(seq) else int(lengths.max()) if B else 1
     tokens = seq.gather(1, order)[:, :T]  # [B, T]; zeros after each sample's length
     recency = rec.gather(1, order)[:, :T].masked_fill(tokens == 0, 0)  # [B, T]
     return tokens, recency, lengths

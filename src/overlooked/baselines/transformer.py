@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overlooked.baselines.lstm import read_order
-from overlooked.checks import check_sizes
+from overlooked.checks import check_sizes, in_torch_func
 from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
 
@@ -166,7 +166,8 @@ class TransformerReader(nn.Module):
         tokens = torch.cat([tokens.new_full((B, 1), self.cls_index), tokens], 1)  # [B, T+1]
         recency = torch.cat([recency.new_full((B, 1), self.cls_recency), recency], 1)  # [B, T+1]
         lengths = lengths + 1  # [B], with [CLS]
-        if self.group_tokens is None or B == 0:  # an empty batch has no group to cut
+        # an empty batch has no group to cut; under a vmap over stories the lengths cannot be read (one width for all)
+        if self.group_tokens is None or B == 0 or in_torch_func(lengths):
             return self.classifier(self._encode(tokens, recency, lengths))  # [B, C]
         groups = _length_groups(lengths, self.group_tokens)
         parts = []

@@ -138,8 +138,24 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     if found is not None:
         raise InputError(f"encode_sentences: words hold index {found[0] if found[0] < 0 else found[1]}, outside the table's rows 0..{table.shape[0] - 1}. Fix: map the words with the vocabulary the table was built for (0 = null word)")
     lead = words.shape[:-1]
+    if in_torch_func(words) or in_torch_func(table):  # vmap / grad: a dense weighted sum they can batch
+        return _dense_bags(words, table, encoding, embed_dim, pe_length)
     out = _WeightedBags.apply(table, *_bag_layout(words, table, encoding, embed_dim, pe_length))
     return out.reshape(*lead, table.shape[1])  # [..., n*d]
+
+
+def _dense_bags(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int, pe_length: str) -> torch.Tensor:
+    """:func:`encode_sentences` as a dense weighted sum over the padded words, ``[..., n*d]``: what runs under
+    a ``torch.func`` transform, where the packed bags (a ``nonzero`` of data-dependent length and a
+    hand-written backward) cannot be batched. It builds the ``[..., L, n*d]`` embedded words, so it is
+    slower; tested equal to the bags."""
+    alpha, beta = position_weights(words, encoding, pe_length, embed_dim, dtype=table.dtype)  # [..., L], zero on padding
+    emb = F.embedding(words, table)  # [..., L, n*d]
+    out = (alpha.unsqueeze(-1) * emb).sum(-2)
+    if beta is None:
+        return out
+    scale = _minus_k_over_d(embed_dim, table.shape[1] // embed_dim, table.dtype, str(table.device))
+    return out + scale * (beta.unsqueeze(-1) * emb).sum(-2)
 
 
 def _bag_layout(words: torch.Tensor, table: torch.Tensor, encoding: str, embed_dim: int, pe_length: str) -> tuple:
@@ -449,6 +465,21 @@ def pack_memories(memory_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     _check_mask(memory_mask, "pack_memories")
     slots = memory_mask.reshape(-1).nonzero().squeeze(1)  # [R]
     return slots, torch.div(slots, memory_mask.shape[1], rounding_mode="floor")
+
+
+def all_slots(memory_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(slots, owner)`` as :func:`pack_memories` gives them, but for every slot of ``[B, M]``, real or not: the
+    layout a ``vmap`` over stories uses, where the number of real memories may differ from one example to the
+    next (``nonzero`` cannot be batched). Read with :func:`memory_hop_packed` as usual, the empty slots must
+    hold zero vectors (the padded computation): then the numbers are those of the packed layout.
+
+    >>> all_slots(torch.tensor([[True, False], [True, True]]))
+    (tensor([0, 1, 2, 3]), tensor([0, 0, 1, 1]))
+    """
+    _check_mask(memory_mask, "all_slots")
+    B, M = memory_mask.shape[-2:]
+    slots = torch.arange(B * M, device=memory_mask.device)
+    return slots, torch.div(slots, M, rounding_mode="floor")
 
 
 def memory_hop_packed(

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.checks import autocast_enabled, check_sizes, check_std, reads_values
+from overlooked.checks import autocast_enabled, check_sizes, check_std, in_torch_func, reads_values
 from overlooked.errors import InputError
 from overlooked.memory.functional import check_memory_inputs, time_index
 from overlooked.registry import MODELS
@@ -233,6 +233,8 @@ def select_memory(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor, t:
     o_x = older(t_x[:, None], t, True, True, _indicator_dtype(A))  # [B, M] x older than m_i
     u = A - c[:, 1:2] * o_x  # [B, M] value of m_i in the y' slot (the newer memory of the pair)
     v = A + c[:, 0:1] * o_x + c[:, 2:3]  # [B, M] value of m_i in the y slot (the older memory of the pair)
+    if any(in_torch_func(x) for x in (u, v, t, valid)):  # vmap / grad: the same loop in torch ops they can batch
+        return _sequential_choice(u.detach(), v.detach(), c[:, 2].detach(), t, valid)
     # The choice is discrete (no gradient), so the loop runs in NumPy: ~1 us per operation instead of ~5.
     # NumPy has no bfloat16 (autocast makes c, so u and v, bf16): scores enter it as float32, an exact widening.
     u_, v_, c3 = (x.detach().float().cpu().numpy() for x in (u, v, c[:, 2]))
@@ -246,6 +248,27 @@ def select_memory(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor, t:
         take = ok[:, i] & ((winner_ < 0) | beats)
         winner_[take], u_w[take], v_w[take], t_w[take] = i, u_[take, i], v_[take, i], t_[take, i]
     return torch.from_numpy(winner_).to(A.device)
+
+
+def _one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """``[..., n]`` bool, True at ``index`` (all False where it is outside ``0..n-1``, e.g. -1 = none):
+    ``F.one_hot`` reads the indices' range, which a ``torch.func`` transform refuses."""
+    return index[..., None] == torch.arange(n, device=index.device)
+
+
+def _sequential_choice(u: torch.Tensor, v: torch.Tensor, c3: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """:func:`select_memory`'s loop with write time in torch operations over every slot (no value is read),
+    which a ``torch.func`` transform can batch; the NumPy loop there is faster and tested equal to it.
+    ``u``, ``v``, ``t``, ``valid``: ``[B, M]``; ``c3``: ``[B]``. Returns ``[B]`` int64, -1 where none is valid."""
+    winner = torch.full_like(t[:, 0], -1, dtype=torch.long)
+    u_w, v_w, t_w = u[:, 0], v[:, 0], t[:, 0]
+    for i in range(u.shape[1]):
+        ti = t[:, i]  # equal write times put the incumbent in y without "y older", as in the NumPy loop
+        beats = torch.where(t_w > ti, u[:, i] - v_w, torch.where(ti > t_w, v[:, i] - u_w, u[:, i] - v_w + c3)) > 0
+        take = valid[:, i] & ((winner < 0) | beats)
+        winner = torch.where(take, torch.full_like(winner, i), winner)
+        u_w, v_w, t_w = torch.where(take, u[:, i], u_w), torch.where(take, v[:, i], v_w), torch.where(take, ti, t_w)
+    return winner
 
 
 def surrogate_scores(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor, t: torch.Tensor, has_t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -503,7 +526,9 @@ class MemNN(nn.Module):
         chosen = []
         last_w = q_O.new_zeros(B, M)  # one-hot weights of the most recently retrieved memory
         for _ in range(self.hops):
-            if not bool(active.any()):  # every question has stopped (or the batch is empty): the remaining hops choose nothing
+            # every question has stopped (or the batch is empty): the remaining hops choose nothing (under a
+            # torch.func transform the flag cannot be read; the hop below then chooses nothing for them anyway)
+            if not in_torch_func(active) and not bool(active.any()):
                 chosen.append(torch.full((B,), -1, dtype=torch.long, device=q_O.device))
                 continue
             E_in = nonlinear_embedding(e_in, self.nl_O)  # [B, d]
@@ -516,7 +541,7 @@ class MemNN(nn.Module):
                 prefer_stop = preference(A[:, M], A.gather(1, w)[:, 0], c, t_x, cand_time[:, M], cand_time.gather(1, w)[:, 0], False, True) > 0
                 pick = torch.where((slot < 0) | prefer_stop, torch.full_like(slot, M), slot)
             pick = torch.where(active, pick, torch.full_like(pick, -1))
-            hard = F.one_hot(pick.clamp(min=0), A.shape[1]).to(A.dtype) * (pick >= 0)[:, None]  # [B, C]
+            hard = _one_hot(pick, A.shape[1]).to(A.dtype)  # [B, C], zero where nothing is picked
             weights = hard
             if self.straight_through:
                 p = masked_softmax(surrogate_scores(A, c, t_x, cand_time, has_time, cand_valid), cand_valid) * active[:, None]  # [B, C]
@@ -547,7 +572,7 @@ class MemNN(nn.Module):
         target = true_hop_targets(supporting, memory_mask, self.hops, self.adaptive, self.facts)  # [B, Ht]
         is_fact = (target >= 0) & (target < M)  # [B, Ht]
         fact_slot = target.clamp(0, M - 1)
-        fact_w = F.one_hot(fact_slot, M).to(q_O.dtype) * is_fact[..., None]  # [B, Ht, M]
+        fact_w = (_one_hot(fact_slot, M) & is_fact[..., None]).to(q_O.dtype)  # [B, Ht, M]
         before = torch.cumsum(fact_w, 1) - fact_w  # [B, Ht, M] true facts of earlier hops
         e_in = q_O[:, None, :] + torch.einsum("bhm,bmd->bhd", before, mem_in)  # [B, Ht, d]
         E_in = nonlinear_embedding(e_in, self.nl_O)

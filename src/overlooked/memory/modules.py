@@ -167,7 +167,9 @@ class MemN2N(nn.Module):
         L = max(Ls, query.shape[-1])
         # Only the real memories are encoded and read (about a fifth of the slots in bAbI), packed story
         # after story; an empty slot is a zero vector that scores 0 (MF.memory_hop_packed).
-        slots, owner = MF.pack_memories(memory_mask)  # [R], [R]
+        # under a vmap over stories (per-example gradients) every slot is read, the empty ones as zero vectors
+        batched = any(in_torch_func(t) for t in (story, query, memory_mask, time) if t is not None)
+        slots, owner = MF.all_slots(memory_mask) if batched else MF.pack_memories(memory_mask)  # [R], [R]
         R = slots.numel()
         packed_time = time.reshape(-1).index_select(0, slots) if self.temporal_table is not None else None  # [R]
         time_scale = None
@@ -180,7 +182,7 @@ class MemN2N(nn.Module):
             words = torch.cat([sentences, query if query.shape[-1] == L else F.pad(query, (0, L - query.shape[-1]))], 0)  # [R + B, L]
             # the whole model as one autograd node with a hand-written backward (tested = the path below); under a
             # torch.func transform (grad of a functional_call) the path below, which the transforms can run
-            if self.fused and not any(in_torch_func(t) for t in (self.memory_table, self.temporal_table) if t is not None):
+            if self.fused and not batched and not any(in_torch_func(t) for t in (self.memory_table, self.temporal_table) if t is not None):
                 logits, attention = MF.adjacent_memn2n(
                     self.memory_table, self.temporal_table, words, packed_time, slots, owner, masks,
                     hops=K, encoding=self.encoding, pe_length=self.pe_length, softmax=self.use_softmax, time_scale=time_scale,
@@ -195,6 +197,8 @@ class MemN2N(nn.Module):
         if packed_time is not None:
             temporal = MF.temporal_encoding(packed_time, self.temporal_table)  # [R, n*d]
             mem = mem + (temporal if time_scale is None else temporal * time_scale)
+        if batched:  # an empty slot is a zero vector, as in the packed layout (no temporal encoding, whatever its words)
+            mem = mem * memory_mask.reshape(-1, 1).to(mem.dtype)
         parts = mem.view(R, mem.shape[1] // d, d).unbind(1)  # n x [R, d] (unbind's backward is one stack; R may be 0)
         attention = []
         for k in range(K):
