@@ -91,6 +91,13 @@ def in_torch_func(t: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
+def in_transform() -> bool:
+    """Whether the code runs inside a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ``jvp``), whether
+    or not the tensors at hand are the transform's: a ``vmap`` over the questions alone still refuses an
+    autograd.Function without a vmap rule that a plain story reaches."""
+    return torch._C._functorch.maybe_current_level() is not None
+
+
 def outside(t: torch.Tensor, lo: float, hi: float) -> tuple[float, float] | None:
     """``(min, max)`` of ``t`` when some value lies outside ``[lo, hi]``, else None; None too when
     :func:`reads_values` says not to read it. NaN counts as inside (a diverged model is the trainer's

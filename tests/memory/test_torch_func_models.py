@@ -104,6 +104,26 @@ def test_vmap_over_stories_with_plain_parameters_runs_unfused_and_equals_the_fus
     assert torch.allclose(out, model(story, query, mask)["logits"], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_vmap_over_some_inputs_only(name):
+    """Inside a transform the plain tensors take the transform path too: a vmap over the questions with one
+    shared story, over the time indices alone, and over the targets of a model called on plain inputs (no
+    input of the model is the transform's) each equal the plain model."""
+    model = _make(name, 0)
+    story, query, mask, answer = _batch()
+    one_story, one_mask = story[1:2], mask[1:2]
+    time = torch.stack([torch.randperm(M, generator=torch.Generator().manual_seed(i)) for i in range(4)])
+    expected = model(one_story.expand(4, -1, -1), query, one_mask.expand(4, -1))["logits"]
+    got = vmap(lambda q: model(one_story, q[None], one_mask)["logits"][0])(query)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+    expected = model(one_story.expand(4, -1, -1), query[:1].expand(4, -1), one_mask.expand(4, -1), time)["logits"]
+    got = vmap(lambda t: model(one_story, query[:1], one_mask, t[None])["logits"][0])(time)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+    plain = F.cross_entropy(model(story, query, mask)["logits"], answer)
+    got = vmap(lambda a: F.cross_entropy(model(story, query, mask)["logits"], a))(torch.stack([answer, answer.flip(0)]))
+    assert torch.allclose(got[0], plain, rtol=0, atol=1e-12) and not torch.allclose(got[1], plain, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("encoding", ["pe", "pe_centered", "bow"])
 @pytest.mark.parametrize("pe_length", ["sentence", "padded", "padded_time"])
 def test_dense_bags_equal_the_packed_bags(encoding, pe_length):
@@ -200,6 +220,13 @@ def test_sequential_choice_in_torch_equals_the_numpy_loop():
     torch_choice = vmap(lambda a, cc, tx, tt, v: memnn.select_memory(a[None], cc[None], tx[None], tt[None], v[None])[0])(A, c, t_x, t, valid)
     assert torch.equal(torch_choice, numpy_choice)
     assert numpy_choice[0] == -1 and (numpy_choice[1:] >= 0).all() == valid[1:].any(-1).all()
+    # float64 scores apart by less than float32 resolves: both loops compare in float64
+    A = 1.0 + torch.rand(B, Mx, generator=g, dtype=torch.float64) * 1e-9
+    c = torch.rand(B, 3, generator=g, dtype=torch.float64) * 1e-9
+    numpy_choice = memnn.select_memory(A, c, t_x, t, valid)
+    torch_choice = vmap(lambda a, cc, tx, tt, v: memnn.select_memory(a[None], cc[None], tx[None], tt[None], v[None])[0])(A, c, t_x, t, valid)
+    assert torch.equal(torch_choice, numpy_choice)
+    assert not torch.equal(numpy_choice, memnn.select_memory(A.float(), c.float(), t_x, t, valid))  # float32 would choose otherwise
 
 
 @pytest.mark.parametrize("name", ["transformer_reader", "transformer_facts", "lstm_reader"])
@@ -236,3 +263,28 @@ def test_baselines_per_example_gradients_and_ensembles(name):
     logits = run(params, buffers)
     for i, m in enumerate(models):
         assert torch.allclose(logits[i], m(story, query, mask), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["adjacent_pe_temporal", "layerwise_bow", "kvmemnn", "memnn", "transformer_reader"])
+def test_forward_mode(name):
+    """jvp through MemN2N and KV-MemNN equals the Jacobian (reverse mode) times the tangent; MemNN and the
+    Transformer reader stop in PyTorch, which has no forward derivative of embedding_bag / CPU flash attention."""
+    from torch.func import jacrev, jvp
+
+    model = _make(name, 0) if name in CONFIGS else _registered(name, 0).eval()
+    story, query, mask, _ = _batch()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    tangent = {k: torch.randn_like(v) for k, v in params.items()}
+
+    def logits(p):
+        out = functional_call(model, p, (story, query, mask))
+        return out["logits"] if isinstance(out, dict) else out
+
+    if name not in CONFIGS:
+        with pytest.raises((RuntimeError, NotImplementedError), match="forward|derivative|jvp"):
+            jvp(logits, (params,), (tangent,))
+        return
+    _, forward = jvp(logits, (params,), (tangent,))
+    jac = jacrev(logits)(params)
+    reverse = sum((jac[k] * tangent[k]).flatten(2).sum(-1) for k in params)
+    assert torch.allclose(forward, reverse, rtol=0, atol=1e-10)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from overlooked import native
-from overlooked.checks import autocast_enabled, in_torch_func, is_count, outside, reads_values
+from overlooked.checks import autocast_enabled, in_torch_func, in_transform, is_count, outside, reads_values
 from overlooked.errors import InputError
 from overlooked.memory import kernels
 
@@ -138,7 +138,7 @@ def encode_sentences(words: torch.Tensor, table: torch.Tensor, encoding: str, em
     if found is not None:
         raise InputError(f"encode_sentences: words hold index {found[0] if found[0] < 0 else found[1]}, outside the table's rows 0..{table.shape[0] - 1}. Fix: map the words with the vocabulary the table was built for (0 = null word)")
     lead = words.shape[:-1]
-    if in_torch_func(words) or in_torch_func(table):  # vmap / grad: a dense weighted sum they can batch
+    if in_transform():  # vmap / grad / jvp: a dense weighted sum they can batch, whichever inputs they map
         return _dense_bags(words, table, encoding, embed_dim, pe_length)
     out = _WeightedBags.apply(table, *_bag_layout(words, table, encoding, embed_dim, pe_length))
     return out.reshape(*lead, table.shape[1])  # [..., n*d]
@@ -717,7 +717,7 @@ def adjacent_memn2n(
         )
     if backend not in ("auto", "cpp", "torch"):
         raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {backend!r}")
-    if any(in_torch_func(t) for t in (table, temporal_table, words, time_scale) if t is not None):
+    if in_transform():
         raise InputError(
             "adjacent_memn2n is one autograd node with a hand-written backward that torch.func transforms (grad, jacrev, vmap) "
             "cannot run. Fix: build MemN2N as usual (it reads through the unfused path under a transform) or with fused=False"

@@ -233,11 +233,14 @@ def select_memory(A: torch.Tensor, c: torch.Tensor | None, t_x: torch.Tensor, t:
     o_x = older(t_x[:, None], t, True, True, _indicator_dtype(A))  # [B, M] x older than m_i
     u = A - c[:, 1:2] * o_x  # [B, M] value of m_i in the y' slot (the newer memory of the pair)
     v = A + c[:, 0:1] * o_x + c[:, 2:3]  # [B, M] value of m_i in the y slot (the older memory of the pair)
-    if any(in_torch_func(x) for x in (u, v, t, valid)):  # vmap / grad: the same loop in torch ops they can batch
-        return _sequential_choice(u.detach(), v.detach(), c[:, 2].detach(), t, valid)
-    # The choice is discrete (no gradient), so the loop runs in NumPy: ~1 us per operation instead of ~5.
-    # NumPy has no bfloat16 (autocast makes c, so u and v, bf16): scores enter it as float32, an exact widening.
-    u_, v_, c3 = (x.detach().float().cpu().numpy() for x in (u, v, c[:, 2]))
+    # The choice is discrete (no gradient), compared in float32 (bf16 / half scores under autocast widen exactly:
+    # NumPy has no bfloat16) or float64 for float64 scores, in both loops below.
+    wide = torch.float64 if torch.float64 in (u.dtype, v.dtype, c.dtype) else torch.float32
+    u, v, c3 = (x.detach().to(wide) for x in (u, v, c[:, 2]))
+    if any(in_torch_func(x) for x in (u, v, t, valid)):  # vmap / grad of these scores: the same loop in torch ops
+        return _sequential_choice(u, v, c3, t, valid)
+    # Outside a transform the loop runs in NumPy: ~1 us per operation instead of ~5.
+    u_, v_, c3 = (x.cpu().numpy() for x in (u, v, c3))
     t_, ok = (x.detach().cpu().numpy() for x in (t, valid))
     winner_ = np.full(A.shape[0], -1, dtype=np.int64)
     u_w, v_w, t_w = u_[:, 0].copy(), v_[:, 0].copy(), t_[:, 0].copy()

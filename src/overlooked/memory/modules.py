@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overlooked.checks import check_sizes, check_std, in_torch_func
+from overlooked.checks import check_sizes, check_std, in_torch_func, in_transform
 from overlooked.config import warn_no_effect
 from overlooked.memory import functional as MF
 
@@ -182,7 +182,7 @@ class MemN2N(nn.Module):
             words = torch.cat([sentences, query if query.shape[-1] == L else F.pad(query, (0, L - query.shape[-1]))], 0)  # [R + B, L]
             # the whole model as one autograd node with a hand-written backward (tested = the path below); under a
             # torch.func transform (grad of a functional_call) the path below, which the transforms can run
-            if self.fused and not batched and not any(in_torch_func(t) for t in (self.memory_table, self.temporal_table) if t is not None):
+            if self.fused and not in_transform():
                 logits, attention = MF.adjacent_memn2n(
                     self.memory_table, self.temporal_table, words, packed_time, slots, owner, masks,
                     hops=K, encoding=self.encoding, pe_length=self.pe_length, softmax=self.use_softmax, time_scale=time_scale,
