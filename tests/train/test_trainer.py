@@ -1720,3 +1720,79 @@ def test_a_sweep_without_recorded_fingerprints_does_not_count_its_test_set_twice
     subs = {str(v): {"test_examples": 64, "test_accuracy": 0.5, "val_accuracy": 0.5, "train_accuracy": 0.5, "trials": 1} for v in (0.1, 0.01)}
     merged = api.merge_each(subs, cfg, "train.lr", [0.1, 0.01])
     assert merged["test_examples"] == 64 and "data_fingerprint" not in merged
+
+
+STOP_AND_RESUME = textwrap.dedent(
+    """
+    import json, sys, types, torch
+    from overlooked import api
+    from overlooked.config import ExperimentConfig
+    from overlooked.train import trainer
+    from overlooked.train.callbacks import Callback
+
+    clock = [1000.0]  # each rank's own fake clock, 10 s a step on rank 0 and 7 s on rank 1: the ranks must agree
+
+    class Tick(Callback):
+        def on_step_end(self, ctx, loss):
+            clock[0] += 10.0 if torch.distributed.get_rank() == 0 else 7.0
+
+    trainer.time = types.SimpleNamespace(perf_counter=lambda: clock[0])
+    mode, arg, out = sys.argv[1:4]
+    if mode == "train":
+        path, summary = api.train(ExperimentConfig.from_dict(json.loads(arg)), out=out, callbacks=[Tick()])
+    else:
+        path, summary = api.resume(arg, callbacks=[Tick()])
+    rank = torch.distributed.get_rank()
+    with open(f"{out}/{mode}-rank{rank}.json", "w") as fh:
+        json.dump({k: summary[k] for k in ("steps", "stopped_by", "best_step", "val_loss", "test_loss")}, fh)
+    import gc
+
+    gc.collect()
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_resume_after_a_max_minutes_stop_equals_a_run_never_stopped(tmp_path):
+    """Under DDP (2 ranks, gloo) a train.max_minutes stop between two validation passes validates once more,
+    sets the best file it replaces aside, and a resume (max_minutes removed) drops that pass and ends as the run
+    never stopped: the same records, best step and weights (best and last). The ranks' clocks differ (rank 1's
+    would run out later); both stop at rank 0's step, and rank 1 reads the files before rank 0 moves them."""
+    import yaml
+
+    script = tmp_path / "stop_and_resume.py"
+    script.write_text(STOP_AND_RESUME)
+    raw = {**DDP_CFG, "train": {**DDP_CFG["train"], "max_steps": 8, "eval_every": 3, "select_metric": "val_loss", "checkpoint_every": 3}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+    def launch(mode, arg, out):
+        proc = subprocess.run([*torchrun, str(script), mode, arg, str(out)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [json.loads((Path(out) / f"{mode}-rank{r}.json").read_text()) for r in (0, 1)]
+
+    ref_summaries = launch("train", json.dumps(raw), tmp_path / "ref")
+    stopped = launch("train", json.dumps({**raw, "train": {**raw["train"], "max_minutes": 40 / 60}}), tmp_path / "cut")  # 40 s: after step 4
+    assert [s["steps"] for s in stopped] == [4, 4] and {s["stopped_by"] for s in stopped} == {"max_minutes"}
+    (ref,) = [p for p in (tmp_path / "ref").iterdir() if p.is_dir()]
+    (cut,) = [p for p in (tmp_path / "cut").iterdir() if p.is_dir()]
+    ckpt = cut / "checkpoints"
+    assert read_checkpoint(ckpt / "last.safetensors")[1]["info"]["state"]["stop_pass"] is True
+    assert stopped[0]["best_step"] == 4, "the stop's pass must be the best so far, or nothing is set aside"
+    assert read_checkpoint(ckpt / "best_before_stop.safetensors")[1]["info"]["state"]["best_step"] == 3
+
+    config = yaml.safe_load((cut / "config.yaml").read_text())
+    config["train"]["max_minutes"] = None
+    (cut / "config.yaml").write_text(yaml.safe_dump(config))
+    resumed = launch("resume", str(cut), tmp_path / "cut")
+    assert resumed == ref_summaries and resumed[0]["stopped_by"] != "max_minutes"
+    read = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    keys = ("step", "lr", "train_loss", "val_loss", "val_accuracy", "examples_seen")
+    assert [[r[k] for k in keys] for r in read(cut)] == [[r[k] for k in keys] for r in read(ref)]
+    assert not (ckpt / "best_before_stop.safetensors").exists()
+    for name in ("best", "last"):
+        a, _ = read_checkpoint(ckpt / f"{name}.safetensors")
+        b, _ = read_checkpoint(ref / "checkpoints" / f"{name}.safetensors")
+        weights = [k for k in b if k.startswith("model.")]
+        assert weights and all(torch.equal(a[k], b[k]) for k in weights), name
