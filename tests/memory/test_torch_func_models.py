@@ -233,13 +233,10 @@ def test_sequential_choice_in_torch_equals_the_numpy_loop():
 def test_baselines_per_example_gradients_and_ensembles(name):
     """The bAbI baselines read the full padded width under a vmap over stories (the longest-sample trim and
     the Transformer's length groups read values): per-example gradients equal autograd on each story. An
-    ensemble vmap runs the Transformers; PyTorch has no batching rule for its fused LSTM, which it names (and
-    its float64 LSTM fails under vmap inside PyTorch, so the LSTM is checked in float32)."""
+    ensemble vmap runs them all (the LSTM reader as lstm_scan: PyTorch's fused LSTM has no batching rule)."""
     story, query, mask, answer = _batch()
     model = _registered(name, 0).eval()  # no dropout: the same function every call
     tol = 1e-10
-    if name == "lstm_reader":
-        model, tol = model.float(), 1e-6
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss(p, s, q, m, a):
@@ -252,22 +249,17 @@ def test_baselines_per_example_gradients_and_ensembles(name):
         for k, p in model.named_parameters():
             expected = torch.zeros_like(p) if p.grad is None else p.grad
             assert torch.allclose(per_example[k][b], expected, rtol=0, atol=tol), (name, k, b)
-    models = [_registered(name, seed).eval().to(next(model.parameters()).dtype) for seed in range(2)]
+    models = [_registered(name, seed).eval() for seed in range(2)]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
-    run = vmap(lambda p, b: functional_call(base, (p, b), (story, query, mask)))
-    if name == "lstm_reader":
-        with pytest.raises(RuntimeError, match="aten::lstm"):
-            run(params, buffers)
-        return
-    logits = run(params, buffers)
+    logits = vmap(lambda p, b: functional_call(base, (p, b), (story, query, mask)))(params, buffers)
     for i, m in enumerate(models):
         assert torch.allclose(logits[i], m(story, query, mask), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["adjacent_pe_temporal", "layerwise_bow", "kvmemnn", "memnn", "transformer_reader"])
+@pytest.mark.parametrize("name", ["adjacent_pe_temporal", "layerwise_bow", "kvmemnn", "lstm_reader", "memnn", "transformer_reader"])
 def test_forward_mode(name):
-    """jvp through MemN2N and KV-MemNN equals the Jacobian (reverse mode) times the tangent; MemNN and the
+    """jvp through MemN2N, KV-MemNN and the LSTM reader equals the Jacobian (reverse mode) times the tangent; MemNN and the
     Transformer reader stop in PyTorch, which has no forward derivative of embedding_bag / CPU flash attention."""
     from torch.func import jacrev, jvp
 
@@ -280,7 +272,7 @@ def test_forward_mode(name):
         out = functional_call(model, p, (story, query, mask))
         return out["logits"] if isinstance(out, dict) else out
 
-    if name not in CONFIGS:
+    if name in MEMNN_NAMES or name == "transformer_reader":
         with pytest.raises((RuntimeError, NotImplementedError), match="forward|derivative|jvp"):
             jvp(logits, (params,), (tangent,))
         return
@@ -288,3 +280,20 @@ def test_forward_mode(name):
     jac = jacrev(logits)(params)
     reverse = sum((jac[k] * tangent[k]).flatten(2).sum(-1) for k in params)
     assert torch.allclose(forward, reverse, rtol=0, atol=1e-10)
+
+
+def test_lstm_scan_equals_torch_lstm():
+    """The step-by-step cell the LSTM reader runs under a transform equals nn.LSTM, values and gradients."""
+    from overlooked.baselines.lstm import lstm_scan
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5, batch_first=True).double()
+    x = torch.randn(4, 7, 3, dtype=torch.float64, requires_grad=True)
+    weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    ours = lstm_scan(x, *weights)
+    theirs, _ = lstm(x)
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    g1 = torch.autograd.grad(ours.square().sum(), (x, *weights))
+    g2 = torch.autograd.grad(theirs.square().sum(), (x, *weights))
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(g1, g2))
+    assert lstm_scan(x[:, :0], *weights).shape == (4, 0, 5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overlooked.checks import check_sizes, in_torch_func
+from overlooked.checks import check_sizes, in_torch_func, in_transform
 from overlooked.memory.functional import check_memory_inputs
 from overlooked.registry import MODELS
 
@@ -63,6 +63,23 @@ def read_order(
     return tokens, recency, lengths
 
 
+def lstm_scan(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+    """One LSTM layer, ``nn.LSTM``'s cell (gates in its order i, f, g, o) run step by step in plain tensor
+    operations from zero states: ``x`` ``[B, T, d]`` -> the hidden states ``[B, T, h]``. What the reader runs
+    inside a ``torch.func`` transform, which ``nn.LSTM``'s fused kernel does not support; tested equal to it."""
+    B, T, _ = x.shape
+    h = x.new_zeros(B, weight_hh.shape[1])
+    c = torch.zeros_like(h)
+    inputs = x @ weight_ih.T + (bias_ih + bias_hh)  # [B, T, 4h], every step's input part at once
+    out = []
+    for t in range(T):
+        i, f, g, o = (inputs[:, t] + h @ weight_hh.T).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        out.append(h)
+    return torch.stack(out, 1) if out else x.new_zeros(B, 0, weight_hh.shape[1])
+
+
 class LSTMReader(nn.Module):
     """Embedding, one LSTM layer over story-then-question, linear classifier on the final hidden state.
 
@@ -109,7 +126,11 @@ class LSTMReader(nn.Module):
         recency = torch.zeros_like(memory_mask, dtype=torch.long) if time is None else time
         tokens, _, lengths = read_order(story, query, memory_mask, recency, self.vocab_size, 0)  # [B, T], [B]
         x = self.drop(self.embed(tokens))  # [B, T, d]
-        out, _ = self.lstm(x)  # [B, T, hidden]
+        if in_transform():  # vmap / grad / jvp: PyTorch's fused LSTM has no batching rule; the same cell step by step
+            lstm = self.lstm
+            out = lstm_scan(x, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        else:
+            out, _ = self.lstm(x)  # [B, T, hidden]
         last = out[torch.arange(out.shape[0], device=out.device), lengths - 1]  # [B, hidden], after the last real word
         return self.classifier(self.drop(last))  # [B, C]
 
