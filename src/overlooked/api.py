@@ -877,6 +877,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         out["group_error_std"] = {g: (statistics.stdev(e) if len(e) > 1 else 0.0) for g, e in errors.items()}
         run_means = [statistics.fmean(100.0 * (1 - s["test_group_accuracy"][g]) for g in groups) for s in summaries]
         out["mean_group_error_over_runs"] = {"mean": statistics.fmean(run_means), "std": statistics.stdev(run_means) if len(run_means) > 1 else 0.0}
+        out["mean_group_error_by_run"] = run_means  # seed by seed, for an --each parent's spread over runs
     for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "test_fingerprint", "device"):
         out[key] = summaries[0].get(key)
     for key in ("trials", "test_examples", "test_examples_available", "init_from"):  # the fair-comparison rule reads them (same for every seed); the last but one marks train.eval_limit
@@ -1093,6 +1094,14 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
         for field in ("group_error_mean", "group_error_std"):
             gathered(field, {v: s.get(field, {}) for v, s in subs.items()}, merged)
         merged["test_accuracy_mean"] = statistics.fmean(s["test_accuracy_mean"] for s in subs.values())
+        # The spread over the N runs of the whole protocol, run i being seed i of every value (one model per
+        # task: run i answers every task with that task's seed i), each value weighed by its number of groups.
+        by_run = [s.get("mean_group_error_by_run") for s in subs.values()]
+        sizes = [len(s.get("group_error_mean") or {}) for s in subs.values()]
+        if disjoint and all(by_run) and len({len(r) for r in by_run}) == 1 and all(sizes):
+            pooled = [sum(r[i] * n for r, n in zip(by_run, sizes)) / sum(sizes) for i in range(len(by_run[0]))]
+            merged["mean_group_error_by_run"] = pooled
+            merged["mean_group_error_over_runs"] = {"mean": statistics.fmean(pooled), "std": statistics.stdev(pooled) if len(pooled) > 1 else 0.0, "runs": "seed i of every value"}
     else:
         gathered("test_group_accuracy", {v: s.get("test_group_accuracy", {}) for v, s in subs.items()}, merged)
         merged["test_accuracy"] = statistics.fmean(s["test_accuracy"] for s in subs.values())

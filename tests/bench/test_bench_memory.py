@@ -119,3 +119,40 @@ def test_mps_is_synchronised_and_the_capsule_and_baseline_benches_run_without_tf
         assert flags and not any(flags) and torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_bench_memory_runs_the_issue_setting(monkeypatch):
+    """`overlooked bench memory` times MemN2N with PE, temporal encoding, adjacent tying, d = 50, K = 3, memory
+    padded to 50, batch 32, on all 20 bAbI 1k tasks, each step summed cross-entropy, per-tensor clipping at 40
+    and SGD at 0.01 (issue 3, item 7): the arguments its step receives, read by a spy."""
+    import overlooked.data.babi as babi
+    from overlooked.memory.modules import MemN2N
+
+    loaded = {}
+
+    def fake_load(**kwargs):
+        loaded.update(kwargs)
+        tiny = _tiny_babi(n=64, M=50)
+        tiny.meta["memory_size"] = kwargs["memory_size"]
+        return tiny
+
+    monkeypatch.setattr(babi, "load_babi", fake_load)
+    seen = []
+    catalog.load_all()
+    real = trainer.train_step
+
+    def spy(model, batch, keys, objective, optimizer, cfg, *args, **kwargs):
+        seen.append((model, batch, objective, optimizer, cfg, model.training))
+        return real(model, batch, keys, objective, optimizer, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", spy)
+    bench_memory.bench_memory(quick=True)
+    assert loaded == {"tasks": "all", "size": "en", "data_dir": None, "memory_size": 50}
+    model, batch, objective, optimizer, cfg, training = seen[0]
+    assert isinstance(model, MemN2N) and model.fused and training
+    assert (model.embed_dim, model.hops, model.memory_size, model.encoding, model.tying) == (50, 3, 50, "pe", "adjacent")
+    assert model.temporal_table is not None and model.use_softmax
+    assert batch["story"].shape[:2] == (32, 50) and objective.reduction == "sum"
+    assert (cfg.optimizer, cfg.lr, cfg.grad_clip, cfg.grad_clip_per_tensor) == ("sgd", 0.01, 40.0, True)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.01 and optimizer.param_groups[0]["momentum"] == 0
+    assert len(seen) == 50 * (1 + 3)  # quick: 50 batches, one warm-up and three timed passes

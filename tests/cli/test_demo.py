@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,25 @@ def test_demo_runs_on_real_data(tmp_path, data_dir, capsys):
     path, results = api.demo("baselines", out=tmp_path, data_dir=str(data_dir))
     assert results["baselines"]["test_accuracy"] > 0.9
     assert (path / "summary.json").is_file() and "run folder:" in capsys.readouterr().out
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_memory_demo_runs_on_real_data(tmp_path, data_dir, capsys):
+    """`overlooked demo memory` (issue 3, item 6): trains on bAbI 1k tasks 1 and 2, prints a story, the
+    question, the answer and each hop's weights on the memories, and writes the attention maps as PNGs."""
+    path, results = api.demo("memory", out=tmp_path, data_dir=str(data_dir))
+    res = results["memory"]
+    assert res["test_accuracy"] > 0.85 and set(res["task_accuracy"]) == {"1", "2"}
+    printed = capsys.readouterr().out
+    assert "== demo memory" in printed and "run folder:" in printed
+    for example in res["examples"]:
+        weights = example["attention"]
+        assert len(weights) == 3 and all(abs(sum(hop) - 1) < 1e-4 for hop in weights)  # three hops, softmax weights
+        assert f"question: {example['question']}?   answer: {example['answer']}   predicted: {example['predicted']}" in printed
+        assert example["story"][0] in printed and "hop1 " in printed
+        assert (path / Path(example["figure"]).name).is_file() and Path(example["figure"]).read_bytes()[:4] == b"\x89PNG"
+    assert (path / "summary.json").is_file()
 
 
 @pytest.mark.data

@@ -159,18 +159,22 @@ def test_every_packaged_linear_start_config_writes_hold_lr_out():
 # The recipe of Sukhbaatar et al. 2015 §4.1-4.2 in each packaged MemN2N config: (config, d, train lr, lr halved
 # every N epochs). d = 20 independent, 50 joint; lr 0.01 (the paper) or 0.005 (the authors' released code,
 # the `_authors` configs, documented in docs/memory.md); halving every 25 epochs independent, 15 joint 1k,
-# 5 joint 10k.
+# 5 joint 10k; the paper's epochs (100 independent, 60 joint 1k, 20 joint 10k) after linear start, whose cap
+# (the authors' ls_nepochs: 20 independent, 30 joint 1k; 10 joint 10k) comes first: the lr schedule restarts when
+# LS ends (restart_schedule), so train.epochs is the cap plus the paper's epochs, and a linear start that ends
+# before its cap leaves more epochs at the full lr than the paper's (docs/memory.md).
 PAPER_RECIPE = [
-    ("memn2n_babi1k", 20, 0.01, 25), ("memn2n_babi1k_authors", 20, 0.005, 25), ("memn2n_babi10k_authors", 20, 0.005, 25),
-    ("memn2n_babi1k_joint", 50, 0.01, 15), ("memn2n_babi1k_joint_authors", 50, 0.005, 15), ("memn2n_babi10k_joint_authors", 50, 0.005, 5),
+    ("memn2n_babi1k", 20, 0.01, 25, 20, 100), ("memn2n_babi1k_authors", 20, 0.005, 25, 20, 100), ("memn2n_babi10k_authors", 20, 0.005, 25, 20, 100),
+    ("memn2n_babi1k_joint", 50, 0.01, 15, 30, 60), ("memn2n_babi1k_joint_authors", 50, 0.005, 15, 30, 60), ("memn2n_babi10k_joint_authors", 50, 0.005, 5, 10, 20),
 ]
 
 
-@pytest.mark.parametrize(("name", "d", "lr", "halve_every"), PAPER_RECIPE)
-def test_packaged_memn2n_configs_hold_the_papers_recipe(name, d, lr, halve_every):
+@pytest.mark.parametrize(("name", "d", "lr", "halve_every", "ls_cap", "epochs"), PAPER_RECIPE)
+def test_packaged_memn2n_configs_hold_the_papers_recipe(name, d, lr, halve_every, ls_cap, epochs):
     """K = 3 hops, adjacent tying, temporal encoding, N(0, 0.1) weights, memory of the last 50 sentences,
     10% of train held out; SGD, batch 32, cost summed over the batch, gradient norm clipped at 40, lr halved
-    (gamma 0.5); linear start at lr 0.005; random noise 10%."""
+    (gamma 0.5); linear start at lr 0.005, the schedule restarting after it; random noise 10%; the paper's
+    epochs after linear start's cap."""
     from overlooked.config import load_config
 
     cfg = load_config(name)
@@ -183,7 +187,8 @@ def test_packaged_memn2n_configs_hold_the_papers_recipe(name, d, lr, halve_every
     t = cfg.train
     assert (t.optimizer, t.batch_size, t.lr, t.schedule, t.step_epochs, t.gamma, t.grad_clip) == ("sgd", 32, lr, "step", halve_every, 0.5, 40.0)
     (ls,) = [cb for cb in cfg.callbacks if cb.name == "linear_start"]
-    assert ls.kwargs["lr"] == 0.005
+    assert ls.kwargs["lr"] == 0.005 and ls.kwargs["restart_schedule"] is True
+    assert (ls.kwargs["max_epochs"], t.epochs) == (ls_cap, ls_cap + epochs)
 
 
 @pytest.mark.data

@@ -304,6 +304,22 @@ def test_merge_each_averages_each_values_chosen_runs():
     assert merged["best_by_val"]["test_group_accuracy"] == {"1": 0.8, "2": 0.5}
     assert merged["group_error_mean"] == pytest.approx({"1": 15.0, "2": 40.0})
     assert merged["group_error_std"] == pytest.approx({"1": math.sqrt(50), "2": math.sqrt(200)})
+    # run i of the whole protocol = seed i of every value: errors (10, 50) and (20, 30), means 30 and 25
+    assert merged["mean_group_error_by_run"] == pytest.approx([30.0, 25.0])
+    assert merged["mean_group_error_over_runs"] == pytest.approx({"mean": 27.5, "std": math.sqrt(12.5), "runs": "seed i of every value"})
+
+
+def test_merge_each_weighs_each_values_runs_by_its_groups():
+    """A value of one task (run errors 10, 20, 30) and one of two tasks (run means 0, 30, 60): run i pools the
+    three tasks, (10 + 2*0)/3, (20 + 2*30)/3, (30 + 2*60)/3 = 3.33, 26.67, 50; their mean is the mean of the
+    task means (20 and 0, 30 -> 26.67)."""
+    one = [_seed(i, 1.0, 0.5, 0.5, {"1": 1 - e / 100}) for i, e in enumerate((10, 20, 30))]
+    two = [_seed(i, 1.0, 0.5, 0.5, {"2": 1 - e / 100, "3": 1 - e / 100}) for i, e in enumerate((0, 30, 60))]
+    cfg = ExperimentConfig.from_dict({"name": "each", "data": {"name": "synthetic", "kwargs": {}}, "model": {"name": "mlp"}, "train": {"repeats": 3}})
+    merged = api.merge_each({"a": api.aggregate(one), "b": api.aggregate(two)}, cfg, "data.tasks", ["a", "b"])
+    assert merged["mean_group_error_by_run"] == pytest.approx([10 / 3, 80 / 3, 50.0])
+    assert merged["mean_group_error_over_runs"]["mean"] == pytest.approx(statistics.fmean(merged["group_error_mean"].values()))
+    assert merged["mean_group_error_over_runs"]["std"] == pytest.approx(statistics.stdev([10 / 3, 80 / 3, 50.0]))
 
 
 class _CountPasses(Callback):
