@@ -29,6 +29,24 @@ def test_hand_computed_lif_trajectory():
     assert 1 in zs  # the drive pulls v towards 1.2, above threshold
 
 
+def test_hand_computed_cuba_lif_trajectory():
+    """CubaLIF, dt = 1 ms, tau_syn = 2 ms, tau_mem = 4 ms (dt/tau 0.5 and 0.25), inputs 1, 0, 0 from rest, no
+    spike: v charges with the old current, then i decays by dt/tau_syn and takes the input. Step 1: v = 0, i = 1;
+    step 2: v = 0.25 (1 - 0) * 1 = 0.25, i = 0.5; step 3: v = 0.25 + 0.25 (0.5 - 0.25) = 0.3125, i = 0.25. (The
+    fused kernel is checked against this path elsewhere; this pins the path itself, where no compiler is.)"""
+    p = N.CubaLIFParameters(tau_syn=2e-3, tau_mem=4e-3, v_threshold=10.0)
+    state, vs, currents = N.CubaState(torch.zeros(1), torch.zeros(1)), [], []
+    for x in (1.0, 0.0, 0.0):
+        z, state = N.cuba_lif_step(torch.tensor([x]), state, p, 1e-3, ATan(2.0))
+        assert float(z) == 0.0
+        vs.append(float(state.v))
+        currents.append(float(state.i))
+    assert vs == pytest.approx([0.0, 0.25, 0.3125], abs=1e-7) and currents == pytest.approx([1.0, 0.5, 0.25], abs=1e-7)
+    seq = M.CubaLIF(tau_syn=2e-3, tau_mem=4e-3, v_threshold=10.0, backend="reference")
+    spikes, final = seq(torch.tensor([[1.0], [0.0], [0.0]]))
+    assert not spikes.any() and float(final.v) == pytest.approx(0.3125, abs=1e-7) and float(final.i) == pytest.approx(0.25, abs=1e-7)
+
+
 def test_reset_modes_and_detach():
     v, z = torch.tensor([1.5], requires_grad=True), torch.tensor([1.0], requires_grad=True)
     assert N.reset(v, z, 1.0, 0.0, "zero", False).item() == 0.0
