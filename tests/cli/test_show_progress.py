@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from overlooked import api
 from overlooked.cli import main
 
@@ -260,3 +262,38 @@ def test_progress_takes_the_epoch_from_a_checkpoint_newer_than_the_last_record(t
     progress = api.run_progress(run)
     assert progress["step"] == 12 and progress["epoch"] == 4.0 and progress["total_steps"] == 12
     assert progress["total_examples"] == 360 and progress["last"]["step"] == 7
+
+
+LOCK_HOLDER = """
+import sys, time
+from overlooked.train.runlock import training_lock
+with training_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_a_process_inside_training_lock_refuses_a_second(tmp_path):
+    """The lock a training process holds is exclusive: another process probing it sees a run being trained, and
+    its own training_lock on the folder is refused (after waiting WAIT_S); once the holder ends, it is free."""
+    import subprocess
+    import sys
+
+    from overlooked.train import runlock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert runlock.is_training(run) is True
+        with pytest.raises(runlock.RunBusyError, match="being trained by another process"):
+            with runlock.training_lock(run):
+                pass
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert runlock.is_training(run) is False
+    with runlock.training_lock(run):
+        assert runlock.is_training(run) is True  # this process holds it now
+

@@ -17,6 +17,13 @@ def test_parse_known_bytes():
     assert frames.shape == (2, 2, 34, 34) and frames[0, 0, 0, 0] == 1 and frames[1, 1, 5, 33] == 1
 
 
+def test_polarity_is_bit_7_alone_and_bit_16_of_time_sits_below_it():
+    """Byte 2 holds the polarity in bit 7 and timestamp bits 22..16 below it: 0x80 is ON at t = 0, 0x01 is OFF
+    at t = 1 << 16 = 65536 (a reader taking the polarity from the low bit would swap both)."""
+    e = parse_bs2(bytes([1, 2, 0x80, 0, 0, 1, 2, 0x01, 0, 0]))
+    assert e.p.tolist() == [1, 0] and e.t.tolist() == [0, 65536] and e.x.tolist() == [1, 1] and e.y.tolist() == [2, 2]
+
+
 def test_truncated_and_off_sensor_files_are_refused(tmp_path):
     with pytest.raises(DataError, match="not a whole number of 5-byte events.*offset 5"):
         parse_bs2(bytes(7), "x.bs2")

@@ -365,7 +365,8 @@ def test_a_max_minutes_stop_between_passes_resumes_as_a_run_never_stopped(tmp_pa
     assert stop_record["step"] == stop_after and stop_record["val_loss"] == pytest.approx(_val_ce(thetas[stop_after - 1]))
     last_state = read_checkpoint(cut / "checkpoints" / "last.safetensors")[1]["info"]["state"]
     assert last_state["stop_pass"] is True and last_state["best_step"] == 2 and last_state["callbacks"][2] == {"passes": stop_after // 2}
-    assert read_checkpoint(cut / "checkpoints" / "best.safetensors")[1]["info"]["state"]["best_step"] == stop_after
+    best_state = read_checkpoint(cut / "checkpoints" / "best.safetensors")[1]["info"]["state"]
+    assert best_state["best_step"] == stop_after and best_state["stop_pass"] is False  # only `last` carries the flag
     assert read_checkpoint(cut / "checkpoints" / "best_before_stop.safetensors")[1]["info"]["state"]["best_step"] == 2
 
     resumed, count = run(cut, cfg, resume=cut / "checkpoints" / "last.safetensors")
@@ -380,6 +381,68 @@ def test_a_max_minutes_stop_between_passes_resumes_as_a_run_never_stopped(tmp_pa
     assert doc["info"]["state"]["best_step"] == 2 and torch.equal(tensors["model.theta"], torch.tensor(thetas[1]))
     assert not (cut / "checkpoints" / "best_before_stop.safetensors").exists() and not (cut / "checkpoints" / "best_before_stop.json").exists()
     assert json.loads((cut / "checkpoints" / "best.json").read_text())["state"]["best_step"] == 2  # the readable sidecar moved with it
+
+
+def test_a_max_minutes_stop_at_a_regular_pass_is_no_extra_pass(tmp_path, monkeypatch):
+    """The clock runs out after step 4, where a regular pass falls (every 2 steps): that pass is the run's own,
+    `last` is not flagged, nothing is set aside, and the resumed run keeps the pass: records at 2, 4 and 6 as
+    the unstopped run's."""
+    from overlooked.train.checkpoint import read_checkpoint
+
+    thetas = [*THETAS[:5], THETAS[3]]
+    Tick = _ticking_clock(monkeypatch)
+
+    def run(run_dir, cfg, resume=None):
+        return trainer.fit(_Const(), _splits(6), CrossEntropy(), cfg, run_dir, callbacks=[Tick(), _Steer(thetas)], resume=resume)
+
+    ref = run(tmp_path / "ref", _cfg(eval_every=2, select_metric="val_loss"))
+    cut = tmp_path / "cut"
+    stopped = run(cut, _cfg(eval_every=2, select_metric="val_loss", max_minutes=40 / 60))
+    assert stopped["stopped_by"] == "max_minutes" and stopped["steps"] == 4
+    assert read_checkpoint(cut / "checkpoints" / "last.safetensors")[1]["info"]["state"]["stop_pass"] is False
+    assert not (cut / "checkpoints" / "best_before_stop.safetensors").exists()
+    resumed = run(cut, _cfg(eval_every=2, select_metric="val_loss"), resume=cut / "checkpoints" / "last.safetensors")
+    read = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    keys = ("step", "train_loss", "val_loss", "examples_seen")
+    assert [r["step"] for r in read(cut)] == [2, 4, 6] and [[r[k] for k in keys] for r in read(cut)] == [[r[k] for k in keys] for r in read(tmp_path / "ref")]
+    assert resumed["best_step"] == ref["best_step"] == 2
+
+
+def test_examples_seen_counts_a_short_last_batch():
+    """Ten examples in batches of 4: steps of 4, 4 and 2, so 10 examples seen, not 3 x 4 = 12."""
+    summary = trainer.fit(_zero_linear(), _splits(10), CrossEntropy(), _cfg(batch_size=4), None)
+    assert summary["steps"] == 3 and summary["examples_seen"] == 10
+
+
+class _Weighted(nn.Module):
+    """One 2x2 parameter W (zero at the start); the output, used as the loss, is sum(W * x[0]), so dL/dW = x[0]."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.zeros(2, 2))
+
+    def forward(self, x):
+        return (self.W * x[0]).sum()
+
+
+def test_spectral_clipping_uses_the_largest_singular_value():
+    """The gradient [[3, 0], [0, 4]] has spectral norm 4 (Frobenius 5): clipped to 2 it is halved, so one SGD
+    step at lr 1 gives W = -[[1.5, 0], [0, 2]] (with the Frobenius norm it would be -[[1.2, 0], [0, 1.6]])."""
+    from overlooked.train.trainer import build_optimizer, train_step
+
+    x = torch.tensor([[[3.0, 0.0], [0.0, 4.0]]])
+    for norm, want in (("spectral", [[-1.5, 0.0], [0.0, -2.0]]), ("frobenius", [[-1.2, 0.0], [0.0, -1.6]])):
+        model = _Weighted()
+        cfg = TrainConfig(optimizer="sgd", lr=1.0, grad_clip=2.0, grad_clip_per_tensor=True, grad_clip_norm=norm)
+        train_step(model, {"x": x}, ("x",), lambda out, batch: out, build_optimizer(cfg, model.parameters()), cfg)
+        assert torch.allclose(model.W.detach(), torch.tensor(want), atol=1e-6), norm
+
+
+def test_merge_each_without_repeats_means_val_and_test():
+    """Two values, one run each: validation 0.8 and 0.6, test 0.5 and 0.7 -> merged 0.7 and 0.6."""
+    cfg = ExperimentConfig.from_dict({"name": "each", "data": {"name": "synthetic", "kwargs": {}}, "model": {"name": "mlp"}})
+    merged = api.merge_each({"1": _seed(0, 1.0, 0.8, 0.5), "2": _seed(0, 1.0, 0.6, 0.7)}, cfg, "data.tasks", [1, 2])
+    assert merged["val_accuracy"] == pytest.approx(0.7) and merged["test_accuracy"] == pytest.approx(0.6)
 
 
 def test_a_callback_stop_at_the_step_the_clock_runs_out_is_the_callbacks(tmp_path, monkeypatch):
