@@ -460,3 +460,28 @@ def test_a_repeated_babi_table_by_hand():
     assert table[0] == "| task | best by train (seed 2) | best by val (seed 0) | mean ± std over 3 runs |"
     assert table[2] == "| 1 | 0.0 | 1.0 | 0.5 ± 0.5 |" and table[4] == "| 4 | 3.0 | 0.0 | 2.0 ± 1.0 |"
     assert table[-1] == "| mean (failed > 5%) | **4.33** (1 failed) | **7.00** (1 failed) | 6.12 ± 1.46 |"
+
+
+def test_paper_mean_uses_the_runs_own_tasks():
+    """A run on tasks 2 and 3 is set beside the paper's errors on tasks 2 and 3 (6 and 8: mean 7.00, both failed),
+    not its first two tasks (0 and 6)."""
+    from overlooked.bench.report import Run, render_babi
+
+    run = Run(Path("x"), {"name": "m"}, {}, {"test_group_accuracy": {"2": 1.0, "3": 0.9}})
+    lines = render_babi(run, {"m": {"per_task_error": [0.0, 6.0, 8.0] + [0.0] * 17, "source": "s", "label": "L"}})
+    assert any("**7.00** (2 failed; its 2 tasks of 20)" in line for line in lines)
+
+
+def test_exactly_six_trials_is_allowed():
+    row = {"model": "a", "params": 1, "flops_per_example": 1, "wall_time_s": 1.0, "examples_seen": 5, "data_fingerprint": "x", "trials": 6}
+    assert check_fair([row], max_examples=5) is None
+
+
+def test_time_call_takes_the_median(monkeypatch):
+    """Timed calls of 1, 3, 2 and 10 s: median 2.5, mean 4, min 1."""
+    from overlooked.bench import timing
+
+    ticks = iter([0.0, 1.0, 0.0, 3.0, 0.0, 2.0, 0.0, 10.0])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(ticks))
+    got = timing.time_call(lambda: None, warmup=0, repeats=4)
+    assert (got["median_s"], got["mean_s"], got["min_s"]) == (2.5, 4.0, 1.0)

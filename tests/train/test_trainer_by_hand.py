@@ -498,3 +498,9 @@ def test_a_best_set_aside_by_a_stop_that_no_resume_chooses_is_removed(tmp_path, 
     summary = run(_cfg(eval_every=4), resume=ckpts / "last.safetensors")
     assert summary["steps"] == 6 and summary["best_step"] in (4, 6)
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.json", "best.safetensors", "last.json", "last.safetensors"]
+
+
+def test_a_validation_tie_goes_to_the_first_seed():
+    """Validation 0.9 and 0.9: best_by_val is seed 0 (test 0.5), both seeds named as tied."""
+    agg = api.aggregate([_seed(0, 0.9, 0.9, 0.5), _seed(1, 1.0, 0.9, 0.7)])
+    assert (agg["best_by_val"]["seed"], agg["best_by_val"]["test_accuracy"], agg["best_by_val"]["tied_seeds"]) == (0, 0.5, [0, 1])
