@@ -76,12 +76,13 @@ def main() -> None:
             print(f"{result['id']}: {result['outcome']} ({result['seconds']} s) {result['first_failure'] or ''}", flush=True)
             results.append(result)
     killed = sum(r["outcome"] == "killed" for r in results)
+    survived = sum(r["outcome"] == "survived" for r in results)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = [
         f"# Mutation audit: {args.mutants.name}",
         "",
         f"git {commit}; tests: `pytest -x {' '.join(tests)}`; {len(results)} mutants, **{killed} killed**, "
-        f"{sum(r['outcome'] == 'survived' for r in results)} survived, {len(results) - killed - sum(r['outcome'] == 'survived' for r in results)} other.",
+        f"{survived} survived, {len(results) - killed - survived} other.",
         "",
         "| mutant | file | what it breaks | outcome | first failing test |",
         "|---|---|---|---|---|",

@@ -81,6 +81,7 @@ def remerge(run: Path) -> list[str]:
         _write(run / "summary.json", merged)
     return added
 
+
 if __name__ == "__main__":
     for arg in sys.argv[1:]:
         print(arg, "added", remerge(Path(arg)))

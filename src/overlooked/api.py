@@ -842,6 +842,16 @@ def spiking_energy(model: nn.Module, splits: Splits, encoder: Any = None, exampl
     return {"energy": {"split": split, "first_examples": n, **energy_report(model, batches())}}
 
 
+def _sample_std(values: list[float]) -> float:
+    """The sample standard deviation (n - 1), 0 for a single value."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    """``{"mean", "std"}`` of ``values`` (sample std, :func:`_sample_std`)."""
+    return {"mean": statistics.fmean(values), "std": _sample_std(values)}
+
+
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Best-of-N under two named rules, and mean +- std over the N runs.
 
@@ -858,7 +868,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "repeats": len(summaries),
         "seeds": [s["seed"] for s in summaries],
         "test_accuracy_mean": statistics.fmean(test),
-        "test_accuracy_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+        "test_accuracy_std": _sample_std(test),
         "best_by_val": {"rule": "highest validation accuracy", "seed": summaries[by_val]["seed"], "test_accuracy": summaries[by_val]["test_accuracy"], "val_accuracy": summaries[by_val]["val_accuracy"]},
         "best_by_train": {"rule": "lowest training error (MemN2N paper)", "seed": summaries[by_train]["seed"], "test_accuracy": summaries[by_train]["test_accuracy"], "train_accuracy": summaries[by_train]["train_accuracy"]},
     }
@@ -874,9 +884,9 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         groups = sorted(summaries[0]["test_group_accuracy"], key=int)
         errors = {g: [100.0 * (1 - s["test_group_accuracy"][g]) for s in summaries] for g in groups}
         out["group_error_mean"] = {g: statistics.fmean(e) for g, e in errors.items()}
-        out["group_error_std"] = {g: (statistics.stdev(e) if len(e) > 1 else 0.0) for g, e in errors.items()}
+        out["group_error_std"] = {g: _sample_std(e) for g, e in errors.items()}
         run_means = [statistics.fmean(100.0 * (1 - s["test_group_accuracy"][g]) for g in groups) for s in summaries]
-        out["mean_group_error_over_runs"] = {"mean": statistics.fmean(run_means), "std": statistics.stdev(run_means) if len(run_means) > 1 else 0.0}
+        out["mean_group_error_over_runs"] = _spread(run_means)
         out["mean_group_error_by_run"] = run_means  # seed by seed, for an --each parent's spread over runs
     for key in ("name", "model", "dataset", "dataset_kwargs", "params", "flops_per_example", "data_fingerprint", "test_fingerprint", "device"):
         out[key] = summaries[0].get(key)
@@ -1101,7 +1111,7 @@ def merge_each(subs: dict[str, dict[str, Any]], cfg: ExperimentConfig, key: str,
         if disjoint and all(by_run) and len({len(r) for r in by_run}) == 1 and all(sizes):
             pooled = [sum(r[i] * n for r, n in zip(by_run, sizes)) / sum(sizes) for i in range(len(by_run[0]))]
             merged["mean_group_error_by_run"] = pooled
-            merged["mean_group_error_over_runs"] = {"mean": statistics.fmean(pooled), "std": statistics.stdev(pooled) if len(pooled) > 1 else 0.0, "runs": "seed i of every value"}
+            merged["mean_group_error_over_runs"] = {**_spread(pooled), "runs": "seed i of every value"}
     else:
         gathered("test_group_accuracy", {v: s.get("test_group_accuracy", {}) for v, s in subs.items()}, merged)
         merged["test_accuracy"] = statistics.fmean(s["test_accuracy"] for s in subs.values())

@@ -265,7 +265,7 @@ def test_progress_takes_the_epoch_from_a_checkpoint_newer_than_the_last_record(t
 
 
 LOCK_HOLDER = """
-import sys, time
+import sys
 from overlooked.train.runlock import training_lock
 with training_lock(sys.argv[1]):
     print("held", flush=True)
