@@ -1859,7 +1859,7 @@ def _check_no_resplit(cfg: ExperimentConfig, split: str, data_overrides: list[st
     ``seed``/``val_fraction``/``val_split`` moves training examples into "val" (a review counted 5,380 of 6,000)."""
     if split == "test":
         return
-    new = apply_overrides(cfg, data_overrides)  # as resolved: a whole data.kwargs={...} or data={...} replaces the kwargs
+    new = apply_overrides(cfg, data_overrides)  # as resolved: a whole data.kwargs={...} replaces the kwargs (load_run refuses data={...})
     if new.data.name != cfg.data.name:
         return  # another dataset: its splits are not the run's
     params = inspect.signature(DATASETS.get(cfg.data.name)).parameters

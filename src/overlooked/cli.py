@@ -48,7 +48,7 @@ def _trial_counts(items: list[str] | None) -> dict[str, int] | None:
     counts = {}
     for item in items:
         run, sep, n = item.rpartition("=")
-        if not sep or not run or not n.isdigit():
+        if not sep or not run or not (n.isascii() and n.isdigit()):  # isdigit alone admits '²', which int() refuses
             raise OverlookedError(f"--trials takes RUN=N (a run folder and its number of hyper-parameter trials), got {item!r}")
         if run in counts and counts[run] != int(n):  # the last one won, silently
             raise OverlookedError(f"--trials gives {run} two counts ({counts[run]} and {n}); give each run one")
