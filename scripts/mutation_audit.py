@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
     tests, mutants = load(args.mutants)
-    baseline = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", *tests], cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # one thread, as each mutant runs
+    baseline = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", *tests], cwd=ROOT, env=env, capture_output=True, text=True)
     if baseline.returncode != 0:
         raise SystemExit(f"the unmutated tests do not pass; fix that first:\n{baseline.stdout[-2000:]}")
     args.out.mkdir(parents=True, exist_ok=True)
