@@ -10,11 +10,7 @@ import torch
 from torch import nn
 
 from overlooked.bench import capsules as bench_capsules
-from overlooked.bench import memory as bench_memory
 from overlooked.bench import spiking as bench_spiking
-from overlooked.data.base import ArrayDataset, Splits
-from overlooked.memory.functional import time_index
-from overlooked.train import trainer
 
 
 def _fake_timing(median_s: float, min_s: float | None = None) -> dict[str, float]:
@@ -63,36 +59,6 @@ def test_peer_ratio_is_ours_over_the_fastest_peers_time(monkeypatch):
     assert ratio["value"] == 50.0 and ratio["unit"] == "%" and ratio["speedup"] == 2.0
     fb = {f["name"]: f["value"] for f in figures if "fwd+bwd" in f["name"] and f["unit"] == "ms"}
     assert fb["spiking T=3 B=1 n=4 Linear+LIF fwd+bwd snntorch"] == 4000.0
-
-
-def _tiny_babi(n=40, M=6, L=4, V=12):
-    gen = torch.Generator().manual_seed(0)
-    mask = torch.arange(M)[None, :] < torch.randint(1, M + 1, (n, 1), generator=gen)
-    story = torch.randint(1, V, (n, M, L), generator=gen) * mask[..., None]
-    ds = ArrayDataset({"story": story, "query": torch.randint(1, V, (n, L), generator=gen), "memory_mask": mask, "time": time_index(mask), "answer": torch.randint(1, V, (n,), generator=gen)})
-    return Splits(ds, ds, ds, ("story", "query", "memory_mask", "time"), "answer", {"vocab_size": V, "memory_size": M})
-
-
-def test_memory_stories_per_second_count_every_batch_and_infer_times_no_training_step(monkeypatch):
-    """steps=3 batches of 8 stories = 24 stories per timed epoch; with a fake median of 2 s per epoch both
-    figures are 24 / 2 = 12 stories/s. The train epoch runs trainer.train_step 3 times (once per batch), the
-    inference epoch never (and with the model in eval mode)."""
-    steps_per_call = []
-    calls = []
-    real = trainer.train_step
-    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-
-    def fake_time_call(fn, warmup, repeats, device):
-        before = len(calls)
-        fn()
-        steps_per_call.append(len(calls) - before)
-        return _fake_timing(2.0)
-
-    monkeypatch.setattr(bench_memory, "time_call", fake_time_call)
-    figures = bench_memory.memn2n_throughput(_tiny_babi(), batch_size=8, embed_dim=8, steps=3, repeats=1)
-    assert steps_per_call == [3, 0]
-    assert [f["value"] for f in figures] == [12.0, 12.0]
-    assert [f["unit"] for f in figures] == ["stories/s", "stories/s"]
 
 
 def test_capsule_cpu_clock_reads_process_time_and_skips_the_warm_up(monkeypatch):

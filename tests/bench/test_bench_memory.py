@@ -156,3 +156,25 @@ def test_bench_memory_runs_the_issue_setting(monkeypatch):
     assert (cfg.optimizer, cfg.lr, cfg.grad_clip, cfg.grad_clip_per_tensor) == ("sgd", 0.01, 40.0, True)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.01 and optimizer.param_groups[0]["momentum"] == 0
     assert len(seen) == 50 * (1 + 3)  # quick: 50 batches, one warm-up and three timed passes
+
+
+def test_memory_stories_per_second_count_every_batch_and_infer_times_no_training_step(monkeypatch):
+    """steps=3 batches of 8 stories = 24 stories per timed epoch; with a fake median of 2 s per epoch both
+    figures are 24 / 2 = 12 stories/s. The train epoch runs trainer.train_step 3 times (once per batch), the
+    inference epoch never (and with the model in eval mode)."""
+    steps_per_call = []
+    calls = []
+    real = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+
+    def fake_time_call(fn, warmup, repeats, device):
+        before = len(calls)
+        fn()
+        steps_per_call.append(len(calls) - before)
+        return {"median_s": 2.0, "min_s": 2.0, "mean_s": 2.0, "repeats": 1}  # a fake median of 2 s
+
+    monkeypatch.setattr(bench_memory, "time_call", fake_time_call)
+    figures = bench_memory.memn2n_throughput(_tiny_babi(), batch_size=8, embed_dim=8, steps=3, repeats=1)
+    assert steps_per_call == [3, 0]
+    assert [f["value"] for f in figures] == [12.0, 12.0]
+    assert [f["unit"] for f in figures] == ["stories/s", "stories/s"]

@@ -1,5 +1,5 @@
-"""Pins from the fourth mutation audit (results/audits/mutants_convert_caps_ls.yaml): the conversion's accuracy
-curve sums spike counts over every batch; a Linear layer's connections count every leading input dimension; a
+"""Pins from the fourth mutation audit (results/audits/mutants_convert_caps_ls.yaml; the accuracy curve's
+pin lives in test_convert.py, beside the net it shares): a Linear layer's connections count every leading input dimension; a
 SpikingNet's logits average the readout over the steps; folding batch norm scales the synapse's own bias."""
 
 from __future__ import annotations
@@ -7,40 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overlooked.spiking.convert import convert, evaluate_curve
 from overlooked.spiking.synops import connections, fanout
-
-
-def _constant_quarter_snn():
-    """One IF neuron driven by a constant current of 0.25 per step (its bias; the image is zeroed by the weight).
-    Reset by subtraction and a spike only for v > 1: v = 1.0 after step 4 does not spike, v = 1.25 after step 5
-    does (v back to 0.25), and so on every 4 steps: spikes at steps 5, 9, 13, ..."""
-    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
-    with torch.no_grad():
-        net[0].weight.zero_()
-        net[0].bias.fill_(0.25)
-        net[2].weight.fill_(1.0)
-        net[2].bias.zero_()
-    snn = convert(net, torch.zeros(4, 1), norm="max")
-    with torch.no_grad():
-        snn.stages[0].synapse.bias.fill_(0.25)
-    return snn
-
-
-def test_accuracy_curve_spike_counts_add_up_over_every_batch():
-    """7 images in batches of 3 (3 + 3 + 1): every image drives the same neuron with 0.25 per step, which
-    (v > 1 needed, reset by subtraction) spikes at steps 5, 9, 13 of 14; so the per-step spike count over the
-    7 images is 7 at those steps and 0 elsewhere, and the position count after 14 steps is 7 x 3 = 21.
-    Keeping only the last batch would give 1 and 3."""
-    snn = _constant_quarter_snn()
-    x, labels = torch.zeros(7, 1), torch.zeros(7, dtype=torch.long)
-    res = evaluate_curve(snn, x, labels, 14, batch_size=3)
-    want = torch.zeros(14)
-    want[[4, 8, 12]] = 7.0  # 0-based steps 4, 8, 12 = steps 5, 9, 13
-    assert torch.equal(res["spikes_per_step"][0], want)
-    assert res["position_counts"][14][0].tolist() == [21.0]
-    whole = snn.simulate(x, steps=14)  # the same images in one batch: the reference
-    assert torch.equal(res["spikes_per_step"][0], whole.spikes[0])
 
 
 def test_a_linear_layers_connections_count_every_leading_input_dimension():

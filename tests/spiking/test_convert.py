@@ -274,3 +274,19 @@ def test_convert_names_calibration_of_another_dtype():
     ann = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double()
     with pytest.raises(ConversionError, match=r"calibration images are float32 but Sequential's weights float64; cast one to the other"):
         convert(ann, torch.rand(10, 1, 2, 2))
+
+
+def test_accuracy_curve_spike_counts_add_up_over_every_batch():
+    """7 images in batches of 3 (3 + 3 + 1): every image drives the same neuron with 0.25 per step, which
+    (v > 1 needed, reset by subtraction) spikes at steps 5, 9, 13 of 14; so the per-step spike count over the
+    7 images is 7 at those steps and 0 elsewhere, and the position count after 14 steps is 7 x 3 = 21.
+    Keeping only the last batch would give 1 and 3."""
+    snn = _constant_quarter_snn()
+    x, labels = torch.zeros(7, 1), torch.zeros(7, dtype=torch.long)
+    res = evaluate_curve(snn, x, labels, 14, batch_size=3)
+    want = torch.zeros(14)
+    want[[4, 8, 12]] = 7.0  # 0-based steps 4, 8, 12 = steps 5, 9, 13
+    assert torch.equal(res["spikes_per_step"][0], want)
+    assert res["position_counts"][14][0].tolist() == [21.0]
+    whole = snn.simulate(x, steps=14)  # the same images in one batch: the reference
+    assert torch.equal(res["spikes_per_step"][0], whole.spikes[0])
