@@ -42,13 +42,18 @@ def load(path: Path) -> tuple[list[str], list[dict]]:
     return list(spec["tests"]), mutants
 
 
+def _env(**extra: str) -> dict[str, str]:
+    """The environment every pytest here runs in, the unmutated baseline included: one thread, no bytecode."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
+
+
 def run_one(mutant: dict, tests: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"mut_{mutant['id']}_") as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         target = src / mutant["file"]
         target.write_text(target.read_text().replace(mutant["old"], mutant["new"]))
-        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        env = _env(PYTHONPATH=str(src))
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore", *tests], cwd=ROOT, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -64,8 +69,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
     tests, mutants = load(args.mutants)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # one thread, as each mutant runs
-    baseline = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", *tests], cwd=ROOT, env=env, capture_output=True, text=True)
+    baseline = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", *tests], cwd=ROOT, env=_env(), capture_output=True, text=True)
     if baseline.returncode != 0:
         raise SystemExit(f"the unmutated tests do not pass; fix that first:\n{baseline.stdout[-2000:]}")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -163,9 +163,7 @@ def test_memory_stories_per_second_count_every_batch_and_infer_times_no_training
     figures are 24 / 2 = 12 stories/s. The train epoch runs trainer.train_step 3 times (once per batch), the
     inference epoch never (and with the model in eval mode)."""
     steps_per_call = []
-    calls = []
-    real = trainer.train_step
-    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    calls = _count_train_steps(monkeypatch)
 
     def fake_time_call(fn, warmup, repeats, device):
         before = len(calls)

@@ -48,19 +48,6 @@ def test_evaluate_refuses_a_whole_data_section_as_an_override(tmp_path):
     assert api.evaluate(run, data_overrides=["data.kwargs.n_test=20"])["examples"] == 20  # the same data, as data.* overrides
 
 
-# ---- show's progress --------------------------------------------------------------------------------------------
-
-
-def test_progress_total_is_the_epochs_when_max_steps_is_larger(tmp_path):
-    """4 epochs x 3 steps = 12 steps, train.max_steps=100 never reached: the total is min(12, 100) = 12 steps and
-    12 x 30 = 360 examples, not max_steps' 100 steps (3,000 examples)."""
-    run, summary = _train(tmp_path, "train.epochs=4", "train.max_steps=100")
-    assert summary["steps"] == 12 and summary["stopped_by"] == "epochs"
-    (run / "summary.json").unlink()
-    progress = api.run_progress(run)
-    assert progress["total_steps"] == 12 and progress["total_examples"] == 360 and progress["step"] == 12
-
-
 # ---- the command line -------------------------------------------------------------------------------------------
 
 

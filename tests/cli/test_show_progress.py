@@ -297,3 +297,12 @@ def test_a_process_inside_training_lock_refuses_a_second(tmp_path):
     with runlock.training_lock(run):
         assert runlock.is_training(run) is True  # this process holds it now
 
+
+def test_progress_total_is_the_epochs_when_max_steps_is_larger(tmp_path):
+    """4 epochs x 3 steps = 12 steps, train.max_steps=100 never reached: the total is min(12, 100) = 12 steps and
+    12 x 30 = 360 examples, not max_steps' 100 steps (3,000 examples)."""
+    run, summary = api.train(api.load("mlp_mnist", [*TINY, "train.max_steps=100"]), out=tmp_path)
+    assert summary["steps"] == 12 and summary["stopped_by"] == "epochs"
+    (run / "summary.json").unlink()
+    progress = api.run_progress(run)
+    assert progress["total_steps"] == 12 and progress["total_examples"] == 360 and progress["step"] == 12

@@ -504,3 +504,28 @@ def test_a_validation_tie_goes_to_the_first_seed():
     """Validation 0.9 and 0.9: best_by_val is seed 0 (test 0.5), both seeds named as tied."""
     agg = api.aggregate([_seed(0, 0.9, 0.9, 0.5), _seed(1, 1.0, 0.9, 0.7)])
     assert (agg["best_by_val"]["seed"], agg["best_by_val"]["test_accuracy"], agg["best_by_val"]["tied_seeds"]) == (0, 0.5, [0, 1])
+
+
+def test_last_checkpoint_follows_eval_every_when_checkpoint_every_is_unset(tmp_path):
+    """8 examples, batch 2: 4 steps an epoch; eval_every=2 and checkpoint_every=0 write `last` at step 2 (with the
+    pass), so it exists when step 3 ends (at once an epoch it would first appear at step 4)."""
+
+    class Look(Callback):
+        def __init__(self):
+            self.seen = {}
+
+        def on_step_end(self, ctx, loss):
+            self.seen[ctx.state.step] = (ctx.run_dir / "checkpoints" / "last.safetensors").exists()
+
+    look = Look()
+    trainer.fit(_zero_linear(), _splits(8, [0, 1, 2]), CrossEntropy(), _cfg(batch_size=2, eval_every=2), tmp_path, callbacks=[look])
+    assert look.seen == {1: False, 2: False, 3: True, 4: True}  # step 2's hook runs before its pass writes it
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_evaluate_hands_the_model_back_in_the_mode_it_found_it(training):
+    """evaluate switches to eval mode for the pass and back to whichever mode the model was in."""
+    model = _zero_linear().train(training)
+    res = evaluate(model, _data([0, 1, 2]), ("x",), "label", CrossEntropy())
+    assert res["loss"] == pytest.approx(math.log(3.0))
+    assert model.training is training
